@@ -1,0 +1,1 @@
+"""Model adapters: scripted (deterministic, offline) and OpenAI-compatible servers."""

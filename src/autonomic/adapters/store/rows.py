@@ -1,0 +1,118 @@
+"""Mapping between database rows and domain values, shared by the SQL adapters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autonomic.core.canonical import canonical_json
+from autonomic.core.journal import Entry, EntryKind, PackedEntry, blob_reference
+from autonomic.core.run import Lease, Run, RunStatus
+
+RUN_COLUMNS = (
+    "id, tenant, agent, agent_version, model, status, status_reason, version, lease_owner, "
+    "lease_expires_at, fence, input, output, max_turns, metadata, parent_run_id, correlation_id, "
+    "created_at, updated_at"
+)
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    (
+        run_id, tenant, agent, agent_version, model, status, status_reason, version, lease_owner,
+        lease_expires_at, fence, input_text, output_text, max_turns, metadata, parent_run_id,
+        correlation_id, created_at, updated_at,
+    ) = row
+    return Run(
+        id=run_id,
+        tenant=tenant,
+        agent=agent,
+        agent_version=agent_version,
+        model=model,
+        status=RunStatus(status),
+        status_reason=status_reason,
+        version=int(version),
+        lease=Lease(owner=lease_owner, expires_at=float(lease_expires_at), fence=int(fence)),
+        input=json.loads(input_text),
+        output=json.loads(output_text) if output_text is not None else None,
+        max_turns=int(max_turns),
+        metadata=json.loads(metadata),
+        parent_run_id=parent_run_id,
+        correlation_id=correlation_id,
+        created_at=float(created_at),
+        updated_at=float(updated_at),
+    )
+
+
+def run_to_row(run: Run) -> tuple[Any, ...]:
+    return (
+        run.id,
+        run.tenant,
+        run.agent,
+        run.agent_version,
+        run.model,
+        run.status.value,
+        run.status_reason,
+        run.version,
+        run.lease.owner,
+        run.lease.expires_at,
+        run.lease.fence,
+        canonical_json(run.input),
+        canonical_json(run.output) if run.output is not None else None,
+        run.max_turns,
+        canonical_json(run.metadata),
+        run.parent_run_id,
+        run.correlation_id,
+        run.created_at,
+        run.updated_at,
+    )
+
+
+def journal_rows(entries: Sequence[PackedEntry]) -> list[tuple[Any, ...]]:
+    return [
+        (p.entry.run_id, p.entry.seq, p.entry.kind.value, p.text, p.entry.hash, p.entry.created_at)
+        for p in entries
+    ]
+
+
+def blob_rows(entries: Sequence[PackedEntry], now: float) -> list[tuple[str, bytes, int, float]]:
+    return [
+        (p.blob.address, p.blob.data, len(p.blob.data), now) for p in entries if p.blob is not None
+    ]
+
+
+def entries_from_rows(
+    run_id: str, rows: Sequence[Sequence[Any]], blobs: Mapping[str, bytes]
+) -> list[Entry]:
+    """Rows of (seq, kind, payload, hash, created_at) to entries, blob references resolved."""
+    out: list[Entry] = []
+    for seq, kind, text, hash_, created_at in rows:
+        address = blob_reference(text)
+        if address is not None:
+            text = bytes(blobs[address]).decode()
+        out.append(
+            Entry(
+                run_id=run_id,
+                seq=int(seq),
+                kind=EntryKind(kind),
+                payload=json.loads(text),
+                created_at=float(created_at),
+                hash=hash_,
+            )
+        )
+    return out
+
+
+def blob_addresses(rows: Sequence[Sequence[Any]]) -> list[str]:
+    found = (blob_reference(row[2]) for row in rows)
+    return [a for a in found if a is not None]
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe to print: any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.partition(":")[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"

@@ -1,0 +1,283 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Calls are synchronous and short; they run on the event loop's thread because SQLite serialises
+writers anyway and a thread hop would cost more than the call. Every write transaction starts with
+``BEGIN IMMEDIATE`` so that a writer takes the lock before it reads what it will check, and several
+processes (a worker and the CLI, say) can share one file.
+
+Durability: ``synchronous=FULL`` by default, so a commit survives power loss, not only a crash.
+``?synchronous=normal`` in the URL trades that for speed (still safe against a process crash).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from autonomic.adapters.store import migrations
+from autonomic.adapters.store.rows import (
+    RUN_COLUMNS,
+    blob_addresses,
+    blob_rows,
+    entries_from_rows,
+    journal_rows,
+    run_from_row,
+    run_to_row,
+)
+from autonomic.core.canonical import canonical_json
+from autonomic.core.journal import Entry, PackedEntry
+from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.errors import ConfigError, LeaseLost, NotFound, StaleVersion, StoreUnavailable
+from autonomic.ports.store import Claim, Store
+
+_SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, str]:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` -> (path, synchronous mode)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError(f"not a SQLite URL: {url!r}", hint="write sqlite:///path/to/file.db")
+    raw = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not raw:
+        raise ConfigError(f"SQLite URL {url!r} has no file path", hint="write sqlite:///autonomic.db")
+    mode = parse_qs(parts.query).get("synchronous", ["full"])[0].lower()
+    if mode not in _SYNC_MODES:
+        raise ConfigError(
+            f"unknown SQLite synchronous mode {mode!r}", hint="use synchronous=full or normal"
+        )
+    return Path(raw), _SYNC_MODES[mode]
+
+
+class SQLiteStore(Store):
+    """Runs in a SQLite file. See the module docstring for durability."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+        self.url = url
+        self.path, self.synchronous = parse_sqlite_url(url)
+        self._check_version = True  # only the lost-update test turns this off
+        if not self.path.parent.exists():
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.path}: directory {self.path.parent} does not exist",
+                hint="create the directory or point --db / AUTONOMIC_DB elsewhere",
+            )
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+            self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.path}: {exc}",
+                hint="is it a SQLite file? point --db / AUTONOMIC_DB at another path",
+            ) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _require_schema(self) -> None:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'"
+        ).fetchone()
+        if row is None:
+            raise StoreUnavailable(
+                f"database {self.path} has no autonomic schema", hint="run `autonomic migrate` first"
+            )
+
+    async def migrate(self) -> list[str]:
+        applied: list[str] = []
+        with self._write() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            done = {r[0] for r in cur.execute("SELECT version FROM schema_migrations")}
+            for m in migrations.load("sqlite"):
+                if m.version in done:
+                    continue
+                for statement in _split_sql(m.sql):
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (m.version, m.name, time.time())
+                )
+                applied.append(f"{m.version:04d}_{m.name}")
+        return applied
+
+    async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
+        self._require_schema()
+        with self._write() as cur:
+            cur.execute(
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})", run_to_row(run)
+            )
+            self._append(cur, entries, run.created_at)
+        return run
+
+    def _append(self, cur: sqlite3.Cursor, entries: Sequence[PackedEntry], now: float) -> None:
+        blobs = blob_rows(entries, now)
+        if blobs:
+            cur.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", blobs)
+        cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
+
+    async def get_run(self, run_id: str) -> Run:
+        try:
+            row = self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:
+            self._require_schema()
+            raise
+        if row is None:
+            raise NotFound(f"no run {run_id}", hint="`autonomic runs` lists the runs in this database")
+        return run_from_row(row)
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, tenant: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        self._require_schema()
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR tenant = ?) ORDER BY created_at DESC LIMIT ?"
+        s = status.value if status else None
+        rows = self._db.execute(sql, (s, s, tenant, tenant, limit)).fetchall()
+        return [run_from_row(r) for r in rows]
+
+    async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT seq, kind, payload, hash, created_at FROM journal "
+            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after_seq),
+        ).fetchall()
+        addresses = blob_addresses(rows)
+        blobs: dict[str, bytes] = {}
+        if addresses:
+            marks = ", ".join("?" * len(addresses))
+            blobs = dict(
+                self._db.execute(f"SELECT address, data FROM blobs WHERE address IN ({marks})", addresses)
+            )
+        return entries_from_rows(run_id, rows, blobs)
+
+    async def commit(
+        self,
+        run_id: str,
+        *,
+        expected_version: int,
+        fence: int | None,
+        entries: Sequence[PackedEntry],
+        changes: RunChanges,
+        now: float,
+    ) -> int:
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE runs SET version = version + 1, updated_at = ?, "
+                "lease_expires_at = CASE WHEN ? IS NULL THEN lease_expires_at ELSE ? END, "
+                "status = COALESCE(?, status), "
+                "status_reason = CASE WHEN ? IS NULL THEN status_reason ELSE ? END, "
+                "output = CASE WHEN ? THEN ? ELSE output END, "
+                "metadata = COALESCE(?, metadata) "
+                "WHERE id = ? AND (? = 0 OR version = ?) AND (? IS NULL OR fence = ?)",
+                (
+                    now,
+                    changes.lease_expires_at,
+                    changes.lease_expires_at,
+                    changes.status.value if changes.status else None,
+                    changes.status.value if changes.status else None,
+                    changes.status_reason,
+                    int(changes.set_output),
+                    canonical_json(changes.output) if changes.set_output else None,
+                    canonical_json(changes.metadata) if changes.metadata is not None else None,
+                    run_id,
+                    int(self._check_version),
+                    expected_version,
+                    fence,
+                    fence,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise self._conflict(cur, run_id, fence)
+            self._append(cur, entries, now)
+            (version,) = cur.execute("SELECT version FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return int(version)
+
+    def _conflict(self, cur: sqlite3.Cursor, run_id: str, fence: int | None) -> Exception:
+        row = cur.execute("SELECT version, fence FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return NotFound(f"no run {run_id}")
+        if fence is not None and row[1] != fence:
+            return LeaseLost(f"run {run_id}: fence {fence} is stale (now {row[1]})")
+        return StaleVersion(f"run {run_id}: version moved on to {row[0]}")
+
+    async def claim(self, claim: Claim) -> Run | None:
+        self._require_schema()
+        with self._write() as cur:
+            row = cur.execute(
+                "SELECT id FROM runs WHERE status IN ('PENDING', 'RUNNING') "
+                "AND (lease_expires_at < ? OR (? IS NOT NULL AND lease_owner = ?)) "
+                "AND (? IS NULL OR id = ?) AND (? IS NULL OR tenant = ?) "
+                "ORDER BY created_at LIMIT 1",
+                (
+                    claim.now,
+                    claim.steal_from,
+                    claim.steal_from,
+                    claim.run_id,
+                    claim.run_id,
+                    claim.tenant,
+                    claim.tenant,
+                ),
+            ).fetchone()
+            if row is None:
+                return None
+            claimed = cur.execute(
+                f"UPDATE runs SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1 "
+                f"WHERE id = ? RETURNING {RUN_COLUMNS}",
+                (claim.owner, claim.now + claim.ttl, row[0]),
+            ).fetchone()
+        return run_from_row(claimed)
+
+    async def renew_lease(self, run_id: str, *, owner: str, fence: int, expires_at: float) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND fence = ? AND lease_owner = ?",
+                (expires_at, run_id, fence, owner),
+            )
+            return cur.rowcount == 1
+
+    async def release_lease(self, run_id: str, *, owner: str, fence: int) -> None:
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = 0 "
+                "WHERE id = ? AND fence = ? AND lease_owner = ?",
+                (run_id, fence, owner),
+            )
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration; trigger bodies (BEGIN ... END;) stay whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    in_trigger = False
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        current.append(line)
+        upper = stripped.upper()
+        if upper.startswith("CREATE TRIGGER"):
+            in_trigger = True
+        if (in_trigger and upper.endswith("END;")) or (not in_trigger and stripped.endswith(";")):
+            statements.append("\n".join(current))
+            current = []
+            in_trigger = False
+    return statements

@@ -1,0 +1,110 @@
+"""Run state is a fold of the journal: replaying a run is applying its entries in order.
+
+``RunState.apply`` is the only reducer. It does no I/O, so the engine can rebuild a run in any
+process from its journal alone, and a test can check that a replay reaches the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autonomic.core.canonical import canonical_json
+from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind
+from autonomic.core.messages import Message, Role, ToolCall, Usage
+from autonomic.core.run import RunStatus
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """A tool call of the latest model response that has no recorded result yet."""
+
+    call: ToolCall
+    intent: dict[str, Any] | None
+    """The journaled intent, if the call was started; ``None`` if it never began."""
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything the engine needs to take the next step, derived from the journal."""
+
+    run_id: str
+    status: RunStatus = RunStatus.PENDING
+    messages: list[Message] = field(default_factory=list)
+    turns: int = 0
+    usage: Usage = field(default_factory=Usage)
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+    output: Any = None
+    tools: tuple[str, ...] = ()
+    max_turns: int = 0
+    last_calls: tuple[ToolCall, ...] = ()
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished_turn: bool = False
+    """True when the latest model response had no tool calls (it was the final answer)."""
+
+    def apply(self, entry: Entry) -> None:
+        """Fold one entry into the state. Entries must arrive in ``seq`` order."""
+        if entry.seq != self.last_seq + 1:
+            raise ValueError(
+                f"journal of {self.run_id} skips from seq {self.last_seq} to {entry.seq}"
+            )
+        payload = entry.payload
+        kind = entry.kind
+        if kind is EntryKind.RUN_STARTED:
+            self.tools = tuple(payload.get("tools", ()))
+            self.max_turns = int(payload.get("max_turns", 0))
+            if payload.get("instructions"):
+                self.messages.append(Message(Role.SYSTEM, payload["instructions"]))
+            self.messages.append(Message(Role.USER, _as_text(payload.get("task"))))
+        elif kind is EntryKind.MODEL_RESPONSE:
+            calls = tuple(ToolCall.from_dict(c) for c in payload.get("tool_calls", ()))
+            self.messages.append(Message(Role.ASSISTANT, payload.get("content"), calls))
+            self.turns += 1
+            self.usage = self.usage + Usage(**payload.get("usage", {}))
+            self.last_calls = calls
+            self.finished_turn = not calls
+        elif kind is EntryKind.TOOL_INTENT:
+            self.intents[payload["call_id"]] = payload
+        elif kind is EntryKind.TOOL_RESULT:
+            call_id = payload["call_id"]
+            self.results[call_id] = payload
+            self.messages.append(
+                Message(Role.TOOL, observation_text(payload), tool_call_id=call_id)
+            )
+        elif kind is EntryKind.TRANSITION:
+            self.status = RunStatus(payload["to"])
+            if "output" in payload:
+                self.output = payload["output"]
+        self.last_seq = entry.seq
+        self.last_hash = entry.hash
+
+    def pending_calls(self) -> list[PendingCall]:
+        """Calls of the latest model response still without a result, in the model's order."""
+        return [
+            PendingCall(call, self.intents.get(call.id))
+            for call in self.last_calls
+            if call.id not in self.results
+        ]
+
+
+def fold(run_id: str, entries: Iterable[Entry]) -> RunState:
+    """Rebuild a run's state from its journal."""
+    state = RunState(run_id=run_id)
+    for entry in entries:
+        state.apply(entry)
+    return state
+
+
+def observation_text(result: dict[str, Any]) -> str:
+    """What the model reads back for a tool result: the output as JSON, or the error."""
+    if result.get("ok"):
+        return _as_text(result.get("output"))
+    error = result.get("error") or {}
+    return f"ERROR {error.get('code', 'tool_error')}: {error.get('message', 'failed')}"
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(value)

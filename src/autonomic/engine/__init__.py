@@ -1,0 +1,1 @@
+"""The engine: drives runs through the step protocol, under leases, on any store."""

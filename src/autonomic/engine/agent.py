@@ -1,0 +1,57 @@
+"""An agent definition: instructions, tools, model and turn budget, addressed by name and version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from autonomic.errors import InvalidInput, NotFound
+from autonomic.tools.contract import Tool
+from autonomic.tools.registry import ToolRegistry
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What to run. ``model`` is a model spec (see ``autonomic.bootstrap.build_model``).
+
+    A run records the agent's name, version, model and tool versions when it starts, so a worker
+    that resumes it later rebuilds the same agent.
+    """
+
+    name: str
+    instructions: str
+    tools: Sequence[Tool] = ()
+    model: str = "scripted:"
+    version: str = "1"
+    max_turns: int = 20
+    registry: ToolRegistry = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1:
+            raise InvalidInput(f"agent {self.name}: max_turns must be at least 1")
+        object.__setattr__(self, "registry", ToolRegistry(self.tools))
+
+
+class AgentRegistry:
+    """Agents a process can run or resume, by name."""
+
+    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+        self._agents: dict[str, Agent] = {}
+        for agent in agents:
+            self.add(agent)
+
+    def add(self, agent: Agent) -> None:
+        self._agents[agent.name] = agent
+
+    def get(self, name: str) -> Agent:
+        try:
+            return self._agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self._agents)) or "none"
+            raise NotFound(
+                f"unknown agent {name!r} (known: {known})",
+                hint="load it with --agent module:attribute or AUTONOMIC_AGENTS",
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._agents)

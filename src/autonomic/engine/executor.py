@@ -1,0 +1,282 @@
+"""The engine: start runs, claim them under a lease, and drive them through their pattern.
+
+Driving a run is: claim (bump the fence) -> fold the journal -> note a recovery if the run was
+already RUNNING -> let the pattern take steps -> release the lease. The engine never trusts memory
+over the journal: a run is always rebuilt from its entries, in whatever process picks it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from autonomic.core.journal import GENESIS_HASH, EntryKind, pack
+from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
+from autonomic.core.state import fold
+from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.faults import Faults, NoFaults
+from autonomic.engine.patterns.react import ReAct
+from autonomic.engine.session import RunInterrupted, RunSession
+from autonomic.errors import InvalidInput, LeaseLost, StaleVersion, UserError
+from autonomic.ports.model import Model
+from autonomic.ports.store import Claim, Store
+
+ModelResolver = Callable[[str], Model]
+
+
+def new_run_id() -> str:
+    return f"run_{uuid.uuid4().hex}"
+
+
+def worker_id() -> str:
+    """``host:pid:nonce``: enough to tell whether a lease holder on this host is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True if ``owner`` is a worker on this host whose process no longer exists."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+class Engine:
+    """Runs agents durably on a store.
+
+    Args:
+        store: where runs and journals live.
+        agents: the agents this process can run and resume.
+        models: builds a model from the spec a run recorded.
+        lease_ttl: seconds a lease lasts without renewal; renewed by every commit and a heartbeat.
+        clock: seconds since the epoch; tests move it to expire leases without sleeping.
+        faults: crash hooks for chaos tests.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentRegistry,
+        models: ModelResolver,
+        *,
+        lease_ttl: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        faults: Faults | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self._models = models
+        self._model_cache: dict[str, Model] = {}
+        self.lease_ttl = lease_ttl
+        self.clock = clock
+        self.faults = faults or NoFaults()
+        self.owner = owner or worker_id()
+        self.stopping = asyncio.Event()
+
+    def model_for(self, spec: str) -> Model:
+        if spec not in self._model_cache:
+            self._model_cache[spec] = self._models(spec)
+        return self._model_cache[spec]
+
+    async def start(
+        self,
+        agent: str | Agent,
+        task: Any,
+        *,
+        model: str | None = None,
+        max_turns: int | None = None,
+        tenant: str = "default",
+        metadata: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Run:
+        """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it."""
+        definition = agent if isinstance(agent, Agent) else self.agents.get(agent)
+        if isinstance(agent, Agent) and agent.name not in self.agents.names():
+            self.agents.add(agent)
+        if task is None or task == "":
+            raise InvalidInput("a run needs a task", hint="pass the task text or JSON input")
+        turns = max_turns if max_turns is not None else definition.max_turns
+        if turns < 1:
+            raise InvalidInput(f"max_turns must be at least 1, got {turns}")
+        spec = model or definition.model
+        self.model_for(spec)  # fail now, not in a worker, if the spec is wrong
+        now = self.clock()
+        run = Run(
+            id=run_id or new_run_id(),
+            agent=definition.name,
+            agent_version=definition.version,
+            model=spec,
+            status=RunStatus.PENDING,
+            version=1,
+            lease=Lease(owner=None, expires_at=0.0, fence=0),
+            created_at=now,
+            updated_at=now,
+            tenant=tenant,
+            input={"task": task},
+            max_turns=turns,
+            metadata=metadata or {},
+        )
+        started = pack(
+            run.id,
+            1,
+            EntryKind.RUN_STARTED,
+            {
+                "agent": definition.name,
+                "agent_version": definition.version,
+                "model": spec,
+                "instructions": definition.instructions,
+                "task": task,
+                "tools": [t.ref for t in definition.tools],
+                "max_turns": turns,
+                "tenant": tenant,
+            },
+            prev_hash=GENESIS_HASH,
+            created_at=now,
+        )
+        return await self.store.create_run(run, [started])
+
+    async def claim(self, run_id: str | None = None, *, take_over_dead: bool = True) -> Run | None:
+        """Lease ``run_id`` (or any runnable run). A lease held by a dead local process is taken."""
+        steal: str | None = None
+        if run_id is not None and take_over_dead:
+            current = await self.store.get_run(run_id)
+            if owner_is_dead(current.lease.owner) and current.lease.expires_at > self.clock():
+                steal = current.lease.owner
+        return await self.store.claim(
+            Claim(owner=self.owner, now=self.clock(), ttl=self.lease_ttl, run_id=run_id, steal_from=steal)
+        )
+
+    async def drive(self, run: Run) -> Run:
+        """Take a claimed run as far as it goes now; release the lease; return the run as stored."""
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        session: RunSession | None = None
+        try:
+            entries = await self.store.load_journal(run.id)
+            state = fold(run.id, entries)
+            session = RunSession(
+                self.store, run, state, clock=self.clock, faults=self.faults, lease_ttl=self.lease_ttl
+            )
+            await self._begin(session)
+            if session.state.status is RunStatus.RUNNING:
+                agent = self.agents.get(run.agent)
+                pattern = ReAct(agent, self.model_for(run.model), stopping=self.stopping.is_set)
+                await pattern.run(session)
+        except (LeaseLost, RunInterrupted):
+            return await self.store.get_run(run.id)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        final = session.run if session else run
+        await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
+        return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
+
+    async def _begin(self, session: RunSession) -> None:
+        state = session.state
+        if state.status is RunStatus.PENDING:
+            await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
+        elif state.status is RunStatus.RUNNING:
+            pending = [
+                {"call_id": p.call.id, "tool": p.call.name, "started": p.intent is not None}
+                for p in state.pending_calls()
+            ]
+            session.stage(
+                EntryKind.RECOVERY,
+                {"worker": self.owner, "fence": session.fence, "pending_calls": pending},
+            )
+
+    async def _heartbeat(self, run: Run) -> None:
+        """Keep the lease alive while a long step runs; commits also extend it."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            ok = await self.store.renew_lease(
+                run.id, owner=self.owner, fence=run.lease.fence, expires_at=self.clock() + self.lease_ttl
+            )
+            if not ok:
+                return
+
+    async def run_to_end(self, run_id: str) -> Run:
+        """Claim ``run_id`` and drive it; the CLI's ``run`` and ``resume``."""
+        run = await self.claim(run_id)
+        if run is None:
+            current = await self.store.get_run(run_id)
+            raise UserError(
+                f"run {run_id} cannot be resumed now: it is {current.status}"
+                + (f", leased by {current.lease.owner}" if current.lease.owner else ""),
+                hint=_resume_hint(current, self.clock()),
+            )
+        return await self.drive(run)
+
+    async def reopen(self, run_id: str, reason: str) -> Run:
+        """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it."""
+        return await self._operator_transition(run_id, RunStatus.RUNNING, reason)
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by operator") -> Run:
+        """Cancel a run from outside; a worker holding it stops at its next commit."""
+        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason)
+
+    async def _operator_transition(self, run_id: str, target: RunStatus, reason: str) -> Run:
+        for _ in range(10):
+            run = await self.store.get_run(run_id)
+            check_transition(run.id, run.status, target)
+            entries = await self.store.load_journal(run_id)
+            state = fold(run_id, entries)
+            now = self.clock()
+            entry = pack(
+                run_id,
+                state.last_seq + 1,
+                EntryKind.TRANSITION,
+                {"from": run.status.value, "to": target.value, "reason": reason, "by": "operator"},
+                prev_hash=state.last_hash,
+                created_at=now,
+            )
+            try:
+                version = await self.store.commit(
+                    run_id,
+                    expected_version=run.version,
+                    fence=None,
+                    entries=[entry],
+                    changes=RunChanges(status=target, status_reason=reason),
+                    now=now,
+                )
+            except StaleVersion:
+                continue
+            return run.replace(status=target, status_reason=reason, version=version)
+        raise StaleVersion(f"run {run_id} kept changing; try again")
+
+
+def _resume_hint(run: Run, now: float) -> str:
+    if run.status.terminal:
+        return "finished runs cannot be resumed; `autonomic show` displays the outcome"
+    if run.status in (RunStatus.SUSPENDED, RunStatus.WAITING_FOR_HUMAN):
+        return "a human must decide first: `autonomic resume RUN --force` reopens it"
+    if run.lease.owner and run.lease.expires_at > now:
+        return f"another worker holds it for {run.lease.expires_at - now:.0f}s more; let it finish"
+    return "try again"

@@ -1,0 +1,204 @@
+"""ReAct: ask the model, run the tools it proposes, feed back observations, until it answers.
+
+Each turn follows the step protocol. The model's response, the tool intents and the results are
+staged; a non-idempotent tool's intent is committed *before* it runs (write-ahead) and its result
+right after, while idempotent tools ride in one commit per turn, because repeating them with the same
+idempotency key is safe by contract. On resume, the calls of the latest response that have no result
+are finished first: idempotent ones re-run with their key, a non-idempotent one that had started
+sends the run to a human as *in doubt*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from autonomic.core.journal import EntryKind
+from autonomic.core.messages import ModelResponse, ToolCall
+from autonomic.core.run import RunStatus
+from autonomic.core.state import PendingCall
+from autonomic.engine.agent import Agent
+from autonomic.engine.session import RunSession
+from autonomic.errors import AutonomicError, ModelError, NotFound, ToolArgumentsInvalid
+from autonomic.ports.model import Model
+from autonomic.tools.contract import Tool, ToolContext
+
+MODEL_RETRIES = 3
+MODEL_BACKOFF = 0.2
+
+
+class ReAct:
+    """The observe-think-act loop with a turn budget."""
+
+    def __init__(self, agent: Agent, model: Model, *, stopping: Callable[[], bool]) -> None:
+        self.agent = agent
+        self.model = model
+        self._stopping = stopping
+        self._specs = [t.spec() for t in agent.tools]
+
+    async def run(self, session: RunSession) -> None:
+        """Drive the run until it finishes, waits for a human, or the worker is asked to stop."""
+        state = session.state
+        while state.status is RunStatus.RUNNING:
+            pending = state.pending_calls()
+            if pending:
+                if not await self._finish_calls(session, pending):
+                    return
+                await session.flush()
+                continue
+            if state.finished_turn:
+                await session.transition(
+                    RunStatus.COMPLETED, "the model gave a final answer", output=_final(state)
+                )
+                return
+            if self._stopping():
+                await session.flush()
+                return
+            if state.turns >= state.max_turns:
+                await session.transition(
+                    RunStatus.FAILED,
+                    f"turn budget exhausted: {state.turns} of {state.max_turns} model turns used "
+                    "without a final answer (raise max_turns or fix the agent's instructions)",
+                )
+                return
+            response = await self._ask_model(session)
+            if response is None:
+                return
+            session.stage(EntryKind.MODEL_RESPONSE, response)
+
+    async def _ask_model(self, session: RunSession) -> dict[str, Any] | None:
+        """Call the model (retrying transient errors); ``None`` once the run has been stopped."""
+        delay = MODEL_BACKOFF
+        for attempt in range(1, MODEL_RETRIES + 1):
+            started = time.perf_counter()
+            try:
+                response = await self.model.complete(session.state.messages, self._specs)
+            except ModelError as exc:
+                if exc.retryable and attempt < MODEL_RETRIES:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                target = RunStatus.SUSPENDED if exc.retryable else RunStatus.FAILED
+                await session.transition(
+                    target, f"model error: {exc}", error=exc.to_dict(), attempts=attempt
+                )
+                return None
+            return _response_payload(
+                response, session.state.turns + 1, (time.perf_counter() - started) * 1000
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _finish_calls(self, session: RunSession, pending: list[PendingCall]) -> bool:
+        """Run the pending calls in order; ``False`` if the run left RUNNING on the way."""
+        for item in pending:
+            call = item.call
+            try:
+                tool = self._tool_for(session, call.name)
+            except NotFound as exc:
+                session.stage(EntryKind.TOOL_RESULT, _error_result(call, "unknown_tool", str(exc)))
+                continue
+            if item.intent is not None:
+                if not tool.idempotent:
+                    await session.transition(
+                        RunStatus.WAITING_FOR_HUMAN,
+                        f"in doubt: {tool.ref} call {call.id} started but its result was never "
+                        "recorded, and the tool is not idempotent",
+                        in_doubt=item.intent,
+                    )
+                    return False
+                arguments: dict[str, Any] = item.intent["arguments"]
+                key = str(item.intent["key"])
+                replayed = True
+            else:
+                try:
+                    arguments = tool.parse_arguments(call.arguments)
+                except ToolArgumentsInvalid as exc:
+                    session.stage(
+                        EntryKind.TOOL_RESULT, _error_result(call, exc.code, str(exc), tool)
+                    )
+                    continue
+                key = f"{session.run.id}:{session.next_seq}"
+                session.stage(
+                    EntryKind.TOOL_INTENT,
+                    {
+                        "call_id": call.id,
+                        "tool": tool.name,
+                        "version": tool.version,
+                        "arguments": arguments,
+                        "key": key,
+                        "idempotent": tool.idempotent,
+                    },
+                )
+                replayed = False
+                if not tool.idempotent:
+                    await session.flush()
+            result = await self._invoke(session, tool, call, arguments, key)
+            result["replayed"] = replayed
+            session.fault("after_effect")
+            session.stage(EntryKind.TOOL_RESULT, result)
+            if not tool.idempotent:
+                await session.flush()
+        return True
+
+    def _tool_for(self, session: RunSession, name: str) -> Tool:
+        """The tool version this run pinned when it started."""
+        for ref in session.state.tools:
+            if ref.partition("@")[0] == name:
+                return self.agent.registry.resolve(ref)
+        known = ", ".join(sorted(t.name for t in self.agent.tools)) or "none"
+        raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
+
+    async def _invoke(
+        self, session: RunSession, tool: Tool, call: ToolCall, arguments: dict[str, Any], key: str
+    ) -> dict[str, Any]:
+        ctx = ToolContext(
+            run_id=session.run.id,
+            call_id=call.id,
+            idempotency_key=key,
+            tenant=session.run.tenant,
+            metadata=session.run.metadata,
+        )
+        started = time.perf_counter()
+        try:
+            output = await tool.invoke(arguments, ctx)
+        except TimeoutError:
+            return _error_result(call, "tool_timeout", f"{tool.ref} timed out after {tool.timeout}s", tool)
+        except AutonomicError as exc:
+            return _error_result(call, exc.code, str(exc), tool)
+        except Exception as exc:
+            return _error_result(call, "tool_error", f"{type(exc).__name__}: {exc}", tool)
+        return {
+            "call_id": call.id,
+            "tool": tool.name,
+            "ok": True,
+            "output": output,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+
+def _response_payload(response: ModelResponse, turn: int, latency_ms: float) -> dict[str, Any]:
+    return {
+        "turn": turn,
+        "content": response.content,
+        "tool_calls": [c.to_dict() for c in response.tool_calls],
+        "model": response.model,
+        "usage": response.usage.to_dict(),
+        "finish_reason": response.finish_reason,
+        "latency_ms": round(latency_ms, 3),
+    }
+
+
+def _error_result(call: ToolCall, code: str, message: str, tool: Tool | None = None) -> dict[str, Any]:
+    return {
+        "call_id": call.id,
+        "tool": tool.name if tool else call.name,
+        "ok": False,
+        "error": {"code": code, "message": message},
+    }
+
+
+def _final(state: Any) -> Any:
+    """The run's output: the final assistant message's text."""
+    return state.messages[-1].content if state.messages else None

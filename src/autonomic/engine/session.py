@@ -1,0 +1,155 @@
+"""A worker's hold on one run: its folded state, its lease, and the only path to the database.
+
+The step protocol lives here. Entries are *staged* (applied to the in-memory state at once) and
+*flushed* (committed atomically with a version and fencing check). Callers flush before a side
+effect whose repetition would be unsafe, and after it; everything else rides in the next flush, so
+a run pays one commit per step where that is all safety needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from autonomic.core.journal import Entry, EntryKind, PackedEntry, pack
+from autonomic.core.run import Run, RunChanges, RunStatus, check_transition
+from autonomic.core.state import RunState
+from autonomic.engine.faults import Faults
+from autonomic.errors import LeaseLost, StaleVersion
+from autonomic.ports.store import Store
+
+
+class RunInterrupted(Exception):  # noqa: N818 - a control signal, not an error
+    """Someone else changed the run (cancelled it, say) while we held it: stop driving it."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(f"run {run.id} changed under us: now {run.status}")
+        self.run = run
+
+
+class RunSession:
+    """Stage entries, flush them under the run's version and the lease's fence."""
+
+    def __init__(
+        self,
+        store: Store,
+        run: Run,
+        state: RunState,
+        *,
+        clock: Callable[[], float],
+        faults: Faults,
+        lease_ttl: float,
+    ) -> None:
+        self.store = store
+        self.run = run
+        self.state = state
+        self._clock = clock
+        self._faults = faults
+        self._ttl = lease_ttl
+        self._staged: list[PackedEntry] = []
+
+    @property
+    def fence(self) -> int:
+        return self.run.lease.fence
+
+    def now(self) -> float:
+        return self._clock()
+
+    def stage(self, kind: EntryKind, payload: dict[str, Any]) -> Entry:
+        """Add an entry to the next commit and fold it into the state now."""
+        packed = pack(
+            self.run.id,
+            self.state.last_seq + 1,
+            kind,
+            payload,
+            prev_hash=self.state.last_hash,
+            created_at=self._clock(),
+        )
+        self.state.apply(packed.entry)
+        self._staged.append(packed)
+        return packed.entry
+
+    @property
+    def next_seq(self) -> int:
+        return self.state.last_seq + 1
+
+    def fault(self, point: str) -> None:
+        self._faults.at(point)
+
+    async def flush(self, changes: RunChanges | None = None) -> None:
+        """Commit staged entries (and ``changes``) atomically; extends the lease as a by-product.
+
+        Raises ``LeaseLost`` when another worker took the run, ``RunInterrupted`` when an operator
+        changed it; in both cases nothing was written and the caller must stop.
+        """
+        if not self._staged and changes is None:
+            return
+        now = self._clock()
+        base = changes or RunChanges()
+        changes = RunChanges(
+            status=base.status,
+            status_reason=base.status_reason,
+            output=base.output,
+            set_output=base.set_output,
+            metadata=base.metadata,
+            lease_expires_at=now + self._ttl,
+        )
+        steps = sum(1 for p in self._staged if p.entry.kind is EntryKind.TOOL_RESULT)
+        self._faults.at("before_commit")
+        for attempt in range(3):
+            try:
+                version = await self.store.commit(
+                    self.run.id,
+                    expected_version=self.run.version,
+                    fence=self.fence,
+                    entries=self._staged,
+                    changes=changes,
+                    now=now,
+                )
+                break
+            except StaleVersion:
+                await self._reload_after_conflict()
+                if attempt == 2:
+                    raise
+        self.run = self.run.replace(
+            version=version,
+            status=changes.status or self.run.status,
+            status_reason=changes.status_reason if changes.status else self.run.status_reason,
+            output=changes.output if changes.set_output else self.run.output,
+            updated_at=now,
+        )
+        self._staged.clear()
+        self._faults.at("after_commit")
+        for _ in range(steps):
+            self._faults.at("step_done")
+
+    async def _reload_after_conflict(self) -> None:
+        """Our version was stale. Keep going only if nothing that matters changed."""
+        fresh = await self.store.get_run(self.run.id)
+        if fresh.lease.fence != self.fence:
+            raise LeaseLost(f"run {self.run.id}: lease taken over (fence {fresh.lease.fence})")
+        base_seq = self._staged[0].entry.seq - 1 if self._staged else self.state.last_seq
+        newer = await self.store.load_journal(self.run.id, after_seq=base_seq)
+        if fresh.status is not RunStatus.RUNNING or newer:
+            raise RunInterrupted(fresh)
+        self.run = fresh
+
+    async def transition(
+        self, target: RunStatus, reason: str, *, output: Any = None, **extra: Any
+    ) -> None:
+        """Stage a transition entry and commit it together with the status change."""
+        source = self.state.status
+        check_transition(self.run.id, source, target)
+        payload: dict[str, Any] = {"from": source.value, "to": target.value, "reason": reason}
+        if target is RunStatus.COMPLETED:
+            payload["output"] = output
+        payload.update(extra)
+        self.stage(EntryKind.TRANSITION, payload)
+        await self.flush(
+            RunChanges(
+                status=target,
+                status_reason=reason,
+                output=output,
+                set_output=target is RunStatus.COMPLETED,
+            )
+        )

@@ -1,0 +1,144 @@
+"""One error tree for autonomic.
+
+The tree separates three things callers treat differently:
+
+* ``UserError`` and its children: the caller asked for something wrong (a bad URL, an unknown run,
+  malformed input). The message says what is wrong and how to fix it; retrying will not help.
+* ``ConcurrencyError``: another writer got there first. ``StaleVersion`` means "reload and retry";
+  ``LeaseLost`` means "another worker owns this run now: stop, and never redo a side effect".
+* Run failures (``ModelError``, ``ToolError``) that happen inside a run and are journaled.
+
+Every error carries a stable ``code``, whether it is ``retryable``, and serialises with ``to_dict`` so
+that it can be written into the journal and shown by the CLI and API.
+
+    AutonomicError
+    ├── UserError
+    │   ├── ConfigError
+    │   ├── NotFound
+    │   ├── InvalidInput
+    │   │   └── ToolArgumentsInvalid
+    │   └── IllegalTransition
+    ├── StoreUnavailable
+    ├── ConcurrencyError
+    │   ├── StaleVersion
+    │   └── LeaseLost
+    ├── ModelError
+    └── ToolError
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AutonomicError(Exception):
+    """Base of every error autonomic raises on purpose."""
+
+    code: ClassVar[str] = "autonomic_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, stable across versions: code, message, hint, retryable."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "retryable": self.retryable,
+        }
+
+
+class UserError(AutonomicError):
+    """The caller asked for something that cannot be done as asked."""
+
+    code = "user_error"
+
+
+class ConfigError(UserError):
+    """Configuration is wrong: a bad database URL, a missing extra, an unknown model spec."""
+
+    code = "config_error"
+
+
+class NotFound(UserError):
+    """A run, agent or tool that does not exist (or belongs to another tenant)."""
+
+    code = "not_found"
+
+
+class InvalidInput(UserError):
+    """Input failed validation: a corrupt script, a malformed run input, a bad id."""
+
+    code = "invalid_input"
+
+
+class ToolArgumentsInvalid(InvalidInput):
+    """Arguments proposed for a tool do not match its JSON schema."""
+
+    code = "tool_arguments_invalid"
+
+
+class IllegalTransition(UserError):
+    """A run was asked to move between two states the transition table does not connect."""
+
+    code = "illegal_transition"
+
+    def __init__(self, run_id: str, source: str, target: str) -> None:
+        super().__init__(
+            f"run {run_id}: illegal transition {source} -> {target}",
+            hint=f"a {source} run cannot become {target}",
+        )
+        self.source = source
+        self.target = target
+
+
+class StoreUnavailable(AutonomicError):
+    """The database cannot be reached. Nothing was written."""
+
+    code = "store_unavailable"
+    retryable = True
+
+
+class ConcurrencyError(AutonomicError):
+    """Another writer changed the run first."""
+
+    code = "concurrency_error"
+
+
+class StaleVersion(ConcurrencyError):
+    """The run's version moved on since it was read: reload it and decide again."""
+
+    code = "stale_version"
+    retryable = True
+
+
+class LeaseLost(ConcurrencyError):
+    """This worker no longer holds the run's lease (its fencing token is old).
+
+    The write was refused and must not be retried: the run belongs to another worker now.
+    """
+
+    code = "lease_lost"
+
+
+class ModelError(AutonomicError):
+    """The model server failed or answered with something unusable."""
+
+    code = "model_error"
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
+
+
+class ToolError(AutonomicError):
+    """A tool raised while executing; the error is journaled as the tool's result."""
+
+    code = "tool_error"

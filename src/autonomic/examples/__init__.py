@@ -1,0 +1,1 @@
+"""Example agents shipped with autonomic; ``autonomic demo`` runs them."""

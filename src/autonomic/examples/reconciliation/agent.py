@@ -1,0 +1,153 @@
+"""The reconciliation agent and its deterministic "brain".
+
+The brain is a ``FunctionModel``: it reads the conversation, tool results included, and decides the
+next action the way an LLM following the instructions would - but deterministically, so the demo
+runs offline and a resumed run makes the same decisions. Point the agent at a real model with
+``--model openai:MODEL`` and the same tools and instructions apply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from autonomic.adapters.model.scripted import FunctionModel
+from autonomic.bootstrap import register_function_model
+from autonomic.core.canonical import canonical_json
+from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
+from autonomic.engine.agent import Agent
+from autonomic.examples.reconciliation.tools import (
+    compute_differences,
+    file_report,
+    post_adjustment,
+    sql_query,
+)
+
+INSTRUCTIONS = """You reconcile a bank account overnight.
+1. Read the ledger and the bank statement for the account and date with sql_query.
+2. Call compute_differences with both sets of lines.
+3. For every line missing from the ledger and every amount mismatch, call post_adjustment once.
+   Lines missing from the statement are timing differences: report them, do not adjust them.
+4. File the report with file_report, then answer with the report text."""
+
+
+def _history(messages: Sequence[Message]) -> list[tuple[str, dict[str, Any], Any]]:
+    """(tool name, arguments, parsed result) for every answered tool call, in order."""
+    calls: dict[str, ToolCall] = {}
+    out: list[tuple[str, dict[str, Any], Any]] = []
+    for m in messages:
+        if m.role is Role.ASSISTANT:
+            calls.update({c.id: c for c in m.tool_calls})
+        elif m.role is Role.TOOL and m.tool_call_id in calls:
+            call = calls[m.tool_call_id]
+            try:
+                result = json.loads(m.content or "null")
+            except json.JSONDecodeError:
+                result = m.content
+            out.append((call.name, json.loads(call.arguments or "{}"), result))
+    return out
+
+
+def _task(messages: Sequence[Message]) -> dict[str, Any]:
+    for m in messages:
+        if m.role is Role.USER:
+            try:
+                value = json.loads(m.content or "{}")
+            except json.JSONDecodeError:
+                break
+            if isinstance(value, dict):
+                return value
+    return {"account": "1010-operating", "date": "2026-11-20"}
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    if not isinstance(result, dict):
+        return []
+    return [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+
+
+def _call(turn: int, name: str, **arguments: Any) -> ModelResponse:
+    call = ToolCall(id=f"call_{turn}_1", name=name, arguments=canonical_json(arguments))
+    return ModelResponse(content=None, tool_calls=(call,), model="function:reconciliation")
+
+
+def reconciliation_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
+    """Decide the next step of a reconciliation from the conversation so far."""
+    task = _task(messages)
+    account, date = task.get("account", "1010-operating"), task.get("date", "2026-11-20")
+    history = _history(messages)
+    turn = sum(1 for m in messages if m.role is Role.ASSISTANT) + 1
+    done = [name for name, _, _ in history]
+    select = "SELECT reference, description, amount_cents FROM {} WHERE account = '{}' AND date = '{}' ORDER BY reference"
+    if "sql_query" not in done:
+        return _call(turn, "sql_query", query=select.format("ledger", account, date))
+    if done.count("sql_query") == 1:
+        return _call(turn, "sql_query", query=select.format("statement", account, date))
+    if "compute_differences" not in done:
+        ledger, statement = (_rows(r) for n, _, r in history if n == "sql_query")
+        return _call(turn, "compute_differences", ledger=ledger, statement=statement)
+    diff = next(r for n, _, r in history if n == "compute_differences")
+    adjustments = [
+        (line["reference"], line["amount_cents"], "missing from ledger")
+        for line in diff["missing_in_ledger"]
+    ] + [
+        (line["reference"], line["difference_cents"], "amount differs from statement")
+        for line in diff["amount_mismatches"]
+    ]
+    posted = [args["reference"] for name, args, _ in history if name == "post_adjustment"]
+    for reference, amount, reason in adjustments:
+        if reference not in posted:
+            return _call(
+                turn, "post_adjustment",
+                account=account, reference=reference, amount_cents=amount, reason=reason,
+            )
+    report = _report(account, date, diff, adjustments)
+    if "file_report" not in done:
+        return _call(turn, "file_report", title=f"Reconciliation {account} {date}", body=report)
+    return ModelResponse(content=report, model="function:reconciliation")
+
+
+def _money(cents: int) -> str:
+    return f"{cents / 100:,.2f}"
+
+
+def _report(
+    account: str, date: str, diff: dict[str, Any], adjustments: list[tuple[str, int, str]]
+) -> str:
+    lines = [
+        f"Reconciliation report - account {account}, {date}",
+        f"Ledger total {_money(diff['ledger_total_cents'])}, "
+        f"statement total {_money(diff['statement_total_cents'])}.",
+        f"Adjusting entries posted ({len(adjustments)}):",
+    ]
+    lines += [f"  - {ref}: {_money(amount)} ({reason})" for ref, amount, reason in adjustments]
+    timing = diff["missing_in_statement"]
+    lines.append(f"Timing differences, not adjusted ({len(timing)}):")
+    lines += [f"  - {t['reference']}: {_money(t['amount_cents'])}" for t in timing]
+    adjusted = diff["ledger_total_cents"] + sum(a for _, a, _ in adjustments)
+    outstanding = sum(t["amount_cents"] for t in timing)
+    balanced = adjusted - outstanding == diff["statement_total_cents"]
+    lines.append(
+        f"Adjusted ledger {_money(adjusted)} less outstanding {_money(outstanding)} "
+        f"{'equals' if balanced else 'DOES NOT equal'} the statement: "
+        f"{'reconciled' if balanced else 'NOT reconciled'}."
+    )
+    return "\n".join(lines)
+
+
+def reconciliation_agent() -> Agent:
+    """The demo agent, on its deterministic model."""
+    return Agent(
+        name="reconciliation",
+        instructions=INSTRUCTIONS,
+        tools=(sql_query, compute_differences, post_adjustment, file_report),
+        model="function:reconciliation",
+        max_turns=20,
+    )
+
+
+register_function_model(
+    "reconciliation",
+    lambda: FunctionModel(reconciliation_policy, name="function:reconciliation"),
+)

@@ -1,0 +1,59 @@
+"""The demo bank: a SQLite file with a ledger, a bank statement that disagrees with it, and the
+tables the agent's write tools touch."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+ACCOUNT = "1010-operating"
+DATE = "2026-11-20"
+
+# (reference, description, amount in cents)
+LEDGER = [
+    ("INV-1001", "Customer payment Acme Corp", 1_250_000),
+    ("INV-1002", "Customer payment Globex", 830_000),
+    ("PAY-2001", "Supplier Initech", -412_500),
+    ("PAY-2002", "Payroll November", -2_100_000),
+    ("CHK-3001", "Cheque 3001 to Umbrella Ltd", -75_000),
+    ("INV-1003", "Customer payment Hooli", 199_900),
+]
+STATEMENT = [
+    ("INV-1001", "ACME CORP TRANSFER", 1_250_000),
+    ("INV-1002", "GLOBEX SEPA", 803_000),
+    ("PAY-2001", "INITECH DIRECT DEBIT", -412_500),
+    ("PAY-2002", "PAYROLL RUN", -2_100_000),
+    ("INV-1003", "HOOLI PAYMENT", 199_900),
+    ("FEE-NOV", "ACCOUNT MAINTENANCE FEE", -2_500),
+    ("INT-NOV", "INTEREST CREDIT", 1_337),
+]
+
+
+def create_bank(path: Path) -> Path:
+    """Create (or recreate) the demo bank at ``path``."""
+    if path.exists():
+        path.unlink()
+    db = sqlite3.connect(path)
+    with db:
+        db.executescript(
+            """
+            CREATE TABLE ledger (reference TEXT PRIMARY KEY, account TEXT, date TEXT,
+                                 description TEXT, amount_cents INTEGER);
+            CREATE TABLE statement (reference TEXT PRIMARY KEY, account TEXT, date TEXT,
+                                    description TEXT, amount_cents INTEGER);
+            CREATE TABLE adjustments (idempotency_key TEXT PRIMARY KEY, account TEXT,
+                                      reference TEXT, amount_cents INTEGER, reason TEXT);
+            CREATE TABLE reports (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT,
+                                  title TEXT, body TEXT);
+            """
+        )
+        db.executemany(
+            "INSERT INTO ledger VALUES (?, ?, ?, ?, ?)",
+            [(r, ACCOUNT, DATE, d, a) for r, d, a in LEDGER],
+        )
+        db.executemany(
+            "INSERT INTO statement VALUES (?, ?, ?, ?, ?)",
+            [(r, ACCOUNT, DATE, d, a) for r, d, a in STATEMENT],
+        )
+    db.close()
+    return path

@@ -1,0 +1,104 @@
+"""The store port: runs, their journals and blobs, with optimistic locking and leases.
+
+One interface, two adapters (SQLite and PostgreSQL) that pass the same conformance suite in
+``autonomic.testing.store_conformance``.
+
+Every write that changes a run names the ``version`` it read; a write against a newer version
+changes nothing and raises ``StaleVersion``. Writes made under a lease also name the lease's fencing
+``fence``; a worker whose lease was taken over gets ``LeaseLost`` and must stop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from autonomic.core.journal import Entry, PackedEntry
+from autonomic.core.run import Run, RunChanges, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """How a worker asks for a run.
+
+    Args:
+        owner: the worker's id (``host:pid:nonce``).
+        now: the worker's clock, seconds since the epoch.
+        ttl: how long the lease lasts unless renewed.
+        run_id: claim exactly this run (``autonomic resume``) instead of any runnable one.
+        steal_from: also take the run if its current lease owner is this id (a dead process).
+        tenant: only claim runs of this tenant.
+    """
+
+    owner: str
+    now: float
+    ttl: float
+    run_id: str | None = None
+    steal_from: str | None = None
+    tenant: str | None = None
+
+
+class Store(abc.ABC):
+    """Durable home of runs. The relational database is the single source of truth."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Bring the schema up to date; return the names of the migrations applied now."""
+
+    @abc.abstractmethod
+    async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
+        """Insert a new run with its first journal entries in one transaction."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> Run:
+        """The run, or ``NotFound``."""
+
+    @abc.abstractmethod
+    async def list_runs(
+        self, *, status: RunStatus | None = None, tenant: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+        """Entries with ``seq > after_seq`` in order, blob payloads resolved."""
+
+    @abc.abstractmethod
+    async def commit(
+        self,
+        run_id: str,
+        *,
+        expected_version: int,
+        fence: int | None,
+        entries: Sequence[PackedEntry],
+        changes: RunChanges,
+        now: float,
+    ) -> int:
+        """Append ``entries`` and apply ``changes`` atomically; return the new version.
+
+        ``fence=None`` is for writers that act without a lease (an operator cancelling a run);
+        the version check still applies. Raises ``StaleVersion`` or ``LeaseLost`` and writes nothing
+        when the checks fail.
+        """
+
+    @abc.abstractmethod
+    async def claim(self, claim: Claim) -> Run | None:
+        """Lease one runnable run (PENDING, or RUNNING with an expired lease) or return ``None``.
+
+        Claiming bumps the fencing token, so the previous holder can no longer write.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(self, run_id: str, *, owner: str, fence: int, expires_at: float) -> bool:
+        """Extend a held lease; ``False`` if the lease is no longer ours."""
+
+    @abc.abstractmethod
+    async def release_lease(self, run_id: str, *, owner: str, fence: int) -> None:
+        """Give up a lease so another worker can claim the run at once."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""

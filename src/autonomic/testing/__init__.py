@@ -1,0 +1,1 @@
+"""Test doubles, conformance suites and chaos harnesses shipped with autonomic for its users."""

@@ -1,0 +1,1 @@
+"""Tools as capability contracts: a schema the model sees, and metadata the runtime enforces."""

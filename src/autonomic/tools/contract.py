@@ -1,0 +1,202 @@
+"""A tool contract: name, version, JSON schema of the arguments, and whether it is idempotent.
+
+Arguments proposed by a model are untrusted: they are parsed and validated against the schema
+before the tool runs, and a violation becomes an observation for the model, never a crash.
+``idempotent`` decides crash recovery: a started-but-unrecorded call is re-run (with the same
+idempotency key) only when the contract says re-running is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import jsonschema
+import jsonschema.exceptions
+
+from autonomic.core.messages import ToolSpec
+from autonomic.errors import InvalidInput, ToolArgumentsInvalid
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool learns about the call it serves.
+
+    ``idempotency_key`` is ``run_id:seq`` of the call's intent: the same on every re-execution, so a
+    tool that forwards it to an idempotent API (or dedups on it) applies its effect once.
+    """
+
+    run_id: str
+    call_id: str
+    idempotency_key: str
+    tenant: str = "default"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """The run's metadata: per-run configuration a tool may read (a workspace, a database path)."""
+
+
+ToolFunction = Callable[..., Any]
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable behind a contract.
+
+    The function receives the validated arguments as keyword arguments, plus ``ctx`` if its
+    signature asks for a parameter of that name.
+    """
+
+    name: str
+    fn: ToolFunction
+    parameters: dict[str, Any]
+    version: str = "1"
+    description: str = ""
+    idempotent: bool = False
+    timeout: float | None = None
+    _validator: Any = field(default=None, init=False, repr=False, compare=False)
+    _wants_ctx: bool = field(default=False, init=False, repr=False, compare=False)
+    _is_async: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidInput(
+                f"invalid tool name {self.name!r}",
+                hint="use letters, digits, '_' or '-', at most 64 characters, not starting with a digit",
+            )
+        try:
+            jsonschema.Draft202012Validator.check_schema(self.parameters)
+        except jsonschema.exceptions.SchemaError as exc:
+            raise InvalidInput(
+                f"tool {self.name}: its parameters are not a valid JSON schema: {exc.message}"
+            ) from exc
+        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+        object.__setattr__(self, "_wants_ctx", "ctx" in inspect.signature(self.fn).parameters)
+        object.__setattr__(self, "_is_async", inspect.iscoroutinefunction(self.fn))
+
+    @property
+    def ref(self) -> str:
+        """``name@version``: what a run pins."""
+        return f"{self.name}@{self.version}"
+
+    def spec(self) -> ToolSpec:
+        """What the model is told about this tool."""
+        return ToolSpec(name=self.name, description=self.description, parameters=self.parameters)
+
+    def parse_arguments(self, raw: str) -> dict[str, Any]:
+        """Parse and validate the model's raw argument text, or raise ``ToolArgumentsInvalid``."""
+        try:
+            value = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ToolArgumentsInvalid(
+                f"arguments for {self.name} are not valid JSON ({exc.msg} at position {exc.pos})",
+                hint="send the arguments as one JSON object matching the tool's schema",
+            ) from exc
+        if not isinstance(value, dict):
+            raise ToolArgumentsInvalid(
+                f"arguments for {self.name} must be a JSON object, got {type(value).__name__}",
+                hint="send the arguments as one JSON object matching the tool's schema",
+            )
+        self.validate(value)
+        return value
+
+    def validate(self, arguments: dict[str, Any]) -> None:
+        """Raise ``ToolArgumentsInvalid`` naming the first violation of the schema."""
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            raise ToolArgumentsInvalid(
+                f"arguments for {self.name} are invalid at {where}: {error.message}",
+                hint=f"the schema is {json.dumps(self.parameters, sort_keys=True)}",
+            )
+
+    async def invoke(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        """Run the tool. Synchronous functions run in a thread so they cannot stall other runs."""
+        kwargs = dict(arguments)
+        if self._wants_ctx:
+            kwargs["ctx"] = ctx
+        if self._is_async:
+            call: Awaitable[Any] = self.fn(**kwargs)
+        else:
+            call = asyncio.to_thread(self.fn, **kwargs)
+        if self.timeout is not None:
+            return await asyncio.wait_for(call, self.timeout)
+        return await call
+
+
+def tool(
+    fn: ToolFunction | None = None,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    idempotent: bool = False,
+    timeout: float | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> Any:
+    """Declare a tool from a typed function; the JSON schema comes from its annotations.
+
+    Example::
+
+        @tool(idempotent=True)
+        def lookup(account: str, limit: int = 10) -> dict[str, object]:
+            "Look up an account."
+    """
+
+    def wrap(f: ToolFunction) -> Tool:
+        return Tool(
+            name=name or f.__name__,
+            fn=f,
+            parameters=parameters if parameters is not None else schema_from_signature(f),
+            version=version,
+            description=inspect.getdoc(f) or "",
+            idempotent=idempotent,
+            timeout=timeout,
+        )
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def schema_from_signature(fn: ToolFunction) -> dict[str, Any]:
+    """A JSON schema for ``fn``'s keyword arguments (``ctx`` excluded), from its type hints."""
+    hints = get_type_hints(fn)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.name == "ctx":
+            continue
+        properties[param.name] = _schema_for(hints.get(param.name, Any))
+        if param.default is inspect.Parameter.empty:
+            required.append(param.name)
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _schema_for(hint: Any) -> dict[str, Any]:
+    if hint in _SCALARS:
+        return {"type": _SCALARS[hint]}
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_schema_for(a) for a in args]}
+    if hint is type(None):
+        return {"type": "null"}
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        return {"type": "array", "items": _schema_for(args[0])} if args else {"type": "array"}
+    if origin is dict or hint is dict:
+        return {"type": "object"}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    return {}
