@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from autonomic.core.journal import GENESIS_HASH, EntryKind, pack
+from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, pack
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
@@ -89,8 +89,10 @@ class Engine:
         clock: Callable[[], float] = time.time,
         faults: Faults | None = None,
         owner: str | None = None,
+        on_commit: Callable[[Entry], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_commit = on_commit
         self.agents = agents
         self._models = models
         self._model_cache: dict[str, Model] = {}
@@ -181,7 +183,13 @@ class Engine:
             entries = await self.store.load_journal(run.id)
             state = fold(run.id, entries)
             session = RunSession(
-                self.store, run, state, clock=self.clock, faults=self.faults, lease_ttl=self.lease_ttl
+                self.store,
+                run,
+                state,
+                clock=self.clock,
+                faults=self.faults,
+                lease_ttl=self.lease_ttl,
+                on_commit=self.on_commit,
             )
             await self._begin(session)
             if session.state.status is RunStatus.RUNNING:

@@ -39,8 +39,10 @@ class RunSession:
         clock: Callable[[], float],
         faults: Faults,
         lease_ttl: float,
+        on_commit: Callable[[Entry], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_commit = on_commit
         self.run = run
         self.state = state
         self._clock = clock
@@ -118,7 +120,10 @@ class RunSession:
             output=changes.output if changes.set_output else self.run.output,
             updated_at=now,
         )
-        self._staged.clear()
+        committed, self._staged = self._staged, []
+        if self._on_commit is not None:
+            for packed in committed:
+                self._on_commit(packed.entry)
         self._faults.at("after_commit")
         for _ in range(steps):
             self._faults.at("step_done")

@@ -1,0 +1,1 @@
+"""The ``autonomic`` command line."""

@@ -1,0 +1,419 @@
+"""``autonomic``: run, resume, inspect and operate durable agent runs.
+
+Every command reads the database from ``--db`` or ``AUTONOMIC_DB`` (default: ``autonomic.db`` in the
+working directory). Errors print as one line with a hint, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+
+from autonomic.core.journal import Entry
+from autonomic.core.run import Run, RunStatus, validate_run_id
+from autonomic.errors import AutonomicError, InvalidInput, UserError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="autonomic: durable, governed, observable AI agents.",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class Settings:
+    db: str
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="AUTONOMIC_DB",
+        help="Database URL: sqlite:///file.db (default sqlite:///autonomic.db) or postgresql://...",
+        show_envvar=True,
+    ),
+]
+AgentOption = Annotated[
+    list[str] | None,
+    typer.Option("--agent", help="Load agents from module:attribute (repeatable; also AUTONOMIC_AGENTS)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def _options(ctx: typer.Context, db: DbOption = None) -> None:
+    from autonomic.bootstrap import database_url
+
+    ctx.obj = Settings(db=database_url(db))
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_object(Settings)
+    assert obj is not None
+    return obj
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(_run_async(factory))
+
+
+async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    return await factory()
+
+
+async def _open_store(url: str) -> Any:
+    from autonomic.bootstrap import build_store
+
+    store = build_store(url)
+    if url.startswith("sqlite"):
+        await store.migrate()
+    return store
+
+
+def _engine(store: Any, agents: list[str] | None, **kwargs: Any) -> Any:
+    from autonomic.bootstrap import build_agents, build_model
+    from autonomic.engine import faults
+    from autonomic.engine.executor import Engine
+
+    kwargs.setdefault("faults", faults.from_environment())
+    return Engine(store, build_agents(agents), build_model, **kwargs)
+
+
+def _live(entry: Entry) -> None:
+    from autonomic.cli.render import entry_line
+
+    out.print(entry_line(entry))
+
+
+def _finish_message(run: Run) -> None:
+    from autonomic.cli.render import status_text
+
+    reason = f": {escape(run.status_reason)}" if run.status_reason else ""
+    out.print(f"\nrun [bold]{run.id}[/] is {status_text(run)}{reason}")
+    if run.status is RunStatus.COMPLETED and run.output is not None:
+        body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
+        out.print(Panel(escape(body), title="result", expand=False))
+    elif run.status is RunStatus.WAITING_FOR_HUMAN:
+        out.print(f"a human must decide: inspect with `autonomic show {run.id}`, then "
+                  f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    crash_after_step: Annotated[
+        int | None,
+        typer.Option(help="Kill this process with SIGKILL after step N, to show recovery.", min=1),
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo bank databases are created.")
+    ] = Path("autonomic-demo"),
+) -> None:
+    """Reconcile a bank ledger against its statement with the demo agent, end to end."""
+    from autonomic.engine.faults import CrashAt
+    from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
+
+    settings = _settings(ctx)
+
+    class AnnouncedCrash(CrashAt):
+        def at(self, point: str) -> None:
+            if point == self.point and self._seen[point] + 1 == self.count:
+                out.print(
+                    f"\n[bold red]simulated crash:[/] SIGKILL after step {self.count}. "
+                    f"Finish the run with:\n  autonomic --db {settings.db} resume {run_id}"
+                )
+                out.file.flush()
+            super().at(point)
+
+    run_id = ""
+
+    async def go() -> Run:
+        nonlocal run_id
+        store = await _open_store(settings.db)
+        crash = AnnouncedCrash("step_done", crash_after_step) if crash_after_step else None
+        engine = _engine(store, None, on_commit=_live, **({"faults": crash} if crash else {}))
+        workdir.mkdir(parents=True, exist_ok=True)
+        from autonomic.engine.executor import new_run_id
+
+        run_id = new_run_id()
+        bank = create_bank((workdir / f"bank-{run_id}.db").resolve())
+        out.print(
+            f"[bold]autonomic demo[/]: overnight reconciliation of account {ACCOUNT} for {DATE}\n"
+            f"database {settings.db}, bank {bank}\nrun {run_id}"
+        )
+        run = await engine.start(
+            "reconciliation",
+            json.dumps({"account": ACCOUNT, "date": DATE}),
+            metadata={"bank": str(bank)},
+            run_id=run_id,
+        )
+        try:
+            return await engine.run_to_end(run.id)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    run = _run(go)
+    _finish_message(run)
+    out.print(f"timeline: autonomic --db {settings.db} show {run.id}")
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name (`reconciliation`, or one loaded with --agent).")],
+    task: Annotated[str, typer.Argument(help="The task: text, or JSON.")],
+    model: Annotated[str | None, typer.Option(help="Model spec: scripted:PATH, function:NAME, openai:MODEL.")] = None,
+    max_turns: Annotated[int | None, typer.Option(min=1, help="Turn budget (default: the agent's).")] = None,
+    metadata: Annotated[str | None, typer.Option(help="Run metadata as a JSON object.")] = None,
+    detach: Annotated[bool, typer.Option(help="Only enqueue the run; a worker will drive it.")] = False,
+    agents: AgentOption = None,
+) -> None:
+    """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach)."""
+    settings = _settings(ctx)
+    meta = _json_object(metadata, "--metadata") if metadata else {}
+
+    async def go() -> Run:
+        store = await _open_store(settings.db)
+        try:
+            engine = _engine(store, agents, on_commit=None if detach else _live)
+            run: Run = await engine.start(agent, task, model=model, max_turns=max_turns, metadata=meta)
+            out.print(f"run [bold]{run.id}[/] created")
+            if detach:
+                return run
+            return await engine.run_to_end(run.id)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    run = _run(go)
+    if not detach:
+        _finish_message(run)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to resume.")],
+    force: Annotated[
+        bool, typer.Option(help="Reopen a SUSPENDED or WAITING_FOR_HUMAN run first.")
+    ] = False,
+    agents: AgentOption = None,
+) -> None:
+    """Resume a run from its journal: completed steps are replayed, never redone."""
+    settings = _settings(ctx)
+    validate_run_id(run_id)
+
+    async def go() -> Run:
+        store = await _open_store(settings.db)
+        try:
+            engine = _engine(store, agents, on_commit=_live)
+            current: Run = await store.get_run(run_id)
+            if current.status in (RunStatus.SUSPENDED, RunStatus.WAITING_FOR_HUMAN):
+                if not force:
+                    raise UserError(
+                        f"run {run_id} is {current.status.value}: {current.status_reason}",
+                        hint="a human decides: `--force` reopens it, `autonomic cancel` ends it",
+                    )
+                await engine.reopen(run_id, "reopened by operator (resume --force)")
+            out.print(f"resuming run [bold]{run_id}[/] from its journal")
+            return await engine.run_to_end(run_id)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    _finish_message(_run(go))
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs driven at once.")] = 4,
+    lease_ttl: Annotated[float, typer.Option(min=1.0, help="Seconds a lease lasts unless renewed.")] = 30.0,
+    until_idle: Annotated[bool, typer.Option(help="Exit once no run is runnable.")] = False,
+    agents: AgentOption = None,
+) -> None:
+    """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step)."""
+    from autonomic.engine.worker import Worker
+
+    settings = _settings(ctx)
+
+    def report(run: Run) -> None:
+        out.print(f"{run.id} {run.status.value}" + (f": {run.status_reason}" if run.status_reason else ""))
+
+    async def go() -> list[Run]:
+        store = await _open_store(settings.db)
+        try:
+            engine = _engine(store, agents, lease_ttl=lease_ttl)
+            w = Worker(engine, concurrency=concurrency)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, w.stop)
+            err.print(f"worker {engine.owner} on {settings.db}: {concurrency} slots; SIGTERM stops it")
+            finished = await w.run(until_idle=until_idle)
+            for run in finished:
+                report(run)
+            return finished
+        finally:
+            await store.close()
+
+    _run(go)
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    status: Annotated[str | None, typer.Option(help="Only runs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List runs, newest first."""
+    from autonomic.cli.render import runs_table
+
+    settings = _settings(ctx)
+    wanted = _status(status) if status else None
+
+    async def go() -> list[Run]:
+        store = await _open_store(settings.db)
+        try:
+            found: list[Run] = await store.list_runs(status=wanted, limit=limit)
+            return found
+        finally:
+            await store.close()
+
+    found = _run(go)
+    if as_json:
+        out.print_json(data=[_run_dict(r) for r in found])
+    else:
+        out.print(runs_table(found))
+
+
+@app.command()
+def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+    """Show a run and its timeline: model turns, tool calls, timings, transitions."""
+    from autonomic.cli.render import print_run
+    from autonomic.core.timeline import timeline
+
+    settings = _settings(ctx)
+    validate_run_id(run_id)
+
+    async def go() -> tuple[Run, list[Entry]]:
+        store = await _open_store(settings.db)
+        try:
+            return await store.get_run(run_id), await store.load_journal(run_id)
+        finally:
+            await store.close()
+
+    run, entries = _run(go)
+    if as_json:
+        data = _run_dict(run) | {"timeline": [i.to_dict() for i in timeline(entries)]}
+        out.print_json(data=data)
+    else:
+        print_run(out, run, entries)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the journal.")] = "cancelled by operator",
+) -> None:
+    """Cancel a run. A worker holding it stops at its next commit."""
+    settings = _settings(ctx)
+    validate_run_id(run_id)
+
+    async def go() -> Run:
+        store = await _open_store(settings.db)
+        try:
+            return await _engine(store, None).cancel(run_id, reason)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    run = _run(go)
+    out.print(f"run {run.id} is {run.status.value}")
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema."""
+    from autonomic.bootstrap import build_store
+
+    settings = _settings(ctx)
+
+    async def go() -> list[str]:
+        store = build_store(settings.db)
+        try:
+            applied: list[str] = await store.migrate()
+            return applied
+        finally:
+            await store.close()
+
+    applied = _run(go)
+    out.print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+def _status(value: str) -> RunStatus:
+    try:
+        return RunStatus(value.upper())
+    except ValueError:
+        raise InvalidInput(
+            f"unknown status {value!r}", hint="one of " + ", ".join(s.value for s in RunStatus)
+        ) from None
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "tenant": run.tenant,
+        "agent": run.agent,
+        "agent_version": run.agent_version,
+        "model": run.model,
+        "status": run.status.value,
+        "status_reason": run.status_reason,
+        "version": run.version,
+        "lease": {"owner": run.lease.owner, "expires_at": run.lease.expires_at, "fence": run.lease.fence},
+        "input": run.input,
+        "output": run.output,
+        "max_turns": run.max_turns,
+        "metadata": run.metadata,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    }
+
+
+def main() -> None:
+    """Entry point: run the app, turning autonomic errors into one clear line."""
+    try:
+        app()
+    except AutonomicError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        if exc.hint:
+            err.print(f"[dim]hint:[/] {escape(exc.hint)}")
+        sys.exit(2 if isinstance(exc, UserError) else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,88 @@
+"""Rich rendering of runs and timelines for the terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from autonomic.core.journal import Entry
+from autonomic.core.run import Run, RunStatus
+from autonomic.core.timeline import summarise, timeline
+
+STATUS_STYLE = {
+    RunStatus.PENDING: "white",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.WAITING_FOR_HUMAN: "yellow",
+    RunStatus.SUSPENDED: "yellow",
+    RunStatus.COMPLETED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "magenta",
+}
+
+KIND_STYLE = {
+    "run.started": "bold",
+    "model.response": "blue",
+    "tool.intent": "dim",
+    "tool.result": "green",
+    "transition": "yellow",
+    "recovery": "magenta",
+}
+
+
+def when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_text(run: Run) -> str:
+    return f"[{STATUS_STYLE[run.status]}]{run.status.value}[/]"
+
+
+def runs_table(runs: Sequence[Run]) -> Table:
+    table = Table(title="runs", show_lines=False)
+    for col in ("run", "agent", "status", "reason", "created (UTC)"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        table.add_row(
+            r.id, f"{r.agent}@{r.agent_version}", status_text(r), escape(r.status_reason or ""), when(r.created_at)
+        )
+    return table
+
+
+def timeline_table(entries: Sequence[Entry]) -> Table:
+    table = Table(title="timeline", show_lines=False)
+    table.add_column("seq", justify="right")
+    table.add_column("+s", justify="right")
+    table.add_column("kind")
+    table.add_column("ms", justify="right")
+    table.add_column("what", overflow="fold")
+    for item in timeline(entries):
+        style = KIND_STYLE.get(item.kind, "")
+        table.add_row(
+            str(item.seq),
+            f"{item.at:.3f}",
+            f"[{style}]{item.kind}[/]" if style else item.kind,
+            f"{item.latency_ms:.1f}" if item.latency_ms is not None else "",
+            escape(item.summary),
+        )
+    return table
+
+
+def print_run(console: Console, run: Run, entries: Sequence[Entry]) -> None:
+    console.print(f"[bold]{run.id}[/]  {run.agent}@{run.agent_version}  model {run.model}")
+    console.print(f"status {status_text(run)}" + (f" - {escape(run.status_reason)}" if run.status_reason else ""))
+    steps = sum(1 for e in entries if e.kind.value == "tool.result")
+    turns = sum(1 for e in entries if e.kind.value == "model.response")
+    console.print(
+        f"created {when(run.created_at)} UTC, updated {when(run.updated_at)} UTC; "
+        f"{turns} model turns, {steps} tool steps, {len(entries)} journal entries"
+    )
+    console.print(timeline_table(entries))
+
+
+def entry_line(entry: Entry) -> str:
+    style = KIND_STYLE.get(entry.kind.value, "")
+    return f"  [dim]{entry.seq:>3}[/] [{style}]{entry.kind.value:<14}[/] {escape(summarise(entry))}"

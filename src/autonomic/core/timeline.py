@@ -1,0 +1,88 @@
+"""A run's timeline: the journal turned into rows a person reads (CLI, API, console)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autonomic.core.canonical import canonical_json
+from autonomic.core.journal import Entry, EntryKind
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineItem:
+    """One row: when (seconds after the run started), what kind, a one-line summary, the details."""
+
+    seq: int
+    at: float
+    kind: str
+    summary: str
+    latency_ms: float | None
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": round(self.at, 6),
+            "kind": self.kind,
+            "summary": self.summary,
+            "latency_ms": self.latency_ms,
+            "detail": self.detail,
+        }
+
+
+def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
+    """Rows for every entry, in journal order."""
+    if not entries:
+        return []
+    start = entries[0].created_at
+    return [
+        TimelineItem(
+            seq=e.seq,
+            at=e.created_at - start,
+            kind=e.kind.value,
+            summary=summarise(e),
+            latency_ms=e.payload.get("latency_ms"),
+            detail=e.payload,
+        )
+        for e in entries
+    ]
+
+
+def summarise(entry: Entry, width: int = 90) -> str:
+    """A one-line description of ``entry``."""
+    p = entry.payload
+    kind = entry.kind
+    if kind is EntryKind.RUN_STARTED:
+        text = f"agent {p.get('agent')}@{p.get('agent_version')} on {p.get('model')}, task {_short(p.get('task'))}"
+    elif kind is EntryKind.MODEL_RESPONSE:
+        calls = ", ".join(c["name"] for c in p.get("tool_calls", ()))
+        usage = p.get("usage", {})
+        tokens = f"{usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)} tok"
+        text = f"turn {p.get('turn')}: " + (f"calls {calls}" if calls else f"answers {_short(p.get('content'))}")
+        text += f" ({tokens})"
+    elif kind is EntryKind.TOOL_INTENT:
+        text = f"{p.get('tool')}@{p.get('version')} {_short(p.get('arguments'))} key={p.get('key')}"
+    elif kind is EntryKind.TOOL_RESULT:
+        if p.get("ok"):
+            text = f"{p.get('tool')} -> {_short(p.get('output'))}"
+        else:
+            err = p.get("error") or {}
+            text = f"{p.get('tool')} FAILED {err.get('code')}: {err.get('message')}"
+        if p.get("replayed"):
+            text += " (re-executed after a crash)"
+    elif kind is EntryKind.TRANSITION:
+        text = f"{p.get('from')} -> {p.get('to')}: {p.get('reason')}"
+    elif kind is EntryKind.RECOVERY:
+        pending = p.get("pending_calls") or []
+        text = f"resumed by {p.get('worker')} (fence {p.get('fence')}), {len(pending)} call(s) pending"
+    else:  # pragma: no cover - every kind is handled above
+        text = _short(p)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else canonical_json(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,72 @@
+"""A worker: claims runnable runs and drives them, a few at a time, until told to stop.
+
+Stopping is graceful: ``stop()`` lets every run in hand finish the step it is on, commit, and
+release its lease so another worker can take it at once. A worker that dies instead (SIGKILL, a lost
+machine) leaves leases that expire after ``lease_ttl``; the next claimer bumps the fencing token, so
+if the dead worker was only paused, it can never commit again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from autonomic.core.run import Run
+from autonomic.engine.executor import Engine
+
+log = logging.getLogger("autonomic.worker")
+
+
+class Worker:
+    """Claim-and-drive loop over one engine."""
+
+    def __init__(self, engine: Engine, *, concurrency: int = 4, poll_interval: float = 0.5) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.finished: list[Run] = []
+        self._wake = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the current steps, release the leases, return from ``run``."""
+        self.engine.stopping.set()
+        self._wake.set()
+
+    async def run(self, *, until_idle: bool = False) -> list[Run]:
+        """Drive runs until ``stop()``; with ``until_idle``, also return once nothing is runnable."""
+        slots = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        while not self.engine.stopping.is_set():
+            await slots.acquire()
+            if self.engine.stopping.is_set():
+                slots.release()
+                break
+            run = await self.engine.claim()
+            if run is None:
+                slots.release()
+                if until_idle and not tasks:
+                    break
+                if until_idle:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                continue
+            task = asyncio.create_task(self._drive(run, slots))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        return self.finished
+
+    async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
+        try:
+            self.finished.append(await self.engine.drive(run))
+        except Exception:
+            log.exception("run %s failed in the worker; its lease will expire", run.id)
+        finally:
+            slots.release()
