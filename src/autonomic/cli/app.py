@@ -34,7 +34,7 @@ app = typer.Typer(
     help="autonomic: durable, governed, observable AI agents.",
 )
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @dataclass
@@ -53,7 +53,9 @@ DbOption = Annotated[
 ]
 AgentOption = Annotated[
     list[str] | None,
-    typer.Option("--agent", help="Load agents from module:attribute (repeatable; also AUTONOMIC_AGENTS)."),
+    typer.Option(
+        "--agent", help="Load agents from module:attribute (repeatable; also AUTONOMIC_AGENTS)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -112,8 +114,10 @@ def _finish_message(run: Run) -> None:
         body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
         out.print(Panel(escape(body), title="result", expand=False))
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
-        out.print(f"a human must decide: inspect with `autonomic show {run.id}`, then "
-                  f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`")
+        out.print(
+            f"a human must decide: inspect with `autonomic show {run.id}`, then "
+            f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`"
+        )
 
 
 @app.command()
@@ -178,12 +182,20 @@ def demo(
 @app.command("run")
 def run_cmd(
     ctx: typer.Context,
-    agent: Annotated[str, typer.Argument(help="Agent name (`reconciliation`, or one loaded with --agent).")],
+    agent: Annotated[
+        str, typer.Argument(help="Agent name (`reconciliation`, or one loaded with --agent).")
+    ],
     task: Annotated[str, typer.Argument(help="The task: text, or JSON.")],
-    model: Annotated[str | None, typer.Option(help="Model spec: scripted:PATH, function:NAME, openai:MODEL.")] = None,
-    max_turns: Annotated[int | None, typer.Option(min=1, help="Turn budget (default: the agent's).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model spec: scripted:PATH, function:NAME, openai:MODEL.")
+    ] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(min=1, help="Turn budget (default: the agent's).")
+    ] = None,
     metadata: Annotated[str | None, typer.Option(help="Run metadata as a JSON object.")] = None,
-    detach: Annotated[bool, typer.Option(help="Only enqueue the run; a worker will drive it.")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Only enqueue the run; a worker will drive it.")
+    ] = False,
     agents: AgentOption = None,
 ) -> None:
     """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach)."""
@@ -194,7 +206,9 @@ def run_cmd(
         store = await _open_store(settings.db)
         try:
             engine = _engine(store, agents, on_commit=None if detach else _live)
-            run: Run = await engine.start(agent, task, model=model, max_turns=max_turns, metadata=meta)
+            run: Run = await engine.start(
+                agent, task, model=model, max_turns=max_turns, metadata=meta
+            )
             out.print(f"run [bold]{run.id}[/] created")
             if detach:
                 return run
@@ -244,7 +258,9 @@ def resume(
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(min=1, help="Runs driven at once.")] = 4,
-    lease_ttl: Annotated[float, typer.Option(min=1.0, help="Seconds a lease lasts unless renewed.")] = 30.0,
+    lease_ttl: Annotated[
+        float, typer.Option(min=1.0, help="Seconds a lease lasts unless renewed.")
+    ] = 30.0,
     until_idle: Annotated[bool, typer.Option(help="Exit once no run is runnable.")] = False,
     agents: AgentOption = None,
 ) -> None:
@@ -254,7 +270,9 @@ def worker(
     settings = _settings(ctx)
 
     def report(run: Run) -> None:
-        out.print(f"{run.id} {run.status.value}" + (f": {run.status_reason}" if run.status_reason else ""))
+        out.print(
+            f"{run.id} {run.status.value}" + (f": {run.status_reason}" if run.status_reason else "")
+        )
 
     async def go() -> list[Run]:
         store = await _open_store(settings.db)
@@ -264,7 +282,9 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)
-            err.print(f"worker {engine.owner} on {settings.db}: {concurrency} slots; SIGTERM stops it")
+            err.print(
+                f"worker {engine.owner} on {settings.db}: {concurrency} slots; SIGTERM stops it"
+            )
             finished = await w.run(until_idle=until_idle)
             for run in finished:
                 report(run)
@@ -304,7 +324,9 @@ def runs(
 
 
 @app.command()
-def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+def show(
+    ctx: typer.Context, run_id: Annotated[str, typer.Argument()], as_json: JsonOption = False
+) -> None:
     """Show a run and its timeline: model turns, tool calls, timings, transitions."""
     from autonomic.cli.render import print_run
     from autonomic.core.timeline import timeline
@@ -331,7 +353,9 @@ def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument()], as_json: 
 def cancel(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument()],
-    reason: Annotated[str, typer.Option(help="Why; recorded in the journal.")] = "cancelled by operator",
+    reason: Annotated[
+        str, typer.Option(help="Why; recorded in the journal.")
+    ] = "cancelled by operator",
 ) -> None:
     """Cancel a run. A worker holding it stops at its next commit."""
     settings = _settings(ctx)
@@ -396,7 +420,11 @@ def _run_dict(run: Run) -> dict[str, Any]:
         "status": run.status.value,
         "status_reason": run.status_reason,
         "version": run.version,
-        "lease": {"owner": run.lease.owner, "expires_at": run.lease.expires_at, "fence": run.lease.fence},
+        "lease": {
+            "owner": run.lease.owner,
+            "expires_at": run.lease.expires_at,
+            "fence": run.lease.fence,
+        },
         "input": run.input,
         "output": run.output,
         "max_turns": run.max_turns,

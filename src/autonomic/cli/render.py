@@ -47,7 +47,11 @@ def runs_table(runs: Sequence[Run]) -> Table:
         table.add_column(col, overflow="fold")
     for r in runs:
         table.add_row(
-            r.id, f"{r.agent}@{r.agent_version}", status_text(r), escape(r.status_reason or ""), when(r.created_at)
+            r.id,
+            f"{r.agent}@{r.agent_version}",
+            status_text(r),
+            escape(r.status_reason or ""),
+            when(r.created_at),
         )
     return table
 
@@ -73,7 +77,10 @@ def timeline_table(entries: Sequence[Entry]) -> Table:
 
 def print_run(console: Console, run: Run, entries: Sequence[Entry]) -> None:
     console.print(f"[bold]{run.id}[/]  {run.agent}@{run.agent_version}  model {run.model}")
-    console.print(f"status {status_text(run)}" + (f" - {escape(run.status_reason)}" if run.status_reason else ""))
+    console.print(
+        f"status {status_text(run)}"
+        + (f" - {escape(run.status_reason)}" if run.status_reason else "")
+    )
     steps = sum(1 for e in entries if e.kind.value == "tool.result")
     turns = sum(1 for e in entries if e.kind.value == "model.response")
     console.print(

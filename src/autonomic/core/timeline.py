@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, EntryKind
@@ -60,7 +60,9 @@ def summarise(entry: Entry, width: int = 90) -> str:
         calls = ", ".join(c["name"] for c in p.get("tool_calls", ()))
         usage = p.get("usage", {})
         tokens = f"{usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)} tok"
-        text = f"turn {p.get('turn')}: " + (f"calls {calls}" if calls else f"answers {_short(p.get('content'))}")
+        text = f"turn {p.get('turn')}: " + (
+            f"calls {calls}" if calls else f"answers {_short(p.get('content'))}"
+        )
         text += f" ({tokens})"
     elif kind is EntryKind.TOOL_INTENT:
         text = f"{p.get('tool')}@{p.get('version')} {_short(p.get('arguments'))} key={p.get('key')}"
@@ -76,9 +78,11 @@ def summarise(entry: Entry, width: int = 90) -> str:
         text = f"{p.get('from')} -> {p.get('to')}: {p.get('reason')}"
     elif kind is EntryKind.RECOVERY:
         pending = p.get("pending_calls") or []
-        text = f"resumed by {p.get('worker')} (fence {p.get('fence')}), {len(pending)} call(s) pending"
-    else:  # pragma: no cover - every kind is handled above
-        text = _short(p)
+        text = (
+            f"resumed by {p.get('worker')} (fence {p.get('fence')}), {len(pending)} call(s) pending"
+        )
+    else:
+        assert_never(kind)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -172,7 +172,13 @@ class Engine:
             if owner_is_dead(current.lease.owner) and current.lease.expires_at > self.clock():
                 steal = current.lease.owner
         return await self.store.claim(
-            Claim(owner=self.owner, now=self.clock(), ttl=self.lease_ttl, run_id=run_id, steal_from=steal)
+            Claim(
+                owner=self.owner,
+                now=self.clock(),
+                ttl=self.lease_ttl,
+                run_id=run_id,
+                steal_from=steal,
+            )
         )
 
     async def drive(self, run: Run) -> Run:
@@ -225,7 +231,10 @@ class Engine:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             ok = await self.store.renew_lease(
-                run.id, owner=self.owner, fence=run.lease.fence, expires_at=self.clock() + self.lease_ttl
+                run.id,
+                owner=self.owner,
+                fence=run.lease.fence,
+                expires_at=self.clock() + self.lease_ttl,
             )
             if not ok:
                 return

@@ -36,7 +36,9 @@ class CrashAt:
 
     def __init__(self, point: str, count: int) -> None:
         if point not in POINTS:
-            raise ConfigError(f"unknown fault point {point!r}", hint=f"use one of {', '.join(POINTS)}")
+            raise ConfigError(
+                f"unknown fault point {point!r}", hint=f"use one of {', '.join(POINTS)}"
+            )
         if count < 1:
             raise ConfigError(f"fault count must be at least 1, got {count}")
         self.point = point

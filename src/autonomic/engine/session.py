@@ -19,7 +19,7 @@ from autonomic.errors import LeaseLost, StaleVersion
 from autonomic.ports.store import Store
 
 
-class RunInterrupted(Exception):  # noqa: N818 - a control signal, not an error
+class RunInterrupted(Exception):
     """Someone else changed the run (cancelled it, say) while we held it: stop driving it."""
 
     def __init__(self, run: Run) -> None:

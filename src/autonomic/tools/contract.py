@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
 import jsonschema
 import jsonschema.exceptions
@@ -130,15 +130,31 @@ class Tool:
         return await call
 
 
+@overload
+def tool(fn: ToolFunction, /) -> Tool: ...
+
+
+@overload
 def tool(
-    fn: ToolFunction | None = None,
     *,
     name: str | None = None,
     version: str = "1",
     idempotent: bool = False,
     timeout: float | None = None,
     parameters: dict[str, Any] | None = None,
-) -> Any:
+) -> Callable[[ToolFunction], Tool]: ...
+
+
+def tool(
+    fn: ToolFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    idempotent: bool = False,
+    timeout: float | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare a tool from a typed function; the JSON schema comes from its annotations.
 
     Example::

@@ -60,7 +60,7 @@ class ScriptedModel:
             ) from None
         if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
             raise InvalidInput(
-                f"script {p} must be an object with a list under \"turns\"",
+                f'script {p} must be an object with a list under "turns"',
                 hint='a script is {"turns": [{"content": "...", "tool_calls": [...]}]}',
             )
         try:
@@ -112,10 +112,14 @@ def _validate_turn(index: int, turn: Any) -> dict[str, Any]:
         args = call.get("arguments", {})
         if not isinstance(args, (dict, str)):
             raise InvalidInput(
-                f"turn {index}: tool_calls[{j}].arguments must be an object (or raw text)", hint=hint
+                f"turn {index}: tool_calls[{j}].arguments must be an object (or raw text)",
+                hint=hint,
             )
         calls.append(
-            {"name": call["name"], "arguments": args if isinstance(args, str) else canonical_json(args)}
+            {
+                "name": call["name"],
+                "arguments": args if isinstance(args, str) else canonical_json(args),
+            }
         )
     if content is None and not calls:
         raise InvalidInput(f"turn {index} has neither content nor tool_calls", hint=hint)
@@ -147,5 +151,6 @@ class FunctionModel:
             tool_calls=response.tool_calls,
             model=response.model or self._name,
             usage=_usage(messages, response.content, response.tool_calls),
-            finish_reason=response.finish_reason or ("tool_calls" if response.tool_calls else "stop"),
+            finish_reason=response.finish_reason
+            or ("tool_calls" if response.tool_calls else "stop"),
         )

@@ -19,9 +19,25 @@ RUN_COLUMNS = (
 
 def run_from_row(row: Sequence[Any]) -> Run:
     (
-        run_id, tenant, agent, agent_version, model, status, status_reason, version, lease_owner,
-        lease_expires_at, fence, input_text, output_text, max_turns, metadata, parent_run_id,
-        correlation_id, created_at, updated_at,
+        run_id,
+        tenant,
+        agent,
+        agent_version,
+        model,
+        status,
+        status_reason,
+        version,
+        lease_owner,
+        lease_expires_at,
+        fence,
+        input_text,
+        output_text,
+        max_turns,
+        metadata,
+        parent_run_id,
+        correlation_id,
+        created_at,
+        updated_at,
     ) = row
     return Run(
         id=run_id,

@@ -44,7 +44,9 @@ def parse_sqlite_url(url: str) -> tuple[Path, str]:
         raise ConfigError(f"not a SQLite URL: {url!r}", hint="write sqlite:///path/to/file.db")
     raw = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not raw:
-        raise ConfigError(f"SQLite URL {url!r} has no file path", hint="write sqlite:///autonomic.db")
+        raise ConfigError(
+            f"SQLite URL {url!r} has no file path", hint="write sqlite:///autonomic.db"
+        )
     mode = parse_qs(parts.query).get("synchronous", ["full"])[0].lower()
     if mode not in _SYNC_MODES:
         raise ConfigError(
@@ -67,7 +69,10 @@ class SQLiteStore(Store):
             )
         try:
             self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout_ms / 1000,
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -95,7 +100,8 @@ class SQLiteStore(Store):
         ).fetchone()
         if row is None:
             raise StoreUnavailable(
-                f"database {self.path} has no autonomic schema", hint="run `autonomic migrate` first"
+                f"database {self.path} has no autonomic schema",
+                hint="run `autonomic migrate` first",
             )
 
     async def migrate(self) -> list[str]:
@@ -112,7 +118,8 @@ class SQLiteStore(Store):
                 for statement in _split_sql(m.sql):
                     cur.execute(statement)
                 cur.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (m.version, m.name, time.time())
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (m.version, m.name, time.time()),
                 )
                 applied.append(f"{m.version:04d}_{m.name}")
         return applied
@@ -134,12 +141,16 @@ class SQLiteStore(Store):
 
     async def get_run(self, run_id: str) -> Run:
         try:
-            row = self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
         except sqlite3.OperationalError:
             self._require_schema()
             raise
         if row is None:
-            raise NotFound(f"no run {run_id}", hint="`autonomic runs` lists the runs in this database")
+            raise NotFound(
+                f"no run {run_id}", hint="`autonomic runs` lists the runs in this database"
+            )
         return run_from_row(row)
 
     async def list_runs(
@@ -162,7 +173,9 @@ class SQLiteStore(Store):
         if addresses:
             marks = ", ".join("?" * len(addresses))
             blobs = dict(
-                self._db.execute(f"SELECT address, data FROM blobs WHERE address IN ({marks})", addresses)
+                self._db.execute(
+                    f"SELECT address, data FROM blobs WHERE address IN ({marks})", addresses
+                )
             )
         return entries_from_rows(run_id, rows, blobs)
 

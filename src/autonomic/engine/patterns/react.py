@@ -164,7 +164,9 @@ class ReAct:
         try:
             output = await tool.invoke(arguments, ctx)
         except TimeoutError:
-            return _error_result(call, "tool_timeout", f"{tool.ref} timed out after {tool.timeout}s", tool)
+            return _error_result(
+                call, "tool_timeout", f"{tool.ref} timed out after {tool.timeout}s", tool
+            )
         except AutonomicError as exc:
             return _error_result(call, exc.code, str(exc), tool)
         except Exception as exc:
@@ -190,7 +192,9 @@ def _response_payload(response: ModelResponse, turn: int, latency_ms: float) -> 
     }
 
 
-def _error_result(call: ToolCall, code: str, message: str, tool: Tool | None = None) -> dict[str, Any]:
+def _error_result(
+    call: ToolCall, code: str, message: str, tool: Tool | None = None
+) -> dict[str, Any]:
     return {
         "call_id": call.id,
         "tool": tool.name if tool else call.name,

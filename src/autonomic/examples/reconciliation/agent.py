@@ -99,8 +99,12 @@ def reconciliation_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]
     for reference, amount, reason in adjustments:
         if reference not in posted:
             return _call(
-                turn, "post_adjustment",
-                account=account, reference=reference, amount_cents=amount, reason=reason,
+                turn,
+                "post_adjustment",
+                account=account,
+                reference=reference,
+                amount_cents=amount,
+                reason=reason,
             )
     report = _report(account, date, diff, adjustments)
     if "file_report" not in done:

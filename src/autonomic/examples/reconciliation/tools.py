@@ -64,9 +64,14 @@ def compute_differences(
         {"reference": ref, "amount_cents": book[ref]} for ref in sorted(book) if ref not in bank
     ]
     mismatches = [
-        {"reference": ref, "ledger_cents": book[ref], "statement_cents": bank[ref],
-         "difference_cents": bank[ref] - book[ref]}
-        for ref in sorted(book) if ref in bank and book[ref] != bank[ref]
+        {
+            "reference": ref,
+            "ledger_cents": book[ref],
+            "statement_cents": bank[ref],
+            "difference_cents": bank[ref] - book[ref],
+        }
+        for ref in sorted(book)
+        if ref in bank and book[ref] != bank[ref]
     ]
     return {
         "ledger_total_cents": sum(book.values()),

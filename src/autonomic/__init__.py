@@ -1,0 +1,70 @@
+"""autonomic: a self-hostable runtime that runs AI agents as durable, governed, observable processes.
+
+The public API is what ``__all__`` lists; everything else may change between versions.
+"""
+
+from autonomic.adapters.model.scripted import FunctionModel, ScriptedModel
+from autonomic.bootstrap import build_model, build_store
+from autonomic.core.journal import Entry, EntryKind
+from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec, Usage
+from autonomic.core.run import Run, RunStatus
+from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.executor import Engine
+from autonomic.engine.worker import Worker
+from autonomic.errors import (
+    AutonomicError,
+    ConfigError,
+    IllegalTransition,
+    InvalidInput,
+    LeaseLost,
+    ModelError,
+    NotFound,
+    StaleVersion,
+    StoreUnavailable,
+    ToolArgumentsInvalid,
+    ToolError,
+    UserError,
+)
+from autonomic.ports.model import Model
+from autonomic.ports.store import Store
+from autonomic.tools.contract import Tool, ToolContext, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentRegistry",
+    "AutonomicError",
+    "ConfigError",
+    "Engine",
+    "Entry",
+    "EntryKind",
+    "FunctionModel",
+    "IllegalTransition",
+    "InvalidInput",
+    "LeaseLost",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelResponse",
+    "NotFound",
+    "Role",
+    "Run",
+    "RunStatus",
+    "ScriptedModel",
+    "StaleVersion",
+    "Store",
+    "StoreUnavailable",
+    "Tool",
+    "ToolArgumentsInvalid",
+    "ToolCall",
+    "ToolContext",
+    "ToolError",
+    "ToolSpec",
+    "Usage",
+    "UserError",
+    "Worker",
+    "build_model",
+    "build_store",
+    "tool",
+]
