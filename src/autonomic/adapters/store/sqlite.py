@@ -197,7 +197,8 @@ class SQLiteStore(Store):
                 "status_reason = CASE WHEN ? IS NULL THEN status_reason ELSE ? END, "
                 "output = CASE WHEN ? THEN ? ELSE output END, "
                 "metadata = COALESCE(?, metadata) "
-                "WHERE id = ? AND (? = 0 OR version = ?) AND (? IS NULL OR fence = ?)",
+                "WHERE id = ? AND (? = 0 OR version = ?) AND (? IS NULL OR fence = ?) "
+                "RETURNING version",
                 (
                     now,
                     changes.lease_expires_at,
@@ -215,11 +216,11 @@ class SQLiteStore(Store):
                     fence,
                 ),
             )
-            if cur.rowcount == 0:
+            updated = cur.fetchone()
+            if updated is None:
                 raise self._conflict(cur, run_id, fence)
             self._append(cur, entries, now)
-            (version,) = cur.execute("SELECT version FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return int(version)
+        return int(updated[0])
 
     def _conflict(self, cur: sqlite3.Cursor, run_id: str, fence: int | None) -> Exception:
         row = cur.execute("SELECT version, fence FROM runs WHERE id = ?", (run_id,)).fetchone()
