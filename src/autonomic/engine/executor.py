@@ -221,9 +221,14 @@ class Engine:
                 {"call_id": p.call.id, "tool": p.call.name, "started": p.intent is not None}
                 for p in state.pending_calls()
             ]
-            session.stage(
+            session.note(
                 EntryKind.RECOVERY,
-                {"worker": self.owner, "fence": session.fence, "pending_calls": pending},
+                {
+                    "worker": self.owner,
+                    "fence": session.fence,
+                    "journal_seq": state.last_seq,
+                    "pending_calls": pending,
+                },
             )
 
     async def _heartbeat(self, run: Run) -> None:

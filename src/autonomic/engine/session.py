@@ -49,6 +49,7 @@ class RunSession:
         self._faults = faults
         self._ttl = lease_ttl
         self._staged: list[PackedEntry] = []
+        self._notes: list[tuple[EntryKind, dict[str, Any]]] = []
 
     @property
     def fence(self) -> int:
@@ -71,6 +72,14 @@ class RunSession:
         self._staged.append(packed)
         return packed.entry
 
+    def note(self, kind: EntryKind, payload: dict[str, Any]) -> None:
+        """Journal an informational entry at the *end* of the next commit.
+
+        Notes (a recovery, say) must not shift the ``seq`` of the work they precede: idempotency
+        keys are ``run_id:seq``, and a step redone after a crash has to get the key it had before.
+        """
+        self._notes.append((kind, payload))
+
     @property
     def next_seq(self) -> int:
         return self.state.last_seq + 1
@@ -86,6 +95,9 @@ class RunSession:
         """
         if not self._staged and changes is None:
             return
+        for kind, payload in self._notes:
+            self.stage(kind, payload)
+        self._notes.clear()
         now = self._clock()
         base = changes or RunChanges()
         changes = RunChanges(
@@ -145,6 +157,9 @@ class RunSession:
         """Stage a transition entry and commit it together with the status change."""
         source = self.state.status
         check_transition(self.run.id, source, target)
+        for kind, note in self._notes:  # nothing follows a transition, so notes go first
+            self.stage(kind, note)
+        self._notes.clear()
         payload: dict[str, Any] = {"from": source.value, "to": target.value, "reason": reason}
         if target is RunStatus.COMPLETED:
             payload["output"] = output
