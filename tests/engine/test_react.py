@@ -104,7 +104,7 @@ def test_a_run_completes_and_its_journal_holds_every_step(store_url):
 def test_a_non_idempotent_tool_is_written_ahead(store_url):
     EFFECTS.clear()
     turns = [{"tool_calls": [_call("send", text="hi")]}, {"content": "ok"}]
-    run, entries, store = asyncio.run(_drive(store_url, turns, spy=True))
+    run, _, store = asyncio.run(_drive(store_url, turns, spy=True))
     assert run.status is RunStatus.COMPLETED
     assert EFFECTS == ["hi"]
     # claim + intent before the effect + result after it + completion
@@ -310,5 +310,5 @@ def test_owner_is_dead_only_for_local_processes_that_are_gone():
     host = socket.gethostname()
     assert not executor_module.owner_is_dead(None)
     assert not executor_module.owner_is_dead(f"{host}:{os.getpid()}:x")
-    assert not executor_module.owner_is_dead(f"other-host:1:x")
+    assert not executor_module.owner_is_dead("other-host:1:x")
     assert executor_module.owner_is_dead(f"{host}:{2**22 + 12345}:x")

@@ -46,9 +46,9 @@ def test_the_conversation_is_sent_in_chat_completions_form():
     ("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (401, False)]
 )
 def test_errors_are_classified_retryable_or_not(status, retryable):
-    with OpenAITestServer([Reply(status, {"error": {"message": f"status {status}"}})]) as server:
-        with pytest.raises(ModelError) as info:
-            _ask(server, [Message(Role.USER, "hi")])
+    reply = Reply(status, {"error": {"message": f"status {status}"}})
+    with OpenAITestServer([reply]) as server, pytest.raises(ModelError) as info:
+        _ask(server, [Message(Role.USER, "hi")])
     assert info.value.retryable is retryable
     assert str(status) in str(info.value)
 

@@ -1,0 +1,142 @@
+"""Shared fixtures: a fresh database per test on each store, a store factory, raw SQL access.
+
+No async plugin is used: tests are plain functions that call ``asyncio.run``.
+
+PostgreSQL tests run in a schema of their own (``t_<uuid hex>``) in the database named by
+``AUTONOMIC_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``); the schema is
+dropped afterwards. Without a reachable server they are skipped, unless ``CI`` is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autonomic.adapters.store.rows import redact_url
+from autonomic.adapters.store.sqlite import parse_sqlite_url
+from autonomic.bootstrap import build_store
+from autonomic.ports.store import Store
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+MakeStore = Callable[[str], Awaitable[Store]]
+RawExecute = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", default=False, help="also run tests marked slow"
+    )
+
+
+def pg_base_url() -> str:
+    return os.environ.get("AUTONOMIC_TEST_PG_URL") or DEFAULT_PG_URL
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with libpq options that put ``schema`` first on the search path."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+async def make_store(url: str) -> Store:
+    """A store for ``url`` built by the composition root, migrated."""
+    store = build_store(url)
+    await store.migrate()
+    return store
+
+
+def raw_executor(url: str) -> RawExecute:
+    """Runs one SQL statement on a new raw connection (autocommit), returning its rows."""
+    if url.startswith("sqlite:"):
+        path, _ = parse_sqlite_url(url)
+
+        async def run_sqlite(sql: str) -> list[tuple[Any, ...]]:
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                return [tuple(row) for row in conn.execute(sql).fetchall()]
+            finally:
+                conn.close()
+
+        return run_sqlite
+
+    import psycopg
+
+    async def run_postgres(sql: str) -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            cur = await conn.execute(sql)
+            return [tuple(row) for row in await cur.fetchall()] if cur.description else []
+
+    return run_postgres
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The base URL of a reachable PostgreSQL server, checked once per session."""
+    base = pg_base_url()
+    try:
+        import psycopg
+    except ImportError as exc:  # the postgres extra is not installed
+        reason = f"psycopg is not installed ({exc})"
+    else:
+        try:
+            with psycopg.connect(base, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+            return base
+        except psycopg.Error as exc:
+            reason = f"PostgreSQL at {redact_url(base)} is unreachable: {str(exc).strip()}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error; set AUTONOMIC_TEST_PG_URL)")
+    pytest.skip(f"{reason}; set AUTONOMIC_TEST_PG_URL to run the PostgreSQL tests")
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A URL to a fresh, empty schema of its own, dropped after the test."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield with_search_path(pg_server, schema)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A URL to a new SQLite file in the test's temporary directory."""
+    return f"sqlite:///{tmp_path}/autonomic.db"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh database, once per store."""
+    url: str = request.getfixturevalue(
+        {"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param]
+    )
+    return url
+
+
+@pytest.fixture(name="make_store")
+def make_store_fixture() -> MakeStore:
+    """``await make_store(url)``: a new migrated store on ``url`` (close it yourself)."""
+    return make_store
+
+
+@pytest.fixture
+def raw_execute(store_url: str) -> RawExecute:
+    """``await raw_execute(sql)`` on the database of ``store_url``, outside any store."""
+    return raw_executor(store_url)
