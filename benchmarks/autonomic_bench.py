@@ -51,8 +51,7 @@ def engine_for(store: Any, **kwargs: Any) -> Engine:
 
 
 async def one_run(engine: Engine) -> None:
-    run = await engine.start("bench", "count")
-    final = await engine.run_to_end(run.id)
+    final = await engine.run("bench", "count")  # create leased + drive: the in-process path
     assert final.status.value == "COMPLETED", final.status_reason
 
 

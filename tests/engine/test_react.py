@@ -47,6 +47,7 @@ class CountingStore:
     def __init__(self, inner):
         self.inner = inner
         self.commits = 0
+        self.other_writes = 0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -54,6 +55,14 @@ class CountingStore:
     async def commit(self, *args, **kwargs):
         self.commits += 1
         return await self.inner.commit(*args, **kwargs)
+
+    async def claim(self, *args, **kwargs):
+        self.other_writes += 1
+        return await self.inner.claim(*args, **kwargs)
+
+    async def release_lease(self, *args, **kwargs):
+        self.other_writes += 1
+        return await self.inner.release_lease(*args, **kwargs)
 
 
 async def _drive(
@@ -99,6 +108,105 @@ def test_a_run_completes_and_its_journal_holds_every_step(store_url):
     assert intent["key"] == f"{run.id}:4"
     # claim transition + one commit per idempotent step + the completion: nothing more
     assert store.commits == 1 + 2 + 1
+    assert store.other_writes == 1, "the claim; the completion commit released the lease"
+    assert run.lease.owner is None
+
+
+def test_engine_run_creates_the_run_leased_and_running_and_skips_the_claim(store_url):
+    turns = [
+        {"tool_calls": [_call("add", a=1, b=2)]},
+        {"tool_calls": [_call("add", a=3, b=4)]},
+        {"content": "3 and 7"},
+    ]
+
+    async def go():
+        store = CountingStore(build_store(store_url))
+        await store.migrate()
+        engine = Engine(store, AgentRegistry([_agent()]), lambda spec: ScriptedModel(turns))
+        final = await engine.run("calc", "add things")
+        row = await store.get_run(final.id)
+        entries = await store.load_journal(final.id)
+        await store.close()
+        return final, row, entries, store, engine.owner
+
+    final, row, entries, store, owner = asyncio.run(go())
+    assert final.status is RunStatus.COMPLETED
+    assert final.output == row.output == "3 and 7"
+    assert row.lease.owner is None
+    assert row.lease.fence == 1
+    assert store.commits == 2 + 1, "one per step and the completion; the create did the claim"
+    assert store.other_writes == 0
+    assert [e.kind for e in entries][:3] == [
+        EntryKind.RUN_STARTED,
+        EntryKind.TRANSITION,
+        EntryKind.MODEL_RESPONSE,
+    ]
+    assert entries[1].payload == {
+        "from": "PENDING",
+        "to": "RUNNING",
+        "reason": "claimed",
+        "worker": owner,
+    }
+    assert not [e for e in entries if e.kind is EntryKind.RECOVERY]
+    assert entries[3].payload["key"] == f"{final.id}:4"
+
+
+class Boom(Exception):
+    """Stands in for a process dying at a fault point (the lease stays held)."""
+
+
+class BoomAt:
+    def __init__(self, point: str, count: int) -> None:
+        self.point, self.left = point, count
+
+    def at(self, point: str) -> None:
+        if point == self.point:
+            self.left -= 1
+            if self.left == 0:
+                raise Boom(point)
+
+
+def test_a_run_started_by_engine_run_is_taken_over_after_its_owner_dies(store_url):
+    """The lease ``Engine.run`` writes at creation is a real lease: it expires and is taken."""
+    EFFECTS.clear()
+    turns = [
+        {"tool_calls": [_call("send", text="one")]},
+        {"tool_calls": [_call("send", text="two")]},
+        {"tool_calls": [_call("add", a=1, b=1)]},
+        {"content": "sent both"},
+    ]
+
+    async def go():
+        store = build_store(store_url)
+        await store.migrate()
+        registry = AgentRegistry([_agent()])
+        dying = Engine(
+            store,
+            registry,
+            lambda spec: ScriptedModel(turns),
+            clock=lambda: 1000.0,
+            faults=BoomAt("step_done", 1),
+        )
+        with pytest.raises(Boom):
+            await dying.run("calc", "send things", run_id="run_" + "ab" * 16)
+        held = await store.get_run("run_" + "ab" * 16)
+        later = Engine(
+            store, registry, lambda spec: ScriptedModel(turns), clock=lambda: 1000.0 + 3600
+        )
+        final = await later.run_to_end(held.id)
+        entries = await store.load_journal(held.id)
+        await store.close()
+        return held, final, entries, later.owner
+
+    held, final, entries, new_owner = asyncio.run(go())
+    assert held.status is RunStatus.RUNNING
+    assert held.lease.fence == 1
+    assert held.lease.owner is not None
+    assert final.status is RunStatus.COMPLETED
+    assert final.lease.fence == 2
+    assert EFFECTS == ["one", "two"], "the step done before the crash is not repeated"
+    (recovery,) = [e for e in entries if e.kind is EntryKind.RECOVERY]
+    assert recovery.payload["worker"] == new_owner
 
 
 def test_a_non_idempotent_tool_is_written_ahead(store_url):

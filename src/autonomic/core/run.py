@@ -125,3 +125,5 @@ class RunChanges:
     set_output: bool = False
     metadata: dict[str, Any] | None = None
     lease_expires_at: float | None = None
+    release_lease: bool = False
+    """Clear the lease in the same commit: a run leaving RUNNING needs no separate release."""

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, pack
+from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, PackedEntry, pack
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
@@ -119,6 +119,46 @@ class Engine:
         run_id: str | None = None,
     ) -> Run:
         """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it."""
+        run, entries = self._new_run(
+            agent, task, model, max_turns, tenant, metadata, run_id, claimed=False
+        )
+        return await self.store.create_run(run, entries)
+
+    async def run(
+        self,
+        agent: str | Agent,
+        task: Any,
+        *,
+        model: str | None = None,
+        max_turns: int | None = None,
+        tenant: str = "default",
+        metadata: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Run:
+        """Create a run and drive it here, now: ``start`` + ``run_to_end`` in fewer transactions.
+
+        The run is created already RUNNING and leased to this engine (fence 1), so no claim and no
+        separate "claimed" commit is needed. If this process dies, the lease expires (or is seen
+        to belong to a dead process) and any worker takes the run over as usual.
+        """
+        run, entries = self._new_run(
+            agent, task, model, max_turns, tenant, metadata, run_id, claimed=True
+        )
+        run = await self.store.create_run(run, entries)
+        return await self._drive(run, [p.entry for p in entries])
+
+    def _new_run(
+        self,
+        agent: str | Agent,
+        task: Any,
+        model: str | None,
+        max_turns: int | None,
+        tenant: str,
+        metadata: dict[str, Any] | None,
+        run_id: str | None,
+        *,
+        claimed: bool,
+    ) -> tuple[Run, list[PackedEntry]]:
         definition = agent if isinstance(agent, Agent) else self.agents.get(agent)
         if isinstance(agent, Agent) and agent.name not in self.agents.names():
             self.agents.add(agent)
@@ -135,9 +175,13 @@ class Engine:
             agent=definition.name,
             agent_version=definition.version,
             model=spec,
-            status=RunStatus.PENDING,
+            status=RunStatus.RUNNING if claimed else RunStatus.PENDING,
             version=1,
-            lease=Lease(owner=None, expires_at=0.0, fence=0),
+            lease=(
+                Lease(owner=self.owner, expires_at=now + self.lease_ttl, fence=1)
+                if claimed
+                else Lease(owner=None, expires_at=0.0, fence=0)
+            ),
             created_at=now,
             updated_at=now,
             tenant=tenant,
@@ -162,7 +206,22 @@ class Engine:
             prev_hash=GENESIS_HASH,
             created_at=now,
         )
-        return await self.store.create_run(run, [started])
+        if not claimed:
+            return run, [started]
+        running = pack(
+            run.id,
+            2,
+            EntryKind.TRANSITION,
+            {
+                "from": RunStatus.PENDING.value,
+                "to": RunStatus.RUNNING.value,
+                "reason": "claimed",
+                "worker": self.owner,
+            },
+            prev_hash=started.entry.hash,
+            created_at=now,
+        )
+        return run, [started, running]
 
     async def claim(self, run_id: str | None = None, *, take_over_dead: bool = True) -> Run | None:
         """Lease ``run_id`` (or any runnable run). A lease held by a dead local process is taken."""
@@ -183,10 +242,15 @@ class Engine:
 
     async def drive(self, run: Run) -> Run:
         """Take a claimed run as far as it goes now; release the lease; return the run as stored."""
+        return await self._drive(run, None)
+
+    async def _drive(self, run: Run, fresh: list[Entry] | None) -> Run:
+        """``fresh``: the whole journal of a run this engine has just created RUNNING for itself,
+        so there is nothing to reload and nothing to recover."""
         heartbeat = asyncio.create_task(self._heartbeat(run))
         session: RunSession | None = None
         try:
-            entries = await self.store.load_journal(run.id)
+            entries = fresh if fresh is not None else await self.store.load_journal(run.id)
             state = fold(run.id, entries)
             session = RunSession(
                 self.store,
@@ -197,7 +261,8 @@ class Engine:
                 lease_ttl=self.lease_ttl,
                 on_commit=self.on_commit,
             )
-            await self._begin(session)
+            if fresh is None:
+                await self._begin(session)
             if session.state.status is RunStatus.RUNNING:
                 agent = self.agents.get(run.agent)
                 pattern = ReAct(agent, self.model_for(run.model), stopping=self.stopping.is_set)
@@ -209,7 +274,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         final = session.run if session else run
-        await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
+        if final.lease.owner is not None:  # a transition out of RUNNING has released it already
+            await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
 
     async def _begin(self, session: RunSession) -> None:

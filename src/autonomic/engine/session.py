@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autonomic.core.journal import Entry, EntryKind, PackedEntry, pack
-from autonomic.core.run import Run, RunChanges, RunStatus, check_transition
+from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState
 from autonomic.engine.faults import Faults
 from autonomic.errors import LeaseLost, StaleVersion
@@ -107,6 +107,7 @@ class RunSession:
             set_output=base.set_output,
             metadata=base.metadata,
             lease_expires_at=now + self._ttl,
+            release_lease=base.release_lease,
         )
         steps = sum(1 for p in self._staged if p.entry.kind is EntryKind.TOOL_RESULT)
         self._faults.at("before_commit")
@@ -132,6 +133,10 @@ class RunSession:
             output=changes.output if changes.set_output else self.run.output,
             updated_at=now,
         )
+        if changes.release_lease:
+            self.run = self.run.replace(
+                lease=Lease(owner=None, expires_at=0.0, fence=self.run.lease.fence)
+            )
         committed, self._staged = self._staged, []
         if self._on_commit is not None:
             for packed in committed:
@@ -154,7 +159,11 @@ class RunSession:
     async def transition(
         self, target: RunStatus, reason: str, *, output: Any = None, **extra: Any
     ) -> None:
-        """Stage a transition entry and commit it together with the status change."""
+        """Stage a transition entry and commit it together with the status change.
+
+        Leaving RUNNING also gives up the lease in the same commit, so finishing a run costs one
+        transaction, not two.
+        """
         source = self.state.status
         check_transition(self.run.id, source, target)
         for kind, note in self._notes:  # nothing follows a transition, so notes go first
@@ -171,5 +180,6 @@ class RunSession:
                 status_reason=reason,
                 output=output,
                 set_output=target is RunStatus.COMPLETED,
+                release_lease=target is not RunStatus.RUNNING,
             )
         )

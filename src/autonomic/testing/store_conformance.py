@@ -751,6 +751,43 @@ class StoreConformance:
         await store.release_lease(run.id, owner="w1", fence=fence)
         assert (await store.get_run(run.id)).lease == again.lease
 
+    async def check_commit_can_release_the_lease_in_the_same_transaction(
+        self, store: Store
+    ) -> None:
+        run = make_run()
+        await store.create_run(run, [])
+        held = await _claimed(store, "w1", T0)
+        fence = held.lease.fence
+        version = await store.commit(
+            run.id,
+            expected_version=held.version,
+            fence=fence,
+            entries=[],
+            changes=RunChanges(
+                status=RunStatus.WAITING_FOR_HUMAN,
+                status_reason="needs a human",
+                lease_expires_at=T0 + 999,
+                release_lease=True,
+            ),
+            now=T0 + 1,
+        )
+        after = await store.get_run(run.id)
+        assert after.version == version == held.version + 1
+        assert after.lease == Lease(None, 0.0, fence), "released, fence kept"
+        # Without the flag the lease stays with its holder (and is extended).
+        other = make_run()
+        await store.create_run(other, [])
+        mine = await _claimed(store, "w1", T0, run_id=other.id)
+        await store.commit(
+            other.id,
+            expected_version=mine.version,
+            fence=mine.lease.fence,
+            entries=[],
+            changes=RunChanges(lease_expires_at=T0 + 90),
+            now=T0 + 1,
+        )
+        assert (await store.get_run(other.id)).lease == Lease("w1", T0 + 90, mine.lease.fence)
+
     async def check_concurrent_claims_never_hand_a_run_to_two_claimers(self, store: Store) -> None:
         n_runs, n_claimers = 40, 8
         runs = [make_run(created_at=T0 + i) for i in range(n_runs)]

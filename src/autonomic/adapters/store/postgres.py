@@ -94,7 +94,9 @@ head AS (
     UPDATE runs SET
         version = version + 1,
         updated_at = %(now)s::double precision,
-        lease_expires_at = COALESCE(%(lease_expires_at)s::double precision, lease_expires_at),
+        lease_owner = CASE WHEN %(release_lease)s::boolean THEN NULL ELSE lease_owner END,
+        lease_expires_at = CASE WHEN %(release_lease)s::boolean THEN 0
+            ELSE COALESCE(%(lease_expires_at)s::double precision, lease_expires_at) END,
         status = COALESCE(%(status)s::text, status),
         status_reason = CASE WHEN %(status)s::text IS NULL THEN status_reason
                              ELSE %(status_reason)s::text END,
@@ -314,6 +316,7 @@ class PostgresStore(Store):
             "run_id": run_id,
             "now": now,
             "lease_expires_at": changes.lease_expires_at,
+            "release_lease": changes.release_lease,
             "status": changes.status.value if changes.status else None,
             "status_reason": changes.status_reason,
             "set_output": changes.set_output,

@@ -192,7 +192,9 @@ class SQLiteStore(Store):
         with self._write() as cur:
             cur.execute(
                 "UPDATE runs SET version = version + 1, updated_at = ?, "
-                "lease_expires_at = CASE WHEN ? IS NULL THEN lease_expires_at ELSE ? END, "
+                "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+                "lease_expires_at = CASE WHEN ? THEN 0 WHEN ? IS NULL THEN lease_expires_at "
+                "ELSE ? END, "
                 "status = COALESCE(?, status), "
                 "status_reason = CASE WHEN ? IS NULL THEN status_reason ELSE ? END, "
                 "output = CASE WHEN ? THEN ? ELSE output END, "
@@ -201,6 +203,8 @@ class SQLiteStore(Store):
                 "RETURNING version",
                 (
                     now,
+                    int(changes.release_lease),
+                    int(changes.release_lease),
                     changes.lease_expires_at,
                     changes.lease_expires_at,
                     changes.status.value if changes.status else None,
