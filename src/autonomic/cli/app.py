@@ -163,14 +163,13 @@ def demo(
             f"[bold]autonomic demo[/]: overnight reconciliation of account {ACCOUNT} for {DATE}\n"
             f"database {settings.db}, bank {bank}\nrun {run_id}"
         )
-        run = await engine.start(
-            "reconciliation",
-            json.dumps({"account": ACCOUNT, "date": DATE}),
-            metadata={"bank": str(bank)},
-            run_id=run_id,
-        )
         try:
-            return await engine.run_to_end(run.id)  # type: ignore[no-any-return]
+            return await engine.run(  # type: ignore[no-any-return]
+                "reconciliation",
+                json.dumps({"account": ACCOUNT, "date": DATE}),
+                metadata={"bank": str(bank)},
+                run_id=run_id,
+            )
         finally:
             await store.close()
 
@@ -206,13 +205,20 @@ def run_cmd(
         store = await _open_store(settings.db)
         try:
             engine = _engine(store, agents, on_commit=None if detach else _live)
-            run: Run = await engine.start(
-                agent, task, model=model, max_turns=max_turns, metadata=meta
-            )
-            out.print(f"run [bold]{run.id}[/] created")
             if detach:
+                run: Run = await engine.start(
+                    agent, task, model=model, max_turns=max_turns, metadata=meta
+                )
+                out.print(f"run [bold]{run.id}[/] created")
                 return run
-            return await engine.run_to_end(run.id)  # type: ignore[no-any-return]
+            return await engine.run(  # type: ignore[no-any-return]
+                agent,
+                task,
+                model=model,
+                max_turns=max_turns,
+                metadata=meta,
+                on_created=lambda r: out.print(f"run [bold]{r.id}[/] created"),
+            )
         finally:
             await store.close()
 

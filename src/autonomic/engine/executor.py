@@ -134,6 +134,7 @@ class Engine:
         tenant: str = "default",
         metadata: dict[str, Any] | None = None,
         run_id: str | None = None,
+        on_created: Callable[[Run], None] | None = None,
     ) -> Run:
         """Create a run and drive it here, now: ``start`` + ``run_to_end`` in fewer transactions.
 
@@ -145,6 +146,8 @@ class Engine:
             agent, task, model, max_turns, tenant, metadata, run_id, claimed=True
         )
         run = await self.store.create_run(run, entries)
+        if on_created is not None:
+            on_created(run)  # e.g. tell the user the id before a long run, to resume it by
         return await self._drive(run, [p.entry for p in entries])
 
     def _new_run(
