@@ -21,7 +21,9 @@ that it can be written into the journal and shown by the CLI and API.
     ├── StoreUnavailable
     ├── ConcurrencyError
     │   ├── StaleVersion
-    │   └── LeaseLost
+    │   ├── LeaseLost
+    │   ├── RunExists
+    │   └── JournalConflict
     ├── ModelError
     └── ToolError
 """
@@ -126,6 +128,20 @@ class LeaseLost(ConcurrencyError):
     """
 
     code = "lease_lost"
+
+
+class RunExists(ConcurrencyError):
+    """A run with this id exists already; nothing was written."""
+
+    code = "run_exists"
+
+
+class JournalConflict(ConcurrencyError):
+    """An entry with this ``(run_id, seq)`` exists already: the journal is append-only and a seq is
+    written once. Nothing was written. Under the version check this cannot happen; it means a writer
+    bypassed it."""
+
+    code = "journal_conflict"
 
 
 class ModelError(AutonomicError):

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from autonomic.core.journal import BLOB_THRESHOLD, GENESIS_HASH, EntryKind, PackedEntry, pack
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus
-from autonomic.errors import LeaseLost, NotFound, StaleVersion
+from autonomic.errors import JournalConflict, LeaseLost, NotFound, RunExists, StaleVersion
 from autonomic.ports.store import Claim, Store
 
 OpenStore = Callable[[], Awaitable[Store]]
@@ -253,10 +253,8 @@ class StoreConformance:
         run = make_run()
         await store.create_run(run, make_entries(run.id, [{"first": True}]))
         clash = make_run(run_id=run.id, created_at=T0 + 5, tenant="other")
-        # The port names no error for this (adapters raise their driver's integrity error); what
-        # counts is that it fails and writes nothing.
         await expect_error(
-            Exception,
+            RunExists,
             store.create_run(clash, make_entries(run.id, [{"second": True}])),
             "creating a run whose id exists must fail",
         )
@@ -343,9 +341,8 @@ class StoreConformance:
         )
         same_batch = [new_then_clash[0], new_then_clash[0]]
         for attempt in (clash, [new_then_clash[0], *clash], same_batch):
-            # As for a duplicate run id, the port names no error: refused, nothing written.
             await expect_error(
-                Exception,
+                JournalConflict,
                 store.commit(
                     run.id,
                     expected_version=1,

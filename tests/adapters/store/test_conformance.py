@@ -59,17 +59,47 @@ def test_operations_before_migrate_say_so(store_url):
         try:
             run = make_run()
             calls = [
-                store.create_run(run, []),
-                store.get_run(run.id),
-                store.list_runs(),
-                store.claim(Claim(owner="w", now=T0, ttl=30)),
+                lambda: store.create_run(run, []),
+                lambda: store.get_run(run.id),
+                lambda: store.list_runs(),
+                lambda: store.load_journal(run.id),
+                lambda: store.commit(
+                    run.id,
+                    expected_version=1,
+                    fence=None,
+                    entries=make_entries(run.id, [{"a": 1}]),
+                    changes=RunChanges(),
+                    now=T0,
+                ),
+                lambda: store.claim(Claim(owner="w", now=T0, ttl=30)),
+                lambda: store.renew_lease(run.id, owner="w", fence=1, expires_at=T0),
+                lambda: store.release_lease(run.id, owner="w", fence=1),
             ]
             for call in calls:
                 with pytest.raises(StoreUnavailable, match="no autonomic schema") as info:
-                    await call
+                    await call()
                 assert "autonomic migrate" in str(info.value)
         finally:
             await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_closed_store_says_so(store_url):
+    async def main() -> None:
+        store = build_store(store_url)
+        await store.migrate()
+        await store.close()
+        run = make_run()
+        calls = [
+            lambda: store.create_run(run, []),
+            lambda: store.get_run(run.id),
+            lambda: store.list_runs(),
+            lambda: store.load_journal(run.id),
+        ]
+        for call in calls:
+            with pytest.raises(StoreUnavailable, match="closed"):
+                await call()
 
     asyncio.run(main())
 

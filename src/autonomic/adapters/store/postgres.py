@@ -47,7 +47,15 @@ from autonomic.adapters.store.rows import (
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges, RunStatus
-from autonomic.errors import ConfigError, LeaseLost, NotFound, StaleVersion, StoreUnavailable
+from autonomic.errors import (
+    ConfigError,
+    JournalConflict,
+    LeaseLost,
+    NotFound,
+    RunExists,
+    StaleVersion,
+    StoreUnavailable,
+)
 from autonomic.ports.store import Claim, Store
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -264,7 +272,10 @@ class PostgresStore(Store):
         }
         params.update(_append_params(entries, run.created_at))
         async with self._connection() as conn:
-            await conn.execute(_CREATE, params)
+            try:
+                await conn.execute(_CREATE, params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise RunExists(f"run {run.id} exists already: {_first_line(exc)}") from None
         return run
 
     async def get_run(self, run_id: str) -> Run:
@@ -328,7 +339,12 @@ class PostgresStore(Store):
         }
         params.update(_append_params(entries, now))
         async with self._connection() as conn:
-            cur = await conn.execute(_COMMIT, params)
+            try:
+                cur = await conn.execute(_COMMIT, params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise JournalConflict(
+                    f"run {run_id}: refused, nothing written: {_first_line(exc)}"
+                ) from None
             row = await cur.fetchone()
             assert row is not None  # the final SELECT always yields one row
             version, current_version, current_fence = row

@@ -127,8 +127,14 @@ def blob_addresses(rows: Sequence[Sequence[Any]]) -> list[str]:
 def redact_url(url: str) -> str:
     """A database URL safe to print: any password replaced by ``***``."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    first_at = rest.find("@")
+    if not sep or first_at < 0:
         return url
-    creds, _, host = rest.rpartition("@")
+    # The authority ends at the first '/' after the first '@' (a sloppy password may hold '/'
+    # before it); within it the credentials end at the last '@' (a password may hold '@', a host
+    # may not). A query string may hold '@' too, so the rest is kept as it is.
+    slash = rest.find("/", first_at)
+    authority, tail = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    creds, _, host = authority.rpartition("@")
     user = creds.partition(":")[0]
-    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}{tail}"

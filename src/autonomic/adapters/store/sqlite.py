@@ -31,7 +31,15 @@ from autonomic.adapters.store.rows import (
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
-from autonomic.errors import ConfigError, LeaseLost, NotFound, StaleVersion, StoreUnavailable
+from autonomic.errors import (
+    ConfigError,
+    JournalConflict,
+    LeaseLost,
+    NotFound,
+    RunExists,
+    StaleVersion,
+    StoreUnavailable,
+)
 from autonomic.ports.store import Claim, Store
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -84,25 +92,44 @@ class SQLiteStore(Store):
             ) from exc
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+    def _driver_errors(self, duplicate: type[Exception] | None = None) -> Iterator[None]:
+        """Translate the driver's errors into the port's: a caller never sees ``sqlite3``."""
         try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
+            yield
+        except sqlite3.ProgrammingError as exc:
+            if "closed" in str(exc):
+                raise StoreUnavailable(
+                    "the SQLite store is closed", hint="open a new store"
+                ) from None
             raise
-        cur.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            if duplicate is not None and "UNIQUE" in str(exc):
+                raise duplicate(f"refused, nothing written: {exc}") from None
+            raise
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise StoreUnavailable(
+                    f"database {self.path} has no autonomic schema",
+                    hint="run `autonomic migrate` first",
+                ) from None
+            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
 
-    def _require_schema(self) -> None:
-        row = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'"
-        ).fetchone()
-        if row is None:
-            raise StoreUnavailable(
-                f"database {self.path} has no autonomic schema",
-                hint="run `autonomic migrate` first",
-            )
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._driver_errors():
+            yield self._db
+
+    @contextmanager
+    def _write(self, duplicate: type[Exception] | None = None) -> Iterator[sqlite3.Cursor]:
+        with self._driver_errors(duplicate):
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
 
     async def migrate(self) -> list[str]:
         applied: list[str] = []
@@ -125,8 +152,7 @@ class SQLiteStore(Store):
         return applied
 
     async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
-        self._require_schema()
-        with self._write() as cur:
+        with self._write(RunExists) as cur:
             cur.execute(
                 f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})", run_to_row(run)
             )
@@ -140,13 +166,8 @@ class SQLiteStore(Store):
         cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
 
     async def get_run(self, run_id: str) -> Run:
-        try:
-            row = self._db.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
-            ).fetchone()
-        except sqlite3.OperationalError:
-            self._require_schema()
-            raise
+        with self._read() as db:
+            row = db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(
                 f"no run {run_id}", hint="`autonomic runs` lists the runs in this database"
@@ -156,27 +177,28 @@ class SQLiteStore(Store):
     async def list_runs(
         self, *, status: RunStatus | None = None, tenant: str | None = None, limit: int = 50
     ) -> list[Run]:
-        self._require_schema()
         sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR tenant = ?) ORDER BY created_at DESC LIMIT ?"
         s = status.value if status else None
-        rows = self._db.execute(sql, (s, s, tenant, tenant, limit)).fetchall()
+        with self._read() as db:
+            rows = db.execute(sql, (s, s, tenant, tenant, limit)).fetchall()
         return [run_from_row(r) for r in rows]
 
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
-        rows = self._db.execute(
-            "SELECT seq, kind, payload, hash, created_at FROM journal "
-            "WHERE run_id = ? AND seq > ? ORDER BY seq",
-            (run_id, after_seq),
-        ).fetchall()
-        addresses = blob_addresses(rows)
-        blobs: dict[str, bytes] = {}
-        if addresses:
-            marks = ", ".join("?" * len(addresses))
-            blobs = dict(
-                self._db.execute(
-                    f"SELECT address, data FROM blobs WHERE address IN ({marks})", addresses
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT seq, kind, payload, hash, created_at FROM journal "
+                "WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, after_seq),
+            ).fetchall()
+            addresses = blob_addresses(rows)
+            blobs: dict[str, bytes] = {}
+            if addresses:
+                marks = ", ".join("?" * len(addresses))
+                blobs = dict(
+                    db.execute(
+                        f"SELECT address, data FROM blobs WHERE address IN ({marks})", addresses
+                    )
                 )
-            )
         return entries_from_rows(run_id, rows, blobs)
 
     async def commit(
@@ -189,7 +211,7 @@ class SQLiteStore(Store):
         changes: RunChanges,
         now: float,
     ) -> int:
-        with self._write() as cur:
+        with self._write(JournalConflict) as cur:
             cur.execute(
                 "UPDATE runs SET version = version + 1, updated_at = ?, "
                 "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
@@ -235,7 +257,6 @@ class SQLiteStore(Store):
         return StaleVersion(f"run {run_id}: version moved on to {row[0]}")
 
     async def claim(self, claim: Claim) -> Run | None:
-        self._require_schema()
         with self._write() as cur:
             row = cur.execute(
                 "SELECT id FROM runs WHERE status IN ('PENDING', 'RUNNING') "

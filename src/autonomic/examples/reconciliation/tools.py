@@ -95,6 +95,18 @@ def post_adjustment(
                 (ctx.idempotency_key, account, reference, amount_cents, reason),
             )
             posted = cur.rowcount == 1
+            if not posted:
+                known = db.execute(
+                    "SELECT account, reference, amount_cents FROM adjustments "
+                    "WHERE idempotency_key = ?",
+                    (ctx.idempotency_key,),
+                ).fetchone()
+                if known != (account, reference, amount_cents):
+                    raise InvalidInput(
+                        f"idempotency key {ctx.idempotency_key} was used for another adjustment "
+                        f"{known}; refusing to treat this one as its duplicate",
+                        hint="a repeated call must carry the same arguments as the first",
+                    )
             if posted:
                 db.execute(
                     "INSERT INTO ledger VALUES (?, ?, (SELECT MAX(date) FROM ledger), ?, ?)",
