@@ -211,36 +211,37 @@ class SQLiteStore(Store):
         changes: RunChanges,
         now: float,
     ) -> int:
+        # Only the columns that change are assigned: SQLite rewrites every index that holds an
+        # assigned column, even when the value stays the same (``status`` is indexed).
+        sets = ["version = version + 1", "updated_at = :now"]
+        params: dict[str, object] = {
+            "now": now,
+            "id": run_id,
+            "check": int(self._check_version),
+            "expected": expected_version,
+            "fence": fence,
+        }
+        if changes.release_lease:
+            sets += ["lease_owner = NULL", "lease_expires_at = 0"]
+        elif changes.lease_expires_at is not None:
+            sets.append("lease_expires_at = :lease_expires_at")
+            params["lease_expires_at"] = changes.lease_expires_at
+        if changes.status is not None:
+            sets += ["status = :status", "status_reason = :status_reason"]
+            params["status"] = changes.status.value
+            params["status_reason"] = changes.status_reason
+        if changes.set_output:
+            sets.append("output = :output")
+            params["output"] = canonical_json(changes.output)
+        if changes.metadata is not None:
+            sets.append("metadata = :metadata")
+            params["metadata"] = canonical_json(changes.metadata)
         with self._write(JournalConflict) as cur:
             cur.execute(
-                "UPDATE runs SET version = version + 1, updated_at = ?, "
-                "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-                "lease_expires_at = CASE WHEN ? THEN 0 WHEN ? IS NULL THEN lease_expires_at "
-                "ELSE ? END, "
-                "status = COALESCE(?, status), "
-                "status_reason = CASE WHEN ? IS NULL THEN status_reason ELSE ? END, "
-                "output = CASE WHEN ? THEN ? ELSE output END, "
-                "metadata = COALESCE(?, metadata) "
-                "WHERE id = ? AND (? = 0 OR version = ?) AND (? IS NULL OR fence = ?) "
+                f"UPDATE runs SET {', '.join(sets)} WHERE id = :id "
+                "AND (:check = 0 OR version = :expected) AND (:fence IS NULL OR fence = :fence) "
                 "RETURNING version",
-                (
-                    now,
-                    int(changes.release_lease),
-                    int(changes.release_lease),
-                    changes.lease_expires_at,
-                    changes.lease_expires_at,
-                    changes.status.value if changes.status else None,
-                    changes.status.value if changes.status else None,
-                    changes.status_reason,
-                    int(changes.set_output),
-                    canonical_json(changes.output) if changes.set_output else None,
-                    canonical_json(changes.metadata) if changes.metadata is not None else None,
-                    run_id,
-                    int(self._check_version),
-                    expected_version,
-                    fence,
-                    fence,
-                ),
+                params,
             )
             updated = cur.fetchone()
             if updated is None:
