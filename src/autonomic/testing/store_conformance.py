@@ -785,6 +785,42 @@ class StoreConformance:
         )
         assert (await store.get_run(other.id)).lease == Lease("w1", T0 + 90, mine.lease.fence)
 
+    async def check_concurrent_commits_to_many_runs_are_independent(self, store: Store) -> None:
+        """Adapters may group concurrent commits; a refused one must not take the others down."""
+        runs = [make_run() for _ in range(12)]
+        for run in runs:
+            await store.create_run(run, make_entries(run.id, [{"first": True}]))
+        stale = runs[3].id
+        duplicate = runs[7].id
+
+        async def one(run: Run) -> int:
+            seq = 1 if run.id == duplicate else 2
+            entries = make_entries(run.id, [{"second": run.id}], first_seq=seq)
+            return await store.commit(
+                run.id,
+                expected_version=0 if run.id == stale else 1,
+                fence=None,
+                entries=entries,
+                changes=RunChanges(metadata={"n": run.id}),
+                now=T0 + 1,
+            )
+
+        outcomes = await asyncio.gather(*(one(r) for r in runs), return_exceptions=True)
+        for run, outcome in zip(runs, outcomes, strict=True):
+            journal = await store.load_journal(run.id)
+            row = await store.get_run(run.id)
+            if run.id == stale:
+                assert isinstance(outcome, StaleVersion), outcome
+            elif run.id == duplicate:
+                assert isinstance(outcome, JournalConflict), outcome
+            else:
+                assert outcome == 2, outcome
+                assert [e.payload for e in journal] == [{"first": True}, {"second": run.id}]
+                assert row.metadata == {"n": run.id}
+                continue
+            assert [e.payload for e in journal] == [{"first": True}], "refused: nothing written"
+            assert row == run
+
     async def check_concurrent_claims_never_hand_a_run_to_two_claimers(self, store: Store) -> None:
         n_runs, n_claimers = 40, 8
         runs = [make_run(created_at=T0 + i) for i in range(n_runs)]

@@ -385,3 +385,35 @@ def test_postgres_commit_that_waited_for_a_concurrent_writer_is_classified(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_sqlite_groups_the_commits_of_concurrent_runs_into_one_transaction(sqlite_url):
+    async def main() -> tuple[list[int], list[str]]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        runs = [make_run() for _ in range(20)]
+        for run in runs:
+            await store.create_run(run, [])
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        versions = await asyncio.gather(
+            *(
+                store.commit(
+                    r.id,
+                    expected_version=1,
+                    fence=None,
+                    entries=make_entries(r.id, [{"n": i}]),
+                    changes=RunChanges(),
+                    now=T0,
+                )
+                for i, r in enumerate(runs)
+            )
+        )
+        store._db.set_trace_callback(None)  # type: ignore[attr-defined]
+        await store.close()
+        return list(versions), statements
+
+    versions, statements = asyncio.run(main())
+    assert versions == [2] * 20
+    assert statements.count("COMMIT") == 1, "20 concurrent commits, one transaction, one fsync"
+    assert statements.count("SAVEPOINT one_commit") == 20
