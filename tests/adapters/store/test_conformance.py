@@ -417,3 +417,57 @@ def test_sqlite_groups_the_commits_of_concurrent_runs_into_one_transaction(sqlit
     assert versions == [2] * 20
     assert statements.count("COMMIT") == 1, "20 concurrent commits, one transaction, one fsync"
     assert statements.count("SAVEPOINT one_commit") == 20
+
+
+@pytest.mark.postgres
+def test_postgres_groups_the_commits_of_concurrent_runs(pg_url, monkeypatch):
+    alone: list[str] = []
+    together: list[int] = []
+    real_alone = PostgresStore._commit_alone
+    real_together = PostgresStore._commit_together
+
+    async def spy_alone(self, request):  # a spy: the real method runs
+        alone.append(request.run_id)
+        await real_alone(self, request)
+
+    async def spy_together(self, group):
+        together.append(len(group))
+        await real_together(self, group)
+
+    monkeypatch.setattr(PostgresStore, "_commit_alone", spy_alone)
+    monkeypatch.setattr(PostgresStore, "_commit_together", spy_together)
+
+    async def main() -> list[int]:
+        store = build_store(pg_url)
+        await store.migrate()
+        runs = [make_run() for _ in range(20)]
+        for run in runs:
+            await store.create_run(run, [])
+        versions = await asyncio.gather(
+            *(
+                store.commit(
+                    r.id,
+                    expected_version=1,
+                    fence=None,
+                    entries=make_entries(r.id, [{"n": i}]),
+                    changes=RunChanges(),
+                    now=T0,
+                )
+                for i, r in enumerate(runs)
+            )
+        )
+        lone = await store.commit(
+            runs[0].id,
+            expected_version=2,
+            fence=None,
+            entries=make_entries(runs[0].id, [{"n": "again"}], first_seq=2),
+            changes=RunChanges(),
+            now=T0,
+        )
+        await store.close()
+        return [*versions, lone]
+
+    versions = asyncio.run(main())
+    assert versions == [2] * 20 + [3]
+    assert together == [20], "20 concurrent commits went as one group"
+    assert len(alone) == 1, "a lone commit goes alone"
