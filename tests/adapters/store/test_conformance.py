@@ -11,7 +11,7 @@ import pytest
 from autonomic.adapters.store import migrations
 from autonomic.adapters.store.postgres import PostgresStore
 from autonomic.bootstrap import build_store
-from autonomic.core.run import RunChanges, RunStatus
+from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import ConfigError, LeaseLost, StaleVersion, StoreUnavailable
 from autonomic.ports.store import Claim, Store
 from autonomic.testing.store_conformance import (
@@ -387,16 +387,17 @@ def test_postgres_commit_that_waited_for_a_concurrent_writer_is_classified(
     asyncio.run(main())
 
 
-def test_sqlite_groups_the_commits_of_concurrent_runs_into_one_transaction(sqlite_url):
-    async def main() -> tuple[list[int], list[str]]:
-        store = build_store(sqlite_url)
-        await store.migrate()
-        runs = [make_run() for _ in range(20)]
-        for run in runs:
-            await store.create_run(run, [])
-        statements: list[str] = []
-        store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
-        versions = await asyncio.gather(
+async def _runs(store: Store, n: int) -> list[Run]:
+    runs = [make_run() for _ in range(n)]
+    for run in runs:
+        await store.create_run(run, [])
+    return runs
+
+
+async def _commit_each_once(store: Store, runs: list[Run]) -> list[int]:
+    """One commit per run, all in flight at once."""
+    return list(
+        await asyncio.gather(
             *(
                 store.commit(
                     r.id,
@@ -409,6 +410,17 @@ def test_sqlite_groups_the_commits_of_concurrent_runs_into_one_transaction(sqlit
                 for i, r in enumerate(runs)
             )
         )
+    )
+
+
+def test_sqlite_groups_the_commits_of_concurrent_runs_into_one_transaction(sqlite_url):
+    async def main() -> tuple[list[int], list[str]]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        runs = await _runs(store, 20)
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        versions = await _commit_each_once(store, runs)
         store._db.set_trace_callback(None)  # type: ignore[attr-defined]
         await store.close()
         return list(versions), statements
@@ -440,22 +452,8 @@ def test_postgres_groups_the_commits_of_concurrent_runs(pg_url, monkeypatch):
     async def main() -> list[int]:
         store = build_store(pg_url)
         await store.migrate()
-        runs = [make_run() for _ in range(20)]
-        for run in runs:
-            await store.create_run(run, [])
-        versions = await asyncio.gather(
-            *(
-                store.commit(
-                    r.id,
-                    expected_version=1,
-                    fence=None,
-                    entries=make_entries(r.id, [{"n": i}]),
-                    changes=RunChanges(),
-                    now=T0,
-                )
-                for i, r in enumerate(runs)
-            )
-        )
+        runs = await _runs(store, 20)
+        versions = await _commit_each_once(store, runs)
         lone = await store.commit(
             runs[0].id,
             expected_version=2,
