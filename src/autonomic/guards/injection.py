@@ -35,7 +35,7 @@ TAINT_SCORE = 1.0
 _I = re.IGNORECASE | re.MULTILINE
 _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
     (code, weight, re.compile(pattern, _I))
-    for code, weight, pattern in (
+    for code, weight, pattern in (  # (code, weight, pattern); keywords below gate each one
         (
             "override_instructions",
             1.0,
@@ -76,7 +76,7 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         (
             "jailbreak",
             1.0,
-            r"\bdo anything now\b|\bjailbr(?:eak|oken)\b|\bdeveloper mode\b|\bDAN\b|"
+            r"\bdo anything now\b|\bjailbr(?:eak|oken)\b|\bdeveloper mode\b|(?-i:\bDAN\b)|"
             r"\bno (?:ethical|moral) (?:guidelines|constraints|restrictions)\b|"
             r"\b(?:without|no) (?:any )?(?:censorship|filters?|restrictions)\b|\bunfiltered\b|"
             r"\bbroken free\b|\bconfines of ai\b|\bimmerse yourself\b|\bdo not have to abide\b",
@@ -148,6 +148,91 @@ _PATTERNS: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
 )
 
 
+_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "override_instructions": ("ignore", "disregard", "forget", "override", "bypass", "follow"),
+    "new_instructions": ("instruction", "directive", "order", "task", "objective", "rules"),
+    "role_marker": (
+        "<|",
+        "inst]",
+        "sys",
+        "system",
+        "assistant",
+        "user",
+        "instruction",
+        "<end of",
+        "admin",
+    ),
+    "addressed_to_ai": ("note", "message", "attention", "instruction", "notice"),
+    "persona_switch": (
+        "you are",
+        "from now on",
+        " as ",
+        "pretend",
+        "roleplay",
+        "character",
+        "deviate",
+    ),
+    "jailbreak": (
+        "anything now",
+        "jailbr",
+        "developer mode",
+        "DAN",
+        "ethical",
+        "moral",
+        "censor",
+        "filter",
+        "restriction",
+        "broken free",
+        "confines",
+        "immerse",
+        "abide",
+    ),
+    "concealment": ("not", "don", "never"),
+    "exfiltration": (
+        "![",
+        "send",
+        "post",
+        "forward",
+        "mail",
+        "upload",
+        "exfiltrat",
+        "transmit",
+        "leak",
+    ),
+    "forced_output": (
+        "print",
+        "say",
+        "output",
+        "respond",
+        "reply",
+        "write",
+        "report",
+        "repeat",
+        "nothing else",
+    ),
+    "halt": ("stop",),
+    "tool_directive": ("call", "invoke", "use", "run", "execute"),
+    "urgency": ("important", "urgent", "critical", "imperative", "vital", "you must"),
+    "override_scoring": ("override",),
+    "conditional_reply": ("if ", "when "),
+    "hidden_from_humans": ("invisible", "hidden", "automated", " ai ", "llm"),
+    "harmful_request": (
+        "toxic",
+        "discriminat",
+        "offensive",
+        "harmful",
+        "hateful",
+        "racist",
+        "sexist",
+        "unfriendly",
+    ),
+}
+"""Cheap substring gates (on the lowercased text): a pattern runs only if one of its words is there.
+
+Most tool outputs contain none of them, so screening a 2 KB JSON answer costs a few substring
+searches instead of a dozen regular-expression scans."""
+
+
 @dataclass(frozen=True, slots=True)
 class Flag:
     """Something the screen found: a stable ``code`` and a short ``detail``."""
@@ -176,6 +261,8 @@ class Screened:
 
 
 def _strip_invisible(text: str) -> tuple[str, list[Flag], str]:
+    if text.isascii():  # no invisible or format character is ASCII: the common case, fast
+        return text, [], ""
     kept: list[str] = []
     smuggled: list[str] = []
     counts: dict[str, int] = {}
@@ -215,7 +302,10 @@ def instruction_score(text: str) -> tuple[float, list[Flag]]:
     """The summed weight of instruction-like patterns in ``text`` (each pattern counts once)."""
     score = 0.0
     flags: list[Flag] = []
+    lowered = text.lower()
     for code, weight, pattern in _PATTERNS:
+        if not any(k.lower() in lowered for k in _KEYWORDS[code]):
+            continue
         match = pattern.search(text)
         if match:
             score += weight
