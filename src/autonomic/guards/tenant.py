@@ -80,7 +80,7 @@ class TenantLedger:
         budget = self.budgets.get(action.tenant, self.default)
         key, end = self.key(action.tenant, action.now)
         amounts = _amounts(action)
-        limits = {k: v for k, v in budget.limits().items() if amounts.get(k)}
+        limits = {k: v for k, v in budget.limits().items() if k in amounts}
         result = await self.counters.reserve(key, amounts, limits, expires_at=end)
         if result.granted:
             return Verdict.combine(action.tier, [])
