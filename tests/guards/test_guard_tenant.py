@@ -143,3 +143,18 @@ def test_day_window_is_the_utc_day():
     day, end = day_window(1_795_000_000.0)  # 2026-11-18T06:13:20Z
     assert day == "2026-11-18"
     assert end == 1_795_046_400.0
+
+
+def test_an_exhausted_budget_refuses_even_a_zero_estimate(counters: Counters):
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    ledger = TenantLedger(counters, {tenant: TenantBudget(tokens=1_000)})
+
+    async def main() -> None:
+        first = _call(tenant, 900)
+        assert (await ledger.reserve(first)).allowed
+        await ledger.settle(first, tokens=1_200, cost=0.0)  # it used more than estimated
+        verdict = await ledger.reserve(_call(tenant, 0))
+        assert verdict.code == "tenant_budget.tokens"
+        await counters.close()
+
+    asyncio.run(main())
