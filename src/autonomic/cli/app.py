@@ -440,6 +440,11 @@ def _run_dict(run: Run) -> dict[str, Any]:
     }
 
 
+from autonomic.cli.screen import screen_cmd  # noqa: E402 - kept apart to merge cleanly
+
+app.command("screen")(screen_cmd)
+
+
 def main() -> None:
     """Entry point: run the app, turning autonomic errors into one clear line."""
     try:
