@@ -30,6 +30,9 @@ KIND_STYLE = {
     "tool.result": "green",
     "transition": "yellow",
     "recovery": "magenta",
+    "decision": "cyan",
+    "approval": "bold yellow",
+    "workflow.transition": "blue",
 }
 
 

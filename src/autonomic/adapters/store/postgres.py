@@ -23,6 +23,7 @@ with a message naming it, instead of after the pool's timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,10 +45,12 @@ from autonomic.adapters.store.rows import (
     run_from_row,
     run_to_row,
 )
+from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import (
+    ApprovalConflict,
     ConfigError,
     JournalConflict,
     LeaseLost,
@@ -322,6 +325,7 @@ class PostgresStore(Store):
         entries: Sequence[PackedEntry],
         changes: RunChanges,
         now: float,
+        approvals: Sequence[Approval] = (),
     ) -> int:
         params: dict[str, Any] = {
             "run_id": run_id,
@@ -339,14 +343,14 @@ class PostgresStore(Store):
         }
         params.update(_append_params(entries, now))
         async with self._connection() as conn:
-            try:
-                cur = await conn.execute(_COMMIT, params)
-            except psycopg.errors.UniqueViolation as exc:
-                raise JournalConflict(
-                    f"run {run_id}: refused, nothing written: {_first_line(exc)}"
-                ) from None
-            row = await cur.fetchone()
-            assert row is not None  # the final SELECT always yields one row
+            if approvals:
+                async with conn.transaction():
+                    row = await self._commit_statement(conn, run_id, params)
+                    if row[0] is not None:
+                        for approval in approvals:
+                            await _write_approval(conn, approval, now)
+            else:
+                row = await self._commit_statement(conn, run_id, params)
             version, current_version, current_fence = row
             if version is not None:
                 return int(version)
@@ -365,6 +369,56 @@ class PostgresStore(Store):
         if fence is not None and current_fence != fence:
             raise LeaseLost(f"run {run_id}: fence {fence} is stale (now {current_fence})")
         raise StaleVersion(f"run {run_id}: version moved on to {current_version}")
+
+    async def _commit_statement(
+        self, conn: Connection, run_id: str, params: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        try:
+            cur = await conn.execute(_COMMIT, params)
+        except psycopg.errors.UniqueViolation as exc:
+            raise JournalConflict(
+                f"run {run_id}: refused, nothing written: {_first_line(exc)}"
+            ) from None
+        row = await cur.fetchone()
+        assert row is not None  # the final SELECT always yields one row
+        return tuple(row)
+
+    # -- approvals --------------------------------------------------------------------------------
+
+    async def get_approval(self, approval_id: str) -> Approval:
+        async with self._connection() as conn:
+            cur = await conn.execute("SELECT body FROM approvals WHERE id = %s", (approval_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(
+                f"no approval {approval_id}", hint="`autonomic approvals` lists the pending ones"
+            )
+        return Approval.from_dict(json.loads(row[0]))
+
+    async def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        tenant: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT body FROM approvals "
+                "WHERE (%(status)s::text IS NULL OR status = %(status)s::text) "
+                "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text) "
+                "AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text) "
+                "ORDER BY created_at, id LIMIT %(limit)s::bigint",
+                {
+                    "status": status.value if status else None,
+                    "tenant": tenant,
+                    "run_id": run_id,
+                    "limit": limit,
+                },
+            )
+            rows = await cur.fetchall()
+        return [Approval.from_dict(json.loads(r[0])) for r in rows]
 
     # -- leases -----------------------------------------------------------------------------------
 
@@ -404,6 +458,36 @@ class PostgresStore(Store):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+async def _write_approval(conn: Connection, approval: Approval, now: float) -> None:
+    """Insert (version 1) or replace-if-unchanged one approval, inside the commit's transaction."""
+    body = canonical_json(approval.to_dict())
+    if approval.version == 1:
+        cur = await conn.execute(
+            "INSERT INTO approvals (id, run_id, tenant, status, version, body, created_at, "
+            "updated_at) VALUES (%s, %s, %s, %s, 1, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (
+                approval.id,
+                approval.run_id,
+                approval.tenant,
+                approval.status.value,
+                body,
+                approval.created_at,
+                now,
+            ),
+        )
+    else:
+        cur = await conn.execute(
+            "UPDATE approvals SET status = %s, version = %s, body = %s, updated_at = %s "
+            "WHERE id = %s AND version = %s",
+            (approval.status.value, approval.version, body, now, approval.id, approval.version - 1),
+        )
+    if cur.rowcount != 1:
+        raise ApprovalConflict(
+            f"approval {approval.id} changed meanwhile (or exists already); nothing written",
+            hint="reload it and decide again",
+        )
 
 
 def _append_params(entries: Sequence[PackedEntry], blob_at: float) -> dict[str, Any]:
