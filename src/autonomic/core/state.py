@@ -56,6 +56,9 @@ class RunState:
     """Successful results per tool name: what invariants and exit conditions count."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """The latest successful output per tool name."""
+    reopened: bool = False
+    """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
+    claims it next continues it, nothing crashed."""
 
     def apply(self, entry: Entry) -> None:
         """Fold one entry into the state. Entries must arrive in ``seq`` order."""
@@ -105,6 +108,11 @@ class RunState:
             self.status = RunStatus(payload["to"])
             if "output" in payload:
                 self.output = payload["output"]
+        self.reopened = (
+            kind is EntryKind.TRANSITION
+            and payload.get("to") == RunStatus.RUNNING.value
+            and payload.get("from") != RunStatus.PENDING.value
+        )
         self.last_seq = entry.seq
         self.last_hash = entry.hash
 

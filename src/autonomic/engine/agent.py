@@ -11,6 +11,7 @@ from autonomic.tools.contract import Tool
 from autonomic.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
+    from autonomic.engine.gates import Gate
     from autonomic.policy.workflow import Workflow
 
 
@@ -30,6 +31,9 @@ class Agent:
     max_turns: int = 20
     workflow: Workflow | None = None
     """A state machine the agent's tool calls must follow (``autonomic.policy.workflow``)."""
+    gates: Sequence[Gate] = ()
+    """The agent's own action gates (its risk policy, say), consulted after its workflow and
+    before the engine's; they travel with the agent, so every worker that resumes it applies them."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +53,7 @@ class Agent:
             version=self.version,
             max_turns=self.max_turns,
             workflow=self.workflow,
+            gates=self.gates,
         )
 
 

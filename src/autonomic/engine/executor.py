@@ -305,7 +305,7 @@ class Engine:
         state = session.state
         if state.status is RunStatus.PENDING:
             await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
-        elif state.status is RunStatus.RUNNING:
+        elif state.status is RunStatus.RUNNING and not state.reopened:
             pending = [
                 {"call_id": p.call.id, "tool": p.call.name, "started": p.intent is not None}
                 for p in state.pending_calls()

@@ -23,12 +23,12 @@ class Node(dict[str, Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Node:  # type: ignore[override]
+    def construct_node(self, node: yaml.MappingNode) -> Node:
         result = Node()
         result.line = node.start_mark.line + 1
         result.key_lines = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 raise PolicyFileError(
                     str(self.name),
@@ -39,14 +39,14 @@ class _Loader(yaml.SafeLoader):
                 raise PolicyFileError(
                     str(self.name), key_node.start_mark.line + 1, f"duplicate key {key!r}"
                 )
-            result[key] = self.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+            result[key] = self.construct_object(value_node, deep=True)
             result.key_lines[key] = key_node.start_mark.line + 1
         return result
 
 
 _Loader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _Loader.construct_mapping,  # type: ignore[arg-type]
+    _Loader.construct_node,
 )
 
 
@@ -55,7 +55,7 @@ def load_yaml(text: str, path: str) -> Any:
     loader = _Loader(text)
     loader.name = path
     try:
-        return loader.get_single_data()  # type: ignore[no-untyped-call]
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -65,7 +65,7 @@ def load_yaml(text: str, path: str) -> Any:
     except yaml.YAMLError as exc:
         raise PolicyFileError(path, None, f"not valid YAML: {exc}") from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def read_file(path: str | Path) -> tuple[str, Any]:

@@ -59,7 +59,7 @@ class ReAct:
         self._stopping = stopping
         self._specs = [t.spec() for t in agent.tools]
         extra = [agent.workflow.gate()] if agent.workflow is not None else []
-        self.guard = Guard(gates or GateChain(), extra)
+        self.guard = Guard(gates or GateChain(), [*extra, *agent.gates])
 
     async def run(self, session: RunSession) -> None:
         """Drive the run until it finishes, waits for a human, or the worker is asked to stop."""
