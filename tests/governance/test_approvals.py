@@ -202,7 +202,9 @@ def test_an_approval_is_bound_to_its_arguments(store_url):
     approvals, entries = asyncio.run(go())
     assert [a.arguments["amount"] for a in approvals] == [500, 5000]
     assert approvals[0].binding != approvals[1].binding
-    assert [e.payload["arguments"]["amount"] for e in entries if e.kind is EntryKind.TOOL_INTENT] == [500]
+    assert [
+        e.payload["arguments"]["amount"] for e in entries if e.kind is EntryKind.TOOL_INTENT
+    ] == [500]
 
 
 def test_high_risk_is_blocked_with_zero_executions(store_url):

@@ -260,15 +260,16 @@ def parse_policy(data: Any, path: str) -> Policy:
             top, "rules", "rules must be a list of rules", "start each rule with '- name: ...'"
         )
     rules = tuple(_rule(src, item, i, top) for i, item in enumerate(rules_data, start=1))
-    names = [r.name for r in rules]
+    seen: set[str] = set()
     for rule in rules:
-        if names.count(rule.name) > 1:
+        if rule.name in seen:
             raise PolicyFileError(
                 path,
                 rule.line,
                 f"two rules are named {rule.name!r}",
                 hint="give each rule its own name",
             )
+        seen.add(rule.name)
     tools, lines = parse_tool_overrides(src, top.get("tools"), top)
     return Policy(
         risk=RiskPolicy(rules=rules, default=default, approval=approval, source=path),
