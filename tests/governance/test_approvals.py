@@ -105,7 +105,7 @@ def test_expiry_denies_by_default_as_a_timeout_not_a_rejection(store_url):
     clock = Clock()
 
     async def go():
-        store, eng, run, approval = await _waiting_run(store_url, BIG, clock=clock)
+        store, eng, run, _approval = await _waiting_run(store_url, BIG, clock=clock)
         d = desk(store, clock=clock)
         assert await d.sweep() == [], "nothing is due yet"
         clock.now += 3601  # the policy's window is 1h
@@ -160,7 +160,8 @@ def test_quorum_groups_and_escalation(store_url):
         assert (await store.get_run(run.id)).status is RunStatus.WAITING_FOR_HUMAN
         clock.now += 3601
         [escalated] = await d.sweep()
-        assert escalated.escalated and escalated.current_group() == "managers"
+        assert escalated.escalated
+        assert escalated.current_group() == "managers"
         with pytest.raises(ApprovalRefused, match="not in approver group 'managers'"):
             await d.approve(approval.id, by="cleo")
         done = await d.approve(approval.id, by="mona", reason="fine")
@@ -238,7 +239,7 @@ def test_decisions_replay_and_are_never_asked_again(store_url):
             asked.append(action.call_id)
 
     async def go():
-        store, eng, run, approval = await _waiting_run(store_url, BIG)
+        store, _eng, run, approval = await _waiting_run(store_url, BIG)
         await desk(store).approve(approval.id, by="carl")
         lenient = engine(store, BIG, policy="rules: []\n")
         lenient.gates.add(CountingGate())

@@ -138,7 +138,7 @@ def test_an_invariant_violation_stops_the_transition(store_url):
         {"tool_calls": [call("pay", to="bob", amount=5)]},
         {"content": "x"},
     ]
-    run, entries = _run(store_url, turns, flow)
+    _, entries = _run(store_url, turns, flow)
     assert _moves(entries) == [], "0 transitions"
     assert EXECUTED == ["read:a"], "0 executions of the refused call"
     [_, decision] = [e.payload for e in entries if e.kind is EntryKind.DECISION]
@@ -153,7 +153,8 @@ def test_an_invariant_violation_stops_the_transition(store_url):
 def test_python_invariants():
     wf = Workflow.from_text(FLOW)
     python = Invariant(name="small", check=lambda ctx: ctx["calls"].get("read", 0) < 5)
-    assert python.holds({"calls": {"read": 1}}) and not python.holds({"calls": {"read": 9}})
+    assert python.holds({"calls": {"read": 1}})
+    assert not python.holds({"calls": {"read": 9}})
     assert wf.pin()["start"] == "gather"
 
 

@@ -66,12 +66,13 @@ def test_the_engine_retries_an_idempotent_tool_per_its_policy(sqlite_url):
         [{"tool_calls": [{"name": "flaky", "arguments": {"n": 7}}]}, {"content": "ok"}],
     )
     assert run.status is RunStatus.COMPLETED
-    assert results[0]["ok"] and results[0]["output"] == 7
+    assert results[0]["ok"]
+    assert results[0]["output"] == 7
     assert results[0]["attempts"] == 3
 
 
 def test_timeout_and_output_schema_are_enforced(sqlite_url):
-    run, results = _drive(
+    _run, results = _drive(
         sqlite_url,
         (slow, fx),
         [
@@ -119,9 +120,12 @@ def test_a_policy_file_changes_operational_metadata_without_code():
     ],
 )
 def test_bad_tool_policy_names_file_and_line(text, line, fragment):
-    with pytest.raises(PolicyFileError) as caught:
+    def load():
         policy = parse_policy_text(text, "ops.yaml")
         apply_tool_policy([fx], policy.tools, path=policy.path, lines=policy.tool_lines)
+
+    with pytest.raises(PolicyFileError) as caught:
+        load()
     assert caught.value.line == line
     assert fragment in str(caught.value)
     assert str(caught.value).startswith(f"ops.yaml:{line}: ")
