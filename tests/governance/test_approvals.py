@@ -252,3 +252,19 @@ def test_decisions_replay_and_are_never_asked_again(store_url):
     assert final.status is RunStatus.COMPLETED
     assert asked == [], "0 re-asks on replay"
     assert len([e for e in entries if e.kind is EntryKind.DECISION]) == 1
+
+
+def test_forcing_a_waiting_run_open_does_not_skip_its_approval(store_url):
+    async def go():
+        store, eng, run, _ = await _waiting_run(store_url, BIG)
+        await eng.reopen(run.id, "operator pressed resume --force")
+        again = await eng.run_to_end(run.id)
+        approvals = await store.list_approvals(run_id=run.id)
+        entries = await store.load_journal(run.id)
+        await store.close()
+        return again, approvals, entries
+
+    again, approvals, entries = asyncio.run(go())
+    assert again.status is RunStatus.WAITING_FOR_HUMAN
+    assert [a.status for a in approvals] == [ApprovalStatus.PENDING], "the same approval, once"
+    assert not [e for e in entries if e.kind is EntryKind.TOOL_INTENT]

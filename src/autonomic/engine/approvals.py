@@ -149,29 +149,28 @@ def _due_change(approval: Approval, now: float) -> Approval:
 
 
 def _event(before: Approval, after: Approval) -> dict[str, Any]:
+    """The ``approval`` journal entry for the change ``before -> after``."""
+    new_votes = after.votes[len(before.votes) :]
     if after.status.final:
         event = after.status.value
+        by = list(after.decided_by)
+        reason = after.reason
     elif after.escalated and not before.escalated:
-        event = "escalated"
+        event, by, reason = "escalated", [], None
     else:
         event = "vote"
-    payload: dict[str, Any] = {
+        by = [v.by for v in new_votes]
+        reason = new_votes[-1].reason if new_votes else None
+    return {
         "approval_id": after.id,
         "call_id": after.call_id,
         "event": event,
         "status": after.status.value,
         "binding": after.binding,
         "tool": after.tool,
-        "by": [v.by for v in after.votes[len(before.votes) :]]
-        if event != "approved"
-        else list(after.decided_by),
-        "reason": after.reason
-        if after.status.final
-        else (after.votes[-1].reason if after.votes and event == "vote" else None),
+        "by": by,
+        "reason": reason,
         "votes": sum(1 for v in after.votes if v.approve),
         "quorum": after.quorum,
         "group": after.current_group(),
     }
-    if event == "timeout":
-        payload["by"] = []
-    return payload

@@ -101,16 +101,13 @@ class Guard:
         outcome = session.state.approvals.get(call.id)
         if outcome is None:
             insert: list[Approval] = []
-            if replayed:  # reopened without a decision (resume --force): wait again, same approval
+            if not replayed:
+                insert.append(new_approval(session, tool, arguments, decision))
+            else:  # reopened without a decision (resume --force): wait again, same approval
                 try:
-                    existing = await session.store.get_approval(decision["approval_id"])
+                    await session.store.get_approval(decision["approval_id"])
                 except NotFound:
                     insert.append(new_approval(session, tool, arguments, decision))
-                else:
-                    if existing.status.final:  # decided, but the reopen raced: journal says not yet
-                        insert = []
-            else:
-                insert.append(new_approval(session, tool, arguments, decision))
             await session.transition(
                 RunStatus.WAITING_FOR_HUMAN,
                 f"approval {decision['approval_id']} needed: {tool.ref} - {decision['explanation']}",
