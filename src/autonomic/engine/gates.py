@@ -155,6 +155,7 @@ class GateChain:
         chosen: Decision | None = None
         answers: list[dict[str, Any]] = []
         workflow_to: str | None = None
+        risk: str | None = None
         for gate in (*extra, *self.gates):
             answer = await gate.check(action)
             if answer is None:
@@ -169,6 +170,7 @@ class GateChain:
                 }
             )
             workflow_to = workflow_to or answer.workflow_to
+            risk = risk or answer.risk
             if chosen is None or answer.verdict.severity > chosen.verdict.severity:
                 chosen = answer
             if answer.verdict is Verdict.SUSPEND:
@@ -182,7 +184,7 @@ class GateChain:
             verdict=chosen.verdict,
             explanation=chosen.explanation,
             gate=chosen.gate,
-            risk=chosen.risk,
+            risk=chosen.risk or risk,
             evidence=evidence,
             approval=chosen.approval,
             workflow_to=workflow_to,

@@ -27,6 +27,7 @@ from autonomic.examples.reconciliation.tools import (
 )
 from autonomic.policy.risk import parse_policy_text
 from autonomic.policy.tool_policy import apply_tool_policy
+from autonomic.policy.workflow import Workflow
 
 INSTRUCTIONS = """You reconcile a bank account overnight.
 1. Read the ledger and the bank statement for the account and date with sql_query.
@@ -166,10 +167,13 @@ def _report(
 
 POLICY = resources.files(__package__).joinpath("policy.yaml")
 """The agent's governance policy: risk rules and tool operational metadata (no code)."""
+WORKFLOW = resources.files(__package__).joinpath("workflow.yaml")
+"""The state machine the agent's calls follow."""
 
 
 def reconciliation_agent() -> Agent:
-    """The demo agent, on its deterministic model, governed by ``policy.yaml``."""
+    """The demo agent, on its deterministic model, governed by ``policy.yaml`` and
+    ``workflow.yaml``."""
     policy = parse_policy_text(POLICY.read_text(encoding="utf-8"), str(POLICY))
     tools = (sql_query, compute_differences, post_adjustment, cleanup, file_report)
     return Agent(
@@ -181,6 +185,7 @@ def reconciliation_agent() -> Agent:
         model="function:reconciliation",
         max_turns=20,
         gates=(policy.risk.gate(),),
+        workflow=Workflow.from_text(WORKFLOW.read_text(encoding="utf-8"), str(WORKFLOW)),
     )
 
 
