@@ -122,8 +122,12 @@ def test_run_with_a_scripted_model_and_detach_then_worker(tmp_path):
     assert _show(run_id, tmp_path)["status"] == "PENDING"
     worked = autonomic("worker", "--until-idle", cwd=tmp_path)
     assert worked.returncode == 0, worked.stderr
-    assert f"{run_id} COMPLETED" in worked.stdout
-    assert _show(run_id, tmp_path)["output"] == "nothing to reconcile"
+    # the worker drove it to its end: the reconciliation workflow refuses an answer given before
+    # its final state (the model skipped reading, comparing and reporting)
+    assert f"{run_id} SUSPENDED" in worked.stdout
+    shown = _show(run_id, tmp_path)
+    assert "not a final state" in shown["status_reason"]
+    assert shown["timeline"][-2]["summary"].startswith("turn 1: answers nothing to reconcile")
 
 
 def test_invalid_run_id(tmp_path):
