@@ -268,3 +268,22 @@ def test_forcing_a_waiting_run_open_does_not_skip_its_approval(store_url):
     assert again.status is RunStatus.WAITING_FOR_HUMAN
     assert [a.status for a in approvals] == [ApprovalStatus.PENDING], "the same approval, once"
     assert not [e for e in entries if e.kind is EntryKind.TOOL_INTENT]
+
+
+def test_an_idle_worker_expires_due_approvals_and_finishes_the_run(store_url):
+    from autonomic.engine.worker import Worker
+
+    clock = Clock()
+
+    async def go():
+        store, eng, run, approval = await _waiting_run(store_url, BIG, clock=clock)
+        assert await Worker(eng).run(until_idle=True) == [], "nothing due: nothing to do"
+        clock.now += 3601
+        finished = await Worker(eng).run(until_idle=True)
+        shown = await store.get_approval(approval.id)
+        await store.close()
+        return run, finished, shown
+
+    run, finished, shown = asyncio.run(go())
+    assert shown.status is ApprovalStatus.TIMEOUT
+    assert [(r.id, r.status) for r in finished] == [(run.id, RunStatus.COMPLETED)]
