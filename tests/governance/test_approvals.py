@@ -287,3 +287,23 @@ def test_an_idle_worker_expires_due_approvals_and_finishes_the_run(store_url):
     run, finished, shown = asyncio.run(go())
     assert shown.status is ApprovalStatus.TIMEOUT
     assert [(r.id, r.status) for r in finished] == [(run.id, RunStatus.COMPLETED)]
+
+
+def test_approvals_of_a_cancelled_run_cannot_be_decided_and_expire_quietly(store_url):
+    clock = Clock()
+
+    async def go():
+        store, eng, run, approval = await _waiting_run(store_url, BIG, clock=clock)
+        await eng.cancel(run.id, "not needed")
+        with pytest.raises(ApprovalRefused, match="is CANCELLED"):
+            await desk(store, clock=clock).approve(approval.id, by="carl")
+        before = len(await store.load_journal(run.id))
+        clock.now += 3601
+        [expired] = await desk(store, clock=clock).sweep()
+        after = len(await store.load_journal(run.id))
+        await store.close()
+        return expired, before, after
+
+    expired, before, after = asyncio.run(go())
+    assert expired.status is ApprovalStatus.TIMEOUT
+    assert before == after, "a finished run's journal gets nothing more"

@@ -172,3 +172,34 @@ def test_contract_tests_check_schemas_against_recordings(tmp_path):
     path.write_text(path.read_text() + json.dumps({"arguments": {"pair": 5}, "output": {}}) + "\n")
     with pytest.raises(AssertionError, match="recording 2"):
         assert_contract(good, path)
+
+
+def test_tools_declared_in_yaml_around_a_function(tmp_path):
+    path = tmp_path / "tools.yaml"
+    path.write_text(
+        "tools:\n"
+        "  diff:\n"
+        "    function: autonomic.examples.reconciliation.tools:compute_differences\n"
+        "    version: '2'\n"
+        "    data_class: financial\n"
+        "  base:\n"
+        "    function: posixpath:basename\n"
+        "    idempotent: true\n"
+        "    description: The last part of a path.\n"
+        "  broken:\n"
+        "    function: nowhere.at.all:fn\n"
+    )
+    from autonomic.policy.tool_policy import load_tool_policy
+
+    overrides, lines = load_tool_policy(str(path))
+    broken = overrides.pop("broken")
+    diff, base = apply_tool_policy([], overrides, path=str(path), lines=lines)
+    assert (diff.ref, diff.data_class) == ("diff@2", DataClass.FINANCIAL)
+    assert diff.fn is not None
+    assert (base.name, base.idempotent, base.description) == (
+        "base",
+        True,
+        "The last part of a path.",
+    )
+    with pytest.raises(PolicyFileError, match=r"tools.yaml:10: tool broken: cannot import"):
+        apply_tool_policy([], {"broken": broken}, path=str(path), lines=lines)

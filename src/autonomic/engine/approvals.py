@@ -21,7 +21,7 @@ from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.journal import EntryKind, pack
 from autonomic.core.run import RunChanges, RunStatus
 from autonomic.core.state import fold
-from autonomic.errors import ApprovalConflict, StaleVersion
+from autonomic.errors import ApprovalConflict, ApprovalRefused, StaleVersion
 from autonomic.ports.store import Store
 
 _ATTEMPTS = 20
@@ -91,8 +91,27 @@ class ApprovalDesk:
             now = self.clock()
             if quiet and approval.due(now) is None:
                 raise _NothingDue
-            updated = change(approval, now)
             run = await self.store.get_run(approval.run_id)
+            if run.status.terminal and not quiet:
+                raise ApprovalRefused(
+                    f"run {run.id} is {run.status.value}: approval {approval.id} no longer matters",
+                    hint="nothing will execute; `autonomic approvals` lists live ones",
+                )
+            updated = change(approval, now)
+            if run.status.terminal:  # expire it quietly: a finished run's journal stays closed
+                try:
+                    await self.store.commit(
+                        run.id,
+                        expected_version=run.version,
+                        fence=None,
+                        entries=[],
+                        changes=RunChanges(),
+                        now=now,
+                        approvals=[updated],
+                    )
+                except (StaleVersion, ApprovalConflict):
+                    continue
+                return updated
             state = fold(run.id, await self.store.load_journal(run.id))
             payload = _event(approval, updated)
             entries = [
