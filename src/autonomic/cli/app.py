@@ -148,8 +148,9 @@ def _finish_message(run: Run) -> None:
     ):
         approval = (run.status_reason or "").split()[1]
         out.print(
-            f"waiting for a human: `autonomic approve {approval}` (or `autonomic deny "
-            f'{approval} --reason "..."`); `autonomic approvals` lists what is waiting'
+            f"waiting for a human: `autonomic approve {approval} --as APPROVER` (or `autonomic "
+            f'deny {approval} --reason "..."`; the run\'s requester cannot approve it); '
+            "`autonomic approvals` lists what is waiting"
         )
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
         out.print(
