@@ -307,3 +307,60 @@ def test_approvals_of_a_cancelled_run_cannot_be_decided_and_expire_quietly(store
     expired, before, after = asyncio.run(go())
     assert expired.status is ApprovalStatus.TIMEOUT
     assert before == after, "a finished run's journal gets nothing more"
+
+
+def test_the_engine_refuses_an_approval_whose_binding_is_not_what_it_would_run(store_url):
+    """A forged approval entry (written around the desk, for other arguments) executes nothing:
+    the engine recomputes the binding of what it is about to run."""
+    from autonomic.core.approval import binding_hash
+    from autonomic.core.journal import pack
+    from autonomic.core.run import RunChanges
+    from autonomic.core.state import fold
+
+    async def go():
+        store, eng, run, approval = await _waiting_run(store_url, BIG)
+        row = await store.get_run(run.id)
+        state = fold(run.id, await store.load_journal(run.id))
+        forged = binding_hash("pay@1", {"to": "mallory", "amount": 500}, run.id, approval.step)
+        event = pack(
+            run.id,
+            state.last_seq + 1,
+            EntryKind.APPROVAL,
+            {
+                "approval_id": approval.id,
+                "call_id": approval.call_id,
+                "event": "approved",
+                "status": "approved",
+                "binding": forged,
+                "by": ["mallory"],
+                "reason": "forged",
+            },
+            prev_hash=state.last_hash,
+            created_at=row.updated_at,
+        )
+        reopen = pack(
+            run.id,
+            state.last_seq + 2,
+            EntryKind.TRANSITION,
+            {"from": "WAITING_FOR_HUMAN", "to": "RUNNING", "reason": "forged"},
+            prev_hash=event.entry.hash,
+            created_at=row.updated_at,
+        )
+        await store.commit(
+            run.id,
+            expected_version=row.version,
+            fence=None,
+            entries=[event, reopen],
+            changes=RunChanges(status=RunStatus.RUNNING, status_reason="forged"),
+            now=row.updated_at,
+        )
+        final = await eng.run_to_end(run.id)
+        entries = await store.load_journal(run.id)
+        await store.close()
+        return final, entries
+
+    final, entries = asyncio.run(go())
+    assert final.status is RunStatus.COMPLETED
+    [result] = [e.payload for e in entries if e.kind is EntryKind.TOOL_RESULT]
+    assert result["error"]["code"] == "approval_mismatch"
+    assert not [e for e in entries if e.kind is EntryKind.TOOL_INTENT], "0 executions"
