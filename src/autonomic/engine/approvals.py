@@ -92,6 +92,8 @@ class ApprovalDesk:
             if quiet and approval.due(now) is None:
                 raise _NothingDue
             run = await self.store.get_run(approval.run_id)
+            if approval.status.final:
+                change(approval, now)  # raises ApprovalRefused: "already approved/rejected/..."
             if run.status.terminal and not quiet:
                 raise ApprovalRefused(
                     f"run {run.id} is {run.status.value}: approval {approval.id} no longer matters",
