@@ -121,3 +121,43 @@ def test_show_tells_a_timeout_from_a_rejection(tmp_path):
     assert events == ["timeout"]
     every = json.loads(autonomic("approvals", "--all", "--json", cwd=tmp_path).stdout)
     assert sorted(a["status"] for a in every) == ["rejected", "timeout"]
+
+
+def test_a_policy_file_from_the_command_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - name: a\n    risk: severe\n")
+    refused = autonomic("--policy", str(bad), "run", "reconciliation", "x", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: {bad}:3: unknown risk 'severe'")
+    assert "hint: use low, medium or high" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("tools:\n  sql_qeury:\n    timeout: 1\n")
+    unknown = autonomic("--policy", str(typo), "run", "reconciliation", "x", cwd=tmp_path)
+    assert unknown.stderr.startswith(f"error: {typo}:2: policy for unknown tool 'sql_qeury'")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("rules:\n  - {name: no-sql, tool: sql_query, risk: high, reason: frozen}\n")
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "turns": [
+                    {"tool_calls": [{"name": "sql_query", "arguments": {"query": "SELECT 1"}}]},
+                    {"content": "could not read"},
+                ]
+            }
+        )
+    )
+    ran = autonomic(
+        "--policy",
+        str(strict),
+        "run",
+        "reconciliation",
+        "{}",
+        "--model",
+        f"scripted:{script}",
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "blocked by risk" in ran.stdout
+    assert "frozen" in ran.stdout
