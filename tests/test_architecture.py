@@ -109,3 +109,14 @@ def test_help_does_not_import_optional_backends():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_policies_import_no_adapter_and_do_no_io_beyond_reading_their_files():
+    bad = {
+        (f, m)
+        for f, m in _imports("policy")
+        if m.startswith(
+            ("autonomic.adapters", "autonomic.bootstrap", "autonomic.cli", "asyncio", "sqlite3")
+        )
+    }
+    assert not bad

@@ -15,15 +15,19 @@ that it can be written into the journal and shown by the CLI and API.
     ├── UserError
     │   ├── ConfigError
     │   ├── NotFound
+    │   │   └── ToolVersionMissing
     │   ├── InvalidInput
     │   │   └── ToolArgumentsInvalid
+    │   ├── PolicyFileError
+    │   ├── ApprovalRefused
     │   └── IllegalTransition
     ├── StoreUnavailable
     ├── ConcurrencyError
     │   ├── StaleVersion
     │   ├── LeaseLost
     │   ├── RunExists
-    │   └── JournalConflict
+    │   ├── JournalConflict
+    │   └── ApprovalConflict
     ├── ModelError
     └── ToolError
 """
@@ -75,6 +79,14 @@ class NotFound(UserError):
     code = "not_found"
 
 
+class ToolVersionMissing(NotFound):
+    """A run pinned ``name@version`` of a tool and this worker has not registered that version.
+
+    The run is never executed against another version: it is suspended with this reason."""
+
+    code = "tool_version_missing"
+
+
 class InvalidInput(UserError):
     """Input failed validation: a corrupt script, a malformed run input, a bad id."""
 
@@ -85,6 +97,28 @@ class ToolArgumentsInvalid(InvalidInput):
     """Arguments proposed for a tool do not match its JSON schema."""
 
     code = "tool_arguments_invalid"
+
+
+class PolicyFileError(UserError):
+    """A policy, tool-policy or workflow file is wrong. The message names the file and line."""
+
+    code = "policy_file_error"
+
+    def __init__(
+        self, path: str, line: int | None, problem: str, *, hint: str | None = None
+    ) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}", hint=hint)
+        self.path = path
+        self.line = line
+
+
+class ApprovalRefused(UserError):
+    """An approval decision that may not be made: the requester approving their own run, an
+    approver outside the group, a vote twice, an approval already decided or bound to other
+    arguments."""
+
+    code = "approval_refused"
 
 
 class IllegalTransition(UserError):
@@ -142,6 +176,13 @@ class JournalConflict(ConcurrencyError):
     bypassed it."""
 
     code = "journal_conflict"
+
+
+class ApprovalConflict(ConcurrencyError):
+    """An approval changed since it was read (another approver decided first); nothing was written."""
+
+    code = "approval_conflict"
+    retryable = True
 
 
 class ModelError(AutonomicError):

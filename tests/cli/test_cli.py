@@ -48,8 +48,24 @@ def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path):
     shown = _show(_only_run(tmp_path), tmp_path)
     assert shown["status"] == "COMPLETED"
     kinds = [item["kind"] for item in shown["timeline"]]
-    assert kinds.count("tool.result") == 7
+    assert kinds.count("tool.result") == 8
     assert all("latency_ms" in item for item in shown["timeline"])
+    # governance: every call decided before it ran; the large adjustment approved by the demo
+    # playing the controller (and saying so); the irreversible cleanup blocked
+    assert kinds.count("decision") == 8
+    assert "the demo now plays the approver" in result.stdout
+    [approval] = shown["approvals"]
+    assert approval["status"] == "approved"
+    assert approval["decided_by"] == ["demo-controller"]
+    assert approval["arguments"]["reference"] == "INV-1002"
+    verdicts = {
+        i["detail"]["tool"]: i["detail"]["verdict"]
+        for i in shown["timeline"]
+        if i["kind"] == "decision"
+    }
+    assert verdicts["cleanup"] == "blocked"
+    assert verdicts["sql_query"] == "allow"
+    assert "Statement cleanup not done" in shown["output"]
 
 
 @pytest.mark.parametrize("step", [1, 4, 7])
@@ -66,6 +82,12 @@ def test_a_demo_killed_after_a_step_resumes_to_the_identical_report(tmp_path, st
     assert _show(run_id, crashed)["status"] == "RUNNING"
     resumed = autonomic("resume", run_id, cwd=crashed)
     assert resumed.returncode == 0, resumed.stderr
+    if _show(run_id, crashed)["status"] == "WAITING_FOR_HUMAN":  # crashed before the approval
+        [waiting] = json.loads(autonomic("approvals", "--json", cwd=crashed).stdout)
+        approved = autonomic("approve", waiting["id"], "--as", "controller", cwd=crashed)
+        assert approved.returncode == 0, approved.stderr
+        resumed = autonomic("resume", run_id, cwd=crashed)
+        assert resumed.returncode == 0, resumed.stderr
     after = _show(run_id, crashed)
     before = _show(_only_run(clean), clean)
     assert after["status"] == "COMPLETED"
@@ -100,8 +122,12 @@ def test_run_with_a_scripted_model_and_detach_then_worker(tmp_path):
     assert _show(run_id, tmp_path)["status"] == "PENDING"
     worked = autonomic("worker", "--until-idle", cwd=tmp_path)
     assert worked.returncode == 0, worked.stderr
-    assert f"{run_id} COMPLETED" in worked.stdout
-    assert _show(run_id, tmp_path)["output"] == "nothing to reconcile"
+    # the worker drove it to its end: the reconciliation workflow refuses an answer given before
+    # its final state (the model skipped reading, comparing and reporting)
+    assert f"{run_id} SUSPENDED" in worked.stdout
+    shown = _show(run_id, tmp_path)
+    assert "not a final state" in shown["status_reason"]
+    assert shown["timeline"][-2]["summary"].startswith("turn 1: answers nothing to reconcile")
 
 
 def test_invalid_run_id(tmp_path):

@@ -33,3 +33,15 @@ def test_a_repeated_key_with_other_arguments_is_refused_not_swallowed(tmp_path):
     with pytest.raises(InvalidInput, match="was used for another adjustment"):
         _post(bank, amount=999)
     assert _post(bank, key="run_x:8", amount=999, reference="R2")["newly_posted"] is True
+
+
+def test_the_demo_workflow_and_policy_are_sound():
+    from autonomic.examples.reconciliation.agent import reconciliation_agent
+
+    agent = reconciliation_agent()
+    assert agent.workflow is not None
+    assert agent.workflow.problems({t.name for t in agent.tools}) == []
+    by_name = {t.name: t for t in agent.tools}
+    assert by_name["cleanup"].reversible is False, "from policy.yaml, not from code"
+    assert by_name["post_adjustment"].retry.attempts == 3
+    assert by_name["sql_query"].output_schema is not None

@@ -40,6 +40,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 @dataclass
 class Settings:
     db: str
+    policy: str | None = None
 
 
 DbOption = Annotated[
@@ -60,11 +61,26 @@ AgentOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        envvar="AUTONOMIC_POLICY",
+        help="Governance policy YAML: risk rules and tool overrides (docs/governance.md).",
+        show_envvar=True,
+    ),
+]
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", help="Who decides (default: the OS user).", show_default=False),
+]
+
+
 @app.callback()
-def _options(ctx: typer.Context, db: DbOption = None) -> None:
+def _options(ctx: typer.Context, db: DbOption = None, policy: PolicyOption = None) -> None:
     from autonomic.bootstrap import database_url
 
-    ctx.obj = Settings(db=database_url(db))
+    ctx.obj = Settings(db=database_url(db), policy=policy)
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -90,13 +106,27 @@ async def _open_store(url: str) -> Any:
     return store
 
 
-def _engine(store: Any, agents: list[str] | None, **kwargs: Any) -> Any:
+def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any) -> Any:
     from autonomic.bootstrap import build_agents, build_model
     from autonomic.engine import faults
     from autonomic.engine.executor import Engine
 
     kwargs.setdefault("faults", faults.from_environment())
-    return Engine(store, build_agents(agents), build_model, **kwargs)
+    registry = build_agents(agents)
+    if policy:
+        from autonomic.policy.risk import load_policy
+        from autonomic.policy.tool_policy import govern_agents
+
+        loaded = load_policy(policy)
+        registry = govern_agents(registry, loaded)
+        kwargs.setdefault("gates", [loaded.risk.gate()])
+    return Engine(store, registry, build_model, **kwargs)
+
+
+def _user(name: str | None) -> str:
+    import getpass
+
+    return name or getpass.getuser()
 
 
 def _live(entry: Entry) -> None:
@@ -113,11 +143,23 @@ def _finish_message(run: Run) -> None:
     if run.status is RunStatus.COMPLETED and run.output is not None:
         body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
         out.print(Panel(escape(body), title="result", expand=False))
+    elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
+        "approval "
+    ):
+        approval = (run.status_reason or "").split()[1]
+        out.print(
+            f"waiting for a human: `autonomic approve {approval} --as APPROVER` (or `autonomic "
+            f'deny {approval} --reason "..."`; the run\'s requester cannot approve it); '
+            "`autonomic approvals` lists what is waiting"
+        )
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
         out.print(
             f"a human must decide: inspect with `autonomic show {run.id}`, then "
             f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`"
         )
+
+
+DEMO_APPROVER = "demo-controller"
 
 
 @app.command()
@@ -130,8 +172,19 @@ def demo(
     workdir: Annotated[
         Path, typer.Option(help="Where the demo bank databases are created.")
     ] = Path("autonomic-demo"),
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            help="Stop at the approval and print the command that approves it, instead of "
+            "playing the approver."
+        ),
+    ] = False,
 ) -> None:
-    """Reconcile a bank ledger against its statement with the demo agent, end to end."""
+    """Reconcile a bank ledger against its statement with the demo agent, end to end.
+
+    The demo's policy makes a large adjusting entry MEDIUM risk: the run waits for a controller.
+    Without --interactive the demo plays that controller itself, and says so."""
+    from autonomic.engine.approvals import ApprovalDesk
     from autonomic.engine.faults import CrashAt
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
 
@@ -153,7 +206,9 @@ def demo(
         nonlocal run_id
         store = await _open_store(settings.db)
         crash = AnnouncedCrash("step_done", crash_after_step) if crash_after_step else None
-        engine = _engine(store, None, on_commit=_live, **({"faults": crash} if crash else {}))
+        engine = _engine(store, None, settings.policy, on_commit=_live)
+        if crash is not None:
+            engine.faults = crash
         workdir.mkdir(parents=True, exist_ok=True)
         from autonomic.engine.executor import new_run_id
 
@@ -164,17 +219,48 @@ def demo(
             f"database {settings.db}, bank {bank}\nrun {run_id}"
         )
         try:
-            return await engine.run(  # type: ignore[no-any-return]
+            run: Run = await engine.run(
                 "reconciliation",
                 json.dumps({"account": ACCOUNT, "date": DATE}),
                 metadata={"bank": str(bank)},
                 run_id=run_id,
+                requester=_user(None),
             )
+            desk = ApprovalDesk(store)
+            while run.status is RunStatus.WAITING_FOR_HUMAN and not interactive:
+                waiting = await store.list_approvals(run_id=run_id, status=None, limit=1000)
+                pending = [a for a in waiting if not a.status.final]
+                if not pending:
+                    break
+                for approval in pending:
+                    out.print(
+                        f"\n[bold yellow]approval needed[/] {approval.id}: {approval.tool} "
+                        f"{escape(json.dumps(approval.arguments))}\n  why: "
+                        f"{escape(approval.explanation)}\n"
+                        f"[bold]the demo now plays the approver[/] ({DEMO_APPROVER}) - in "
+                        f"production a controller runs:\n  autonomic --db {settings.db} approve "
+                        f"{approval.id} --as CONTROLLER"
+                    )
+                    await desk.approve(
+                        approval.id,
+                        by=DEMO_APPROVER,
+                        reason="approved by the demo playing the controller",
+                    )
+                run = await engine.run_to_end(run_id)
+            return run
         finally:
             await store.close()
 
     run = _run(go)
     _finish_message(run)
+    if run.status is RunStatus.WAITING_FOR_HUMAN and interactive:
+        approval = (run.status_reason or "").split()[1] if run.status_reason else "ID"
+        out.print(
+            "\n[bold]--interactive:[/] the run waits for you (no worker is held). Approve the "
+            f"adjustment as a controller, then let the run continue:\n"
+            f"  autonomic --db {settings.db} approve {approval} --as controller\n"
+            f"  autonomic --db {settings.db} resume {run.id}"
+        )
     out.print(f"timeline: autonomic --db {settings.db} show {run.id}")
 
 
@@ -196,6 +282,7 @@ def run_cmd(
         bool, typer.Option(help="Only enqueue the run; a worker will drive it.")
     ] = False,
     agents: AgentOption = None,
+    requester: AsOption = None,
 ) -> None:
     """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach)."""
     settings = _settings(ctx)
@@ -204,10 +291,15 @@ def run_cmd(
     async def go() -> Run:
         store = await _open_store(settings.db)
         try:
-            engine = _engine(store, agents, on_commit=None if detach else _live)
+            engine = _engine(store, agents, settings.policy, on_commit=None if detach else _live)
             if detach:
                 run: Run = await engine.start(
-                    agent, task, model=model, max_turns=max_turns, metadata=meta
+                    agent,
+                    task,
+                    model=model,
+                    max_turns=max_turns,
+                    metadata=meta,
+                    requester=_user(requester),
                 )
                 out.print(f"run [bold]{run.id}[/] created")
                 return run
@@ -218,6 +310,7 @@ def run_cmd(
                 max_turns=max_turns,
                 metadata=meta,
                 on_created=lambda r: out.print(f"run [bold]{r.id}[/] created"),
+                requester=_user(requester),
             )
         finally:
             await store.close()
@@ -243,7 +336,7 @@ def resume(
     async def go() -> Run:
         store = await _open_store(settings.db)
         try:
-            engine = _engine(store, agents, on_commit=_live)
+            engine = _engine(store, agents, settings.policy, on_commit=_live)
             current: Run = await store.get_run(run_id)
             if current.status in (RunStatus.SUSPENDED, RunStatus.WAITING_FOR_HUMAN):
                 if not force:
@@ -283,7 +376,7 @@ def worker(
     async def go() -> list[Run]:
         store = await _open_store(settings.db)
         try:
-            engine = _engine(store, agents, lease_ttl=lease_ttl)
+            engine = _engine(store, agents, settings.policy, lease_ttl=lease_ttl)
             w = Worker(engine, concurrency=concurrency)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -340,19 +433,26 @@ def show(
     settings = _settings(ctx)
     validate_run_id(run_id)
 
-    async def go() -> tuple[Run, list[Entry]]:
+    async def go() -> tuple[Run, list[Entry], list[Any]]:
         store = await _open_store(settings.db)
         try:
-            return await store.get_run(run_id), await store.load_journal(run_id)
+            return (
+                await store.get_run(run_id),
+                await store.load_journal(run_id),
+                await store.list_approvals(run_id=run_id, limit=10_000),
+            )
         finally:
             await store.close()
 
-    run, entries = _run(go)
+    run, entries, found = _run(go)
     if as_json:
-        data = _run_dict(run) | {"timeline": [i.to_dict() for i in timeline(entries)]}
+        data = _run_dict(run) | {
+            "timeline": [i.to_dict() for i in timeline(entries)],
+            "approvals": [a.to_dict() for a in found],
+        }
         out.print_json(data=data)
     else:
-        print_run(out, run, entries)
+        print_run(out, run, entries, found)
 
 
 @app.command()
@@ -376,6 +476,146 @@ def cancel(
 
     run = _run(go)
     out.print(f"run {run.id} is {run.status.value}")
+
+
+@app.command()
+def approvals(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Also decided ones (approved, rejected, timeout).")
+    ] = False,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run's.")] = None,
+) -> None:
+    """List approvals waiting for a decision (expired ones are denied as timeout first)."""
+    from autonomic.cli.render import approvals_table
+    from autonomic.core.approval import Approval, ApprovalStatus
+    from autonomic.engine.approvals import ApprovalDesk
+
+    settings = _settings(ctx)
+
+    async def go() -> list[Approval]:
+        store = await _open_store(settings.db)
+        try:
+            await ApprovalDesk(store).sweep()
+            found: list[Approval] = await store.list_approvals(
+                status=None if every else ApprovalStatus.PENDING, run_id=run_id, limit=1000
+            )
+            return found
+        finally:
+            await store.close()
+
+    found = _run(go)
+    if as_json:
+        out.print_json(data=[a.to_dict() for a in found])
+    elif not found:
+        out.print("no approvals waiting" if not every else "no approvals")
+    else:
+        out.print(approvals_table(found))
+
+
+@app.command()
+def approve(
+    ctx: typer.Context,
+    approval_id: Annotated[str, typer.Argument(help="The approval (see `autonomic approvals`).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the journal.")] = "approved",
+    who: AsOption = None,
+) -> None:
+    """Approve an action; the run continues on any worker (at once with --db and a worker)."""
+    _decide(ctx, approval_id, approve=True, reason=reason, who=who)
+
+
+@app.command()
+def deny(
+    ctx: typer.Context,
+    approval_id: Annotated[str, typer.Argument(help="The approval (see `autonomic approvals`).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the journal (required).")],
+    who: AsOption = None,
+) -> None:
+    """Reject an action: it is never executed; the run continues without it."""
+    if not reason.strip():
+        raise InvalidInput("a rejection needs a reason", hint='pass --reason "why"')
+    _decide(ctx, approval_id, approve=False, reason=reason, who=who)
+
+
+def _decide(
+    ctx: typer.Context, approval_id: str, *, approve: bool, reason: str, who: str | None
+) -> None:
+    from autonomic.core.approval import Approval
+    from autonomic.engine.approvals import ApprovalDesk
+
+    settings = _settings(ctx)
+    if not approval_id.startswith("apr_"):
+        raise InvalidInput(
+            f"invalid approval id {approval_id!r}",
+            hint="approval ids look like apr_ followed by 24 hex digits; `autonomic approvals`",
+        )
+    by = _user(who)
+
+    async def go() -> Approval:
+        store = await _open_store(settings.db)
+        try:
+            desk = ApprovalDesk(store)
+            await desk.sweep()
+            if approve:
+                return await desk.approve(approval_id, by=by, reason=reason)
+            return await desk.deny(approval_id, by=by, reason=reason)
+        finally:
+            await store.close()
+
+    decided = _run(go)
+    if decided.status.final:
+        out.print(
+            f"approval {decided.id} is {decided.status.value.upper()} (by {', '.join(decided.decided_by)}); "
+            f"run {decided.run_id} is RUNNING again: `autonomic --db {settings.db} resume "
+            f"{decided.run_id}` or a worker continues it"
+        )
+    else:
+        yes = sum(1 for v in decided.votes if v.approve)
+        out.print(
+            f"vote recorded: approval {decided.id} has {yes} of {decided.quorum} approvals; "
+            "another approver must decide too"
+        )
+
+
+workflow_app = typer.Typer(no_args_is_help=True, help="State-machine workflows.")
+app.add_typer(workflow_app, name="workflow")
+
+
+@workflow_app.command("check")
+def workflow_check(
+    path: Annotated[Path, typer.Argument(help="The workflow YAML file.")],
+    tools: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated tool names the agent has (checks unknown tools)."),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Check tools against this agent's (name or module:attr).")
+    ] = None,
+) -> None:
+    """Check a workflow offline: unknown states/tools, unreachable states, states with no exit."""
+    from autonomic.policy.workflow import Workflow
+
+    workflow = Workflow.from_file(path)
+    known: set[str] | None = None
+    if tools:
+        known = {t.strip() for t in tools.split(",") if t.strip()}
+    if agent:
+        from autonomic.bootstrap import build_agents
+
+        registry = build_agents([agent] if ":" in agent else None)
+        name = agent if ":" not in agent else registry.names()[-1]
+        known = (known or set()) | {t.name for t in registry.get(name).tools}
+    problems = workflow.problems(known)
+    for p in problems:
+        where = f"{path}:{p.line}" if p.line else str(path)
+        err.print(f"{escape(where)}: {escape(p.message)}")
+    if problems:
+        raise typer.Exit(1)
+    out.print(
+        f"{path}: workflow {workflow.name} is sound: {len(workflow.states)} states, all reachable "
+        f"from {workflow.start}, final: {', '.join(workflow.final_states())}"
+    )
 
 
 @app.command()

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.timeline import summarise, timeline
@@ -30,6 +32,9 @@ KIND_STYLE = {
     "tool.result": "green",
     "transition": "yellow",
     "recovery": "magenta",
+    "decision": "cyan",
+    "approval": "bold yellow",
+    "workflow.transition": "blue",
 }
 
 
@@ -75,7 +80,72 @@ def timeline_table(entries: Sequence[Entry]) -> Table:
     return table
 
 
-def print_run(console: Console, run: Run, entries: Sequence[Entry]) -> None:
+def approvals_table(approvals: Sequence[Approval]) -> Table:
+    table = Table(title="approvals", show_lines=False)
+    for col in (
+        "approval",
+        "run",
+        "tool",
+        "arguments",
+        "why",
+        "group",
+        "votes",
+        "status",
+        "expires (UTC)",
+    ):
+        table.add_column(col, overflow="fold")
+    for a in approvals:
+        yes = sum(1 for v in a.votes if v.approve)
+        table.add_row(
+            a.id,
+            a.run_id,
+            a.tool,
+            escape(canonical_json(a.arguments)),
+            escape(a.explanation),
+            a.current_group() + (" (escalated)" if a.escalated else ""),
+            f"{yes}/{a.quorum}",
+            f"[{APPROVAL_STYLE[a.status]}]{a.status.value}[/]",
+            when(a.expires_at),
+        )
+    return table
+
+
+APPROVAL_STYLE = {
+    ApprovalStatus.PENDING: "yellow",
+    ApprovalStatus.APPROVED: "green",
+    ApprovalStatus.REJECTED: "red",
+    ApprovalStatus.TIMEOUT: "magenta",
+}
+
+
+def governance_lines(entries: Sequence[Entry], approvals: Sequence[Approval]) -> list[str]:
+    """Decisions by verdict, and each approval's outcome: timeouts apart from rejections."""
+    verdicts: dict[str, int] = {}
+    for e in entries:
+        if e.kind.value == "decision":
+            verdicts[e.payload["verdict"]] = verdicts.get(e.payload["verdict"], 0) + 1
+    if not verdicts and not approvals:
+        return []
+    lines = ["decisions: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))]
+    for a in approvals:
+        if a.status is ApprovalStatus.TIMEOUT:
+            outcome = "TIMED OUT - denied by default, nobody decided"
+        elif a.status is ApprovalStatus.REJECTED:
+            outcome = f"REJECTED by {', '.join(a.decided_by)}: {a.reason}"
+        elif a.status is ApprovalStatus.APPROVED:
+            outcome = f"APPROVED by {', '.join(a.decided_by)}: {a.reason}"
+        else:
+            outcome = f"pending ({sum(1 for v in a.votes if v.approve)}/{a.quorum} approvals)"
+        lines.append(
+            f"approval {a.id}: {a.tool} {canonical_json(a.arguments)} - "
+            f"[{APPROVAL_STYLE[a.status]}]{escape(outcome)}[/]"
+        )
+    return lines
+
+
+def print_run(
+    console: Console, run: Run, entries: Sequence[Entry], approvals: Sequence[Approval] = ()
+) -> None:
     console.print(f"[bold]{run.id}[/]  {run.agent}@{run.agent_version}  model {run.model}")
     console.print(
         f"status {status_text(run)}"
@@ -87,6 +157,8 @@ def print_run(console: Console, run: Run, entries: Sequence[Entry]) -> None:
         f"created {when(run.created_at)} UTC, updated {when(run.updated_at)} UTC; "
         f"{turns} model turns, {steps} tool steps, {len(entries)} journal entries"
     )
+    for line in governance_lines(entries, approvals):
+        console.print(line)
     console.print(timeline_table(entries))
 
 

@@ -32,6 +32,12 @@ class EntryKind(enum.StrEnum):
     TOOL_RESULT = "tool.result"
     TRANSITION = "transition"
     RECOVERY = "recovery"
+    DECISION = "decision"
+    """The action gates' verdict on one proposed tool call, journaled before any effect."""
+    APPROVAL = "approval"
+    """A human (or the clock) acted on an approval: a vote, an escalation, the outcome."""
+    WORKFLOW = "workflow.transition"
+    """The run's state-machine workflow moved from one state to another."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,21 @@ class RunState:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished_turn: bool = False
     """True when the latest model response had no tool calls (it was the final answer)."""
+    requester: str | None = None
+    """Who asked for the run; they may not approve its actions."""
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The gates' decision per call id (replayed on resume, never re-asked)."""
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The final approval outcome per call id (approved, rejected or timeout)."""
+    workflow: str | None = None
+    """The workflow state the run is in, if its agent has a workflow."""
+    calls: dict[str, int] = field(default_factory=dict)
+    """Successful results per tool name: what invariants and exit conditions count."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The latest successful output per tool name."""
+    reopened: bool = False
+    """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
+    claims it next continues it, nothing crashed."""
 
     def apply(self, entry: Entry) -> None:
         """Fold one entry into the state. Entries must arrive in ``seq`` order."""
@@ -56,6 +71,10 @@ class RunState:
         if kind is EntryKind.RUN_STARTED:
             self.tools = tuple(payload.get("tools", ()))
             self.max_turns = int(payload.get("max_turns", 0))
+            self.requester = payload.get("requester")
+            workflow = payload.get("workflow")
+            if isinstance(workflow, dict):
+                self.workflow = workflow.get("start")
             if payload.get("instructions"):
                 self.messages.append(Message(Role.SYSTEM, payload["instructions"]))
             self.messages.append(Message(Role.USER, _as_text(payload.get("task"))))
@@ -71,13 +90,29 @@ class RunState:
         elif kind is EntryKind.TOOL_RESULT:
             call_id = payload["call_id"]
             self.results[call_id] = payload
+            if payload.get("ok"):
+                name = str(payload.get("tool"))
+                self.calls[name] = self.calls.get(name, 0) + 1
+                self.outputs[name] = payload.get("output")
             self.messages.append(
                 Message(Role.TOOL, observation_text(payload), tool_call_id=call_id)
             )
+        elif kind is EntryKind.DECISION:
+            self.decisions[payload["call_id"]] = payload
+        elif kind is EntryKind.APPROVAL:
+            if payload.get("status") in ("approved", "rejected", "timeout"):
+                self.approvals[payload["call_id"]] = payload
+        elif kind is EntryKind.WORKFLOW:
+            self.workflow = payload["to"]
         elif kind is EntryKind.TRANSITION:
             self.status = RunStatus(payload["to"])
             if "output" in payload:
                 self.output = payload["output"]
+        self.reopened = (
+            kind is EntryKind.TRANSITION
+            and payload.get("to") == RunStatus.RUNNING.value
+            and payload.get("from") != RunStatus.PENDING.value
+        )
         self.last_seq = entry.seq
         self.last_hash = entry.hash
 

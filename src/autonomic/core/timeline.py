@@ -81,9 +81,34 @@ def summarise(entry: Entry, width: int = 90) -> str:
         text = (
             f"resumed by {p.get('worker')} (fence {p.get('fence')}), {len(pending)} call(s) pending"
         )
+    elif kind is EntryKind.DECISION:
+        text = f"{p.get('tool')}: {p.get('verdict')} by {p.get('gate')}"
+        if p.get("risk"):
+            text += f" (risk {p.get('risk')})"
+        text += f" - {p.get('explanation')}"
+        if p.get("approval_id"):
+            text += f" [approval {p.get('approval_id')}]"
+    elif kind is EntryKind.APPROVAL:
+        text = _approval_summary(p)
+    elif kind is EntryKind.WORKFLOW:
+        text = f"workflow {p.get('from')} -> {p.get('to')}: {p.get('reason')}"
     else:
         assert_never(kind)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _approval_summary(p: dict[str, Any]) -> str:
+    event = p.get("event")
+    ident = p.get("approval_id")
+    if event == "timeout":
+        return f"approval {ident} TIMED OUT (denied by default, not a rejection): {p.get('reason')}"
+    if event == "rejected":
+        return f"approval {ident} REJECTED by {', '.join(p.get('by') or [])}: {p.get('reason')}"
+    if event == "approved":
+        return f"approval {ident} APPROVED by {', '.join(p.get('by') or [])}: {p.get('reason')}"
+    if event == "escalated":
+        return f"approval {ident} escalated to group {p.get('group')}"
+    return f"approval {ident} vote by {', '.join(p.get('by') or [])} ({p.get('votes')} of {p.get('quorum')})"
 
 
 def _short(value: Any, limit: int = 60) -> str:

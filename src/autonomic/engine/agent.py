@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from autonomic.errors import InvalidInput, NotFound
 from autonomic.tools.contract import Tool
 from autonomic.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from autonomic.engine.gates import Gate
+    from autonomic.policy.workflow import Workflow
 
 
 @dataclass(frozen=True)
@@ -24,12 +29,32 @@ class Agent:
     model: str = "scripted:"
     version: str = "1"
     max_turns: int = 20
+    workflow: Workflow | None = None
+    """A state machine the agent's tool calls must follow (``autonomic.policy.workflow``)."""
+    gates: Sequence[Gate] = ()
+    """The agent's own action gates (its risk policy, say), consulted after its workflow and
+    before the engine's; they travel with the agent, so every worker that resumes it applies them."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
             raise InvalidInput(f"agent {self.name}: max_turns must be at least 1")
         object.__setattr__(self, "registry", ToolRegistry(self.tools))
+        if self.workflow is not None:
+            self.workflow.check_tools({t.name for t in self.tools})
+
+    def with_tools(self, tools: Sequence[Tool]) -> Agent:
+        """The same agent with other tool contracts (a policy file's overrides, a new version)."""
+        return Agent(
+            name=self.name,
+            instructions=self.instructions,
+            tools=tuple(tools),
+            model=self.model,
+            version=self.version,
+            max_turns=self.max_turns,
+            workflow=self.workflow,
+            gates=self.gates,
+        )
 
 
 class AgentRegistry:

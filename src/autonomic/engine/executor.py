@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, PackedEntry, pack
@@ -21,6 +21,7 @@ from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transiti
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.faults import Faults, NoFaults
+from autonomic.engine.gates import Gate, GateChain
 from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.session import RunInterrupted, RunSession
 from autonomic.errors import InvalidInput, LeaseLost, StaleVersion, UserError
@@ -77,6 +78,8 @@ class Engine:
         lease_ttl: seconds a lease lasts without renewal; renewed by every commit and a heartbeat.
         clock: seconds since the epoch; tests move it to expire leases without sleeping.
         faults: crash hooks for chaos tests.
+        gates: the action gates every proposed tool call passes, in order (risk policy, budgets,
+            ...); see ``autonomic.engine.gates``. An agent's workflow adds its own gate first.
     """
 
     def __init__(
@@ -90,8 +93,10 @@ class Engine:
         faults: Faults | None = None,
         owner: str | None = None,
         on_commit: Callable[[Entry], None] | None = None,
+        gates: GateChain | Sequence[Gate] = (),
     ) -> None:
         self.store = store
+        self.gates = gates if isinstance(gates, GateChain) else GateChain(gates)
         self.on_commit = on_commit
         self.agents = agents
         self._models = models
@@ -117,10 +122,13 @@ class Engine:
         tenant: str = "default",
         metadata: dict[str, Any] | None = None,
         run_id: str | None = None,
+        requester: str | None = None,
     ) -> Run:
-        """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it."""
+        """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it.
+
+        ``requester`` is who asked for the run; they may not approve its actions."""
         run, entries = self._new_run(
-            agent, task, model, max_turns, tenant, metadata, run_id, claimed=False
+            agent, task, model, max_turns, tenant, metadata, run_id, requester, claimed=False
         )
         return await self.store.create_run(run, entries)
 
@@ -135,6 +143,7 @@ class Engine:
         metadata: dict[str, Any] | None = None,
         run_id: str | None = None,
         on_created: Callable[[Run], None] | None = None,
+        requester: str | None = None,
     ) -> Run:
         """Create a run and drive it here, now: ``start`` + ``run_to_end`` in fewer transactions.
 
@@ -143,7 +152,7 @@ class Engine:
         to belong to a dead process) and any worker takes the run over as usual.
         """
         run, entries = self._new_run(
-            agent, task, model, max_turns, tenant, metadata, run_id, claimed=True
+            agent, task, model, max_turns, tenant, metadata, run_id, requester, claimed=True
         )
         run = await self.store.create_run(run, entries)
         if on_created is not None:
@@ -159,6 +168,7 @@ class Engine:
         tenant: str,
         metadata: dict[str, Any] | None,
         run_id: str | None,
+        requester: str | None,
         *,
         claimed: bool,
     ) -> tuple[Run, list[PackedEntry]]:
@@ -192,20 +202,25 @@ class Engine:
             max_turns=turns,
             metadata=metadata or {},
         )
+        started_payload: dict[str, Any] = {
+            "agent": definition.name,
+            "agent_version": definition.version,
+            "model": spec,
+            "instructions": definition.instructions,
+            "task": task,
+            "tools": [t.ref for t in definition.tools],
+            "max_turns": turns,
+            "tenant": tenant,
+        }
+        if requester is not None:
+            started_payload["requester"] = requester
+        if definition.workflow is not None:
+            started_payload["workflow"] = definition.workflow.pin()
         started = pack(
             run.id,
             1,
             EntryKind.RUN_STARTED,
-            {
-                "agent": definition.name,
-                "agent_version": definition.version,
-                "model": spec,
-                "instructions": definition.instructions,
-                "task": task,
-                "tools": [t.ref for t in definition.tools],
-                "max_turns": turns,
-                "tenant": tenant,
-            },
+            started_payload,
             prev_hash=GENESIS_HASH,
             created_at=now,
         )
@@ -268,7 +283,12 @@ class Engine:
                 await self._begin(session)
             if session.state.status is RunStatus.RUNNING:
                 agent = self.agents.get(run.agent)
-                pattern = ReAct(agent, self.model_for(run.model), stopping=self.stopping.is_set)
+                pattern = ReAct(
+                    agent,
+                    self.model_for(run.model),
+                    stopping=self.stopping.is_set,
+                    gates=self.gates,
+                )
                 await pattern.run(session)
         except (LeaseLost, RunInterrupted):
             return await self.store.get_run(run.id)
@@ -285,7 +305,7 @@ class Engine:
         state = session.state
         if state.status is RunStatus.PENDING:
             await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
-        elif state.status is RunStatus.RUNNING:
+        elif state.status is RunStatus.RUNNING and not state.reopened:
             pending = [
                 {"call_id": p.call.id, "tool": p.call.name, "started": p.intent is not None}
                 for p in state.pending_calls()

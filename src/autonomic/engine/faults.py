@@ -14,10 +14,12 @@ from typing import Protocol
 
 from autonomic.errors import ConfigError
 
-POINTS = ("before_commit", "after_commit", "after_effect", "step_done")
+STEP_POINTS = ("before_commit", "after_commit", "after_effect", "step_done")
 """``before_commit``: entries staged, not yet committed. ``after_commit``: just committed.
 ``after_effect``: a tool ran, its result not yet committed. ``step_done``: a tool step's result
 is committed."""
+POINTS = (*STEP_POINTS, "approved")
+"""``approved``: a call's approval is in the journal, the call has not started (governance)."""
 
 
 class Faults(Protocol):

@@ -8,9 +8,10 @@ a run pays one commit per step where that is all safety needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from autonomic.core.approval import Approval
 from autonomic.core.journal import Entry, EntryKind, PackedEntry, pack
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState
@@ -87,11 +88,14 @@ class RunSession:
     def fault(self, point: str) -> None:
         self._faults.at(point)
 
-    async def flush(self, changes: RunChanges | None = None) -> None:
+    async def flush(
+        self, changes: RunChanges | None = None, *, approvals: Sequence[Approval] = ()
+    ) -> None:
         """Commit staged entries (and ``changes``) atomically; extends the lease as a by-product.
 
         Raises ``LeaseLost`` when another worker took the run, ``RunInterrupted`` when an operator
-        changed it; in both cases nothing was written and the caller must stop.
+        changed it; in both cases nothing was written and the caller must stop. ``approvals`` are
+        written in the same transaction (an approval request and the wait for it, say).
         """
         if not self._staged and changes is None:
             return
@@ -120,6 +124,7 @@ class RunSession:
                     entries=self._staged,
                     changes=changes,
                     now=now,
+                    approvals=approvals,
                 )
                 break
             except StaleVersion:
@@ -157,7 +162,13 @@ class RunSession:
         self.run = fresh
 
     async def transition(
-        self, target: RunStatus, reason: str, *, output: Any = None, **extra: Any
+        self,
+        target: RunStatus,
+        reason: str,
+        *,
+        output: Any = None,
+        approvals: Sequence[Approval] = (),
+        **extra: Any,
     ) -> None:
         """Stage a transition entry and commit it together with the status change.
 
@@ -181,5 +192,6 @@ class RunSession:
                 output=output,
                 set_output=target is RunStatus.COMPLETED,
                 release_lease=target is not RunStatus.RUNNING,
-            )
+            ),
+            approvals=approvals,
         )

@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from autonomic.core.run import Run
+from autonomic.engine.approvals import ApprovalDesk
 from autonomic.engine.executor import Engine
 
 log = logging.getLogger("autonomic.worker")
@@ -47,6 +48,9 @@ class Worker:
             run = await self.engine.claim()
             if run is None:
                 slots.release()
+                if await self._sweep_approvals():
+                    continue  # a decided approval reopened a run: claim it now
+
                 if until_idle and not tasks:
                     break
                 if until_idle:
@@ -62,6 +66,16 @@ class Worker:
         if tasks:
             await asyncio.gather(*tasks)
         return self.finished
+
+    async def _sweep_approvals(self) -> bool:
+        """When idle, expire (deny as timeout) and escalate the approvals that are due; ``True``
+        if an expiry reopened a run."""
+        try:
+            changed = await ApprovalDesk(self.engine.store, clock=self.engine.clock).sweep()
+        except Exception:
+            log.exception("approval sweep failed; retrying at the next idle poll")
+            return False
+        return any(a.status.final for a in changed)
 
     async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
         try:

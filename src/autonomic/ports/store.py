@@ -14,6 +14,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 
@@ -76,13 +77,33 @@ class Store(abc.ABC):
         entries: Sequence[PackedEntry],
         changes: RunChanges,
         now: float,
+        approvals: Sequence[Approval] = (),
     ) -> int:
         """Append ``entries`` and apply ``changes`` atomically; return the new version.
 
         ``fence=None`` is for writers that act without a lease (an operator cancelling a run);
         the version check still applies. Raises ``StaleVersion`` or ``LeaseLost`` and writes nothing
         when the checks fail.
+
+        ``approvals`` are written in the same transaction: one with ``version == 1`` is inserted,
+        any other replaces the stored row only if that row is still at ``version - 1``. A duplicate
+        insert or a stale update raises ``ApprovalConflict`` and nothing at all is written.
         """
+
+    @abc.abstractmethod
+    async def get_approval(self, approval_id: str) -> Approval:
+        """The approval, or ``NotFound``."""
+
+    @abc.abstractmethod
+    async def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        tenant: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        """Oldest first (the queue's order)."""
 
     @abc.abstractmethod
     async def claim(self, claim: Claim) -> Run | None:

@@ -54,7 +54,7 @@ from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, Tool
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine, new_run_id
-from autonomic.engine.faults import POINTS, CrashAt, Faults
+from autonomic.engine.faults import STEP_POINTS, CrashAt, Faults
 from autonomic.errors import ModelError
 from autonomic.ports.model import Model
 from autonomic.ports.store import Store
@@ -66,8 +66,8 @@ BLIND = "blind_write"
 """The non-idempotent tool: applies every call."""
 AGENT_NAME = "crash-harness"
 MODEL_SPEC = "function:crash-harness"
-CRASH_POINTS: tuple[str, ...] = POINTS
-"""Where trials crash: every fault point the engine has."""
+CRASH_POINTS: tuple[str, ...] = STEP_POINTS
+"""Where trials crash: every fault point of the step protocol."""
 IN_DOUBT = "in doubt"
 
 

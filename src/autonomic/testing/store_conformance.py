@@ -28,9 +28,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from autonomic.core.approval import Approval, ApprovalStatus, binding_hash
 from autonomic.core.journal import BLOB_THRESHOLD, GENESIS_HASH, EntryKind, PackedEntry, pack
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus
-from autonomic.errors import JournalConflict, LeaseLost, NotFound, RunExists, StaleVersion
+from autonomic.errors import (
+    ApprovalConflict,
+    JournalConflict,
+    LeaseLost,
+    NotFound,
+    RunExists,
+    StaleVersion,
+)
 from autonomic.ports.store import Claim, Store
 
 OpenStore = Callable[[], Awaitable[Store]]
@@ -90,6 +98,26 @@ def make_entries(
         out.append(packed)
         prev_hash = packed.entry.hash
     return out
+
+
+def make_approval(run_id: str, *, call_id: str = "call_1", step: int = 3) -> Approval:
+    """A pending approval for one action of ``run_id`` (version 1: to be inserted)."""
+    arguments = {"to": "bob", "amount": 500}
+    return Approval(
+        id=f"apr_{uuid.uuid4().hex[:24]}",
+        run_id=run_id,
+        call_id=call_id,
+        step=step,
+        tenant="default",
+        tool="pay@1",
+        arguments=arguments,
+        binding=binding_hash("pay@1", arguments, run_id, step),
+        explanation="payments above 100 need a controller",
+        created_at=T0 + 1,
+        expires_at=T0 + 3600,
+        requester="rita",
+        approvers=("carl", "cleo"),
+    )
 
 
 def big_payload(tag: str) -> dict[str, Any]:
@@ -852,6 +880,106 @@ class StoreConformance:
             assert run.lease.fence == 1
             assert (await store.get_run(run.id)).lease == run.lease
         assert await _claim(store, "late", T0 + 1000) is None
+
+    # -- approvals --------------------------------------------------------------------------------
+
+    async def check_approvals_are_written_with_the_commit_and_round_trip(
+        self, store: Store
+    ) -> None:
+        run = make_run(status=RunStatus.RUNNING)
+        await store.create_run(run, make_entries(run.id, [{"a": 1}]))
+        approval = make_approval(run.id)
+        version = await store.commit(
+            run.id,
+            expected_version=1,
+            fence=None,
+            entries=make_entries(run.id, [{"wait": True}], first_seq=2),
+            changes=RunChanges(status=RunStatus.WAITING_FOR_HUMAN),
+            now=T0 + 1,
+            approvals=[approval],
+        )
+        assert version == 2
+        assert await store.get_approval(approval.id) == approval
+        other = await self.another_store()
+        assert await other.list_approvals(status=ApprovalStatus.PENDING) == [approval]
+        assert await other.list_approvals(run_id=new_run_id()) == []
+        assert await other.list_approvals(tenant="nobody") == []
+        await expect_error(NotFound, store.get_approval("apr_missing"), "unknown approval")
+
+    async def check_a_refused_commit_writes_no_approval(self, store: Store) -> None:
+        run = make_run(status=RunStatus.RUNNING)
+        await store.create_run(run, make_entries(run.id, [{"a": 1}]))
+        approval = make_approval(run.id)
+        await expect_error(
+            StaleVersion,
+            store.commit(
+                run.id,
+                expected_version=7,
+                fence=None,
+                entries=make_entries(run.id, [{"wait": True}], first_seq=2),
+                changes=RunChanges(),
+                now=T0 + 1,
+                approvals=[approval],
+            ),
+            "a stale run version refuses the approval with the entries",
+        )
+        assert await store.list_approvals() == []
+        assert await self._count("approvals") == 0
+
+    async def check_a_stale_approval_refuses_the_whole_commit(self, store: Store) -> None:
+        run = make_run(status=RunStatus.RUNNING)
+        await store.create_run(run, make_entries(run.id, [{"a": 1}]))
+        approval = make_approval(run.id)
+        await store.commit(
+            run.id,
+            expected_version=1,
+            fence=None,
+            entries=[],
+            changes=RunChanges(),
+            now=T0 + 1,
+            approvals=[approval],
+        )
+        decided = approval.vote("carl", approve=True, reason="ok", now=T0 + 2)
+        rival = approval.vote("cleo", approve=False, reason="no", now=T0 + 2)
+        await store.commit(
+            run.id,
+            expected_version=2,
+            fence=None,
+            entries=make_entries(run.id, [{"decided": 1}], first_seq=2),
+            changes=RunChanges(),
+            now=T0 + 2,
+            approvals=[decided],
+        )
+        await expect_error(
+            ApprovalConflict,
+            store.commit(
+                run.id,
+                expected_version=3,
+                fence=None,
+                entries=make_entries(run.id, [{"decided": 2}], first_seq=3),
+                changes=RunChanges(status=RunStatus.FAILED),
+                now=T0 + 3,
+                approvals=[rival],
+            ),
+            "two decisions on one approval version: the second loses",
+        )
+        assert (await store.get_approval(approval.id)).status is ApprovalStatus.APPROVED
+        after = await store.get_run(run.id)
+        assert (after.version, after.status) == (3, RunStatus.RUNNING), "nothing of it written"
+        assert len(await store.load_journal(run.id)) == 2
+        await expect_error(
+            ApprovalConflict,
+            store.commit(
+                run.id,
+                expected_version=3,
+                fence=None,
+                entries=[],
+                changes=RunChanges(),
+                now=T0 + 4,
+                approvals=[approval],
+            ),
+            "inserting an approval id twice",
+        )
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -1,14 +1,19 @@
-"""A tool contract: name, version, JSON schema of the arguments, and whether it is idempotent.
+"""A tool contract: name, version, JSON schema of the arguments, and operational metadata.
 
 Arguments proposed by a model are untrusted: they are parsed and validated against the schema
-before the tool runs, and a violation becomes an observation for the model, never a crash.
+before the tool runs, and a violation becomes an observation for the model, never a crash. Results
+are untrusted too: with an ``output_schema`` they are validated before the model sees them.
 ``idempotent`` decides crash recovery: a started-but-unrecorded call is re-run (with the same
-idempotency key) only when the contract says re-running is safe.
+idempotency key) only when the contract says re-running is safe. The rest of the metadata (retry,
+timeout, cost, data classification, reversibility, audit level, breaker thresholds) is enforced by
+the engine and read by the risk policy; none of it lives in the tool's code, and a policy file can
+change it (``autonomic.policy.tool_policy``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import re
@@ -23,6 +28,7 @@ import jsonschema.exceptions
 
 from autonomic.core.messages import ToolSpec
 from autonomic.errors import InvalidInput, ToolArgumentsInvalid
+from autonomic.tools.operational import AuditLevel, BreakerThresholds, DataClass, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,17 @@ class Tool:
     description: str = ""
     idempotent: bool = False
     timeout: float | None = None
+    cost_estimate: float = 0.0
+    """Expected cost of one call in the deployment's currency unit (risk rules and budgets)."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    audit: AuditLevel = AuditLevel.BASIC
+    data_class: DataClass = DataClass.INTERNAL
+    reversible: bool = True
+    """Whether the effect can be undone (a compensating call exists); irreversible raises risk."""
+    breaker: BreakerThresholds | None = None
+    output_schema: dict[str, Any] | None = None
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
+    _output_validator: Any = field(default=None, init=False, repr=False, compare=False)
     _wants_ctx: bool = field(default=False, init=False, repr=False, compare=False)
     _is_async: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -77,6 +93,25 @@ class Tool:
                 f"tool {self.name}: its parameters are not a valid JSON schema: {exc.message}"
             ) from exc
         object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+        if self.output_schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(self.output_schema)
+            except jsonschema.exceptions.SchemaError as exc:
+                raise InvalidInput(
+                    f"tool {self.name}: its output_schema is not a valid JSON schema: {exc.message}"
+                ) from exc
+            validator = jsonschema.Draft202012Validator(self.output_schema)
+            object.__setattr__(self, "_output_validator", validator)
+        if self.retry.attempts > 1 and not self.idempotent:
+            raise InvalidInput(
+                f"tool {self.name}: retry.attempts={self.retry.attempts} but the tool is not "
+                "idempotent",
+                hint="only idempotent tools are retried; declare idempotent=True or attempts=1",
+            )
+        if self.timeout is not None and self.timeout <= 0:
+            raise InvalidInput(f"tool {self.name}: timeout must be positive, got {self.timeout}")
+        if self.cost_estimate < 0:
+            raise InvalidInput(f"tool {self.name}: cost_estimate must not be negative")
         object.__setattr__(self, "_wants_ctx", "ctx" in inspect.signature(self.fn).parameters)
         object.__setattr__(self, "_is_async", inspect.iscoroutinefunction(self.fn))
 
@@ -84,6 +119,37 @@ class Tool:
     def ref(self) -> str:
         """``name@version``: what a run pins."""
         return f"{self.name}@{self.version}"
+
+    def metadata(self) -> dict[str, Any]:
+        """The operational metadata as JSON: what risk rules see and decisions record."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "idempotent": self.idempotent,
+            "timeout": self.timeout,
+            "cost_estimate": self.cost_estimate,
+            "retry": self.retry.to_dict(),
+            "audit": self.audit.value,
+            "data_class": self.data_class.value,
+            "reversible": self.reversible,
+            "breaker": self.breaker.to_dict() if self.breaker else None,
+        }
+
+    def with_policy(self, **changes: Any) -> Tool:
+        """This tool with other operational metadata (a policy file's override); same code."""
+        return dataclasses.replace(self, **changes)
+
+    def validate_output(self, output: Any) -> None:
+        """Raise ``InvalidInput`` naming the first violation of the output schema, if declared."""
+        if self._output_validator is None:
+            return
+        error = jsonschema.exceptions.best_match(self._output_validator.iter_errors(output))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            raise InvalidInput(
+                f"output of {self.ref} breaks its output_schema at {where}: {error.message}",
+                hint="the tool (or the service behind it) changed; fix it or bump its version",
+            )
 
     def spec(self) -> ToolSpec:
         """What the model is told about this tool."""
@@ -142,6 +208,13 @@ def tool(
     idempotent: bool = False,
     timeout: float | None = None,
     parameters: dict[str, Any] | None = None,
+    cost_estimate: float = 0.0,
+    retry: RetryPolicy | None = None,
+    audit: AuditLevel | str = AuditLevel.BASIC,
+    data_class: DataClass | str = DataClass.INTERNAL,
+    reversible: bool = True,
+    breaker: BreakerThresholds | None = None,
+    output_schema: dict[str, Any] | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -154,12 +227,19 @@ def tool(
     idempotent: bool = False,
     timeout: float | None = None,
     parameters: dict[str, Any] | None = None,
+    cost_estimate: float = 0.0,
+    retry: RetryPolicy | None = None,
+    audit: AuditLevel | str = AuditLevel.BASIC,
+    data_class: DataClass | str = DataClass.INTERNAL,
+    reversible: bool = True,
+    breaker: BreakerThresholds | None = None,
+    output_schema: dict[str, Any] | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare a tool from a typed function; the JSON schema comes from its annotations.
 
     Example::
 
-        @tool(idempotent=True)
+        @tool(idempotent=True, data_class="financial", retry=RetryPolicy(attempts=3))
         def lookup(account: str, limit: int = 10) -> dict[str, object]:
             "Look up an account."
     """
@@ -173,6 +253,13 @@ def tool(
             description=inspect.getdoc(f) or "",
             idempotent=idempotent,
             timeout=timeout,
+            cost_estimate=cost_estimate,
+            retry=retry or RetryPolicy(),
+            audit=AuditLevel(audit),
+            data_class=DataClass(data_class),
+            reversible=reversible,
+            breaker=breaker,
+            output_schema=output_schema,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -38,6 +38,10 @@ class ToolRegistry:
         name, _, version = ref.partition("@")
         return self.get(name, version or None)
 
+    def refs(self, name: str) -> list[str]:
+        """Every registered ``name@version`` of ``name``."""
+        return [ref for ref, t in self._by_ref.items() if t.name == name]
+
     def latest(self) -> list[Tool]:
         """The newest registered version of every tool."""
         return list(self._latest.values())

@@ -23,6 +23,7 @@ with a message naming it, instead of after the pool's timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -45,10 +46,12 @@ from autonomic.adapters.store.rows import (
     run_from_row,
     run_to_row,
 )
+from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import (
+    ApprovalConflict,
     ConfigError,
     JournalConflict,
     LeaseLost,
@@ -325,6 +328,7 @@ class PostgresStore(Store):
         entries: Sequence[PackedEntry],
         changes: RunChanges,
         now: float,
+        approvals: Sequence[Approval] = (),
     ) -> int:
         """Queue the commit and wait until it is durable.
 
@@ -349,7 +353,12 @@ class PostgresStore(Store):
         }
         params.update(_append_params(entries, now))
         request = _CommitRequest(
-            run_id, expected_version, fence, params, asyncio.get_running_loop().create_future()
+            run_id,
+            expected_version,
+            fence,
+            params,
+            tuple(approvals),
+            asyncio.get_running_loop().create_future(),
         )
         self._group.append(request)
         if self._flusher is None or self._flusher.done():
@@ -360,10 +369,15 @@ class PostgresStore(Store):
         while self._group:
             group, self._group = self._group, []
             try:
-                if len(group) == 1:
-                    await self._commit_alone(group[0])
-                else:
-                    await self._commit_together(group)
+                # Approvals need their own transaction (see ``commit``), so they go alone.
+                alone = [r for r in group if r.approvals]
+                together = [r for r in group if not r.approvals]
+                for request in alone:
+                    await self._commit_alone(request)
+                if len(together) == 1:
+                    await self._commit_alone(together[0])
+                elif together:
+                    await self._commit_together(together)
             except BaseException as exc:  # e.g. the store is unavailable: tell every waiter
                 for request in group:
                     if not request.done.done():
@@ -374,20 +388,23 @@ class PostgresStore(Store):
                     raise
 
     async def _commit_alone(self, request: _CommitRequest) -> None:
+        try:
+            await self._commit_alone_or_raise(request)
+        except (JournalConflict, ApprovalConflict) as exc:
+            _settle(request, exc)
+
+    async def _commit_alone_or_raise(self, request: _CommitRequest) -> None:
         async with self._connection() as conn:
-            try:
-                cur = await conn.execute(_COMMIT, request.params)
-            except psycopg.errors.UniqueViolation as exc:
-                _settle(
-                    request,
-                    JournalConflict(
-                        f"run {request.run_id}: refused, nothing written: {_first_line(exc)}"
-                    ),
-                )
-                return
-            row = await cur.fetchone()
-            assert row is not None  # the final SELECT always yields one row
-            _settle(request, await self._outcome(conn, request, row))
+            if request.approvals:
+                async with conn.transaction():
+                    row = await self._commit_statement(conn, request.run_id, request.params)
+                    if row[0] is not None:
+                        for approval in request.approvals:
+                            await _write_approval(conn, approval, request.params["now"])
+            else:
+                row = await self._commit_statement(conn, request.run_id, request.params)
+            outcome = await self._outcome(conn, request, row)
+        _settle(request, outcome)
 
     async def _commit_together(self, group: list[_CommitRequest]) -> None:
         group.sort(key=lambda r: r.run_id)  # one lock order for every group: no deadlocks
@@ -436,6 +453,56 @@ class PostgresStore(Store):
             return LeaseLost(f"run {run_id}: fence {fence} is stale (now {current_fence})")
         return StaleVersion(f"run {run_id}: version moved on to {current_version}")
 
+    async def _commit_statement(
+        self, conn: Connection, run_id: str, params: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        try:
+            cur = await conn.execute(_COMMIT, params)
+        except psycopg.errors.UniqueViolation as exc:
+            raise JournalConflict(
+                f"run {run_id}: refused, nothing written: {_first_line(exc)}"
+            ) from None
+        row = await cur.fetchone()
+        assert row is not None  # the final SELECT always yields one row
+        return tuple(row)
+
+    # -- approvals --------------------------------------------------------------------------------
+
+    async def get_approval(self, approval_id: str) -> Approval:
+        async with self._connection() as conn:
+            cur = await conn.execute("SELECT body FROM approvals WHERE id = %s", (approval_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(
+                f"no approval {approval_id}", hint="`autonomic approvals` lists the pending ones"
+            )
+        return Approval.from_dict(json.loads(row[0]))
+
+    async def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        tenant: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT body FROM approvals "
+                "WHERE (%(status)s::text IS NULL OR status = %(status)s::text) "
+                "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text) "
+                "AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text) "
+                "ORDER BY created_at, id LIMIT %(limit)s::bigint",
+                {
+                    "status": status.value if status else None,
+                    "tenant": tenant,
+                    "run_id": run_id,
+                    "limit": limit,
+                },
+            )
+            rows = await cur.fetchall()
+        return [Approval.from_dict(json.loads(r[0])) for r in rows]
+
     # -- leases -----------------------------------------------------------------------------------
 
     async def claim(self, claim: Claim) -> Run | None:
@@ -482,6 +549,7 @@ class _CommitRequest:
     expected_version: int
     fence: int | None
     params: dict[str, Any]
+    approvals: tuple[Approval, ...]
     done: asyncio.Future[int]
 
 
@@ -492,6 +560,36 @@ def _settle(request: _CommitRequest, outcome: int | Exception) -> None:
         request.done.set_exception(outcome)
     else:
         request.done.set_result(outcome)
+
+
+async def _write_approval(conn: Connection, approval: Approval, now: float) -> None:
+    """Insert (version 1) or replace-if-unchanged one approval, inside the commit's transaction."""
+    body = canonical_json(approval.to_dict())
+    if approval.version == 1:
+        cur = await conn.execute(
+            "INSERT INTO approvals (id, run_id, tenant, status, version, body, created_at, "
+            "updated_at) VALUES (%s, %s, %s, %s, 1, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (
+                approval.id,
+                approval.run_id,
+                approval.tenant,
+                approval.status.value,
+                body,
+                approval.created_at,
+                now,
+            ),
+        )
+    else:
+        cur = await conn.execute(
+            "UPDATE approvals SET status = %s, version = %s, body = %s, updated_at = %s "
+            "WHERE id = %s AND version = %s",
+            (approval.status.value, approval.version, body, now, approval.id, approval.version - 1),
+        )
+    if cur.rowcount != 1:
+        raise ApprovalConflict(
+            f"approval {approval.id} changed meanwhile (or exists already); nothing written",
+            hint="reload it and decide again",
+        )
 
 
 def _append_params(entries: Sequence[PackedEntry], blob_at: float) -> dict[str, Any]:

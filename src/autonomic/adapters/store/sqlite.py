@@ -12,6 +12,7 @@ Durability: ``synchronous=FULL`` by default, so a commit survives power loss, no
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -30,10 +31,12 @@ from autonomic.adapters.store.rows import (
     run_from_row,
     run_to_row,
 )
+from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import (
+    ApprovalConflict,
     ConcurrencyError,
     ConfigError,
     JournalConflict,
@@ -56,6 +59,7 @@ class _CommitRequest:
     entries: Sequence[PackedEntry]
     changes: RunChanges
     now: float
+    approvals: tuple[Approval, ...]
     done: asyncio.Future[int]
 
 
@@ -225,6 +229,7 @@ class SQLiteStore(Store):
         entries: Sequence[PackedEntry],
         changes: RunChanges,
         now: float,
+        approvals: Sequence[Approval] = (),
     ) -> int:
         """Queue the commit and wait until it is durable.
 
@@ -235,7 +240,14 @@ class SQLiteStore(Store):
         """
         loop = asyncio.get_running_loop()
         request = _CommitRequest(
-            run_id, expected_version, fence, entries, changes, now, loop.create_future()
+            run_id,
+            expected_version,
+            fence,
+            entries,
+            changes,
+            now,
+            tuple(approvals),
+            loop.create_future(),
         )
         self._group.append(request)
         if len(self._group) == 1:
@@ -309,7 +321,71 @@ class SQLiteStore(Store):
         if updated is None:
             raise self._conflict(cur, request.run_id, request.fence)
         self._append(cur, request.entries, request.now)
+        for approval in request.approvals:
+            self._write_approval(cur, approval, request.now)
         return int(updated[0])
+
+    def _write_approval(self, cur: sqlite3.Cursor, approval: Approval, now: float) -> None:
+        body = canonical_json(approval.to_dict())
+        if approval.version == 1:
+            cur.execute(
+                "INSERT OR IGNORE INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    approval.id,
+                    approval.run_id,
+                    approval.tenant,
+                    approval.status.value,
+                    1,
+                    body,
+                    approval.created_at,
+                    now,
+                ),
+            )
+        else:
+            cur.execute(
+                "UPDATE approvals SET status = ?, version = ?, body = ?, updated_at = ? "
+                "WHERE id = ? AND version = ?",
+                (
+                    approval.status.value,
+                    approval.version,
+                    body,
+                    now,
+                    approval.id,
+                    approval.version - 1,
+                ),
+            )
+        if cur.rowcount != 1:
+            raise ApprovalConflict(
+                f"approval {approval.id} changed meanwhile (or exists already); nothing written",
+                hint="reload it and decide again",
+            )
+
+    async def get_approval(self, approval_id: str) -> Approval:
+        with self._read() as db:
+            row = db.execute("SELECT body FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound(
+                f"no approval {approval_id}", hint="`autonomic approvals` lists the pending ones"
+            )
+        return Approval.from_dict(json.loads(row[0]))
+
+    async def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        tenant: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        s = status.value if status else None
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT body FROM approvals WHERE (? IS NULL OR status = ?) "
+                "AND (? IS NULL OR tenant = ?) AND (? IS NULL OR run_id = ?) "
+                "ORDER BY created_at, id LIMIT ?",
+                (s, s, tenant, tenant, run_id, run_id, limit),
+            ).fetchall()
+        return [Approval.from_dict(json.loads(r[0])) for r in rows]
 
     def _conflict(self, cur: sqlite3.Cursor, run_id: str, fence: int | None) -> Exception:
         row = cur.execute("SELECT version, fence FROM runs WHERE id = ?", (run_id,)).fetchone()

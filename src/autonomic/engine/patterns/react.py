@@ -6,6 +6,11 @@ right after, while idempotent tools ride in one commit per turn, because repeati
 idempotency key is safe by contract. On resume, the calls of the latest response that have no result
 are finished first: idempotent ones re-run with their key, a non-idempotent one that had started
 sends the run to a human as *in doubt*.
+
+Before a new call's intent, the ``Guard`` consults the action gates (risk, workflow, ...) and
+journals their decision; see ``autonomic.engine.guard``. A call runs only against the tool version
+the run pinned at start; a worker without that version suspends the run instead. The contract's
+timeout and retry policy are enforced here, and results are checked against its output schema.
 """
 
 from __future__ import annotations
@@ -20,8 +25,17 @@ from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import PendingCall
 from autonomic.engine.agent import Agent
+from autonomic.engine.gates import GateChain
+from autonomic.engine.guard import Go, Guard
 from autonomic.engine.session import RunSession
-from autonomic.errors import AutonomicError, ModelError, NotFound, ToolArgumentsInvalid
+from autonomic.errors import (
+    AutonomicError,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    ToolArgumentsInvalid,
+    ToolVersionMissing,
+)
 from autonomic.ports.model import Model
 from autonomic.tools.contract import Tool, ToolContext
 
@@ -32,11 +46,20 @@ MODEL_BACKOFF = 0.2
 class ReAct:
     """The observe-think-act loop with a turn budget."""
 
-    def __init__(self, agent: Agent, model: Model, *, stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        model: Model,
+        *,
+        stopping: Callable[[], bool],
+        gates: GateChain | None = None,
+    ) -> None:
         self.agent = agent
         self.model = model
         self._stopping = stopping
         self._specs = [t.spec() for t in agent.tools]
+        extra = [agent.workflow.gate()] if agent.workflow is not None else []
+        self.guard = Guard(gates or GateChain(), [*extra, *agent.gates])
 
     async def run(self, session: RunSession) -> None:
         """Drive the run until it finishes, waits for a human, or the worker is asked to stop."""
@@ -49,6 +72,14 @@ class ReAct:
                 await session.flush()
                 continue
             if state.finished_turn:
+                workflow = self.agent.workflow
+                if workflow is not None and not workflow.may_finish(state.workflow):
+                    await session.transition(
+                        RunStatus.SUSPENDED,
+                        f"workflow {workflow.name}: the model answered in state {state.workflow}, "
+                        f"which is not a final state ({', '.join(workflow.final_states())})",
+                    )
+                    return
                 await session.transition(
                     RunStatus.COMPLETED, "the model gave a final answer", output=_final(state)
                 )
@@ -96,6 +127,11 @@ class ReAct:
             call = item.call
             try:
                 tool = self._tool_for(session, call.name)
+            except ToolVersionMissing as exc:
+                await session.transition(
+                    RunStatus.SUSPENDED, str(exc), error=exc.to_dict(), call_id=call.id
+                )
+                return False
             except NotFound as exc:
                 session.stage(EntryKind.TOOL_RESULT, _error_result(call, "unknown_tool", str(exc)))
                 continue
@@ -118,6 +154,11 @@ class ReAct:
                     session.stage(
                         EntryKind.TOOL_RESULT, _error_result(call, exc.code, str(exc), tool)
                     )
+                    continue
+                go = await self.guard.before_call(session, tool, call, arguments)
+                if go is Go.STOP:
+                    return False
+                if go is Go.SKIP:
                     continue
                 key = f"{session.run.id}:{session.next_seq}"
                 session.stage(
@@ -146,7 +187,15 @@ class ReAct:
         """The tool version this run pinned when it started."""
         for ref in session.state.tools:
             if ref.partition("@")[0] == name:
-                return self.agent.registry.resolve(ref)
+                try:
+                    return self.agent.registry.resolve(ref)
+                except NotFound:
+                    have = ", ".join(sorted(self.agent.registry.refs(name))) or "none"
+                    raise ToolVersionMissing(
+                        f"this run pinned {ref} but this worker has not registered it "
+                        f"(registered: {have}); refusing to run another version",
+                        hint=f"run a worker that registers {ref}, or cancel the run",
+                    ) from None
         known = ", ".join(sorted(t.name for t in self.agent.tools)) or "none"
         raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
 
@@ -161,23 +210,40 @@ class ReAct:
             metadata=session.run.metadata,
         )
         started = time.perf_counter()
+        attempts = tool.retry.attempts if tool.idempotent else 1
+        for attempt in range(1, attempts + 1):
+            result = await self._attempt(tool, call, arguments, ctx)
+            retryable = result.pop("retryable", False)
+            if "error" not in result or attempt == attempts or not retryable:
+                break
+            await asyncio.sleep(tool.retry.delay(attempt))
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        if attempts > 1:
+            result["attempts"] = attempt
+        return result
+
+    async def _attempt(
+        self, tool: Tool, call: ToolCall, arguments: dict[str, Any], ctx: ToolContext
+    ) -> dict[str, Any]:
+        """One try; an error result carries ``retryable`` (raises and timeouts are, bad output
+        and refusals by the tool's own validation are not)."""
         try:
             output = await tool.invoke(arguments, ctx)
         except TimeoutError:
-            return _error_result(
+            failed = _error_result(
                 call, "tool_timeout", f"{tool.ref} timed out after {tool.timeout}s", tool
             )
+            return failed | {"retryable": True}
         except AutonomicError as exc:
-            return _error_result(call, exc.code, str(exc), tool)
+            return _error_result(call, exc.code, str(exc), tool) | {"retryable": exc.retryable}
         except Exception as exc:
-            return _error_result(call, "tool_error", f"{type(exc).__name__}: {exc}", tool)
-        return {
-            "call_id": call.id,
-            "tool": tool.name,
-            "ok": True,
-            "output": output,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
+            failed = _error_result(call, "tool_error", f"{type(exc).__name__}: {exc}", tool)
+            return failed | {"retryable": True}
+        try:
+            tool.validate_output(output)
+        except InvalidInput as exc:
+            return _error_result(call, "tool_output_invalid", str(exc), tool) | {"retryable": False}
+        return {"call_id": call.id, "tool": tool.name, "ok": True, "output": output}
 
 
 def _response_payload(response: ModelResponse, turn: int, latency_ms: float) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from autonomic.adapters.model.scripted import FunctionModel
@@ -18,18 +19,23 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.agent import Agent
 from autonomic.examples.reconciliation.tools import (
+    cleanup,
     compute_differences,
     file_report,
     post_adjustment,
     sql_query,
 )
+from autonomic.policy.risk import parse_policy_text
+from autonomic.policy.tool_policy import apply_tool_policy
+from autonomic.policy.workflow import Workflow
 
 INSTRUCTIONS = """You reconcile a bank account overnight.
 1. Read the ledger and the bank statement for the account and date with sql_query.
 2. Call compute_differences with both sets of lines.
 3. For every line missing from the ledger and every amount mismatch, call post_adjustment once.
    Lines missing from the statement are timing differences: report them, do not adjust them.
-4. File the report with file_report, then answer with the report text."""
+4. Clean up the imported statement with cleanup (the policy may refuse it: then leave it for review).
+5. File the report with file_report, then answer with the report text."""
 
 
 def _history(messages: Sequence[Message]) -> list[tuple[str, dict[str, Any], Any]]:
@@ -95,9 +101,9 @@ def reconciliation_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]
         (line["reference"], line["difference_cents"], "amount differs from statement")
         for line in diff["amount_mismatches"]
     ]
-    posted = [args["reference"] for name, args, _ in history if name == "post_adjustment"]
+    tried = [args["reference"] for name, args, _ in history if name == "post_adjustment"]
     for reference, amount, reason in adjustments:
-        if reference not in posted:
+        if reference not in tried:
             return _call(
                 turn,
                 "post_adjustment",
@@ -106,7 +112,15 @@ def reconciliation_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]
                 amount_cents=amount,
                 reason=reason,
             )
-    report = _report(account, date, diff, adjustments)
+    if "cleanup" not in done:
+        return _call(turn, "cleanup", table="statement")
+    refused = {
+        args["reference"]: str(result)
+        for name, args, result in history
+        if name == "post_adjustment" and not isinstance(result, dict)
+    }
+    cleaned = next(r for n, _, r in history if n == "cleanup")
+    report = _report(account, date, diff, adjustments, refused, cleaned)
     if "file_report" not in done:
         return _call(turn, "file_report", title=f"Reconciliation {account} {date}", body=report)
     return ModelResponse(content=report, model="function:reconciliation")
@@ -117,8 +131,14 @@ def _money(cents: int) -> str:
 
 
 def _report(
-    account: str, date: str, diff: dict[str, Any], adjustments: list[tuple[str, int, str]]
+    account: str,
+    date: str,
+    diff: dict[str, Any],
+    proposed: list[tuple[str, int, str]],
+    refused: dict[str, str],
+    cleaned: Any,
 ) -> str:
+    adjustments = [a for a in proposed if a[0] not in refused]
     lines = [
         f"Reconciliation report - account {account}, {date}",
         f"Ledger total {_money(diff['ledger_total_cents'])}, "
@@ -126,12 +146,17 @@ def _report(
         f"Adjusting entries posted ({len(adjustments)}):",
     ]
     lines += [f"  - {ref}: {_money(amount)} ({reason})" for ref, amount, reason in adjustments]
+    if refused:
+        lines.append(f"Adjusting entries refused ({len(refused)}), left for a controller:")
+        lines += [f"  - {ref}: {why}" for ref, why in sorted(refused.items())]
     timing = diff["missing_in_statement"]
     lines.append(f"Timing differences, not adjusted ({len(timing)}):")
     lines += [f"  - {t['reference']}: {_money(t['amount_cents'])}" for t in timing]
     adjusted = diff["ledger_total_cents"] + sum(a for _, a, _ in adjustments)
     outstanding = sum(t["amount_cents"] for t in timing)
     balanced = adjusted - outstanding == diff["statement_total_cents"]
+    if not isinstance(cleaned, dict):
+        lines.append(f"Statement cleanup not done: {cleaned}")
     lines.append(
         f"Adjusted ledger {_money(adjusted)} less outstanding {_money(outstanding)} "
         f"{'equals' if balanced else 'DOES NOT equal'} the statement: "
@@ -140,14 +165,27 @@ def _report(
     return "\n".join(lines)
 
 
+POLICY = resources.files(__package__).joinpath("policy.yaml")
+"""The agent's governance policy: risk rules and tool operational metadata (no code)."""
+WORKFLOW = resources.files(__package__).joinpath("workflow.yaml")
+"""The state machine the agent's calls follow."""
+
+
 def reconciliation_agent() -> Agent:
-    """The demo agent, on its deterministic model."""
+    """The demo agent, on its deterministic model, governed by ``policy.yaml`` and
+    ``workflow.yaml``."""
+    policy = parse_policy_text(POLICY.read_text(encoding="utf-8"), str(POLICY))
+    tools = (sql_query, compute_differences, post_adjustment, cleanup, file_report)
     return Agent(
         name="reconciliation",
         instructions=INSTRUCTIONS,
-        tools=(sql_query, compute_differences, post_adjustment, file_report),
+        tools=tuple(
+            apply_tool_policy(tools, policy.tools, path=policy.path, lines=policy.tool_lines)
+        ),
         model="function:reconciliation",
         max_turns=20,
+        gates=(policy.risk.gate(),),
+        workflow=Workflow.from_text(WORKFLOW.read_text(encoding="utf-8"), str(WORKFLOW)),
     )
 
 

@@ -4,7 +4,11 @@
 statement is accepted. ``post_adjustment`` is idempotent: it stores the call's idempotency key with
 the entry, so a re-run after a crash posts nothing twice. ``file_report`` is deliberately *not*
 idempotent (each call files another report), which is what makes a crash in the middle of it "in
-doubt".
+doubt". ``cleanup`` deletes the imported statement lines: irreversible, so the demo's policy
+classifies it HIGH and it is always blocked - its code never runs under that policy.
+
+Operational policy (timeouts, retries, data classification, reversibility) is not here: it is in
+``policy.yaml`` next to this file.
 """
 
 from __future__ import annotations
@@ -130,3 +134,17 @@ def file_report(title: str, body: str, ctx: ToolContext) -> dict[str, Any]:
     finally:
         db.close()
     return {"report_id": cur.lastrowid, "filed": True}
+
+
+@tool(idempotent=True, reversible=False)
+def cleanup(table: str, ctx: ToolContext) -> dict[str, Any]:
+    """Delete the imported rows of a staging table once reconciled. Cannot be undone."""
+    if table != "statement":
+        raise InvalidInput("only the imported statement can be cleaned up")
+    db = sqlite3.connect(_bank(ctx))
+    try:
+        with db:
+            deleted = db.execute("DELETE FROM statement").rowcount
+    finally:
+        db.close()
+    return {"deleted": deleted}

@@ -1,0 +1,1 @@
+"""Governance policies: risk rules, tool operational overrides, state-machine workflows."""
