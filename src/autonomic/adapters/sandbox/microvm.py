@@ -308,7 +308,15 @@ class MicroVmSandbox:
             work = Path(tmp)
             disk = work / "ws.img"
             _write_workspace(disk, execution)
-            run = await self._start(qemu, accel, disk, snap, work)
+            try:
+                run = await self._start(qemu, accel, disk, snap, work)
+            except SandboxUnavailable:
+                if snap is None:
+                    raise
+                # A snapshot from another QEMU build or kernel does not load: take a new one.
+                await asyncio.to_thread(shutil.rmtree, snap, True)
+                snap = await self._ensure_snapshot(qemu, accel)
+                run = await self._start(qemu, accel, disk, snap, work)
             try:
                 deadline = execution.limits.wall_seconds + START_ALLOWANCE_S
                 try:
