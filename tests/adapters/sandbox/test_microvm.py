@@ -84,8 +84,8 @@ def test_firecracker_layout_round_trips_and_becomes_a_network_free_command_line(
     assert "-M microvm" in line
     assert "file=/k/rootfs.ext4,format=raw,if=none,readonly=on" in line
     assert "file=/tmp/ws.img,format=raw,if=none -device" in line
-    assert ("-m", "256M") == tuple(argv[argv.index("-m") : argv.index("-m") + 2])
-    assert ("-smp", "1") == tuple(argv[argv.index("-smp") : argv.index("-smp") + 2])
+    assert tuple(argv[argv.index("-m") : argv.index("-m") + 2]) == ("-m", "256M")
+    assert tuple(argv[argv.index("-smp") : argv.index("-smp") + 2]) == ("-smp", "1")
     assert "-nodefaults" in argv
     assert not any(a.startswith(("-net", "-nic")) or "netdev" in a for a in argv)
     with pytest.raises(ConfigError, match="exactly one root drive, read-only"):
