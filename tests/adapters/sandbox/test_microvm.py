@@ -25,7 +25,14 @@ from autonomic.adapters.sandbox.vm_config import (
     qemu_argv,
 )
 from autonomic.errors import ConfigError, InvalidInput
-from autonomic.ports.sandbox import Ended, Execution, Limits, Result
+from autonomic.ports.sandbox import (
+    Ended,
+    Execution,
+    Limits,
+    NetworkPolicy,
+    Result,
+    SandboxUnavailable,
+)
 from autonomic.sandbox.image import build
 
 pytestmark = pytest.mark.microvm
@@ -117,15 +124,30 @@ probe("write_root_drive", lambda: open("/dev/vda", "wb").write(b"x"))
 probe("connect_metadata", lambda: socket.create_connection(("169.254.169.254", 80), timeout=2))
 probe("connect_private", lambda: socket.create_connection(("10.0.2.2", 80), timeout=2))
 probe("cgroup_escape", lambda: open("/sys/fs/cgroup/cgroup.procs", "w").write(str(os.getpid())))
+probe("file_over_size_limit", lambda: open("big", "wb").write(b"x" * (3 << 20)))
+def fill():
+    for i in range(12):
+        with open(f"fill{i}", "wb") as f:
+            f.write(b"x" * (1 << 20))
+probe("fill_workspace", fill)
+errnos = {}
+for name, err in (("big", "EFBIG"), ("fill", "ENOSPC")):
+    try:
+        (open("big", "ab").write(b"x" * (3 << 20)) if name == "big" else fill())
+    except OSError as exc:
+        errnos[name] = __import__("errno").errorcode.get(exc.errno)
+for leftover in [n for n in os.listdir(".") if n.startswith(("fill", "big"))]:
+    os.remove(leftover)
 print(json.dumps({
     "uid": os.getuid(), "probes": probes, "links": [n for _, n in socket.if_nameindex()],
-    "env": sorted(os.environ), "files": sorted(os.listdir(".")),
+    "env": sorted(os.environ), "files": sorted(os.listdir(".")), "errnos": errnos,
     "data": open("data/in.txt").read(), "stdin": sys.stdin.read(),
 }))
 print("to stderr", file=sys.stderr)
 sys.exit(3)
 """
-    result = run(box, code, files={"data/in.txt": b"from-file"}, stdin=b"from-stdin")
+    limits = Limits(wall_seconds=20, cpu_seconds=20, file_size_mb=2, workspace_mb=8)
+    result = run(box, code, files={"data/in.txt": b"from-file"}, stdin=b"from-stdin", limits=limits)
     assert (result.ended, result.exit_code) == (Ended.EXIT, 3), result
     assert result.stderr == "to stderr\n"
     assert result.backend in ("microvm:tcg", "microvm:kvm")
@@ -138,6 +160,7 @@ sys.exit(3)
         "TimeoutError",
         "ConnectionRefusedError",
     }, report["probes"]
+    assert report["errnos"] == {"big": "EFBIG", "fill": "ENOSPC"}
     assert report["links"] == ["lo"]  # no network device at all
     assert "AUTONOMIC" not in " ".join(report["env"])
     assert report["files"] == ["data", "main.py"]
@@ -203,6 +226,8 @@ def test_fork_bomb_meets_the_pids_limit(box):
 def test_bad_requests_are_refused_before_a_vm_starts(box):
     with pytest.raises(InvalidInput, match="exactly one of code or command"):
         run(box)
+    with pytest.raises(SandboxUnavailable, match="ALLOWLIST is not supported"):
+        run(box, "pass", limits=Limits(network=NetworkPolicy.ALLOWLIST))
     with pytest.raises(InvalidInput, match="microVM takes at most"):
         run(box, "pass", files={"big": b"x" * (40 << 20)})
     assert isinstance(build_sandbox("microvm"), MicroVmSandbox)

@@ -19,7 +19,15 @@ import pytest
 from autonomic.adapters.sandbox import build_sandbox
 from autonomic.adapters.sandbox.oci import OciSandbox, doctor
 from autonomic.errors import ConfigError, InvalidInput
-from autonomic.ports.sandbox import Ended, Execution, Limits, Result, Sandbox
+from autonomic.ports.sandbox import (
+    Ended,
+    Execution,
+    Limits,
+    NetworkPolicy,
+    Result,
+    Sandbox,
+    SandboxUnavailable,
+)
 
 FAST = Limits(wall_seconds=5, cpu_seconds=5)
 
@@ -129,6 +137,8 @@ def test_malformed_requests_are_refused_with_a_clear_error(box):
         run(box, "print(1)", command=("ls",))
     with pytest.raises(InvalidInput, match="not a relative path"):
         run(box, "print(1)", files={"../escape": b"x"})
+    with pytest.raises(SandboxUnavailable, match="ALLOWLIST is not supported"):
+        run(box, "print(1)", limits=Limits(network=NetworkPolicy.ALLOWLIST))
     with pytest.raises(ConfigError, match="unknown sandbox backend"):
         build_sandbox("nope")
     assert isinstance(build_sandbox("oci"), Sandbox)
@@ -340,3 +350,15 @@ def test_gvisor_runsc_runs_the_same_requests(tmp_path):
         asyncio.run(sandbox.close())
     assert _runtime_list("runsc", tmp_path / "state") == []
     assert _processes_in_sandboxes() == []
+
+
+def test_twenty_in_flight_complete_and_leave_nothing(box):
+    async def many() -> list[Result]:
+        return await asyncio.gather(
+            *(box.execute(Execution(code=f"print({i} * 2)", limits=FAST)) for i in range(20))
+        )
+
+    results = asyncio.run(many())
+    assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(20)]
+    assert _processes_in_sandboxes() == []
+    assert _leftover_cgroups() == []

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO
 
 from autonomic.adapters.sandbox.qmp import Qmp, listening_socket
-from autonomic.adapters.sandbox.streams import check_execution, decode
+from autonomic.adapters.sandbox.streams import check_execution, decode, refuse_network
 from autonomic.adapters.sandbox.vm_config import (
     BootSource,
     Drive,
@@ -299,6 +299,7 @@ class MicroVmSandbox:
 
     async def execute(self, execution: Execution) -> Result:
         check_execution(execution)
+        refuse_network("microvm", execution)
         _check_fits(execution)
         qemu = self._binary()
         started = time.monotonic()

@@ -30,7 +30,12 @@ from pathlib import Path
 
 from autonomic.adapters.sandbox.cgroup_scope import CgroupScope
 from autonomic.adapters.sandbox.oci_bundle import INPUT, WORKSPACE, bundle_config, prepare_rootfs
-from autonomic.adapters.sandbox.streams import CappedStream, check_execution, decode
+from autonomic.adapters.sandbox.streams import (
+    CappedStream,
+    check_execution,
+    decode,
+    refuse_network,
+)
 from autonomic.ports.sandbox import (
     Ended,
     Execution,
@@ -107,6 +112,7 @@ class OciSandbox:
 
     async def execute(self, execution: Execution) -> Result:
         check_execution(execution)
+        refuse_network("oci", execution)
         binary = self._binary()
         workdir = self._ensure_workdir()
         cid = f"ax-{uuid.uuid4().hex[:16]}"

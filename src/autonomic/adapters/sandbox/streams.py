@@ -11,7 +11,7 @@ import asyncio
 from pathlib import PurePosixPath
 
 from autonomic.errors import InvalidInput
-from autonomic.ports.sandbox import Execution
+from autonomic.ports.sandbox import Execution, NetworkPolicy, SandboxUnavailable
 
 _CHUNK = 65536
 
@@ -70,3 +70,12 @@ def check_execution(execution: Execution) -> None:
             raise InvalidInput(f"limit {name} must be positive", hint="raise it above zero")
     if limits.workspace_mb <= 0 or limits.file_size_mb <= 0:
         raise InvalidInput("workspace_mb and file_size_mb must be positive", hint="raise them")
+
+
+def refuse_network(backend: str, execution: Execution) -> None:
+    """Backends without egress support refuse an allow-list rather than silently ignore it."""
+    if execution.limits.network is not NetworkPolicy.NONE:
+        raise SandboxUnavailable(
+            f"the {backend} backend has no network at all; NetworkPolicy.ALLOWLIST is not supported",
+            hint="use NetworkPolicy.NONE, or the namespace backend for an egress allow-list",
+        )
