@@ -82,74 +82,25 @@ exec /bin/busybox switch_root /newroot /sbin/autonomic-init /dev/$ws
 """
 
 GUEST_INIT = r"""#!/bin/busybox sh
-# autonomic microVM PID 1: prepare, say READY (the snapshot is taken here), wait for "go" on the
-# serial line, run one execution from the workspace drive, write the results back to it, reboot.
-ws_dev=$1
+# autonomic microVM PID 1: mount, make the sandbox cgroup, then hand over to the pre-warmed runner
+# (which says READY - the snapshot is taken there - and runs one execution); then reboot, which
+# ends QEMU.
 bb=/bin/busybox
-export PATH=/usr/bin:/bin:/usr/sbin:/sbin
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8
 $bb mount -t proc -o nosuid,nodev,noexec proc /proc
 $bb mount -t sysfs -o nosuid,nodev,noexec,ro sysfs /sys
-$bb mount -t tmpfs -o mode=0755,size=70m,nosuid,nodev tmpfs /run
+$bb mount -t tmpfs -o mode=0755,size=72m,nosuid,nodev tmpfs /run
 $bb mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
 echo "+memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
 $bb mkdir /sys/fs/cgroup/sandbox
-$bb mkdir -p /run/in /run/out
-/usr/bin/python3 -c "import os, sys, json, resource, runpy" </dev/null
-echo AUTONOMIC-READY >/dev/ttyS0
-read -r go </dev/ttyS0
-$bb blockdev --flushbufs "$ws_dev"
-$bb tar -xf "$ws_dev" -C /run/in 2>/run/out/setup || true
-. /run/in/.sandbox/spec
-$bb mount -t tmpfs -o "size=${WS_MB}m,mode=0700,uid=65534,gid=65534,nosuid,nodev" tmpfs /workspace
-if ! $bb cp -R /run/in/ws/. /workspace/ 2>>/run/out/setup; then setup_failed=1; fi
-$bb chown -R 65534:65534 /workspace
-echo "$MEM_BYTES" > /sys/fs/cgroup/sandbox/memory.max
 echo 0 > /sys/fs/cgroup/sandbox/memory.swap.max 2>/dev/null
-echo "$PIDS" > /sys/fs/cgroup/sandbox/pids.max
-$bb mkfifo /run/o /run/e
-$bb head -c "$((OUT_BYTES + 1))" </run/o >/run/out/stdout &
-ho=$!
-$bb head -c "$((OUT_BYTES + 1))" </run/e >/run/out/stderr &
-he=$!
-read -r t0 _ </proc/uptime
-if [ -z "$setup_failed" ]; then
-    $bb sh -c 'echo $$ > /sys/fs/cgroup/sandbox/cgroup.procs; exec "$@"' sandbox \
-        $bb timeout -s KILL "$WALL" /usr/bin/python3 -I -S /sbin/autonomic-drop \
-        </run/in/.sandbox/stdin >/run/o 2>/run/e
-    rc=$?
-else
-    rc=125; : >/run/o; : >/run/e
-fi
-read -r t1 _ </proc/uptime
-echo 1 > /sys/fs/cgroup/sandbox/cgroup.kill
-wait $ho $he
-oom=$($bb awk '$1 == "oom_kill" {print $2}' /sys/fs/cgroup/sandbox/memory.events)
-cpu=$($bb awk '$1 == "usage_usec" {print $2}' /sys/fs/cgroup/sandbox/cpu.stat)
-peak=$($bb cat /sys/fs/cgroup/sandbox/memory.peak 2>/dev/null || echo 0)
-echo "rc=$rc oom=$oom cpu_usec=$cpu peak=$peak t0=$t0 t1=$t1 setup_failed=${setup_failed:-0}" \
-    >/run/out/status
-$bb tar -cf "$ws_dev" -C /run/out status stdout stderr setup
+/usr/bin/python3 /sbin/autonomic-runner "$1" </dev/null >/dev/ttyS0 2>&1
 $bb sync
-$bb reboot -f
+exec $bb reboot -f
 """
 
-GUEST_DROP = '''"""Become uid 65534 with the execution's rlimits, then exec the code (run by PID 1's script)."""
-import os, resource
-spec = dict(line.split("=", 1) for line in open("/run/in/.sandbox/limits").read().split())
-cpu = int(spec["CPU"])
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(spec["FSIZE"]),) * 2)
-resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-argv = open("/run/in/.sandbox/argv", "rb").read().split(b"\\0")[:-1]
-os.chdir("/workspace")
-os.setgroups([])
-os.setresgid(65534, 65534, 65534)
-os.setresuid(65534, 65534, 65534)
-env = {"PATH": "/usr/bin:/bin", "HOME": "/workspace", "TMPDIR": "/workspace",
-       "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-os.execve(argv[0], argv, env)
-'''
+GUEST_RUNNER = (Path(__file__).parent / "guest_runner.py").read_text()
+"""The guest's pre-warmed runner (``/sbin/autonomic-runner``); see ``guest_runner``."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +112,7 @@ class Recipe:
     modules: tuple[str, ...] = MODULES
     initramfs_init: str = INITRAMFS_INIT
     guest_init: str = GUEST_INIT
-    guest_drop: str = GUEST_DROP
+    guest_runner: str = GUEST_RUNNER
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -292,7 +243,7 @@ def _populate_rootfs(root: Path, recipe: Recipe) -> None:
     init = sbin / "autonomic-init"
     init.write_text(recipe.guest_init)
     init.chmod(0o755)
-    (sbin / "autonomic-drop").write_text(recipe.guest_drop)
+    (sbin / "autonomic-runner").write_text(recipe.guest_runner)
     busybox = root / "bin" / "busybox"
     applets = _run([str(busybox), "--list"]).split()
     for applet in applets:

@@ -178,8 +178,13 @@ sys.exit(3)
 
 
 def test_workspaces_are_fresh_and_the_snapshot_is_never_written(box):
-    first = run(box, "open('left-behind', 'w').write('x'); import os; print(os.listdir('.'))")
+    code = "import os, random; open('left-behind', 'w').write('x'); print(os.listdir('.'))\n"
+    code += "print(os.urandom(16).hex(), random.random())"
+    first = run(box, code)
+    second_random = run(box, code)
     assert "left-behind" in first.stdout, first
+    # restored from one snapshot, yet not one random state: the host reseeds each guest
+    assert first.stdout.splitlines()[1] != second_random.stdout.splitlines()[1]
     assert "snapshot restore" in first.detail
     ram = box._snapshot_dir(box.accel) / "ram"
     before = ram.stat().st_mtime_ns
@@ -248,3 +253,19 @@ def test_doctor_names_the_accelerator(box):
     ok, why = doctor(box)
     assert ok, why
     assert ("KVM" in why) or ("TCG" in why)
+
+
+def test_commands_and_files_that_do_not_fit(box):
+    command = run(
+        box,
+        command=("/bin/sh", "-c", "cat in.txt; echo err >&2; exit 4"),
+        files={"in.txt": b"hi\n"},
+    )
+    assert (command.ended, command.exit_code) == (Ended.EXIT, 4), command
+    assert (command.stdout, command.stderr) == ("hi\n", "err\n")
+    too_big = run(
+        box, "print('never')", files={"big": b"x" * (3 << 20)}, limits=Limits(workspace_mb=1)
+    )
+    assert (too_big.ended, too_big.exit_code) == (Ended.EXIT, 1), too_big
+    assert "No space left" in too_big.stderr
+    assert too_big.stdout == ""

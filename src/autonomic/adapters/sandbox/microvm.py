@@ -7,11 +7,14 @@ Protocol, one execution per VM (guest side: ``/sbin/autonomic-init`` in ``autono
 
 1. The host writes a tar onto a fresh 64 MiB *workspace drive*: the files (``ws/``), the code,
    its stdin, its argv and the limits (``.sandbox/``).
-2. The guest, booted or restored from a snapshot, is blocked reading its serial line; the host
-   writes ``go``. The guest unpacks the tar into a size-capped tmpfs, runs the code as uid 65534
-   in a cgroup (memory, pids) with rlimits (CPU, file size) under a wall-clock ``timeout``,
-   captures stdout/stderr through ``head -c cap+1``, then writes ``status``/``stdout``/``stderr``
-   back onto the workspace drive as a tar and reboots, which ends QEMU.
+2. The guest, booted or restored from a snapshot, has a pre-warmed Python runner
+   (``autonomic.sandbox.guest_runner``) blocked reading its serial line; the host writes ``go``.
+   The runner reseeds the guest's CRNG with bytes from the host (a restored VM would otherwise
+   repeat the snapshot's random state), unpacks the files into a size-capped tmpfs, forks the
+   code into a cgroup (memory, pids) with rlimits (CPU, file size) as uid 65534, keeps
+   ``output_bytes + 1`` of each stream, enforces the wall limit, then writes
+   ``status``/``stdout``/``stderr`` back onto the workspace drive as a tar; PID 1 reboots, which
+   ends QEMU.
 3. The host parses that tar (untrusted: sizes capped, nothing extracted to disk) into a Result.
    The host also kills QEMU if the whole thing overruns the wall limit plus a start-up allowance.
 
@@ -424,17 +427,17 @@ def _write_workspace(disk: Path, execution: Execution) -> None:
     else:
         assert execution.command is not None
         argv = list(execution.command)
+    cpu = max(1, math.ceil(limits.cpu_seconds))
     spec = (
         f"WS_MB={limits.workspace_mb}\nMEM_BYTES={limits.memory_mb << 20}\n"
         f"PIDS={limits.processes}\nOUT_BYTES={limits.output_bytes}\n"
-        f"WALL={limits.wall_seconds:.3f}\n"
+        f"WALL={limits.wall_seconds:.3f}\nCPU={cpu}\nFSIZE={limits.file_size_mb << 20}\n"
     )
-    cpu = max(1, math.ceil(limits.cpu_seconds))
     control = {
         ".sandbox/spec": spec.encode(),
-        ".sandbox/limits": f"CPU={cpu} FSIZE={limits.file_size_mb << 20}".encode(),
         ".sandbox/argv": b"".join(a.encode() + b"\0" for a in argv),
         ".sandbox/stdin": execution.stdin,
+        ".sandbox/entropy": os.urandom(64),
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -505,7 +508,6 @@ def _read_result(
     cap = limits.output_bytes
     stdout_truncated, stderr_truncated = len(stdout) > cap, len(stderr) > cap
     rc = int(status.get("rc", -1))
-    elapsed = status.get("t1", 0.0) - status.get("t0", 0.0)
     cpu_s = status.get("cpu_usec", 0.0) / 1e6
     where = f"{accel}, {mode}"
     exit_code: int | None = None
@@ -516,7 +518,7 @@ def _read_result(
         ended, detail = Ended.MEMORY, f"memory limit of {limits.memory_mb} MiB reached ({where})"
     elif stdout_truncated or stderr_truncated:
         ended, detail = Ended.OUTPUT_LIMIT, f"output over {cap} bytes on one stream ({where})"
-    elif rc == 128 + signal.SIGKILL and elapsed >= limits.wall_seconds - 0.05:
+    elif status.get("timedout"):
         ended, detail = Ended.TIMEOUT, f"wall time limit of {limits.wall_seconds:g} s ({where})"
     elif rc == 128 + signal.SIGXCPU or (
         rc == 128 + signal.SIGKILL and cpu_s >= max(1, math.ceil(limits.cpu_seconds))
