@@ -311,7 +311,7 @@ class MicroVmSandbox:
         with tempfile.TemporaryDirectory(prefix="autonomic-vm-") as tmp:
             work = Path(tmp)
             disk = work / "ws.img"
-            _write_workspace(disk, execution)
+            _write_workspace(disk, execution, self.machine)
             try:
                 run = await self._start(qemu, accel, disk, snap, work)
             except SandboxUnavailable:
@@ -338,7 +338,8 @@ class MicroVmSandbox:
             finally:
                 await run.kill()
             mode = "snapshot restore" if snap else "cold boot"
-            return _read_result(disk, execution.limits, started, accel, mode, run.serial)
+            memory_mb = memory_cap_mb(execution.limits, self.machine)
+            return _read_result(disk, execution.limits, memory_mb, started, accel, mode, run.serial)
 
     async def _start(
         self, qemu: str, accel: str, disk: Path, snap: Path | None, work: Path
@@ -417,9 +418,21 @@ def _check_fits(execution: Execution) -> None:
         )
 
 
-def _write_workspace(disk: Path, execution: Execution) -> None:
-    """The tar the guest reads: ``.sandbox/`` (spec, limits, argv, stdin) and ``ws/`` (files)."""
+GUEST_OVERHEAD_MB = 96
+"""Guest RAM kept for the kernel and the runner: the sandbox cgroup gets at most the rest."""
+
+
+def memory_cap_mb(limits: Limits, machine: MachineConfig) -> int:
+    """The guest cgroup's memory limit: ``memory_mb``, bounded by what the VM has."""
+    return min(limits.memory_mb, machine.mem_size_mib - GUEST_OVERHEAD_MB)
+
+
+def _write_workspace(
+    disk: Path, execution: Execution, machine: MachineConfig | None = None
+) -> None:
+    """The tar the guest reads: ``.sandbox/`` (spec, argv, stdin, entropy) and ``ws/`` (files)."""
     limits = execution.limits
+    memory_mb = memory_cap_mb(limits, machine or MachineConfig())
     files = dict(execution.files)
     if execution.code is not None:
         files["main.py"] = execution.code.encode()
@@ -429,7 +442,7 @@ def _write_workspace(disk: Path, execution: Execution) -> None:
         argv = list(execution.command)
     cpu = max(1, math.ceil(limits.cpu_seconds))
     spec = (
-        f"WS_MB={limits.workspace_mb}\nMEM_BYTES={limits.memory_mb << 20}\n"
+        f"WS_MB={limits.workspace_mb}\nMEM_BYTES={memory_mb << 20}\n"
         f"PIDS={limits.processes}\nOUT_BYTES={limits.output_bytes}\n"
         f"WALL={limits.wall_seconds:.3f}\nCPU={cpu}\nFSIZE={limits.file_size_mb << 20}\n"
     )
@@ -493,7 +506,13 @@ def _result(ended: Ended, started: float, accel: str, detail: str) -> Result:
 
 
 def _read_result(
-    disk: Path, limits: Limits, started: float, accel: str, mode: str, serial: bytearray
+    disk: Path,
+    limits: Limits,
+    memory_mb: int,
+    started: float,
+    accel: str,
+    mode: str,
+    serial: bytearray,
 ) -> Result:
     out = _read_outputs(disk, max(limits.output_bytes, 4096))
     if "status" not in out:
@@ -515,7 +534,7 @@ def _read_result(
         ended, exit_code, detail = Ended.EXIT, 1, f"the files did not fit the workspace ({where})"
         stderr = out.get("setup", b"")
     elif status.get("oom", 0) > 0:
-        ended, detail = Ended.MEMORY, f"memory limit of {limits.memory_mb} MiB reached ({where})"
+        ended, detail = Ended.MEMORY, f"memory limit of {memory_mb} MiB reached ({where})"
     elif stdout_truncated or stderr_truncated:
         ended, detail = Ended.OUTPUT_LIMIT, f"output over {cap} bytes on one stream ({where})"
     elif status.get("timedout"):
