@@ -346,6 +346,12 @@ def test_gvisor_runsc_runs_the_same_requests(tmp_path):
         assert shadow.exit_code == 1
         slow = run(sandbox, "import time; time.sleep(60)", limits=Limits(wall_seconds=2))
         assert slow.ended is Ended.TIMEOUT
+        # gVisor ignores RLIMIT_CPU; the host-side watch of the cgroup enforces it instead
+        spin = run(sandbox, "while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=30))
+        assert spin.ended is Ended.CPU, spin
+        assert spin.duration_s < 29
+        memory = run(sandbox, "x = bytearray(1 << 30)", limits=Limits(memory_mb=64))
+        assert memory.ended is Ended.MEMORY, memory
     finally:
         asyncio.run(sandbox.close())
     assert _runtime_list("runsc", tmp_path / "state") == []

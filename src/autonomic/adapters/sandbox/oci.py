@@ -197,15 +197,24 @@ class OciSandbox:
         readers = asyncio.gather(out.drain(), err.drain())
         waiter = asyncio.create_task(proc.wait())
         overflow_wait = asyncio.create_task(overflow.wait())
+        # runc: the rlimit stops the code at the limit and this is a backstop; gVisor does not
+        # deliver RLIMIT_CPU, so for runsc this is the enforcement (sandbox kernel CPU included).
+        grace = 1.5 if self.runtime == "runc" else 0.0
+        cpu_watch = asyncio.create_task(_cpu_exhausted(scope, limits.cpu_seconds + grace))
         ended: Ended | None = None
         try:
             done, _ = await asyncio.wait(
-                {waiter, overflow_wait},
+                {waiter, overflow_wait, cpu_watch},
                 timeout=limits.wall_seconds,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if waiter not in done:
-                ended = Ended.OUTPUT_LIMIT if overflow.is_set() else Ended.TIMEOUT
+                if overflow.is_set():
+                    ended = Ended.OUTPUT_LIMIT
+                elif cpu_watch in done:
+                    ended = Ended.CPU
+                else:
+                    ended = Ended.TIMEOUT
                 await _quiet([*base, "kill", cid, "KILL"])
                 # The runtime reaps the container's init and exits by itself; killing the runtime
                 # too would leave that init a zombie of the host's PID 1. Only if it hangs.
@@ -217,6 +226,7 @@ class OciSandbox:
             await readers
         finally:
             overflow_wait.cancel()
+            cpu_watch.cancel()
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await feeder
@@ -233,6 +243,9 @@ class OciSandbox:
                 ended = Ended.OUTPUT_LIMIT
         if ended is Ended.TIMEOUT:
             exit_code, detail = None, f"wall time limit of {limits.wall_seconds:g} s reached"
+        elif ended is Ended.CPU and exit_code is not None:
+            exit_code = None
+            detail = f"CPU time limit of {limits.cpu_seconds:g} s reached; container killed"
         elif ended is Ended.OUTPUT_LIMIT:
             exit_code = None
             detail = f"output over {limits.output_bytes} bytes on one stream; container killed"
@@ -277,6 +290,18 @@ def _classify(
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         return Ended.KILLED, None, f"killed by signal {name}"
     return Ended.EXIT, code, ""
+
+
+async def _cpu_exhausted(scope: CgroupScope, limit_s: float) -> None:
+    """Return once the scope has used ``limit_s`` CPU seconds (checked every 50 ms).
+
+    Polling, because cgroups have no CPU-threshold notification; the wall-clock wait is the
+    other half of the ``asyncio.wait`` this runs in.
+    """
+    while True:
+        if scope.read().cpu_seconds >= limit_s:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
