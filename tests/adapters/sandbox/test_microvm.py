@@ -269,3 +269,23 @@ def test_commands_and_files_that_do_not_fit(box):
     assert (too_big.ended, too_big.exit_code) == (Ended.EXIT, 1), too_big
     assert "No space left" in too_big.stderr
     assert too_big.stdout == ""
+
+
+def test_three_vms_in_flight_with_bad_input(box):
+    codes = [
+        "def (:",
+        "import sys; sys.stdout.buffer.write(bytes(range(256)))",
+        "print('fine')",
+    ]
+
+    async def together() -> list[Result]:
+        return await asyncio.gather(*(box.execute(Execution(code=c, limits=VM)) for c in codes))
+
+    syntax, junk, fine = asyncio.run(together())
+    assert (syntax.ended, syntax.exit_code) == (Ended.EXIT, 1), syntax
+    assert "SyntaxError" in syntax.stderr
+    assert "runpy" not in syntax.stderr
+    assert junk.ok, junk
+    assert "\ufffd" in junk.stdout
+    assert fine.stdout == "fine\n"
+    assert _qemu_processes(box.image.directory) == []
