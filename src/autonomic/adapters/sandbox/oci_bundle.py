@@ -10,7 +10,7 @@ runtime. What the config says, and why:
   files are copied in from a read-only bind of the bundle's ``input`` directory before the code runs.
   ``/tmp`` is not writable: ``TMPDIR`` points into the workspace, so every write counts against
   the one cap.
-* namespaces: pid, net (no interface is configured: not even loopback is up), ipc, uts, mount,
+* namespaces: pid, net (a fresh one: loopback only, no route anywhere), ipc, uts, mount,
   cgroup. No user namespace, and the process runs as uid/gid 65534 with no capabilities,
   ``noNewPrivileges`` and a clear environment.
 * seccomp: default allow, refusing (EPERM) the syscalls that attack the kernel or other processes
