@@ -1,0 +1,445 @@
+"""The microVM backend: each execution gets its own kernel, in a QEMU ``-M microvm`` guest.
+
+The strongest boundary of the three backends: the code shares no kernel with the host, only a
+small set of emulated devices (two virtio-blk drives and a serial port; no network device).
+
+Protocol, one execution per VM (guest side: ``/sbin/autonomic-init`` in ``autonomic.sandbox.image``):
+
+1. The host writes a tar onto a fresh 64 MiB *workspace drive*: the files (``ws/``), the code,
+   its stdin, its argv and the limits (``.sandbox/``).
+2. The guest, booted or restored from a snapshot, has a pre-warmed Python runner
+   (``autonomic.sandbox.guest_runner``) blocked reading its serial line; the host writes ``go``.
+   The runner reseeds the guest's CRNG with bytes from the host (a restored VM would otherwise
+   repeat the snapshot's random state), unpacks the files into a size-capped tmpfs, forks the
+   code into a cgroup (memory, pids) with rlimits (CPU, file size) as uid 65534, keeps
+   ``output_bytes + 1`` of each stream, enforces the wall limit, then writes
+   ``status``/``stdout``/``stderr`` back onto the workspace drive as a tar; PID 1 reboots, which
+   ends QEMU.
+3. The host parses that tar (untrusted: sizes capped, nothing extracted to disk) into a Result.
+   The host also kills QEMU if the whole thing overruns the wall limit plus a start-up allowance.
+
+Fast start: the first execution boots a VM whose RAM is a file mapped shared, lets it reach the
+``READY`` point, stops it and saves the device state with QEMU's ``x-ignore-shared`` migration
+(so the RAM stays in the file, not the stream). Every later execution starts QEMU with the same
+RAM file mapped *private* (copy-on-write) and ``-incoming`` from the saved state: the guest
+resumes at ``READY`` without booting, and nothing it does reaches the snapshot.
+
+KVM is used when a KVM guest actually boots on this host (tried once and remembered); otherwise
+TCG emulation. ``Result.backend`` says which (``microvm:kvm`` / ``microvm:tcg``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from autonomic.adapters.sandbox.qmp import Qmp, listening_socket
+from autonomic.adapters.sandbox.streams import check_execution, decode, refuse_network
+from autonomic.adapters.sandbox.vm_config import (
+    BootSource,
+    Drive,
+    MachineConfig,
+    VmConfig,
+    qemu_argv,
+)
+from autonomic.adapters.sandbox.vm_workspace import (
+    WORKSPACE_DISK_BYTES,
+    bare_result,
+    check_fits,
+    console_tail,
+    memory_cap_mb,
+    read_result,
+    write_workspace,
+)
+from autonomic.ports.sandbox import (
+    Ended,
+    Execution,
+    Result,
+    SandboxUnavailable,
+)
+from autonomic.sandbox.image import Image, image_for
+
+READY = b"AUTONOMIC-READY"
+BOOT_TIMEOUT_S = 60.0
+"""Cold boot to READY; generous because TCG on a loaded 2-core host is slow (~4-8 s measured)."""
+START_ALLOWANCE_S = 20.0
+"""Added to the wall limit for the host-side kill: restore, unpack and pack happen outside it."""
+_SERIAL_KEEP = 16_384
+_IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
+"""Migrate device state only: the RAM is the snapshot file itself."""
+
+
+def _tsc_khz() -> int | None:
+    """The host TSC rate, which a TCG guest's TSC runs at (it cannot calibrate it itself)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@dataclass
+class _Run:
+    """One QEMU process and what came out of its serial line."""
+
+    proc: asyncio.subprocess.Process
+    log: IO[bytes]
+    serial: bytearray = field(default_factory=bytearray)
+    stderr_tail: bytes = b""
+
+    def why(self) -> str:
+        """The last lines of QEMU's stderr, or of the guest's console."""
+        if not self.log.closed:
+            self.log.seek(0)
+            self.stderr_tail = self.log.read()[-600:]
+        err = decode(self.stderr_tail).strip()
+        return err.replace("\n", " | ") if err else console_tail(self.serial)
+
+    async def wait_ready(self, limit_s: float) -> bool:
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(limit_s):
+                while READY not in self.serial:
+                    chunk = await self.proc.stdout.read(4096)
+                    if not chunk:
+                        return False
+                    self.serial += chunk
+        except TimeoutError:
+            return False
+        return True
+
+    async def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        await self.proc.stdin.drain()
+
+    async def drain_serial(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(4096):
+            self.serial += chunk
+            del self.serial[:-_SERIAL_KEEP]
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
+        if not self.log.closed:
+            self.why()
+            self.log.close()
+
+
+@dataclass
+class MicroVmSandbox:
+    """Runs each execution in a fresh microVM; see the module docstring for the protocol."""
+
+    snapshot: bool = True
+    """Start from a RAM snapshot (copy-on-write) instead of booting; the first call builds it."""
+    accel: str | None = None
+    """``"kvm"`` or ``"tcg"``; ``None`` tries KVM once and falls back to TCG."""
+    machine: MachineConfig = field(default_factory=MachineConfig)
+    image: Image = field(default_factory=image_for)
+    qemu: str = "qemu-system-x86_64"
+    _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return "microvm"
+
+    def doctor(self) -> tuple[bool, str]:
+        """Boot one VM and run ``print(1)``; say which accelerator works, or why nothing does."""
+        return doctor(self)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def vm_config(self, workspace: Path) -> VmConfig:
+        """The Firecracker-layout config of one VM whose workspace drive is ``workspace``."""
+        return VmConfig(
+            boot_source=BootSource(
+                kernel_image_path=str(self.image.kernel), initrd_path=str(self.image.initrd)
+            ),
+            drives=(
+                Drive("rootfs", str(self.image.rootfs), is_root_device=True, is_read_only=True),
+                Drive("workspace", str(workspace)),
+            ),
+            machine_config=self.machine,
+        )
+
+    def _binary(self) -> str:
+        found = shutil.which(self.qemu)
+        if found is None:
+            raise SandboxUnavailable(
+                f"{self.qemu} is not installed", hint="apt-get install qemu-system-x86"
+            )
+        if not self.image.complete():
+            raise SandboxUnavailable(
+                f"the microVM image is not built ({self.image.directory})",
+                hint="run scripts/build-microvm-image (python -m autonomic.sandbox.image)",
+            )
+        return found
+
+    async def _spawn(self, argv: list[str], pass_fds: tuple[int, ...] = ()) -> _Run:
+        """Start QEMU; its own complaints go to a file so a failure can say what they were."""
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _Run.kill
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                pass_fds=pass_fds,
+                start_new_session=True,
+            )
+        except BaseException:
+            log.close()
+            raise
+        return _Run(proc, log=log)
+
+    async def _accel(self, qemu: str) -> str:
+        """KVM if a KVM guest reaches READY here (remembered per image), else TCG."""
+        if self.accel:
+            return self.accel
+        marker = self.image.directory / "accel.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            found: str = json.loads(marker.read_text())["accel"]
+            self.accel = found
+            return found
+        chosen = "tcg"
+        if os.access("/dev/kvm", os.R_OK | os.W_OK):
+            with tempfile.TemporaryDirectory(prefix="autonomic-vm-") as tmp:
+                disk = Path(tmp) / "ws.img"
+                write_workspace(disk, Execution(code="pass"))
+                argv = qemu_argv(self.vm_config(disk), qemu=qemu, accel="kvm", tsc_khz=None)
+                run = await self._spawn(argv)
+                try:
+                    if await run.wait_ready(20.0):
+                        chosen = "kvm"
+                finally:
+                    await run.kill()
+        marker.write_text(json.dumps({"accel": chosen}))
+        self.accel = chosen
+        return chosen
+
+    # -- snapshot ------------------------------------------------------------------------
+
+    def _snapshot_dir(self, accel: str) -> Path:
+        m = self.machine
+        return self.image.directory / f"snapshot-{accel}-{m.vcpu_count}cpu-{m.mem_size_mib}m"
+
+    async def _ensure_snapshot(self, qemu: str, accel: str) -> Path:
+        """The snapshot directory (``ram``, ``state``), made once per machine and accelerator."""
+        final = self._snapshot_dir(accel)
+        if (final / "state").is_file():
+            return final
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock, _file_lock(self.image.directory / "snapshot.lock"):
+            if (final / "state").is_file():
+                return final
+            work = Path(tempfile.mkdtemp(dir=self.image.directory, prefix=".snap-"))
+            try:
+                await self._take_snapshot(qemu, accel, work)
+                await asyncio.to_thread(_publish, work, final)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        return final
+
+    async def _take_snapshot(self, qemu: str, accel: str, work: Path) -> None:
+        disk = work / "ws.img"
+        disk.write_bytes(b"")
+        os.truncate(disk, WORKSPACE_DISK_BYTES)
+        with tempfile.TemporaryDirectory(prefix="autonomic-qmp-") as sockdir:
+            sock_path = Path(sockdir) / "qmp.sock"
+            sock = listening_socket(sock_path)
+            try:
+                argv = qemu_argv(
+                    self.vm_config(disk),
+                    qemu=qemu,
+                    accel=accel,
+                    tsc_khz=_tsc_khz(),
+                    memory_file=work / "ram",
+                    share_memory=True,
+                    qmp_fd=sock.fileno(),
+                )
+                run = await self._spawn(argv, pass_fds=(sock.fileno(),))
+            finally:
+                sock.close()
+            try:
+                if not await run.wait_ready(BOOT_TIMEOUT_S):
+                    raise SandboxUnavailable(
+                        f"the microVM did not boot ({accel}): {run.why()}",
+                        hint="rebuild the image (scripts/build-microvm-image --force)",
+                    )
+                qmp = await Qmp.connect(sock_path)
+                try:
+                    await qmp.execute("stop")
+                    await qmp.execute("migrate-set-capabilities", capabilities=_IGNORE_SHARED)
+                    state = shlex.quote(str(work / "state"))
+                    await qmp.execute("migrate", uri=f"exec:cat > {state}")
+                    await _wait_migration(qmp)
+                    await qmp.execute("quit")
+                finally:
+                    await qmp.close()
+                await run.proc.wait()
+            finally:
+                await run.kill()
+
+    # -- execution -----------------------------------------------------------------------
+
+    async def execute(self, execution: Execution) -> Result:
+        check_execution(execution)
+        refuse_network("microvm", execution)
+        check_fits(execution)
+        qemu = self._binary()
+        started = time.monotonic()
+        accel = await self._accel(qemu)
+        snap = await self._ensure_snapshot(qemu, accel) if self.snapshot else None
+        with tempfile.TemporaryDirectory(prefix="autonomic-vm-") as tmp:
+            work = Path(tmp)
+            disk = work / "ws.img"
+            write_workspace(disk, execution, self.machine)
+            try:
+                run = await self._start(qemu, accel, disk, snap, work)
+            except SandboxUnavailable:
+                if snap is None:
+                    raise
+                # A snapshot from another QEMU build or kernel does not load: take a new one.
+                await asyncio.to_thread(shutil.rmtree, snap, True)
+                snap = await self._ensure_snapshot(qemu, accel)
+                run = await self._start(qemu, accel, disk, snap, work)
+            try:
+                deadline = execution.limits.wall_seconds + START_ALLOWANCE_S
+                try:
+                    async with asyncio.timeout(deadline):
+                        await run.drain_serial()
+                        await run.proc.wait()
+                except TimeoutError:
+                    await run.kill()
+                    return bare_result(
+                        Ended.TIMEOUT,
+                        started,
+                        accel,
+                        f"the VM overran {deadline:g} s and was killed by the host",
+                    )
+            finally:
+                await run.kill()
+            mode = "snapshot restore" if snap else "cold boot"
+            memory_mb = memory_cap_mb(execution.limits, self.machine)
+            return read_result(disk, execution.limits, memory_mb, started, accel, mode, run.serial)
+
+    async def _start(
+        self, qemu: str, accel: str, disk: Path, snap: Path | None, work: Path
+    ) -> _Run:
+        config = self.vm_config(disk)
+        if snap is None:
+            argv = qemu_argv(config, qemu=qemu, accel=accel, tsc_khz=_tsc_khz())
+            run = await self._spawn(argv)
+            ok = await run.wait_ready(BOOT_TIMEOUT_S)
+        else:
+            sock = listening_socket(work / "qmp.sock")
+            try:
+                argv = qemu_argv(
+                    config,
+                    qemu=qemu,
+                    accel=accel,
+                    tsc_khz=_tsc_khz(),
+                    memory_file=snap / "ram",
+                    share_memory=False,
+                    qmp_fd=sock.fileno(),
+                    incoming="defer",
+                )
+                run = await self._spawn(argv, pass_fds=(sock.fileno(),))
+            finally:
+                sock.close()
+            try:
+                async with asyncio.timeout(BOOT_TIMEOUT_S):
+                    qmp = await Qmp.connect(work / "qmp.sock")
+                    try:
+                        caps = [*_IGNORE_SHARED, {"capability": "events", "state": True}]
+                        await qmp.execute("migrate-set-capabilities", capabilities=caps)
+                        state = shlex.quote(str(snap / "state"))
+                        await qmp.execute("migrate-incoming", uri=f"exec:cat {state}")
+                        # The snapshot was taken stopped, so the VM loads paused: resume it.
+                        await qmp.wait_event("MIGRATION", status="completed")
+                        await qmp.execute("cont")
+                    finally:
+                        await qmp.close()
+                ok = True
+            except (TimeoutError, SandboxUnavailable, OSError):
+                ok = False
+        if not ok:
+            await run.kill()
+            raise SandboxUnavailable(
+                f"the microVM did not start ({accel}): {run.why()}",
+                hint="rebuild the image and snapshot (scripts/build-microvm-image --force)",
+            )
+        await run.go()
+        return run
+
+    async def close(self) -> None:
+        """Nothing is pooled: every VM is gone when ``execute`` returns."""
+
+
+def _publish(work: Path, final: Path) -> None:
+    """Move a finished snapshot into place (the scratch workspace drive is not part of it)."""
+    (work / "ws.img").unlink()
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+
+
+async def _wait_migration(qmp: Qmp) -> None:
+    """Until ``query-migrate`` says completed; QMP has no event for it without an extra cap."""
+    delay = 0.01
+    while True:
+        info = await qmp.execute("query-migrate")
+        state = info.get("status")
+        if state == "completed":
+            return
+        if state in ("failed", "cancelled"):
+            raise SandboxUnavailable(f"saving the VM snapshot failed: {info}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive ``flock`` across processes (CI runs one pytest, benchmarks another)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def doctor(box: MicroVmSandbox | None = None) -> tuple[bool, str]:
+    """Run ``print(1)`` in a microVM; say which accelerator it used, or why it failed."""
+
+    async def probe() -> tuple[bool, str]:
+        sandbox = box or MicroVmSandbox()
+        try:
+            result = await sandbox.execute(Execution(code="print(1)"))
+        except SandboxUnavailable as exc:
+            return False, str(exc)
+        if result.ok and result.stdout.strip() == "1":
+            accel = result.backend.partition(":")[2]
+            kind = "KVM" if accel == "kvm" else "TCG software emulation (no usable KVM)"
+            return True, f"QEMU microvm works with {kind}; {result.duration_s:.2f} s to result"
+        return False, f"microVM ran but failed: {result.ended} {result.detail} {result.stderr}"
+
+    return asyncio.run(probe())

@@ -1,0 +1,1 @@
+"""Sandbox tooling that is not a backend: building the microVM image (``image``)."""
