@@ -1,0 +1,55 @@
+"""Sandbox backends by name: ``build_sandbox(name, **opts)`` and a ``doctor()`` for each.
+
+A backend module is imported only when it is asked for, so a host without bubblewrap (or QEMU)
+still imports this registry. ``BACKENDS`` is a plain dict so new backends are one entry each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autonomic.errors import ConfigError
+from autonomic.ports.sandbox import Sandbox
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """How to build one backend and how to ask whether it works on this host."""
+
+    factory: Callable[..., Sandbox]
+    doctor: Callable[[], tuple[bool, str]]
+    summary: str
+
+
+def _namespace(**opts: Any) -> Sandbox:
+    from autonomic.adapters.sandbox.namespace import NamespaceSandbox
+
+    return NamespaceSandbox(**opts)
+
+
+def _namespace_doctor() -> tuple[bool, str]:
+    from autonomic.adapters.sandbox.namespace import doctor
+
+    return doctor()
+
+
+BACKENDS: dict[str, Backend] = {
+    "namespace": Backend(
+        factory=_namespace,
+        doctor=_namespace_doctor,
+        summary="Linux namespaces via bubblewrap, seccomp, cgroup (the fast default)",
+    ),
+}
+
+
+def build_sandbox(name: str, **opts: Any) -> Sandbox:
+    """The backend called ``name``, built with ``opts`` (e.g. ``pool_size=4``)."""
+    backend = BACKENDS.get(name)
+    if backend is None:
+        raise ConfigError(
+            f"unknown sandbox backend {name!r}",
+            hint=f"choose one of: {', '.join(sorted(BACKENDS))} (AUTONOMIC_SANDBOX, --backend)",
+        )
+    return backend.factory(**opts)
