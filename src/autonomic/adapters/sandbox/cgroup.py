@@ -147,12 +147,14 @@ class SandboxCgroup:
                 found.update(int(p) for p in f.read_text().split())
         return sorted(found)
 
-    def kill_all(self) -> None:
-        """SIGKILL every process still in the group (v2: ``cgroup.kill``; v1: one by one)."""
-        if self.v2:
+    def kill_all(self, *, spare: int | None = None) -> None:
+        """SIGKILL every process in the group but ``spare`` (the launcher, left to reap them)."""
+        if self.v2 and spare is None:
             with contextlib.suppress(OSError):
                 (self.dirs[0] / "cgroup.kill").write_text("1")
         for pid in self.pids():
+            if pid == spare:
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -4,6 +4,9 @@ Delivering the request over stdin (not as files on the host) is what makes a war
 a pooled sandbox is an interpreter already started inside its namespaces, blocked on ``read(0)``.
 It also means the namespace backend writes nothing to the host's disk for an execution.
 
+The loader first writes one byte, ``\x06`` (``process.READY``), on stdout: the host strips it,
+and a pool waits for it so that a pooled sandbox is really started.
+
 Wire format (host -> sandbox): 10 ASCII digits giving the header's length, the JSON header
 (``rlimits``, ``files`` base64-encoded, ``code`` or ``command``), then the program's own stdin.
 The loader reads exactly the header, so the rest of fd 0 is left for the program.
@@ -20,6 +23,7 @@ LENGTH_DIGITS = 10
 
 LOADER = r"""
 import os, sys
+os.write(1, b"\x06")
 def _boot():
     import base64, json, resource
     def readn(n):

@@ -23,7 +23,6 @@ their request; each is used once and replaced in the background.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import shutil
@@ -130,8 +129,19 @@ class NamespaceSandbox:
         pool_size: int = 0,
         pool_limits: Limits | None = None,
         use_cgroup: bool = True,
+        seccomp: bool = True,
         python: str = PYTHON,
     ) -> None:
+        """Check the host can run sandboxes at all (bwrap present, filter built).
+
+        Args:
+            pool_size: sandboxes kept started and waiting (0: every execution starts cold).
+            pool_limits: the limits pooled sandboxes are made for; an execution asking for
+                another workspace size starts cold.
+            use_cgroup: put each sandbox in a cgroup when the host allows (off only for tests).
+            seccomp: install the seccomp filter (off only for tests proving what it stops).
+            python: the interpreter inside the sandbox; it must live under /usr.
+        """
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxUnavailable(
@@ -140,7 +150,7 @@ class NamespaceSandbox:
             )
         self._bwrap = bwrap
         self._python = python
-        self._seccomp = build_filter()
+        self._seccomp = build_filter() if seccomp else None
         self._root = os.geteuid() == 0
         self._cgroups = Cgroups.detect() if use_cgroup else None
         self._pool_size = pool_size
@@ -158,9 +168,9 @@ class NamespaceSandbox:
         return self._cgroups
 
     async def start(self) -> None:
-        """Fill the warm pool now rather than on first use."""
+        """Fill the warm pool now rather than on first use; returns once every one is ready."""
         while len(self._pool) < self._pool_size and not self._closed:
-            self._pool.append(await asyncio.to_thread(self._launch, self._pool_limits))
+            self._pool.append(await asyncio.to_thread(self._launch, self._pool_limits, True))
 
     async def execute(self, execution: Execution) -> Result:
         begun = time.monotonic()
@@ -190,15 +200,14 @@ class NamespaceSandbox:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._refills):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not cancelled: a launch runs in a thread and would finish unowned; each refill sees
+        # ``_closed`` and cleans up what it started.
+        await asyncio.gather(*self._refills, return_exceptions=True)
         pool, self._pool = self._pool, []
         for started in pool:
             started.launcher.kill()
             if started.cgroup is not None:
-                started.cgroup.kill_all()
+                started.cgroup.kill_all(spare=started.launcher.pid)
             await asyncio.to_thread(self._cleanup, started)
 
     # -- internals -----------------------------------------------------------------------------
@@ -215,7 +224,7 @@ class NamespaceSandbox:
             return
 
         async def refill() -> None:
-            started = await asyncio.to_thread(self._launch, self._pool_limits)
+            started = await asyncio.to_thread(self._launch, self._pool_limits, True)
             if self._closed:
                 started.launcher.kill()
                 await asyncio.to_thread(self._cleanup, started)
@@ -226,8 +235,11 @@ class NamespaceSandbox:
         self._refills.add(task)
         task.add_done_callback(self._refills.discard)
 
-    def _launch(self, limits: Limits) -> _Started:
-        """Start a sandbox whose loader waits for its request (blocking: run it in a thread)."""
+    def _launch(self, limits: Limits, ready: bool = False) -> _Started:
+        """Start a sandbox whose loader waits for its request (blocking: run it in a thread).
+
+        With ``ready``, return only once the loader inside has announced itself (for the pool).
+        """
         uid = _UIDS.take() if self._root else None
         cgroup = None
         if self._cgroups is not None:
@@ -235,9 +247,9 @@ class NamespaceSandbox:
             cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
         read_fd, write_fd = os.pipe()
         try:
-            os.write(write_fd, self._seccomp)
+            os.write(write_fd, self._seccomp or b"")
             os.close(write_fd)
-            argv = self._argv(limits, uid, cgroup, read_fd)
+            argv = self._argv(limits, uid, cgroup, read_fd if self._seccomp else None)
             launcher = Launcher.spawn(argv, pass_fds=(read_fd,))
         except BaseException:
             if cgroup is not None:
@@ -247,10 +259,18 @@ class NamespaceSandbox:
             raise
         finally:
             os.close(read_fd)
-        return _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic())
+        launcher.marker_pending = True
+        started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic())
+        if ready and not launcher.wait_ready(10.0):
+            self._cleanup(started)
+            raise SandboxUnavailable(
+                "a pooled sandbox did not start within 10 s",
+                hint="run `autonomic sandbox doctor`",
+            )
+        return started
 
     def _argv(
-        self, limits: Limits, uid: int | None, cgroup: SandboxCgroup | None, seccomp_fd: int
+        self, limits: Limits, uid: int | None, cgroup: SandboxCgroup | None, seccomp_fd: int | None
     ) -> list[str]:
         argv: list[str] = []
         if cgroup is not None:
@@ -270,6 +290,7 @@ class NamespaceSandbox:
             "--unshare-user",
             "--disable-userns",
             "--die-with-parent",
+            "--as-pid-1",
             "--new-session",
             "--hostname",
             "sandbox",
@@ -323,8 +344,7 @@ class NamespaceSandbox:
             "--setenv",
             "LANG",
             "C.UTF-8",
-            "--seccomp",
-            str(seccomp_fd),
+            *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             self._python,
             "-I",
             "-c",
@@ -333,10 +353,12 @@ class NamespaceSandbox:
         return argv
 
     def _rlimits(self, limits: Limits) -> dict[str, tuple[int, int]]:
+        # The code runs as its namespace's pid 1, which ignores SIGXCPU: the hard limit's SIGKILL
+        # is what stops it (children get SIGXCPU at the same point).
         cpu = max(1, int(limits.cpu_seconds + 0.999))
         file_size = limits.file_size_mb * 1024 * 1024
         rlimits = {
-            "CPU": (cpu, cpu + 1),
+            "CPU": (cpu, cpu),
             "FSIZE": (file_size, file_size),
             "NOFILE": (OPEN_FILES, OPEN_FILES),
             "CORE": (0, 0),
@@ -366,7 +388,11 @@ class NamespaceSandbox:
             payload,
             wall_seconds=limits.wall_seconds,
             output_bytes=limits.output_bytes,
-            on_kill=cgroup.kill_all if cgroup is not None else lambda: None,
+            on_kill=(
+                (lambda: cgroup.kill_all(spare=started.launcher.pid))
+                if cgroup is not None
+                else lambda: None
+            ),
         )
         return self._result(outcome, started, limits, begun)
 
@@ -386,7 +412,9 @@ class NamespaceSandbox:
         elif oom > 0 or (self._cgroups is None and stderr_text.rstrip().endswith("MemoryError")):
             ended, detail = Ended.MEMORY, f"went over {limits.memory_mb} MB"
         elif sig == signal.SIGXCPU or (
-            sig == signal.SIGKILL and outcome.cpu_seconds >= limits.cpu_seconds
+            # RLIMIT_CPU's SIGKILL; the kernel's tick-sampled rlimit clock runs ahead of the
+            # cgroup's precise one on some hosts, hence the margin.
+            sig == signal.SIGKILL and outcome.cpu_seconds >= 0.75 * limits.cpu_seconds
         ):
             ended, detail = Ended.CPU, f"used more than {limits.cpu_seconds:g} s of CPU"
         elif outcome.exit_code == LAUNCHER_FAILED and not outcome.stdout.data:

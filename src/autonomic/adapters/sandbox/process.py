@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+READY = b"\x06"
+"""What a sandbox's loader writes first on stdout: it is up and reading its request."""
 
 
 @dataclass
@@ -77,9 +82,18 @@ class Launcher:
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
         self._status: tuple[int, float, float] | None = None
+        self.marker_pending = False
+        """Set by a backend whose sandbox announces readiness with ``READY`` on stdout."""
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], *, pass_fds: Sequence[int] = ()) -> Launcher:
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str = "/",
+    ) -> Launcher:
         proc = subprocess.Popen(  # noqa: S603 -- argv is built by the backend, never by the code
             list(argv),
             stdin=subprocess.PIPE,
@@ -87,15 +101,48 @@ class Launcher:
             stderr=subprocess.PIPE,
             pass_fds=tuple(pass_fds),
             start_new_session=True,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            cwd="/",
+            env=dict(env) if env is not None else {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            cwd=cwd,
         )
         return cls(proc)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the sandbox wrote ``READY`` (``False`` on exit or timeout)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return False
+            try:
+                chunk = os.read(fd, 1)
+            except BlockingIOError:
+                continue
+            self.marker_pending = False
+            return chunk == READY
+
     def kill(self) -> None:
-        """SIGKILL the launcher's whole session (the sandbox's init follows via die-with-parent)."""
+        """SIGKILL what runs *below* the launcher, so the launcher reaps it and exits itself.
+
+        Killing the launcher first would orphan the sandbox's init to the host's pid 1, which on
+        some hosts never reaps it: the zombie then counts against the sandbox uid's process limit.
+        """
+        for child in self.children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+
+    def kill_session(self) -> None:
+        """SIGKILL the launcher's whole session: the last resort when it does not exit."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+
+    def children(self) -> list[int]:
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
 
     def reap(self) -> bool:
         """Collect the exit status if the launcher has ended; ``True`` once it has."""
@@ -113,12 +160,18 @@ class Launcher:
         return True
 
     def close(self) -> None:
-        """Kill if still running, reap, and close every descriptor (idempotent)."""
+        """Kill if still running, reap, and close every descriptor (idempotent; blocking)."""
         if not self.reap():
             self.kill()
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self._status = self._status or (0, 0.0, 0.0)
+            deadline = time.monotonic() + 2.0
+            while not self.reap():
+                if time.monotonic() > deadline:
+                    self.kill_session()
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(self.pid, 0)
+                    self._status = self._status or (signal.SIGKILL, 0.0, 0.0)
+                    break
+                time.sleep(0.002)  # the launcher is reaping the sandbox we just killed
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):
@@ -146,6 +199,7 @@ class Launcher:
             self.proc.stdout.fileno(): Stream(output_bytes),
             self.proc.stderr.fileno(): Stream(output_bytes),
         }
+        stdout_fd = self.proc.stdout.fileno()
         done = asyncio.Event()
         state = {"timed_out": False, "exceeded": False}
         exited = asyncio.Event()
@@ -162,6 +216,11 @@ class Launcher:
                 return
             except OSError:
                 chunk = b""
+            if self.marker_pending and fd == stdout_fd and chunk[:1] == READY:
+                self.marker_pending = False
+                chunk = chunk[1:]
+                if not chunk:
+                    return
             if not chunk:
                 stream.closed = True
                 loop.remove_reader(fd)
@@ -212,6 +271,7 @@ class Launcher:
                 await asyncio.wait_for(done.wait(), 2.0)
             except TimeoutError:
                 kill()
+                self.kill_session()
         finally:
             for fd in streams:
                 loop.remove_reader(fd)
