@@ -434,6 +434,11 @@ def _run_dict(run: Run) -> dict[str, Any]:
     }
 
 
+from autonomic.cli.sandbox import sandbox_app  # noqa: E402 -- sub-apps mount after the commands
+
+app.add_typer(sandbox_app, name="sandbox")
+
+
 def main() -> None:
     """Entry point: run the app, turning autonomic errors into one clear line."""
     try:
