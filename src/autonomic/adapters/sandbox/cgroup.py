@@ -63,12 +63,13 @@ class Cgroups:
             d.mkdir()
         return SandboxCgroup(v2=self.v2 is not None, dirs=tuple(dirs))
 
-    def leftovers(self) -> list[Path]:
-        """Sandbox cgroups that still exist (a test asserts none outlive their sandbox)."""
+    def leftovers(self, pid: int | None = None) -> list[Path]:
+        """Sandbox cgroups made by process ``pid`` (default: this one) that still exist."""
+        pattern = f"{PREFIX}{os.getpid() if pid is None else pid}-*"
         found: list[Path] = []
         for d in (self.v2, self.memory, self.pids, self.cpuacct):
             if d is not None:
-                found.extend(sorted(d.glob(f"{PREFIX}*")))
+                found.extend(sorted(d.glob(pattern)))
         return found
 
 

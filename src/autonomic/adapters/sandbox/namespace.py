@@ -169,6 +169,7 @@ class NamespaceSandbox:
 
     async def start(self) -> None:
         """Fill the warm pool now rather than on first use; returns once every one is ready."""
+        await asyncio.gather(*self._refills, return_exceptions=True)
         while len(self._pool) < self._pool_size and not self._closed:
             self._pool.append(await asyncio.to_thread(self._launch, self._pool_limits, True))
 
@@ -196,7 +197,10 @@ class NamespaceSandbox:
         try:
             return await self._run(started, execution, begun)
         finally:
-            await asyncio.to_thread(self._cleanup, started)
+            # Usually instant (the launcher is reaped, its pid namespace gone, the cgroup empty);
+            # a thread only when the kernel is still tearing processes down.
+            if not self._cleanup(started, wait=False):
+                await asyncio.to_thread(self._cleanup, started)
 
     async def close(self) -> None:
         self._closed = True
@@ -209,6 +213,9 @@ class NamespaceSandbox:
             if started.cgroup is not None:
                 started.cgroup.kill_all(spare=started.launcher.pid)
             await asyncio.to_thread(self._cleanup, started)
+        for cgroup in list(_LINGERING):
+            if await asyncio.to_thread(_remove_cgroup, cgroup, 10.0):
+                _LINGERING.remove(cgroup)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -347,6 +354,7 @@ class NamespaceSandbox:
             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             self._python,
             "-I",
+            "-S",
             "-c",
             LOADER,
         ]
@@ -440,18 +448,40 @@ class NamespaceSandbox:
             detail=detail,
         )
 
-    def _cleanup(self, started: _Started) -> None:
-        """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed."""
+    def _cleanup(self, started: _Started, *, wait: bool = True) -> bool:
+        """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed.
+
+        With ``wait=False`` it does not block: ``False`` means call again with ``wait=True``.
+        """
+        if not wait and not started.launcher.reap():
+            return False
         started.launcher.close()
         if started.cgroup is not None:
-            deadline = time.monotonic() + 5.0
-            while not started.cgroup.remove():
-                started.cgroup.kill_all()
-                if time.monotonic() > deadline:
-                    break  # reported by leftovers(); a test fails on it
-                time.sleep(0.002)  # the kernel finishes tearing down killed tasks
+            if not wait and not started.cgroup.remove():
+                return False
+            if not _remove_cgroup(started.cgroup, 5.0):
+                _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
         if started.uid is not None:
             _UIDS.give(started.uid)
+            started.uid = None
+        for cgroup in list(_LINGERING):
+            if cgroup.remove():
+                _LINGERING.remove(cgroup)
+        return True
+
+
+_LINGERING: list[SandboxCgroup] = []
+"""Cgroups whose processes the kernel was still tearing down when their sandbox was cleaned up."""
+
+
+def _remove_cgroup(cgroup: SandboxCgroup, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cgroup.remove():
+        cgroup.kill_all()
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)  # the kernel finishes tearing down killed tasks
+    return True
 
 
 def _refused(detail: str, begun: float) -> Result:
