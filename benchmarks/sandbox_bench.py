@@ -81,7 +81,7 @@ async def main(runs: int, json_path: str | None) -> None:
     )
     print("| system | P50 (ms) | P99 (ms) | mean (ms) | P50 ratio to plain python3 |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, values in samples.items():
         p50, p99 = percentile(values, 50), percentile(values, 99)
         row = {
@@ -98,9 +98,13 @@ async def main(runs: int, json_path: str | None) -> None:
             f"| x{row['ratio_p50']:.2f} |"
         )
     if json_path:
-        with open(json_path, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        write_rows(json_path, rows)
+
+
+def write_rows(path: str, rows: list[dict[str, object]]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
