@@ -9,7 +9,8 @@ import pytest
 
 from autonomic.adapters.sandbox.namespace import NamespaceSandbox
 from autonomic.ports.sandbox import Ended, Execution
-from autonomic.sandbox.probes import ABUSES, ESCAPES, HostRunner, ProbeOutcome, run_probes
+from autonomic.sandbox.probe_host import HostRunner, run_probes
+from autonomic.sandbox.probes import ABUSES, ESCAPES, ProbeOutcome
 from autonomic.testing.sandbox import require_bwrap, sandbox_processes
 
 # What this host's own kernel refuses even to root, so no probe can show it (kernels built

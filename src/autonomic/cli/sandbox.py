@@ -128,7 +128,8 @@ def probe_cmd(
 ) -> None:
     """Run the escape and abuse probes against a backend; exit 1 if any got through."""
     from autonomic.adapters.sandbox import build_sandbox
-    from autonomic.sandbox.probes import PROBES, Kind, ProbeOutcome, run_probes
+    from autonomic.sandbox.probe_host import run_probes
+    from autonomic.sandbox.probes import PROBES, Kind, ProbeOutcome
 
     kinds: tuple[Kind, ...]
     if kind == "all":

@@ -1,0 +1,1 @@
+"""Sandboxing around the backends: the static-analysis gate and the escape/abuse probes."""
