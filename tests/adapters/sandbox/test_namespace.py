@@ -326,3 +326,27 @@ def _uid_of(pid: int) -> int:
         if line.startswith("Uid:"):
             return int(line.split()[1])
     raise AssertionError(pid)
+
+
+def test_a_cancelled_execution_leaves_nothing() -> None:
+    """A caller giving up (a tool timeout) mid-launch or mid-run still gets everything reaped."""
+    require_bwrap()
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox()
+        try:
+            for delay in (0.0, 0.001, 0.3):
+                task = asyncio.ensure_future(
+                    sandbox.execute(Execution(code="import time; time.sleep(30)"))
+                )
+                await asyncio.sleep(delay)  # cancel at different points, not synchronisation
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await sandbox.close()
+        await asyncio.sleep(0)  # let a pending launch's done-callback run
+        return list(sandbox.cgroups.leftovers()) if sandbox.cgroups else []
+
+    assert asyncio.run(main()) == []
+    assert sandbox_processes() == []

@@ -157,6 +157,7 @@ class NamespaceSandbox:
         self._pool_limits = pool_limits or Limits()
         self._pool: list[_Started] = []
         self._refills: set[asyncio.Task[None]] = set()
+        self._launches: set[asyncio.Future[_Started]] = set()
         self._closed = False
 
     @property
@@ -193,7 +194,7 @@ class NamespaceSandbox:
             raise SandboxUnavailable("this sandbox was closed", hint="build a new one")
         started = self._take_pooled(limits)
         if started is None:
-            started = await asyncio.to_thread(self._launch, limits)
+            started = await self._launch_cold(limits)
         try:
             return await self._run(started, execution, begun)
         finally:
@@ -206,7 +207,7 @@ class NamespaceSandbox:
         self._closed = True
         # Not cancelled: a launch runs in a thread and would finish unowned; each refill sees
         # ``_closed`` and cleans up what it started.
-        await asyncio.gather(*self._refills, return_exceptions=True)
+        await asyncio.gather(*self._refills, *self._launches, return_exceptions=True)
         pool, self._pool = self._pool, []
         for started in pool:
             started.launcher.kill()
@@ -218,6 +219,24 @@ class NamespaceSandbox:
                 _LINGERING.remove(cgroup)
 
     # -- internals -----------------------------------------------------------------------------
+
+    async def _launch_cold(self, limits: Limits) -> _Started:
+        """Launch in a thread; if the caller is cancelled meanwhile, the sandbox is still reaped."""
+        launch = asyncio.ensure_future(asyncio.to_thread(self._launch, limits))
+        self._launches.add(launch)
+        launch.add_done_callback(self._launches.discard)
+        try:
+            return await asyncio.shield(launch)
+        except asyncio.CancelledError:
+
+            def reap(done: asyncio.Future[_Started]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    orphan = done.result()
+                    orphan.launcher.kill()
+                    self._cleanup(orphan)
+
+            launch.add_done_callback(reap)
+            raise
 
     def _take_pooled(self, limits: Limits) -> _Started | None:
         if self._pool_size == 0 or limits.workspace_mb != self._pool_limits.workspace_mb:

@@ -160,16 +160,26 @@ class Launcher:
         return True
 
     def close(self) -> None:
-        """Kill if still running, reap, and close every descriptor (idempotent; blocking)."""
+        """Stop if still running, reap, and close every descriptor (idempotent; blocking).
+
+        A sandbox still waiting for its request gets end-of-file and leaves by itself; one that
+        runs is killed from below (``kill``), re-tried while the launcher is still becoming the
+        sandbox (``sh`` -> ``setpriv`` -> ``bwrap`` has no child to kill yet).
+        """
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         if not self.reap():
-            self.kill()
             deadline = time.monotonic() + 2.0
             while not self.reap():
+                self.kill()
                 if time.monotonic() > deadline:
                     self.kill_session()
                     with contextlib.suppress(ChildProcessError):
-                        os.waitpid(self.pid, 0)
+                        _, status = os.waitpid(self.pid, 0)
+                        self._status = (status, 0.0, 0.0)
                     self._status = self._status or (signal.SIGKILL, 0.0, 0.0)
+                    self.proc.returncode = -signal.SIGKILL
                     break
                 time.sleep(0.002)  # the launcher is reaping the sandbox we just killed
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
