@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ def sandbox_processes() -> list[int]:
     return found
 
 
+OUR_TEMP_PREFIXES = ("autonomic-probe-", "autonomic-host-", "autonomic-gate-")
+"""What the sandbox code names its temporary files (other engineers' tools share /tmp)."""
+
+
 def temp_entries() -> set[str]:
-    """What the host's temporary directory holds (compared before and after)."""
-    return {p for p in os.listdir("/tmp") if p.startswith("autonomic")}  # noqa: S108
+    """The sandbox code's entries in the host's temporary directory (compared before/after)."""
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(OUR_TEMP_PREFIXES)}
