@@ -95,6 +95,19 @@ class SandboxCgroup:
         """What a launcher writes its pid into before it becomes the sandbox."""
         return tuple(d / "cgroup.procs" for d in self.dirs)
 
+    def let_join(self, uid: int) -> bool:
+        """Let ``uid`` move itself in (v1: own the ``cgroup.procs`` files); ``False`` on v2.
+
+        On cgroup v1 a process may move itself into a group whose ``cgroup.procs`` it can write,
+        so the launcher can drop privileges first and join after, saving an ``exec`` per sandbox.
+        v2 also asks for write access at the common ancestor, which must stay root's.
+        """
+        if self.v2:
+            return False
+        for f in self.procs_files:
+            os.chown(f, uid, uid)
+        return True
+
     def set_limits(self, *, memory_mb: int, processes: int) -> None:
         memory = str(memory_mb * 1024 * 1024)
         if self.v2:

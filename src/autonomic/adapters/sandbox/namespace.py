@@ -275,8 +275,18 @@ class NamespaceSandbox:
         try:
             os.write(write_fd, self._seccomp or b"")
             os.close(write_fd)
-            argv = self._argv(limits, uid, cgroup, read_fd if self._seccomp else None)
-            launcher = Launcher.spawn(argv, pass_fds=(read_fd,))
+            # cgroup v1 (this kind of host): Popen switches uid in the forked child and the
+            # launcher joins its chowned cgroup; otherwise root's sh joins, setpriv switches.
+            spawn_uid = (
+                uid if uid is not None and cgroup is not None and cgroup.let_join(uid) else None
+            )
+            argv = self._argv(
+                limits,
+                None if spawn_uid is not None else uid,
+                cgroup,
+                read_fd if self._seccomp else None,
+            )
+            launcher = Launcher.spawn(argv, pass_fds=(read_fd,), uid=spawn_uid)
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()

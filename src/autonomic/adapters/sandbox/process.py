@@ -93,7 +93,9 @@ class Launcher:
         pass_fds: Sequence[int] = (),
         env: Mapping[str, str] | None = None,
         cwd: str = "/",
+        uid: int | None = None,
     ) -> Launcher:
+        """Start ``argv`` in a session of its own; with ``uid``, as that uid and gid, no groups."""
         proc = subprocess.Popen(  # noqa: S603 -- argv is built by the backend, never by the code
             list(argv),
             stdin=subprocess.PIPE,
@@ -103,6 +105,9 @@ class Launcher:
             start_new_session=True,
             env=dict(env) if env is not None else {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             cwd=cwd,
+            user=uid,
+            group=uid,
+            extra_groups=[] if uid is not None else None,
         )
         return cls(proc)
 
