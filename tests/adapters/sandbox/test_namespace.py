@@ -350,3 +350,27 @@ def test_a_cancelled_execution_leaves_nothing() -> None:
 
     assert asyncio.run(main()) == []
     assert sandbox_processes() == []
+
+
+def test_without_a_cgroup_rlimits_still_contain_the_abuse() -> None:
+    """Hosts with no writable cgroup: per-process address space and per-uid process limits."""
+    require_bwrap()
+    from autonomic.sandbox.probe_host import run_probes
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox(use_cgroup=False)
+        assert sandbox.cgroups is None
+        try:
+            return list(
+                await run_probes(sandbox, names=("memory_bomb", "fork_bomb", "output_flood"))
+            )
+        finally:
+            await sandbox.close()
+
+    outcomes = asyncio.run(main())
+    assert [(o.probe, o.held) for o in outcomes] == [  # type: ignore[attr-defined]
+        ("fork_bomb", True),
+        ("memory_bomb", True),
+        ("output_flood", True),
+    ], outcomes
+    assert sandbox_processes() == []
