@@ -684,6 +684,10 @@ from autonomic.cli.screen import screen_cmd  # noqa: E402 - kept apart to merge 
 
 app.command("screen")(screen_cmd)
 
+from autonomic.cli.sandbox import sandbox_app  # noqa: E402 -- sub-apps mount after the commands
+
+app.add_typer(sandbox_app, name="sandbox")
+
 
 def main() -> None:
     """Entry point: run the app, turning autonomic errors into one clear line."""

@@ -1,1 +1,2 @@
-"""Sandbox tooling that is not a backend: building the microVM image (``image``)."""
+"""Sandboxing around the backends: the static-analysis gate, the escape/abuse probes, and the
+microVM image builder (``image``)."""

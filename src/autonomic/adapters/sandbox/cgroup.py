@@ -1,0 +1,185 @@
+"""One memory + pids cgroup per sandbox, on cgroup v2 or (as on this host) v1, when the host allows.
+
+rlimits are per process: ``RLIMIT_AS`` lets ten processes take ten times the memory, and
+``RLIMIT_NPROC`` counts every process of a uid on the machine. A cgroup bounds the whole sandbox
+(memory across all its processes, process count) and lets the host tell an out-of-memory kill from
+any other ``SIGKILL`` and kill every process of the sandbox in one place. Where no writable cgroup
+hierarchy exists (an unprivileged host), ``Cgroups.detect`` returns ``None`` and the backend falls
+back to rlimits only, which ``autonomic sandbox doctor`` reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PREFIX = "autonomic-sb-"
+
+
+def _own_path(controller: str) -> str:
+    """This process's cgroup path for a v1 ``controller`` (``""`` for the v2 unified line)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    return "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Cgroups:
+    """Where sandboxes' cgroups are made: one v2 parent, or a v1 memory parent and a pids parent."""
+
+    v2: Path | None
+    memory: Path | None
+    pids: Path | None
+    cpuacct: Path | None = None
+
+    @classmethod
+    def detect(cls) -> Cgroups | None:
+        """The usable hierarchy, proven by creating and removing a probe group; ``None`` if none."""
+        if (ROOT / "cgroup.controllers").exists():
+            parent = ROOT / _own_path("").lstrip("/")
+            controllers = (parent / "cgroup.controllers").read_text().split()
+            if {"memory", "pids"} <= set(controllers) and _try_mkdir(parent):
+                return cls(v2=parent, memory=None, pids=None)
+            return None
+        memory = ROOT / "memory" / _own_path("memory").lstrip("/")
+        pids = ROOT / "pids" / _own_path("pids").lstrip("/")
+        if (memory / "memory.limit_in_bytes").exists() and _try_mkdir(memory) and _try_mkdir(pids):
+            cpuacct: Path | None = ROOT / "cpuacct" / _own_path("cpuacct").lstrip("/")
+            if cpuacct is not None and not _try_mkdir(cpuacct):
+                cpuacct = None
+            return cls(v2=None, memory=memory, pids=pids, cpuacct=cpuacct)
+        return None
+
+    def create(self, name: str) -> SandboxCgroup:
+        parents = (self.v2, self.memory, self.pids, self.cpuacct)
+        dirs = [d / f"{PREFIX}{name}" for d in parents if d is not None]
+        for d in dirs:
+            d.mkdir()
+        return SandboxCgroup(v2=self.v2 is not None, dirs=tuple(dirs))
+
+    def leftovers(self, pid: int | None = None) -> list[Path]:
+        """Sandbox cgroups made by process ``pid`` (default: this one) that still exist."""
+        pattern = f"{PREFIX}{os.getpid() if pid is None else pid}-*"
+        found: list[Path] = []
+        for d in (self.v2, self.memory, self.pids, self.cpuacct):
+            if d is not None:
+                found.extend(sorted(d.glob(pattern)))
+        return found
+
+
+def _try_mkdir(parent: Path) -> bool:
+    probe = parent / f"{PREFIX}probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCgroup:
+    """The cgroup(s) of one sandbox: set limits, join, read the OOM count, kill all, remove."""
+
+    v2: bool
+    dirs: tuple[Path, ...]
+
+    @property
+    def procs_files(self) -> tuple[Path, ...]:
+        """What a launcher writes its pid into before it becomes the sandbox."""
+        return tuple(d / "cgroup.procs" for d in self.dirs)
+
+    def let_join(self, uid: int) -> bool:
+        """Let ``uid`` move itself in (v1: own the ``cgroup.procs`` files); ``False`` on v2.
+
+        On cgroup v1 a process may move itself into a group whose ``cgroup.procs`` it can write,
+        so the launcher can drop privileges first and join after, saving an ``exec`` per sandbox.
+        v2 also asks for write access at the common ancestor, which must stay root's.
+        """
+        if self.v2:
+            return False
+        for f in self.procs_files:
+            os.chown(f, uid, uid)
+        return True
+
+    def set_limits(self, *, memory_mb: int, processes: int) -> None:
+        memory = str(memory_mb * 1024 * 1024)
+        if self.v2:
+            (d,) = self.dirs
+            (d / "memory.max").write_text(memory)
+            if (d / "memory.swap.max").exists():
+                (d / "memory.swap.max").write_text("0")
+            (d / "pids.max").write_text(str(processes))
+            return
+        mem, pids = self.dirs[:2]
+        (mem / "memory.limit_in_bytes").write_text(memory)
+        with contextlib.suppress(OSError):  # absent without swap accounting
+            (mem / "memory.memsw.limit_in_bytes").write_text(memory)
+        (pids / "pids.max").write_text(str(processes))
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for exceeding ``memory``."""
+        path = self.dirs[0] / ("memory.events" if self.v2 else "memory.oom_control")
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def peak_mb(self) -> float:
+        path = self.dirs[0] / ("memory.peak" if self.v2 else "memory.max_usage_in_bytes")
+        try:
+            return int(path.read_text()) / (1024 * 1024)
+        except (OSError, ValueError):
+            return 0.0
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of every process the group ever held (``None`` without CPU accounting)."""
+        try:
+            if self.v2:
+                for line in (self.dirs[0] / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+                return None
+            if len(self.dirs) < 3:
+                return None
+            return int((self.dirs[2] / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for f in self.procs_files:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in f.read_text().split())
+        return sorted(found)
+
+    def kill_all(self, *, spare: int | None = None) -> None:
+        """SIGKILL every process in the group but ``spare`` (the launcher, left to reap them)."""
+        if self.v2 and spare is None:
+            with contextlib.suppress(OSError):
+                (self.dirs[0] / "cgroup.kill").write_text("1")
+        for pid in self.pids():
+            if pid == spare:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self) -> bool:
+        """Remove the group(s); ``False`` while a process is still inside (call again later)."""
+        done = True
+        for d in self.dirs:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                done = False
+        return done

@@ -1,0 +1,126 @@
+"""The program that runs first inside a sandbox: read the request from stdin, then become the code.
+
+Delivering the request over stdin (not as files on the host) is what makes a warm pool possible:
+a pooled sandbox is an interpreter already started inside its namespaces, blocked on ``read(0)``.
+It also means the namespace backend writes nothing to the host's disk for an execution.
+
+It runs under ``python3 -I -S`` (no ``site``: a few milliseconds less per start; Debian's
+``dist-packages`` is added by hand) and leaves with ``os._exit`` after running ``atexit``
+handlers and flushing, skipping the interpreter's teardown: the sandbox is discarded anyway.
+
+The loader first writes one byte, ``\x06`` (``process.READY``), on stdout: the host strips it,
+and a pool waits for it so that a pooled sandbox is really started.
+
+Wire format (host -> sandbox): 10 ASCII digits giving the header's length, the JSON header
+(``rlimits``, ``files`` base64-encoded, ``code`` or ``command``), then the program's own stdin.
+The loader reads exactly the header, so the rest of fd 0 is left for the program.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+
+WORKSPACE = "/workspace"
+LENGTH_DIGITS = 10
+
+LOADER = r"""
+import os, sys
+os.write(1, b"\x06")
+sys.path.append("/usr/lib/python3/dist-packages")
+def _boot():
+    import base64, json, resource
+    def readn(n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = os.read(0, n - len(buf))
+            if not chunk:
+                raise SystemExit(70)
+            buf += chunk
+        return bytes(buf)
+    head = json.loads(readn(int(readn(10))))
+    for name, (soft, hard) in head["rlimits"].items():
+        resource.setrlimit(getattr(resource, "RLIMIT_" + name), (soft, hard))
+    for rel, data in head["files"].items():
+        path = os.path.join("/workspace", rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+    return head
+_head = _boot()
+del _boot
+if _head["command"]:
+    try:
+        os.execvp(_head["command"][0], _head["command"])
+    except OSError as e:
+        print("cannot run %s: %s" % (_head["command"][0], e.strerror), file=sys.stderr)
+        sys.exit(127)
+_src = _head["code"]
+del _head
+sys.argv = ["main.py"]
+try:
+    with open("main.py", "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(_src)
+except OSError:
+    pass
+_globals = {"__name__": "__main__", "__file__": "/workspace/main.py", "__builtins__": __builtins__}
+try:
+    exec(compile(_src, "main.py", "exec"), _globals)
+except SystemExit:
+    raise
+except BaseException as e:
+    import traceback
+    traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+    sys.stderr.flush()
+    os._exit(1)
+import atexit
+atexit._run_exitfuncs()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
+"""
+
+
+def encode_request(
+    *,
+    code: str | None,
+    command: tuple[str, ...] | None,
+    files: Mapping[str, bytes],
+    rlimits: Mapping[str, tuple[int, int]],
+    stdin: bytes,
+) -> bytes:
+    """The bytes a sandbox's loader reads on stdin."""
+    header = json.dumps(
+        {
+            "code": code,
+            "command": list(command) if command else None,
+            "files": {k: base64.b64encode(v).decode("ascii") for k, v in files.items()},
+            "rlimits": {k: list(v) for k, v in rlimits.items()},
+        }
+    ).encode("utf-8")
+    return f"{len(header):0{LENGTH_DIGITS}d}".encode("ascii") + header + stdin
+
+
+def check_files(files: Mapping[str, bytes], workspace_mb: int) -> str | None:
+    """Why ``files`` cannot be placed in a workspace (``None`` when they can).
+
+    Paths are relative, normalised and stay inside the workspace; the total fits in it.
+    """
+    total = 0
+    for rel, data in files.items():
+        parts = rel.split("/")
+        if (
+            not rel
+            or rel.startswith("/")
+            or "\x00" in rel
+            or any(p in ("", ".", "..") for p in parts)
+        ):
+            return f"file path {rel!r} must be relative, without '..', '.' or empty parts"
+        total += len(data)
+    if total > workspace_mb * 1024 * 1024:
+        return (
+            f"files total {total / 1048576:.1f} MB, more than the {workspace_mb} MB workspace; "
+            "raise Limits.workspace_mb or send less"
+        )
+    return None

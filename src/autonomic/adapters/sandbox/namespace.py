@@ -1,0 +1,527 @@
+"""The namespace backend: bubblewrap, with every namespace unshared and nothing of the host writable.
+
+Layers, outermost first (docs/sandbox.md says what each one stops):
+
+1. Privileges are dropped *before* bubblewrap: as root, ``setpriv`` switches to a uid of its own
+   for this execution (never 0, never shared with another sandbox in flight), so nothing that is
+   bound in read-only can be read just because root could (``/etc/shadow``), and ``RLIMIT_NPROC``
+   counts only this sandbox's processes.
+2. A cgroup per execution (memory across all processes, process count), joined by a tiny ``sh``
+   launcher before it drops privileges; the host reads OOM kills from it and kills through it.
+3. bubblewrap: user, mount, pid, net, ipc, uts and cgroup namespaces; no nested user namespaces;
+   ``/usr`` read-only, bwrap's own root and ``/dev`` remounted read-only; a fresh tmpfs workspace
+   capped at ``workspace_mb`` (also ``/tmp``); a cleared environment; a new session.
+4. The seccomp filter of ``seccomp.py``; rlimits (CPU, file size, descriptors, processes, core)
+   set by the loader before the code runs.
+5. The host side: a wall timeout that kills the launcher's session and the cgroup, output cut at
+   ``output_bytes``, and a check that nothing of the execution is left.
+
+A warm pool (``pool_size``) keeps interpreters started inside fresh sandboxes, blocked on reading
+their request; each is used once and replaced in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from autonomic.adapters.sandbox.cgroup import Cgroups, SandboxCgroup
+from autonomic.adapters.sandbox.loader import LOADER, WORKSPACE, check_files, encode_request
+from autonomic.adapters.sandbox.process import Launcher, Outcome
+from autonomic.adapters.sandbox.seccomp import build_filter
+from autonomic.errors import InvalidInput
+from autonomic.ports.sandbox import (
+    Ended,
+    Execution,
+    Limits,
+    NetworkPolicy,
+    Result,
+    SandboxUnavailable,
+    Usage,
+)
+
+PYTHON = "/usr/bin/python3"
+"""The Debian interpreter: it lives under /usr, which the sandbox sees (a pyenv shim does not)."""
+UID_BASE = 1_900_000_000
+"""Host uids for sandboxes are taken from here on; no account on a normal system uses them."""
+OPEN_FILES = 256
+LAUNCH_SH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+LAUNCHER_FAILED = 125
+
+
+class _Uids:
+    """Per-process allocator of sandbox uids, so no two sandboxes in flight share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[int] = []
+        self._next = UID_BASE + (os.getpid() % 10_000) * 10_000
+
+    def take(self) -> int:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self._next += 1
+            return self._next
+
+    def give(self, uid: int) -> None:
+        with self._lock:
+            self._free.append(uid)
+
+
+_UIDS = _Uids()
+_NAMES = itertools.count()
+
+
+def doctor() -> tuple[bool, str]:
+    """Whether the namespace backend works here, and why not (tries a real sandbox)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False, "bubblewrap is not installed (apt-get install bubblewrap)"
+    if not os.path.exists(PYTHON):
+        return False, f"{PYTHON} is missing (apt-get install python3)"
+    try:
+        sandbox = NamespaceSandbox()
+        result = asyncio.run(_doctor_run(sandbox))
+    except SandboxUnavailable as exc:
+        return False, str(exc)
+    if not result.ok or result.stdout.strip() != "ok":
+        return (
+            False,
+            f"a test execution failed: {result.ended} {result.detail} {result.stderr[-300:]}",
+        )
+    notes = []
+    notes.append("uid per sandbox" if os.geteuid() == 0 else "runs as the calling user")
+    notes.append("cgroup limits" if Cgroups.detect() else "rlimits only (no writable cgroup)")
+    return True, f"bubblewrap works ({', '.join(notes)})"
+
+
+async def _doctor_run(sandbox: NamespaceSandbox) -> Result:
+    try:
+        return await sandbox.execute(Execution(code="print('ok')"))
+    finally:
+        await sandbox.close()
+
+
+@dataclass
+class _Started:
+    """A launched sandbox waiting for its request."""
+
+    launcher: Launcher
+    cgroup: SandboxCgroup | None
+    uid: int | None
+    workspace_mb: int
+    started: float
+
+
+class NamespaceSandbox:
+    """Runs each execution in a fresh bubblewrap sandbox (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        pool_size: int = 0,
+        pool_limits: Limits | None = None,
+        use_cgroup: bool = True,
+        seccomp: bool = True,
+        python: str = PYTHON,
+    ) -> None:
+        """Check the host can run sandboxes at all (bwrap present, filter built).
+
+        Args:
+            pool_size: sandboxes kept started and waiting (0: every execution starts cold).
+            pool_limits: the limits pooled sandboxes are made for; an execution asking for
+                another workspace size starts cold.
+            use_cgroup: put each sandbox in a cgroup when the host allows (off only for tests).
+            seccomp: install the seccomp filter (off only for tests proving what it stops).
+            python: the interpreter inside the sandbox; it must live under /usr.
+        """
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            raise SandboxUnavailable(
+                "bubblewrap (bwrap) is not installed",
+                hint="apt-get install bubblewrap, or choose another backend (autonomic sandbox doctor)",
+            )
+        self._bwrap = bwrap
+        self._python = python
+        self._seccomp = build_filter() if seccomp else None
+        self._root = os.geteuid() == 0
+        self._cgroups = Cgroups.detect() if use_cgroup else None
+        self._pool_size = pool_size
+        self._pool_limits = pool_limits or Limits()
+        self._pool: list[_Started] = []
+        self._refills: set[asyncio.Task[None]] = set()
+        self._launches: set[asyncio.Future[_Started]] = set()
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return "namespace"
+
+    @property
+    def cgroups(self) -> Cgroups | None:
+        return self._cgroups
+
+    async def start(self) -> None:
+        """Fill the warm pool now rather than on first use; returns once every one is ready."""
+        await asyncio.gather(*self._refills, return_exceptions=True)
+        while len(self._pool) < self._pool_size and not self._closed:
+            self._pool.append(await asyncio.to_thread(self._launch, self._pool_limits, True))
+
+    async def execute(self, execution: Execution) -> Result:
+        begun = time.monotonic()
+        limits = execution.limits
+        if limits.network is not NetworkPolicy.NONE:
+            raise SandboxUnavailable(
+                "the namespace backend does not implement NetworkPolicy.ALLOWLIST yet",
+                hint="use NetworkPolicy.NONE (the default); egress allow-lists are not built",
+            )
+        if (execution.code is None) == (execution.command is None):
+            raise InvalidInput(
+                "an execution needs exactly one of code or command",
+                hint="pass Python source as code=, or an argv tuple as command=",
+            )
+        problem = check_files(execution.files, limits.workspace_mb)
+        if problem is not None:
+            return _refused(problem, begun)
+        if self._closed:
+            raise SandboxUnavailable("this sandbox was closed", hint="build a new one")
+        started = self._take_pooled(limits)
+        if started is None:
+            started = await self._launch_cold(limits)
+        try:
+            return await self._run(started, execution, begun)
+        finally:
+            # Usually instant (the launcher is reaped, its pid namespace gone, the cgroup empty);
+            # a thread only when the kernel is still tearing processes down.
+            if not self._cleanup(started, wait=False):
+                await asyncio.to_thread(self._cleanup, started)
+
+    async def close(self) -> None:
+        self._closed = True
+        # Not cancelled: a launch runs in a thread and would finish unowned; each refill sees
+        # ``_closed`` and cleans up what it started.
+        await asyncio.gather(*self._refills, *self._launches, return_exceptions=True)
+        pool, self._pool = self._pool, []
+        for started in pool:
+            started.launcher.kill()
+            if started.cgroup is not None:
+                started.cgroup.kill_all(spare=started.launcher.pid)
+            await asyncio.to_thread(self._cleanup, started)
+        for cgroup in list(_LINGERING):
+            if await asyncio.to_thread(_remove_cgroup, cgroup, 10.0):
+                _LINGERING.remove(cgroup)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _launch_cold(self, limits: Limits) -> _Started:
+        """Launch in a thread; if the caller is cancelled meanwhile, the sandbox is still reaped."""
+        launch = asyncio.ensure_future(asyncio.to_thread(self._launch, limits))
+        self._launches.add(launch)
+        launch.add_done_callback(self._launches.discard)
+        try:
+            return await asyncio.shield(launch)
+        except asyncio.CancelledError:
+
+            def reap(done: asyncio.Future[_Started]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    orphan = done.result()
+                    orphan.launcher.kill()
+                    self._cleanup(orphan)
+
+            launch.add_done_callback(reap)
+            raise
+
+    def _take_pooled(self, limits: Limits) -> _Started | None:
+        if self._pool_size == 0 or limits.workspace_mb != self._pool_limits.workspace_mb:
+            return None
+        started = self._pool.pop() if self._pool else None
+        self._refill()
+        return started
+
+    def _refill(self) -> None:
+        if self._closed or len(self._pool) + len(self._refills) >= self._pool_size:
+            return
+
+        async def refill() -> None:
+            started = await asyncio.to_thread(self._launch, self._pool_limits, True)
+            if self._closed:
+                started.launcher.kill()
+                await asyncio.to_thread(self._cleanup, started)
+            else:
+                self._pool.append(started)
+
+        task = asyncio.get_running_loop().create_task(refill())
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    def _launch(self, limits: Limits, ready: bool = False) -> _Started:
+        """Start a sandbox whose loader waits for its request (blocking: run it in a thread).
+
+        With ``ready``, return only once the loader inside has announced itself (for the pool).
+        """
+        uid = _UIDS.take() if self._root else None
+        cgroup = None
+        if self._cgroups is not None:
+            cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
+            cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, self._seccomp or b"")
+            os.close(write_fd)
+            # cgroup v1 (this kind of host): Popen switches uid in the forked child and the
+            # launcher joins its chowned cgroup; otherwise root's sh joins, setpriv switches.
+            spawn_uid = (
+                uid if uid is not None and cgroup is not None and cgroup.let_join(uid) else None
+            )
+            argv = self._argv(
+                limits,
+                None if spawn_uid is not None else uid,
+                cgroup,
+                read_fd if self._seccomp else None,
+            )
+            launcher = Launcher.spawn(argv, pass_fds=(read_fd,), uid=spawn_uid)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            if uid is not None:
+                _UIDS.give(uid)
+            raise
+        finally:
+            os.close(read_fd)
+        launcher.marker_pending = True
+        started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic())
+        if ready and not launcher.wait_ready(10.0):
+            self._cleanup(started)
+            raise SandboxUnavailable(
+                "a pooled sandbox did not start within 10 s",
+                hint="run `autonomic sandbox doctor`",
+            )
+        return started
+
+    def _argv(
+        self, limits: Limits, uid: int | None, cgroup: SandboxCgroup | None, seccomp_fd: int | None
+    ) -> list[str]:
+        argv: list[str] = []
+        if cgroup is not None:
+            argv += ["/bin/sh", "-c", LAUNCH_SH, "sh", *map(str, cgroup.procs_files), "--"]
+        if uid is not None:
+            argv += [
+                "/usr/bin/setpriv",
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--clear-groups",
+                "--no-new-privs",
+            ]
+        workspace_bytes = str(limits.workspace_mb * 1024 * 1024)
+        argv += [
+            self._bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--as-pid-1",
+            "--new-session",
+            "--hostname",
+            "sandbox",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--ro-bind-try",
+            "/etc/alternatives",
+            "/etc/alternatives",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            workspace_bytes,
+            "--tmpfs",
+            WORKSPACE,
+            "--dir",
+            f"{WORKSPACE}/.tmp",
+            "--symlink",
+            f"{WORKSPACE}/.tmp",
+            "/tmp",  # noqa: S108 -- inside the sandbox: a link into its own workspace
+            "--remount-ro",
+            "/",
+            "--remount-ro",
+            "/dev",
+            "--chdir",
+            WORKSPACE,
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            WORKSPACE,
+            "--setenv",
+            "TMPDIR",
+            "/tmp",  # noqa: S108
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+            *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
+            self._python,
+            "-I",
+            "-S",
+            "-c",
+            LOADER,
+        ]
+        return argv
+
+    def _rlimits(self, limits: Limits) -> dict[str, tuple[int, int]]:
+        # The code runs as its namespace's pid 1, which ignores SIGXCPU: the hard limit's SIGKILL
+        # is what stops it (children get SIGXCPU at the same point).
+        cpu = max(1, int(limits.cpu_seconds + 0.999))
+        file_size = limits.file_size_mb * 1024 * 1024
+        rlimits = {
+            "CPU": (cpu, cpu),
+            "FSIZE": (file_size, file_size),
+            "NOFILE": (OPEN_FILES, OPEN_FILES),
+            "CORE": (0, 0),
+        }
+        if self._root:
+            # Per-uid, and each sandbox has its own uid; the launcher chain counts too.
+            rlimits["NPROC"] = (limits.processes + 8, limits.processes + 8)
+        if self._cgroups is None:
+            # No cgroup: per-process address space is the best bound left (documented weaker).
+            address = (limits.memory_mb + 64) * 1024 * 1024
+            rlimits["AS"] = (address, address)
+        return rlimits
+
+    async def _run(self, started: _Started, execution: Execution, begun: float) -> Result:
+        limits = execution.limits
+        if started.cgroup is not None:
+            started.cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
+        payload = encode_request(
+            code=execution.code,
+            command=execution.command,
+            files=execution.files,
+            rlimits=self._rlimits(limits),
+            stdin=execution.stdin,
+        )
+        cgroup = started.cgroup
+        outcome = await started.launcher.run(
+            payload,
+            wall_seconds=limits.wall_seconds,
+            output_bytes=limits.output_bytes,
+            on_kill=(
+                (lambda: cgroup.kill_all(spare=started.launcher.pid))
+                if cgroup is not None
+                else lambda: None
+            ),
+        )
+        return self._result(outcome, started, limits, begun)
+
+    def _result(self, outcome: Outcome, started: _Started, limits: Limits, begun: float) -> Result:
+        oom = started.cgroup.oom_kills() if started.cgroup is not None else 0
+        peak = started.cgroup.peak_mb() if started.cgroup is not None else outcome.max_rss_mb
+        measured = started.cgroup.cpu_seconds() if started.cgroup is not None else None
+        if measured is not None:
+            outcome.cpu_seconds = measured
+        sig = outcome.signal
+        stderr_text = outcome.stderr.data.decode("utf-8", "replace")
+        ended, detail = Ended.EXIT, ""
+        if outcome.output_exceeded:
+            ended, detail = Ended.OUTPUT_LIMIT, f"output passed {limits.output_bytes} bytes"
+        elif outcome.timed_out:
+            ended, detail = Ended.TIMEOUT, f"still running after {limits.wall_seconds:g} s"
+        elif oom > 0 or (self._cgroups is None and stderr_text.rstrip().endswith("MemoryError")):
+            ended, detail = Ended.MEMORY, f"went over {limits.memory_mb} MB"
+        elif sig in (signal.SIGXCPU, signal.SIGKILL):
+            # The code is its namespace's pid 1, which nothing inside the sandbox can SIGKILL;
+            # we did not (no timeout, no output cap) and the OOM killer did not: RLIMIT_CPU's
+            # hard limit did. (The cgroup's CPU clock is not used to decide: on some virtual
+            # machines it lags the rlimit's by a quarter or more under load.)
+            ended, detail = Ended.CPU, f"used more than {limits.cpu_seconds:g} s of CPU"
+        elif outcome.exit_code == LAUNCHER_FAILED and not outcome.stdout.data:
+            raise SandboxUnavailable(
+                f"the sandbox launcher failed: {stderr_text.strip()[-300:]}",
+                hint="run `autonomic sandbox doctor`",
+            )
+        elif sig is not None:
+            ended, detail = Ended.KILLED, f"killed by {signal.Signals(sig).name}"
+        exit_code = outcome.exit_code
+        if sig is not None:
+            exit_code = -sig
+        return Result(
+            ended=ended,
+            exit_code=exit_code if ended is Ended.EXIT or sig is None else None,
+            stdout=outcome.stdout.data.decode("utf-8", "replace"),
+            stderr=stderr_text,
+            stdout_truncated=outcome.stdout.truncated,
+            stderr_truncated=outcome.stderr.truncated,
+            duration_s=time.monotonic() - begun,
+            usage=Usage(cpu_seconds=round(outcome.cpu_seconds, 4), max_rss_mb=round(peak, 2)),
+            backend=self.name,
+            detail=detail,
+        )
+
+    def _cleanup(self, started: _Started, *, wait: bool = True) -> bool:
+        """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed.
+
+        With ``wait=False`` it does not block: ``False`` means call again with ``wait=True``.
+        """
+        if not wait and not started.launcher.reap():
+            return False
+        started.launcher.close()
+        if started.cgroup is not None:
+            if not wait and not started.cgroup.remove():
+                return False
+            if not _remove_cgroup(started.cgroup, 5.0):
+                _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
+        if started.uid is not None:
+            _UIDS.give(started.uid)
+            started.uid = None
+        for cgroup in list(_LINGERING):
+            if cgroup.remove():
+                _LINGERING.remove(cgroup)
+        return True
+
+
+_LINGERING: list[SandboxCgroup] = []
+"""Cgroups whose processes the kernel was still tearing down when their sandbox was cleaned up."""
+
+
+def _remove_cgroup(cgroup: SandboxCgroup, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cgroup.remove():
+        cgroup.kill_all()
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)  # the kernel finishes tearing down killed tasks
+    return True
+
+
+def _refused(detail: str, begun: float) -> Result:
+    return Result(
+        ended=Ended.REFUSED,
+        exit_code=None,
+        stdout="",
+        stderr="",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        duration_s=time.monotonic() - begun,
+        backend="namespace",
+        detail=detail,
+    )

@@ -1,0 +1,376 @@
+"""The namespace backend against real bubblewrap: results, limits, bad input, leaks, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from autonomic.adapters.sandbox.namespace import UID_BASE, NamespaceSandbox
+from autonomic.errors import InvalidInput
+from autonomic.ports.sandbox import (
+    Ended,
+    Execution,
+    Limits,
+    NetworkPolicy,
+    Sandbox,
+    SandboxUnavailable,
+)
+from autonomic.testing.sandbox import require_bwrap, sandbox_processes, temp_entries
+
+FAST = Limits(wall_seconds=5.0, cpu_seconds=3.0)
+
+
+def run(sandbox: NamespaceSandbox, code: str, **kw: object) -> object:
+    return asyncio.run(sandbox.execute(Execution(code=code, limits=kw.pop("limits", FAST), **kw)))  # type: ignore[arg-type]
+
+
+def test_it_is_a_sandbox(sandbox: NamespaceSandbox) -> None:
+    assert isinstance(sandbox, Sandbox)
+    assert sandbox.name == "namespace"
+
+
+def test_runs_code_and_returns_its_output(sandbox: NamespaceSandbox) -> None:
+    result = asyncio.run(sandbox.execute(Execution(code="print(sum(range(1000)))")))
+    assert result.ok
+    assert result.stdout == "499500\n"
+    assert result.backend == "namespace"
+    assert result.duration_s > 0
+
+
+def test_files_and_stdin_reach_the_code(sandbox: NamespaceSandbox) -> None:
+    code = "import sys; print(open('data/in.csv').read().strip(), sys.stdin.read())"
+    result = asyncio.run(
+        sandbox.execute(Execution(code=code, files={"data/in.csv": b"a,b"}, stdin=b"piped"))
+    )
+    assert result.stdout == "a,b piped\n", result.stderr
+
+
+def test_a_command_runs_instead_of_code(sandbox: NamespaceSandbox) -> None:
+    result = asyncio.run(sandbox.execute(Execution(command=("/bin/sh", "-c", "echo $HOME; id -u"))))
+    home, uid = result.stdout.split()
+    assert home == "/workspace"
+    assert uid != "0"
+
+
+def test_the_code_sees_a_clean_environment_and_read_only_root(sandbox: NamespaceSandbox) -> None:
+    code = """
+import os
+print(sorted(os.environ))
+for path in ("/usr/x", "/x", "/dev/x"):
+    try:
+        open(path, "w")
+        print("WROTE", path)
+    except OSError as e:
+        print(e.errno)
+open("/tmp/ok", "w").write("tmp is the workspace's")
+"""
+    result = asyncio.run(sandbox.execute(Execution(code=code)))
+    assert result.ok, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "['HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR']"
+    assert lines[1:] == ["30", "30", "30"]  # EROFS everywhere outside the workspace
+
+
+def test_a_raising_program_is_an_exit_with_its_traceback(sandbox: NamespaceSandbox) -> None:
+    result = asyncio.run(sandbox.execute(Execution(code="x = 1\n1/0\n")))
+    assert result.ended is Ended.EXIT
+    assert result.exit_code == 1
+    assert 'File "main.py", line 2' in result.stderr
+    assert "ZeroDivisionError" in result.stderr
+    assert "<string>" not in result.stderr  # the loader's own frame is not shown
+
+
+def test_a_syntax_error_is_a_clean_result(sandbox: NamespaceSandbox) -> None:
+    result = asyncio.run(sandbox.execute(Execution(code="def (:\n")))
+    assert result.ended is Ended.EXIT
+    assert result.exit_code == 1
+    assert "SyntaxError" in result.stderr
+
+
+def test_binary_junk_as_code_is_a_clean_result(sandbox: NamespaceSandbox) -> None:
+    junk = bytes(range(256)).decode("latin-1") * 4
+    result = asyncio.run(sandbox.execute(Execution(code=junk)))
+    assert result.ended is Ended.EXIT
+    assert result.exit_code == 1
+    assert "Error" in result.stderr
+
+
+def test_non_utf8_output_is_decoded_with_replacement(sandbox: NamespaceSandbox) -> None:
+    code = "import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe\\x00 end'); sys.stderr.buffer.write(b'\\xc3')"
+    result = asyncio.run(sandbox.execute(Execution(code=code)))
+    assert result.ok
+    assert result.stdout == "ok \ufffd\ufffd\x00 end"
+    assert result.stderr == "\ufffd"
+
+
+def test_files_larger_than_the_workspace_are_refused_before_running(
+    sandbox: NamespaceSandbox,
+) -> None:
+    files = {"big.bin": b"\0" * (3 * 1024 * 1024)}
+    result = asyncio.run(
+        sandbox.execute(Execution(code="print(1)", files=files, limits=Limits(workspace_mb=2)))
+    )
+    assert result.ended is Ended.REFUSED
+    assert "more than the 2 MB workspace" in result.detail
+
+
+@pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a/../../b", "", "a//b", "x\0y"])
+def test_file_paths_must_stay_in_the_workspace(sandbox: NamespaceSandbox, path: str) -> None:
+    result = asyncio.run(sandbox.execute(Execution(code="print(1)", files={path: b"x"})))
+    assert result.ended is Ended.REFUSED
+    assert "must be relative" in result.detail
+
+
+def test_code_and_command_together_is_invalid(sandbox: NamespaceSandbox) -> None:
+    with pytest.raises(InvalidInput, match="exactly one of code or command"):
+        asyncio.run(sandbox.execute(Execution(code="1", command=("true",))))
+
+
+def test_allowlist_networking_is_refused_with_a_clear_error(sandbox: NamespaceSandbox) -> None:
+    limits = Limits(network=NetworkPolicy.ALLOWLIST, egress_allow=("example.org:443",))
+    with pytest.raises(SandboxUnavailable, match=r"does not implement NetworkPolicy\.ALLOWLIST"):
+        asyncio.run(sandbox.execute(Execution(code="1", limits=limits)))
+
+
+def test_the_wall_timeout_kills_the_whole_tree(sandbox: NamespaceSandbox) -> None:
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '600'])\ntime.sleep(600)"
+    result = asyncio.run(sandbox.execute(Execution(code=code, limits=Limits(wall_seconds=1.0))))
+    assert result.ended is Ended.TIMEOUT
+    assert result.exit_code is None
+    assert 1.0 <= result.duration_s < 2.0
+    assert sandbox_processes() == []
+
+
+def test_memory_across_processes_is_bounded(sandbox: NamespaceSandbox) -> None:
+    # Four processes of 40 MB each: under any per-process limit, over the 96 MB for the sandbox.
+    code = """
+import os, time
+for _ in range(3):
+    if os.fork() == 0:
+        break
+hog = bytearray(40 << 20)
+for i in range(0, len(hog), 4096):
+    hog[i] = 1
+time.sleep(3)
+"""
+    result = asyncio.run(
+        sandbox.execute(Execution(code=code, limits=Limits(memory_mb=96, wall_seconds=5)))
+    )
+    if sandbox.cgroups is None:
+        pytest.skip("no writable cgroup on this host: memory is bounded per process only")
+    assert result.ended is Ended.MEMORY, (result.ended, result.stderr)
+
+
+def test_cpu_time_is_bounded(sandbox: NamespaceSandbox) -> None:
+    result = asyncio.run(
+        sandbox.execute(
+            Execution(code="while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=10))
+        )
+    )
+    assert result.ended is Ended.CPU
+    assert 0.5 <= result.usage.cpu_seconds < 2.5
+
+
+def test_output_is_cut_at_the_cap_and_flagged(sandbox: NamespaceSandbox) -> None:
+    code = "import sys\nprint('e' * 10, file=sys.stderr, end='', flush=True)\nwhile True: sys.stdout.write('x' * 65536)"
+    result = asyncio.run(
+        sandbox.execute(Execution(code=code, limits=Limits(output_bytes=100_000, wall_seconds=5)))
+    )
+    assert result.ended is Ended.OUTPUT_LIMIT
+    assert len(result.stdout) == 100_000
+    assert result.stdout_truncated
+    assert not result.stderr_truncated
+    assert result.stderr == "e" * 10
+
+
+def test_output_under_the_cap_is_not_flagged(sandbox: NamespaceSandbox) -> None:
+    code = "print('x' * 999)"
+    result = asyncio.run(sandbox.execute(Execution(code=code, limits=Limits(output_bytes=1000))))
+    assert result.ok
+    assert not result.stdout_truncated
+
+
+def test_the_seccomp_filter_is_what_refuses_keyctl() -> None:
+    """keyctl is allowed to unprivileged users: without the filter the same probe succeeds."""
+    require_bwrap()
+    code = "import ctypes\nprint(ctypes.CDLL(None, use_errno=True).syscall(250, 0, -3, 0))"
+
+    async def both() -> tuple[str, str]:
+        guarded, bare = NamespaceSandbox(), NamespaceSandbox(seccomp=False)
+        try:
+            a = await guarded.execute(Execution(code=code))
+            b = await bare.execute(Execution(code=code))
+            return a.stdout.strip(), b.stdout.strip()
+        finally:
+            await guarded.close()
+            await bare.close()
+
+    with_filter, without = asyncio.run(both())
+    assert with_filter == "-1"
+    assert int(without) > 0
+
+
+def test_each_execution_gets_a_fresh_workspace(sandbox: NamespaceSandbox) -> None:
+    code = "import os\nprint(sorted(os.listdir('.')))\nopen('left.txt', 'w').write('x')"
+    first = run(sandbox, code)
+    second = run(sandbox, code)
+    assert first.stdout == second.stdout  # type: ignore[attr-defined]
+    assert "left.txt" not in second.stdout  # type: ignore[attr-defined]
+
+
+def test_fifty_in_flight_complete_or_fail_cleanly_and_leave_nothing() -> None:
+    require_bwrap()
+    before = temp_entries()
+    codes = [
+        "print(sum(range(1000)))",
+        "import time; time.sleep(0.2); print('slept')",
+        "raise SystemExit(3)",
+        "def (:",
+        "import sys; sys.stdout.buffer.write(b'\\xff' * 10)",
+    ]
+
+    async def main() -> tuple[list[object], list[object]]:
+        sandbox = NamespaceSandbox(pool_size=2)
+        try:
+            executions = [
+                Execution(code=codes[i % len(codes)], limits=Limits(wall_seconds=30))
+                for i in range(50)
+            ]
+            results = await asyncio.gather(
+                *(sandbox.execute(e) for e in executions), return_exceptions=True
+            )
+        finally:
+            await sandbox.close()
+        leftovers = sandbox.cgroups.leftovers() if sandbox.cgroups else []
+        return list(results), list(leftovers)
+
+    results, cgroups_left = asyncio.run(main())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors == []
+    expected = {0: "499500\n", 1: "slept\n", 4: "\ufffd" * 10}
+    for i, result in enumerate(results):
+        kind = i % len(codes)
+        assert result.ended is Ended.EXIT, (i, result)  # type: ignore[attr-defined]
+        if kind in expected:
+            assert result.stdout == expected[kind]  # type: ignore[attr-defined]
+        if kind == 2:
+            assert result.exit_code == 3  # type: ignore[attr-defined]
+    assert cgroups_left == []
+    assert sandbox_processes() == []
+    assert temp_entries() <= before
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert "/workspace" not in mounts
+
+
+def test_a_warm_pool_hands_each_sandbox_out_once() -> None:
+    require_bwrap()
+    code = "import os\nprint(os.listdir('.'))\nopen('mine', 'w').write('x')"
+
+    async def main() -> list[str]:
+        sandbox = NamespaceSandbox(pool_size=2)
+        await sandbox.start()
+        try:
+            return [(await sandbox.execute(Execution(code=code))).stdout for _ in range(5)]
+        finally:
+            await sandbox.close()
+
+    outputs = asyncio.run(main())
+    assert outputs == ["['main.py', '.tmp']\n"] * 5
+    assert sandbox_processes() == []
+
+
+def test_close_leaves_no_process_or_cgroup() -> None:
+    require_bwrap()
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox(pool_size=3)
+        await sandbox.start()
+        assert len(sandbox_processes()) > 0
+        await sandbox.close()
+        return list(sandbox.cgroups.leftovers()) if sandbox.cgroups else []
+
+    assert asyncio.run(main()) == []
+    assert sandbox_processes() == []
+
+
+def test_sandbox_processes_run_under_a_uid_of_their_own() -> None:
+    require_bwrap()
+    if os.geteuid() != 0:
+        pytest.skip("only root switches to a uid of the sandbox's own")
+
+    async def main() -> list[list[int]]:
+        sandbox = NamespaceSandbox(pool_size=2)
+        await sandbox.start()
+        try:
+            return [
+                [_uid_of(pid) for pid in started.cgroup.pids()]  # type: ignore[union-attr]
+                for started in sandbox._pool
+            ]
+        finally:
+            await sandbox.close()
+
+    per_sandbox = asyncio.run(main())
+    assert len(per_sandbox) == 2
+    uids = [set(u) for u in per_sandbox]
+    for u in uids:
+        assert len(u) == 1
+        assert min(u) >= UID_BASE
+    assert uids[0] != uids[1]
+
+
+def _uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(pid)
+
+
+def test_a_cancelled_execution_leaves_nothing() -> None:
+    """A caller giving up (a tool timeout) mid-launch or mid-run still gets everything reaped."""
+    require_bwrap()
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox()
+        try:
+            for delay in (0.0, 0.001, 0.3):
+                task = asyncio.ensure_future(
+                    sandbox.execute(Execution(code="import time; time.sleep(30)"))
+                )
+                await asyncio.sleep(delay)  # cancel at different points, not synchronisation
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await sandbox.close()
+        await asyncio.sleep(0)  # let a pending launch's done-callback run
+        return list(sandbox.cgroups.leftovers()) if sandbox.cgroups else []
+
+    assert asyncio.run(main()) == []
+    assert sandbox_processes() == []
+
+
+def test_without_a_cgroup_rlimits_still_contain_the_abuse() -> None:
+    """Hosts with no writable cgroup: per-process address space and per-uid process limits."""
+    require_bwrap()
+    from autonomic.sandbox.probe_host import run_probes
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox(use_cgroup=False)
+        assert sandbox.cgroups is None
+        try:
+            return list(
+                await run_probes(sandbox, names=("memory_bomb", "fork_bomb", "output_flood"))
+            )
+        finally:
+            await sandbox.close()
+
+    outcomes = asyncio.run(main())
+    assert [(o.probe, o.held) for o in outcomes] == [  # type: ignore[attr-defined]
+        ("fork_bomb", True),
+        ("memory_bomb", True),
+        ("output_flood", True),
+    ], outcomes
+    assert sandbox_processes() == []
