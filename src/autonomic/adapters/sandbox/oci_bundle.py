@@ -51,6 +51,9 @@ REFUSED_SYSCALLS: tuple[str, ...] = (
     "fsopen",
     "fspick",
     "init_module",
+    "io_uring_enter",  # io_uring runs I/O outside seccomp's view of syscalls
+    "io_uring_register",
+    "io_uring_setup",
     "ioperm",
     "iopl",
     "kcmp",
