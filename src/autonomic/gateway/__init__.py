@@ -1,0 +1,51 @@
+"""The model gateway: providers from configuration behind shared rate limits, retries, circuit
+breakers, fallback routing, cost accounting, token counting and context compression.
+
+``Gateway`` implements the model port, so the engine uses it like any other model::
+
+    gateway = Gateway(load_config("gateway.yaml"))
+    with call_context(priority="background", timeout=60, run_id=run.id, tenant=run.tenant):
+        response = await gateway.complete(messages, tools)
+    response.provider, response.cost_usd, response.waited_s
+"""
+
+from autonomic.gateway.config import (
+    BreakerPolicy,
+    GatewayConfig,
+    RetryPolicy,
+    load_config,
+    parse_config,
+)
+from autonomic.gateway.context import CallContext, call_context, current_call
+from autonomic.gateway.cost import CostLedger, Estimate, Spend
+from autonomic.gateway.gateway import Gateway, backoff_delay, check_tool_calls
+from autonomic.gateway.metrics import GatewayMetrics
+from autonomic.gateway.provider import Limits, Pricing, Priority, Provider, ProviderKind
+from autonomic.gateway.ratelimit import LocalBuckets, RedisBuckets
+from autonomic.gateway.tokens import TokenCounter
+
+__all__ = [
+    "BreakerPolicy",
+    "CallContext",
+    "CostLedger",
+    "Estimate",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayMetrics",
+    "Limits",
+    "LocalBuckets",
+    "Pricing",
+    "Priority",
+    "Provider",
+    "ProviderKind",
+    "RedisBuckets",
+    "RetryPolicy",
+    "Spend",
+    "TokenCounter",
+    "backoff_delay",
+    "call_context",
+    "check_tool_calls",
+    "current_call",
+    "load_config",
+    "parse_config",
+]
