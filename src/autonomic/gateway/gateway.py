@@ -124,8 +124,12 @@ class Gateway:
         self._pools: dict[str, asyncio.Semaphore] = {}
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._name = f"gateway:{config.providers[0].name}"
-        for p in config.providers:  # load encodings now: loading blocks the event loop ~0.2 s
+        for p in config.providers:
+            # build clients and load encodings now, not in the first call: both block the event
+            # loop for a fraction of a second, and calls that reserved capacity before such a
+            # stall would all be sent together after it
             self.counter(p)
+            self._model(p)
 
     @property
     def name(self) -> str:

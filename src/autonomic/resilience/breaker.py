@@ -77,6 +77,9 @@ class Breakers:
             default_ttl=reset_after,
             exclude=[(BaseException, lambda exc: not counts(exc))],
         )
+        self._counts = counts
+        self._failures: dict[str, int] = {}  # consecutive counted failures (purgatory forgets
+        # them once open)
         self._contexts: dict[str, Context] = {}
         self._probing: set[str] = set()
 
@@ -85,14 +88,13 @@ class Breakers:
         ctx = self._contexts.get(key)
         if ctx is None:
             return BreakerState(key, CLOSED, 0, 0.0)
+        failures = self._failures.get(key, 0)
         if ctx.state == "opened":
             retry_in = max(0.0, (ctx.opened_at or 0.0) + ctx.ttl - time.time())
-            return BreakerState(
-                key, OPEN if retry_in > 0 else HALF_OPEN, ctx.failure_count or 0, retry_in
-            )
+            return BreakerState(key, OPEN if retry_in > 0 else HALF_OPEN, failures, retry_in)
         if ctx.state == "half-opened":
-            return BreakerState(key, HALF_OPEN, ctx.failure_count or 0, 0.0)
-        return BreakerState(key, CLOSED, ctx.failure_count or 0, 0.0)
+            return BreakerState(key, HALF_OPEN, failures, 0.0)
+        return BreakerState(key, CLOSED, failures, 0.0)
 
     def is_open(self, key: str) -> bool:
         """True while ``key`` refuses calls (open and not yet due, or a probe is in flight)."""
@@ -120,9 +122,12 @@ class Breakers:
         try:
             yield
         except BaseException as exc:
+            if self._counts(exc):
+                self._failures[key] = self._failures.get(key, 0) + 1
             await breaker.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         else:
+            self._failures[key] = 0
             await breaker.__aexit__(None, None, None)
         finally:
             if probe:

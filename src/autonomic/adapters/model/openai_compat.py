@@ -99,6 +99,12 @@ class OpenAICompatModel:
                 retry_after=retry_after_seconds(exc.response.headers),
                 status=status,
             ) from None
+        except ValueError as exc:  # a body that is not JSON (truncated, HTML from a proxy)
+            raise ModelError(
+                f"the model server answered with a body that is not a chat completion: {_short(str(exc))}",
+                hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
+                retryable=True,
+            ) from None
         except openai.APIResponseValidationError as exc:
             raise ModelError(
                 f"the model server answered with a body that is not a chat completion: {_short(str(exc))}",
