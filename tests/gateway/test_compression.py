@@ -6,7 +6,10 @@ import asyncio
 import json
 import re
 
+import pytest
+
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
+from autonomic.errors import ModelError
 from autonomic.gateway.compression import (
     SUMMARISER_PROMPT,
     Compressor,
@@ -166,10 +169,10 @@ def test_thresholds_and_untrusted_summaries():
     assert not needs_compression(6144, 8192)
     assert needs_compression(6145, 8192)
     assert parse_state('```json\n{"facts": {}}\n```') == {"facts": {}}
-    for bad in ("not json", "[1, 2]", None):
-        try:
-            parse_state(bad)
-        except Exception as exc:
-            assert getattr(exc, "retryable", False)
-        else:
-            raise AssertionError(f"{bad!r} was accepted")
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1, 2]", None])
+def test_a_summary_that_is_not_a_json_object_is_a_retryable_error(bad):
+    with pytest.raises(ModelError) as info:
+        parse_state(bad)
+    assert info.value.retryable
