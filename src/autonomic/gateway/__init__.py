@@ -9,6 +9,7 @@ breakers, fallback routing, cost accounting, token counting and context compress
     response.provider, response.cost_usd, response.waited_s
 """
 
+from autonomic.gateway.compression import Compression, Compressor
 from autonomic.gateway.config import (
     BreakerPolicy,
     GatewayConfig,
@@ -20,13 +21,17 @@ from autonomic.gateway.context import CallContext, call_context, current_call
 from autonomic.gateway.cost import CostLedger, Estimate, Spend
 from autonomic.gateway.gateway import Gateway, backoff_delay, check_tool_calls
 from autonomic.gateway.metrics import GatewayMetrics
+from autonomic.gateway.plan_cache import LocalPlanCache, RedisPlanCache
 from autonomic.gateway.provider import Limits, Pricing, Priority, Provider, ProviderKind
 from autonomic.gateway.ratelimit import LocalBuckets, RedisBuckets
+from autonomic.gateway.split import ModelSplit, Phase
 from autonomic.gateway.tokens import TokenCounter
 
 __all__ = [
     "BreakerPolicy",
     "CallContext",
+    "Compression",
+    "Compressor",
     "CostLedger",
     "Estimate",
     "Gateway",
@@ -34,11 +39,15 @@ __all__ = [
     "GatewayMetrics",
     "Limits",
     "LocalBuckets",
+    "LocalPlanCache",
+    "ModelSplit",
+    "Phase",
     "Pricing",
     "Priority",
     "Provider",
     "ProviderKind",
     "RedisBuckets",
+    "RedisPlanCache",
     "RetryPolicy",
     "Spend",
     "TokenCounter",
