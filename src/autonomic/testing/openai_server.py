@@ -174,6 +174,10 @@ class OpenAITestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # one write per response, sent at once: headers and body in separate small segments
+            # meet Nagle's algorithm and delayed ACKs and cost 40 ms a request
+            wbufsize = 1 << 16
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
