@@ -45,3 +45,25 @@ def test_a_missing_api_key_variable_is_named(tmp_path, monkeypatch):
     )
     with pytest.raises(ConfigError, match="environment variable NO_SUCH_KEY_VAR is not set"):
         build_model(f"gateway:{config}")
+
+
+def test_the_cli_validates_a_gateway_file_and_never_prints_a_key(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from autonomic.cli.app import app
+
+    monkeypatch.setenv("MY_KEY", "sk-secret-value")
+    good = tmp_path / "gateway.yaml"
+    good.write_text(
+        "providers:\n  - name: main\n    base_url: http://127.0.0.1:1/v1\n    model: m\n"
+        "    api_key_env: MY_KEY\n"
+    )
+    result = CliRunner().invoke(app, ["gateway-check", str(good), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"api_key_set": true' in result.output
+    assert "sk-secret-value" not in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: []\n")
+    result = CliRunner().invoke(app, ["gateway-check", str(bad)])
+    assert result.exit_code != 0
+    assert "providers must be a non-empty list" in str(result.exception)
