@@ -284,7 +284,8 @@ class Gateway:
         if not backoff:
             self.metrics.waits[provider] += 1
             self.metrics.waited_seconds[provider] += seconds
-        log.debug(
+        log.log(
+            logging.INFO if seconds >= 1.0 else logging.DEBUG,
             "model call waits %.3fs for %s (%s)",
             seconds,
             provider,
