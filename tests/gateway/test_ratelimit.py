@@ -93,3 +93,12 @@ def test_bucket_sizes():
     assert tok is None
     assert req.rate == 0.5
     assert req.capacity == 1  # never below one request
+
+
+def test_an_unreachable_redis_is_a_retryable_model_error_not_a_crash():
+    from autonomic.errors import ModelError
+
+    buckets = RedisBuckets("redis://127.0.0.1:1/0")
+    with pytest.raises(ModelError, match="cannot reach the Redis") as info:
+        _run(buckets, lambda: buckets.reserve("p", PER_SECOND_10, 0, 1))
+    assert info.value.retryable

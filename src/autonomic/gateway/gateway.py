@@ -242,7 +242,7 @@ class Gateway:
                         check_tool_calls(response, tools)
                 except ModelError as exc:
                     self.metrics.failures[provider.name] += 1
-                    await self.buckets.settle(provider.name, provider.limits, -need)
+                    await self._settle(provider, -need)
                     reasons[provider.name] = exc.message
                     log.info(
                         "model call to %s failed (%s, retryable=%s)",
@@ -277,6 +277,13 @@ class Gateway:
             for p in eligible:
                 self.metrics.retries[p.name] += 1
             waited += await self._wait(eligible[0].name, delay, backoff=True)
+
+    async def _settle(self, provider: Provider, tokens_delta: int) -> None:
+        """Correct the token bucket; a failure here must not lose an answer already received."""
+        try:
+            await self.buckets.settle(provider.name, provider.limits, tokens_delta)
+        except ModelError as exc:
+            log.warning("could not settle tokens for %s: %s", provider.name, exc.message)
 
     async def _wait(self, provider: str, seconds: float, *, backoff: bool = False) -> float:
         self.metrics.waiting += 1
@@ -342,9 +349,7 @@ class Gateway:
         if usage.input_tokens == 0 and usage.output_tokens == 0:
             counter = self.counter(provider)
             usage = Usage(counter.messages(messages, tools), counter.response(response))
-        await self.buckets.settle(
-            provider.name, provider.limits, usage.input_tokens + usage.output_tokens - reserved
-        )
+        await self._settle(provider, usage.input_tokens + usage.output_tokens - reserved)
         cost = provider.pricing.cost(usage.input_tokens, usage.output_tokens)
         ctx = current_call()
         self.ledger.record(

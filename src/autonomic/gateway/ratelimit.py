@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from autonomic.errors import ModelError
 from autonomic.gateway.provider import Limits
 
 
@@ -181,7 +182,16 @@ class RedisBuckets:
             max_wait,
         ]
         keys = [f"{self._prefix}:{key}:r", f"{self._prefix}:{key}:t"]
-        granted, wait = await self._script(keys=keys, args=args)
+        from redis.exceptions import RedisError
+
+        try:
+            granted, wait = await self._script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise ModelError(
+                f"cannot reach the Redis that holds the shared rate limits: {exc}",
+                hint="check redis_url (or AUTONOMIC_GATEWAY_REDIS_URL) and that Redis is running",
+                retryable=True,
+            ) from None
         return Reservation(granted in (b"1", "1"), max(0.0, float(wait)))
 
     async def reserve(self, key: str, limits: Limits, tokens: int, max_wait: float) -> Reservation:
