@@ -103,3 +103,29 @@ def test_with_a_secondary_background_calls_move_to_it_and_critical_ones_wait():
     times = [a.at for a in primary.arrivals]
     for window in (0.5, 1.0):
         assert max_in_window(times, window) <= RATE * window + RATE + JITTER
+
+
+def test_without_the_gateway_the_same_load_breaks_the_limit():
+    """The control: the same 50 callers on the bare adapter get 429s from the same server."""
+    from autonomic.adapters.model.openai_compat import OpenAICompatModel
+    from autonomic.errors import ModelError
+
+    server_limit = Limit(requests=int(2 * RATE) + JITTER, window=1.0)
+    with OpenAITestServer(default=completion("ok"), limit=server_limit, keep_alive=True) as server:
+        model = OpenAICompatModel("gpt-4o-mini", base_url=server.base_url, api_key="k")
+
+        async def one(i):
+            try:
+                await model.complete([Message(Role.USER, f"{i}")], [])
+            except ModelError as exc:
+                return exc.status
+            return 200
+
+        async def main():
+            try:
+                return await asyncio.gather(*(one(i) for i in range(CALLERS * CALLS_EACH)))
+            finally:
+                await model.aclose()
+
+        statuses = asyncio.run(main())
+    assert statuses.count(429) >= CALLERS * CALLS_EACH - server_limit.requests
