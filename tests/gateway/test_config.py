@@ -157,3 +157,13 @@ def test_every_priority_class_needs_a_provider():
     }
     with pytest.raises(ConfigError, match="has no provider that serves 'normal' calls"):
         parse_config(data, source="g.yaml")
+
+
+def test_the_example_in_the_docs_is_valid(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "model-gateway.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config(_write(tmp_path, block), env={})
+    assert [p.name for p in config.providers] == ["openai", "vllm", "offline"]
+    assert config.fallback_after[Priority.BACKGROUND] == 0
