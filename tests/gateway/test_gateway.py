@@ -239,6 +239,10 @@ def test_cost_is_priced_from_usage_and_accumulated_per_run_and_tenant():
     assert spend.cost_usd == pytest.approx(first.cost_usd + second.cost_usd)
     assert gateway.ledger.tenant("acme").cost_usd == pytest.approx(spend.cost_usd)
     assert gateway.ledger.tenant("other").calls == 0
+    snap = gateway.snapshot()
+    assert snap["spend"]["main"]["calls"] == 2
+    assert snap["metrics"]["calls"] == {"main": 2}
+    assert snap["breakers"]["model:main"]["state"] == "closed"
 
 
 def test_usage_is_counted_when_the_server_reports_none():

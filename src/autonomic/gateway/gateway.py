@@ -171,6 +171,14 @@ class Gateway:
         prio = Priority(priority) if priority is not None else current_call().priority
         return min(p.context_window for p in self.providers_for(prio))
 
+    def snapshot(self) -> dict[str, object]:
+        """Metrics, circuit states and spend per provider, JSON-ready (for ``show`` and metrics)."""
+        return {
+            "metrics": self.metrics.snapshot(),
+            "breakers": {k: v.to_dict() for k, v in self.breakers.snapshot().items()},
+            "spend": {name: s.to_dict() for name, s in sorted(self.ledger.providers.items())},
+        }
+
     # -- the model port -----------------------------------------------------------------------
 
     async def complete(
