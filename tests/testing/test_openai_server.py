@@ -73,3 +73,45 @@ def test_the_token_limit_counts_reported_usage():
 )
 def test_max_in_window(times, window, expected):
     assert max_in_window(times, window) == expected
+
+
+def _stream(server):
+    import asyncio
+
+    import openai
+
+    async def main():
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        try:
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            return [chunk async for chunk in stream]
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def test_streamed_answers_arrive_as_chunks():
+    from autonomic.testing.openai_server import stream_events
+
+    reply = completion("a streamed answer", usage=(3, 4))
+    with OpenAITestServer([reply]) as server:
+        chunks = _stream(server)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "a streamed answer"
+    assert chunks[-1].usage.completion_tokens == 4
+    assert len(chunks) == len(stream_events(reply.body))
+
+
+def test_a_truncated_stream_is_an_error_for_the_client():
+    import openai
+
+    from autonomic.testing.openai_server import truncated_stream
+
+    with (
+        OpenAITestServer([truncated_stream(completion("never finished"), after=2)]) as server,
+        pytest.raises(openai.APIConnectionError),
+    ):
+        _stream(server)  # the body ends without its last chunk: the connection broke mid-answer

@@ -7,8 +7,8 @@ function of the request body) answers; without one, the server answers 500.
 
 Faults a real provider produces, so retry, breaker and parsing code can be tested against them:
 ``rate_limited`` (429 with ``Retry-After``), ``server_error`` (5xx), ``slow`` (a reply sent after a
-delay), ``malformed_tool_call`` (arguments that are not JSON), ``empty_choices`` and ``raw`` (any
-bytes, e.g. truncated JSON).
+delay), ``malformed_tool_call`` (arguments that are not JSON), ``empty_choices``, ``raw`` (any
+bytes, e.g. truncated JSON) and ``truncated_stream`` (a streamed answer cut off mid-way).
 
 ``limit`` makes the server enforce its own requests-per-window and tokens-per-window budget like a
 commercial endpoint (sliding window; over budget it answers 429 with ``Retry-After``) and
@@ -44,6 +44,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     raw: bytes | None = None
+    stream_cut: int | None = None
+    """For ``stream: true`` requests: drop the connection after this many events (no ``[DONE]``)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,34 @@ def empty_choices() -> Reply:
     return reply
 
 
+def truncated_stream(reply: Reply, after: int = 2) -> Reply:
+    """``reply`` streamed (to ``stream: true`` requests) but cut after ``after`` events."""
+    return Reply(reply.status, reply.body, dict(reply.headers), reply.delay, reply.raw, after)
+
+
+def stream_events(body: dict[str, Any], piece: int = 8) -> list[dict[str, Any]]:
+    """A chat completion as the chunks a streaming server sends: role, content in ``piece``-character
+    deltas, one delta per tool call, the finish reason, then usage (when the body has it)."""
+    base = {k: body.get(k) for k in ("id", "created", "model")} | {
+        "object": "chat.completion.chunk"
+    }
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    content = message.get("content") or ""
+    events += [chunk({"content": content[i : i + piece]}) for i in range(0, len(content), piece)]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        events.append(chunk({"tool_calls": [{"index": index, **call}]}))
+    events.append(chunk({}, choice.get("finish_reason") or "stop"))
+    if body.get("usage"):
+        events.append(base | {"choices": [], "usage": body["usage"]})
+    return events
+
+
 def raw(data: bytes, status: int = 200) -> Reply:
     """Any bytes as the body, e.g. truncated JSON."""
     return Reply(status, raw=data)
@@ -185,6 +215,9 @@ class OpenAITestServer:
                 reply = outer._answer(body)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if body.get("stream") and reply.status == 200 and reply.raw is None:
+                    self._stream(reply)
+                    return
                 data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
@@ -196,6 +229,25 @@ class OpenAITestServer:
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, reply: Reply) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                events = [f"data: {json.dumps(e)}\n\n" for e in stream_events(reply.body)]
+                events.append("data: [DONE]\n\n")
+                for n, event in enumerate(events):
+                    if reply.stream_cut is not None and n >= reply.stream_cut:
+                        self.wfile.flush()
+                        self.close_connection = True  # no terminating chunk: a truncated body
+                        return
+                    data = event.encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                if not keep_alive:
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
