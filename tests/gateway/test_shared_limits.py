@@ -10,8 +10,8 @@ import pytest
 from autonomic.testing.openai_server import OpenAITestServer, completion, max_in_window
 
 RATE = 20.0  # per second
-CALLS = 30  # per process
-JITTER = 4
+CALLS = 40  # per process
+JITTER = 6  # requests: HTTP arrival jitter of two processes at the one test server
 
 WORKER = textwrap.dedent(
     """
@@ -40,7 +40,7 @@ WORKER = textwrap.dedent(
     print("ready", flush=True)
     sys.stdin.readline()  # start together: the test says go to both at once
     asyncio.run(main())
-    print("done", flush=True)
+    print(f"done {gateway.metrics.max_late_s}", flush=True)
     """
 )
 
@@ -70,20 +70,27 @@ def _two_workers(base_url, mode, redis_url, prefix):
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
+    late = 0.0
     for p in procs:
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 0
-        assert out.strip() == "done"
+        word, value = out.split()
+        assert word == "done"
+        late = max(late, float(value))
+    return late
 
 
 @pytest.mark.parametrize("mode", ["redis", "local"])
 def test_two_processes_share_one_limit_through_redis(mode, redis_server, redis_prefix):
     with OpenAITestServer(default=completion("ok"), keep_alive=True) as server:
-        _two_workers(server.base_url, mode, redis_server, redis_prefix)
+        late = _two_workers(server.base_url, mode, redis_server, redis_prefix)
     times = [a.at for a in server.arrivals]
     assert len(times) == 2 * CALLS
-    peak = max_in_window(times, 1.0)
+    # the limit over a window plus one bucket (plus what an event-loop stall of ``late`` seconds
+    # pushes together on a starved machine, and arrival jitter)
+    peaks = {w: max_in_window(times, w) for w in (1.0, 2.0)}
+    allowed = {w: RATE * w + RATE + RATE * late + JITTER for w in (1.0, 2.0)}
     if mode == "redis":
-        assert peak <= RATE + RATE + JITTER  # the limit over the window plus one bucket
-    else:
-        assert peak > RATE + RATE + JITTER  # each process spends a whole limit of its own
+        assert all(peaks[w] <= allowed[w] for w in peaks), (peaks, allowed)
+    else:  # each process spends a whole limit of its own: 80 calls inside two seconds
+        assert peaks[2.0] > 2 * RATE + RATE + JITTER, peaks

@@ -230,6 +230,7 @@ class Gateway:
                     if is_last or fallback_after is None
                     else min(fallback_after, remaining)
                 )
+                asked = time.monotonic()
                 reservation = await self.buckets.reserve(
                     provider.name, provider.limits, need, max_wait
                 )
@@ -241,11 +242,12 @@ class Gateway:
                         hint="raise the provider's limits, add a fallback, or give the call more time",
                     )
                     continue
+                due = asked + reservation.wait  # the turn is counted from when we asked
                 if reservation.wait > 0:
                     waited += await self._wait(provider.name, reservation.wait)
                 attempts += 1
                 try:
-                    response = await self._call(provider, messages, tools, deadline)
+                    response = await self._call(provider, messages, tools, deadline, due)
                     if self.config.validate_tool_calls:
                         check_tool_calls(response, tools)
                 except ModelError as exc:
@@ -318,6 +320,7 @@ class Gateway:
         messages: Sequence[Message],
         tools: Sequence[ToolSpec],
         deadline: float,
+        due: float,
     ) -> ModelResponse:
         model = self._model(provider)
         pool = self._pools.get(provider.name)
@@ -325,6 +328,9 @@ class Gateway:
             pool = self._pools[provider.name] = asyncio.Semaphore(provider.limits.max_concurrency)
         try:
             async with pool, self.breakers.guard(f"model:{provider.name}"):
+                late = time.monotonic() - due  # sent after its reserved turn by this much
+                if late > self.metrics.max_late_s:
+                    self.metrics.max_late_s = late
                 async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
                     return await model.complete(messages, tools)
         except CircuitOpen as exc:

@@ -35,10 +35,19 @@ class GatewayMetrics:
     waiting: int = 0
     """Gauge: calls waiting for capacity right now."""
     max_waiting: int = 0
+    max_late_s: float = 0.0
+    """Gauge: the longest a call was sent after its reserved turn. Calls reserve their slot ahead;
+    when the event loop stalls (CPU starvation, blocking code), the calls due during the stall are
+    sent together when it ends, so the rate over a window can exceed the limit plus one bucket by
+    up to ``rate * max_late_s``. Watch it: a large value means the process is overloaded."""
 
     def snapshot(self) -> dict[str, object]:
         """Everything as JSON-ready dicts."""
-        out: dict[str, object] = {"waiting": self.waiting, "max_waiting": self.max_waiting}
+        out: dict[str, object] = {
+            "waiting": self.waiting,
+            "max_waiting": self.max_waiting,
+            "max_late_s": round(self.max_late_s, 6),
+        }
         for name in (
             "calls",
             "failures",
