@@ -270,3 +270,15 @@ def test_the_estimate_bounds_the_cost_of_the_next_call_on_any_provider_it_may_us
     assert max_cost == pytest.approx((tokens * 10 + 1000 * 30) / 1e6)
     _, critical_cost = gateway.estimate(HI, [], priority="critical")
     assert critical_cost == pytest.approx((tokens * 1 + 100 * 2) / 1e6)
+
+
+def test_429s_do_not_open_the_circuit():
+    with OpenAITestServer([rate_limited(0.01), rate_limited(0.01), completion("ok")]) as server:
+        config = gateway_config(
+            provider("main", server.base_url),
+            breaker={"threshold": 1, "reset_after": 30},
+            retry={"max_attempts": 3, "base_delay": 0.01, "max_delay": 0.01},
+        )
+        gateway, response = _run(config)
+    assert response.content == "ok"
+    assert gateway.breakers.state("model:main").state == "closed"

@@ -49,7 +49,7 @@ from autonomic.gateway.provider import Priority, Provider, ProviderKind
 from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
 from autonomic.gateway.tokens import TokenCounter
 from autonomic.ports.model import Model
-from autonomic.resilience.breaker import Breakers
+from autonomic.resilience.breaker import Breakers, counts_as_failure
 
 log = logging.getLogger("autonomic.gateway")
 
@@ -64,6 +64,14 @@ def backoff_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+def provider_failure(exc: BaseException) -> bool:
+    """What counts against a provider's circuit: retryable failures, except a 429 - "slow down"
+    says the provider is healthy and busy, which backoff, ``Retry-After`` and fallback handle."""
+    if isinstance(exc, ModelError) and exc.status == 429:
+        return False
+    return counts_as_failure(exc)
 
 
 def check_tool_calls(response: ModelResponse, tools: Sequence[ToolSpec]) -> None:
@@ -115,7 +123,9 @@ class Gateway:
             RedisBuckets(config.redis_url) if config.redis_url else LocalBuckets()
         )
         self.breakers = breakers or Breakers(
-            threshold=config.breaker.threshold, reset_after=config.breaker.reset_after
+            threshold=config.breaker.threshold,
+            reset_after=config.breaker.reset_after,
+            counts=provider_failure,
         )
         self.metrics = metrics or GatewayMetrics()
         self.ledger = ledger or CostLedger()
