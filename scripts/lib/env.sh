@@ -32,3 +32,26 @@ ensure_venv() {
     echo "==> syncing .venv from uv.lock" >&2
     "$UV" sync --frozen --quiet "$@"
 }
+
+# ensure_tiktoken_cache: tiktoken's encoding files (cl100k_base, o200k_base, p50k_base) for exact,
+# offline token counts. The litellm wheel on PyPI ships them under the names tiktoken's cache uses
+# (the SHA-1 of their download URL; tiktoken verifies their SHA-256 when loading), so we fetch that
+# one wheel without dependencies and copy the three files out. Skipped when they are already there.
+LITELLM_VERSION="1.109.1"
+TIKTOKEN_FILES="9b5ad71b2ce5302211f9c61530b329a4922fc6a4 fb374d419588a4632f3f557e76b4b70aebbca790 ec7223a39ce59f226a68acc30dc1af2788490e15"
+ensure_tiktoken_cache() {
+    export TIKTOKEN_CACHE_DIR="${TIKTOKEN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/autonomic/tiktoken}"
+    local missing=0 f
+    for f in $TIKTOKEN_FILES; do [ -s "$TIKTOKEN_CACHE_DIR/$f" ] || missing=1; done
+    [ "$missing" = 1 ] || return 0
+    ensure_uv
+    echo "==> extracting tiktoken encodings from litellm ${LITELLM_VERSION} into $TIKTOKEN_CACHE_DIR" >&2
+    local tmp
+    tmp=$(mktemp -d)
+    "$UV" pip install --quiet --no-deps --target "$tmp" --python "${UV_PYTHON}" "litellm==${LITELLM_VERSION}"
+    mkdir -p "$TIKTOKEN_CACHE_DIR"
+    for f in $TIKTOKEN_FILES; do
+        cp "$tmp/litellm/litellm_core_utils/tokenizers/$f" "$TIKTOKEN_CACHE_DIR/$f"
+    done
+    rm -rf "$tmp"
+}

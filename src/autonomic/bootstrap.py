@@ -62,13 +62,22 @@ def build_model(spec: str) -> Model:
     * ``scripted:PATH`` - a JSON script of turns (see ``ScriptedModel``);
     * ``function:NAME`` - a registered deterministic policy (the demo's agent brain);
     * ``openai:MODEL`` - an OpenAI-compatible server at ``AUTONOMIC_MODEL_BASE_URL`` (or
-      ``OPENAI_BASE_URL``), key from ``OPENAI_API_KEY``.
+      ``OPENAI_BASE_URL``), key from ``OPENAI_API_KEY``;
+    * ``gateway:PATH`` - the model gateway over the providers in a YAML/TOML file (``gateway:``
+      alone reads the path from ``AUTONOMIC_GATEWAY``).
     """
+    if spec in ("gateway", "gateway:"):
+        spec = f"gateway:{os.environ.get('AUTONOMIC_GATEWAY', '')}"
+        if spec == "gateway:":
+            raise ConfigError(
+                "gateway: needs a configuration file",
+                hint="use gateway:PATH.yaml or set AUTONOMIC_GATEWAY=PATH.yaml",
+            )
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise ConfigError(
             f"bad model spec {spec!r}",
-            hint="use scripted:PATH, function:NAME or openai:MODEL",
+            hint="use scripted:PATH, function:NAME, openai:MODEL or gateway:PATH.yaml",
         )
     if kind == "scripted":
         from autonomic.adapters.model.scripted import ScriptedModel
@@ -85,9 +94,18 @@ def build_model(spec: str) -> Model:
 
         base = os.environ.get("AUTONOMIC_MODEL_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         return OpenAICompatModel(rest, base_url=base, api_key=os.environ.get("OPENAI_API_KEY"))
+    if kind == "gateway":
+        try:
+            from autonomic.gateway import Gateway, load_config
+        except ImportError as exc:
+            raise ConfigError(
+                f"the model gateway is not installed ({exc.name} is missing)",
+                hint="install the extra: pip install 'autonomic[gateway]'",
+            ) from None
+        return Gateway(load_config(rest))
     raise ConfigError(
         f"unknown model kind {kind!r} in {spec!r}",
-        hint="use scripted:PATH, function:NAME or openai:MODEL",
+        hint="use scripted:PATH, function:NAME, openai:MODEL or gateway:PATH.yaml",
     )
 
 

@@ -28,7 +28,10 @@ that it can be written into the journal and shown by the CLI and API.
     │   ├── RunExists
     │   ├── JournalConflict
     │   └── ApprovalConflict
+    ├── CircuitOpen
     ├── ModelError
+    │   ├── RateLimited
+    │   └── ProviderUnavailable
     └── ToolError
 """
 
@@ -190,9 +193,59 @@ class ModelError(AutonomicError):
 
     code = "model_error"
 
-    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait (``Retry-After``), if it said."""
+        self.status = status
+        """The HTTP status, when the server answered with an error status."""
+
+
+class RateLimited(ModelError):
+    """No provider had rate-limit capacity before the call's deadline.
+
+    Retryable: capacity comes back as the buckets refill; a later attempt (or a longer deadline)
+    will get through.
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, retryable=True)
+
+
+class ProviderUnavailable(ModelError):
+    """Every provider a call may use is down or has its circuit open."""
+
+    code = "provider_unavailable"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, retryable=True)
+
+
+class CircuitOpen(AutonomicError):
+    """A circuit breaker is open: the protected dependency failed too often, calls are refused
+    until a half-open probe succeeds. Retryable after ``retry_after`` seconds."""
+
+    code = "circuit_open"
+    retryable = True
+
+    def __init__(self, key: str, retry_after: float) -> None:
+        super().__init__(
+            f"circuit {key!r} is open after repeated failures",
+            hint=f"calls are refused for another {retry_after:.1f}s, then one probe is let through",
+        )
+        self.key = key
+        self.retry_after = retry_after
 
 
 class ToolError(AutonomicError):

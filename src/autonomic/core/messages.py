@@ -82,3 +82,11 @@ class ModelResponse:
     model: str = ""
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
+    provider: str | None = None
+    """Which configured provider served the call (set by the model gateway; journal it)."""
+    cost_usd: float | None = None
+    """What the call cost at the provider's configured prices, when they are known."""
+    attempts: int = 1
+    """How many HTTP attempts the gateway made (retries and fallbacks included)."""
+    waited_s: float = 0.0
+    """Seconds spent waiting for rate-limit capacity or backoff before the answer."""

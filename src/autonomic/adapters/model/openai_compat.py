@@ -7,9 +7,12 @@ timeouts, 429 and 5xx are retryable; other 4xx are not.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import httpx2  # the HTTP client the openai SDK is built on
 import openai
 
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec, Usage
@@ -27,12 +30,33 @@ class OpenAICompatModel:
         api_key: str | None = None,
         timeout: float = 120.0,
         temperature: float | None = None,
+        max_tokens: int | None = None,
+        max_connections: int | None = None,
     ) -> None:
+        """``max_connections`` bounds the keep-alive connection pool this model's one client
+        shares between all its concurrent calls (the SDK's default when None)."""
         self.model = model
+        http_client = None
+        if max_connections is not None:
+            http_client = openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+                timeout=timeout,
+            )
         self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout,
+            max_retries=0,
+            http_client=http_client,
         )
         self._temperature = temperature
+        self._max_tokens = max_tokens
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
 
     @property
     def name(self) -> str:
@@ -59,13 +83,32 @@ class OpenAICompatModel:
             ]
         if self._temperature is not None:
             request["temperature"] = self._temperature
+        if self._max_tokens is not None:
+            request["max_tokens"] = self._max_tokens
         try:
             completion = await self._client.chat.completions.create(**request)
         except openai.APIStatusError as exc:
-            retryable = exc.status_code == 429 or exc.status_code >= 500
+            status = exc.status_code
+            retryable = status in (408, 409, 429) or status >= 500
             raise ModelError(
-                f"model server answered {exc.status_code}: {_short(exc.message)}",
+                f"model server answered {status}: {_short(exc.message)}",
+                hint=None
+                if retryable
+                else "the request was refused as sent; retrying it unchanged will not help",
                 retryable=retryable,
+                retry_after=retry_after_seconds(exc.response.headers),
+                status=status,
+            ) from None
+        except ValueError as exc:  # a body that is not JSON (truncated, HTML from a proxy)
+            raise ModelError(
+                f"the model server answered with a body that is not a chat completion: {_short(str(exc))}",
+                hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
+                retryable=True,
+            ) from None
+        except openai.APIResponseValidationError as exc:
+            raise ModelError(
+                f"the model server answered with a body that is not a chat completion: {_short(str(exc))}",
+                retryable=True,
             ) from None
         except openai.APITimeoutError:
             raise ModelError("model server timed out", retryable=True) from None
@@ -75,6 +118,12 @@ class OpenAICompatModel:
                 hint="check the base URL and that the server is running",
                 retryable=True,
             ) from None
+        if not isinstance(completion, openai.types.chat.ChatCompletion):
+            raise ModelError(
+                "the model server answered with a body that is not a chat completion",
+                hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
+                retryable=True,
+            )
         if not completion.choices:
             raise ModelError("the model answered with no choices", retryable=True)
         choice = completion.choices[0]
@@ -105,6 +154,33 @@ def to_openai_message(message: Message) -> dict[str, Any]:
     if message.role is Role.TOOL:
         out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait a server asked for: ``retry-after-ms``, ``Retry-After`` in seconds or as a date."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = lowered.get(header)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / divisor)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value:
+        parsed = email.utils.parsedate_to_datetime(value) if _is_date(value) else None
+        if parsed is not None:
+            return max(0.0, parsed.timestamp() - time.time())
+    return None
+
+
+def _is_date(value: str) -> bool:
+    try:
+        email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -1,0 +1,482 @@
+"""The model gateway: one ``Model`` that rate-limits, retries, routes, falls back and counts.
+
+``Gateway`` implements the model port (``name``, ``complete(messages, tools)``), so the engine uses
+it where it uses any model. For each call it:
+
+1. picks the providers the call's priority class may use, in configuration order (a self-hosted
+   fallback usually does not serve ``critical`` calls);
+2. for each in turn: skips it if its circuit is open; reserves one request and the estimated tokens
+   in its buckets, waiting for capacity up to what the call can afford on that provider (the
+   class's ``fallback_after`` when another provider follows, else the call's deadline) - a refused
+   reservation moves the call to the next provider without spending this one's capacity;
+3. calls it inside its breaker and its bounded connection pool; a retryable failure (429, 5xx,
+   timeout, connection error, malformed output) moves on to the next provider, a non-retryable one
+   (a 400) is raised at once;
+4. when every provider failed in a round, sleeps with exponential backoff and full jitter (at least
+   the ``Retry-After`` a server asked for) and tries again, until ``retry.max_attempts`` rounds or
+   the deadline;
+5. on success, corrects the token reservation by the usage the server reported (or counted), prices
+   the call, feeds the ledger and metrics, and returns the response with ``provider``,
+   ``cost_usd``, ``attempts`` and ``waited_s`` filled in.
+
+Per-call priority, deadline, run and tenant come from ``call_context`` (see ``context.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+
+from autonomic.core.messages import Message, ModelResponse, ToolSpec, Usage
+from autonomic.errors import (
+    CircuitOpen,
+    ConfigError,
+    ModelError,
+    ProviderUnavailable,
+    RateLimited,
+)
+from autonomic.gateway.config import GatewayConfig, RetryPolicy
+from autonomic.gateway.context import current_call
+from autonomic.gateway.cost import CostLedger, Estimate
+from autonomic.gateway.metrics import GatewayMetrics
+from autonomic.gateway.provider import Priority, Provider, ProviderKind
+from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
+from autonomic.gateway.tokens import TokenCounter
+from autonomic.ports.model import Model
+from autonomic.resilience.breaker import Breakers, counts_as_failure
+
+log = logging.getLogger("autonomic.gateway")
+
+
+def backoff_delay(
+    round_: int, policy: RetryPolicy, retry_after: float | None, rng: random.Random
+) -> float:
+    """Full jitter: ``uniform(0, min(max_delay, base * 2**(round-1)))``, never below
+    ``retry_after`` (the server's own ``Retry-After``)."""
+    ceiling = min(policy.max_delay, policy.base_delay * (2 ** max(0, round_ - 1)))
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def provider_failure(exc: BaseException) -> bool:
+    """What counts against a provider's circuit: retryable failures, except a 429 - "slow down"
+    says the provider is healthy and busy, which backoff, ``Retry-After`` and fallback handle."""
+    if isinstance(exc, ModelError) and exc.status == 429:
+        return False
+    return counts_as_failure(exc)
+
+
+def check_tool_calls(response: ModelResponse, tools: Sequence[ToolSpec]) -> None:
+    """Raise a retryable ``ModelError`` for tool calls no retry-free caller could execute: unknown
+    tool names and arguments that are not a JSON object. Model output is untrusted input."""
+    offered = {t.name for t in tools}
+    for call in response.tool_calls:
+        if tools and call.name not in offered:
+            raise ModelError(
+                f"the model called unknown tool {call.name!r} (offered: {', '.join(sorted(offered))})",
+                hint="the model is asked again; if it persists, check the tool names in the prompt",
+                retryable=True,
+            )
+        try:
+            parsed = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise ModelError(
+                f"the model's arguments for {call.name!r} are not valid JSON ({exc.msg} at "
+                f"position {exc.pos})",
+                hint="the model is asked again; a smaller or better model may be needed",
+                retryable=True,
+            ) from None
+        if not isinstance(parsed, dict):
+            raise ModelError(
+                f"the model's arguments for {call.name!r} are a JSON {type(parsed).__name__}, "
+                "not an object",
+                retryable=True,
+            )
+
+
+class Gateway:
+    """A ``Model`` over the configured providers. Build with ``Gateway(config)``; close with
+    ``await gateway.aclose()``."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        buckets: Buckets | None = None,
+        breakers: Breakers | None = None,
+        metrics: GatewayMetrics | None = None,
+        ledger: CostLedger | None = None,
+        models: dict[str, Model] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``models`` overrides the model built for a provider (by name), e.g. a fake in a test."""
+        self.config = config
+        self.buckets: Buckets = buckets or (
+            RedisBuckets(config.redis_url) if config.redis_url else LocalBuckets()
+        )
+        self.breakers = breakers or Breakers(
+            threshold=config.breaker.threshold,
+            reset_after=config.breaker.reset_after,
+            counts=provider_failure,
+        )
+        self.metrics = metrics or GatewayMetrics()
+        self.ledger = ledger or CostLedger()
+        self._models: dict[str, Model] = dict(models or {})
+        self._counters: dict[str, TokenCounter] = {}
+        self._pools: dict[str, asyncio.Semaphore] = {}
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._name = f"gateway:{config.providers[0].name}"
+        for p in config.providers:
+            # build clients and load encodings now, not in the first call: both block the event
+            # loop for a fraction of a second, and calls that reserved capacity before such a
+            # stall would all be sent together after it
+            self.counter(p)
+            self._model(p)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # -- what the engine asks before a call ---------------------------------------------------
+
+    def providers_for(self, priority: Priority | str) -> list[Provider]:
+        """Providers a call of ``priority`` may use, in the order they are tried."""
+        prio = Priority(priority)
+        return [p for p in self.config.providers if prio in p.serves]
+
+    def counter(self, provider: Provider) -> TokenCounter:
+        """The token counter for ``provider``'s model."""
+        counter = self._counters.get(provider.name)
+        if counter is None:
+            counter = TokenCounter(provider.model, encoding=provider.encoding)
+            self._counters[provider.name] = counter
+        return counter
+
+    def estimate(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        priority: Priority | str | None = None,
+    ) -> Estimate:
+        """Prompt tokens and the most this call can cost, for the pre-call budget check."""
+        prio = Priority(priority) if priority is not None else current_call().priority
+        worst_tokens = 0
+        worst_cost = 0.0
+        for p in self.providers_for(prio):
+            tokens = self.counter(p).messages(messages, tools)
+            worst_tokens = max(worst_tokens, tokens)
+            worst_cost = max(worst_cost, p.pricing.cost(tokens, p.output_estimate))
+        return Estimate(worst_tokens, worst_cost)
+
+    def context_window(self, priority: Priority | str | None = None) -> int:
+        """The smallest window among the providers a call may land on: prompts must fit it."""
+        prio = Priority(priority) if priority is not None else current_call().priority
+        return min(p.context_window for p in self.providers_for(prio))
+
+    def snapshot(self) -> dict[str, object]:
+        """Metrics, circuit states and spend per provider, JSON-ready (for ``show`` and metrics)."""
+        return {
+            "metrics": self.metrics.snapshot(),
+            "breakers": {k: v.to_dict() for k, v in self.breakers.snapshot().items()},
+            "spend": {name: s.to_dict() for name, s in sorted(self.ledger.providers.items())},
+        }
+
+    # -- the model port -----------------------------------------------------------------------
+
+    async def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> ModelResponse:
+        ctx = current_call()
+        return await self._complete(messages, tools, self.providers_for(ctx.priority))
+
+    def restricted(self, provider_names: Sequence[str], *, name: str | None = None) -> Model:
+        """A ``Model`` that only uses ``provider_names`` (in that order): model split, pinning."""
+        chosen = [self.config.provider(n) for n in provider_names]
+        return _RestrictedModel(self, chosen, name or f"gateway:{'+'.join(provider_names)}")
+
+    async def _complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], eligible: list[Provider]
+    ) -> ModelResponse:
+        ctx = current_call()
+        if not eligible:
+            raise ProviderUnavailable(
+                f"no provider serves {ctx.priority.value!r} calls",
+                hint=f"add {ctx.priority.value} to a provider's serves list in {self.config.source}",
+            )
+        deadline = time.monotonic() + ctx.remaining(self.config.default_deadline)
+        fallback_after = self.config.fallback_after.get(ctx.priority)
+        attempts = 0
+        waited = 0.0
+        reasons: dict[str, str] = {}
+        last: Exception | None = None
+        round_ = 0
+        while True:
+            round_ += 1
+            reasons = {}
+            hint_wait: float | None = None
+            for index, provider in enumerate(eligible):
+                key = f"model:{provider.name}"
+                if self.breakers.is_open(key):
+                    self.metrics.breaker_rejections[provider.name] += 1
+                    retry_in = self.breakers.state(key).retry_in
+                    reasons[provider.name] = "circuit open"
+                    last = CircuitOpen(key, retry_in)
+                    hint_wait = retry_in if hint_wait is None else min(hint_wait, retry_in)
+                    continue
+                counter = self.counter(provider)
+                need = counter.messages(messages, tools) + provider.output_estimate
+                remaining = max(0.0, deadline - time.monotonic())
+                is_last = index == len(eligible) - 1
+                max_wait = (
+                    remaining
+                    if is_last or fallback_after is None
+                    else min(fallback_after, remaining)
+                )
+                asked = time.monotonic()
+                reservation = await self.buckets.reserve(
+                    provider.name, provider.limits, need, max_wait
+                )
+                if not reservation.granted:
+                    self.metrics.refused[provider.name] += 1
+                    reasons[provider.name] = f"rate limited (capacity in {reservation.wait:.2f}s)"
+                    last = RateLimited(
+                        f"provider {provider.name!r} has no capacity for {reservation.wait:.2f}s",
+                        hint="raise the provider's limits, add a fallback, or give the call more time",
+                    )
+                    continue
+                due = asked + reservation.wait  # the turn is counted from when we asked
+                if reservation.wait > 0:
+                    waited += await self._wait(provider.name, reservation.wait)
+                attempts += 1
+                try:
+                    response = await self._call(provider, messages, tools, deadline, due)
+                    if self.config.validate_tool_calls:
+                        check_tool_calls(response, tools)
+                except ModelError as exc:
+                    self.metrics.failures[provider.name] += 1
+                    await self._settle(provider, -need)
+                    reasons[provider.name] = exc.message
+                    log.info(
+                        "model call to %s failed (%s, retryable=%s)",
+                        provider.name,
+                        exc.message,
+                        exc.retryable,
+                    )
+                    if not exc.retryable:
+                        raise ModelError(
+                            f"provider {provider.name!r}: {exc.message}",
+                            hint=exc.hint,
+                            retryable=False,
+                            status=exc.status,
+                        ) from None
+                    last = exc
+                    if exc.retry_after is not None:
+                        hint_wait = max(hint_wait or 0.0, exc.retry_after)
+                    continue
+                return await self._account(
+                    provider, response, messages, tools, need, attempts, waited, index > 0
+                )
+            # every provider failed, was refused or is open in this round
+            if isinstance(last, RateLimited) and all(
+                r.startswith("rate limited") for r in reasons.values()
+            ):
+                raise last
+            if round_ >= self.config.retry.max_attempts:
+                raise self._final(last, reasons, attempts)
+            delay = backoff_delay(round_, self.config.retry, hint_wait, self._rng)
+            if time.monotonic() + delay > deadline:
+                raise self._final(last, reasons, attempts)
+            for p in eligible:
+                self.metrics.retries[p.name] += 1
+            waited += await self._wait(eligible[0].name, delay, backoff=True)
+
+    async def _settle(self, provider: Provider, tokens_delta: int) -> None:
+        """Correct the token bucket; a failure here must not lose an answer already received."""
+        try:
+            await self.buckets.settle(provider.name, provider.limits, tokens_delta)
+        except ModelError as exc:
+            log.warning("could not settle tokens for %s: %s", provider.name, exc.message)
+
+    async def _wait(self, provider: str, seconds: float, *, backoff: bool = False) -> float:
+        self.metrics.waiting += 1
+        self.metrics.max_waiting = max(self.metrics.max_waiting, self.metrics.waiting)
+        if not backoff:
+            self.metrics.waits[provider] += 1
+            self.metrics.waited_seconds[provider] += seconds
+        log.log(
+            logging.INFO if seconds >= 1.0 else logging.DEBUG,
+            "model call waits %.3fs for %s (%s)",
+            seconds,
+            provider,
+            "backoff" if backoff else "rate limit",
+        )
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.metrics.waiting -= 1
+        return seconds
+
+    async def _call(
+        self,
+        provider: Provider,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        deadline: float,
+        due: float,
+    ) -> ModelResponse:
+        model = self._model(provider)
+        pool = self._pools.get(provider.name)
+        if pool is None:
+            pool = self._pools[provider.name] = asyncio.Semaphore(provider.limits.max_concurrency)
+        try:
+            async with pool, self.breakers.guard(f"model:{provider.name}"):
+                late = time.monotonic() - due  # sent after its reserved turn by this much
+                if late > self.metrics.max_late_s:
+                    self.metrics.max_late_s = late
+                async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                    return await model.complete(messages, tools)
+        except CircuitOpen as exc:
+            raise ModelError(exc.message, hint=exc.hint, retryable=True) from None
+        except TimeoutError:
+            raise ModelError(
+                f"provider {provider.name!r} did not answer before the call's deadline",
+                retryable=True,
+            ) from None
+        except ModelError:
+            raise
+        except Exception as exc:  # an adapter bug or an unparseable answer: never crash the worker
+            raise ModelError(
+                f"provider {provider.name!r} failed: {type(exc).__name__}: {str(exc)[:200]}",
+                retryable=True,
+            ) from None
+
+    async def _account(
+        self,
+        provider: Provider,
+        response: ModelResponse,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        reserved: int,
+        attempts: int,
+        waited: float,
+        fell_back: bool,
+    ) -> ModelResponse:
+        usage = response.usage
+        if usage.input_tokens == 0 and usage.output_tokens == 0:
+            counter = self.counter(provider)
+            usage = Usage(counter.messages(messages, tools), counter.response(response))
+        await self._settle(provider, usage.input_tokens + usage.output_tokens - reserved)
+        cost = provider.pricing.cost(usage.input_tokens, usage.output_tokens)
+        ctx = current_call()
+        self.ledger.record(
+            provider=provider.name, usage=usage, cost_usd=cost, run_id=ctx.run_id, tenant=ctx.tenant
+        )
+        m = self.metrics
+        m.calls[provider.name] += 1
+        m.input_tokens[provider.name] += usage.input_tokens
+        m.output_tokens[provider.name] += usage.output_tokens
+        m.cost_usd[provider.name] += cost
+        if fell_back:
+            m.fallbacks[provider.name] += 1
+        return dataclasses.replace(
+            response,
+            usage=usage,
+            provider=provider.name,
+            cost_usd=cost,
+            attempts=attempts,
+            waited_s=round(waited, 6),
+        )
+
+    def _final(self, last: Exception | None, reasons: dict[str, str], attempts: int) -> ModelError:
+        summary = "; ".join(f"{name}: {why}" for name, why in reasons.items()) or "no attempt"
+        if isinstance(last, RateLimited):
+            return RateLimited(
+                f"no provider had capacity before the deadline ({summary})", hint=last.hint
+            )
+        if all(why == "circuit open" for why in reasons.values()):
+            return ProviderUnavailable(
+                f"every provider is unavailable ({summary})",
+                hint="the circuits close again after a successful probe; check the providers",
+            )
+        retry_after = last.retry_after if isinstance(last, ModelError) else None
+        return ModelError(
+            f"model call failed after {attempts} attempts ({summary})",
+            hint="the providers kept failing; see their status or raise retry.max_attempts",
+            retryable=True,
+            retry_after=retry_after,
+        )
+
+    def _model(self, provider: Provider) -> Model:
+        model = self._models.get(provider.name)
+        if model is None:
+            model = self._models[provider.name] = build_provider_model(provider)
+        return model
+
+    async def aclose(self) -> None:
+        """Close connection pools and the Redis connection."""
+        for model in self._models.values():
+            close = getattr(model, "aclose", None)
+            if close is not None:
+                await close()
+        await self.buckets.aclose()
+
+
+class _RestrictedModel:
+    """A view of a gateway that only routes to some providers (see ``Gateway.restricted``)."""
+
+    def __init__(self, gateway: Gateway, providers: list[Provider], name: str) -> None:
+        self._gateway = gateway
+        self._providers = providers
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> ModelResponse:
+        prio = current_call().priority
+        eligible = [p for p in self._providers if prio in p.serves] or self._providers
+        return await self._gateway._complete(messages, tools, eligible)
+
+
+def build_provider_model(provider: Provider) -> Model:
+    """The adapter that talks to ``provider``: one pooled client per provider."""
+    if provider.kind is ProviderKind.OPENAI:
+        from autonomic.adapters.model.openai_compat import OpenAICompatModel
+
+        api_key = None
+        if provider.api_key_env:
+            api_key = os.environ.get(provider.api_key_env)
+            if not api_key:
+                raise ConfigError(
+                    f"provider {provider.name!r}: environment variable {provider.api_key_env} "
+                    "is not set",
+                    hint=f"export {provider.api_key_env}=... (the key for {provider.base_url or 'OpenAI'})",
+                )
+        return OpenAICompatModel(
+            provider.model,
+            base_url=provider.base_url,
+            api_key=api_key,
+            timeout=provider.timeout,
+            max_tokens=provider.max_output_tokens,
+            max_connections=provider.limits.max_concurrency,
+        )
+    if provider.kind is ProviderKind.SCRIPTED:
+        from autonomic.adapters.model.scripted import ScriptedModel
+
+        assert provider.script is not None
+        return ScriptedModel.from_file(provider.script)
+    from autonomic.bootstrap import build_model
+
+    assert provider.script is not None
+    return build_model(provider.script)

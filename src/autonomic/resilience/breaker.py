@@ -1,0 +1,134 @@
+"""Keyed circuit breakers: one per provider, tool, agent or workflow, made on first use.
+
+A thin wrapper over ``purgatory`` (an async-first breaker library: closed -> opened after
+``threshold`` consecutive failures -> half-opened after ``reset_after`` seconds -> closed on a
+successful probe, opened again on a failed one). What the wrapper adds:
+
+* **one probe at a time** while half-open: purgatory lets every caller through once the TTL has
+  passed; here the first caller probes and the others are refused until it is done, so a dependency
+  that is still down gets one request, not a thundering herd;
+* **which failures count** is a predicate (by default: errors marked retryable, timeouts and
+  connection errors; a 400 for a bad request says nothing about the dependency's health, nor does
+  cancellation);
+* our ``CircuitOpen`` error (retryable, with how long until the next probe);
+* ``snapshot()``: every breaker's state for ``autonomic show``, metrics and health pages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import Context, OpenedState
+
+from autonomic.errors import AutonomicError, CircuitOpen
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+
+
+def counts_as_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says something about the protected dependency's health."""
+    if isinstance(exc, AutonomicError):
+        return exc.retryable
+    return isinstance(exc, (TimeoutError, ConnectionError, OSError))
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    """One breaker as ``snapshot()`` reports it."""
+
+    key: str
+    state: str
+    """``closed``, ``open`` or ``half_open`` (open and due for a probe)."""
+    failures: int
+    retry_in: float
+    """Seconds until an open breaker lets a probe through (0 unless open)."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "state": self.state,
+            "failures": self.failures,
+            "retry_in": round(self.retry_in, 3),
+        }
+
+
+class Breakers:
+    """``async with breakers.guard("provider:openai"): ...`` raises ``CircuitOpen`` when open."""
+
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        reset_after: float = 30.0,
+        counts: Callable[[BaseException], bool] = counts_as_failure,
+    ) -> None:
+        if threshold < 1 or reset_after <= 0:
+            raise ValueError("threshold must be >= 1 and reset_after > 0")
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self._factory = AsyncCircuitBreakerFactory(
+            default_threshold=threshold,
+            default_ttl=reset_after,
+            exclude=[(BaseException, lambda exc: not counts(exc))],
+        )
+        self._counts = counts
+        self._failures: dict[str, int] = {}  # consecutive counted failures (purgatory forgets
+        # them once open)
+        self._contexts: dict[str, Context] = {}
+        self._probing: set[str] = set()
+
+    def state(self, key: str) -> BreakerState:
+        """The state of ``key`` (closed if it was never used)."""
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            return BreakerState(key, CLOSED, 0, 0.0)
+        failures = self._failures.get(key, 0)
+        if ctx.state == "opened":
+            retry_in = max(0.0, (ctx.opened_at or 0.0) + ctx.ttl - time.time())
+            return BreakerState(key, OPEN if retry_in > 0 else HALF_OPEN, failures, retry_in)
+        if ctx.state == "half-opened":
+            return BreakerState(key, HALF_OPEN, failures, 0.0)
+        return BreakerState(key, CLOSED, failures, 0.0)
+
+    def is_open(self, key: str) -> bool:
+        """True while ``key`` refuses calls (open and not yet due, or a probe is in flight)."""
+        st = self.state(key)
+        return st.state == OPEN or (st.state == HALF_OPEN and key in self._probing)
+
+    def snapshot(self) -> dict[str, BreakerState]:
+        """Every breaker used so far, by key."""
+        return {key: self.state(key) for key in sorted(self._contexts)}
+
+    @asynccontextmanager
+    async def guard(self, key: str) -> AsyncIterator[None]:
+        """Run the body under ``key``'s breaker; a failure the predicate counts is recorded."""
+        breaker = await self._factory.get_breaker(key)
+        self._contexts[key] = breaker.context
+        probe = self.state(key).state == HALF_OPEN
+        if probe and key in self._probing:
+            raise CircuitOpen(key, 0.0)
+        try:
+            await breaker.__aenter__()
+        except OpenedState:
+            raise CircuitOpen(key, self.state(key).retry_in) from None
+        if probe:
+            self._probing.add(key)
+        try:
+            yield
+        except BaseException as exc:
+            if self._counts(exc):
+                self._failures[key] = self._failures.get(key, 0) + 1
+            await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            self._failures[key] = 0
+            await breaker.__aexit__(None, None, None)
+        finally:
+            if probe:
+                self._probing.discard(key)
