@@ -93,8 +93,16 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(_run_async(factory))
 
 
+_OPENED: list[Any] = []
+"""Runaway-guard configurations this command built: their counters (Redis) close at the end."""
+
+
 async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    return await factory()
+    try:
+        return await factory()
+    finally:
+        while _OPENED:
+            await _OPENED.pop().close()
 
 
 async def _open_store(url: str) -> Any:
@@ -107,11 +115,14 @@ async def _open_store(url: str) -> Any:
 
 
 def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any) -> Any:
-    from autonomic.bootstrap import build_agents, build_model
+    from autonomic.bootstrap import build_agents, build_model, build_runaway
     from autonomic.engine import faults
     from autonomic.engine.executor import Engine
 
     kwargs.setdefault("faults", faults.from_environment())
+    if "runaway" not in kwargs:
+        kwargs["runaway"] = build_runaway()
+        _OPENED.append(kwargs["runaway"])
     registry = build_agents(agents)
     if policy:
         from autonomic.policy.risk import load_policy

@@ -97,11 +97,12 @@ class Guard:
             )
             return Go.SKIP
         if verdict is Verdict.SUSPEND:
+            code = "security_violation"
+            message = f"security violation ({decision['gate']}): {decision['explanation']}"
             if decision["gate"] == "runaway":
+                code = str(decision.get("evidence", {}).get("code") or "runaway")
                 message = f"suspended by the runaway guard: {decision['explanation']}"
-            else:
-                message = f"security violation ({decision['gate']}): {decision['explanation']}"
-            _refuse(session, call, tool, "security_violation", message + "; nothing was executed")
+            _refuse(session, call, tool, code, message + "; nothing was executed")
             await session.transition(RunStatus.SUSPENDED, message, decision=decision)
             return Go.STOP
         return await self._approval(session, tool, call, arguments, decision, replayed)

@@ -117,6 +117,11 @@ class Runaway:
     enabled: bool = True
     _gate: RunawayGate | None = field(default=None, init=False, repr=False)
 
+    async def close(self) -> None:
+        """Close the tenant ledger's counters (a Redis connection)."""
+        if self.ledger is not None:
+            await self.ledger.counters.close()
+
     def gate(self) -> RunawayGate:
         if self._gate is None:
             self._gate = RunawayGate(self)
