@@ -180,7 +180,7 @@ class RunState:
             if self._loop_suspended:
                 self.loop_ack_seq = seq
             self._loop_suspended = False
-        if isinstance(payload.get("budget"), dict):
+        if target == RunStatus.RUNNING.value and isinstance(payload.get("budget"), dict):
             self.budget = {**(self.budget or {}), **payload["budget"]}
 
     def pending_calls(self) -> list[PendingCall]:

@@ -131,7 +131,7 @@ class ReAct:
         await session.transition(
             RunStatus.SUSPENDED,
             f"budget: {verdict.reason}",
-            budget=verdict.to_dict(),
+            guard=verdict.to_dict(),
             estimate={"tokens": action.estimate.tokens, "cost": action.estimate.cost},
         )
         return None
