@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +59,22 @@ def estimate_model_call(messages: Sequence[Message], tools: Sequence[ToolSpec]) 
     prompt and tool schemas (real tokenisers average ~4 for English and JSON), 4 per message, plus
     an allowance for the answer. Small on purpose: the model gateway replaces it with exact
     counting (``ModelBudget.estimate`` is the hook)."""
-    chars = sum(
-        len(m.content or "") + len(canonical_json([c.to_dict() for c in m.tool_calls]))
+    return _estimate(_message_chars(messages) + _tool_chars(tools), len(messages))
+
+
+def _message_chars(messages: Sequence[Message]) -> int:
+    return sum(
+        len(m.content or "") + sum(len(c.name) + len(c.arguments) + 8 for c in m.tool_calls)
         for m in messages
     )
-    chars += sum(
-        len(t.name) + len(t.description) + len(canonical_json(t.parameters)) for t in tools
-    )
-    return Estimate(tokens=math.ceil(chars / 3) + 4 * len(messages) + COMPLETION_ALLOWANCE)
+
+
+def _tool_chars(tools: Sequence[ToolSpec]) -> int:
+    return sum(len(t.name) + len(t.description) + len(canonical_json(t.parameters)) for t in tools)
+
+
+def _estimate(chars: int, messages: int) -> Estimate:
+    return Estimate(tokens=math.ceil(chars / 3) + 4 * messages + COMPLETION_ALLOWANCE)
 
 
 def pinned_budget(agent: Budget | None, override: Any) -> dict[str, Any]:
@@ -146,6 +154,7 @@ class RunawayGate:
         self._taint = TaintGuard()
         self._cache: OrderedDict[str, tuple[int, int, GuardState]] = OrderedDict()
         self._cache_size = cache_size
+        self._pending: dict[str, GuardAction] = {}
 
     async def check(self, action: ProposedAction) -> Decision | None:
         state = action.state
@@ -169,6 +178,8 @@ class RunawayGate:
         findings.extend(BudgetGuard(run_budget(state)).check(guard_action, history))
         findings.extend(self._taint.check(guard_action, history))
         verdict = GuardVerdict.combine(guard_action.tier, findings)
+        if verdict.allowed:
+            self._pending[action.run.id] = guard_action
         return to_decision(verdict, guard_action.tier)
 
     def history(self, run_id: str, state: RunState) -> GuardState:
@@ -182,8 +193,15 @@ class RunawayGate:
         else:
             guard_state = GuardState(self.config.embedder, window=self.config.window)
             fresh = steps[-self.config.window :]
+        pending = self._pending.pop(run_id, None)
         for step in fresh:
-            guard_state.apply(_record(step))
+            if pending is not None and _same(pending, step):
+                # the call this gate allowed last time, now executed: its features (vectors)
+                # were computed by the check; recording the same inputs gives the same state
+                guard_state.record(pending, seq=int(step["seq"]))
+                pending = None
+            else:
+                guard_state.apply(_record(step))
         self._cache[run_id] = (state.loop_ack_seq, last, guard_state)
         self._cache.move_to_end(run_id)
         while len(self._cache) > self._cache_size:
@@ -208,6 +226,15 @@ def to_decision(verdict: GuardVerdict, proposed: RiskTier) -> Decision | None:
         )
     return Decision(
         Verdict.APPROVE, verdict.reason, gate=GATE_NAME, risk="MEDIUM", evidence=evidence
+    )
+
+
+def _same(action: GuardAction, step: Mapping[str, Any]) -> bool:
+    return (
+        action.tool == step["tool"]
+        and action.thought == step["thought"]
+        and action.read_only == step["read_only"]
+        and canonical_json(dict(action.arguments)) == canonical_json(step["arguments"])
     )
 
 
@@ -259,10 +286,29 @@ class ModelBudget:
     ``estimate`` is the hook the model gateway replaces with exact counting.
     """
 
-    def __init__(self, ledger: TenantLedger | None = None) -> None:
+    def __init__(self, ledger: TenantLedger | None = None, *, cache_size: int = 1024) -> None:
         """``ledger``: the per-tenant daily budgets (``None``: none)."""
         self.ledger = ledger
-        self.estimate = estimate_model_call
+        self.estimate: Callable[[Sequence[Message], Sequence[ToolSpec]], Estimate] | None = None
+        """The gateway's exact estimate, when it has one; else ``estimate_model_call``'s rule,
+        counted incrementally per run (messages are append-only)."""
+        self._chars: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _estimate(
+        self, run_id: str, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> Estimate:
+        if self.estimate is not None:
+            return self.estimate(messages, tools)
+        seen, chars = self._chars.get(run_id, (0, 0))
+        if seen > len(messages):
+            seen, chars = 0, 0
+        chars += _message_chars(messages[seen:])
+        self._chars[run_id] = (len(messages), chars)
+        self._chars.move_to_end(run_id)
+        while len(self._chars) > self._cache_size:
+            self._chars.popitem(last=False)
+        return _estimate(chars + _tool_chars(tools), len(messages))
 
     async def check(
         self,
@@ -277,7 +323,7 @@ class ModelBudget:
             ActionKind.MODEL_CALL,
             agent=agent,
             tenant=tenant,
-            estimate=self.estimate(state.messages, tools),
+            estimate=self._estimate(state.run_id, state.messages, tools),
             now=now,
         )
         history = GuardState(_COUNTERS_ONLY)  # budgets read counters only, never vectors
