@@ -180,6 +180,8 @@ class RunawayGate:
         verdict = GuardVerdict.combine(guard_action.tier, findings)
         if verdict.allowed:
             self._pending[action.run.id] = guard_action
+            while len(self._pending) > self._cache_size:
+                del self._pending[next(iter(self._pending))]
         return to_decision(verdict, guard_action.tier)
 
     def history(self, run_id: str, state: RunState) -> GuardState:
