@@ -65,6 +65,8 @@ def test_public_api_is_pinned():
         "AutonomicError",
         "ConfigError",
         "Engine",
+        "Budget",
+        "Runaway",
         "Entry",
         "EntryKind",
         "FunctionModel",

@@ -10,6 +10,7 @@ from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, Tool
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
+from autonomic.engine.runaway import Runaway
 from autonomic.engine.worker import Worker
 from autonomic.errors import (
     AutonomicError,
@@ -25,6 +26,7 @@ from autonomic.errors import (
     ToolError,
     UserError,
 )
+from autonomic.guards.budget import Budget
 from autonomic.ports.model import Model
 from autonomic.ports.store import Store
 from autonomic.tools.contract import Tool, ToolContext, tool
@@ -35,6 +37,7 @@ __all__ = [
     "Agent",
     "AgentRegistry",
     "AutonomicError",
+    "Budget",
     "ConfigError",
     "Engine",
     "Entry",
@@ -51,6 +54,7 @@ __all__ = [
     "Role",
     "Run",
     "RunStatus",
+    "Runaway",
     "ScriptedModel",
     "StaleVersion",
     "Store",

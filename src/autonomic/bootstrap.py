@@ -7,16 +7,23 @@ with a message that names it.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autonomic.adapters.store.rows import redact_url
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.errors import ConfigError
 from autonomic.ports.model import Model
 from autonomic.ports.store import Store
+
+if TYPE_CHECKING:
+    from autonomic.engine.runaway import Runaway
+    from autonomic.guards.tenant import TenantBudget
+    from autonomic.ports.counters import Counters
+    from autonomic.ports.embedder import Embedder
 
 DEFAULT_DB = "sqlite:///autonomic.db"
 """A SQLite file in the working directory: the embedded default."""
@@ -126,8 +133,9 @@ def load_object(path: str) -> Any:
 
 def _load_builtin_agents() -> list[Agent]:
     from autonomic.examples.reconciliation.agent import reconciliation_agent
+    from autonomic.examples.runaway.agent import runaway_agent
 
-    return [reconciliation_agent()]
+    return [reconciliation_agent(), runaway_agent()]
 
 
 def build_agents(paths: list[str] | None = None) -> AgentRegistry:
@@ -145,3 +153,95 @@ def build_agents(paths: list[str] | None = None) -> AgentRegistry:
                 raise ConfigError(f"{path} is not an Agent (got {type(agent).__name__})")
             registry.add(agent)
     return registry
+
+
+def build_embedder(name: str | None = None) -> Embedder:
+    """The loop guard's embedder: ``hashed`` (default, offline) or ``semantic`` (the extra)."""
+    choice = (name or os.environ.get("AUTONOMIC_EMBEDDER") or "hashed").strip().lower()
+    if choice == "hashed":
+        from autonomic.adapters.embedder.hashed import HashedNgramEmbedder
+
+        return HashedNgramEmbedder()
+    if choice == "semantic":
+        try:
+            from autonomic.adapters.embedder.semantic import SemanticEmbedder
+
+            return SemanticEmbedder()
+        except ImportError as exc:
+            raise ConfigError(
+                f"the semantic embedder is not installed ({exc.name} is missing)",
+                hint="install the extra: pip install 'autonomic[semantic]', or use "
+                "AUTONOMIC_EMBEDDER=hashed",
+            ) from None
+    raise ConfigError(
+        f"unknown embedder {choice!r} in AUTONOMIC_EMBEDDER",
+        hint="use hashed (offline default) or semantic",
+    )
+
+
+def build_counters(url: str | None = None) -> Counters:
+    """Shared counters for tenant budgets: Redis at ``AUTONOMIC_REDIS_URL``, else in memory."""
+    target = url or os.environ.get("AUTONOMIC_REDIS_URL")
+    if not target:
+        from autonomic.adapters.counters.memory import MemoryCounters
+
+        return MemoryCounters()
+    if not target.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"unsupported counters URL {redact_url(target)!r} in AUTONOMIC_REDIS_URL",
+            hint="use redis://host:6379/0",
+        )
+    try:
+        from autonomic.adapters.counters.redis import RedisCounters
+    except ImportError as exc:
+        raise ConfigError(
+            f"Redis support is not installed ({exc.name} is missing)",
+            hint="install the extra: pip install 'autonomic[redis]'",
+        ) from None
+    return RedisCounters(target)
+
+
+def tenant_budgets(text: str | None = None) -> dict[str, TenantBudget]:
+    """Per-tenant daily budgets from ``AUTONOMIC_TENANT_BUDGETS`` (JSON: tenant -> limits; the
+    tenant ``*`` applies to every tenant not named), e.g. ``{"acme": {"tokens": 2000000}}``."""
+    raw = text if text is not None else os.environ.get("AUTONOMIC_TENANT_BUDGETS", "")
+    if not raw.strip():
+        return {}
+    hint = 'e.g. AUTONOMIC_TENANT_BUDGETS=\'{"acme": {"tokens": 2000000, "cost": 50}}\''
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"AUTONOMIC_TENANT_BUDGETS is not JSON: {exc}", hint=hint) from None
+    if not isinstance(data, dict):
+        raise ConfigError("AUTONOMIC_TENANT_BUDGETS must be a JSON object", hint=hint)
+    known = {"turns", "tokens", "cost", "tool_calls"}
+    budgets: dict[str, TenantBudget] = {}
+    for tenant, limits in data.items():
+        if not isinstance(limits, dict) or set(limits) - known:
+            raise ConfigError(
+                f"AUTONOMIC_TENANT_BUDGETS[{tenant!r}]: limits must be an object with keys "
+                f"{', '.join(sorted(known))}",
+                hint=hint,
+            )
+        bad = [k for k, v in limits.items() if not isinstance(v, int | float) or v < 0]
+        if bad:
+            raise ConfigError(
+                f"AUTONOMIC_TENANT_BUDGETS[{tenant!r}]: {', '.join(bad)} must be numbers >= 0",
+                hint=hint,
+            )
+        from autonomic.guards.tenant import TenantBudget
+
+        budgets[str(tenant)] = TenantBudget(**limits)
+    return budgets
+
+
+def build_runaway() -> Runaway:
+    """The runaway guards every engine gets: embedder, tenant ledger and counters from the
+    environment (``AUTONOMIC_EMBEDDER``, ``AUTONOMIC_TENANT_BUDGETS``, ``AUTONOMIC_REDIS_URL``)."""
+    from autonomic.engine.runaway import Runaway
+    from autonomic.guards.tenant import TenantLedger
+
+    budgets = tenant_budgets()
+    default = budgets.pop("*", None)
+    ledger = TenantLedger(build_counters(), budgets, default=default)
+    return Runaway(embedder=build_embedder(), ledger=ledger)

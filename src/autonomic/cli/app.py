@@ -93,8 +93,16 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(_run_async(factory))
 
 
+_OPENED: list[Any] = []
+"""Runaway-guard configurations this command built: their counters (Redis) close at the end."""
+
+
 async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    return await factory()
+    try:
+        return await factory()
+    finally:
+        while _OPENED:
+            await _OPENED.pop().close()
 
 
 async def _open_store(url: str) -> Any:
@@ -107,11 +115,14 @@ async def _open_store(url: str) -> Any:
 
 
 def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any) -> Any:
-    from autonomic.bootstrap import build_agents, build_model
+    from autonomic.bootstrap import build_agents, build_model, build_runaway
     from autonomic.engine import faults
     from autonomic.engine.executor import Engine
 
     kwargs.setdefault("faults", faults.from_environment())
+    if "runaway" not in kwargs:
+        kwargs["runaway"] = build_runaway()
+        _OPENED.append(kwargs["runaway"])
     registry = build_agents(agents)
     if policy:
         from autonomic.policy.risk import load_policy
@@ -179,16 +190,36 @@ def demo(
             "playing the approver."
         ),
     ] = False,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="reconciliation (the governed overnight reconciliation) or runaway (the "
+            "reconciliation-loop incident, stopped by loop detection)."
+        ),
+    ] = "reconciliation",
 ) -> None:
     """Reconcile a bank ledger against its statement with the demo agent, end to end.
 
     The demo's policy makes a large adjusting entry MEDIUM risk: the run waits for a controller.
-    Without --interactive the demo plays that controller itself, and says so."""
+    Without --interactive the demo plays that controller itself, and says so.
+    ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup."""
     from autonomic.engine.approvals import ApprovalDesk
     from autonomic.engine.faults import CrashAt
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
 
     settings = _settings(ctx)
+    if scenario not in ("reconciliation", "runaway"):
+        raise UserError(
+            f"unknown demo scenario {scenario!r}", hint="use --scenario reconciliation or runaway"
+        )
+    if scenario == "runaway":
+        if crash_after_step is not None or interactive:
+            raise UserError(
+                "--crash-after-step and --interactive belong to the reconciliation scenario",
+                hint="run `autonomic demo --scenario runaway` without them",
+            )
+        _demo_runaway(settings, workdir)
+        return
 
     class AnnouncedCrash(CrashAt):
         def at(self, point: str) -> None:
@@ -264,6 +295,50 @@ def demo(
     out.print(f"timeline: autonomic --db {settings.db} show {run.id}")
 
 
+def _demo_runaway(settings: Settings, workdir: Path) -> None:
+    """The reconciliation-loop incident: suspended by loop detection at the third cleanup."""
+    from autonomic.cli.runaway_view import runaway_lines
+    from autonomic.engine.executor import new_run_id
+    from autonomic.examples.runaway.agent import create_ledger, purges
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_id = new_run_id()
+    ledger = create_ledger((workdir / f"ledger-{run_id}.db").resolve())
+
+    async def go() -> tuple[Run, list[Entry]]:
+        store = await _open_store(settings.db)
+        try:
+            engine = _engine(store, None, settings.policy, on_commit=_live)
+            out.print(
+                "[bold]autonomic demo --scenario runaway[/]: an agent that keeps running the same "
+                "destructive cleanup, worded a little differently each time (the incident ran it "
+                f"14,000 times)\ndatabase {settings.db}, ledger {ledger}\nrun {run_id}"
+            )
+            run: Run = await engine.run(
+                "runaway-cleanup",
+                "Clean the stale rows out of the reconciliation table.",
+                metadata={"ledger": str(ledger)},
+                run_id=run_id,
+                requester=_user(None),
+            )
+            out.print(f"\nthe destructive tool ran {purges(ledger)} time(s)")
+            return run, await store.load_journal(run_id)
+        finally:
+            await store.close()
+
+    run, entries = _run(go)
+    _finish_message(run)
+    for line in runaway_lines(entries):
+        out.print(line.replace("RUN", run.id))
+    if run.status is RunStatus.SUSPENDED:
+        out.print(
+            f"\nnext: inspect `autonomic --db {settings.db} show {run.id}`, then either\n"
+            f"  autonomic --db {settings.db} resume {run.id} --force   (acknowledge the repeat "
+            "and let it go on)\n"
+            f"  autonomic --db {settings.db} cancel {run.id}"
+        )
+
+
 @app.command("run")
 def run_cmd(
     ctx: typer.Context,
@@ -328,10 +403,21 @@ def resume(
         bool, typer.Option(help="Reopen a SUSPENDED or WAITING_FOR_HUMAN run first.")
     ] = False,
     agents: AgentOption = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --force: raise a run budget limit, NAME=LIMIT (turns, tokens, cost, "
+            "wall_seconds, or tool_calls.TOOL); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Resume a run from its journal: completed steps are replayed, never redone."""
     settings = _settings(ctx)
     validate_run_id(run_id)
+    raised = _budget_options(budget or [])
+    if raised and not force:
+        raise UserError("--budget raises a limit when reopening", hint="add --force")
 
     async def go() -> Run:
         store = await _open_store(settings.db)
@@ -344,7 +430,9 @@ def resume(
                         f"run {run_id} is {current.status.value}: {current.status_reason}",
                         hint="a human decides: `--force` reopens it, `autonomic cancel` ends it",
                     )
-                await engine.reopen(run_id, "reopened by operator (resume --force)")
+                await engine.reopen(
+                    run_id, "reopened by operator (resume --force)", budget=raised or None
+                )
             out.print(f"resuming run [bold]{run_id}[/] from its journal")
             return await engine.run_to_end(run_id)  # type: ignore[no-any-return]
         finally:
@@ -689,6 +777,30 @@ def gateway_check(
             f"serves {', '.join(sorted(c.value for c in p.serves))}; key {key}",
             markup=False,
         )
+
+
+def _budget_options(items: list[str]) -> dict[str, Any]:
+    """``--budget NAME=LIMIT`` options as a budget mapping (validated again by the engine)."""
+    hint = "write --budget tokens=50000, --budget cost=2.5 or --budget tool_calls.cleanup=3"
+    raised: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"--budget {item!r}: the limit must be a number", hint=hint) from None
+        if not sep or not name.strip():
+            raise UserError(f"--budget {item!r} is not NAME=LIMIT", hint=hint)
+        name = name.strip()
+        if name.startswith("tool_calls."):
+            raised.setdefault("tool_calls", {})[name.split(".", 1)[1]] = int(number)
+        elif name in ("turns", "tokens"):
+            raised[name] = int(number)
+        elif name in ("cost", "wall_seconds"):
+            raised[name] = number
+        else:
+            raise UserError(f"--budget: unknown limit {name!r}", hint=hint)
+    return raised
 
 
 def _status(value: str) -> RunStatus:

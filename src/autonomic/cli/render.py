@@ -159,6 +159,10 @@ def print_run(
     )
     for line in governance_lines(entries, approvals):
         console.print(line)
+    from autonomic.cli.runaway_view import runaway_lines
+
+    for line in runaway_lines(entries):
+        console.print(line)
     console.print(timeline_table(entries))
 
 

@@ -15,6 +15,9 @@ from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind
 from autonomic.core.messages import Message, Role, ToolCall, Usage
 from autonomic.core.run import RunStatus
 
+GUARD_STEPS = 64
+"""How many executed tool calls ``RunState.guard_steps`` keeps (the loop window is smaller)."""
+
 
 @dataclass(slots=True)
 class PendingCall:
@@ -56,6 +59,24 @@ class RunState:
     """Successful results per tool name: what invariants and exit conditions count."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """The latest successful output per tool name."""
+    started_at: float = 0.0
+    """When the run started (its first entry): the origin of the wall-clock budget."""
+    budget: dict[str, Any] | None = None
+    """The run's budget limits (``run.started``, raised by an operator's reopening transition)."""
+    guard_steps: list[dict[str, Any]] = field(default_factory=list)
+    """The latest executed tool calls as the runaway guards compare them (bounded, oldest first):
+    seq, tool, arguments, thought, read_only, cost."""
+    intent_counts: dict[str, int] = field(default_factory=dict)
+    """Started tool calls per tool name (per-tool budgets count attempts, not successes)."""
+    tool_cost: float = 0.0
+    """The summed ``cost_estimate`` of every started tool call."""
+    loop_ack_seq: int = 0
+    """The seq at which a human reopened a run the loop guard had suspended: earlier repeats are
+    acknowledged and no longer count."""
+    taint: list[dict[str, Any]] = field(default_factory=list)
+    """Provenance labels of the tainted tool results the model read before its latest response."""
+    _unread_taint: list[dict[str, Any]] = field(default_factory=list)
+    _loop_suspended: bool = False
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -69,6 +90,9 @@ class RunState:
         payload = entry.payload
         kind = entry.kind
         if kind is EntryKind.RUN_STARTED:
+            self.started_at = entry.created_at
+            budget = payload.get("budget")
+            self.budget = dict(budget) if isinstance(budget, dict) else None
             self.tools = tuple(payload.get("tools", ()))
             self.max_turns = int(payload.get("max_turns", 0))
             self.requester = payload.get("requester")
@@ -85,8 +109,10 @@ class RunState:
             self.usage = self.usage + Usage(**payload.get("usage", {}))
             self.last_calls = calls
             self.finished_turn = not calls
+            self.taint, self._unread_taint = self._unread_taint, []
         elif kind is EntryKind.TOOL_INTENT:
             self.intents[payload["call_id"]] = payload
+            self._guard_step(entry.seq, payload)
         elif kind is EntryKind.TOOL_RESULT:
             call_id = payload["call_id"]
             self.results[call_id] = payload
@@ -94,8 +120,16 @@ class RunState:
                 name = str(payload.get("tool"))
                 self.calls[name] = self.calls.get(name, 0) + 1
                 self.outputs[name] = payload.get("output")
+            screened = payload.get("screen") or {}
+            if screened.get("tainted"):
+                self._unread_taint.append(dict(screened.get("provenance") or {}))
+            text = screened.get("text")
             self.messages.append(
-                Message(Role.TOOL, observation_text(payload), tool_call_id=call_id)
+                Message(
+                    Role.TOOL,
+                    text if isinstance(text, str) else observation_text(payload),
+                    tool_call_id=call_id,
+                )
             )
         elif kind is EntryKind.DECISION:
             self.decisions[payload["call_id"]] = payload
@@ -105,6 +139,7 @@ class RunState:
         elif kind is EntryKind.WORKFLOW:
             self.workflow = payload["to"]
         elif kind is EntryKind.TRANSITION:
+            self._guard_transition(entry.seq, payload)
             self.status = RunStatus(payload["to"])
             if "output" in payload:
                 self.output = payload["output"]
@@ -115,6 +150,38 @@ class RunState:
         )
         self.last_seq = entry.seq
         self.last_hash = entry.hash
+
+    def _guard_step(self, seq: int, intent: dict[str, Any]) -> None:
+        name = str(intent.get("tool"))
+        self.intent_counts[name] = self.intent_counts.get(name, 0) + 1
+        self.tool_cost += float(intent.get("cost", 0.0))
+        last = self.messages[-1] if self.messages else None
+        thought = last.content if last is not None and last.role is Role.ASSISTANT else None
+        self.guard_steps.append(
+            {
+                "seq": seq,
+                "tool": name,
+                "arguments": intent.get("arguments") or {},
+                "thought": thought or "",
+                "read_only": bool(intent.get("read_only", False)),
+            }
+        )
+        if len(self.guard_steps) > GUARD_STEPS:
+            del self.guard_steps[0]
+
+    def _guard_transition(self, seq: int, payload: dict[str, Any]) -> None:
+        target = payload.get("to")
+        if target == RunStatus.SUSPENDED.value:
+            decision = payload.get("decision") or {}
+            self._loop_suspended = str((decision.get("evidence") or {}).get("code", "")).startswith(
+                "loop."
+            )
+        elif target == RunStatus.RUNNING.value and payload.get("from") == RunStatus.SUSPENDED.value:
+            if self._loop_suspended:
+                self.loop_ack_seq = seq
+            self._loop_suspended = False
+        if target == RunStatus.RUNNING.value and isinstance(payload.get("budget"), dict):
+            self.budget = {**(self.budget or {}), **payload["budget"]}
 
     def pending_calls(self) -> list[PendingCall]:
         """Calls of the latest model response still without a result, in the model's order."""

@@ -74,6 +74,10 @@ def summarise(entry: Entry, width: int = 90) -> str:
             text = f"{p.get('tool')} FAILED {err.get('code')}: {err.get('message')}"
         if p.get("replayed"):
             text += " (re-executed after a crash)"
+        screened = p.get("screen") or {}
+        if screened:
+            codes = ",".join(sorted({f.get("code", "") for f in screened.get("flags", [])}))
+            text = f"[{'TAINTED' if screened.get('tainted') else 'screened'}: {codes}] " + text
     elif kind is EntryKind.TRANSITION:
         text = f"{p.get('from')} -> {p.get('to')}: {p.get('reason')}"
     elif kind is EntryKind.RECOVERY:

@@ -12,6 +12,7 @@ from autonomic.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from autonomic.engine.gates import Gate
+    from autonomic.guards.budget import Budget
     from autonomic.policy.workflow import Workflow
 
 
@@ -34,12 +35,25 @@ class Agent:
     gates: Sequence[Gate] = ()
     """The agent's own action gates (its risk policy, say), consulted after its workflow and
     before the engine's; they travel with the agent, so every worker that resumes it applies them."""
+    budget: Budget | None = None
+    """The run budget (turns, tokens, cost, wall clock, calls per tool); a run's
+    ``metadata["budget"]`` overrides it key by key. Exceeding it suspends the run."""
+    read_only: frozenset[str] = frozenset()
+    """Names of tools that change nothing: the loop guard lets reads repeat more (polling). Tools
+    not named here are treated as side-effecting (the stricter choice)."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
             raise InvalidInput(f"agent {self.name}: max_turns must be at least 1")
         object.__setattr__(self, "registry", ToolRegistry(self.tools))
+        object.__setattr__(self, "read_only", frozenset(self.read_only))
+        unknown = sorted(self.read_only - {t.name for t in self.tools})
+        if unknown:
+            raise InvalidInput(
+                f"agent {self.name}: read_only names unknown tool(s) {', '.join(unknown)}",
+                hint="list only tools the agent has",
+            )
         if self.workflow is not None:
             self.workflow.check_tools({t.name for t in self.tools})
 
@@ -54,6 +68,8 @@ class Agent:
             max_turns=self.max_turns,
             workflow=self.workflow,
             gates=self.gates,
+            budget=self.budget,
+            read_only=self.read_only & {t.name for t in tools},
         )
 
 

@@ -23,6 +23,7 @@ from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gates import Gate, GateChain
 from autonomic.engine.patterns.react import ReAct
+from autonomic.engine.runaway import GATE_NAME, Runaway, pinned_budget
 from autonomic.engine.session import RunInterrupted, RunSession
 from autonomic.errors import InvalidInput, LeaseLost, StaleVersion, UserError
 from autonomic.ports.model import Model
@@ -80,6 +81,8 @@ class Engine:
         faults: crash hooks for chaos tests.
         gates: the action gates every proposed tool call passes, in order (risk policy, budgets,
             ...); see ``autonomic.engine.gates``. An agent's workflow adds its own gate first.
+        runaway: the runaway guards (loop detection, budgets, taint, injection screening); on by
+            default, added as the last gate; ``Runaway(enabled=False)`` turns them off.
     """
 
     def __init__(
@@ -94,9 +97,13 @@ class Engine:
         owner: str | None = None,
         on_commit: Callable[[Entry], None] | None = None,
         gates: GateChain | Sequence[Gate] = (),
+        runaway: Runaway | None = None,
     ) -> None:
         self.store = store
-        self.gates = gates if isinstance(gates, GateChain) else GateChain(gates)
+        self.gates = gates if isinstance(gates, GateChain) else GateChain(list(gates))
+        self.runaway = runaway if runaway is not None else Runaway()
+        if self.runaway.enabled and not any(g.name == GATE_NAME for g in self.gates.gates):
+            self.gates.add(self.runaway.gate())
         self.on_commit = on_commit
         self.agents = agents
         self._models = models
@@ -216,6 +223,9 @@ class Engine:
             started_payload["requester"] = requester
         if definition.workflow is not None:
             started_payload["workflow"] = definition.workflow.pin()
+        budget = pinned_budget(definition.budget, (metadata or {}).get("budget"))
+        if budget:
+            started_payload["budget"] = budget
         started = pack(
             run.id,
             1,
@@ -288,6 +298,7 @@ class Engine:
                     self.model_for(run.model),
                     stopping=self.stopping.is_set,
                     gates=self.gates,
+                    runaway=self.runaway,
                 )
                 await pattern.run(session)
         except (LeaseLost, RunInterrupted):
@@ -345,15 +356,24 @@ class Engine:
             )
         return await self.drive(run)
 
-    async def reopen(self, run_id: str, reason: str) -> Run:
-        """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it."""
-        return await self._operator_transition(run_id, RunStatus.RUNNING, reason)
+    async def reopen(
+        self, run_id: str, reason: str, *, budget: dict[str, Any] | None = None
+    ) -> Run:
+        """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it.
+
+        ``budget`` raises (or sets) run budget limits, key by key, in the same transition entry."""
+        extra: dict[str, Any] = {}
+        if budget:
+            extra["budget"] = pinned_budget(None, budget)
+        return await self._operator_transition(run_id, RunStatus.RUNNING, reason, **extra)
 
     async def cancel(self, run_id: str, reason: str = "cancelled by operator") -> Run:
         """Cancel a run from outside; a worker holding it stops at its next commit."""
         return await self._operator_transition(run_id, RunStatus.CANCELLED, reason)
 
-    async def _operator_transition(self, run_id: str, target: RunStatus, reason: str) -> Run:
+    async def _operator_transition(
+        self, run_id: str, target: RunStatus, reason: str, **extra: Any
+    ) -> Run:
         for _ in range(10):
             run = await self.store.get_run(run_id)
             check_transition(run.id, run.status, target)
@@ -364,7 +384,13 @@ class Engine:
                 run_id,
                 state.last_seq + 1,
                 EntryKind.TRANSITION,
-                {"from": run.status.value, "to": target.value, "reason": reason, "by": "operator"},
+                {
+                    "from": run.status.value,
+                    "to": target.value,
+                    "reason": reason,
+                    "by": "operator",
+                    **extra,
+                },
                 prev_hash=state.last_hash,
                 created_at=now,
             )

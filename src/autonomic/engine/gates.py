@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from autonomic.core.run import Run
@@ -111,6 +111,10 @@ class ProposedAction:
     call_id: str
     step: int
     """The seq the decision entry gets: the step an approval is bound to."""
+    read_only: bool = False
+    """The agent declared the tool read-only (``Agent(read_only=...)``): reads may repeat more."""
+    risk: str | None = None
+    """The risk an earlier gate in the chain gave the action (``low``/``medium``/``high``)."""
 
     @property
     def tenant(self) -> str:
@@ -171,6 +175,8 @@ class GateChain:
             )
             workflow_to = workflow_to or answer.workflow_to
             risk = risk or answer.risk
+            if risk is not None and action.risk is None:
+                action = replace(action, risk=risk)  # later gates (runaway's taint) see it
             if chosen is None or answer.verdict.severity > chosen.verdict.severity:
                 chosen = answer
             if answer.verdict is Verdict.SUSPEND:

@@ -44,9 +44,16 @@ class Go(enum.Enum):
 class Guard:
     """Decides, journals and enforces, for one run's calls. Stateless across runs."""
 
-    def __init__(self, gates: GateChain, extra: Sequence[Gate] = ()) -> None:
+    def __init__(
+        self,
+        gates: GateChain,
+        extra: Sequence[Gate] = (),
+        *,
+        read_only: frozenset[str] = frozenset(),
+    ) -> None:
         self.gates = gates
         self.extra = list(extra)
+        self.read_only = read_only
 
     async def before_call(
         self, session: RunSession, tool: Tool, call: ToolCall, arguments: dict[str, Any]
@@ -62,10 +69,17 @@ class Guard:
                 arguments=arguments,
                 call_id=call.id,
                 step=session.next_seq,
+                read_only=tool.name in self.read_only,
             )
             if not self.gates.gates and not self.extra:
                 return Go.EXECUTE  # no governance configured: nothing to journal
-            decision = decision_payload(await self.gates.decide(action, self.extra), action)
+            decided = await self.gates.decide(action, self.extra)
+            if decided.gate == "default" and self._only_runaway():
+                # Only the runaway guards are configured and they had no objection: asking again
+                # after a crash gives the same answer (their history is folded from the journal),
+                # so an ungoverned run's journal stays as it was.
+                return Go.EXECUTE
+            decision = decision_payload(decided, action)
             session.stage(EntryKind.DECISION, decision)
         verdict = Verdict(decision["verdict"])
         if verdict is Verdict.ALLOW:
@@ -83,11 +97,18 @@ class Guard:
             )
             return Go.SKIP
         if verdict is Verdict.SUSPEND:
+            code = "security_violation"
             message = f"security violation ({decision['gate']}): {decision['explanation']}"
-            _refuse(session, call, tool, "security_violation", message + "; nothing was executed")
+            if decision["gate"] == "runaway":
+                code = str(decision.get("evidence", {}).get("code") or "runaway")
+                message = f"suspended by the runaway guard: {decision['explanation']}"
+            _refuse(session, call, tool, code, message + "; nothing was executed")
             await session.transition(RunStatus.SUSPENDED, message, decision=decision)
             return Go.STOP
         return await self._approval(session, tool, call, arguments, decision, replayed)
+
+    def _only_runaway(self) -> bool:
+        return not self.extra and all(g.name == "runaway" for g in self.gates.gates)
 
     async def _approval(
         self,

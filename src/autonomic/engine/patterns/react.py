@@ -23,10 +23,11 @@ from typing import Any
 from autonomic.core.journal import EntryKind
 from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
-from autonomic.core.state import PendingCall
+from autonomic.core.state import PendingCall, observation_text
 from autonomic.engine.agent import Agent
 from autonomic.engine.gates import GateChain
 from autonomic.engine.guard import Go, Guard
+from autonomic.engine.runaway import ModelBudget, Runaway, screen_result
 from autonomic.engine.session import RunSession
 from autonomic.errors import (
     AutonomicError,
@@ -36,6 +37,7 @@ from autonomic.errors import (
     ToolArgumentsInvalid,
     ToolVersionMissing,
 )
+from autonomic.guards.action import ProposedAction as GuardAction
 from autonomic.ports.model import Model
 from autonomic.tools.contract import Tool, ToolContext
 
@@ -53,13 +55,16 @@ class ReAct:
         *,
         stopping: Callable[[], bool],
         gates: GateChain | None = None,
+        runaway: Runaway | None = None,
     ) -> None:
         self.agent = agent
         self.model = model
         self._stopping = stopping
         self._specs = [t.spec() for t in agent.tools]
         extra = [agent.workflow.gate()] if agent.workflow is not None else []
-        self.guard = Guard(gates or GateChain(), [*extra, *agent.gates])
+        self.guard = Guard(gates or GateChain(), [*extra, *agent.gates], read_only=agent.read_only)
+        self.runaway = runaway if runaway is not None and runaway.enabled else None
+        self.budget = ModelBudget(self.runaway.ledger) if self.runaway is not None else None
 
     async def run(self, session: RunSession) -> None:
         """Drive the run until it finishes, waits for a human, or the worker is asked to stop."""
@@ -94,10 +99,42 @@ class ReAct:
                     "without a final answer (raise max_turns or fix the agent's instructions)",
                 )
                 return
+            reserved = await self._check_budget(session)
+            if reserved is None:
+                return
             response = await self._ask_model(session)
             if response is None:
                 return
             session.stage(EntryKind.MODEL_RESPONSE, response)
+            if self.budget is not None and isinstance(reserved, GuardAction):
+                usage = response["usage"]
+                await self.budget.settle(
+                    reserved, tokens=int(usage["input_tokens"]) + int(usage["output_tokens"])
+                )
+
+    async def _check_budget(self, session: RunSession) -> GuardAction | bool | None:
+        """The budget hook before a model call: the run's budgets, then the tenant's daily budget.
+
+        Returns the reserved action (to settle afterwards), ``True`` when no budget applies, or
+        ``None`` once the run was suspended because the call would pass a limit."""
+        if self.budget is None:
+            return True
+        verdict, action = await self.budget.check(
+            agent=self.agent.name,
+            tenant=session.run.tenant,
+            state=session.state,
+            tools=self._specs,
+            now=session.now(),
+        )
+        if verdict.allowed:
+            return action
+        await session.transition(
+            RunStatus.SUSPENDED,
+            f"budget: {verdict.reason}",
+            guard=verdict.to_dict(),
+            estimate={"tokens": action.estimate.tokens, "cost": action.estimate.cost},
+        )
+        return None
 
     async def _ask_model(self, session: RunSession) -> dict[str, Any] | None:
         """Call the model (retrying transient errors); ``None`` once the run has been stopped."""
@@ -161,22 +198,26 @@ class ReAct:
                 if go is Go.SKIP:
                     continue
                 key = f"{session.run.id}:{session.next_seq}"
-                session.stage(
-                    EntryKind.TOOL_INTENT,
-                    {
-                        "call_id": call.id,
-                        "tool": tool.name,
-                        "version": tool.version,
-                        "arguments": arguments,
-                        "key": key,
-                        "idempotent": tool.idempotent,
-                    },
-                )
+                intent: dict[str, Any] = {
+                    "call_id": call.id,
+                    "tool": tool.name,
+                    "version": tool.version,
+                    "arguments": arguments,
+                    "key": key,
+                    "idempotent": tool.idempotent,
+                }
+                if tool.name in self.agent.read_only:
+                    intent["read_only"] = True
+                if tool.cost_estimate:
+                    intent["cost"] = tool.cost_estimate
+                session.stage(EntryKind.TOOL_INTENT, intent)
                 replayed = False
                 if not tool.idempotent:
                     await session.flush()
             result = await self._invoke(session, tool, call, arguments, key)
             result["replayed"] = replayed
+            if self.runaway is not None and self.runaway.screen_results:
+                screen_result(result, observation_text(result))
             session.fault("after_effect")
             session.stage(EntryKind.TOOL_RESULT, result)
             if not tool.idempotent:

@@ -1,0 +1,149 @@
+"""What the runaway guards cost inside the engine: the same runs with the guards off and on.
+
+Workload: legitimate varied runs of ``--steps`` tool steps (``autonomic.testing.runaway
+.legitimate_run``: reads, writes, polling with backoff; a model turn before each step), on SQLite
+without fsync per commit (``synchronous=normal``, so the CPU cost is not hidden under disk
+flushes). Modes, interleaved in each round so machine noise hits them alike:
+
+* ``off``: ``Runaway(enabled=False)``: no gate, no budget check, no screening;
+* ``on``: the default: loop detection + taint gate before every tool call (history folded from the
+  journal), the budget check before every model call, every tool result screened;
+* ``on + budgets``: also a run budget and a per-tenant daily budget in the in-memory ledger.
+
+Also the gate alone: ``RunawayGate.check`` on the 50th step of a run (50-step history), in memory.
+
+Usage: ``.venv/bin/python benchmarks/runaway_engine_bench.py [--runs 10] [--steps 50] [--rounds 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from autonomic import Agent, AgentRegistry, Engine, FunctionModel, build_store
+from autonomic.adapters.counters.memory import MemoryCounters
+from autonomic.core.canonical import canonical_json
+from autonomic.core.messages import ModelResponse, Role, ToolCall
+from autonomic.core.run import RunStatus
+from autonomic.core.state import fold
+from autonomic.engine.gates import ProposedAction
+from autonomic.engine.runaway import Runaway
+from autonomic.guards.action import ActionKind
+from autonomic.guards.budget import Budget
+from autonomic.guards.tenant import TenantBudget, TenantLedger
+from autonomic.testing.runaway import legitimate_run
+from autonomic.tools.contract import Tool
+
+TOOLS = (
+    "read_ledger", "read_statement", "search_docs", "query_sql", "list_files", "get_job_status",
+    "post_entry", "update_ticket", "write_file", "send_message",
+)  # fmt: skip
+
+
+def _echo(**arguments: Any) -> dict[str, Any]:
+    return {"ok": True, "echo": arguments}
+
+
+def agent(steps: int, budget: Budget | None) -> tuple[Agent, FunctionModel]:
+    calls = [a for a in legitimate_run(1, steps=steps) if a.kind is ActionKind.TOOL_CALL]
+
+    def brain(messages: Any, tools: Any) -> ModelResponse:
+        done = sum(1 for m in messages if m.role is Role.ASSISTANT)
+        if done >= len(calls):
+            return ModelResponse(content="done")
+        a = calls[done]
+        call = ToolCall(id=f"c{done}", name=a.tool, arguments=canonical_json(dict(a.arguments)))
+        return ModelResponse(content=a.thought, tool_calls=(call,))
+
+    tools = tuple(
+        Tool(name=n, fn=_echo, parameters={"type": "object"}, idempotent=True) for n in TOOLS
+    )
+    definition = Agent(
+        name="legit", instructions="reconcile", tools=tools, model="function:legit",
+        max_turns=len(calls) + 2, budget=budget, read_only=frozenset(TOOLS[:6]),
+    )  # fmt: skip
+    return definition, FunctionModel(brain, name="function:legit")
+
+
+def runaway(mode: str) -> Runaway:
+    if mode == "off":
+        return Runaway(enabled=False)
+    if mode == "on":
+        return Runaway()
+    ledger = TenantLedger(MemoryCounters(), {}, default=TenantBudget(tokens=10**12, turns=10**9))
+    return Runaway(ledger=ledger)
+
+
+async def per_step(url: str, mode: str, runs: int, steps: int) -> float:
+    """Milliseconds per step (a model turn and a tool call)."""
+    budget = Budget(tokens=10**12, turns=10**6) if mode == "on + budgets" else None
+    definition, model = agent(steps, budget)
+    store = build_store(url)
+    await store.migrate()
+    engine = Engine(store, AgentRegistry([definition]), lambda _: model, runaway=runaway(mode))
+    await engine.run(definition, "warm up")
+    start = time.perf_counter()
+    for _ in range(runs):
+        final = await engine.run(definition, "reconcile")
+        assert final.status is RunStatus.COMPLETED, final.status_reason
+    elapsed = time.perf_counter() - start
+    await store.close()
+    return elapsed * 1000 / (runs * steps)
+
+
+async def gate_check_ms(url: str, steps: int, n: int = 2000) -> tuple[float, float]:
+    """P50 and P99 of ``RunawayGate.check`` on the last step of a finished run (in memory)."""
+    definition, model = agent(steps, None)
+    store = build_store(url)
+    await store.migrate()
+    engine = Engine(store, AgentRegistry([definition]), lambda _: model)
+    run = await engine.run(definition, "go")
+    state = fold(run.id, await store.load_journal(run.id))
+    await store.close()
+    gate = Runaway().gate()
+    [tool] = [t for t in definition.tools if t.name == "post_entry"]
+    times = []
+    for i in range(n):
+        action = ProposedAction(run, state, tool, {"account": "1234", "amount": i}, "c", 999)
+        start = time.perf_counter()
+        await gate.check(action)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    modes = ("off", "on", "on + budgets")
+    results: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def url() -> str:
+            return f"sqlite:///{tmp}/{uuid.uuid4().hex}.db?synchronous=normal"
+
+        for _ in range(args.rounds):
+            for mode in modes:
+                results[mode].append(asyncio.run(per_step(url(), mode, args.runs, args.steps)))
+        p50, p99 = asyncio.run(gate_check_ms(url(), args.steps))
+    base = statistics.median(results["off"])
+    print("| mode | ms per step | ratio to off | added µs per step |")
+    print("| --- | ---: | ---: | ---: |")
+    for mode in modes:
+        ms = statistics.median(results[mode])
+        print(f"| {mode} | {ms:.3f} | x{ms / base:.2f} | +{(ms - base) * 1000:.0f} |")
+    print(
+        f"| RunawayGate.check alone, {args.steps}-step history | P50 {p50:.3f} / P99 {p99:.3f} | | |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The reconciliation-loop incident as a runnable agent: ``autonomic demo --scenario runaway``."""
