@@ -34,10 +34,12 @@ from autonomic.sandbox.probes import (
     ESCAPE_LIMITS,
     PRELUDE,
     PROBES,
+    RAN_MARKER,
     SYS,
     Kind,
     Probe,
     ProbeOutcome,
+    Verdict,
     contained,
 )
 
@@ -290,6 +292,13 @@ async def run_probe(
             await neighbour
     if probe.kind == "abuse":
         verdict = contained(result, probe, host, limits, plan.start_allowance_s)
+    elif RAN_MARKER not in result.stdout:
+        # Counted as not held: runsc once failed to start under a low pids limit and every
+        # "the call never returned" looked like a refusal.
+        why = result.detail or result.stderr.strip()[-200:] or "no output"
+        verdict = Verdict(
+            False, f"the probe never ran ({result.ended}, exit {result.exit_code}: {why})"
+        )
     else:
         verdict = probe.check(result, host)
         if host.victim is not None and host.victim.poll() is not None:
@@ -345,7 +354,7 @@ class ProbePlan:
 
 
 PLANS: dict[str, ProbePlan] = {
-    "microvm": ProbePlan(escape_concurrency=6, start_allowance_s=3.0, min_cpu_seconds=2.0),
+    "microvm": ProbePlan(escape_concurrency=6, start_allowance_s=3.0, min_cpu_seconds=3.0),
 }
 """Backends not named here are probed one at a time with the probes' own limits."""
 

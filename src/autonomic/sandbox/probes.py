@@ -36,6 +36,7 @@ Kind = Literal["escape", "abuse"]
 
 PRELUDE = """\
 import ctypes, errno, json, os, socket, subprocess, sys, time
+print("PROBE-RAN", flush=True)
 T = json.loads({targets!r})
 NR = json.loads({numbers!r})
 libc = ctypes.CDLL(None, use_errno=True)
@@ -64,6 +65,10 @@ def orphan(tag):
         os._exit(0)
     os.waitpid(pid, 0)
 """
+
+
+RAN_MARKER = "PROBE-RAN"
+"""The prelude's first output: a probe whose sandbox never ran the code proves nothing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,9 @@ class OciSandbox:
         root = self.state_root or (self._ensure_workdir() / "state")
         argv = [binary, "--root", str(root)]
         if self.runtime == "runsc":
-            argv += ["--network=none", "--ignore-cgroups=false"]
+            # --oci-seccomp: without it runsc ignores the bundle's seccomp profile, and ptrace,
+            # unshare, perf_event_open and io_uring reached gVisor's Sentry (escape probes).
+            argv += ["--network=none", "--ignore-cgroups=false", "--oci-seccomp"]
         return argv
 
     async def execute(self, execution: Execution) -> Result:
