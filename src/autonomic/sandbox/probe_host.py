@@ -291,7 +291,9 @@ async def run_probe(
         if neighbour is not None:
             await neighbour
     if probe.kind == "abuse":
-        verdict = contained(result, probe, host, limits, plan.start_allowance_s)
+        verdict = contained(
+            result, probe, host, limits, plan.start_allowance_s, plan.cpu_allowance_s
+        )
     elif RAN_MARKER not in result.stdout:
         # Counted as not held: runsc once failed to start under a low pids limit and every
         # "the call never returned" looked like a refusal.
@@ -343,6 +345,9 @@ class ProbePlan:
     guest whose QEMU thread waits for a host core still sees its clock, so its CPU time, run."""
     start_allowance_s: float = 0.0
     """Added to an abuse probe's limit + 1 s on the host's clock (start-up outside the limit)."""
+    cpu_allowance_s: float = 0.0
+    """Added to an abuse probe's CPU limit + 1 s: under TCG on a loaded host the guest charges
+    the time its QEMU thread waited for a core to whatever task was running."""
     min_cpu_seconds: float = 0.0
     """Raise the abuse probes' CPU limit to this (coarse guest CPU accounting under TCG)."""
 
@@ -354,7 +359,9 @@ class ProbePlan:
 
 
 PLANS: dict[str, ProbePlan] = {
-    "microvm": ProbePlan(escape_concurrency=6, start_allowance_s=3.0, min_cpu_seconds=3.0),
+    "microvm": ProbePlan(
+        escape_concurrency=6, start_allowance_s=3.0, cpu_allowance_s=5.0, min_cpu_seconds=3.0
+    ),
 }
 """Backends not named here are probed one at a time with the probes' own limits."""
 
