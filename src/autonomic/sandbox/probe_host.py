@@ -351,8 +351,14 @@ class ProbePlan:
     min_cpu_seconds: float = 0.0
     """Raise the abuse probes' CPU limit to this (coarse guest CPU accounting under TCG)."""
 
+    min_wall_seconds: float = 0.0
+    """Raise the abuse probes' wall limit to this (at load 15 a TCG guest took over 4 s to fill
+    128 MiB or open 10,000 descriptors)."""
+
     def limits_for(self, probe: Probe) -> Limits:
         limits = probe.limits
+        if probe.kind == "abuse" and limits.wall_seconds < self.min_wall_seconds:
+            limits = replace(limits, wall_seconds=self.min_wall_seconds)
         if limits.cpu_seconds < self.min_cpu_seconds:
             limits = replace(limits, cpu_seconds=self.min_cpu_seconds)
         return limits
@@ -360,7 +366,11 @@ class ProbePlan:
 
 PLANS: dict[str, ProbePlan] = {
     "microvm": ProbePlan(
-        escape_concurrency=6, start_allowance_s=3.0, cpu_allowance_s=5.0, min_cpu_seconds=3.0
+        escape_concurrency=6,
+        start_allowance_s=3.0,
+        cpu_allowance_s=5.0,
+        min_cpu_seconds=5.0,
+        min_wall_seconds=8.0,
     ),
 }
 """Backends not named here are probed one at a time with the probes' own limits."""
