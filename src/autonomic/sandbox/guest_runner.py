@@ -9,8 +9,12 @@ serial line it:
    may hold snapshot-time contents), mounts a tmpfs workspace capped at ``workspace_mb`` and
    writes the files into it;
 2. forks a child that joins the ``sandbox`` cgroup (memory, pids), sets rlimits, becomes uid
-   65534 with no groups and a clear environment, and runs the code: Python source in this warm
-   interpreter (``runpy``, so no second interpreter start), a command by ``execve``;
+   65534 with no groups and a clear environment, sets ``no_new_privs`` and installs the seccomp
+   filter the host sent (the namespace backend's program, ``adapters/sandbox/seccomp.py``: the
+   guest kernel is the boundary here, but keyctl, perf_event_open, io_uring or a new user
+   namespace are still kernel attack surface an execution has no use for), and runs the code:
+   Python source in this warm interpreter (``runpy``, so no second interpreter start), a
+   command by ``execve``. Without a filter in the request nothing runs (fail closed);
 3. reads stdout/stderr through pipes keeping ``output_bytes + 1`` of each, and enforces the wall
    limit itself; on either it kills the whole cgroup;
 4. writes ``status``/``stdout``/``stderr`` back to the workspace drive as a tar, syncs and exits;
@@ -52,6 +56,7 @@ BLKFLSBUF = 0x1261
 RNDADDENTROPY = 0x40085203
 RNDRESEEDCRNG = 0x5207
 MS_NOSUID, MS_NODEV = 2, 4
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 ENV = {
     "PATH": "/usr/bin:/bin",
     "HOME": WORKSPACE,
@@ -106,7 +111,34 @@ def _prepare_workspace(spec: dict[str, str], members: dict[str, bytes]) -> str:
     return ""
 
 
-def _child(spec: dict[str, str], argv: list[bytes], stdin_fd: int, out_w: int, err_w: int) -> None:
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def _install_seccomp(program: bytes) -> None:
+    """``no_new_privs`` then ``PR_SET_SECCOMP``; raises OSError if the kernel refuses either.
+
+    ``program`` is a ``struct sock_filter[]`` (8 bytes per instruction) built on the host.
+    """
+    if not program or len(program) % 8:
+        raise OSError("no seccomp filter in the request")
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    rc = _libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), 0, 0)
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
+def _child(
+    spec: dict[str, str],
+    argv: list[bytes],
+    seccomp: bytes,
+    stdin_fd: int,
+    out_w: int,
+    err_w: int,
+) -> None:
     """In the forked child: confine, then run the code. Never returns."""
     _write(f"{CGROUP}/cgroup.procs", str(os.getpid()))
     cpu = int(spec["CPU"])
@@ -122,6 +154,11 @@ def _child(spec: dict[str, str], argv: list[bytes], stdin_fd: int, out_w: int, e
     os.setgroups([])
     os.setresgid(UID, UID, UID)
     os.setresuid(UID, UID, UID)
+    try:
+        _install_seccomp(seccomp)
+    except OSError as exc:
+        os.write(2, f"autonomic: refusing to run without the seccomp filter: {exc}\n".encode())
+        os._exit(126)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as python3 main.py has it
     if argv != [b"/usr/bin/python3", b"main.py"]:
         os.execve(argv[0], argv, ENV)  # noqa: S606 - the request's command, confined above
@@ -231,6 +268,7 @@ def main() -> None:
         f.write(members.pop(".sandbox/stdin", b""))
     stdin_r = os.open("/run/stdin", os.O_RDONLY)
     argv = members.pop(".sandbox/argv").split(b"\0")[:-1]
+    seccomp = members.pop(".sandbox/seccomp", b"")
     rc, reason, t0 = 125, "", time.monotonic()
     out = err = b""
     if not setup:
@@ -238,7 +276,7 @@ def main() -> None:
         if pid == 0:
             os.close(out_r)
             os.close(err_r)
-            _child(spec, argv, stdin_r, out_w, err_w)
+            _child(spec, argv, seccomp, stdin_r, out_w, err_w)
         for fd in (out_w, err_w, stdin_r):
             os.close(fd)
         pidfd = os.pidfd_open(pid)

@@ -28,16 +28,18 @@ from typing import Any
 
 from autonomic.adapters.sandbox.loader import check_files
 from autonomic.adapters.sandbox.process import Launcher
-from autonomic.ports.sandbox import Ended, Execution, Result, Sandbox, Usage
+from autonomic.ports.sandbox import Ended, Execution, Limits, Result, Sandbox, Usage
 from autonomic.sandbox.probes import (
     ENV_NAME,
     ESCAPE_LIMITS,
     PRELUDE,
     PROBES,
+    RAN_MARKER,
     SYS,
     Kind,
     Probe,
     ProbeOutcome,
+    Verdict,
     contained,
 )
 
@@ -263,10 +265,23 @@ def probe_source(probe: Probe, host: ProbeHost) -> str:
     return PRELUDE.format(targets=json.dumps(host.targets), numbers=json.dumps(SYS)) + probe.code
 
 
-async def run_probe(sandbox: Sandbox, probe: Probe, host: ProbeHost) -> ProbeOutcome:
-    """Run one probe in ``sandbox`` and judge it from the host."""
-    host.received.clear()
-    execution = Execution(code=probe_source(probe, host), limits=probe.limits)
+async def run_probe(
+    sandbox: Sandbox,
+    probe: Probe,
+    host: ProbeHost,
+    *,
+    plan: ProbePlan | None = None,
+    fresh: bool = True,
+) -> ProbeOutcome:
+    """Run one probe in ``sandbox`` and judge it from the host.
+
+    ``fresh`` forgets what the listeners received before (only when nothing else is in flight).
+    """
+    plan = plan or ProbePlan()
+    if fresh:
+        host.received.clear()
+    limits = plan.limits_for(probe)
+    execution = Execution(code=probe_source(probe, host), limits=limits)
     neighbour: asyncio.Task[Result] | None = None
     if probe.name == "read_other_workspace":
         neighbour = asyncio.ensure_future(sandbox.execute(_neighbour(host)))
@@ -276,7 +291,16 @@ async def run_probe(sandbox: Sandbox, probe: Probe, host: ProbeHost) -> ProbeOut
         if neighbour is not None:
             await neighbour
     if probe.kind == "abuse":
-        verdict = contained(result, probe, host)
+        verdict = contained(
+            result, probe, host, limits, plan.start_allowance_s, plan.cpu_allowance_s
+        )
+    elif RAN_MARKER not in result.stdout:
+        # Counted as not held: runsc once failed to start under a low pids limit and every
+        # "the call never returned" looked like a refusal.
+        why = result.detail or result.stderr.strip()[-200:] or "no output"
+        verdict = Verdict(
+            False, f"the probe never ran ({result.ended}, exit {result.exit_code}: {why})"
+        )
     else:
         verdict = probe.check(result, host)
         if host.victim is not None and host.victim.poll() is not None:
@@ -306,21 +330,90 @@ time.sleep(3.5)
     return Execution(code=code, limits=replace(ESCAPE_LIMITS, wall_seconds=6.0))
 
 
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """How to run the probes against one backend: what differs is its cost, never the verdict.
+
+    A microVM under emulation takes about 2 s per execution, mostly outside the code's limits
+    (restore, unpack, pack), and each execution is its own QEMU process, so it is probed
+    several at a time and its start/teardown is allowed for on the host's clock.
+    """
+
+    escape_concurrency: int = 1
+    """Escape probes in flight at once (each microVM is its own QEMU process). Abuse probes
+    always run one at a time: they measure CPU time and wall time, and under emulation a
+    guest whose QEMU thread waits for a host core still sees its clock, so its CPU time, run."""
+    start_allowance_s: float = 0.0
+    """Added to an abuse probe's limit + 1 s on the host's clock (start-up outside the limit)."""
+    cpu_allowance_s: float = 0.0
+    """Added to an abuse probe's CPU limit + 1 s: under TCG on a loaded host the guest charges
+    the time its QEMU thread waited for a core to whatever task was running."""
+    min_cpu_seconds: float = 0.0
+    """Raise the abuse probes' CPU limit to this (coarse guest CPU accounting under TCG)."""
+
+    min_wall_seconds: float = 0.0
+    """Raise the abuse probes' wall limit to this (at load 15 a TCG guest took over 4 s to fill
+    128 MiB or open 10,000 descriptors)."""
+
+    def limits_for(self, probe: Probe) -> Limits:
+        limits = probe.limits
+        if probe.kind == "abuse" and limits.wall_seconds < self.min_wall_seconds:
+            limits = replace(limits, wall_seconds=self.min_wall_seconds)
+        if limits.cpu_seconds < self.min_cpu_seconds:
+            limits = replace(limits, cpu_seconds=self.min_cpu_seconds)
+        return limits
+
+
+PLANS: dict[str, ProbePlan] = {
+    "microvm": ProbePlan(
+        escape_concurrency=6,
+        start_allowance_s=3.0,
+        cpu_allowance_s=5.0,
+        min_cpu_seconds=5.0,
+        min_wall_seconds=8.0,
+    ),
+}
+"""Backends not named here are probed one at a time with the probes' own limits."""
+
+
+def plan_for(backend: str) -> ProbePlan:
+    return PLANS.get(backend, ProbePlan())
+
+
 async def run_probes(
     sandbox: Sandbox,
     *,
     harmless: bool = False,
     kinds: Iterable[Kind] = ("escape", "abuse"),
     names: Iterable[str] | None = None,
+    plan: ProbePlan | None = None,
 ) -> list[ProbeOutcome]:
-    """Run the chosen probes one after another against ``sandbox``."""
+    """Run the chosen probes against ``sandbox``: one after another, or as its plan says.
+
+    Concurrent probes share one ``ProbeHost``: what its listeners received is then never
+    cleared between probes, so a connection that got through marks every later listener
+    probe as escaped (a false alarm is possible, a missed escape is not).
+    """
+    plan = plan or plan_for(sandbox.name)
     wanted = set(kinds)
-    chosen = [p for p in PROBES if p.kind in wanted and (names is None or p.name in set(names))]
-    outcomes = []
+    picked = set(names) if names is not None else None
+    chosen = [p for p in PROBES if p.kind in wanted and (picked is None or p.name in picked)]
     async with ProbeHost(harmless=harmless) as host:
+        escapes = [p for p in chosen if p.kind == "escape"]
+        if plan.escape_concurrency <= 1 or len(escapes) <= 1:
+            return [await run_probe(sandbox, probe, host, plan=plan) for probe in chosen]
+        gate = asyncio.Semaphore(plan.escape_concurrency)
+        host.received.clear()
+
+        async def one(probe: Probe) -> ProbeOutcome:
+            async with gate:
+                return await run_probe(sandbox, probe, host, plan=plan, fresh=False)
+
+        outcomes = list(await asyncio.gather(*(one(p) for p in escapes)))
         for probe in chosen:
-            outcomes.append(await run_probe(sandbox, probe, host))
-    return outcomes
+            if probe.kind != "escape":
+                outcomes.append(await run_probe(sandbox, probe, host, plan=plan))
+        return outcomes
 
 
 class HostRunner:

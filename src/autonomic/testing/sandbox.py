@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -44,3 +45,23 @@ OUR_TEMP_PREFIXES = ("autonomic-probe-", "autonomic-host-", "autonomic-gate-")
 def temp_entries() -> set[str]:
     """The sandbox code's entries in the host's temporary directory (compared before/after)."""
     return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(OUR_TEMP_PREFIXES)}
+
+
+@functools.cache
+def _doctor(name: str) -> tuple[bool, str]:
+    from autonomic.adapters.sandbox import BACKENDS
+
+    return BACKENDS[name].doctor()
+
+
+def require_backend(name: str) -> None:
+    """Skip when the backend's own ``doctor()`` says it cannot run here (asked once per name).
+
+    Under ``CI`` that is a failure instead: ``scripts/test`` installs what every backend needs.
+    """
+    ok, why = _doctor(name)
+    if not ok:
+        reason = f"the {name} sandbox backend cannot run here: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)

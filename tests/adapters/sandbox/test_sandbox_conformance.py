@@ -1,4 +1,4 @@
-"""The Sandbox port's conformance suite against the namespace backend, cold and from a warm pool."""
+"""The Sandbox port's conformance suite against every backend (namespace also from a warm pool)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from autonomic.adapters.sandbox import build_sandbox
 from autonomic.adapters.sandbox.namespace import NamespaceSandbox
-from autonomic.testing.sandbox import require_bwrap, sandbox_processes
+from autonomic.testing.sandbox import require_backend, require_bwrap, sandbox_processes
 from autonomic.testing.sandbox_conformance import CHECKS, Check, run_check
 
 
@@ -17,3 +18,13 @@ def test_namespace_conformance(check: Check, pool_size: int) -> None:
     require_bwrap()
     asyncio.run(run_check(check, lambda: NamespaceSandbox(pool_size=pool_size)))
     assert sandbox_processes() == []
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["oci", "oci-runsc", pytest.param("microvm", marks=pytest.mark.microvm)],
+)
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_backend_conformance(check: Check, backend: str) -> None:
+    require_backend(backend)
+    asyncio.run(run_check(check, lambda: build_sandbox(backend)))

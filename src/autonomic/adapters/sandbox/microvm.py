@@ -46,7 +46,12 @@ from pathlib import Path
 from typing import IO
 
 from autonomic.adapters.sandbox.qmp import Qmp, listening_socket
-from autonomic.adapters.sandbox.streams import check_execution, decode, refuse_network
+from autonomic.adapters.sandbox.streams import (
+    check_execution,
+    decode,
+    refuse_network,
+    refused_files,
+)
 from autonomic.adapters.sandbox.vm_config import (
     BootSource,
     Drive,
@@ -303,6 +308,9 @@ class MicroVmSandbox:
     async def execute(self, execution: Execution) -> Result:
         check_execution(execution)
         refuse_network("microvm", execution)
+        refused = refused_files(execution, f"microvm:{self.accel or 'tcg'}", time.monotonic())
+        if refused is not None:
+            return refused
         check_fits(execution)
         qemu = self._binary()
         started = time.monotonic()

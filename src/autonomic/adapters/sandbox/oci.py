@@ -35,6 +35,7 @@ from autonomic.adapters.sandbox.streams import (
     check_execution,
     decode,
     refuse_network,
+    refused_files,
 )
 from autonomic.ports.sandbox import (
     Ended,
@@ -46,6 +47,13 @@ from autonomic.ports.sandbox import (
 )
 
 RUNTIMES = ("runc", "runsc")
+RUNSC_PIDS_HEADROOM = 256
+"""Under runsc the scope also holds gVisor's own Sentry and gofer threads (about 45 measured
+here: with ``pids.max`` 40 the sandbox fails to start and ``run`` exits 2 with no output). The
+code's processes are tasks inside gVisor, and a fork bomb makes the Sentry start host threads
+for them: with 64 spare the Sentry itself failed to start one and ``run`` exited 2 (again no
+output), with 256 the bomb is ended by the memory limit (fork_bomb probe). ``processes`` is
+therefore no exact bound under runsc; memory, CPU and wall time are."""
 _RUNTIME_GRACE_S = 5.0
 _BOOT = f'cp -R {INPUT}/. {WORKSPACE}/ && cd {WORKSPACE} && "$@"'
 """Run inside the container before the code: fill the workspace, then run the code as a child.
@@ -107,18 +115,24 @@ class OciSandbox:
         root = self.state_root or (self._ensure_workdir() / "state")
         argv = [binary, "--root", str(root)]
         if self.runtime == "runsc":
-            argv += ["--network=none", "--ignore-cgroups=false"]
+            # --oci-seccomp: without it runsc ignores the bundle's seccomp profile, and ptrace,
+            # unshare, perf_event_open and io_uring reached gVisor's Sentry (escape probes).
+            argv += ["--network=none", "--ignore-cgroups=false", "--oci-seccomp"]
         return argv
 
     async def execute(self, execution: Execution) -> Result:
         check_execution(execution)
+        refused = refused_files(execution, f"oci:{self.runtime}", time.monotonic())
+        if refused is not None:
+            return refused
         refuse_network("oci", execution)
         binary = self._binary()
         workdir = self._ensure_workdir()
         cid = f"ax-{uuid.uuid4().hex[:16]}"
         bundle = workdir / cid
         limits = execution.limits
-        scope = CgroupScope(cid, memory_bytes=limits.memory_mb << 20, pids_max=limits.processes)
+        pids = limits.processes + (RUNSC_PIDS_HEADROOM if self.runtime == "runsc" else 0)
+        scope = CgroupScope(cid, memory_bytes=limits.memory_mb << 20, pids_max=pids)
         base = self._base_argv(binary)
         started = time.monotonic()
         try:
@@ -199,7 +213,8 @@ class OciSandbox:
         overflow_wait = asyncio.create_task(overflow.wait())
         # runc: the rlimit stops the code at the limit and this is a backstop; gVisor does not
         # deliver RLIMIT_CPU, so for runsc this is the enforcement (sandbox kernel CPU included).
-        grace = 1.5 if self.runtime == "runc" else 0.0
+        # The grace stays under 1 s: the probes hold a CPU end to limit + 1 s across the scope.
+        grace = 0.5 if self.runtime == "runc" else 0.0
         cpu_watch = asyncio.create_task(_cpu_exhausted(scope, limits.cpu_seconds + grace))
         ended: Ended | None = None
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ NAMESPACE_CLONE_FLAGS: tuple[int, ...] = (
 """``clone`` with any of these is refused: a new namespace is the first step of most escapes."""
 
 
+S_IFMT = 0o170000
+
+
 def seccomp_profile() -> dict[str, Any]:
     """The OCI ``linux.seccomp`` section."""
     rules: list[dict[str, Any]] = [
@@ -115,6 +119,20 @@ def seccomp_profile() -> dict[str, Any]:
             "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
         }
         for flag in NAMESPACE_CLONE_FLAGS
+    ]
+    # Device nodes: without CAP_MKNOD runc's kernel refuses them already, but gVisor's Sentry
+    # let uid 65534 create one (device_node probe); FIFOs and plain files stay allowed.
+    rules += [
+        {
+            "names": [name],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": errno.EPERM,
+            "args": [
+                {"index": index, "value": S_IFMT, "valueTwo": kind, "op": "SCMP_CMP_MASKED_EQ"}
+            ],
+        }
+        for name, index in (("mknod", 1), ("mknodat", 2))
+        for kind in (stat.S_IFCHR, stat.S_IFBLK)
     ]
     return {
         "defaultAction": "SCMP_ACT_ALLOW",

@@ -8,10 +8,11 @@ sets an event that the backend turns into ``Ended.OUTPUT_LIMIT``.
 from __future__ import annotations
 
 import asyncio
-from pathlib import PurePosixPath
+import time
 
+from autonomic.adapters.sandbox.loader import check_files
 from autonomic.errors import InvalidInput
-from autonomic.ports.sandbox import Execution, NetworkPolicy, SandboxUnavailable
+from autonomic.ports.sandbox import Ended, Execution, NetworkPolicy, Result, SandboxUnavailable
 
 _CHUNK = 65536
 
@@ -57,13 +58,6 @@ def check_execution(execution: Execution) -> None:
         )
     if execution.command is not None and not execution.command:
         raise InvalidInput("command is empty", hint="give the program and its arguments")
-    for rel in execution.files:
-        path = PurePosixPath(rel)
-        if path.is_absolute() or ".." in path.parts or not path.parts or rel.endswith("/"):
-            raise InvalidInput(
-                f"file name {rel!r} is not a relative path inside the workspace",
-                hint="use names like 'data.csv' or 'dir/data.csv', without '..' or a leading '/'",
-            )
     limits = execution.limits
     for name in ("wall_seconds", "cpu_seconds", "memory_mb", "processes", "output_bytes"):
         if getattr(limits, name) <= 0:
@@ -79,3 +73,25 @@ def refuse_network(backend: str, execution: Execution) -> None:
             f"the {backend} backend has no network at all; NetworkPolicy.ALLOWLIST is not supported",
             hint="use NetworkPolicy.NONE, or the namespace backend for an egress allow-list",
         )
+
+
+def refused_files(execution: Execution, backend: str, begun: float) -> Result | None:
+    """A ``REFUSED`` result when the files escape or overflow the workspace, as every backend.
+
+    The port raises only when nothing can run; files the code asked for that cannot be placed
+    are an answer about this request (the conformance suite holds all backends to it).
+    """
+    problem = check_files(execution.files, execution.limits.workspace_mb)
+    if problem is None:
+        return None
+    return Result(
+        ended=Ended.REFUSED,
+        exit_code=None,
+        stdout="",
+        stderr="",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        duration_s=time.monotonic() - begun,
+        backend=backend,
+        detail=problem,
+    )

@@ -1,7 +1,8 @@
 """The microVM's workspace drive: the request written onto it, the result read back from it.
 
 The drive is the only data path between host and guest besides the serial line's ``go``. The
-host writes a tar (``.sandbox/spec``, ``argv``, ``stdin``, ``entropy`` and the files under
+host writes a tar (``.sandbox/spec``, ``argv``, ``stdin``, ``entropy``, ``seccomp`` (the
+namespace backend's compiled filter, installed by the guest before the code runs) and the files under
 ``ws/``) and the guest runner (``autonomic.sandbox.guest_runner``) overwrites it with a tar of
 ``status``, ``stdout``, ``stderr`` and ``setup``. What comes back is untrusted: it is parsed in
 memory, known names only, each capped, and mapped to a ``Result`` here.
@@ -18,6 +19,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from autonomic.adapters.sandbox.seccomp import build_filter
 from autonomic.adapters.sandbox.streams import decode
 from autonomic.adapters.sandbox.vm_config import MachineConfig
 from autonomic.errors import InvalidInput
@@ -75,6 +77,7 @@ def write_workspace(disk: Path, execution: Execution, machine: MachineConfig | N
         ".sandbox/argv": b"".join(a.encode() + b"\0" for a in argv),
         ".sandbox/stdin": execution.stdin,
         ".sandbox/entropy": os.urandom(64),
+        ".sandbox/seccomp": build_filter(),
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -152,7 +155,8 @@ def read_result(
     stdout_truncated, stderr_truncated = len(stdout) > cap, len(stderr) > cap
     rc = int(status.get("rc", -1))
     cpu_s = status.get("cpu_usec", 0.0) / 1e6
-    where = f"{accel}, {mode}"
+    in_guest = status.get("t1", 0.0) - status.get("t0", 0.0)
+    where = f"{accel}, {mode}, {in_guest:.2f} s in the guest"
     exit_code: int | None = None
     if status.get("setup_failed"):
         ended, exit_code, detail = Ended.EXIT, 1, f"the files did not fit the workspace ({where})"
