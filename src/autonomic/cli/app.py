@@ -205,6 +205,7 @@ def demo(
     ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup."""
     from autonomic.engine.approvals import ApprovalDesk
     from autonomic.engine.faults import CrashAt
+    from autonomic.examples.reconciliation.agent import sandbox_ready
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
 
     settings = _settings(ctx)
@@ -249,10 +250,19 @@ def demo(
             f"[bold]autonomic demo[/]: overnight reconciliation of account {ACCOUNT} for {DATE}\n"
             f"database {settings.db}, bank {bank}\nrun {run_id}"
         )
+        ready, why = await asyncio.to_thread(sandbox_ready)
+        if ready:
+            out.print("differences: computed as code in the sandbox (python_exec)")
+        else:
+            out.print(
+                f"[yellow]sandbox unavailable here[/] ({escape(why)}): the differences are "
+                "computed by the in-process compute_differences tool instead"
+            )
+        compute = "sandbox" if ready else "tool"
         try:
             run: Run = await engine.run(
                 "reconciliation",
-                json.dumps({"account": ACCOUNT, "date": DATE}),
+                json.dumps({"account": ACCOUNT, "date": DATE, "compute": compute}),
                 metadata={"bank": str(bank)},
                 run_id=run_id,
                 requester=_user(None),
