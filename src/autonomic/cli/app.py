@@ -521,6 +521,50 @@ def runs(
 
 
 @app.command()
+def breakers(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(help="How many recent runs to scan.", min=1)] = 200,
+) -> None:
+    """List circuits that refused calls or runs in recent runs, newest state per circuit.
+
+    Live breaker state is per worker process; this reads what the journals recorded when a
+    circuit refused something, so it works from any process."""
+    from autonomic.cli.circuit_view import circuit_events
+    from autonomic.cli.render import when
+
+    settings = _settings(ctx)
+
+    async def go() -> dict[str, dict[str, Any]]:
+        store = await _open_store(settings.db)
+        try:
+            latest: dict[str, dict[str, Any]] = {}
+            for run in await store.list_runs(status=None, limit=limit):
+                for ev in circuit_events(await store.load_journal(run.id)):
+                    key = str(ev["circuit"].get("key"))
+                    if key not in latest or ev["at"] >= latest[key]["at"]:
+                        latest[key] = ev | {"run": run.id}
+            return latest
+        finally:
+            await store.close()
+
+    latest = _run(go)
+    if as_json:
+        out.print_json(data=[latest[k] for k in sorted(latest)])
+        return
+    if not latest:
+        out.print(f"no circuit refused anything in the last {limit} runs")
+        return
+    for key in sorted(latest):
+        ev = latest[key]
+        c = ev["circuit"]
+        out.print(
+            f"{escape(key)}: {c.get('state')} ({c.get('failures')} consecutive failures) - last "
+            f"refused {escape(ev['refused'])} in {ev['run']} at {when(ev['at'])} UTC"
+        )
+
+
+@app.command()
 def show(
     ctx: typer.Context, run_id: Annotated[str, typer.Argument()], as_json: JsonOption = False
 ) -> None:
