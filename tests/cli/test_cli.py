@@ -106,6 +106,15 @@ def test_a_demo_killed_after_a_step_resumes_to_the_identical_report(tmp_path, st
     assert [i["kind"] for i in after["timeline"]].count("recovery") == 1
 
 
+def test_demo_falls_back_to_the_in_process_tool_where_the_sandbox_is_unavailable(tmp_path):
+    result = autonomic("demo", cwd=tmp_path, env={"AUTONOMIC_SANDBOX": "nope"})
+    assert result.returncode == 0, result.stderr
+    assert "sandbox unavailable here (unknown sandbox backend 'nope'" in result.stdout
+    steps = [i["summary"] for i in _show(_only_run(tmp_path), tmp_path)["timeline"]]
+    assert any(s.startswith("compute_differences") for s in steps)
+    assert not any(s.startswith("python_exec") for s in steps)
+
+
 def test_runs_and_show_have_tables_and_json(tmp_path):
     assert autonomic("demo", cwd=tmp_path).returncode == 0
     table = autonomic("runs", cwd=tmp_path)
