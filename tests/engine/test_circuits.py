@@ -213,3 +213,52 @@ async def test_an_agent_whose_runs_keep_failing_gets_new_runs_suspended(
         assert circuits.state("agent:stuck").state == "open"
     finally:
         await store.close()
+
+
+STRICT = """
+workflow: strict
+start: only
+states:
+  only:
+    tools: [fetch]
+    final: true
+"""
+
+
+@sync
+async def test_a_workflow_whose_runs_keep_being_suspended_gets_new_runs_suspended(
+    store_url: str, make_store: Any
+) -> None:
+    from autonomic.policy.workflow import Workflow
+
+    store = await make_store(store_url)
+    try:
+        backend = Backend()
+
+        @tool(name="purge")
+        async def purge() -> str:
+            """Outside the workflow's allow-list."""
+            return "purged"
+
+        def brain(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
+            return ModelResponse(content="purging", tool_calls=(ToolCall("c1", "purge", "{}"),))
+
+        agent = Agent(
+            "purger",
+            "purge",
+            tools=[_flaky(backend), purge],
+            workflow=Workflow.from_text(STRICT, "strict.yaml"),
+        )
+        circuits = Circuits(workflows=RunLimits(threshold=2, reset_after=60))
+        engine = _engine(store, agent, brain, circuits)
+        for _ in range(2):
+            run = await engine.run("purger", "go")
+            assert run.status is RunStatus.SUSPENDED
+            assert "security violation" in (run.status_reason or "")
+        refused = await engine.run("purger", "go")
+        assert refused.status is RunStatus.SUSPENDED
+        assert (refused.status_reason or "").startswith("circuit workflow:strict is open")
+        entries = await store.load_journal(refused.id)
+        assert not [e for e in entries if e.kind is EntryKind.MODEL_RESPONSE]  # never started
+    finally:
+        await store.close()
