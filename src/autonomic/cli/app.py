@@ -205,6 +205,7 @@ def demo(
     ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup."""
     from autonomic.engine.approvals import ApprovalDesk
     from autonomic.engine.faults import CrashAt
+    from autonomic.examples.reconciliation.agent import sandbox_ready
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
 
     settings = _settings(ctx)
@@ -249,10 +250,19 @@ def demo(
             f"[bold]autonomic demo[/]: overnight reconciliation of account {ACCOUNT} for {DATE}\n"
             f"database {settings.db}, bank {bank}\nrun {run_id}"
         )
+        ready, why = await asyncio.to_thread(sandbox_ready)
+        if ready:
+            out.print("differences: computed as code in the sandbox (python_exec)")
+        else:
+            out.print(
+                f"[yellow]sandbox unavailable here[/] ({escape(why)}): the differences are "
+                "computed by the in-process compute_differences tool instead"
+            )
+        compute = "sandbox" if ready else "tool"
         try:
             run: Run = await engine.run(
                 "reconciliation",
-                json.dumps({"account": ACCOUNT, "date": DATE}),
+                json.dumps({"account": ACCOUNT, "date": DATE, "compute": compute}),
                 metadata={"bank": str(bank)},
                 run_id=run_id,
                 requester=_user(None),
@@ -508,6 +518,50 @@ def runs(
         out.print_json(data=[_run_dict(r) for r in found])
     else:
         out.print(runs_table(found))
+
+
+@app.command()
+def breakers(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(help="How many recent runs to scan.", min=1)] = 200,
+) -> None:
+    """List circuits that refused calls or runs in recent runs, newest state per circuit.
+
+    Live breaker state is per worker process; this reads what the journals recorded when a
+    circuit refused something, so it works from any process."""
+    from autonomic.cli.circuit_view import circuit_events
+    from autonomic.cli.render import when
+
+    settings = _settings(ctx)
+
+    async def go() -> dict[str, dict[str, Any]]:
+        store = await _open_store(settings.db)
+        try:
+            latest: dict[str, dict[str, Any]] = {}
+            for run in await store.list_runs(status=None, limit=limit):
+                for ev in circuit_events(await store.load_journal(run.id)):
+                    key = str(ev["circuit"].get("key"))
+                    if key not in latest or ev["at"] >= latest[key]["at"]:
+                        latest[key] = ev | {"run": run.id}
+            return latest
+        finally:
+            await store.close()
+
+    latest = _run(go)
+    if as_json:
+        out.print_json(data=[latest[k] for k in sorted(latest)])
+        return
+    if not latest:
+        out.print(f"no circuit refused anything in the last {limit} runs")
+        return
+    for key in sorted(latest):
+        ev = latest[key]
+        c = ev["circuit"]
+        out.print(
+            f"{escape(key)}: {c.get('state')} ({c.get('failures')} consecutive failures) - last "
+            f"refused {escape(ev['refused'])} in {ev['run']} at {when(ev['at'])} UTC"
+        )
 
 
 @app.command()

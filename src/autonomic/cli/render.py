@@ -163,6 +163,10 @@ def print_run(
 
     for line in runaway_lines(entries):
         console.print(line)
+    from autonomic.cli.circuit_view import circuit_lines
+
+    for line in circuit_lines(entries):
+        console.print(line)
     console.print(timeline_table(entries))
 
 

@@ -20,6 +20,8 @@ from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, PackedEntry, 
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.circuits import GATE_NAME as BREAKER_GATE
+from autonomic.engine.circuits import Circuits
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gates import Gate, GateChain
 from autonomic.engine.patterns.react import ReAct
@@ -83,6 +85,8 @@ class Engine:
             ...); see ``autonomic.engine.gates``. An agent's workflow adds its own gate first.
         runaway: the runaway guards (loop detection, budgets, taint, injection screening); on by
             default, added as the last gate; ``Runaway(enabled=False)`` turns them off.
+        circuits: circuit breakers at tool, agent and workflow level (``autonomic.engine.circuits``);
+            on by default, their gate added after ``gates``; per process.
     """
 
     def __init__(
@@ -98,9 +102,13 @@ class Engine:
         on_commit: Callable[[Entry], None] | None = None,
         gates: GateChain | Sequence[Gate] = (),
         runaway: Runaway | None = None,
+        circuits: Circuits | None = None,
     ) -> None:
         self.store = store
         self.gates = gates if isinstance(gates, GateChain) else GateChain(list(gates))
+        self.circuits = circuits if circuits is not None else Circuits()
+        if not any(g.name == BREAKER_GATE for g in self.gates.gates):
+            self.gates.add(self.circuits.gate())
         self.runaway = runaway if runaway is not None else Runaway()
         if self.runaway.enabled and not any(g.name == GATE_NAME for g in self.gates.gates):
             self.gates.add(self.runaway.gate())
@@ -299,8 +307,12 @@ class Engine:
                     stopping=self.stopping.is_set,
                     gates=self.gates,
                     runaway=self.runaway,
+                    circuits=self.circuits,
                 )
-                await pattern.run(session)
+                workflow = agent.workflow.name if agent.workflow is not None else None
+                await self.circuits.drive(
+                    session, agent.name, workflow, lambda: pattern.run(session)
+                )
         except (LeaseLost, RunInterrupted):
             return await self.store.get_run(run.id)
         finally:

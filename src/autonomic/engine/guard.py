@@ -32,6 +32,9 @@ from autonomic.engine.session import RunSession
 from autonomic.errors import NotFound
 from autonomic.tools.contract import Tool
 
+_PASSIVE = frozenset({"runaway", "breaker"})
+"""Gates whose allow is not journaled (see ``before_call``)."""
+
 
 class Go(enum.Enum):
     EXECUTE = "execute"
@@ -74,10 +77,11 @@ class Guard:
             if not self.gates.gates and not self.extra:
                 return Go.EXECUTE  # no governance configured: nothing to journal
             decided = await self.gates.decide(action, self.extra)
-            if decided.gate == "default" and self._only_runaway():
-                # Only the runaway guards are configured and they had no objection: asking again
-                # after a crash gives the same answer (their history is folded from the journal),
-                # so an ungoverned run's journal stays as it was.
+            if decided.gate == "default" and self._only_passive():
+                # Only the runaway guards and breakers are configured and they had no objection:
+                # nothing has happened yet, so asking again after a crash is safe (the runaway
+                # history is folded from the journal; a breaker may since have opened, and then
+                # refusing is right), and an ungoverned run's journal stays as it was.
                 return Go.EXECUTE
             decision = decision_payload(decided, action)
             session.stage(EntryKind.DECISION, decision)
@@ -102,13 +106,16 @@ class Guard:
             if decision["gate"] == "runaway":
                 code = str(decision.get("evidence", {}).get("code") or "runaway")
                 message = f"suspended by the runaway guard: {decision['explanation']}"
+            elif decision["gate"] == "breaker":
+                code = "circuit_open"
+                message = f"suspended until the tool recovers: {decision['explanation']}"
             _refuse(session, call, tool, code, message + "; nothing was executed")
             await session.transition(RunStatus.SUSPENDED, message, decision=decision)
             return Go.STOP
         return await self._approval(session, tool, call, arguments, decision, replayed)
 
-    def _only_runaway(self) -> bool:
-        return not self.extra and all(g.name == "runaway" for g in self.gates.gates)
+    def _only_passive(self) -> bool:
+        return not self.extra and all(g.name in _PASSIVE for g in self.gates.gates)
 
     async def _approval(
         self,

@@ -105,10 +105,22 @@ class Breakers:
         """Every breaker used so far, by key."""
         return {key: self.state(key) for key in sorted(self._contexts)}
 
+    def expire(self, key: str) -> None:
+        """Make an open ``key`` due for its half-open probe now (an operator's "try again now",
+        and how tests reach half-open without waiting for the reset time)."""
+        ctx = self._contexts.get(key)
+        if ctx is not None and ctx.state == "opened":
+            ctx._state.opened_at = time.time() - ctx.ttl - 1.0
+
     @asynccontextmanager
-    async def guard(self, key: str) -> AsyncIterator[None]:
-        """Run the body under ``key``'s breaker; a failure the predicate counts is recorded."""
-        breaker = await self._factory.get_breaker(key)
+    async def guard(
+        self, key: str, *, threshold: int | None = None, reset_after: float | None = None
+    ) -> AsyncIterator[None]:
+        """Run the body under ``key``'s breaker; a failure the predicate counts is recorded.
+
+        ``threshold`` and ``reset_after`` override the defaults for a key's first use (a tool's
+        contract carries its own); later calls keep what the key was made with."""
+        breaker = await self._factory.get_breaker(key, threshold=threshold, ttl=reset_after)
         self._contexts[key] = breaker.context
         probe = self.state(key).state == HALF_OPEN
         if probe and key in self._probing:

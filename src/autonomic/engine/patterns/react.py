@@ -25,6 +25,7 @@ from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import PendingCall, observation_text
 from autonomic.engine.agent import Agent
+from autonomic.engine.circuits import Circuits
 from autonomic.engine.gates import GateChain
 from autonomic.engine.guard import Go, Guard
 from autonomic.engine.runaway import ModelBudget, Runaway, screen_result
@@ -56,8 +57,10 @@ class ReAct:
         stopping: Callable[[], bool],
         gates: GateChain | None = None,
         runaway: Runaway | None = None,
+        circuits: Circuits | None = None,
     ) -> None:
         self.agent = agent
+        self.circuits = circuits
         self.model = model
         self._stopping = stopping
         self._specs = [t.spec() for t in agent.tools]
@@ -252,15 +255,24 @@ class ReAct:
         )
         started = time.perf_counter()
         attempts = tool.retry.attempts if tool.idempotent else 1
-        for attempt in range(1, attempts + 1):
-            result = await self._attempt(tool, call, arguments, ctx)
-            retryable = result.pop("retryable", False)
-            if "error" not in result or attempt == attempts or not retryable:
-                break
-            await asyncio.sleep(tool.retry.delay(attempt))
+
+        async def tries() -> tuple[dict[str, Any], bool]:
+            for attempt in range(1, attempts + 1):
+                result = await self._attempt(tool, call, arguments, ctx)
+                retryable = bool(result.pop("retryable", False))
+                if "error" not in result or attempt == attempts or not retryable:
+                    break
+                await asyncio.sleep(tool.retry.delay(attempt))
+            if attempts > 1:
+                result["attempts"] = attempt
+            return result, "error" in result and retryable  # raises and timeouts: unhealthy
+
+        if self.circuits is not None:
+            result = await self.circuits.call(tool, tries)
+            result.setdefault("call_id", call.id)
+        else:
+            result = (await tries())[0]
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        if attempts > 1:
-            result["attempts"] = attempt
         return result
 
     async def _attempt(

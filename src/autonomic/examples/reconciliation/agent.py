@@ -9,7 +9,8 @@ runs offline and a resumed run makes the same decisions. Point the agent at a re
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -28,14 +29,78 @@ from autonomic.examples.reconciliation.tools import (
 from autonomic.policy.risk import parse_policy_text
 from autonomic.policy.tool_policy import apply_tool_policy
 from autonomic.policy.workflow import Workflow
+from autonomic.tools.python_exec import python_exec_tool
 
 INSTRUCTIONS = """You reconcile a bank account overnight.
 1. Read the ledger and the bank statement for the account and date with sql_query.
-2. Call compute_differences with both sets of lines.
+2. Compute the differences: run the computation as Python with python_exec (the ledger and the
+   statement as JSON files next to main.py); if the sandbox is unavailable, call
+   compute_differences with both sets of lines instead.
 3. For every line missing from the ledger and every amount mismatch, call post_adjustment once.
    Lines missing from the statement are timing differences: report them, do not adjust them.
 4. Clean up the imported statement with cleanup (the policy may refuse it: then leave it for review).
 5. File the report with file_report, then answer with the report text."""
+
+
+DIFF_CODE = """\
+import json
+
+ledger = json.load(open("ledger.json"))
+statement = json.load(open("statement.json"))
+book = {str(r["reference"]): int(r["amount_cents"]) for r in ledger}
+bank = {str(r["reference"]): int(r["amount_cents"]) for r in statement}
+print(json.dumps({
+    "ledger_total_cents": sum(book.values()),
+    "statement_total_cents": sum(bank.values()),
+    "missing_in_ledger": [
+        {"reference": ref, "amount_cents": bank[ref]} for ref in sorted(bank) if ref not in book
+    ],
+    "missing_in_statement": [
+        {"reference": ref, "amount_cents": book[ref]} for ref in sorted(book) if ref not in bank
+    ],
+    "amount_mismatches": [
+        {
+            "reference": ref,
+            "ledger_cents": book[ref],
+            "statement_cents": bank[ref],
+            "difference_cents": bank[ref] - book[ref],
+        }
+        for ref in sorted(book)
+        if ref in bank and book[ref] != bank[ref]
+    ],
+}))
+"""
+"""The differences computation the brain runs in the sandbox: the same rules as the in-process
+``compute_differences`` tool (a test pins that both give the same answer)."""
+
+
+def sandbox_ready(environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """Whether the sandbox backend ``AUTONOMIC_SANDBOX`` names (default ``namespace``) can run
+    code on this host, and why not. The demo asks before it starts a run and records the answer in
+    the task (``compute``), so a worker resuming the run decides the same way."""
+    from autonomic.adapters.sandbox import BACKENDS
+
+    env = os.environ if environ is None else environ
+    name = env.get("AUTONOMIC_SANDBOX", "namespace").strip() or "namespace"
+    backend = BACKENDS.get(name)
+    if backend is None:
+        return False, f"unknown sandbox backend {name!r} (AUTONOMIC_SANDBOX)"
+    return backend.doctor()
+
+
+def _diff_from_sandbox(result: Any) -> dict[str, Any] | None:
+    """The differences the sandboxed code printed, or ``None`` if it did not run cleanly. Its
+    stdout is untrusted text: parsed as JSON and checked for the expected shape, never run."""
+    if not isinstance(result, dict) or not result.get("ok"):
+        return None
+    try:
+        diff = json.loads(str(result.get("stdout") or ""))
+    except json.JSONDecodeError:
+        return None
+    keys = {"ledger_total_cents", "statement_total_cents", "missing_in_ledger"}
+    if not isinstance(diff, dict) or not keys <= diff.keys():
+        return None
+    return diff
 
 
 def _history(messages: Sequence[Message]) -> list[tuple[str, dict[str, Any], Any]]:
@@ -90,10 +155,17 @@ def reconciliation_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]
         return _call(turn, "sql_query", query=select.format("ledger", account, date))
     if done.count("sql_query") == 1:
         return _call(turn, "sql_query", query=select.format("statement", account, date))
-    if "compute_differences" not in done:
-        ledger, statement = (_rows(r) for n, _, r in history if n == "sql_query")
+    ledger, statement = (_rows(r) for n, _, r in history if n == "sql_query")
+    sandboxed = [r for n, _, r in history if n == "python_exec"]
+    diff = _diff_from_sandbox(sandboxed[0]) if sandboxed else None
+    if diff is None and "compute_differences" in done:
+        diff = next(r for n, _, r in history if n == "compute_differences")
+    if diff is None:
+        offered = {t.name for t in tools}
+        if task.get("compute") == "sandbox" and not sandboxed and "python_exec" in offered:
+            files = {"ledger.json": json.dumps(ledger), "statement.json": json.dumps(statement)}
+            return _call(turn, "python_exec", code=DIFF_CODE, files=files)
         return _call(turn, "compute_differences", ledger=ledger, statement=statement)
-    diff = next(r for n, _, r in history if n == "compute_differences")
     adjustments = [
         (line["reference"], line["amount_cents"], "missing from ledger")
         for line in diff["missing_in_ledger"]
@@ -175,7 +247,14 @@ def reconciliation_agent() -> Agent:
     """The demo agent, on its deterministic model, governed by ``policy.yaml`` and
     ``workflow.yaml``."""
     policy = parse_policy_text(POLICY.read_text(encoding="utf-8"), str(POLICY))
-    tools = (sql_query, compute_differences, post_adjustment, cleanup, file_report)
+    tools = (
+        sql_query,
+        python_exec_tool(),
+        compute_differences,
+        post_adjustment,
+        cleanup,
+        file_report,
+    )
     return Agent(
         name="reconciliation",
         instructions=INSTRUCTIONS,
