@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from autonomic.adapters.sandbox import egress
 from autonomic.adapters.sandbox.egress import (
     NAME_PREFIX,
     UPLINK_PREFIX,
@@ -322,3 +323,18 @@ def test_allow_rules_come_before_the_private_range_drop() -> None:
     assert allow < drop
     assert "policy drop" in text.split("chain forward")[1].split("}")[0]
     assert isinstance(parse_allow(["10.99.0.2:8080"])[0], Destination)
+
+
+def test_namespaces_of_a_dead_worker_are_reaped(world: World) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    name = f"{NAME_PREFIX}{dead.stdout.strip()}-0-r"
+    _sh("ip", "netns", "add", name)
+    egress._REAPED.clear()
+    assert egress.reap_stale() == [name]
+    assert not (egress.NETNS_DIR / name).exists()
+    assert egress.reap_stale() == []  # once per process

@@ -205,11 +205,40 @@ def check_host(uplink: str | None) -> None:
                 f"NetworkPolicy.ALLOWLIST needs `{tool}`, which is not installed",
                 hint=f"apt-get install {package}",
             )
+    reap_stale()
     if not (NETNS_DIR / uplink).exists():
         raise SandboxUnavailable(
             f"the egress uplink namespace {uplink!r} does not exist",
             hint=f"create it (ip netns add {uplink}, then give it a route out) or fix the name",
         )
+
+
+_REAPED = threading.Event()
+
+
+def reap_stale() -> list[str]:
+    """Delete the namespaces of processes that died without cleaning up (once per process).
+
+    A worker killed by SIGKILL leaves ``autonomic-eg-<pid>-<n>-s/-r`` behind; its pid is in the
+    name, so a later worker removes them when that pid is gone. Deleting the router namespace
+    also removes its veth in the uplink namespace.
+    """
+    if _REAPED.is_set() or not NETNS_DIR.is_dir():
+        return []
+    _REAPED.set()
+    stale = []
+    for entry in NETNS_DIR.iterdir():
+        name = entry.name
+        if not name.startswith(NAME_PREFIX):
+            continue
+        pid = name[len(NAME_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            stale.append(name)
+    if stale:
+        _run(
+            ["ip", "-force", "-batch", "-"], "".join(f"netns del {n}\n" for n in stale), check=False
+        )
+    return stale
 
 
 class EgressNetwork:
@@ -243,9 +272,10 @@ class EgressNetwork:
             raise
 
     def _build(self) -> None:
-        for ns in (self.sandbox_ns, self.router_ns):
-            _run(["ip", "netns", "add", ns])
-            self._made.append(ns)
+        # Recorded first: a half-made pair is removed by ``close`` (deleting a missing one is
+        # harmless there).
+        self._made = [self.sandbox_ns, self.router_ns]
+        _run(["ip", "-batch", "-"], f"netns add {self.sandbox_ns}\nnetns add {self.router_ns}")
         r, s = self.router_ns, self.sandbox_ns
         _run(
             ["ip", "-n", r, "-batch", "-"],
@@ -298,15 +328,17 @@ class EgressNetwork:
         if self._closed:
             return
         self._closed = True
-        errors = []
-        if self.router_ns in self._made:
-            # Deleting the link now rather than leaving it to the namespace's (asynchronous)
-            # destruction: nothing of ours stays visible in the uplink namespace.
-            _run(["ip", "-n", self.uplink, "link", "del", self.uplink_link], check=False)
-        for ns in reversed(self._made):
-            if not _run(["ip", "netns", "del", ns], check=False):
-                errors.append(ns)
-        self._made = [ns for ns in self._made if ns in errors]
+        if self._made:
+            # The uplink veth is deleted now (both ends go at once) rather than left to the
+            # namespace's asynchronous destruction: nothing of ours stays in the uplink namespace.
+            _run(["ip", "-n", self.router_ns, "link", "del", "up0"], check=False)
+            _run(
+                ["ip", "-force", "-batch", "-"],
+                "".join(f"netns del {n}\n" for n in self._made),
+                check=False,
+            )
+        errors = [n for n in self._made if (NETNS_DIR / n).exists()]
+        self._made = errors
         _SLOTS.give(self._slot)
         if errors:
             raise SandboxUnavailable(
