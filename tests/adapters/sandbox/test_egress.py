@@ -38,11 +38,18 @@ OTHER = "10.99.1.2"
 METADATA = "169.254.169.254"
 LISTENER = """
 import socket, sys, threading
+def greet(c):
+    c.sendall(b"hi"); c.settimeout(3)
+    try:
+        print("accepted", c.recv(64).decode().strip(), flush=True)
+    except OSError:
+        pass
+    c.close()
 def serve(port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port)); s.listen(64)
     while True:
-        c, _ = s.accept(); print("accepted", flush=True); c.sendall(b"hi"); c.close()
+        c, _ = s.accept(); threading.Thread(target=greet, args=(c,), daemon=True).start()
 for p in (80, 8080):
     threading.Thread(target=serve, args=(p,), daemon=True).start()
 print("ready", flush=True)
@@ -175,6 +182,16 @@ def _our_sandbox_processes() -> list[int]:
     return found
 
 
+def _wait_for_accepted(world: World, token: bytes) -> None:
+    """Block until the listener reports a connection that sent ``token`` (earlier ones skipped)."""
+    assert world.listener.stdout is not None
+    while True:
+        line = world.listener.stdout.readline()
+        assert line, "the test listener exited"
+        if line == b"accepted " + token + b"\n":
+            return
+
+
 def _host_state() -> tuple[str, str]:
     """The root namespace's links and nftables ruleset: egress must change neither."""
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
@@ -240,24 +257,24 @@ def test_timeout_and_cancel_leave_nothing_behind(
         wall_seconds=1.0, network=NetworkPolicy.ALLOWLIST, egress_allow=(f"{ALLOWED}:8080",)
     )
     hang = (
-        f"import socket, time\nsocket.create_connection(('{ALLOWED}', 8080)).recv(2)\n"
-        "time.sleep(600)"
+        f"import socket, sys, time\nc = socket.create_connection(('{ALLOWED}', 8080))\n"
+        "c.recv(2); c.sendall(sys.stdin.buffer.read()); time.sleep(600)"
     )
-    result = asyncio.run(egress_sandbox.execute(Execution(code=hang, limits=limits)))
+    result = asyncio.run(
+        egress_sandbox.execute(Execution(code=hang, limits=limits, stdin=b"timeout-run"))
+    )
     assert result.ended is Ended.TIMEOUT
-    assert world.listener.stdout is not None
-    assert world.listener.stdout.readline() == b"accepted\n"
+    _wait_for_accepted(world, b"timeout-run")  # it was connected when the timeout hit
     assert _leftovers(world) == []
 
     async def cancel_once_connected() -> None:
         long = Limits(
             wall_seconds=60.0, network=NetworkPolicy.ALLOWLIST, egress_allow=(f"{ALLOWED}:8080",)
         )
-        task = asyncio.ensure_future(egress_sandbox.execute(Execution(code=hang, limits=long)))
-        assert world.listener.stdout is not None
-        line = await asyncio.to_thread(world.listener.stdout.readline)
-        assert line == b"accepted\n"
-        task.cancel()
+        running = Execution(code=hang, limits=long, stdin=b"cancel-run")
+        task = asyncio.ensure_future(egress_sandbox.execute(running))
+        await asyncio.to_thread(_wait_for_accepted, world, b"cancel-run")
+        task.cancel()  # the code is running and connected: cancelled mid-execution
         with pytest.raises(asyncio.CancelledError):
             await task
 
