@@ -281,6 +281,17 @@ def test_timeout_and_cancel_leave_nothing_behind(
     asyncio.run(cancel_once_connected())
     assert _leftovers(world) == []
 
+    async def cancel_during_launch() -> None:
+        task = asyncio.ensure_future(egress_sandbox.execute(Execution(code=hang, limits=limits)))
+        await asyncio.sleep(0)  # let it start building its network, then cancel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    # The loop ends right after: the launch must have been reaped by then, not by a callback.
+    asyncio.run(cancel_during_launch())
+    assert _leftovers(world) == []
+
 
 def test_a_bad_entry_is_refused_before_anything_is_built(
     egress_sandbox: NamespaceSandbox, world: World

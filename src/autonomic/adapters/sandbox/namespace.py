@@ -243,14 +243,27 @@ class NamespaceSandbox:
         try:
             return await asyncio.shield(launch)
         except asyncio.CancelledError:
+            # Wait for the launch and reap it here: a done-callback alone never runs if the
+            # caller's event loop closes first (asyncio.run returning), leaking the sandbox
+            # (and, with an egress allow-list, its namespaces). A second cancellation while
+            # waiting falls back to the callback.
+            try:
+                orphan = await asyncio.shield(launch)
+            except asyncio.CancelledError:
 
-            def reap(done: asyncio.Future[_Started]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    orphan = done.result()
-                    orphan.launcher.kill()
-                    self._cleanup(orphan)
+                def reap(done: asyncio.Future[_Started]) -> None:
+                    if not done.cancelled() and done.exception() is None:
+                        orphan = done.result()
+                        orphan.launcher.kill()
+                        self._cleanup(orphan)
 
-            launch.add_done_callback(reap)
+                launch.add_done_callback(reap)
+                raise
+            except Exception:  # noqa: S110 -- the launch failed: nothing to reap
+                pass
+            else:
+                orphan.launcher.kill()
+                await asyncio.to_thread(self._cleanup, orphan)
             raise
 
     def _take_pooled(self, limits: Limits) -> _Started | None:
