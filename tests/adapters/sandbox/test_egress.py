@@ -112,14 +112,20 @@ def world() -> Iterator[World]:
         stop = threading.Event()
 
         def serve_host() -> None:
-            while not stop.is_set():
+            while True:
                 conn, _ = host.accept()
+                if stop.is_set():
+                    conn.close()
+                    return
                 conn.sendall(b"hi")
                 conn.close()
 
-        threading.Thread(target=serve_host, daemon=True).start()
+        server = threading.Thread(target=serve_host, daemon=True)
+        server.start()
         yield World(name, listener, host.getsockname()[1])
         stop.set()
+        socket.create_connection(host.getsockname(), timeout=5).close()  # wakes accept()
+        server.join(timeout=10)
         host.close()
     finally:
         if listener is not None:
