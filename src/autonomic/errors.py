@@ -96,6 +96,12 @@ class InvalidInput(UserError):
     code = "invalid_input"
 
 
+class EgressRuleInvalid(InvalidInput):
+    """A sandbox's ``egress_allow`` entry is malformed or cannot be resolved."""
+
+    code = "egress_rule_invalid"
+
+
 class ToolArgumentsInvalid(InvalidInput):
     """Arguments proposed for a tool do not match its JSON schema."""
 

@@ -129,9 +129,11 @@ def test_code_and_command_together_is_invalid(sandbox: NamespaceSandbox) -> None
         asyncio.run(sandbox.execute(Execution(code="1", command=("true",))))
 
 
-def test_allowlist_networking_is_refused_with_a_clear_error(sandbox: NamespaceSandbox) -> None:
-    limits = Limits(network=NetworkPolicy.ALLOWLIST, egress_allow=("example.org:443",))
-    with pytest.raises(SandboxUnavailable, match=r"does not implement NetworkPolicy\.ALLOWLIST"):
+def test_allowlist_without_an_uplink_is_refused_with_a_clear_error(
+    sandbox: NamespaceSandbox,
+) -> None:
+    limits = Limits(network=NetworkPolicy.ALLOWLIST, egress_allow=("203.0.113.7:443",))
+    with pytest.raises(SandboxUnavailable, match=r"ALLOWLIST needs an uplink network namespace"):
         asyncio.run(sandbox.execute(Execution(code="1", limits=limits)))
 
 

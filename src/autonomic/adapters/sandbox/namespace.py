@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from autonomic.adapters.sandbox.cgroup import Cgroups, SandboxCgroup
+from autonomic.adapters.sandbox.egress import EgressNetwork, check_host, parse_allow
 from autonomic.adapters.sandbox.loader import LOADER, WORKSPACE, check_files, encode_request
 from autonomic.adapters.sandbox.process import Launcher, Outcome
 from autonomic.adapters.sandbox.seccomp import build_filter
@@ -118,6 +119,7 @@ class _Started:
     uid: int | None
     workspace_mb: int
     started: float
+    network: EgressNetwork | None = None
 
 
 class NamespaceSandbox:
@@ -131,6 +133,7 @@ class NamespaceSandbox:
         use_cgroup: bool = True,
         seccomp: bool = True,
         python: str = PYTHON,
+        egress_uplink: str | None = None,
     ) -> None:
         """Check the host can run sandboxes at all (bwrap present, filter built).
 
@@ -141,6 +144,9 @@ class NamespaceSandbox:
             use_cgroup: put each sandbox in a cgroup when the host allows (off only for tests).
             seccomp: install the seccomp filter (off only for tests proving what it stops).
             python: the interpreter inside the sandbox; it must live under /usr.
+            egress_uplink: the network namespace (under /run/netns) that executions with
+                ``NetworkPolicy.ALLOWLIST`` reach the world through (egress.py); without it
+                they are refused.
         """
         bwrap = shutil.which("bwrap")
         if bwrap is None:
@@ -155,6 +161,12 @@ class NamespaceSandbox:
         self._cgroups = Cgroups.detect() if use_cgroup else None
         self._pool_size = pool_size
         self._pool_limits = pool_limits or Limits()
+        if self._pool_limits.network is not NetworkPolicy.NONE:
+            raise InvalidInput(
+                "pooled sandboxes cannot have a network",
+                hint="leave pool_limits.network at NetworkPolicy.NONE; egress executions start cold",
+            )
+        self._egress_uplink = egress_uplink
         self._pool: list[_Started] = []
         self._refills: set[asyncio.Task[None]] = set()
         self._launches: set[asyncio.Future[_Started]] = set()
@@ -177,11 +189,14 @@ class NamespaceSandbox:
     async def execute(self, execution: Execution) -> Result:
         begun = time.monotonic()
         limits = execution.limits
-        if limits.network is not NetworkPolicy.NONE:
-            raise SandboxUnavailable(
-                "the namespace backend does not implement NetworkPolicy.ALLOWLIST yet",
-                hint="use NetworkPolicy.NONE (the default); egress allow-lists are not built",
+        if limits.network is NetworkPolicy.NONE and limits.egress_allow:
+            raise InvalidInput(
+                "egress_allow is set but the network policy is NONE",
+                hint="set Limits(network=NetworkPolicy.ALLOWLIST, ...) or drop egress_allow",
             )
+        if limits.network is NetworkPolicy.ALLOWLIST:
+            check_host(self._egress_uplink)
+            parse_allow(limits.egress_allow)  # clear errors before anything is started
         if (execution.code is None) == (execution.command is None):
             raise InvalidInput(
                 "an execution needs exactly one of code or command",
@@ -228,18 +243,35 @@ class NamespaceSandbox:
         try:
             return await asyncio.shield(launch)
         except asyncio.CancelledError:
+            # Wait for the launch and reap it here: a done-callback alone never runs if the
+            # caller's event loop closes first (asyncio.run returning), leaking the sandbox
+            # (and, with an egress allow-list, its namespaces). A second cancellation while
+            # waiting falls back to the callback.
+            try:
+                orphan = await asyncio.shield(launch)
+            except asyncio.CancelledError:
 
-            def reap(done: asyncio.Future[_Started]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    orphan = done.result()
-                    orphan.launcher.kill()
-                    self._cleanup(orphan)
+                def reap(done: asyncio.Future[_Started]) -> None:
+                    if not done.cancelled() and done.exception() is None:
+                        orphan = done.result()
+                        orphan.launcher.kill()
+                        self._cleanup(orphan)
 
-            launch.add_done_callback(reap)
+                launch.add_done_callback(reap)
+                raise
+            except Exception:  # noqa: S110 -- the launch failed: nothing to reap
+                pass
+            else:
+                orphan.launcher.kill()
+                await asyncio.to_thread(self._cleanup, orphan)
             raise
 
     def _take_pooled(self, limits: Limits) -> _Started | None:
-        if self._pool_size == 0 or limits.workspace_mb != self._pool_limits.workspace_mb:
+        if (
+            self._pool_size == 0
+            or limits.workspace_mb != self._pool_limits.workspace_mb
+            or limits.network is not NetworkPolicy.NONE
+        ):
             return None
         started = self._pool.pop() if self._pool else None
         self._refill()
@@ -266,6 +298,19 @@ class NamespaceSandbox:
 
         With ``ready``, return only once the loader inside has announced itself (for the pool).
         """
+        network = None
+        if limits.network is NetworkPolicy.ALLOWLIST:
+            assert self._egress_uplink is not None  # check_host refused it otherwise
+            network = EgressNetwork(self._egress_uplink, parse_allow(limits.egress_allow))
+            network.open()
+        try:
+            return self._launch_in(limits, ready, network)
+        except BaseException:
+            if network is not None:
+                network.close()
+            raise
+
+    def _launch_in(self, limits: Limits, ready: bool, network: EgressNetwork | None) -> _Started:
         uid = _UIDS.take() if self._root else None
         cgroup = None
         if self._cgroups is not None:
@@ -277,14 +322,21 @@ class NamespaceSandbox:
             os.close(write_fd)
             # cgroup v1 (this kind of host): Popen switches uid in the forked child and the
             # launcher joins its chowned cgroup; otherwise root's sh joins, setpriv switches.
+            # With a network, root's launcher enters the sandbox's network namespace first.
             spawn_uid = (
-                uid if uid is not None and cgroup is not None and cgroup.let_join(uid) else None
+                uid
+                if uid is not None
+                and network is None
+                and cgroup is not None
+                and cgroup.let_join(uid)
+                else None
             )
             argv = self._argv(
                 limits,
                 None if spawn_uid is not None else uid,
                 cgroup,
                 read_fd if self._seccomp else None,
+                network,
             )
             launcher = Launcher.spawn(argv, pass_fds=(read_fd,), uid=spawn_uid)
         except BaseException:
@@ -296,7 +348,7 @@ class NamespaceSandbox:
         finally:
             os.close(read_fd)
         launcher.marker_pending = True
-        started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic())
+        started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic(), network)
         if ready and not launcher.wait_ready(10.0):
             self._cleanup(started)
             raise SandboxUnavailable(
@@ -306,11 +358,19 @@ class NamespaceSandbox:
         return started
 
     def _argv(
-        self, limits: Limits, uid: int | None, cgroup: SandboxCgroup | None, seccomp_fd: int | None
+        self,
+        limits: Limits,
+        uid: int | None,
+        cgroup: SandboxCgroup | None,
+        seccomp_fd: int | None,
+        network: EgressNetwork | None = None,
     ) -> list[str]:
         argv: list[str] = []
         if cgroup is not None:
             argv += ["/bin/sh", "-c", LAUNCH_SH, "sh", *map(str, cgroup.procs_files), "--"]
+        if network is not None:
+            # nsenter execs (no fork for --net alone): the launcher's pid stays the sandbox's.
+            argv += ["/usr/bin/nsenter", f"--net={network.sandbox_path}", "--"]
         if uid is not None:
             argv += [
                 "/usr/bin/setpriv",
@@ -323,6 +383,8 @@ class NamespaceSandbox:
         argv += [
             self._bwrap,
             "--unshare-all",
+            # Egress: keep the namespace nsenter entered (its only route is the filtering router).
+            *(["--share-net"] if network is not None else []),
             "--unshare-user",
             "--disable-userns",
             "--die-with-parent",
@@ -493,6 +555,10 @@ class NamespaceSandbox:
         if started.uid is not None:
             _UIDS.give(started.uid)
             started.uid = None
+        if started.network is not None:
+            # After the processes: nothing of the sandbox holds the namespace any more.
+            network, started.network = started.network, None
+            network.close()
         for cgroup in list(_LINGERING):
             if cgroup.remove():
                 _LINGERING.remove(cgroup)
