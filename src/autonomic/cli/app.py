@@ -94,7 +94,8 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 _OPENED: list[Any] = []
-"""Runaway-guard configurations this command built: their counters (Redis) close at the end."""
+"""What this command built that holds connections (runaway counters in Redis, engines with
+gateway clients): closed at the end."""
 
 
 async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
@@ -102,7 +103,9 @@ async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
         return await factory()
     finally:
         while _OPENED:
-            await _OPENED.pop().close()
+            item = _OPENED.pop()
+            close = getattr(item, "aclose", None) or item.close
+            await close()
 
 
 async def _open_store(url: str) -> Any:
@@ -131,7 +134,9 @@ def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **k
         loaded = load_policy(policy)
         registry = govern_agents(registry, loaded)
         kwargs.setdefault("gates", [loaded.risk.gate()])
-    return Engine(store, registry, build_model, **kwargs)
+    engine = Engine(store, registry, build_model, **kwargs)
+    _OPENED.append(engine)
+    return engine
 
 
 def _user(name: str | None) -> str:
@@ -570,7 +575,7 @@ def show(
 ) -> None:
     """Show a run and its timeline: model turns, tool calls, timings, transitions."""
     from autonomic.cli.render import print_run
-    from autonomic.core.timeline import timeline
+    from autonomic.core.timeline import spend, timeline
 
     settings = _settings(ctx)
     validate_run_id(run_id)
@@ -589,6 +594,7 @@ def show(
     run, entries, found = _run(go)
     if as_json:
         data = _run_dict(run) | {
+            "cost": spend(entries),
             "timeline": [i.to_dict() for i in timeline(entries)],
             "approvals": [a.to_dict() for a in found],
         }

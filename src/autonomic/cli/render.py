@@ -35,6 +35,7 @@ KIND_STYLE = {
     "decision": "cyan",
     "approval": "bold yellow",
     "workflow.transition": "blue",
+    "summary": "magenta",
 }
 
 
@@ -159,6 +160,7 @@ def print_run(
     )
     for line in governance_lines(entries, approvals):
         console.print(line)
+    console.print(cost_line(entries))
     from autonomic.cli.runaway_view import runaway_lines
 
     for line in runaway_lines(entries):
@@ -168,6 +170,22 @@ def print_run(
     for line in circuit_lines(entries):
         console.print(line)
     console.print(timeline_table(entries))
+
+
+def cost_line(entries: Sequence[Entry]) -> str:
+    """The run's model spend in one line: total, then per provider that served calls."""
+    from autonomic.core.timeline import spend
+
+    total = spend(entries)
+    parts = [
+        f"{name} {row['calls']} call(s) ${row['cost_usd']:.6f}"
+        for name, row in sorted(total["providers"].items())
+    ]
+    return (
+        f"cost ${total['cost_usd']:.6f} over {total['calls']} model call(s), "
+        f"{total['input_tokens']}+{total['output_tokens']} tokens"
+        + (f" ({escape('; '.join(parts))})" if parts else "")
+    )
 
 
 def entry_line(entry: Entry) -> str:

@@ -38,6 +38,9 @@ class EntryKind(enum.StrEnum):
     """A human (or the clock) acted on an approval: a vote, an escalation, the outcome."""
     WORKFLOW = "workflow.transition"
     """The run's state-machine workflow moved from one state to another."""
+    SUMMARY = "summary"
+    """Context compression replaced the conversation by a shorter one (journaled whole, so a
+    replay folds the same prompt without a tokenizer or a second summarisation call)."""
 
 
 @dataclass(frozen=True, slots=True)

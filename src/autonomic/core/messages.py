@@ -47,6 +47,27 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with empty fields left out (a ``summary`` entry journals whole messages)."""
+        data: dict[str, Any] = {"role": self.role.value, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            data["name"] = self.name
+        return data
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Message:
+        return Message(
+            Role(data["role"]),
+            data.get("content"),
+            tuple(ToolCall.from_dict(c) for c in data.get("tool_calls", ())),
+            data.get("tool_call_id"),
+            data.get("name"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:

@@ -77,6 +77,12 @@ class RunState:
     """Provenance labels of the tainted tool results the model read before its latest response."""
     _unread_taint: list[dict[str, Any]] = field(default_factory=list)
     _loop_suspended: bool = False
+    model_cost: float = 0.0
+    """Dollars the run's model calls cost (``cost_usd`` of responses and summaries; gateway only)."""
+    model_calls: int = 0
+    """Model calls the run made, summarisation calls included."""
+    compressions: int = 0
+    """How many times context compression replaced the conversation."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -107,6 +113,8 @@ class RunState:
             self.messages.append(Message(Role.ASSISTANT, payload.get("content"), calls))
             self.turns += 1
             self.usage = self.usage + Usage(**payload.get("usage", {}))
+            self.model_cost += float(payload.get("cost_usd") or 0.0)
+            self.model_calls += 1
             self.last_calls = calls
             self.finished_turn = not calls
             self.taint, self._unread_taint = self._unread_taint, []
@@ -138,6 +146,13 @@ class RunState:
                 self.approvals[payload["call_id"]] = payload
         elif kind is EntryKind.WORKFLOW:
             self.workflow = payload["to"]
+        elif kind is EntryKind.SUMMARY:
+            self.messages = [Message.from_dict(m) for m in payload["messages"]]
+            self.compressions += 1
+            for call in payload.get("calls", ()):
+                self.usage = self.usage + Usage(**call.get("usage", {}))
+                self.model_cost += float(call.get("cost_usd") or 0.0)
+                self.model_calls += 1
         elif kind is EntryKind.TRANSITION:
             self._guard_transition(entry.seq, payload)
             self.status = RunStatus(payload["to"])

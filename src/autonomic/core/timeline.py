@@ -63,6 +63,12 @@ def summarise(entry: Entry, width: int = 90) -> str:
         text = f"turn {p.get('turn')}: " + (
             f"calls {calls}" if calls else f"answers {_short(p.get('content'))}"
         )
+        if p.get("provider") is not None:
+            tokens += f", {p.get('provider')}"
+            if p.get("cost_usd") is not None:
+                tokens += f" ${float(p['cost_usd']):.6f}"
+            if int(p.get("attempts") or 1) > 1:
+                tokens += f", {p.get('attempts')} attempts"
         text += f" ({tokens})"
     elif kind is EntryKind.TOOL_INTENT:
         text = f"{p.get('tool')}@{p.get('version')} {_short(p.get('arguments'))} key={p.get('key')}"
@@ -96,9 +102,45 @@ def summarise(entry: Entry, width: int = 90) -> str:
         text = _approval_summary(p)
     elif kind is EntryKind.WORKFLOW:
         text = f"workflow {p.get('from')} -> {p.get('to')}: {p.get('reason')}"
+    elif kind is EntryKind.SUMMARY:
+        text = (
+            f"context compressed: {p.get('tokens_before')} -> {p.get('tokens_after')} tok "
+            f"(window {p.get('window')}), {p.get('replaced')} older messages summarised"
+        )
+        if p.get("fallback"):
+            text += " (extractive fallback)"
     else:
         assert_never(kind)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def spend(entries: Sequence[Entry]) -> dict[str, Any]:
+    """What a run's model calls cost: totals and per provider (``cost_usd`` is 0 for calls
+    whose prices are unknown, e.g. a model used without the gateway)."""
+    providers: dict[str, dict[str, Any]] = {}
+    total = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+
+    def add(call: dict[str, Any]) -> None:
+        usage = call.get("usage") or {}
+        row = providers.setdefault(
+            str(call.get("provider") or "-"),
+            {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0},
+        )
+        for target in (row, total):
+            target["calls"] += 1
+            target["input_tokens"] += int(usage.get("input_tokens", 0))
+            target["output_tokens"] += int(usage.get("output_tokens", 0))
+            target["cost_usd"] += float(call.get("cost_usd") or 0.0)
+
+    for e in entries:
+        if e.kind is EntryKind.MODEL_RESPONSE:
+            add(e.payload)
+        elif e.kind is EntryKind.SUMMARY:
+            for call in e.payload.get("calls", ()):
+                add(call)
+    for row in (*providers.values(), total):
+        row["cost_usd"] = round(row["cost_usd"], 6)
+    return total | {"providers": providers}
 
 
 def _approval_summary(p: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from autonomic.engine.circuits import GATE_NAME as BREAKER_GATE
 from autonomic.engine.circuits import Circuits
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gates import Gate, GateChain
+from autonomic.engine.model_call import run_priority
 from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.runaway import GATE_NAME, Runaway, pinned_budget
 from autonomic.engine.session import RunInterrupted, RunSession
@@ -121,6 +122,16 @@ class Engine:
         self.faults = faults or NoFaults()
         self.owner = owner or worker_id()
         self.stopping = asyncio.Event()
+
+    async def aclose(self) -> None:
+        """Close the models this engine built (a gateway's connection pools and Redis
+        connection); the engine can still build them again afterwards."""
+        models = list(self._model_cache.values())
+        self._model_cache.clear()
+        for model in models:
+            close = getattr(model, "aclose", None)
+            if close is not None:
+                await close()
 
     def model_for(self, spec: str) -> Model:
         if spec not in self._model_cache:
@@ -231,6 +242,7 @@ class Engine:
             started_payload["requester"] = requester
         if definition.workflow is not None:
             started_payload["workflow"] = definition.workflow.pin()
+        run_priority(metadata or {})  # validated here, the entry point: one clear error line
         budget = pinned_budget(definition.budget, (metadata or {}).get("budget"))
         if budget:
             started_payload["budget"] = budget

@@ -160,7 +160,7 @@ class RunawayGate:
         state = action.state
         history = self.history(action.run.id, state)
         history.tool_calls = dict(state.intent_counts)
-        history.cost = state.tool_cost
+        history.cost = state.tool_cost + state.model_cost
         guard_action = GuardAction(
             ActionKind.TOOL_CALL,
             agent=action.run.agent,
@@ -332,7 +332,7 @@ class ModelBudget:
         history.started_at = state.started_at
         history.turns = state.turns
         history.tokens = state.usage.input_tokens + state.usage.output_tokens
-        history.cost = state.tool_cost
+        history.cost = state.tool_cost + state.model_cost
         history.tool_calls = dict(state.intent_counts)
         verdict = GuardVerdict.combine(
             RiskTier.LOW, BudgetGuard(run_budget(state)).check(action, history)
@@ -341,9 +341,11 @@ class ModelBudget:
             verdict = await self.ledger.reserve(action)
         return verdict, action
 
-    async def settle(self, action: GuardAction, *, tokens: int) -> None:
+    async def settle(self, action: GuardAction, *, tokens: int, cost: float = 0.0) -> None:
+        """Replace the reservation by what the call really used (``cost``: the gateway's
+        ``cost_usd``; 0 for a model without prices)."""
         if self.ledger is not None:
-            await self.ledger.settle(action, tokens=tokens, cost=0.0)
+            await self.ledger.settle(action, tokens=tokens, cost=cost)
 
 
 # -- screening tool results -------------------------------------------------------------------

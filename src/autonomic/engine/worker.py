@@ -65,6 +65,8 @@ class Worker:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
+        if self.engine.stopping.is_set():
+            await self.engine.aclose()  # shut down: close the gateway's pools and Redis link
         return self.finished
 
     async def _sweep_approvals(self) -> bool:

@@ -28,6 +28,13 @@ from autonomic.engine.agent import Agent
 from autonomic.engine.circuits import Circuits
 from autonomic.engine.gates import GateChain
 from autonomic.engine.guard import Go, Guard
+from autonomic.engine.model_call import (
+    as_gateway,
+    compress,
+    context_for,
+    exact_estimate,
+    response_fields,
+)
 from autonomic.engine.runaway import ModelBudget, Runaway, screen_result
 from autonomic.engine.session import RunSession
 from autonomic.errors import (
@@ -68,6 +75,10 @@ class ReAct:
         self.guard = Guard(gates or GateChain(), [*extra, *agent.gates], read_only=agent.read_only)
         self.runaway = runaway if runaway is not None and runaway.enabled else None
         self.budget = ModelBudget(self.runaway.ledger) if self.runaway is not None else None
+        self.gateway = as_gateway(model)
+        """Set when the model is the gateway: it retries, counts exactly, prices and compresses."""
+        if self.budget is not None and self.gateway is not None:
+            self.budget.estimate = exact_estimate(self.gateway)
 
     async def run(self, session: RunSession) -> None:
         """Drive the run until it finishes, waits for a human, or the worker is asked to stop."""
@@ -102,18 +113,45 @@ class ReAct:
                     "without a final answer (raise max_turns or fix the agent's instructions)",
                 )
                 return
-            reserved = await self._check_budget(session)
-            if reserved is None:
-                return
-            response = await self._ask_model(session)
+            with context_for(
+                metadata=session.run.metadata,
+                state=state,
+                tenant=session.run.tenant,
+                now=session.now(),
+            ):
+                if self.gateway is not None and not await self._compress(session):
+                    return
+                reserved = await self._check_budget(session)
+                if reserved is None:
+                    return
+                response = await self._ask_model(session)
             if response is None:
                 return
             session.stage(EntryKind.MODEL_RESPONSE, response)
             if self.budget is not None and isinstance(reserved, GuardAction):
                 usage = response["usage"]
                 await self.budget.settle(
-                    reserved, tokens=int(usage["input_tokens"]) + int(usage["output_tokens"])
+                    reserved,
+                    tokens=int(usage["input_tokens"]) + int(usage["output_tokens"]),
+                    cost=float(response.get("cost_usd") or 0.0),
                 )
+
+    async def _compress(self, session: RunSession) -> bool:
+        """Compress the conversation if the next prompt would pass 75 % of the window; journal
+        the result as a ``summary`` entry (folded at once). ``False`` once the run was suspended
+        because the summarisation call failed after the gateway's own retries."""
+        assert self.gateway is not None
+        try:
+            summary = await compress(self.gateway, session.state.messages, self._specs)
+        except ModelError as exc:
+            target = RunStatus.SUSPENDED if exc.retryable else RunStatus.FAILED
+            await session.transition(
+                target, f"context compression: model error: {exc}", error=exc.to_dict()
+            )
+            return False
+        if summary is not None:
+            session.stage(EntryKind.SUMMARY, summary)
+        return True
 
     async def _check_budget(self, session: RunSession) -> GuardAction | bool | None:
         """The budget hook before a model call: the run's budgets, then the tenant's daily budget.
@@ -140,14 +178,18 @@ class ReAct:
         return None
 
     async def _ask_model(self, session: RunSession) -> dict[str, Any] | None:
-        """Call the model (retrying transient errors); ``None`` once the run has been stopped."""
+        """Call the model (retrying transient errors); ``None`` once the run has been stopped.
+
+        A gateway retries (with backoff, Retry-After and fallback) itself: its failure is final
+        for this attempt and a retryable one suspends the run at once."""
         delay = MODEL_BACKOFF
-        for attempt in range(1, MODEL_RETRIES + 1):
+        retries = 1 if self.gateway is not None else MODEL_RETRIES
+        for attempt in range(1, retries + 1):
             started = time.perf_counter()
             try:
                 response = await self.model.complete(session.state.messages, self._specs)
             except ModelError as exc:
-                if exc.retryable and attempt < MODEL_RETRIES:
+                if exc.retryable and attempt < retries:
                     await asyncio.sleep(delay)
                     delay *= 2
                     continue
@@ -156,9 +198,10 @@ class ReAct:
                     target, f"model error: {exc}", error=exc.to_dict(), attempts=attempt
                 )
                 return None
-            return _response_payload(
+            payload = _response_payload(
                 response, session.state.turns + 1, (time.perf_counter() - started) * 1000
             )
+            return payload | response_fields(response)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _finish_calls(self, session: RunSession, pending: list[PendingCall]) -> bool:
