@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autonomic import Agent, AgentRegistry, Engine, FunctionModel, build_store, tool
+from autonomic import Agent, AgentRegistry, Engine, FunctionModel, Runaway, build_store, tool
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.faults import CrashAt
@@ -46,7 +46,15 @@ MODEL = FunctionModel(fake_model, name="fake")
 AGENT = Agent(name="bench", instructions="", tools=(add_one,), max_turns=STEPS + 1)
 
 
+GUARDS = False
+"""The peers do no loop detection, budgets or injection screening: by default the engine is measured
+doing the same work as they do (``Runaway(enabled=False)``); ``--guards`` measures it with the
+runaway guards on, reported as the system ``autonomic+guards``."""
+
+
 def engine_for(store: Any, **kwargs: Any) -> Engine:
+    if not GUARDS:
+        kwargs.setdefault("runaway", Runaway(enabled=False))
     return Engine(store, AgentRegistry([AGENT]), lambda spec: MODEL, **kwargs)
 
 
@@ -159,7 +167,7 @@ def row(
     resumed_steps: int = STEPS,
 ) -> dict[str, Any]:
     return {
-        "system": "autonomic",
+        "system": "autonomic+guards" if GUARDS else "autonomic",
         "store": store,
         "mode": mode,
         "runs": runs,
@@ -202,7 +210,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--crashes", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/.work"))
+    parser.add_argument("--guards", action="store_true", help="runaway guards on (default: off)")
     args = parser.parse_args()
+    global GUARDS
+    GUARDS = args.guards
     args.workdir.mkdir(parents=True, exist_ok=True)
     urls: list[str] = []
 
