@@ -69,17 +69,7 @@ def exec_cmd(
     verdict = gate_from_env().inspect(code) if gate else GateVerdict(True, ())
     findings = [f.to_dict() for f in verdict.findings]
     if not verdict.allowed:
-        result = Result(
-            ended=Ended.REFUSED,
-            exit_code=None,
-            stdout="",
-            stderr="",
-            stdout_truncated=False,
-            stderr_truncated=False,
-            duration_s=0.0,
-            backend="gate",
-            detail=f"refused by the static-analysis gate: {verdict.reason}",
-        )
+        result = verdict.refusal()
     else:
         limits = replace(Limits(), wall_seconds=timeout, cpu_seconds=timeout, memory_mb=memory)
         sandbox = build_sandbox(backend)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.errors import ConfigError
+from autonomic.ports.sandbox import Ended, Result
 
 
 class Severity(enum.IntEnum):
@@ -74,6 +75,20 @@ class GateVerdict:
         """One line naming what blocked the code (empty when allowed)."""
         blocking = [f for f in self.findings if f.blocked]
         return "; ".join(f"{f.rule} line {f.line}: {f.message}" for f in blocking)
+
+    def refusal(self) -> Result:
+        """The sandbox result that stands for code this gate refused (it never ran)."""
+        return Result(
+            ended=Ended.REFUSED,
+            exit_code=None,
+            stdout="",
+            stderr="",
+            stdout_truncated=False,
+            stderr_truncated=False,
+            duration_s=0.0,
+            backend="gate",
+            detail=f"refused by the static-analysis gate: {self.reason}",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from autonomic.errors import ConfigError, ToolError
-from autonomic.ports.sandbox import Ended, Execution, Limits, Result, Sandbox, SandboxUnavailable
+from autonomic.ports.sandbox import Execution, Limits, Result, Sandbox, SandboxUnavailable
 from autonomic.sandbox.gate import Gate, GatePolicy
 from autonomic.tools.contract import Tool
 
@@ -123,17 +123,7 @@ class PythonExec:
         verdict = await asyncio.to_thread(gate.inspect, code)
         findings = [f.to_dict() for f in verdict.findings]
         if not verdict.allowed:
-            refused = Result(
-                ended=Ended.REFUSED,
-                exit_code=None,
-                stdout="",
-                stderr="",
-                stdout_truncated=False,
-                stderr_truncated=False,
-                duration_s=0.0,
-                backend="gate",
-                detail=f"refused by the static-analysis gate: {verdict.reason}",
-            )
+            refused = verdict.refusal()
             return result_dict(refused, findings)
         execution = Execution(
             code=code,
