@@ -21,6 +21,7 @@ from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
     from autonomic.engine.runaway import Runaway
+    from autonomic.gateway.plan_cache import PlanCache
     from autonomic.guards.tenant import TenantBudget
     from autonomic.ports.counters import Counters
     from autonomic.ports.embedder import Embedder
@@ -71,8 +72,16 @@ def build_model(spec: str) -> Model:
     * ``openai:MODEL`` - an OpenAI-compatible server at ``AUTONOMIC_MODEL_BASE_URL`` (or
       ``OPENAI_BASE_URL``), key from ``OPENAI_API_KEY``;
     * ``gateway:PATH`` - the model gateway over the providers in a YAML/TOML file (``gateway:``
-      alone reads the path from ``AUTONOMIC_GATEWAY``).
+      alone reads the path from ``AUTONOMIC_GATEWAY``); ``gateway:PATH#NAME[,NAME...]`` routes
+      only to the named providers (the model split: a small planner, a large actor).
     """
+    if spec.startswith("gateway") and "#" in spec:
+        from autonomic.gateway.split import view_spec
+
+        parent_spec, providers = view_spec(spec)
+        parent = build_model(parent_spec)
+        assert providers is not None
+        return _gateway_view(parent, providers, spec)
     if spec in ("gateway", "gateway:"):
         spec = f"gateway:{os.environ.get('AUTONOMIC_GATEWAY', '')}"
         if spec == "gateway:":
@@ -116,6 +125,18 @@ def build_model(spec: str) -> Model:
     )
 
 
+def _gateway_view(parent: Model, providers: list[str], spec: str) -> Model:
+    """The view of ``parent`` (a gateway) that routes to ``providers`` only."""
+    from autonomic.gateway import Gateway
+
+    if not isinstance(parent, Gateway):  # pragma: no cover - view_spec only accepts gateway specs
+        raise ConfigError(f"{spec!r}: '#providers' applies to gateway: specs only")
+    try:
+        return parent.restricted(providers, name=spec)
+    except ConfigError as exc:
+        raise ConfigError(f"model spec {spec!r}: {exc.message}", hint=exc.hint) from None
+
+
 def load_object(path: str) -> Any:
     """Import ``module:attribute``."""
     module_name, sep, attr = path.partition(":")
@@ -134,8 +155,9 @@ def load_object(path: str) -> Any:
 def _load_builtin_agents() -> list[Agent]:
     from autonomic.examples.reconciliation.agent import reconciliation_agent
     from autonomic.examples.runaway.agent import runaway_agent
+    from autonomic.examples.triage.agent import triage_agent
 
-    return [reconciliation_agent(), runaway_agent()]
+    return [reconciliation_agent(), runaway_agent(), triage_agent()]
 
 
 def build_agents(paths: list[str] | None = None) -> AgentRegistry:
@@ -199,6 +221,33 @@ def build_counters(url: str | None = None) -> Counters:
             hint="install the extra: pip install 'autonomic[redis]'",
         ) from None
     return RedisCounters(target)
+
+
+def build_plan_cache(value: str | None = None) -> PlanCache | None:
+    """Where planning agents' plans are reused: ``AUTONOMIC_PLAN_CACHE`` is ``memory`` (the
+    default: per process), ``off`` (plan every run) or a ``redis://`` URL (shared by every
+    worker)."""
+    raw = (value if value is not None else os.environ.get("AUTONOMIC_PLAN_CACHE", "")).strip()
+    if raw in ("", "memory"):
+        from autonomic.gateway.plan_cache import LocalPlanCache
+
+        return LocalPlanCache()
+    if raw in ("off", "none"):
+        return None
+    if raw.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from autonomic.gateway.plan_cache import RedisPlanCache
+
+            return RedisPlanCache(raw)
+        except ImportError as exc:
+            raise ConfigError(
+                f"Redis support is not installed ({exc.name} is missing)",
+                hint="install the extra: pip install 'autonomic[redis]'",
+            ) from None
+    raise ConfigError(
+        f"AUTONOMIC_PLAN_CACHE={redact_url(raw)!r} is not a plan cache",
+        hint="use memory (the default), off, or redis://host:6379/0 to share plans between workers",
+    )
 
 
 def tenant_budgets(text: str | None = None) -> dict[str, TenantBudget]:

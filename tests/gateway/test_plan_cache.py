@@ -1,12 +1,23 @@
-"""Plan cache: same task pattern and agent version hit, anything else misses; TTL; Redis shared."""
+"""Plan cache: same task pattern, agent version and tenant hit, anything else misses; TTL (the
+cache's or the caller's); Redis shared between instances."""
 
 import asyncio
 
 import pytest
 
-from autonomic.gateway.plan_cache import LocalPlanCache, RedisPlanCache, normalise_task, plan_key
+from autonomic.gateway.plan_cache import (
+    LocalPlanCache,
+    RedisPlanCache,
+    normalise_task,
+    plan_key,
+    task_pattern,
+)
 
-PLAN = {"steps": [{"tool": "read_ledger"}, {"tool": "diff"}]}
+PLAN = ["read the ledger with sql_query", "diff it"]
+
+
+def key(task, *, agent="rec", version="1", tenant="acme"):
+    return plan_key(task_pattern(task), agent=agent, version=version, tenant=tenant)
 
 
 def test_requests_of_one_kind_share_a_pattern():
@@ -14,8 +25,24 @@ def test_requests_of_one_kind_share_a_pattern():
     b = normalise_task("reconcile  account 815 for 2026-10-01, ref 'INV-12'")
     assert a == b == "reconcile account <n> for <date>, ref <text>"
     assert normalise_task("Refund order 12") != normalise_task("Reconcile account 12")
-    assert plan_key("x 1", "agent", "1") == plan_key("x 2", "agent", "1")
-    assert plan_key("x 1", "agent", "1") != plan_key("x 1", "agent", "2")
+    assert key("x 1") == key("x 2")
+    assert key("x 1") != key("x 1", version="2")
+    assert key("x 1") != key("x 1", agent="other")
+
+
+def test_tenants_never_share_a_plan():
+    assert key("x 1", tenant="acme") != key("x 1", tenant="globex")
+
+
+def test_a_structured_task_keeps_its_keys_and_words():
+    refund = task_pattern({"action": "refund", "order": 12, "note": "late since 2026-11-01"})
+    other_order = task_pattern({"action": "refund", "order": 977, "note": "late since 2026-10-02"})
+    cancel = task_pattern({"action": "cancel", "order": 12, "note": "late since 2026-11-01"})
+    assert refund == other_order
+    assert refund != cancel
+    assert '"action":"refund"' in refund
+    assert '"order":"<n>"' in refund
+    assert task_pattern([1, True, None]) == '["<n>",true,null]'
 
 
 def test_local_cache_hits_misses_and_expires():
@@ -23,19 +50,23 @@ def test_local_cache_hits_misses_and_expires():
     cache = LocalPlanCache(ttl=10, clock=lambda: now[0])
 
     async def main():
-        assert await cache.lookup("reconcile account 1", "rec", "1") is None
-        await cache.store("reconcile account 1", "rec", "1", PLAN)
-        hit = await cache.lookup("Reconcile account 2", "rec", "1")
-        other_version = await cache.lookup("reconcile account 2", "rec", "2")
+        assert await cache.lookup(key("reconcile account 1")) is None
+        await cache.store(key("reconcile account 1"), PLAN)
+        hit = await cache.lookup(key("Reconcile account 2"))
+        other_version = await cache.lookup(key("reconcile account 2", version="2"))
         now[0] = 10.5
-        expired = await cache.lookup("reconcile account 3", "rec", "1")
-        return hit, other_version, expired
+        expired = await cache.lookup(key("reconcile account 3"))
+        await cache.store(key("short-lived 1"), PLAN, ttl=1)
+        now[0] = 11.0
+        short = await cache.lookup(key("short-lived 2"))
+        return hit, other_version, expired, short
 
-    hit, other_version, expired = asyncio.run(main())
+    hit, other_version, expired, short = asyncio.run(main())
     assert hit == PLAN
     assert other_version is None
     assert expired is None
-    assert (cache.hits, cache.misses) == (1, 3)
+    assert short == PLAN
+    assert (cache.hits, cache.misses) == (2, 3)
 
 
 def test_local_cache_is_bounded():
@@ -43,8 +74,8 @@ def test_local_cache_is_bounded():
 
     async def main():
         for task in ("alpha", "beta", "gamma"):
-            await cache.store(task, "a", "1", task)
-        return [await cache.lookup(t, "a", "1") for t in ("alpha", "beta", "gamma")]
+            await cache.store(key(task), task)
+        return [await cache.lookup(key(t)) for t in ("alpha", "beta", "gamma")]
 
     assert asyncio.run(main()) == [None, "beta", "gamma"]
 
@@ -54,24 +85,27 @@ def test_redis_cache_is_shared_between_instances(redis_server, redis_prefix):
         one = RedisPlanCache(redis_server, ttl=60, prefix=redis_prefix)
         two = RedisPlanCache(redis_server, ttl=60, prefix=redis_prefix)
         try:
-            assert await two.lookup("reconcile account 1", "rec", "1") is None
-            await one.store("reconcile account 1", "rec", "1", PLAN)
-            got = await two.lookup("reconcile account 99", "rec", "1")
-            ttl = await one._redis.pttl(
-                f"{redis_prefix}:{plan_key('reconcile account 1', 'rec', '1')}"
-            )
+            assert await two.lookup(key("reconcile account 1")) is None
+            await one.store(key("reconcile account 1"), PLAN)
+            got = await two.lookup(key("reconcile account 99"))
+            ttl = await one._redis.pttl(f"{redis_prefix}:{key('reconcile account 1')}")
+            await one.store(key("brief 1"), PLAN, ttl=5)
+            brief = await one._redis.pttl(f"{redis_prefix}:{key('brief 1')}")
             stats = await one.fleet_stats()
-            return got, ttl, stats
+            return got, ttl, brief, stats
         finally:
             await one.aclose()
             await two.aclose()
 
-    got, ttl, stats = asyncio.run(main())
+    got, ttl, brief, stats = asyncio.run(main())
     assert got == PLAN
-    assert 0 < ttl <= 60_000
+    assert 5_000 < ttl <= 60_000
+    assert 0 < brief <= 5_000
     assert stats == {"hits": 1, "misses": 1}
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ttl"):
         LocalPlanCache(ttl=0)
+    with pytest.raises(ValueError, match="max_entries"):
+        LocalPlanCache(max_entries=0)

@@ -118,11 +118,12 @@ async def _open_store(url: str) -> Any:
 
 
 def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any) -> Any:
-    from autonomic.bootstrap import build_agents, build_model, build_runaway
+    from autonomic.bootstrap import build_agents, build_model, build_plan_cache, build_runaway
     from autonomic.engine import faults
     from autonomic.engine.executor import Engine
 
     kwargs.setdefault("faults", faults.from_environment())
+    kwargs.setdefault("plan_cache", build_plan_cache())
     if "runaway" not in kwargs:
         kwargs["runaway"] = build_runaway()
         _OPENED.append(kwargs["runaway"])
@@ -198,8 +199,9 @@ def demo(
     scenario: Annotated[
         str,
         typer.Option(
-            help="reconciliation (the governed overnight reconciliation) or runaway (the "
-            "reconciliation-loop incident, stopped by loop detection)."
+            help="reconciliation (the governed overnight reconciliation), runaway (the "
+            "reconciliation-loop incident, stopped by loop detection) or planning (the plan "
+            "cache and the planning/acting model split)."
         ),
     ] = "reconciliation",
 ) -> None:
@@ -207,24 +209,29 @@ def demo(
 
     The demo's policy makes a large adjusting entry MEDIUM risk: the run waits for a controller.
     Without --interactive the demo plays that controller itself, and says so.
-    ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup."""
+    ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup;
+    ``--scenario planning`` answers four customer e-mails, planning each kind once."""
     from autonomic.engine.approvals import ApprovalDesk
     from autonomic.engine.faults import CrashAt
     from autonomic.examples.reconciliation.agent import sandbox_ready
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
 
     settings = _settings(ctx)
-    if scenario not in ("reconciliation", "runaway"):
+    if scenario not in ("reconciliation", "runaway", "planning"):
         raise UserError(
-            f"unknown demo scenario {scenario!r}", hint="use --scenario reconciliation or runaway"
+            f"unknown demo scenario {scenario!r}",
+            hint="use --scenario reconciliation, runaway or planning",
         )
-    if scenario == "runaway":
+    if scenario != "reconciliation":
         if crash_after_step is not None or interactive:
             raise UserError(
                 "--crash-after-step and --interactive belong to the reconciliation scenario",
-                hint="run `autonomic demo --scenario runaway` without them",
+                hint=f"run `autonomic demo --scenario {scenario}` without them",
             )
-        _demo_runaway(settings, workdir)
+        if scenario == "runaway":
+            _demo_runaway(settings, workdir)
+        else:
+            _demo_planning(settings)
         return
 
     class AnnouncedCrash(CrashAt):
@@ -352,6 +359,65 @@ def _demo_runaway(settings: Settings, workdir: Path) -> None:
             "and let it go on)\n"
             f"  autonomic --db {settings.db} cancel {run.id}"
         )
+
+
+def _demo_planning(settings: Settings) -> None:
+    """Four e-mails of two kinds: each kind is planned once by the small model, then reused."""
+    from autonomic.cli.render import status_text
+    from autonomic.core.journal import EntryKind
+    from autonomic.examples.triage.agent import DEMO_EMAILS, triage_agent
+
+    agent = triage_agent()
+    planner = agent.planning.model if agent.planning is not None else agent.model
+
+    async def go() -> list[tuple[Run, dict[str, Any]]]:
+        store = await _open_store(settings.db)
+        try:
+            engine = _engine(store, None, settings.policy)
+            out.print(
+                "[bold]autonomic demo --scenario planning[/]: four customer e-mails, two kinds. "
+                f"The planner ({planner}, the small model) sees only each e-mail's "
+                f"pattern; the actor ({agent.model}, the large model) follows the plan.\n"
+                f"database {settings.db}, plan cache: "
+                f"{type(engine.plan_cache).__name__ if engine.plan_cache else 'off'}\n"
+            )
+            done: list[tuple[Run, dict[str, Any]]] = []
+            for email in DEMO_EMAILS:
+                run: Run = await engine.run("triage", email, requester=_user(None))
+                plan: dict[str, Any] = next(
+                    (
+                        e.payload
+                        for e in await store.load_journal(run.id)
+                        if e.kind is EntryKind.PLAN
+                    ),
+                    {},
+                )
+                done.append((run, plan))
+                source = plan.get("source")
+                how = (
+                    "[green]plan reused from the cache[/] (no planning call)"
+                    if source == "cache"
+                    else f"[yellow]planned by {escape(str(plan.get('model')))}[/] (new pattern)"
+                    if source == "model" and plan.get("steps")
+                    else f"[red]no plan[/]: {escape(str(plan.get('error') or plan.get('rejected')))}"
+                )
+                out.print(f"[bold]{run.id}[/] {status_text(run)}  {escape(email)}\n  {how}")
+                out.print(f"  pattern: {escape(str(plan.get('pattern')))}")
+                out.print(f"  answer: {escape(str(run.output))}\n")
+            if engine.plan_cache is not None:
+                out.print(
+                    f"plan cache: {engine.plan_cache.hits} hits, {engine.plan_cache.misses} misses "
+                    "(planning calls saved: one per hit)"
+                )
+            return done
+        finally:
+            await store.close()
+
+    done = _run(go)
+    out.print(
+        f"\nsee a run's plan and calls: autonomic --db {settings.db} show {done[1][0].id}\n"
+        "share plans between workers: AUTONOMIC_PLAN_CACHE=redis://127.0.0.1:6379/0"
+    )
 
 
 @app.command("run")

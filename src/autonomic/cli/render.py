@@ -36,6 +36,7 @@ KIND_STYLE = {
     "approval": "bold yellow",
     "workflow.transition": "blue",
     "summary": "magenta",
+    "plan": "magenta",
 }
 
 
@@ -161,6 +162,8 @@ def print_run(
     for line in governance_lines(entries, approvals):
         console.print(line)
     console.print(cost_line(entries))
+    for line in plan_lines(entries):
+        console.print(line)
     from autonomic.cli.runaway_view import runaway_lines
 
     for line in runaway_lines(entries):
@@ -170,6 +173,22 @@ def print_run(
     for line in circuit_lines(entries):
         console.print(line)
     console.print(timeline_table(entries))
+
+
+def plan_lines(entries: Sequence[Entry]) -> list[str]:
+    """The run's plan, whole (the timeline row is cut short): where it came from, its steps."""
+    from autonomic.core.timeline import summarise
+
+    plan = next((e for e in entries if e.kind.value == "plan"), None)
+    if plan is None:
+        return []
+    steps = plan.payload.get("steps") or []
+    head = "plan reused from the cache" if plan.payload.get("source") == "cache" else "plan"
+    if not steps:
+        return [escape(summarise(plan, width=200))]
+    return [f"{head} (pattern {escape(repr(plan.payload.get('pattern')))}):"] + [
+        f"  {i}. {escape(str(step))}" for i, step in enumerate(steps, start=1)
+    ]
 
 
 def cost_line(entries: Sequence[Entry]) -> str:

@@ -41,6 +41,9 @@ class EntryKind(enum.StrEnum):
     SUMMARY = "summary"
     """Context compression replaced the conversation by a shorter one (journaled whole, so a
     replay folds the same prompt without a tokenizer or a second summarisation call)."""
+    PLAN = "plan"
+    """The planning phase's outcome: a plan from the cache or the planner (with the call's usage
+    and cost), or why the run goes on without one."""
 
 
 @dataclass(frozen=True, slots=True)

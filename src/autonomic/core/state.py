@@ -6,7 +6,7 @@ process from its journal alone, and a test can check that a replay reaches the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,10 @@ class RunState:
     """Model calls the run made, summarisation calls included."""
     compressions: int = 0
     """How many times context compression replaced the conversation."""
+    planning: dict[str, Any] | None = None
+    """The agent's planning settings pinned at start (``None``: the agent does not plan)."""
+    plan: dict[str, Any] | None = None
+    """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -105,6 +109,8 @@ class RunState:
             workflow = payload.get("workflow")
             if isinstance(workflow, dict):
                 self.workflow = workflow.get("start")
+            planning = payload.get("planning")
+            self.planning = dict(planning) if isinstance(planning, dict) else None
             if payload.get("instructions"):
                 self.messages.append(Message(Role.SYSTEM, payload["instructions"]))
             self.messages.append(Message(Role.USER, _as_text(payload.get("task"))))
@@ -153,6 +159,8 @@ class RunState:
                 self.usage = self.usage + Usage(**call.get("usage", {}))
                 self.model_cost += float(call.get("cost_usd") or 0.0)
                 self.model_calls += 1
+        elif kind is EntryKind.PLAN:
+            self._apply_plan(payload)
         elif kind is EntryKind.TRANSITION:
             self._guard_transition(entry.seq, payload)
             self.status = RunStatus(payload["to"])
@@ -165,6 +173,24 @@ class RunState:
         )
         self.last_seq = entry.seq
         self.last_hash = entry.hash
+
+    def _apply_plan(self, payload: dict[str, Any]) -> None:
+        """A plan joins the system prompt (the most portable place across chat templates, and
+        compression keeps it verbatim); the planning call counts like any model call."""
+        self.plan = payload
+        if "usage" in payload:
+            self.usage = self.usage + Usage(**payload["usage"])
+            self.model_cost += float(payload.get("cost_usd") or 0.0)
+            self.model_calls += 1
+        steps = payload.get("steps")
+        if not steps:
+            return
+        source = "reused from the plan cache" if payload.get("source") == "cache" else "planned"
+        text = plan_text(steps, source)
+        if self.messages and self.messages[0].role is Role.SYSTEM:
+            self.messages[0] = Message(Role.SYSTEM, f"{self.messages[0].content}\n\n{text}")
+        else:
+            self.messages.insert(0, Message(Role.SYSTEM, text))
 
     def _guard_step(self, seq: int, intent: dict[str, Any]) -> None:
         name = str(intent.get("tool"))
@@ -213,6 +239,15 @@ def fold(run_id: str, entries: Iterable[Entry]) -> RunState:
     for entry in entries:
         state.apply(entry)
     return state
+
+
+def plan_text(steps: Sequence[str], source: str) -> str:
+    """How a plan reads at the end of the system prompt."""
+    lines = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, start=1))
+    return (
+        f"Plan ({source}; placeholders stand for this task's values - follow the plan, adapt "
+        f"where a step does not apply):\n{lines}"
+    )
 
 
 def observation_text(result: dict[str, Any]) -> str:

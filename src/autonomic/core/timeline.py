@@ -109,6 +109,8 @@ def summarise(entry: Entry, width: int = 90) -> str:
         )
         if p.get("fallback"):
             text += " (extractive fallback)"
+    elif kind is EntryKind.PLAN:
+        text = _plan_summary(p)
     else:
         assert_never(kind)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -138,9 +140,25 @@ def spend(entries: Sequence[Entry]) -> dict[str, Any]:
         elif e.kind is EntryKind.SUMMARY:
             for call in e.payload.get("calls", ()):
                 add(call)
+        elif e.kind is EntryKind.PLAN and "usage" in e.payload:
+            add(e.payload)
     for row in (*providers.values(), total):
         row["cost_usd"] = round(row["cost_usd"], 6)
     return total | {"providers": providers}
+
+
+def _plan_summary(p: dict[str, Any]) -> str:
+    steps = p.get("steps") or []
+    if p.get("source") == "cache":
+        return f"plan reused from the cache ({len(steps)} steps): {_short(steps)}"
+    if p.get("source") == "none":
+        return f"no plan: {p.get('error')}"
+    served = str(p.get("provider") or p.get("model"))
+    if p.get("cost_usd") is not None:
+        served += f" ${float(p['cost_usd']):.6f}"
+    if p.get("rejected"):
+        return f"plan by {served} REJECTED, going on without one: {p['rejected']}"
+    return f"planned by {served} ({len(steps)} steps): {_short(steps)}"
 
 
 def _approval_summary(p: dict[str, Any]) -> str:

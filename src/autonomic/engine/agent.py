@@ -12,6 +12,7 @@ from autonomic.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from autonomic.engine.gates import Gate
+    from autonomic.engine.planning import Planning
     from autonomic.guards.budget import Budget
     from autonomic.policy.workflow import Workflow
 
@@ -41,6 +42,10 @@ class Agent:
     read_only: frozenset[str] = frozenset()
     """Names of tools that change nothing: the loop guard lets reads repeat more (polling). Tools
     not named here are treated as side-effecting (the stricter choice)."""
+    planning: Planning | None = None
+    """Plan before the first turn: from the plan cache when a task of the same pattern was
+    planned before, else with ``planning.model`` (a small model; see ``autonomic.engine.planning``).
+    ``None``: the agent starts acting at once."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +75,7 @@ class Agent:
             gates=self.gates,
             budget=self.budget,
             read_only=self.read_only & {t.name for t in tools},
+            planning=self.planning,
         )
 
 

@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, PackedEntry, pack
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
@@ -24,11 +24,13 @@ from autonomic.engine.circuits import GATE_NAME as BREAKER_GATE
 from autonomic.engine.circuits import Circuits
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gates import Gate, GateChain
-from autonomic.engine.model_call import run_priority
+from autonomic.engine.model_call import as_gateway, run_priority
 from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.runaway import GATE_NAME, Runaway, pinned_budget
 from autonomic.engine.session import RunInterrupted, RunSession
-from autonomic.errors import InvalidInput, LeaseLost, StaleVersion, UserError
+from autonomic.errors import ConfigError, InvalidInput, LeaseLost, StaleVersion, UserError
+from autonomic.gateway.plan_cache import LocalPlanCache, PlanCache
+from autonomic.gateway.split import view_spec
 from autonomic.ports.model import Model
 from autonomic.ports.store import Claim, Store
 
@@ -88,6 +90,9 @@ class Engine:
             default, added as the last gate; ``Runaway(enabled=False)`` turns them off.
         circuits: circuit breakers at tool, agent and workflow level (``autonomic.engine.circuits``);
             on by default, their gate added after ``gates``; per process.
+        plan_cache: where planning agents' plans are reused (``autonomic.gateway.plan_cache``);
+            in-process by default, ``RedisPlanCache`` to share plans between workers, ``None``
+            to plan every run.
     """
 
     def __init__(
@@ -104,8 +109,10 @@ class Engine:
         gates: GateChain | Sequence[Gate] = (),
         runaway: Runaway | None = None,
         circuits: Circuits | None = None,
+        plan_cache: PlanCache | Literal["default"] | None = "default",
     ) -> None:
         self.store = store
+        self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
         self.gates = gates if isinstance(gates, GateChain) else GateChain(list(gates))
         self.circuits = circuits if circuits is not None else Circuits()
         if not any(g.name == BREAKER_GATE for g in self.gates.gates):
@@ -132,10 +139,25 @@ class Engine:
             close = getattr(model, "aclose", None)
             if close is not None:
                 await close()
+        if self.plan_cache is not None:
+            await self.plan_cache.aclose()
 
     def model_for(self, spec: str) -> Model:
+        """The model for ``spec``, built once per engine. A gateway view
+        (``gateway:PATH#provider``) is made from the engine's one gateway for ``gateway:PATH``,
+        so the planner's and the actor's calls share its rate-limit buckets and breakers."""
         if spec not in self._model_cache:
-            self._model_cache[spec] = self._models(spec)
+            base, providers = view_spec(spec)
+            if providers is None:
+                self._model_cache[spec] = self._models(spec)
+            else:
+                parent = as_gateway(self.model_for(base))
+                if parent is None:
+                    raise ConfigError(
+                        f"model spec {spec!r}: {base!r} is not a gateway",
+                        hint="'#provider' picks providers of a gateway: spec",
+                    )
+                self._model_cache[spec] = parent.restricted(providers, name=spec)
         return self._model_cache[spec]
 
     async def start(
@@ -240,6 +262,10 @@ class Engine:
         }
         if requester is not None:
             started_payload["requester"] = requester
+        if definition.planning is not None:
+            planning = definition.planning.pin(spec)
+            self.model_for(planning["model"])  # a bad planner spec fails here too
+            started_payload["planning"] = planning
         if definition.workflow is not None:
             started_payload["workflow"] = definition.workflow.pin()
         run_priority(metadata or {})  # validated here, the entry point: one clear error line
@@ -320,6 +346,8 @@ class Engine:
                     gates=self.gates,
                     runaway=self.runaway,
                     circuits=self.circuits,
+                    planning_model=self._planning_model(session),
+                    plan_cache=self.plan_cache,
                 )
                 workflow = agent.workflow.name if agent.workflow is not None else None
                 await self.circuits.drive(
@@ -335,6 +363,13 @@ class Engine:
         if final.lease.owner is not None:  # a transition out of RUNNING has released it already
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
+
+    def _planning_model(self, session: RunSession) -> Model | None:
+        """The planner of a run that should plan and has no plan yet (the spec it pinned)."""
+        pinned = session.state.planning
+        if pinned is None or session.state.plan is not None:
+            return None
+        return self.model_for(str(pinned["model"]))
 
     async def _begin(self, session: RunSession) -> None:
         state = session.state

@@ -320,13 +320,19 @@ class ModelBudget:
         state: RunState,
         tools: Sequence[ToolSpec],
         now: float,
+        messages: Sequence[Message] | None = None,
+        estimate: Callable[[Sequence[Message], Sequence[ToolSpec]], Estimate] | None = None,
     ) -> tuple[GuardVerdict, GuardAction]:
+        """``messages``: a call other than the next turn's (the planning call), estimated by
+        ``estimate`` (that call's model's exact count) or the character rule."""
+        if messages is None:
+            found = self._estimate(state.run_id, state.messages, tools)
+        elif estimate is not None:
+            found = estimate(messages, tools)
+        else:
+            found = _estimate(_message_chars(messages) + _tool_chars(tools), len(messages))
         action = GuardAction(
-            ActionKind.MODEL_CALL,
-            agent=agent,
-            tenant=tenant,
-            estimate=self._estimate(state.run_id, state.messages, tools),
-            now=now,
+            ActionKind.MODEL_CALL, agent=agent, tenant=tenant, estimate=found, now=now
         )
         history = GuardState(_COUNTERS_ONLY)  # budgets read counters only, never vectors
         history.started_at = state.started_at

@@ -25,6 +25,7 @@ Per-call priority, deadline, run and tenant come from ``call_context`` (see ``co
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
@@ -134,6 +135,9 @@ class Gateway:
         self._pools: dict[str, asyncio.Semaphore] = {}
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._name = f"gateway:{config.providers[0].name}"
+        self._only: list[Provider] | None = None
+        self._owner = True
+        """Set on a view made by ``restricted``: the only providers it routes to."""
         for p in config.providers:
             # build clients and load encodings now, not in the first call: both block the event
             # loop for a fraction of a second, and calls that reserved capacity before such a
@@ -150,6 +154,9 @@ class Gateway:
     def providers_for(self, priority: Priority | str) -> list[Provider]:
         """Providers a call of ``priority`` may use, in the order they are tried."""
         prio = Priority(priority)
+        if self._only is not None:
+            # a view serves every priority with its own providers: naming them is the decision
+            return [p for p in self._only if prio in p.serves] or list(self._only)
         return [p for p in self.config.providers if prio in p.serves]
 
     def counter(self, provider: Provider) -> TokenCounter:
@@ -197,10 +204,21 @@ class Gateway:
         ctx = current_call()
         return await self._complete(messages, tools, self.providers_for(ctx.priority))
 
-    def restricted(self, provider_names: Sequence[str], *, name: str | None = None) -> Model:
-        """A ``Model`` that only uses ``provider_names`` (in that order): model split, pinning."""
+    def restricted(self, provider_names: Sequence[str], *, name: str | None = None) -> Gateway:
+        """A view that only routes to ``provider_names`` (in that order): the model split, pinning.
+
+        The view is a ``Gateway`` itself, so the engine counts, prices and compresses its calls
+        exactly; it shares this gateway's buckets, breakers, pools, metrics and ledger (a planning
+        burst through a view and refinement calls through another draw on the same limits), and
+        closing it closes nothing: the gateway it came from owns the connections."""
         chosen = [self.config.provider(n) for n in provider_names]
-        return _RestrictedModel(self, chosen, name or f"gateway:{'+'.join(provider_names)}")
+        if not chosen:
+            raise ConfigError("a gateway view needs at least one provider name")
+        view = copy.copy(self)
+        view._only = chosen
+        view._name = name or f"gateway:{'+'.join(provider_names)}"
+        view._owner = False
+        return view
 
     async def _complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], eligible: list[Provider]
@@ -421,32 +439,14 @@ class Gateway:
         return model
 
     async def aclose(self) -> None:
-        """Close connection pools and the Redis connection."""
+        """Close connection pools and the Redis connection (a view's belong to its gateway)."""
+        if not self._owner:
+            return
         for model in self._models.values():
             close = getattr(model, "aclose", None)
             if close is not None:
                 await close()
         await self.buckets.aclose()
-
-
-class _RestrictedModel:
-    """A view of a gateway that only routes to some providers (see ``Gateway.restricted``)."""
-
-    def __init__(self, gateway: Gateway, providers: list[Provider], name: str) -> None:
-        self._gateway = gateway
-        self._providers = providers
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def complete(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
-    ) -> ModelResponse:
-        prio = current_call().priority
-        eligible = [p for p in self._providers if prio in p.serves] or self._providers
-        return await self._gateway._complete(messages, tools, eligible)
 
 
 def build_provider_model(provider: Provider) -> Model:

@@ -1,13 +1,18 @@
 """Plan cache: a task that matches a pattern already planned by the same agent version reuses the
 plan instead of paying for a planning call.
 
-The key is the *normalised* task (lower case, whitespace collapsed, and the parts that vary between
-otherwise identical requests - numbers, quoted strings, ids, dates, e-mail addresses - replaced by
-placeholders) plus the agent's name and version, so a new agent version never reuses an old plan.
-Entries expire after a TTL. Hits and misses are counted. ``LocalPlanCache`` lives in the process;
-``RedisPlanCache`` is shared by every worker (entries expire in Redis with ``SET ... EX``).
+The *pattern* of a task is what stays the same between requests of one kind: lower case,
+whitespace collapsed, and the parts that vary - numbers, quoted strings, ids, dates, e-mail
+addresses - replaced by placeholders. A structured task (a JSON object) keeps its keys and
+normalises its values, so ``{"action": "refund", "order": 12}`` and ``{"action": "cancel", ...}``
+stay apart. The engine gives the planner the pattern, not the task, so a plan is written for the
+kind of request and holds none of one request's values: that is what makes it safe to reuse.
 
-Plans are JSON values; the cache stores what it is given and returns an equal value.
+The key is the pattern plus the agent's name and version and the tenant: a new agent version never
+reuses an old plan, and one tenant's tasks never shape another's runs. Entries expire after a TTL
+(the cache's default or the agent's own). ``LocalPlanCache`` lives in the process;
+``RedisPlanCache`` is shared by every worker (entries expire in Redis with ``SET ... PX``) and
+counts hits and misses fleet-wide. A cache is an optimisation: callers treat its errors as misses.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from autonomic.core.canonical import canonical_json
+
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<id>"),
@@ -31,7 +38,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 
 def normalise_task(task: str) -> str:
-    """The pattern of ``task``: what stays the same between requests of one kind."""
+    """The pattern of a task text: what stays the same between requests of one kind."""
     text = task.strip().lower()
     for pattern, placeholder in _PATTERNS:
         text = pattern.sub(placeholder, text)
@@ -39,24 +46,52 @@ def normalise_task(task: str) -> str:
     return text.rstrip(" .!?")
 
 
-def plan_key(task: str, agent: str, version: str) -> str:
-    """The cache key of ``task`` for ``agent`` at ``version``."""
-    raw = f"{agent}\x00{version}\x00{normalise_task(task)}"
+def task_pattern(task: Any) -> str:
+    """The pattern of any task: text normalised, a JSON structure with its keys kept and its
+    values normalised (numbers become ``<n>``)."""
+    if isinstance(task, str):
+        return normalise_task(task)
+    return canonical_json(_normalise_value(task))
+
+
+def _normalise_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return normalise_task(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return "<n>"
+    if isinstance(value, dict):
+        return {str(k): _normalise_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise_value(v) for v in value]
+    return normalise_task(str(value))
+
+
+def plan_key(pattern: str, *, agent: str, version: str, tenant: str) -> str:
+    """The cache key of a task ``pattern`` for ``agent`` at ``version`` in ``tenant``."""
+    raw = f"{tenant}\x00{agent}\x00{version}\x00{pattern}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class PlanCache(Protocol):
-    """Where cached plans live."""
+    """Where cached plans live. Plans are JSON values; a lookup returns an equal value."""
 
     hits: int
     misses: int
+    ttl: float
+    """The default time to live, in seconds."""
 
-    async def lookup(self, task: str, agent: str, version: str) -> Any | None:
-        """The cached plan for this task pattern, or None (counted as a miss)."""
+    async def lookup(self, key: str) -> Any | None:
+        """The cached plan under ``key`` (see ``plan_key``), or None (counted as a miss)."""
         ...
 
-    async def store(self, task: str, agent: str, version: str, plan: Any) -> None:
-        """Cache ``plan`` (a JSON value) for this task pattern."""
+    async def store(self, key: str, plan: Any, *, ttl: float | None = None) -> None:
+        """Cache ``plan`` under ``key`` for ``ttl`` seconds (default: the cache's)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
         ...
 
 
@@ -79,8 +114,7 @@ class LocalPlanCache:
         self.hits = 0
         self.misses = 0
 
-    async def lookup(self, task: str, agent: str, version: str) -> Any | None:
-        key = plan_key(task, agent, version)
+    async def lookup(self, key: str) -> Any | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] <= self._clock():
             self._entries.pop(key, None)
@@ -90,12 +124,15 @@ class LocalPlanCache:
         self.hits += 1
         return json.loads(entry[1])
 
-    async def store(self, task: str, agent: str, version: str, plan: Any) -> None:
-        key = plan_key(task, agent, version)
-        self._entries[key] = (self._clock() + self.ttl, json.dumps(plan, sort_keys=True))
+    async def store(self, key: str, plan: Any, *, ttl: float | None = None) -> None:
+        expires = self._clock() + (self.ttl if ttl is None else ttl)
+        self._entries[key] = (expires, json.dumps(plan, sort_keys=True))
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    async def aclose(self) -> None:
+        return None
 
 
 class RedisPlanCache:
@@ -103,16 +140,18 @@ class RedisPlanCache:
     and in Redis (``<prefix>:hits`` / ``<prefix>:misses``) for fleet-wide figures."""
 
     def __init__(self, url: str, *, ttl: float = 3600.0, prefix: str = "autonomic:plans") -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
         from redis import asyncio as aioredis
 
-        self._redis: Any = aioredis.Redis.from_url(url)
+        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=2.0)
         self.ttl = ttl
         self._prefix = prefix
         self.hits = 0
         self.misses = 0
 
-    async def lookup(self, task: str, agent: str, version: str) -> Any | None:
-        raw = await self._redis.get(f"{self._prefix}:{plan_key(task, agent, version)}")
+    async def lookup(self, key: str) -> Any | None:
+        raw = await self._redis.get(f"{self._prefix}:{key}")
         if raw is None:
             self.misses += 1
             await self._redis.incr(f"{self._prefix}:misses")
@@ -121,11 +160,12 @@ class RedisPlanCache:
         await self._redis.incr(f"{self._prefix}:hits")
         return json.loads(raw)
 
-    async def store(self, task: str, agent: str, version: str, plan: Any) -> None:
+    async def store(self, key: str, plan: Any, *, ttl: float | None = None) -> None:
+        seconds = self.ttl if ttl is None else ttl
         await self._redis.set(
-            f"{self._prefix}:{plan_key(task, agent, version)}",
+            f"{self._prefix}:{key}",
             json.dumps(plan, sort_keys=True),
-            px=max(1, int(self.ttl * 1000)),
+            px=max(1, int(seconds * 1000)),
         )
 
     async def fleet_stats(self) -> dict[str, int]:

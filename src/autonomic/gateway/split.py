@@ -1,12 +1,14 @@
 """Model split: a small, cheap model for planning and a large one for refinement.
 
-An agent's configuration names a model (a gateway provider, or any model spec) per phase::
+An agent names a model spec per phase: ``Agent(model=..., planning=Planning(model=...))``. With a
+gateway, a spec may pick providers of the configuration file: ``gateway:PATH.yaml#small`` (or
+``#small,vllm`` for an ordered fallback list) is a *view* of the one gateway built for
+``gateway:PATH.yaml`` that routes only to those providers - with their own rate limits, breakers
+and prices, so a planning burst never eats the refinement model's limits, and sharing the
+gateway's buckets with every other view.
 
-    models: {planning: small-local, refinement: gpt-4o}
-
-``ModelSplit.for_phase`` answers which ``Model`` a step of that phase uses; with a gateway the
-models are views that route only to the named providers (with their own rate limits, breakers
-and prices), so a planning burst never eats the refinement model's budget.
+``ModelSplit.for_phase`` answers which ``Model`` a step of that phase uses;
+``ModelSplit.from_config`` builds one from ``{"planning": NAME, "refinement": [NAME, ...]}``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,21 @@ from typing import Any
 from autonomic.errors import ConfigError
 from autonomic.gateway.gateway import Gateway
 from autonomic.ports.model import Model
+
+
+def view_spec(spec: str) -> tuple[str, list[str] | None]:
+    """``("gateway:PATH", ["small", "vllm"])`` for ``gateway:PATH#small,vllm``; ``(spec, None)``
+    for any spec without a provider list."""
+    base, sep, names = spec.rpartition("#")
+    if not sep or not spec.startswith("gateway"):
+        return spec, None
+    providers = [n.strip() for n in names.split(",")]
+    if not all(providers):
+        raise ConfigError(
+            f"bad model spec {spec!r}: empty provider name after '#'",
+            hint="write gateway:PATH.yaml#provider or gateway:PATH.yaml#first,second",
+        )
+    return base, providers
 
 
 class Phase(enum.StrEnum):

@@ -1,5 +1,9 @@
 """ReAct: ask the model, run the tools it proposes, feed back observations, until it answers.
 
+An agent with ``planning`` gets its plan first (``autonomic.engine.planning``: from the plan cache
+or one call to its planning model), journaled as a ``plan`` entry and folded into the system
+prompt, so every turn after follows it.
+
 Each turn follows the step protocol. The model's response, the tool intents and the results are
 staged; a non-idempotent tool's intent is committed *before* it runs (write-ahead) and its result
 right after, while idempotent tools ride in one commit per turn, because repeating them with the same
@@ -35,6 +39,7 @@ from autonomic.engine.model_call import (
     exact_estimate,
     response_fields,
 )
+from autonomic.engine.planning import Planner
 from autonomic.engine.runaway import ModelBudget, Runaway, screen_result
 from autonomic.engine.session import RunSession
 from autonomic.errors import (
@@ -45,6 +50,7 @@ from autonomic.errors import (
     ToolArgumentsInvalid,
     ToolVersionMissing,
 )
+from autonomic.gateway.plan_cache import PlanCache
 from autonomic.guards.action import ProposedAction as GuardAction
 from autonomic.ports.model import Model
 from autonomic.tools.contract import Tool, ToolContext
@@ -65,7 +71,11 @@ class ReAct:
         gates: GateChain | None = None,
         runaway: Runaway | None = None,
         circuits: Circuits | None = None,
+        planning_model: Model | None = None,
+        plan_cache: PlanCache | None = None,
     ) -> None:
+        """``planning_model``: the model of the planning phase, for a run whose agent plans and
+        that has no plan yet (``autonomic.engine.planning``)."""
         self.agent = agent
         self.circuits = circuits
         self.model = model
@@ -79,6 +89,11 @@ class ReAct:
         """Set when the model is the gateway: it retries, counts exactly, prices and compresses."""
         if self.budget is not None and self.gateway is not None:
             self.budget.estimate = exact_estimate(self.gateway)
+        self.planner = (
+            Planner(agent, planning_model, cache=plan_cache, budget=self.budget)
+            if planning_model is not None
+            else None
+        )
 
     async def run(self, session: RunSession) -> None:
         """Drive the run until it finishes, waits for a human, or the worker is asked to stop."""
@@ -119,6 +134,13 @@ class ReAct:
                 tenant=session.run.tenant,
                 now=session.now(),
             ):
+                if (
+                    self.planner is not None
+                    and state.planning is not None
+                    and state.plan is None
+                    and not await self.planner.plan(session, self._specs)
+                ):
+                    return
                 if self.gateway is not None and not await self._compress(session):
                     return
                 reserved = await self._check_budget(session)

@@ -1,0 +1,258 @@
+"""The planning phase: before its first turn, a run gets a plan - from the plan cache, or from one
+call to the agent's (usually small) planning model - and the acting model follows it.
+
+Why a separate phase: most agent tasks in a fleet are the same few kinds of request with other
+values. Planning the *kind* once and reusing the plan saves a model call per run, and planning on a
+small model while a large one acts saves again on the runs that do plan. So the planner is given
+the task's *pattern* (values replaced by placeholders, see ``gateway.plan_cache.task_pattern``),
+never the task itself: its plan holds no request's values and is safe to reuse for the next
+request of the same kind, by the same agent version, in the same tenant.
+
+The step protocol holds: the plan is a journaled ``plan`` entry (where it came from, the steps,
+the call's usage, provider and cost), and the fold appends it to the system prompt. A resumed or
+replayed run folds the same prompt without asking the cache or the planner again. A crash before
+the entry is committed repeats the lookup or the call - neither has a side effect.
+
+The plan is model output, so it is untrusted: it must be a short list of short steps, and a plan
+the injection screen flags is journaled as rejected and never cached. Planning is an
+optimisation: a planner that fails (after the gateway's retries) or answers nonsense leaves the run
+unplanned, with the reason journaled - only a budget the planning call would pass stops the run,
+like any model call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autonomic.core.journal import EntryKind
+from autonomic.core.messages import Message, Role, ToolSpec
+from autonomic.core.run import RunStatus
+from autonomic.engine.model_call import as_gateway, exact_estimate, response_fields
+from autonomic.engine.session import RunSession
+from autonomic.errors import InvalidInput, ModelError
+from autonomic.gateway.plan_cache import PlanCache, plan_key, task_pattern
+from autonomic.guards.injection import screen
+from autonomic.guards.provenance import Provenance, Source
+from autonomic.ports.model import Model
+
+if TYPE_CHECKING:
+    from autonomic.engine.agent import Agent
+    from autonomic.engine.runaway import ModelBudget
+
+log = logging.getLogger(__name__)
+
+MAX_STEP_CHARS = 300
+MAX_PATTERN_CHARS = 2000
+"""Longer tasks are planned from their first characters (and keyed by the whole pattern)."""
+
+PLANNING_INSTRUCTIONS = """You plan the work of an agent before it starts. Below are the agent's
+instructions and tools, then the task as a pattern: values that vary between tasks of this kind
+are placeholders (<n> a number, <date>, <text> a quoted value, <id>, <email>). Write a plan for
+every task of this pattern: short imperative steps in order, naming the tool each step uses.
+Keep placeholders as they are; never invent values. Answer with JSON only:
+{"steps": ["first step", "second step"]} with at most {max_steps} steps."""
+
+
+@dataclass(frozen=True)
+class Planning:
+    """An agent's planning phase.
+
+    Args:
+        model: the model spec that plans (a small model, e.g. ``gateway:providers.yaml#small``);
+            ``None`` plans with the agent's own model.
+        cache_ttl: seconds a plan is reused for the same task pattern; ``None`` never caches
+            (every run plans).
+        max_steps: the longest plan accepted; a longer answer is rejected as nonsense.
+        instructions: the planner's system prompt (``{max_steps}`` is filled in).
+    """
+
+    model: str | None = None
+    cache_ttl: float | None = 3600.0
+    max_steps: int = 10
+    instructions: str = PLANNING_INSTRUCTIONS
+
+    def __post_init__(self) -> None:
+        if self.cache_ttl is not None and not self.cache_ttl > 0:
+            raise InvalidInput(
+                f"planning cache_ttl must be a positive number of seconds, got {self.cache_ttl}",
+                hint="use cache_ttl=None to plan every run without the cache",
+            )
+        if not 1 <= self.max_steps <= 50:
+            raise InvalidInput(f"planning max_steps must be 1 to 50, got {self.max_steps}")
+        if not self.instructions.strip():
+            raise InvalidInput("planning instructions are empty")
+
+    def pin(self, default_model: str) -> dict[str, Any]:
+        """What a run records when it starts, so any worker plans it the same way."""
+        return {
+            "model": self.model or default_model,
+            "cache_ttl": self.cache_ttl,
+            "max_steps": self.max_steps,
+            "instructions": self.instructions,
+        }
+
+
+def parse_plan(content: str | None, max_steps: int) -> tuple[list[str], str | None]:
+    """The steps of a planner's answer, or why it is not a usable plan.
+
+    Accepts ``{"steps": [...]}`` or a bare JSON list (inside a code fence or not), and falls back
+    to numbered or bulleted lines - small models drift from the format."""
+    text = (content or "").strip()
+    if not text:
+        return [], "the planner answered with no text"
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1)
+    raw: Any
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        raw = [
+            m.group(1) for m in re.finditer(r"^\s*(?:\d+[.)]|[-*])\s+(.+?)\s*$", text, re.MULTILINE)
+        ]
+        if not raw:
+            return [], "the planner's answer is neither JSON nor a numbered list"
+    return check_steps(raw.get("steps") if isinstance(raw, dict) else raw, max_steps)
+
+
+def check_steps(raw: Any, max_steps: int) -> tuple[list[str], str | None]:
+    """``raw`` as plan steps, or why not (also applied to what the cache returns: shared state)."""
+    if not isinstance(raw, list) or not raw:
+        return [], 'a plan is a non-empty list of steps: {"steps": ["...", ...]}'
+    if len(raw) > max_steps:
+        return [], f"the plan has {len(raw)} steps, more than the {max_steps} allowed"
+    steps: list[str] = []
+    for i, step in enumerate(raw, start=1):
+        if not isinstance(step, str) or not step.strip():
+            return [], f"step {i} is not a non-empty string"
+        if len(step) > MAX_STEP_CHARS:
+            return [], f"step {i} is longer than {MAX_STEP_CHARS} characters"
+        steps.append(" ".join(step.split()))
+    screened = screen("\n".join(steps), Provenance(Source.DOCUMENT, "plan"))
+    if screened.tainted:
+        codes = ", ".join(sorted({f.code for f in screened.flags}))
+        return [], f"the injection screen flagged the plan ({codes})"
+    return steps, None
+
+
+def planning_messages(
+    pinned: Mapping[str, Any], agent: Agent, tools: Sequence[ToolSpec], pattern: str
+) -> list[Message]:
+    """The planner's prompt: its instructions, the agent's instructions and tools, the pattern."""
+    max_steps = int(pinned["max_steps"])
+    listing = "\n".join(f"- {t.name}: {t.description}" for t in tools) or "- (no tools)"
+    system = (
+        str(pinned["instructions"]).replace("{max_steps}", str(max_steps))
+        + f"\n\nThe agent's instructions:\n{agent.instructions}\n\nThe agent's tools:\n{listing}"
+    )
+    return [Message(Role.SYSTEM, system), Message(Role.USER, pattern[:MAX_PATTERN_CHARS])]
+
+
+class Planner:
+    """Gets a run its plan: the cache first, then the planning model."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        model: Model,
+        *,
+        cache: PlanCache | None,
+        budget: ModelBudget | None,
+    ) -> None:
+        self.agent = agent
+        self.model = model
+        self.cache = cache
+        self.budget = budget
+        gateway = as_gateway(model)
+        self._estimate = exact_estimate(gateway) if gateway is not None else None
+
+    async def plan(self, session: RunSession, tools: Sequence[ToolSpec]) -> bool:
+        """Stage the run's ``plan`` entry; ``False`` once the run left RUNNING (a budget)."""
+        state = session.state
+        pinned = state.planning
+        assert pinned is not None
+        pattern = task_pattern(session.run.input.get("task"))
+        key = plan_key(
+            pattern, agent=self.agent.name, version=self.agent.version, tenant=session.run.tenant
+        )
+        entry: dict[str, Any] = {"key": key, "pattern": pattern[:200]}
+        ttl = pinned.get("cache_ttl")
+        max_steps = int(pinned["max_steps"])
+        if self.cache is not None and ttl is not None:
+            cached = await self._lookup(key, entry)
+            if cached is not None:
+                steps, problem = check_steps(cached, max_steps)
+                if problem is None:
+                    session.stage(EntryKind.PLAN, entry | {"source": "cache", "steps": steps})
+                    return True
+                entry["cache_error"] = f"cached plan refused: {problem}"
+        messages = planning_messages(pinned, self.agent, tools, pattern)
+        reserved = None
+        if self.budget is not None:
+            verdict, reserved = await self.budget.check(
+                agent=self.agent.name,
+                tenant=session.run.tenant,
+                state=state,
+                tools=[],
+                now=session.now(),
+                messages=messages,
+                estimate=self._estimate,
+            )
+            if not verdict.allowed:
+                await session.transition(
+                    RunStatus.SUSPENDED,
+                    f"budget: {verdict.reason} (the planning call)",
+                    guard=verdict.to_dict(),
+                    estimate={"tokens": reserved.estimate.tokens, "cost": reserved.estimate.cost},
+                )
+                return False
+        started = time.perf_counter()
+        try:
+            response = await self.model.complete(messages, [])
+        except ModelError as exc:
+            reason = f"the planner failed: {exc}; the run goes on without a plan"
+            session.stage(EntryKind.PLAN, entry | {"source": "none", "error": reason})
+            return True
+        entry |= {
+            "source": "model",
+            "model": response.model or self.model.name,
+            "usage": response.usage.to_dict(),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            **response_fields(response),
+        }
+        if self.budget is not None and reserved is not None:
+            await self.budget.settle(
+                reserved,
+                tokens=response.usage.input_tokens + response.usage.output_tokens,
+                cost=float(response.cost_usd or 0.0),
+            )
+        steps, problem = parse_plan(response.content, max_steps)
+        if problem is not None:
+            session.stage(EntryKind.PLAN, entry | {"rejected": problem})
+            return True
+        session.stage(EntryKind.PLAN, entry | {"steps": steps})
+        if self.cache is not None and ttl is not None:
+            try:
+                await self.cache.store(key, steps, ttl=float(ttl))
+            except Exception as exc:  # a cache outage must not fail the run
+                log.warning("plan cache: could not store a plan: %s", _brief(exc))
+        return True
+
+    async def _lookup(self, key: str, entry: dict[str, Any]) -> Any | None:
+        assert self.cache is not None
+        try:
+            return await self.cache.lookup(key)
+        except Exception as exc:  # a cache outage is a miss, not a failed run
+            entry["cache_error"] = f"lookup failed: {_brief(exc)}"
+            log.warning("plan cache: lookup failed, planning instead: %s", _brief(exc))
+            return None
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
