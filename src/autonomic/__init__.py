@@ -10,6 +10,7 @@ from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, Tool
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
+from autonomic.engine.planning import Planning
 from autonomic.engine.runaway import Runaway
 from autonomic.engine.worker import Worker
 from autonomic.errors import (
@@ -51,6 +52,7 @@ __all__ = [
     "ModelError",
     "ModelResponse",
     "NotFound",
+    "Planning",
     "Role",
     "Run",
     "RunStatus",
