@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh database per test on each store, a store factory, raw SQL access.
+"""Shared fixtures: a fresh database per test on each store, a store factory, raw SQL access, a
+reachable Redis with a key prefix per test.
 
 No async plugin is used: tests are plain functions that call ``asyncio.run``.
 
@@ -24,6 +25,7 @@ from autonomic.bootstrap import build_store
 from autonomic.ports.store import Store
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 MakeStore = Callable[[str], Awaitable[Store]]
 RawExecute = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
@@ -140,3 +142,27 @@ def make_store_fixture() -> MakeStore:
 def raw_execute(store_url: str) -> RawExecute:
     """``await raw_execute(sql)`` on the database of ``store_url``, outside any store."""
     return raw_executor(store_url)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The URL of a reachable Redis, checked once (``AUTONOMIC_TEST_REDIS_URL``); skipped without
+    one unless ``CI`` is set. Used by the gateway's shared limits and the shared breakers."""
+    url = os.environ.get("AUTONOMIC_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {url} is unreachable: {exc} (CI is set, so this is an error)")
+        pytest.skip(f"Redis at {url} is unreachable: {exc}; set AUTONOMIC_TEST_REDIS_URL")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_server: str) -> str:
+    """A key prefix of this test's own (keys expire by themselves): others share this Redis."""
+    return f"autonomic-test:{uuid.uuid4().hex}"
