@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from autonomic.errors import CircuitOpen
+from autonomic.errors import CircuitOpen, ConfigError
 from autonomic.resilience.breaker import (
     CLOSED,
     Breakers,
@@ -205,7 +205,13 @@ class RedisBreakers:
         self.threshold = threshold
         self.reset_after = reset_after
         self.prefix = prefix
-        from redis import asyncio as aioredis
+        try:
+            from redis import asyncio as aioredis
+        except ImportError as exc:  # the core installs no Redis client
+            raise ConfigError(
+                f"shared circuit breakers need Redis support ({exc.name} is missing)",
+                hint="install the extra: pip install 'autonomic[redis]' (or 'autonomic[gateway]')",
+            ) from None
 
         self._redis: Any = aioredis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
