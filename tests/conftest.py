@@ -163,6 +163,15 @@ def redis_server() -> str:
 
 
 @pytest.fixture
-def redis_prefix(redis_server: str) -> str:
-    """A key prefix of this test's own (keys expire by themselves): others share this Redis."""
-    return f"autonomic-test:{uuid.uuid4().hex}"
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix of this test's own (others share this Redis); its keys are deleted after."""
+    prefix = f"autonomic-test:{uuid.uuid4().hex}"
+    yield prefix
+    import redis
+
+    client = redis.Redis.from_url(redis_server, socket_connect_timeout=3)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+    finally:
+        client.close()
