@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh database per test on each store, a store factory, raw SQL access.
+"""Shared fixtures: a fresh database per test on each store, a store factory, raw SQL access, a
+reachable Redis with a key prefix per test.
 
 No async plugin is used: tests are plain functions that call ``asyncio.run``.
 
@@ -146,7 +147,8 @@ def raw_execute(store_url: str) -> RawExecute:
 
 @pytest.fixture(scope="session")
 def redis_server() -> str:
-    """The URL of a reachable Redis, checked once."""
+    """The URL of a reachable Redis, checked once (``AUTONOMIC_TEST_REDIS_URL``); skipped without
+    one unless ``CI`` is set. Used by the gateway's shared limits and the shared breakers."""
     url = os.environ.get("AUTONOMIC_TEST_REDIS_URL") or DEFAULT_REDIS_URL
     import redis
 
@@ -162,6 +164,15 @@ def redis_server() -> str:
 
 
 @pytest.fixture
-def redis_prefix(redis_server: str) -> str:
-    """A key prefix of this test's own (keys expire by themselves)."""
-    return f"autonomic-test:{uuid.uuid4().hex}"
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix of this test's own (others share this Redis); its keys are deleted after."""
+    prefix = f"autonomic-test:{uuid.uuid4().hex}"
+    yield prefix
+    import redis
+
+    client = redis.Redis.from_url(redis_server, socket_connect_timeout=3)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+    finally:
+        client.close()

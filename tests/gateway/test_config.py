@@ -53,6 +53,14 @@ def test_env_references_and_the_redis_override(tmp_path):
     assert load_config(_write(tmp_path, EXAMPLE), env=env).redis_url == "redis://other:6379/2"
 
 
+def test_the_redis_prefix_namespaces_limits_and_circuits(tmp_path):
+    assert load_config(_write(tmp_path, EXAMPLE), env={}).redis_prefix == "autonomic"
+    staging = load_config(_write(tmp_path, "redis_prefix: staging\n" + EXAMPLE), env={})
+    assert staging.redis_prefix == "staging"
+    with pytest.raises(ConfigError, match="redis_prefix must be a non-empty string"):
+        load_config(_write(tmp_path, "redis_prefix: ''\n" + EXAMPLE), env={})
+
+
 def test_the_path_comes_from_the_environment(tmp_path):
     path = _write(tmp_path, EXAMPLE)
     assert load_config(env={"AUTONOMIC_GATEWAY": str(path)}).providers[0].name == "openai"

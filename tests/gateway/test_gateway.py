@@ -152,7 +152,7 @@ def test_the_breaker_opens_then_fails_fast_then_a_probe_closes_it():
                     await gateway.complete(HI, [])
                 except ModelError as exc:
                     outcomes.append(type(exc).__name__)
-            state_open = gateway.breakers.state("model:main").state
+            state_open = (await gateway.breakers.astate("model:main")).state
             await asyncio.sleep(0.35)  # the breaker's reset time passing, not synchronisation
             response = await gateway.complete(HI, [])
             await gateway.aclose()
@@ -185,13 +185,14 @@ def test_an_open_primary_sends_normal_calls_to_the_fallback_but_critical_ones_fa
             second = await gateway.complete(HI, [])  # primary skipped
             with call_context(priority="critical"), pytest.raises(ProviderUnavailable):
                 await gateway.complete(HI, [])
+            circuits = await gateway.breakers.asnapshot()
             await gateway.aclose()
-            return first, second
+            return first, second, circuits
 
-        first, second = asyncio.run(main())
+        first, second, circuits = asyncio.run(main())
     assert (first.provider, second.provider) == ("vllm", "vllm")
     assert len(primary.requests) == 1
-    assert gateway.breakers.snapshot()["model:primary"].state == "open"
+    assert circuits["model:primary"].state == "open"
 
 
 def test_a_call_that_cannot_get_capacity_before_its_deadline_is_rate_limited():
@@ -228,10 +229,11 @@ def test_cost_is_priced_from_usage_and_accumulated_per_run_and_tenant():
             with call_context(run_id="run_1", tenant="acme"):
                 first = await gateway.complete(HI, [])
                 second = await gateway.complete(HI, [])
+            snap = await gateway.snapshot()
             await gateway.aclose()
-            return first, second
+            return first, second, snap
 
-        first, second = asyncio.run(main())
+        first, second, snap = asyncio.run(main())
     assert first.cost_usd == pytest.approx(1000 * 5 / 1e6 + 500 * 15 / 1e6)
     assert second.cost_usd == pytest.approx(2000 * 5 / 1e6)
     spend = gateway.ledger.run("run_1")
@@ -239,7 +241,6 @@ def test_cost_is_priced_from_usage_and_accumulated_per_run_and_tenant():
     assert spend.cost_usd == pytest.approx(first.cost_usd + second.cost_usd)
     assert gateway.ledger.tenant("acme").cost_usd == pytest.approx(spend.cost_usd)
     assert gateway.ledger.tenant("other").calls == 0
-    snap = gateway.snapshot()
     assert snap["spend"]["main"]["calls"] == 2
     assert snap["metrics"]["calls"] == {"main": 2}
     assert snap["breakers"]["model:main"]["state"] == "closed"

@@ -889,7 +889,7 @@ def gateway_check(
         )
         return
     shared = "shared through Redis" if config.redis_url else "in-process"
-    out.print(f"{config.source}: {len(rows)} provider(s), rate limits {shared}")
+    out.print(f"{config.source}: {len(rows)} provider(s), rate limits and circuits {shared}")
     for p in config.providers:
         key = "none"
         if p.api_key_env:

@@ -72,7 +72,10 @@ class GatewayConfig:
 
     providers: tuple[Provider, ...]
     redis_url: str | None = None
-    """Share rate-limit buckets (and the plan cache) between processes through this Redis."""
+    """Share rate-limit buckets and circuit breakers between processes through this Redis."""
+    redis_prefix: str = "autonomic"
+    """Namespace of the gateway's Redis keys (``{prefix}:ratelimit:...``, ``{prefix}:breaker:...``),
+    so deployments (or tests) sharing one Redis do not share limits and circuits."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     fallback_after: Mapping[Priority, float | None] = field(
@@ -257,6 +260,7 @@ class _Reader:
             {
                 "providers",
                 "redis_url",
+                "redis_prefix",
                 "retry",
                 "breaker",
                 "fallback_after",
@@ -294,6 +298,11 @@ class _Reader:
         )
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise self.fail(("redis_url",), f"must be a redis:// URL, got {redis_url!r}")
+        redis_prefix = (
+            self.string(top["redis_prefix"], ("redis_prefix",))
+            if "redis_prefix" in top
+            else "autonomic"
+        )
         retry_raw = self.table(
             top.get("retry"), ("retry",), {"max_attempts", "base_delay", "max_delay"}
         )
@@ -335,6 +344,7 @@ class _Reader:
         return GatewayConfig(
             providers=providers,
             redis_url=redis_url,
+            redis_prefix=redis_prefix,
             retry=retry,
             breaker=breaker,
             fallback_after=fallback_after,

@@ -5,7 +5,8 @@ it where it uses any model. For each call it:
 
 1. picks the providers the call's priority class may use, in configuration order (a self-hosted
    fallback usually does not serve ``critical`` calls);
-2. for each in turn: skips it if its circuit is open; reserves one request and the estimated tokens
+2. for each in turn: skips it if its circuit is open (circuits are shared by every worker through
+   ``redis_url`` when it is set, see ``RedisBreakers``); reserves one request and the estimated tokens
    in its buckets, waiting for capacity up to what the call can afford on that provider (the
    class's ``fallback_after`` when another provider follows, else the call's deadline) - a refused
    reservation moves the call to the next provider without spending this one's capacity;
@@ -50,7 +51,8 @@ from autonomic.gateway.provider import Priority, Provider, ProviderKind
 from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
 from autonomic.gateway.tokens import TokenCounter
 from autonomic.ports.model import Model
-from autonomic.resilience.breaker import Breakers, counts_as_failure
+from autonomic.resilience.breaker import Breakers, BreakerStore, counts_as_failure
+from autonomic.resilience.redis_breakers import RedisBreakers
 
 log = logging.getLogger("autonomic.gateway")
 
@@ -112,7 +114,7 @@ class Gateway:
         config: GatewayConfig,
         *,
         buckets: Buckets | None = None,
-        breakers: Breakers | None = None,
+        breakers: BreakerStore | None = None,
         metrics: GatewayMetrics | None = None,
         ledger: CostLedger | None = None,
         models: dict[str, Model] | None = None,
@@ -120,15 +122,13 @@ class Gateway:
     ) -> None:
         """``models`` overrides the model built for a provider (by name), e.g. a fake in a test."""
         self.config = config
-        self.buckets: Buckets = buckets or (
-            RedisBuckets(config.redis_url) if config.redis_url else LocalBuckets()
-        )
-        self.breakers = breakers or Breakers(
-            threshold=config.breaker.threshold,
-            reset_after=config.breaker.reset_after,
-            counts=provider_failure,
-        )
         self.metrics = metrics or GatewayMetrics()
+        self.buckets: Buckets = buckets or (
+            RedisBuckets(config.redis_url, prefix=f"{config.redis_prefix}:ratelimit")
+            if config.redis_url
+            else LocalBuckets()
+        )
+        self.breakers: BreakerStore = breakers or self._default_breakers()
         self.ledger = ledger or CostLedger()
         self._models: dict[str, Model] = dict(models or {})
         self._counters: dict[str, TokenCounter] = {}
@@ -148,6 +148,28 @@ class Gateway:
     @property
     def name(self) -> str:
         return self._name
+
+    def _default_breakers(self) -> BreakerStore:
+        """Shared through Redis when the buckets are; in this process's memory otherwise."""
+        policy = self.config.breaker
+        if self.config.redis_url is None:
+            return Breakers(
+                threshold=policy.threshold, reset_after=policy.reset_after, counts=provider_failure
+            )
+
+        def fell_back(_key: str) -> None:
+            self.metrics.breaker_fallbacks += 1
+
+        return RedisBreakers(
+            self.config.redis_url,
+            threshold=policy.threshold,
+            reset_after=policy.reset_after,
+            counts=provider_failure,
+            prefix=f"{self.config.redis_prefix}:breaker",
+            # a probe is one provider call: its lock outlives the slowest provider's timeout
+            probe_timeout=max(p.timeout for p in self.config.providers) + 5.0,
+            on_fallback=fell_back,
+        )
 
     # -- what the engine asks before a call ---------------------------------------------------
 
@@ -188,11 +210,15 @@ class Gateway:
         prio = Priority(priority) if priority is not None else current_call().priority
         return min(p.context_window for p in self.providers_for(prio))
 
-    def snapshot(self) -> dict[str, object]:
-        """Metrics, circuit states and spend per provider, JSON-ready (for ``show`` and metrics)."""
+    async def snapshot(self) -> dict[str, object]:
+        """Metrics, circuit states and spend per provider, JSON-ready (for ``show`` and metrics).
+
+        A coroutine because the circuits may live in Redis: then they are the fleet's, while
+        metrics and spend are this process's."""
+        breakers = await self.breakers.asnapshot()
         return {
             "metrics": self.metrics.snapshot(),
-            "breakers": {k: v.to_dict() for k, v in self.breakers.snapshot().items()},
+            "breakers": {k: v.to_dict() for k, v in breakers.items()},
             "spend": {name: s.to_dict() for name, s in sorted(self.ledger.providers.items())},
         }
 
@@ -242,9 +268,10 @@ class Gateway:
             hint_wait: float | None = None
             for index, provider in enumerate(eligible):
                 key = f"model:{provider.name}"
-                if self.breakers.is_open(key):
+                circuit = await self.breakers.astate(key)
+                if circuit.refusing:
                     self.metrics.breaker_rejections[provider.name] += 1
-                    retry_in = self.breakers.state(key).retry_in
+                    retry_in = circuit.retry_in
                     reasons[provider.name] = "circuit open"
                     last = CircuitOpen(key, retry_in)
                     hint_wait = retry_in if hint_wait is None else min(hint_wait, retry_in)
@@ -439,7 +466,7 @@ class Gateway:
         return model
 
     async def aclose(self) -> None:
-        """Close connection pools and the Redis connection (a view's belong to its gateway)."""
+        """Close connection pools and the Redis connections (a view's belong to its gateway)."""
         if not self._owner:
             return
         for model in self._models.values():
@@ -447,6 +474,7 @@ class Gateway:
             if close is not None:
                 await close()
         await self.buckets.aclose()
+        await self.breakers.aclose()
 
 
 def build_provider_model(provider: Provider) -> Model:

@@ -29,6 +29,9 @@ class GatewayMetrics:
     refused: Counter[str] = field(default_factory=Counter)
     """Reservations refused because the wait exceeded what the call could afford."""
     breaker_rejections: Counter[str] = field(default_factory=Counter)
+    breaker_fallbacks: int = 0
+    """Breaker operations answered from this process's own state because the Redis that shares
+    breaker state was unreachable (0 without Redis). Non-zero: circuits are per process for now."""
     input_tokens: Counter[str] = field(default_factory=Counter)
     output_tokens: Counter[str] = field(default_factory=Counter)
     cost_usd: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -47,6 +50,7 @@ class GatewayMetrics:
             "waiting": self.waiting,
             "max_waiting": self.max_waiting,
             "max_late_s": round(self.max_late_s, 6),
+            "breaker_fallbacks": self.breaker_fallbacks,
         }
         for name in (
             "calls",

@@ -1,5 +1,6 @@
 """Resilience primitives shared by the model gateway, tools, agents and workflows."""
 
-from autonomic.resilience.breaker import Breakers, BreakerState
+from autonomic.resilience.breaker import Breakers, BreakerState, BreakerStore
+from autonomic.resilience.redis_breakers import RedisBreakers
 
-__all__ = ["BreakerState", "Breakers"]
+__all__ = ["BreakerState", "BreakerStore", "Breakers", "RedisBreakers"]

@@ -12,14 +12,27 @@ successful probe, opened again on a failed one). What the wrapper adds:
   cancellation);
 * our ``CircuitOpen`` error (retryable, with how long until the next probe);
 * ``snapshot()``: every breaker's state for ``autonomic show``, metrics and health pages.
+
+What ends a guarded call decides what the breaker learns: a counted failure is a failure; any
+other exception (a 400, a bug in the caller) is an answer, so it ends a failure streak like a
+success does (purgatory's rule); cancellation and other ``BaseException`` that are not
+``Exception`` (the caller gave up) say nothing and change nothing - a cancelled probe leaves the
+breaker due for the next caller's probe instead of closing it.
+
+``BreakerStore`` is the seam the model gateway depends on: ``Breakers`` (this process's memory, the
+default) and ``RedisBreakers`` (``redis_breakers.py``, shared by every worker) both satisfy it. Its
+queries are coroutines (``astate`` and friends) because a shared store answers over the network;
+``Breakers`` keeps its synchronous ``state``/``is_open``/``snapshot``/``expire`` for the engine's
+circuits and adds the async twins.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import Context, OpenedState
@@ -48,6 +61,13 @@ class BreakerState:
     failures: int
     retry_in: float
     """Seconds until an open breaker lets a probe through (0 unless open)."""
+    probing: bool = False
+    """A half-open probe is in flight (so other callers are refused)."""
+
+    @property
+    def refusing(self) -> bool:
+        """Whether a call now would be refused: open and not yet due, or a probe in flight."""
+        return self.state == OPEN or (self.state == HALF_OPEN and self.probing)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +76,36 @@ class BreakerState:
             "failures": self.failures,
             "retry_in": round(self.retry_in, 3),
         }
+
+
+class BreakerStore(Protocol):
+    """Where the state of keyed breakers lives: what the model gateway needs of it."""
+
+    def guard(
+        self, key: str, *, threshold: int | None = None, reset_after: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Run the body under ``key``'s breaker; raise ``CircuitOpen`` instead while it refuses."""
+        ...
+
+    async def astate(self, key: str) -> BreakerState:
+        """The state of ``key`` (closed if it was never used)."""
+        ...
+
+    async def ais_open(self, key: str) -> bool:
+        """True while ``key`` refuses calls."""
+        ...
+
+    async def asnapshot(self) -> dict[str, BreakerState]:
+        """Every known breaker, by key."""
+        ...
+
+    async def aexpire(self, key: str) -> None:
+        """Make an open ``key`` due for its half-open probe now."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
 
 
 class Breakers:
@@ -91,15 +141,16 @@ class Breakers:
         failures = self._failures.get(key, 0)
         if ctx.state == "opened":
             retry_in = max(0.0, (ctx.opened_at or 0.0) + ctx.ttl - time.time())
-            return BreakerState(key, OPEN if retry_in > 0 else HALF_OPEN, failures, retry_in)
+            if retry_in > 0:
+                return BreakerState(key, OPEN, failures, retry_in)
+            return BreakerState(key, HALF_OPEN, failures, 0.0, key in self._probing)
         if ctx.state == "half-opened":
-            return BreakerState(key, HALF_OPEN, failures, 0.0)
+            return BreakerState(key, HALF_OPEN, failures, 0.0, key in self._probing)
         return BreakerState(key, CLOSED, failures, 0.0)
 
     def is_open(self, key: str) -> bool:
         """True while ``key`` refuses calls (open and not yet due, or a probe is in flight)."""
-        st = self.state(key)
-        return st.state == OPEN or (st.state == HALF_OPEN and key in self._probing)
+        return self.state(key).refusing
 
     def snapshot(self) -> dict[str, BreakerState]:
         """Every breaker used so far, by key."""
@@ -111,6 +162,23 @@ class Breakers:
         ctx = self._contexts.get(key)
         if ctx is not None and ctx.state == "opened":
             ctx._state.opened_at = time.time() - ctx.ttl - 1.0
+
+    # -- the ``BreakerStore`` twins: this process's memory answers at once ----------------------
+
+    async def astate(self, key: str) -> BreakerState:
+        return self.state(key)
+
+    async def ais_open(self, key: str) -> bool:
+        return self.is_open(key)
+
+    async def asnapshot(self) -> dict[str, BreakerState]:
+        return self.snapshot()
+
+    async def aexpire(self, key: str) -> None:
+        self.expire(key)
+
+    async def aclose(self) -> None:
+        return None
 
     @asynccontextmanager
     async def guard(
@@ -133,10 +201,16 @@ class Breakers:
             self._probing.add(key)
         try:
             yield
-        except BaseException as exc:
+        except Exception as exc:
             if self._counts(exc):
                 self._failures[key] = self._failures.get(key, 0) + 1
+            else:  # an answer: purgatory ends the streak, so does the count we report
+                self._failures[key] = 0
             await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        except BaseException:
+            # cancelled (the caller gave up): nothing learnt about the dependency, so purgatory
+            # is not told - a half-open breaker stays due and the next caller probes
             raise
         else:
             self._failures[key] = 0
