@@ -66,6 +66,7 @@ def test_public_api_is_pinned():
         "ConfigError",
         "Engine",
         "Budget",
+        "Planning",
         "Runaway",
         "Entry",
         "EntryKind",
