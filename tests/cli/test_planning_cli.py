@@ -4,6 +4,7 @@ bad value is one clear error line."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -38,6 +39,14 @@ def test_demo_plans_each_kind_once_and_show_prints_the_plan(tmp_path: Path) -> N
     assert shown.returncode == 0, shown.stderr
     assert "plan reused from the cache (pattern 'where is my order <n>?" in shown.stdout
     assert "  1. Look up order <n> with order_status" in shown.stdout
+    # `runs` counts each run's model calls from its journal: a planned run has one more
+    listed = json.loads(autonomic("runs", "--json", cwd=tmp_path).stdout)
+    calls = [r["cost"]["calls"] for r in reversed(listed)]  # oldest first: the demo's order
+    assert calls[0] == calls[1] + 1  # where-is: planned, then reused
+    assert calls[2] == calls[3] + 1  # cancel: planned, then reused
+    table = autonomic("runs", cwd=tmp_path).stdout
+    assert "model calls" in table
+    assert "cost" in table
 
 
 def test_plans_are_shared_between_processes_through_redis(

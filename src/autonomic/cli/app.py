@@ -576,17 +576,20 @@ def runs(
     settings = _settings(ctx)
     wanted = _status(status) if status else None
 
-    async def go() -> list[Run]:
+    async def go() -> list[tuple[Run, dict[str, Any]]]:
+        from autonomic.core.timeline import spend
+
         store = await _open_store(settings.db)
         try:
             found: list[Run] = await store.list_runs(status=wanted, limit=limit)
-            return found
+            # each run's spend is folded from its journal: the journal is the one truth
+            return [(r, spend(await store.load_journal(r.id))) for r in found]
         finally:
             await store.close()
 
     found = _run(go)
     if as_json:
-        out.print_json(data=[_run_dict(r) for r in found])
+        out.print_json(data=[_run_dict(r) | {"cost": c} for r, c in found])
     else:
         out.print(runs_table(found))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -48,16 +49,20 @@ def status_text(run: Run) -> str:
     return f"[{STATUS_STYLE[run.status]}]{run.status.value}[/]"
 
 
-def runs_table(runs: Sequence[Run]) -> Table:
+def runs_table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> Table:
+    """Runs with what their model calls cost (``spend`` of each journal)."""
     table = Table(title="runs", show_lines=False)
-    for col in ("run", "agent", "status", "reason", "created (UTC)"):
-        table.add_column(col, overflow="fold")
-    for r in runs:
+    for col in ("run", "agent", "status", "reason", "model calls", "cost", "created (UTC)"):
+        justify: Literal["right", "left"] = "right" if col in ("model calls", "cost") else "left"
+        table.add_column(col, overflow="fold", justify=justify)
+    for r, cost in runs:
         table.add_row(
             r.id,
             f"{r.agent}@{r.agent_version}",
             status_text(r),
             escape(r.status_reason or ""),
+            str(cost["calls"]),
+            f"${cost['cost_usd']:.6f}",
             when(r.created_at),
         )
     return table
