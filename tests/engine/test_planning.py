@@ -343,3 +343,25 @@ def test_plans_are_parsed_leniently_and_checked_strictly():
     assert check_steps(["x" * 301], 5)[1] == "step 1 is longer than 300 characters"
     assert check_steps(["ok", 3], 5)[1] == "step 2 is not a non-empty string"
     assert check_steps(["  spaced   out  "], 5) == (["spaced out"], None)
+
+
+def test_a_run_that_fails_following_a_plan_takes_it_out_of_the_cache(store_url, make_store):
+    """A plan whose run failed is not handed to the next task of its kind; a suspended run (a
+    budget's or a human's matter) keeps it."""
+
+    async def main():
+        store = await make_store(store_url)
+        try:
+            kit = Kit(store)
+            failed, _ = await kit.run(WHERE_A, max_turns=1)  # the plan needs 3 turns
+            replanned = plan_of((await kit.run(WHERE_B))[1])
+            reused = plan_of((await kit.run(WHERE_A))[1])
+            return kit, failed, replanned, reused
+        finally:
+            await store.close()
+
+    kit, failed, replanned, reused = asyncio.run(main())
+    assert failed.status is RunStatus.FAILED
+    assert replanned["source"] == "model"  # the failed run's plan was forgotten
+    assert reused["source"] == "cache"  # ... and the fresh one, whose run completed, is kept
+    assert len(kit.planner.prompts) == 2

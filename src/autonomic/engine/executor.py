@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -35,6 +36,8 @@ from autonomic.ports.model import Model
 from autonomic.ports.store import Claim, Store
 
 ModelResolver = Callable[[str], Model]
+
+log = logging.getLogger("autonomic.engine")
 
 
 def new_run_id() -> str:
@@ -353,6 +356,7 @@ class Engine:
                 await self.circuits.drive(
                     session, agent.name, workflow, lambda: pattern.run(session)
                 )
+                await self._forget_failed_plan(session)
         except (LeaseLost, RunInterrupted):
             return await self.store.get_run(run.id)
         finally:
@@ -363,6 +367,25 @@ class Engine:
         if final.lease.owner is not None:  # a transition out of RUNNING has released it already
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
+
+    async def _forget_failed_plan(self, session: RunSession) -> None:
+        """A run that failed following a plan takes the plan out of the cache: the next task of
+        its kind is planned afresh instead of repeating the failure. (A suspension is a budget or
+        a human's matter, not the plan's, so it keeps the plan.)"""
+        plan = session.state.plan
+        if (
+            self.plan_cache is None
+            or session.state.status is not RunStatus.FAILED
+            or not plan
+            or not plan.get("steps")
+        ):
+            return
+        try:
+            await self.plan_cache.forget(str(plan["key"]))
+        except Exception as exc:  # a cache outage must not turn into a crashed worker
+            log.warning(
+                "plan cache: could not forget the plan of failed run %s: %s", session.run.id, exc
+            )
 
     def _planning_model(self, session: RunSession) -> Model | None:
         """The planner of a run that should plan and has no plan yet (the spec it pinned)."""

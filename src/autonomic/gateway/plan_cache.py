@@ -10,7 +10,8 @@ kind of request and holds none of one request's values: that is what makes it sa
 
 The key is the pattern plus the agent's name and version and the tenant: a new agent version never
 reuses an old plan, and one tenant's tasks never shape another's runs. Entries expire after a TTL
-(the cache's default or the agent's own). ``LocalPlanCache`` lives in the process;
+(the cache's default or the agent's own), and the engine forgets a plan whose run failed, so the
+next task of the kind is planned afresh. ``LocalPlanCache`` lives in the process;
 ``RedisPlanCache`` is shared by every worker (entries expire in Redis with ``SET ... PX``) and
 counts hits and misses fleet-wide. A cache is an optimisation: callers treat its errors as misses.
 """
@@ -90,6 +91,10 @@ class PlanCache(Protocol):
         """Cache ``plan`` under ``key`` for ``ttl`` seconds (default: the cache's)."""
         ...
 
+    async def forget(self, key: str) -> None:
+        """Drop the plan under ``key`` (a run that followed it failed)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -131,6 +136,9 @@ class LocalPlanCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    async def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
     async def aclose(self) -> None:
         return None
 
@@ -167,6 +175,9 @@ class RedisPlanCache:
             json.dumps(plan, sort_keys=True),
             px=max(1, int(seconds * 1000)),
         )
+
+    async def forget(self, key: str) -> None:
+        await self._redis.delete(f"{self._prefix}:{key}")
 
     async def fleet_stats(self) -> dict[str, int]:
         """Hits and misses of every worker sharing this cache."""
