@@ -24,6 +24,7 @@ from autonomic.gateway import Gateway
 from autonomic.gateway.compression import SUMMARISER_PROMPT
 from autonomic.gateway.tokens import TokenCounter
 from autonomic.guards.budget import Budget
+from autonomic.testing.crash import RaiseAt, SimulatedCrash
 from autonomic.testing.gateway import gateway_config, provider
 from autonomic.testing.openai_server import OpenAITestServer, Reply, completion, server_error
 from autonomic.tools.contract import tool
@@ -182,23 +183,6 @@ class _Conversation:
         return completion(None, [(f"c{self.turn}", "fetch", f'{{"page": {self.turn}}}')])
 
 
-class _CrashAfter:
-    """Raise at the ``count``-th commit, leaving the run RUNNING and leased: a dead worker."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def at(self, point: str) -> None:
-        if point == "after_commit":
-            self.count -= 1
-            if self.count == 0:
-                raise _Crash
-
-
-class _Crash(Exception):
-    """A simulated process death (not an error the engine could handle)."""
-
-
 def _message(m: dict[str, Any]) -> Message:
     calls = tuple(
         ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
@@ -216,11 +200,11 @@ async def _crash_and_resume(url: str, gateway: Gateway, commits: int) -> tuple[A
         registry,
         lambda spec: gateway,
         runaway=Runaway(enabled=False),
-        faults=_CrashAfter(commits),
+        faults=RaiseAt("after_commit", commits),
         owner="crashed-worker",
     )
     run = await first.start("ledger", "do it")
-    with pytest.raises(_Crash):
+    with pytest.raises(SimulatedCrash):
         await first.run_to_end(run.id)
     later = Engine(
         store,

@@ -24,6 +24,7 @@ from autonomic.errors import InvalidInput, ModelError
 from autonomic.examples.triage.agent import DEMO_EMAILS, act_policy, plan_policy, triage_agent
 from autonomic.gateway.plan_cache import LocalPlanCache, RedisPlanCache, plan_key, task_pattern
 from autonomic.guards.budget import Budget
+from autonomic.testing.crash import RaiseAt, SimulatedCrash
 
 WHERE_A, WHERE_B, CANCEL_A, CANCEL_B = DEMO_EMAILS
 
@@ -147,27 +148,12 @@ def test_tenants_and_agent_versions_never_share_plans(sqlite_url, make_store):
     assert (kit.cache.hits, kit.cache.misses) == (1, 3)
 
 
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after the fault point runs, the lease stays held."""
-
-
-class CrashAfterCommit:
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def at(self, point: str) -> None:
-        if point == "after_commit":
-            self.count -= 1
-            if self.count == 0:
-                raise Crash
-
-
 def test_a_resumed_run_folds_its_plan_and_never_plans_again(store_url, make_store):
     async def main():
         store = await make_store(store_url)
         try:
-            first = Kit(store, faults=CrashAfterCommit(1))
-            with pytest.raises(Crash):
+            first = Kit(store, faults=RaiseAt("after_commit", 1))
+            with pytest.raises(SimulatedCrash):
                 await first.engine.run("triage", WHERE_A, run_id="run_planned")
             committed = await store.load_journal("run_planned")
             refusing = Recording(plan_policy, "function:triage-planner", fail=AssertionError())

@@ -235,14 +235,13 @@ def demo(
         return
 
     class AnnouncedCrash(CrashAt):
-        def at(self, point: str) -> None:
-            if point == self.point and self._seen[point] + 1 == self.count:
-                out.print(
-                    f"\n[bold red]simulated crash:[/] SIGKILL after step {self.count}. "
-                    f"Finish the run with:\n  autonomic --db {settings.db} resume {run_id}"
-                )
-                out.file.flush()
-            super().at(point)
+        def fire(self) -> None:
+            out.print(
+                f"\n[bold red]simulated crash:[/] SIGKILL after step {self.count}. "
+                f"Finish the run with:\n  autonomic --db {settings.db} resume {run_id}"
+            )
+            out.file.flush()
+            super().fire()
 
     run_id = ""
 

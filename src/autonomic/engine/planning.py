@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from autonomic.core.journal import EntryKind
 from autonomic.core.messages import Message, Role, ToolSpec
-from autonomic.core.run import RunStatus
 from autonomic.engine.model_call import as_gateway, exact_estimate, response_fields
 from autonomic.engine.session import RunSession
 from autonomic.errors import InvalidInput, ModelError
@@ -205,12 +204,7 @@ class Planner:
                 estimate=self._estimate,
             )
             if not verdict.allowed:
-                await session.transition(
-                    RunStatus.SUSPENDED,
-                    f"budget: {verdict.reason} (the planning call)",
-                    guard=verdict.to_dict(),
-                    estimate={"tokens": reserved.estimate.tokens, "cost": reserved.estimate.cost},
-                )
+                await self.budget.suspend(session, verdict, reserved, call="the planning call")
                 return False
         started = time.perf_counter()
         try:

@@ -26,10 +26,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ToolSpec
+from autonomic.core.run import RunStatus
 from autonomic.core.state import RunState
 from autonomic.engine.gates import Decision, ProposedAction, Verdict
 from autonomic.errors import InvalidInput
@@ -45,6 +46,9 @@ from autonomic.guards.tenant import TenantLedger
 from autonomic.guards.verdict import Finding, Outcome, RiskTier
 from autonomic.guards.verdict import Verdict as GuardVerdict
 from autonomic.ports.embedder import Embedder
+
+if TYPE_CHECKING:
+    from autonomic.engine.session import RunSession
 
 GATE_NAME = "runaway"
 
@@ -346,6 +350,19 @@ class ModelBudget:
         if verdict.allowed and self.ledger is not None:
             verdict = await self.ledger.reserve(action)
         return verdict, action
+
+    @staticmethod
+    async def suspend(
+        session: RunSession, verdict: GuardVerdict, action: GuardAction, *, call: str = ""
+    ) -> None:
+        """Suspend the run because the model call ``action`` would pass a budget: the verdict
+        and the call's estimate go in the transition (``call`` names a call other than a turn)."""
+        await session.transition(
+            RunStatus.SUSPENDED,
+            f"budget: {verdict.reason}" + (f" ({call})" if call else ""),
+            guard=verdict.to_dict(),
+            estimate={"tokens": action.estimate.tokens, "cost": action.estimate.cost},
+        )
 
     async def settle(self, action: GuardAction, *, tokens: int, cost: float = 0.0) -> None:
         """Replace the reservation by what the call really used (``cost``: the gateway's

@@ -378,6 +378,20 @@ def drive_in_child(
     return wait_child(spawn_driver(url, kit, run_id, files, faults))
 
 
+class SimulatedCrash(BaseException):
+    """Stands for SIGKILL inside one process: nothing after the fault point runs, nothing the
+    engine could catch as an error, and the run stays RUNNING and leased, as a dead worker leaves
+    it."""
+
+
+class RaiseAt(CrashAt):
+    """``CrashAt`` that raises ``SimulatedCrash`` instead of SIGKILL: for tests that need only the
+    journal a dead worker leaves, without a child process."""
+
+    def fire(self) -> None:
+        raise SimulatedCrash(f"{self.point} #{self.count}")
+
+
 class StopAt:
     """A ``Faults`` that SIGSTOPs this process the ``count``-th time ``point`` is reached.
 

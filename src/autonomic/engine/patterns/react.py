@@ -191,12 +191,7 @@ class ReAct:
         )
         if verdict.allowed:
             return action
-        await session.transition(
-            RunStatus.SUSPENDED,
-            f"budget: {verdict.reason}",
-            guard=verdict.to_dict(),
-            estimate={"tokens": action.estimate.tokens, "cost": action.estimate.cost},
-        )
+        await self.budget.suspend(session, verdict, action)
         return None
 
     async def _ask_model(self, session: RunSession) -> dict[str, Any] | None:
