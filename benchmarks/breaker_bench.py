@@ -18,8 +18,8 @@ from typing import Any
 
 from autonomic.core.run import Lease, Run, RunStatus
 from autonomic.core.state import RunState
-from autonomic.engine.circuits import Circuits
-from autonomic.engine.gates import ProposedAction
+from autonomic.governance.circuits import Circuits
+from autonomic.governance.gate import ProposedAction
 from autonomic.tools.contract import tool
 from autonomic.tools.operational import BreakerThresholds
 

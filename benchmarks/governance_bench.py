@@ -33,10 +33,10 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.core.run import RunStatus
 from autonomic.core.state import RunState
-from autonomic.engine.approvals import ApprovalDesk
-from autonomic.engine.gates import ProposedAction
-from autonomic.policy.risk import parse_policy_text
-from autonomic.policy.workflow import Workflow
+from autonomic.governance.approvals import ApprovalDesk
+from autonomic.governance.gate import ProposedAction
+from autonomic.governance.policy.risk import parse_policy_text
+from autonomic.governance.policy.workflow import Workflow
 
 STEPS = 10
 RULES = (

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from autonomic.core.canonical import canonical_json
-from autonomic.guards import (
+from autonomic.governance.runaway import (
     ActionKind,
     Budget,
     Finding,

@@ -31,11 +31,11 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import ModelResponse, Role, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import fold
-from autonomic.engine.gates import ProposedAction
-from autonomic.engine.runaway import Runaway
-from autonomic.guards.action import ActionKind
-from autonomic.guards.budget import Budget
-from autonomic.guards.tenant import TenantBudget, TenantLedger
+from autonomic.governance.action import ActionKind
+from autonomic.governance.gate import ProposedAction
+from autonomic.governance.runaway.budget import Budget
+from autonomic.governance.runaway.gate import Runaway
+from autonomic.governance.runaway.tenant import TenantBudget, TenantLedger
 from autonomic.testing.runaway import legitimate_run
 from autonomic.tools.contract import Tool
 

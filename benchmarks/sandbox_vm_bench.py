@@ -25,10 +25,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from autonomic.adapters.sandbox.image import build
 from autonomic.adapters.sandbox.microvm import MicroVmSandbox
 from autonomic.adapters.sandbox.oci import OciSandbox
 from autonomic.ports.sandbox import Execution, Limits, Result, Sandbox, SandboxUnavailable
-from autonomic.sandbox.image import build
 
 CODE = "print(sum(range(1000)))"
 EXPECTED = "499500\n"

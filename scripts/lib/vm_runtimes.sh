@@ -21,5 +21,5 @@ ensure_vm_runtimes() {
 
 ensure_microvm_image() {
     echo "==> microVM image (cached under \${XDG_CACHE_HOME:-~/.cache}/autonomic/microvm)" >&2
-    .venv/bin/python -m autonomic.sandbox.image >/dev/null
+    .venv/bin/python -m autonomic.adapters.sandbox.image >/dev/null
 }

@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else may change between versions.
 """
 
+from autonomic import _moved
 from autonomic.adapters.model.scripted import FunctionModel, ScriptedModel
 from autonomic.bootstrap import build_model, build_store
 from autonomic.core.journal import Entry, EntryKind
@@ -11,7 +12,6 @@ from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.engine.planning import Planning
-from autonomic.engine.runaway import Runaway
 from autonomic.engine.worker import Worker
 from autonomic.errors import (
     AutonomicError,
@@ -27,10 +27,13 @@ from autonomic.errors import (
     ToolError,
     UserError,
 )
-from autonomic.guards.budget import Budget
+from autonomic.governance.runaway.budget import Budget
+from autonomic.governance.runaway.gate import Runaway
 from autonomic.ports.model import Model
 from autonomic.ports.store import Store
 from autonomic.tools.contract import Tool, ToolContext, tool
+
+_moved.install()
 
 __version__ = "0.1.0"
 

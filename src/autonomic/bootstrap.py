@@ -20,9 +20,9 @@ from autonomic.ports.model import Model
 from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
-    from autonomic.engine.runaway import Runaway
     from autonomic.gateway.plan_cache import PlanCache
-    from autonomic.guards.tenant import TenantBudget
+    from autonomic.governance.runaway.gate import Runaway
+    from autonomic.governance.runaway.tenant import TenantBudget
     from autonomic.ports.counters import Counters
     from autonomic.ports.embedder import Embedder
 
@@ -181,7 +181,7 @@ def build_embedder(name: str | None = None) -> Embedder:
     """The loop guard's embedder: ``hashed`` (default, offline) or ``semantic`` (the extra)."""
     choice = (name or os.environ.get("AUTONOMIC_EMBEDDER") or "hashed").strip().lower()
     if choice == "hashed":
-        from autonomic.adapters.embedder.hashed import HashedNgramEmbedder
+        from autonomic.governance.runaway.hashed import HashedNgramEmbedder
 
         return HashedNgramEmbedder()
     if choice == "semantic":
@@ -214,7 +214,7 @@ def build_counters(url: str | None = None) -> Counters:
             hint="use redis://host:6379/0",
         )
     try:
-        from autonomic.adapters.counters.redis import RedisCounters
+        from autonomic.adapters.redis.counters import RedisCounters
     except ImportError as exc:
         raise ConfigError(
             f"Redis support is not installed ({exc.name} is missing)",
@@ -278,7 +278,7 @@ def tenant_budgets(text: str | None = None) -> dict[str, TenantBudget]:
                 f"AUTONOMIC_TENANT_BUDGETS[{tenant!r}]: {', '.join(bad)} must be numbers >= 0",
                 hint=hint,
             )
-        from autonomic.guards.tenant import TenantBudget
+        from autonomic.governance.runaway.tenant import TenantBudget
 
         budgets[str(tenant)] = TenantBudget(**limits)
     return budgets
@@ -287,8 +287,8 @@ def tenant_budgets(text: str | None = None) -> dict[str, TenantBudget]:
 def build_runaway() -> Runaway:
     """The runaway guards every engine gets: embedder, tenant ledger and counters from the
     environment (``AUTONOMIC_EMBEDDER``, ``AUTONOMIC_TENANT_BUDGETS``, ``AUTONOMIC_REDIS_URL``)."""
-    from autonomic.engine.runaway import Runaway
-    from autonomic.guards.tenant import TenantLedger
+    from autonomic.governance.runaway.gate import Runaway
+    from autonomic.governance.runaway.tenant import TenantLedger
 
     budgets = tenant_budgets()
     default = budgets.pop("*", None)

@@ -18,12 +18,12 @@ from autonomic.core.state import fold
 from autonomic.core.timeline import spend
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
-from autonomic.engine.runaway import Runaway
 from autonomic.errors import InvalidInput
 from autonomic.gateway import Gateway
 from autonomic.gateway.compression import SUMMARISER_PROMPT
 from autonomic.gateway.tokens import TokenCounter
-from autonomic.guards.budget import Budget
+from autonomic.governance.runaway.budget import Budget
+from autonomic.governance.runaway.gate import Runaway
 from autonomic.testing.crash import RaiseAt, SimulatedCrash
 from autonomic.testing.gateway import gateway_config, provider
 from autonomic.testing.openai_server import OpenAITestServer, Reply, completion, server_error

@@ -23,7 +23,7 @@ from autonomic.engine.planning import Planning, check_steps, parse_plan
 from autonomic.errors import InvalidInput, ModelError
 from autonomic.examples.triage.agent import DEMO_EMAILS, act_policy, plan_policy, triage_agent
 from autonomic.gateway.plan_cache import LocalPlanCache, RedisPlanCache, plan_key, task_pattern
-from autonomic.guards.budget import Budget
+from autonomic.governance.runaway.budget import Budget
 from autonomic.testing.crash import RaiseAt, SimulatedCrash
 
 WHERE_A, WHERE_B, CANCEL_A, CANCEL_B = DEMO_EMAILS

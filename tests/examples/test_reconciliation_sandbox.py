@@ -14,10 +14,10 @@ from autonomic.bootstrap import build_model
 from autonomic.core.journal import EntryKind
 from autonomic.core.run import RunStatus
 from autonomic.engine.agent import AgentRegistry
-from autonomic.engine.approvals import ApprovalDesk
 from autonomic.engine.executor import Engine
 from autonomic.examples.reconciliation.agent import reconciliation_agent, sandbox_ready
 from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
+from autonomic.governance.approvals import ApprovalDesk
 
 
 async def _reconcile(store: Any, tmp_path: Path, compute: str) -> tuple[Any, list[Any]]:

@@ -109,7 +109,7 @@ PROBER = textwrap.dedent(
     """
     import asyncio, sys
     from autonomic.errors import CircuitOpen, ModelError
-    from autonomic.resilience import RedisBreakers
+    from autonomic.adapters.redis.breakers import RedisBreakers
 
     redis_url, prefix, action = sys.argv[1:]
 

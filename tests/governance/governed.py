@@ -10,9 +10,9 @@ from typing import Any
 from autonomic.adapters.model.scripted import ScriptedModel
 from autonomic.bootstrap import build_store
 from autonomic.engine.agent import Agent, AgentRegistry
-from autonomic.engine.approvals import ApprovalDesk
 from autonomic.engine.executor import Engine
-from autonomic.policy.risk import parse_policy_text
+from autonomic.governance.approvals import ApprovalDesk
+from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.ports.store import Store
 from autonomic.tools.contract import ToolContext, tool
 

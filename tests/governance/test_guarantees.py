@@ -34,12 +34,12 @@ from autonomic.core.journal import EntryKind
 from autonomic.core.messages import ModelResponse, Role, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
-from autonomic.engine.approvals import ApprovalDesk
 from autonomic.engine.executor import Engine
 from autonomic.engine.faults import CrashAt
-from autonomic.engine.gates import ProposedAction
 from autonomic.errors import ApprovalRefused
-from autonomic.policy.risk import parse_policy_text
+from autonomic.governance.approvals import ApprovalDesk
+from autonomic.governance.gate import ProposedAction
+from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.testing.crash import append_jsonl, fork_child, read_jsonl, wait_child
 from autonomic.tools.contract import ToolContext, tool
 

@@ -14,7 +14,7 @@ from autonomic.core.run import RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.errors import PolicyFileError
-from autonomic.policy.workflow import Invariant, Workflow
+from autonomic.governance.policy.workflow import Invariant, Workflow
 from autonomic.tools.contract import ToolContext, tool
 
 EXECUTED: list[str] = []

@@ -13,8 +13,8 @@ from autonomic.core.run import RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.errors import InvalidInput, PolicyFileError
-from autonomic.policy.risk import parse_policy_text
-from autonomic.policy.tool_policy import apply_tool_policy
+from autonomic.governance.policy.risk import parse_policy_text
+from autonomic.governance.policy.tool_policy import apply_tool_policy
 from autonomic.testing.contracts import assert_contract, check_recordings, record
 from autonomic.tools.contract import Tool, ToolContext, tool
 from autonomic.tools.operational import DataClass, RetryPolicy
@@ -189,7 +189,7 @@ def test_tools_declared_in_yaml_around_a_function(tmp_path):
         "  broken:\n"
         "    function: nowhere.at.all:fn\n"
     )
-    from autonomic.policy.tool_policy import load_tool_policy
+    from autonomic.governance.policy.tool_policy import load_tool_policy
 
     overrides, lines = load_tool_policy(str(path))
     broken = overrides.pop("broken")

@@ -129,8 +129,8 @@ def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **k
         _OPENED.append(kwargs["runaway"])
     registry = build_agents(agents)
     if policy:
-        from autonomic.policy.risk import load_policy
-        from autonomic.policy.tool_policy import govern_agents
+        from autonomic.governance.policy.risk import load_policy
+        from autonomic.governance.policy.tool_policy import govern_agents
 
         loaded = load_policy(policy)
         registry = govern_agents(registry, loaded)
@@ -211,10 +211,10 @@ def demo(
     Without --interactive the demo plays that controller itself, and says so.
     ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup;
     ``--scenario planning`` answers four customer e-mails, planning each kind once."""
-    from autonomic.engine.approvals import ApprovalDesk
     from autonomic.engine.faults import CrashAt
     from autonomic.examples.reconciliation.agent import sandbox_ready
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
+    from autonomic.governance.approvals import ApprovalDesk
 
     settings = _settings(ctx)
     if scenario not in ("reconciliation", "runaway", "planning"):
@@ -706,7 +706,7 @@ def approvals(
     """List approvals waiting for a decision (expired ones are denied as timeout first)."""
     from autonomic.cli.render import approvals_table
     from autonomic.core.approval import Approval, ApprovalStatus
-    from autonomic.engine.approvals import ApprovalDesk
+    from autonomic.governance.approvals import ApprovalDesk
 
     settings = _settings(ctx)
 
@@ -758,7 +758,7 @@ def _decide(
     ctx: typer.Context, approval_id: str, *, approve: bool, reason: str, who: str | None
 ) -> None:
     from autonomic.core.approval import Approval
-    from autonomic.engine.approvals import ApprovalDesk
+    from autonomic.governance.approvals import ApprovalDesk
 
     settings = _settings(ctx)
     if not approval_id.startswith("apr_"):
@@ -810,7 +810,7 @@ def workflow_check(
     ] = None,
 ) -> None:
     """Check a workflow offline: unknown states/tools, unreachable states, states with no exit."""
-    from autonomic.policy.workflow import Workflow
+    from autonomic.governance.policy.workflow import Workflow
 
     workflow = Workflow.from_file(path)
     known: set[str] | None = None

@@ -53,8 +53,8 @@ def exec_cmd(
 ) -> None:
     """Run FILE.py in a fresh sandbox; print its output, then how it ended."""
     from autonomic.adapters.sandbox import build_sandbox
-    from autonomic.sandbox.gate import GateVerdict
-    from autonomic.tools.python_exec import gate_from_env, result_dict
+    from autonomic.governance.code_gate import GateVerdict
+    from autonomic.toolbox.python_exec import gate_from_env, result_dict
 
     try:
         code = file.read_bytes().decode("utf-8")
@@ -118,8 +118,8 @@ def probe_cmd(
 ) -> None:
     """Run the escape and abuse probes against a backend; exit 1 if any got through."""
     from autonomic.adapters.sandbox import build_sandbox
-    from autonomic.sandbox.probe_host import run_probes
-    from autonomic.sandbox.probes import PROBES, Kind, ProbeOutcome
+    from autonomic.testing.probe_host import run_probes
+    from autonomic.testing.probes import PROBES, Kind, ProbeOutcome
 
     kinds: tuple[Kind, ...]
     if kind == "all":

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from autonomic.errors import InvalidInput
-from autonomic.guards.injection import screen
-from autonomic.guards.provenance import Provenance, Source
+from autonomic.governance.injection import screen
+from autonomic.governance.provenance import Provenance, Source
 
 TAINTED_EXIT = 4
 

@@ -11,10 +11,10 @@ from autonomic.tools.contract import Tool
 from autonomic.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from autonomic.engine.gates import Gate
     from autonomic.engine.planning import Planning
-    from autonomic.guards.budget import Budget
-    from autonomic.policy.workflow import Workflow
+    from autonomic.governance.gate import Gate
+    from autonomic.governance.policy.workflow import Workflow
+    from autonomic.governance.runaway.budget import Budget
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Agent:
     version: str = "1"
     max_turns: int = 20
     workflow: Workflow | None = None
-    """A state machine the agent's tool calls must follow (``autonomic.policy.workflow``)."""
+    """A state machine the agent's tool calls must follow (``autonomic.governance.policy.workflow``)."""
     gates: Sequence[Gate] = ()
     """The agent's own action gates (its risk policy, say), consulted after its workflow and
     before the engine's; they travel with the agent, so every worker that resumes it applies them."""

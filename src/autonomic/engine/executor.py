@@ -21,17 +21,17 @@ from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, PackedEntry, 
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
-from autonomic.engine.circuits import GATE_NAME as BREAKER_GATE
-from autonomic.engine.circuits import Circuits
 from autonomic.engine.faults import Faults, NoFaults
-from autonomic.engine.gates import Gate, GateChain
 from autonomic.engine.model_call import as_gateway, run_priority
 from autonomic.engine.patterns.react import ReAct
-from autonomic.engine.runaway import GATE_NAME, Runaway, pinned_budget
 from autonomic.engine.session import RunInterrupted, RunSession
 from autonomic.errors import ConfigError, InvalidInput, LeaseLost, StaleVersion, UserError
 from autonomic.gateway.plan_cache import LocalPlanCache, PlanCache
 from autonomic.gateway.split import view_spec
+from autonomic.governance.circuits import GATE_NAME as BREAKER_GATE
+from autonomic.governance.circuits import Circuits
+from autonomic.governance.gate import Gate, GateChain
+from autonomic.governance.runaway.gate import GATE_NAME, Runaway, pinned_budget
 from autonomic.ports.model import Model
 from autonomic.ports.store import Claim, Store
 
@@ -88,10 +88,10 @@ class Engine:
         clock: seconds since the epoch; tests move it to expire leases without sleeping.
         faults: crash hooks for chaos tests.
         gates: the action gates every proposed tool call passes, in order (risk policy, budgets,
-            ...); see ``autonomic.engine.gates``. An agent's workflow adds its own gate first.
+            ...); see ``autonomic.governance.gate``. An agent's workflow adds its own gate first.
         runaway: the runaway guards (loop detection, budgets, taint, injection screening); on by
             default, added as the last gate; ``Runaway(enabled=False)`` turns them off.
-        circuits: circuit breakers at tool, agent and workflow level (``autonomic.engine.circuits``);
+        circuits: circuit breakers at tool, agent and workflow level (``autonomic.governance.circuits``);
             on by default, their gate added after ``gates``; per process.
         plan_cache: where planning agents' plans are reused (``autonomic.gateway.plan_cache``);
             in-process by default, ``RedisPlanCache`` to share plans between workers, ``None``

@@ -26,7 +26,7 @@ from autonomic.gateway.compression import Compressor
 from autonomic.gateway.context import CallContext, call_context, current_call
 from autonomic.gateway.gateway import Gateway
 from autonomic.gateway.provider import Priority
-from autonomic.guards.action import Estimate
+from autonomic.governance.action import Estimate
 from autonomic.ports.model import Model
 
 PRIORITIES = ", ".join(p.value for p in Priority)

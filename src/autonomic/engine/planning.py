@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING, Any
 from autonomic.core.journal import EntryKind
 from autonomic.core.messages import Message, Role, ToolSpec
 from autonomic.engine.model_call import as_gateway, exact_estimate, response_fields
-from autonomic.engine.session import RunSession
+from autonomic.engine.session import RunSession, suspend_for_budget
 from autonomic.errors import InvalidInput, ModelError
 from autonomic.gateway.plan_cache import PlanCache, plan_key, task_pattern
-from autonomic.guards.injection import screen
-from autonomic.guards.provenance import Provenance, Source
+from autonomic.governance.injection import screen
+from autonomic.governance.provenance import Provenance, Source
 from autonomic.ports.model import Model
 
 if TYPE_CHECKING:
     from autonomic.engine.agent import Agent
-    from autonomic.engine.runaway import ModelBudget
+    from autonomic.governance.runaway.gate import ModelBudget
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Planner:
                 estimate=self._estimate,
             )
             if not verdict.allowed:
-                await self.budget.suspend(session, verdict, reserved, call="the planning call")
+                await suspend_for_budget(session, verdict, reserved, call="the planning call")
                 return False
         started = time.perf_counter()
         try:

@@ -17,6 +17,8 @@ from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transiti
 from autonomic.core.state import RunState
 from autonomic.engine.faults import Faults
 from autonomic.errors import LeaseLost, StaleVersion
+from autonomic.governance.action import ProposedAction as GuardAction
+from autonomic.governance.decision import Verdict as GuardVerdict
 from autonomic.ports.store import Store
 
 
@@ -195,3 +197,16 @@ class RunSession:
             ),
             approvals=approvals,
         )
+
+
+async def suspend_for_budget(
+    session: RunSession, verdict: GuardVerdict, action: GuardAction, *, call: str = ""
+) -> None:
+    """Suspend the run because the model call ``action`` would pass a budget: the verdict and the
+    call's estimate go in the transition (``call`` names a call other than a turn)."""
+    await session.transition(
+        RunStatus.SUSPENDED,
+        f"budget: {verdict.reason}" + (f" ({call})" if call else ""),
+        guard=verdict.to_dict(),
+        estimate={"tokens": action.estimate.tokens, "cost": action.estimate.cost},
+    )

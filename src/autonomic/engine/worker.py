@@ -13,8 +13,8 @@ import contextlib
 import logging
 
 from autonomic.core.run import Run
-from autonomic.engine.approvals import ApprovalDesk
 from autonomic.engine.executor import Engine
+from autonomic.governance.approvals import ApprovalDesk
 
 log = logging.getLogger("autonomic.worker")
 

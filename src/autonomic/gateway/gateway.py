@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import Sequence
 
+from autonomic.adapters.redis.breakers import RedisBreakers
 from autonomic.core.messages import Message, ModelResponse, ToolSpec, Usage
 from autonomic.errors import (
     CircuitOpen,
@@ -50,9 +51,8 @@ from autonomic.gateway.metrics import GatewayMetrics
 from autonomic.gateway.provider import Priority, Provider, ProviderKind
 from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
 from autonomic.gateway.tokens import TokenCounter
+from autonomic.governance.breakers import Breakers, BreakerStore, counts_as_failure
 from autonomic.ports.model import Model
-from autonomic.resilience.breaker import Breakers, BreakerStore, counts_as_failure
-from autonomic.resilience.redis_breakers import RedisBreakers
 
 log = logging.getLogger("autonomic.gateway")
 

@@ -13,7 +13,7 @@ one test per check::
 
 Time is never waited for: ``aexpire`` makes an open breaker due for its probe, and concurrency is
 ordered with events. What is shared between processes is the Redis store's own business (see
-``tests/resilience/test_redis_breakers.py``); this suite pins one store's behaviour.
+``tests/adapters/redis/test_redis_breakers.py``); this suite pins one store's behaviour.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from autonomic.errors import CircuitOpen, ModelError
-from autonomic.resilience.breaker import BreakerStore
+from autonomic.governance.breakers import BreakerStore
 
 
 class MakeBreakers(Protocol):

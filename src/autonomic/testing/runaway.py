@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autonomic.guards.action import ActionKind, Estimate, ProposedAction
-from autonomic.guards.guard import Guards
-from autonomic.guards.state import GuardState
-from autonomic.guards.verdict import Verdict
+from autonomic.governance.action import ActionKind, Estimate, ProposedAction
+from autonomic.governance.decision import Verdict
+from autonomic.governance.runaway.guards import Guards
+from autonomic.governance.runaway.state import GuardState
 
 AGENT = "reconciler"
 START = 1_795_000_000.0

@@ -10,7 +10,7 @@ pytest, one test per check::
     def test_sandbox_conformance(check):
         asyncio.run(run_check(check, lambda: MySandbox()))
 
-Escapes and abuse are the probes' business (``autonomic.sandbox.probe_host.run_probes``); this
+Escapes and abuse are the probes' business (``autonomic.testing.probe_host.run_probes``); this
 suite pins the request/result contract: output, exit codes, end reasons, caps, bad input.
 """
 

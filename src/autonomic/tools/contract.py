@@ -7,7 +7,7 @@ are untrusted too: with an ``output_schema`` they are validated before the model
 idempotency key) only when the contract says re-running is safe. The rest of the metadata (retry,
 timeout, cost, data classification, reversibility, audit level, breaker thresholds) is enforced by
 the engine and read by the risk policy; none of it lives in the tool's code, and a policy file can
-change it (``autonomic.policy.tool_policy``).
+change it (``autonomic.governance.policy.tool_policy``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A tool's function holds no policy. How often it is retried, how long it may take, what its data is
 worth, whether it can be undone and what it costs are declared here (in Python or YAML) and can be
-overridden by a policy file without touching the tool's code (see ``autonomic.policy.tool_policy``).
+overridden by a policy file without touching the tool's code (see ``autonomic.governance.policy.tool_policy``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from autonomic.adapters.embedder.hashed import HashedNgramEmbedder
+from autonomic.governance.runaway.hashed import HashedNgramEmbedder
 from autonomic.ports.embedder import Embedder, cosine
 
 pytestmark = pytest.mark.slow

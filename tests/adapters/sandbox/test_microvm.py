@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from autonomic.adapters.sandbox import build_sandbox
+from autonomic.adapters.sandbox.image import build
 from autonomic.adapters.sandbox.microvm import MicroVmSandbox, doctor
 from autonomic.adapters.sandbox.vm_config import (
     BootSource,
@@ -33,7 +34,6 @@ from autonomic.ports.sandbox import (
     Result,
     SandboxUnavailable,
 )
-from autonomic.sandbox.image import build
 
 pytestmark = pytest.mark.microvm
 

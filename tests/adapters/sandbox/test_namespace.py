@@ -357,7 +357,7 @@ def test_a_cancelled_execution_leaves_nothing() -> None:
 def test_without_a_cgroup_rlimits_still_contain_the_abuse() -> None:
     """Hosts with no writable cgroup: per-process address space and per-uid process limits."""
     require_bwrap()
-    from autonomic.sandbox.probe_host import run_probes
+    from autonomic.testing.probe_host import run_probes
 
     async def main() -> list[object]:
         sandbox = NamespaceSandbox(use_cgroup=False)

@@ -3,12 +3,12 @@
 The strongest boundary of the three backends: the code shares no kernel with the host, only a
 small set of emulated devices (two virtio-blk drives and a serial port; no network device).
 
-Protocol, one execution per VM (guest side: ``/sbin/autonomic-init`` in ``autonomic.sandbox.image``):
+Protocol, one execution per VM (guest side: ``/sbin/autonomic-init`` in ``autonomic.adapters.sandbox.image``):
 
 1. The host writes a tar onto a fresh 64 MiB *workspace drive*: the files (``ws/``), the code,
    its stdin, its argv and the limits (``.sandbox/``).
 2. The guest, booted or restored from a snapshot, has a pre-warmed Python runner
-   (``autonomic.sandbox.guest_runner``) blocked reading its serial line; the host writes ``go``.
+   (``autonomic.adapters.sandbox.guest_runner``) blocked reading its serial line; the host writes ``go``.
    The runner reseeds the guest's CRNG with bytes from the host (a restored VM would otherwise
    repeat the snapshot's random state), unpacks the files into a size-capped tmpfs, forks the
    code into a cgroup (memory, pids) with rlimits (CPU, file size) as uid 65534, keeps
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from autonomic.adapters.sandbox.image import Image, image_for
 from autonomic.adapters.sandbox.qmp import Qmp, listening_socket
 from autonomic.adapters.sandbox.streams import (
     check_execution,
@@ -74,7 +75,6 @@ from autonomic.ports.sandbox import (
     Result,
     SandboxUnavailable,
 )
-from autonomic.sandbox.image import Image, image_for
 
 READY = b"AUTONOMIC-READY"
 BOOT_TIMEOUT_S = 60.0
@@ -193,7 +193,7 @@ class MicroVmSandbox:
         if not self.image.complete():
             raise SandboxUnavailable(
                 f"the microVM image is not built ({self.image.directory})",
-                hint="run scripts/build-microvm-image (python -m autonomic.sandbox.image)",
+                hint="run scripts/build-microvm-image (python -m autonomic.adapters.sandbox.image)",
             )
         return found
 

@@ -3,7 +3,7 @@
 The drive is the only data path between host and guest besides the serial line's ``go``. The
 host writes a tar (``.sandbox/spec``, ``argv``, ``stdin``, ``entropy``, ``seccomp`` (the
 namespace backend's compiled filter, installed by the guest before the code runs) and the files under
-``ws/``) and the guest runner (``autonomic.sandbox.guest_runner``) overwrites it with a tar of
+``ws/``) and the guest runner (``autonomic.adapters.sandbox.guest_runner``) overwrites it with a tar of
 ``status``, ``stdout``, ``stderr`` and ``setup``. What comes back is untrusted: it is parsed in
 memory, known names only, each capped, and mapped to a ``Result`` here.
 """

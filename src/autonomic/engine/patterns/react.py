@@ -12,7 +12,7 @@ are finished first: idempotent ones re-run with their key, a non-idempotent one 
 sends the run to a human as *in doubt*.
 
 Before a new call's intent, the ``Guard`` consults the action gates (risk, workflow, ...) and
-journals their decision; see ``autonomic.engine.guard``. A call runs only against the tool version
+journals their decision; see ``autonomic.engine.gatekeeper``. A call runs only against the tool version
 the run pinned at start; a worker without that version suspends the run instead. The contract's
 timeout and retry policy are enforced here, and results are checked against its output schema.
 """
@@ -29,9 +29,7 @@ from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import PendingCall, observation_text
 from autonomic.engine.agent import Agent
-from autonomic.engine.circuits import Circuits
-from autonomic.engine.gates import GateChain
-from autonomic.engine.guard import Go, Guard
+from autonomic.engine.gatekeeper import Go, Guard
 from autonomic.engine.model_call import (
     as_gateway,
     compress,
@@ -40,8 +38,7 @@ from autonomic.engine.model_call import (
     response_fields,
 )
 from autonomic.engine.planning import Planner
-from autonomic.engine.runaway import ModelBudget, Runaway, screen_result
-from autonomic.engine.session import RunSession
+from autonomic.engine.session import RunSession, suspend_for_budget
 from autonomic.errors import (
     AutonomicError,
     InvalidInput,
@@ -51,7 +48,10 @@ from autonomic.errors import (
     ToolVersionMissing,
 )
 from autonomic.gateway.plan_cache import PlanCache
-from autonomic.guards.action import ProposedAction as GuardAction
+from autonomic.governance.action import ProposedAction as GuardAction
+from autonomic.governance.circuits import Circuits
+from autonomic.governance.gate import GateChain
+from autonomic.governance.runaway.gate import ModelBudget, Runaway, screen_result
 from autonomic.ports.model import Model
 from autonomic.tools.contract import Tool, ToolContext
 
@@ -191,7 +191,7 @@ class ReAct:
         )
         if verdict.allowed:
             return action
-        await self.budget.suspend(session, verdict, action)
+        await suspend_for_budget(session, verdict, action)
         return None
 
     async def _ask_model(self, session: RunSession) -> dict[str, Any] | None:

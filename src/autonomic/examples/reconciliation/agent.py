@@ -26,10 +26,10 @@ from autonomic.examples.reconciliation.tools import (
     post_adjustment,
     sql_query,
 )
-from autonomic.policy.risk import parse_policy_text
-from autonomic.policy.tool_policy import apply_tool_policy
-from autonomic.policy.workflow import Workflow
-from autonomic.tools.python_exec import python_exec_tool
+from autonomic.governance.policy.risk import parse_policy_text
+from autonomic.governance.policy.tool_policy import apply_tool_policy
+from autonomic.governance.policy.workflow import Workflow
+from autonomic.toolbox.python_exec import python_exec_tool
 
 INSTRUCTIONS = """You reconcile a bank account overnight.
 1. Read the ledger and the bank statement for the account and date with sql_query.

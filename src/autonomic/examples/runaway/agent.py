@@ -21,7 +21,7 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.agent import Agent
 from autonomic.errors import InvalidInput
-from autonomic.guards.action import ActionKind
+from autonomic.governance.action import ActionKind
 from autonomic.testing.runaway import reconciliation_loop
 from autonomic.tools.contract import ToolContext, tool
 

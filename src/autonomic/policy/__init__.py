@@ -1,1 +1,0 @@
-"""Governance policies: risk rules, tool operational overrides, state-machine workflows."""

@@ -1,0 +1,164 @@
+"""The ``python_exec`` tool: run model-written Python in a sandbox, never on the host.
+
+Each call passes the static-analysis gate first (its findings are part of the result, so the
+journal keeps them with the step), then runs in a fresh sandbox of the configured backend
+(``AUTONOMIC_SANDBOX``, default ``namespace``). The result is a JSON-able dict the model reads as
+its observation; what the code printed is untrusted text and is only ever shown, never executed.
+
+The tool is declared idempotent: the code runs in a fresh, network-less sandbox that keeps
+nothing, so running it again after a crash computes the same thing and changes nothing outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from autonomic.errors import ConfigError, ToolError
+from autonomic.governance.code_gate import Gate, GatePolicy
+from autonomic.ports.sandbox import Execution, Limits, Result, Sandbox, SandboxUnavailable
+from autonomic.tools.contract import Tool
+
+NAME = "python_exec"
+MAX_CODE_CHARS = 200_000
+MAX_FILES = 32
+MAX_FILE_CHARS = 2_000_000
+
+PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "code": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_CODE_CHARS,
+            "description": "Python 3 source, run as main.py in an empty working directory.",
+        },
+        "files": {
+            "type": "object",
+            "maxProperties": MAX_FILES,
+            "additionalProperties": {"type": "string", "maxLength": MAX_FILE_CHARS},
+            "description": "Text files to place next to main.py: relative path -> content.",
+        },
+    },
+    "required": ["code"],
+    "additionalProperties": False,
+}
+DESCRIPTION = (
+    "Run Python 3 code in an isolated sandbox with no network and a fresh, empty working "
+    "directory; returns stdout, stderr, the exit code and why it ended. Print what you need."
+)
+
+
+def sandbox_from_env(environ: Mapping[str, str] | None = None) -> Sandbox:
+    """The backend named by ``AUTONOMIC_SANDBOX`` (default ``namespace``).
+
+    ``AUTONOMIC_SANDBOX_POOL`` sets the warm pool size where the backend has one.
+    """
+    from autonomic.adapters.sandbox import build_sandbox
+
+    env = os.environ if environ is None else environ
+    name = env.get("AUTONOMIC_SANDBOX", "namespace").strip() or "namespace"
+    opts: dict[str, Any] = {}
+    pool = env.get("AUTONOMIC_SANDBOX_POOL", "").strip()
+    if pool:
+        if not pool.isdigit():
+            raise ConfigError(
+                f"AUTONOMIC_SANDBOX_POOL={pool!r} is not a number",
+                hint="set it to how many sandboxes to keep warm, e.g. 4",
+            )
+        opts["pool_size"] = int(pool)
+    return build_sandbox(name, **opts)
+
+
+def gate_from_env(environ: Mapping[str, str] | None = None) -> Gate:
+    """A gate with the policy in ``AUTONOMIC_SANDBOX_GATE`` (see ``GatePolicy.parse``)."""
+    env = os.environ if environ is None else environ
+    return Gate(GatePolicy.parse(env.get("AUTONOMIC_SANDBOX_GATE", "")))
+
+
+def result_dict(result: Result, findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the model and the journal see."""
+    return {
+        "ok": result.ok,
+        "ended": str(result.ended),
+        "exit_code": result.exit_code,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "duration_s": round(result.duration_s, 4),
+        "usage": asdict(result.usage),
+        "backend": result.backend,
+        "detail": result.detail,
+        "findings": findings,
+    }
+
+
+class PythonExec:
+    """The tool's behaviour, holding its sandbox (built on first use) and gate."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox | None = None,
+        *,
+        gate: Gate | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self._sandbox = sandbox
+        self._gate = gate
+        self.limits = limits or Limits()
+        self._lock = asyncio.Lock()
+
+    async def sandbox(self) -> Sandbox:
+        async with self._lock:
+            if self._sandbox is None:
+                self._sandbox = sandbox_from_env()
+            return self._sandbox
+
+    async def __call__(self, code: str, files: dict[str, str] | None = None) -> dict[str, Any]:
+        gate = self._gate or gate_from_env()
+        verdict = await asyncio.to_thread(gate.inspect, code)
+        findings = [f.to_dict() for f in verdict.findings]
+        if not verdict.allowed:
+            refused = verdict.refusal()
+            return result_dict(refused, findings)
+        execution = Execution(
+            code=code,
+            files={path: text.encode("utf-8") for path, text in (files or {}).items()},
+            limits=self.limits,
+        )
+        try:
+            result = await (await self.sandbox()).execute(execution)
+        except SandboxUnavailable as exc:
+            raise ToolError(f"the sandbox cannot run code here: {exc}", hint=exc.hint) from exc
+        return result_dict(result, findings)
+
+    async def close(self) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.close()
+
+
+def python_exec_tool(
+    sandbox: Sandbox | None = None,
+    *,
+    gate: Gate | None = None,
+    limits: Limits | None = None,
+) -> Tool:
+    """The tool, over ``sandbox`` (default: the backend ``AUTONOMIC_SANDBOX`` names, on first use)."""
+    behaviour = PythonExec(sandbox, gate=gate, limits=limits)
+
+    async def python_exec(code: str, files: dict[str, str] | None = None) -> dict[str, Any]:
+        return await behaviour(code, files)
+
+    return Tool(
+        name=NAME,
+        fn=python_exec,
+        parameters=PARAMETERS,
+        version="1",
+        description=DESCRIPTION,
+        idempotent=True,
+        timeout=behaviour.limits.wall_seconds + 10.0,
+    )

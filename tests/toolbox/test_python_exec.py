@@ -1,0 +1,99 @@
+"""The python_exec tool: gate, then a real namespace sandbox; a JSON-able observation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from autonomic.adapters.sandbox.namespace import NamespaceSandbox
+from autonomic.errors import ConfigError, ToolArgumentsInvalid
+from autonomic.governance.code_gate import Gate, GatePolicy
+from autonomic.ports.sandbox import Limits
+from autonomic.testing.sandbox import require_bwrap
+from autonomic.toolbox.python_exec import python_exec_tool, sandbox_from_env
+from autonomic.tools.contract import ToolContext
+
+CTX = ToolContext(run_id="r1", call_id="c1", idempotency_key="r1:3")
+
+
+def call(arguments: str, **kw: Any) -> dict[str, Any]:
+    require_bwrap()
+
+    async def main() -> dict[str, Any]:
+        sandbox = NamespaceSandbox()
+        tool = python_exec_tool(
+            sandbox, gate=kw.get("gate") or Gate(GatePolicy()), limits=kw.get("limits")
+        )
+        try:
+            result: dict[str, Any] = await tool.invoke(tool.parse_arguments(arguments), CTX)
+            return result
+        finally:
+            await sandbox.close()
+
+    return asyncio.run(main())
+
+
+def test_the_contract_is_idempotent_and_validates_arguments() -> None:
+    tool = python_exec_tool()  # the sandbox is built on first use only
+    assert tool.name == "python_exec"
+    assert tool.idempotent
+    assert tool.spec().parameters["required"] == ["code"]
+    with pytest.raises(ToolArgumentsInvalid, match="code"):
+        tool.parse_arguments("{}")
+    with pytest.raises(ToolArgumentsInvalid, match="Additional properties"):
+        tool.parse_arguments('{"code": "1", "shell": true}')
+    with pytest.raises(ToolArgumentsInvalid, match="not valid JSON"):
+        tool.parse_arguments("print(1)")
+
+
+def test_it_runs_code_with_files_and_returns_a_json_observation() -> None:
+    args = json.dumps(
+        {
+            "code": "import csv\nrows = list(csv.reader(open('t.csv')))\nprint(sum(int(r[1]) for r in rows))",
+            "files": {"t.csv": "a,1\nb,2\nc,39\n"},
+        }
+    )
+    result = call(args)
+    assert json.loads(json.dumps(result)) == result
+    assert result["ok"] is True
+    assert result["ended"] == "exit"
+    assert result["stdout"] == "42\n"
+    assert result["backend"] == "namespace"
+    assert result["findings"] == []
+
+
+def test_the_gate_refuses_before_any_sandbox_runs() -> None:
+    result = call(json.dumps({"code": "import os\nos.system('cat /etc/shadow')"}))
+    assert result["ended"] == "refused"
+    assert result["backend"] == "gate"
+    assert result["ok"] is False
+    assert "AUT002 line 2" in result["detail"]
+    assert {f["rule"] for f in result["findings"] if f["blocked"]} == {"AUT002"}
+
+
+def test_warnings_are_returned_with_a_run_that_went_ahead() -> None:
+    result = call(json.dumps({"code": "import pickle\nprint(pickle.loads(pickle.dumps(7)))"}))
+    assert result["stdout"] == "7\n"
+    assert [(f["rule"], f["blocked"]) for f in result["findings"]][:1] == [("AUT001", False)]
+
+
+def test_a_timeout_and_bad_code_come_back_as_results() -> None:
+    slow = call(
+        json.dumps({"code": "while True:\n    pass"}),
+        limits=Limits(wall_seconds=1.0, cpu_seconds=5.0),
+    )
+    assert slow["ended"] == "timeout"
+    broken = call(json.dumps({"code": "def (:"}))
+    assert broken["ended"] == "exit"
+    assert broken["exit_code"] == 1
+    assert "SyntaxError" in broken["stderr"]
+
+
+def test_the_backend_comes_from_the_environment() -> None:
+    with pytest.raises(ConfigError, match="unknown sandbox backend 'nope'"):
+        sandbox_from_env({"AUTONOMIC_SANDBOX": "nope"})
+    with pytest.raises(ConfigError, match="AUTONOMIC_SANDBOX_POOL"):
+        sandbox_from_env({"AUTONOMIC_SANDBOX_POOL": "many"})
