@@ -30,10 +30,10 @@ from autonomic.governance.runaway import (
     Finding,
     Guards,
     GuardState,
-    Outcome,
     ProposedAction,
     Provenance,
     Source,
+    Verdict,
     screen,
 )
 from autonomic.testing.runaway import legitimate_run
@@ -45,7 +45,7 @@ class ExactCounter:
     def check(self, action: ProposedAction, state: GuardState) -> list[Finding]:
         key = canonical_json(dict(action.arguments))
         same = sum(1 for s in state.steps if s.tool == action.tool and s.args_key == key)
-        return [Finding("exact", "exact", Outcome.SUSPEND, "repeat")] if same >= 10 else []
+        return [Finding("exact", "exact", Verdict.SUSPEND, "repeat")] if same >= 10 else []
 
 
 class NoEmbedder:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from autonomic.adapters.store.rows import redact_url
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.errors import ConfigError
-from autonomic.ports.model import Model
+from autonomic.ports.model import Model, RoutedModel
 from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
@@ -112,13 +112,14 @@ def build_model(spec: str) -> Model:
         return OpenAICompatModel(rest, base_url=base, api_key=os.environ.get("OPENAI_API_KEY"))
     if kind == "gateway":
         try:
-            from autonomic.gateway import Gateway, load_config
+            from autonomic.gateway.config import load_config
+            from autonomic.gateway.gateway import Gateway
         except ImportError as exc:
             raise ConfigError(
                 f"the model gateway is not installed ({exc.name} is missing)",
                 hint="install the extra: pip install 'autonomic[gateway]'",
             ) from None
-        return Gateway(load_config(rest))
+        return Gateway(load_config(rest), resolve=build_model)
     raise ConfigError(
         f"unknown model kind {kind!r} in {spec!r}",
         hint="use scripted:PATH, function:NAME, openai:MODEL or gateway:PATH.yaml",
@@ -127,9 +128,9 @@ def build_model(spec: str) -> Model:
 
 def _gateway_view(parent: Model, providers: list[str], spec: str) -> Model:
     """The view of ``parent`` (a gateway) that routes to ``providers`` only."""
-    from autonomic.gateway import Gateway
-
-    if not isinstance(parent, Gateway):  # pragma: no cover - view_spec only accepts gateway specs
+    if not isinstance(
+        parent, RoutedModel
+    ):  # pragma: no cover - view_spec only accepts gateway specs
         raise ConfigError(f"{spec!r}: '#providers' applies to gateway: specs only")
     try:
         return parent.restricted(providers, name=spec)
@@ -153,11 +154,15 @@ def load_object(path: str) -> Any:
 
 
 def _load_builtin_agents() -> list[Agent]:
-    from autonomic.examples.reconciliation.agent import reconciliation_agent
-    from autonomic.examples.runaway.agent import runaway_agent
-    from autonomic.examples.triage.agent import triage_agent
+    """The demo agents, and the deterministic models they bring (``function:NAME``)."""
+    from autonomic.examples.reconciliation import agent as reconciliation
+    from autonomic.examples.runaway import agent as runaway
+    from autonomic.examples.triage import agent as triage
 
-    return [reconciliation_agent(), runaway_agent(), triage_agent()]
+    for example in (reconciliation, runaway, triage):
+        for name, factory in example.FUNCTION_MODELS.items():
+            _FUNCTION_MODELS.setdefault(name, factory)
+    return [reconciliation.reconciliation_agent(), runaway.runaway_agent(), triage.triage_agent()]
 
 
 def build_agents(paths: list[str] | None = None) -> AgentRegistry:

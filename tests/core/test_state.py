@@ -1,5 +1,6 @@
 import pytest
 
+from autonomic.core.entries import ToolIntent
 from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, pack
 from autonomic.core.messages import Role
 from autonomic.core.run import RunStatus
@@ -63,7 +64,7 @@ def test_fold_rebuilds_the_conversation_from_deltas():
 def test_a_started_call_without_result_is_pending_with_its_intent():
     intent = {"call_id": "c1", "tool": "add", "arguments": {"a": 1}, "key": "r:4"}
     state = fold("r", _journal(STARTED, RUNNING, CALLS, (EntryKind.TOOL_INTENT, intent)))
-    assert state.pending_calls()[0].intent == intent
+    assert state.pending_calls()[0].intent == ToolIntent.from_payload(intent)
 
 
 def test_errors_are_observations_for_the_model():

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from autonomic.adapters.sandbox import sandbox_from_env
 from autonomic.adapters.sandbox.namespace import NamespaceSandbox
 from autonomic.errors import ConfigError, ToolArgumentsInvalid
 from autonomic.governance.code_gate import Gate, GatePolicy
 from autonomic.ports.sandbox import Limits
 from autonomic.testing.sandbox import require_bwrap
-from autonomic.toolbox.python_exec import python_exec_tool, sandbox_from_env
+from autonomic.toolbox.python_exec import python_exec_tool
 from autonomic.tools.contract import ToolContext
 
 CTX = ToolContext(run_id="r1", call_id="c1", idempotency_key="r1:3")

@@ -129,8 +129,8 @@ def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **k
         _OPENED.append(kwargs["runaway"])
     registry = build_agents(agents)
     if policy:
+        from autonomic.engine.agent import govern_agents
         from autonomic.governance.policy.risk import load_policy
-        from autonomic.governance.policy.tool_policy import govern_agents
 
         loaded = load_policy(policy)
         registry = govern_agents(registry, loaded)

@@ -8,42 +8,33 @@ conversation grows. Each entry's hash chains to the one before it, so any edit s
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.core.canonical import canonical_json, digest
+from autonomic.core.entries import Body, EntryKind, decode
+
+__all__ = [
+    "BLOB_THRESHOLD",
+    "GENESIS_HASH",
+    "Blob",
+    "Body",
+    "Entry",
+    "EntryKind",
+    "PackedEntry",
+    "blob_reference",
+    "chain_hash",
+    "pack",
+    "record",
+]
 
 BLOB_THRESHOLD = 2048
 """Payloads whose canonical JSON is longer than this many bytes are stored as blobs."""
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of a run's first entry."""
-
-
-class EntryKind(enum.StrEnum):
-    """What an entry records. The fold in ``state.py`` gives each kind its meaning."""
-
-    RUN_STARTED = "run.started"
-    MODEL_RESPONSE = "model.response"
-    TOOL_INTENT = "tool.intent"
-    TOOL_RESULT = "tool.result"
-    TRANSITION = "transition"
-    RECOVERY = "recovery"
-    DECISION = "decision"
-    """The action gates' verdict on one proposed tool call, journaled before any effect."""
-    APPROVAL = "approval"
-    """A human (or the clock) acted on an approval: a vote, an escalation, the outcome."""
-    WORKFLOW = "workflow.transition"
-    """The run's state-machine workflow moved from one state to another."""
-    SUMMARY = "summary"
-    """Context compression replaced the conversation by a shorter one (journaled whole, so a
-    replay folds the same prompt without a tokenizer or a second summarisation call)."""
-    PLAN = "plan"
-    """The planning phase's outcome: a plan from the cache or the planner (with the call's usage
-    and cost), or why the run goes on without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +47,14 @@ class Entry:
     payload: dict[str, Any]
     created_at: float
     hash: str
+    _body: Body | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def body(self) -> Body:
+        """The entry as its typed value (``core/entries.py``)."""
+        if self._body is not None:
+            return self._body
+        return decode(self.kind, self.payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +89,12 @@ def pack(
     prev_hash: str,
     created_at: float,
     threshold: int = BLOB_THRESHOLD,
+    body: Body | None = None,
 ) -> PackedEntry:
-    """Build the entry for ``payload`` and decide whether its payload goes inline or to a blob."""
+    """Build the entry for ``payload`` and decide whether its payload goes inline or to a blob.
+
+    ``body``: the typed value ``payload`` encodes, kept on the entry so the fold need not decode
+    what was just encoded (``record`` passes it)."""
     text = canonical_json(payload)
     data = text.encode()
     address = digest(data)
@@ -102,6 +105,7 @@ def pack(
         payload=payload,
         created_at=created_at,
         hash=chain_hash(prev_hash, seq, kind.value, address),
+        _body=body,
     )
     if len(data) <= threshold:
         return PackedEntry(entry=entry, text=text, blob=None)
@@ -115,3 +119,16 @@ def blob_reference(text: str) -> str | None:
         ref: dict[str, Any] = json.loads(text)
         return str(ref["$blob"])
     return None
+
+
+def record(run_id: str, seq: int, body: Body, *, prev_hash: str, created_at: float) -> PackedEntry:
+    """``pack`` for a typed entry: its kind and payload come from ``body``."""
+    return pack(
+        run_id,
+        seq,
+        body.KIND,
+        body.to_payload(),
+        prev_hash=prev_hash,
+        created_at=created_at,
+        body=body,
+    )

@@ -10,8 +10,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autonomic.core.canonical import canonical_json
-from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind
+from autonomic.core.entries import (
+    ApprovalEvent,
+    DecisionRecord,
+    ModelTurn,
+    PlanOutcome,
+    RunStarted,
+    Summary,
+    ToolIntent,
+    ToolResult,
+    Transition,
+    WorkflowMove,
+    as_text,
+)
+from autonomic.core.journal import GENESIS_HASH, Entry
 from autonomic.core.messages import Message, Role, ToolCall, Usage
 from autonomic.core.run import RunStatus
 
@@ -24,7 +36,7 @@ class PendingCall:
     """A tool call of the latest model response that has no recorded result yet."""
 
     call: ToolCall
-    intent: dict[str, Any] | None
+    intent: ToolIntent | None
     """The journaled intent, if the call was started; ``None`` if it never began."""
 
 
@@ -43,15 +55,15 @@ class RunState:
     tools: tuple[str, ...] = ()
     max_turns: int = 0
     last_calls: tuple[ToolCall, ...] = ()
-    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intents: dict[str, ToolIntent] = field(default_factory=dict)
+    results: dict[str, ToolResult] = field(default_factory=dict)
     finished_turn: bool = False
     """True when the latest model response had no tool calls (it was the final answer)."""
     requester: str | None = None
     """Who asked for the run; they may not approve its actions."""
-    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: dict[str, DecisionRecord] = field(default_factory=dict)
     """The gates' decision per call id (replayed on resume, never re-asked)."""
-    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approvals: dict[str, ApprovalEvent] = field(default_factory=dict)
     """The final approval outcome per call id (approved, rejected or timeout)."""
     workflow: str | None = None
     """The workflow state the run is in, if its agent has a workflow."""
@@ -85,7 +97,7 @@ class RunState:
     """How many times context compression replaced the conversation."""
     planning: dict[str, Any] | None = None
     """The agent's planning settings pinned at start (``None``: the agent does not plan)."""
-    plan: dict[str, Any] | None = None
+    plan: PlanOutcome | None = None
     """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
@@ -97,132 +109,130 @@ class RunState:
             raise ValueError(
                 f"journal of {self.run_id} skips from seq {self.last_seq} to {entry.seq}"
             )
-        payload = entry.payload
-        kind = entry.kind
-        if kind is EntryKind.RUN_STARTED:
-            self.started_at = entry.created_at
-            budget = payload.get("budget")
-            self.budget = dict(budget) if isinstance(budget, dict) else None
-            self.tools = tuple(payload.get("tools", ()))
-            self.max_turns = int(payload.get("max_turns", 0))
-            self.requester = payload.get("requester")
-            workflow = payload.get("workflow")
-            if isinstance(workflow, dict):
-                self.workflow = workflow.get("start")
-            planning = payload.get("planning")
-            self.planning = dict(planning) if isinstance(planning, dict) else None
-            if payload.get("instructions"):
-                self.messages.append(Message(Role.SYSTEM, payload["instructions"]))
-            self.messages.append(Message(Role.USER, _as_text(payload.get("task"))))
-        elif kind is EntryKind.MODEL_RESPONSE:
-            calls = tuple(ToolCall.from_dict(c) for c in payload.get("tool_calls", ()))
-            self.messages.append(Message(Role.ASSISTANT, payload.get("content"), calls))
-            self.turns += 1
-            self.usage = self.usage + Usage(**payload.get("usage", {}))
-            self.model_cost += float(payload.get("cost_usd") or 0.0)
-            self.model_calls += 1
-            self.last_calls = calls
-            self.finished_turn = not calls
-            self.taint, self._unread_taint = self._unread_taint, []
-        elif kind is EntryKind.TOOL_INTENT:
-            self.intents[payload["call_id"]] = payload
-            self._guard_step(entry.seq, payload)
-        elif kind is EntryKind.TOOL_RESULT:
-            call_id = payload["call_id"]
-            self.results[call_id] = payload
-            if payload.get("ok"):
-                name = str(payload.get("tool"))
-                self.calls[name] = self.calls.get(name, 0) + 1
-                self.outputs[name] = payload.get("output")
-            screened = payload.get("screen") or {}
-            if screened.get("tainted"):
-                self._unread_taint.append(dict(screened.get("provenance") or {}))
-            text = screened.get("text")
-            self.messages.append(
-                Message(
-                    Role.TOOL,
-                    text if isinstance(text, str) else observation_text(payload),
-                    tool_call_id=call_id,
+        body = entry.body
+        reopened = False
+        match body:
+            case RunStarted():
+                self._started(entry.created_at, body)
+            case ModelTurn():
+                self.messages.append(Message(Role.ASSISTANT, body.content, body.tool_calls))
+                self.turns += 1
+                self._charge(body.call.usage, body.call.cost)
+                self.last_calls = body.tool_calls
+                self.finished_turn = not body.tool_calls
+                self.taint, self._unread_taint = self._unread_taint, []
+            case ToolIntent():
+                self.intents[body.call_id] = body
+                self._guard_step(entry.seq, body)
+            case ToolResult():
+                self._result(body)
+            case DecisionRecord():
+                self.decisions[body.call_id] = body
+            case ApprovalEvent():
+                if body.final:
+                    self.approvals[body.call_id] = body
+            case WorkflowMove():
+                self.workflow = body.target
+            case Summary():
+                self.messages = list(body.messages)
+                self.compressions += 1
+                for call in body.calls:
+                    self._charge(call.usage, call.cost)
+            case PlanOutcome():
+                self._apply_plan(body)
+            case Transition():
+                self._guard_transition(entry.seq, body)
+                self.status = RunStatus(body.target)
+                if body.target == RunStatus.COMPLETED.value:
+                    self.output = body.output
+                reopened = (
+                    body.target == RunStatus.RUNNING.value
+                    and body.source != RunStatus.PENDING.value
                 )
-            )
-        elif kind is EntryKind.DECISION:
-            self.decisions[payload["call_id"]] = payload
-        elif kind is EntryKind.APPROVAL:
-            if payload.get("status") in ("approved", "rejected", "timeout"):
-                self.approvals[payload["call_id"]] = payload
-        elif kind is EntryKind.WORKFLOW:
-            self.workflow = payload["to"]
-        elif kind is EntryKind.SUMMARY:
-            self.messages = [Message.from_dict(m) for m in payload["messages"]]
-            self.compressions += 1
-            for call in payload.get("calls", ()):
-                self.usage = self.usage + Usage(**call.get("usage", {}))
-                self.model_cost += float(call.get("cost_usd") or 0.0)
-                self.model_calls += 1
-        elif kind is EntryKind.PLAN:
-            self._apply_plan(payload)
-        elif kind is EntryKind.TRANSITION:
-            self._guard_transition(entry.seq, payload)
-            self.status = RunStatus(payload["to"])
-            if "output" in payload:
-                self.output = payload["output"]
-        self.reopened = (
-            kind is EntryKind.TRANSITION
-            and payload.get("to") == RunStatus.RUNNING.value
-            and payload.get("from") != RunStatus.PENDING.value
-        )
+        self.reopened = reopened
         self.last_seq = entry.seq
         self.last_hash = entry.hash
 
-    def _apply_plan(self, payload: dict[str, Any]) -> None:
+    def _started(self, at: float, body: RunStarted) -> None:
+        self.started_at = at
+        self.budget = dict(body.budget) if body.budget is not None else None
+        self.tools = body.tools
+        self.max_turns = body.max_turns
+        self.requester = body.requester
+        if body.workflow is not None:
+            self.workflow = body.workflow.get("start")
+        self.planning = dict(body.planning) if body.planning is not None else None
+        if body.instructions:
+            self.messages.append(Message(Role.SYSTEM, body.instructions))
+        self.messages.append(Message(Role.USER, as_text(body.task)))
+
+    def _charge(self, usage: Usage, cost: float) -> None:
+        """One model call's usage and cost (a turn, a summarisation, the planning call)."""
+        self.usage = self.usage + usage
+        self.model_cost += cost
+        self.model_calls += 1
+
+    def _result(self, body: ToolResult) -> None:
+        self.results[body.call_id] = body
+        if body.ok:
+            self.calls[body.tool] = self.calls.get(body.tool, 0) + 1
+            self.outputs[body.tool] = body.output
+        screened = body.screen or {}
+        if screened.get("tainted"):
+            self._unread_taint.append(dict(screened.get("provenance") or {}))
+        text = screened.get("text")
+        self.messages.append(
+            Message(
+                Role.TOOL,
+                text if isinstance(text, str) else body.observation(),
+                tool_call_id=body.call_id,
+            )
+        )
+
+    def _apply_plan(self, plan: PlanOutcome) -> None:
         """A plan joins the system prompt (the most portable place across chat templates, and
         compression keeps it verbatim); the planning call counts like any model call."""
-        self.plan = payload
-        if "usage" in payload:
-            self.usage = self.usage + Usage(**payload["usage"])
-            self.model_cost += float(payload.get("cost_usd") or 0.0)
-            self.model_calls += 1
-        steps = payload.get("steps")
-        if not steps:
+        self.plan = plan
+        if plan.call is not None:
+            self._charge(plan.call.usage, plan.call.cost)
+        if not plan.steps:
             return
-        source = "reused from the plan cache" if payload.get("source") == "cache" else "planned"
-        text = plan_text(steps, source)
+        source = "reused from the plan cache" if plan.source == "cache" else "planned"
+        text = plan_text(plan.steps, source)
         if self.messages and self.messages[0].role is Role.SYSTEM:
             self.messages[0] = Message(Role.SYSTEM, f"{self.messages[0].content}\n\n{text}")
         else:
             self.messages.insert(0, Message(Role.SYSTEM, text))
 
-    def _guard_step(self, seq: int, intent: dict[str, Any]) -> None:
-        name = str(intent.get("tool"))
+    def _guard_step(self, seq: int, intent: ToolIntent) -> None:
+        name = intent.tool
         self.intent_counts[name] = self.intent_counts.get(name, 0) + 1
-        self.tool_cost += float(intent.get("cost", 0.0))
+        self.tool_cost += intent.cost
         last = self.messages[-1] if self.messages else None
         thought = last.content if last is not None and last.role is Role.ASSISTANT else None
         self.guard_steps.append(
             {
                 "seq": seq,
                 "tool": name,
-                "arguments": intent.get("arguments") or {},
+                "arguments": intent.arguments,
                 "thought": thought or "",
-                "read_only": bool(intent.get("read_only", False)),
+                "read_only": intent.read_only,
             }
         )
         if len(self.guard_steps) > GUARD_STEPS:
             del self.guard_steps[0]
 
-    def _guard_transition(self, seq: int, payload: dict[str, Any]) -> None:
-        target = payload.get("to")
-        if target == RunStatus.SUSPENDED.value:
-            decision = payload.get("decision") or {}
-            self._loop_suspended = str((decision.get("evidence") or {}).get("code", "")).startswith(
-                "loop."
-            )
-        elif target == RunStatus.RUNNING.value and payload.get("from") == RunStatus.SUSPENDED.value:
+    def _guard_transition(self, seq: int, body: Transition) -> None:
+        if body.target == RunStatus.SUSPENDED.value:
+            decision = body.decision
+            code = str(decision.evidence.get("code", "")) if decision is not None else ""
+            self._loop_suspended = code.startswith("loop.")
+        elif body.target == RunStatus.RUNNING.value and body.source == RunStatus.SUSPENDED.value:
             if self._loop_suspended:
                 self.loop_ack_seq = seq
             self._loop_suspended = False
-        if target == RunStatus.RUNNING.value and isinstance(payload.get("budget"), dict):
-            self.budget = {**(self.budget or {}), **payload["budget"]}
+        if body.target == RunStatus.RUNNING.value and body.budget is not None:
+            self.budget = {**(self.budget or {}), **body.budget}
 
     def pending_calls(self) -> list[PendingCall]:
         """Calls of the latest model response still without a result, in the model's order."""
@@ -250,13 +260,6 @@ def plan_text(steps: Sequence[str], source: str) -> str:
     )
 
 
-def observation_text(result: dict[str, Any]) -> str:
+def observation_text(result: ToolResult) -> str:
     """What the model reads back for a tool result: the output as JSON, or the error."""
-    if result.get("ok"):
-        return _as_text(result.get("output"))
-    error = result.get("error") or {}
-    return f"ERROR {error.get('code', 'tool_error')}: {error.get('message', 'failed')}"
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else canonical_json(value)
+    return result.observation()

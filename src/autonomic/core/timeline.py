@@ -7,7 +7,21 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from autonomic.core.canonical import canonical_json
-from autonomic.core.journal import Entry, EntryKind
+from autonomic.core.entries import (
+    ApprovalEvent,
+    DecisionRecord,
+    ModelCall,
+    ModelTurn,
+    PlanOutcome,
+    Recovery,
+    RunStarted,
+    Summary,
+    ToolIntent,
+    ToolResult,
+    Transition,
+    WorkflowMove,
+)
+from autonomic.core.journal import Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,67 +66,70 @@ def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
 
 def summarise(entry: Entry, width: int = 90) -> str:
     """A one-line description of ``entry``."""
-    p = entry.payload
-    kind = entry.kind
-    if kind is EntryKind.RUN_STARTED:
-        text = f"agent {p.get('agent')}@{p.get('agent_version')} on {p.get('model')}, task {_short(p.get('task'))}"
-    elif kind is EntryKind.MODEL_RESPONSE:
-        calls = ", ".join(c["name"] for c in p.get("tool_calls", ()))
-        usage = p.get("usage", {})
-        tokens = f"{usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)} tok"
-        text = f"turn {p.get('turn')}: " + (
-            f"calls {calls}" if calls else f"answers {_short(p.get('content'))}"
-        )
-        if p.get("provider") is not None:
-            tokens += f", {p.get('provider')}"
-            if p.get("cost_usd") is not None:
-                tokens += f" ${float(p['cost_usd']):.6f}"
-            if int(p.get("attempts") or 1) > 1:
-                tokens += f", {p.get('attempts')} attempts"
-        text += f" ({tokens})"
-    elif kind is EntryKind.TOOL_INTENT:
-        text = f"{p.get('tool')}@{p.get('version')} {_short(p.get('arguments'))} key={p.get('key')}"
-    elif kind is EntryKind.TOOL_RESULT:
-        if p.get("ok"):
-            text = f"{p.get('tool')} -> {_short(p.get('output'))}"
-        else:
-            err = p.get("error") or {}
-            text = f"{p.get('tool')} FAILED {err.get('code')}: {err.get('message')}"
-        if p.get("replayed"):
-            text += " (re-executed after a crash)"
-        screened = p.get("screen") or {}
-        if screened:
-            codes = ",".join(sorted({f.get("code", "") for f in screened.get("flags", [])}))
-            text = f"[{'TAINTED' if screened.get('tainted') else 'screened'}: {codes}] " + text
-    elif kind is EntryKind.TRANSITION:
-        text = f"{p.get('from')} -> {p.get('to')}: {p.get('reason')}"
-    elif kind is EntryKind.RECOVERY:
-        pending = p.get("pending_calls") or []
-        text = (
-            f"resumed by {p.get('worker')} (fence {p.get('fence')}), {len(pending)} call(s) pending"
-        )
-    elif kind is EntryKind.DECISION:
-        text = f"{p.get('tool')}: {p.get('verdict')} by {p.get('gate')}"
-        if p.get("risk"):
-            text += f" (risk {p.get('risk')})"
-        text += f" - {p.get('explanation')}"
-        if p.get("approval_id"):
-            text += f" [approval {p.get('approval_id')}]"
-    elif kind is EntryKind.APPROVAL:
-        text = _approval_summary(p)
-    elif kind is EntryKind.WORKFLOW:
-        text = f"workflow {p.get('from')} -> {p.get('to')}: {p.get('reason')}"
-    elif kind is EntryKind.SUMMARY:
-        text = (
-            f"context compressed: {p.get('tokens_before')} -> {p.get('tokens_after')} tok "
-            f"(window {p.get('window')}), {p.get('replaced')} older messages summarised"
-        )
-        if p.get("fallback"):
-            text += " (extractive fallback)"
-    elif kind is EntryKind.PLAN:
-        text = _plan_summary(p)
-    else:
-        assert_never(kind)
+    body = entry.body
+    match body:
+        case RunStarted():
+            text = (
+                f"agent {body.agent}@{body.agent_version} on {body.model}, task {_short(body.task)}"
+            )
+        case ModelTurn():
+            calls = ", ".join(c.name for c in body.tool_calls)
+            usage = body.call.usage
+            tokens = f"{usage.input_tokens}+{usage.output_tokens} tok"
+            text = f"turn {body.turn}: " + (
+                f"calls {calls}" if calls else f"answers {_short(body.content)}"
+            )
+            if body.call.provider is not None:
+                tokens += f", {body.call.provider}"
+                if body.call.cost_usd is not None:
+                    tokens += f" ${float(body.call.cost_usd):.6f}"
+                if int(body.call.attempts or 1) > 1:
+                    tokens += f", {body.call.attempts} attempts"
+            text += f" ({tokens})"
+        case ToolIntent():
+            text = f"{body.ref} {_short(body.arguments)} key={body.key}"
+        case ToolResult():
+            if body.ok:
+                text = f"{body.tool} -> {_short(body.output)}"
+            else:
+                err = body.error or {}
+                text = f"{body.tool} FAILED {err.get('code')}: {err.get('message')}"
+            if body.replayed:
+                text += " (re-executed after a crash)"
+            if body.screen:
+                flags = body.screen.get("flags", [])
+                codes = ",".join(sorted({f.get("code", "") for f in flags}))
+                tainted = "TAINTED" if body.screen.get("tainted") else "screened"
+                text = f"[{tainted}: {codes}] " + text
+        case Transition():
+            text = f"{body.source} -> {body.target}: {body.reason}"
+        case Recovery():
+            text = (
+                f"resumed by {body.worker} (fence {body.fence}), "
+                f"{len(body.pending_calls)} call(s) pending"
+            )
+        case DecisionRecord():
+            text = f"{body.tool}: {body.verdict} by {body.gate}"
+            if body.risk:
+                text += f" (risk {body.risk})"
+            text += f" - {body.explanation}"
+            if body.approval_id:
+                text += f" [approval {body.approval_id}]"
+        case ApprovalEvent():
+            text = _approval_summary(body)
+        case WorkflowMove():
+            text = f"workflow {body.source} -> {body.target}: {body.reason}"
+        case Summary():
+            text = (
+                f"context compressed: {body.tokens_before} -> {body.tokens_after} tok "
+                f"(window {body.window}), {body.replaced} older messages summarised"
+            )
+            if body.fallback:
+                text += " (extractive fallback)"
+        case PlanOutcome():
+            text = _plan_summary(body)
+        case _:
+            assert_never(body)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -122,57 +139,57 @@ def spend(entries: Sequence[Entry]) -> dict[str, Any]:
     providers: dict[str, dict[str, Any]] = {}
     total = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
 
-    def add(call: dict[str, Any]) -> None:
-        usage = call.get("usage") or {}
+    def add(call: ModelCall) -> None:
         row = providers.setdefault(
-            str(call.get("provider") or "-"),
+            str(call.provider or "-"),
             {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0},
         )
         for target in (row, total):
             target["calls"] += 1
-            target["input_tokens"] += int(usage.get("input_tokens", 0))
-            target["output_tokens"] += int(usage.get("output_tokens", 0))
-            target["cost_usd"] += float(call.get("cost_usd") or 0.0)
+            target["input_tokens"] += call.usage.input_tokens
+            target["output_tokens"] += call.usage.output_tokens
+            target["cost_usd"] += call.cost
 
     for e in entries:
-        if e.kind is EntryKind.MODEL_RESPONSE:
-            add(e.payload)
-        elif e.kind is EntryKind.SUMMARY:
-            for call in e.payload.get("calls", ()):
+        body = e.body
+        if isinstance(body, ModelTurn):
+            add(body.call)
+        elif isinstance(body, Summary):
+            for call in body.calls:
                 add(call)
-        elif e.kind is EntryKind.PLAN and "usage" in e.payload:
-            add(e.payload)
+        elif isinstance(body, PlanOutcome) and body.call is not None:
+            add(body.call)
     for row in (*providers.values(), total):
         row["cost_usd"] = round(row["cost_usd"], 6)
     return total | {"providers": providers}
 
 
-def _plan_summary(p: dict[str, Any]) -> str:
-    steps = p.get("steps") or []
-    if p.get("source") == "cache":
+def _plan_summary(p: PlanOutcome) -> str:
+    steps = list(p.steps or ())
+    if p.source == "cache":
         return f"plan reused from the cache ({len(steps)} steps): {_short(steps)}"
-    if p.get("source") == "none":
-        return f"no plan: {p.get('error')}"
-    served = str(p.get("provider") or p.get("model"))
-    if p.get("cost_usd") is not None:
-        served += f" ${float(p['cost_usd']):.6f}"
-    if p.get("rejected"):
-        return f"plan by {served} REJECTED, going on without one: {p['rejected']}"
+    if p.source == "none":
+        return f"no plan: {p.error}"
+    served = str((p.call.provider if p.call is not None else None) or p.model)
+    if p.call is not None and p.call.cost_usd is not None:
+        served += f" ${float(p.call.cost_usd):.6f}"
+    if p.rejected:
+        return f"plan by {served} REJECTED, going on without one: {p.rejected}"
     return f"planned by {served} ({len(steps)} steps): {_short(steps)}"
 
 
-def _approval_summary(p: dict[str, Any]) -> str:
-    event = p.get("event")
-    ident = p.get("approval_id")
-    if event == "timeout":
-        return f"approval {ident} TIMED OUT (denied by default, not a rejection): {p.get('reason')}"
-    if event == "rejected":
-        return f"approval {ident} REJECTED by {', '.join(p.get('by') or [])}: {p.get('reason')}"
-    if event == "approved":
-        return f"approval {ident} APPROVED by {', '.join(p.get('by') or [])}: {p.get('reason')}"
-    if event == "escalated":
-        return f"approval {ident} escalated to group {p.get('group')}"
-    return f"approval {ident} vote by {', '.join(p.get('by') or [])} ({p.get('votes')} of {p.get('quorum')})"
+def _approval_summary(p: ApprovalEvent) -> str:
+    ident = p.approval_id
+    by = ", ".join(p.by)
+    if p.event == "timeout":
+        return f"approval {ident} TIMED OUT (denied by default, not a rejection): {p.reason}"
+    if p.event == "rejected":
+        return f"approval {ident} REJECTED by {by}: {p.reason}"
+    if p.event == "approved":
+        return f"approval {ident} APPROVED by {by}: {p.reason}"
+    if p.event == "escalated":
+        return f"approval {ident} escalated to group {p.group}"
+    return f"approval {ident} vote by {by} ({p.votes} of {p.quorum})"
 
 
 def _short(value: Any, limit: int = 60) -> str:

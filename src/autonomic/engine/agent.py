@@ -4,17 +4,65 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from autonomic.errors import InvalidInput, NotFound
+from autonomic.errors import InvalidInput, NotFound, PolicyFileError
+from autonomic.governance.policy.tool_policy import apply_tool_policy
 from autonomic.tools.contract import Tool
 from autonomic.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from autonomic.engine.planning import Planning
     from autonomic.governance.gate import Gate
+    from autonomic.governance.policy.risk import Policy
     from autonomic.governance.policy.workflow import Workflow
     from autonomic.governance.runaway.budget import Budget
+
+
+PLANNING_INSTRUCTIONS = """You plan the work of an agent before it starts. Below are the agent's
+instructions and tools, then the task as a pattern: values that vary between tasks of this kind
+are placeholders (<n> a number, <date>, <text> a quoted value, <id>, <email>). Write a plan for
+every task of this pattern: short imperative steps in order, naming the tool each step uses.
+Keep placeholders as they are; never invent values. Answer with JSON only:
+{"steps": ["first step", "second step"]} with at most {max_steps} steps."""
+
+
+@dataclass(frozen=True)
+class Planning:
+    """An agent's planning phase.
+
+    Args:
+        model: the model spec that plans (a small model, e.g. ``gateway:providers.yaml#small``);
+            ``None`` plans with the agent's own model.
+        cache_ttl: seconds a plan is reused for the same task pattern; ``None`` never caches
+            (every run plans).
+        max_steps: the longest plan accepted; a longer answer is rejected as nonsense.
+        instructions: the planner's system prompt (``{max_steps}`` is filled in).
+    """
+
+    model: str | None = None
+    cache_ttl: float | None = 3600.0
+    max_steps: int = 10
+    instructions: str = PLANNING_INSTRUCTIONS
+
+    def __post_init__(self) -> None:
+        if self.cache_ttl is not None and not self.cache_ttl > 0:
+            raise InvalidInput(
+                f"planning cache_ttl must be a positive number of seconds, got {self.cache_ttl}",
+                hint="use cache_ttl=None to plan every run without the cache",
+            )
+        if not 1 <= self.max_steps <= 50:
+            raise InvalidInput(f"planning max_steps must be 1 to 50, got {self.max_steps}")
+        if not self.instructions.strip():
+            raise InvalidInput("planning instructions are empty")
+
+    def pin(self, default_model: str) -> dict[str, Any]:
+        """What a run records when it starts, so any worker plans it the same way."""
+        return {
+            "model": self.model or default_model,
+            "cache_ttl": self.cache_ttl,
+            "max_steps": self.max_steps,
+            "instructions": self.instructions,
+        }
 
 
 @dataclass(frozen=True)
@@ -44,7 +92,7 @@ class Agent:
     not named here are treated as side-effecting (the stricter choice)."""
     planning: Planning | None = None
     """Plan before the first turn: from the plan cache when a task of the same pattern was
-    planned before, else with ``planning.model`` (a small model; see ``autonomic.engine.planning``).
+    planned before, else with ``planning.model`` (a small model; ``autonomic.engine.planning``).
     ``None``: the agent starts acting at once."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
@@ -102,3 +150,31 @@ class AgentRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._agents)
+
+
+def govern_agents(registry: AgentRegistry, policy: Policy) -> AgentRegistry:
+    """Every agent of ``registry`` with ``policy``'s tool overrides applied to the tools it has.
+
+    A ``tools:`` entry that names no tool of any agent (and declares none) is an error naming
+    its line: a typo must not silently leave a tool ungoverned."""
+    known = {t.name for name in registry.names() for t in registry.get(name).tools}
+    for name, fields in policy.tools.items():
+        if name not in known and "function" not in fields:
+            raise PolicyFileError(
+                policy.path,
+                policy.tool_lines.get(name),
+                f"policy for unknown tool {name!r}",
+                hint="tools of the loaded agents: " + (", ".join(sorted(known)) or "none"),
+            )
+    governed = AgentRegistry()
+    for name in registry.names():
+        agent = registry.get(name)
+        mine = {k: v for k, v in policy.tools.items() if k in {t.name for t in agent.tools}}
+        tools = apply_tool_policy(
+            agent.tools,
+            mine,
+            path=policy.path,
+            lines=policy.tool_lines,
+        )
+        governed.add(agent.with_tools(tools) if mine else agent)
+    return governed

@@ -17,22 +17,35 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from autonomic.core.journal import GENESIS_HASH, Entry, EntryKind, PackedEntry, pack
+from autonomic.core.entries import RunStarted, Transition
+from autonomic.core.journal import GENESIS_HASH, Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.faults import Faults, NoFaults
-from autonomic.engine.model_call import as_gateway, run_priority
+from autonomic.engine.gatekeeper import Gatekeeper
+from autonomic.engine.hooks import (
+    BudgetHook,
+    CircuitHook,
+    CommitCallback,
+    CompressionHook,
+    ScreeningHook,
+    exact_estimate,
+)
 from autonomic.engine.patterns.react import ReAct
+from autonomic.engine.planning import PlanningHook
 from autonomic.engine.session import RunInterrupted, RunSession
+from autonomic.engine.step import Hook, Hooks, StepProtocol, run_priority
 from autonomic.errors import ConfigError, InvalidInput, LeaseLost, StaleVersion, UserError
 from autonomic.gateway.plan_cache import LocalPlanCache, PlanCache
 from autonomic.gateway.split import view_spec
 from autonomic.governance.circuits import GATE_NAME as BREAKER_GATE
 from autonomic.governance.circuits import Circuits
 from autonomic.governance.gate import Gate, GateChain
-from autonomic.governance.runaway.gate import GATE_NAME, Runaway, pinned_budget
-from autonomic.ports.model import Model
+from autonomic.governance.runaway.budget import pinned_budget
+from autonomic.governance.runaway.gate import GATE_NAME, Runaway
+from autonomic.governance.runaway.model_budget import ModelBudget
+from autonomic.ports.model import ManagedModel, Model, RoutedModel
 from autonomic.ports.store import Claim, Store
 
 ModelResolver = Callable[[str], Model]
@@ -87,6 +100,9 @@ class Engine:
         lease_ttl: seconds a lease lasts without renewal; renewed by every commit and a heartbeat.
         clock: seconds since the epoch; tests move it to expire leases without sleeping.
         faults: crash hooks for chaos tests.
+        on_commit: told about every committed entry (the CLI's live view).
+        hooks: capabilities attached to every run's step protocol (``autonomic.engine.step``:
+            before a model call, around a tool's effect, on commit, ...).
         gates: the action gates every proposed tool call passes, in order (risk policy, budgets,
             ...); see ``autonomic.governance.gate``. An agent's workflow adds its own gate first.
         runaway: the runaway guards (loop detection, budgets, taint, injection screening); on by
@@ -109,6 +125,7 @@ class Engine:
         faults: Faults | None = None,
         owner: str | None = None,
         on_commit: Callable[[Entry], None] | None = None,
+        hooks: Sequence[Hook] = (),
         gates: GateChain | Sequence[Gate] = (),
         runaway: Runaway | None = None,
         circuits: Circuits | None = None,
@@ -123,7 +140,11 @@ class Engine:
         self.runaway = runaway if runaway is not None else Runaway()
         if self.runaway.enabled and not any(g.name == GATE_NAME for g in self.gates.gates):
             self.gates.add(self.runaway.gate())
-        self.on_commit = on_commit
+        self.hooks: list[Hook] = list(hooks)
+        """Hooks on every run's step protocol (``autonomic.engine.step.Hook``), before the
+        engine's own (breakers, planning, compression, budgets, screening)."""
+        if on_commit is not None:
+            self.hooks.append(CommitCallback(on_commit))
         self.agents = agents
         self._models = models
         self._model_cache: dict[str, Model] = {}
@@ -154,8 +175,8 @@ class Engine:
             if providers is None:
                 self._model_cache[spec] = self._models(spec)
             else:
-                parent = as_gateway(self.model_for(base))
-                if parent is None:
+                parent = self.model_for(base)
+                if not isinstance(parent, RoutedModel):
                     raise ConfigError(
                         f"model spec {spec!r}: {base!r} is not a gateway",
                         hint="'#provider' picks providers of a gateway: spec",
@@ -253,48 +274,40 @@ class Engine:
             max_turns=turns,
             metadata=metadata or {},
         )
-        started_payload: dict[str, Any] = {
-            "agent": definition.name,
-            "agent_version": definition.version,
-            "model": spec,
-            "instructions": definition.instructions,
-            "task": task,
-            "tools": [t.ref for t in definition.tools],
-            "max_turns": turns,
-            "tenant": tenant,
-        }
-        if requester is not None:
-            started_payload["requester"] = requester
+        planning: dict[str, Any] | None = None
         if definition.planning is not None:
             planning = definition.planning.pin(spec)
             self.model_for(planning["model"])  # a bad planner spec fails here too
-            started_payload["planning"] = planning
-        if definition.workflow is not None:
-            started_payload["workflow"] = definition.workflow.pin()
         run_priority(metadata or {})  # validated here, the entry point: one clear error line
         budget = pinned_budget(definition.budget, (metadata or {}).get("budget"))
-        if budget:
-            started_payload["budget"] = budget
-        started = pack(
+        started = record(
             run.id,
             1,
-            EntryKind.RUN_STARTED,
-            started_payload,
+            RunStarted(
+                agent=definition.name,
+                agent_version=definition.version,
+                model=spec,
+                instructions=definition.instructions,
+                task=task,
+                tools=tuple(t.ref for t in definition.tools),
+                max_turns=turns,
+                tenant=tenant,
+                requester=requester,
+                planning=planning,
+                workflow=definition.workflow.pin() if definition.workflow is not None else None,
+                budget=budget or None,
+            ),
             prev_hash=GENESIS_HASH,
             created_at=now,
         )
         if not claimed:
             return run, [started]
-        running = pack(
+        running = record(
             run.id,
             2,
-            EntryKind.TRANSITION,
-            {
-                "from": RunStatus.PENDING.value,
-                "to": RunStatus.RUNNING.value,
-                "reason": "claimed",
-                "worker": self.owner,
-            },
+            Transition(
+                RunStatus.PENDING.value, RunStatus.RUNNING.value, "claimed", worker=self.owner
+            ),
             prev_hash=started.entry.hash,
             created_at=now,
         )
@@ -328,35 +341,23 @@ class Engine:
         session: RunSession | None = None
         try:
             entries = fresh if fresh is not None else await self.store.load_journal(run.id)
-            state = fold(run.id, entries)
             session = RunSession(
                 self.store,
                 run,
-                state,
+                fold(run.id, entries),
                 clock=self.clock,
                 faults=self.faults,
                 lease_ttl=self.lease_ttl,
-                on_commit=self.on_commit,
             )
-            if fresh is None:
-                await self._begin(session)
+            session.on_commit = Hooks(self.hooks).committer(session)
+            taken_over = fresh is None and session.state.status is RunStatus.RUNNING
+            if session.state.status is RunStatus.PENDING:
+                await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
             if session.state.status is RunStatus.RUNNING:
-                agent = self.agents.get(run.agent)
-                pattern = ReAct(
-                    agent,
-                    self.model_for(run.model),
-                    stopping=self.stopping.is_set,
-                    gates=self.gates,
-                    runaway=self.runaway,
-                    circuits=self.circuits,
-                    planning_model=self._planning_model(session),
-                    plan_cache=self.plan_cache,
-                )
-                workflow = agent.workflow.name if agent.workflow is not None else None
-                await self.circuits.drive(
-                    session, agent.name, workflow, lambda: pattern.run(session)
-                )
-                await self._forget_failed_plan(session)
+                step = self._steps(session)
+                if taken_over:
+                    step.begin(self.owner)
+                await step.drive(ReAct())
         except (LeaseLost, RunInterrupted):
             return await self.store.get_run(run.id)
         finally:
@@ -368,50 +369,32 @@ class Engine:
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
 
-    async def _forget_failed_plan(self, session: RunSession) -> None:
-        """A run that failed following a plan takes the plan out of the cache: the next task of
-        its kind is planned afresh instead of repeating the failure. (A suspension is a budget or
-        a human's matter, not the plan's, so it keeps the plan.)"""
-        plan = session.state.plan
-        if (
-            self.plan_cache is None
-            or session.state.status is not RunStatus.FAILED
-            or not plan
-            or not plan.get("steps")
-        ):
-            return
-        try:
-            await self.plan_cache.forget(str(plan["key"]))
-        except Exception as exc:  # a cache outage must not turn into a crashed worker
-            log.warning(
-                "plan cache: could not forget the plan of failed run %s: %s", session.run.id, exc
-            )
-
-    def _planning_model(self, session: RunSession) -> Model | None:
-        """The planner of a run that should plan and has no plan yet (the spec it pinned)."""
-        pinned = session.state.planning
-        if pinned is None or session.state.plan is not None:
-            return None
-        return self.model_for(str(pinned["model"]))
-
-    async def _begin(self, session: RunSession) -> None:
+    def _steps(self, session: RunSession) -> StepProtocol:
+        """The step protocol for a run this worker drives now, with every hook it needs."""
+        agent = self.agents.get(session.run.agent)
+        model = self.model_for(session.run.model)
         state = session.state
-        if state.status is RunStatus.PENDING:
-            await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
-        elif state.status is RunStatus.RUNNING and not state.reopened:
-            pending = [
-                {"call_id": p.call.id, "tool": p.call.name, "started": p.intent is not None}
-                for p in state.pending_calls()
-            ]
-            session.note(
-                EntryKind.RECOVERY,
-                {
-                    "worker": self.owner,
-                    "fence": session.fence,
-                    "journal_seq": state.last_seq,
-                    "pending_calls": pending,
-                },
-            )
+        managed = model if isinstance(model, ManagedModel) else None
+        hooks: list[Hook] = [*self.hooks, CircuitHook(self.circuits)]
+        budget: ModelBudget | None = None
+        if self.runaway.enabled:
+            budget = ModelBudget(self.runaway.ledger)
+            if managed is not None:
+                budget.estimate = exact_estimate(managed)
+        if state.planning is not None:  # plans now (no plan yet) or may forget a failed plan
+            planner = None if state.plan is not None else self.model_for(state.planning["model"])
+            hooks.append(PlanningHook(agent, planner, cache=self.plan_cache, budget=budget))
+        if managed is not None:
+            hooks.append(CompressionHook(managed))
+        if budget is not None:
+            hooks.append(BudgetHook(budget))
+        if self.runaway.enabled and self.runaway.screen_results:
+            hooks.append(ScreeningHook())
+        chain = Hooks(hooks)
+        session.on_commit = chain.committer(session)
+        extra = [agent.workflow.gate()] if agent.workflow is not None else []
+        gatekeeper = Gatekeeper(self.gates, [*extra, *agent.gates], read_only=agent.read_only)
+        return StepProtocol(session, agent, model, gatekeeper, chain, stopping=self.stopping.is_set)
 
     async def _heartbeat(self, run: Run) -> None:
         """Keep the lease alive while a long step runs; commits also extend it."""
@@ -462,17 +445,10 @@ class Engine:
             entries = await self.store.load_journal(run_id)
             state = fold(run_id, entries)
             now = self.clock()
-            entry = pack(
+            entry = record(
                 run_id,
                 state.last_seq + 1,
-                EntryKind.TRANSITION,
-                {
-                    "from": run.status.value,
-                    "to": target.value,
-                    "reason": reason,
-                    "by": "operator",
-                    **extra,
-                },
+                Transition(run.status.value, target.value, reason, by="operator", **extra),
                 prev_hash=state.last_hash,
                 created_at=now,
             )

@@ -1,16 +1,21 @@
-"""The guard: where the pre-action seam meets the step protocol.
+"""The gatekeeper: the one place the engine asks governance about a call and journals the answer.
 
-For each new tool call (arguments already validated) ``Guard.before_call``:
+This is the *decide* phase of the step protocol (``autonomic.engine.step``). For each new tool call
+(arguments already validated) ``Gatekeeper.decide``:
 
-1. replays the journaled ``decision`` for the call if there is one, else asks the ``GateChain``
-   (plus the agent's workflow gate) and stages the decision - it is committed before any effect,
-   with the intent of a non-idempotent call or with the wait for a human;
+1. replays the journaled ``decision`` for the call if there is one, else builds the one
+   ``ProposedAction`` (the tool's contract, the validated arguments, the thought of the turn that
+   proposed it, the provenance of what the model read, the run's folded state) and asks the gate
+   chain (the agent's workflow gate and own gates first, then the engine's: risk policy, breakers,
+   runaway guards) - and stages the decision: it is committed before any effect, with the intent of
+   a non-idempotent call or with the wait for a human;
 2. acts on the verdict: ``ALLOW`` executes; ``BLOCK`` records a refused result (0 executions) and
    lets the model go on; ``SUSPEND`` records a refused result and suspends the run (a security
-   violation); ``APPROVE`` either waits - the approval row is inserted in the same transaction that
-   moves the run to WAITING_FOR_HUMAN and releases its lease, so waiting holds no worker - or, once
-   the journal holds the outcome, executes (approved, and the binding hash of what is about to run
-   matches what was approved) or records the refusal (rejected / timed out).
+   violation, a runaway, an open circuit); ``APPROVE`` either waits - the approval row is inserted
+   in the same transaction that moves the run to WAITING_FOR_HUMAN and releases its lease, so
+   waiting holds no worker - or, once the journal holds the outcome, executes (approved, and the
+   binding hash of what is about to run matches what was approved) or records the refusal
+   (rejected / timed out).
 
 The action's execution after approval is the ordinary write-ahead step (intent, effect, result
 under the idempotency key ``run_id:seq``), so a crash between approval and execution redoes nothing
@@ -24,23 +29,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus, approval_id, binding_hash
-from autonomic.core.journal import EntryKind
+from autonomic.core.entries import DecisionRecord, ToolResult, WorkflowMove
 from autonomic.core.messages import ToolCall
 from autonomic.core.run import RunStatus
+from autonomic.core.state import RunState
 from autonomic.engine.session import RunSession
 from autonomic.errors import NotFound
-from autonomic.governance.gate import (
-    ApprovalRule,
-    Decision,
-    Gate,
-    GateChain,
-    ProposedAction,
-    Verdict,
-)
+from autonomic.governance.action import ActionKind, Estimate, ProposedAction
+from autonomic.governance.decision import ApprovalRule, Decision, Verdict, risk_name
+from autonomic.governance.gate import Gate, GateChain
+from autonomic.governance.provenance import Provenance
 from autonomic.tools.contract import Tool
 
 _PASSIVE = frozenset({"runaway", "breaker"})
-"""Gates whose allow is not journaled (see ``before_call``)."""
+"""Gates whose allow is not journaled (see ``decide``)."""
 
 
 class Go(enum.Enum):
@@ -51,7 +53,7 @@ class Go(enum.Enum):
     """The run left RUNNING (waiting for a human, or suspended)."""
 
 
-class Guard:
+class Gatekeeper:
     """Decides, journals and enforces, for one run's calls. Stateless across runs."""
 
     def __init__(
@@ -61,28 +63,22 @@ class Guard:
         *,
         read_only: frozenset[str] = frozenset(),
     ) -> None:
+        """``gates``: the engine's chain; ``extra``: the agent's workflow gate and own gates,
+        asked first."""
         self.gates = gates
         self.extra = list(extra)
         self.read_only = read_only
 
-    async def before_call(
+    async def decide(
         self, session: RunSession, tool: Tool, call: ToolCall, arguments: dict[str, Any]
     ) -> Go:
         state = session.state
         decision = state.decisions.get(call.id)
         replayed = decision is not None
         if decision is None:
-            action = ProposedAction(
-                run=session.run,
-                state=state,
-                tool=tool,
-                arguments=arguments,
-                call_id=call.id,
-                step=session.next_seq,
-                read_only=tool.name in self.read_only,
-            )
             if not self.gates.gates and not self.extra:
                 return Go.EXECUTE  # no governance configured: nothing to journal
+            action = proposed_action(session, tool, call, arguments, tool.name in self.read_only)
             decided = await self.gates.decide(action, self.extra)
             if decided.gate == "default" and self._only_passive():
                 # Only the runaway guards and breakers are configured and they had no objection:
@@ -90,9 +86,9 @@ class Guard:
                 # history is folded from the journal; a breaker may since have opened, and then
                 # refusing is right), and an ungoverned run's journal stays as it was.
                 return Go.EXECUTE
-            decision = decision_payload(decided, action)
-            session.stage(EntryKind.DECISION, decision)
-        verdict = Verdict(decision["verdict"])
+            decision = decision_record(decided, action)
+            session.stage(decision)
+        verdict = Verdict(decision.verdict)
         if verdict is Verdict.ALLOW:
             self._enter_state(session, decision)
             return Go.EXECUTE
@@ -102,20 +98,20 @@ class Guard:
                 call,
                 tool,
                 "action_blocked",
-                f"blocked by {decision['gate']}: "
-                f"{decision['explanation']} (risk {decision.get('risk') or 'n/a'}); "
+                f"blocked by {decision.gate}: "
+                f"{decision.explanation} (risk {decision.risk or 'n/a'}); "
                 "nothing was executed",
             )
             return Go.SKIP
         if verdict is Verdict.SUSPEND:
             code = "security_violation"
-            message = f"security violation ({decision['gate']}): {decision['explanation']}"
-            if decision["gate"] == "runaway":
-                code = str(decision.get("evidence", {}).get("code") or "runaway")
-                message = f"suspended by the runaway guard: {decision['explanation']}"
-            elif decision["gate"] == "breaker":
+            message = f"security violation ({decision.gate}): {decision.explanation}"
+            if decision.gate == "runaway":
+                code = str(decision.evidence.get("code") or "runaway")
+                message = f"suspended by the runaway guard: {decision.explanation}"
+            elif decision.gate == "breaker":
                 code = "circuit_open"
-                message = f"suspended until the tool recovers: {decision['explanation']}"
+                message = f"suspended until the tool recovers: {decision.explanation}"
             _refuse(session, call, tool, code, message + "; nothing was executed")
             await session.transition(RunStatus.SUSPENDED, message, decision=decision)
             return Go.STOP
@@ -130,106 +126,139 @@ class Guard:
         tool: Tool,
         call: ToolCall,
         arguments: dict[str, Any],
-        decision: dict[str, Any],
+        decision: DecisionRecord,
         replayed: bool,
     ) -> Go:
         outcome = session.state.approvals.get(call.id)
+        assert decision.approval_id is not None
         if outcome is None:
             insert: list[Approval] = []
             if not replayed:
                 insert.append(new_approval(session, tool, arguments, decision))
             else:  # reopened without a decision (resume --force): wait again, same approval
                 try:
-                    await session.store.get_approval(decision["approval_id"])
+                    await session.store.get_approval(decision.approval_id)
                 except NotFound:
                     insert.append(new_approval(session, tool, arguments, decision))
             await session.transition(
                 RunStatus.WAITING_FOR_HUMAN,
-                f"approval {decision['approval_id']} needed: {tool.ref} - {decision['explanation']}",
+                f"approval {decision.approval_id} needed: {tool.ref} - {decision.explanation}",
                 approvals=insert,
-                approval_id=decision["approval_id"],
+                approval_id=decision.approval_id,
             )
             return Go.STOP
-        status = ApprovalStatus(outcome["status"])
+        status = ApprovalStatus(outcome.status)
         if status is ApprovalStatus.APPROVED:
-            about_to_run = binding_hash(tool.ref, arguments, session.run.id, int(decision["step"]))
-            if about_to_run != outcome.get("binding") or about_to_run != decision["binding"]:
+            about_to_run = binding_hash(tool.ref, arguments, session.run.id, decision.step)
+            if about_to_run != outcome.binding or about_to_run != decision.binding:
                 _refuse(
                     session,
                     call,
                     tool,
                     "approval_mismatch",
-                    f"approval {outcome.get('approval_id')} was given for other arguments; "
+                    f"approval {outcome.approval_id} was given for other arguments; "
                     "nothing was executed",
                 )
                 return Go.SKIP
             session.fault("approved")
             self._enter_state(session, decision)
             return Go.EXECUTE
-        who = ", ".join(outcome.get("by") or []) or "nobody"
+        who = ", ".join(outcome.by) or "nobody"
         if status is ApprovalStatus.TIMEOUT:
             code, text = (
                 "approval_timeout",
-                f"approval timed out (denied by default): {outcome.get('reason')}",
+                f"approval timed out (denied by default): {outcome.reason}",
             )
         else:
-            code, text = "approval_rejected", f"rejected by {who}: {outcome.get('reason')}"
+            code, text = "approval_rejected", f"rejected by {who}: {outcome.reason}"
         _refuse(session, call, tool, code, text + "; nothing was executed")
         return Go.SKIP
 
     @staticmethod
-    def _enter_state(session: RunSession, decision: dict[str, Any]) -> None:
-        target = decision.get("workflow_to")
+    def _enter_state(session: RunSession, decision: DecisionRecord) -> None:
+        target = decision.workflow_to
         if target and target != session.state.workflow:
             session.stage(
-                EntryKind.WORKFLOW,
-                {
-                    "from": session.state.workflow,
-                    "to": target,
-                    "reason": f"{decision['tool']} belongs to state {target}",
-                    "call_id": decision["call_id"],
-                },
+                WorkflowMove(
+                    session.state.workflow,
+                    target,
+                    f"{decision.tool} belongs to state {target}",
+                    call_id=decision.call_id,
+                )
             )
 
 
-def decision_payload(decision: Decision, action: ProposedAction) -> dict[str, Any]:
+def proposed_action(
+    session: RunSession, tool: Tool, call: ToolCall, arguments: dict[str, Any], read_only: bool
+) -> ProposedAction:
+    """The one ``ProposedAction`` for a call: everything deterministic about it and the run."""
+    state = session.state
+    run = session.run
+    return ProposedAction(
+        ActionKind.TOOL_CALL,
+        agent=run.agent,
+        tool=tool.name,
+        arguments=arguments,
+        thought=thought(state),
+        tenant=run.tenant,
+        provenance=tuple(Provenance.from_label(p) for p in state.taint),
+        read_only=read_only,
+        estimate=Estimate(cost=tool.cost_estimate),
+        # ``now`` stays unset: the wall-clock budget is checked before each model call
+        run=run,
+        state=state,
+        contract=tool,
+        call_id=call.id,
+        step=session.next_seq,
+    )
+
+
+def thought(state: RunState) -> str:
+    """The reasoning of the turn that proposed the pending calls (what loop detection compares)."""
+    for message in reversed(state.messages):
+        if message.tool_calls:
+            return message.content or ""
+    return ""
+
+
+def decision_record(decision: Decision, action: ProposedAction) -> DecisionRecord:
     """The journal entry for a decision: the verdict, why, and what it is bound to."""
-    tool = action.tool
-    payload: dict[str, Any] = {
-        "call_id": action.call_id,
-        "tool": tool.name,
-        "version": tool.version,
-        "step": action.step,
-        "binding": binding_hash(tool.ref, action.arguments, action.run.id, action.step),
-        "verdict": decision.verdict.value,
-        "gate": decision.gate,
-        "risk": decision.risk,
-        "explanation": decision.explanation,
-        "evidence": decision.evidence,
-    }
-    if decision.workflow_to:
-        payload["workflow_to"] = decision.workflow_to
-    if decision.verdict is Verdict.APPROVE:
-        payload["approval_id"] = approval_id(action.run.id, action.call_id, action.step)
-        payload["approval"] = (decision.approval or ApprovalRule()).to_dict()
-    return payload
+    run, _, tool = action.in_run()
+    rule = decision.approval or ApprovalRule()
+    approve = decision.verdict is Verdict.APPROVE
+    return DecisionRecord(
+        call_id=action.call_id,
+        tool=tool.name,
+        version=tool.version,
+        step=action.step,
+        binding=binding_hash(tool.ref, dict(action.arguments), run.id, action.step),
+        verdict=decision.verdict.value,
+        gate=decision.gate,
+        risk=risk_name(decision.risk),
+        explanation=decision.explanation,
+        evidence=decision.evidence,
+        workflow_to=decision.workflow_to,
+        approval_id=approval_id(run.id, action.call_id, action.step) if approve else None,
+        approval=rule.to_dict() if approve else None,
+    )
 
 
 def new_approval(
-    session: RunSession, tool: Tool, arguments: dict[str, Any], decision: dict[str, Any]
+    session: RunSession, tool: Tool, arguments: dict[str, Any], decision: DecisionRecord
 ) -> Approval:
-    rule = ApprovalRule.from_dict(decision.get("approval") or {})
+    rule = ApprovalRule.from_dict(decision.approval or {})
     now = session.now()
+    assert decision.approval_id is not None
     return Approval(
-        id=decision["approval_id"],
+        id=decision.approval_id,
         run_id=session.run.id,
-        call_id=decision["call_id"],
-        step=int(decision["step"]),
+        call_id=decision.call_id,
+        step=decision.step,
         tenant=session.run.tenant,
         tool=tool.ref,
         arguments=arguments,
-        binding=decision["binding"],
-        explanation=decision["explanation"],
+        binding=decision.binding,
+        explanation=decision.explanation,
         created_at=now,
         expires_at=now + rule.expires_after,
         requester=session.state.requester,
@@ -243,13 +272,4 @@ def new_approval(
 
 
 def _refuse(session: RunSession, call: ToolCall, tool: Tool, code: str, message: str) -> None:
-    session.stage(
-        EntryKind.TOOL_RESULT,
-        {
-            "call_id": call.id,
-            "tool": tool.name,
-            "ok": False,
-            "error": {"code": code, "message": message},
-            "refused": True,
-        },
-    )
+    session.stage(ToolResult.failed(call.id, tool.name, code, message, refused=True))

@@ -27,74 +27,29 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
-from autonomic.core.journal import EntryKind
+from autonomic.core.entries import ModelCall, PlanOutcome
 from autonomic.core.messages import Message, Role, ToolSpec
-from autonomic.engine.model_call import as_gateway, exact_estimate, response_fields
-from autonomic.engine.session import RunSession, suspend_for_budget
-from autonomic.errors import InvalidInput, ModelError
+from autonomic.core.run import RunStatus
+from autonomic.engine.agent import PLANNING_INSTRUCTIONS, Agent, Planning
+from autonomic.engine.hooks import exact_estimate, suspend_for_budget
+from autonomic.engine.step import Hook, StepProtocol
+from autonomic.errors import ModelError
 from autonomic.gateway.plan_cache import PlanCache, plan_key, task_pattern
 from autonomic.governance.injection import screen
 from autonomic.governance.provenance import Provenance, Source
-from autonomic.ports.model import Model
+from autonomic.governance.runaway.model_budget import ModelBudget
+from autonomic.ports.model import ManagedModel, Model
 
-if TYPE_CHECKING:
-    from autonomic.engine.agent import Agent
-    from autonomic.governance.runaway.gate import ModelBudget
+__all__ = ["PLANNING_INSTRUCTIONS", "Planning", "PlanningHook", "check_steps", "parse_plan"]
 
 log = logging.getLogger(__name__)
 
 MAX_STEP_CHARS = 300
 MAX_PATTERN_CHARS = 2000
 """Longer tasks are planned from their first characters (and keyed by the whole pattern)."""
-
-PLANNING_INSTRUCTIONS = """You plan the work of an agent before it starts. Below are the agent's
-instructions and tools, then the task as a pattern: values that vary between tasks of this kind
-are placeholders (<n> a number, <date>, <text> a quoted value, <id>, <email>). Write a plan for
-every task of this pattern: short imperative steps in order, naming the tool each step uses.
-Keep placeholders as they are; never invent values. Answer with JSON only:
-{"steps": ["first step", "second step"]} with at most {max_steps} steps."""
-
-
-@dataclass(frozen=True)
-class Planning:
-    """An agent's planning phase.
-
-    Args:
-        model: the model spec that plans (a small model, e.g. ``gateway:providers.yaml#small``);
-            ``None`` plans with the agent's own model.
-        cache_ttl: seconds a plan is reused for the same task pattern; ``None`` never caches
-            (every run plans).
-        max_steps: the longest plan accepted; a longer answer is rejected as nonsense.
-        instructions: the planner's system prompt (``{max_steps}`` is filled in).
-    """
-
-    model: str | None = None
-    cache_ttl: float | None = 3600.0
-    max_steps: int = 10
-    instructions: str = PLANNING_INSTRUCTIONS
-
-    def __post_init__(self) -> None:
-        if self.cache_ttl is not None and not self.cache_ttl > 0:
-            raise InvalidInput(
-                f"planning cache_ttl must be a positive number of seconds, got {self.cache_ttl}",
-                hint="use cache_ttl=None to plan every run without the cache",
-            )
-        if not 1 <= self.max_steps <= 50:
-            raise InvalidInput(f"planning max_steps must be 1 to 50, got {self.max_steps}")
-        if not self.instructions.strip():
-            raise InvalidInput("planning instructions are empty")
-
-    def pin(self, default_model: str) -> dict[str, Any]:
-        """What a run records when it starts, so any worker plans it the same way."""
-        return {
-            "model": self.model or default_model,
-            "cache_ttl": self.cache_ttl,
-            "max_steps": self.max_steps,
-            "instructions": self.instructions,
-        }
 
 
 def parse_plan(content: str | None, max_steps: int) -> tuple[list[str], str | None]:
@@ -153,26 +108,37 @@ def planning_messages(
     return [Message(Role.SYSTEM, system), Message(Role.USER, pattern[:MAX_PATTERN_CHARS])]
 
 
-class Planner:
-    """Gets a run its plan: the cache first, then the planning model."""
+class PlanningHook(Hook):
+    """Gets a run its plan before its first turn - the cache first, then the planning model - and
+    takes the plan of a run that failed following it out of the cache."""
 
     def __init__(
         self,
         agent: Agent,
-        model: Model,
+        model: Model | None,
         *,
         cache: PlanCache | None,
         budget: ModelBudget | None,
     ) -> None:
+        """``model``: the planner the run pinned, ``None`` for a run that has its plan already."""
         self.agent = agent
         self.model = model
         self.cache = cache
         self.budget = budget
-        gateway = as_gateway(model)
-        self._estimate = exact_estimate(gateway) if gateway is not None else None
+        self._estimate = (
+            exact_estimate(model) if model is not None and isinstance(model, ManagedModel) else None
+        )
 
-    async def plan(self, session: RunSession, tools: Sequence[ToolSpec]) -> bool:
+    async def before_model_call(self, step: StepProtocol) -> bool:
+        state = step.state
+        if self.model is None or state.planning is None or state.plan is not None:
+            return True
+        return await self.plan(step)
+
+    async def plan(self, step: StepProtocol) -> bool:
         """Stage the run's ``plan`` entry; ``False`` once the run left RUNNING (a budget)."""
+        assert self.model is not None
+        session = step.session
         state = session.state
         pinned = state.planning
         assert pinned is not None
@@ -180,21 +146,21 @@ class Planner:
         key = plan_key(
             pattern, agent=self.agent.name, version=self.agent.version, tenant=session.run.tenant
         )
-        entry: dict[str, Any] = {"key": key, "pattern": pattern[:200]}
+        outcome = PlanOutcome(key=key, pattern=pattern[:200])
         ttl = pinned.get("cache_ttl")
         max_steps = int(pinned["max_steps"])
         if self.cache is not None and ttl is not None:
-            cached = await self._lookup(key, entry)
+            cached, outcome = await self._lookup(key, outcome)
             if cached is not None:
                 steps, problem = check_steps(cached, max_steps)
                 if problem is None:
-                    session.stage(EntryKind.PLAN, entry | {"source": "cache", "steps": steps})
+                    session.stage(replace(outcome, source="cache", steps=tuple(steps)))
                     return True
-                entry["cache_error"] = f"cached plan refused: {problem}"
-        messages = planning_messages(pinned, self.agent, tools, pattern)
+                outcome = replace(outcome, cache_error=f"cached plan refused: {problem}")
+        messages = planning_messages(pinned, self.agent, step.specs, pattern)
         reserved = None
         if self.budget is not None:
-            verdict, reserved = await self.budget.check(
+            decision, reserved = await self.budget.check(
                 agent=self.agent.name,
                 tenant=session.run.tenant,
                 state=state,
@@ -203,23 +169,23 @@ class Planner:
                 messages=messages,
                 estimate=self._estimate,
             )
-            if not verdict.allowed:
-                await suspend_for_budget(session, verdict, reserved, call="the planning call")
+            if not decision.allowed:
+                await suspend_for_budget(step, decision, reserved, call="the planning call")
                 return False
         started = time.perf_counter()
         try:
             response = await self.model.complete(messages, [])
         except ModelError as exc:
             reason = f"the planner failed: {exc}; the run goes on without a plan"
-            session.stage(EntryKind.PLAN, entry | {"source": "none", "error": reason})
+            session.stage(replace(outcome, source="none", error=reason))
             return True
-        entry |= {
-            "source": "model",
-            "model": response.model or self.model.name,
-            "usage": response.usage.to_dict(),
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            **response_fields(response),
-        }
+        outcome = replace(
+            outcome,
+            source="model",
+            model=response.model or self.model.name,
+            call=ModelCall.of_response(response),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
         if self.budget is not None and reserved is not None:
             await self.budget.settle(
                 reserved,
@@ -228,9 +194,9 @@ class Planner:
             )
         steps, problem = parse_plan(response.content, max_steps)
         if problem is not None:
-            session.stage(EntryKind.PLAN, entry | {"rejected": problem})
+            session.stage(replace(outcome, rejected=problem))
             return True
-        session.stage(EntryKind.PLAN, entry | {"steps": steps})
+        session.stage(replace(outcome, steps=tuple(steps)))
         if self.cache is not None and ttl is not None:
             try:
                 await self.cache.store(key, steps, ttl=float(ttl))
@@ -238,14 +204,34 @@ class Planner:
                 log.warning("plan cache: could not store a plan: %s", _brief(exc))
         return True
 
-    async def _lookup(self, key: str, entry: dict[str, Any]) -> Any | None:
+    async def after_run(self, step: StepProtocol) -> None:
+        """A run that failed following a plan takes the plan out of the cache: the next task of
+        its kind is planned afresh instead of repeating the failure. (A suspension is a budget or
+        a human's matter, not the plan's, so it keeps the plan.)"""
+        plan = step.state.plan
+        if (
+            self.cache is None
+            or step.state.status is not RunStatus.FAILED
+            or plan is None
+            or not plan.steps
+        ):
+            return
+        try:
+            await self.cache.forget(plan.key)
+        except Exception as exc:  # a cache outage must not turn into a crashed worker
+            log.warning(
+                "plan cache: could not forget the plan of failed run %s: %s",
+                step.session.run.id,
+                exc,
+            )
+
+    async def _lookup(self, key: str, outcome: PlanOutcome) -> tuple[Any | None, PlanOutcome]:
         assert self.cache is not None
         try:
-            return await self.cache.lookup(key)
+            return await self.cache.lookup(key), outcome
         except Exception as exc:  # a cache outage is a miss, not a failed run
-            entry["cache_error"] = f"lookup failed: {_brief(exc)}"
             log.warning("plan cache: lookup failed, planning instead: %s", _brief(exc))
-            return None
+            return None, replace(outcome, cache_error=f"lookup failed: {_brief(exc)}")
 
 
 def _brief(exc: BaseException) -> str:

@@ -1,9 +1,10 @@
 """A worker's hold on one run: its folded state, its lease, and the only path to the database.
 
-The step protocol lives here. Entries are *staged* (applied to the in-memory state at once) and
-*flushed* (committed atomically with a version and fencing check). Callers flush before a side
-effect whose repetition would be unsafe, and after it; everything else rides in the next flush, so
-a run pays one commit per step where that is all safety needs.
+The step protocol (``autonomic.engine.step``) decides *what* to journal and *when* to commit; this
+is *how*. Entries are *staged* (typed values, applied to the in-memory state at once) and
+*flushed* (committed atomically with the run's version and the lease's fencing token). Callers
+flush before a side effect whose repetition would be unsafe, and after it; everything else rides
+in the next flush, so a run pays one commit per step where that is all safety needs.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval
-from autonomic.core.journal import Entry, EntryKind, PackedEntry, pack
+from autonomic.core.entries import Body, EntryKind, Transition
+from autonomic.core.journal import Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState
 from autonomic.engine.faults import Faults
 from autonomic.errors import LeaseLost, StaleVersion
-from autonomic.governance.action import ProposedAction as GuardAction
-from autonomic.governance.decision import Verdict as GuardVerdict
 from autonomic.ports.store import Store
 
 
@@ -42,17 +42,19 @@ class RunSession:
         clock: Callable[[], float],
         faults: Faults,
         lease_ttl: float,
-        on_commit: Callable[[Entry], None] | None = None,
+        on_commit: Callable[[Sequence[Entry]], None] | None = None,
     ) -> None:
+        """``on_commit``: called with the entries of every commit, after it is durable (the step
+        protocol's commit hooks)."""
         self.store = store
-        self._on_commit = on_commit
+        self.on_commit = on_commit
         self.run = run
         self.state = state
         self._clock = clock
         self._faults = faults
         self._ttl = lease_ttl
         self._staged: list[PackedEntry] = []
-        self._notes: list[tuple[EntryKind, dict[str, Any]]] = []
+        self._notes: list[Body] = []
 
     @property
     def fence(self) -> int:
@@ -61,13 +63,12 @@ class RunSession:
     def now(self) -> float:
         return self._clock()
 
-    def stage(self, kind: EntryKind, payload: dict[str, Any]) -> Entry:
+    def stage(self, body: Body) -> Entry:
         """Add an entry to the next commit and fold it into the state now."""
-        packed = pack(
+        packed = record(
             self.run.id,
             self.state.last_seq + 1,
-            kind,
-            payload,
+            body,
             prev_hash=self.state.last_hash,
             created_at=self._clock(),
         )
@@ -75,13 +76,13 @@ class RunSession:
         self._staged.append(packed)
         return packed.entry
 
-    def note(self, kind: EntryKind, payload: dict[str, Any]) -> None:
+    def note(self, body: Body) -> None:
         """Journal an informational entry at the *end* of the next commit.
 
         Notes (a recovery, say) must not shift the ``seq`` of the work they precede: idempotency
         keys are ``run_id:seq``, and a step redone after a crash has to get the key it had before.
         """
-        self._notes.append((kind, payload))
+        self._notes.append(body)
 
     @property
     def next_seq(self) -> int:
@@ -101,9 +102,7 @@ class RunSession:
         """
         if not self._staged and changes is None:
             return
-        for kind, payload in self._notes:
-            self.stage(kind, payload)
-        self._notes.clear()
+        self._stage_notes()
         now = self._clock()
         base = changes or RunChanges()
         changes = RunChanges(
@@ -145,12 +144,16 @@ class RunSession:
                 lease=Lease(owner=None, expires_at=0.0, fence=self.run.lease.fence)
             )
         committed, self._staged = self._staged, []
-        if self._on_commit is not None:
-            for packed in committed:
-                self._on_commit(packed.entry)
+        if self.on_commit is not None:
+            self.on_commit([p.entry for p in committed])
         self._faults.at("after_commit")
         for _ in range(steps):
             self._faults.at("step_done")
+
+    def _stage_notes(self) -> None:
+        for body in self._notes:
+            self.stage(body)
+        self._notes.clear()
 
     async def _reload_after_conflict(self) -> None:
         """Our version was stale. Keep going only if nothing that matters changed."""
@@ -170,23 +173,26 @@ class RunSession:
         *,
         output: Any = None,
         approvals: Sequence[Approval] = (),
-        **extra: Any,
+        **evidence: Any,
     ) -> None:
         """Stage a transition entry and commit it together with the status change.
 
-        Leaving RUNNING also gives up the lease in the same commit, so finishing a run costs one
-        transaction, not two.
+        ``evidence``: the ``Transition`` fields that say why (``error``, ``decision``,
+        ``in_doubt``, ``guard``, ``circuit`` ...). Leaving RUNNING also gives up the lease in the
+        same commit, so finishing a run costs one transaction, not two.
         """
         source = self.state.status
         check_transition(self.run.id, source, target)
-        for kind, note in self._notes:  # nothing follows a transition, so notes go first
-            self.stage(kind, note)
-        self._notes.clear()
-        payload: dict[str, Any] = {"from": source.value, "to": target.value, "reason": reason}
-        if target is RunStatus.COMPLETED:
-            payload["output"] = output
-        payload.update(extra)
-        self.stage(EntryKind.TRANSITION, payload)
+        self._stage_notes()  # nothing follows a transition, so notes go first
+        self.stage(
+            Transition(
+                source.value,
+                target.value,
+                reason,
+                output=output if target is RunStatus.COMPLETED else None,
+                **evidence,
+            )
+        )
         await self.flush(
             RunChanges(
                 status=target,
@@ -197,16 +203,3 @@ class RunSession:
             ),
             approvals=approvals,
         )
-
-
-async def suspend_for_budget(
-    session: RunSession, verdict: GuardVerdict, action: GuardAction, *, call: str = ""
-) -> None:
-    """Suspend the run because the model call ``action`` would pass a budget: the verdict and the
-    call's estimate go in the transition (``call`` names a call other than a turn)."""
-    await session.transition(
-        RunStatus.SUSPENDED,
-        f"budget: {verdict.reason}" + (f" ({call})" if call else ""),
-        guard=verdict.to_dict(),
-        estimate={"tokens": action.estimate.tokens, "cost": action.estimate.cost},
-    )

@@ -17,7 +17,6 @@ from autonomic.gateway.config import (
     load_config,
     parse_config,
 )
-from autonomic.gateway.context import CallContext, call_context, current_call
 from autonomic.gateway.cost import CostLedger, Estimate, Spend
 from autonomic.gateway.gateway import Gateway, backoff_delay, check_tool_calls
 from autonomic.gateway.metrics import GatewayMetrics
@@ -26,6 +25,7 @@ from autonomic.gateway.provider import Limits, Pricing, Priority, Provider, Prov
 from autonomic.gateway.ratelimit import LocalBuckets, RedisBuckets
 from autonomic.gateway.split import ModelSplit, Phase
 from autonomic.gateway.tokens import TokenCounter
+from autonomic.ports.model import CallContext, call_context, current_call
 
 __all__ = [
     "BreakerPolicy",

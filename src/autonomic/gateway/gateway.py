@@ -20,7 +20,10 @@ it where it uses any model. For each call it:
    the call, feeds the ledger and metrics, and returns the response with ``provider``,
    ``cost_usd``, ``attempts`` and ``waited_s`` filled in.
 
-Per-call priority, deadline, run and tenant come from ``call_context`` (see ``context.py``).
+Per-call priority, deadline, run and tenant come from ``call_context`` (``autonomic.ports.model``).
+It has the port's optional abilities (``ManagedModel``): the engine checks budgets with its exact
+``estimate_call`` before each call, lets it ``compress`` a conversation near the window, and does
+not retry what it already retried.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from autonomic.adapters.redis.breakers import RedisBreakers
+from autonomic.core.entries import ModelCall, Summary
 from autonomic.core.messages import Message, ModelResponse, ToolSpec, Usage
 from autonomic.errors import (
     CircuitOpen,
@@ -44,15 +48,15 @@ from autonomic.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from autonomic.gateway.compression import Compressor
 from autonomic.gateway.config import GatewayConfig, RetryPolicy
-from autonomic.gateway.context import current_call
 from autonomic.gateway.cost import CostLedger, Estimate
 from autonomic.gateway.metrics import GatewayMetrics
 from autonomic.gateway.provider import Priority, Provider, ProviderKind
 from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
 from autonomic.gateway.tokens import TokenCounter
 from autonomic.governance.breakers import Breakers, BreakerStore, counts_as_failure
-from autonomic.ports.model import Model
+from autonomic.ports.model import CallEstimate, Model, current_call
 
 log = logging.getLogger("autonomic.gateway")
 
@@ -109,6 +113,9 @@ class Gateway:
     """A ``Model`` over the configured providers. Build with ``Gateway(config)``; close with
     ``await gateway.aclose()``."""
 
+    retries_itself = True
+    """It retries, backs off and falls back itself: the engine must not retry its failures."""
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -119,9 +126,13 @@ class Gateway:
         ledger: CostLedger | None = None,
         models: dict[str, Model] | None = None,
         rng: random.Random | None = None,
+        resolve: Callable[[str], Model] | None = None,
     ) -> None:
-        """``models`` overrides the model built for a provider (by name), e.g. a fake in a test."""
+        """``models`` overrides the model built for a provider (by name), e.g. a fake in a test;
+        ``resolve`` builds a provider of kind ``model`` from its spec (the composition root passes
+        its ``build_model``)."""
         self.config = config
+        self._resolve = resolve
         self.metrics = metrics or GatewayMetrics()
         self.buckets: Buckets = buckets or (
             RedisBuckets(config.redis_url, prefix=f"{config.redis_prefix}:ratelimit")
@@ -204,6 +215,55 @@ class Gateway:
             worst_tokens = max(worst_tokens, tokens)
             worst_cost = max(worst_cost, p.pricing.cost(tokens, p.output_estimate))
         return Estimate(worst_tokens, worst_cost)
+
+    def estimate_call(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> CallEstimate:
+        """The most the next call (in the current call context) can consume: exact prompt tokens
+        plus the largest output cap of the providers it may use, and the most it can cost on any of
+        them - what the engine checks budgets with before the call."""
+        found = self.estimate(messages, tools)
+        providers = self.providers_for(current_call().priority)
+        output = max((p.output_estimate for p in providers), default=0)
+        return CallEstimate(tokens=found.input_tokens + output, cost=found.max_cost_usd)
+
+    async def compress(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        *,
+        threshold: float = 0.75,
+        keep_recent: int = 6,
+    ) -> Summary | None:
+        """The journal's ``summary`` entry if the next prompt passes ``threshold`` of the window:
+        the compressed messages themselves and the summarisation calls that made them, so a replay
+        folds exactly this prompt - no tokenizer, no second summarisation call.
+
+        The window and counter are those of the smallest-window provider the call may land on, so
+        the prompt fits wherever the call is routed."""
+        providers = self.providers_for(current_call().priority)
+        if not providers:
+            return None
+        smallest = min(providers, key=lambda p: p.context_window)
+        metered = _Metered(self)
+        compressor = Compressor(
+            metered,
+            self.counter(smallest),
+            window=smallest.context_window,
+            threshold=threshold,
+            keep_recent=keep_recent,
+        )
+        done = await compressor.maybe_compress(messages, tools)
+        if done is None:
+            return None
+        return Summary(
+            messages=tuple(done.messages),
+            calls=tuple(metered.calls),
+            window=smallest.context_window,
+            replaced=done.replaced,
+            tokens_before=done.tokens_before,
+            tokens_after=done.tokens_after,
+            fallback=done.fallback,
+            detail={"state": done.state, "keep_recent": done.keep_recent, "target": done.target},
+        )
 
     def context_window(self, priority: Priority | str | None = None) -> int:
         """The smallest window among the providers a call may land on: prompts must fit it."""
@@ -462,7 +522,7 @@ class Gateway:
     def _model(self, provider: Provider) -> Model:
         model = self._models.get(provider.name)
         if model is None:
-            model = self._models[provider.name] = build_provider_model(provider)
+            model = self._models[provider.name] = build_provider_model(provider, self._resolve)
         return model
 
     async def aclose(self) -> None:
@@ -477,7 +537,9 @@ class Gateway:
         await self.breakers.aclose()
 
 
-def build_provider_model(provider: Provider) -> Model:
+def build_provider_model(
+    provider: Provider, resolve: Callable[[str], Model] | None = None
+) -> Model:
     """The adapter that talks to ``provider``: one pooled client per provider."""
     if provider.kind is ProviderKind.OPENAI:
         from autonomic.adapters.model.openai_compat import OpenAICompatModel
@@ -504,7 +566,31 @@ def build_provider_model(provider: Provider) -> Model:
 
         assert provider.script is not None
         return ScriptedModel.from_file(provider.script)
-    from autonomic.bootstrap import build_model
-
     assert provider.script is not None
-    return build_model(provider.script)
+    if resolve is None:
+        raise ConfigError(
+            f"provider {provider.name!r} is a model spec ({provider.script}) and this gateway "
+            "was built without a resolver for specs",
+            hint="build the gateway with autonomic.build_model (gateway: specs do), or pass "
+            "Gateway(config, resolve=build_model)",
+        )
+    return resolve(provider.script)
+
+
+class _Metered:
+    """A model that remembers the calls made through it (the summariser's, to journal them)."""
+
+    def __init__(self, model: Model) -> None:
+        self._model = model
+        self.calls: list[ModelCall] = []
+
+    @property
+    def name(self) -> str:
+        return self._model.name
+
+    async def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> ModelResponse:
+        response = await self._model.complete(messages, tools)
+        self.calls.append(ModelCall.of_response(response))
+        return response

@@ -12,18 +12,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from autonomic.ports.model import Priority
 
-class Priority(enum.StrEnum):
-    """How much a call matters, which decides whether it may wait or must move to a fallback.
-
-    ``critical`` calls wait for the primary (up to their deadline) rather than be answered by a
-    weaker model; ``normal`` calls wait briefly, then fall back; ``background`` calls fall back at
-    once when the primary has no capacity.
-    """
-
-    CRITICAL = "critical"
-    NORMAL = "normal"
-    BACKGROUND = "background"
+__all__ = ["Limits", "Pricing", "Priority", "Provider", "ProviderKind"]
 
 
 class ProviderKind(enum.StrEnum):

@@ -1,9 +1,11 @@
-"""The seam between the engine and the guards: a ``ProposedAction`` is what is about to happen.
+"""What governance decides about: a ``ProposedAction`` is what a run is about to do.
 
-The engine builds one between "fold the journal" and "record the intent" — before each model call
+The engine builds one between "fold the journal" and "record the intent" - before each model call
 (with the call's token and cost estimate) and before each tool call or delegation the model
-proposed — and asks ``Guards.check(action, state)``. Everything a guard needs is in the action or in
-the run's ``GuardState``; guards do no I/O.
+proposed - and asks the gates (``autonomic.governance.gate``). Everything a check needs is in the
+action: what it is, who proposes it, its validated arguments, where its inputs came from
+(provenance), and - when the engine proposes it inside a run - the run, its folded state and the
+tool's contract, which the risk policy, workflows and breakers read. Checks do no I/O.
 """
 
 from __future__ import annotations
@@ -11,24 +13,30 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autonomic.governance.decision import RiskTier
+from autonomic.governance.decision import Risk
 from autonomic.governance.provenance import Provenance
+
+if TYPE_CHECKING:
+    from autonomic.core.run import Run
+    from autonomic.core.state import RunState
+    from autonomic.tools.contract import Tool
 
 
 class ActionKind(enum.StrEnum):
     MODEL_CALL = "model_call"
     """Ask the model for the next turn; budgets apply (turns, tokens, cost, wall clock)."""
     TOOL_CALL = "tool_call"
-    """Run a tool the model proposed; loop detection, per-tool budgets and taint apply."""
+    """Run a tool the model proposed; policy, workflow, breakers, loops, per-tool budgets and
+    taint apply."""
     DELEGATE = "delegate"
     """Hand a subtask to another agent; delegation depth, cycles and ping-pong apply."""
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """What the action is expected to consume, from the gateway's pricing (plain numbers)."""
+    """What the action is expected to consume (plain numbers; the gateway prices them exactly)."""
 
     tokens: int = 0
     cost: float = 0.0
@@ -47,24 +55,30 @@ class Hop:
 
 @dataclass(frozen=True, slots=True)
 class ProposedAction:
-    """One action the run is about to take.
+    """One action a run is about to take.
 
     Args:
         kind: model call, tool call or delegation.
         agent: the agent proposing it.
         tool: the tool's name (tool calls).
-        arguments: the validated arguments (tool calls); canonicalised by the guards.
+        arguments: the validated arguments (tool calls).
         thought: the model's reasoning that led to the action, as recorded in the timeline.
         plan: the plan text, only on the step where the model issued or revised its plan.
         target: the agent asked to do the work (delegations).
         subject: what the delegation is about (delegations).
         chain: the delegation chain from the root run to this agent, root first.
-        tenant: whose budgets apply.
+        tenant: whose budgets and policies apply.
         provenance: labels of the untrusted content that entered the context since the last action.
-        tier: the risk tier the policy classified the action at.
-        read_only: the tool changes nothing (contract metadata); reads may repeat more (polling).
+        risk: the risk tier the action has so far (an earlier gate's classification; LOW until one
+            classifies it).
+        read_only: the tool changes nothing (the agent says so): reads may repeat more (polling).
         estimate: tokens and cost the action is expected to consume.
         now: the engine's clock (seconds since the epoch), for the wall-clock budget.
+        run: the run, when the engine proposes the action inside one.
+        state: the run's state folded from its journal, likewise.
+        contract: the tool's contract (data class, reversibility, cost, breaker...), likewise.
+        call_id: the model's id for the call (what the decision and approval are keyed by).
+        step: the journal seq the decision entry gets: the step an approval is bound to.
     """
 
     kind: ActionKind
@@ -78,12 +92,42 @@ class ProposedAction:
     chain: tuple[Hop, ...] = ()
     tenant: str = "default"
     provenance: tuple[Provenance, ...] = ()
-    tier: RiskTier = RiskTier.LOW
+    risk: Risk = Risk.LOW
     read_only: bool = False
     estimate: Estimate = field(default_factory=Estimate)
     now: float = 0.0
+    run: Run | None = None
+    state: RunState | None = None
+    contract: Tool | None = None
+    call_id: str = ""
+    step: int = 0
 
     @property
     def tainted(self) -> bool:
         """Some content that led to this action was flagged by the injection screen."""
         return any(p.tainted for p in self.provenance)
+
+    @property
+    def workflow_state(self) -> str | None:
+        return self.state.workflow if self.state is not None else None
+
+    def in_run(self) -> tuple[Run, RunState, Tool]:
+        """The run, its state and the tool's contract: what run-level gates read. Raises
+        ``ValueError`` for an action proposed outside a run (a library call to the guards)."""
+        if self.run is None or self.state is None or self.contract is None:
+            raise ValueError(f"{self.kind} {self.tool!r} was not proposed inside a run")
+        return self.run, self.state, self.contract
+
+    def context(self) -> dict[str, Any]:
+        """The names rule expressions read (``args.x``, ``tool.data_class``, ``calls.t`` ...)."""
+        run, state, contract = self.in_run()
+        return {
+            "args": dict(self.arguments),
+            "tool": contract.metadata(),
+            "tenant": self.tenant,
+            "state": state.workflow,
+            "calls": dict(state.calls),
+            "outputs": dict(state.outputs),
+            "turns": state.turns,
+            "metadata": dict(run.metadata),
+        }

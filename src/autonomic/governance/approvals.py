@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus
-from autonomic.core.journal import EntryKind, pack
+from autonomic.core.entries import ApprovalEvent, Transition
+from autonomic.core.journal import record
 from autonomic.core.run import RunChanges, RunStatus
 from autonomic.core.state import fold
 from autonomic.errors import ApprovalConflict, ApprovalRefused, StaleVersion
@@ -115,13 +115,11 @@ class ApprovalDesk:
                     continue
                 return updated
             state = fold(run.id, await self.store.load_journal(run.id))
-            payload = _event(approval, updated)
             entries = [
-                pack(
+                record(
                     run.id,
                     state.last_seq + 1,
-                    EntryKind.APPROVAL,
-                    payload,
+                    _event(approval, updated),
                     prev_hash=state.last_hash,
                     created_at=now,
                 )
@@ -130,16 +128,12 @@ class ApprovalDesk:
             if updated.status.final and run.status is RunStatus.WAITING_FOR_HUMAN:
                 reason = f"approval {approval.id} {updated.status.value}"
                 entries.append(
-                    pack(
+                    record(
                         run.id,
                         state.last_seq + 2,
-                        EntryKind.TRANSITION,
-                        {
-                            "from": run.status.value,
-                            "to": RunStatus.RUNNING.value,
-                            "reason": reason,
-                            "by": "approvals",
-                        },
+                        Transition(
+                            run.status.value, RunStatus.RUNNING.value, reason, by="approvals"
+                        ),
                         prev_hash=entries[0].entry.hash,
                         created_at=now,
                     )
@@ -169,7 +163,7 @@ def _due_change(approval: Approval, now: float) -> Approval:
     return approval.expire(now) if approval.due(now) == "expire" else approval.escalate()
 
 
-def _event(before: Approval, after: Approval) -> dict[str, Any]:
+def _event(before: Approval, after: Approval) -> ApprovalEvent:
     """The ``approval`` journal entry for the change ``before -> after``."""
     new_votes = after.votes[len(before.votes) :]
     if after.status.final:
@@ -182,16 +176,16 @@ def _event(before: Approval, after: Approval) -> dict[str, Any]:
         event = "vote"
         by = [v.by for v in new_votes]
         reason = new_votes[-1].reason if new_votes else None
-    return {
-        "approval_id": after.id,
-        "call_id": after.call_id,
-        "event": event,
-        "status": after.status.value,
-        "binding": after.binding,
-        "tool": after.tool,
-        "by": by,
-        "reason": reason,
-        "votes": sum(1 for v in after.votes if v.approve),
-        "quorum": after.quorum,
-        "group": after.current_group(),
-    }
+    return ApprovalEvent(
+        approval_id=after.id,
+        call_id=after.call_id,
+        event=event,
+        status=after.status.value,
+        binding=after.binding,
+        tool=after.tool,
+        by=tuple(by),
+        reason=reason,
+        votes=sum(1 for v in after.votes if v.approve),
+        quorum=after.quorum,
+        group=after.current_group(),
+    )

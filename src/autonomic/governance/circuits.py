@@ -32,14 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from autonomic.core.entries import ToolResult
 from autonomic.core.run import RunStatus
-from autonomic.engine.session import RunSession
 from autonomic.errors import CircuitOpen, InvalidInput
+from autonomic.governance.action import ProposedAction
 from autonomic.governance.breakers import Breakers, BreakerState
-from autonomic.governance.gate import Decision, ProposedAction, Verdict
+from autonomic.governance.decision import Decision, Verdict
 from autonomic.tools.contract import Tool
 
 GATE_NAME = "breaker"
@@ -143,88 +144,90 @@ class Circuits:
         return BreakerGate(self)
 
     async def call(
-        self, tool: Tool, body: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
-    ) -> dict[str, Any]:
+        self, tool: Tool, call_id: str, body: Callable[[], Awaitable[tuple[ToolResult, bool]]]
+    ) -> tuple[ToolResult, bool]:
         """Run one tool call (``body`` returns its result and whether it failed for health
         reasons) under the tool's breaker; a call refused here (a probe already in flight) gets a
-        ``circuit_open`` error result, nothing executed."""
+        ``circuit_open`` refusal, nothing executed."""
         limits = tool.breaker
         if limits is None:
-            return (await body())[0]
+            return await body()
         key = tool_key(tool.name)
-        outcome: dict[str, Any] = {}
+        outcome: tuple[ToolResult, bool] | None = None
         try:
             async with self.tools.guard(
                 key, threshold=limits.min_calls, reset_after=max(limits.open_seconds, 1e-3)
             ):
-                result, failed = await body()
-                outcome = result
-                if failed:
+                outcome = await body()
+                if outcome[1]:
                     raise _Failed
         except _Failed:
             pass
         except CircuitOpen as exc:
-            return {
-                "tool": tool.name,
-                "ok": False,
-                "error": {"code": exc.code, "message": f"{exc}; {exc.hint}; nothing was executed"},
-                "refused": True,
-                "circuit": self.tools.state(key).to_dict(),
-            }
+            refused = ToolResult.failed(
+                call_id,
+                tool.name,
+                exc.code,
+                f"{exc}; {exc.hint}; nothing was executed",
+                refused=True,
+            )
+            return replace(refused, circuit=self.tools.state(key).to_dict()), False
+        assert outcome is not None
         return outcome
 
-    async def drive(
+    async def guard_run(
         self,
-        session: RunSession,
         agent: str,
         workflow: str | None,
-        body: Callable[[], Awaitable[None]],
-    ) -> None:
-        """Drive a run under its agent's (and workflow's) circuit.
+        body: Callable[[], Awaitable[RunStatus]],
+    ) -> BreakerState | None:
+        """Drive a new run under its agent's (and workflow's) circuit: ``body`` drives it and
+        returns the status it stopped in. A run that ends FAILED counts against its agent, one that
+        ends SUSPENDED or FAILED against its workflow.
 
-        Only a run that has not taken a step yet is refused (suspended) by an open circuit and
-        counts towards it: a run resumed halfway is finished whatever its agent's health."""
-        state = session.state
-        if state.turns > 0 or state.calls:
-            await body()
-            return
+        Returns the open circuit that refused the run - ``body`` never ran, and the caller suspends
+        the run with ``refusal(circuit)`` - else ``None``. Only a run that has not taken a step yet
+        belongs here: a run resumed halfway is finished whatever its agent's health."""
         keys = [(self._agents, agent_key(agent))]
         if workflow is not None:
             keys.append((self._workflows, workflow_key(workflow)))
         for breakers, key in keys:
             if breakers.is_open(key):
-                await self._suspend(session, breakers.state(key))
-                return
+                return breakers.state(key)
         wf_cm: AbstractAsyncContextManager[None] = (
             self._workflows.guard(workflow_key(workflow)) if workflow is not None else nullcontext()
         )
+        status: RunStatus | None = None
         try:
             async with self._agents.guard(agent_key(agent)):
                 try:
                     async with wf_cm:
-                        await body()
-                        if session.state.status in (RunStatus.SUSPENDED, RunStatus.FAILED):
+                        status = await body()
+                        if status in (RunStatus.SUSPENDED, RunStatus.FAILED):
                             raise _Failed
                 except _Failed:
                     pass
-                if session.state.status is RunStatus.FAILED:
+                if status is RunStatus.FAILED:
                     raise _Failed
         except _Failed:
             pass
         except CircuitOpen as exc:  # a probe of this circuit is already running elsewhere
-            await self._suspend(session, self._breakers(exc.key).state(exc.key))
+            if status is None:
+                return self._breakers(exc.key).state(exc.key)
+            raise
+        return None
 
-    @staticmethod
-    async def _suspend(session: RunSession, circuit: BreakerState) -> None:
-        kind = circuit.key.partition(":")[0]
-        why = "runs failed" if kind == "agent" else "runs were suspended or failed"
-        await session.transition(
-            RunStatus.SUSPENDED,
-            f"circuit {circuit.key} is {circuit.state.replace('_', '-')}: its last "
-            f"{circuit.failures} {why}; new runs are refused for {circuit.retry_in:.0f}s more "
-            "(resume this run with `autonomic resume RUN --force` once the cause is fixed)",
-            circuit=circuit.to_dict(),
-        )
+
+def refusal(circuit: BreakerState) -> tuple[str, dict[str, Any]]:
+    """Why a new run was refused by ``circuit``, and the evidence for its transition."""
+    kind = circuit.key.partition(":")[0]
+    why = "runs failed" if kind == "agent" else "runs were suspended or failed"
+    return (
+        f"circuit {circuit.key} is {circuit.state.replace('_', '-')}: its last "
+        f"{circuit.failures} {why}; new runs are refused for {circuit.retry_in:.0f}s more "
+        "(resume this run with `autonomic resume RUN --force` once the cause is fixed)",
+        {"circuit": circuit.to_dict()},
+    )
 
 
 class BreakerGate:
@@ -236,8 +239,8 @@ class BreakerGate:
         self.circuits = circuits
 
     async def check(self, action: ProposedAction) -> Decision | None:
-        tool = action.tool
-        if tool.breaker is None:
+        tool = action.contract
+        if tool is None or tool.breaker is None:
             return None
         key = tool_key(tool.name)
         if not self.circuits.tools.is_open(key):

@@ -1,112 +1,234 @@
-"""What the guards answer: allow, raise the risk tier, or suspend — with the reason and evidence.
+"""Governance's one answer about a proposed action: a ``Decision``.
 
-A guard never fails a run. Runaway behaviour is a question for a human, so the strongest answer is
-``SUSPEND`` (the run stops, keeps its journal, and can be resumed once someone extended a budget or
-confirmed the repeat is wanted). ``RAISE_TIER`` lifts the action's risk tier so the approval policy
-asks a human before it executes. Every non-allow answer is a ``Finding`` with a stable ``code``, a
-one-line ``reason`` a person can act on, and ``evidence`` (plain JSON) for the run's timeline.
+"The agent proposes, the guard disposes." Every check in this package - the risk policy, a
+workflow's allow-list, the circuit breakers, the runaway guards, the code gate - answers in the same
+words:
+
+* ``Verdict``: ``ALLOW``, ``APPROVE`` (a human must approve first), ``BLOCK`` (refused; the model is
+  told why) or ``SUSPEND`` (refused, and the run stops for a human), ordered by severity;
+* ``Risk``: the governance tiers ``LOW`` (runs), ``MEDIUM`` (needs approval), ``HIGH`` (blocked
+  pending review) - each tier's default verdict is ``Risk.verdict``;
+* ``Finding``: one check's objection, with a stable ``code``, a one-line ``reason`` a person can act
+  on, the verdict it asks for, and JSON ``evidence`` for the timeline;
+* ``Decision``: the verdict with its explanation, the gate that gave it, the risk, the evidence,
+  the findings behind it, and for ``APPROVE`` how to ask (``ApprovalRule``).
+
+``Decision.of_findings`` folds findings into one decision (the most severe verdict, the highest
+risk asked for), so a check that finds several problems reports all of them. Runaway behaviour is a
+question for a human, so no check ever fails a run: the strongest answer is ``SUSPEND``.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 
-class Outcome(enum.IntEnum):
-    """Ordered by severity, so combining findings is ``max``."""
+class Verdict(enum.StrEnum):
+    """What happens to the action. The values are the journal's words."""
 
-    ALLOW = 0
-    RAISE_TIER = 1
-    SUSPEND = 2
+    ALLOW = "allow"
+    APPROVE = "needs_approval"
+    BLOCK = "blocked"
+    SUSPEND = "suspend"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
 
 
-class RiskTier(enum.IntEnum):
-    """The governance tiers: LOW executes, MEDIUM needs approval, HIGH is blocked pending review."""
+_SEVERITY = {Verdict.ALLOW: 0, Verdict.APPROVE: 1, Verdict.BLOCK: 2, Verdict.SUSPEND: 3}
+
+
+class Risk(enum.IntEnum):
+    """The governance tiers, ordered: LOW executes, MEDIUM needs approval, HIGH is blocked pending
+    review. Journaled and written in policies by name (``"MEDIUM"``, ``medium``)."""
 
     LOW = 0
     MEDIUM = 1
     HIGH = 2
 
-    def raised(self) -> RiskTier:
+    @property
+    def verdict(self) -> Verdict:
+        """What an action of this risk gets when nothing else objects."""
+        return (Verdict.ALLOW, Verdict.APPROVE, Verdict.BLOCK)[self]
+
+    def raised(self) -> Risk:
         """One tier up (HIGH stays HIGH)."""
-        return RiskTier(min(self.value + 1, RiskTier.HIGH.value))
+        return Risk(min(self + 1, Risk.HIGH))
+
+    @staticmethod
+    def parse(text: str) -> Risk:
+        """``low`` / ``MEDIUM`` / ... ; ``ValueError`` for anything else."""
+        try:
+            return Risk[str(text).strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown risk {text!r}") from None
+
+
+def risk_name(risk: Risk | None) -> str | None:
+    """How the journal writes a risk (``"MEDIUM"``), ``None`` when unclassified."""
+    return risk.name if risk is not None else None
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One guard's objection.
+    """One check's objection.
 
     Args:
-        guard: which guard (``budget``, ``loop``, ``delegation``, ``taint``).
-        code: stable machine code, e.g. ``loop.near_repeat`` or ``budget.tokens``.
-        outcome: what the guard asks for.
+        check: which check (``budget``, ``loop``, ``delegation``, ``taint``, ``code`` ...).
+        code: stable machine code, e.g. ``loop.near_repeat``, ``budget.tokens``, ``AUT003``.
+        verdict: what the check asks for: ``SUSPEND``, the verdict of a raised ``risk``, or
+            ``ALLOW`` for a note that blocks nothing (a code-gate warning).
         reason: one line for a human: what happened and what to do about it.
-        evidence: JSON-ready details (limits and usage, the similar steps with seq and similarity).
-        tier: for ``RAISE_TIER``, the tier the action must at least have.
+        evidence: JSON-ready details (limits and usage, the similar steps with seq and similarity,
+            the line of code).
+        risk: the risk the action must at least have (a raise), or how severe the finding is.
     """
 
-    guard: str
+    check: str
     code: str
-    outcome: Outcome
+    verdict: Verdict
     reason: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
-    tier: RiskTier | None = None
+    risk: Risk | None = None
+
+    @staticmethod
+    def raising(
+        check: str, code: str, to: Risk, reason: str, evidence: Mapping[str, Any]
+    ) -> Finding:
+        """A finding that lifts the action to ``to``: a human approves it (or it is blocked)."""
+        return Finding(check, code, to.verdict, reason, evidence, risk=to)
 
     def to_dict(self) -> dict[str, Any]:
+        """The journal's form (as 0.1 wrote it: ``guard``, ``outcome``, ``tier``)."""
         return {
-            "guard": self.guard,
+            "guard": self.check,
             "code": self.code,
-            "outcome": self.outcome.name.lower(),
+            "outcome": _outcome(self.verdict),
             "reason": self.reason,
             "evidence": dict(self.evidence),
-            "tier": self.tier.name if self.tier is not None else None,
+            "tier": risk_name(self.risk),
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The combined answer for one proposed action.
+def _outcome(verdict: Verdict) -> str:
+    if verdict is Verdict.ALLOW:
+        return "allow"
+    return "suspend" if verdict is Verdict.SUSPEND else "raise_tier"
 
-    ``outcome`` is the most severe finding's; ``tier`` is the tier the action must run at (the
-    proposed tier, raised by any ``RAISE_TIER`` finding). ``findings`` keeps every objection, most
-    severe first, so the timeline shows all of them even when one suspends.
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """How an approval for a MEDIUM action is requested: who decides, how many, how long."""
+
+    group: str = "approvers"
+    approvers: tuple[str, ...] | None = None
+    quorum: int = 1
+    expires_after: float = 24 * 3600.0
+    escalate_after: float | None = None
+    escalation_group: str | None = None
+    escalation_approvers: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "approvers": list(self.approvers) if self.approvers is not None else None,
+            "quorum": self.quorum,
+            "expires_after": self.expires_after,
+            "escalate_after": self.escalate_after,
+            "escalation_group": self.escalation_group,
+            "escalation_approvers": (
+                list(self.escalation_approvers) if self.escalation_approvers is not None else None
+            ),
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> ApprovalRule:
+        def names(value: Any) -> tuple[str, ...] | None:
+            return tuple(value) if value is not None else None
+
+        return ApprovalRule(
+            group=str(data.get("group", "approvers")),
+            approvers=names(data.get("approvers")),
+            quorum=int(data.get("quorum", 1)),
+            expires_after=float(data.get("expires_after", 24 * 3600.0)),
+            escalate_after=data.get("escalate_after"),
+            escalation_group=data.get("escalation_group"),
+            escalation_approvers=names(data.get("escalation_approvers")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer about one proposed action.
+
+    Args:
+        verdict: what happens to the action.
+        explanation: one line for a human (the most severe finding's reason, when there are).
+        gate: which gate decided (``risk``, ``workflow``, ``breaker``, ``runaway``, ``code`` ...).
+        risk: the action's risk tier, when a check classified it.
+        evidence: JSON-ready details for the timeline.
+        approval: for ``APPROVE``, how to ask.
+        workflow_to: for a call that moves the workflow, the state it enters once allowed.
+        findings: every objection behind the verdict, most severe first.
     """
 
-    outcome: Outcome
-    tier: RiskTier
+    verdict: Verdict
+    explanation: str
+    gate: str = ""
+    risk: Risk | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    approval: ApprovalRule | None = None
+    workflow_to: str | None = None
     findings: tuple[Finding, ...] = ()
 
     @property
     def allowed(self) -> bool:
-        """The action may proceed (possibly at a raised tier: check ``tier``)."""
-        return self.outcome is not Outcome.SUSPEND
+        """The action goes ahead as it is, no human asked."""
+        return self.verdict is Verdict.ALLOW
 
     @property
     def code(self) -> str:
+        """The leading finding's code (``allow`` when nothing objected)."""
         return self.findings[0].code if self.findings else "allow"
 
-    @property
-    def reason(self) -> str:
-        return self.findings[0].reason if self.findings else "no guard objected"
-
     @staticmethod
-    def combine(proposed: RiskTier, findings: list[Finding]) -> Verdict:
-        """Most severe outcome wins; the tier is the highest any finding asks for."""
-        if not findings:
-            return Verdict(Outcome.ALLOW, proposed)
-        ordered = tuple(sorted(findings, key=lambda f: f.outcome, reverse=True))
-        tier = max([proposed, *(f.tier for f in findings if f.tier is not None)])
-        return Verdict(ordered[0].outcome, tier, ordered)
+    def of_findings(
+        findings: Iterable[Finding], *, risk: Risk = Risk.LOW, gate: str = ""
+    ) -> Decision:
+        """Findings folded into one decision: the most severe verdict wins (the first finding on a
+        tie), the risk is the highest any finding asks for (at least ``risk``, the action's)."""
+        ordered = tuple(sorted(findings, key=lambda f: f.verdict.severity, reverse=True))
+        if not ordered:
+            return Decision(Verdict.ALLOW, "no guard objected", gate=gate, risk=risk)
+        highest = max([risk, *(f.risk for f in ordered if f.risk is not None)])
+        return Decision(
+            ordered[0].verdict, ordered[0].reason, gate=gate, risk=highest, findings=ordered
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The journal payload: what the lead's ``decision``/``loop``/``budget`` entry records."""
+    def with_gate(self, gate: str) -> Decision:
+        """The same decision, credited to ``gate``."""
+        return Decision(
+            self.verdict,
+            self.explanation,
+            gate=gate,
+            risk=self.risk,
+            evidence=self.evidence,
+            approval=self.approval,
+            workflow_to=self.workflow_to,
+            findings=self.findings,
+        )
+
+    def findings_record(self) -> dict[str, Any]:
+        """The findings as the journal records them (a runaway decision's ``guards`` evidence, a
+        budget suspension's ``guard``): the 0.1 shape, so old and new journals read alike."""
         return {
-            "outcome": self.outcome.name.lower(),
-            "tier": self.tier.name,
+            "outcome": _outcome(self.verdict),
+            "tier": (self.risk or Risk.LOW).name,
             "code": self.code,
-            "reason": self.reason,
+            "reason": self.explanation,
             "findings": [f.to_dict() for f in self.findings],
         }

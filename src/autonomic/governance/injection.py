@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, replace
+from typing import Any
 
 from autonomic.governance.provenance import Provenance, Source
 
@@ -333,3 +334,24 @@ def screen(text: str, provenance: Provenance) -> Screened:
     frozen = tuple(flags)
     body = _frame(cleaned, label, frozen) if tainted else cleaned
     return Screened(body, frozen, tainted, label, round(score, 3))
+
+
+def screen_tool_output(text: str, tool: str) -> dict[str, Any] | None:
+    """Screen a tool result's observation ``text`` (what the model would read); the ``screen``
+    block the journal records with the result, or ``None`` when the screen found nothing.
+
+    The block is what replays see: ``text`` (what the model reads instead) is stored only when it
+    differs from the plain observation, flags and provenance only when there are any.
+    """
+    screened = screen(text, Provenance(Source.TOOL_OUTPUT, tool))
+    if not screened.flags and not screened.tainted:
+        return None
+    block: dict[str, Any] = {
+        "tainted": screened.tainted,
+        "score": screened.score,
+        "flags": [{"code": f.code, "detail": f.detail} for f in screened.flags],
+        "provenance": screened.provenance.to_dict(),
+    }
+    if screened.text_for_model != text:
+        block["text"] = screened.text_for_model
+    return block

@@ -9,6 +9,7 @@ give orders it *taints* the next action, which then needs a human.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,3 +52,14 @@ class Provenance:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Provenance:
         return Provenance(Source(data["source"]), str(data.get("name", "")), bool(data["tainted"]))
+
+    @staticmethod
+    def from_label(data: Mapping[str, Any]) -> Provenance:
+        """A label as the journal keeps it (a tool result's ``screen.provenance``), read
+        leniently: an unknown source is a tool output, a missing flag means tainted (only tainted
+        results are kept as labels)."""
+        try:
+            source = Source(data.get("source", Source.TOOL_OUTPUT.value))
+        except ValueError:
+            source = Source.TOOL_OUTPUT
+        return Provenance(source, str(data.get("name", "")), bool(data.get("tainted", True)))

@@ -19,15 +19,30 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal, Protocol
 
 from autonomic.ports.sandbox import Ended, Limits, Result
 
-if TYPE_CHECKING:
-    from autonomic.testing.probe_host import ProbeHost
+
+class ProbeHost(Protocol):
+    """What a probe's check reads on the host after the run (``probe_host.ProbeHost`` plants and
+    watches it all)."""
+
+    token: str
+    neighbour_token: str
+    targets: dict[str, Any]
+    received: dict[str, int]
+    victim: subprocess.Popen[bytes] | None
+    check_dirs: dict[str, str]
+
+    def marker_name(self, where: str) -> str: ...
+
+    def leftover_pids(self) -> list[int]: ...
+
 
 ENV_NAME = "AUTONOMIC_PROBE_SECRET"
 DENIED_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.ENOSYS, errno.EAFNOSUPPORT})

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from autonomic.errors import ConfigError, ToolError
+from autonomic.errors import ToolError
 from autonomic.governance.code_gate import Gate, GatePolicy
 from autonomic.ports.sandbox import Execution, Limits, Result, Sandbox, SandboxUnavailable
 from autonomic.tools.contract import Tool
@@ -50,27 +50,6 @@ DESCRIPTION = (
     "Run Python 3 code in an isolated sandbox with no network and a fresh, empty working "
     "directory; returns stdout, stderr, the exit code and why it ended. Print what you need."
 )
-
-
-def sandbox_from_env(environ: Mapping[str, str] | None = None) -> Sandbox:
-    """The backend named by ``AUTONOMIC_SANDBOX`` (default ``namespace``).
-
-    ``AUTONOMIC_SANDBOX_POOL`` sets the warm pool size where the backend has one.
-    """
-    from autonomic.adapters.sandbox import build_sandbox
-
-    env = os.environ if environ is None else environ
-    name = env.get("AUTONOMIC_SANDBOX", "namespace").strip() or "namespace"
-    opts: dict[str, Any] = {}
-    pool = env.get("AUTONOMIC_SANDBOX_POOL", "").strip()
-    if pool:
-        if not pool.isdigit():
-            raise ConfigError(
-                f"AUTONOMIC_SANDBOX_POOL={pool!r} is not a number",
-                hint="set it to how many sandboxes to keep warm, e.g. 4",
-            )
-        opts["pool_size"] = int(pool)
-    return build_sandbox(name, **opts)
 
 
 def gate_from_env(environ: Mapping[str, str] | None = None) -> Gate:
@@ -115,7 +94,7 @@ class PythonExec:
     async def sandbox(self) -> Sandbox:
         async with self._lock:
             if self._sandbox is None:
-                self._sandbox = sandbox_from_env()
+                self._sandbox = _sandbox_from_env()
             return self._sandbox
 
     async def __call__(self, code: str, files: dict[str, str] | None = None) -> dict[str, Any]:
@@ -162,3 +141,9 @@ def python_exec_tool(
         idempotent=True,
         timeout=behaviour.limits.wall_seconds + 10.0,
     )
+
+
+def _sandbox_from_env() -> Sandbox:
+    from autonomic.adapters.sandbox import sandbox_from_env
+
+    return sandbox_from_env()

@@ -13,8 +13,8 @@ from autonomic.governance.runaway import (
     Estimate,
     Guards,
     GuardState,
-    Outcome,
     ProposedAction,
+    Verdict,
 )
 
 
@@ -26,14 +26,14 @@ def _model_call(tokens: int, cost: float = 0.0, now: float = 0.0) -> ProposedAct
 
 def _run_until_suspended(
     guards: Guards, calls: list[tuple[int, int, float, float]]
-) -> tuple[GuardState, Outcome | None]:
+) -> tuple[GuardState, Verdict | None]:
     """Each call: (estimated tokens, actual tokens, estimated cost, actual cost)."""
     state = GuardState()
     for seq, (est_t, act_t, est_c, act_c) in enumerate(calls, 1):
         action = _model_call(est_t, est_c)
         verdict = guards.check(action, state)
         if not verdict.allowed:
-            return state, verdict.outcome
+            return state, verdict.verdict
         state.record(action, seq=seq)
         state.charge(tokens=act_t, cost=act_c)
     return state, None
@@ -66,7 +66,7 @@ def test_without_the_estimate_the_same_run_overshoots():
     """Checking only what was used (not used + estimate) lets the last call blow through."""
     calls = [(3_000, 3_000, 0.0, 0.0)] * 10
     state, outcome = _run_until_suspended(Guards.default(budget=Budget(tokens=10_000)), calls)
-    assert outcome is Outcome.SUSPEND
+    assert outcome is Verdict.SUSPEND
     assert state.tokens == 9_000
     naive = Guards.default(budget=Budget(tokens=10_000))
     state = GuardState()
@@ -84,10 +84,10 @@ def test_token_suspension_names_limit_used_and_estimate():
     state = GuardState()
     state.charge(tokens=900, cost=0.0)
     verdict = guards.check(_model_call(200), state)
-    assert verdict.outcome is Outcome.SUSPEND
+    assert verdict.verdict is Verdict.SUSPEND
     assert verdict.code == "budget.tokens"
     assert verdict.findings[0].evidence == {"limit": 1_000, "used": 900, "estimate": 200}
-    assert "raise tokens and resume" in verdict.reason
+    assert "raise tokens and resume" in verdict.explanation
 
 
 def test_turns_wall_clock_and_per_tool_budgets():

@@ -64,7 +64,7 @@ def test_delegation_depth_limit():
     verdict = guards.check(deep, GuardState())
     assert verdict.code == "delegation.depth"
     assert verdict.findings[0].evidence["depth"] == 4
-    assert "agent0 -> agent1 -> agent2 -> agent3 -> agent4" in verdict.reason
+    assert "agent0 -> agent1 -> agent2 -> agent3 -> agent4" in verdict.explanation
 
 
 def test_forty_seven_levels_are_stopped_at_the_default_depth():

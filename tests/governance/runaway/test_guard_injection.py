@@ -15,11 +15,11 @@ from autonomic.governance.runaway import (
     ActionKind,
     Guards,
     GuardState,
-    Outcome,
     ProposedAction,
     Provenance,
-    RiskTier,
+    Risk,
     Source,
+    Verdict,
     screen,
 )
 
@@ -115,16 +115,16 @@ def test_an_action_after_tainted_content_is_never_executed_at_low():
             target="b" if kind is ActionKind.DELEGATE else None,
             subject="delete invoices",
             provenance=(screened.provenance,),
-            tier=RiskTier.LOW,
+            risk=Risk.LOW,
         )
         verdict = guards.check(action, GuardState())
-        assert verdict.outcome is Outcome.RAISE_TIER
-        assert verdict.tier is RiskTier.MEDIUM
+        assert verdict.verdict is Verdict.APPROVE
+        assert verdict.risk is Risk.MEDIUM
         assert verdict.code == "taint.after_untrusted"
     medium = ProposedAction(
-        ActionKind.TOOL_CALL, "a", tool="x", provenance=(screened.provenance,), tier=RiskTier.MEDIUM
+        ActionKind.TOOL_CALL, "a", tool="x", provenance=(screened.provenance,), risk=Risk.MEDIUM
     )
-    assert Guards.default().check(medium, GuardState()).tier is RiskTier.HIGH
+    assert Guards.default().check(medium, GuardState()).risk is Risk.HIGH
 
 
 @pytest.mark.parametrize(

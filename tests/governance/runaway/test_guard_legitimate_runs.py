@@ -19,7 +19,7 @@ def test_no_false_suspension_on_legitimate_long_runs(capsys):
         polls += sum(1 for a in actions if a.tool == "get_job_status")
         result = drive(guards, GuardState(), actions)
         if result.suspended is not None:
-            suspended.append((seed, result.suspended.reason))
+            suspended.append((seed, result.suspended.explanation))
     with capsys.disabled():
         print(
             f"\nloop guard false positives: {len(suspended)}/{RUNS} legitimate runs "

@@ -12,8 +12,8 @@ from autonomic.governance.runaway import (
     Guards,
     GuardState,
     LoopPolicy,
-    Outcome,
     ProposedAction,
+    Verdict,
 )
 from autonomic.testing.runaway import drive, reconciliation_loop, tool_calls
 
@@ -48,7 +48,7 @@ class ExactRepeatCounter:
         key = canonical_json(dict(action.arguments))
         same = [s for s in state.steps if s.tool == action.tool and s.args_key == key]
         if len(same) >= 2:
-            return [Finding("exact", "exact", Outcome.SUSPEND, "exact repeat")]
+            return [Finding("exact", "exact", Verdict.SUSPEND, "exact repeat")]
         return []
 
 
@@ -66,10 +66,10 @@ def test_exact_repeats_of_a_write_are_suspended_on_the_third():
         assert guards.check(action, state).allowed
         state.record(action, seq=seq)
     verdict = guards.check(action, state)
-    assert verdict.outcome is Outcome.SUSPEND
+    assert verdict.verdict is Verdict.SUSPEND
     assert verdict.code == "loop.exact_repeat"
-    assert "send_report" in verdict.reason
-    assert "resume" in verdict.reason
+    assert "send_report" in verdict.explanation
+    assert "resume" in verdict.explanation
 
 
 def test_reads_may_repeat_more_than_writes():

@@ -6,7 +6,8 @@ still imports this registry. ``BACKENDS`` is a plain dict so new backends are on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,3 +103,22 @@ def build_sandbox(name: str, **opts: Any) -> Sandbox:
             hint=f"choose one of: {', '.join(sorted(BACKENDS))} (AUTONOMIC_SANDBOX, --backend)",
         )
     return backend.factory(**opts)
+
+
+def sandbox_from_env(environ: Mapping[str, str] | None = None) -> Sandbox:
+    """The backend named by ``AUTONOMIC_SANDBOX`` (default ``namespace``).
+
+    ``AUTONOMIC_SANDBOX_POOL`` sets the warm pool size where the backend has one.
+    """
+    env = os.environ if environ is None else environ
+    name = env.get("AUTONOMIC_SANDBOX", "namespace").strip() or "namespace"
+    opts: dict[str, Any] = {}
+    pool = env.get("AUTONOMIC_SANDBOX_POOL", "").strip()
+    if pool:
+        if not pool.isdigit():
+            raise ConfigError(
+                f"AUTONOMIC_SANDBOX_POOL={pool!r} is not a number",
+                hint="set it to how many sandboxes to keep warm, e.g. 4",
+            )
+        opts["pool_size"] = int(pool)
+    return build_sandbox(name, **opts)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from autonomic.adapters.model.scripted import FunctionModel
-from autonomic.bootstrap import register_function_model
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.agent import Agent
@@ -29,6 +28,7 @@ from autonomic.examples.reconciliation.tools import (
 from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.governance.policy.tool_policy import apply_tool_policy
 from autonomic.governance.policy.workflow import Workflow
+from autonomic.ports.model import Model
 from autonomic.toolbox.python_exec import python_exec_tool
 
 INSTRUCTIONS = """You reconcile a bank account overnight.
@@ -268,7 +268,8 @@ def reconciliation_agent() -> Agent:
     )
 
 
-register_function_model(
-    "reconciliation",
-    lambda: FunctionModel(reconciliation_policy, name="function:reconciliation"),
-)
+FUNCTION_MODELS: dict[str, Callable[[], Model]] = {
+    "reconciliation": lambda: FunctionModel(reconciliation_policy, name="function:reconciliation"),
+}
+"""The deterministic models this example brings (``function:NAME``); the composition root
+registers them when it loads the example."""

@@ -3,26 +3,26 @@
 An agent convinced that stale reconciliation rows remain runs the same destructive cleanup again
 and again, each time with a new timestamp, attempt counter, request id and wording - so an
 exact-match convergence check never fires (in the original incident it ran 14,000 times). The
-"brain" is a deterministic ``FunctionModel`` built from ``autonomic.testing.runaway
-.reconciliation_loop``; the tools work on a small SQLite ledger whose ``purge_log`` table counts how
-often the destructive tool really ran. With the runaway guards on, the third proposal is suspended.
+"brain" is a deterministic ``FunctionModel`` built from the incident's proposals
+(``incident.reconciliation_loop``); the tools work on a small SQLite ledger whose ``purge_log``
+table counts how often the destructive tool really ran. With the runaway guards on, the third proposal is suspended.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from autonomic.adapters.model.scripted import FunctionModel
-from autonomic.bootstrap import register_function_model
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.agent import Agent
 from autonomic.errors import InvalidInput
+from autonomic.examples.runaway.incident import reconciliation_loop
 from autonomic.governance.action import ActionKind
-from autonomic.testing.runaway import reconciliation_loop
+from autonomic.ports.model import Model
 from autonomic.tools.contract import ToolContext, tool
 
 ATTEMPTS = 10
@@ -118,6 +118,8 @@ def runaway_agent() -> Agent:
     )
 
 
-register_function_model(
-    "runaway-cleanup", lambda: FunctionModel(runaway_policy, name="function:runaway-cleanup")
-)
+FUNCTION_MODELS: dict[str, Callable[[], Model]] = {
+    "runaway-cleanup": lambda: FunctionModel(runaway_policy, name="function:runaway-cleanup"),
+}
+"""The deterministic model this example brings (``function:runaway-cleanup``); the composition
+root registers it when it loads the example."""

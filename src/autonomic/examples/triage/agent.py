@@ -15,16 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autonomic.adapters.model.scripted import FunctionModel
-from autonomic.bootstrap import register_function_model
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.agent import Agent
 from autonomic.engine.planning import Planning
 from autonomic.errors import InvalidInput
+from autonomic.ports.model import Model
 from autonomic.tools.contract import tool
 
 INSTRUCTIONS = """You answer customer e-mails about orders. Look the order up before you say
@@ -191,7 +191,9 @@ def _body(done: dict[str, Any]) -> str:
     return text + "."
 
 
-register_function_model(
-    "triage-planner", lambda: FunctionModel(plan_policy, name="function:triage-planner")
-)
-register_function_model("triage", lambda: FunctionModel(act_policy, name="function:triage"))
+FUNCTION_MODELS: dict[str, Callable[[], Model]] = {
+    "triage-planner": lambda: FunctionModel(plan_policy, name="function:triage-planner"),
+    "triage": lambda: FunctionModel(act_policy, name="function:triage"),
+}
+"""The deterministic models this example brings (a small planner, a large actor); the
+composition root registers them when it loads the example."""

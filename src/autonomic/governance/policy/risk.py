@@ -28,7 +28,6 @@ counts as matched: the policy fails closed.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,26 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from autonomic.errors import InvalidInput, PolicyFileError
-from autonomic.governance.gate import ApprovalRule, Decision, ProposedAction, Verdict
+from autonomic.governance.action import ProposedAction
+from autonomic.governance.decision import ApprovalRule, Decision, Risk
 from autonomic.governance.policy.expressions import Expression
 from autonomic.governance.policy.source import Node, Source, line_of, load_yaml, read_file
 from autonomic.tools.operational import DataClass
-
-
-class Risk(enum.StrEnum):
-    LOW = "LOW"
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
-
-    @property
-    def rank(self) -> int:
-        return {"LOW": 0, "MEDIUM": 1, "HIGH": 2}[self.value]
-
-    @property
-    def verdict(self) -> Verdict:
-        return {Risk.LOW: Verdict.ALLOW, Risk.MEDIUM: Verdict.APPROVE, Risk.HIGH: Verdict.BLOCK}[
-            self
-        ]
 
 
 @dataclass(frozen=True)
@@ -77,7 +61,7 @@ class RiskRule:
     line: int | None = None
 
     def matches(self, action: ProposedAction) -> bool:
-        tool = action.tool
+        _, _, tool = action.in_run()
         if self.tools is not None and tool.name not in self.tools and tool.ref not in self.tools:
             return False
         if self.data_classes is not None and tool.data_class.value not in self.data_classes:
@@ -120,29 +104,30 @@ class RiskPolicy:
         matched = [r for r in self.rules if r.matches(action)]
         risk, reason, approval = (
             self.default,
-            f"no rule matched (default {self.default.value})",
+            f"no rule matched (default {self.default.name})",
             self.approval,
         )
         winner: RiskRule | None = None
         for rule in matched:
-            if winner is None or rule.risk.rank > winner.risk.rank:
+            if winner is None or rule.risk > winner.risk:
                 winner = rule
         if winner is not None:
             risk = winner.risk
             reason = winner.reason or f"rule {winner.name} matched"
             approval = _merge(self.approval, winner.approval)
+        _, _, tool = action.in_run()
         evidence: dict[str, Any] = {
             "policy": self.source,
             "matched_rules": [r.name for r in matched],
-            "data_class": action.tool.data_class.value,
-            "reversible": action.tool.reversible,
-            "cost_estimate": action.tool.cost_estimate,
+            "data_class": tool.data_class.value,
+            "reversible": tool.reversible,
+            "cost_estimate": tool.cost_estimate,
         }
         if self.classifier is not None:
             opinion = self.classifier(action)
             if opinion is not None:
-                evidence["classifier"] = {"risk": opinion[0].value, "explanation": opinion[1]}
-                if opinion[0].rank > risk.rank:
+                evidence["classifier"] = {"risk": opinion[0].name, "explanation": opinion[1]}
+                if opinion[0] > risk:
                     risk, reason, approval = opinion[0], opinion[1], self.approval
         return risk, reason, evidence, approval
 
@@ -168,7 +153,7 @@ class RiskGate:
             verdict=risk.verdict,
             explanation=reason,
             gate=self.name,
-            risk=risk.value,
+            risk=risk,
             evidence=evidence,
             approval=approval if risk is Risk.MEDIUM else None,
         )
@@ -364,7 +349,7 @@ def duration(src: Source, node: Node, key: str, value: Any) -> float:
 
 def _risk(src: Source, node: Node, key: str, value: Any) -> Risk:
     try:
-        return Risk(str(value).upper())
+        return Risk.parse(str(value))
     except ValueError:
         raise src.error(node, key, f"unknown risk {value!r}", "use low, medium or high") from None
 

@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from autonomic.engine.agent import AgentRegistry
 from autonomic.errors import InvalidInput, PolicyFileError
 from autonomic.governance.policy.source import Node, Source, line_of, read_file
 from autonomic.tools.contract import Tool, tool
 from autonomic.tools.operational import AuditLevel, BreakerThresholds, DataClass, RetryPolicy
-
-if TYPE_CHECKING:
-    from autonomic.governance.policy.risk import Policy
 
 _KEYS = {
     "timeout",
@@ -144,29 +140,6 @@ def apply_tool_policy(
         except InvalidInput as exc:
             raise PolicyFileError(path, line, exc.message, hint=exc.hint) from None
     return result
-
-
-def govern_agents(registry: AgentRegistry, policy: Policy) -> AgentRegistry:
-    """Every agent of ``registry`` with ``policy``'s tool overrides applied to the tools it has.
-
-    A ``tools:`` entry that names no tool of any agent (and declares none) is an error naming
-    its line: a typo must not silently leave a tool ungoverned."""
-    known = {t.name for name in registry.names() for t in registry.get(name).tools}
-    for name, fields in policy.tools.items():
-        if name not in known and "function" not in fields:
-            raise PolicyFileError(
-                policy.path,
-                policy.tool_lines.get(name),
-                f"policy for unknown tool {name!r}",
-                hint="tools of the loaded agents: " + (", ".join(sorted(known)) or "none"),
-            )
-    governed = AgentRegistry()
-    for name in registry.names():
-        agent = registry.get(name)
-        mine = {k: v for k, v in policy.tools.items() if k in {t.name for t in agent.tools}}
-        tools = apply_tool_policy(agent.tools, mine, path=policy.path, lines=policy.tool_lines)
-        governed.add(agent.with_tools(tools) if mine else agent)
-    return governed
 
 
 def _declare(name: str, fields: dict[str, Any]) -> Tool:

@@ -49,7 +49,8 @@ from typing import Any
 
 from autonomic.core.canonical import canonical_json
 from autonomic.errors import InvalidInput, PolicyFileError
-from autonomic.governance.gate import Decision, ProposedAction, Verdict
+from autonomic.governance.action import ProposedAction
+from autonomic.governance.decision import Decision, Verdict
 from autonomic.governance.policy.expressions import Expression
 from autonomic.governance.policy.source import Node, Source, line_of, load_yaml, read_file
 
@@ -226,8 +227,9 @@ class WorkflowGate:
 
     async def check(self, action: ProposedAction) -> Decision | None:
         wf = self.workflow
-        current = wf.state(action.state.workflow)
-        tool = action.tool.name
+        _, state, contract = action.in_run()
+        current = wf.state(state.workflow)
+        tool = contract.name
         if tool in current.tools:
             return None
         exits = [e for e in current.exits if tool in wf.state(e.to).tools]

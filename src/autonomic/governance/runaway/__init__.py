@@ -1,13 +1,14 @@
-"""Runaway guards: budgets, loop detection, delegation limits, injection screening.
+"""Runaway guards: budgets, loop detection, delegation limits, and the taint rule.
 
-The engine calls ``Guards.check(action, state)`` before each action (a pure, synchronous call that
-costs well under a millisecond), ``TenantLedger.reserve(action)`` for the shared per-tenant daily
-budget, and ``screen(text, provenance)`` on every piece of untrusted content before a model sees it.
-See docs/guards.md.
+``Guards.check(action, history)`` is the whole runaway decision (a pure, synchronous call that
+costs well under a millisecond); ``TenantLedger.reserve(action)`` the shared per-tenant daily
+budget; in the engine both sit behind the runaway gate (``runaway.gate``). The names below are the
+library's API, with governance's vocabulary (``ProposedAction``, ``Decision``, ``Finding``,
+``Verdict``, ``Risk``) and the injection screen re-exported for convenience. See docs/guards.md.
 """
 
 from autonomic.governance.action import ActionKind, Estimate, Hop, ProposedAction
-from autonomic.governance.decision import Finding, Outcome, RiskTier, Verdict
+from autonomic.governance.decision import Decision, Finding, Risk, Verdict
 from autonomic.governance.injection import Flag, Screened, screen
 from autonomic.governance.provenance import Provenance, Source
 from autonomic.governance.runaway.budget import Budget, BudgetGuard
@@ -22,6 +23,7 @@ __all__ = [
     "ActionKind",
     "Budget",
     "BudgetGuard",
+    "Decision",
     "DelegationGuard",
     "DelegationPolicy",
     "Estimate",
@@ -33,10 +35,9 @@ __all__ = [
     "Hop",
     "LoopGuard",
     "LoopPolicy",
-    "Outcome",
     "ProposedAction",
     "Provenance",
-    "RiskTier",
+    "Risk",
     "Screened",
     "Source",
     "TaintGuard",

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from autonomic.core.state import RunState
 from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, ProposedAction
-from autonomic.governance.decision import Finding, Outcome
+from autonomic.governance.decision import Finding, Verdict
 from autonomic.governance.runaway.state import GuardState
 
 
@@ -75,9 +76,9 @@ class Budget:
 
 def _over(what: str, limit: float, used: float, estimate: float, unit: str, knob: str) -> Finding:
     return Finding(
-        guard="budget",
+        check="budget",
         code=f"budget.{what}",
-        outcome=Outcome.SUSPEND,
+        verdict=Verdict.SUSPEND,
         reason=(
             f"{what.replace('_', ' ')} budget: {used:g}{unit} used + {estimate:g}{unit} "
             f"estimated would pass the limit of {limit:g}{unit}; "
@@ -118,11 +119,38 @@ class BudgetGuard:
                 finding = _over("tool_calls", limit, used, 1, "", f"tool_calls[{action.tool!r}]")
                 found.append(
                     Finding(
-                        finding.guard,
+                        finding.check,
                         finding.code,
-                        finding.outcome,
+                        finding.verdict,
                         f"{action.tool}: {finding.reason}",
                         {**finding.evidence, "tool": action.tool},
                     )
                 )
         return found
+
+
+def pinned_budget(agent: Budget | None, override: Any) -> dict[str, Any]:
+    """The budget a run pins: the agent's, overridden key by key by the run's ``budget`` mapping.
+    Validated here (unknown keys, negative or non-numeric limits), at the entry point."""
+    base: dict[str, Any] = {}
+    if agent is not None:
+        base = {
+            "turns": agent.turns,
+            "tokens": agent.tokens,
+            "cost": agent.cost,
+            "wall_seconds": agent.wall_seconds,
+            "tool_calls": dict(agent.tool_calls) or None,
+        }
+    if override is not None and not isinstance(override, Mapping):
+        raise InvalidInput(
+            f"budget: expected a mapping of limits, got {type(override).__name__}",
+            hint='e.g. metadata={"budget": {"tokens": 20000, "tool_calls": {"cleanup": 2}}}',
+        )
+    merged = {**base, **dict(override or {})}
+    Budget.from_dict(merged)  # raises InvalidInput naming what is wrong
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def run_budget(state: RunState) -> Budget:
+    """The run's pinned budget (validated when the run started or was reopened)."""
+    return Budget.from_dict(state.budget or {})

@@ -22,7 +22,7 @@ from typing import Any
 
 from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, Hop, ProposedAction
-from autonomic.governance.decision import Finding, Outcome
+from autonomic.governance.decision import Finding, Verdict
 from autonomic.governance.runaway.normalise import normalise_text
 from autonomic.governance.runaway.state import GuardState, Handoff
 
@@ -72,7 +72,7 @@ class DelegationGuard:
                 Finding(
                     "delegation",
                     "delegation.depth",
-                    Outcome.SUSPEND,
+                    Verdict.SUSPEND,
                     f"delegating to {target} would make the chain {depth} deep (limit "
                     f"{p.max_depth}): {path}; raise max_depth if this is intended",
                     {"limit": p.max_depth, "depth": depth, "chain": [h.to_dict() for h in chain]},
@@ -88,7 +88,7 @@ class DelegationGuard:
                 Finding(
                     "delegation",
                     "delegation.cycle",
-                    Outcome.SUSPEND,
+                    Verdict.SUSPEND,
                     f"delegating {action.subject!r} to {target} closes a cycle: {target} already "
                     f"holds it at depth {same[0]} of {path}",
                     {"chain": [h.to_dict() for h in chain], "target": target, "at": same},
@@ -104,7 +104,7 @@ class DelegationGuard:
                 Finding(
                     "delegation",
                     "delegation.ping_pong",
-                    Outcome.SUSPEND,
+                    Verdict.SUSPEND,
                     f"{action.agent} and {target} have handed {action.subject!r} back and forth "
                     f"{len(bounce)} times (steps {', '.join(str(h.seq) for h in bounce)}); "
                     "a human should decide who owns it",

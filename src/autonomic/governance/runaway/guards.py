@@ -1,8 +1,11 @@
-"""``Guards``: the one call the engine makes before each action.
+"""The runaway guards together: ``Guards.check(action, history) -> Decision``.
 
-Guards are small objects with a ``name`` and ``check(action, state) -> list[Finding]``; ``Guards``
-runs them all (no short-circuit, so the timeline shows every objection) and combines the findings
-into one ``Verdict``. Order does not matter; severity does.
+A runaway guard is not a gate of its own: it is one pure check of the runaway gate
+(``autonomic.governance.runaway.gate``), with a ``name`` and ``check(action, history) ->
+list[Finding]`` over the run's ``GuardState``. ``Guards`` runs them all (no short-circuit, so the
+timeline shows every objection) and folds the findings into one ``Decision``
+(``Decision.of_findings``): order does not matter, severity does. Library users (and the guard
+benchmarks) call it directly; the engine reaches it through the runaway gate.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from autonomic.governance.action import ProposedAction
-from autonomic.governance.decision import Finding, Verdict
+from autonomic.governance.decision import Decision, Finding
 from autonomic.governance.runaway.budget import Budget, BudgetGuard
 from autonomic.governance.runaway.delegation import DelegationGuard, DelegationPolicy
 from autonomic.governance.runaway.loops import LoopGuard, LoopPolicy
@@ -52,9 +55,9 @@ class Guards:
             ]
         )
 
-    def check(self, action: ProposedAction, state: GuardState) -> Verdict:
-        """Every guard's findings combined: the most severe outcome, the highest tier asked."""
+    def check(self, action: ProposedAction, state: GuardState) -> Decision:
+        """Every guard's findings combined: the most severe verdict, the highest risk asked."""
         findings: list[Finding] = []
         for guard in self.guards:
             findings.extend(guard.check(action, state))
-        return Verdict.combine(action.tier, findings)
+        return Decision.of_findings(findings, risk=action.risk)

@@ -23,7 +23,7 @@ from typing import Any
 
 from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, ProposedAction
-from autonomic.governance.decision import Finding, Outcome
+from autonomic.governance.decision import Finding, Verdict
 from autonomic.governance.runaway.state import QUOTE_LIMIT, GuardState
 
 
@@ -103,7 +103,7 @@ class LoopGuard:
                 Finding(
                     "loop",
                     "loop.exact_repeat",
-                    Outcome.SUSPEND,
+                    Verdict.SUSPEND,
                     f"{action.tool} with the same arguments was already run {len(exact)} times in "
                     f"the last {state.steps.maxlen} steps (steps {_seqs(exact)}); check why it does "
                     "not converge, then resume (acknowledging the repeat) or cancel the run",
@@ -115,7 +115,7 @@ class LoopGuard:
                 Finding(
                     "loop",
                     "loop.near_repeat",
-                    Outcome.SUSPEND,
+                    Verdict.SUSPEND,
                     f"{action.tool} repeats steps {_seqs(near)} up to timestamps, counters and "
                     f"wording (similarity >= {p.threshold}); check why it does not converge, then "
                     "resume (acknowledging the repeat) or cancel the run",
@@ -133,7 +133,7 @@ class LoopGuard:
                     Finding(
                         "loop",
                         "loop.plan_repeat",
-                        Outcome.SUSPEND,
+                        Verdict.SUSPEND,
                         f"the new plan repeats the plans of steps {_seqs(plans)} (similarity >= "
                         f"{p.threshold}); the agent is re-planning the same work",
                         {

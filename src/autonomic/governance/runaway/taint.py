@@ -9,7 +9,7 @@ the content; acting on it is what needs a human.
 from __future__ import annotations
 
 from autonomic.governance.action import ActionKind, ProposedAction
-from autonomic.governance.decision import Finding, Outcome
+from autonomic.governance.decision import Finding
 from autonomic.governance.runaway.state import GuardState
 
 
@@ -24,15 +24,14 @@ class TaintGuard:
             return []
         sources = [p.to_dict() for p in action.provenance if p.tainted]
         names = ", ".join(f"{p['source']}:{p['name']}" for p in sources)
-        tier = action.tier.raised()
+        risk = action.risk.raised()
         return [
-            Finding(
+            Finding.raising(
                 "taint",
                 "taint.after_untrusted",
-                Outcome.RAISE_TIER,
+                risk,
                 f"proposed right after content flagged as a possible injection ({names}); "
-                f"raised from {action.tier.name} to {tier.name} so a human approves it",
-                {"sources": sources, "from": action.tier.name, "to": tier.name},
-                tier=tier,
+                f"raised from {action.risk.name} to {risk.name} so a human approves it",
+                {"sources": sources, "from": action.risk.name, "to": risk.name},
             )
         ]

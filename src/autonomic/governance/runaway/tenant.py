@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, ProposedAction
-from autonomic.governance.decision import Finding, Outcome, Verdict
+from autonomic.governance.decision import Decision, Finding, Verdict
 from autonomic.ports.counters import Counters
 
 
@@ -75,7 +75,7 @@ class TenantLedger:
         day, end = day_window(now)
         return f"{self.prefix}:{tenant}:{day}", end
 
-    async def reserve(self, action: ProposedAction) -> Verdict:
+    async def reserve(self, action: ProposedAction) -> Decision:
         """Reserve the estimate, or answer SUSPEND naming the limit, usage and estimate."""
         budget = self.budgets.get(action.tenant, self.default)
         key, end = self.key(action.tenant, action.now)
@@ -83,12 +83,12 @@ class TenantLedger:
         limits = {k: v for k, v in budget.limits().items() if k in amounts}
         result = await self.counters.reserve(key, amounts, limits, expires_at=end)
         if result.granted:
-            return Verdict.combine(action.tier, [])
+            return Decision.of_findings((), risk=action.risk)
         findings = [
             Finding(
                 "tenant_budget",
                 f"tenant_budget.{name}",
-                Outcome.SUSPEND,
+                Verdict.SUSPEND,
                 f"tenant {action.tenant}: daily {name} budget {limits[name]:g} would be passed "
                 f"({result.used.get(name, 0.0):g} used today + {amounts[name]:g} estimated); "
                 "raise the tenant's daily budget or resume the run tomorrow",
@@ -102,7 +102,7 @@ class TenantLedger:
             )
             for name in result.exceeded
         ]
-        return Verdict.combine(action.tier, findings)
+        return Decision.of_findings(findings, risk=action.risk)
 
     async def settle(self, action: ProposedAction, *, tokens: int, cost: float) -> dict[str, float]:
         """Replace the reserved estimate by the real usage (the difference may be negative)."""

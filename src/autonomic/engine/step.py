@@ -1,0 +1,475 @@
+"""The step protocol: the one place a step of a run happens.
+
+A run advances in steps - a model turn, or one tool call the model proposed - and every step, in
+every pattern, goes through this module. The order is the guarantee; the rest of the engine and
+every capability attaches around it through named hooks, never by copying it.
+
+**A tool call** (``StepProtocol.tool_calls``), inside the lease of a ``RunSession``:
+
+1. **Fold.** The run's state is the fold of its journal (``core/state.py``). A call that already
+   has a recorded result is never redone; a recorded model turn is never asked again.
+2. **Decide.** The gatekeeper (``engine/gatekeeper.py``) asks governance about the one proposed
+   action and stages the ``decision`` *before any effect*; on resume the journaled decision is
+   replayed, never re-asked. Allowed, it goes on; refused, a refusal is the call's result; a human
+   needed, the run waits as a row, holding no worker.
+3. **Intend.** The ``tool.intent`` is staged: tool version (the one the run pinned), validated
+   arguments, idempotency key ``run_id:seq`` (the run's own position, the same on a redo). A
+   non-idempotent tool's intent is **committed** now (write-ahead); an idempotent tool's intent
+   rides with its result - one commit per step, because repeating it with the same key is safe by
+   contract.
+4. **Act.** The effect runs under the contract: its timeout, its retries (idempotent tools only),
+   its circuit breaker (a hook). The output is checked against the contract's output schema.
+5. **Record.** The ``tool.result`` is staged (screened by a hook before the model reads it) and a
+   non-idempotent tool's result is **committed** at once.
+
+**The replay rule.** On resume, a call whose intent is journaled but whose result is not is re-run
+only if its tool is idempotent, with its original key. **The in-doubt rule.** Otherwise nobody
+knows whether the effect happened: the run moves to WAITING_FOR_HUMAN "in doubt", with the intent
+as evidence, for a human to settle. A crash before a commit loses only the uncommitted step: the
+model is asked again for that turn (it was never recorded) and an idempotent tool is re-run with
+the same key.
+
+**A model turn** (``StepProtocol.model_turn``): the ``before_model_call`` hooks run (planning,
+context compression, the budget check - any of them may stop the run), then the model is asked
+(retrying transient errors, unless the model retries itself), and the answer is staged as one
+``model.response`` delta; it commits with the next step's commit.
+
+**Hooks** (``Hook``): ``around_run``, ``before_model_call``, ``after_model_call``,
+``around_tool_effect``, ``after_tool_result``, ``after_step`` (a model turn or a tool result was
+staged), ``on_commit`` (entries are durable) and ``after_run``. Planning, compression, budgets,
+breakers and screening are hooks (``engine/hooks.py``, ``engine/planning.py``); tracing, the outbox
+and the audit chain attach the same way. A hook that does not override a method costs nothing.
+
+Patterns (``engine/patterns``) are loops over this protocol: they decide *which* step comes next,
+never how a step is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
+from autonomic.core.journal import Entry
+from autonomic.core.messages import ModelResponse, ToolCall
+from autonomic.core.run import RunStatus
+from autonomic.core.state import PendingCall, RunState
+from autonomic.engine.agent import Agent
+from autonomic.engine.gatekeeper import Gatekeeper, Go
+from autonomic.engine.session import RunSession
+from autonomic.errors import (
+    AutonomicError,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    ToolArgumentsInvalid,
+    ToolVersionMissing,
+)
+from autonomic.ports.model import Model, Priority, call_context
+from autonomic.tools.contract import Tool, ToolContext
+
+MODEL_RETRIES = 3
+MODEL_BACKOFF = 0.2
+
+Effect = Callable[[], Awaitable[tuple[ToolResult, bool]]]
+"""A tool call's effect under its contract: the result, and whether it failed for health reasons
+(a raise or a timeout after the retries - what a circuit breaker counts)."""
+
+
+class Hook:
+    """A capability attached to the step protocol. Override what you need; every default does
+    nothing (and a method left at its default is never called)."""
+
+    async def around_run(self, step: StepProtocol, drive: Callable[[], Awaitable[None]]) -> None:
+        """Wrap driving the run (a circuit that may refuse it, say)."""
+        await drive()
+
+    async def before_model_call(self, step: StepProtocol) -> bool:
+        """Before each model turn; ``False`` once the hook took the run out of RUNNING."""
+        return True
+
+    async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
+        """The turn's answer is staged."""
+
+    async def around_tool_effect(
+        self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
+    ) -> tuple[ToolResult, bool]:
+        """Wrap one tool call's effect (a breaker that may refuse it, say); return what
+        ``effect`` returns (or a refusal, and ``False``)."""
+        return await effect()
+
+    def after_tool_result(self, step: StepProtocol, result: ToolResult) -> ToolResult:
+        """The result before it is recorded (and read by the model): screen it, say."""
+        return result
+
+    def after_step(self, step: StepProtocol, entry: Entry) -> None:
+        """A step's last entry (a model turn, a tool result) was staged."""
+
+    def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
+        """``entries`` are durable (called from the commit itself, so keep it quick; the
+        session is all there is when a worker has just claimed the run)."""
+
+    async def after_run(self, step: StepProtocol) -> None:
+        """The worker stopped driving the run (whatever state it is in now)."""
+
+
+def _overrides(hook: Hook, name: str) -> bool:
+    return getattr(type(hook), name) is not getattr(Hook, name)
+
+
+class Hooks:
+    """The hooks of one run, in order; each point calls only the hooks that override it."""
+
+    def __init__(self, hooks: Sequence[Hook] = ()) -> None:
+        self.all = tuple(hooks)
+        names = (
+            "around_run",
+            "before_model_call",
+            "after_model_call",
+            "around_tool_effect",
+            "after_tool_result",
+            "after_step",
+            "on_commit",
+            "after_run",
+        )
+        self._at: dict[str, tuple[Hook, ...]] = {
+            name: tuple(h for h in self.all if _overrides(h, name)) for name in names
+        }
+
+    def at(self, name: str) -> tuple[Hook, ...]:
+        return self._at[name]
+
+    def committer(self, session: RunSession) -> Callable[[Sequence[Entry]], None] | None:
+        """The session's commit callback: the ``on_commit`` hooks (``None`` when there are
+        none, so a commit pays nothing)."""
+        hooks = self.at("on_commit")
+        if not hooks:
+            return None
+
+        def committed(entries: Sequence[Entry]) -> None:
+            for hook in hooks:
+                hook.on_commit(session, entries)
+
+        return committed
+
+
+class StepProtocol:
+    """One run's steps, taken by the protocol in the module docstring. Made per drive."""
+
+    def __init__(
+        self,
+        session: RunSession,
+        agent: Agent,
+        model: Model,
+        gatekeeper: Gatekeeper,
+        hooks: Hooks,
+        *,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.session = session
+        self.agent = agent
+        self.model = model
+        self.gatekeeper = gatekeeper
+        self.hooks = hooks
+        self.stopping = stopping
+        self.specs = [t.spec() for t in agent.tools]
+        self._model_retries = 1 if getattr(model, "retries_itself", False) else MODEL_RETRIES
+
+    @property
+    def state(self) -> RunState:
+        return self.session.state
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def begin(self, worker: str) -> None:
+        """Note a recovery when a worker takes over a run that was RUNNING (its previous worker
+        died or lost the lease): which calls were pending, whether they had started. A note rides
+        at the *end* of the next commit, so the step it precedes keeps its seq and key."""
+        state = self.state
+        if state.status is not RunStatus.RUNNING or state.reopened:
+            return
+        pending = [
+            {"call_id": p.call.id, "tool": p.call.name, "started": p.intent is not None}
+            for p in state.pending_calls()
+        ]
+        self.session.note(
+            Recovery(
+                worker=worker,
+                fence=self.session.fence,
+                journal_seq=state.last_seq,
+                pending_calls=tuple(pending),
+            )
+        )
+
+    async def drive(self, pattern: Callable[[StepProtocol], Awaitable[None]]) -> None:
+        """Run ``pattern`` over this protocol inside the ``around_run`` hooks, then ``after_run``."""
+
+        async def inner() -> None:
+            await pattern(self)
+
+        body: Callable[[], Awaitable[None]] = inner
+        for hook in reversed(self.hooks.at("around_run")):
+            body = _wrap_run(hook, self, body)
+        await body()
+        for hook in self.hooks.at("after_run"):
+            await hook.after_run(self)
+
+    async def commit(self) -> None:
+        """Commit what is staged (a no-op when nothing is)."""
+        await self.session.flush()
+
+    async def finish(self, output: Any, reason: str) -> None:
+        await self.session.transition(RunStatus.COMPLETED, reason, output=output)
+
+    async def stop(self, target: RunStatus, reason: str, **evidence: Any) -> None:
+        """Leave RUNNING for ``target`` (FAILED, SUSPENDED, WAITING_FOR_HUMAN) with the reason."""
+        await self.session.transition(target, reason, **evidence)
+
+    # -- a model turn ---------------------------------------------------------------------------
+
+    async def model_turn(self) -> bool:
+        """Ask the model for the next turn and stage its answer; ``False`` once the run left
+        RUNNING (a hook stopped it, or the model failed for good)."""
+        session = self.session
+        with call_context(
+            priority=run_priority(session.run.metadata),
+            deadline=deadline(self.state, session.now()),
+            run_id=session.run.id,
+            tenant=session.run.tenant,
+        ):
+            for hook in self.hooks.at("before_model_call"):
+                if not await hook.before_model_call(self):
+                    return False
+            turn = await self._ask_model()
+        if turn is None:
+            return False
+        entry = session.stage(turn)
+        for hook in self.hooks.at("after_model_call"):
+            await hook.after_model_call(self, turn)
+        self._after_step(entry)
+        return True
+
+    async def _ask_model(self) -> ModelTurn | None:
+        """Call the model (retrying transient errors); ``None`` once the run has been stopped.
+
+        A model that retries itself (the gateway: backoff, Retry-After, fallback) has given up
+        when it raises: a retryable failure suspends the run at once."""
+        delay = MODEL_BACKOFF
+        retries = self._model_retries
+        for attempt in range(1, retries + 1):
+            started = time.perf_counter()
+            try:
+                response = await self.model.complete(self.state.messages, self.specs)
+            except ModelError as exc:
+                if exc.retryable and attempt < retries:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                target = RunStatus.SUSPENDED if exc.retryable else RunStatus.FAILED
+                await self.stop(
+                    target, f"model error: {exc}", error=exc.to_dict(), attempts=attempt
+                )
+                return None
+            return model_turn(
+                response, self.state.turns + 1, (time.perf_counter() - started) * 1000
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- tool calls -----------------------------------------------------------------------------
+
+    async def tool_calls(self, pending: Sequence[PendingCall]) -> bool:
+        """Take the pending calls of the latest turn in the model's order; ``False`` if the run
+        left RUNNING on the way (in doubt, a human needed, suspended)."""
+        session = self.session
+        for item in pending:
+            call = item.call
+            try:
+                tool = self._pinned_tool(call.name)
+            except ToolVersionMissing as exc:
+                await self.stop(RunStatus.SUSPENDED, str(exc), error=exc.to_dict(), call_id=call.id)
+                return False
+            except NotFound as exc:
+                self._record(ToolResult.failed(call.id, call.name, "unknown_tool", str(exc)))
+                continue
+            if item.intent is not None:  # started before a crash: the replay rule
+                if not tool.idempotent:  # the in-doubt rule
+                    await self.stop(
+                        RunStatus.WAITING_FOR_HUMAN,
+                        f"in doubt: {tool.ref} call {call.id} started but its result was never "
+                        "recorded, and the tool is not idempotent",
+                        in_doubt=item.intent,
+                    )
+                    return False
+                intent, replayed = item.intent, True
+            else:
+                try:
+                    arguments = tool.parse_arguments(call.arguments)
+                except ToolArgumentsInvalid as exc:
+                    self._record(ToolResult.failed(call.id, tool.name, exc.code, str(exc)))
+                    continue
+                go = await self.gatekeeper.decide(session, tool, call, arguments)  # decide
+                if go is Go.STOP:
+                    return False
+                if go is Go.SKIP:
+                    continue
+                intent = ToolIntent(  # intend
+                    call_id=call.id,
+                    tool=tool.name,
+                    version=tool.version,
+                    arguments=arguments,
+                    key=f"{session.run.id}:{session.next_seq}",
+                    idempotent=tool.idempotent,
+                    read_only=tool.name in self.agent.read_only,
+                    cost=tool.cost_estimate,
+                )
+                session.stage(intent)
+                replayed = False
+                if not tool.idempotent:
+                    await session.flush()  # write-ahead: the intent is durable before the effect
+            result = await self._act(tool, call, intent)  # act
+            result = replace(result, replayed=replayed)
+            for hook in self.hooks.at("after_tool_result"):
+                result = hook.after_tool_result(self, result)
+            session.fault("after_effect")
+            self._record(result)  # record
+            if not tool.idempotent:
+                await session.flush()
+        return True
+
+    def _record(self, result: ToolResult) -> None:
+        self._after_step(self.session.stage(result))
+
+    def _after_step(self, entry: Entry) -> None:
+        for hook in self.hooks.at("after_step"):
+            hook.after_step(self, entry)
+
+    def _pinned_tool(self, name: str) -> Tool:
+        """The tool version this run pinned when it started."""
+        for ref in self.state.tools:
+            if ref.partition("@")[0] == name:
+                try:
+                    return self.agent.registry.resolve(ref)
+                except NotFound:
+                    have = ", ".join(sorted(self.agent.registry.refs(name))) or "none"
+                    raise ToolVersionMissing(
+                        f"this run pinned {ref} but this worker has not registered it "
+                        f"(registered: {have}); refusing to run another version",
+                        hint=f"run a worker that registers {ref}, or cancel the run",
+                    ) from None
+        known = ", ".join(sorted(t.name for t in self.agent.tools)) or "none"
+        raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
+
+    async def _act(self, tool: Tool, call: ToolCall, intent: ToolIntent) -> ToolResult:
+        """The effect under the contract: timeout and retries here, breakers as hooks."""
+        session = self.session
+        ctx = ToolContext(
+            run_id=session.run.id,
+            call_id=call.id,
+            idempotency_key=intent.key,
+            tenant=session.run.tenant,
+            metadata=session.run.metadata,
+        )
+        started = time.perf_counter()
+        attempts = tool.retry.attempts if tool.idempotent else 1
+
+        async def effect() -> tuple[ToolResult, bool]:
+            retryable = False
+            for attempt in range(1, attempts + 1):
+                result, retryable = await _attempt(tool, call, intent.arguments, ctx)
+                if result.ok or attempt == attempts or not retryable:
+                    break
+                await asyncio.sleep(tool.retry.delay(attempt))
+            if attempts > 1:
+                result = replace(result, attempts=attempt)
+            return result, not result.ok and retryable  # raises and timeouts: unhealthy
+
+        run: Effect = effect
+        for hook in reversed(self.hooks.at("around_tool_effect")):
+            run = _wrap_effect(hook, self, tool, call, run)
+        result, _ = await run()
+        return replace(result, latency_ms=round((time.perf_counter() - started) * 1000, 3))
+
+
+async def _attempt(
+    tool: Tool, call: ToolCall, arguments: dict[str, Any], ctx: ToolContext
+) -> tuple[ToolResult, bool]:
+    """One try, and whether a failure is worth retrying (raises and timeouts are; bad output and
+    refusals by the tool's own validation are not)."""
+    try:
+        output = await tool.invoke(arguments, ctx)
+    except TimeoutError:
+        message = f"{tool.ref} timed out after {tool.timeout}s"
+        return ToolResult.failed(call.id, tool.name, "tool_timeout", message), True
+    except AutonomicError as exc:
+        return ToolResult.failed(call.id, tool.name, exc.code, str(exc)), exc.retryable
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        return ToolResult.failed(call.id, tool.name, "tool_error", message), True
+    try:
+        tool.validate_output(output)
+    except InvalidInput as exc:
+        return ToolResult.failed(call.id, tool.name, "tool_output_invalid", str(exc)), False
+    return ToolResult(call.id, tool.name, ok=True, output=output), False
+
+
+def _wrap_effect(
+    hook: Hook, step: StepProtocol, tool: Tool, call: ToolCall, inner: Effect
+) -> Effect:
+    async def run() -> tuple[ToolResult, bool]:
+        return await hook.around_tool_effect(step, tool, call, inner)
+
+    return run
+
+
+def _wrap_run(
+    hook: Hook, step: StepProtocol, inner: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await hook.around_run(step, inner)
+
+    return run
+
+
+def model_turn(response: ModelResponse, turn: int, latency_ms: float) -> ModelTurn:
+    """The journal's ``model.response`` for an answer: the one new assistant message, its usage
+    and latency, and (from the gateway) who served it and what it cost."""
+    return ModelTurn(
+        turn=turn,
+        content=response.content,
+        tool_calls=response.tool_calls,
+        model=response.model,
+        call=ModelCall.of_response(response),
+        finish_reason=response.finish_reason,
+        latency_ms=round(latency_ms, 3),
+    )
+
+
+PRIORITIES = ", ".join(p.value for p in Priority)
+
+
+def run_priority(metadata: Mapping[str, Any]) -> Priority:
+    """The priority class of a run's model calls: ``metadata["priority"]``, default normal.
+
+    Validated when the run starts (an entry point), so a bad value never reaches a worker."""
+    raw = metadata.get("priority", Priority.NORMAL.value)
+    try:
+        return Priority(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"metadata priority: {raw!r} is not a priority class (expected one of {PRIORITIES})",
+            hint='e.g. metadata={"priority": "background"} to let calls fall back at once',
+        ) from None
+
+
+def deadline(state: RunState, now: float) -> float | None:
+    """The run's wall-clock budget end as a ``time.monotonic()`` value (``None``: no budget).
+
+    ``now`` is the engine's clock (seconds since the epoch), the clock ``started_at`` uses."""
+    wall = (state.budget or {}).get("wall_seconds")
+    if wall is None:
+        return None
+    left = state.started_at + float(wall) - now
+    return time.monotonic() + max(0.0, left)
