@@ -947,7 +947,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_trials(args.db, args.trials, args.seed, workdir=args.workdir)
     sys.stdout.write(json.dumps(report.summary(), indent=2) + "\n")
     return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
