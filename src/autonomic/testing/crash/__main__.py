@@ -2,7 +2,7 @@
 
 import sys
 
-from autonomic.testing.crash import main
+from autonomic.testing.crash.report import main
 
 if __name__ == "__main__":
     sys.exit(main())
