@@ -18,8 +18,8 @@ from typing import Any
 
 from autonomic.core.run import Lease, Run, RunStatus
 from autonomic.core.state import RunState
+from autonomic.governance.action import ProposedAction
 from autonomic.governance.circuits import Circuits
-from autonomic.governance.gate import ProposedAction
 from autonomic.tools.contract import tool
 from autonomic.tools.operational import BreakerThresholds
 
@@ -52,8 +52,8 @@ async def main(calls: int) -> None:
         created_at=0.0,
         updated_at=0.0,
     )
-    action = ProposedAction(
-        run=run, state=RunState(run_id=run.id), tool=echo, arguments={"x": 1}, call_id="c", step=1
+    action = ProposedAction.tool_call(
+        run, RunState(run_id=run.id), echo, {"x": 1}, call_id="c", step=1
     )
     bare, wrapped, checks = [], [], []
     for _ in range(calls):

@@ -33,8 +33,8 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.core.run import RunStatus
 from autonomic.core.state import RunState
+from autonomic.governance.action import ProposedAction
 from autonomic.governance.approvals import ApprovalDesk
-from autonomic.governance.gate import ProposedAction
 from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.governance.policy.workflow import Workflow
 
@@ -137,7 +137,9 @@ def classify_us(n: int = 20_000) -> float:
     from autonomic.core.run import Lease, Run
 
     run = Run("run_" + "0" * 32, "b", "1", "m", RunStatus.RUNNING, 1, Lease(None, 0, 0), 0, 0)
-    action = ProposedAction(run, RunState(run.id), add_one, {"arg": 5}, "c1", 3)
+    action = ProposedAction.tool_call(
+        run, RunState(run.id), add_one, {"arg": 5}, call_id="c1", step=3
+    )
     start = time.perf_counter()
     for _ in range(n):
         POLICY.risk.classify(action)

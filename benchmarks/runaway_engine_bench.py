@@ -31,8 +31,7 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import ModelResponse, Role, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import fold
-from autonomic.governance.action import ActionKind
-from autonomic.governance.gate import ProposedAction
+from autonomic.governance.action import ActionKind, ProposedAction
 from autonomic.governance.runaway.budget import Budget
 from autonomic.governance.runaway.gate import Runaway
 from autonomic.governance.runaway.tenant import TenantBudget, TenantLedger
@@ -109,7 +108,9 @@ async def gate_check_ms(url: str, steps: int, n: int = 2000) -> tuple[float, flo
     [tool] = [t for t in definition.tools if t.name == "post_entry"]
     times = []
     for i in range(n):
-        action = ProposedAction(run, state, tool, {"account": "1234", "amount": i}, "c", 999)
+        action = ProposedAction.tool_call(
+            run, state, tool, {"account": "1234", "amount": i}, call_id="c", step=999
+        )
         start = time.perf_counter()
         await gate.check(action)
         times.append((time.perf_counter() - start) * 1000)

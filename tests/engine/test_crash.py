@@ -13,7 +13,7 @@ import pytest
 
 from autonomic.core.messages import Role
 from autonomic.core.state import RunState
-from autonomic.engine.patterns.react import ReAct
+from autonomic.engine.step import StepProtocol
 from autonomic.testing import crash
 from autonomic.testing.crash import CRASH_POINTS, CrashKit, Report, run_trials
 
@@ -63,25 +63,27 @@ def _break_the_resume(monkeypatch, breakage):
 
     The reference run and the crashing children keep the real engine.
     """
-    resume = crash._resume
+    resume = crash.trial._resume
 
     async def broken_resume(url, kit, trial):
         with monkeypatch.context() as patcher:
             breakage(patcher)
             await resume(url, kit, trial)
 
-    monkeypatch.setattr(crash, "_resume", broken_resume)
+    monkeypatch.setattr(crash.trial, "_resume", broken_resume)
 
 
 def test_the_harness_catches_a_resume_that_replays_non_idempotent_calls(
     sqlite_url, tmp_path, monkeypatch
 ):
-    tool_for = ReAct._tool_for
+    pinned_tool = StepProtocol._pinned_tool
 
-    def everything_idempotent(self, session, name):
-        return dataclasses.replace(tool_for(self, session, name), idempotent=True)
+    def everything_idempotent(self, name):
+        return dataclasses.replace(pinned_tool(self, name), idempotent=True)
 
-    _break_the_resume(monkeypatch, lambda p: p.setattr(ReAct, "_tool_for", everything_idempotent))
+    _break_the_resume(
+        monkeypatch, lambda p: p.setattr(StepProtocol, "_pinned_tool", everything_idempotent)
+    )
     report = run_trials(sqlite_url, 30, SEED, workdir=tmp_path / "trials", points=["after_effect"])
     assert report.in_doubt == 0
     assert report.duplicated_keys > 0

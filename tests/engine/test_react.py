@@ -10,9 +10,9 @@ from autonomic.bootstrap import build_store
 from autonomic.core.journal import EntryKind
 from autonomic.core.run import RunStatus
 from autonomic.engine import executor as executor_module
+from autonomic.engine import step as step_protocol
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
-from autonomic.engine.patterns import react
 from autonomic.engine.worker import Worker
 from autonomic.errors import ModelError
 from autonomic.tools.contract import tool
@@ -268,7 +268,7 @@ class FailingModel:
     ("retryable", "status", "calls"), [(False, RunStatus.FAILED, 1), (True, RunStatus.SUSPENDED, 3)]
 )
 def test_model_errors_fail_or_suspend_the_run(store_url, monkeypatch, retryable, status, calls):
-    monkeypatch.setattr(react, "MODEL_BACKOFF", 0.0)
+    monkeypatch.setattr(step_protocol, "MODEL_BACKOFF", 0.0)
     model = FailingModel(retryable)
     run, entries, _ = asyncio.run(_drive(store_url, [], model=model))
     assert run.status is status

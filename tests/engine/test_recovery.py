@@ -16,12 +16,14 @@ from contextlib import contextmanager
 import pytest
 
 from autonomic.bootstrap import build_store
+from autonomic.core.entries import ToolIntent
 from autonomic.core.journal import EntryKind
 from autonomic.core.run import RunStatus
 from autonomic.core.state import fold
 from autonomic.engine.executor import new_run_id, owner_is_dead
 from autonomic.engine.faults import CrashAt, NoFaults
 from autonomic.engine.session import RunSession
+from autonomic.engine.step import model_turn
 from autonomic.errors import UserError
 from autonomic.testing.crash import (
     BLIND,
@@ -141,31 +143,12 @@ def _die_with_a_committed_idempotent_intent(url, kit, run_id, files, *, apply_ef
             await session.transition(RunStatus.RUNNING, "claimed", worker=engine.owner)
             specs = [t.spec() for t in kit.agent.tools]
             response = await kit.model.complete(session.state.messages, specs)
-            session.stage(
-                EntryKind.MODEL_RESPONSE,
-                {
-                    "turn": 1,
-                    "content": response.content,
-                    "tool_calls": [c.to_dict() for c in response.tool_calls],
-                    "model": response.model,
-                    "usage": response.usage.to_dict(),
-                    "finish_reason": response.finish_reason,
-                    "latency_ms": 0.0,
-                },
-            )
+            session.stage(model_turn(response, 1, 0.0))
             (call,) = response.tool_calls
             arguments = json.loads(call.arguments)
             key = f"{run_id}:{session.next_seq}"
             session.stage(
-                EntryKind.TOOL_INTENT,
-                {
-                    "call_id": call.id,
-                    "tool": KEYED,
-                    "version": keyed_write.version,
-                    "arguments": arguments,
-                    "key": key,
-                    "idempotent": True,
-                },
+                ToolIntent(call.id, KEYED, keyed_write.version, arguments, key, idempotent=True)
             )
             await session.flush()
             if apply_effect:

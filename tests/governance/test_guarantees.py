@@ -37,8 +37,8 @@ from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.engine.faults import CrashAt
 from autonomic.errors import ApprovalRefused
+from autonomic.governance.action import ProposedAction
 from autonomic.governance.approvals import ApprovalDesk
-from autonomic.governance.gate import ProposedAction
 from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.testing.crash import append_jsonl, fork_child, read_jsonl, wait_child
 from autonomic.tools.contract import ToolContext, tool

@@ -35,7 +35,7 @@ from autonomic.core.run import RunStatus
 from autonomic.core.state import RunState
 from autonomic.engine.session import RunSession
 from autonomic.errors import NotFound
-from autonomic.governance.action import ActionKind, Estimate, ProposedAction
+from autonomic.governance.action import ProposedAction
 from autonomic.governance.decision import ApprovalRule, Decision, Verdict, risk_name
 from autonomic.governance.gate import Gate, GateChain
 from autonomic.governance.provenance import Provenance
@@ -193,23 +193,16 @@ def proposed_action(
 ) -> ProposedAction:
     """The one ``ProposedAction`` for a call: everything deterministic about it and the run."""
     state = session.state
-    run = session.run
-    return ProposedAction(
-        ActionKind.TOOL_CALL,
-        agent=run.agent,
-        tool=tool.name,
-        arguments=arguments,
-        thought=thought(state),
-        tenant=run.tenant,
-        provenance=tuple(Provenance.from_label(p) for p in state.taint),
-        read_only=read_only,
-        estimate=Estimate(cost=tool.cost_estimate),
-        # ``now`` stays unset: the wall-clock budget is checked before each model call
-        run=run,
-        state=state,
-        contract=tool,
+    return ProposedAction.tool_call(
+        session.run,
+        state,
+        tool,
+        arguments,
         call_id=call.id,
         step=session.next_seq,
+        thought=thought(state),
+        provenance=tuple(Provenance.from_label(p) for p in state.taint),
+        read_only=read_only,
     )
 
 

@@ -102,6 +102,38 @@ class ProposedAction:
     call_id: str = ""
     step: int = 0
 
+    @staticmethod
+    def tool_call(
+        run: Run,
+        state: RunState,
+        contract: Tool,
+        arguments: Mapping[str, Any],
+        *,
+        call_id: str = "",
+        step: int = 0,
+        thought: str = "",
+        provenance: tuple[Provenance, ...] = (),
+        read_only: bool = False,
+    ) -> ProposedAction:
+        """A tool call proposed inside ``run``: the action the engine's gates see."""
+        return ProposedAction(
+            ActionKind.TOOL_CALL,
+            agent=run.agent,
+            tool=contract.name,
+            arguments=arguments,
+            thought=thought,
+            tenant=run.tenant,
+            provenance=provenance,
+            read_only=read_only,
+            estimate=Estimate(cost=contract.cost_estimate),
+            # ``now`` stays unset: the wall-clock budget is checked before each model call
+            run=run,
+            state=state,
+            contract=contract,
+            call_id=call_id,
+            step=step,
+        )
+
     @property
     def tainted(self) -> bool:
         """Some content that led to this action was flagged by the injection screen."""

@@ -7,9 +7,10 @@ import pytest
 from autonomic.core.run import Lease, Run, RunStatus
 from autonomic.core.state import RunState
 from autonomic.errors import PolicyFileError
-from autonomic.governance.gate import ProposedAction, Verdict
+from autonomic.governance.action import ProposedAction
+from autonomic.governance.decision import Risk, Verdict
 from autonomic.governance.policy.expressions import Expression
-from autonomic.governance.policy.risk import Risk, load_policy, parse_policy_text
+from autonomic.governance.policy.risk import load_policy, parse_policy_text
 from autonomic.tools.contract import tool
 
 POLICY = """\
@@ -60,7 +61,7 @@ def _action(t, args, tenant="default"):
         updated_at=0,
         tenant=tenant,
     )
-    return ProposedAction(run, RunState(run.id), t, args, "call_1", 5)
+    return ProposedAction.tool_call(run, RunState(run.id), t, args, call_id="call_1", step=5)
 
 
 def _classify(policy, t, args, **kw):
@@ -71,32 +72,32 @@ def _classify(policy, t, args, **kw):
 def test_rules_map_actions_to_low_medium_high_with_explanations():
     policy = parse_policy_text(POLICY).risk
     low = _classify(policy, pay, {"to": "a", "amount": 5})
-    assert (low.verdict, low.risk) == (Verdict.ALLOW, "LOW")
+    assert (low.verdict, low.risk) == (Verdict.ALLOW, Risk.LOW)
     assert "no rule matched" in low.explanation
     medium = _classify(policy, pay, {"to": "a", "amount": 500})
-    assert (medium.verdict, medium.risk) == (Verdict.APPROVE, "MEDIUM")
+    assert (medium.verdict, medium.risk) == (Verdict.APPROVE, Risk.MEDIUM)
     assert medium.explanation == "big payments need approval"
     assert medium.approval.quorum == 2
     assert medium.approval.expires_after == 7200
     assert medium.evidence["matched_rules"] == ["big"]
-    assert _classify(policy, lookup, {"person": "x"}).risk == "MEDIUM"
+    assert _classify(policy, lookup, {"person": "x"}).risk is Risk.MEDIUM
     high = _classify(policy, drop, {"table": "t"})
-    assert (high.verdict, high.risk) == (Verdict.BLOCK, "HIGH")
+    assert (high.verdict, high.risk) == (Verdict.BLOCK, Risk.HIGH)
 
 
 def test_the_highest_risk_wins_and_a_classifier_can_only_raise_it():
     policy = parse_policy_text(POLICY).risk.with_classifier(
         lambda a: (Risk.HIGH, "sanctioned payee") if a.arguments.get("to") == "evil" else None
     )
-    assert _classify(policy, pay, {"to": "evil", "amount": 1}).risk == "HIGH"
-    assert _classify(policy, pay, {"to": "ok", "amount": 500}).risk == "MEDIUM"
+    assert _classify(policy, pay, {"to": "evil", "amount": 1}).risk is Risk.HIGH
+    assert _classify(policy, pay, {"to": "ok", "amount": 500}).risk is Risk.MEDIUM
     lowering = parse_policy_text(POLICY).risk.with_classifier(lambda a: (Risk.LOW, "fine"))
-    assert _classify(lowering, pay, {"to": "ok", "amount": 500}).risk == "MEDIUM"
+    assert _classify(lowering, pay, {"to": "ok", "amount": 500}).risk is Risk.MEDIUM
 
 
 def test_an_expression_that_cannot_be_evaluated_fails_closed():
     policy = parse_policy_text(POLICY).risk
-    assert _classify(policy, pay, {"to": "a", "amount": "lots"}).risk == "MEDIUM"
+    assert _classify(policy, pay, {"to": "a", "amount": "lots"}).risk is Risk.MEDIUM
 
 
 def test_expressions_refuse_anything_but_data():

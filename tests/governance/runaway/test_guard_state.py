@@ -19,7 +19,7 @@ def test_rebuilding_from_records_gives_the_same_verdicts():
     verdicts = []
     for action in actions:
         verdict = guards.check(action, live)
-        verdicts.append(verdict.to_dict())
+        verdicts.append(verdict.findings_record())
         if verdict.allowed:
             records.append(live.record(action, seq=live.last_seq + 1))
             if action.kind is ActionKind.MODEL_CALL:
@@ -35,7 +35,10 @@ def test_rebuilding_from_records_gives_the_same_verdicts():
     assert rebuilt.cost == pytest.approx(live.cost)
     assert [s.trace for s in rebuilt.steps] == [s.trace for s in live.steps]
     probe = reconciliation_loop(7)[-1]
-    assert guards.check(probe, rebuilt).to_dict() == guards.check(probe, live).to_dict()
+    assert (
+        guards.check(probe, rebuilt).findings_record()
+        == guards.check(probe, live).findings_record()
+    )
     assert any(v["outcome"] == "suspend" for v in verdicts)
 
 

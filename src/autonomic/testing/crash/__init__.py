@@ -30,16 +30,12 @@ The package has one module per job, each importing only the ones listed before i
 effect sink and model log), ``faults`` (in-process faults: ``SimulatedCrash``, ``RaiseAt``,
 ``StopAt``), ``child`` (forking, driving and reaping child processes), ``trial`` (the reference
 run, one crash-and-resume trial, its checks) and ``report`` (a seeded batch, its report, the command
-line). Every name is importable from ``autonomic.testing.crash`` itself, and setting one on the
-package (a test's monkeypatch) sets it where it is used, as when the harness was one module.
+line). Every name is importable from ``autonomic.testing.crash`` itself; to patch one, patch it
+in the module that uses it (``crash.trial._resume``).
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
-from autonomic.testing.crash import child, faults, journal, kit, report, trial
 from autonomic.testing.crash.child import (
     ChildExit,
     drive_in_child,
@@ -77,7 +73,6 @@ from autonomic.testing.crash.trial import (
     reference_run,
     resume_trial,
 )
-from autonomic.testing.crash.trial import _resume as _resume
 
 __all__ = [
     "AGENT_NAME",
@@ -119,28 +114,3 @@ __all__ = [
     "step_results",
     "wait_child",
 ]
-
-_PARTS = (child, faults, journal, kit, report, trial)
-_UNSET = object()
-
-
-class _OneModule(types.ModuleType):
-    """The package, patched as the one module it used to be.
-
-    Setting a name here (``monkeypatch.setattr(crash, "_resume", ...)``, as the crash tests do to
-    break the resume on purpose) sets it too in every module of the package that holds the same
-    object under that name, so the code that uses the name sees the new value, as it did when all
-    of it lived in one module.
-    """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        old = self.__dict__.get(name, _UNSET)
-        super().__setattr__(name, value)
-        if old is _UNSET:
-            return
-        for part in _PARTS:
-            if part.__dict__.get(name, _UNSET) is old:
-                setattr(part, name, value)
-
-
-sys.modules[__name__].__class__ = _OneModule
