@@ -35,7 +35,6 @@ import random
 import time
 from collections.abc import Sequence
 
-from autonomic.adapters.redis.breakers import RedisBreakers
 from autonomic.core.messages import Message, ModelResponse, ToolSpec, Usage
 from autonomic.errors import (
     CircuitOpen,
@@ -150,18 +149,22 @@ class Gateway:
         return self._name
 
     def _default_breakers(self) -> BreakerStore:
-        """Shared through Redis when the buckets are; in this process's memory otherwise."""
+        """Shared through Redis when the buckets are; in this process's memory otherwise (and
+        while that Redis is unreachable)."""
         policy = self.config.breaker
+        local = Breakers(
+            threshold=policy.threshold, reset_after=policy.reset_after, counts=provider_failure
+        )
         if self.config.redis_url is None:
-            return Breakers(
-                threshold=policy.threshold, reset_after=policy.reset_after, counts=provider_failure
-            )
+            return local
+        from autonomic.adapters.redis.breakers import RedisBreakers
 
         def fell_back(_key: str) -> None:
             self.metrics.breaker_fallbacks += 1
 
         return RedisBreakers(
             self.config.redis_url,
+            fallback=local,
             threshold=policy.threshold,
             reset_after=policy.reset_after,
             counts=provider_failure,
