@@ -48,7 +48,7 @@ from autonomic.gateway.context import current_call
 from autonomic.gateway.cost import CostLedger, Estimate
 from autonomic.gateway.metrics import GatewayMetrics
 from autonomic.gateway.provider import Priority, Provider, ProviderKind
-from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
+from autonomic.gateway.ratelimit import Buckets, LocalBuckets
 from autonomic.gateway.tokens import TokenCounter
 from autonomic.governance.breakers import Breakers, BreakerStore, counts_as_failure
 from autonomic.ports.model import Model
@@ -122,11 +122,7 @@ class Gateway:
         """``models`` overrides the model built for a provider (by name), e.g. a fake in a test."""
         self.config = config
         self.metrics = metrics or GatewayMetrics()
-        self.buckets: Buckets = buckets or (
-            RedisBuckets(config.redis_url, prefix=f"{config.redis_prefix}:ratelimit")
-            if config.redis_url
-            else LocalBuckets()
-        )
+        self.buckets: Buckets = buckets or self._default_buckets()
         self.breakers: BreakerStore = breakers or self._default_breakers()
         self.ledger = ledger or CostLedger()
         self._models: dict[str, Model] = dict(models or {})
@@ -147,6 +143,14 @@ class Gateway:
     @property
     def name(self) -> str:
         return self._name
+
+    def _default_buckets(self) -> Buckets:
+        """Shared through Redis when ``redis_url`` is set; in this process's memory otherwise."""
+        if not self.config.redis_url:
+            return LocalBuckets()
+        from autonomic.adapters.redis.buckets import RedisBuckets
+
+        return RedisBuckets(self.config.redis_url, prefix=f"{self.config.redis_prefix}:ratelimit")
 
     def _default_breakers(self) -> BreakerStore:
         """Shared through Redis when the buckets are; in this process's memory otherwise (and
