@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from autonomic.adapters.model.scripted import FunctionModel
+from autonomic.adapters.redis.plan_cache import RedisPlanCache
 from autonomic.bootstrap import build_store
 from autonomic.core.messages import Message, Role
 from autonomic.engine.agent import AgentRegistry
@@ -37,7 +38,7 @@ from autonomic.engine.executor import Engine
 from autonomic.engine.planning import check_steps, parse_plan
 from autonomic.examples.triage.agent import act_policy, plan_policy, triage_agent
 from autonomic.gateway import Gateway
-from autonomic.gateway.plan_cache import LocalPlanCache, RedisPlanCache, plan_key, task_pattern
+from autonomic.gateway.plan_cache import LocalPlanCache, plan_key, task_pattern
 from autonomic.testing.gateway import gateway_config, provider
 from autonomic.testing.openai_server import OpenAITestServer, completion
 

@@ -250,7 +250,7 @@ def test_public_api_is_pinned():
 
 
 def test_help_does_not_import_optional_backends():
-    code = "import sys; from autonomic.cli.app import app; print(sorted(m for m in ('openai', 'psycopg') if m in sys.modules))"
+    code = "import sys; from autonomic.cli.app import app; print(sorted(m for m in ('openai', 'psycopg', 'redis') if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

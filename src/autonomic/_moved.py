@@ -53,6 +53,7 @@ MOVED: dict[str, str] = {
     "autonomic.sandbox.probes": "autonomic.testing.probes",
     "autonomic.sandbox.probe_host": "autonomic.testing.probe_host",
     "autonomic.tools.python_exec": "autonomic.toolbox.python_exec",
+    "autonomic.gateway.context": "autonomic.ports.model",
 }
 """Old module name -> where it lives now."""
 

@@ -20,11 +20,11 @@ from autonomic.ports.model import Model, RoutedModel
 from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
-    from autonomic.gateway.plan_cache import PlanCache
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
     from autonomic.ports.counters import Counters
     from autonomic.ports.embedder import Embedder
+    from autonomic.ports.plan_cache import PlanCache
 
 DEFAULT_DB = "sqlite:///autonomic.db"
 """A SQLite file in the working directory: the embedded default."""
@@ -218,13 +218,8 @@ def build_counters(url: str | None = None) -> Counters:
             f"unsupported counters URL {redact_url(target)!r} in AUTONOMIC_REDIS_URL",
             hint="use redis://host:6379/0",
         )
-    try:
-        from autonomic.adapters.redis.counters import RedisCounters
-    except ImportError as exc:
-        raise ConfigError(
-            f"Redis support is not installed ({exc.name} is missing)",
-            hint="install the extra: pip install 'autonomic[redis]'",
-        ) from None
+    from autonomic.adapters.redis.counters import RedisCounters  # names the extra if missing
+
     return RedisCounters(target)
 
 
@@ -240,15 +235,9 @@ def build_plan_cache(value: str | None = None) -> PlanCache | None:
     if raw in ("off", "none"):
         return None
     if raw.startswith(("redis://", "rediss://", "unix://")):
-        try:
-            from autonomic.gateway.plan_cache import RedisPlanCache
+        from autonomic.adapters.redis.plan_cache import RedisPlanCache  # names the extra if missing
 
-            return RedisPlanCache(raw)
-        except ImportError as exc:
-            raise ConfigError(
-                f"Redis support is not installed ({exc.name} is missing)",
-                hint="install the extra: pip install 'autonomic[redis]'",
-            ) from None
+        return RedisPlanCache(raw)
     raise ConfigError(
         f"AUTONOMIC_PLAN_CACHE={redact_url(raw)!r} is not a plan cache",
         hint="use memory (the default), off, or redis://host:6379/0 to share plans between workers",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from autonomic.adapters.model.scripted import FunctionModel
+from autonomic.adapters.redis.plan_cache import RedisPlanCache
 from autonomic.core.journal import EntryKind
 from autonomic.core.messages import Message, ModelResponse, Role
 from autonomic.core.run import RunStatus
@@ -22,7 +23,7 @@ from autonomic.engine.executor import Engine
 from autonomic.engine.planning import Planning, check_steps, parse_plan
 from autonomic.errors import InvalidInput, ModelError
 from autonomic.examples.triage.agent import DEMO_EMAILS, act_policy, plan_policy, triage_agent
-from autonomic.gateway.plan_cache import LocalPlanCache, RedisPlanCache, plan_key, task_pattern
+from autonomic.gateway.plan_cache import LocalPlanCache, plan_key, task_pattern
 from autonomic.governance.runaway.budget import Budget
 from autonomic.testing.crash import RaiseAt, SimulatedCrash
 

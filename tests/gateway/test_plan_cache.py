@@ -1,5 +1,6 @@
 """Plan cache: same task pattern, agent version and tenant hit, anything else misses; TTL (the
-cache's or the caller's); Redis shared between instances."""
+cache's or the caller's). The Redis cache, shared between instances, is tested in
+``tests/adapters/redis``."""
 
 import asyncio
 
@@ -7,7 +8,6 @@ import pytest
 
 from autonomic.gateway.plan_cache import (
     LocalPlanCache,
-    RedisPlanCache,
     normalise_task,
     plan_key,
     task_pattern,
@@ -78,30 +78,6 @@ def test_local_cache_is_bounded():
         return [await cache.lookup(key(t)) for t in ("alpha", "beta", "gamma")]
 
     assert asyncio.run(main()) == [None, "beta", "gamma"]
-
-
-def test_redis_cache_is_shared_between_instances(redis_server, redis_prefix):
-    async def main():
-        one = RedisPlanCache(redis_server, ttl=60, prefix=redis_prefix)
-        two = RedisPlanCache(redis_server, ttl=60, prefix=redis_prefix)
-        try:
-            assert await two.lookup(key("reconcile account 1")) is None
-            await one.store(key("reconcile account 1"), PLAN)
-            got = await two.lookup(key("reconcile account 99"))
-            ttl = await one._redis.pttl(f"{redis_prefix}:{key('reconcile account 1')}")
-            await one.store(key("brief 1"), PLAN, ttl=5)
-            brief = await one._redis.pttl(f"{redis_prefix}:{key('brief 1')}")
-            stats = await one.fleet_stats()
-            return got, ttl, brief, stats
-        finally:
-            await one.aclose()
-            await two.aclose()
-
-    got, ttl, brief, stats = asyncio.run(main())
-    assert got == PLAN
-    assert 5_000 < ttl <= 60_000
-    assert 0 < brief <= 5_000
-    assert stats == {"hits": 1, "misses": 1}
 
 
 def test_bad_settings_are_refused():

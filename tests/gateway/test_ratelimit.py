@@ -1,17 +1,19 @@
-"""Token buckets, the same behaviour in process and in Redis: reservations, refusals that take
-nothing, token debt for huge prompts, settling to real usage."""
+"""Token buckets, the same behaviour in process (``LocalBuckets``) and in Redis (``RedisBuckets``):
+reservations, refusals that take nothing, token debt for huge prompts, settling to real usage. What
+only the Redis buckets do is tested in ``tests/adapters/redis``."""
 
 import asyncio
 
 import pytest
 
+from autonomic.adapters.redis.buckets import RedisBuckets
 from autonomic.gateway.provider import Limits
-from autonomic.gateway.ratelimit import LocalBuckets, RedisBuckets, bucket_specs
+from autonomic.gateway.ratelimit import LocalBuckets, bucket_specs
 
 PER_SECOND_10 = Limits(requests_per_minute=600, burst_seconds=0.5)  # 10/s, bucket of 5
 
 
-@pytest.fixture(params=["local", pytest.param("redis", id="redis")])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def buckets(request):
     if request.param == "local":
         return LocalBuckets()
@@ -96,12 +98,3 @@ def test_bucket_sizes():
     assert tok is None
     assert req.rate == 0.5
     assert req.capacity == 1  # never below one request
-
-
-def test_an_unreachable_redis_is_a_retryable_model_error_not_a_crash():
-    from autonomic.errors import ModelError
-
-    buckets = RedisBuckets("redis://127.0.0.1:1/0")
-    with pytest.raises(ModelError, match="cannot reach the Redis") as info:
-        _run(buckets, lambda: buckets.reserve("p", PER_SECOND_10, 0, 1))
-    assert info.value.retryable

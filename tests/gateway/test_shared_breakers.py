@@ -2,7 +2,7 @@
 provider's circuit, and another worker is refused without ever calling the provider. The control
 runs the same workers with in-process circuits, and there the second worker calls the provider
 again (which is why the shared circuits exist). A Redis outage falls back to in-process circuits
-instead of failing calls."""
+instead of failing calls. ``RedisBreakers`` itself is tested in ``tests/adapters/redis``."""
 
 import asyncio
 import json
@@ -102,78 +102,6 @@ def test_a_circuit_opened_by_one_worker_process_refuses_calls_in_another(mode, r
         assert b["rejections"] == 0
         assert b["circuit"] == "closed"
         assert after_b == after_a + 1
-
-
-# One worker holding or trying the circuit through the breaker API, told what to do on stdin.
-PROBER = textwrap.dedent(
-    """
-    import asyncio, sys
-    from autonomic.errors import CircuitOpen, ModelError
-    from autonomic.adapters.redis.breakers import RedisBreakers
-
-    redis_url, prefix, action = sys.argv[1:]
-
-    async def main():
-        store = RedisBreakers(redis_url, prefix=prefix, threshold=1, reset_after=60, key_ttl=600)
-        try:
-            if action == "fail":
-                try:
-                    async with store.guard("model:main"):
-                        raise ModelError("down", retryable=True)
-                except ModelError:
-                    pass
-                print((await store.astate("model:main")).state, flush=True)
-            elif action == "probe":
-                await store.aexpire("model:main")
-                async with store.guard("model:main"):
-                    print("probing", flush=True)
-                    sys.stdin.readline()  # until the test has tried another worker
-                print((await store.astate("model:main")).state, flush=True)
-            else:
-                try:
-                    async with store.guard("model:main"):
-                        print("ran", flush=True)
-                except CircuitOpen:
-                    print("refused", flush=True)
-        finally:
-            await store.aclose()
-
-    asyncio.run(main())
-    """
-)
-
-
-def _prober(redis_url, prefix, action):
-    return subprocess.Popen(
-        [sys.executable, "-c", PROBER, redis_url, prefix, action],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _said(proc):
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    return out.split()
-
-
-@pytest.mark.redis
-def test_one_probe_at_a_time_across_worker_processes(redis_server, redis_prefix):
-    assert _said(_prober(redis_server, redis_prefix, "fail")) == ["open"]
-    assert _said(_prober(redis_server, redis_prefix, "try")) == ["refused"]
-    prober = _prober(redis_server, redis_prefix, "probe")
-    try:
-        assert prober.stdout.readline().strip() == "probing"
-        # the probe is in flight in another process: this one is refused
-        assert _said(_prober(redis_server, redis_prefix, "try")) == ["refused"]
-        prober.stdin.write("done\n")
-        prober.stdin.flush()
-        assert _said(prober) == ["closed"]
-    finally:
-        if prober.poll() is None:
-            prober.kill()
-    assert _said(_prober(redis_server, redis_prefix, "try")) == ["ran"]
 
 
 def test_an_unreachable_redis_does_not_take_model_calls_down(caplog):

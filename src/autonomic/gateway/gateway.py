@@ -38,7 +38,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from autonomic.adapters.redis.breakers import RedisBreakers
 from autonomic.core.entries import ModelCall, Summary
 from autonomic.core.messages import Message, ModelResponse, ToolSpec, Usage
 from autonomic.errors import (
@@ -53,7 +52,7 @@ from autonomic.gateway.config import GatewayConfig, RetryPolicy
 from autonomic.gateway.cost import CostLedger, Estimate
 from autonomic.gateway.metrics import GatewayMetrics
 from autonomic.gateway.provider import Priority, Provider, ProviderKind
-from autonomic.gateway.ratelimit import Buckets, LocalBuckets, RedisBuckets
+from autonomic.gateway.ratelimit import Buckets, LocalBuckets
 from autonomic.gateway.tokens import TokenCounter
 from autonomic.governance.breakers import Breakers, BreakerStore, counts_as_failure
 from autonomic.ports.model import CallEstimate, Model, current_call
@@ -134,11 +133,7 @@ class Gateway:
         self.config = config
         self._resolve = resolve
         self.metrics = metrics or GatewayMetrics()
-        self.buckets: Buckets = buckets or (
-            RedisBuckets(config.redis_url, prefix=f"{config.redis_prefix}:ratelimit")
-            if config.redis_url
-            else LocalBuckets()
-        )
+        self.buckets: Buckets = buckets or self._default_buckets()
         self.breakers: BreakerStore = breakers or self._default_breakers()
         self.ledger = ledger or CostLedger()
         self._models: dict[str, Model] = dict(models or {})
@@ -160,19 +155,31 @@ class Gateway:
     def name(self) -> str:
         return self._name
 
+    def _default_buckets(self) -> Buckets:
+        """Shared through Redis when ``redis_url`` is set; in this process's memory otherwise."""
+        if not self.config.redis_url:
+            return LocalBuckets()
+        from autonomic.adapters.redis.buckets import RedisBuckets
+
+        return RedisBuckets(self.config.redis_url, prefix=f"{self.config.redis_prefix}:ratelimit")
+
     def _default_breakers(self) -> BreakerStore:
-        """Shared through Redis when the buckets are; in this process's memory otherwise."""
+        """Shared through Redis when the buckets are; in this process's memory otherwise (and
+        while that Redis is unreachable)."""
         policy = self.config.breaker
+        local = Breakers(
+            threshold=policy.threshold, reset_after=policy.reset_after, counts=provider_failure
+        )
         if self.config.redis_url is None:
-            return Breakers(
-                threshold=policy.threshold, reset_after=policy.reset_after, counts=provider_failure
-            )
+            return local
+        from autonomic.adapters.redis.breakers import RedisBreakers
 
         def fell_back(_key: str) -> None:
             self.metrics.breaker_fallbacks += 1
 
         return RedisBreakers(
             self.config.redis_url,
+            fallback=local,
             threshold=policy.threshold,
             reset_after=policy.reset_after,
             counts=provider_failure,

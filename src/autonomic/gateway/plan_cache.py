@@ -11,9 +11,11 @@ kind of request and holds none of one request's values: that is what makes it sa
 The key is the pattern plus the agent's name and version and the tenant: a new agent version never
 reuses an old plan, and one tenant's tasks never shape another's runs. Entries expire after a TTL
 (the cache's default or the agent's own), and the engine forgets a plan whose run failed, so the
-next task of the kind is planned afresh. ``LocalPlanCache`` lives in the process;
-``RedisPlanCache`` is shared by every worker (entries expire in Redis with ``SET ... PX``) and
-counts hits and misses fleet-wide. A cache is an optimisation: callers treat its errors as misses.
+next task of the kind is planned afresh. The port is ``autonomic.ports.plan_cache.PlanCache``;
+``LocalPlanCache`` (here) lives in the process; ``RedisPlanCache``
+(``autonomic.adapters.redis.plan_cache``) is shared by every worker (entries expire in Redis with
+``SET ... PX``) and counts hits and misses fleet-wide. A cache is an optimisation: callers treat
+its errors as misses.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from autonomic.core.canonical import canonical_json
+from autonomic.ports.plan_cache import PlanCache
+
+__all__ = ["LocalPlanCache", "PlanCache", "normalise_task", "plan_key", "task_pattern"]
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
@@ -75,31 +80,6 @@ def plan_key(pattern: str, *, agent: str, version: str, tenant: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class PlanCache(Protocol):
-    """Where cached plans live. Plans are JSON values; a lookup returns an equal value."""
-
-    hits: int
-    misses: int
-    ttl: float
-    """The default time to live, in seconds."""
-
-    async def lookup(self, key: str) -> Any | None:
-        """The cached plan under ``key`` (see ``plan_key``), or None (counted as a miss)."""
-        ...
-
-    async def store(self, key: str, plan: Any, *, ttl: float | None = None) -> None:
-        """Cache ``plan`` under ``key`` for ``ttl`` seconds (default: the cache's)."""
-        ...
-
-    async def forget(self, key: str) -> None:
-        """Drop the plan under ``key`` (a run that followed it failed)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
-
-
 class LocalPlanCache:
     """In-process, bounded (least recently used entries go first)."""
 
@@ -141,48 +121,3 @@ class LocalPlanCache:
 
     async def aclose(self) -> None:
         return None
-
-
-class RedisPlanCache:
-    """Shared by every worker using the same Redis and ``prefix``; hits/misses are counted here
-    and in Redis (``<prefix>:hits`` / ``<prefix>:misses``) for fleet-wide figures."""
-
-    def __init__(self, url: str, *, ttl: float = 3600.0, prefix: str = "autonomic:plans") -> None:
-        if ttl <= 0:
-            raise ValueError("ttl must be > 0")
-        from redis import asyncio as aioredis
-
-        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=2.0)
-        self.ttl = ttl
-        self._prefix = prefix
-        self.hits = 0
-        self.misses = 0
-
-    async def lookup(self, key: str) -> Any | None:
-        raw = await self._redis.get(f"{self._prefix}:{key}")
-        if raw is None:
-            self.misses += 1
-            await self._redis.incr(f"{self._prefix}:misses")
-            return None
-        self.hits += 1
-        await self._redis.incr(f"{self._prefix}:hits")
-        return json.loads(raw)
-
-    async def store(self, key: str, plan: Any, *, ttl: float | None = None) -> None:
-        seconds = self.ttl if ttl is None else ttl
-        await self._redis.set(
-            f"{self._prefix}:{key}",
-            json.dumps(plan, sort_keys=True),
-            px=max(1, int(seconds * 1000)),
-        )
-
-    async def forget(self, key: str) -> None:
-        await self._redis.delete(f"{self._prefix}:{key}")
-
-    async def fleet_stats(self) -> dict[str, int]:
-        """Hits and misses of every worker sharing this cache."""
-        hits, misses = await self._redis.mget(f"{self._prefix}:hits", f"{self._prefix}:misses")
-        return {"hits": int(hits or 0), "misses": int(misses or 0)}
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()

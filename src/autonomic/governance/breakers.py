@@ -19,93 +19,46 @@ success does (purgatory's rule); cancellation and other ``BaseException`` that a
 ``Exception`` (the caller gave up) say nothing and change nothing - a cancelled probe leaves the
 breaker due for the next caller's probe instead of closing it.
 
-``BreakerStore`` is the seam the model gateway depends on: ``Breakers`` (this process's memory, the
-default) and ``RedisBreakers`` (``redis_breakers.py``, shared by every worker) both satisfy it. Its
-queries are coroutines (``astate`` and friends) because a shared store answers over the network;
-``Breakers`` keeps its synchronous ``state``/``is_open``/``snapshot``/``expire`` for the engine's
-circuits and adds the async twins.
+``BreakerStore`` (``autonomic.ports.breakers``, with ``BreakerState``) is the seam the model
+gateway depends on: ``Breakers`` (this process's memory, the default) and ``RedisBreakers``
+(``autonomic.adapters.redis.breakers``, shared by every worker) both satisfy it. Its queries are
+coroutines (``astate`` and friends) because a shared store answers over the network; ``Breakers``
+keeps its synchronous ``state``/``is_open``/``snapshot``/``expire`` for the engine's circuits and
+adds the async twins.
+
+purgatory is imported when the first ``Breakers`` is made, not with this module: it imports the
+``redis`` client whenever that is installed, and ``autonomic --help`` needs neither.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from purgatory import AsyncCircuitBreakerFactory
-from purgatory.domain.model import Context, OpenedState
+from autonomic.errors import CircuitOpen
+from autonomic.ports.breakers import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerState,
+    BreakerStore,
+    counts_as_failure,
+)
 
-from autonomic.errors import AutonomicError, CircuitOpen
+if TYPE_CHECKING:
+    from purgatory.domain.model import Context
 
-CLOSED = "closed"
-OPEN = "open"
-HALF_OPEN = "half_open"
-
-
-def counts_as_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` says something about the protected dependency's health."""
-    if isinstance(exc, AutonomicError):
-        return exc.retryable
-    return isinstance(exc, (TimeoutError, ConnectionError, OSError))
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerState:
-    """One breaker as ``snapshot()`` reports it."""
-
-    key: str
-    state: str
-    """``closed``, ``open`` or ``half_open`` (open and due for a probe)."""
-    failures: int
-    retry_in: float
-    """Seconds until an open breaker lets a probe through (0 unless open)."""
-    probing: bool = False
-    """A half-open probe is in flight (so other callers are refused)."""
-
-    @property
-    def refusing(self) -> bool:
-        """Whether a call now would be refused: open and not yet due, or a probe in flight."""
-        return self.state == OPEN or (self.state == HALF_OPEN and self.probing)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "key": self.key,
-            "state": self.state,
-            "failures": self.failures,
-            "retry_in": round(self.retry_in, 3),
-        }
-
-
-class BreakerStore(Protocol):
-    """Where the state of keyed breakers lives: what the model gateway needs of it."""
-
-    def guard(
-        self, key: str, *, threshold: int | None = None, reset_after: float | None = None
-    ) -> AbstractAsyncContextManager[None]:
-        """Run the body under ``key``'s breaker; raise ``CircuitOpen`` instead while it refuses."""
-        ...
-
-    async def astate(self, key: str) -> BreakerState:
-        """The state of ``key`` (closed if it was never used)."""
-        ...
-
-    async def ais_open(self, key: str) -> bool:
-        """True while ``key`` refuses calls."""
-        ...
-
-    async def asnapshot(self) -> dict[str, BreakerState]:
-        """Every known breaker, by key."""
-        ...
-
-    async def aexpire(self, key: str) -> None:
-        """Make an open ``key`` due for its half-open probe now."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "BreakerState",
+    "BreakerStore",
+    "Breakers",
+    "counts_as_failure",
+]
 
 
 class Breakers:
@@ -122,6 +75,8 @@ class Breakers:
             raise ValueError("threshold must be >= 1 and reset_after > 0")
         self.threshold = threshold
         self.reset_after = reset_after
+        from purgatory import AsyncCircuitBreakerFactory
+
         self._factory = AsyncCircuitBreakerFactory(
             default_threshold=threshold,
             default_ttl=reset_after,
@@ -193,6 +148,8 @@ class Breakers:
         probe = self.state(key).state == HALF_OPEN
         if probe and key in self._probing:
             raise CircuitOpen(key, 0.0)
+        from purgatory.domain.model import OpenedState
+
         try:
             await breaker.__aenter__()
         except OpenedState:

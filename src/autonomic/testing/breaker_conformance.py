@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from autonomic.errors import CircuitOpen, ModelError
-from autonomic.governance.breakers import BreakerStore
+from autonomic.ports.breakers import BreakerStore
 
 
 class MakeBreakers(Protocol):

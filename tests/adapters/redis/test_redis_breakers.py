@@ -1,16 +1,26 @@
-"""What only the shared store does: several stores (as several workers) see one circuit, one probe
-at a time across them, atomic counting, a probe lock that expires, keys under the prefix, and
-falling back to this process's state when Redis is unreachable."""
+"""What only the shared store does: several stores (as several workers, and as worker processes)
+see one circuit, one probe at a time across them, atomic counting, a probe lock that expires, keys
+under the prefix, and falling back to the store it was given when Redis is unreachable."""
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from autonomic.adapters.redis.breakers import RedisBreakers
 from autonomic.errors import CircuitOpen, ModelError
+from autonomic.governance.breakers import Breakers
 
 UNREACHABLE = "redis://:s3cret@127.0.0.1:1/0"  # nothing listens on port 1: refused at once
+
+
+def _redis_breakers(url, **kw):
+    """A ``RedisBreakers`` with an in-process fallback of the same settings, as the gateway makes."""
+    local = {k: kw[k] for k in ("threshold", "reset_after") if k in kw}
+    return RedisBreakers(url, fallback=Breakers(**local), **kw)
 
 
 def _down():
@@ -30,7 +40,7 @@ def stores(redis_server, redis_prefix):
     def make(**kw):
         kw.setdefault("threshold", 2)
         kw.setdefault("reset_after", 60.0)
-        return RedisBreakers(redis_server, prefix=redis_prefix, key_ttl=600, **kw)
+        return _redis_breakers(redis_server, prefix=redis_prefix, key_ttl=600, **kw)
 
     return make
 
@@ -135,7 +145,7 @@ def test_a_probe_lock_expires_so_a_crashed_prober_cannot_wedge_the_circuit(
 @pytest.mark.redis
 def test_another_prefix_is_another_set_of_circuits(stores, redis_server, redis_prefix):
     a = stores(threshold=1)
-    other = RedisBreakers(redis_server, prefix=f"{redis_prefix}-other", key_ttl=600)
+    other = _redis_breakers(redis_server, prefix=f"{redis_prefix}-other", key_ttl=600)
 
     async def main():
         try:
@@ -151,7 +161,7 @@ def test_another_prefix_is_another_set_of_circuits(stores, redis_server, redis_p
 
 def test_an_unreachable_redis_falls_back_to_this_process_and_warns_once(caplog):
     fallbacks = []
-    store = RedisBreakers(
+    store = _redis_breakers(
         UNREACHABLE,
         threshold=1,
         reset_after=60.0,
@@ -185,7 +195,7 @@ def test_an_unreachable_redis_falls_back_to_this_process_and_warns_once(caplog):
 
 
 def test_after_a_failure_redis_is_left_alone_for_a_while():
-    store = RedisBreakers(UNREACHABLE, retry_redis_after=3600.0)
+    store = _redis_breakers(UNREACHABLE, retry_redis_after=3600.0)
     tried = []
     original = store._enter
 
@@ -206,3 +216,118 @@ def test_after_a_failure_redis_is_left_alone_for_a_while():
     asyncio.run(main())
     assert tried == [1]  # the second and third calls did not wait for a dead server
     assert store.fallbacks == 3
+
+
+def test_the_fallback_it_is_given_holds_the_state_while_redis_is_down_and_is_closed_with_it():
+    closed = []
+
+    class Fallback(Breakers):
+        async def aclose(self):
+            closed.append(True)
+
+    fallback = Fallback(threshold=1, reset_after=60.0)
+    store = RedisBreakers(UNREACHABLE, fallback=fallback, threshold=1, reset_after=60.0)
+
+    async def main():
+        try:
+            await _fail(store, "model:main")
+            await store.aexpire("model:main")  # the operator's "try again now" reaches it too
+            return fallback.state("model:main"), await store.astate("model:main")
+        finally:
+            await store.aclose()
+
+    theirs, ours = asyncio.run(main())
+    assert store.local is fallback
+    assert theirs == ours
+    assert (theirs.state, theirs.failures) == ("half_open", 1)
+    assert closed == [True]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"threshold": 0}, {"reset_after": 0}, {"probe_timeout": 0}, {"key_ttl": 0.5}],
+    ids=lambda kw: next(iter(kw)),
+)
+def test_bad_settings_are_refused(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        RedisBreakers(UNREACHABLE, fallback=Breakers(), **kw)
+
+
+# One worker holding or trying the circuit through the breaker API, told what to do on stdin.
+PROBER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from autonomic.errors import CircuitOpen, ModelError
+    from autonomic.adapters.redis.breakers import RedisBreakers
+    from autonomic.governance.breakers import Breakers
+
+    redis_url, prefix, action = sys.argv[1:]
+
+    async def main():
+        store = RedisBreakers(
+            redis_url,
+            fallback=Breakers(threshold=1, reset_after=60),
+            prefix=prefix,
+            threshold=1,
+            reset_after=60,
+            key_ttl=600,
+        )
+        try:
+            if action == "fail":
+                try:
+                    async with store.guard("model:main"):
+                        raise ModelError("down", retryable=True)
+                except ModelError:
+                    pass
+                print((await store.astate("model:main")).state, flush=True)
+            elif action == "probe":
+                await store.aexpire("model:main")
+                async with store.guard("model:main"):
+                    print("probing", flush=True)
+                    sys.stdin.readline()  # until the test has tried another worker
+                print((await store.astate("model:main")).state, flush=True)
+            else:
+                try:
+                    async with store.guard("model:main"):
+                        print("ran", flush=True)
+                except CircuitOpen:
+                    print("refused", flush=True)
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+    """
+)
+
+
+def _prober(redis_url, prefix, action):
+    return subprocess.Popen(
+        [sys.executable, "-c", PROBER, redis_url, prefix, action],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _said(proc):
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    return out.split()
+
+
+@pytest.mark.redis
+def test_one_probe_at_a_time_across_worker_processes(redis_server, redis_prefix):
+    assert _said(_prober(redis_server, redis_prefix, "fail")) == ["open"]
+    assert _said(_prober(redis_server, redis_prefix, "try")) == ["refused"]
+    prober = _prober(redis_server, redis_prefix, "probe")
+    try:
+        assert prober.stdout.readline().strip() == "probing"
+        # the probe is in flight in another process: this one is refused
+        assert _said(_prober(redis_server, redis_prefix, "try")) == ["refused"]
+        prober.stdin.write("done\n")
+        prober.stdin.flush()
+        assert _said(prober) == ["closed"]
+    finally:
+        if prober.poll() is None:
+            prober.kill()
+    assert _said(_prober(redis_server, redis_prefix, "try")) == ["ran"]

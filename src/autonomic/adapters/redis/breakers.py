@@ -23,11 +23,12 @@ time the key was made with), ``{prefix}:p:{key}`` the probe lock, ``{prefix}:key
 for ``asnapshot``. Every write refreshes a ``key_ttl`` expiry, so abandoned keys go away.
 
 **A Redis outage does not take calls down.** When Redis cannot be reached, every operation falls
-back to an in-process ``Breakers`` with the same settings (the breaker keeps working for this
-worker, as it did before sharing), logs one warning per outage, reports each fallback to
-``on_fallback`` (the gateway counts them) and leaves Redis alone for ``retry_redis_after`` seconds
-so a dead server does not add a timeout to every call. An outcome that cannot be written back is
-lost; a probe lock that cannot be released expires by itself.
+back to the ``fallback`` store it was given (the gateway gives it an in-process ``Breakers`` with
+the same settings, so the breaker keeps working for this worker, as it did before sharing), logs
+one warning per outage, reports each fallback to ``on_fallback`` (the gateway counts them) and
+leaves Redis alone for ``retry_redis_after`` seconds so a dead server does not add a timeout to
+every call. An outcome that cannot be written back is lost; a probe lock that cannot be released
+expires by itself.
 """
 
 from __future__ import annotations
@@ -40,13 +41,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from autonomic.errors import CircuitOpen, ConfigError
-from autonomic.governance.breakers import (
-    CLOSED,
-    Breakers,
-    BreakerState,
-    counts_as_failure,
-)
+from autonomic.adapters.redis.client import connect, outage_errors, text
+from autonomic.errors import CircuitOpen
+from autonomic.ports.breakers import CLOSED, BreakerState, BreakerStore, counts_as_failure
 
 log = logging.getLogger("autonomic.redis")
 
@@ -169,6 +166,9 @@ class RedisBreakers:
 
     Args:
         url: the Redis server (``redis://``, ``rediss://`` or ``unix://``).
+        fallback: the store that answers while Redis is unreachable, made with the same
+            ``threshold``, ``reset_after`` and ``counts`` (an in-process ``Breakers``); this store
+            owns it from then on (``aclose`` closes it).
         threshold: consecutive counted failures (fleet-wide) that open a key.
         reset_after: seconds an open key refuses calls before one probe is let through.
         counts: which exceptions count as failures (see ``counts_as_failure``).
@@ -186,6 +186,7 @@ class RedisBreakers:
         self,
         url: str,
         *,
+        fallback: BreakerStore,
         threshold: int = 5,
         reset_after: float = 30.0,
         counts: Callable[[BaseException], bool] = counts_as_failure,
@@ -200,22 +201,20 @@ class RedisBreakers:
             raise ValueError(
                 "probe_timeout and socket_timeout must be > 0, key_ttl >= 1, retry_redis_after >= 0"
             )
-        self.local = Breakers(threshold=threshold, reset_after=reset_after, counts=counts)
-        """Where state lives while Redis is unreachable (also validates the settings)."""
+        if threshold < 1 or reset_after <= 0:
+            raise ValueError("threshold must be >= 1 and reset_after > 0")
+        self.local = fallback
+        """Where state lives while Redis is unreachable."""
         self.threshold = threshold
         self.reset_after = reset_after
         self.prefix = prefix
-        try:
-            from redis import asyncio as aioredis
-        except ImportError as exc:  # the core installs no Redis client
-            raise ConfigError(
-                f"shared circuit breakers need Redis support ({exc.name} is missing)",
-                hint="install the extra: pip install 'autonomic[redis]' (or 'autonomic[gateway]')",
-            ) from None
-
-        self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        self._redis: Any = connect(
+            url,
+            needed_by="shared circuit breakers",
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
         )
+        self._errors = outage_errors()
         self._enter: Any = self._redis.register_script(_ENTER)
         self._exit: Any = self._redis.register_script(_EXIT)
         self._state: Any = self._redis.register_script(_STATE)
@@ -239,14 +238,12 @@ class RedisBreakers:
 
     async def _run(self, script: Any, keys: list[str], args: list[Any], key: str) -> Any:
         """Run ``script``; on a Redis failure note the outage and raise ``_Unreachable``."""
-        from redis.exceptions import RedisError
-
         if time.monotonic() < self._down_until:
             self._fell_back(key)
             raise _Unreachable
         try:
             result = await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             self._down_until = time.monotonic() + self._retry_redis_after
             if not self._degraded:
                 self._degraded = True
@@ -294,7 +291,7 @@ class RedisBreakers:
             async with self.local.guard(key, threshold=threshold, reset_after=reset_after):
                 yield
             return
-        verdict = _text(verdict)
+        verdict = text(verdict)
         if verdict == "open":
             raise CircuitOpen(key, max(0.0, float(retry_in)))
         if verdict == "probing":
@@ -329,13 +326,13 @@ class RedisBreakers:
         rows = await self._run(self._state, redis_keys, [], keys[0] if len(keys) == 1 else "")
         out: list[BreakerState | None] = []
         for key, (state, failures, retry_in, probing) in zip(keys, rows, strict=True):
-            name = _text(state)
+            name = text(state)
             if not name:
                 out.append(None)
                 continue
             out.append(
                 BreakerState(
-                    key, name, int(failures), max(0.0, float(retry_in)), _text(probing) == "1"
+                    key, name, int(failures), max(0.0, float(retry_in)), text(probing) == "1"
                 )
             )
         return out
@@ -345,7 +342,7 @@ class RedisBreakers:
         try:
             (state,) = await self._states([key])
         except _Unreachable:
-            return self.local.state(key)
+            return await self.local.astate(key)
         return state or BreakerState(key, CLOSED, 0, 0.0)
 
     async def ais_open(self, key: str) -> bool:
@@ -356,10 +353,10 @@ class RedisBreakers:
         """Every key any process used (and Redis still holds), by key."""
         try:
             members = await self._run(self._members, [f"{self.prefix}:keys"], [], "")
-            keys = sorted(_text(m) for m in members)
+            keys = sorted(text(m) for m in members)
             states = await self._states(keys) if keys else []
         except _Unreachable:
-            return self.local.snapshot()
+            return await self.local.asnapshot()
         return {s.key: s for s in states if s is not None}
 
     async def aexpire(self, key: str) -> None:
@@ -367,12 +364,11 @@ class RedisBreakers:
         try:
             await self._run(self._expire, [self._hash(key)], [], key)
         except _Unreachable:
-            self.local.expire(key)
+            await self.local.aexpire(key)
 
     async def aclose(self) -> None:
-        """Close the Redis connection."""
-        await self._redis.aclose()
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        """Close the Redis connection and the fallback store."""
+        try:
+            await self._redis.aclose()
+        finally:
+            await self.local.aclose()

@@ -12,7 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from autonomic.errors import ConfigError, StoreUnavailable
+from autonomic.adapters.redis.client import connect, connection_errors, text
+from autonomic.errors import StoreUnavailable
 from autonomic.ports.counters import Reservation
 
 _RESERVE = """
@@ -43,24 +44,22 @@ return redis.call('HGETALL', key)
 
 
 def _pairs(flat: list[Any]) -> dict[str, float]:
-    text = [x.decode() if isinstance(x, bytes) else str(x) for x in flat]
-    return {text[i]: float(text[i + 1]) for i in range(0, len(text), 2)}
+    items = [text(x) for x in flat]
+    return {items[i]: float(items[i + 1]) for i in range(0, len(items), 2)}
 
 
 class RedisCounters:
-    """Counters in Redis hashes; atomic across every worker that shares the server."""
+    """Counters in Redis hashes; atomic across every worker that shares the server.
+
+    Only a failed connection is ``StoreUnavailable``; an error reply (a script's, ``READONLY``,
+    ``OOM``) reaches the caller as the client raised it.
+    """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0") -> None:
-        try:
-            import redis.asyncio
-        except ImportError:
-            raise ConfigError(
-                "Redis counters need the 'redis' extra", hint="pip install 'autonomic[redis]'"
-            ) from None
-        self._client: Any = redis.asyncio.Redis.from_url(url)
+        self._client: Any = connect(url, needed_by="Redis counters")
         self._reserve = self._client.register_script(_RESERVE)
         self._adjust = self._client.register_script(_ADJUST)
-        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError,)
+        self._errors = connection_errors()
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -83,7 +82,7 @@ class RedisCounters:
             [key],
             [json.dumps(dict(amounts)), json.dumps(dict(limits)), math.ceil(expires_at)],
         )
-        names = tuple(x.decode() if isinstance(x, bytes) else str(x) for x in exceeded)
+        names = tuple(text(x) for x in exceeded)
         return Reservation(bool(granted), _pairs(flat), names)
 
     async def adjust(
@@ -99,7 +98,7 @@ class RedisCounters:
             raw = await self._client.hgetall(key)
         except self._errors as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+        return {text(k): float(v) for k, v in raw.items()}
 
     async def close(self) -> None:
         await self._client.aclose()

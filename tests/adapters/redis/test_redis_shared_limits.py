@@ -17,7 +17,8 @@ WORKER = textwrap.dedent(
     """
     import asyncio, sys
     from autonomic.core.messages import Message, Role
-    from autonomic.gateway import Gateway, LocalBuckets, RedisBuckets, call_context
+    from autonomic.adapters.redis.buckets import RedisBuckets
+    from autonomic.gateway import Gateway, LocalBuckets, call_context
     from autonomic.testing.gateway import gateway_config, provider
 
     base_url, mode, redis_url, prefix, rate, calls = sys.argv[1:]
