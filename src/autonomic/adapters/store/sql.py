@@ -86,7 +86,7 @@ def run_params(run: Run) -> dict[str, Any]:
 
 
 COMMIT_GUARD = (
-    "id = :run_id AND (NOT :check_version OR version = :expected_version) "
+    "id = :run_id AND (:check_version = 0 OR version = :expected_version) "
     "AND (CAST(:fence AS BIGINT) IS NULL OR fence = :fence)"
 )
 """Which row a commit may change: the run at the version it read, under the lease it holds (none
@@ -332,7 +332,9 @@ class SqlStore(Store):
         return {
             "run_id": run_id,
             "now": now,
-            "check_version": self._check_version,
+            "check_version": int(
+                self._check_version
+            ),  # a bool would cost sqlite3 an adapter lookup
             "expected_version": expected_version,
             "fence": fence,
             "release_lease": changes.release_lease,

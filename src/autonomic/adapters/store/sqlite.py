@@ -20,6 +20,7 @@ the connection, those transactions, the group commit, and the translation of ``s
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -230,23 +231,14 @@ class SQLiteStore(SqlStore):
 
     def _commit_one(self, cur: sqlite3.Cursor, request: CommitRequest) -> int:
         changes = request.changes
-        # Only the columns that change are assigned: SQLite rewrites every index that holds an
-        # assigned column, even when the value stays the same (``status`` is indexed).
-        sets = ["version = version + 1", "updated_at = :now"]
-        if changes.release_lease:
-            sets += ["lease_owner = NULL", "lease_expires_at = 0"]
-        elif changes.lease_expires_at is not None:
-            sets.append("lease_expires_at = :lease_expires_at")
-        if changes.status is not None:
-            sets += ["status = :status", "status_reason = :status_reason"]
-        if changes.set_output:
-            sets.append("output = :output")
-        if changes.metadata is not None:
-            sets.append("metadata = :metadata")
-        updated = cur.execute(
-            f"UPDATE runs SET {', '.join(sets)} WHERE {COMMIT_GUARD} RETURNING version",
-            request.params,
-        ).fetchone()
+        update = _update_statement(
+            changes.release_lease,
+            changes.lease_expires_at is not None,
+            changes.status is not None,
+            changes.set_output,
+            changes.metadata is not None,
+        )
+        updated = cur.execute(update, request.params).fetchone()
         if updated is None:
             current = cur.execute(self.sql.run_version, request.params).fetchone()
             raise self._refusal(request, current)
@@ -258,6 +250,29 @@ class SQLiteStore(SqlStore):
 
     async def close(self) -> None:
         self._db.close()
+
+
+@functools.cache
+def _update_statement(
+    release_lease: bool, lease: bool, status: bool, output: bool, metadata: bool
+) -> str:
+    """The commit's guarded ``UPDATE``, assigning only the columns that change.
+
+    SQLite rewrites every index that holds an assigned column, even when the value stays the same
+    (``status`` is indexed). There are a few dozen shapes at most; each is built once.
+    """
+    sets = ["version = version + 1", "updated_at = :now"]
+    if release_lease:
+        sets += ["lease_owner = NULL", "lease_expires_at = 0"]
+    elif lease:
+        sets.append("lease_expires_at = :lease_expires_at")
+    if status:
+        sets += ["status = :status", "status_reason = :status_reason"]
+    if output:
+        sets.append("output = :output")
+    if metadata:
+        sets.append("metadata = :metadata")
+    return f"UPDATE runs SET {', '.join(sets)} WHERE {COMMIT_GUARD} RETURNING version"
 
 
 def _split_sql(script: str) -> list[str]:
