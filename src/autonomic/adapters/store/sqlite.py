@@ -3,64 +3,58 @@
 Calls are synchronous and short; they run on the event loop's thread because SQLite serialises
 writers anyway and a thread hop would cost more than the call. Every write transaction starts with
 ``BEGIN IMMEDIATE`` so that a writer takes the lock before it reads what it will check, and several
-processes (a worker and the CLI, say) can share one file.
+processes (a worker and the CLI, say) can share one file. The same lock serialises migrators.
+
+Group commit: commits of runs that reach ``commit`` in the same turn of the event loop share one
+transaction and so one fsync, each inside its own savepoint, so one refused commit (a stale
+version, a lost lease, a duplicate entry) never takes the others down. Alone, a commit pays one
+extra hop through the loop and nothing else.
 
 Durability: ``synchronous=FULL`` by default, so a commit survives power loss, not only a crash.
 ``?synchronous=normal`` in the URL trades that for speed (still safe against a process crash).
+
+The statements and decisions PostgreSQL shares live in ``SqlStore`` (``sql.py``); this module keeps
+the connection, those transactions, the group commit, and the translation of ``sqlite3``'s errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import sqlite3
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from autonomic.adapters.store import migrations
 from autonomic.adapters.store.rows import (
-    RUN_COLUMNS,
     blob_addresses,
     blob_rows,
     entries_from_rows,
     journal_rows,
-    run_from_row,
-    run_to_row,
 )
-from autonomic.core.approval import Approval, ApprovalStatus
-from autonomic.core.canonical import canonical_json
+from autonomic.adapters.store.sql import (
+    COMMIT_GUARD,
+    CommitRequest,
+    Execute,
+    Params,
+    Row,
+    SqlStore,
+    Written,
+    run_params,
+)
 from autonomic.core.journal import Entry, PackedEntry
-from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.core.run import Run
 from autonomic.errors import (
-    ApprovalConflict,
     ConcurrencyError,
     ConfigError,
     JournalConflict,
-    LeaseLost,
     NotFound,
     RunExists,
-    StaleVersion,
     StoreUnavailable,
 )
-from autonomic.ports.store import Claim, Store
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
-
-
-@dataclass(frozen=True, slots=True)
-class _CommitRequest:
-    run_id: str
-    expected_version: int
-    fence: int | None
-    entries: Sequence[PackedEntry]
-    changes: RunChanges
-    now: float
-    approvals: tuple[Approval, ...]
-    done: asyncio.Future[int]
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, str]:
@@ -81,14 +75,20 @@ def parse_sqlite_url(url: str) -> tuple[Path, str]:
     return Path(raw), _SYNC_MODES[mode]
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SqlStore):
     """Runs in a SQLite file. See the module docstring for durability."""
 
+    dialect = "sqlite"
+    paramstyle = "named"
+    migrations_table = (
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+
     def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+        super().__init__()
         self.url = url
         self.path, self.synchronous = parse_sqlite_url(url)
-        self._check_version = True  # only the lost-update test turns this off
-        self._group: list[_CommitRequest] = []
         if not self.path.parent.exists():
             raise StoreUnavailable(
                 f"cannot open SQLite database {self.path}: directory {self.path.parent} does not exist",
@@ -110,6 +110,8 @@ class SQLiteStore(Store):
                 hint="is it a SQLite file? point --db / AUTONOMIC_DB at another path",
             ) from exc
 
+    # -- connection -----------------------------------------------------------------------------
+
     @contextmanager
     def _driver_errors(self, duplicate: type[Exception] | None = None) -> Iterator[None]:
         """Translate the driver's errors into the port's: a caller never sees ``sqlite3``."""
@@ -127,19 +129,12 @@ class SQLiteStore(Store):
             raise
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
-                raise StoreUnavailable(
-                    f"database {self.path} has no autonomic schema",
-                    hint="run `autonomic migrate` first",
-                ) from None
+                raise self._no_schema(str(self.path)) from None
             raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._driver_errors():
-            yield self._db
-
-    @contextmanager
-    def _write(self, duplicate: type[Exception] | None = None) -> Iterator[sqlite3.Cursor]:
+    def _immediate(self, duplicate: type[Exception] | None = None) -> Iterator[sqlite3.Cursor]:
+        """A write transaction that holds the database's write lock from its first statement."""
         with self._driver_errors(duplicate):
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -150,31 +145,32 @@ class SQLiteStore(Store):
                 raise
             cur.execute("COMMIT")
 
-    async def migrate(self) -> list[str]:
-        applied: list[str] = []
-        with self._write() as cur:
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            done = {r[0] for r in cur.execute("SELECT version FROM schema_migrations")}
-            for m in migrations.load("sqlite"):
-                if m.version in done:
-                    continue
-                for statement in _split_sql(m.sql):
-                    cur.execute(statement)
-                cur.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (m.version, m.name, time.time()),
-                )
-                applied.append(f"{m.version:04d}_{m.name}")
-        return applied
+    async def _read(self, sql: str, params: Params) -> list[Row]:
+        with self._driver_errors():
+            return self._db.execute(sql, params).fetchall()
+
+    async def _write(self, sql: str, params: Params) -> Written:
+        with self._immediate() as cur:
+            rows = cur.execute(sql, params).fetchall()
+            return Written(rows, cur.rowcount)
+
+    @asynccontextmanager
+    async def _migrating(self) -> AsyncIterator[Execute]:
+        with self._immediate() as cur:  # the write lock is the migration lock
+
+            async def execute(sql: str, params: Params | None) -> list[Row]:
+                return cur.execute(sql, () if params is None else params).fetchall()
+
+            yield execute
+
+    def _script(self, script: str) -> list[str]:
+        return _split_sql(script)  # sqlite3 runs one statement per call
+
+    # -- runs -----------------------------------------------------------------------------------
 
     async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
-        with self._write(RunExists) as cur:
-            cur.execute(
-                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})", run_to_row(run)
-            )
+        with self._immediate(RunExists) as cur:
+            cur.execute(self.sql.insert_run, run_params(run))
             self._append(cur, entries, run.created_at)
         return run
 
@@ -184,27 +180,10 @@ class SQLiteStore(Store):
             cur.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", blobs)
         cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
 
-    async def get_run(self, run_id: str) -> Run:
-        with self._read() as db:
-            row = db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise NotFound(
-                f"no run {run_id}", hint="`autonomic runs` lists the runs in this database"
-            )
-        return run_from_row(row)
-
-    async def list_runs(
-        self, *, status: RunStatus | None = None, tenant: str | None = None, limit: int = 50
-    ) -> list[Run]:
-        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR tenant = ?) ORDER BY created_at DESC LIMIT ?"
-        s = status.value if status else None
-        with self._read() as db:
-            rows = db.execute(sql, (s, s, tenant, tenant, limit)).fetchall()
-        return [run_from_row(r) for r in rows]
-
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
-        with self._read() as db:
-            rows = db.execute(
+        """Two statements, the entries and then their blobs: no round trips to save here."""
+        with self._driver_errors():
+            rows = self._db.execute(
                 "SELECT seq, kind, payload, hash, created_at FROM journal "
                 "WHERE run_id = ? AND seq > ? ORDER BY seq",
                 (run_id, after_seq),
@@ -214,51 +193,23 @@ class SQLiteStore(Store):
             if addresses:
                 marks = ", ".join("?" * len(addresses))
                 blobs = dict(
-                    db.execute(
+                    self._db.execute(
                         f"SELECT address, data FROM blobs WHERE address IN ({marks})", addresses
                     )
                 )
         return entries_from_rows(run_id, rows, blobs)
 
-    async def commit(
-        self,
-        run_id: str,
-        *,
-        expected_version: int,
-        fence: int | None,
-        entries: Sequence[PackedEntry],
-        changes: RunChanges,
-        now: float,
-        approvals: Sequence[Approval] = (),
-    ) -> int:
-        """Queue the commit and wait until it is durable.
+    # -- commits (see the module docstring) ------------------------------------------------------
 
-        Group commit: commits of runs that reach this point in the same turn of the event loop
-        share one transaction and so one fsync, each inside its own savepoint, so one refused
-        commit (a stale version, a lost lease) never takes the others down. Alone, a commit pays
-        one extra hop through the loop and nothing else.
-        """
-        loop = asyncio.get_running_loop()
-        request = _CommitRequest(
-            run_id,
-            expected_version,
-            fence,
-            entries,
-            changes,
-            now,
-            tuple(approvals),
-            loop.create_future(),
-        )
-        self._group.append(request)
-        if len(self._group) == 1:
-            loop.call_soon(self._commit_group)
-        return await request.done
+    def _flush_soon(self) -> None:
+        if len(self._queue) == 1:  # the first of this turn: write the group at the turn's end
+            asyncio.get_running_loop().call_soon(self._commit_group)
 
     def _commit_group(self) -> None:
-        group, self._group = self._group, []
+        group, self._queue = self._queue, []
         outcomes: list[int | Exception] = []
         try:
-            with self._write() as cur:
+            with self._immediate() as cur:
                 for request in group:
                     cur.execute("SAVEPOINT one_commit")
                     try:
@@ -273,172 +224,55 @@ class SQLiteStore(Store):
                     cur.execute("RELEASE one_commit")
         except Exception as exc:  # the transaction itself failed: nothing of the group landed
             for request in group:
-                if not request.done.done():
-                    request.done.set_exception(exc)
+                request.settle(exc)
             return
         for request, outcome in zip(group, outcomes, strict=True):
-            if request.done.done():  # the caller was cancelled; its commit landed regardless
-                continue
-            if isinstance(outcome, Exception):
-                request.done.set_exception(outcome)
-            else:
-                request.done.set_result(outcome)
+            request.settle(outcome)  # a cancelled caller's commit landed regardless
 
-    def _commit_one(self, cur: sqlite3.Cursor, request: _CommitRequest) -> int:
+    def _commit_one(self, cur: sqlite3.Cursor, request: CommitRequest) -> int:
         changes = request.changes
-        # Only the columns that change are assigned: SQLite rewrites every index that holds an
-        # assigned column, even when the value stays the same (``status`` is indexed).
-        sets = ["version = version + 1", "updated_at = :now"]
-        params: dict[str, object] = {
-            "now": request.now,
-            "id": request.run_id,
-            "check": int(self._check_version),
-            "expected": request.expected_version,
-            "fence": request.fence,
-        }
-        if changes.release_lease:
-            sets += ["lease_owner = NULL", "lease_expires_at = 0"]
-        elif changes.lease_expires_at is not None:
-            sets.append("lease_expires_at = :lease_expires_at")
-            params["lease_expires_at"] = changes.lease_expires_at
-        if changes.status is not None:
-            sets += ["status = :status", "status_reason = :status_reason"]
-            params["status"] = changes.status.value
-            params["status_reason"] = changes.status_reason
-        if changes.set_output:
-            sets.append("output = :output")
-            params["output"] = canonical_json(changes.output)
-        if changes.metadata is not None:
-            sets.append("metadata = :metadata")
-            params["metadata"] = canonical_json(changes.metadata)
-        cur.execute(
-            f"UPDATE runs SET {', '.join(sets)} WHERE id = :id "
-            "AND (:check = 0 OR version = :expected) AND (:fence IS NULL OR fence = :fence) "
-            "RETURNING version",
-            params,
+        update = _update_statement(
+            changes.release_lease,
+            changes.lease_expires_at is not None,
+            changes.status is not None,
+            changes.set_output,
+            changes.metadata is not None,
         )
-        updated = cur.fetchone()
+        updated = cur.execute(update, request.params).fetchone()
         if updated is None:
-            raise self._conflict(cur, request.run_id, request.fence)
+            current = cur.execute(self.sql.run_version, request.params).fetchone()
+            raise self._refusal(request, current)
         self._append(cur, request.entries, request.now)
         for approval in request.approvals:
-            self._write_approval(cur, approval, request.now)
+            cur.execute(*self._approval_write(approval, request.now))
+            self._approval_written(approval, cur.rowcount)
         return int(updated[0])
-
-    def _write_approval(self, cur: sqlite3.Cursor, approval: Approval, now: float) -> None:
-        body = canonical_json(approval.to_dict())
-        if approval.version == 1:
-            cur.execute(
-                "INSERT OR IGNORE INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    approval.id,
-                    approval.run_id,
-                    approval.tenant,
-                    approval.status.value,
-                    1,
-                    body,
-                    approval.created_at,
-                    now,
-                ),
-            )
-        else:
-            cur.execute(
-                "UPDATE approvals SET status = ?, version = ?, body = ?, updated_at = ? "
-                "WHERE id = ? AND version = ?",
-                (
-                    approval.status.value,
-                    approval.version,
-                    body,
-                    now,
-                    approval.id,
-                    approval.version - 1,
-                ),
-            )
-        if cur.rowcount != 1:
-            raise ApprovalConflict(
-                f"approval {approval.id} changed meanwhile (or exists already); nothing written",
-                hint="reload it and decide again",
-            )
-
-    async def get_approval(self, approval_id: str) -> Approval:
-        with self._read() as db:
-            row = db.execute("SELECT body FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-        if row is None:
-            raise NotFound(
-                f"no approval {approval_id}", hint="`autonomic approvals` lists the pending ones"
-            )
-        return Approval.from_dict(json.loads(row[0]))
-
-    async def list_approvals(
-        self,
-        *,
-        status: ApprovalStatus | None = None,
-        tenant: str | None = None,
-        run_id: str | None = None,
-        limit: int = 100,
-    ) -> list[Approval]:
-        s = status.value if status else None
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT body FROM approvals WHERE (? IS NULL OR status = ?) "
-                "AND (? IS NULL OR tenant = ?) AND (? IS NULL OR run_id = ?) "
-                "ORDER BY created_at, id LIMIT ?",
-                (s, s, tenant, tenant, run_id, run_id, limit),
-            ).fetchall()
-        return [Approval.from_dict(json.loads(r[0])) for r in rows]
-
-    def _conflict(self, cur: sqlite3.Cursor, run_id: str, fence: int | None) -> Exception:
-        row = cur.execute("SELECT version, fence FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            return NotFound(f"no run {run_id}")
-        if fence is not None and row[1] != fence:
-            return LeaseLost(f"run {run_id}: fence {fence} is stale (now {row[1]})")
-        return StaleVersion(f"run {run_id}: version moved on to {row[0]}")
-
-    async def claim(self, claim: Claim) -> Run | None:
-        with self._write() as cur:
-            row = cur.execute(
-                "SELECT id FROM runs WHERE status IN ('PENDING', 'RUNNING') "
-                "AND (lease_expires_at < ? OR (? IS NOT NULL AND lease_owner = ?)) "
-                "AND (? IS NULL OR id = ?) AND (? IS NULL OR tenant = ?) "
-                "ORDER BY created_at LIMIT 1",
-                (
-                    claim.now,
-                    claim.steal_from,
-                    claim.steal_from,
-                    claim.run_id,
-                    claim.run_id,
-                    claim.tenant,
-                    claim.tenant,
-                ),
-            ).fetchone()
-            if row is None:
-                return None
-            claimed = cur.execute(
-                f"UPDATE runs SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1 "
-                f"WHERE id = ? RETURNING {RUN_COLUMNS}",
-                (claim.owner, claim.now + claim.ttl, row[0]),
-            ).fetchone()
-        return run_from_row(claimed)
-
-    async def renew_lease(self, run_id: str, *, owner: str, fence: int, expires_at: float) -> bool:
-        with self._write() as cur:
-            cur.execute(
-                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND fence = ? AND lease_owner = ?",
-                (expires_at, run_id, fence, owner),
-            )
-            return cur.rowcount == 1
-
-    async def release_lease(self, run_id: str, *, owner: str, fence: int) -> None:
-        with self._write() as cur:
-            cur.execute(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = 0 "
-                "WHERE id = ? AND fence = ? AND lease_owner = ?",
-                (run_id, fence, owner),
-            )
 
     async def close(self) -> None:
         self._db.close()
+
+
+@functools.cache
+def _update_statement(
+    release_lease: bool, lease: bool, status: bool, output: bool, metadata: bool
+) -> str:
+    """The commit's guarded ``UPDATE``, assigning only the columns that change.
+
+    SQLite rewrites every index that holds an assigned column, even when the value stays the same
+    (``status`` is indexed). There are a few dozen shapes at most; each is built once.
+    """
+    sets = ["version = version + 1", "updated_at = :now"]
+    if release_lease:
+        sets += ["lease_owner = NULL", "lease_expires_at = 0"]
+    elif lease:
+        sets.append("lease_expires_at = :lease_expires_at")
+    if status:
+        sets += ["status = :status", "status_reason = :status_reason"]
+    if output:
+        sets.append("output = :output")
+    if metadata:
+        sets.append("metadata = :metadata")
+    return f"UPDATE runs SET {', '.join(sets)} WHERE {COMMIT_GUARD} RETURNING version"
 
 
 def _split_sql(script: str) -> list[str]:

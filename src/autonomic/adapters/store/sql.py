@@ -1,0 +1,450 @@
+"""What the SQL stores share: every statement the dialects agree on, and the decisions around them.
+
+``SqlStore`` implements the store port once for SQLite and PostgreSQL. A dialect (``SQLiteStore``,
+``PostgresStore``) keeps only what really differs between the two databases:
+
+* how a statement reaches the database: three small seams, ``_read`` (one read statement),
+  ``_write`` (one write statement in a transaction of its own) and ``_migrating`` (the migration
+  transaction, holding the schema's migration lock). SQLite runs them synchronously on the loop's
+  thread; PostgreSQL awaits a pooled connection;
+* the commit path, the hot path: SQLite groups the commits of one turn of the event loop into one
+  ``BEGIN IMMEDIATE`` transaction, a savepoint each; PostgreSQL sends each commit as one ``WITH``
+  statement and pipelines the commits that queue while one is in flight. ``commit`` itself (queue,
+  then wait until durable) is here; the dialect's ``_flush_soon`` decides when the queue is written;
+* ``create_run`` and ``load_journal``, which SQLite does in several cheap statements and PostgreSQL
+  in one round trip;
+* driver errors, translated into the port's (a caller never sees ``sqlite3`` or ``psycopg``), and
+  the URL.
+
+Shared here, so that the two cannot drift apart: the reads, the claim, lease renewal and release;
+the commit's parameters and its guard (the optimistic-locking and fencing condition, in SQL and in
+Python); why a refused commit was refused (``NotFound``, ``LeaseLost`` or ``StaleVersion``); the
+versioning of approvals (insert at version 1, otherwise replace only the row still at
+``version - 1``, ``ApprovalConflict`` unless exactly one row changed); and the migration runner.
+
+Statements are written once in neutral SQL with ``:name`` parameters (``CAST(:x AS TEXT) IS NULL``
+for an optional filter, since PostgreSQL must know a parameter's type and SQLite accepts the cast)
+and translated to the dialect's placeholder style once, when the dialect's class is defined: not on
+every call, which matters on the commit path.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from autonomic.adapters.store import migrations
+from autonomic.adapters.store.rows import RUN_COLUMNS, run_from_row, run_to_row
+from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.canonical import canonical_json
+from autonomic.core.journal import PackedEntry
+from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.errors import (
+    ApprovalConflict,
+    LeaseLost,
+    NotFound,
+    StaleVersion,
+    StoreUnavailable,
+)
+from autonomic.ports.store import Claim, Store
+
+Row = tuple[Any, ...]
+Params = Mapping[str, Any]
+Paramstyle = Literal["named", "pyformat"]
+"""The DB-API names: ``:name`` (sqlite3) and ``%(name)s`` (psycopg)."""
+
+Execute = Callable[[str, Params | None], Awaitable[list[Row]]]
+"""Runs one statement (or, without parameters, one script) inside a transaction; returns its rows."""
+
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # ``:name``, but not the ``::type`` of a cast
+
+
+def translate(sql: str, paramstyle: Paramstyle) -> str:
+    """Neutral SQL (``:name`` parameters) in the placeholder style of a driver.
+
+    Meant for the statements of this package, written with that in mind: a ``:name`` inside a
+    string literal would be taken for a parameter too.
+    """
+    if paramstyle == "named":
+        return sql
+    return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+RUN_NAMES = tuple(c.strip() for c in RUN_COLUMNS.split(","))
+
+
+def run_params(run: Run) -> dict[str, Any]:
+    """The parameters of ``Statements.insert_run``: one per column, named after it."""
+    return dict(zip(RUN_NAMES, run_to_row(run), strict=True))
+
+
+COMMIT_GUARD = (
+    "id = :run_id AND (:check_version = 0 OR version = :expected_version) "
+    "AND (CAST(:fence AS BIGINT) IS NULL OR fence = :fence)"
+)
+"""Which row a commit may change: the run at the version it read, under the lease it holds (none
+for ``fence=None``). ``SqlStore._admits`` is the same condition in Python."""
+
+
+class Statements:
+    """Every statement both dialects run as it is.
+
+    Written here once, as class attributes in neutral SQL; an instance holds them translated into
+    one dialect's placeholder style, with the dialect's row lock in the claim.
+    """
+
+    insert_run = (
+        f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(f':{c}' for c in RUN_NAMES)})"
+    )
+    get_run = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = :run_id"
+    list_runs = (
+        f"SELECT {RUN_COLUMNS} FROM runs "
+        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
+        "AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant) "
+        "ORDER BY created_at DESC LIMIT :limit"
+    )
+    run_version = "SELECT version, fence FROM runs WHERE id = :run_id"
+    # One statement: the run is chosen and leased together. ``{claim_lock}`` is where PostgreSQL
+    # skips rows another claimer holds; SQLite's writers are serialised, so it needs nothing.
+    claim = f"""UPDATE runs
+SET lease_owner = :owner, lease_expires_at = :expires_at, fence = fence + 1
+WHERE id = (
+    SELECT id FROM runs
+    WHERE status IN ('PENDING', 'RUNNING')
+      AND (lease_expires_at < :now
+           OR (CAST(:steal_from AS TEXT) IS NOT NULL AND lease_owner = :steal_from))
+      AND (CAST(:run_id AS TEXT) IS NULL OR id = :run_id)
+      AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+    ORDER BY created_at
+    LIMIT 1
+    {{claim_lock}}
+)
+RETURNING {RUN_COLUMNS}"""
+    renew_lease = (
+        "UPDATE runs SET lease_expires_at = :expires_at "
+        "WHERE id = :run_id AND fence = :fence AND lease_owner = :owner"
+    )
+    release_lease = (
+        "UPDATE runs SET lease_owner = NULL, lease_expires_at = 0 "
+        "WHERE id = :run_id AND fence = :fence AND lease_owner = :owner"
+    )
+    insert_approval = (
+        "INSERT INTO approvals (id, run_id, tenant, status, version, body, created_at, updated_at) "
+        "VALUES (:id, :run_id, :tenant, :status, 1, :body, :created_at, :now) "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+    update_approval = (
+        "UPDATE approvals SET status = :status, version = :version, body = :body, updated_at = :now "
+        "WHERE id = :id AND version = :version - 1"
+    )
+    get_approval = "SELECT body FROM approvals WHERE id = :id"
+    list_approvals = (
+        "SELECT body FROM approvals "
+        "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
+        "AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant) "
+        "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
+        "ORDER BY created_at, id LIMIT :limit"
+    )
+    applied_migrations = "SELECT version FROM schema_migrations"
+    record_migration = (
+        "INSERT INTO schema_migrations (version, name, applied_at) "
+        "VALUES (:version, :name, :applied_at)"
+    )
+
+    def __init__(self, paramstyle: Paramstyle, *, claim_lock: str) -> None:
+        for name, neutral in vars(Statements).items():
+            if isinstance(neutral, str) and not name.startswith("__"):
+                sql = neutral.replace("{claim_lock}", claim_lock)
+                setattr(self, name, translate(sql, paramstyle))
+
+
+class Written(NamedTuple):
+    """What one write statement did: the rows it returned and how many rows it changed."""
+
+    rows: list[Row]
+    rowcount: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """One queued ``commit``: its arguments, its statement parameters, and the caller's future."""
+
+    run_id: str
+    expected_version: int
+    fence: int | None
+    entries: Sequence[PackedEntry]
+    changes: RunChanges
+    now: float
+    approvals: tuple[Approval, ...]
+    params: dict[str, Any]
+    done: asyncio.Future[int]
+
+    def settle(self, outcome: int | Exception) -> None:
+        """Hand the caller its new version or its error."""
+        if self.done.done():  # the caller was cancelled; what landed, landed
+            return
+        if isinstance(outcome, Exception):
+            self.done.set_exception(outcome)
+        else:
+            self.done.set_result(outcome)
+
+
+class SqlStore(Store):
+    """The store port over a SQL database; a dialect subclass says how to reach it.
+
+    A subclass sets the class attributes below and implements the seams and the commit path; see
+    the module docstring for the split.
+    """
+
+    dialect: ClassVar[str]
+    """The folder of its migrations: ``migrations/<dialect>``."""
+    paramstyle: ClassVar[Paramstyle]
+    """How its driver writes a parameter; the shared statements are translated into it."""
+    claim_lock: ClassVar[str] = ""
+    """Appended to the claim's choice of run (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+    migrations_table: ClassVar[str]
+    """``CREATE TABLE IF NOT EXISTS schema_migrations`` in the dialect's column types."""
+    sql: ClassVar[Statements]
+    """The shared statements in this dialect's placeholder style, made when the class is defined."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "paramstyle"):  # a dialect, not an abstract layer in between
+            cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
+
+    def __init__(self) -> None:
+        self._check_version = True  # only the lost-update test turns this off
+        self._queue: list[CommitRequest] = []
+
+    # -- the seams ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _read(self, sql: str, params: Params) -> list[Row]:
+        """Run one read statement; its rows."""
+
+    @abc.abstractmethod
+    async def _write(self, sql: str, params: Params) -> Written:
+        """Run one write statement as a transaction of its own."""
+
+    @abc.abstractmethod
+    def _migrating(self) -> AbstractAsyncContextManager[Execute]:
+        """The migration transaction: holds the schema's migration lock until it ends, so that
+        concurrent migrators take turns; yields how to run a statement in it."""
+
+    def _script(self, script: str) -> list[str]:
+        """A migration file as the statements to send (by default, the file as one script)."""
+        return [script]
+
+    @abc.abstractmethod
+    def _flush_soon(self) -> None:
+        """Make sure the queued commits (``self._queue``) will be written and settled."""
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        applied: list[str] = []
+        async with self._migrating() as execute:
+            await execute(self.migrations_table, None)
+            done = {int(row[0]) for row in await execute(self.sql.applied_migrations, None)}
+            for m in migrations.load(self.dialect):
+                if m.version in done:
+                    continue
+                for statement in self._script(m.sql):
+                    await execute(statement, None)  # no parameters: sent as it is
+                await execute(
+                    self.sql.record_migration,
+                    {"version": m.version, "name": m.name, "applied_at": time.time()},
+                )
+                applied.append(f"{m.version:04d}_{m.name}")
+        return applied
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> Run:
+        rows = await self._read(self.sql.get_run, {"run_id": run_id})
+        if not rows:
+            raise NotFound(
+                f"no run {run_id}", hint="`autonomic runs` lists the runs in this database"
+            )
+        return run_from_row(rows[0])
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, tenant: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        params = {"status": status.value if status else None, "tenant": tenant, "limit": limit}
+        return [run_from_row(r) for r in await self._read(self.sql.list_runs, params)]
+
+    # -- commits --------------------------------------------------------------------------------
+
+    async def commit(
+        self,
+        run_id: str,
+        *,
+        expected_version: int,
+        fence: int | None,
+        entries: Sequence[PackedEntry],
+        changes: RunChanges,
+        now: float,
+        approvals: Sequence[Approval] = (),
+    ) -> int:
+        """Queue the commit and wait until it is durable.
+
+        Queued commits are written in groups, one transaction and so one disk flush for many
+        runs; how a group forms is the dialect's (``_flush_soon``). A refused commit never takes
+        the others of its group down.
+        """
+        request = CommitRequest(
+            run_id,
+            expected_version,
+            fence,
+            entries,
+            changes,
+            now,
+            tuple(approvals),
+            self._commit_params(run_id, expected_version, fence, entries, changes, now),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(request)
+        self._flush_soon()
+        return await request.done
+
+    def _commit_params(
+        self,
+        run_id: str,
+        expected_version: int,
+        fence: int | None,
+        entries: Sequence[PackedEntry],
+        changes: RunChanges,
+        now: float,
+    ) -> dict[str, Any]:
+        """The parameters of the dialect's commit statement: ``COMMIT_GUARD``'s and the changes'.
+
+        Computed when the commit is queued, so that PostgreSQL does it while a group is on its way
+        to the server rather than between round trips.
+        """
+        return {
+            "run_id": run_id,
+            "now": now,
+            "check_version": int(
+                self._check_version
+            ),  # a bool would cost sqlite3 an adapter lookup
+            "expected_version": expected_version,
+            "fence": fence,
+            "release_lease": changes.release_lease,
+            "lease_expires_at": changes.lease_expires_at,
+            "status": changes.status.value if changes.status else None,
+            "status_reason": changes.status_reason,
+            "set_output": changes.set_output,
+            "output": canonical_json(changes.output) if changes.set_output else None,
+            "metadata": canonical_json(changes.metadata) if changes.metadata is not None else None,
+        }
+
+    def _admits(self, request: CommitRequest, version: int, fence: int) -> bool:
+        """Whether ``COMMIT_GUARD`` lets ``request`` change a run now at ``version`` and ``fence``."""
+        return (request.fence is None or fence == request.fence) and (
+            not self._check_version or version == request.expected_version
+        )
+
+    @staticmethod
+    def _refusal(request: CommitRequest, current: Row | None) -> Exception:
+        """Why ``COMMIT_GUARD`` matched no row, given the run's ``(version, fence)`` as it is now."""
+        run_id = request.run_id
+        if current is None:
+            return NotFound(f"no run {run_id}")
+        version, fence = current
+        if request.fence is not None and fence != request.fence:
+            return LeaseLost(f"run {run_id}: fence {request.fence} is stale (now {fence})")
+        return StaleVersion(f"run {run_id}: version moved on to {version}")
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    def _approval_write(self, approval: Approval, now: float) -> tuple[str, dict[str, Any]]:
+        """The statement storing ``approval`` within a commit's transaction, and its parameters.
+
+        Version 1 is inserted (and must not exist yet); any later version replaces the stored row
+        only while that row is still at ``version - 1``, so two deciders cannot both win. Either
+        way exactly one row changes when it succeeds: hand the count to ``_approval_written``.
+        """
+        params = {
+            "id": approval.id,
+            "status": approval.status.value,
+            "body": canonical_json(approval.to_dict()),
+            "now": now,
+        }
+        if approval.version == 1:
+            params.update(
+                run_id=approval.run_id, tenant=approval.tenant, created_at=approval.created_at
+            )
+            return self.sql.insert_approval, params
+        params["version"] = approval.version
+        return self.sql.update_approval, params
+
+    @staticmethod
+    def _approval_written(approval: Approval, rowcount: int) -> None:
+        """Refuse the whole commit unless ``_approval_write`` changed exactly one row."""
+        if rowcount != 1:
+            raise ApprovalConflict(
+                f"approval {approval.id} changed meanwhile (or exists already); nothing written",
+                hint="reload it and decide again",
+            )
+
+    async def get_approval(self, approval_id: str) -> Approval:
+        rows = await self._read(self.sql.get_approval, {"id": approval_id})
+        if not rows:
+            raise NotFound(
+                f"no approval {approval_id}", hint="`autonomic approvals` lists the pending ones"
+            )
+        return Approval.from_dict(json.loads(rows[0][0]))
+
+    async def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        tenant: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        params = {
+            "status": status.value if status else None,
+            "tenant": tenant,
+            "run_id": run_id,
+            "limit": limit,
+        }
+        rows = await self._read(self.sql.list_approvals, params)
+        return [Approval.from_dict(json.loads(r[0])) for r in rows]
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def claim(self, claim: Claim) -> Run | None:
+        params = {
+            "owner": claim.owner,
+            "expires_at": claim.now + claim.ttl,
+            "now": claim.now,
+            "steal_from": claim.steal_from,
+            "run_id": claim.run_id,
+            "tenant": claim.tenant,
+        }
+        rows = (await self._write(self.sql.claim, params)).rows
+        return run_from_row(rows[0]) if rows else None
+
+    async def renew_lease(self, run_id: str, *, owner: str, fence: int, expires_at: float) -> bool:
+        params = {"run_id": run_id, "owner": owner, "fence": fence, "expires_at": expires_at}
+        return (await self._write(self.sql.renew_lease, params)).rowcount == 1
+
+    async def release_lease(self, run_id: str, *, owner: str, fence: int) -> None:
+        params = {"run_id": run_id, "owner": owner, "fence": fence}
+        await self._write(self.sql.release_lease, params)
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _no_schema(self, where: str) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"database {where} has no autonomic schema", hint="run `autonomic migrate` first"
+        )
