@@ -10,21 +10,32 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
 
+from autonomic.cli.common import (
+    AgentOption,
+    AsOption,
+    DbOption,
+    JsonOption,
+    PolicyOption,
+    Settings,
+    build_engine,
+    err,
+    finish_message,
+    live,
+    open_store,
+    out,
+    run_coroutine,
+    settings_of,
+    user,
+)
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus, validate_run_id
 from autonomic.errors import AutonomicError, InvalidInput, UserError
-
-T = TypeVar("T")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -33,47 +44,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="autonomic: durable, governed, observable AI agents.",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-@dataclass
-class Settings:
-    db: str
-    policy: str | None = None
-
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar="AUTONOMIC_DB",
-        help="Database URL: sqlite:///file.db (default sqlite:///autonomic.db) or postgresql://...",
-        show_envvar=True,
-    ),
-]
-AgentOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--agent", help="Load agents from module:attribute (repeatable; also AUTONOMIC_AGENTS)."
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-PolicyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--policy",
-        envvar="AUTONOMIC_POLICY",
-        help="Governance policy YAML: risk rules and tool overrides (docs/governance.md).",
-        show_envvar=True,
-    ),
-]
-AsOption = Annotated[
-    str | None,
-    typer.Option("--as", help="Who decides (default: the OS user).", show_default=False),
-]
 
 
 @app.callback()
@@ -81,99 +51,6 @@ def _options(ctx: typer.Context, db: DbOption = None, policy: PolicyOption = Non
     from autonomic.bootstrap import database_url
 
     ctx.obj = Settings(db=database_url(db), policy=policy)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    obj = ctx.find_object(Settings)
-    assert obj is not None
-    return obj
-
-
-def _run(factory: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(_run_async(factory))
-
-
-_OPENED: list[Any] = []
-"""What this command built that holds connections (runaway counters in Redis, engines with
-gateway clients): closed at the end."""
-
-
-async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await factory()
-    finally:
-        while _OPENED:
-            item = _OPENED.pop()
-            close = getattr(item, "aclose", None) or item.close
-            await close()
-
-
-async def _open_store(url: str) -> Any:
-    from autonomic.bootstrap import build_store
-
-    store = build_store(url)
-    if url.startswith("sqlite"):
-        await store.migrate()
-    return store
-
-
-def _engine(store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any) -> Any:
-    from autonomic.bootstrap import build_agents, build_model, build_plan_cache, build_runaway
-    from autonomic.engine import faults
-    from autonomic.engine.executor import Engine
-
-    kwargs.setdefault("faults", faults.from_environment())
-    kwargs.setdefault("plan_cache", build_plan_cache())
-    if "runaway" not in kwargs:
-        kwargs["runaway"] = build_runaway()
-        _OPENED.append(kwargs["runaway"])
-    registry = build_agents(agents)
-    if policy:
-        from autonomic.governance.policy.risk import load_policy
-        from autonomic.governance.policy.tool_policy import govern_agents
-
-        loaded = load_policy(policy)
-        registry = govern_agents(registry, loaded)
-        kwargs.setdefault("gates", [loaded.risk.gate()])
-    engine = Engine(store, registry, build_model, **kwargs)
-    _OPENED.append(engine)
-    return engine
-
-
-def _user(name: str | None) -> str:
-    import getpass
-
-    return name or getpass.getuser()
-
-
-def _live(entry: Entry) -> None:
-    from autonomic.cli.render import entry_line
-
-    out.print(entry_line(entry))
-
-
-def _finish_message(run: Run) -> None:
-    from autonomic.cli.render import status_text
-
-    reason = f": {escape(run.status_reason)}" if run.status_reason else ""
-    out.print(f"\nrun [bold]{run.id}[/] is {status_text(run)}{reason}")
-    if run.status is RunStatus.COMPLETED and run.output is not None:
-        body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
-        out.print(Panel(escape(body), title="result", expand=False))
-    elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
-        "approval "
-    ):
-        approval = (run.status_reason or "").split()[1]
-        out.print(
-            f"waiting for a human: `autonomic approve {approval} --as APPROVER` (or `autonomic "
-            f'deny {approval} --reason "..."`; the run\'s requester cannot approve it); '
-            "`autonomic approvals` lists what is waiting"
-        )
-    elif run.status is RunStatus.WAITING_FOR_HUMAN:
-        out.print(
-            f"a human must decide: inspect with `autonomic show {run.id}`, then "
-            f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`"
-        )
 
 
 DEMO_APPROVER = "demo-controller"
@@ -216,7 +93,7 @@ def demo(
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
     from autonomic.governance.approvals import ApprovalDesk
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if scenario not in ("reconciliation", "runaway", "planning"):
         raise UserError(
             f"unknown demo scenario {scenario!r}",
@@ -247,9 +124,9 @@ def demo(
 
     async def go() -> Run:
         nonlocal run_id
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         crash = AnnouncedCrash("step_done", crash_after_step) if crash_after_step else None
-        engine = _engine(store, None, settings.policy, on_commit=_live)
+        engine = build_engine(store, None, settings.policy, on_commit=live)
         if crash is not None:
             engine.faults = crash
         workdir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +153,7 @@ def demo(
                 json.dumps({"account": ACCOUNT, "date": DATE, "compute": compute}),
                 metadata={"bank": str(bank)},
                 run_id=run_id,
-                requester=_user(None),
+                requester=user(None),
             )
             desk = ApprovalDesk(store)
             while run.status is RunStatus.WAITING_FOR_HUMAN and not interactive:
@@ -303,8 +180,8 @@ def demo(
         finally:
             await store.close()
 
-    run = _run(go)
-    _finish_message(run)
+    run = run_coroutine(go)
+    finish_message(run)
     if run.status is RunStatus.WAITING_FOR_HUMAN and interactive:
         approval = (run.status_reason or "").split()[1] if run.status_reason else "ID"
         out.print(
@@ -327,9 +204,9 @@ def _demo_runaway(settings: Settings, workdir: Path) -> None:
     ledger = create_ledger((workdir / f"ledger-{run_id}.db").resolve())
 
     async def go() -> tuple[Run, list[Entry]]:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
-            engine = _engine(store, None, settings.policy, on_commit=_live)
+            engine = build_engine(store, None, settings.policy, on_commit=live)
             out.print(
                 "[bold]autonomic demo --scenario runaway[/]: an agent that keeps running the same "
                 "destructive cleanup, worded a little differently each time (the incident ran it "
@@ -340,15 +217,15 @@ def _demo_runaway(settings: Settings, workdir: Path) -> None:
                 "Clean the stale rows out of the reconciliation table.",
                 metadata={"ledger": str(ledger)},
                 run_id=run_id,
-                requester=_user(None),
+                requester=user(None),
             )
             out.print(f"\nthe destructive tool ran {purges(ledger)} time(s)")
             return run, await store.load_journal(run_id)
         finally:
             await store.close()
 
-    run, entries = _run(go)
-    _finish_message(run)
+    run, entries = run_coroutine(go)
+    finish_message(run)
     for line in runaway_lines(entries):
         out.print(line.replace("RUN", run.id))
     if run.status is RunStatus.SUSPENDED:
@@ -370,9 +247,9 @@ def _demo_planning(settings: Settings) -> None:
     planner = agent.planning.model if agent.planning is not None else agent.model
 
     async def go() -> list[tuple[Run, dict[str, Any]]]:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
-            engine = _engine(store, None, settings.policy)
+            engine = build_engine(store, None, settings.policy)
             out.print(
                 "[bold]autonomic demo --scenario planning[/]: four customer e-mails, two kinds. "
                 f"The planner ({planner}, the small model) sees only each e-mail's "
@@ -382,7 +259,7 @@ def _demo_planning(settings: Settings) -> None:
             )
             done: list[tuple[Run, dict[str, Any]]] = []
             for email in DEMO_EMAILS:
-                run: Run = await engine.run("triage", email, requester=_user(None))
+                run: Run = await engine.run("triage", email, requester=user(None))
                 plan: dict[str, Any] = next(
                     (
                         e.payload
@@ -412,7 +289,7 @@ def _demo_planning(settings: Settings) -> None:
         finally:
             await store.close()
 
-    done = _run(go)
+    done = run_coroutine(go)
     out.print(
         f"\nsee a run's plan and calls: autonomic --db {settings.db} show {done[1][0].id}\n"
         "share plans between workers: AUTONOMIC_PLAN_CACHE=redis://127.0.0.1:6379/0"
@@ -440,13 +317,15 @@ def run_cmd(
     requester: AsOption = None,
 ) -> None:
     """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     meta = _json_object(metadata, "--metadata") if metadata else {}
 
     async def go() -> Run:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
-            engine = _engine(store, agents, settings.policy, on_commit=None if detach else _live)
+            engine = build_engine(
+                store, agents, settings.policy, on_commit=None if detach else live
+            )
             if detach:
                 run: Run = await engine.start(
                     agent,
@@ -454,7 +333,7 @@ def run_cmd(
                     model=model,
                     max_turns=max_turns,
                     metadata=meta,
-                    requester=_user(requester),
+                    requester=user(requester),
                 )
                 out.print(f"run [bold]{run.id}[/] created")
                 return run
@@ -465,14 +344,14 @@ def run_cmd(
                 max_turns=max_turns,
                 metadata=meta,
                 on_created=lambda r: out.print(f"run [bold]{r.id}[/] created"),
-                requester=_user(requester),
+                requester=user(requester),
             )
         finally:
             await store.close()
 
-    run = _run(go)
+    run = run_coroutine(go)
     if not detach:
-        _finish_message(run)
+        finish_message(run)
 
 
 @app.command()
@@ -493,16 +372,16 @@ def resume(
     ] = None,
 ) -> None:
     """Resume a run from its journal: completed steps are replayed, never redone."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     validate_run_id(run_id)
     raised = _budget_options(budget or [])
     if raised and not force:
         raise UserError("--budget raises a limit when reopening", hint="add --force")
 
     async def go() -> Run:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
-            engine = _engine(store, agents, settings.policy, on_commit=_live)
+            engine = build_engine(store, agents, settings.policy, on_commit=live)
             current: Run = await store.get_run(run_id)
             if current.status in (RunStatus.SUSPENDED, RunStatus.WAITING_FOR_HUMAN):
                 if not force:
@@ -518,7 +397,7 @@ def resume(
         finally:
             await store.close()
 
-    _finish_message(_run(go))
+    finish_message(run_coroutine(go))
 
 
 @app.command()
@@ -534,7 +413,7 @@ def worker(
     """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step)."""
     from autonomic.engine.worker import Worker
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     def report(run: Run) -> None:
         out.print(
@@ -542,9 +421,9 @@ def worker(
         )
 
     async def go() -> list[Run]:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
-            engine = _engine(store, agents, settings.policy, lease_ttl=lease_ttl)
+            engine = build_engine(store, agents, settings.policy, lease_ttl=lease_ttl)
             w = Worker(engine, concurrency=concurrency)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -559,7 +438,7 @@ def worker(
         finally:
             await store.close()
 
-    _run(go)
+    run_coroutine(go)
 
 
 @app.command()
@@ -572,13 +451,13 @@ def runs(
     """List runs, newest first."""
     from autonomic.cli.render import runs_table
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     wanted = _status(status) if status else None
 
     async def go() -> list[tuple[Run, dict[str, Any]]]:
         from autonomic.core.timeline import spend
 
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
             found: list[Run] = await store.list_runs(status=wanted, limit=limit)
             # each run's spend is folded from its journal: the journal is the one truth
@@ -586,7 +465,7 @@ def runs(
         finally:
             await store.close()
 
-    found = _run(go)
+    found = run_coroutine(go)
     if as_json:
         out.print_json(data=[_run_dict(r) | {"cost": c} for r, c in found])
     else:
@@ -606,10 +485,10 @@ def breakers(
     from autonomic.cli.circuit_view import circuit_events
     from autonomic.cli.render import when
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     async def go() -> dict[str, dict[str, Any]]:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
             latest: dict[str, dict[str, Any]] = {}
             for run in await store.list_runs(status=None, limit=limit):
@@ -621,7 +500,7 @@ def breakers(
         finally:
             await store.close()
 
-    latest = _run(go)
+    latest = run_coroutine(go)
     if as_json:
         out.print_json(data=[latest[k] for k in sorted(latest)])
         return
@@ -645,11 +524,11 @@ def show(
     from autonomic.cli.render import print_run
     from autonomic.core.timeline import spend, timeline
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     validate_run_id(run_id)
 
     async def go() -> tuple[Run, list[Entry], list[Any]]:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
             return (
                 await store.get_run(run_id),
@@ -659,7 +538,7 @@ def show(
         finally:
             await store.close()
 
-    run, entries, found = _run(go)
+    run, entries, found = run_coroutine(go)
     if as_json:
         data = _run_dict(run) | {
             "cost": spend(entries),
@@ -680,17 +559,17 @@ def cancel(
     ] = "cancelled by operator",
 ) -> None:
     """Cancel a run. A worker holding it stops at its next commit."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     validate_run_id(run_id)
 
     async def go() -> Run:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
-            return await _engine(store, None).cancel(run_id, reason)  # type: ignore[no-any-return]
+            return await build_engine(store, None).cancel(run_id, reason)  # type: ignore[no-any-return]
         finally:
             await store.close()
 
-    run = _run(go)
+    run = run_coroutine(go)
     out.print(f"run {run.id} is {run.status.value}")
 
 
@@ -708,10 +587,10 @@ def approvals(
     from autonomic.core.approval import Approval, ApprovalStatus
     from autonomic.governance.approvals import ApprovalDesk
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     async def go() -> list[Approval]:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
             await ApprovalDesk(store).sweep()
             found: list[Approval] = await store.list_approvals(
@@ -721,7 +600,7 @@ def approvals(
         finally:
             await store.close()
 
-    found = _run(go)
+    found = run_coroutine(go)
     if as_json:
         out.print_json(data=[a.to_dict() for a in found])
     elif not found:
@@ -760,16 +639,16 @@ def _decide(
     from autonomic.core.approval import Approval
     from autonomic.governance.approvals import ApprovalDesk
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if not approval_id.startswith("apr_"):
         raise InvalidInput(
             f"invalid approval id {approval_id!r}",
             hint="approval ids look like apr_ followed by 24 hex digits; `autonomic approvals`",
         )
-    by = _user(who)
+    by = user(who)
 
     async def go() -> Approval:
-        store = await _open_store(settings.db)
+        store = await open_store(settings.db)
         try:
             desk = ApprovalDesk(store)
             await desk.sweep()
@@ -779,7 +658,7 @@ def _decide(
         finally:
             await store.close()
 
-    decided = _run(go)
+    decided = run_coroutine(go)
     if decided.status.final:
         out.print(
             f"approval {decided.id} is {decided.status.value.upper()} (by {', '.join(decided.decided_by)}); "
@@ -839,7 +718,7 @@ def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the database schema."""
     from autonomic.bootstrap import build_store
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     async def go() -> list[str]:
         store = build_store(settings.db)
@@ -849,7 +728,7 @@ def migrate(ctx: typer.Context) -> None:
         finally:
             await store.close()
 
-    applied = _run(go)
+    applied = run_coroutine(go)
     out.print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
