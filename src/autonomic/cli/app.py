@@ -14,9 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from autonomic.cli import demo, runs
+from autonomic.cli import approvals, demo, runs
 from autonomic.cli.common import (
-    AsOption,
     DbOption,
     JsonOption,
     PolicyOption,
@@ -26,9 +25,8 @@ from autonomic.cli.common import (
     out,
     run_coroutine,
     settings_of,
-    user,
 )
-from autonomic.errors import AutonomicError, InvalidInput, UserError
+from autonomic.errors import AutonomicError, UserError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -111,104 +109,13 @@ app.command("show")(runs.show)
 app.command("cancel")(runs.cancel)
 
 
-@app.command()
-def approvals(
-    ctx: typer.Context,
-    as_json: JsonOption = False,
-    every: Annotated[
-        bool, typer.Option("--all", help="Also decided ones (approved, rejected, timeout).")
-    ] = False,
-    run_id: Annotated[str | None, typer.Option("--run", help="Only this run's.")] = None,
-) -> None:
-    """List approvals waiting for a decision (expired ones are denied as timeout first)."""
-    from autonomic.cli.render import approvals_table
-    from autonomic.core.approval import Approval, ApprovalStatus
-    from autonomic.governance.approvals import ApprovalDesk
-
-    settings = settings_of(ctx)
-
-    async def go() -> list[Approval]:
-        store = await open_store(settings.db)
-        try:
-            await ApprovalDesk(store).sweep()
-            found: list[Approval] = await store.list_approvals(
-                status=None if every else ApprovalStatus.PENDING, run_id=run_id, limit=1000
-            )
-            return found
-        finally:
-            await store.close()
-
-    found = run_coroutine(go)
-    if as_json:
-        out.print_json(data=[a.to_dict() for a in found])
-    elif not found:
-        out.print("no approvals waiting" if not every else "no approvals")
-    else:
-        out.print(approvals_table(found))
+app.command("approvals")(approvals.approvals)
 
 
-@app.command()
-def approve(
-    ctx: typer.Context,
-    approval_id: Annotated[str, typer.Argument(help="The approval (see `autonomic approvals`).")],
-    reason: Annotated[str, typer.Option(help="Why; recorded in the journal.")] = "approved",
-    who: AsOption = None,
-) -> None:
-    """Approve an action; the run continues on any worker (at once with --db and a worker)."""
-    _decide(ctx, approval_id, approve=True, reason=reason, who=who)
+app.command("approve")(approvals.approve)
 
 
-@app.command()
-def deny(
-    ctx: typer.Context,
-    approval_id: Annotated[str, typer.Argument(help="The approval (see `autonomic approvals`).")],
-    reason: Annotated[str, typer.Option(help="Why; recorded in the journal (required).")],
-    who: AsOption = None,
-) -> None:
-    """Reject an action: it is never executed; the run continues without it."""
-    if not reason.strip():
-        raise InvalidInput("a rejection needs a reason", hint='pass --reason "why"')
-    _decide(ctx, approval_id, approve=False, reason=reason, who=who)
-
-
-def _decide(
-    ctx: typer.Context, approval_id: str, *, approve: bool, reason: str, who: str | None
-) -> None:
-    from autonomic.core.approval import Approval
-    from autonomic.governance.approvals import ApprovalDesk
-
-    settings = settings_of(ctx)
-    if not approval_id.startswith("apr_"):
-        raise InvalidInput(
-            f"invalid approval id {approval_id!r}",
-            hint="approval ids look like apr_ followed by 24 hex digits; `autonomic approvals`",
-        )
-    by = user(who)
-
-    async def go() -> Approval:
-        store = await open_store(settings.db)
-        try:
-            desk = ApprovalDesk(store)
-            await desk.sweep()
-            if approve:
-                return await desk.approve(approval_id, by=by, reason=reason)
-            return await desk.deny(approval_id, by=by, reason=reason)
-        finally:
-            await store.close()
-
-    decided = run_coroutine(go)
-    if decided.status.final:
-        out.print(
-            f"approval {decided.id} is {decided.status.value.upper()} (by {', '.join(decided.decided_by)}); "
-            f"run {decided.run_id} is RUNNING again: `autonomic --db {settings.db} resume "
-            f"{decided.run_id}` or a worker continues it"
-        )
-    else:
-        yes = sum(1 for v in decided.votes if v.approve)
-        out.print(
-            f"vote recorded: approval {decided.id} has {yes} of {decided.quorum} approvals; "
-            "another approver must decide too"
-        )
+app.command("deny")(approvals.deny)
 
 
 workflow_app = typer.Typer(no_args_is_help=True, help="State-machine workflows.")
