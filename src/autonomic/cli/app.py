@@ -2,6 +2,10 @@
 
 Every command reads the database from ``--db`` or ``AUTONOMIC_DB`` (default: ``autonomic.db`` in the
 working directory). Errors print as one line with a hint, never as a traceback.
+
+The commands live in modules named after what they operate (``runs``, ``approvals``, ``demo``,
+``breakers``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``), sharing
+``common``; this module holds the app, its global options and ``main()``, and wires them in.
 """
 
 from __future__ import annotations
@@ -12,12 +16,9 @@ import typer
 from rich.markup import escape
 
 from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, workflow
-from autonomic.cli.common import (
-    DbOption,
-    PolicyOption,
-    Settings,
-    err,
-)
+from autonomic.cli.common import DbOption, PolicyOption, Settings, err
+from autonomic.cli.sandbox import sandbox_app
+from autonomic.cli.screen import screen_cmd
 from autonomic.errors import AutonomicError, UserError
 
 app = typer.Typer(
@@ -36,54 +37,22 @@ def _options(ctx: typer.Context, db: DbOption = None, policy: PolicyOption = Non
     ctx.obj = Settings(db=database_url(db), policy=policy)
 
 
+# The listing in `autonomic --help` follows this order (commands first, then the sub-apps).
 app.command("demo")(demo.demo)
-
-
 app.command("run")(runs.run_cmd)
-
-
 app.command("resume")(runs.resume)
-
-
 app.command("worker")(runs.worker)
-
-
 app.command("runs")(runs.runs)
-
-
 app.command("breakers")(breakers.breakers)
-
-
 app.command("show")(runs.show)
-
-
 app.command("cancel")(runs.cancel)
-
-
 app.command("approvals")(approvals.approvals)
-
-
 app.command("approve")(approvals.approve)
-
-
 app.command("deny")(approvals.deny)
-
-
-app.add_typer(workflow.workflow_app, name="workflow")
-
-
 app.command("migrate")(migrate.migrate)
-
-
 app.command("gateway-check")(gateway.gateway_check)
-
-
-from autonomic.cli.screen import screen_cmd  # noqa: E402 - kept apart to merge cleanly
-
 app.command("screen")(screen_cmd)
-
-from autonomic.cli.sandbox import sandbox_app  # noqa: E402 -- sub-apps mount after the commands
-
+app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 
 
