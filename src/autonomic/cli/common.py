@@ -1,0 +1,169 @@
+"""What the ``autonomic`` commands share: the consoles, the settings and the options every command
+takes, running a command's coroutine, opening the store, building the engine, and the message a
+run ends with.
+
+The command modules import this one; it imports none of them. Everything heavy (the engine, the
+store adapters, the governance policy) is imported inside the functions that need it, so
+``autonomic --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+
+from autonomic.core.journal import Entry
+from autonomic.core.run import Run, RunStatus
+
+T = TypeVar("T")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Settings:
+    db: str
+    policy: str | None = None
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="AUTONOMIC_DB",
+        help="Database URL: sqlite:///file.db (default sqlite:///autonomic.db) or postgresql://...",
+        show_envvar=True,
+    ),
+]
+AgentOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--agent", help="Load agents from module:attribute (repeatable; also AUTONOMIC_AGENTS)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        envvar="AUTONOMIC_POLICY",
+        help="Governance policy YAML: risk rules and tool overrides (docs/governance.md).",
+        show_envvar=True,
+    ),
+]
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", help="Who decides (default: the OS user).", show_default=False),
+]
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the global callback put on the context (``--db``, ``--policy``)."""
+    obj = ctx.find_object(Settings)
+    assert obj is not None
+    return obj
+
+
+def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine to the end, then close what it opened."""
+    return asyncio.run(_run_async(factory))
+
+
+_OPENED: list[Any] = []
+"""What this command built that holds connections (runaway counters in Redis, engines with
+gateway clients): closed at the end."""
+
+
+async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await factory()
+    finally:
+        while _OPENED:
+            item = _OPENED.pop()
+            close = getattr(item, "aclose", None) or item.close
+            await close()
+
+
+async def open_store(url: str) -> Any:
+    from autonomic.bootstrap import build_store
+
+    store = build_store(url)
+    if url.startswith("sqlite"):
+        await store.migrate()
+    return store
+
+
+def build_engine(
+    store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any
+) -> Any:
+    """The engine a command drives runs with; closed when the command's coroutine ends."""
+    from autonomic.bootstrap import build_agents, build_model, build_plan_cache, build_runaway
+    from autonomic.engine import faults
+    from autonomic.engine.executor import Engine
+
+    kwargs.setdefault("faults", faults.from_environment())
+    kwargs.setdefault("plan_cache", build_plan_cache())
+    if "runaway" not in kwargs:
+        kwargs["runaway"] = build_runaway()
+        _OPENED.append(kwargs["runaway"])
+    registry = build_agents(agents)
+    if policy:
+        from autonomic.engine.agent import govern_agents
+        from autonomic.governance.policy.risk import load_policy
+
+        loaded = load_policy(policy)
+        registry = govern_agents(registry, loaded)
+        kwargs.setdefault("gates", [loaded.risk.gate()])
+    engine = Engine(store, registry, build_model, **kwargs)
+    _OPENED.append(engine)
+    return engine
+
+
+def user(name: str | None) -> str:
+    """Who acts: the name given, or the OS user."""
+    import getpass
+
+    return name or getpass.getuser()
+
+
+def live(entry: Entry) -> None:
+    """Print a journal entry as it is committed."""
+    from autonomic.cli.render import entry_line
+
+    out.print(entry_line(entry))
+
+
+def finish_message(run: Run) -> None:
+    """How a run ended, its result, and what a human can do next if it waits for one."""
+    from autonomic.cli.render import status_text
+
+    reason = f": {escape(run.status_reason)}" if run.status_reason else ""
+    out.print(f"\nrun [bold]{run.id}[/] is {status_text(run)}{reason}")
+    if run.status is RunStatus.COMPLETED and run.output is not None:
+        body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
+        out.print(Panel(escape(body), title="result", expand=False))
+    elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
+        "approval "
+    ):
+        approval = (run.status_reason or "").split()[1]
+        out.print(
+            f"waiting for a human: `autonomic approve {approval} --as APPROVER` (or `autonomic "
+            f'deny {approval} --reason "..."`; the run\'s requester cannot approve it); '
+            "`autonomic approvals` lists what is waiting"
+        )
+    elif run.status is RunStatus.WAITING_FOR_HUMAN:
+        out.print(
+            f"a human must decide: inspect with `autonomic show {run.id}`, then "
+            f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`"
+        )

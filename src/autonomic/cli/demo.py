@@ -1,0 +1,271 @@
+"""``autonomic demo``: the demo scenarios, end to end on a local database.
+
+``reconciliation`` (the default) is the governed overnight reconciliation of a bank ledger;
+``runaway`` replays the reconciliation-loop incident, stopped by loop detection; ``planning``
+shows the plan cache and the planning/acting model split."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from autonomic.cli.common import (
+    Settings,
+    build_engine,
+    finish_message,
+    live,
+    open_store,
+    out,
+    run_coroutine,
+    settings_of,
+    user,
+)
+from autonomic.core.journal import Entry
+from autonomic.core.run import Run, RunStatus
+from autonomic.errors import UserError
+
+DEMO_APPROVER = "demo-controller"
+
+
+def demo(
+    ctx: typer.Context,
+    crash_after_step: Annotated[
+        int | None,
+        typer.Option(help="Kill this process with SIGKILL after step N, to show recovery.", min=1),
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo bank databases are created.")
+    ] = Path("autonomic-demo"),
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            help="Stop at the approval and print the command that approves it, instead of "
+            "playing the approver."
+        ),
+    ] = False,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="reconciliation (the governed overnight reconciliation), runaway (the "
+            "reconciliation-loop incident, stopped by loop detection) or planning (the plan "
+            "cache and the planning/acting model split)."
+        ),
+    ] = "reconciliation",
+) -> None:
+    """Reconcile a bank ledger against its statement with the demo agent, end to end.
+
+    The demo's policy makes a large adjusting entry MEDIUM risk: the run waits for a controller.
+    Without --interactive the demo plays that controller itself, and says so.
+    ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup;
+    ``--scenario planning`` answers four customer e-mails, planning each kind once."""
+    from autonomic.engine.faults import CrashAt
+    from autonomic.examples.reconciliation.agent import sandbox_ready
+    from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
+    from autonomic.governance.approvals import ApprovalDesk
+
+    settings = settings_of(ctx)
+    if scenario not in ("reconciliation", "runaway", "planning"):
+        raise UserError(
+            f"unknown demo scenario {scenario!r}",
+            hint="use --scenario reconciliation, runaway or planning",
+        )
+    if scenario != "reconciliation":
+        if crash_after_step is not None or interactive:
+            raise UserError(
+                "--crash-after-step and --interactive belong to the reconciliation scenario",
+                hint=f"run `autonomic demo --scenario {scenario}` without them",
+            )
+        if scenario == "runaway":
+            _demo_runaway(settings, workdir)
+        else:
+            _demo_planning(settings)
+        return
+
+    class AnnouncedCrash(CrashAt):
+        def fire(self) -> None:
+            out.print(
+                f"\n[bold red]simulated crash:[/] SIGKILL after step {self.count}. "
+                f"Finish the run with:\n  autonomic --db {settings.db} resume {run_id}"
+            )
+            out.file.flush()
+            super().fire()
+
+    run_id = ""
+
+    async def go() -> Run:
+        nonlocal run_id
+        store = await open_store(settings.db)
+        crash = AnnouncedCrash("step_done", crash_after_step) if crash_after_step else None
+        engine = build_engine(store, None, settings.policy, on_commit=live)
+        if crash is not None:
+            engine.faults = crash
+        workdir.mkdir(parents=True, exist_ok=True)
+        from autonomic.engine.executor import new_run_id
+
+        run_id = new_run_id()
+        bank = create_bank((workdir / f"bank-{run_id}.db").resolve())
+        out.print(
+            f"[bold]autonomic demo[/]: overnight reconciliation of account {ACCOUNT} for {DATE}\n"
+            f"database {settings.db}, bank {bank}\nrun {run_id}"
+        )
+        ready, why = await asyncio.to_thread(sandbox_ready)
+        if ready:
+            out.print("differences: computed as code in the sandbox (python_exec)")
+        else:
+            out.print(
+                f"[yellow]sandbox unavailable here[/] ({escape(why)}): the differences are "
+                "computed by the in-process compute_differences tool instead"
+            )
+        compute = "sandbox" if ready else "tool"
+        try:
+            run: Run = await engine.run(
+                "reconciliation",
+                json.dumps({"account": ACCOUNT, "date": DATE, "compute": compute}),
+                metadata={"bank": str(bank)},
+                run_id=run_id,
+                requester=user(None),
+            )
+            desk = ApprovalDesk(store)
+            while run.status is RunStatus.WAITING_FOR_HUMAN and not interactive:
+                waiting = await store.list_approvals(run_id=run_id, status=None, limit=1000)
+                pending = [a for a in waiting if not a.status.final]
+                if not pending:
+                    break
+                for approval in pending:
+                    out.print(
+                        f"\n[bold yellow]approval needed[/] {approval.id}: {approval.tool} "
+                        f"{escape(json.dumps(approval.arguments))}\n  why: "
+                        f"{escape(approval.explanation)}\n"
+                        f"[bold]the demo now plays the approver[/] ({DEMO_APPROVER}) - in "
+                        f"production a controller runs:\n  autonomic --db {settings.db} approve "
+                        f"{approval.id} --as CONTROLLER"
+                    )
+                    await desk.approve(
+                        approval.id,
+                        by=DEMO_APPROVER,
+                        reason="approved by the demo playing the controller",
+                    )
+                run = await engine.run_to_end(run_id)
+            return run
+        finally:
+            await store.close()
+
+    run = run_coroutine(go)
+    finish_message(run)
+    if run.status is RunStatus.WAITING_FOR_HUMAN and interactive:
+        approval = (run.status_reason or "").split()[1] if run.status_reason else "ID"
+        out.print(
+            "\n[bold]--interactive:[/] the run waits for you (no worker is held). Approve the "
+            f"adjustment as a controller, then let the run continue:\n"
+            f"  autonomic --db {settings.db} approve {approval} --as controller\n"
+            f"  autonomic --db {settings.db} resume {run.id}"
+        )
+    out.print(f"timeline: autonomic --db {settings.db} show {run.id}")
+
+
+def _demo_runaway(settings: Settings, workdir: Path) -> None:
+    """The reconciliation-loop incident: suspended by loop detection at the third cleanup."""
+    from autonomic.cli.runaway_view import runaway_lines
+    from autonomic.engine.executor import new_run_id
+    from autonomic.examples.runaway.agent import create_ledger, purges
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_id = new_run_id()
+    ledger = create_ledger((workdir / f"ledger-{run_id}.db").resolve())
+
+    async def go() -> tuple[Run, list[Entry]]:
+        store = await open_store(settings.db)
+        try:
+            engine = build_engine(store, None, settings.policy, on_commit=live)
+            out.print(
+                "[bold]autonomic demo --scenario runaway[/]: an agent that keeps running the same "
+                "destructive cleanup, worded a little differently each time (the incident ran it "
+                f"14,000 times)\ndatabase {settings.db}, ledger {ledger}\nrun {run_id}"
+            )
+            run: Run = await engine.run(
+                "runaway-cleanup",
+                "Clean the stale rows out of the reconciliation table.",
+                metadata={"ledger": str(ledger)},
+                run_id=run_id,
+                requester=user(None),
+            )
+            out.print(f"\nthe destructive tool ran {purges(ledger)} time(s)")
+            return run, await store.load_journal(run_id)
+        finally:
+            await store.close()
+
+    run, entries = run_coroutine(go)
+    finish_message(run)
+    for line in runaway_lines(entries):
+        out.print(line.replace("RUN", run.id))
+    if run.status is RunStatus.SUSPENDED:
+        out.print(
+            f"\nnext: inspect `autonomic --db {settings.db} show {run.id}`, then either\n"
+            f"  autonomic --db {settings.db} resume {run.id} --force   (acknowledge the repeat "
+            "and let it go on)\n"
+            f"  autonomic --db {settings.db} cancel {run.id}"
+        )
+
+
+def _demo_planning(settings: Settings) -> None:
+    """Four e-mails of two kinds: each kind is planned once by the small model, then reused."""
+    from autonomic.cli.render import status_text
+    from autonomic.core.journal import EntryKind
+    from autonomic.examples.triage.agent import DEMO_EMAILS, triage_agent
+
+    agent = triage_agent()
+    planner = agent.planning.model if agent.planning is not None else agent.model
+
+    async def go() -> list[tuple[Run, dict[str, Any]]]:
+        store = await open_store(settings.db)
+        try:
+            engine = build_engine(store, None, settings.policy)
+            out.print(
+                "[bold]autonomic demo --scenario planning[/]: four customer e-mails, two kinds. "
+                f"The planner ({planner}, the small model) sees only each e-mail's "
+                f"pattern; the actor ({agent.model}, the large model) follows the plan.\n"
+                f"database {settings.db}, plan cache: "
+                f"{type(engine.plan_cache).__name__ if engine.plan_cache else 'off'}\n"
+            )
+            done: list[tuple[Run, dict[str, Any]]] = []
+            for email in DEMO_EMAILS:
+                run: Run = await engine.run("triage", email, requester=user(None))
+                plan: dict[str, Any] = next(
+                    (
+                        e.payload
+                        for e in await store.load_journal(run.id)
+                        if e.kind is EntryKind.PLAN
+                    ),
+                    {},
+                )
+                done.append((run, plan))
+                source = plan.get("source")
+                how = (
+                    "[green]plan reused from the cache[/] (no planning call)"
+                    if source == "cache"
+                    else f"[yellow]planned by {escape(str(plan.get('model')))}[/] (new pattern)"
+                    if source == "model" and plan.get("steps")
+                    else f"[red]no plan[/]: {escape(str(plan.get('error') or plan.get('rejected')))}"
+                )
+                out.print(f"[bold]{run.id}[/] {status_text(run)}  {escape(email)}\n  {how}")
+                out.print(f"  pattern: {escape(str(plan.get('pattern')))}")
+                out.print(f"  answer: {escape(str(run.output))}\n")
+            if engine.plan_cache is not None:
+                out.print(
+                    f"plan cache: {engine.plan_cache.hits} hits, {engine.plan_cache.misses} misses "
+                    "(planning calls saved: one per hit)"
+                )
+            return done
+        finally:
+            await store.close()
+
+    done = run_coroutine(go)
+    out.print(
+        f"\nsee a run's plan and calls: autonomic --db {settings.db} show {done[1][0].id}\n"
+        "share plans between workers: AUTONOMIC_PLAN_CACHE=redis://127.0.0.1:6379/0"
+    )

@@ -1,0 +1,323 @@
+"""``autonomic run``, ``resume``, ``worker``, ``runs``, ``show`` and ``cancel``: start, drive, list,
+inspect and stop runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import Annotated, Any
+
+import typer
+
+from autonomic.cli.common import (
+    AgentOption,
+    AsOption,
+    JsonOption,
+    build_engine,
+    err,
+    finish_message,
+    live,
+    open_store,
+    out,
+    run_coroutine,
+    settings_of,
+    user,
+)
+from autonomic.core.journal import Entry
+from autonomic.core.run import Run, RunStatus, validate_run_id
+from autonomic.errors import InvalidInput, UserError
+
+
+def run_cmd(
+    ctx: typer.Context,
+    agent: Annotated[
+        str, typer.Argument(help="Agent name (`reconciliation`, or one loaded with --agent).")
+    ],
+    task: Annotated[str, typer.Argument(help="The task: text, or JSON.")],
+    model: Annotated[
+        str | None, typer.Option(help="Model spec: scripted:PATH, function:NAME, openai:MODEL.")
+    ] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(min=1, help="Turn budget (default: the agent's).")
+    ] = None,
+    metadata: Annotated[str | None, typer.Option(help="Run metadata as a JSON object.")] = None,
+    detach: Annotated[
+        bool, typer.Option(help="Only enqueue the run; a worker will drive it.")
+    ] = False,
+    agents: AgentOption = None,
+    requester: AsOption = None,
+) -> None:
+    """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach)."""
+    settings = settings_of(ctx)
+    meta = _json_object(metadata, "--metadata") if metadata else {}
+
+    async def go() -> Run:
+        store = await open_store(settings.db)
+        try:
+            engine = build_engine(
+                store, agents, settings.policy, on_commit=None if detach else live
+            )
+            if detach:
+                run: Run = await engine.start(
+                    agent,
+                    task,
+                    model=model,
+                    max_turns=max_turns,
+                    metadata=meta,
+                    requester=user(requester),
+                )
+                out.print(f"run [bold]{run.id}[/] created")
+                return run
+            return await engine.run(  # type: ignore[no-any-return]
+                agent,
+                task,
+                model=model,
+                max_turns=max_turns,
+                metadata=meta,
+                on_created=lambda r: out.print(f"run [bold]{r.id}[/] created"),
+                requester=user(requester),
+            )
+        finally:
+            await store.close()
+
+    run = run_coroutine(go)
+    if not detach:
+        finish_message(run)
+
+
+def resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to resume.")],
+    force: Annotated[
+        bool, typer.Option(help="Reopen a SUSPENDED or WAITING_FOR_HUMAN run first.")
+    ] = False,
+    agents: AgentOption = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --force: raise a run budget limit, NAME=LIMIT (turns, tokens, cost, "
+            "wall_seconds, or tool_calls.TOOL); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Resume a run from its journal: completed steps are replayed, never redone."""
+    settings = settings_of(ctx)
+    validate_run_id(run_id)
+    raised = _budget_options(budget or [])
+    if raised and not force:
+        raise UserError("--budget raises a limit when reopening", hint="add --force")
+
+    async def go() -> Run:
+        store = await open_store(settings.db)
+        try:
+            engine = build_engine(store, agents, settings.policy, on_commit=live)
+            current: Run = await store.get_run(run_id)
+            if current.status in (RunStatus.SUSPENDED, RunStatus.WAITING_FOR_HUMAN):
+                if not force:
+                    raise UserError(
+                        f"run {run_id} is {current.status.value}: {current.status_reason}",
+                        hint="a human decides: `--force` reopens it, `autonomic cancel` ends it",
+                    )
+                await engine.reopen(
+                    run_id, "reopened by operator (resume --force)", budget=raised or None
+                )
+            out.print(f"resuming run [bold]{run_id}[/] from its journal")
+            return await engine.run_to_end(run_id)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    finish_message(run_coroutine(go))
+
+
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs driven at once.")] = 4,
+    lease_ttl: Annotated[
+        float, typer.Option(min=1.0, help="Seconds a lease lasts unless renewed.")
+    ] = 30.0,
+    until_idle: Annotated[bool, typer.Option(help="Exit once no run is runnable.")] = False,
+    agents: AgentOption = None,
+) -> None:
+    """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step)."""
+    from autonomic.engine.worker import Worker
+
+    settings = settings_of(ctx)
+
+    def report(run: Run) -> None:
+        out.print(
+            f"{run.id} {run.status.value}" + (f": {run.status_reason}" if run.status_reason else "")
+        )
+
+    async def go() -> list[Run]:
+        store = await open_store(settings.db)
+        try:
+            engine = build_engine(store, agents, settings.policy, lease_ttl=lease_ttl)
+            w = Worker(engine, concurrency=concurrency)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, w.stop)
+            err.print(
+                f"worker {engine.owner} on {settings.db}: {concurrency} slots; SIGTERM stops it"
+            )
+            finished = await w.run(until_idle=until_idle)
+            for run in finished:
+                report(run)
+            return finished
+        finally:
+            await store.close()
+
+    run_coroutine(go)
+
+
+def runs(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    status: Annotated[str | None, typer.Option(help="Only runs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List runs, newest first."""
+    from autonomic.cli.render import runs_table
+
+    settings = settings_of(ctx)
+    wanted = _status(status) if status else None
+
+    async def go() -> list[tuple[Run, dict[str, Any]]]:
+        from autonomic.core.timeline import spend
+
+        store = await open_store(settings.db)
+        try:
+            found: list[Run] = await store.list_runs(status=wanted, limit=limit)
+            # each run's spend is folded from its journal: the journal is the one truth
+            return [(r, spend(await store.load_journal(r.id))) for r in found]
+        finally:
+            await store.close()
+
+    found = run_coroutine(go)
+    if as_json:
+        out.print_json(data=[_run_dict(r) | {"cost": c} for r, c in found])
+    else:
+        out.print(runs_table(found))
+
+
+def show(
+    ctx: typer.Context, run_id: Annotated[str, typer.Argument()], as_json: JsonOption = False
+) -> None:
+    """Show a run and its timeline: model turns, tool calls, timings, transitions."""
+    from autonomic.cli.render import print_run
+    from autonomic.core.timeline import spend, timeline
+
+    settings = settings_of(ctx)
+    validate_run_id(run_id)
+
+    async def go() -> tuple[Run, list[Entry], list[Any]]:
+        store = await open_store(settings.db)
+        try:
+            return (
+                await store.get_run(run_id),
+                await store.load_journal(run_id),
+                await store.list_approvals(run_id=run_id, limit=10_000),
+            )
+        finally:
+            await store.close()
+
+    run, entries, found = run_coroutine(go)
+    if as_json:
+        data = _run_dict(run) | {
+            "cost": spend(entries),
+            "timeline": [i.to_dict() for i in timeline(entries)],
+            "approvals": [a.to_dict() for a in found],
+        }
+        out.print_json(data=data)
+    else:
+        print_run(out, run, entries, found)
+
+
+def cancel(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument()],
+    reason: Annotated[
+        str, typer.Option(help="Why; recorded in the journal.")
+    ] = "cancelled by operator",
+) -> None:
+    """Cancel a run. A worker holding it stops at its next commit."""
+    settings = settings_of(ctx)
+    validate_run_id(run_id)
+
+    async def go() -> Run:
+        store = await open_store(settings.db)
+        try:
+            return await build_engine(store, None).cancel(run_id, reason)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    run = run_coroutine(go)
+    out.print(f"run {run.id} is {run.status.value}")
+
+
+def _budget_options(items: list[str]) -> dict[str, Any]:
+    """``--budget NAME=LIMIT`` options as a budget mapping (validated again by the engine)."""
+    hint = "write --budget tokens=50000, --budget cost=2.5 or --budget tool_calls.cleanup=3"
+    raised: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"--budget {item!r}: the limit must be a number", hint=hint) from None
+        if not sep or not name.strip():
+            raise UserError(f"--budget {item!r} is not NAME=LIMIT", hint=hint)
+        name = name.strip()
+        if name.startswith("tool_calls."):
+            raised.setdefault("tool_calls", {})[name.split(".", 1)[1]] = int(number)
+        elif name in ("turns", "tokens"):
+            raised[name] = int(number)
+        elif name in ("cost", "wall_seconds"):
+            raised[name] = number
+        else:
+            raise UserError(f"--budget: unknown limit {name!r}", hint=hint)
+    return raised
+
+
+def _status(value: str) -> RunStatus:
+    try:
+        return RunStatus(value.upper())
+    except ValueError:
+        raise InvalidInput(
+            f"unknown status {value!r}", hint="one of " + ", ".join(s.value for s in RunStatus)
+        ) from None
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "tenant": run.tenant,
+        "agent": run.agent,
+        "agent_version": run.agent_version,
+        "model": run.model,
+        "status": run.status.value,
+        "status_reason": run.status_reason,
+        "version": run.version,
+        "lease": {
+            "owner": run.lease.owner,
+            "expires_at": run.lease.expires_at,
+            "fence": run.lease.fence,
+        },
+        "input": run.input,
+        "output": run.output,
+        "max_turns": run.max_turns,
+        "metadata": run.metadata,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    }
