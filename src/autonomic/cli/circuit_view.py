@@ -13,32 +13,33 @@ from typing import Any
 
 from rich.markup import escape
 
-from autonomic.core.journal import Entry, EntryKind
+from autonomic.core.entries import DecisionRecord, Transition
+from autonomic.core.journal import Entry
 
 
 def circuit_events(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     """Every refusal by a circuit in a journal: seq, what was refused, the circuit's state then."""
     found: list[dict[str, Any]] = []
     for e in entries:
-        if e.kind is EntryKind.DECISION and e.payload.get("gate") == "breaker":
-            circuit = dict(e.payload.get("evidence", {}).get("circuit") or {})
+        body = e.body
+        if isinstance(body, DecisionRecord) and body.gate == "breaker":
             found.append(
                 {
                     "seq": e.seq,
                     "at": e.created_at,
-                    "refused": f"call {e.payload.get('call_id')} ({e.payload.get('tool')})",
-                    "verdict": e.payload.get("verdict"),
-                    "circuit": circuit,
+                    "refused": f"call {body.call_id} ({body.tool})",
+                    "verdict": body.verdict,
+                    "circuit": dict(body.evidence.get("circuit") or {}),
                 }
             )
-        elif e.kind is EntryKind.TRANSITION and "circuit" in e.payload:
+        elif isinstance(body, Transition) and body.circuit is not None:
             found.append(
                 {
                     "seq": e.seq,
                     "at": e.created_at,
                     "refused": "the run",
                     "verdict": "suspend",
-                    "circuit": dict(e.payload["circuit"]),
+                    "circuit": dict(body.circuit),
                 }
             )
     return found

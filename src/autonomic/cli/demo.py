@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -215,13 +215,13 @@ def _demo_runaway(settings: Settings, workdir: Path) -> None:
 def _demo_planning(settings: Settings) -> None:
     """Four e-mails of two kinds: each kind is planned once by the small model, then reused."""
     from autonomic.cli.render import status_text
-    from autonomic.core.journal import EntryKind
+    from autonomic.core.entries import PlanOutcome
     from autonomic.examples.triage.agent import DEMO_EMAILS, triage_agent
 
     agent = triage_agent()
     planner = agent.planning.model if agent.planning is not None else agent.model
 
-    async def go() -> list[tuple[Run, dict[str, Any]]]:
+    async def go() -> list[tuple[Run, PlanOutcome]]:
         store = await open_store(settings.db)
         try:
             engine = build_engine(store, None, settings.policy)
@@ -232,28 +232,27 @@ def _demo_planning(settings: Settings) -> None:
                 f"database {settings.db}, plan cache: "
                 f"{type(engine.plan_cache).__name__ if engine.plan_cache else 'off'}\n"
             )
-            done: list[tuple[Run, dict[str, Any]]] = []
+            done: list[tuple[Run, PlanOutcome]] = []
             for email in DEMO_EMAILS:
                 run: Run = await engine.run("triage", email, requester=user(None))
-                plan: dict[str, Any] = next(
+                plan = next(
                     (
-                        e.payload
+                        e.body
                         for e in await store.load_journal(run.id)
-                        if e.kind is EntryKind.PLAN
+                        if isinstance(e.body, PlanOutcome)
                     ),
-                    {},
+                    PlanOutcome(key="", pattern="", source="none", error="no plan entry"),
                 )
                 done.append((run, plan))
-                source = plan.get("source")
                 how = (
                     "[green]plan reused from the cache[/] (no planning call)"
-                    if source == "cache"
-                    else f"[yellow]planned by {escape(str(plan.get('model')))}[/] (new pattern)"
-                    if source == "model" and plan.get("steps")
-                    else f"[red]no plan[/]: {escape(str(plan.get('error') or plan.get('rejected')))}"
+                    if plan.source == "cache"
+                    else f"[yellow]planned by {escape(str(plan.model))}[/] (new pattern)"
+                    if plan.source == "model" and plan.steps
+                    else f"[red]no plan[/]: {escape(str(plan.error or plan.rejected))}"
                 )
                 out.print(f"[bold]{run.id}[/] {status_text(run)}  {escape(email)}\n  {how}")
-                out.print(f"  pattern: {escape(str(plan.get('pattern')))}")
+                out.print(f"  pattern: {escape(plan.pattern)}")
                 out.print(f"  answer: {escape(str(run.output))}\n")
             if engine.plan_cache is not None:
                 out.print(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
+from autonomic.core.entries import DecisionRecord, PlanOutcome
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.timeline import summarise, timeline
@@ -129,8 +130,9 @@ def governance_lines(entries: Sequence[Entry], approvals: Sequence[Approval]) ->
     """Decisions by verdict, and each approval's outcome: timeouts apart from rejections."""
     verdicts: dict[str, int] = {}
     for e in entries:
-        if e.kind.value == "decision":
-            verdicts[e.payload["verdict"]] = verdicts.get(e.payload["verdict"], 0) + 1
+        body = e.body
+        if isinstance(body, DecisionRecord):
+            verdicts[body.verdict] = verdicts.get(body.verdict, 0) + 1
     if not verdicts and not approvals:
         return []
     lines = ["decisions: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))]
@@ -184,14 +186,16 @@ def plan_lines(entries: Sequence[Entry]) -> list[str]:
     """The run's plan, whole (the timeline row is cut short): where it came from, its steps."""
     from autonomic.core.timeline import summarise
 
-    plan = next((e for e in entries if e.kind.value == "plan"), None)
+    plan = next((e for e in entries if isinstance(e.body, PlanOutcome)), None)
     if plan is None:
         return []
-    steps = plan.payload.get("steps") or []
-    head = "plan reused from the cache" if plan.payload.get("source") == "cache" else "plan"
+    outcome = plan.body
+    assert isinstance(outcome, PlanOutcome)
+    steps = outcome.steps or ()
+    head = "plan reused from the cache" if outcome.source == "cache" else "plan"
     if not steps:
         return [escape(summarise(plan, width=200))]
-    return [f"{head} (pattern {escape(repr(plan.payload.get('pattern')))}):"] + [
+    return [f"{head} (pattern {escape(repr(outcome.pattern))}):"] + [
         f"  {i}. {escape(str(step))}" for i, step in enumerate(steps, start=1)
     ]
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from rich.markup import escape
 
-from autonomic.core.journal import Entry, EntryKind
+from autonomic.core.entries import ToolResult, Transition
+from autonomic.core.journal import Entry
 from autonomic.core.state import fold
 
 
@@ -20,14 +21,14 @@ def runaway_lines(entries: Sequence[Entry]) -> list[str]:
         return []
     lines: list[str] = []
     for e in entries:
-        p = e.payload
-        if e.kind is EntryKind.TRANSITION and p.get("to") == "SUSPENDED":
-            lines.extend(_suspension(e.seq, p))
-        elif e.kind is EntryKind.TOOL_RESULT and (p.get("screen") or {}).get("tainted"):
-            flags = ", ".join(sorted({f["code"] for f in p["screen"].get("flags", [])}))
+        body = e.body
+        if isinstance(body, Transition) and body.target == "SUSPENDED":
+            lines.extend(_suspension(e.seq, body))
+        elif isinstance(body, ToolResult) and body.screen and body.screen.get("tainted"):
+            flags = ", ".join(sorted({f["code"] for f in body.screen.get("flags", [])}))
             lines.append(
-                f"[bold red]tainted[/] result at seq {e.seq} from {escape(str(p.get('tool')))}: "
-                f"{escape(flags)} (score {p['screen'].get('score')}); the next action needs "
+                f"[bold red]tainted[/] result at seq {e.seq} from {escape(body.tool)}: "
+                f"{escape(flags)} (score {body.screen.get('score')}); the next action needs "
                 "approval at least"
             )
     state = fold(entries[0].run_id, entries)
@@ -36,13 +37,13 @@ def runaway_lines(entries: Sequence[Entry]) -> list[str]:
     return lines
 
 
-def _suspension(seq: int, p: dict[str, Any]) -> list[str]:
-    decision = p.get("decision") or {}
-    if decision.get("gate") == "runaway":
-        evidence = decision.get("evidence") or {}
+def _suspension(seq: int, t: Transition) -> list[str]:
+    decision = t.decision
+    if decision is not None and decision.gate == "runaway":
+        evidence = decision.evidence
         out = [
             f"[bold yellow]suspended[/] at seq {seq} by the runaway guard "
-            f"({escape(str(evidence.get('code')))}): {escape(str(decision.get('explanation')))}"
+            f"({escape(str(evidence.get('code')))}): {escape(decision.explanation)}"
         ]
         finding = evidence.get("finding") or {}
         if finding.get("proposed"):
@@ -57,8 +58,8 @@ def _suspension(seq: int, p: dict[str, Any]) -> list[str]:
             "cancel RUN`"
         )
         return out
-    if isinstance(p.get("guard"), dict):
-        verdict = p["guard"]
+    if t.guard is not None:
+        verdict = t.guard
         return [
             f"[bold yellow]suspended[/] at seq {seq} by a budget ({escape(str(verdict.get('code')))})"
             f": {escape(str(verdict.get('reason')))}",

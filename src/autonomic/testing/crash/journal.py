@@ -1,4 +1,7 @@
-"""Reading a run's journal the way the crash harness compares runs: tool results, kinds, chain."""
+"""Reading a run's journal the way the crash harness compares runs: tool results, kinds, chain.
+
+The harness reads payloads as stored, not through the typed entries (``core/entries.py``) the
+engine folds: a decoding bug must not be able to hide a lost step or a duplicated effect."""
 
 from __future__ import annotations
 
