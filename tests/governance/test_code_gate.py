@@ -8,16 +8,17 @@ import pytest
 
 from autonomic.errors import ConfigError
 from autonomic.governance.code_gate import (
-    Gate,
-    GatePolicy,
-    Severity,
+    CodeGate,
+    CodePolicy,
     ast_findings,
     bandit_available,
+    finding_record,
 )
+from autonomic.governance.decision import Risk, Verdict
 
 
 def rules(code: str) -> set[str]:
-    return {f.rule for f in ast_findings(code)}
+    return {f.code for f in ast_findings(code)}
 
 
 @pytest.mark.parametrize(
@@ -58,27 +59,27 @@ def test_ordinary_computation_is_not_flagged(code: str) -> None:
 
 
 def test_the_default_policy_blocks_high_and_warns_below() -> None:
-    gate = Gate(GatePolicy(bandit=False))
+    gate = CodeGate(CodePolicy(bandit=False))
     blocked = gate.inspect("import subprocess\nsubprocess.run(['ls'])")
     assert not blocked.allowed
-    assert "AUT001 line 1" in blocked.reason
+    assert "AUT001 line 1" in blocked.explanation
     warned = gate.inspect("import pickle\nprint(1)")
     assert warned.allowed
-    assert [(f.rule, f.blocked) for f in warned.findings] == [("AUT001", False)]
+    assert [(f.code, f.verdict) for f in warned.findings] == [("AUT001", Verdict.ALLOW)]
 
 
 def test_a_policy_can_block_lower_or_ignore_a_rule() -> None:
-    strict = Gate(GatePolicy(block_at=Severity.MEDIUM, bandit=False))
+    strict = CodeGate(CodePolicy(block_at=Risk.MEDIUM, bandit=False))
     assert not strict.inspect("import pickle").allowed
-    lenient = Gate(GatePolicy.parse("ignore=AUT001;bandit=off"))
+    lenient = CodeGate(CodePolicy.parse("ignore=AUT001;bandit=off"))
     verdict = lenient.inspect("import subprocess")
     assert verdict.allowed
     assert verdict.findings == ()
 
 
 def test_findings_serialise_for_the_journal() -> None:
-    verdict = Gate(GatePolicy(bandit=False)).inspect("x = 1\nimport ctypes")
-    assert verdict.findings[0].to_dict() == {
+    verdict = CodeGate(CodePolicy(bandit=False)).inspect("x = 1\nimport ctypes")
+    assert finding_record(verdict.findings[0]) == {
         "rule": "AUT001",
         "line": 2,
         "message": "imports ctypes: ctypes reaches raw memory and any syscall",
@@ -88,9 +89,9 @@ def test_findings_serialise_for_the_journal() -> None:
 
 
 def test_code_that_does_not_parse_is_left_to_the_sandbox() -> None:
-    verdict = Gate(GatePolicy()).inspect("def (:")
+    verdict = CodeGate(CodePolicy()).inspect("def (:")
     assert verdict.allowed
-    assert [f.rule for f in verdict.findings] == ["AUT000"]
+    assert [f.code for f in verdict.findings] == ["AUT000"]
 
 
 @pytest.mark.parametrize(
@@ -104,16 +105,16 @@ def test_code_that_does_not_parse_is_left_to_the_sandbox() -> None:
 )
 def test_a_bad_policy_setting_is_one_clear_error(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        GatePolicy.parse(text)
+        CodePolicy.parse(text)
 
 
 def test_bandit_adds_its_findings_offline_and_leaves_no_temp_file() -> None:
     if not bandit_available():
         pytest.skip("bandit is not installed (the sandbox extra; scripts/test installs it)")
     before = {p for p in os.listdir("/tmp") if p.startswith("autonomic-gate-")}
-    verdict = Gate(GatePolicy()).inspect("import hashlib\nhashlib.md5(b'x')\nassert True\n")
-    found = {f.rule for f in verdict.findings}
+    verdict = CodeGate(CodePolicy()).inspect("import hashlib\nhashlib.md5(b'x')\nassert True\n")
+    found = {f.code for f in verdict.findings}
     assert {"B324", "B101"} <= found  # md5 for security, and assert: Bandit's own rules
-    assert not any(f.rule.startswith("AUT") for f in verdict.findings)
+    assert not any(f.code.startswith("AUT") for f in verdict.findings)
     after = {p for p in os.listdir("/tmp") if p.startswith("autonomic-gate-")}
     assert after == before

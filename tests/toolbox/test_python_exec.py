@@ -11,7 +11,7 @@ import pytest
 from autonomic.adapters.sandbox import sandbox_from_env
 from autonomic.adapters.sandbox.namespace import NamespaceSandbox
 from autonomic.errors import ConfigError, ToolArgumentsInvalid
-from autonomic.governance.code_gate import Gate, GatePolicy
+from autonomic.governance.code_gate import CodeGate, CodePolicy
 from autonomic.ports.sandbox import Limits
 from autonomic.testing.sandbox import require_bwrap
 from autonomic.toolbox.python_exec import python_exec_tool
@@ -26,7 +26,7 @@ def call(arguments: str, **kw: Any) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         sandbox = NamespaceSandbox()
         tool = python_exec_tool(
-            sandbox, gate=kw.get("gate") or Gate(GatePolicy()), limits=kw.get("limits")
+            sandbox, gate=kw.get("gate") or CodeGate(CodePolicy()), limits=kw.get("limits")
         )
         try:
             result: dict[str, Any] = await tool.invoke(tool.parse_arguments(arguments), CTX)

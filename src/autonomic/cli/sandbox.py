@@ -53,7 +53,8 @@ def exec_cmd(
 ) -> None:
     """Run FILE.py in a fresh sandbox; print its output, then how it ended."""
     from autonomic.adapters.sandbox import build_sandbox
-    from autonomic.governance.code_gate import GateVerdict
+    from autonomic.governance.code_gate import finding_record, refusal
+    from autonomic.governance.decision import Decision, Verdict
     from autonomic.toolbox.python_exec import gate_from_env, result_dict
 
     try:
@@ -66,10 +67,10 @@ def exec_cmd(
         raise InvalidInput(
             f"{file} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
         ) from None
-    verdict = gate_from_env().inspect(code) if gate else GateVerdict(True, ())
-    findings = [f.to_dict() for f in verdict.findings]
-    if not verdict.allowed:
-        result = verdict.refusal()
+    decision = gate_from_env().inspect(code) if gate else Decision(Verdict.ALLOW, "the gate is off")
+    findings = [finding_record(f) for f in decision.findings]
+    if not decision.allowed:
+        result = refusal(decision)
     else:
         limits = replace(Limits(), wall_seconds=timeout, cpu_seconds=timeout, memory_mb=memory)
         sandbox = build_sandbox(backend)

@@ -7,101 +7,90 @@ reading ``/etc``) is refused before it costs a sandbox, and every finding — bl
 warned — is returned so the ``python_exec`` tool journals it with the step for the audit trail.
 
 Two analyses run: our own AST rules (``AUT...``, always) and Bandit's (``B...``, when the
-``sandbox`` extra is installed; it runs in-process and offline). A ``GatePolicy`` decides which
+``sandbox`` extra is installed; it runs in-process and offline). A ``CodePolicy`` decides which
 findings block: by default those of HIGH severity; per-rule overrides come from code or from the
 ``AUTONOMIC_SANDBOX_GATE`` setting, e.g. ``block_at=medium;ignore=B404;block=AUT003``.
+
+The gate speaks governance's vocabulary: ``CodeGate.inspect(code)`` answers with a ``Decision``
+(``BLOCK`` or ``ALLOW``, gate ``code``) whose ``Finding``s carry the rule as their code, the
+severity as their risk and the line in their evidence; ``finding_record`` is the journal's form.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import enum
 import importlib.util
 import logging
 import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autonomic.errors import ConfigError
+from autonomic.governance.decision import Decision, Finding, Risk, Verdict
 from autonomic.ports.sandbox import Ended, Result
 
-
-class Severity(enum.IntEnum):
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-
-    @classmethod
-    def parse(cls, text: str) -> Severity:
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ConfigError(
-                f"unknown gate severity {text!r}", hint="use low, medium or high"
-            ) from None
+CHECK = "code"
+"""The name the code gate's findings and decisions carry."""
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing the gate noticed; JSON-able for the journal."""
-
-    rule: str
-    line: int
-    message: str
-    severity: Severity
-    blocked: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "line": self.line,
-            "message": self.message,
-            "severity": self.severity.name.lower(),
-            "blocked": self.blocked,
-        }
+def severity(text: str) -> Risk:
+    """``low`` / ``medium`` / ``high``: how severe a finding is (governance's ``Risk``)."""
+    try:
+        return Risk.parse(text)
+    except ValueError:
+        raise ConfigError(
+            f"unknown gate severity {text!r}", hint="use low, medium or high"
+        ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class GateVerdict:
-    allowed: bool
-    findings: tuple[Finding, ...]
+def finding(rule: str, line: int, message: str, risk: Risk, *, blocked: bool = False) -> Finding:
+    """What the gate noticed at ``line``, as governance's ``Finding``: the rule is its code, the
+    severity its risk, and a blocking finding asks for ``BLOCK`` (a warning for ``ALLOW``)."""
+    verdict = Verdict.BLOCK if blocked else Verdict.ALLOW
+    return Finding(CHECK, rule, verdict, message, {"line": line}, risk=risk)
 
-    @property
-    def reason(self) -> str:
-        """One line naming what blocked the code (empty when allowed)."""
-        blocking = [f for f in self.findings if f.blocked]
-        return "; ".join(f"{f.rule} line {f.line}: {f.message}" for f in blocking)
 
-    def refusal(self) -> Result:
-        """The sandbox result that stands for code this gate refused (it never ran)."""
-        return Result(
-            ended=Ended.REFUSED,
-            exit_code=None,
-            stdout="",
-            stderr="",
-            stdout_truncated=False,
-            stderr_truncated=False,
-            duration_s=0.0,
-            backend="gate",
-            detail=f"refused by the static-analysis gate: {self.reason}",
-        )
+def finding_record(f: Finding) -> dict[str, Any]:
+    """A finding as the tool result records it for the journal (the shape 0.1 wrote)."""
+    return {
+        "rule": f.code,
+        "line": f.evidence.get("line", 0),
+        "message": f.reason,
+        "severity": (f.risk or Risk.LOW).name.lower(),
+        "blocked": f.verdict is Verdict.BLOCK,
+    }
+
+
+def refusal(decision: Decision) -> Result:
+    """The sandbox result that stands for code the gate refused (it never ran)."""
+    return Result(
+        ended=Ended.REFUSED,
+        exit_code=None,
+        stdout="",
+        stderr="",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        duration_s=0.0,
+        backend="gate",
+        detail=f"refused by the static-analysis gate: {decision.explanation}",
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class GatePolicy:
+class CodePolicy:
     """Which findings block: at or above ``block_at``, plus ``block``, minus ``ignore``."""
 
-    block_at: Severity = Severity.HIGH
+    block_at: Risk = Risk.HIGH
     block: frozenset[str] = frozenset()
     ignore: frozenset[str] = frozenset()
     bandit: bool = True
 
     @classmethod
-    def parse(cls, text: str) -> GatePolicy:
+    def parse(cls, text: str) -> CodePolicy:
         """``block_at=high;block=AUT003,B602;ignore=B404;bandit=off`` (every part optional)."""
         options: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(";"))):
@@ -113,7 +102,7 @@ class GatePolicy:
                     hint="e.g. block_at=medium;ignore=B404",
                 )
             if key == "block_at":
-                options["block_at"] = Severity.parse(value)
+                options["block_at"] = severity(value)
             elif key in ("block", "ignore"):
                 options[key] = frozenset(r.strip().upper() for r in value.split(",") if r.strip())
             elif key == "bandit":
@@ -128,46 +117,47 @@ class GatePolicy:
         return cls(**options)
 
     def blocks(self, finding: Finding) -> bool:
-        if finding.rule in self.ignore:
+        if finding.code in self.ignore:
             return False
-        return finding.rule in self.block or finding.severity >= self.block_at
+        risk = finding.risk or Risk.LOW
+        return finding.code in self.block or risk >= self.block_at
 
 
 # -- our AST rules ---------------------------------------------------------------------------------
 
-MODULES: Mapping[str, tuple[Severity, str]] = {
-    "ctypes": (Severity.HIGH, "ctypes reaches raw memory and any syscall"),
-    "cffi": (Severity.HIGH, "cffi reaches raw memory and any syscall"),
-    "subprocess": (Severity.HIGH, "runs other programs"),
-    "pty": (Severity.HIGH, "spawns terminals"),
-    "socket": (Severity.HIGH, "opens network sockets"),
-    "mmap": (Severity.MEDIUM, "maps memory and files"),
-    "multiprocessing": (Severity.MEDIUM, "starts processes"),
-    "signal": (Severity.LOW, "handles signals"),
-    "importlib": (Severity.MEDIUM, "imports modules by computed name"),
-    "marshal": (Severity.MEDIUM, "loads code objects"),
-    "pickle": (Severity.MEDIUM, "unpickling runs code"),
-    "shutil": (Severity.LOW, "copies and deletes trees"),
-    "urllib": (Severity.MEDIUM, "makes network requests"),
-    "http": (Severity.MEDIUM, "makes network requests"),
-    "ftplib": (Severity.MEDIUM, "makes network requests"),
-    "smtplib": (Severity.MEDIUM, "sends mail"),
-    "telnetlib": (Severity.MEDIUM, "makes network connections"),
-    "requests": (Severity.MEDIUM, "makes network requests"),
-    "resource": (Severity.LOW, "changes resource limits"),
+MODULES: Mapping[str, tuple[Risk, str]] = {
+    "ctypes": (Risk.HIGH, "ctypes reaches raw memory and any syscall"),
+    "cffi": (Risk.HIGH, "cffi reaches raw memory and any syscall"),
+    "subprocess": (Risk.HIGH, "runs other programs"),
+    "pty": (Risk.HIGH, "spawns terminals"),
+    "socket": (Risk.HIGH, "opens network sockets"),
+    "mmap": (Risk.MEDIUM, "maps memory and files"),
+    "multiprocessing": (Risk.MEDIUM, "starts processes"),
+    "signal": (Risk.LOW, "handles signals"),
+    "importlib": (Risk.MEDIUM, "imports modules by computed name"),
+    "marshal": (Risk.MEDIUM, "loads code objects"),
+    "pickle": (Risk.MEDIUM, "unpickling runs code"),
+    "shutil": (Risk.LOW, "copies and deletes trees"),
+    "urllib": (Risk.MEDIUM, "makes network requests"),
+    "http": (Risk.MEDIUM, "makes network requests"),
+    "ftplib": (Risk.MEDIUM, "makes network requests"),
+    "smtplib": (Risk.MEDIUM, "sends mail"),
+    "telnetlib": (Risk.MEDIUM, "makes network connections"),
+    "requests": (Risk.MEDIUM, "makes network requests"),
+    "resource": (Risk.LOW, "changes resource limits"),
 }
-OS_CALLS: Mapping[str, tuple[Severity, str]] = {
-    "system": (Severity.HIGH, "runs a shell command"),
-    "popen": (Severity.HIGH, "runs a shell command"),
-    "fork": (Severity.MEDIUM, "forks a process"),
-    "forkpty": (Severity.HIGH, "forks a terminal"),
-    "kill": (Severity.MEDIUM, "signals a process"),
-    "killpg": (Severity.MEDIUM, "signals a process group"),
-    "setuid": (Severity.HIGH, "changes identity"),
-    "chroot": (Severity.HIGH, "changes the root directory"),
-    "mknod": (Severity.HIGH, "creates device nodes"),
+OS_CALLS: Mapping[str, tuple[Risk, str]] = {
+    "system": (Risk.HIGH, "runs a shell command"),
+    "popen": (Risk.HIGH, "runs a shell command"),
+    "fork": (Risk.MEDIUM, "forks a process"),
+    "forkpty": (Risk.HIGH, "forks a terminal"),
+    "kill": (Risk.MEDIUM, "signals a process"),
+    "killpg": (Risk.MEDIUM, "signals a process group"),
+    "setuid": (Risk.HIGH, "changes identity"),
+    "chroot": (Risk.HIGH, "changes the root directory"),
+    "mknod": (Risk.HIGH, "creates device nodes"),
 }
-OS_PREFIXES = (("exec", Severity.HIGH, "replaces the process"), ("spawn", Severity.HIGH, "spawns"))
+OS_PREFIXES = (("exec", Risk.HIGH, "replaces the process"), ("spawn", Risk.HIGH, "spawns"))
 DUNDERS = frozenset(
     {
         "__subclasses__",
@@ -188,8 +178,8 @@ class _Rules(ast.NodeVisitor):
     def __init__(self) -> None:
         self.found: list[Finding] = []
 
-    def add(self, rule: str, node: ast.AST, message: str, severity: Severity) -> None:
-        self.found.append(Finding(rule, getattr(node, "lineno", 0), message, severity))
+    def add(self, rule: str, node: ast.AST, message: str, risk: Risk) -> None:
+        self.found.append(finding(rule, getattr(node, "lineno", 0), message, risk))
 
     def _module(self, name: str, node: ast.AST) -> None:
         top = name.split(".")[0]
@@ -223,12 +213,12 @@ class _Rules(ast.NodeVisitor):
         if isinstance(node.value, ast.Name) and node.value.id == "os":
             self._os_call(node.attr, node)
         if node.attr in DUNDERS:
-            self.add("AUT004", node, f"reaches {node.attr}, a sandbox-escape gadget", Severity.HIGH)
+            self.add("AUT004", node, f"reaches {node.attr}, a sandbox-escape gadget", Risk.HIGH)
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id == "__builtins__":
-            self.add("AUT004", node, "reaches __builtins__, a sandbox-escape gadget", Severity.HIGH)
+            self.add("AUT004", node, "reaches __builtins__, a sandbox-escape gadget", Risk.HIGH)
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -239,13 +229,13 @@ class _Rules(ast.NodeVisitor):
                 "AUT003",
                 node,
                 f"{name}() of {'a literal' if literal else 'a computed string'}",
-                Severity.MEDIUM if literal else Severity.HIGH,
+                Risk.MEDIUM if literal else Risk.HIGH,
             )
         elif name == "__import__":
-            self.add("AUT003", node, "__import__() imports by computed name", Severity.HIGH)
+            self.add("AUT003", node, "__import__() imports by computed name", Risk.HIGH)
         elif name in ("getattr", "setattr", "delattr") and len(node.args) >= 2:
             if not isinstance(node.args[1], ast.Constant):
-                self.add("AUT003", node, f"{name}() with a computed name", Severity.MEDIUM)
+                self.add("AUT003", node, f"{name}() with a computed name", Risk.MEDIUM)
         elif name == "open" and node.args:
             self._path(node.args[0], node)
         self.generic_visit(node)
@@ -258,10 +248,10 @@ class _Rules(ast.NodeVisitor):
                     "AUT005",
                     node,
                     f"opens an absolute path outside the workspace: {text}",
-                    Severity.MEDIUM,
+                    Risk.MEDIUM,
                 )
             elif ".." in text.split("/"):
-                self.add("AUT005", node, f"opens a path that climbs out: {text}", Severity.MEDIUM)
+                self.add("AUT005", node, f"opens a path that climbs out: {text}", Risk.MEDIUM)
 
 
 def ast_findings(code: str) -> list[Finding]:
@@ -270,7 +260,7 @@ def ast_findings(code: str) -> list[Finding]:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", 0) or 0
-        return [Finding("AUT000", line, f"does not parse: {exc.__class__.__name__}", Severity.LOW)]
+        return [finding("AUT000", line, f"does not parse: {exc.__class__.__name__}", Risk.LOW)]
     rules = _Rules()
     rules.visit(tree)
     return rules.found
@@ -314,11 +304,8 @@ def bandit_findings(code: str) -> list[Finding]:
     finally:
         os.unlink(path)
     return [
-        Finding(
-            rule=str(issue.test_id),
-            line=int(issue.lineno),
-            message=str(issue.text),
-            severity=Severity.parse(str(issue.severity)),
+        finding(
+            str(issue.test_id), int(issue.lineno), str(issue.text), severity(str(issue.severity))
         )
         for issue in issues
     ]
@@ -328,34 +315,44 @@ def bandit_findings(code: str) -> list[Finding]:
 
 
 @dataclass(frozen=True)
-class Gate:
-    """Run the analyses, apply the policy."""
+class CodeGate:
+    """Run the analyses, apply the policy; answer as every gate does, with a ``Decision``."""
 
-    policy: GatePolicy = field(default_factory=GatePolicy)
+    policy: CodePolicy = field(default_factory=CodePolicy)
 
-    def inspect(self, code: str) -> GateVerdict:
-        findings = ast_findings(code)
-        parses = not any(f.rule == "AUT000" for f in findings)
+    def inspect(self, code: str) -> Decision:
+        """``BLOCK`` when a finding blocks (the explanation names each), else ``ALLOW`` with the
+        warnings; every finding, ordered by line, goes to the journal with the step."""
+        found = ast_findings(code)
+        parses = not any(f.code == "AUT000" for f in found)
         if self.policy.bandit and parses and bandit_available():
-            findings += bandit_findings(code)
+            found += bandit_findings(code)
         judged = tuple(
             sorted(
                 (
-                    Finding(f.rule, f.line, f.message, f.severity, self.policy.blocks(f))
-                    for f in _dedupe(findings)
-                    if f.rule not in self.policy.ignore
+                    replace(f, verdict=Verdict.BLOCK if self.policy.blocks(f) else Verdict.ALLOW)
+                    for f in _dedupe(found)
+                    if f.code not in self.policy.ignore
                 ),
-                key=lambda f: (f.line, f.rule),
+                key=lambda f: (f.evidence.get("line", 0), f.code),
             )
         )
-        return GateVerdict(allowed=not any(f.blocked for f in judged), findings=judged)
+        blocking = [f for f in judged if f.verdict is Verdict.BLOCK]
+        risks = [f.risk for f in judged if f.risk is not None]
+        return Decision(
+            Verdict.BLOCK if blocking else Verdict.ALLOW,
+            "; ".join(f"{f.code} line {f.evidence.get('line')}: {f.reason}" for f in blocking),
+            gate=CHECK,
+            risk=max(risks) if risks else None,
+            findings=judged,
+        )
 
 
 def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
     seen: set[tuple[str, int, str]] = set()
     out = []
     for f in findings:
-        key = (f.rule, f.line, f.message)
+        key = (f.code, int(f.evidence.get("line", 0)), f.reason)
         if key not in seen:
             seen.add(key)
             out.append(f)

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from autonomic.errors import ToolError
-from autonomic.governance.code_gate import Gate, GatePolicy
+from autonomic.governance.code_gate import CodeGate, CodePolicy, finding_record, refusal
 from autonomic.ports.sandbox import Execution, Limits, Result, Sandbox, SandboxUnavailable
 from autonomic.tools.contract import Tool
 
@@ -52,10 +52,10 @@ DESCRIPTION = (
 )
 
 
-def gate_from_env(environ: Mapping[str, str] | None = None) -> Gate:
-    """A gate with the policy in ``AUTONOMIC_SANDBOX_GATE`` (see ``GatePolicy.parse``)."""
+def gate_from_env(environ: Mapping[str, str] | None = None) -> CodeGate:
+    """A gate with the policy in ``AUTONOMIC_SANDBOX_GATE`` (see ``CodePolicy.parse``)."""
     env = os.environ if environ is None else environ
-    return Gate(GatePolicy.parse(env.get("AUTONOMIC_SANDBOX_GATE", "")))
+    return CodeGate(CodePolicy.parse(env.get("AUTONOMIC_SANDBOX_GATE", "")))
 
 
 def result_dict(result: Result, findings: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,7 +83,7 @@ class PythonExec:
         self,
         sandbox: Sandbox | None = None,
         *,
-        gate: Gate | None = None,
+        gate: CodeGate | None = None,
         limits: Limits | None = None,
     ) -> None:
         self._sandbox = sandbox
@@ -99,11 +99,10 @@ class PythonExec:
 
     async def __call__(self, code: str, files: dict[str, str] | None = None) -> dict[str, Any]:
         gate = self._gate or gate_from_env()
-        verdict = await asyncio.to_thread(gate.inspect, code)
-        findings = [f.to_dict() for f in verdict.findings]
-        if not verdict.allowed:
-            refused = verdict.refusal()
-            return result_dict(refused, findings)
+        decision = await asyncio.to_thread(gate.inspect, code)
+        findings = [finding_record(f) for f in decision.findings]
+        if not decision.allowed:
+            return result_dict(refusal(decision), findings)
         execution = Execution(
             code=code,
             files={path: text.encode("utf-8") for path, text in (files or {}).items()},
@@ -123,7 +122,7 @@ class PythonExec:
 def python_exec_tool(
     sandbox: Sandbox | None = None,
     *,
-    gate: Gate | None = None,
+    gate: CodeGate | None = None,
     limits: Limits | None = None,
 ) -> Tool:
     """The tool, over ``sandbox`` (default: the backend ``AUTONOMIC_SANDBOX`` names, on first use)."""
