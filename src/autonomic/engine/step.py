@@ -68,7 +68,7 @@ from autonomic.errors import (
     ToolArgumentsInvalid,
     ToolVersionMissing,
 )
-from autonomic.ports.model import Model, Priority, call_context
+from autonomic.ports.model import ManagedModel, Model, Priority, call_context
 from autonomic.tools.contract import Tool, ToolContext
 
 MODEL_RETRIES = 3
@@ -176,7 +176,9 @@ class StepProtocol:
         self.hooks = hooks
         self.stopping = stopping
         self.specs = [t.spec() for t in agent.tools]
-        self._model_retries = 1 if getattr(model, "retries_itself", False) else MODEL_RETRIES
+        self._model_retries = (
+            1 if isinstance(model, ManagedModel) and model.retries_itself else MODEL_RETRIES
+        )
 
     @property
     def state(self) -> RunState:
