@@ -282,6 +282,25 @@ class ToolResult:
             call_id, tool, ok=False, error={"code": code, "message": message}, refused=refused
         )
 
+    def completed(
+        self, *, replayed: bool | None, attempts: int | None, latency_ms: float | None
+    ) -> ToolResult:
+        """The result of an execution with how it went (built directly: ``dataclasses.replace``
+        costs more than the rest of a step's bookkeeping)."""
+        return ToolResult(
+            self.call_id,
+            self.tool,
+            self.ok,
+            self.output,
+            self.error,
+            self.refused,
+            replayed,
+            attempts if attempts is not None else self.attempts,
+            latency_ms,
+            self.circuit,
+            self.screen,
+        )
+
     @property
     def error_code(self) -> str:
         return str((self.error or {}).get("code", "tool_error"))

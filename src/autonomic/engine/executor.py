@@ -148,6 +148,7 @@ class Engine:
         self.agents = agents
         self._models = models
         self._model_cache: dict[str, Model] = {}
+        self._abilities: dict[int, tuple[Model, ManagedModel | None]] = {}
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.faults = faults or NoFaults()
@@ -374,7 +375,7 @@ class Engine:
         agent = self.agents.get(session.run.agent)
         model = self.model_for(session.run.model)
         state = session.state
-        managed = model if isinstance(model, ManagedModel) else None
+        managed = self._managed(model)
         hooks: list[Hook] = [*self.hooks, CircuitHook(self.circuits)]
         budget: ModelBudget | None = None
         if self.runaway.enabled:
@@ -394,7 +395,23 @@ class Engine:
         session.on_commit = chain.committer(session)
         extra = [agent.workflow.gate()] if agent.workflow is not None else []
         gatekeeper = Gatekeeper(self.gates, [*extra, *agent.gates], read_only=agent.read_only)
-        return StepProtocol(session, agent, model, gatekeeper, chain, stopping=self.stopping.is_set)
+        return StepProtocol(
+            session,
+            agent,
+            model,
+            gatekeeper,
+            chain,
+            stopping=self.stopping.is_set,
+            retries_itself=managed is not None and managed.retries_itself,
+        )
+
+    def _managed(self, model: Model) -> ManagedModel | None:
+        """The model as a ``ManagedModel`` if it has those abilities (asked once per model: a
+        protocol check reads every attribute of the protocol)."""
+        key = id(model)
+        if key not in self._abilities:
+            self._abilities[key] = (model, model if isinstance(model, ManagedModel) else None)
+        return self._abilities[key][1]
 
     async def _heartbeat(self, run: Run) -> None:
         """Keep the lease alive while a long step runs; commits also extend it."""

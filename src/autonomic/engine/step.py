@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
@@ -68,7 +67,7 @@ from autonomic.errors import (
     ToolArgumentsInvalid,
     ToolVersionMissing,
 )
-from autonomic.ports.model import ManagedModel, Model, Priority, call_context
+from autonomic.ports.model import Model, Priority, call_context
 from autonomic.tools.contract import Tool, ToolContext
 
 MODEL_RETRIES = 3
@@ -168,7 +167,10 @@ class StepProtocol:
         hooks: Hooks,
         *,
         stopping: Callable[[], bool],
+        retries_itself: bool = False,
     ) -> None:
+        """``retries_itself``: the model retries transient failures itself (a ``ManagedModel``
+        that says so): its failure is final, the protocol does not retry it again."""
         self.session = session
         self.agent = agent
         self.model = model
@@ -176,9 +178,7 @@ class StepProtocol:
         self.hooks = hooks
         self.stopping = stopping
         self.specs = [t.spec() for t in agent.tools]
-        self._model_retries = (
-            1 if isinstance(model, ManagedModel) and model.retries_itself else MODEL_RETRIES
-        )
+        self._model_retries = 1 if retries_itself else MODEL_RETRIES
 
     @property
     def state(self) -> RunState:
@@ -331,8 +331,7 @@ class StepProtocol:
                 replayed = False
                 if not tool.idempotent:
                     await session.flush()  # write-ahead: the intent is durable before the effect
-            result = await self._act(tool, call, intent)  # act
-            result = replace(result, replayed=replayed)
+            result = await self._act(tool, call, intent, replayed)  # act
             for hook in self.hooks.at("after_tool_result"):
                 result = hook.after_tool_result(self, result)
             session.fault("after_effect")
@@ -364,7 +363,9 @@ class StepProtocol:
         known = ", ".join(sorted(t.name for t in self.agent.tools)) or "none"
         raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
 
-    async def _act(self, tool: Tool, call: ToolCall, intent: ToolIntent) -> ToolResult:
+    async def _act(
+        self, tool: Tool, call: ToolCall, intent: ToolIntent, replayed: bool
+    ) -> ToolResult:
         """The effect under the contract: timeout and retries here, breakers as hooks."""
         session = self.session
         ctx = ToolContext(
@@ -377,22 +378,28 @@ class StepProtocol:
         started = time.perf_counter()
         attempts = tool.retry.attempts if tool.idempotent else 1
 
+        tries = 0
+
         async def effect() -> tuple[ToolResult, bool]:
+            nonlocal tries
             retryable = False
             for attempt in range(1, attempts + 1):
+                tries = attempt
                 result, retryable = await _attempt(tool, call, intent.arguments, ctx)
                 if result.ok or attempt == attempts or not retryable:
                     break
                 await asyncio.sleep(tool.retry.delay(attempt))
-            if attempts > 1:
-                result = replace(result, attempts=attempt)
             return result, not result.ok and retryable  # raises and timeouts: unhealthy
 
         run: Effect = effect
         for hook in reversed(self.hooks.at("around_tool_effect")):
             run = _wrap_effect(hook, self, tool, call, run)
         result, _ = await run()
-        return replace(result, latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        return result.completed(
+            replayed=replayed,
+            attempts=tries if attempts > 1 and tries else None,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
 
 async def _attempt(
