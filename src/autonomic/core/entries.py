@@ -1,4 +1,4 @@
-"""Typed journal entries: one frozen type per entry kind, each with one encode and one decode.
+"""Typed journal entries: one immutable type per entry kind, each with one encode and one decode.
 
 The journal stores JSON payloads; this module is the only place that knows their shape. A writer
 builds a value (``ToolIntent(...)``) and ``to_payload()`` gives the JSON object the journal
@@ -6,6 +6,9 @@ stores; a reader gets the value back with ``decode(kind, payload)``. Keys appear
 when they carry something (an optional field left at its default is omitted), exactly as 0.1 wrote
 them, so journals written by 0.1 decode unchanged (a test folds a database made by 0.1) and new
 entries hash as they did.
+
+The values are ``NamedTuple``s: immutable like a journal entry, and cheap to build - a frozen
+dataclass costs six times as much to construct, which a step's four entries would feel.
 
 Decoding is lenient: keys this release does not know are ignored and missing optional keys take
 their defaults, so an old worker can fold a newer journal's known parts and a newer one any old
@@ -16,8 +19,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeAlias
 
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, ToolCall, Usage
@@ -46,9 +49,15 @@ class EntryKind(enum.StrEnum):
     and cost), or why the run goes on without one."""
 
 
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+"""The empty mapping an entry's optional mapping defaults to (shared, so it must not change)."""
+
+
 def _put(out: dict[str, Any], **optional: Any) -> dict[str, Any]:
     """``out`` plus every optional value that is not ``None``."""
-    out.update({k: v for k, v in optional.items() if v is not None})
+    for key, value in optional.items():
+        if value is not None:
+            out[key] = value
     return out
 
 
@@ -56,11 +65,10 @@ def _dict(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else None
 
 
-@dataclass(frozen=True, slots=True)
-class ModelCall:
+class ModelCall(NamedTuple):
     """What one model call used, and - through the gateway - who served it and what it cost."""
 
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = Usage()
     provider: str | None = None
     cost_usd: float | None = None
     attempts: int | None = None
@@ -109,11 +117,8 @@ class ModelCall:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RunStarted:
+class RunStarted(NamedTuple):
     """``run.started``: what the run pinned when it started, so any worker rebuilds the same run."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.RUN_STARTED
 
     agent: str
     agent_version: str
@@ -164,11 +169,8 @@ class RunStarted:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ModelTurn:
+class ModelTurn(NamedTuple):
     """``model.response``: the one new assistant message of a turn (a delta, never the prompt)."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.MODEL_RESPONSE
 
     turn: int
     content: str | None
@@ -202,12 +204,9 @@ class ModelTurn:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ToolIntent:
+class ToolIntent(NamedTuple):
     """``tool.intent``: a call is about to run - tool version, validated arguments, idempotency
     key. Committed *before* the effect of a non-idempotent tool (write-ahead)."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.TOOL_INTENT
 
     call_id: str
     tool: str
@@ -252,13 +251,10 @@ class ToolIntent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ToolResult:
+class ToolResult(NamedTuple):
     """``tool.result``: what a call returned (``ok`` and ``output``) or why it failed or was refused
     (``error``: code and message), with how it went (attempts, latency) and what the injection
     screen found in it (``screen``)."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.TOOL_RESULT
 
     call_id: str
     tool: str
@@ -345,12 +341,9 @@ class ToolResult:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
+class DecisionRecord(NamedTuple):
     """``decision``: the action gates' verdict on one proposed call, journaled before any effect
     and replayed - never re-asked - on resume. Bound to (tool, arguments, run, step)."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.DECISION
 
     call_id: str
     tool: str
@@ -362,7 +355,7 @@ class DecisionRecord:
     gate: str
     explanation: str
     risk: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = EMPTY
     workflow_to: str | None = None
     approval_id: str | None = None
     approval: dict[str, Any] | None = None
@@ -384,7 +377,7 @@ class DecisionRecord:
                 "gate": self.gate,
                 "risk": self.risk,
                 "explanation": self.explanation,
-                "evidence": self.evidence,
+                "evidence": dict(self.evidence),
             },
             workflow_to=self.workflow_to,
             approval_id=self.approval_id,
@@ -410,12 +403,9 @@ class DecisionRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ApprovalEvent:
+class ApprovalEvent(NamedTuple):
     """``approval``: a human (or the clock) acted on an approval - a vote, an escalation, or the
     outcome (``approved``, ``rejected``, ``timeout``)."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.APPROVAL
 
     approval_id: str
     call_id: str
@@ -465,11 +455,8 @@ class ApprovalEvent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     """``transition``: the run's status changed (``from`` -> ``to``), why, and the evidence."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.TRANSITION
 
     source: str
     target: str
@@ -540,12 +527,9 @@ class Transition:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Recovery:
+class Recovery(NamedTuple):
     """``recovery``: a worker took over a run that was RUNNING (its previous worker died or lost
     the lease); which calls were pending, and whether they had started."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.RECOVERY
 
     worker: str
     fence: int
@@ -570,11 +554,8 @@ class Recovery:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class WorkflowMove:
+class WorkflowMove(NamedTuple):
     """``workflow.transition``: the run's workflow entered another state."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.WORKFLOW
 
     source: str | None
     target: str
@@ -591,12 +572,9 @@ class WorkflowMove:
         return WorkflowMove(p.get("from"), str(p["to"]), str(p.get("reason", "")), p.get("call_id"))
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     """``summary``: context compression replaced the conversation by ``messages`` (journaled whole,
     with the summarisation calls it made, so a replay needs neither the model nor a tokenizer)."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.SUMMARY
 
     messages: tuple[Message, ...]
     calls: tuple[ModelCall, ...] = ()
@@ -605,12 +583,12 @@ class Summary:
     tokens_before: int = 0
     tokens_after: int = 0
     fallback: bool = False
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] = EMPTY
     """The compressor's own record (its structured state, targets): ``Compression.to_entry()``."""
 
     def to_payload(self) -> dict[str, Any]:
         return {
-            **self.detail,
+            **dict(self.detail),
             "replaced": self.replaced,
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
@@ -635,13 +613,10 @@ class Summary:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PlanOutcome:
+class PlanOutcome(NamedTuple):
     """``plan``: the planning phase's outcome - ``source`` ``cache`` or ``model`` with the steps,
     or ``none`` (the planner failed) - or a plan ``rejected`` as nonsense; with the planning call's
     usage and cost when there was one."""
-
-    KIND: ClassVar[EntryKind] = EntryKind.PLAN
 
     key: str
     pattern: str
@@ -701,22 +676,27 @@ Body: TypeAlias = (
 )
 """A typed journal entry."""
 
-_TYPES: dict[EntryKind, Any] = {
-    t.KIND: t
-    for t in (
-        RunStarted,
-        ModelTurn,
-        ToolIntent,
-        ToolResult,
-        DecisionRecord,
-        ApprovalEvent,
-        Transition,
-        Recovery,
-        WorkflowMove,
-        Summary,
-        PlanOutcome,
-    )
+KINDS: dict[type[Any], EntryKind] = {
+    RunStarted: EntryKind.RUN_STARTED,
+    ModelTurn: EntryKind.MODEL_RESPONSE,
+    ToolIntent: EntryKind.TOOL_INTENT,
+    ToolResult: EntryKind.TOOL_RESULT,
+    DecisionRecord: EntryKind.DECISION,
+    ApprovalEvent: EntryKind.APPROVAL,
+    Transition: EntryKind.TRANSITION,
+    Recovery: EntryKind.RECOVERY,
+    WorkflowMove: EntryKind.WORKFLOW,
+    Summary: EntryKind.SUMMARY,
+    PlanOutcome: EntryKind.PLAN,
 }
+"""The kind each type journals as."""
+
+_TYPES: dict[EntryKind, Any] = {kind: t for t, kind in KINDS.items()}
+
+
+def kind_of(body: Body) -> EntryKind:
+    """The entry kind of a typed entry."""
+    return KINDS[type(body)]
 
 
 def decode(kind: EntryKind, payload: Mapping[str, Any]) -> Body:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.core.canonical import canonical_json, digest
-from autonomic.core.entries import Body, EntryKind, decode
+from autonomic.core.entries import KINDS, Body, EntryKind, decode
 
 __all__ = [
     "BLOB_THRESHOLD",
@@ -126,7 +126,7 @@ def record(run_id: str, seq: int, body: Body, *, prev_hash: str, created_at: flo
     return pack(
         run_id,
         seq,
-        body.KIND,
+        KINDS[type(body)],
         body.to_payload(),
         prev_hash=prev_hash,
         created_at=created_at,

@@ -68,6 +68,7 @@ class Gatekeeper:
         self.gates = gates
         self.extra = list(extra)
         self.read_only = read_only
+        self._only_passive = not self.extra and all(g.name in _PASSIVE for g in gates.gates)
 
     async def decide(
         self, session: RunSession, tool: Tool, call: ToolCall, arguments: dict[str, Any]
@@ -80,7 +81,7 @@ class Gatekeeper:
                 return Go.EXECUTE  # no governance configured: nothing to journal
             action = proposed_action(session, tool, call, arguments, tool.name in self.read_only)
             decided = await self.gates.decide(action, self.extra)
-            if decided.gate == "default" and self._only_passive():
+            if decided.gate == "default" and self._only_passive:
                 # Only the runaway guards and breakers are configured and they had no objection:
                 # nothing has happened yet, so asking again after a crash is safe (the runaway
                 # history is folded from the journal; a breaker may since have opened, and then
@@ -116,9 +117,6 @@ class Gatekeeper:
             await session.transition(RunStatus.SUSPENDED, message, decision=decision)
             return Go.STOP
         return await self._approval(session, tool, call, arguments, decision, replayed)
-
-    def _only_passive(self) -> bool:
-        return not self.extra and all(g.name in _PASSIVE for g in self.gates.gates)
 
     async def _approval(
         self,

@@ -19,7 +19,6 @@ The planning phase is a hook too (``engine/planning.py``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 
 from autonomic.core.entries import ModelTurn, ToolResult
 from autonomic.core.journal import Entry
@@ -147,7 +146,7 @@ class ScreeningHook(Hook):
 
     def after_tool_result(self, step: StepProtocol, result: ToolResult) -> ToolResult:
         block = screen_tool_output(result.observation(), result.tool)
-        return result if block is None else replace(result, screen=block)
+        return result if block is None else result._replace(screen=block)
 
 
 class CommitCallback(Hook):

@@ -27,7 +27,6 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from autonomic.core.entries import ModelCall, PlanOutcome
@@ -154,9 +153,9 @@ class PlanningHook(Hook):
             if cached is not None:
                 steps, problem = check_steps(cached, max_steps)
                 if problem is None:
-                    session.stage(replace(outcome, source="cache", steps=tuple(steps)))
+                    session.stage(outcome._replace(source="cache", steps=tuple(steps)))
                     return True
-                outcome = replace(outcome, cache_error=f"cached plan refused: {problem}")
+                outcome = outcome._replace(cache_error=f"cached plan refused: {problem}")
         messages = planning_messages(pinned, self.agent, step.specs, pattern)
         reserved = None
         if self.budget is not None:
@@ -177,10 +176,9 @@ class PlanningHook(Hook):
             response = await self.model.complete(messages, [])
         except ModelError as exc:
             reason = f"the planner failed: {exc}; the run goes on without a plan"
-            session.stage(replace(outcome, source="none", error=reason))
+            session.stage(outcome._replace(source="none", error=reason))
             return True
-        outcome = replace(
-            outcome,
+        outcome = outcome._replace(
             source="model",
             model=response.model or self.model.name,
             call=ModelCall.of_response(response),
@@ -194,9 +192,9 @@ class PlanningHook(Hook):
             )
         steps, problem = parse_plan(response.content, max_steps)
         if problem is not None:
-            session.stage(replace(outcome, rejected=problem))
+            session.stage(outcome._replace(rejected=problem))
             return True
-        session.stage(replace(outcome, steps=tuple(steps)))
+        session.stage(outcome._replace(steps=tuple(steps)))
         if self.cache is not None and ttl is not None:
             try:
                 await self.cache.store(key, steps, ttl=float(ttl))
@@ -231,7 +229,7 @@ class PlanningHook(Hook):
             return await self.cache.lookup(key), outcome
         except Exception as exc:  # a cache outage is a miss, not a failed run
             log.warning("plan cache: lookup failed, planning instead: %s", _brief(exc))
-            return None, replace(outcome, cache_error=f"lookup failed: {_brief(exc)}")
+            return None, outcome._replace(cache_error=f"lookup failed: {_brief(exc)}")
 
 
 def _brief(exc: BaseException) -> str:

@@ -120,31 +120,27 @@ def _overrides(hook: Hook, name: str) -> bool:
 
 
 class Hooks:
-    """The hooks of one run, in order; each point calls only the hooks that override it."""
+    """The hooks of one run, in order; each point holds only the hooks that override it."""
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.all = tuple(hooks)
-        names = (
-            "around_run",
-            "before_model_call",
-            "after_model_call",
-            "around_tool_effect",
-            "after_tool_result",
-            "after_step",
-            "on_commit",
-            "after_run",
-        )
-        self._at: dict[str, tuple[Hook, ...]] = {
-            name: tuple(h for h in self.all if _overrides(h, name)) for name in names
-        }
 
-    def at(self, name: str) -> tuple[Hook, ...]:
-        return self._at[name]
+        def at(name: str) -> tuple[Hook, ...]:
+            return tuple(h for h in self.all if _overrides(h, name))
+
+        self.around_run = at("around_run")
+        self.before_model_call = at("before_model_call")
+        self.after_model_call = at("after_model_call")
+        self.around_tool_effect = at("around_tool_effect")
+        self.after_tool_result = at("after_tool_result")
+        self.after_step = at("after_step")
+        self.on_commit = at("on_commit")
+        self.after_run = at("after_run")
 
     def committer(self, session: RunSession) -> Callable[[Sequence[Entry]], None] | None:
         """The session's commit callback: the ``on_commit`` hooks (``None`` when there are
         none, so a commit pays nothing)."""
-        hooks = self.at("on_commit")
+        hooks = self.on_commit
         if not hooks:
             return None
 
@@ -179,6 +175,7 @@ class StepProtocol:
         self.stopping = stopping
         self.specs = [t.spec() for t in agent.tools]
         self._model_retries = 1 if retries_itself else MODEL_RETRIES
+        self._priority = run_priority(session.run.metadata)
 
     @property
     def state(self) -> RunState:
@@ -213,10 +210,10 @@ class StepProtocol:
             await pattern(self)
 
         body: Callable[[], Awaitable[None]] = inner
-        for hook in reversed(self.hooks.at("around_run")):
+        for hook in reversed(self.hooks.around_run):
             body = _wrap_run(hook, self, body)
         await body()
-        for hook in self.hooks.at("after_run"):
+        for hook in self.hooks.after_run:
             await hook.after_run(self)
 
     async def commit(self) -> None:
@@ -237,21 +234,22 @@ class StepProtocol:
         RUNNING (a hook stopped it, or the model failed for good)."""
         session = self.session
         with call_context(
-            priority=run_priority(session.run.metadata),
-            deadline=deadline(self.state, session.now()),
+            priority=self._priority,
+            deadline=deadline(session.state, session.now()),
             run_id=session.run.id,
             tenant=session.run.tenant,
         ):
-            for hook in self.hooks.at("before_model_call"):
+            for hook in self.hooks.before_model_call:
                 if not await hook.before_model_call(self):
                     return False
             turn = await self._ask_model()
         if turn is None:
             return False
         entry = session.stage(turn)
-        for hook in self.hooks.at("after_model_call"):
+        for hook in self.hooks.after_model_call:
             await hook.after_model_call(self, turn)
-        self._after_step(entry)
+        if self.hooks.after_step:
+            self._after_step(entry)
         return True
 
     async def _ask_model(self) -> ModelTurn | None:
@@ -264,7 +262,7 @@ class StepProtocol:
         for attempt in range(1, retries + 1):
             started = time.perf_counter()
             try:
-                response = await self.model.complete(self.state.messages, self.specs)
+                response = await self.model.complete(self.session.state.messages, self.specs)
             except ModelError as exc:
                 if exc.retryable and attempt < retries:
                     await asyncio.sleep(delay)
@@ -276,7 +274,7 @@ class StepProtocol:
                 )
                 return None
             return model_turn(
-                response, self.state.turns + 1, (time.perf_counter() - started) * 1000
+                response, self.session.state.turns + 1, (time.perf_counter() - started) * 1000
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -332,7 +330,7 @@ class StepProtocol:
                 if not tool.idempotent:
                     await session.flush()  # write-ahead: the intent is durable before the effect
             result = await self._act(tool, call, intent, replayed)  # act
-            for hook in self.hooks.at("after_tool_result"):
+            for hook in self.hooks.after_tool_result:
                 result = hook.after_tool_result(self, result)
             session.fault("after_effect")
             self._record(result)  # record
@@ -341,15 +339,17 @@ class StepProtocol:
         return True
 
     def _record(self, result: ToolResult) -> None:
-        self._after_step(self.session.stage(result))
+        entry = self.session.stage(result)
+        if self.hooks.after_step:
+            self._after_step(entry)
 
     def _after_step(self, entry: Entry) -> None:
-        for hook in self.hooks.at("after_step"):
+        for hook in self.hooks.after_step:
             hook.after_step(self, entry)
 
     def _pinned_tool(self, name: str) -> Tool:
         """The tool version this run pinned when it started."""
-        for ref in self.state.tools:
+        for ref in self.session.state.tools:
             if ref.partition("@")[0] == name:
                 try:
                     return self.agent.registry.resolve(ref)
@@ -392,7 +392,7 @@ class StepProtocol:
             return result, not result.ok and retryable  # raises and timeouts: unhealthy
 
         run: Effect = effect
-        for hook in reversed(self.hooks.at("around_tool_effect")):
+        for hook in reversed(self.hooks.around_tool_effect):
             run = _wrap_effect(hook, self, tool, call, run)
         result, _ = await run()
         return result.completed(

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from autonomic.core.entries import EMPTY
 from autonomic.governance.decision import Risk
 from autonomic.governance.provenance import Provenance
 
@@ -53,9 +54,8 @@ class Hop:
         return {"agent": self.agent, "subject": self.subject}
 
 
-@dataclass(frozen=True, slots=True)
-class ProposedAction:
-    """One action a run is about to take.
+class ProposedAction(NamedTuple):
+    """One action a run is about to take (immutable: a check reads it, never changes it).
 
     Args:
         kind: model call, tool call or delegation.
@@ -84,7 +84,7 @@ class ProposedAction:
     kind: ActionKind
     agent: str
     tool: str = ""
-    arguments: Mapping[str, Any] = field(default_factory=dict)
+    arguments: Mapping[str, Any] = EMPTY
     thought: str = ""
     plan: str | None = None
     target: str | None = None
@@ -94,7 +94,7 @@ class ProposedAction:
     provenance: tuple[Provenance, ...] = ()
     risk: Risk = Risk.LOW
     read_only: bool = False
-    estimate: Estimate = field(default_factory=Estimate)
+    estimate: Estimate = Estimate()
     now: float = 0.0
     run: Run | None = None
     state: RunState | None = None

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from autonomic.core.entries import ToolResult
@@ -171,7 +171,7 @@ class Circuits:
                 f"{exc}; {exc.hint}; nothing was executed",
                 refused=True,
             )
-            return replace(refused, circuit=self.tools.state(key).to_dict()), False
+            return refused._replace(circuit=self.tools.state(key).to_dict()), False
         assert outcome is not None
         return outcome
 

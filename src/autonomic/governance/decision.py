@@ -23,7 +23,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+from autonomic.core.entries import EMPTY
 
 
 class Verdict(enum.StrEnum):
@@ -161,8 +163,7 @@ class ApprovalRule:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer about one proposed action.
 
     Args:
@@ -180,7 +181,7 @@ class Decision:
     explanation: str
     gate: str = ""
     risk: Risk | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = EMPTY
     approval: ApprovalRule | None = None
     workflow_to: str | None = None
     findings: tuple[Finding, ...] = ()
@@ -211,16 +212,7 @@ class Decision:
 
     def with_gate(self, gate: str) -> Decision:
         """The same decision, credited to ``gate``."""
-        return Decision(
-            self.verdict,
-            self.explanation,
-            gate=gate,
-            risk=self.risk,
-            evidence=self.evidence,
-            approval=self.approval,
-            workflow_to=self.workflow_to,
-            findings=self.findings,
-        )
+        return self._replace(gate=gate)
 
     def findings_record(self) -> dict[str, Any]:
         """The findings as the journal records them (a runaway decision's ``guards`` evidence, a

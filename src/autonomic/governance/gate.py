@@ -21,7 +21,6 @@ the engine asks the chain in one place (``autonomic.engine.gatekeeper``) and jou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Protocol
 
 from autonomic.governance.action import ProposedAction
@@ -66,7 +65,7 @@ class GateChain:
             workflow_to = workflow_to or answer.workflow_to
             if risk is None and answer.risk is not None:
                 risk = answer.risk  # the first classification sticks; later gates
-                action = replace(action, risk=risk)  # (runaway's taint) see it
+                action = action._replace(risk=risk)  # (runaway's taint) see it
             if chosen is None or answer.verdict.severity > chosen.verdict.severity:
                 chosen = answer
             if answer.verdict is Verdict.SUSPEND:
