@@ -1,0 +1,158 @@
+"""The step protocol's order and its hooks, seen from a hook: what a capability attaching to the
+protocol (tracing, an outbox, an audit chain) can rely on."""
+
+import asyncio
+from typing import Any
+
+from autonomic.adapters.model.scripted import ScriptedModel
+from autonomic.bootstrap import build_store
+from autonomic.core.entries import EntryKind, ToolResult
+from autonomic.core.run import RunStatus
+from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.executor import Engine
+from autonomic.engine.step import Hook
+from autonomic.governance.runaway.gate import Runaway
+from autonomic.tools.contract import tool
+
+EFFECTS: list[str] = []
+
+
+@tool(idempotent=True)
+def read(n: int) -> int:
+    """An idempotent read."""
+    EFFECTS.append(f"read {n}")
+    return n
+
+
+@tool()
+def write(n: int) -> str:
+    """A non-idempotent write."""
+    EFFECTS.append(f"write {n}")
+    return "written"
+
+
+class Recorder(Hook):
+    """Records every hook point it is called at, with what the journal held then."""
+
+    def __init__(self, refuse: str | None = None, stop_before_turn: int | None = None) -> None:
+        self.seen: list[str] = []
+        self.committed: list[Any] = []
+        self.refuse = refuse
+        self.stop_before_turn = stop_before_turn
+
+    async def around_run(self, step, drive):
+        self.seen.append("run:start")
+        await drive()
+        self.seen.append("run:end")
+
+    async def before_model_call(self, step):
+        self.seen.append(f"before_model_call turn={step.state.turns + 1}")
+        if self.stop_before_turn == step.state.turns + 1:
+            await step.stop(RunStatus.SUSPENDED, "a hook stopped it")
+            return False
+        return True
+
+    async def after_model_call(self, step, turn):
+        self.seen.append(f"after_model_call calls={[c.name for c in turn.tool_calls]}")
+
+    async def around_tool_effect(self, step, tool, call, effect):
+        intents = [i.tool for i in step.state.intents.values()]
+        self.seen.append(f"effect {tool.name} intents={intents}")
+        if tool.name == self.refuse:
+            refused = ToolResult.failed(call.id, tool.name, "hook_refused", "no", refused=True)
+            return refused, False
+        return await effect()
+
+    def after_tool_result(self, step, result):
+        self.seen.append(f"result {result.tool} ok={result.ok}")
+        return result
+
+    def after_step(self, step, entry):
+        self.seen.append(f"step {entry.kind.value}")
+
+    def on_commit(self, session, entries):
+        self.committed.extend(entries)
+        self.seen.append("commit " + ",".join(e.kind.value for e in entries))
+
+    async def after_run(self, step):
+        self.seen.append(f"after_run {step.state.status.value}")
+
+
+TURNS = [
+    {"tool_calls": [{"name": "read", "arguments": {"n": 1}}]},
+    {"tool_calls": [{"name": "write", "arguments": {"n": 2}}]},
+    {"content": "done"},
+]
+
+
+def _run(url: str, hook: Recorder) -> tuple[Any, list[Any]]:
+    async def go() -> tuple[Any, list[Any]]:
+        store = build_store(url)
+        await store.migrate()
+        agent = Agent(name="rw", instructions="read, then write", tools=(read, write))
+        model = ScriptedModel(list(TURNS))
+        engine = Engine(
+            store,
+            AgentRegistry([agent]),
+            lambda spec: model,
+            runaway=Runaway(enabled=False),
+            hooks=[hook],
+        )
+        try:
+            run = await engine.start("rw", "go")
+            final = await engine.run_to_end(run.id)
+            return final, await store.load_journal(run.id)
+        finally:
+            await store.close()
+
+    EFFECTS.clear()
+    return asyncio.run(go())
+
+
+def test_hooks_see_the_protocol_in_order_and_commits_see_the_whole_journal(store_url):
+    hook = Recorder()
+    run, journal = _run(store_url, hook)
+    assert run.status is RunStatus.COMPLETED
+    assert hook.seen == [
+        "commit transition",  # the claim, before the run's own hooks are known
+        "run:start",
+        "before_model_call turn=1",
+        "after_model_call calls=['read']",
+        "step model.response",
+        # an idempotent call: its intent rides with its result, so nothing was committed yet
+        "effect read intents=['read']",
+        "result read ok=True",
+        "step tool.result",
+        "commit model.response,tool.intent,tool.result",
+        "before_model_call turn=2",
+        "after_model_call calls=['write']",
+        "step model.response",
+        # a non-idempotent call: the intent is committed (write-ahead) before the effect
+        "commit model.response,tool.intent",
+        "effect write intents=['read', 'write']",
+        "result write ok=True",
+        "step tool.result",
+        "commit tool.result",
+        "before_model_call turn=3",
+        "after_model_call calls=[]",
+        "step model.response",
+        "commit model.response,transition",
+        "run:end",
+        "after_run COMPLETED",
+    ]
+    assert [e.seq for e in hook.committed] == [e.seq for e in journal[1:]]
+    assert [e.hash for e in hook.committed] == [e.hash for e in journal[1:]]
+    assert EFFECTS == ["read 1", "write 2"]
+
+
+def test_a_hook_can_refuse_an_effect_and_stop_a_run(store_url):
+    hook = Recorder(refuse="write", stop_before_turn=3)
+    run, journal = _run(store_url, hook)
+    assert EFFECTS == ["read 1"]  # the write was refused around its effect
+    (refused,) = [
+        e.body for e in journal if e.kind is EntryKind.TOOL_RESULT and e.body.tool == "write"
+    ]
+    assert refused.error == {"code": "hook_refused", "message": "no"}
+    assert run.status is RunStatus.SUSPENDED
+    assert run.status_reason == "a hook stopped it"
+    assert hook.seen[-2:] == ["run:end", "after_run SUSPENDED"]
