@@ -35,8 +35,7 @@ class ActionKind(enum.StrEnum):
     """Hand a subtask to another agent; delegation depth, cycles and ping-pong apply."""
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     """What the action is expected to consume (plain numbers; the gateway prices them exactly)."""
 
     tokens: int = 0
