@@ -37,13 +37,17 @@ def database_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("AUTONOMIC_DB") or DEFAULT_DB
 
 
-def build_store(url: str) -> Store:
-    """A store for ``url``: ``sqlite:///path.db`` or ``postgresql://user@host:port/db``."""
+def build_store(url: str, *, readonly: bool = False, create: bool = True) -> Store:
+    """A store for ``url``: ``sqlite:///path.db`` or ``postgresql://user@host:port/db``.
+
+    ``readonly``: the database refuses every write (and a SQLite file is never created).
+    ``create=False``: a SQLite file that does not exist is refused rather than created.
+    """
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         from autonomic.adapters.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, readonly=readonly, create=create)
     if scheme in ("postgresql", "postgres"):
         try:
             from autonomic.adapters.store.postgres import PostgresStore
@@ -52,7 +56,7 @@ def build_store(url: str) -> Store:
                 f"PostgreSQL support is not installed ({exc.name} is missing)",
                 hint="install the extra: pip install 'autonomic[postgres]'",
             ) from None
-        return PostgresStore(url)
+        return PostgresStore(url, readonly=readonly)
     raise ConfigError(
         f"unsupported database URL {redact_url(url)!r}",
         hint="use sqlite:///path/to/file.db or postgresql://user@host:5432/dbname",

@@ -22,6 +22,7 @@ that it can be written into the journal and shown by the CLI and API.
     │   ├── ApprovalRefused
     │   └── IllegalTransition
     ├── StoreUnavailable
+    │   └── StoreDamaged
     ├── ConcurrencyError
     │   ├── StaleVersion
     │   ├── LeaseLost
@@ -149,6 +150,17 @@ class StoreUnavailable(AutonomicError):
 
     code = "store_unavailable"
     retryable = True
+
+
+class StoreDamaged(StoreUnavailable):
+    """The database answers, but its file is damaged (a corrupt page, a damaged header).
+
+    Nothing was written, and the store writes nothing more into it: a write into a damaged
+    file can spread the damage. Not retryable: it must be repaired or restored from a backup.
+    """
+
+    code = "store_damaged"
+    retryable = False
 
 
 class ConcurrencyError(AutonomicError):

@@ -151,6 +151,7 @@ def test_invalid_run_id(tmp_path):
 
 
 def test_unknown_run(tmp_path):
+    assert autonomic("migrate", cwd=tmp_path).returncode == 0
     _one_line_error(autonomic("show", "run_" + "0" * 32, cwd=tmp_path), "no run run_")
 
 

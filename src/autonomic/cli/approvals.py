@@ -34,7 +34,7 @@ def approvals(
     settings = settings_of(ctx)
 
     async def go() -> list[Approval]:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "read")
         try:
             await ApprovalDesk(store).sweep()
             found: list[Approval] = await store.list_approvals(
@@ -90,7 +90,7 @@ def _decide(
     by = user(who)
 
     async def go() -> Approval:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "write")
         try:
             desk = ApprovalDesk(store)
             await desk.sweep()

@@ -25,7 +25,7 @@ def breakers(
     settings = settings_of(ctx)
 
     async def go() -> dict[str, dict[str, Any]]:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "read")
         try:
             latest: dict[str, dict[str, Any]] = {}
             for run in await store.list_runs(status=None, limit=limit):

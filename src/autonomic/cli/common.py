@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -95,12 +95,32 @@ async def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
             await close()
 
 
-async def open_store(url: str) -> Any:
+Access = Literal["read", "write", "create"]
+
+
+async def open_store(url: str, access: Access = "create") -> Any:
+    """The store a command uses, once it has been found to be autonomic's (or nothing, to create).
+
+    * ``read`` (``runs``, ``show``, ``approvals``, ``breakers``): an existing autonomic database
+      at this code's schema version, opened read-only: never created, never changed.
+    * ``write`` (``resume``, ``cancel``, ``approve``, ``deny``): an existing one; a SQLite file's
+      schema is upgraded if it is older.
+    * ``create`` (``run``, ``demo``, ``worker``): a SQLite file is created if missing.
+
+    Writers to SQLite migrate, which refuses a damaged, newer or foreign file before writing;
+    PostgreSQL is migrated only by ``autonomic migrate``, so it is verified instead.
+    """
     from autonomic.bootstrap import build_store
 
-    store = build_store(url)
-    if url.startswith("sqlite"):
-        await store.migrate()
+    store = build_store(url, readonly=access == "read", create=access == "create")
+    try:
+        if access != "read" and url.startswith("sqlite"):
+            await store.migrate()
+        else:
+            await store.verify()
+    except BaseException:
+        await store.close()
+        raise
     return store
 
 

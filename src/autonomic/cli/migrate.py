@@ -8,7 +8,11 @@ from autonomic.cli.common import out, run_coroutine, settings_of
 
 
 def migrate(ctx: typer.Context) -> None:
-    """Create or upgrade the database schema."""
+    """Create or upgrade the database schema.
+
+    The one command that adds autonomic's tables to a database (or PostgreSQL schema) that
+    holds other tables already: every other command refuses such a database. A damaged
+    database, or one written by a newer autonomic, is refused here too."""
     from autonomic.bootstrap import build_store
 
     settings = settings_of(ctx)
@@ -16,7 +20,7 @@ def migrate(ctx: typer.Context) -> None:
     async def go() -> list[str]:
         store = build_store(settings.db)
         try:
-            applied: list[str] = await store.migrate()
+            applied: list[str] = await store.migrate(beside_other_tables=True)
             return applied
         finally:
             await store.close()

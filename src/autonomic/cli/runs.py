@@ -110,7 +110,7 @@ def resume(
         raise UserError("--budget raises a limit when reopening", hint="add --force")
 
     async def go() -> Run:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "write")
         try:
             engine = build_engine(store, agents, settings.policy, on_commit=live)
             current: Run = await store.get_run(run_id)
@@ -186,7 +186,7 @@ def runs(
     async def go() -> list[tuple[Run, dict[str, Any]]]:
         from autonomic.core.timeline import spend
 
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "read")
         try:
             found: list[Run] = await store.list_runs(status=wanted, limit=limit)
             # each run's spend is folded from its journal: the journal is the one truth
@@ -212,7 +212,7 @@ def show(
     validate_run_id(run_id)
 
     async def go() -> tuple[Run, list[Entry], list[Any]]:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "read")
         try:
             return (
                 await store.get_run(run_id),
@@ -246,7 +246,7 @@ def cancel(
     validate_run_id(run_id)
 
     async def go() -> Run:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "write")
         try:
             return await build_engine(store, None).cancel(run_id, reason)  # type: ignore[no-any-return]
         finally:

@@ -46,8 +46,17 @@ class Store(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    async def migrate(self) -> list[str]:
-        """Bring the schema up to date; return the names of the migrations applied now."""
+    async def migrate(self, *, beside_other_tables: bool = False) -> list[str]:
+        """Bring the schema up to date; return the names of the migrations applied now.
+
+        Refuses a damaged database, one written by a newer version, and (unless
+        ``beside_other_tables``) one that holds other tables and not this store's.
+        """
+
+    async def verify(self) -> None:
+        """Refuse, without writing, a database this store cannot use as it is (not its own,
+        older or newer than this code, damaged). A store that cannot tell accepts it."""
+        return None
 
     @abc.abstractmethod
     async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:

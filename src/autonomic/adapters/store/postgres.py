@@ -19,6 +19,10 @@ statements and decisions they share, and the conformance suite in
 * ``migrate`` runs under ``pg_advisory_xact_lock`` keyed on the schema, so concurrent migrators of
   one schema take turns and each migration is applied once.
 
+What the schema holds is looked at before it is used (``schema.py``): another application's
+tables, or a schema written by a newer autonomic, are refused. ``readonly`` makes every
+connection's transactions read-only, so the server itself refuses a write.
+
 The URL is handed to libpq as is: ``postgresql://`` or ``postgres://``, with any parameters libpq
 knows (``options=-csearch_path%3Dmyschema``, ``sslmode``, ``connect_timeout`` ...). The pool opens
 on first use; the first connection is made directly so that an unreachable server fails at once
@@ -140,6 +144,13 @@ ORDER BY j.seq""",
 )
 
 
+# What the schema a connection writes into (the first existing one on its search_path) holds.
+_CATALOG = """SELECT current_schema(), ARRAY(
+    SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+)"""
+
+
 class PostgresStore(SqlStore):
     """Runs in a PostgreSQL database. See the module docstring for how each write is made."""
 
@@ -150,9 +161,26 @@ class PostgresStore(SqlStore):
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
         "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
     )
+    migration_columns = (
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
+    )
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 20) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 20, readonly: bool = False
+    ) -> None:
+        """Keep the URL; the pool opens on first use.
+
+        Args:
+            url: ``postgresql://...`` (see the module docstring).
+            min_size: connections the pool keeps open.
+            max_size: connections the pool opens at most.
+            readonly: every connection's transactions are read-only
+                (``default_transaction_read_only``): the server refuses any write. What the
+                read-only commands of the CLI use.
+        """
         super().__init__()
+        self.readonly = readonly
         scheme = url.partition("://")[0].lower()
         if scheme not in _SCHEMES:
             raise ConfigError(
@@ -217,6 +245,7 @@ class PostgresStore(SqlStore):
                     open=False,
                     name="autonomic",
                     timeout=_POOL_TIMEOUT,
+                    configure=_read_only if self.readonly else None,
                 )
                 try:
                     await pool.open(wait=True, timeout=_POOL_TIMEOUT)
@@ -265,6 +294,18 @@ class PostgresStore(SqlStore):
                 return await _rows(await conn.execute(sql, params))
 
             yield execute
+
+    async def _catalog(self) -> tuple[str, frozenset[str]]:
+        """The schema a connection writes into and its tables; one round trip."""
+        ((schema, tables),) = await self._read(_CATALOG, {})
+        if schema is None:
+            raise ConfigError(
+                f"no schema to use in PostgreSQL database {self._target}: the search_path names "
+                "none that exists",
+                hint="create it (CREATE SCHEMA name) or name an existing one in the URL "
+                "(options=-csearch_path%3Dname)",
+            )
+        return f"PostgreSQL schema {schema} of {self._target}", frozenset(tables)
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -405,6 +446,11 @@ class PostgresStore(SqlStore):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+async def _read_only(conn: Connection) -> None:
+    """Make a new pooled connection's transactions read-only (the pool's ``configure``)."""
+    await conn.execute("SET default_transaction_read_only = on")
 
 
 async def _rows(cur: psycopg.AsyncCursor[TupleRow]) -> list[Row]:

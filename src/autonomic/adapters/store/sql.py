@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from autonomic.adapters.store import migrations
-from autonomic.adapters.store.rows import RUN_COLUMNS, run_from_row, run_to_row
+from autonomic.adapters.store.rows import RUN_COLUMNS, redact_url, run_from_row, run_to_row
+from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Contents, Purpose
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import PackedEntry
@@ -153,6 +154,7 @@ RETURNING {RUN_COLUMNS}"""
         "ORDER BY created_at, id LIMIT :limit"
     )
     applied_migrations = "SELECT version FROM schema_migrations"
+    recorded_migrations = "SELECT version, name FROM schema_migrations"
     record_migration = (
         "INSERT INTO schema_migrations (version, name, applied_at) "
         "VALUES (:version, :name, :applied_at)"
@@ -211,6 +213,8 @@ class SqlStore(Store):
     """Appended to the claim's choice of run (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
     migrations_table: ClassVar[str]
     """``CREATE TABLE IF NOT EXISTS schema_migrations`` in the dialect's column types."""
+    migration_columns: ClassVar[str]
+    """The names of the columns of the ``schema_migrations`` table, one a row."""
     sql: ClassVar[Statements]
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
 
@@ -246,9 +250,34 @@ class SqlStore(Store):
     def _flush_soon(self) -> None:
         """Make sure the queued commits (``self._queue``) will be written and settled."""
 
-    # -- schema ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def _catalog(self) -> tuple[str, frozenset[str]]:
+        """The database as a message names it, and the names of its tables and views."""
 
-    async def migrate(self) -> list[str]:
+    async def _check_integrity(self) -> None:
+        """Raise ``StoreDamaged`` if the database is damaged; before the first write."""
+
+    async def _start_writing(self) -> None:
+        """Settings a writer needs, made once the database has been found to be its own."""
+
+    # -- schema (see ``schema.py``) -----------------------------------------------------------------
+
+    async def verify(self) -> None:
+        """Refuse, reading only, a database that is not a current autonomic schema."""
+        self._refuse(Purpose.USE, *await self._contents())
+
+    async def migrate(self, *, beside_other_tables: bool = False) -> list[str]:
+        """Create or upgrade autonomic's schema; refuse a damaged, newer or foreign database.
+
+        A database holding other tables is refused unless ``beside_other_tables`` (what
+        ``autonomic migrate`` asks for): adding tables to another application's database is
+        done on purpose or not at all. Nothing is written before these checks pass.
+        """
+        await self._check_integrity()
+        self._refuse(
+            Purpose.ADOPT if beside_other_tables else Purpose.CREATE, *await self._contents()
+        )
+        await self._start_writing()
         applied: list[str] = []
         async with self._migrating() as execute:
             await execute(self.migrations_table, None)
@@ -264,6 +293,25 @@ class SqlStore(Store):
                 )
                 applied.append(f"{m.version:04d}_{m.name}")
         return applied
+
+    async def _contents(self) -> tuple[str, Contents]:
+        """What the database holds (see ``schema.py``), read without writing; and its name."""
+        where, tables = await self._catalog()
+        if not tables >= OUR_TABLES:
+            return where, Contents(tables, frozenset(), "schema_migrations" in tables)
+        columns = {str(row[0]) for row in await self._read(self.migration_columns, {})}
+        if not columns >= MIGRATION_COLUMNS:
+            return where, Contents(tables, frozenset(), foreign_migrations=True)
+        recorded = {(int(v), str(n)) for v, n in await self._read(self.sql.recorded_migrations, {})}
+        if (1, "initial") not in recorded:
+            return where, Contents(tables, frozenset(), foreign_migrations=True)
+        return where, Contents(tables, frozenset(v for v, _ in recorded))
+
+    def _refuse(self, purpose: Purpose, where: str, contents: Contents) -> None:
+        known = max(m.version for m in migrations.load(self.dialect))
+        refused = contents.refusal(purpose, where=where, url=redact_url(self.url), known=known)
+        if refused is not None:
+            raise refused
 
     # -- runs -----------------------------------------------------------------------------------
 

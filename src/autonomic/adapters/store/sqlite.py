@@ -13,6 +13,13 @@ extra hop through the loop and nothing else.
 Durability: ``synchronous=FULL`` by default, so a commit survives power loss, not only a crash.
 ``?synchronous=normal`` in the URL trades that for speed (still safe against a process crash).
 
+Nothing is written into a file before it has been found to be autonomic's and whole: opening
+writes nothing (a missing file is created only when asked, ``create``; ``readonly`` opens it
+read-only), and ``migrate``, the first writer, reads every page first (``PRAGMA quick_check``)
+and then what the file holds (``schema.py``). A damaged file (SQLite's ``SQLITE_CORRUPT`` or
+``SQLITE_NOTADB``, found then or by any later statement) is ``StoreDamaged``, and the store
+attempts no write into it after that.
+
 The statements and decisions PostgreSQL shares live in ``SqlStore`` (``sql.py``); this module keeps
 the connection, those transactions, the group commit, and the translation of ``sqlite3``'s errors.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shlex
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -51,6 +59,7 @@ from autonomic.errors import (
     JournalConflict,
     NotFound,
     RunExists,
+    StoreDamaged,
     StoreUnavailable,
 )
 
@@ -84,27 +93,59 @@ class SQLiteStore(SqlStore):
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
     )
+    migration_columns = "SELECT name FROM pragma_table_info('schema_migrations')"
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = 10_000,
+        create: bool = True,
+        readonly: bool = False,
+    ) -> None:
+        """Open the file; nothing is written into it here (``migrate`` is the first writer).
+
+        Args:
+            url: ``sqlite:///path.db`` (see ``parse_sqlite_url``).
+            busy_timeout_ms: how long a statement waits for another process's write lock.
+            create: create the file if it does not exist. Without it a missing file is refused
+                with the path named, so that a mistyped path never becomes a new database.
+            readonly: open the file read-only (never created): every write is refused by
+                SQLite itself. What the read-only commands of the CLI use.
+        """
         super().__init__()
         self.url = url
         self.path, self.synchronous = parse_sqlite_url(url)
+        self.readonly = readonly
+        self._damage: str | None = None
+        """The SQLite error that showed this file damaged: from then on, nothing is written."""
         if not self.path.parent.exists():
             raise StoreUnavailable(
                 f"cannot open SQLite database {self.path}: directory {self.path.parent} does not exist",
                 hint="create the directory or point --db / AUTONOMIC_DB elsewhere",
             )
+        if (readonly or not create) and not self.path.exists():
+            raise ConfigError(
+                f"no SQLite database at {self.path}",
+                hint="check the path (--db / AUTONOMIC_DB); to create a database there: "
+                f"autonomic --db {shlex.quote(url)} migrate (or `autonomic demo`)",
+            )
+        mode = "ro" if readonly else "rwc" if create else "rw"
         try:
             self._db = sqlite3.connect(
-                self.path,
+                f"{self.path.absolute().as_uri()}?mode={mode}",
+                uri=True,
                 isolation_level=None,
                 check_same_thread=False,
                 timeout=busy_timeout_ms / 1000,
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+            self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+            # Reads the file's header, and so refuses a file that is no database at once.
+            self._db.execute("PRAGMA schema_version").fetchall()
         except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                raise self._damaged(str(exc)) from None
             raise StoreUnavailable(
                 f"cannot open SQLite database {self.path}: {exc}",
                 hint="is it a SQLite file? point --db / AUTONOMIC_DB at another path",
@@ -123,25 +164,49 @@ class SQLiteStore(SqlStore):
                     "the SQLite store is closed", hint="open a new store"
                 ) from None
             raise
-        except sqlite3.IntegrityError as exc:
-            if duplicate is not None and "UNIQUE" in str(exc):
-                raise duplicate(f"refused, nothing written: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                raise self._damaged(str(exc)) from None
+            if isinstance(exc, sqlite3.IntegrityError):
+                if duplicate is not None and "UNIQUE" in str(exc):
+                    raise duplicate(f"refused, nothing written: {exc}") from None
+                raise
+            if isinstance(exc, sqlite3.OperationalError):
+                if "no such table" in str(exc):
+                    raise self._no_schema(str(self.path)) from None
+                raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
             raise
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                raise self._no_schema(str(self.path)) from None
-            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+
+    def _damaged(self, detail: str) -> StoreDamaged:
+        """The error for a damaged file; remembered, so that no write is attempted after it."""
+        self._damage = detail
+        path = shlex.quote(str(self.path))
+        if detail == "file is not a database":
+            return StoreDamaged(
+                f"cannot open SQLite database {self.path}: {detail}",
+                hint="is it a SQLite file? If it is, its header is damaged: check it with "
+                f"`sqlite3 {path} 'PRAGMA integrity_check'` and restore it from a backup; "
+                "or point --db / AUTONOMIC_DB at another path",
+            )
+        return StoreDamaged(
+            f"SQLite database {self.path} is damaged: {detail}; autonomic writes nothing into it",
+            hint=f"check it with `sqlite3 {path} 'PRAGMA integrity_check'` and restore it from "
+            f"a backup (`sqlite3 {path} .recover` saves what is still readable)",
+        )
 
     @contextmanager
     def _immediate(self, duplicate: type[Exception] | None = None) -> Iterator[sqlite3.Cursor]:
         """A write transaction that holds the database's write lock from its first statement."""
+        if self._damage is not None:
+            raise self._damaged(self._damage)
         with self._driver_errors(duplicate):
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 yield cur
             except BaseException:
-                cur.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled it back itself
+                    cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
 
@@ -165,6 +230,40 @@ class SQLiteStore(SqlStore):
 
     def _script(self, script: str) -> list[str]:
         return _split_sql(script)  # sqlite3 runs one statement per call
+
+    # -- what the file holds (see ``schema.py``) --------------------------------------------------
+
+    async def _catalog(self) -> tuple[str, frozenset[str]]:
+        rows = await self._read(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+            {},
+        )
+        return f"SQLite database {self.path}", frozenset(str(row[0]) for row in rows)
+
+    async def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` before the first write: every page of the file is read once.
+
+        A damaged page is found wherever it is, not only when a statement happens to touch it,
+        so that nothing is written into a damaged file. Measured at about 3 ms a megabyte
+        (0.5 s for a 160 MB file); readers do not pay it, writers pay it once when they open.
+        """
+        with self._driver_errors():
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+        problems = [
+            line
+            for (text,) in rows
+            for line in str(text).splitlines()
+            if line and not line.startswith("*** ")
+        ]
+        if problems != ["ok"]:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise self._damaged(f"PRAGMA quick_check found: {problems[0]}{more}")
+
+    async def _start_writing(self) -> None:
+        """WAL mode (kept in the file): readers and the one writer no longer block each other."""
+        with self._driver_errors():
+            self._db.execute("PRAGMA journal_mode=WAL")
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -273,6 +372,12 @@ def _update_statement(
     if metadata:
         sets.append("metadata = :metadata")
     return f"UPDATE runs SET {', '.join(sets)} WHERE {COMMIT_GUARD} RETURNING version"
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged (a corrupt page, or no database header)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _split_sql(script: str) -> list[str]:
