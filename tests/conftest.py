@@ -11,7 +11,10 @@ Redis tests (``redis_server``) behave the same with ``AUTONOMIC_TEST_REDIS_URL``
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+import random
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -137,6 +140,73 @@ def store_url(request: pytest.FixtureRequest) -> str:
 def make_store_fixture() -> MakeStore:
     """``await make_store(url)``: a new migrated store on ``url`` (close it yourself)."""
     return make_store
+
+
+def fingerprint(path: Path) -> tuple[str, int, int]:
+    """A file's content hash, size and modification time: the same before and after something
+    means it wrote nothing into the file."""
+    stat = path.stat()
+    return hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_size, stat.st_mtime_ns
+
+
+@pytest.fixture(name="fingerprint")
+def fingerprint_fixture() -> Callable[[Path], tuple[str, int, int]]:
+    """``fingerprint(path)``: see ``fingerprint``."""
+    return fingerprint
+
+
+@pytest.fixture
+def autonomic_sqlite(tmp_path: Path) -> Path:
+    """A valid autonomic SQLite file of about 50 pages (12 runs of 25 entries), closed."""
+    from autonomic.testing.store_conformance import make_entries, make_run
+
+    path = tmp_path / "autonomic.db"
+
+    async def write() -> None:
+        store = await make_store(f"sqlite:///{path}")
+        for _ in range(12):
+            run = make_run()
+            payloads = [{"step": i, "text": "x" * 300} for i in range(25)]
+            await store.create_run(run, make_entries(run.id, payloads))
+        await store.close()
+
+    asyncio.run(write())
+    return path
+
+
+def damage_middle_page(path: Path, table: str = "journal") -> str:
+    """Overwrite 2,000 bytes of the middle leaf page of ``table`` with garbage, as a bad sector
+    would, and return what ``PRAGMA quick_check`` then reports (never ``ok``)."""
+    db = sqlite3.connect(path)
+    try:
+        pages = [
+            int(row[0])
+            for row in db.execute(
+                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+                (table,),
+            )
+        ]
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    finally:
+        db.close()
+    page = pages[len(pages) // 2]
+    with path.open("r+b") as f:
+        f.seek((page - 1) * page_size + 100)
+        f.write(random.Random(page).randbytes(2000))
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        report = "\n".join(str(row[0]) for row in db.execute("PRAGMA quick_check"))
+    finally:
+        db.close()
+    assert report != "ok", f"page {page} of {path} was overwritten, yet quick_check says ok"
+    return report
+
+
+@pytest.fixture
+def damaged_sqlite(autonomic_sqlite: Path) -> Path:
+    """``autonomic_sqlite`` with one journal page in the middle of the file overwritten."""
+    damage_middle_page(autonomic_sqlite)
+    return autonomic_sqlite
 
 
 @pytest.fixture

@@ -266,6 +266,8 @@ class PostgresStore(SqlStore):
             raise self._unavailable(exc) from None
         except psycopg.errors.UndefinedTable:
             raise self._no_schema(redact_url(self.url)) from None
+        except psycopg.errors.ReadOnlySqlTransaction:
+            raise self._read_only() from None
         except psycopg.OperationalError as exc:
             if _is_disconnect(exc):
                 raise self._unavailable(exc) from None

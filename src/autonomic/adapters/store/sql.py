@@ -49,6 +49,7 @@ from autonomic.core.journal import PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import (
     ApprovalConflict,
+    ConfigError,
     LeaseLost,
     NotFound,
     StaleVersion,
@@ -491,6 +492,12 @@ class SqlStore(Store):
         await self._write(self.sql.release_lease, params)
 
     # -- errors ---------------------------------------------------------------------------------
+
+    def _read_only(self) -> ConfigError:
+        return ConfigError(
+            f"the store of {redact_url(self.url)} was opened read-only: it writes nothing",
+            hint="open it without readonly=True to write",
+        )
 
     def _no_schema(self, where: str) -> StoreUnavailable:
         return StoreUnavailable(

@@ -199,6 +199,8 @@ class SQLiteStore(SqlStore):
         """A write transaction that holds the database's write lock from its first statement."""
         if self._damage is not None:
             raise self._damaged(self._damage)
+        if self.readonly:
+            raise self._read_only()
         with self._driver_errors(duplicate):
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
