@@ -96,17 +96,18 @@ class Contents:
             return None
         shown = sorted(self.tables)[:_SHOWN_TABLES]
         more = len(self.tables) - len(shown)
-        holds = ", ".join(shown) + (f" and {more} more" if more else "")
+        holds = ("tables " if len(self.tables) > 1 else "table ") + ", ".join(shown)
+        holds += f" and {more} more" if more else ""
         if self.foreign_migrations:
             return ConfigError(
-                f"{where} is not an autonomic database: it holds tables {holds}, among them "
+                f"{where} is not an autonomic database: it holds {holds}, among them "
                 "another tool's schema_migrations",
                 hint="give autonomic a database (or PostgreSQL schema) of its own",
             )
         if purpose is Purpose.ADOPT:
             return None
         return ConfigError(
-            f"{where} is not an autonomic database: it holds tables {holds}",
+            f"{where} is not an autonomic database: it holds {holds}",
             hint=f"point --db at autonomic's database; to add autonomic's tables to this one on "
             f"purpose: {migrate}",
         )

@@ -259,7 +259,7 @@ class SQLiteStore(SqlStore):
             if line and not line.startswith("*** ")
         ]
         if problems != ["ok"]:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise self._damaged(f"PRAGMA quick_check found: {problems[0]}{more}")
 
     async def _start_writing(self) -> None:
