@@ -10,13 +10,15 @@ the server asked" is measured from the moment the 429 came back.
 import asyncio
 import contextvars
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
 from autonomic.core.messages import Message, Role
-from autonomic.errors import ModelError, ProviderUnavailable, RateLimited
+from autonomic.errors import CircuitOpen, ModelError, ProviderUnavailable, RateLimited
 from autonomic.gateway import Gateway, call_context
 from autonomic.gateway.gateway import build_provider_model
+from autonomic.governance.breakers import CLOSED, Breakers, BreakerState
 from autonomic.testing.gateway import gateway_config, provider
 from autonomic.testing.openai_server import (
     OpenAITestServer,
@@ -301,3 +303,62 @@ def test_a_normal_call_on_an_open_circuit_waits_for_the_probe():
     assert len(server.requests) == 1  # the probe
     assert len(vt.slept) == 1
     assert vt.slept[0] > 25.0  # the circuit's reset, not a backoff
+
+
+class _ProbeInFlight(Breakers):
+    """Circuits that look closed when asked, but refuse at the guard: another call (here, another
+    worker) is the probe - the race between ``astate`` and ``guard``."""
+
+    async def astate(self, key):
+        return BreakerState(key, CLOSED, 0, 0.0)
+
+    @asynccontextmanager
+    async def guard(self, key, **_):
+        raise CircuitOpen(key, 0.0)
+        yield
+
+
+def test_a_critical_call_refused_at_the_guard_fails_fast_too():
+    vt = VirtualTime()
+    with OpenAITestServer(default=completion("never")) as server:
+        config = gateway_config(provider("primary", server.base_url))
+        gateway = Gateway(config, breakers=_ProbeInFlight(), clock=vt.clock, sleep=vt.sleep)
+
+        async def main():
+            try:
+                with call_context(priority="critical"), pytest.raises(ProviderUnavailable) as info:
+                    await gateway.complete(HI, [])
+                return info.value
+            finally:
+                await gateway.aclose()
+
+        error = asyncio.run(main())
+    assert vt.slept == []
+    assert server.requests == []
+    assert "'primary' (next probe in 0.0s)" in error.message
+    assert gateway.metrics.breaker_rejections["primary"] == 1
+    assert gateway.metrics.failures["primary"] == 0  # refused, not a failure of the provider
+
+
+def test_a_normal_call_whose_circuit_opens_past_its_deadline_fails_at_once_saying_so():
+    vt = VirtualTime()
+    with OpenAITestServer(default=completion("never")) as server:
+        config = gateway_config(
+            provider("primary", server.base_url), breaker={"threshold": 1, "reset_after": 30}
+        )
+        gateway = Gateway(config, clock=vt.clock, sleep=vt.sleep)
+
+        async def main():
+            await _open_circuit(gateway, "primary")
+            try:
+                with call_context(timeout=10), pytest.raises(ProviderUnavailable) as info:
+                    await gateway.complete(HI, [])
+                return info.value
+            finally:
+                await gateway.aclose()
+
+        error = asyncio.run(main())
+    assert vt.slept == []
+    assert server.requests == []
+    assert "circuit of provider 'primary' is open for another" in error.message
+    assert "left before its deadline" in error.message

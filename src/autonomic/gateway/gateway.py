@@ -356,6 +356,7 @@ class Gateway:
                 if circuit.refusing:
                     last = self._circuit_refused(name, circuit.retry_in, reasons)
                     self._shut_or_wait(name, circuit.retry_in, critical, shut, ready_at)
+                    hinted.pop(name, None)
                     continue
                 counter = self.counter(provider)
                 need = counter.messages(messages, tools) + provider.output_estimate
@@ -390,6 +391,7 @@ class Gateway:
                     await self._settle(provider, -need)
                     last = self._circuit_refused(name, exc.retry_after, reasons)
                     self._shut_or_wait(name, exc.retry_after, critical, shut, ready_at)
+                    hinted.pop(name, None)
                     continue
                 except ModelError as exc:
                     self.metrics.failures[name] += 1
