@@ -43,6 +43,7 @@ def test_the_documented_example_loads(tmp_path):
     assert openai.pricing.cost(1_000_000, 1_000_000) == pytest.approx(0.75)
     assert vllm.serves == {Priority.NORMAL, Priority.BACKGROUND}
     assert config.retry.max_attempts == 5
+    assert config.retry.max_server_wait == 300.0  # the default
     assert config.fallback_after[Priority.CRITICAL] is None
 
 
@@ -121,6 +122,16 @@ script = "turns.json"
             "max_attempts: 5",
             "max_attempts: 2.5",
             "gateway.yaml:2: retry.max_attempts must be a positive integer, got 2.5",
+        ),
+        (
+            "max_delay: 20}",
+            "max_delay: 20, max_server_wait: -1}",
+            "gateway.yaml:2: retry.max_server_wait must be a positive number, got -1",
+        ),
+        (
+            "max_delay: 20}",
+            "max_delay: 20, max_server_wat: 60}",
+            "retry.max_server_wat is not a known key (did you mean 'max_server_wait'?)",
         ),
         (
             "providers:",

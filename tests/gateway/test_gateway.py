@@ -49,7 +49,9 @@ def test_a_429_is_retried_after_the_wait_the_server_asked_for():
     assert response.provider == "main"
     gap = server.arrivals[1].at - server.arrivals[0].at
     assert gap >= 0.4  # the backoff alone is at most 0.05 s in this config
-    assert response.waited_s >= 0.4
+    # the wait runs from when the 429 arrived, so the sleep itself is the hint less the moment
+    # spent between the answer and the end of the round
+    assert response.waited_s > 0.39
     assert elapsed >= 0.4
 
 

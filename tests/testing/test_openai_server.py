@@ -1,6 +1,8 @@
 """The OpenAI-compatible test server: faults it plays and the rate limit it enforces itself."""
 
+import email.utils
 import json
+import time
 import urllib.request
 
 import pytest
@@ -9,6 +11,7 @@ from autonomic.testing.openai_server import (
     Limit,
     OpenAITestServer,
     completion,
+    limited_once,
     max_in_window,
     rate_limited,
     raw,
@@ -115,3 +118,37 @@ def test_a_truncated_stream_is_an_error_for_the_client():
         pytest.raises(openai.APIConnectionError),
     ):
         _stream(server)  # the body ends without its last chunk: the connection broke mid-answer
+
+
+@pytest.mark.parametrize(
+    ("header", "sent_as", "value"),
+    [
+        ("Retry-After", "Retry-After", "62.5"),
+        ("retry-after-ms", "retry-after-ms", "62500"),
+        ("llm_provider-retry-after", "llm_provider-retry-after", "62.5"),
+        ("x-ratelimit-reset-requests", "x-ratelimit-reset-requests", "1m2.5s"),
+        ("x-ratelimit-reset-tokens", "x-ratelimit-reset-tokens", "1m2.5s"),
+    ],
+)
+def test_rate_limited_speaks_each_servers_hint(header, sent_as, value):
+    extra = {"x-ratelimit-remaining-requests": "0"}
+    with OpenAITestServer([rate_limited(62.5, header=header, headers=extra)]) as server:
+        status, headers, _ = _post(server)
+    assert status == 429
+    assert headers[sent_as] == value
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_rate_limited_as_an_http_date_is_at_least_the_wait_from_now():
+    before = time.time()
+    with OpenAITestServer([rate_limited(30, header="retry-after-date")]) as server:
+        _status, headers, _ = _post(server)
+    when = email.utils.parsedate_to_datetime(headers["Retry-After"]).timestamp()
+    assert when >= before + 30  # rounded up to the second, never down
+
+
+def test_limited_once_tells_each_conversation_to_wait_once():
+    answer = limited_once(lambda body: rate_limited(5), completion("ok"))
+    with OpenAITestServer(default=answer) as server:
+        first = [_post(server, {"messages": [{"role": "user", "content": c}]}) for c in "abab"]
+    assert [status for status, _, _ in first] == [429, 429, 200, 200]

@@ -43,11 +43,16 @@ Path_ = tuple[str | int, ...]
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: attempt *n* waits ``uniform(0, min(max, base*2**n))``,
-    but at least what the server asked for in ``Retry-After``."""
+    but at least what the server asked for (``Retry-After`` and its cousins), up to
+    ``max_server_wait``."""
 
     max_attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 20.0
+    max_server_wait: float = 300.0
+    """The longest one server hint makes a call wait before trying that server again: a
+    ``Retry-After: 86400`` from a confused proxy (or a daily quota's reset) is cut to this, and the
+    server, asked again, repeats its hint if it still means it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +309,9 @@ class _Reader:
             else "autonomic"
         )
         retry_raw = self.table(
-            top.get("retry"), ("retry",), {"max_attempts", "base_delay", "max_delay"}
+            top.get("retry"),
+            ("retry",),
+            {"max_attempts", "base_delay", "max_delay", "max_server_wait"},
         )
         retry = RetryPolicy(
             max_attempts=int(
@@ -314,6 +321,9 @@ class _Reader:
             ),
             base_delay=self.number(retry_raw.get("base_delay", 0.5), ("retry", "base_delay")),
             max_delay=self.number(retry_raw.get("max_delay", 20.0), ("retry", "max_delay")),
+            max_server_wait=self.number(
+                retry_raw.get("max_server_wait", 300.0), ("retry", "max_server_wait")
+            ),
         )
         br_raw = self.table(top.get("breaker"), ("breaker",), {"threshold", "reset_after"})
         breaker = BreakerPolicy(

@@ -36,7 +36,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from autonomic.core.entries import ModelCall, Summary
 from autonomic.core.messages import Message, ModelResponse, ToolSpec, Usage
@@ -126,10 +126,15 @@ class Gateway:
         models: dict[str, Model] | None = None,
         rng: random.Random | None = None,
         resolve: Callable[[str], Model] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``models`` overrides the model built for a provider (by name), e.g. a fake in a test;
         ``resolve`` builds a provider of kind ``model`` from its spec (the composition root passes
-        its ``build_model``)."""
+        its ``build_model``). ``clock`` (monotonic seconds) and ``sleep`` time the call's deadline,
+        backoff and the waits servers ask for: a test passes fakes to see a 60-second
+        ``Retry-After`` honoured without waiting a minute (the rate-limit buckets and circuits keep
+        their own clocks)."""
         self.config = config
         self._resolve = resolve
         self.metrics = metrics or GatewayMetrics()
@@ -140,6 +145,8 @@ class Gateway:
         self._counters: dict[str, TokenCounter] = {}
         self._pools: dict[str, asyncio.Semaphore] = {}
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._clock = clock
+        self._sleep = sleep
         self._name = f"gateway:{config.providers[0].name}"
         self._only: list[Provider] | None = None
         self._owner = True
@@ -322,93 +329,189 @@ class Gateway:
                 f"no provider serves {ctx.priority.value!r} calls",
                 hint=f"add {ctx.priority.value} to a provider's serves list in {self.config.source}",
             )
-        deadline = time.monotonic() + ctx.remaining(self.config.default_deadline)
+        deadline = self._clock() + ctx.remaining(self.config.default_deadline)
         fallback_after = self.config.fallback_after.get(ctx.priority)
+        critical = ctx.priority is Priority.CRITICAL
         attempts = 0
         waited = 0.0
         reasons: dict[str, str] = {}
+        """Each provider's latest failure (a provider skipped in a round keeps its earlier one)."""
+        ready_at: dict[str, float] = {}
+        """Per provider, the clock time before which calling it again is pointless: what its
+        server asked for (capped), or its circuit's next probe."""
+        hinted: dict[str, float] = {}
+        """Per provider, the wait its server asked for, before the cap (for the give-up message)."""
         last: Exception | None = None
         round_ = 0
         while True:
             round_ += 1
-            reasons = {}
-            hint_wait: float | None = None
+            refused = 0  # reservations refused by the buckets in this round
+            shut: dict[str, float] = {}  # open circuits a critical call does not wait for
             for index, provider in enumerate(eligible):
-                key = f"model:{provider.name}"
+                name = provider.name
+                if ready_at.get(name, 0.0) > self._clock():
+                    continue  # its server asked for a wait, or its circuit is open: reason kept
+                key = f"model:{name}"
                 circuit = await self.breakers.astate(key)
                 if circuit.refusing:
-                    self.metrics.breaker_rejections[provider.name] += 1
-                    retry_in = circuit.retry_in
-                    reasons[provider.name] = "circuit open"
-                    last = CircuitOpen(key, retry_in)
-                    hint_wait = retry_in if hint_wait is None else min(hint_wait, retry_in)
+                    last = self._circuit_refused(name, circuit.retry_in, reasons)
+                    self._shut_or_wait(name, circuit.retry_in, critical, shut, ready_at)
+                    hinted.pop(name, None)
                     continue
                 counter = self.counter(provider)
                 need = counter.messages(messages, tools) + provider.output_estimate
-                remaining = max(0.0, deadline - time.monotonic())
+                remaining = max(0.0, deadline - self._clock())
                 is_last = index == len(eligible) - 1
                 max_wait = (
                     remaining
                     if is_last or fallback_after is None
                     else min(fallback_after, remaining)
                 )
-                asked = time.monotonic()
-                reservation = await self.buckets.reserve(
-                    provider.name, provider.limits, need, max_wait
-                )
+                asked = time.monotonic()  # the buckets' clock
+                reservation = await self.buckets.reserve(name, provider.limits, need, max_wait)
                 if not reservation.granted:
-                    self.metrics.refused[provider.name] += 1
-                    reasons[provider.name] = f"rate limited (capacity in {reservation.wait:.2f}s)"
+                    self.metrics.refused[name] += 1
+                    refused += 1
+                    reasons[name] = f"rate limited (capacity in {reservation.wait:.2f}s)"
                     last = RateLimited(
-                        f"provider {provider.name!r} has no capacity for {reservation.wait:.2f}s",
+                        f"provider {name!r} has no capacity for {reservation.wait:.2f}s",
                         hint="raise the provider's limits, add a fallback, or give the call more time",
                     )
                     continue
                 due = asked + reservation.wait  # the turn is counted from when we asked
                 if reservation.wait > 0:
-                    waited += await self._wait(provider.name, reservation.wait)
+                    waited += await self._wait(name, reservation.wait)
                 attempts += 1
                 try:
                     response = await self._call(provider, messages, tools, deadline, due)
                     if self.config.validate_tool_calls:
                         check_tool_calls(response, tools)
-                except ModelError as exc:
-                    self.metrics.failures[provider.name] += 1
+                except CircuitOpen as exc:  # opened meanwhile, or another call is its probe
+                    attempts -= 1  # refused before sending: not an attempt
                     await self._settle(provider, -need)
-                    reasons[provider.name] = exc.message
+                    last = self._circuit_refused(name, exc.retry_after, reasons)
+                    self._shut_or_wait(name, exc.retry_after, critical, shut, ready_at)
+                    hinted.pop(name, None)
+                    continue
+                except ModelError as exc:
+                    self.metrics.failures[name] += 1
+                    await self._settle(provider, -need)
+                    reasons[name] = exc.message
                     log.info(
                         "model call to %s failed (%s, retryable=%s)",
-                        provider.name,
+                        name,
                         exc.message,
                         exc.retryable,
                     )
                     if not exc.retryable:
                         raise ModelError(
-                            f"provider {provider.name!r}: {exc.message}",
+                            f"provider {name!r}: {exc.message}",
                             hint=exc.hint,
                             retryable=False,
                             status=exc.status,
                         ) from None
                     last = exc
                     if exc.retry_after is not None:
-                        hint_wait = max(hint_wait or 0.0, exc.retry_after)
+                        hinted[name] = exc.retry_after
+                        wait = min(exc.retry_after, self.config.retry.max_server_wait)
+                        ready_at[name] = self._clock() + wait
+                    else:
+                        hinted.pop(name, None)
                     continue
                 return await self._account(
                     provider, response, messages, tools, need, attempts, waited, index > 0
                 )
-            # every provider failed, was refused or is open in this round
-            if isinstance(last, RateLimited) and all(
-                r.startswith("rate limited") for r in reasons.values()
-            ):
+            # every provider failed, was refused, is open or asked for a wait in this round
+            if isinstance(last, RateLimited) and refused == len(eligible):
                 raise last
+            now = self._clock()
+            waitable = {p.name: ready_at.get(p.name, now) for p in eligible if p.name not in shut}
+            if not waitable:  # a critical call, and every provider's circuit is open
+                raise self._unavailable_now(shut)
             if round_ >= self.config.retry.max_attempts:
                 raise self._final(last, reasons, attempts)
-            delay = backoff_delay(round_, self.config.retry, hint_wait, self._rng)
-            if time.monotonic() + delay > deadline:
+            soonest = min(waitable, key=waitable.__getitem__)
+            until_ready = max(0.0, waitable[soonest] - now)
+            delay = backoff_delay(round_, self.config.retry, until_ready or None, self._rng)
+            if now + delay > deadline:
+                if until_ready > 0 and until_ready >= delay:
+                    left = max(0.0, deadline - now)
+                    raise self._wait_too_long(soonest, until_ready, hinted, reasons, left)
                 raise self._final(last, reasons, attempts)
             for p in eligible:
                 self.metrics.retries[p.name] += 1
             waited += await self._wait(eligible[0].name, delay, backoff=True)
+            if delay >= until_ready:
+                ready_at.pop(soonest, None)  # waited for: a sleep that wakes a hair early must
+                # not make the next round skip it
+
+    def _circuit_refused(self, name: str, retry_in: float, reasons: dict[str, str]) -> CircuitOpen:
+        """Count a call refused by ``name``'s open circuit and say so among the reasons."""
+        self.metrics.breaker_rejections[name] += 1
+        reasons[name] = "circuit open"
+        return CircuitOpen(f"model:{name}", retry_in)
+
+    def _shut_or_wait(
+        self,
+        name: str,
+        retry_in: float,
+        critical: bool,
+        shut: dict[str, float],
+        ready_at: dict[str, float],
+    ) -> None:
+        """A critical call never waits for a circuit to close (docs/model-gateway.md): an open
+        circuit means the provider is broken, not busy, and the probe after ``reset_after`` is more
+        likely to fail than not - the caller learns now, with a retryable error, instead of after
+        the reset. Other calls wait for the probe, within their deadline and rounds."""
+        if critical:
+            shut[name] = retry_in
+        else:
+            ready_at[name] = self._clock() + retry_in
+
+    def _unavailable_now(self, shut: dict[str, float]) -> ProviderUnavailable:
+        """A critical call's error when every provider it may use has its circuit open."""
+        circuits = ", ".join(
+            f"{name!r} (next probe in {retry_in:.1f}s)" for name, retry_in in shut.items()
+        )
+        return ProviderUnavailable(
+            f"critical call refused at once: the circuit of every provider it may use is open "
+            f"after repeated failures: {circuits}",
+            hint="critical calls do not wait for a circuit to close; retry after the probe, "
+            "check the provider, or let another provider serve critical calls",
+        )
+
+    def _wait_too_long(
+        self,
+        soonest: str,
+        until_ready: float,
+        hinted: dict[str, float],
+        reasons: dict[str, str],
+        left: float,
+    ) -> ModelError:
+        """The error when the soonest any provider can be tried again is past the deadline: it names
+        the wait and who asked for it."""
+        if soonest in hinted:
+            asked = hinted[soonest]
+            capped = (
+                f", cut to {self.config.retry.max_server_wait:g}s by retry.max_server_wait"
+                if asked > self.config.retry.max_server_wait
+                else ""
+            )
+            error: ModelError = RateLimited(
+                f"provider {soonest!r} asked to wait {asked:.1f}s{capped}, more than the "
+                f"{left:.1f}s the call has left before its deadline "
+                f"({reasons.get(soonest, 'no answer')})",
+                hint="give the call a longer deadline (the run's budget.wall_seconds), raise the "
+                "provider's quota, or add a fallback provider",
+            )
+        else:
+            error = ProviderUnavailable(
+                f"the circuit of provider {soonest!r} is open for another {until_ready:.1f}s, and "
+                f"the call has {left:.1f}s left before its deadline",
+                hint="the circuit closes again after a successful probe; check the provider",
+            )
+        error.retry_after = until_ready
+        return error
 
     async def _settle(self, provider: Provider, tokens_delta: int) -> None:
         """Correct the token bucket; a failure here must not lose an answer already received."""
@@ -431,7 +534,7 @@ class Gateway:
             "backoff" if backoff else "rate limit",
         )
         try:
-            await asyncio.sleep(seconds)
+            await self._sleep(seconds)
         finally:
             self.metrics.waiting -= 1
         return seconds
@@ -453,10 +556,10 @@ class Gateway:
                 late = time.monotonic() - due  # sent after its reserved turn by this much
                 if late > self.metrics.max_late_s:
                     self.metrics.max_late_s = late
-                async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                async with asyncio.timeout(max(0.001, deadline - self._clock())):
                     return await model.complete(messages, tools)
-        except CircuitOpen as exc:
-            raise ModelError(exc.message, hint=exc.hint, retryable=True) from None
+        except CircuitOpen:
+            raise  # refused before sending: the round decides whether to wait for the circuit
         except TimeoutError:
             raise ModelError(
                 f"provider {provider.name!r} did not answer before the call's deadline",

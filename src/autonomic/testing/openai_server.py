@@ -6,7 +6,8 @@ and every request body is kept for assertions. When the script runs out, ``defau
 function of the request body) answers; without one, the server answers 500.
 
 Faults a real provider produces, so retry, breaker and parsing code can be tested against them:
-``rate_limited`` (429 with ``Retry-After``), ``server_error`` (5xx), ``slow`` (a reply sent after a
+``rate_limited`` (429 with ``Retry-After`` or any other wait hint real servers send, see
+``RATE_HINTS``; ``limited_once`` tells each conversation to wait once), ``server_error`` (5xx), ``slow`` (a reply sent after a
 delay), ``malformed_tool_call`` (arguments that are not JSON), ``empty_choices``, ``raw`` (any
 bytes, e.g. truncated JSON) and ``truncated_stream`` (a streamed answer cut off mid-way).
 
@@ -20,7 +21,9 @@ background thread; use it as a context manager.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -108,16 +111,73 @@ def completion(
     return Reply(body=body)
 
 
-def rate_limited(retry_after: float = 1.0, *, header: str = "Retry-After") -> Reply:
-    """A 429 with ``Retry-After`` (seconds; ``header="retry-after-ms"`` for milliseconds)."""
-    value = (
-        str(int(retry_after * 1000)) if header.lower() == "retry-after-ms" else f"{retry_after:g}"
-    )
+RATE_HINTS = (
+    "Retry-After",
+    "retry-after-date",
+    "retry-after-ms",
+    "llm_provider-retry-after",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+)
+"""The ways real servers say how long to wait, as ``rate_limited(header=...)`` spells them:
+seconds, an HTTP date (``retry-after-date`` sends ``Retry-After: <date>``), milliseconds, a LiteLLM
+proxy's own header (the only hint it sends on a 429), and OpenAI's budget resets (Go durations)."""
+
+
+def rate_limited(
+    retry_after: float = 1.0, *, header: str = "Retry-After", headers: dict[str, str] | None = None
+) -> Reply:
+    """A 429 asking for ``retry_after`` seconds in ``header`` (any of ``RATE_HINTS``, formatted as
+    that header is: ``retry-after-ms`` in milliseconds, ``x-ratelimit-reset-*`` as ``1m2.5s``,
+    ``retry-after-date`` as an HTTP date from now, rounded up to the second); ``headers`` are
+    sent as well, verbatim (more hints, garbage, ``x-ratelimit-remaining-*``)."""
+    name = header.lower()
+    if name == "retry-after-ms":
+        value = str(int(retry_after * 1000))
+    elif name.startswith("x-ratelimit-reset-"):
+        value = go_duration(retry_after)
+    elif name == "retry-after-date":
+        header = "Retry-After"
+        value = email.utils.formatdate(math.ceil(time.time() + retry_after), usegmt=True)
+    else:
+        value = f"{retry_after:g}"
     return Reply(
         429,
         {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
-        headers={header: value},
+        headers={header: value, **(headers or {})},
     )
+
+
+def go_duration(seconds: float) -> str:
+    """``seconds`` as OpenAI writes its ``x-ratelimit-reset-*`` headers (Go's format): ``20ms``,
+    ``1s``, ``6m0s``, ``1h2m3.5s``."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:g}s"
+    if minutes or hours:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return text
+
+
+def limited_once(first: Callable[[dict[str, Any]], Reply], then: Reply) -> Responder:
+    """A responder (``default=``) answering the first request of each conversation with
+    ``first(body)`` - e.g. a 429 with a hint - and every later one with ``then``: each of many
+    concurrent callers is told to wait once, then served. A conversation is its messages."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def answer(body: dict[str, Any]) -> Reply:
+        key = json.dumps(body.get("messages"), sort_keys=True)
+        with lock:
+            fresh = key not in seen
+            seen.add(key)
+        return first(body) if fresh else then
+
+    return answer
 
 
 def server_error(status: int = 500) -> Reply:

@@ -5,7 +5,7 @@ import pytest
 from autonomic.adapters.model.openai_compat import OpenAICompatModel
 from autonomic.core.messages import Message, Role, ToolCall, ToolSpec
 from autonomic.errors import ModelError
-from autonomic.testing.openai_server import OpenAITestServer, Reply, completion
+from autonomic.testing.openai_server import OpenAITestServer, Reply, completion, rate_limited
 
 TOOLS = [
     ToolSpec("add", "Add numbers", {"type": "object", "properties": {"a": {"type": "integer"}}})
@@ -66,3 +66,31 @@ def test_an_answer_without_choices_is_a_model_error():
     reply.body["choices"] = []
     with OpenAITestServer([reply]) as server, pytest.raises(ModelError, match="no choices"):
         _ask(server, [Message(Role.USER, "hi")])
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("Retry-After", "retry-after: 3"),
+        ("retry-after-ms", "retry-after-ms: 3000"),
+        ("llm_provider-retry-after", "llm_provider-retry-after: 3"),
+        ("x-ratelimit-reset-requests", "x-ratelimit-reset-requests: 3s"),
+        ("x-ratelimit-reset-tokens", "x-ratelimit-reset-tokens: 3s"),
+    ],
+)
+def test_a_429s_wait_hint_survives_the_sdk_and_is_named_in_the_error(header, named):
+    # the SDK's exception holds the response: the headers are read there, whatever their form
+    reply = rate_limited(3, header=header)
+    with OpenAITestServer([reply]) as server, pytest.raises(ModelError) as info:
+        _ask(server, [Message(Role.USER, "hi")])
+    assert info.value.retry_after == pytest.approx(3.0)
+    assert info.value.status == 429
+    assert f"asks to wait 3s ({named})" in info.value.message
+
+
+def test_a_429_with_garbage_hints_is_still_a_retryable_error_without_a_wait():
+    reply = rate_limited(1, headers={"Retry-After": "soon", "retry-after-ms": "nan"})
+    with OpenAITestServer([reply]) as server, pytest.raises(ModelError) as info:
+        _ask(server, [Message(Role.USER, "hi")])
+    assert info.value.retryable
+    assert info.value.retry_after is None

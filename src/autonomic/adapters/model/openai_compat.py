@@ -2,19 +2,19 @@
 
 The SDK's own retries are off: retry policy belongs to the engine (and later the model gateway),
 which needs to know whether an error is retryable. Errors are classified here: connection errors,
-timeouts, 429 and 5xx are retryable; other 4xx are not.
+timeouts, 429 and 5xx are retryable; other 4xx are not. The wait a server asks for
+(``Retry-After`` and its cousins, ``rate_hints``) rides on the error as ``retry_after``.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx2  # the HTTP client the openai SDK is built on
 import openai
 
+from autonomic.adapters.model.rate_hints import rate_hint
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec, Usage
 from autonomic.errors import ModelError
 
@@ -90,13 +90,18 @@ class OpenAICompatModel:
         except openai.APIStatusError as exc:
             status = exc.status_code
             retryable = status in (408, 409, 429) or status >= 500
+            # the wait the server asked for travels in the headers (any of five forms, maybe under
+            # a proxy's prefix): read it here, where the response still is, and name it in the
+            # message so a give-up says which header asked for how long
+            hint = rate_hint(exc.response.headers, status=status)
+            said = f" ({hint.describe()})" if hint is not None else ""
             raise ModelError(
-                f"model server answered {status}: {_short(exc.message)}",
+                f"model server answered {status}: {_short(exc.message)}{said}",
                 hint=None
                 if retryable
                 else "the request was refused as sent; retrying it unchanged will not help",
                 retryable=retryable,
-                retry_after=retry_after_seconds(exc.response.headers),
+                retry_after=hint.seconds if hint is not None else None,
                 status=status,
             ) from None
         except ValueError as exc:  # a body that is not JSON (truncated, HTML from a proxy)
@@ -156,31 +161,10 @@ def to_openai_message(message: Message) -> dict[str, Any]:
     return out
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The wait a server asked for: ``retry-after-ms``, ``Retry-After`` in seconds or as a date."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = lowered.get(header)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) / divisor)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if value:
-        parsed = email.utils.parsedate_to_datetime(value) if _is_date(value) else None
-        if parsed is not None:
-            return max(0.0, parsed.timestamp() - time.time())
-    return None
-
-
-def _is_date(value: str) -> bool:
-    try:
-        email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+def retry_after_seconds(headers: Mapping[str, str], status: int | None = None) -> float | None:
+    """The longest wait the server asked for in ``headers`` (see ``rate_hints``), or None."""
+    hint = rate_hint(headers, status=status)
+    return hint.seconds if hint is not None else None
 
 
 def _short(text: str, limit: int = 300) -> str:
