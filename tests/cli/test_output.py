@@ -178,3 +178,13 @@ def test_show_places_the_recovery_where_the_takeover_happened(tmp_path: Path) ->
     text = cli("show", run_id.group(1), cwd=tmp_path, COLUMNS="200").stdout
     assert f"took over after seq {before}" in text
     assert "cost unknown: model function:reconciliation has no price" in text
+
+
+def test_the_result_is_wrapped_inside_its_frame_not_cut(tmp_path: Path) -> None:
+    """Text is not wrapped (so ids copy whole), but the result panel wraps inside its frame: at 80
+    columns the report's last words are all there."""
+    done = cli("demo", cwd=tmp_path, COLUMNS="80")
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "reconciled." in done.stdout
+    panel = done.stdout.split("╭", 1)[1].split("╰", 1)[0]
+    assert max(len(line) for line in panel.splitlines()) <= 80

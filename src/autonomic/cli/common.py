@@ -158,7 +158,8 @@ def finish_message(run: Run, db: str) -> None:
     out.print(f"\nrun [bold]{run.id}[/] is {status_text(run)}{reason}")
     if run.status is RunStatus.COMPLETED and run.output is not None:
         body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
-        out.print(Panel(escape(body), title="result", expand=False))
+        # wrapped inside its frame (``out`` wraps no text of its own: ids and commands copy whole)
+        out.print(Panel(escape(body), title="result", expand=False), soft_wrap=False)
     elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
         "approval "
     ):
