@@ -6,11 +6,12 @@ SQLite file. Reports each one's median wall and CPU time (user + system, from th
 accounting of the finished child) and the median of the per-round ratios against ``python -c pass``.
 
 ``--src DIR`` times another checkout's ``src/`` too (the release before, say), side by side in the
-same rounds. Byte-code is compiled first (``--no-compile`` skips it): an installed package has it
+same rounds. ``--instructions`` counts each command's instructions under ``valgrind
+--tool=cachegrind`` instead (Debian's ``valgrind``): a figure a busy machine does not change. Byte-code is compiled first (``--no-compile`` skips it): an installed package has it
 (pip compiles at install), but ``uv sync`` does not write it and ``PYTHONDONTWRITEBYTECODE=1``
 keeps Python from caching it, and then every start compiles every module it imports.
 
-Usage: .venv/bin/python benchmarks/cli_start.py [--rounds 20] [--src OTHER/src]
+Usage: .venv/bin/python benchmarks/cli_start.py [--rounds 20] [--src OTHER/src] [--instructions]
 """
 
 from __future__ import annotations
@@ -55,11 +56,33 @@ def _time(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def _instructions(command: list[str], env: dict[str, str]) -> int:
+    """Instructions one run of ``command`` executes (the script run by this interpreter)."""
+    if not command[0].endswith("python") and Path(command[0]).is_file():
+        command = [sys.executable, *command]  # the console script, through its interpreter
+    valgrind = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+    ]
+    done = subprocess.run(
+        [*valgrind, *command],
+        env=env | {"PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in done.stderr.splitlines() if "I   refs" in x or "I refs" in x)
+    return int(line.split(":")[1].strip().replace(",", ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--src", type=Path, help="another checkout's src/ to time beside this one")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--instructions", action="store_true", help="count, under valgrind")
     args = parser.parse_args()
 
     trees: dict[str, Path | None] = {"this": None}
@@ -82,6 +105,14 @@ def main() -> None:
             cases[f"autonomic --help{suffix}"] = ([*command, "--help"], env)
             cases[f"autonomic runs{suffix}"] = ([*command, "--db", db, "runs"], env)
 
+        if args.instructions:
+            counts = {name: _instructions(cmd, env) for name, (cmd, env) in cases.items()}
+            base = counts["python -c pass"]
+            print("| command | instructions | / python -c pass |")
+            print("| --- | ---: | ---: |")
+            for name, n in counts.items():
+                print(f"| `{name}` | {n:,} | x{n / base:.1f} |")
+            return
         for cmd, env in cases.values():  # warm-up: the page cache, not the figures
             _time(cmd, env)
         walls: dict[str, list[float]] = {name: [] for name in cases}
