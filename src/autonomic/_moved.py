@@ -10,12 +10,15 @@ imports every old name through it.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 MOVED: dict[str, str] = {
     "autonomic.guards": "autonomic.governance.runaway",
@@ -58,7 +61,10 @@ MOVED: dict[str, str] = {
 """Old module name -> where it lives now."""
 
 
-class _Alias(importlib.abc.Loader):
+class _Alias:
+    """A loader (by its two methods: ``importlib.abc`` would import ``importlib.resources``,
+    ``tempfile`` and ``shutil`` into every ``import autonomic``, ``autonomic --help`` included)."""
+
     def __init__(self, old: str, new: str) -> None:
         self.old = old
         self.new = new
@@ -80,7 +86,7 @@ class _Alias(importlib.abc.Loader):
         module.__spec__ = self._spec
 
 
-class _MovedFinder(importlib.abc.MetaPathFinder):
+class _MovedFinder:
     def find_spec(
         self,
         fullname: str,
@@ -92,7 +98,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
             return None
         is_package = any(other.startswith(fullname + ".") for other in MOVED)
         return importlib.machinery.ModuleSpec(
-            fullname, _Alias(fullname, new), is_package=is_package
+            fullname, cast("Loader", _Alias(fullname, new)), is_package=is_package
         )
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autonomic.adapters.store.rows import redact_url
-from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.errors import ConfigError
 from autonomic.ports.model import Model, RoutedModel
 from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
+    from autonomic.engine.agent import Agent, AgentRegistry
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
     from autonomic.ports.counters import Counters
@@ -171,6 +171,8 @@ def _load_builtin_agents() -> list[Agent]:
 
 def build_agents(paths: list[str] | None = None) -> AgentRegistry:
     """Built-in agents plus those named by ``paths`` and ``AUTONOMIC_AGENTS`` (comma-separated)."""
+    from autonomic.engine.agent import Agent, AgentRegistry  # here: `autonomic runs` needs none
+
     registry = AgentRegistry(_load_builtin_agents())
     extra = list(paths or [])
     env = os.environ.get("AUTONOMIC_AGENTS")

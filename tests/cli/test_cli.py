@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from autonomic.cli.exit_codes import ExitCode
+
 CLI = [sys.executable, "-m", "autonomic.cli"]
 
 
@@ -81,13 +83,13 @@ def test_a_demo_killed_after_a_step_resumes_to_the_identical_report(tmp_path, st
     run_id = _only_run(crashed)
     assert _show(run_id, crashed)["status"] == "RUNNING"
     resumed = autonomic("resume", run_id, cwd=crashed)
-    assert resumed.returncode == 0, resumed.stderr
     if _show(run_id, crashed)["status"] == "WAITING_FOR_HUMAN":  # crashed before the approval
+        assert resumed.returncode == ExitCode.WAITING, resumed.stderr
         [waiting] = json.loads(autonomic("approvals", "--json", cwd=crashed).stdout)
         approved = autonomic("approve", waiting["id"], "--as", "controller", cwd=crashed)
         assert approved.returncode == 0, approved.stderr
         resumed = autonomic("resume", run_id, cwd=crashed)
-        assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
     after = _show(run_id, crashed)
     before = _show(_only_run(clean), clean)
     assert after["status"] == "COMPLETED"

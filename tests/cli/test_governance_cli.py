@@ -9,6 +9,7 @@ from pathlib import Path
 
 from autonomic.adapters.model.scripted import ScriptedModel
 from autonomic.bootstrap import build_store
+from autonomic.cli.exit_codes import ExitCode
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.governance.approvals import ApprovalDesk
@@ -27,7 +28,7 @@ def autonomic(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_interactive_demo_waits_and_approve_lets_it_continue(tmp_path):
     stopped = autonomic("demo", "--interactive", cwd=tmp_path)
-    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.returncode == ExitCode.WAITING, stopped.stderr
     assert "WAITING_FOR_HUMAN" in stopped.stdout
     assert "approve apr_" in stopped.stdout
     [pending] = json.loads(autonomic("approvals", "--json", cwd=tmp_path).stdout)
@@ -158,6 +159,7 @@ def test_a_policy_file_from_the_command_line(tmp_path):
         f"scripted:{script}",
         cwd=tmp_path,
     )
-    assert ran.returncode == 0, ran.stderr
+    # the workflow refuses an answer given before its final state: the run is suspended
+    assert ran.returncode == ExitCode.SUSPENDED, ran.stderr
     assert "blocked by risk" in ran.stdout
     assert "frozen" in ran.stdout

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from autonomic.cli.exit_codes import ExitCode
+
 CLI = [sys.executable, "-m", "autonomic.cli"]
 
 
@@ -36,7 +38,7 @@ def _show(run_id: str, cwd: Path) -> dict[str, object]:
 
 def test_demo_runaway_suspends_the_loop_and_shows_how_to_resume_or_cancel(tmp_path: Path) -> None:
     result = autonomic("demo", "--scenario", "runaway", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == ExitCode.SUSPENDED, result.stderr  # the demo's run's outcome
     assert "the destructive tool ran 2 time(s)" in result.stdout
     assert "suspended by the runaway guard" in result.stdout
     assert "(loop.near_repeat)" in result.stdout
@@ -60,7 +62,7 @@ def test_demo_runaway_suspends_the_loop_and_shows_how_to_resume_or_cancel(tmp_pa
     _one_line_error(bad, "unknown limit 'tokenz'")
 
     resumed = autonomic("resume", rid, "--force", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == ExitCode.SUSPENDED, resumed.stderr
     assert "suspended by the runaway guard" in resumed.stdout  # two more ran, then stopped again
     ledgers = list((tmp_path / "autonomic-demo").glob("ledger-*.db"))
     assert len(ledgers) == 1

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, workflow
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
+from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
 from autonomic.cli.screen import screen_cmd
 from autonomic.errors import AutonomicError, UserError
@@ -64,6 +65,6 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
             err.print(f"[dim]hint:[/] {escape(exc.hint)}")
-        sys.exit(2 if isinstance(exc, UserError) else 1)
+        sys.exit(ExitCode.USAGE if isinstance(exc, UserError) else ExitCode.ERROR)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)

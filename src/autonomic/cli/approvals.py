@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from autonomic.cli.common import (
     AsOption,
@@ -28,6 +29,7 @@ def approvals(
 ) -> None:
     """List approvals waiting for a decision (expired ones are denied as timeout first)."""
     from autonomic.cli.render import approvals_table
+    from autonomic.cli.tables import print_table
     from autonomic.core.approval import Approval, ApprovalStatus
     from autonomic.governance.approvals import ApprovalDesk
 
@@ -50,7 +52,7 @@ def approvals(
     elif not found:
         out.print("no approvals waiting" if not every else "no approvals")
     else:
-        out.print(approvals_table(found))
+        print_table(out, approvals_table(found))
 
 
 def approve(
@@ -102,10 +104,13 @@ def _decide(
 
     decided = run_coroutine(go)
     if decided.status.final:
+        from autonomic.cli.invocation import command
+
         out.print(
-            f"approval {decided.id} is {decided.status.value.upper()} (by {', '.join(decided.decided_by)}); "
-            f"run {decided.run_id} is RUNNING again: `autonomic --db {settings.db} resume "
-            f"{decided.run_id}` or a worker continues it"
+            f"approval {decided.id} is {decided.status.value.upper()} (by "
+            f"{escape(', '.join(decided.decided_by))}); run {decided.run_id} is RUNNING again: "
+            f"a worker continues it, or continue it here with\n"
+            f"  {escape(command(settings.db, 'resume', decided.run_id))}"
         )
     else:
         yes = sum(1 for v in decided.votes if v.approve)

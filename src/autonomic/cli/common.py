@@ -9,23 +9,23 @@ store adapters, the governance policy) is imported inside the functions that nee
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
 
-from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
+
+if TYPE_CHECKING:
+    from autonomic.core.journal import Entry
 
 T = TypeVar("T")
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # never break a line: ids and commands copy whole
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -77,6 +77,8 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
     """Run a command's coroutine to the end, then close what it opened."""
+    import asyncio  # here, not at the top: `autonomic --help` never runs one
+
     return asyncio.run(_run_async(factory))
 
 
@@ -164,26 +166,34 @@ def live(entry: Entry) -> None:
     out.print(entry_line(entry))
 
 
-def finish_message(run: Run) -> None:
-    """How a run ended, its result, and what a human can do next if it waits for one."""
+def finish_message(run: Run, db: str) -> None:
+    """How a run ended, its result, and what a human can do next if it waits for one (as
+    commands that run as printed, each on a line of its own)."""
+    from rich.panel import Panel
+
+    from autonomic.cli.invocation import command
     from autonomic.cli.render import status_text
 
     reason = f": {escape(run.status_reason)}" if run.status_reason else ""
     out.print(f"\nrun [bold]{run.id}[/] is {status_text(run)}{reason}")
     if run.status is RunStatus.COMPLETED and run.output is not None:
         body = run.output if isinstance(run.output, str) else json.dumps(run.output, indent=2)
-        out.print(Panel(escape(body), title="result", expand=False))
+        # wrapped inside its frame (``out`` wraps no text of its own: ids and commands copy whole)
+        out.print(Panel(escape(body), title="result", expand=False), soft_wrap=False)
     elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
         "approval "
     ):
         approval = (run.status_reason or "").split()[1]
+        approve = command(db, "approve", approval, "--as", "APPROVER")
+        deny = command(db, "deny", approval, "--reason", '"..."')
         out.print(
-            f"waiting for a human: `autonomic approve {approval} --as APPROVER` (or `autonomic "
-            f'deny {approval} --reason "..."`; the run\'s requester cannot approve it); '
-            "`autonomic approvals` lists what is waiting"
+            "waiting for a human (someone other than the run's requester) to approve:\n"
+            f"  {escape(approve)}\nor to deny:\n  {escape(deny)}\n"
+            f"(`{escape(command(db, 'approvals'))}` lists what is waiting)"
         )
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
         out.print(
-            f"a human must decide: inspect with `autonomic show {run.id}`, then "
-            f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`"
+            f"a human must decide: inspect with\n  {escape(command(db, 'show', run.id))}\n"
+            f"then either\n  {escape(command(db, 'resume', run.id, '--force'))}\n"
+            f"  {escape(command(db, 'cancel', run.id))}"
         )

@@ -6,10 +6,9 @@ shows the plan cache and the planning/acting model split."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -25,9 +24,13 @@ from autonomic.cli.common import (
     settings_of,
     user,
 )
-from autonomic.core.journal import Entry
+from autonomic.cli.exit_codes import ExitCode
+from autonomic.cli.invocation import command
 from autonomic.core.run import Run, RunStatus
 from autonomic.errors import UserError
+
+if TYPE_CHECKING:
+    from autonomic.core.journal import Entry
 
 DEMO_APPROVER = "demo-controller"
 
@@ -62,7 +65,12 @@ def demo(
     The demo's policy makes a large adjusting entry MEDIUM risk: the run waits for a controller.
     Without --interactive the demo plays that controller itself, and says so.
     ``--scenario runaway`` replays the incident of an agent repeating a destructive cleanup;
-    ``--scenario planning`` answers four customer e-mails, planning each kind once."""
+    ``--scenario planning`` answers four customer e-mails, planning each kind once.
+
+    Exits with the run's outcome, as ``autonomic run`` does (docs/cli.md): 0 COMPLETED, 5 waiting
+    for a human (``--interactive``), 6 SUSPENDED (``--scenario runaway``)."""
+    import asyncio
+
     from autonomic.engine.faults import CrashAt
     from autonomic.examples.reconciliation.agent import sandbox_ready
     from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, create_bank
@@ -81,16 +89,17 @@ def demo(
                 hint=f"run `autonomic demo --scenario {scenario}` without them",
             )
         if scenario == "runaway":
-            _demo_runaway(settings, workdir)
-        else:
-            _demo_planning(settings)
-        return
+            raise typer.Exit(_demo_runaway(settings, workdir))
+        raise typer.Exit(_demo_planning(settings))
 
     class AnnouncedCrash(CrashAt):
         def fire(self) -> None:
             out.print(
-                f"\n[bold red]simulated crash:[/] SIGKILL after step {self.count}. "
-                f"Finish the run with:\n  autonomic --db {settings.db} resume {run_id}"
+                f"\n[bold red]simulated crash:[/] SIGKILL after step {self.count}. The run is "
+                "still RUNNING in the database, with no process driving it. Continue it from its "
+                f"journal with:\n  {escape(command(settings.db, 'resume', run_id))}\n(it stops "
+                "at the controller's approval if the crash came before it: the demo no longer "
+                "plays the approver)"
             )
             out.file.flush()
             super().fire()
@@ -142,8 +151,8 @@ def demo(
                         f"{escape(json.dumps(approval.arguments))}\n  why: "
                         f"{escape(approval.explanation)}\n"
                         f"[bold]the demo now plays the approver[/] ({DEMO_APPROVER}) - in "
-                        f"production a controller runs:\n  autonomic --db {settings.db} approve "
-                        f"{approval.id} --as CONTROLLER"
+                        "production a controller runs:\n  "
+                        + escape(command(settings.db, "approve", approval.id, "--as", "CONTROLLER"))
                     )
                     await desk.approve(
                         approval.id,
@@ -156,19 +165,20 @@ def demo(
             await store.close()
 
     run = run_coroutine(go)
-    finish_message(run)
+    finish_message(run, settings.db)
     if run.status is RunStatus.WAITING_FOR_HUMAN and interactive:
         approval = (run.status_reason or "").split()[1] if run.status_reason else "ID"
         out.print(
             "\n[bold]--interactive:[/] the run waits for you (no worker is held). Approve the "
             f"adjustment as a controller, then let the run continue:\n"
-            f"  autonomic --db {settings.db} approve {approval} --as controller\n"
-            f"  autonomic --db {settings.db} resume {run.id}"
+            f"  {escape(command(settings.db, 'approve', approval, '--as', 'controller'))}\n"
+            f"  {escape(command(settings.db, 'resume', run.id))}"
         )
-    out.print(f"timeline: autonomic --db {settings.db} show {run.id}")
+    out.print(f"timeline: {escape(command(settings.db, 'show', run.id))}")
+    raise typer.Exit(ExitCode.of(run.status))
 
 
-def _demo_runaway(settings: Settings, workdir: Path) -> None:
+def _demo_runaway(settings: Settings, workdir: Path) -> ExitCode:
     """The reconciliation-loop incident: suspended by loop detection at the third cleanup."""
     from autonomic.cli.runaway_view import runaway_lines
     from autonomic.engine.executor import new_run_id
@@ -200,19 +210,20 @@ def _demo_runaway(settings: Settings, workdir: Path) -> None:
             await store.close()
 
     run, entries = run_coroutine(go)
-    finish_message(run)
+    finish_message(run, settings.db)
     for line in runaway_lines(entries):
         out.print(line.replace("RUN", run.id))
     if run.status is RunStatus.SUSPENDED:
         out.print(
-            f"\nnext: inspect `autonomic --db {settings.db} show {run.id}`, then either\n"
-            f"  autonomic --db {settings.db} resume {run.id} --force   (acknowledge the repeat "
-            "and let it go on)\n"
-            f"  autonomic --db {settings.db} cancel {run.id}"
+            f"\nnext: inspect `{escape(command(settings.db, 'show', run.id))}`, then either\n"
+            f"  {escape(command(settings.db, 'resume', run.id, '--force'))}   (acknowledge the "
+            "repeat and let it go on)\n"
+            f"  {escape(command(settings.db, 'cancel', run.id))}"
         )
+    return ExitCode.of(run.status)
 
 
-def _demo_planning(settings: Settings) -> None:
+def _demo_planning(settings: Settings) -> ExitCode:
     """Four e-mails of two kinds: each kind is planned once by the small model, then reused."""
     from autonomic.cli.render import status_text
     from autonomic.core.entries import PlanOutcome
@@ -265,6 +276,8 @@ def _demo_planning(settings: Settings) -> None:
 
     done = run_coroutine(go)
     out.print(
-        f"\nsee a run's plan and calls: autonomic --db {settings.db} show {done[1][0].id}\n"
+        f"\nsee a run's plan and calls: {escape(command(settings.db, 'show', done[1][0].id))}\n"
         "share plans between workers: AUTONOMIC_PLAN_CACHE=redis://127.0.0.1:6379/0"
     )
+    unfinished = [run for run, _ in done if run.status is not RunStatus.COMPLETED]
+    return ExitCode.of(unfinished[0].status) if unfinished else ExitCode.OK

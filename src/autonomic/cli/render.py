@@ -12,7 +12,14 @@ from rich.table import Table
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
-from autonomic.core.entries import DecisionRecord, PlanOutcome
+from autonomic.core.entries import (
+    DecisionRecord,
+    ModelCall,
+    ModelTurn,
+    PlanOutcome,
+    RunStarted,
+    Summary,
+)
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.timeline import summarise, timeline
@@ -63,10 +70,21 @@ def runs_table(runs: Sequence[tuple[Run, dict[str, Any]]]) -> Table:
             status_text(r),
             escape(r.status_reason or ""),
             str(cost["calls"]),
-            f"${cost['cost_usd']:.6f}",
+            cost_cell(cost),
             when(r.created_at),
         )
     return table
+
+
+def cost_cell(cost: dict[str, Any]) -> str:
+    """A run's cost for the runs table, from its ``spend``: calls no price covers (those without
+    a provider: a model used without the gateway) make it unknown, not $0."""
+    unpriced = cost["providers"].get("-", {}).get("calls", 0)
+    if not cost["calls"]:
+        return "-"
+    if unpriced == cost["calls"]:
+        return "unknown"
+    return f"${cost['cost_usd']:.6f}" + (f" + {unpriced} unpriced" if unpriced else "")
 
 
 def timeline_table(entries: Sequence[Entry]) -> Table:
@@ -179,7 +197,9 @@ def print_run(
 
     for line in circuit_lines(entries):
         console.print(line)
-    console.print(timeline_table(entries))
+    from autonomic.cli.tables import print_table
+
+    print_table(console, timeline_table(entries))
 
 
 def plan_lines(entries: Sequence[Entry]) -> list[str]:
@@ -201,19 +221,59 @@ def plan_lines(entries: Sequence[Entry]) -> list[str]:
 
 
 def cost_line(entries: Sequence[Entry]) -> str:
-    """The run's model spend in one line: total, then per provider that served calls."""
+    """The run's model spend in one line: total, then per provider that served calls.
+
+    Calls of a model that has no price (one used without the gateway, such as the demo's
+    ``function:`` models) are not counted as $0: the line says which model has no price."""
     from autonomic.core.timeline import spend
 
     total = spend(entries)
+    tokens = f"{total['input_tokens']}+{total['output_tokens']} tokens"
+    if not total["calls"]:
+        return "cost $0: no model calls"
+    unpriced = _unpriced_models(entries)
+    calls = sum(unpriced.values())
+    verb = "has" if len(unpriced) == 1 else "have"
+    no_price = f"model {', '.join(sorted(unpriced))} {verb} no price"
+    if calls == total["calls"]:
+        return escape(f"cost unknown: {no_price} ({total['calls']} model call(s), {tokens})")
     parts = [
         f"{name} {row['calls']} call(s) ${row['cost_usd']:.6f}"
         for name, row in sorted(total["providers"].items())
+        if name != "-"
     ]
-    return (
-        f"cost ${total['cost_usd']:.6f} over {total['calls']} model call(s), "
-        f"{total['input_tokens']}+{total['output_tokens']} tokens"
-        + (f" ({escape('; '.join(parts))})" if parts else "")
+    priced = total["calls"] - calls
+    line = (
+        f"cost ${total['cost_usd']:.6f} over {priced} model call(s)"
+        + (f" ({'; '.join(parts)})" if parts else "")
+        + (f", not counting {calls} call(s): {no_price}" if calls else "")
+        + f"; {tokens}"
     )
+    return escape(line)
+
+
+def _unpriced_models(entries: Sequence[Entry]) -> dict[str, int]:
+    """Calls that carry no cost (served without the gateway), counted by the model that made
+    them: the run's model for turns and summaries, the planning model for a plan."""
+    model = "?"
+    found: dict[str, int] = {}
+
+    def count(call: ModelCall, name: str) -> None:
+        if call.cost_usd is None:
+            found[name] = found.get(name, 0) + 1
+
+    for e in entries:
+        body = e.body
+        if isinstance(body, RunStarted):
+            model = body.model
+        elif isinstance(body, ModelTurn):
+            count(body.call, model)
+        elif isinstance(body, Summary):
+            for call in body.calls:
+                count(call, model)
+        elif isinstance(body, PlanOutcome) and body.call is not None:
+            count(body.call, str(body.model or model))
+    return found
 
 
 def entry_line(entry: Entry) -> str:

@@ -3,10 +3,8 @@ inspect and stop runs."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,9 +22,12 @@ from autonomic.cli.common import (
     settings_of,
     user,
 )
-from autonomic.core.journal import Entry
+from autonomic.cli.exit_codes import ExitCode
 from autonomic.core.run import Run, RunStatus, validate_run_id
 from autonomic.errors import InvalidInput, UserError
+
+if TYPE_CHECKING:
+    from autonomic.core.journal import Entry
 
 
 def run_cmd(
@@ -48,7 +49,10 @@ def run_cmd(
     agents: AgentOption = None,
     requester: AsOption = None,
 ) -> None:
-    """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach)."""
+    """Start a run of AGENT on TASK and drive it here (or enqueue it with --detach).
+
+    Exits with the run's outcome: 0 COMPLETED, 3 FAILED, 5 waiting for a human, 6 SUSPENDED,
+    7 CANCELLED (docs/cli.md; 0 once enqueued with --detach)."""
     settings = settings_of(ctx)
     meta = _json_object(metadata, "--metadata") if metadata else {}
 
@@ -83,7 +87,8 @@ def run_cmd(
 
     run = run_coroutine(go)
     if not detach:
-        finish_message(run)
+        finish_message(run, settings.db)
+        raise typer.Exit(ExitCode.of(run.status))
 
 
 def resume(
@@ -102,7 +107,10 @@ def resume(
         ),
     ] = None,
 ) -> None:
-    """Resume a run from its journal: completed steps are replayed, never redone."""
+    """Resume a run from its journal: completed steps are replayed, never redone.
+
+    Exits with the run's outcome: 0 COMPLETED, 3 FAILED, 5 waiting for a human, 6 SUSPENDED,
+    7 CANCELLED (docs/cli.md)."""
     settings = settings_of(ctx)
     validate_run_id(run_id)
     raised = _budget_options(budget or [])
@@ -128,7 +136,9 @@ def resume(
         finally:
             await store.close()
 
-    finish_message(run_coroutine(go))
+    run = run_coroutine(go)
+    finish_message(run, settings.db)
+    raise typer.Exit(ExitCode.of(run.status))
 
 
 def worker(
@@ -141,6 +151,9 @@ def worker(
     agents: AgentOption = None,
 ) -> None:
     """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step)."""
+    import asyncio
+    import signal
+
     from autonomic.engine.worker import Worker
 
     settings = settings_of(ctx)
@@ -179,6 +192,7 @@ def runs(
 ) -> None:
     """List runs, newest first."""
     from autonomic.cli.render import runs_table
+    from autonomic.cli.tables import print_table
 
     settings = settings_of(ctx)
     wanted = _status(status) if status else None
@@ -198,7 +212,7 @@ def runs(
     if as_json:
         out.print_json(data=[_run_dict(r) | {"cost": c} for r, c in found])
     else:
-        out.print(runs_table(found))
+        print_table(out, runs_table(found))
 
 
 def show(

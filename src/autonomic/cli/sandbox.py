@@ -6,20 +6,21 @@ prints them as one line with a hint.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from autonomic.cli.exit_codes import ExitCode
 from autonomic.errors import InvalidInput
-from autonomic.ports.sandbox import Ended, Execution, Limits, Result
+
+if TYPE_CHECKING:
+    from autonomic.ports.sandbox import Result
 
 sandbox_app = typer.Typer(
     no_args_is_help=True,
@@ -52,9 +53,12 @@ def exec_cmd(
     ] = False,
 ) -> None:
     """Run FILE.py in a fresh sandbox; print its output, then how it ended."""
+    import asyncio
+
     from autonomic.adapters.sandbox import build_sandbox
     from autonomic.governance.code_gate import finding_record, refusal
     from autonomic.governance.decision import Decision, Verdict
+    from autonomic.ports.sandbox import Ended, Execution, Limits
     from autonomic.toolbox.python_exec import gate_from_env, result_dict
 
     try:
@@ -118,6 +122,10 @@ def probe_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Run the escape and abuse probes against a backend; exit 1 if any got through."""
+    import asyncio
+
+    from rich.table import Table
+
     from autonomic.adapters.sandbox import build_sandbox
     from autonomic.testing.probe_host import run_probes
     from autonomic.testing.probes import PROBES, Kind, ProbeOutcome
@@ -159,7 +167,7 @@ def probe_cmd(
         failed = sum(not o.held for o in outcomes)
         out.print(f"{len(outcomes) - failed}/{len(outcomes)} held")
     if any(not o.held for o in outcomes):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
 
 
 @sandbox_app.command("doctor")
@@ -167,6 +175,8 @@ def doctor_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Say which sandbox backends work on this host, and why the others do not."""
+    from rich.table import Table
+
     from autonomic.adapters.sandbox import BACKENDS
 
     rows = []

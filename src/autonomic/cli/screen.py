@@ -15,11 +15,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from autonomic.cli.exit_codes import ExitCode
 from autonomic.errors import InvalidInput
-from autonomic.governance.injection import screen
-from autonomic.governance.provenance import Provenance, Source
 
-TAINTED_EXIT = 4
+TAINTED_EXIT = ExitCode.TAINTED
 
 
 def screen_cmd(
@@ -33,6 +32,9 @@ def screen_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Screen untrusted content for injections: invisible characters and instruction-like text."""
+    from autonomic.governance.injection import screen
+    from autonomic.governance.provenance import Provenance, Source
+
     try:
         kind = Source(source)
     except ValueError:

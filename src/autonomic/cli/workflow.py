@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from autonomic.cli.common import err, out
+from autonomic.cli.exit_codes import ExitCode
 
 workflow_app = typer.Typer(no_args_is_help=True, help="State-machine workflows.")
 
@@ -42,7 +43,7 @@ def workflow_check(
         where = f"{path}:{p.line}" if p.line else str(path)
         err.print(f"{escape(where)}: {escape(p.message)}")
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
     out.print(
         f"{path}: workflow {workflow.name} is sound: {len(workflow.states)} states, all reachable "
         f"from {workflow.start}, final: {', '.join(workflow.final_states())}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -47,12 +48,21 @@ class TimelineItem:
 
 
 def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
-    """Rows for every entry, in journal order."""
+    """Rows for every entry, in the order things happened.
+
+    That is journal order, but for one kind: a ``recovery`` note rides at the end of the first
+    commit after a takeover (so the step it precedes keeps its seq, and its idempotency key), which
+    puts it after that step in the journal. Its row goes where the takeover happened - right after
+    the entry it names as the last one before it (``journal_seq``) - and says so; it keeps its own
+    seq and time."""
     if not entries:
         return []
     start = entries[0].created_at
-    return [
-        TimelineItem(
+    seqs = {e.seq for e in entries}
+    rows: list[TimelineItem] = []
+    after: dict[int, list[TimelineItem]] = {}
+    for e in entries:
+        item = TimelineItem(
             seq=e.seq,
             at=e.created_at - start,
             kind=e.kind.value,
@@ -60,8 +70,21 @@ def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
             latency_ms=e.payload.get("latency_ms"),
             detail=e.payload,
         )
-        for e in entries
-    ]
+        body = e.body
+        if isinstance(body, Recovery) and body.journal_seq < e.seq - 1 and body.journal_seq in seqs:
+            note = f"; took over after seq {body.journal_seq}, journaled with the next commit"
+            after.setdefault(body.journal_seq, []).append(
+                dataclasses.replace(item, summary=item.summary + note)
+            )
+        else:
+            rows.append(item)
+    if not after:
+        return rows
+    placed: list[TimelineItem] = []
+    for item in rows:
+        placed.append(item)
+        placed.extend(after.get(item.seq, ()))
+    return placed
 
 
 def summarise(entry: Entry, width: int = 90) -> str:
