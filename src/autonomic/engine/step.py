@@ -7,7 +7,9 @@ every capability attaches around it through named hooks, never by copying it.
 **A tool call** (``StepProtocol.tool_calls``), inside the lease of a ``RunSession``:
 
 1. **Fold.** The run's state is the fold of its journal (``core/state.py``). A call that already
-   has a recorded result is never redone; a recorded model turn is never asked again.
+   has a recorded result is never redone; a recorded model turn is never asked again. A call is
+   keyed by its position in the run (turn, index; ``core/calls.py``), never by the id the model
+   server gave it, which servers repeat, reuse or leave out.
 2. **Decide.** The gatekeeper (``engine/gatekeeper.py``) asks governance about the one proposed
    action and stages the ``decision`` *before any effect*; on resume the journaled decision is
    replayed, never re-asked. Allowed, it goes on; refused, a refusal is the call's result; a human
@@ -51,6 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from autonomic.core.calls import Position
 from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
 from autonomic.core.journal import Entry
 from autonomic.core.messages import ModelResponse, ToolCall
@@ -285,14 +288,16 @@ class StepProtocol:
         left RUNNING on the way (in doubt, a human needed, suspended)."""
         session = self.session
         for item in pending:
-            call = item.call
+            call, at = item.call, item.position
             try:
                 tool = self._pinned_tool(call.name)
             except ToolVersionMissing as exc:
                 await self.stop(RunStatus.SUSPENDED, str(exc), error=exc.to_dict(), call_id=call.id)
                 return False
             except NotFound as exc:
-                self._record(ToolResult.failed(call.id, call.name, "unknown_tool", str(exc)))
+                self._record(
+                    ToolResult.failed(call.id, call.name, "unknown_tool", str(exc), position=at)
+                )
                 continue
             if item.intent is not None:  # started before a crash: the replay rule
                 if not tool.idempotent:  # the in-doubt rule
@@ -308,9 +313,11 @@ class StepProtocol:
                 try:
                     arguments = tool.parse_arguments(call.arguments)
                 except ToolArgumentsInvalid as exc:
-                    self._record(ToolResult.failed(call.id, tool.name, exc.code, str(exc)))
+                    self._record(
+                        ToolResult.failed(call.id, tool.name, exc.code, str(exc), position=at)
+                    )
                     continue
-                go = await self.gatekeeper.decide(session, tool, call, arguments)  # decide
+                go = await self.gatekeeper.decide(session, tool, call, arguments, at=at)
                 if go is Go.STOP:
                     return False
                 if go is Go.SKIP:
@@ -324,12 +331,13 @@ class StepProtocol:
                     idempotent=tool.idempotent,
                     read_only=tool.name in self.agent.read_only,
                     cost=tool.cost_estimate,
+                    position=at,
                 )
                 session.stage(intent)
                 replayed = False
                 if not tool.idempotent:
                     await session.flush()  # write-ahead: the intent is durable before the effect
-            result = await self._act(tool, call, intent, replayed)  # act
+            result = await self._act(tool, call, at, intent, replayed)  # act
             for hook in self.hooks.after_tool_result:
                 result = hook.after_tool_result(self, result)
             session.fault("after_effect")
@@ -364,7 +372,7 @@ class StepProtocol:
         raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
 
     async def _act(
-        self, tool: Tool, call: ToolCall, intent: ToolIntent, replayed: bool
+        self, tool: Tool, call: ToolCall, at: Position, intent: ToolIntent, replayed: bool
     ) -> ToolResult:
         """The effect under the contract: timeout and retries here, breakers as hooks."""
         session = self.session
@@ -399,6 +407,7 @@ class StepProtocol:
             replayed=replayed,
             attempts=tries if attempts > 1 and tries else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            position=at,
         )
 
 
