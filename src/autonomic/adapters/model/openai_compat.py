@@ -128,10 +128,12 @@ class OpenAICompatModel:
             raise ModelError("the model answered with no choices", retryable=True)
         choice = completion.choices[0]
         message = choice.message
+        # Some servers send no id (or no type): the id stays empty and the run gives the call
+        # one made from its position (``core/calls.py``); a missing type means a function.
         calls = tuple(
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+            ToolCall(id=c.id or "", name=c.function.name, arguments=c.function.arguments or "")
             for c in (message.tool_calls or [])
-            if c.type == "function"
+            if (c.type or "function") == "function" and getattr(c, "function", None) is not None
         )
         usage = completion.usage
         return ModelResponse(
