@@ -19,8 +19,12 @@ every capability attaches around it through named hooks, never by copying it.
    non-idempotent tool's intent is **committed** now (write-ahead); an idempotent tool's intent
    rides with its result - one commit per step, because repeating it with the same key is safe by
    contract.
-4. **Act.** The effect runs under the contract: its timeout, its retries (idempotent tools only),
-   its circuit breaker (a hook). The output is checked against the contract's output schema.
+4. **Act.** A non-idempotent effect starts only once the lease is checked again, right before it
+   (``RunSession.check_lease``): a worker that was paused past its lease and taken over raises
+   ``LeaseLost`` instead of acting as a zombie. The effect runs under the contract: its timeout,
+   its retries (idempotent tools only), its circuit breaker (a hook); the tool gets the run's
+   fencing token (``ctx.fence``) for systems that can refuse a stale writer. The output is
+   checked against the contract's output schema.
 5. **Record.** The ``tool.result`` is staged (screened by a hook before the model reads it) and a
    non-idempotent tool's result is **committed** at once.
 
@@ -374,14 +378,23 @@ class StepProtocol:
     async def _act(
         self, tool: Tool, call: ToolCall, at: Position, intent: ToolIntent, replayed: bool
     ) -> ToolResult:
-        """The effect under the contract: timeout and retries here, breakers as hooks."""
+        """The effect under the contract: timeout and retries here, breakers as hooks.
+
+        A non-idempotent effect starts only after the lease is checked (``check_lease``): a
+        worker paused past its lease (a GC pause, SIGSTOP) whose run was taken over raises
+        ``LeaseLost`` here instead of acting as a zombie. The tool gets the run's fencing token
+        (``ctx.fence``) to hand to systems that can refuse a stale writer."""
         session = self.session
+        session.fault("before_effect")
+        if not tool.idempotent:
+            await session.check_lease()
         ctx = ToolContext(
             run_id=session.run.id,
             call_id=call.id,
             idempotency_key=intent.key,
             tenant=session.run.tenant,
             metadata=session.run.metadata,
+            fence=session.fence,
         )
         started = time.perf_counter()
         attempts = tool.retry.attempts if tool.idempotent else 1
