@@ -51,10 +51,11 @@ def _state(s: RunState) -> dict[str, Any]:
         "plan": s.plan.to_payload() if s.plan is not None else None,
         "reopened": s.reopened,
         "messages": [m.to_dict() for m in s.messages],
-        "decisions": sorted(s.decisions),
-        "approvals": sorted(s.approvals),
-        "intents": sorted(s.intents),
-        "results": sorted(s.results),
+        # 0.2 keys calls by position (turn, index), 0.1 by the server's id: the same calls
+        "decisions": sorted(d.call_id for d in s.decisions.values()),
+        "approvals": sorted(a.call_id for a in s.approvals.values()),
+        "intents": sorted(i.call_id for i in s.intents.values()),
+        "results": sorted(r.call_id for r in s.results.values()),
         "pending": [[p.call.id, p.intent is not None] for p in s.pending_calls()],
         "guard_steps": s.guard_steps,
     }

@@ -6,19 +6,28 @@ which bumps the fence, and drives it to the end. Then A is woken (SIGCONT): its 
 refused with ``LeaseLost``, it must write nothing, and the journal must read as one execution.
 Nothing sleeps: ``waitpid(WUNTRACED)`` says when A has stopped, and B's clock is shifted instead
 of waiting for the lease to expire.
+
+The second half pauses A around a slow tool's effect: paused before it, A checks its lease when it
+wakes and never starts the effect; paused inside it (too late for any check), the system A writes
+to refuses A's write because it carries a lower fence than the new holder's (``FencedSink``).
 """
 
 import asyncio
+import logging
 import os
 import signal
 import time
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
+from autonomic.adapters.model.scripted import FunctionModel, assistant_turn
 from autonomic.bootstrap import build_store
 from autonomic.core.journal import EntryKind
+from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
-from autonomic.engine.executor import new_run_id
+from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.executor import Engine, new_run_id
 from autonomic.errors import LeaseLost
 from autonomic.testing.crash import (
     CrashKit,
@@ -33,6 +42,8 @@ from autonomic.testing.crash import (
     step_results,
     wait_child,
 )
+from autonomic.testing.fenced_sink import FencedSink
+from autonomic.tools.contract import ToolContext, tool
 
 LEASE_TTL = 60.0
 
@@ -200,3 +211,153 @@ def test_a_zombie_and_its_successor_apply_no_operation_twice(store_url, tmp_path
     assert z["run"].status is RunStatus.COMPLETED
     applied = Counter(r["op"] for r in z["files"].effects() if r["event"] == "applied")
     assert max(applied.values()) == 1, applied
+
+
+# -- a slow tool, a worker paused past its lease, and a system that refuses stale writers -------
+#
+# Worker A (a child) drives a run whose one call is a slow write to a ``FencedSink``. It is
+# paused (SIGSTOP, which it sends itself at a chosen point, so the parent's ``waitpid`` says when)
+# either before the effect or inside it. B (this process, its clock past A's lease) takes the run
+# over; then A's clock is moved past its lease too (a file the parent writes before SIGCONT: the
+# time A slept) and A is woken.
+
+SLOW_TTL = 2.0
+_paused = {"armed": False}
+"""Set in the child only: the tool pauses its own process once, mid-effect."""
+
+
+async def _post(entry: str, ctx: ToolContext) -> str:
+    """A slow write: note that it started, (in the paused scenario) pause, then write."""
+    append_jsonl(Path(ctx.metadata["started"]), {"pid": os.getpid(), "fence": ctx.fence})
+    if _paused["armed"]:
+        _paused["armed"] = False
+        os.kill(os.getpid(), signal.SIGSTOP)  # the worker freezes mid-effect
+    FencedSink(ctx.metadata["sink"]).write(ctx.fence, {"entry": entry, "pid": os.getpid()})
+    return "posted"
+
+
+def _post_agent(idempotent: bool) -> tuple[Agent, FunctionModel]:
+    post = tool(name="post", idempotent=idempotent)(_post)
+
+    def policy(messages, tools):
+        if assistant_turn(messages) == 0:
+            return ModelResponse(None, (ToolCall("c1", "post", '{"entry": "e1"}'),))
+        return ModelResponse("posted it", ())
+
+    agent = Agent(name="poster", instructions="post", tools=(post,), model="function:poster")
+    return agent, FunctionModel(policy, name="function:poster")
+
+
+class _SleptClock:
+    """A's clock: real time, plus the time the parent says A slept (written before SIGCONT)."""
+
+    def __init__(self, slept: Path) -> None:
+        self.slept = slept
+
+    def __call__(self) -> float:
+        extra = float(self.slept.read_text()) if self.slept.exists() else 0.0
+        return time.time() + extra
+
+
+def _paused_zombie(url, tmp_path, *, idempotent, stop_before_effect):
+    agent, model = _post_agent(idempotent)
+    run_id = new_run_id()
+    paths = {name: tmp_path / name for name in ("sink", "started", "slept", "events", "log")}
+    metadata = {"sink": str(paths["sink"]), "started": str(paths["started"])}
+
+    def engine(store, **options):
+        return Engine(store, AgentRegistry([agent]), lambda spec: model, **options)
+
+    def worker_a():
+        _paused["armed"] = not stop_before_effect
+        handler = logging.FileHandler(paths["log"])
+        logging.getLogger("autonomic").addHandler(handler)
+        faults = StopAt("before_effect", 1, events=paths["events"]) if stop_before_effect else None
+
+        async def go():
+            store = build_store(url)
+            try:
+                a = engine(
+                    store, lease_ttl=SLOW_TTL, clock=_SleptClock(paths["slept"]), faults=faults
+                )
+                final = await a.run("poster", "post e1", run_id=run_id, metadata=metadata)
+                append_jsonl(paths["events"], {"event": "returned", "status": final.status.value})
+            finally:
+                await store.close()
+
+        asyncio.run(go())
+        return 0
+
+    asyncio.run(_migrate(url))
+    pid = fork_child(worker_a)
+    with _child_reaped(pid):
+        stopped = wait_child(pid, until_stopped=True)
+        assert stopped.stopped, str(stopped)
+        assert stopped.signal == signal.SIGSTOP
+
+        async def worker_b():
+            store = build_store(url)
+            try:
+                b = engine(store, lease_ttl=SLOW_TTL, clock=lambda: time.time() + SLOW_TTL + 1)
+                claimed = await b.claim(run_id)
+                assert claimed is not None, "B could not take the run over"
+                return claimed, await b.drive(claimed)
+            finally:
+                await store.close()
+
+        claimed, b_final = asyncio.run(worker_b())
+        paths["slept"].write_text(str(SLOW_TTL + 1))
+        os.kill(pid, signal.SIGCONT)
+        a_exit = wait_child(pid)
+    return {
+        "pid": pid,
+        "run_id": run_id,
+        "claimed": claimed,
+        "b_final": b_final,
+        "a_exit": a_exit,
+        "sink": FencedSink(paths["sink"]),
+        "started": read_jsonl(paths["started"]),
+        "events": read_jsonl(paths["events"]),
+        "log": paths["log"].read_text() if paths["log"].exists() else "",
+    }
+
+
+async def _migrate(url):
+    store = build_store(url)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+
+
+def test_a_zombie_paused_before_its_effect_never_starts_it(store_url, tmp_path):
+    z = _paused_zombie(store_url, tmp_path, idempotent=False, stop_before_effect=True)
+    assert z["a_exit"].code == 0, str(z["a_exit"])
+    assert z["claimed"].lease.fence == 2
+    # B found the call started (its intent committed) without a result: in doubt, not redone
+    assert z["b_final"].status is RunStatus.WAITING_FOR_HUMAN
+    assert "in doubt" in (z["b_final"].status_reason or "")
+    # A, woken past its lease, checked it before the effect: nothing started, anywhere
+    assert z["started"] == []
+    assert z["sink"].records() == []
+    names = [e["event"] for e in z["events"]]
+    assert names[names.index("continued") + 1 :] == ["returned"], z["events"]
+    # and A's log says so, naming the run and the fence it held
+    assert z["run_id"] in z["log"], z["log"]
+    assert "fence 1" in z["log"]
+    assert "lost its lease" in z["log"]
+
+
+def test_a_fenced_sink_refuses_the_write_of_a_zombie_woken_mid_effect(store_url, tmp_path):
+    """The effect had started when A froze: no lease check can stop it any more. B re-runs the
+    (idempotent) call under fence 2; A's late write under fence 1 is refused by the sink."""
+    z = _paused_zombie(store_url, tmp_path, idempotent=True, stop_before_effect=False)
+    assert z["a_exit"].code == 0, str(z["a_exit"])
+    assert z["b_final"].status is RunStatus.COMPLETED, z["b_final"].status_reason
+    assert [(r["pid"], r["fence"]) for r in z["started"]] == [(z["pid"], 1), (os.getpid(), 2)]
+    records = z["sink"].records()
+    assert [(r["fence"], r["accepted"]) for r in records] == [(2, True), (1, False)]
+    assert records[1]["pid"] == z["pid"]
+    assert len(z["sink"].accepted()) == 1  # one effect, the new holder's
+    assert z["run_id"] in z["log"], z["log"]
+    assert "fence 1" in z["log"]

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from autonomic.testing.openai_server import (
+    REPEATED_ID,
     Limit,
     OpenAITestServer,
     completion,
@@ -152,3 +153,15 @@ def test_limited_once_tells_each_conversation_to_wait_once():
     with OpenAITestServer(default=answer) as server:
         first = [_post(server, {"messages": [{"role": "user", "content": c}]}) for c in "abab"]
     assert [status for status, _, _ in first] == [429, 429, 200, 200]
+
+
+@pytest.mark.parametrize(("mode", "want"), [("repeat", [REPEATED_ID] * 2), ("none", [None, None])])
+def test_the_server_can_repeat_or_leave_out_tool_call_ids(mode, want):
+    reply = completion(None, [("a", "add", "{}"), ("b", "add", "{}")])
+    with OpenAITestServer(default=reply, call_ids=mode) as server:
+        bodies = [json.loads(_post(server)[2]) for _ in range(2)]
+    for body in bodies:
+        calls = body["choices"][0]["message"]["tool_calls"]
+        assert [c.get("id") for c in calls] == want
+    # the scripted reply itself is unchanged (a default answers every request)
+    assert [c["id"] for c in reply.body["choices"][0]["message"]["tool_calls"]] == ["a", "b"]

@@ -65,6 +65,14 @@ def _dict(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else None
 
 
+def _position(value: Any) -> tuple[int, int] | None:
+    """A call's ``position`` as written (``[turn, index]``); ``None`` when absent (0.1 wrote
+    none: the fold then finds the call by its id in the latest answer) or not a pair."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return None
+
+
 class ModelCall(NamedTuple):
     """What one model call used, and - through the gateway - who served it and what it cost."""
 
@@ -217,6 +225,9 @@ class ToolIntent(NamedTuple):
     read_only: bool = False
     cost: float = 0.0
     """The contract's cost estimate (per-run cost budgets count it)."""
+    position: tuple[int, int] | None = None
+    """(turn, index) of the call in the run (``core/calls.py``): what the fold keys it by.
+    ``call_id`` is only the id sent back to the model server. ``None`` in 0.1's entries."""
 
     @property
     def ref(self) -> str:
@@ -235,6 +246,8 @@ class ToolIntent(NamedTuple):
             out["read_only"] = True
         if self.cost:
             out["cost"] = self.cost
+        if self.position is not None:
+            out["position"] = list(self.position)
         return out
 
     @staticmethod
@@ -248,6 +261,7 @@ class ToolIntent(NamedTuple):
             idempotent=bool(p.get("idempotent", False)),
             read_only=bool(p.get("read_only", False)),
             cost=float(p.get("cost", 0.0)),
+            position=_position(p.get("position")),
         )
 
 
@@ -269,17 +283,35 @@ class ToolResult(NamedTuple):
     latency_ms: float | None = None
     circuit: dict[str, Any] | None = None
     screen: dict[str, Any] | None = None
+    position: tuple[int, int] | None = None
+    """(turn, index) of the call it answers (see ``ToolIntent.position``)."""
 
     @staticmethod
     def failed(
-        call_id: str, tool: str, code: str, message: str, *, refused: bool = False
+        call_id: str,
+        tool: str,
+        code: str,
+        message: str,
+        *,
+        refused: bool = False,
+        position: tuple[int, int] | None = None,
     ) -> ToolResult:
         return ToolResult(
-            call_id, tool, ok=False, error={"code": code, "message": message}, refused=refused
+            call_id,
+            tool,
+            ok=False,
+            error={"code": code, "message": message},
+            refused=refused,
+            position=position,
         )
 
     def completed(
-        self, *, replayed: bool | None, attempts: int | None, latency_ms: float | None
+        self,
+        *,
+        replayed: bool | None,
+        attempts: int | None,
+        latency_ms: float | None,
+        position: tuple[int, int] | None = None,
     ) -> ToolResult:
         """The result of an execution with how it went (built directly: ``dataclasses.replace``
         costs more than the rest of a step's bookkeeping)."""
@@ -295,6 +327,7 @@ class ToolResult(NamedTuple):
             latency_ms,
             self.circuit,
             self.screen,
+            position if position is not None else self.position,
         )
 
     @property
@@ -322,6 +355,7 @@ class ToolResult(NamedTuple):
             latency_ms=self.latency_ms,
             circuit=self.circuit,
             screen=self.screen,
+            position=list(self.position) if self.position is not None else None,
         )
 
     @staticmethod
@@ -338,6 +372,7 @@ class ToolResult(NamedTuple):
             latency_ms=p.get("latency_ms"),
             circuit=_dict(p.get("circuit")),
             screen=_dict(p.get("screen")),
+            position=_position(p.get("position")),
         )
 
 
@@ -360,6 +395,8 @@ class DecisionRecord(NamedTuple):
     approval_id: str | None = None
     approval: dict[str, Any] | None = None
     """How to ask (an ``ApprovalRule``), for ``needs_approval``."""
+    position: tuple[int, int] | None = None
+    """(turn, index) of the call decided on (see ``ToolIntent.position``)."""
 
     @property
     def ref(self) -> str:
@@ -382,6 +419,7 @@ class DecisionRecord(NamedTuple):
             workflow_to=self.workflow_to,
             approval_id=self.approval_id,
             approval=self.approval,
+            position=list(self.position) if self.position is not None else None,
         )
 
     @staticmethod
@@ -400,6 +438,7 @@ class DecisionRecord(NamedTuple):
             workflow_to=p.get("workflow_to"),
             approval_id=p.get("approval_id"),
             approval=_dict(p.get("approval")),
+            position=_position(p.get("position")),
         )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from autonomic.core.calls import Position, answer_ids
 from autonomic.core.entries import (
     ApprovalEvent,
     DecisionRecord,
@@ -36,8 +37,11 @@ class PendingCall:
     """A tool call of the latest model response that has no recorded result yet."""
 
     call: ToolCall
+    """The call as the model proposed it, with the id sent back for it (``core/calls.py``)."""
     intent: ToolIntent | None
     """The journaled intent, if the call was started; ``None`` if it never began."""
+    position: Position = (0, 0)
+    """(turn, index): what the call's intent, decision and result are keyed by."""
 
 
 @dataclass(slots=True)
@@ -55,16 +59,18 @@ class RunState:
     tools: tuple[str, ...] = ()
     max_turns: int = 0
     last_calls: tuple[ToolCall, ...] = ()
-    intents: dict[str, ToolIntent] = field(default_factory=dict)
-    results: dict[str, ToolResult] = field(default_factory=dict)
+    """The latest answer's calls, with the ids sent back for them (distinct within the answer)."""
+    intents: dict[Position, ToolIntent] = field(default_factory=dict)
+    """Started calls by position (turn, index): never by the server's id, which servers reuse."""
+    results: dict[Position, ToolResult] = field(default_factory=dict)
     finished_turn: bool = False
     """True when the latest model response had no tool calls (it was the final answer)."""
     requester: str | None = None
     """Who asked for the run; they may not approve its actions."""
-    decisions: dict[str, DecisionRecord] = field(default_factory=dict)
-    """The gates' decision per call id (replayed on resume, never re-asked)."""
+    decisions: dict[Position, DecisionRecord] = field(default_factory=dict)
+    """The gates' decision per call position (replayed on resume, never re-asked)."""
     approvals: dict[str, ApprovalEvent] = field(default_factory=dict)
-    """The final approval outcome per call id (approved, rejected or timeout)."""
+    """The final approval outcome per approval id (approved, rejected or timeout)."""
     workflow: str | None = None
     """The workflow state the run is in, if its agent has a workflow."""
     calls: dict[str, int] = field(default_factory=dict)
@@ -115,22 +121,23 @@ class RunState:
             case RunStarted():
                 self._started(entry.created_at, body)
             case ModelTurn():
-                self.messages.append(Message(Role.ASSISTANT, body.content, body.tool_calls))
                 self.turns += 1
+                calls = answer_ids(self.turns, body.tool_calls) if body.tool_calls else ()
+                self.messages.append(Message(Role.ASSISTANT, body.content, calls))
                 self._charge(body.call.usage, body.call.cost)
-                self.last_calls = body.tool_calls
+                self.last_calls = calls
                 self.finished_turn = not body.tool_calls
                 self.taint, self._unread_taint = self._unread_taint, []
             case ToolIntent():
-                self.intents[body.call_id] = body
+                self.intents[self.position_of(body.call_id, body.position)] = body
                 self._guard_step(entry.seq, body)
             case ToolResult():
                 self._result(body)
             case DecisionRecord():
-                self.decisions[body.call_id] = body
+                self.decisions[self.position_of(body.call_id, body.position)] = body
             case ApprovalEvent():
                 if body.final:
-                    self.approvals[body.call_id] = body
+                    self.approvals[body.approval_id] = body
             case WorkflowMove():
                 self.workflow = body.target
             case Summary():
@@ -172,8 +179,19 @@ class RunState:
         self.model_cost += cost
         self.model_calls += 1
 
+    def position_of(self, call_id: str, position: Position | None = None) -> Position:
+        """The position an entry about a call is keyed by: its own ``position`` (written since
+        0.2), else - 0.1's entries - the call of the latest answer with that id (the calls of an
+        answer are taken before the next answer is asked for, and their ids are distinct)."""
+        if position is not None:
+            return position
+        for index, call in enumerate(self.last_calls):
+            if call.id == call_id:
+                return self.turns, index
+        return self.turns, -1
+
     def _result(self, body: ToolResult) -> None:
-        self.results[body.call_id] = body
+        self.results[self.position_of(body.call_id, body.position)] = body
         if body.ok:
             self.calls[body.tool] = self.calls.get(body.tool, 0) + 1
             self.outputs[body.tool] = body.output
@@ -236,10 +254,11 @@ class RunState:
 
     def pending_calls(self) -> list[PendingCall]:
         """Calls of the latest model response still without a result, in the model's order."""
+        turn = self.turns
         return [
-            PendingCall(call, self.intents.get(call.id))
-            for call in self.last_calls
-            if call.id not in self.results
+            PendingCall(call, self.intents.get((turn, index)), (turn, index))
+            for index, call in enumerate(self.last_calls)
+            if (turn, index) not in self.results
         ]
 
 

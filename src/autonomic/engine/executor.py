@@ -338,8 +338,8 @@ class Engine:
     async def _drive(self, run: Run, fresh: list[Entry] | None) -> Run:
         """``fresh``: the whole journal of a run this engine has just created RUNNING for itself,
         so there is nothing to reload and nothing to recover."""
-        heartbeat = asyncio.create_task(self._heartbeat(run))
         session: RunSession | None = None
+        heartbeat = asyncio.create_task(self._heartbeat(run, lambda: session))
         try:
             entries = fresh if fresh is not None else await self.store.load_journal(run.id)
             session = RunSession(
@@ -359,7 +359,17 @@ class Engine:
                 if taken_over:
                     step.begin(self.owner)
                 await step.drive(ReAct())
-        except (LeaseLost, RunInterrupted):
+        except LeaseLost as exc:
+            log.warning(
+                "run %s: this worker (%s) lost its lease at fence %d and drops the run; "
+                "the worker that took it over goes on (%s)",
+                run.id,
+                self.owner,
+                run.lease.fence,
+                exc,
+            )
+            return await self.store.get_run(run.id)
+        except RunInterrupted:
             return await self.store.get_run(run.id)
         finally:
             heartbeat.cancel()
@@ -413,18 +423,32 @@ class Engine:
             self._abilities[key] = (model, model if isinstance(model, ManagedModel) else None)
         return self._abilities[key][1]
 
-    async def _heartbeat(self, run: Run) -> None:
-        """Keep the lease alive while a long step runs; commits also extend it."""
+    async def _heartbeat(self, run: Run, held: Callable[[], RunSession | None]) -> None:
+        """Keep the lease alive while a long step runs; commits also extend it.
+
+        A refused renewal means another worker took the run over (this one was paused, say): say
+        so, and mark the session lost, so its next lease check or commit stops at once."""
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
+            until = self.clock() + self.lease_ttl
             ok = await self.store.renew_lease(
-                run.id,
-                owner=self.owner,
-                fence=run.lease.fence,
-                expires_at=self.clock() + self.lease_ttl,
+                run.id, owner=self.owner, fence=run.lease.fence, expires_at=until
             )
-            if not ok:
-                return
+            session = held()
+            if ok:
+                if session is not None:
+                    session.extend(until)
+                continue
+            if session is not None and session.run.lease.owner is None:
+                return  # released by this worker's own transition out of RUNNING
+            reason = (
+                f"run {run.id}: lease renewal refused at fence {run.lease.fence}: another "
+                "worker has taken the run over"
+            )
+            log.warning("%s; this worker (%s) drops the run", reason, self.owner)
+            if session is not None:
+                session.lost(reason)
+            return
 
     async def run_to_end(self, run_id: str) -> Run:
         """Claim ``run_id`` and drive it; the CLI's ``run`` and ``resume``."""

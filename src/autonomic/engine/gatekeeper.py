@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus, approval_id, binding_hash
+from autonomic.core.calls import Position
 from autonomic.core.entries import DecisionRecord, ToolResult, WorkflowMove
 from autonomic.core.messages import ToolCall
 from autonomic.core.run import RunStatus
@@ -71,10 +72,17 @@ class Gatekeeper:
         self._only_passive = not self.extra and all(g.name in _PASSIVE for g in gates.gates)
 
     async def decide(
-        self, session: RunSession, tool: Tool, call: ToolCall, arguments: dict[str, Any]
+        self,
+        session: RunSession,
+        tool: Tool,
+        call: ToolCall,
+        arguments: dict[str, Any],
+        *,
+        at: Position,
     ) -> Go:
+        """``at``: the call's position in the run (turn, index), what its decision is keyed by."""
         state = session.state
-        decision = state.decisions.get(call.id)
+        decision = state.decisions.get(at)
         replayed = decision is not None
         if decision is None:
             if not self.gates.gates and not self.extra:
@@ -87,7 +95,7 @@ class Gatekeeper:
                 # history is folded from the journal; a breaker may since have opened, and then
                 # refusing is right), and an ungoverned run's journal stays as it was.
                 return Go.EXECUTE
-            decision = decision_record(decided, action)
+            decision = decision_record(decided, action, at)
             session.stage(decision)
         verdict = Verdict(decision.verdict)
         if verdict is Verdict.ALLOW:
@@ -97,6 +105,7 @@ class Gatekeeper:
             _refuse(
                 session,
                 call,
+                at,
                 tool,
                 "action_blocked",
                 f"blocked by {decision.gate}: "
@@ -113,22 +122,23 @@ class Gatekeeper:
             elif decision.gate == "breaker":
                 code = "circuit_open"
                 message = f"suspended until the tool recovers: {decision.explanation}"
-            _refuse(session, call, tool, code, message + "; nothing was executed")
+            _refuse(session, call, at, tool, code, message + "; nothing was executed")
             await session.transition(RunStatus.SUSPENDED, message, decision=decision)
             return Go.STOP
-        return await self._approval(session, tool, call, arguments, decision, replayed)
+        return await self._approval(session, tool, call, at, arguments, decision, replayed)
 
     async def _approval(
         self,
         session: RunSession,
         tool: Tool,
         call: ToolCall,
+        at: Position,
         arguments: dict[str, Any],
         decision: DecisionRecord,
         replayed: bool,
     ) -> Go:
-        outcome = session.state.approvals.get(call.id)
         assert decision.approval_id is not None
+        outcome = session.state.approvals.get(decision.approval_id)
         if outcome is None:
             insert: list[Approval] = []
             if not replayed:
@@ -152,6 +162,7 @@ class Gatekeeper:
                 _refuse(
                     session,
                     call,
+                    at,
                     tool,
                     "approval_mismatch",
                     f"approval {outcome.approval_id} was given for other arguments; "
@@ -169,7 +180,7 @@ class Gatekeeper:
             )
         else:
             code, text = "approval_rejected", f"rejected by {who}: {outcome.reason}"
-        _refuse(session, call, tool, code, text + "; nothing was executed")
+        _refuse(session, call, at, tool, code, text + "; nothing was executed")
         return Go.SKIP
 
     @staticmethod
@@ -212,8 +223,11 @@ def thought(state: RunState) -> str:
     return ""
 
 
-def decision_record(decision: Decision, action: ProposedAction) -> DecisionRecord:
-    """The journal entry for a decision: the verdict, why, and what it is bound to."""
+def decision_record(
+    decision: Decision, action: ProposedAction, at: Position | None = None
+) -> DecisionRecord:
+    """The journal entry for a decision: the verdict, why, and what it is bound to (and, ``at``,
+    the position of the call in the run)."""
     run, _, tool = action.in_run()
     rule = decision.approval or ApprovalRule()
     approve = decision.verdict is Verdict.APPROVE
@@ -231,6 +245,7 @@ def decision_record(decision: Decision, action: ProposedAction) -> DecisionRecor
         workflow_to=decision.workflow_to,
         approval_id=approval_id(run.id, action.call_id, action.step) if approve else None,
         approval=rule.to_dict() if approve else None,
+        position=at,
     )
 
 
@@ -262,5 +277,7 @@ def new_approval(
     )
 
 
-def _refuse(session: RunSession, call: ToolCall, tool: Tool, code: str, message: str) -> None:
-    session.stage(ToolResult.failed(call.id, tool.name, code, message, refused=True))
+def _refuse(
+    session: RunSession, call: ToolCall, at: Position, tool: Tool, code: str, message: str
+) -> None:
+    session.stage(ToolResult.failed(call.id, tool.name, code, message, refused=True, position=at))

@@ -55,6 +55,10 @@ class RunSession:
         self._ttl = lease_ttl
         self._staged: list[PackedEntry] = []
         self._notes: list[Body] = []
+        self.lease_until = run.lease.expires_at
+        """When this worker's lease ends by its own clock: set by the claim, extended by every
+        commit and heartbeat."""
+        self._lost: str | None = None
 
     @property
     def fence(self) -> int:
@@ -91,6 +95,51 @@ class RunSession:
     def fault(self, point: str) -> None:
         self._faults.at(point)
 
+    def extend(self, until: float) -> None:
+        """The lease was renewed (by the heartbeat) until ``until``."""
+        self.lease_until = max(self.lease_until, until)
+
+    def lost(self, reason: str) -> None:
+        """The lease is known to be lost (the heartbeat's renewal was refused): every later
+        commit and lease check raises ``LeaseLost`` without asking the store."""
+        self._lost = reason
+
+    async def check_lease(self) -> None:
+        """Make sure this worker still holds the run, right before an effect that must not
+        happen twice; raise ``LeaseLost`` (the run was taken over) or ``RunInterrupted`` (an
+        operator moved it) otherwise. Commits are fenced already; effects are not, so a worker
+        paused past its lease (a GC pause, SIGSTOP) would otherwise wake up and act as a zombie.
+
+        While the lease is valid by this worker's clock, one read tells whether the fence moved.
+        Once it has expired, any worker may take the run at any moment, so a read proves
+        nothing: the lease is renewed instead, on condition that owner and fence are still ours
+        (as the heartbeat does). That refusal means the run was taken over; success means nobody
+        took it and nobody can before the new expiry, so the effect may start."""
+        if self._lost is not None:
+            raise LeaseLost(self._lost)
+        run, owner = self.run, self.run.lease.owner or ""
+        now = self._clock()
+        if now < self.lease_until:
+            current = await self.store.get_run(run.id)
+            if current.lease.fence != self.fence or current.lease.owner != owner:
+                self.lost(
+                    f"run {run.id}: lease taken over (fence {current.lease.fence}, this worker "
+                    f"held fence {self.fence})"
+                )
+                raise LeaseLost(self._lost or "")
+            if current.status is not RunStatus.RUNNING:
+                raise RunInterrupted(current)
+            return
+        until = now + self._ttl
+        if not await self.store.renew_lease(
+            run.id, owner=owner, fence=self.fence, expires_at=until
+        ):
+            self.lost(
+                f"run {run.id}: lease expired and taken over (this worker held fence {self.fence})"
+            )
+            raise LeaseLost(self._lost or "")
+        self.lease_until = until
+
     async def flush(
         self, changes: RunChanges | None = None, *, approvals: Sequence[Approval] = ()
     ) -> None:
@@ -102,6 +151,8 @@ class RunSession:
         """
         if not self._staged and changes is None:
             return
+        if self._lost is not None:
+            raise LeaseLost(self._lost)
         self._stage_notes()
         now = self._clock()
         base = changes or RunChanges()
@@ -143,6 +194,8 @@ class RunSession:
             self.run = self.run.replace(
                 lease=Lease(owner=None, expires_at=0.0, fence=self.run.lease.fence)
             )
+        if not changes.release_lease:
+            self.lease_until = max(self.lease_until, now + self._ttl)
         committed, self._staged = self._staged, []
         if self.on_commit is not None:
             self.on_commit([p.entry for p in committed])

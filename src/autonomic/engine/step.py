@@ -7,7 +7,9 @@ every capability attaches around it through named hooks, never by copying it.
 **A tool call** (``StepProtocol.tool_calls``), inside the lease of a ``RunSession``:
 
 1. **Fold.** The run's state is the fold of its journal (``core/state.py``). A call that already
-   has a recorded result is never redone; a recorded model turn is never asked again.
+   has a recorded result is never redone; a recorded model turn is never asked again. A call is
+   keyed by its position in the run (turn, index; ``core/calls.py``), never by the id the model
+   server gave it, which servers repeat, reuse or leave out.
 2. **Decide.** The gatekeeper (``engine/gatekeeper.py``) asks governance about the one proposed
    action and stages the ``decision`` *before any effect*; on resume the journaled decision is
    replayed, never re-asked. Allowed, it goes on; refused, a refusal is the call's result; a human
@@ -17,8 +19,12 @@ every capability attaches around it through named hooks, never by copying it.
    non-idempotent tool's intent is **committed** now (write-ahead); an idempotent tool's intent
    rides with its result - one commit per step, because repeating it with the same key is safe by
    contract.
-4. **Act.** The effect runs under the contract: its timeout, its retries (idempotent tools only),
-   its circuit breaker (a hook). The output is checked against the contract's output schema.
+4. **Act.** A non-idempotent effect starts only once the lease is checked again, right before it
+   (``RunSession.check_lease``): a worker that was paused past its lease and taken over raises
+   ``LeaseLost`` instead of acting as a zombie. The effect runs under the contract: its timeout,
+   its retries (idempotent tools only), its circuit breaker (a hook); the tool gets the run's
+   fencing token (``ctx.fence``) for systems that can refuse a stale writer. The output is
+   checked against the contract's output schema.
 5. **Record.** The ``tool.result`` is staged (screened by a hook before the model reads it) and a
    non-idempotent tool's result is **committed** at once.
 
@@ -51,6 +57,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from autonomic.core.calls import Position
 from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
 from autonomic.core.journal import Entry
 from autonomic.core.messages import ModelResponse, ToolCall
@@ -285,14 +292,16 @@ class StepProtocol:
         left RUNNING on the way (in doubt, a human needed, suspended)."""
         session = self.session
         for item in pending:
-            call = item.call
+            call, at = item.call, item.position
             try:
                 tool = self._pinned_tool(call.name)
             except ToolVersionMissing as exc:
                 await self.stop(RunStatus.SUSPENDED, str(exc), error=exc.to_dict(), call_id=call.id)
                 return False
             except NotFound as exc:
-                self._record(ToolResult.failed(call.id, call.name, "unknown_tool", str(exc)))
+                self._record(
+                    ToolResult.failed(call.id, call.name, "unknown_tool", str(exc), position=at)
+                )
                 continue
             if item.intent is not None:  # started before a crash: the replay rule
                 if not tool.idempotent:  # the in-doubt rule
@@ -308,9 +317,11 @@ class StepProtocol:
                 try:
                     arguments = tool.parse_arguments(call.arguments)
                 except ToolArgumentsInvalid as exc:
-                    self._record(ToolResult.failed(call.id, tool.name, exc.code, str(exc)))
+                    self._record(
+                        ToolResult.failed(call.id, tool.name, exc.code, str(exc), position=at)
+                    )
                     continue
-                go = await self.gatekeeper.decide(session, tool, call, arguments)  # decide
+                go = await self.gatekeeper.decide(session, tool, call, arguments, at=at)
                 if go is Go.STOP:
                     return False
                 if go is Go.SKIP:
@@ -324,12 +335,13 @@ class StepProtocol:
                     idempotent=tool.idempotent,
                     read_only=tool.name in self.agent.read_only,
                     cost=tool.cost_estimate,
+                    position=at,
                 )
                 session.stage(intent)
                 replayed = False
                 if not tool.idempotent:
                     await session.flush()  # write-ahead: the intent is durable before the effect
-            result = await self._act(tool, call, intent, replayed)  # act
+            result = await self._act(tool, call, at, intent, replayed)  # act
             for hook in self.hooks.after_tool_result:
                 result = hook.after_tool_result(self, result)
             session.fault("after_effect")
@@ -364,16 +376,25 @@ class StepProtocol:
         raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
 
     async def _act(
-        self, tool: Tool, call: ToolCall, intent: ToolIntent, replayed: bool
+        self, tool: Tool, call: ToolCall, at: Position, intent: ToolIntent, replayed: bool
     ) -> ToolResult:
-        """The effect under the contract: timeout and retries here, breakers as hooks."""
+        """The effect under the contract: timeout and retries here, breakers as hooks.
+
+        A non-idempotent effect starts only after the lease is checked (``check_lease``): a
+        worker paused past its lease (a GC pause, SIGSTOP) whose run was taken over raises
+        ``LeaseLost`` here instead of acting as a zombie. The tool gets the run's fencing token
+        (``ctx.fence``) to hand to systems that can refuse a stale writer."""
         session = self.session
+        session.fault("before_effect")
+        if not tool.idempotent:
+            await session.check_lease()
         ctx = ToolContext(
             run_id=session.run.id,
             call_id=call.id,
             idempotency_key=intent.key,
             tenant=session.run.tenant,
             metadata=session.run.metadata,
+            fence=session.fence,
         )
         started = time.perf_counter()
         attempts = tool.retry.attempts if tool.idempotent else 1
@@ -399,6 +420,7 @@ class StepProtocol:
             replayed=replayed,
             attempts=tries if attempts > 1 and tries else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            position=at,
         )
 
 

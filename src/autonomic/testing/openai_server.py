@@ -11,6 +11,11 @@ Faults a real provider produces, so retry, breaker and parsing code can be teste
 delay), ``malformed_tool_call`` (arguments that are not JSON), ``empty_choices``, ``raw`` (any
 bytes, e.g. truncated JSON) and ``truncated_stream`` (a streamed answer cut off mid-way).
 
+``call_ids`` plays servers that are careless with tool-call ids: ``"repeat"`` gives every tool
+call of every answer the same id (``REPEATED_ID``; a mock some proxies ship does this, and some
+local servers), ``"none"`` sends tool calls without an id. ``"scripted"`` (the default) sends the
+ids the replies carry.
+
 ``limit`` makes the server enforce its own requests-per-window and tokens-per-window budget like a
 commercial endpoint (sliding window; over budget it answers 429 with ``Retry-After``) and
 ``arrivals`` records when each request arrived, so tests can assert the rate a client really sent.
@@ -21,6 +26,7 @@ background thread; use it as a context manager.
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import json
 import math
@@ -31,7 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+
+CallIds = Literal["scripted", "repeat", "none"]
+"""How the server names the tool calls it sends (see the module docstring)."""
+REPEATED_ID = "call_0"
+"""The one id every tool call carries with ``call_ids="repeat"``."""
 
 
 @dataclass
@@ -250,10 +261,13 @@ class OpenAITestServer:
         default: Reply | Responder | None = None,
         limit: Limit | None = None,
         keep_alive: bool = False,
+        call_ids: CallIds = "scripted",
     ) -> None:
         """``keep_alive=True`` keeps connections open between requests (pooled clients); off by
-        default, so a client dropped without ``close()`` leaves no open connection behind."""
+        default, so a client dropped without ``close()`` leaves no open connection behind.
+        ``call_ids``: ``"repeat"`` sends one id for every tool call, ``"none"`` sends none."""
         self.replies: deque[Reply] = deque(replies or [])
+        self.call_ids = call_ids
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[Arrival] = []
         self.limit = limit
@@ -327,6 +341,8 @@ class OpenAITestServer:
                 reply = self._default(body)
             else:
                 reply = Reply(500, {"error": {"message": "no scripted reply left"}})
+            if self.call_ids != "scripted":
+                reply = _with_call_ids(reply, self.call_ids)
             tokens = _usage_tokens(reply)
             if self.limit is not None and reply.status == 200:
                 over = self._over_limit(now, tokens)
@@ -380,6 +396,21 @@ class _Server(ThreadingHTTPServer):
     # the default backlog of 5 resets connections when dozens of clients connect at once
     request_queue_size = 1024
     daemon_threads = True
+
+
+def _with_call_ids(reply: Reply, mode: CallIds) -> Reply:
+    """``reply`` with its tool calls' ids all ``REPEATED_ID`` (``"repeat"``) or left out
+    (``"none"``); the scripted reply itself is not changed (a default answers many requests)."""
+    if reply.raw is not None or reply.status != 200:
+        return reply
+    body = copy.deepcopy(reply.body)
+    for choice in body.get("choices") or []:
+        for call in (choice.get("message") or {}).get("tool_calls") or []:
+            if mode == "repeat":
+                call["id"] = REPEATED_ID
+            else:
+                call.pop("id", None)
+    return Reply(reply.status, body, dict(reply.headers), reply.delay, None, reply.stream_cut)
 
 
 def _usage_tokens(reply: Reply) -> int:

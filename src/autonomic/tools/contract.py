@@ -37,6 +37,8 @@ class ToolContext:
 
     ``idempotency_key`` is ``run_id:seq`` of the call's intent: the same on every re-execution, so a
     tool that forwards it to an idempotent API (or dedups on it) applies its effect once.
+    ``call_id`` is the id sent back to the model server for this call; servers repeat and reuse
+    ids, so never key anything by it (the idempotency key is the call's identity).
     """
 
     run_id: str
@@ -45,6 +47,11 @@ class ToolContext:
     tenant: str = "default"
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """The run's metadata: per-run configuration a tool may read (a workspace, a database path)."""
+    fence: int = 0
+    """The run's fencing token: it grows each time a worker takes the run over. Pass it to a
+    system that can refuse a stale writer (a conditional write, a version column): a paused worker
+    that wakes after its run was taken over then writes with a lower fence than the system has
+    already seen, and is refused (``autonomic.testing.fenced_sink`` shows the pattern)."""
 
 
 ToolFunction = Callable[..., Any]

@@ -27,6 +27,17 @@ def test_tool_calls_and_usage_come_back_over_http():
     assert sent["tools"][0]["function"]["name"] == "add"
 
 
+def test_a_tool_call_without_id_or_type_is_kept_with_an_empty_id():
+    """The run gives it an id made from its position (``core/calls.py``); before, a call with
+    no ``type`` was dropped and one with no ``id`` carried ``None``."""
+    reply = completion(None, [("c1", "add", '{"a": 1}')])
+    (call,) = reply.body["choices"][0]["message"]["tool_calls"]
+    del call["id"], call["type"]
+    with OpenAITestServer([reply]) as server:
+        response = _ask(server, [Message(Role.USER, "add one")])
+    assert response.tool_calls == (ToolCall("", "add", '{"a": 1}'),)
+
+
 def test_the_conversation_is_sent_in_chat_completions_form():
     history = [
         Message(Role.SYSTEM, "be brief"),

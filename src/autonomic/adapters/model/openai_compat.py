@@ -133,11 +133,7 @@ class OpenAICompatModel:
             raise ModelError("the model answered with no choices", retryable=True)
         choice = completion.choices[0]
         message = choice.message
-        calls = tuple(
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
-            for c in (message.tool_calls or [])
-            if c.type == "function"
-        )
+        calls = _function_calls(message.tool_calls or ())
         usage = completion.usage
         return ModelResponse(
             content=message.content,
@@ -146,6 +142,22 @@ class OpenAICompatModel:
             usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
             finish_reason=choice.finish_reason,
         )
+
+
+def _function_calls(calls: Sequence[Any]) -> tuple[ToolCall, ...]:
+    """The function calls of an answer. Some servers send a call without an id (or without a
+    type, which then means a function; the SDK does not validate either): the id stays empty and
+    the run gives the call one made from its position (``core/calls.py``)."""
+    out: list[ToolCall] = []
+    for call in calls:
+        function = getattr(call, "function", None)
+        if function is None or getattr(call, "type", None) not in (None, "function"):
+            continue
+        call_id = getattr(call, "id", None)
+        out.append(
+            ToolCall(id=str(call_id or ""), name=function.name, arguments=function.arguments or "")
+        )
+    return tuple(out)
 
 
 def to_openai_message(message: Message) -> dict[str, Any]:
