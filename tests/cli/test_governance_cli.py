@@ -66,6 +66,7 @@ def test_deny_needs_a_reason_and_ids_are_checked(tmp_path):
     bad = autonomic("approve", "123", cwd=tmp_path)
     assert bad.returncode == 2
     assert "invalid approval id" in bad.stderr
+    assert autonomic("migrate", cwd=tmp_path).returncode == 0
     unknown = autonomic("approve", "apr_" + "0" * 24, "--as", "x", cwd=tmp_path)
     assert unknown.returncode == 2
     assert "no approval apr_" in unknown.stderr

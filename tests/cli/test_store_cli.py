@@ -49,6 +49,7 @@ def test_a_mistyped_path_is_never_created(tmp_path: Path) -> None:
         ["breakers"],
         ["cancel", RUN_ID],
         ["resume", RUN_ID],
+        ["approve", "apr_" + "0" * 24, "--as", "carl"],
     ):
         _refused(
             autonomic("--db", "sqlite:///autonoimc.db", *command, cwd=tmp_path),
