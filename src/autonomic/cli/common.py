@@ -162,8 +162,19 @@ def finish_message(run: Run) -> None:
             f'deny {approval} --reason "..."`; the run\'s requester cannot approve it); '
             "`autonomic approvals` lists what is waiting"
         )
+    elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
+        "in doubt"
+    ):
+        out.print(
+            f"in doubt: find out whether the call took effect (`autonomic show {run.id}`), then "
+            f"`autonomic settle {run.id} --executed --result JSON --reason TEXT` or "
+            f"`autonomic settle {run.id} --not-executed --reason TEXT` (or `autonomic cancel "
+            f"{run.id}`)"
+        )
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
         out.print(
             f"a human must decide: inspect with `autonomic show {run.id}`, then "
             f"`autonomic resume {run.id} --force` or `autonomic cancel {run.id}`"
         )
+    elif run.status in (RunStatus.FAILED, RunStatus.SUSPENDED):
+        out.print(f"inspect it: `autonomic show {run.id}`")

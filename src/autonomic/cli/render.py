@@ -39,6 +39,7 @@ KIND_STYLE = {
     "workflow.transition": "blue",
     "summary": "magenta",
     "plan": "magenta",
+    "settlement": "bold yellow",
 }
 
 

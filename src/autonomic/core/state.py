@@ -16,6 +16,7 @@ from autonomic.core.entries import (
     ModelTurn,
     PlanOutcome,
     RunStarted,
+    Settlement,
     Summary,
     ToolIntent,
     ToolResult,
@@ -38,6 +39,8 @@ class PendingCall:
     call: ToolCall
     intent: ToolIntent | None
     """The journaled intent, if the call was started; ``None`` if it never began."""
+    settled: Settlement | None = None
+    """A human's finding that the started call took effect, with its result (``settle``)."""
 
 
 @dataclass(slots=True)
@@ -99,6 +102,8 @@ class RunState:
     """The agent's planning settings pinned at start (``None``: the agent does not plan)."""
     plan: PlanOutcome | None = None
     """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
+    settlements: dict[str, Settlement] = field(default_factory=dict)
+    """Calls a human settled as executed, by call id, until their result is recorded."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -140,6 +145,11 @@ class RunState:
                     self._charge(call.usage, call.cost)
             case PlanOutcome():
                 self._apply_plan(body)
+            case Settlement():
+                if body.executed:  # its result is recorded by the next step, screened
+                    self.settlements[body.call_id] = body
+                else:  # the intent is void: the call runs again as a new attempt
+                    self.intents.pop(body.call_id, None)
             case Transition():
                 self._guard_transition(entry.seq, body)
                 self.status = RunStatus(body.target)
@@ -237,10 +247,19 @@ class RunState:
     def pending_calls(self) -> list[PendingCall]:
         """Calls of the latest model response still without a result, in the model's order."""
         return [
-            PendingCall(call, self.intents.get(call.id))
+            PendingCall(call, self.intents.get(call.id), self.settlements.get(call.id))
             for call in self.last_calls
             if call.id not in self.results
         ]
+
+    def in_doubt(self) -> PendingCall | None:
+        """The call the run is in doubt about: started, not idempotent, with no result and no
+        human's finding yet (``None`` if there is none)."""
+        for pending in self.pending_calls():
+            intent = pending.intent
+            if intent is not None and not intent.idempotent and pending.settled is None:
+                return pending
+        return None
 
 
 def fold(run_id: str, entries: Iterable[Entry]) -> RunState:

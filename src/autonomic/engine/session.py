@@ -17,7 +17,7 @@ from autonomic.core.entries import Body, EntryKind, Transition
 from autonomic.core.journal import Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState
-from autonomic.engine.faults import Faults
+from autonomic.engine.faults import Faults, NoFaults
 from autonomic.errors import LeaseLost, StaleVersion
 from autonomic.ports.store import Store
 
@@ -55,6 +55,12 @@ class RunSession:
         self._ttl = lease_ttl
         self._staged: list[PackedEntry] = []
         self._notes: list[Body] = []
+
+    def calm(self) -> None:
+        """No commit hooks and no fault points from now on: the session only ends the run (after
+        an unexpected error, which a hook or a fault point must not raise again)."""
+        self.on_commit = None
+        self._faults = NoFaults()
 
     @property
     def fence(self) -> int:
