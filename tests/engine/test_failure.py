@@ -103,7 +103,8 @@ def test_a_bug_in_agent_code_fails_the_run_with_a_one_line_reason_and_a_digest(s
     assert reason.startswith("unexpected TypeError in _buggy_brain (engine/test_failure.py:")
     assert "string indices must be integers" in reason
     last = _last_transition(entries)
-    assert last.source == "RUNNING" and last.target == "FAILED"
+    assert last.source == "RUNNING"
+    assert last.target == "FAILED"
     assert last.reason == reason
     error = last.error or {}
     assert error["type"] == "TypeError"
@@ -145,7 +146,8 @@ def test_a_hook_failing_after_a_non_idempotent_effect_says_it_may_have_taken_eff
     assert EFFECTS == ["read 1", "write 2"]
     assert run.status is RunStatus.FAILED
     last = _last_transition(entries)
-    assert last.in_doubt is not None and last.in_doubt.tool == "write"
+    assert last.in_doubt is not None
+    assert last.in_doubt.tool == "write"
     assert "KeyError" in (run.status_reason or "")
     assert f"write call {last.in_doubt.call_id} had started" in (run.status_reason or "")
     assert "may have taken effect" in (run.status_reason or "")
@@ -188,7 +190,7 @@ def _needs_path(run):
     if "path" not in run.metadata:
         raise RunInputError(
             "this run has no path: metadata.path is not set",
-            hint=f"autonomic resume {run.id} --force --metadata '{{\"path\": \"P\"}}'",
+            hint=f'autonomic resume {run.id} --force --metadata \'{{"path": "P"}}\'',
         )
 
 
@@ -211,7 +213,7 @@ def test_a_missing_input_suspends_the_run_and_reopening_with_it_completes(store_
     assert suspended.status is RunStatus.SUSPENDED
     assert suspended.status_reason == (
         "this run has no path: metadata.path is not set "
-        f"(autonomic resume {suspended.id} --force --metadata '{{\"path\": \"P\"}}')"
+        f'(autonomic resume {suspended.id} --force --metadata \'{{"path": "P"}}\')'
     )
     assert done.status is RunStatus.COMPLETED
     assert done.metadata == {"path": "/tmp/p"}
@@ -320,11 +322,20 @@ def test_a_worker_survives_a_store_that_fails_a_claim(sqlite_url):
                     raise StoreUnavailable("cannot reach the database")
                 return await real(*args, **kwargs)
 
+            driven = asyncio.Event()
+            drive = engine.drive
+
+            async def drive_and_tell(run):
+                try:
+                    return await drive(run)
+                finally:
+                    driven.set()
+
             engine.claim = claim  # type: ignore[method-assign]
+            engine.drive = drive_and_tell  # type: ignore[method-assign]
             worker = Worker(engine, concurrency=1, poll_interval=0.01)
             task = asyncio.create_task(worker.run())
-            while not worker.finished:
-                await asyncio.sleep(0.01)
+            await driven.wait()
             worker.stop()
             await task
             return await store.get_run(run.id), claims[0]
@@ -354,6 +365,7 @@ def test_secrets_in_an_exception_message_never_reach_the_journal():
     except ValueError as exc:
         failure = Failure.of(exc)
     assert "hunter2" not in json.dumps(failure.to_dict())
-    assert "\n" not in failure.message and len(failure.message) <= 300
+    assert "\n" not in failure.message
+    assert len(failure.message) <= 300
     assert failure.status is RunStatus.FAILED
     assert failure.where.startswith("engine/test_failure.py:")

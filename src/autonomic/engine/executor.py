@@ -652,11 +652,11 @@ class Engine:
         transition), under the run's version: retried while the run changes under us."""
         for _ in range(10):
             run = await self.store.get_run(run_id)
-            check_transition(run.id, run.status, target)
             entries = await self.store.load_journal(run_id)
             state = fold(run_id, entries)
+            bodies = before(run, state) if before is not None else []  # may refuse first
+            check_transition(run.id, run.status, target)
             now = self.clock()
-            bodies = before(run, state) if before is not None else []
             why = reason if isinstance(reason, str) else reason()
             bodies.append(Transition(run.status.value, target.value, why, by="operator", **extra))
             packed: list[PackedEntry] = []
