@@ -11,6 +11,7 @@ from autonomic.adapters.model.scripted import ScriptedModel
 from autonomic.bootstrap import build_store
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
+from autonomic.examples.reconciliation.bank import create_bank
 from autonomic.governance.approvals import ApprovalDesk
 from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.tools.contract import tool
@@ -156,6 +157,8 @@ def test_a_policy_file_from_the_command_line(tmp_path):
         "{}",
         "--model",
         f"scripted:{script}",
+        "--metadata",
+        json.dumps({"bank": str(create_bank(tmp_path / "bank.db"))}),  # the agent's input
         cwd=tmp_path,
     )
     assert ran.returncode == 0, ran.stderr
