@@ -369,3 +369,25 @@ def test_secrets_in_an_exception_message_never_reach_the_journal():
     assert len(failure.message) <= 300
     assert failure.status is RunStatus.FAILED
     assert failure.where.startswith("engine/test_failure.py:")
+
+
+@tool()
+def leaky(n: int) -> int:
+    """A tool whose error message carries a credential."""
+    raise ConnectionError("cannot reach postgresql://svc:hunter2@db/x")
+
+
+def test_a_tool_raising_is_its_error_result_with_where_and_no_secret(sqlite_url):
+    turns = [
+        {"tool_calls": [{"name": "leaky", "arguments": {"n": 1}}]},
+        {"content": "could not"},
+    ]
+    agent = Agent(name="rw", instructions="", tools=(leaky,))
+    run, entries = _drive(sqlite_url, model=ScriptedModel(turns), agent=agent)
+    assert run.status is RunStatus.COMPLETED  # the model read the error and answered
+    (result,) = [e.body for e in entries if e.kind is EntryKind.TOOL_RESULT]
+    assert result.error["code"] == "tool_error"
+    assert result.error["message"] == "ConnectionError: cannot reach postgresql://svc:***@db/x"
+    assert result.error["where"].startswith("engine/test_failure.py:")
+    assert len(result.error["digest"]) == 16
+    assert "hunter2" not in json.dumps([e.payload for e in entries])

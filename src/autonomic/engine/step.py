@@ -59,6 +59,7 @@ from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
+from autonomic.engine.failure import Failure
 from autonomic.engine.gatekeeper import Gatekeeper, Go
 from autonomic.engine.session import RunSession
 from autonomic.errors import (
@@ -418,9 +419,15 @@ async def _attempt(
         return ToolResult.failed(call.id, tool.name, "tool_timeout", message), True
     except AutonomicError as exc:
         return ToolResult.failed(call.id, tool.name, exc.code, str(exc)), exc.retryable
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        return ToolResult.failed(call.id, tool.name, "tool_error", message), True
+    except Exception as exc:  # the tool reported a failure: its error result, with where it raised
+        failure = Failure.of(exc)  # (the message one line, secrets masked: the model reads it)
+        error = {
+            "code": "tool_error",
+            "message": f"{failure.type}: {failure.message}",
+            "where": failure.where,
+            "digest": failure.digest,
+        }
+        return ToolResult(call.id, tool.name, ok=False, error=error), True
     try:
         tool.validate_output(output)
     except InvalidInput as exc:
