@@ -228,6 +228,7 @@ def test_public_api_is_pinned():
         "Role",
         "Run",
         "RunStatus",
+        "RunInputError",
         "ScriptedModel",
         "StaleVersion",
         "Store",

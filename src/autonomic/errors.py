@@ -17,7 +17,8 @@ that it can be written into the journal and shown by the CLI and API.
     │   ├── NotFound
     │   │   └── ToolVersionMissing
     │   ├── InvalidInput
-    │   │   └── ToolArgumentsInvalid
+    │   │   ├── ToolArgumentsInvalid
+    │   │   └── RunInputError
     │   ├── PolicyFileError
     │   ├── ApprovalRefused
     │   └── IllegalTransition
@@ -107,6 +108,18 @@ class ToolArgumentsInvalid(InvalidInput):
     """Arguments proposed for a tool do not match its JSON schema."""
 
     code = "tool_arguments_invalid"
+
+
+class RunInputError(InvalidInput):
+    """A run's input or metadata is missing or wrong (no ``metadata.bank``, a path that is not a
+    bank database): agent code raises it when it validates what it was given.
+
+    Raised inside a run, it does not fail the run: the engine suspends it with this message as the
+    one-line reason, so an operator can give what is missing and resume it
+    (``autonomic resume RUN --force --metadata JSON``). The message says what is wrong, the hint
+    what to give and how."""
+
+    code = "run_input_invalid"
 
 
 class PolicyFileError(UserError):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from autonomic.cli.exit_codes import ExitCode
+from autonomic.examples.reconciliation.bank import create_bank
 
 CLI = [sys.executable, "-m", "autonomic.cli"]
 
@@ -132,9 +133,11 @@ def test_runs_and_show_have_tables_and_json(tmp_path):
 def test_run_with_a_scripted_model_and_detach_then_worker(tmp_path):
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"turns": [{"content": "nothing to reconcile"}]}))
+    bank = json.dumps({"bank": str(create_bank(tmp_path / "bank.db"))})  # the agent's input
     queued = autonomic(
-        "run", "reconciliation", "{}", "--model", f"scripted:{script}", "--detach", cwd=tmp_path
-    )
+        "run", "reconciliation", "{}", "--model", f"scripted:{script}", "--detach",
+        "--metadata", bank, cwd=tmp_path,
+    )  # fmt: skip
     assert queued.returncode == 0, queued.stderr
     run_id = _only_run(tmp_path)
     assert _show(run_id, tmp_path)["status"] == "PENDING"

@@ -12,6 +12,7 @@ from autonomic.bootstrap import build_store
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
+from autonomic.examples.reconciliation.bank import create_bank
 from autonomic.governance.approvals import ApprovalDesk
 from autonomic.governance.policy.risk import parse_policy_text
 from autonomic.tools.contract import tool
@@ -158,6 +159,8 @@ def test_a_policy_file_from_the_command_line(tmp_path):
         "{}",
         "--model",
         f"scripted:{script}",
+        "--metadata",
+        json.dumps({"bank": str(create_bank(tmp_path / "bank.db"))}),  # the agent's input
         cwd=tmp_path,
     )
     # the workflow refuses an answer given before its final state: the run is suspended

@@ -85,9 +85,13 @@ def expected() -> dict[str, Any]:
     return data
 
 
+NEWER_KINDS = {EntryKind.SETTLEMENT}
+"""Kinds added after 0.1: 0.1 never wrote them, so the fixture cannot hold them."""
+
+
 def test_the_fixture_holds_every_entry_kind(journals):
     kinds = {e.kind for entries in journals.values() for e in entries}
-    assert kinds == set(EntryKind)
+    assert kinds == set(EntryKind) - NEWER_KINDS
 
 
 def test_every_old_run_folds_to_the_state_the_old_release_computed(journals, expected):

@@ -151,8 +151,10 @@ def test_engine_run_creates_the_run_leased_and_running_and_skips_the_claim(store
     assert entries[3].payload["key"] == f"{final.id}:4"
 
 
-class Boom(Exception):
-    """Stands in for a process dying at a fault point (the lease stays held)."""
+class Boom(BaseException):
+    """Stands in for a process dying at a fault point (the lease stays held): a BaseException,
+    like ``autonomic.testing.crash.SimulatedCrash``, because the engine ends a run that an
+    ordinary exception broke (an error is not a death)."""
 
 
 class BoomAt:

@@ -4,7 +4,7 @@ Every command reads the database from ``--db`` or ``AUTONOMIC_DB`` (default: ``a
 working directory). Errors print as one line with a hint, never as a traceback.
 
 The commands live in modules named after what they operate (``runs``, ``approvals``, ``demo``,
-``breakers``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``), sharing
+``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``), sharing
 ``common``; this module holds the app, its global options and ``main()``, and wires them in.
 """
 
@@ -15,7 +15,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, workflow
+from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, settle, workflow
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
@@ -47,6 +47,7 @@ app.command("runs")(runs.runs)
 app.command("breakers")(breakers.breakers)
 app.command("show")(runs.show)
 app.command("cancel")(runs.cancel)
+app.command("settle")(settle.settle)
 app.command("approvals")(approvals.approvals)
 app.command("approve")(approvals.approve)
 app.command("deny")(approvals.deny)

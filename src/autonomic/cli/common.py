@@ -191,9 +191,20 @@ def finish_message(run: Run, db: str) -> None:
             f"  {escape(approve)}\nor to deny:\n  {escape(deny)}\n"
             f"(`{escape(command(db, 'approvals'))}` lists what is waiting)"
         )
+    elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
+        "in doubt"
+    ):
+        out.print(
+            f"in doubt: find out whether the call took effect (`autonomic show {run.id}`), then "
+            f"`autonomic settle {run.id} --executed --result JSON --reason TEXT` or "
+            f"`autonomic settle {run.id} --not-executed --reason TEXT` (or `autonomic cancel "
+            f"{run.id}`)"
+        )
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
         out.print(
             f"a human must decide: inspect with\n  {escape(command(db, 'show', run.id))}\n"
             f"then either\n  {escape(command(db, 'resume', run.id, '--force'))}\n"
             f"  {escape(command(db, 'cancel', run.id))}"
         )
+    elif run.status in (RunStatus.FAILED, RunStatus.SUSPENDED):
+        out.print(f"inspect it: `autonomic show {run.id}`")

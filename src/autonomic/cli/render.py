@@ -46,6 +46,7 @@ KIND_STYLE = {
     "workflow.transition": "blue",
     "summary": "magenta",
     "plan": "magenta",
+    "settlement": "bold yellow",
 }
 
 

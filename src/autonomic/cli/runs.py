@@ -1,5 +1,5 @@
 """``autonomic run``, ``resume``, ``worker``, ``runs``, ``show`` and ``cancel``: start, drive, list,
-inspect and stop runs."""
+inspect and stop runs (``settle`` is in ``settle.py``)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,14 @@ def resume(
             show_default=False,
         ),
     ] = None,
+    metadata: Annotated[
+        str | None,
+        typer.Option(
+            help="With --force: set run metadata keys (a JSON object), e.g. the input a run "
+            "was suspended for.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Resume a run from its journal: completed steps are replayed, never redone.
 
@@ -116,6 +124,9 @@ def resume(
     raised = _budget_options(budget or [])
     if raised and not force:
         raise UserError("--budget raises a limit when reopening", hint="add --force")
+    meta = _json_object(metadata, "--metadata") if metadata else None
+    if meta and not force:
+        raise UserError("--metadata sets run metadata when reopening", hint="add --force")
 
     async def go() -> Run:
         store = await open_store(settings.db, "write")
@@ -129,7 +140,10 @@ def resume(
                         hint="a human decides: `--force` reopens it, `autonomic cancel` ends it",
                     )
                 await engine.reopen(
-                    run_id, "reopened by operator (resume --force)", budget=raised or None
+                    run_id,
+                    "reopened by operator (resume --force)",
+                    budget=raised or None,
+                    metadata=meta,
                 )
             out.print(f"resuming run [bold]{run_id}[/] from its journal")
             return await engine.run_to_end(run_id)  # type: ignore[no-any-return]

@@ -47,6 +47,9 @@ class EntryKind(enum.StrEnum):
     PLAN = "plan"
     """The planning phase's outcome: a plan from the cache or the planner (with the call's usage
     and cost), or why the run goes on without one."""
+    SETTLEMENT = "settlement"
+    """A human's finding about a call the run was in doubt about: it ran (with its result) or
+    it did not (``autonomic settle``)."""
 
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -285,6 +288,9 @@ class ToolResult(NamedTuple):
     screen: dict[str, Any] | None = None
     position: tuple[int, int] | None = None
     """(turn, index) of the call it answers (see ``ToolIntent.position``)."""
+    settled: dict[str, Any] | None = None
+    """Set on the result a human gave when settling an in-doubt call (``by``, ``reason``): the
+    tool did not report it, a person did."""
 
     @staticmethod
     def failed(
@@ -328,6 +334,7 @@ class ToolResult(NamedTuple):
             self.circuit,
             self.screen,
             position if position is not None else self.position,
+            self.settled,
         )
 
     @property
@@ -356,6 +363,7 @@ class ToolResult(NamedTuple):
             circuit=self.circuit,
             screen=self.screen,
             position=list(self.position) if self.position is not None else None,
+            settled=self.settled,
         )
 
     @staticmethod
@@ -373,6 +381,7 @@ class ToolResult(NamedTuple):
             circuit=_dict(p.get("circuit")),
             screen=_dict(p.get("screen")),
             position=_position(p.get("position")),
+            settled=_dict(p.get("settled")),
         )
 
 
@@ -519,6 +528,8 @@ class Transition(NamedTuple):
     call_id: str | None = None
     budget: dict[str, Any] | None = None
     """Budget limits raised by an operator's reopening."""
+    metadata: dict[str, Any] | None = None
+    """Run metadata keys an operator set when reopening (``resume --force --metadata``)."""
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"from": self.source, "to": self.target, "reason": self.reason}
@@ -538,6 +549,7 @@ class Transition(NamedTuple):
             circuit=self.circuit,
             call_id=self.call_id,
             budget=self.budget,
+            metadata=self.metadata,
         )
 
     @staticmethod
@@ -563,6 +575,7 @@ class Transition(NamedTuple):
             circuit=_dict(p.get("circuit")),
             call_id=p.get("call_id"),
             budget=_dict(p.get("budget")),
+            metadata=_dict(p.get("metadata")),
         )
 
 
@@ -700,6 +713,66 @@ class PlanOutcome(NamedTuple):
         )
 
 
+class Settlement(NamedTuple):
+    """``settlement``: a human's finding about the call a run was *in doubt* about - a
+    non-idempotent call whose intent is journaled and whose result is not - with who and why.
+
+    ``executed``: it took effect, and ``output`` is the result the person found (the run records
+    it as the call's ``tool.result``, screened like any tool output, marked ``settled``). Not
+    executed: the intent is void, and the call runs again as a new attempt (a new intent, a new
+    key) - once, under the write-ahead rule like any other."""
+
+    call_id: str
+    tool: str
+    key: str
+    """The idempotency key of the intent settled (which attempt the finding is about)."""
+    executed: bool
+    by: str
+    reason: str
+    output: Any = None
+    position: tuple[int, int] | None = None
+    """(turn, index) of the call settled (see ``ToolIntent.position``)."""
+
+    def result(self) -> ToolResult:
+        """The call's result, for a call settled as executed."""
+        return ToolResult(
+            self.call_id,
+            self.tool,
+            ok=True,
+            output=self.output,
+            position=self.position,
+            settled={"by": self.by, "reason": self.reason},
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "call_id": self.call_id,
+            "tool": self.tool,
+            "key": self.key,
+            "executed": self.executed,
+            "by": self.by,
+            "reason": self.reason,
+        }
+        if self.executed:
+            out["output"] = self.output
+        if self.position is not None:
+            out["position"] = list(self.position)
+        return out
+
+    @staticmethod
+    def from_payload(p: Mapping[str, Any]) -> Settlement:
+        return Settlement(
+            call_id=str(p["call_id"]),
+            tool=str(p.get("tool", "")),
+            key=str(p.get("key", "")),
+            executed=bool(p.get("executed", False)),
+            by=str(p.get("by", "")),
+            reason=str(p.get("reason", "")),
+            output=p.get("output"),
+            position=_position(p.get("position")),
+        )
+
+
 Body: TypeAlias = (
     RunStarted
     | ModelTurn
@@ -712,6 +785,7 @@ Body: TypeAlias = (
     | WorkflowMove
     | Summary
     | PlanOutcome
+    | Settlement
 )
 """A typed journal entry."""
 
@@ -727,6 +801,7 @@ KINDS: dict[type[Any], EntryKind] = {
     WorkflowMove: EntryKind.WORKFLOW,
     Summary: EntryKind.SUMMARY,
     PlanOutcome: EntryKind.PLAN,
+    Settlement: EntryKind.SETTLEMENT,
 }
 """The kind each type journals as."""
 

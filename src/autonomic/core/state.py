@@ -17,6 +17,7 @@ from autonomic.core.entries import (
     ModelTurn,
     PlanOutcome,
     RunStarted,
+    Settlement,
     Summary,
     ToolIntent,
     ToolResult,
@@ -42,6 +43,8 @@ class PendingCall:
     """The journaled intent, if the call was started; ``None`` if it never began."""
     position: Position = (0, 0)
     """(turn, index): what the call's intent, decision and result are keyed by."""
+    settled: Settlement | None = None
+    """A human's finding that the started call took effect, with its result (``settle``)."""
 
 
 @dataclass(slots=True)
@@ -105,6 +108,8 @@ class RunState:
     """The agent's planning settings pinned at start (``None``: the agent does not plan)."""
     plan: PlanOutcome | None = None
     """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
+    settlements: dict[Position, Settlement] = field(default_factory=dict)
+    """Calls a human settled as executed, by position, until their result is recorded."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -147,6 +152,12 @@ class RunState:
                     self._charge(call.usage, call.cost)
             case PlanOutcome():
                 self._apply_plan(body)
+            case Settlement():
+                position = self.position_of(body.call_id, body.position)
+                if body.executed:  # its result is recorded by the next step, screened
+                    self.settlements[position] = body
+                else:  # the intent is void: the call runs again as a new attempt
+                    self.intents.pop(position, None)
             case Transition():
                 self._guard_transition(entry.seq, body)
                 self.status = RunStatus(body.target)
@@ -256,10 +267,24 @@ class RunState:
         """Calls of the latest model response still without a result, in the model's order."""
         turn = self.turns
         return [
-            PendingCall(call, self.intents.get((turn, index)), (turn, index))
+            PendingCall(
+                call,
+                self.intents.get((turn, index)),
+                (turn, index),
+                self.settlements.get((turn, index)),
+            )
             for index, call in enumerate(self.last_calls)
             if (turn, index) not in self.results
         ]
+
+    def in_doubt(self) -> PendingCall | None:
+        """The call the run is in doubt about: started, not idempotent, with no result and no
+        human's finding yet (``None`` if there is none)."""
+        for pending in self.pending_calls():
+            intent = pending.intent
+            if intent is not None and not intent.idempotent and pending.settled is None:
+                return pending
+        return None
 
 
 def fold(run_id: str, entries: Iterable[Entry]) -> RunState:

@@ -16,6 +16,7 @@ from autonomic.core.entries import (
     PlanOutcome,
     Recovery,
     RunStarted,
+    Settlement,
     Summary,
     ToolIntent,
     ToolResult,
@@ -119,6 +120,8 @@ def summarise(entry: Entry, width: int = 90) -> str:
                 text = f"{body.tool} FAILED {err.get('code')}: {err.get('message')}"
             if body.replayed:
                 text += " (re-executed after a crash)"
+            if body.settled:
+                text += f" (settled by {body.settled.get('by')})"
             if body.screen:
                 flags = body.screen.get("flags", [])
                 codes = ",".join(sorted({f.get("code", "") for f in flags}))
@@ -151,6 +154,13 @@ def summarise(entry: Entry, width: int = 90) -> str:
                 text += " (extractive fallback)"
         case PlanOutcome():
             text = _plan_summary(body)
+        case Settlement():
+            found = (
+                f"executed, result {_short(body.output)}"
+                if body.executed
+                else "not executed (runs again)"
+            )
+            text = f"{body.tool} call {body.call_id} {found}, by {body.by}: {body.reason}"
         case _:
             assert_never(body)
     return text if len(text) <= width else text[: width - 3] + "..."

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from autonomic.core.run import Run
 from autonomic.errors import InvalidInput, NotFound, PolicyFileError
 from autonomic.governance.policy.tool_policy import apply_tool_policy
 from autonomic.tools.contract import Tool
@@ -94,6 +95,11 @@ class Agent:
     """Plan before the first turn: from the plan cache when a task of the same pattern was
     planned before, else with ``planning.model`` (a small model; ``autonomic.engine.planning``).
     ``None``: the agent starts acting at once."""
+    check: Callable[[Run], None] | None = None
+    """Validates a run's input and metadata before every drive (the first and each resume): raise
+    ``RunInputError`` saying what is missing or wrong and how to give it. The engine suspends the
+    run with that one line - an operator gives what is missing and resumes it - instead of the
+    bad input surfacing steps later as a ``TypeError`` in the agent's code."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +130,7 @@ class Agent:
             budget=self.budget,
             read_only=self.read_only & {t.name for t in tools},
             planning=self.planning,
+            check=self.check,
         )
 
 

@@ -17,11 +17,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from autonomic.core.entries import RunStarted, Transition
+from autonomic.core.canonical import canonical_json
+from autonomic.core.entries import Body, RunStarted, Settlement, ToolIntent, Transition
 from autonomic.core.journal import GENESIS_HASH, Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
-from autonomic.core.state import fold
+from autonomic.core.state import RunState, fold
 from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.failure import Failure, scrub, store_failure
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gatekeeper import Gatekeeper
 from autonomic.engine.hooks import (
@@ -36,7 +38,14 @@ from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.planning import PlanningHook
 from autonomic.engine.session import RunInterrupted, RunSession
 from autonomic.engine.step import Hook, Hooks, StepProtocol, run_priority
-from autonomic.errors import ConfigError, InvalidInput, LeaseLost, StaleVersion, UserError
+from autonomic.errors import (
+    ConfigError,
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    StaleVersion,
+    UserError,
+)
 from autonomic.gateway.plan_cache import LocalPlanCache, PlanCache
 from autonomic.gateway.split import view_spec
 from autonomic.governance.circuits import GATE_NAME as BREAKER_GATE
@@ -358,6 +367,8 @@ class Engine:
                 step = self._steps(session)
                 if taken_over:
                     step.begin(self.owner)
+                if step.agent.check is not None:
+                    step.agent.check(session.run)  # the run's input and metadata, every drive
                 await step.drive(ReAct())
         except LeaseLost as exc:
             log.warning(
@@ -371,6 +382,16 @@ class Engine:
             return await self.store.get_run(run.id)
         except RunInterrupted:
             return await self.store.get_run(run.id)
+        except Exception as exc:
+            # A step raised what the protocol does not expect (agent code, a hook, a gate, a
+            # policy): the run ends with the reason, never stays RUNNING. The store failing is
+            # not the run's fault: re-raised, the run is left for recovery (``failure``).
+            if session is None or store_failure(exc):
+                raise
+            ended = await self._fail(session, exc)
+            if ended is None:
+                return await self.store.get_run(run.id)
+            session = ended
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -379,6 +400,76 @@ class Engine:
         if final.lease.owner is not None:  # a transition out of RUNNING has released it already
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
+
+    async def _fail(self, session: RunSession, exc: Exception) -> RunSession | None:
+        """End a run after an unexpected error in one of its steps: SUSPENDED or FAILED with a
+        one-line reason and the ``Failure`` as evidence, in one commit (see ``failure``).
+
+        What the step staged before the error (the model's answer, a decision, an idempotent
+        call's intent) is committed with the failure when it can be - it shows what led to it;
+        when it cannot, the run ends from its committed journal. A non-idempotent call whose
+        intent is committed but whose result is not is named: it may have taken effect.
+        ``None`` when the run is no longer this worker's."""
+        failure = Failure.of(exc)
+        log.info(  # the journal holds it; the run's reason says it
+            "run %s: unexpected %s in %s (%s): %s [digest %s]",
+            session.run.id,
+            failure.type,
+            failure.function,
+            failure.where,
+            failure.message,
+            failure.digest,
+        )
+        log.debug("run %s: the failure's traceback", session.run.id, exc_info=exc)
+        if session.run.status is not RunStatus.RUNNING:
+            return session  # it had left RUNNING already (an after_run hook raised): not stuck
+        session.calm()
+        if session.state.status is RunStatus.RUNNING:
+            try:
+                await self._end(session, failure)
+                return session
+            except (LeaseLost, RunInterrupted):
+                return None
+            except Exception as again:
+                if store_failure(again):
+                    raise
+                log.error("run %s: staged entries not committable (%r)", session.run.id, again)
+        run = await self.store.get_run(session.run.id)
+        if run.lease.fence != session.fence:
+            return None
+        entries = await self.store.load_journal(run.id)
+        fresh = RunSession(
+            self.store,
+            run,
+            fold(run.id, entries),
+            clock=self.clock,
+            faults=NoFaults(),
+            lease_ttl=self.lease_ttl,
+        )
+        if fresh.state.status is not RunStatus.RUNNING:
+            return fresh
+        try:
+            await self._end(fresh, failure)
+        except (LeaseLost, RunInterrupted):
+            return None
+        return fresh
+
+    @staticmethod
+    async def _end(session: RunSession, failure: Failure) -> None:
+        in_doubt = next(
+            (
+                p.intent
+                for p in session.state.pending_calls()
+                if p.intent is not None and not p.intent.idempotent
+            ),
+            None,
+        )
+        await session.transition(
+            failure.status,
+            failure.reason(session.run.id, in_doubt),
+            error=failure.to_dict(),
+            in_doubt=in_doubt,
+        )
 
     def _steps(self, session: RunSession) -> StepProtocol:
         """The step protocol for a run this worker drives now, with every hook it needs."""
@@ -431,9 +522,13 @@ class Engine:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             until = self.clock() + self.lease_ttl
-            ok = await self.store.renew_lease(
-                run.id, owner=self.owner, fence=run.lease.fence, expires_at=until
-            )
+            try:
+                ok = await self.store.renew_lease(
+                    run.id, owner=self.owner, fence=run.lease.fence, expires_at=until
+                )
+            except Exception as exc:  # the store is down: commits will say so; try again later
+                log.warning("run %s: lease renewal failed: %s", run.id, scrub(str(exc)))
+                continue
             session = held()
             if ok:
                 if session is not None:
@@ -463,48 +558,156 @@ class Engine:
         return await self.drive(run)
 
     async def reopen(
-        self, run_id: str, reason: str, *, budget: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        reason: str,
+        *,
+        budget: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Run:
         """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it.
 
-        ``budget`` raises (or sets) run budget limits, key by key, in the same transition entry."""
+        ``budget`` raises (or sets) run budget limits, key by key, in the same transition entry;
+        ``metadata`` sets run metadata keys (what a run suspended for a missing or wrong input
+        needs), journaled in that entry too."""
         extra: dict[str, Any] = {}
         if budget:
             extra["budget"] = pinned_budget(None, budget)
+        if metadata:
+            run_priority(metadata)  # a bad priority is refused here, not in a worker
+            extra["metadata"] = dict(metadata)
         return await self._operator_transition(run_id, RunStatus.RUNNING, reason, **extra)
 
     async def cancel(self, run_id: str, reason: str = "cancelled by operator") -> Run:
         """Cancel a run from outside; a worker holding it stops at its next commit."""
         return await self._operator_transition(run_id, RunStatus.CANCELLED, reason)
 
-    async def _operator_transition(
-        self, run_id: str, target: RunStatus, reason: str, **extra: Any
+    async def settle(
+        self,
+        run_id: str,
+        *,
+        executed: bool,
+        by: str,
+        reason: str,
+        output: Any = None,
     ) -> Run:
+        """Record a human's finding about the call a run is *in doubt* about, and let it go on.
+
+        A run is in doubt when a non-idempotent call started (its intent is journaled) and its
+        result was never recorded: nobody knows whether the effect happened, so the engine waits
+        for a person (WAITING_FOR_HUMAN). They find out and say:
+
+        * ``executed=True``: it took effect; ``output`` is the result they found. The run records
+          it as the call's result - untrusted tool output, screened like any, marked ``settled``
+          - and goes on without running the call again.
+        * ``executed=False``: it did not; the call runs again as a new attempt (a new intent and
+          key, committed before the effect), once.
+
+        One commit: a ``settlement`` entry (who, why, the finding) and the transition back to
+        RUNNING without a lease, so ``resume`` or any worker drives it at once. Refused (a
+        ``UserError`` saying why) when the run is not in doubt."""
+        if not reason.strip():
+            raise InvalidInput(
+                "settling needs a reason", hint='say how you found out: --reason "checked the ..."'
+            )
+        if not by.strip():
+            raise InvalidInput("settling needs who settles it", hint="--as NAME")
+        found: list[str] = []
+
+        def finding(run: Run, state: RunState) -> list[Body]:
+            pending = state.in_doubt() if run.status is RunStatus.WAITING_FOR_HUMAN else None
+            if pending is None or pending.intent is None:
+                raise UserError(
+                    f"run {run_id} is not in doubt: it is {run.status.value}"
+                    + (f" ({run.status_reason})" if run.status_reason else ""),
+                    hint="settle records what happened to a call a run is in doubt about; "
+                    f"`autonomic show {run_id}` shows where the run is",
+                )
+            intent = pending.intent
+            if executed:
+                self._check_settled_output(run, intent, output)
+            found[:] = [f"{intent.tool} call {intent.call_id}"]
+            return [
+                Settlement(
+                    call_id=intent.call_id,
+                    tool=intent.tool,
+                    key=intent.key,
+                    executed=executed,
+                    by=by,
+                    reason=reason,
+                    output=output if executed else None,
+                    position=pending.position,
+                )
+            ]
+
+        verdict = "executed" if executed else "not executed (it runs again)"
+        return await self._operator_transition(
+            run_id,
+            RunStatus.RUNNING,
+            lambda: f"settled by {by}: {found[0]} {verdict} - {reason}",
+            before=finding,
+        )
+
+    def _check_settled_output(self, run: Run, intent: ToolIntent, output: Any) -> None:
+        """A result given for a call must fit the tool's output contract, when this process
+        knows the tool (a wrong shape would only fail the run later)."""
+        try:
+            tool = self.agents.get(run.agent).registry.resolve(intent.ref)
+        except NotFound:
+            return
+        try:
+            canonical_json(output)
+            tool.validate_output(output)
+        except (TypeError, ValueError, InvalidInput) as exc:
+            raise InvalidInput(
+                f"the result given for {intent.ref} does not fit its output contract: {exc}",
+                hint="give the result as the tool would have returned it (JSON)",
+            ) from None
+
+    async def _operator_transition(
+        self,
+        run_id: str,
+        target: RunStatus,
+        reason: str | Callable[[], str],
+        *,
+        before: Callable[[Run, RunState], list[Body]] | None = None,
+        **extra: Any,
+    ) -> Run:
+        """Commit an operator's change of a run's status (and ``before``'s entries ahead of the
+        transition), under the run's version: retried while the run changes under us."""
         for _ in range(10):
             run = await self.store.get_run(run_id)
-            check_transition(run.id, run.status, target)
             entries = await self.store.load_journal(run_id)
             state = fold(run_id, entries)
+            bodies = before(run, state) if before is not None else []  # may refuse first
+            check_transition(run.id, run.status, target)
             now = self.clock()
-            entry = record(
-                run_id,
-                state.last_seq + 1,
-                Transition(run.status.value, target.value, reason, by="operator", **extra),
-                prev_hash=state.last_hash,
-                created_at=now,
-            )
+            why = reason if isinstance(reason, str) else reason()
+            bodies.append(Transition(run.status.value, target.value, why, by="operator", **extra))
+            packed: list[PackedEntry] = []
+            seq, prev = state.last_seq, state.last_hash
+            for body in bodies:
+                seq += 1
+                packed.append(record(run_id, seq, body, prev_hash=prev, created_at=now))
+                prev = packed[-1].entry.hash
+            metadata = extra.get("metadata")
             try:
                 version = await self.store.commit(
                     run_id,
                     expected_version=run.version,
                     fence=None,
-                    entries=[entry],
-                    changes=RunChanges(status=target, status_reason=reason),
+                    entries=packed,
+                    changes=RunChanges(
+                        status=target,
+                        status_reason=why,
+                        metadata={**run.metadata, **metadata} if metadata else None,
+                    ),
                     now=now,
                 )
             except StaleVersion:
                 continue
-            return run.replace(status=target, status_reason=reason, version=version)
+            changed = run.replace(status=target, status_reason=why, version=version)
+            return changed.replace(metadata={**run.metadata, **metadata}) if metadata else changed
         raise StaleVersion(f"run {run_id} kept changing; try again")
 
 

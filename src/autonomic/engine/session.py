@@ -17,7 +17,7 @@ from autonomic.core.entries import Body, EntryKind, Transition
 from autonomic.core.journal import Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState
-from autonomic.engine.faults import Faults
+from autonomic.engine.faults import Faults, NoFaults
 from autonomic.errors import LeaseLost, StaleVersion
 from autonomic.ports.store import Store
 
@@ -59,6 +59,12 @@ class RunSession:
         """When this worker's lease ends by its own clock: set by the claim, extended by every
         commit and heartbeat."""
         self._lost: str | None = None
+
+    def calm(self) -> None:
+        """No commit hooks and no fault points from now on: the session only ends the run (after
+        an unexpected error, which a hook or a fault point must not raise again)."""
+        self.on_commit = None
+        self._faults = NoFaults()
 
     @property
     def fence(self) -> int:

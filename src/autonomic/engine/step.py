@@ -31,7 +31,9 @@ every capability attaches around it through named hooks, never by copying it.
 **The replay rule.** On resume, a call whose intent is journaled but whose result is not is re-run
 only if its tool is idempotent, with its original key. **The in-doubt rule.** Otherwise nobody
 knows whether the effect happened: the run moves to WAITING_FOR_HUMAN "in doubt", with the intent
-as evidence, for a human to settle. A crash before a commit loses only the uncommitted step: the
+as evidence, for a human to settle (``autonomic settle``, a ``settlement`` entry): executed, and the
+result they found is recorded as the call's result (screened like any tool output); or not
+executed, and the call runs again as a new attempt under the write-ahead rule. A crash before a commit loses only the uncommitted step: the
 model is asked again for that turn (it was never recorded) and an idempotent tool is re-run with
 the same key.
 
@@ -64,6 +66,7 @@ from autonomic.core.messages import ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
+from autonomic.engine.failure import Failure
 from autonomic.engine.gatekeeper import Gatekeeper, Go
 from autonomic.engine.session import RunSession
 from autonomic.errors import (
@@ -303,12 +306,12 @@ class StepProtocol:
                     ToolResult.failed(call.id, call.name, "unknown_tool", str(exc), position=at)
                 )
                 continue
+            settled = item.settled.result()._replace(position=at) if item.settled else None
             if item.intent is not None:  # started before a crash: the replay rule
-                if not tool.idempotent:  # the in-doubt rule
+                if settled is None and not tool.idempotent:  # the in-doubt rule
                     await self.stop(
                         RunStatus.WAITING_FOR_HUMAN,
-                        f"in doubt: {tool.ref} call {call.id} started but its result was never "
-                        "recorded, and the tool is not idempotent",
+                        in_doubt_reason(session.run.id, tool.ref, call.id),
                         in_doubt=item.intent,
                     )
                     return False
@@ -341,7 +344,11 @@ class StepProtocol:
                 replayed = False
                 if not tool.idempotent:
                     await session.flush()  # write-ahead: the intent is durable before the effect
-            result = await self._act(tool, call, at, intent, replayed)  # act
+            result = (  # act
+                settled
+                if settled is not None
+                else await self._act(tool, call, at, intent, replayed)
+            )
             for hook in self.hooks.after_tool_result:
                 result = hook.after_tool_result(self, result)
             session.fault("after_effect")
@@ -436,14 +443,30 @@ async def _attempt(
         return ToolResult.failed(call.id, tool.name, "tool_timeout", message), True
     except AutonomicError as exc:
         return ToolResult.failed(call.id, tool.name, exc.code, str(exc)), exc.retryable
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        return ToolResult.failed(call.id, tool.name, "tool_error", message), True
+    except Exception as exc:  # the tool reported a failure: its error result, with where it raised
+        failure = Failure.of(exc)  # (the message one line, secrets masked: the model reads it)
+        error = {
+            "code": "tool_error",
+            "message": f"{failure.type}: {failure.message}",
+            "where": failure.where,
+            "digest": failure.digest,
+        }
+        return ToolResult(call.id, tool.name, ok=False, error=error), True
     try:
         tool.validate_output(output)
     except InvalidInput as exc:
         return ToolResult.failed(call.id, tool.name, "tool_output_invalid", str(exc)), False
     return ToolResult(call.id, tool.name, ok=True, output=output), False
+
+
+def in_doubt_reason(run_id: str, ref: str, call_id: str) -> str:
+    """Why a run waits in doubt, and the commands that settle it."""
+    return (
+        f"in doubt: {ref} call {call_id} started but its result was never recorded, and the "
+        f"tool is not idempotent; find out whether it took effect, then `autonomic settle "
+        f"{run_id} --executed --result JSON --reason TEXT` or `autonomic settle {run_id} "
+        "--not-executed --reason TEXT`"
+    )
 
 
 def _wrap_effect(

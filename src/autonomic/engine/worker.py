@@ -4,6 +4,10 @@ Stopping is graceful: ``stop()`` lets every run in hand finish the step it is on
 release its lease so another worker can take it at once. A worker that dies instead (SIGKILL, a lost
 machine) leaves leases that expire after ``lease_ttl``; the next claimer bumps the fencing token, so
 if the dead worker was only paused, it can never commit again.
+
+A worker survives whatever a run does: the engine ends a run an unexpected error broke (with the
+reason in its journal) and the worker goes on with the next; a store that fails leaves the run for
+recovery, and a failed claim is retried at the next poll.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 
 from autonomic.core.run import Run
 from autonomic.engine.executor import Engine
+from autonomic.engine.failure import scrub
 from autonomic.governance.approvals import ApprovalDesk
 
 log = logging.getLogger("autonomic.worker")
@@ -45,7 +50,19 @@ class Worker:
             if self.engine.stopping.is_set():
                 slots.release()
                 break
-            run = await self.engine.claim()
+            try:
+                run = await self.engine.claim()
+            except Exception as exc:  # the store is down: nothing was claimed; try again later
+                slots.release()
+                log.error(
+                    "claiming a run failed: %s; retrying in %ss",
+                    scrub(str(exc)),
+                    self.poll_interval,
+                )
+                if until_idle and not tasks:
+                    raise
+                await self._pause()
+                continue
             if run is None:
                 slots.release()
                 if await self._sweep_approvals():
@@ -56,9 +73,7 @@ class Worker:
                 if until_idle:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await self._pause()
                 continue
             task = asyncio.create_task(self._drive(run, slots))
             tasks.add(task)
@@ -68,6 +83,12 @@ class Worker:
         if self.engine.stopping.is_set():
             await self.engine.aclose()  # shut down: close the gateway's pools and Redis link
         return self.finished
+
+    async def _pause(self) -> None:
+        """Wait for the next poll (or a ``stop()``)."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     async def _sweep_approvals(self) -> bool:
         """When idle, expire (deny as timeout) and escalate the approvals that are due; ``True``
@@ -82,7 +103,14 @@ class Worker:
     async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
         try:
             self.finished.append(await self.engine.drive(run))
-        except Exception:
-            log.exception("run %s failed in the worker; its lease will expire", run.id)
+        except Exception as exc:
+            # The engine ends a run an unexpected error broke (FAILED or SUSPENDED, with the
+            # reason); what reaches here is the store failing: the run is left for recovery.
+            log.error(
+                "run %s: %s: %s; left for recovery when its lease expires",
+                run.id,
+                type(exc).__name__,
+                scrub(str(exc)),
+            )
         finally:
             slots.release()

@@ -110,8 +110,9 @@ async def test_a_reopened_loop_is_acknowledged_and_not_suspended_again_at_once(
         await store.close()
 
 
-class Crash(Exception):
-    """An in-process crash: raised at a fault point, nothing staged after it is committed."""
+class Crash(BaseException):
+    """An in-process crash: raised at a fault point, nothing staged after it is committed (a
+    BaseException: the engine ends a run an ordinary exception broke, a death it cannot catch)."""
 
 
 class CrashAtCommit:

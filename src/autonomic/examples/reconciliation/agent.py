@@ -12,12 +12,16 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from autonomic.adapters.model.scripted import FunctionModel
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
+from autonomic.core.run import Run
 from autonomic.engine.agent import Agent
+from autonomic.errors import RunInputError
+from autonomic.examples.reconciliation.bank import bank_problem
 from autonomic.examples.reconciliation.tools import (
     cleanup,
     compute_differences,
@@ -243,6 +247,29 @@ WORKFLOW = resources.files(__package__).joinpath("workflow.yaml")
 """The state machine the agent's calls follow."""
 
 
+def check_run(run: Run) -> None:
+    """The run's inputs, checked before every drive (``Agent.check``): ``metadata.bank`` must be
+    the path of a bank database. Missing or wrong, the run is suspended with one line saying what
+    to give and how - never a ``TypeError`` steps later when the tools' errors reach the brain.
+
+    The pattern for any agent that reads metadata or a structured task: check it here, raise
+    ``RunInputError`` with the fix in the hint."""
+    give = (
+        f'give it: autonomic resume {run.id} --force --metadata \'{{"bank": "PATH"}}\''
+        " (`autonomic demo` creates a bank)"
+    )
+    bank = run.metadata.get("bank")
+    if bank is None:
+        raise RunInputError("this run has no bank database: metadata.bank is not set", hint=give)
+    if not isinstance(bank, str) or not bank.strip():
+        raise RunInputError(
+            f"metadata.bank must be the path of the bank database, got {bank!r}", hint=give
+        )
+    problem = bank_problem(Path(bank))
+    if problem is not None:
+        raise RunInputError(f"metadata.bank {bank}: {problem}", hint=give)
+
+
 def reconciliation_agent() -> Agent:
     """The demo agent, on its deterministic model, governed by ``policy.yaml`` and
     ``workflow.yaml``."""
@@ -265,6 +292,7 @@ def reconciliation_agent() -> Agent:
         max_turns=20,
         gates=(policy.risk.gate(),),
         workflow=Workflow.from_text(WORKFLOW.read_text(encoding="utf-8"), str(WORKFLOW)),
+        check=check_run,
     )
 
 

@@ -29,6 +29,29 @@ STATEMENT = [
 ]
 
 
+TABLES = ("adjustments", "ledger", "reports", "statement")
+"""The tables the agent reads and writes: a file without them is not a bank database."""
+
+
+def bank_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable as the bank database (``None``: nothing). Opened read-only:
+    checking never creates or changes a file."""
+    if not path.is_file():
+        return "no such file"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return f"not a SQLite database ({exc})"
+    missing = [t for t in TABLES if t not in found]
+    if missing:
+        return f"not a bank database (no table {', '.join(missing)})"
+    return None
+
+
 def create_bank(path: Path) -> Path:
     """Create (or recreate) the demo bank at ``path``."""
     if path.exists():

@@ -18,8 +18,9 @@ from typing import Any
 from autonomic.adapters.model.scripted import FunctionModel
 from autonomic.core.canonical import canonical_json
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
+from autonomic.core.run import Run
 from autonomic.engine.agent import Agent
-from autonomic.errors import InvalidInput
+from autonomic.errors import InvalidInput, RunInputError
 from autonomic.examples.runaway.incident import reconciliation_loop
 from autonomic.governance.action import ActionKind
 from autonomic.ports.model import Model
@@ -48,6 +49,20 @@ def _ledger(ctx: ToolContext) -> Path:
     if not isinstance(path, str):
         raise InvalidInput("this run has no ledger", hint='start it with metadata={"ledger": PATH}')
     return Path(path)
+
+
+def check_run(run: Run) -> None:
+    """The run's input, checked before every drive (``Agent.check``): ``metadata.ledger`` must
+    name the ledger file (``create_ledger`` makes one); otherwise the run is suspended saying so."""
+    ledger = run.metadata.get("ledger")
+    give = (
+        f'give it: autonomic resume {run.id} --force --metadata \'{{"ledger": "PATH"}}\' '
+        "(`autonomic demo --scenario runaway` creates one)"
+    )
+    if not isinstance(ledger, str) or not ledger.strip():
+        raise RunInputError(f"this run has no ledger: metadata.ledger is {ledger!r}", hint=give)
+    if not Path(ledger).is_file():
+        raise RunInputError(f"metadata.ledger {ledger}: no such file", hint=give)
 
 
 def purges(path: Path) -> int:
@@ -115,6 +130,7 @@ def runaway_agent() -> Agent:
         model="function:runaway-cleanup",
         max_turns=30,
         read_only=frozenset({"check_stale"}),
+        check=check_run,
     )
 
 
