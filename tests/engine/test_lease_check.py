@@ -109,6 +109,8 @@ def _drive_a(url, *, expire_clock: bool, take_over: bool):
     def at_effect() -> None:
         if expire_clock:
             clock.offset = TTL + 5
+        elif take_over:  # less than half the lease left by A's clock: A reads to be sure
+            clock.offset = TTL * 0.6
         if take_over:
             taken.append(_take_over(url, run_id))
 
@@ -146,6 +148,37 @@ def test_a_lease_expired_by_the_clock_but_not_taken_is_renewed_and_the_effect_ru
     assert run.status is RunStatus.COMPLETED, run.status_reason
     assert writes == [run.id]
     assert fences == [1]
+
+
+def test_a_fresh_lease_is_trusted_without_a_read_and_a_skewed_takeover_is_the_limit(store_url):
+    """With more than half the lease left (the intent was just committed), the check asks the
+    store nothing: a worker could only have claimed the run with a clock half a lease ahead.
+    That is the tolerated skew - such a takeover is not seen before the effect (the fence still
+    guards every commit, and ``ctx.fence`` lets the system changed refuse the stale writer)."""
+    writes.clear()
+    fences.clear()
+    reads: list[str] = []
+
+    async def go():
+        store = build_store(store_url)
+        try:
+            await store.migrate()
+            get_run = store.get_run
+
+            async def counted(run_id):
+                reads.append(run_id)
+                return await get_run(run_id)
+
+            store.get_run = counted
+            a = _engine(store, faults=AtEffect(lambda: reads.clear()))
+            return await a.run("lease", "go")
+        finally:
+            await store.close()
+
+    run = asyncio.run(go())
+    assert run.status is RunStatus.COMPLETED
+    assert writes == [run.id]
+    assert reads == []  # nothing read between the fault point and the effect
 
 
 def test_the_tool_gets_the_runs_fence(store_url):

@@ -194,11 +194,15 @@ def finish_message(run: Run, db: str) -> None:
     elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
         "in doubt"
     ):
+        executed = command(
+            db, "settle", run.id, "--executed", "--result", "JSON", "--reason", '"..."'
+        )
+        not_executed = command(db, "settle", run.id, "--not-executed", "--reason", '"..."')
         out.print(
-            f"in doubt: find out whether the call took effect (`autonomic show {run.id}`), then "
-            f"`autonomic settle {run.id} --executed --result JSON --reason TEXT` or "
-            f"`autonomic settle {run.id} --not-executed --reason TEXT` (or `autonomic cancel "
-            f"{run.id}`)"
+            "in doubt: find out whether the call took effect:\n"
+            f"  {escape(command(db, 'show', run.id))}\nthen, if it did:\n  {escape(executed)}\n"
+            f"if it did not (it runs again, once):\n  {escape(not_executed)}\n"
+            f"or give the run up:\n  {escape(command(db, 'cancel', run.id))}"
         )
     elif run.status is RunStatus.WAITING_FOR_HUMAN:
         out.print(
@@ -207,4 +211,4 @@ def finish_message(run: Run, db: str) -> None:
             f"  {escape(command(db, 'cancel', run.id))}"
         )
     elif run.status in (RunStatus.FAILED, RunStatus.SUSPENDED):
-        out.print(f"inspect it: `autonomic show {run.id}`")
+        out.print(f"inspect it:\n  {escape(command(db, 'show', run.id))}")

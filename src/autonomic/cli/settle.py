@@ -87,7 +87,7 @@ def settle(
         )
 
     async def go() -> Run:
-        store = await open_store(settings.db)
+        store = await open_store(settings.db, "write")
         try:
             engine = build_engine(store, agents, settings.policy)
             return await engine.settle(  # type: ignore[no-any-return]
@@ -98,9 +98,12 @@ def settle(
 
     run = run_coroutine(go)
     out.print(f"run [bold]{run.id}[/] {escape(run.status_reason or '')}")
+    from autonomic.cli.invocation import command
+
     out.print(
-        f"it goes on: `autonomic resume {run.id}` drives it here, or a worker takes it; "
-        f"`autonomic show {run.id}` shows the settlement"
+        f"it goes on: a worker takes it, or drive it here with\n"
+        f"  {escape(command(settings.db, 'resume', run.id))}\n"
+        f"the settlement is in its timeline:\n  {escape(command(settings.db, 'show', run.id))}"
     )
 
 

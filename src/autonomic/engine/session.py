@@ -116,8 +116,12 @@ class RunSession:
         operator moved it) otherwise. Commits are fenced already; effects are not, so a worker
         paused past its lease (a GC pause, SIGSTOP) would otherwise wake up and act as a zombie.
 
-        While the lease is valid by this worker's clock, one read tells whether the fence moved.
-        Once it has expired, any worker may take the run at any moment, so a read proves
+        With more than half the lease left by this worker's clock (the usual case: the intent
+        was committed a moment ago, which extended it), nothing is asked: another worker can only
+        have claimed the run if its clock runs half a lease ahead of ours, a skew this check
+        tolerates (clocks under NTP differ by milliseconds; a store read here would cost a
+        quarter of a non-idempotent step on SQLite). With less left, one read tells whether
+        the fence moved. Once it has expired, any worker may take the run at any moment, so a read proves
         nothing: the lease is renewed instead, on condition that owner and fence are still ours
         (as the heartbeat does). That refusal means the run was taken over; success means nobody
         took it and nobody can before the new expiry, so the effect may start."""
@@ -125,6 +129,8 @@ class RunSession:
             raise LeaseLost(self._lost)
         run, owner = self.run, self.run.lease.owner or ""
         now = self._clock()
+        if self.lease_until - now > self._ttl / 2:
+            return
         if now < self.lease_until:
             current = await self.store.get_run(run.id)
             if current.lease.fence != self.fence or current.lease.owner != owner:
