@@ -3,6 +3,7 @@ SIGKILLed process, settled by a person, and the run finished - on both stores.""
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def _in_doubt(db: str, tmp_path: Path, crash_at: str) -> tuple[str, Path]:
         "--db", db, "run", "reconciliation", TASK, "--metadata", meta, "--as", "alice",
         cwd=tmp_path,
     )  # fmt: skip
-    assert started.returncode == 0, started.stderr
+    assert started.returncode == 5, started.stderr  # waits for the controller's approval
     listed = json.loads(autonomic("--db", db, "approvals", "--json", cwd=tmp_path).stdout)
     (approval,) = listed
     approved = autonomic("--db", db, "approve", approval["id"], "--as", "controller", cwd=tmp_path)
@@ -69,6 +70,9 @@ def _in_doubt(db: str, tmp_path: Path, crash_at: str) -> tuple[str, Path]:
     assert f"run {run_id} is WAITING_FOR_HUMAN: in doubt: file_report@1 call" in out
     assert f"autonomic settle {run_id} --executed --result JSON --reason TEXT" in out
     assert f"autonomic settle {run_id} --not-executed --reason TEXT" in out
+    # and printed as commands that run as printed (the program as invoked, --db)
+    assert re.search(rf"--db \S+ settle {run_id} --executed --result JSON --reason", out)
+    assert re.search(rf"--db \S+ settle {run_id} --not-executed --reason", out)
     return run_id, bank
 
 
@@ -88,7 +92,8 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
         "settled by controller: file_report call call_8_1 executed - report 1 is in the "
         "reports table" in _flat(settled.stdout)
     )
-    assert f"autonomic resume {run_id}" in _flat(settled.stdout)
+    # the follow-up, as the program was invoked and with --db
+    assert re.search(rf"it goes on: .* --db \S+ resume {run_id} ", _flat(settled.stdout))
 
     done = autonomic("--db", store_url, "resume", run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

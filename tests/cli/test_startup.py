@@ -129,6 +129,7 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "breakers",
         "show",
         "cancel",
+        "settle",
         "approvals",
         "approve",
         "deny",

@@ -122,6 +122,7 @@ def test_settled_as_executed_the_run_completes_with_the_given_result_and_no_reru
         by="controller",
         reason="report 1 is in the report system",
         output={"report_id": 1},
+        position=(1, 0),
     )
     (result,) = [e.body for e in journal if e.kind is EntryKind.TOOL_RESULT]
     assert result.ok
