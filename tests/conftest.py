@@ -12,7 +12,7 @@ Redis tests (``redis_server``) behave the same with ``AUTONOMIC_TEST_REDIS_URL``
 is private to its test (a schema, a key prefix, a ``tmp_path``), so tests may share the machine,
 except those that look at the whole host: the sandbox tests count processes under the sandbox
 uids, QEMU processes and ``/tmp`` entries after each run, and would see a neighbour's. They are
-put in one ``xdist_group`` (``HOST_WIDE``), so one worker runs them one after another.
+one scheduling group (``HOST_WIDE``), so one worker runs them one after another.
 """
 
 from __future__ import annotations
@@ -46,12 +46,19 @@ HOST_WIDE = (
 """Tests that check host-wide state (sandbox processes, QEMU processes, ``/tmp``): one worker."""
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(str(config.rootpath))
-    for item in items:
-        where = Path(str(item.path)).relative_to(root).as_posix()
-        if where.startswith(HOST_WIDE):
-            item.add_marker(pytest.mark.xdist_group("host-wide"))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's ``--dist loadgroup`` scheduling with ``HOST_WIDE`` as the one group.
+
+    Not the ``xdist_group`` mark: xdist 3.8 groups by renaming ``item._nodeid``, which pytest 9
+    no longer reads, so marked tests were spread over all workers.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostWideScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "host-wide" if nodeid.startswith(HOST_WIDE) else nodeid
+
+    return HostWideScheduling(config, log)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
