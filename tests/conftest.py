@@ -7,6 +7,12 @@ PostgreSQL tests run in a schema of their own (``t_<uuid hex>``) in the database
 ``AUTONOMIC_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``); the schema is
 dropped afterwards. Without a reachable server they are skipped, unless ``CI`` is set: then they fail.
 Redis tests (``redis_server``) behave the same with ``AUTONOMIC_TEST_REDIS_URL``.
+
+``scripts/test`` runs pytest in parallel (pytest-xdist, ``--dist loadgroup``). Every fixture here
+is private to its test (a schema, a key prefix, a ``tmp_path``), so tests may share the machine,
+except those that look at the whole host: the sandbox tests count processes under the sandbox
+uids, QEMU processes and ``/tmp`` entries after each run, and would see a neighbour's. They are
+one scheduling group (``HOST_WIDE``), so one worker runs them one after another.
 """
 
 from __future__ import annotations
@@ -33,6 +39,29 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 MakeStore = Callable[[str], Awaitable[Store]]
 RawExecute = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
+
+
+HOST_WIDE = (
+    "tests/adapters/sandbox/",
+    "tests/testing/test_probes.py",
+    "tests/toolbox/test_python_exec.py",
+)
+"""Tests that check host-wide state (sandbox processes, QEMU processes, ``/tmp``): one worker."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's ``--dist loadgroup`` scheduling with ``HOST_WIDE`` as the one group.
+
+    Not the ``xdist_group`` mark: xdist 3.8 groups by renaming ``item._nodeid``, which pytest 9
+    no longer reads, so marked tests were spread over all workers.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HostWideScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "host-wide" if nodeid.startswith(HOST_WIDE) else nodeid
+
+    return HostWideScheduling(config, log)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

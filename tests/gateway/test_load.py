@@ -44,7 +44,11 @@ def _check_rate(times: list[float], rate: float, bucket: float, late: float) -> 
     ordered = sorted(times)[int(bucket) + 5 :]
     seconds_per_call = statistics.linear_regression(range(len(ordered)), ordered).slope
     observed = 1 / seconds_per_call
-    assert abs(observed - rate) / rate < 0.10, observed
+    # An event-loop stall of ``late`` seconds (a busy host) lets the bucket refill, and the
+    # calls it held back then go out together: the same calls in up to ``late`` less time.
+    span = len(ordered) / rate
+    high = len(ordered) / max(span - late, span / 2)
+    assert rate * 0.90 < observed < high * 1.10, (observed, late)
 
 
 @pytest.mark.parametrize("binding", ["requests", "tokens"])
@@ -106,7 +110,15 @@ def test_with_a_secondary_background_calls_move_to_it_and_critical_ones_wait():
     critical = [p for i, r in enumerate(results) if i % 2 for p in r]
     background = [p for i, r in enumerate(results) if not i % 2 for p in r]
     assert set(critical) == {"primary"}
-    assert background.count("vllm") > len(background) // 2
+    # The primary serves at most its rate over the run (plus one bucket): every background call
+    # beyond what the critical ones left of that moved. A busy host makes the run longer, so
+    # the primary then has room for more of them; on a quiet one over half move.
+    times = sorted(a.at for a in primary.arrivals)
+    late = gateway.metrics.max_late_s
+    room = RATE + RATE * (times[-1] - times[0]) + RATE * late + JITTER
+    moved = background.count("vllm")
+    assert moved > 0
+    assert moved >= len(background) - max(0.0, room - len(critical)), (moved, room)
     assert gateway.metrics.fallbacks["vllm"] == background.count("vllm")
     times = [a.at for a in primary.arrivals]
     for window in (0.5, 1.0):

@@ -122,10 +122,14 @@ def test_abuse_is_contained_for_the_right_reason_while_the_host_keeps_serving(
 
 @pytest.mark.microvm
 def test_the_microvm_abuse_probes_end_within_limit_plus_one_second_on_the_guest_clock() -> None:
-    """The host's clock carries the VM's restore and teardown; the guest's own does not."""
+    """The host's clock carries the VM's restore and teardown; the guest's own does not.
+
+    Only the wall limit is the guest's to keep: the CPU limit is kept on the host, on QEMU's
+    CPU time (``test_microvm``: a runaway loop ends on it long before its wall limit).
+    """
     require_backend("microvm")
     plan = plan_for("microvm")
-    timed = [p for p in ABUSES if p.name in ("sleep_forever", "cpu_spin")]
+    timed = [p for p in ABUSES if p.name == "sleep_forever"]
 
     async def main() -> list[tuple[str, float, float]]:
         sandbox = build_sandbox("microvm")

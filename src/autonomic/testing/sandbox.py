@@ -22,8 +22,16 @@ def require_bwrap() -> None:
         pytest.skip(reason)
 
 
-def sandbox_processes() -> list[int]:
-    """Host processes running under a sandbox uid (there must be none between executions)."""
+def sandbox_processes(everyone: bool = False) -> list[int]:
+    """Host processes running under one of this process's sandbox uids (there must be none
+    between executions); ``everyone``: under any sandbox uid.
+
+    Each process draws its sandbox uids from a range of its own (``namespace._Uids``), so
+    other test processes on the same machine (parallel workers, another checkout's run) are
+    not counted as our leftovers.
+    """
+    first = UID_BASE + (os.getpid() % 10_000) * 10_000
+    low, high = (UID_BASE, 1 << 32) if everyone else (first, first + 10_000)
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -33,7 +41,7 @@ def sandbox_processes() -> list[int]:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("Uid:") and int(line.split()[1]) >= UID_BASE:
+            if line.startswith("Uid:") and low <= int(line.split()[1]) < high:
                 found.append(int(entry))
     return found
 

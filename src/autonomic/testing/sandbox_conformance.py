@@ -23,7 +23,10 @@ from collections.abc import Awaitable, Callable
 from autonomic.ports.sandbox import Ended, Execution, Limits, Result, Sandbox
 
 Check = Callable[[Sandbox], Awaitable[None]]
-QUICK = Limits(wall_seconds=5.0, cpu_seconds=4.0)
+QUICK = Limits(wall_seconds=30.0, cpu_seconds=4.0)
+"""For code that should finish at once. The wall limit is generous because a backend's start
+can fall inside it (a microVM's first run through cold emulated code takes seconds on a busy
+host); only ``the_wall_clock_is_enforced`` is about the wall limit, and it sets its own."""
 
 
 async def _run(sandbox: Sandbox, code: str, **kw: object) -> Result:
@@ -100,7 +103,7 @@ async def the_environment_holds_no_host_secret(sandbox: Sandbox) -> None:
 
 
 async def output_is_capped_and_flagged(sandbox: Sandbox) -> None:
-    limits = Limits(wall_seconds=10.0, output_bytes=50_000)
+    limits = Limits(wall_seconds=60.0, output_bytes=50_000)
     result = await _run(sandbox, "while True: print('x' * 1000)", limits=limits)
     assert result.ended is Ended.OUTPUT_LIMIT, result.ended
     assert result.stdout_truncated
@@ -108,22 +111,25 @@ async def output_is_capped_and_flagged(sandbox: Sandbox) -> None:
 
 
 async def the_wall_clock_is_enforced(sandbox: Sandbox) -> None:
+    # Measured against an empty execution now, on this machine: a backend's own start (a
+    # microVM's restore under emulation on a busy host) can take longer than the limit.
+    empty = await _run(sandbox, "pass")
     limits = Limits(wall_seconds=1.0)
     result = await _run(sandbox, "import time; time.sleep(60)", limits=limits)
     assert result.ended is Ended.TIMEOUT, result.ended
     assert result.exit_code is None
-    assert result.duration_s < 2.5
+    assert result.duration_s < 3 * (empty.duration_s + limits.wall_seconds), (result, empty)
 
 
 async def memory_is_enforced(sandbox: Sandbox) -> None:
-    limits = Limits(memory_mb=64, wall_seconds=10.0)
+    limits = Limits(memory_mb=64, wall_seconds=60.0)
     code = "hog = []\nwhile True:\n    hog.append(bytearray(4 << 20))"
     result = await _run(sandbox, code, limits=limits)
     assert result.ended is Ended.MEMORY, (result.ended, result.stderr[-300:])
 
 
 async def cpu_time_is_enforced(sandbox: Sandbox) -> None:
-    limits = Limits(cpu_seconds=1.0, wall_seconds=20.0)
+    limits = Limits(cpu_seconds=1.0, wall_seconds=120.0)
     result = await _run(sandbox, "while True: pass", limits=limits)
     assert result.ended is Ended.CPU, result.ended
 

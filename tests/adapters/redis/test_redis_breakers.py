@@ -40,6 +40,9 @@ def stores(redis_server, redis_prefix):
     def make(**kw):
         kw.setdefault("threshold", 2)
         kw.setdefault("reset_after", 60.0)
+        # Not 1 s: on a busy host a reply took longer, and a store that falls back to its
+        # local counts mid-test is another test (the fallback tests use an unreachable URL).
+        kw.setdefault("socket_timeout", 30.0)
         return _redis_breakers(redis_server, prefix=redis_prefix, key_ttl=600, **kw)
 
     return make

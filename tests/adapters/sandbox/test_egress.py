@@ -162,7 +162,10 @@ def _probe(sb: NamespaceSandbox, world: World, *allow: str) -> dict[str, str]:
 
 
 def _leftovers(world: World) -> list[str]:
-    found = [n for n in os.listdir("/run/netns") if n.startswith(NAME_PREFIX)]
+    # this process's namespaces only (the names carry the creating pid): other test processes
+    # on the machine build worlds of their own
+    ours = f"{NAME_PREFIX}{os.getpid()}-"
+    found = [n for n in os.listdir("/run/netns") if n.startswith(ours)]
     links = subprocess.run(
         ["ip", "-n", world.name, "-o", "link"],
         capture_output=True,

@@ -146,17 +146,19 @@ def test_malformed_requests_are_refused_with_a_clear_error(box):
 
 
 def test_wall_timeout_kills_the_container(box):
+    empty = run(box, "pass")  # this machine's pace, now: a busy host starts containers slowly
     result = run(box, "import time\ntime.sleep(600)", limits=Limits(wall_seconds=1))
     assert result.ended is Ended.TIMEOUT
     assert result.exit_code is None
-    assert result.duration_s < 2.0
+    assert result.duration_s < 3 * (empty.duration_s + 1), (result, empty)
     assert _processes_in_sandboxes() == []
 
 
 def test_cpu_time_limit(box):
-    result = run(box, "while True: pass", limits=Limits(wall_seconds=20, cpu_seconds=1))
+    limits = Limits(wall_seconds=60, cpu_seconds=1)
+    result = run(box, "while True: pass", limits=limits)
     assert result.ended is Ended.CPU, result
-    assert result.duration_s < 19
+    assert result.duration_s < limits.wall_seconds / 2
 
 
 def test_memory_limit_covers_all_processes(box):
@@ -348,9 +350,9 @@ def test_gvisor_runsc_runs_the_same_requests(tmp_path):
         slow = run(sandbox, "import time; time.sleep(60)", limits=Limits(wall_seconds=2))
         assert slow.ended is Ended.TIMEOUT
         # gVisor ignores RLIMIT_CPU; the host-side watch of the cgroup enforces it instead
-        spin = run(sandbox, "while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=30))
+        spin = run(sandbox, "while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=60))
         assert spin.ended is Ended.CPU, spin
-        assert spin.duration_s < 29
+        assert spin.duration_s < 30  # half the wall limit: the CPU limit ended it
         memory = run(sandbox, "x = bytearray(1 << 30)", limits=Limits(memory_mb=64))
         assert memory.ended is Ended.MEMORY, memory
     finally:

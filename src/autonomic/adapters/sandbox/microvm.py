@@ -18,6 +18,15 @@ Protocol, one execution per VM (guest side: ``/sbin/autonomic-init`` in ``autono
 3. The host parses that tar (untrusted: sizes capped, nothing extracted to disk) into a Result.
    The host also kills QEMU if the whole thing overruns the wall limit plus a start-up allowance.
 
+The CPU limit is kept by the host, on QEMU's own CPU time counted from ``go``: a guest cannot
+tell the time its virtual CPU waited for a host core from time it ran (under TCG there is no
+steal clock), so on a busy host its own accounting charged that wait to the code and killed
+code that had hardly run. The host's count is the CPU the VM really used; what an empty
+execution costs after ``go`` (unpacking, forking, the first run through cold emulated code,
+packing the result) is measured once per snapshot and machine (``start_cpu_s``) and added, so
+the restore is never charged to the code either. The guest's own ``RLIMIT_CPU`` stays, as a
+backstop set beyond the wall limit (``guest_cpu_backstop``).
+
 Fast start: the first execution boots a VM whose RAM is a file mapped shared, lets it reach the
 ``READY`` point, stops it and saves the device state with QEMU's ``x-ignore-shared`` migration
 (so the RAM stays in the file, not the stream). Every later execution starts QEMU with the same
@@ -41,7 +50,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -72,15 +81,23 @@ from autonomic.adapters.sandbox.vm_workspace import (
 from autonomic.ports.sandbox import (
     Ended,
     Execution,
+    Limits,
     Result,
     SandboxUnavailable,
+    Usage,
 )
 
 READY = b"AUTONOMIC-READY"
-BOOT_TIMEOUT_S = 60.0
-"""Cold boot to READY; generous because TCG on a loaded 2-core host is slow (~4-8 s measured)."""
+BOOT_TIMEOUT_S = 120.0
+"""Cold boot to READY; generous because TCG on a loaded 2-core host is slow (~4-8 s measured,
+over 60 s with two CPU hogs and other test runs beside it)."""
 START_ALLOWANCE_S = 20.0
 """Added to the wall limit for the host-side kill: restore, unpack and pack happen outside it."""
+CPU_POLL_S = 0.1
+"""How often the host reads QEMU's CPU time while the code runs (the overshoot of a kill)."""
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_START_CPU: dict[tuple[str, str, bool], float] = {}
+"""Host CPU seconds of an empty execution after ``go``, per (image, accelerator, snapshot)."""
 _SERIAL_KEEP = 16_384
 _IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
 """Migrate device state only: the RAM is the snapshot file itself."""
@@ -95,6 +112,16 @@ def _tsc_khz() -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU time of a process and all its threads, in seconds (None once gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 @dataclass
@@ -160,6 +187,7 @@ class MicroVmSandbox:
     image: Image = field(default_factory=image_for)
     qemu: str = "qemu-system-x86_64"
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
+    _calibrating: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -313,8 +341,41 @@ class MicroVmSandbox:
             return refused
         check_fits(execution)
         qemu = self._binary()
-        started = time.monotonic()
         accel = await self._accel(qemu)
+        start_cpu = await self.start_cpu_s()  # once per process: not this execution's time
+        return await self._execute(qemu, accel, execution, time.monotonic(), start_cpu)
+
+    async def start_cpu_s(self) -> float:
+        """Host CPU seconds an empty execution costs after ``go``: never charged to the code.
+
+        Measured once per image, accelerator and start mode in this process (one extra VM), on
+        QEMU's CPU time, which a busy host does not inflate (the guest's own clock would).
+        """
+        qemu = self._binary()
+        accel = await self._accel(qemu)
+        key = (str(self.image.directory), accel, self.snapshot)
+        if key in _START_CPU:
+            return _START_CPU[key]
+        if self._calibrating is None:
+            self._calibrating = asyncio.Lock()
+        async with self._calibrating:
+            if key not in _START_CPU:
+                empty = Execution(code="pass", limits=Limits(wall_seconds=60, cpu_seconds=60))
+                cost: list[float] = []
+                await self._execute(qemu, accel, empty, time.monotonic(), None, cost)
+                _START_CPU[key] = cost[0] if cost else 0.0
+        return _START_CPU[key]
+
+    async def _execute(
+        self,
+        qemu: str,
+        accel: str,
+        execution: Execution,
+        started: float,
+        start_cpu: float | None,
+        cost: list[float] | None = None,
+    ) -> Result:
+        """One VM for ``execution``; ``start_cpu`` None runs it unwatched (the calibration)."""
         snap = await self._ensure_snapshot(qemu, accel) if self.snapshot else None
         with tempfile.TemporaryDirectory(prefix="autonomic-vm-") as tmp:
             work = Path(tmp)
@@ -323,17 +384,20 @@ class MicroVmSandbox:
             try:
                 run = await self._start(qemu, accel, disk, snap, work)
             except SandboxUnavailable:
-                if snap is None:
-                    raise
-                # A snapshot from another QEMU build or kernel does not load: take a new one.
-                await asyncio.to_thread(shutil.rmtree, snap, True)
-                snap = await self._ensure_snapshot(qemu, accel)
+                if snap is not None:
+                    # A snapshot from another QEMU build or kernel does not load: take a new one.
+                    await asyncio.to_thread(shutil.rmtree, snap, True)
+                    snap = await self._ensure_snapshot(qemu, accel)
+                # A cold boot under emulation on a very busy host once stalled early (console
+                # last said "PCI: Fatal: No config space access function found"): once more.
                 run = await self._start(qemu, accel, disk, snap, work)
+            mode = "snapshot restore" if snap else "cold boot"
+            watch = _CpuWatch(run, execution.limits.cpu_seconds, start_cpu)
             try:
                 deadline = execution.limits.wall_seconds + START_ALLOWANCE_S
                 try:
                     async with asyncio.timeout(deadline):
-                        await run.drain_serial()
+                        await asyncio.gather(run.drain_serial(), watch.keep())
                         await run.proc.wait()
                 except TimeoutError:
                     await run.kill()
@@ -345,7 +409,13 @@ class MicroVmSandbox:
                     )
             finally:
                 await run.kill()
-            mode = "snapshot restore" if snap else "cold boot"
+            if cost is not None:
+                cost.append(watch.used_s())
+            if watch.exceeded:
+                return replace(
+                    bare_result(Ended.CPU, started, accel, watch.detail(accel, mode)),
+                    usage=Usage(cpu_seconds=watch.code_cpu_s()),
+                )
             memory_mb = memory_cap_mb(execution.limits, self.machine)
             return read_result(disk, execution.limits, memory_mb, started, accel, mode, run.serial)
 
@@ -433,6 +503,49 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@dataclass
+class _CpuWatch:
+    """Keeps the code's CPU limit on QEMU's CPU time (host clock), counted from ``go``."""
+
+    vm: _Run
+    limit_s: float
+    start_cpu_s: float | None
+    """What the VM's own start and stop cost (``start_cpu_s``); None: only measure."""
+    base_s: float = 0.0
+    last_s: float = 0.0
+    exceeded: bool = False
+
+    def __post_init__(self) -> None:
+        self.base_s = self.last_s = process_cpu_s(self.vm.proc.pid) or 0.0
+
+    def used_s(self) -> float:
+        return max(0.0, self.last_s - self.base_s)
+
+    def code_cpu_s(self) -> float:
+        return max(0.0, self.used_s() - (self.start_cpu_s or 0.0))
+
+    async def keep(self) -> None:
+        """Poll until QEMU ends; kill it once the code used more than its limit."""
+        pid = self.vm.proc.pid
+        while self.vm.proc.returncode is None:
+            await asyncio.sleep(CPU_POLL_S)
+            now = process_cpu_s(pid)
+            if now is None or self.vm.proc.returncode is not None:
+                return
+            self.last_s = now
+            if self.start_cpu_s is not None and self.code_cpu_s() > self.limit_s:
+                self.exceeded = True
+                await self.vm.kill()
+                return
+
+    def detail(self, accel: str, mode: str) -> str:
+        return (
+            f"CPU time limit of {self.limit_s:g} s ({accel}, {mode}; QEMU used "
+            f"{self.used_s():.2f} s of host CPU, {self.start_cpu_s or 0.0:.2f} s of it the VM's "
+            "own start and stop)"
+        )
 
 
 def doctor(box: MicroVmSandbox | None = None) -> tuple[bool, str]:
