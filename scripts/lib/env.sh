@@ -26,11 +26,14 @@ ensure_python() {
 }
 
 # ensure_venv [uv sync flags...]: create .venv from uv.lock exactly (--frozen: the lock is the truth).
+# --compile-bytecode: byte-code is written once here (about a minute of CPU on a new venv, seconds
+# afterwards) instead of on each start where Python may not write it (PYTHONDONTWRITEBYTECODE, a
+# read-only venv): without it every `autonomic` command recompiles what it imports (0.7 s for --help).
 ensure_venv() {
     ensure_python
     ensure_uv
     echo "==> syncing .venv from uv.lock" >&2
-    "$UV" sync --frozen --quiet "$@"
+    "$UV" sync --frozen --quiet --compile-bytecode "$@"
 }
 
 # ensure_tiktoken_cache: tiktoken's encoding files (cl100k_base, o200k_base, p50k_base) for exact,
