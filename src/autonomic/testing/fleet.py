@@ -195,8 +195,10 @@ class Fleet:
 
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
-        self.rng = random.Random(config.seed)
-        self.report = FleetReport(url=redact_url(config.url), seed=config.seed, workers=config.workers)
+        self.rng = random.Random(config.seed)  # noqa: S311 - a reproducible schedule, not a secret
+        self.report = FleetReport(
+            url=redact_url(config.url), seed=config.seed, workers=config.workers
+        )
         self.banks: dict[str, Path] = {}
         self.workers: list[_Worker] = []
         self._settling: dict[str, asyncio.Task[None]] = {}
@@ -215,7 +217,7 @@ class Fleet:
         self.report.spawned += 1
         log = config.workdir / f"worker-{self.report.spawned}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
                 [
                     sys.executable,
                     "-m",
@@ -353,9 +355,9 @@ class Fleet:
                 self.report.problems.append(
                     f"run {run_id} ended {run.status.value}: {run.status_reason}"
                 )
-            elif run.status is RunStatus.WAITING_FOR_HUMAN and (
-                run.status_reason or ""
-            ).startswith("in doubt"):
+            elif run.status is RunStatus.WAITING_FOR_HUMAN and (run.status_reason or "").startswith(
+                "in doubt"
+            ):
                 self._in_doubt.add(run_id)
                 task = self._settling.get(run_id)
                 if (task is None or task.done()) and self._settle_tries[run_id] < 3:
@@ -391,14 +393,14 @@ class Fleet:
                     f"run {run_id} still {run.status.value} after {config.deadline:.0f} s: "
                     f"{run.status_reason or 'no reason'}"
                 )
-            await self._check(store)
+            await self.check(store)
         finally:
             self._stop_all()
             await store.close()
         self.report.seconds = time.monotonic() - started
         return self.report
 
-    async def _check(self, store: Store) -> None:
+    async def check(self, store: Store) -> None:
         """The guarantees, read from the store and the banks after the fleet stopped."""
         report = self.report
         report.in_doubt_runs = len(self._in_doubt)
@@ -471,9 +473,9 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "Fleet",
     "FleetConfig",
     "FleetReport",
-    "Fleet",
     "bank_adjustments",
     "bank_reports",
     "expected_adjustments",
