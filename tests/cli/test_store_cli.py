@@ -156,3 +156,16 @@ def test_another_applications_postgres_schema_is_refused_until_migrate(
     assert autonomic("--db", pg_url, "migrate", cwd=tmp_path).returncode == 0
     assert {"customers", "runs", "journal"} <= set(tables())
     assert json.loads(autonomic("--db", pg_url, "runs", "--json", cwd=tmp_path).stdout) == []
+
+
+@pytest.mark.postgres
+def test_the_worker_banner_never_prints_the_database_password(pg_url, tmp_path):
+    """A worker says which database it serves without the password in its URL (it used to print
+    the URL as given: a secret in every worker's log)."""
+    url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@", 1)
+    assert url != pg_url
+    assert autonomic("--db", url, "migrate", cwd=tmp_path).returncode == 0
+    done = autonomic("--db", url, "worker", "--until-idle", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    assert "on postgresql://postgres:***@127.0.0.1" in done.stderr

@@ -185,8 +185,11 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)
-            err.print(
-                f"worker {engine.owner} on {settings.db}: {concurrency} slots; SIGTERM stops it"
+            from autonomic.adapters.store.rows import redact_url
+
+            err.print(  # never the password: this line is in every worker's log
+                f"worker {engine.owner} on {redact_url(settings.db)}: {concurrency} slots; "
+                "SIGTERM stops it"
             )
             finished = await w.run(until_idle=until_idle)
             for run in finished:
