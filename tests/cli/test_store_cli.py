@@ -169,3 +169,13 @@ def test_the_worker_banner_never_prints_the_database_password(pg_url, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "s3cret-pw" not in done.stdout + done.stderr
     assert "on postgresql://postgres:***@127.0.0.1" in done.stderr
+
+
+def test_the_demo_never_prints_the_database_password(pg_url, tmp_path):
+    """The demo says which database it writes to without the password in its URL."""
+    url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@", 1)
+    assert autonomic("--db", url, "migrate", cwd=tmp_path).returncode == 0
+    done = autonomic("--db", url, "demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    assert "database postgresql://postgres:***@127.0.0.1" in done.stdout

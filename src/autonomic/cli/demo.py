@@ -120,7 +120,7 @@ def demo(
         bank = create_bank((workdir / f"bank-{run_id}.db").resolve())
         out.print(
             f"[bold]autonomic demo[/]: overnight reconciliation of account {ACCOUNT} for {DATE}\n"
-            f"database {settings.db}, bank {bank}\nrun {run_id}"
+            f"database {_shown(settings.db)}, bank {bank}\nrun {run_id}"
         )
         ready, why = await asyncio.to_thread(sandbox_ready)
         if ready:
@@ -195,7 +195,7 @@ def _demo_runaway(settings: Settings, workdir: Path) -> ExitCode:
             out.print(
                 "[bold]autonomic demo --scenario runaway[/]: an agent that keeps running the same "
                 "destructive cleanup, worded a little differently each time (the incident ran it "
-                f"14,000 times)\ndatabase {settings.db}, ledger {ledger}\nrun {run_id}"
+                f"14,000 times)\ndatabase {_shown(settings.db)}, ledger {ledger}\nrun {run_id}"
             )
             run: Run = await engine.run(
                 "runaway-cleanup",
@@ -240,7 +240,7 @@ def _demo_planning(settings: Settings) -> ExitCode:
                 "[bold]autonomic demo --scenario planning[/]: four customer e-mails, two kinds. "
                 f"The planner ({planner}, the small model) sees only each e-mail's "
                 f"pattern; the actor ({agent.model}, the large model) follows the plan.\n"
-                f"database {settings.db}, plan cache: "
+                f"database {_shown(settings.db)}, plan cache: "
                 f"{type(engine.plan_cache).__name__ if engine.plan_cache else 'off'}\n"
             )
             done: list[tuple[Run, PlanOutcome]] = []
@@ -281,3 +281,10 @@ def _demo_planning(settings: Settings) -> ExitCode:
     )
     unfinished = [run for run, _ in done if run.status is not RunStatus.COMPLETED]
     return ExitCode.of(unfinished[0].status) if unfinished else ExitCode.OK
+
+
+def _shown(db: str) -> str:
+    """The database URL as the demo prints it: a password is ``***`` (output ends up in logs)."""
+    from autonomic.adapters.store.rows import redact_url
+
+    return redact_url(db)
