@@ -456,14 +456,8 @@ class Engine:
 
     @staticmethod
     async def _end(session: RunSession, failure: Failure) -> None:
-        in_doubt = next(
-            (
-                p.intent
-                for p in session.state.pending_calls()
-                if p.intent is not None and not p.intent.idempotent
-            ),
-            None,
-        )
+        pending = session.state.in_doubt()
+        in_doubt = pending.intent if pending is not None else None
         await session.transition(
             failure.status,
             failure.reason(session.run.id, in_doubt),
@@ -612,9 +606,9 @@ class Engine:
             )
         if not by.strip():
             raise InvalidInput("settling needs who settles it", hint="--as NAME")
-        found: list[str] = []
+        verdict = "executed" if executed else "not executed (it runs again)"
 
-        def finding(run: Run, state: RunState) -> list[Body]:
+        def finding(run: Run, state: RunState) -> tuple[list[Body], str]:
             pending = state.in_doubt() if run.status is RunStatus.WAITING_FOR_HUMAN else None
             if pending is None or pending.intent is None:
                 raise UserError(
@@ -626,27 +620,20 @@ class Engine:
             intent = pending.intent
             if executed:
                 self._check_settled_output(run, intent, output)
-            found[:] = [f"{intent.tool} call {intent.call_id}"]
-            return [
-                Settlement(
-                    call_id=intent.call_id,
-                    tool=intent.tool,
-                    key=intent.key,
-                    executed=executed,
-                    by=by,
-                    reason=reason,
-                    output=output if executed else None,
-                    position=pending.position,
-                )
-            ]
+            settlement = Settlement(
+                call_id=intent.call_id,
+                tool=intent.tool,
+                key=intent.key,
+                executed=executed,
+                by=by,
+                reason=reason,
+                output=output if executed else None,
+                position=pending.position,
+            )
+            why = f"settled by {by}: {intent.tool} call {intent.call_id} {verdict} - {reason}"
+            return [settlement], why
 
-        verdict = "executed" if executed else "not executed (it runs again)"
-        return await self._operator_transition(
-            run_id,
-            RunStatus.RUNNING,
-            lambda: f"settled by {by}: {found[0]} {verdict} - {reason}",
-            before=finding,
-        )
+        return await self._operator_transition(run_id, RunStatus.RUNNING, "", before=finding)
 
     def _check_settled_output(self, run: Run, intent: ToolIntent, output: Any) -> None:
         """A result given for a call must fit the tool's output contract, when this process
@@ -668,21 +655,21 @@ class Engine:
         self,
         run_id: str,
         target: RunStatus,
-        reason: str | Callable[[], str],
+        reason: str,
         *,
-        before: Callable[[Run, RunState], list[Body]] | None = None,
+        before: Callable[[Run, RunState], tuple[list[Body], str]] | None = None,
         **extra: Any,
     ) -> Run:
         """Commit an operator's change of a run's status (and ``before``'s entries ahead of the
-        transition), under the run's version: retried while the run changes under us."""
+        transition, with the reason it gives), under the run's version: retried while the run
+        changes under us. ``before`` may refuse (raise) before anything is written."""
         for _ in range(10):
             run = await self.store.get_run(run_id)
             entries = await self.store.load_journal(run_id)
             state = fold(run_id, entries)
-            bodies = before(run, state) if before is not None else []  # may refuse first
+            bodies, why = before(run, state) if before is not None else ([], reason)
             check_transition(run.id, run.status, target)
             now = self.clock()
-            why = reason if isinstance(reason, str) else reason()
             bodies.append(Transition(run.status.value, target.value, why, by="operator", **extra))
             packed: list[PackedEntry] = []
             seq, prev = state.last_seq, state.last_hash

@@ -120,11 +120,11 @@ class RunSession:
         was committed a moment ago, which extended it), nothing is asked: another worker can only
         have claimed the run if its clock runs half a lease ahead of ours, a skew this check
         tolerates (clocks under NTP differ by milliseconds; a store read here would cost a
-        quarter of a non-idempotent step on SQLite). With less left, one read tells whether
-        the fence moved. Once it has expired, any worker may take the run at any moment, so a read proves
-        nothing: the lease is renewed instead, on condition that owner and fence are still ours
-        (as the heartbeat does). That refusal means the run was taken over; success means nobody
-        took it and nobody can before the new expiry, so the effect may start."""
+        quarter of a non-idempotent step on SQLite). With less left, one read tells whether the
+        fence moved. Once it has expired, any worker may take the run at any moment, so a read
+        proves nothing: the lease is renewed instead, on condition that owner and fence are still
+        ours (as the heartbeat does). That refusal means the run was taken over; success means
+        nobody took it and nobody can before the new expiry, so the effect may start."""
         if self._lost is not None:
             raise LeaseLost(self._lost)
         run, owner = self.run, self.run.lease.owner or ""

@@ -31,11 +31,11 @@ every capability attaches around it through named hooks, never by copying it.
 **The replay rule.** On resume, a call whose intent is journaled but whose result is not is re-run
 only if its tool is idempotent, with its original key. **The in-doubt rule.** Otherwise nobody
 knows whether the effect happened: the run moves to WAITING_FOR_HUMAN "in doubt", with the intent
-as evidence, for a human to settle (``autonomic settle``, a ``settlement`` entry): executed, and the
-result they found is recorded as the call's result (screened like any tool output); or not
-executed, and the call runs again as a new attempt under the write-ahead rule. A crash before a commit loses only the uncommitted step: the
-model is asked again for that turn (it was never recorded) and an idempotent tool is re-run with
-the same key.
+as evidence, for a human to settle (``autonomic settle``, a ``settlement`` entry): executed, and
+the result they found is recorded as the call's result (screened like any tool output); or not
+executed, and the call runs again as a new attempt under the write-ahead rule. A crash before a
+commit loses only the uncommitted step: the model is asked again for that turn (it was never
+recorded) and an idempotent tool is re-run with the same key.
 
 **A model turn** (``StepProtocol.model_turn``): the ``before_model_call`` hooks run (planning,
 context compression, the budget check - any of them may stop the run), then the model is asked
