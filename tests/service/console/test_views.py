@@ -23,9 +23,9 @@ from autonomic.service.console.views import (
     approval_card,
     decision_for,
     duration,
+    status_tone,
     step_of,
     steps,
-    status_tone,
 )
 
 RUN = "run_" + "b" * 32
@@ -67,7 +67,9 @@ def test_every_entry_is_a_step_of_its_kind_in_timeline_order() -> None:
         TURN,
         DECISION,
         Transition("RUNNING", "WAITING_FOR_HUMAN", "approval needed"),
-        ApprovalEvent("apr_" + "1" * 24, "call_1", "approved", "approved", "f" * 64, "post", ("ann",)),
+        ApprovalEvent(
+            "apr_" + "1" * 24, "call_1", "approved", "approved", "f" * 64, "post", ("ann",)
+        ),
         Recovery(worker="w2", fence=2, journal_seq=5),
         ToolIntent("call_1", "post", "1", {"amount": 27000}, "k", False, cost=0.01),
         ToolResult("call_1", "post", False, error={"code": "x", "message": "bank down"}),
@@ -82,7 +84,7 @@ def test_every_entry_is_a_step_of_its_kind_in_timeline_order() -> None:
     turn, decision = rows[1], rows[2]
     assert (turn.cost_usd, turn.tokens, turn.latency_ms) == (0.0042, "300+20", 12.5)
     assert (decision.verdict, decision.tone, decision.nested) == ("needs_approval", "warn", True)
-    assert rows[4].tone == "ok" and rows[4].verdict == "approved"
+    assert (rows[4].tone, rows[4].verdict) == ("ok", "approved")
     assert rows[6].cost_usd == 0.01  # the contract's estimate, per call
     assert rows[7].tone == "bad"  # a failed tool result
     assert (rows[3].tone, rows[8].tone) == ("warn", "ok")

@@ -128,7 +128,7 @@ def _step(entry: Entry, at: float, summary: str, latency_ms: float | None) -> St
         case Recovery():
             category, label, tone = "recovery", "recovery point", "warn"
         case Transition():
-            category, label, verdict = "transition", body.target, body.target
+            category, label, verdict = "transition", "status", body.target
             tone = (
                 "ok"
                 if body.target == "COMPLETED"
@@ -238,7 +238,7 @@ def approval_card(
         approval=approval,
         arguments=[(k, _value(v)) for k, v in sorted(approval.arguments.items())],
         risk=decision.risk if decision is not None else None,
-        evidence=[(k, _value(v)) for k, v in sorted(evidence.items()) if k != "policy"],
+        evidence=[(k, _fact(v)) for k, v in sorted(evidence.items()) if k != "policy"],
         expires_in=approval.expires_at - now,
         may_decide=may_decide,
         why_not=why_not,
@@ -258,6 +258,13 @@ def _value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _fact(value: Any) -> str:
+    """A finding's value on one line: a list as its items, anything else as compact JSON."""
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def duration(seconds: float) -> str:
