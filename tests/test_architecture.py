@@ -39,8 +39,12 @@ BELOW: dict[str, set[str]] = {
         "bootstrap", "examples", "engine", "gateway", "governance", "toolbox", "tools",
         "adapters", "ports", "core", "errors",
     },
-    "cli": {
+    "service": {
         "bootstrap", "testing", "examples", "engine", "gateway", "governance", "toolbox", "tools",
+        "adapters", "ports", "core", "errors",
+    },
+    "cli": {
+        "service", "bootstrap", "testing", "examples", "engine", "gateway", "governance", "toolbox", "tools",
         "adapters", "ports", "core", "errors",
     },
     "_moved": set(),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
     from autonomic.ports.counters import Counters
+    from autonomic.ports.credentials import CredentialIssuer
     from autonomic.ports.embedder import Embedder
     from autonomic.ports.plan_cache import PlanCache
 
@@ -60,6 +61,28 @@ def build_store(url: str, *, readonly: bool = False, create: bool = True) -> Sto
     raise ConfigError(
         f"unsupported database URL {redact_url(url)!r}",
         hint="use sqlite:///path/to/file.db or postgresql://user@host:5432/dbname",
+    )
+
+
+def build_credentials(spec: str | None = None) -> CredentialIssuer | None:
+    """The issuer of tools' scoped credentials, from ``spec`` or ``AUTONOMIC_CREDENTIALS``:
+    ``env`` (``AUTONOMIC_SECRET_*`` variables), ``file:PATH`` (a JSON file), or nothing (tools
+    that declare credentials then fail their calls with a clear error)."""
+    from autonomic.ports.credentials import CredentialIssuer
+
+    spec = spec or os.environ.get("AUTONOMIC_CREDENTIALS")
+    if not spec:
+        return None
+    if spec == "env":
+        from autonomic.adapters.credentials.env import EnvSecrets
+
+        return CredentialIssuer(EnvSecrets())
+    if spec.startswith("file:") and len(spec) > 5:
+        from autonomic.adapters.credentials.file import FileSecrets
+
+        return CredentialIssuer(FileSecrets(spec[5:]))
+    raise ConfigError(
+        f"unknown credentials source {spec!r}", hint="use env or file:PATH (a JSON file)"
     )
 
 

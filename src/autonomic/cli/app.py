@@ -4,7 +4,8 @@ Every command reads the database from ``--db`` or ``AUTONOMIC_DB`` (default: ``a
 working directory). Errors print as one line with a hint, never as a traceback.
 
 The commands live in modules named after what they operate (``runs``, ``approvals``, ``demo``,
-``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``), sharing
+``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``,
+``serve``, ``keys``), sharing
 ``common``; this module holds the app, its global options and ``main()``, and wires them in.
 """
 
@@ -15,9 +16,20 @@ import sys
 import typer
 from rich.markup import escape
 
-from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, settle, workflow
+from autonomic.cli import (
+    approvals,
+    breakers,
+    demo,
+    gateway,
+    migrate,
+    runs,
+    serve,
+    settle,
+    workflow,
+)
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.exit_codes import ExitCode
+from autonomic.cli.keys import keys_app
 from autonomic.cli.sandbox import sandbox_app
 from autonomic.cli.screen import screen_cmd
 from autonomic.errors import AutonomicError, UserError
@@ -52,10 +64,12 @@ app.command("approvals")(approvals.approvals)
 app.command("approve")(approvals.approve)
 app.command("deny")(approvals.deny)
 app.command("migrate")(migrate.migrate)
+app.command("serve")(serve.serve)
 app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

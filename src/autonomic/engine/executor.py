@@ -54,6 +54,7 @@ from autonomic.governance.gate import Gate, GateChain
 from autonomic.governance.runaway.budget import pinned_budget
 from autonomic.governance.runaway.gate import GATE_NAME, Runaway
 from autonomic.governance.runaway.model_budget import ModelBudget
+from autonomic.ports.credentials import CredentialIssuer
 from autonomic.ports.model import ManagedModel, Model, RoutedModel
 from autonomic.ports.store import Claim, Store
 
@@ -121,6 +122,8 @@ class Engine:
         plan_cache: where planning agents' plans are reused (``autonomic.gateway.plan_cache``);
             in-process by default, ``RedisPlanCache`` to share plans between workers, ``None``
             to plan every run.
+        credentials: issues the short-lived scoped credentials tools declare
+            (``@tool(credentials=[...])``); ``None``: such calls fail with a clear error.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class Engine:
         runaway: Runaway | None = None,
         circuits: Circuits | None = None,
         plan_cache: PlanCache | Literal["default"] | None = "default",
+        credentials: CredentialIssuer | None = None,
     ) -> None:
         self.store = store
         self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
@@ -163,6 +167,7 @@ class Engine:
         self.faults = faults or NoFaults()
         self.owner = owner or worker_id()
         self.stopping = asyncio.Event()
+        self.credentials = credentials
 
     async def aclose(self) -> None:
         """Close the models this engine built (a gateway's connection pools and Redis
@@ -498,6 +503,7 @@ class Engine:
             chain,
             stopping=self.stopping.is_set,
             retries_itself=managed is not None and managed.retries_itself,
+            credentials=self.credentials,
         )
 
     def _managed(self, model: Model) -> ManagedModel | None:
@@ -558,23 +564,28 @@ class Engine:
         *,
         budget: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        by: str = "operator",
     ) -> Run:
         """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it.
 
         ``budget`` raises (or sets) run budget limits, key by key, in the same transition entry;
         ``metadata`` sets run metadata keys (what a run suspended for a missing or wrong input
-        needs), journaled in that entry too."""
+        needs), journaled in that entry too. ``by`` is who reopened it (the service passes the
+        caller's principal), journaled as the transition's ``by``."""
         extra: dict[str, Any] = {}
         if budget:
             extra["budget"] = pinned_budget(None, budget)
         if metadata:
             run_priority(metadata)  # a bad priority is refused here, not in a worker
             extra["metadata"] = dict(metadata)
-        return await self._operator_transition(run_id, RunStatus.RUNNING, reason, **extra)
+        return await self._operator_transition(run_id, RunStatus.RUNNING, reason, by=by, **extra)
 
-    async def cancel(self, run_id: str, reason: str = "cancelled by operator") -> Run:
-        """Cancel a run from outside; a worker holding it stops at its next commit."""
-        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason)
+    async def cancel(
+        self, run_id: str, reason: str = "cancelled by operator", *, by: str = "operator"
+    ) -> Run:
+        """Cancel a run from outside; a worker holding it stops at its next commit. ``by`` is
+        who cancelled it, journaled as the transition's ``by``."""
+        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason, by=by)
 
     async def settle(
         self,
@@ -658,6 +669,7 @@ class Engine:
         reason: str,
         *,
         before: Callable[[Run, RunState], tuple[list[Body], str]] | None = None,
+        by: str = "operator",
         **extra: Any,
     ) -> Run:
         """Commit an operator's change of a run's status (and ``before``'s entries ahead of the
@@ -670,7 +682,7 @@ class Engine:
             bodies, why = before(run, state) if before is not None else ([], reason)
             check_transition(run.id, run.status, target)
             now = self.clock()
-            bodies.append(Transition(run.status.value, target.value, why, by="operator", **extra))
+            bodies.append(Transition(run.status.value, target.value, why, by=by, **extra))
             packed: list[PackedEntry] = []
             seq, prev = state.last_seq, state.last_hash
             for body in bodies:

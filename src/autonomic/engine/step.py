@@ -57,7 +57,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from autonomic.core.calls import Position
 from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
@@ -76,6 +76,12 @@ from autonomic.errors import (
     NotFound,
     ToolArgumentsInvalid,
     ToolVersionMissing,
+)
+from autonomic.ports.credentials import (
+    CredentialIssuer,
+    CredentialScope,
+    ScopedCredential,
+    redact,
 )
 from autonomic.ports.model import Model, Priority, call_context
 from autonomic.tools.contract import Tool, ToolContext
@@ -174,6 +180,7 @@ class StepProtocol:
         *,
         stopping: Callable[[], bool],
         retries_itself: bool = False,
+        credentials: CredentialIssuer | None = None,
     ) -> None:
         """``retries_itself``: the model retries transient failures itself (a ``ManagedModel``
         that says so): its failure is final, the protocol does not retry it again."""
@@ -183,6 +190,7 @@ class StepProtocol:
         self.gatekeeper = gatekeeper
         self.hooks = hooks
         self.stopping = stopping
+        self.credentials = credentials
         self.specs = [t.spec() for t in agent.tools]
         self._model_retries = 1 if retries_itself else MODEL_RETRIES
         self._priority = run_priority(session.run.metadata)
@@ -395,6 +403,9 @@ class StepProtocol:
         session.fault("before_effect")
         if not tool.idempotent:
             await session.check_lease()
+        issued = self._issue_credentials(tool, call)
+        if isinstance(issued, ToolResult):
+            return issued.completed(replayed=replayed, attempts=None, latency_ms=None, position=at)
         ctx = ToolContext(
             run_id=session.run.id,
             call_id=call.id,
@@ -402,6 +413,7 @@ class StepProtocol:
             tenant=session.run.tenant,
             metadata=session.run.metadata,
             fence=session.fence,
+            credentials=issued,
         )
         started = time.perf_counter()
         attempts = tool.retry.attempts if tool.idempotent else 1
@@ -423,12 +435,47 @@ class StepProtocol:
         for hook in reversed(self.hooks.around_tool_effect):
             run = _wrap_effect(hook, self, tool, call, run)
         result, _ = await run()
+        if issued:  # a result that echoes a secret never reaches the journal or the model
+            result = _redacted(result, tuple(c.reveal_unchecked() for c in issued.values()))
         return result.completed(
             replayed=replayed,
             attempts=tries if attempts > 1 and tries else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             position=at,
         )
+
+    def _issue_credentials(
+        self, tool: Tool, call: ToolCall
+    ) -> dict[str, ScopedCredential] | ToolResult:
+        """The scoped credentials ``tool``'s contract asks for, one per name, for this call; or
+        the failed result the call gets when they cannot be issued (never the secret: the
+        message names only what is missing)."""
+        if not tool.credentials:
+            return {}
+        run = self.session.run
+        if self.credentials is None:
+            return ToolResult.failed(
+                call.id, tool.name, "credentials_unavailable",
+                f"{tool.ref} needs credentials {list(tool.credentials)} but this worker has no "
+                "secret source (AUTONOMIC_CREDENTIALS=env or file:PATH)",
+            )  # fmt: skip
+        issued: dict[str, ScopedCredential] = {}
+        for name in tool.credentials:
+            scope = CredentialScope(run.tenant, run.id, tool.name, name)
+            try:
+                issued[name] = self.credentials.issue(scope)
+            except AutonomicError as exc:
+                return ToolResult.failed(call.id, tool.name, "credentials_unavailable", exc.message)
+        return issued
+
+
+def _redacted(result: ToolResult, secrets: tuple[str, ...]) -> ToolResult:
+    """``result`` with every occurrence of an issued secret in its output or error replaced."""
+    output = redact(result.output, secrets)
+    error = redact(result.error, secrets)
+    if output == result.output and error == result.error:
+        return result
+    return result._replace(output=output, error=cast("dict[str, Any] | None", error))
 
 
 async def _attempt(

@@ -72,6 +72,23 @@ class Store(abc.ABC):
     ) -> list[Run]:
         """Newest first."""
 
+    async def page_runs(
+        self,
+        *,
+        tenant: str | None,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """One page of runs, newest first: of ``tenant`` (``None``: every tenant), with
+        ``status`` and ``agent``, created at or after ``since``, strictly older than the cursor
+        ``before`` = ``(created_at, id)`` of the last run of the previous page.
+
+        What the service lists runs with; a store that cannot page says so."""
+        raise NotImplementedError(f"{type(self).__name__} cannot page runs")
+
     @abc.abstractmethod
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         """Entries with ``seq > after_seq`` in order, blob payloads resolved."""

@@ -28,6 +28,7 @@ import jsonschema.exceptions
 
 from autonomic.core.messages import ToolSpec
 from autonomic.errors import InvalidInput, ToolArgumentsInvalid
+from autonomic.ports.credentials import ScopedCredential
 from autonomic.tools.operational import AuditLevel, BreakerThresholds, DataClass, RetryPolicy
 
 
@@ -52,6 +53,10 @@ class ToolContext:
     system that can refuse a stale writer (a conditional write, a version column): a paused worker
     that wakes after its run was taken over then writes with a lower fence than the system has
     already seen, and is refused (``autonomic.testing.fenced_sink`` shows the pattern)."""
+    credentials: Mapping[str, ScopedCredential] = field(default_factory=dict)
+    """The short-lived credentials this call's contract asked for (``@tool(credentials=[...])``),
+    by name, scoped to this tenant, run and tool: ``ctx.credentials["github"].reveal()`` at the
+    moment of use. Never an argument, never journaled (``autonomic.ports.credentials``)."""
 
 
 ToolFunction = Callable[..., Any]
@@ -82,6 +87,9 @@ class Tool:
     """Whether the effect can be undone (a compensating call exists); irreversible raises risk."""
     breaker: BreakerThresholds | None = None
     output_schema: dict[str, Any] | None = None
+    credentials: tuple[str, ...] = ()
+    """Names of the secrets each call needs, issued per call as short-lived scoped credentials
+    (``ToolContext.credentials``); the model never sees them."""
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
     _output_validator: Any = field(default=None, init=False, repr=False, compare=False)
     _wants_ctx: bool = field(default=False, init=False, repr=False, compare=False)
@@ -222,6 +230,7 @@ def tool(
     reversible: bool = True,
     breaker: BreakerThresholds | None = None,
     output_schema: dict[str, Any] | None = None,
+    credentials: typing.Sequence[str] = (),
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -241,6 +250,7 @@ def tool(
     reversible: bool = True,
     breaker: BreakerThresholds | None = None,
     output_schema: dict[str, Any] | None = None,
+    credentials: typing.Sequence[str] = (),
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare a tool from a typed function; the JSON schema comes from its annotations.
 
@@ -267,6 +277,7 @@ def tool(
             reversible=reversible,
             breaker=breaker,
             output_schema=output_schema,
+            credentials=tuple(credentials),
         )
 
     return wrap(fn) if fn is not None else wrap

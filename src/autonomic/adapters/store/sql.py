@@ -112,6 +112,16 @@ class Statements:
         "AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant) "
         "ORDER BY created_at DESC LIMIT :limit"
     )
+    page_runs = (
+        f"SELECT {RUN_COLUMNS} FROM runs "
+        "WHERE (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant) "
+        "AND (CAST(:status AS TEXT) IS NULL OR status = :status) "
+        "AND (CAST(:agent AS TEXT) IS NULL OR agent = :agent) "
+        "AND (CAST(:since AS DOUBLE PRECISION) IS NULL OR created_at >= :since) "
+        "AND (CAST(:before_at AS DOUBLE PRECISION) IS NULL OR created_at < :before_at "
+        "OR (created_at = :before_at AND id < :before_id)) "
+        "ORDER BY created_at DESC, id DESC LIMIT :limit"
+    )
     run_version = "SELECT version, fence FROM runs WHERE id = :run_id"
     # One statement: the run is chosen and leased together. ``{claim_lock}`` is where PostgreSQL
     # skips rows another claimer holds; SQLite's writers are serialised, so it needs nothing.
@@ -329,6 +339,27 @@ class SqlStore(Store):
     ) -> list[Run]:
         params = {"status": status.value if status else None, "tenant": tenant, "limit": limit}
         return [run_from_row(r) for r in await self._read(self.sql.list_runs, params)]
+
+    async def page_runs(
+        self,
+        *,
+        tenant: str | None,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        params = {
+            "tenant": tenant,
+            "status": status.value if status else None,
+            "agent": agent,
+            "since": since,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else "",
+            "limit": limit,
+        }
+        return [run_from_row(r) for r in await self._read(self.sql.page_runs, params)]
 
     # -- commits --------------------------------------------------------------------------------
 

@@ -1,0 +1,136 @@
+"""The request and response bodies of the API (pydantic), as ``/openapi.json`` publishes them.
+
+Every request body forbids unknown fields (``extra="forbid"``): a misspelt field is a 422 naming
+it, never silently ignored. Ids in paths are checked by pattern before any store is asked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+APPROVAL_ID = r"^apr_[0-9a-f]{24}$"
+KEY_ID = r"^key_[0-9a-f]{16}$"
+AGENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRun(Strict):
+    """Start a run of ``agent`` on ``task``; a worker drives it."""
+
+    agent: str = Field(pattern=AGENT_NAME, description="an agent this service knows (GET /agents)")
+    task: str | dict[str, Any] = Field(description="the task: text or a JSON object")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="per-run configuration")
+    budget: dict[str, float] | None = Field(
+        default=None, description="run budget limits (e.g. max_cost_usd, max_tool_calls)"
+    )
+    max_turns: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class Reason(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class Resume(Strict):
+    """Reopen a SUSPENDED or WAITING_FOR_HUMAN run, optionally raising its budget."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+    budget: dict[str, float] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Decide(Strict):
+    """An approver's decision. Who decides comes from the credential, never from this body."""
+
+    reason: str = Field(default="", max_length=2000)
+    binding: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the binding hash the approver was shown: refused if the arguments changed",
+    )
+
+
+class Deny(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CreateKey(Strict):
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    role: str = Field(pattern=r"^(member|approver|admin)$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
+    expires: str | None = Field(default=None, pattern=r"^\d+[smhdw]$", examples=["30d"])
+
+
+class RunOut(BaseModel):
+    id: str
+    tenant: str
+    agent: str
+    agent_version: str
+    model: str
+    status: str
+    status_reason: str | None
+    created_at: float
+    updated_at: float
+    metadata: dict[str, Any]
+    output: Any = None
+    parent_run_id: str | None = None
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null at the end"
+    )
+
+
+class TimelineOut(BaseModel):
+    run: RunOut
+    items: list[dict[str, Any]]
+    cost: dict[str, Any]
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    run_id: str
+    tenant: str
+    tool: str
+    arguments: dict[str, Any]
+    binding: str
+    explanation: str
+    status: str
+    requester: str | None
+    created_at: float
+    expires_at: float
+    decided_by: list[str]
+    reason: str | None
+
+
+class AgentOut(BaseModel):
+    name: str
+    version: str
+    model: str
+    tools: list[str]
+    health: dict[str, Any]
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    tenant: str
+    role: str
+    state: str
+    created_at: float
+    expires_at: float | None
+    created_by: str
+    rotated_by: str | None
+    revoked_by: str | None
+
+
+class NewKey(BaseModel):
+    key: KeyOut
+    secret: str = Field(description="the credential, shown this once")

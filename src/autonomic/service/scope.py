@@ -1,0 +1,88 @@
+"""The store as one identity may see it: every read of the service goes through a ``TenantScope``.
+
+Lists are filtered by tenant in SQL (``Store.page_runs``, ``Store.list_approvals``); one object is
+read by id and then refused, as ``NotFound`` worded exactly like a missing id, when it belongs to
+another tenant: existence does not leak. A journal is read only after its run passed that check.
+An admin's scope is every tenant.
+
+Writes go through the engine and the approval desk, always after a read through this scope and an
+``authorize`` (so a write can only touch an object its caller could read).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.journal import Entry
+from autonomic.core.run import Run, RunStatus
+from autonomic.errors import NotFound
+from autonomic.ports.store import Store
+from autonomic.service.identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class TenantScope:
+    """Reads of runs, journals and approvals limited to ``identity``'s tenant (see module)."""
+
+    store: Store
+    identity: Identity
+
+    @property
+    def tenant(self) -> str | None:
+        """The one tenant this scope sees, or ``None`` for an admin (every tenant)."""
+        return None if self.identity.sees_every_tenant else self.identity.tenant
+
+    def _mine(self, tenant: str) -> bool:
+        return self.tenant is None or tenant == self.tenant
+
+    async def run(self, run_id: str) -> Run:
+        """The run, or ``NotFound`` (also when it is another tenant's)."""
+        try:
+            run = await self.store.get_run(run_id)
+        except NotFound:
+            raise NotFound(f"no run {run_id}") from None
+        if not self._mine(run.tenant):
+            raise NotFound(f"no run {run_id}")
+        return run
+
+    async def runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """A page of this scope's runs, newest first (see ``Store.page_runs``)."""
+        return await self.store.page_runs(
+            tenant=self.tenant, status=status, agent=agent, since=since, before=before, limit=limit
+        )
+
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Entry]]:
+        """The run and its journal entries (after ``after_seq``), once the run is this scope's."""
+        run = await self.run(run_id)
+        return run, await self.store.load_journal(run_id, after_seq=after_seq)
+
+    async def approval(self, approval_id: str) -> Approval:
+        """The approval, or ``NotFound`` (also when it is another tenant's)."""
+        try:
+            approval = await self.store.get_approval(approval_id)
+        except NotFound:
+            raise NotFound(f"no approval {approval_id}") from None
+        if not self._mine(approval.tenant):
+            raise NotFound(f"no approval {approval_id}")
+        return approval
+
+    async def approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = ApprovalStatus.PENDING,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        """This scope's approvals, oldest first (the queue's order)."""
+        return await self.store.list_approvals(
+            status=status, tenant=self.tenant, run_id=run_id, limit=limit
+        )
