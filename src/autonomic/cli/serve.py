@@ -48,6 +48,7 @@ def serve(
 
     from autonomic.errors import ConfigError
     from autonomic.service.app import create_app
+    from autonomic.service.console import console_router
     from autonomic.service.settings import POLICY_FILE, OidcConfig, ServiceSettings
 
     settings = settings_of(ctx)
@@ -68,8 +69,11 @@ def serve(
         credentials=credentials,
         secure_cookies=secure_cookies,
     )
-    app = create_app(service_settings)
-    err.print(f"autonomic API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    app = create_app(service_settings, routers=[console_router()])
+    err.print(
+        f"autonomic API on http://{host}:{port}  (docs: http://{host}:{port}/docs, "
+        f"console: http://{host}:{port}/console)"
+    )
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )

@@ -45,8 +45,7 @@ def event(name: str, data: str, *, ident: int | None = None) -> str:
 
 async def stream(request: Request, scope: Scope, run: Run, *, after: int) -> AsyncIterator[str]:
     """Events for ``run`` from journal seq ``after`` on, until it ends or the client leaves."""
-    first = await scope.journal(run.id, after_seq=0, limit=1)
-    started_at = first[0].created_at if first else run.created_at
+    started_at = run.created_at  # the first entry's time: the run is created with it
     status = None
     last = after
     began = beat = time.monotonic()

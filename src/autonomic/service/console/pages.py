@@ -18,10 +18,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from autonomic.core.approval import ApprovalStatus
 from autonomic.core.run import RunStatus, validate_run_id
-from autonomic.errors import ApprovalConflict, ApprovalRefused, InvalidInput, NotFound, UserError
+from autonomic.errors import (
+    ApprovalConflict,
+    ApprovalRefused,
+    AutonomicError,
+    InvalidInput,
+    NotFound,
+)
 from autonomic.service.console import access, live
 from autonomic.service.console.rendering import render, static_file
 from autonomic.service.console.views import approval_card, decision_for, run_page
+from autonomic.service.problems import Forbidden
 
 PAGE_SIZE = 25
 _MAX_FORM = 16 * 1024
@@ -33,7 +40,7 @@ def console_router() -> APIRouter:
 
     Not in the OpenAPI document: these are pages for people; the API's own routes are the
     documented interface."""
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(prefix="/console", include_in_schema=False)
     router.add_api_route("", _home, methods=["GET"], name="console.home")
     router.add_api_route("/", _home, methods=["GET"], name="console.home_slash")
     router.add_api_route("/static/{name}", _static, methods=["GET"], name="console.static")
@@ -78,7 +85,7 @@ async def _signin(request: Request) -> Response:
         )
     try:
         session = await access.sign_in(request, key)
-    except UserError as e:
+    except AutonomicError as e:
         return render(request, "signin.html", {"next": target, "error": e.message}, status_code=401)
     response = RedirectResponse(_safe_next(request, target), status_code=303)
     access.set_session(request, response, session)
@@ -86,19 +93,22 @@ async def _signin(request: Request) -> Response:
 
 
 async def _signout(request: Request) -> Response:
-    form = await _form(request)
-    identity = await access.identify(request)
-    if identity is not None and not access.csrf_ok(request, form.get("csrf", "")):
-        return _error(request, 403, "Refused", "The form was stale: reload the page and retry.")
+    # Signing out needs no token: at worst a forged form ends a session, which changes nothing.
     response = RedirectResponse(request.url_for("console.signin").path, status_code=303)
     access.clear_session(request, response)
     return response
 
 
-async def _runs(request: Request, status: str = "", agent: str = "", page: int = 1) -> Response:
+async def _runs(
+    request: Request, status: str = "", agent: str = "", before: str = "", page: int = 1
+) -> Response:
     identity = await access.identify(request)
     if identity is None:
         return _to_signin(request)
+    try:
+        access.authorize_read(request, identity)
+    except Forbidden as e:
+        return _error(request, 403, "Not allowed", e.message, identity)
     chosen: RunStatus | None = None
     if status:
         try:
@@ -112,19 +122,21 @@ async def _runs(request: Request, status: str = "", agent: str = "", page: int =
                 + ", ".join(s.value for s in RunStatus),
                 identity,
             )
-    page = min(max(page, 1), _MAX_PAGE)
+    cursor = _cursor(before)
+    page = min(max(page, 1), _MAX_PAGE) if cursor is not None else 1
     scope = access.scope(request, identity)
     runs, has_more = await scope.runs(
-        status=chosen,
-        agent=agent.strip() or None,
-        offset=(page - 1) * PAGE_SIZE,
-        limit=PAGE_SIZE,
+        status=chosen, agent=agent.strip()[:200] or None, before=cursor, limit=PAGE_SIZE
     )
+    filters = {k: v for k, v in (("status", status), ("agent", agent)) if v}
+    base = request.url_for("console.runs").path
 
     def page_url(n: int) -> str:
-        query = {k: v for k, v in (("status", status), ("agent", agent)) if v}
-        query["page"] = str(n)
-        return request.url_for("console.runs").path + "?" + urlencode(query)
+        if n <= 1:
+            return base + ("?" + urlencode(filters) if filters else "")
+        last = runs[-1]
+        older = filters | {"before": f"{last.created_at!r}:{last.id}", "page": str(n)}
+        return base + "?" + urlencode(older)
 
     return render(
         request,
@@ -155,7 +167,7 @@ async def _run(request: Request, run_id: str) -> Response:
     except (InvalidInput, NotFound):
         return _not_found(request, identity, f"There is no run {run_id} in your tenant.")
     entries = await scope.journal(run_id)
-    children = await scope.children(run_id)
+    children = await scope.children(run)
     pending = [a for a in await scope.approvals(run_id=run_id) if not a.status.final]
     flash = None
     decided = request.query_params.get("decided")
@@ -202,6 +214,10 @@ async def _approvals(request: Request) -> Response:
     identity = await access.identify(request)
     if identity is None:
         return _to_signin(request)
+    try:
+        access.authorize_read(request, identity)
+    except Forbidden as e:
+        return _error(request, 403, "Not allowed", e.message, identity)
     return await _inbox(request, identity)
 
 
@@ -218,7 +234,7 @@ async def _inbox(
     cards = []
     for approval in await scope.pending_approvals():
         entries = await scope.journal(approval.run_id, after_seq=max(approval.step - 1, 0))
-        may, why_not = access.may_decide(identity, approval)
+        may, why_not = access.may_decide(request, identity, approval)
         cards.append(
             approval_card(
                 approval,
@@ -238,13 +254,14 @@ async def _inbox(
 
 
 async def _decide(request: Request, approval_id: str) -> Response:
-    identity = await access.identify(request)
-    if identity is None:
-        return _to_signin(request)
     form = await _form(request)
-    if not access.csrf_ok(request, form.get("csrf", "")):
+    identity = await access.identify(request, csrf=form.get("csrf"))
+    if identity is None:
         return _error(
-            request, 403, "Refused", "The form was stale: reload the page and retry.", identity
+            request,
+            403,
+            "Refused",
+            "This form's session has ended or the form is stale: sign in, reload and retry.",
         )
     decision, reason = form.get("decision", ""), form.get("reason", "").strip()
     if decision not in ("approve", "deny"):
@@ -264,8 +281,12 @@ async def _decide(request: Request, approval_id: str) -> Response:
         approval = await scope.approval(approval_id)
     except (InvalidInput, NotFound):
         return _not_found(request, identity, f"There is no approval {approval_id} in your tenant.")
-    may, why_not = access.may_decide(identity, approval)
-    if not may:
+    try:
+        access.authorize_decision(request, identity, approval)
+    except NotFound:
+        return _not_found(request, identity, f"There is no approval {approval_id} in your tenant.")
+    except Forbidden:
+        _may, why_not = access.may_decide(request, identity, approval)
         return _error(request, 403, "Not allowed", why_not or "You may not decide this.", identity)
     try:
         decided = await scope.decide(
@@ -295,6 +316,15 @@ async def _form(request: Request) -> dict[str, str]:
         return {}
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items() if v}
+
+
+def _cursor(text: str) -> tuple[float, str] | None:
+    """``created_at:run_id`` of the last run of the previous page, or ``None`` (the first page)."""
+    at, _, run_id = text.partition(":")
+    try:
+        return (float(at), validate_run_id(run_id)) if text else None
+    except (ValueError, InvalidInput):
+        return None
 
 
 def _safe_next(request: Request, target: str) -> str:

@@ -1,91 +1,86 @@
-"""What one signed-in identity may read and do, as the console needs it: one tenant's runs,
-journals and approvals, and decisions made as that identity.
-
-Every read names the identity's tenant, and a row of another tenant is ``NotFound`` - the same
-answer as a row that does not exist, so a page never tells whether another tenant's run is there.
-"""
+"""What the console reads and does for one signed-in identity: the service's ``TenantScope``
+(one tenant's runs, journals and approvals; another tenant's row is ``NotFound``, worded as a
+missing one) plus the few things pages need beyond the API's reads: the agents to suggest in a
+filter, a run's children, and a decision made as the identity (``principal``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autonomic.core.approval import Approval
+from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
-from autonomic.errors import InvalidInput, NotFound
 from autonomic.governance.approvals import ApprovalDesk
-from autonomic.ports.store import Store
+from autonomic.service.identity import Identity
+from autonomic.service.scope import TenantScope
 
-_SCAN = 2_000
-"""Runs read at most to filter by agent or find children when the store cannot filter itself."""
+_CHILDREN = 500
+"""Child runs shown on a run's page at most."""
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """One tenant's view of the store, for one identity (``by``: who decisions are made as)."""
+    """One identity's console view (see the module docstring)."""
 
-    store: Store
-    tenant: str
-    by: str
+    tenant_scope: TenantScope
+    desk: ApprovalDesk
+    identity: Identity
 
     async def run(self, run_id: str) -> Run:
-        run = await self.store.get_run(run_id)
-        if run.tenant != self.tenant:
-            raise NotFound(f"no run {run_id}", hint="`autonomic runs` lists the runs")
-        return run
+        return await self.tenant_scope.run(run_id)
 
     async def runs(
-        self, *, status: RunStatus | None, agent: str | None, offset: int, limit: int
+        self,
+        *,
+        status: RunStatus | None,
+        agent: str | None,
+        before: tuple[float, str] | None,
+        limit: int,
     ) -> tuple[list[Run], bool]:
-        """A page of runs, newest first, and whether there are more after it."""
-        want = offset + limit + 1
-        found = await self.store.list_runs(
-            status=status, tenant=self.tenant, limit=want if agent is None else _SCAN
+        """A page of runs, newest first, older than the cursor ``before``; and whether more
+        follow."""
+        found = await self.tenant_scope.runs(
+            status=status, agent=agent, before=before, limit=limit + 1
         )
-        if agent is not None:
-            found = [r for r in found if r.agent == agent]
-        page = found[offset : offset + limit]
-        return page, len(found) > offset + limit
+        return found[:limit], len(found) > limit
 
     async def agents(self) -> list[str]:
         """The agents of the tenant's recent runs, for the filter's suggestions."""
-        return sorted({r.agent for r in await self.store.list_runs(tenant=self.tenant, limit=200)})
+        recent = await self.tenant_scope.runs(limit=200)
+        return sorted({r.agent for r in recent})
 
-    async def children(self, run_id: str) -> list[Run]:
-        """Runs started by ``run_id`` (a multi-agent run's delegations), oldest first."""
-        found = await self.store.list_runs(tenant=self.tenant, limit=_SCAN)
-        return sorted((r for r in found if r.parent_run_id == run_id), key=lambda r: r.created_at)
+    async def children(self, run: Run) -> list[Run]:
+        """Runs started by ``run`` (a multi-agent run's delegations), oldest first.
 
-    async def journal(
-        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
-    ) -> list[Entry]:
-        await self.run(run_id)
-        entries = await self.store.load_journal(run_id, after_seq=after_seq)
-        return entries if limit is None else entries[:limit]
+        Children are created after their parent, so only runs since it are looked at."""
+        found = await self.tenant_scope.runs(since=run.created_at, limit=_CHILDREN * 4)
+        mine = [r for r in found if r.parent_run_id == run.id]
+        return sorted(mine, key=lambda r: r.created_at)[:_CHILDREN]
+
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+        _run, entries = await self.tenant_scope.journal(run_id, after_seq=after_seq)
+        return entries
 
     async def approvals(self, *, run_id: str) -> list[Approval]:
-        return await self.store.list_approvals(tenant=self.tenant, run_id=run_id, limit=1000)
+        return await self.tenant_scope.approvals(status=None, run_id=run_id, limit=1000)
 
     async def pending_approvals(self) -> list[Approval]:
-        """What waits for a human in this tenant, oldest first, after due expiries applied."""
-        return await ApprovalDesk(self.store).pending(tenant=self.tenant, limit=200)
+        """What waits for a human in this tenant, oldest first, once due expiries are applied
+        (so what is shown can still be decided)."""
+        await self.desk.sweep(tenant=self.tenant_scope.tenant)
+        return await self.tenant_scope.approvals(status=ApprovalStatus.PENDING, limit=200)
 
     async def approval(self, approval_id: str) -> Approval:
-        if not approval_id.startswith("apr_") or len(approval_id) > 64:
-            raise InvalidInput(f"invalid approval id {approval_id!r}")
-        approval = await self.store.get_approval(approval_id)
-        if approval.tenant != self.tenant:
-            raise NotFound(f"no approval {approval_id}")
-        return approval
+        return await self.tenant_scope.approval(approval_id)
 
     async def decide(
         self, approval_id: str, *, approve: bool, reason: str, binding: str | None
     ) -> Approval:
-        """Approve or deny as ``by``; ``binding``: the hash the page showed (a mismatch is
-        refused, so nobody approves arguments they were not shown)."""
-        await self.approval(approval_id)
-        desk = ApprovalDesk(self.store)
-        await desk.sweep(tenant=self.tenant)
+        """Approve or deny as the identity's principal (the caller must have authorized it);
+        ``binding``: the hash the page showed - a mismatch is refused, so nobody approves
+        arguments they were not shown."""
+        by = self.identity.principal
+        await self.desk.sweep(tenant=self.tenant_scope.tenant)
         if approve:
-            return await desk.approve(approval_id, by=self.by, reason=reason, binding=binding)
-        return await desk.deny(approval_id, by=self.by, reason=reason)
+            return await self.desk.approve(approval_id, by=by, reason=reason, binding=binding)
+        return await self.desk.deny(approval_id, by=by, reason=reason)
