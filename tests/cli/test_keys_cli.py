@@ -71,7 +71,8 @@ def test_keys_are_created_listed_rotated_and_revoked_and_stored_as_hashes(tmp_pa
     ]:  # fmt: skip
         result = autonomic(*bad, cwd=tmp_path)
         assert result.returncode == 2, (bad, result.stderr)
-        assert result.stderr.startswith("error: ") and words in result.stderr, result.stderr
+        assert result.stderr.startswith("error: "), result.stderr
+        assert words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
 
 

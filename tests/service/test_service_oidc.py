@@ -85,12 +85,12 @@ def test_oidc_tokens_are_verified_against_the_jwks(jwks, sqlite_url):
             b"x" * 32,
             algorithm="HS256",
             headers={"kid": "k1"},
-        ),  # fmt: skip
+        ),
     }
 
     async def go():
         async with serving(sqlite_url, oidc=config) as s:
-            run, approval = await s.waiting_run("acme", requester="ann@acme")
+            _run, approval = await s.waiting_run("acme", requester="ann@acme")
             answers = {}
             for name, token in tokens.items():
                 answers[name] = await s.client.post(
