@@ -132,7 +132,12 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
     if kind == "missing":
         return problem(422, "missing_field", f"{where} is required{more}", "add it")
     if kind in ("model_attributes_type", "dict_type") and loc[:1] == ("body",):
-        return problem(422, "invalid_body", "the body must be a JSON object", None)
+        return problem(
+            422,
+            "invalid_body",
+            "the body must be a JSON object",
+            "send a JSON object with Content-Type: application/json",
+        )
     message = str(first.get("msg", "invalid value"))
     return problem(
         422, "invalid_value", f"{where}: {message}{more}", "the schema is in /openapi.json"

@@ -27,7 +27,7 @@ class StartRun(Strict):
     task: str | dict[str, Any] = Field(description="the task: text or a JSON object")
     metadata: dict[str, Any] = Field(default_factory=dict, description="per-run configuration")
     budget: dict[str, float] | None = Field(
-        default=None, description="run budget limits (e.g. max_cost_usd, max_tool_calls)"
+        default=None, description="run budget limits: cost, tokens, tool_calls, turns, wall_seconds"
     )
     max_turns: int | None = Field(default=None, ge=1, le=10_000)
 

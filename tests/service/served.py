@@ -1,0 +1,97 @@
+"""The service in process for tests: an app on a fresh store, an httpx client on its ASGI
+transport, keys per tenant and role, and runs that wait for an approval (a governed payer agent
+driven by a scripted model)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from autonomic.adapters.model.scripted import ScriptedModel
+from autonomic.bootstrap import build_store
+from autonomic.core.approval import Approval
+from autonomic.core.run import Run, RunStatus
+from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.executor import Engine
+from autonomic.governance.policy.risk import parse_policy_text
+from autonomic.service.app import create_app
+from autonomic.service.runtime import Service
+from autonomic.service.settings import ServiceSettings
+from autonomic.tools.contract import tool
+
+POLICY = """
+approval:
+  expires_after: 1h
+rules:
+  - name: big-payment
+    tool: pay
+    when: args.amount > 100
+    risk: medium
+    reason: payments above 100 need a second person
+"""
+
+
+@tool(idempotent=True)
+def pay(to: str, amount: int) -> dict[str, Any]:
+    """Pay ``amount`` to ``to``."""
+    return {"paid": amount, "to": to}
+
+
+def payer() -> Agent:
+    return Agent(name="payer", instructions="pay people", tools=(pay,), model="scripted:payer")
+
+
+@dataclass
+class Served:
+    service: Service
+    client: httpx.AsyncClient
+    url: str
+    keys: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    async def key(self, tenant: str, role: str, name: str | None = None) -> dict[str, str]:
+        """An ``Authorization`` header for a key of ``tenant`` and ``role`` (made once)."""
+        name = name or f"{role}-{tenant}"
+        if (tenant, role, name) not in self.keys:
+            _, secret = await self.service.keys.create(
+                tenant=tenant, role=role, name=name, by="test", expires_in=None
+            )
+            self.keys[tenant, role, name] = secret
+        return {"Authorization": f"Bearer {self.keys[tenant, role, name]}"}
+
+    async def waiting_run(self, tenant: str, requester: str) -> tuple[Run, Approval]:
+        """A run of ``tenant`` started by ``requester`` (a principal, ``name@tenant``), waiting
+        for the approval of a payment of 500."""
+        model = ScriptedModel(
+            [
+                {"tool_calls": [{"name": "pay", "arguments": {"to": "bob", "amount": 500}}]},
+                {"content": "paid"},
+            ]
+        )
+        engine = Engine(
+            self.service.store,
+            AgentRegistry([payer()]),
+            lambda spec: model,
+            gates=[parse_policy_text(POLICY).risk.gate()],
+        )
+        run = await engine.run("payer", "pay bob", tenant=tenant, requester=requester)
+        assert run.status is RunStatus.WAITING_FOR_HUMAN, run.status_reason
+        (approval,) = await self.service.store.list_approvals(run_id=run.id)
+        return run, approval
+
+
+@asynccontextmanager
+async def serving(url: str, **settings: Any) -> AsyncIterator[Served]:
+    """The app on ``url`` (migrated first), its lifespan entered, a client on it."""
+    store = build_store(url)
+    await store.migrate()
+    await store.close()
+    settings.setdefault("session_secret", b"s" * 32)
+    app = create_app(ServiceSettings(db=url, **settings))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Served(app.state.service, client, url)

@@ -1,0 +1,104 @@
+"""Tenant isolation as a property: several tenants, random requests by random identities on
+random objects (their own and others'), and 0 cross-tenant reads or writes."""
+
+import asyncio
+import contextlib
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from served import serving
+
+TENANTS = ("t1", "t2", "t3")
+ROLES = ("member", "approver")
+OPS = (
+    "list_runs", "get_run", "timeline", "cancel", "resume", "start", "inbox", "all_approvals",
+    "get_approval", "approve", "deny", "agents",
+)  # fmt: skip
+
+request_plans = st.lists(
+    st.tuples(
+        st.sampled_from(TENANTS),
+        st.sampled_from(ROLES),
+        st.sampled_from(OPS),
+        st.sampled_from(TENANTS),  # whose object the request names
+        st.integers(min_value=0, max_value=1),  # which of that tenant's objects
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+async def _state(store, run_id, approval_id):
+    run = await store.get_run(run_id)
+    approval = await store.get_approval(approval_id)
+    return run.version, run.status, len(await store.load_journal(run_id)), approval.version
+
+
+def test_no_request_reads_or_writes_another_tenants_objects(tmp_path):
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    s = loop.run_until_complete(stack.enter_async_context(serving(f"sqlite:///{tmp_path}/i.db")))
+    objects = {}
+    for tenant in TENANTS:
+        objects[tenant] = [
+            loop.run_until_complete(s.waiting_run(tenant, requester=f"someone@{tenant}"))
+            for _ in range(2)
+        ]
+    own_runs = {t: {r.id for r, _ in objects[t]} for t in TENANTS}
+    counts = {"cross": 0, "own": 0}
+
+    async def check(plan):
+        for tenant, role, op, owner, index in plan:
+            headers = await s.key(tenant, role)
+            run, approval = objects[owner][index]
+            cross = owner != tenant
+            before = await _state(s.service.store, run.id, approval.id)
+            path, method, body = {
+                "list_runs": ("/runs", "GET", None),
+                "get_run": (f"/runs/{run.id}", "GET", None),
+                "timeline": (f"/runs/{run.id}/timeline", "GET", None),
+                "cancel": (f"/runs/{run.id}/cancel", "POST", {"reason": "r"}),
+                "resume": (f"/runs/{run.id}/resume", "POST", {"reason": "r"}),
+                "start": ("/runs", "POST", {"agent": "triage", "task": "t"}),
+                "inbox": ("/approvals", "GET", None),
+                "all_approvals": ("/approvals?status=approved", "GET", None),
+                "get_approval": (f"/approvals/{approval.id}", "GET", None),
+                "approve": (f"/approvals/{approval.id}/approve", "POST", {}),
+                "deny": (f"/approvals/{approval.id}/deny", "POST", {"reason": "r"}),
+                "agents": ("/agents", "GET", None),
+            }[op]
+            answer = await s.client.request(method, path, json=body, headers=headers)
+            assert answer.status_code < 500, answer.text
+            text = answer.text.replace(run.id, "<asked>")  # a 404 may repeat the id asked for
+            for other in TENANTS:
+                if other != tenant:  # no id of another tenant's object in any answer
+                    assert not any(r in text for r in own_runs[other]), (op, tenant, other)
+                    assert f'"tenant":"{other}"' not in text
+            if op in ("list_runs", "inbox", "all_approvals", "agents", "start"):
+                continue
+            if cross:
+                counts["cross"] += 1
+                assert answer.status_code == 404, (op, answer.text)
+                assert await _state(s.service.store, run.id, approval.id) == before
+            else:
+                counts["own"] += 1
+                assert answer.status_code in (200, 403, 409), (op, answer.text)
+        for tenant in TENANTS:  # runs started by anyone belong to the starter's tenant only
+            listed = (
+                await s.client.get("/runs?limit=500", headers=await s.key(tenant, "member"))
+            ).json()
+            assert {r["tenant"] for r in listed["runs"]} <= {tenant}
+            own_runs[tenant] |= {r["id"] for r in listed["runs"]}
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(plan=request_plans)
+    def run_plans(plan):
+        loop.run_until_complete(check(plan))
+
+    try:
+        run_plans()
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
+    assert counts["cross"] > 20
+    assert counts["own"] > 5
