@@ -12,6 +12,8 @@ another site can make the browser send the cookie but cannot read the token.
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import Request, Response
 
 from autonomic.core.approval import Approval
@@ -87,10 +89,12 @@ def service(request: Request) -> Service:
 def may_decide(request: Request, identity: Identity, approval: Approval) -> tuple[bool, str | None]:
     """Whether ``identity`` may approve or deny ``approval`` (the Cedar policy's answer, as the
     API's POST will get it), and if not, why, in words for the person."""
+    authorizer = service_of(request).authorizer
     resource = Resource.of_approval(approval)
-    if service_of(request).authorizer.allows(identity, Action.DECIDE, resource):
+    if authorizer.allows(identity, Action.DECIDE, resource):
         return True, None
-    if approval.requester is not None and approval.requester == identity.principal:
+    anyones = dataclasses.replace(resource, requester=None)
+    if authorizer.allows(identity, Action.DECIDE, anyones):
         return False, "You started this run: another approver of your tenant must decide."
     return False, (
         f"Your role ({identity.role.value}) can see approvals but not decide them; "
