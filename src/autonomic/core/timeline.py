@@ -23,7 +23,10 @@ from autonomic.core.entries import (
     Transition,
     WorkflowMove,
 )
-from autonomic.core.journal import Entry
+from autonomic.core.journal import Entry, EntryKind
+
+_SPENDING = frozenset({EntryKind.MODEL_RESPONSE, EntryKind.SUMMARY, EntryKind.PLAN})
+"""The kinds whose entries carry model calls, and so cost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,8 @@ def spend(entries: Sequence[Entry]) -> dict[str, Any]:
             target["cost_usd"] += call.cost
 
     for e in entries:
+        if e.kind not in _SPENDING:
+            continue  # decoding every entry of a long run only to skip it costs more than the sum
         body = e.body
         if isinstance(body, ModelTurn):
             add(body.call)

@@ -321,3 +321,32 @@ def test_the_run_started_by_a_member_shows_who_asked(sqlite_url):
             assert approval.requester == "ann@acme"
 
     asyncio.run(go())
+
+
+def test_earlier_rows_and_a_steps_entry_load_on_demand_in_the_tenant_only(sqlite_url, monkeypatch):
+    monkeypatch.setattr(pages, "WINDOW", 3)
+
+    async def go():
+        async with consoled(sqlite_url) as c:
+            run, _approval = await c.served.waiting_run("acme", "ann@acme")
+            entries = await c.served.service.store.load_journal(run.id)
+            member = await c.browser("acme", "member", "ann")
+            page = (await member.get(f"/console/runs/{run.id}")).text
+            shown = [int(s) for s in re.findall(r'<li id="step-(\d+)"', page)]
+            assert shown == [e.seq for e in entries[-3:]]
+            assert f"Show the {len(entries) - 3} earlier steps" in page
+            earlier = await member.get(f"/console/runs/{run.id}/timeline?before={shown[0]}")
+            assert [int(s) for s in re.findall(r'<li id="step-(\d+)"', earlier.text)] == [
+                e.seq for e in entries[:-3]
+            ]
+            whole = (await member.get(f"/console/runs/{run.id}?all=1")).text
+            assert len(re.findall(r'<li id="step-', whole)) == len(entries)
+            one = await member.get(f"/console/runs/{run.id}/steps/1")
+            assert one.text.startswith("<pre>")
+            assert "&#34;agent&#34;: &#34;payer&#34;" in one.text or "&quot;agent&quot;" in one.text
+            assert (await member.get(f"/console/runs/{run.id}/steps/999")).status_code == 404
+            other = await c.browser("globex", "member", "gus")
+            assert (await other.get(f"/console/runs/{run.id}/steps/1")).status_code == 404
+            assert (await other.get(f"/console/runs/{run.id}/timeline?before=9")).status_code == 404
+
+    asyncio.run(go())

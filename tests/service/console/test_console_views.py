@@ -22,11 +22,14 @@ from autonomic.core.run import RunStatus
 from autonomic.service.console.views import (
     approval_card,
     decision_for,
+    detail,
     duration,
+    run_page,
     status_tone,
     step_of,
     steps,
 )
+from autonomic.testing.store_conformance import make_run
 
 RUN = "run_" + "b" * 32
 
@@ -89,7 +92,7 @@ def test_every_entry_is_a_step_of_its_kind_in_timeline_order() -> None:
     assert rows[7].tone == "bad"  # a failed tool result
     assert (rows[3].tone, rows[8].tone) == ("warn", "ok")
     assert rows[1].at == 1.0
-    assert '"amount": 27000' in rows[6].detail
+    assert '"amount": 27000' in detail(entries[6].payload)
 
 
 def test_a_live_step_is_the_same_row_the_page_draws() -> None:
@@ -107,8 +110,8 @@ def test_a_live_step_is_the_same_row_the_page_draws() -> None:
 
 def test_a_huge_payload_is_cut_in_the_details() -> None:
     entries = journal(STARTED, ToolResult("c", "t", True, "x" * 50_000))
-    assert len(steps(entries)[1].detail) < 21_000
-    assert "more characters" in steps(entries)[1].detail
+    assert len(detail(entries[1].payload)) < 21_000
+    assert "more characters" in detail(entries[1].payload)
 
 
 def test_an_approval_card_shows_the_bound_arguments_the_risk_and_the_expiry() -> None:
@@ -146,3 +149,18 @@ def test_durations_and_tones_read_at_a_glance() -> None:
     assert status_tone(RunStatus.WAITING_FOR_HUMAN) == "warn"
     assert status_tone(RunStatus.FAILED) == "bad"
     assert status_tone(RunStatus.RUNNING) == "info"
+
+
+def test_a_long_run_draws_its_latest_rows_and_times_them_from_the_runs_start() -> None:
+    bodies: list[Body] = [STARTED]
+    for n in range(1, 40):
+        bodies.append(ModelTurn(n, "x", (), "m", ModelCall(Usage(1, 1), cost_usd=0.5)))
+    entries = journal(*bodies)
+    run = make_run(created_at=entries[0].created_at)
+    page = run_page(run, entries, [], window=10)
+    assert [s.seq for s in page.steps] == list(range(31, 41))
+    assert page.earlier == 30
+    assert page.steps[0].at == entries[30].created_at - entries[0].created_at
+    assert page.spend["cost_usd"] == 19.5  # the whole run's, not the window's
+    whole = run_page(run, entries, [], window=None)
+    assert (len(whole.steps), whole.earlier) == (40, 0)

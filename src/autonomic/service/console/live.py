@@ -22,7 +22,7 @@ from fastapi import Request
 
 from autonomic.core.run import Run
 from autonomic.errors import NotFound
-from autonomic.service.console.rendering import render_fragment
+from autonomic.service.console.rendering import environment, render_fragment
 from autonomic.service.console.scope import Scope
 from autonomic.service.console.views import step_of
 
@@ -46,6 +46,8 @@ def event(name: str, data: str, *, ident: int | None = None) -> str:
 async def stream(request: Request, scope: Scope, run: Run, *, after: int) -> AsyncIterator[str]:
     """Events for ``run`` from journal seq ``after`` on, until it ends or the client leaves."""
     started_at = run.created_at  # the first entry's time: the run is created with it
+    step_url = request.url_for("console.run", run_id=run.id).path + "/steps"
+    row = environment().get_template("_step.html").module.step  # type: ignore[attr-defined]
     status = None
     last = after
     began = beat = time.monotonic()
@@ -57,7 +59,7 @@ async def stream(request: Request, scope: Scope, run: Run, *, after: int) -> Asy
             yield event("end", "")
             return
         for entry in await scope.journal(run.id, after_seq=last):
-            html = render_fragment(request, "_step.html", {"s": step_of(entry, started_at)})
+            html = str(row(step_of(entry, started_at), step_url))
             yield event("step", html, ident=entry.seq)
             last = entry.seq
         if current.status != status:

@@ -9,6 +9,7 @@ decision is made as the identity of the session cookie - never a name sent in th
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -26,8 +27,15 @@ from autonomic.errors import (
     NotFound,
 )
 from autonomic.service.console import access, live
-from autonomic.service.console.rendering import render, static_file
-from autonomic.service.console.views import approval_card, decision_for, run_page
+from autonomic.service.console.rendering import environment, render, static_file
+from autonomic.service.console.views import (
+    WINDOW,
+    approval_card,
+    decision_for,
+    detail,
+    run_page,
+    steps,
+)
 from autonomic.service.problems import Forbidden
 
 PAGE_SIZE = 25
@@ -51,6 +59,12 @@ def console_router() -> APIRouter:
     router.add_api_route("/runs/{run_id}", _run, methods=["GET"], name="console.run")
     router.add_api_route(
         "/runs/{run_id}/events", _run_events, methods=["GET"], name="console.run_events"
+    )
+    router.add_api_route(
+        "/runs/{run_id}/timeline", _earlier, methods=["GET"], name="console.earlier"
+    )
+    router.add_api_route(
+        "/runs/{run_id}/steps/{seq}", _step_detail, methods=["GET"], name="console.step"
     )
     router.add_api_route("/approvals", _approvals, methods=["GET"], name="console.approvals")
     router.add_api_route(
@@ -156,7 +170,7 @@ async def _runs(
     )
 
 
-async def _run(request: Request, run_id: str) -> Response:
+async def _run(request: Request, run_id: str, all: str = "") -> Response:
     identity = await access.identify(request)
     if identity is None:
         return _to_signin(request)
@@ -181,7 +195,7 @@ async def _run(request: Request, run_id: str) -> Response:
         "run.html",
         {
             "section": "runs",
-            "page": run_page(run, entries, children),
+            "page": run_page(run, entries, children, window=None if all else WINDOW),
             "pending": pending,
             "flash": flash,
             "flash_tone": "ok",
@@ -207,6 +221,42 @@ async def _run_events(request: Request, run_id: str, after: int = 0) -> Response
         live.stream(request, scope, run, after=max(after, 0)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _earlier(request: Request, run_id: str, before: int) -> Response:
+    """The timeline rows before seq ``before``: what "Show the earlier steps" loads in place."""
+    identity = await access.identify(request)
+    if identity is None:
+        return Response("sign in first", status_code=401, media_type="text/plain")
+    scope = access.scope(request, identity)
+    try:
+        validate_run_id(run_id)
+        entries = await scope.journal(run_id)
+    except (InvalidInput, NotFound):
+        return Response("no such run", status_code=404, media_type="text/plain")
+    step_url = request.url_for("console.run", run_id=run_id).path + "/steps"
+    row = environment().get_template("_step.html").module.step  # type: ignore[attr-defined]
+    rows = [str(row(s, step_url)) for s in steps([e for e in entries if e.seq < before])]
+    return HTMLResponse("\n".join(rows), headers={"Cache-Control": "no-store"})
+
+
+async def _step_detail(request: Request, run_id: str, seq: int) -> Response:
+    """One journal entry's payload, fetched when a person opens a step's details."""
+    identity = await access.identify(request)
+    if identity is None:
+        return _to_signin(request)
+    scope = access.scope(request, identity)
+    try:
+        validate_run_id(run_id)
+        entries = await scope.journal(run_id, after_seq=max(seq - 1, 0))
+    except (InvalidInput, NotFound):
+        return _not_found(request, identity, f"There is no run {run_id} in your tenant.")
+    if not entries or entries[0].seq != seq:
+        return _not_found(request, identity, f"Run {run_id} has no journal entry {seq}.")
+    return HTMLResponse(
+        f"<pre>{html.escape(detail(entries[0].payload))}</pre>",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
 

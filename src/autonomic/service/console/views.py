@@ -9,6 +9,7 @@ or bad news, whether it hangs under the model turn that proposed it, and what it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -58,7 +59,6 @@ class Step:
         cost_usd: what the step cost (a model turn's price; a tool's contract estimate).
         tokens: a model turn's tokens as ``in+out``.
         latency_ms: how long the step took, when journaled.
-        detail: the payload as indented JSON, cut at 20,000 characters.
     """
 
     seq: int
@@ -73,16 +73,30 @@ class Step:
     cost_usd: float | None
     tokens: str | None
     latency_ms: float | None
-    detail: str
+
+    @property
+    def at_text(self) -> str:
+        return f"{self.at:.2f}"
+
+    @property
+    def latency_text(self) -> str | None:
+        return None if self.latency_ms is None else f"{self.latency_ms:.0f}"
+
+    @property
+    def cost_text(self) -> str | None:
+        return None if self.cost_usd is None else f"{self.cost_usd:.6f}"
 
 
-def steps(entries: Sequence[Entry]) -> list[Step]:
-    """Every journal entry of a run as a timeline step, in the order things happened."""
+def steps(entries: Sequence[Entry], *, started_at: float | None = None) -> list[Step]:
+    """Every journal entry as a timeline step, in the order things happened; ``started_at``:
+    the run's start, when ``entries`` are only its latest ones."""
     if not entries:
         return []
+    entries = decoded(entries)
     by_seq = {e.seq: e for e in entries}
+    shift = 0.0 if started_at is None else entries[0].created_at - started_at
     return [
-        _step(by_seq[item.seq], item.at, item.summary, item.latency_ms)
+        _step(by_seq[item.seq], item.at + shift, item.summary, item.latency_ms)
         for item in timeline(entries)
     ]
 
@@ -161,11 +175,19 @@ def _step(entry: Entry, at: float, summary: str, latency_ms: float | None) -> St
         cost_usd=cost,
         tokens=tokens,
         latency_ms=float(latency) if isinstance(latency, int | float) else None,
-        detail=_detail(entry.payload),
     )
 
 
-def _detail(payload: dict[str, Any]) -> str:
+def decoded(entries: Sequence[Entry]) -> list[Entry]:
+    """``entries`` with each typed body decoded once: the timeline, its summaries, the spend and
+    the step kinds all read ``entry.body``, which would otherwise decode the payload each time."""
+    return [e if e._body is not None else dataclasses.replace(e, _body=e.body) for e in entries]
+
+
+def detail(payload: dict[str, Any]) -> str:
+    """A step's payload as indented JSON for its details (fetched when a person opens them: a
+    long run's page would spend most of its time writing JSON nobody reads), cut at 20,000
+    characters."""
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     if len(text) > _DETAIL_LIMIT:
         return text[:_DETAIL_LIMIT] + f"\n... ({len(text) - _DETAIL_LIMIT} more characters)"
@@ -178,6 +200,8 @@ class RunPage:
 
     run: Run
     steps: list[Step]
+    earlier: int
+    """Rows not drawn yet (before the first one shown)."""
     spend: dict[str, Any]
     children: list[Run]
     last_seq: int
@@ -186,11 +210,21 @@ class RunPage:
     """The run can still move: the page opens the live stream."""
 
 
-def run_page(run: Run, entries: Sequence[Entry], children: Sequence[Run]) -> RunPage:
-    """Everything the run page shows, from the run row, its journal and its child runs."""
+WINDOW = 300
+"""Rows a run's page draws at first: the latest ones; the earlier ones load when asked for, so a
+run of thousands of steps opens as fast as a short one."""
+
+
+def run_page(
+    run: Run, entries: Sequence[Entry], children: Sequence[Run], *, window: int | None = WINDOW
+) -> RunPage:
+    """Everything the run page shows, from the run row, its journal and its child runs: the
+    latest ``window`` rows of the timeline (``None``: every row)."""
+    shown = entries if window is None or len(entries) <= window else entries[-window:]
     return RunPage(
         run=run,
-        steps=steps(entries),
+        steps=steps(shown, started_at=entries[0].created_at if entries else None),
+        earlier=len(entries) - len(shown),
         spend=spend(entries),
         children=list(children),
         last_seq=entries[-1].seq if entries else 0,
