@@ -8,7 +8,9 @@ rendering the HTML - with no network in between.
 
     .venv/bin/python benchmarks/console_bench.py [--db URL] [--rounds 30] [--approvals 20]
 
-Prints one JSON object per page: median, p95 and max milliseconds, the HTML size, the rows drawn.
+Prints one JSON object per page: median, p95 and max wall-clock milliseconds, the median CPU
+milliseconds of this process (the server's own work, less inflated than wall time on a host
+whose other processes compete for the CPU), the load average, the HTML size, the rows drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -128,10 +131,11 @@ async def measure(url: str, run_id: str, rounds: int) -> list[dict[str, Any]]:
             results = []
             for name, path, row in pages:
                 await client.get(path)  # warm: templates compiled, connections open
-                times = []
+                times, cpu = [], []
                 for _ in range(rounds):
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     answer = await client.get(path)
+                    cpu.append((time.process_time() - start_cpu) * 1000)
                     times.append((time.perf_counter() - start) * 1000)
                     assert answer.status_code == 200, answer.text[:300]
                 times.sort()
@@ -143,6 +147,8 @@ async def measure(url: str, run_id: str, rounds: int) -> list[dict[str, Any]]:
                         "median_ms": round(statistics.median(times), 2),
                         "p95_ms": round(times[int(len(times) * 0.95) - 1], 2),
                         "max_ms": round(times[-1], 2),
+                        "median_cpu_ms": round(statistics.median(cpu), 2),
+                        "load_average": round(os.getloadavg()[0], 1),
                         "rows": answer.text.count(row),
                         "html_kib": round(len(answer.content) / 1024, 1),
                         "journal_entries": len(journal) if "run" in name else None,
