@@ -1,5 +1,5 @@
 """The credentials port: a scoped credential is masked when printed, refuses to be serialised,
-expires, and a secret it echoes is redacted."""
+expires; redact() replaces a secret wherever it stands in a JSON value."""
 
 import json
 
