@@ -1,15 +1,12 @@
 """The credentials port: a scoped credential is masked when printed, refuses to be serialised,
-expires, and the secret sources find a tenant's secret before a shared one."""
+expires; redact() replaces a secret wherever it stands in a JSON value."""
 
 import json
-import os
 
 import pytest
 
 from autonomic.adapters.credentials.env import EnvSecrets
-from autonomic.adapters.credentials.file import FileSecrets
 from autonomic.core.canonical import canonical_json
-from autonomic.errors import ConfigError, NotFound
 from autonomic.ports.credentials import (
     REDACTED,
     CredentialExpired,
@@ -38,34 +35,6 @@ def test_a_credential_is_masked_expires_and_cannot_be_serialised():
     now[0] = 105.0
     with pytest.raises(CredentialExpired):
         credential.reveal()
-
-
-def test_the_environment_source_prefers_the_tenants_own_secret():
-    env = {"AUTONOMIC_SECRET_BANK": "shared", "AUTONOMIC_SECRET_ACME__BANK": "acme's"}
-    source = EnvSecrets(env)
-    assert source.secret("acme", "bank") == "acme's"
-    assert source.secret("other", "bank") == "shared"
-    with pytest.raises(NotFound) as found:
-        source.secret("acme", "github")
-    assert "AUTONOMIC_SECRET_ACME__GITHUB" in str(found.value)
-
-
-def test_the_file_source_reads_per_tenant_and_refuses_a_readable_file(tmp_path):
-    path = tmp_path / "secrets.json"
-    path.write_text(json.dumps({"acme": {"bank": "acme's"}, "*": {"bank": "shared"}}))
-    os.chmod(path, 0o600)
-    source = FileSecrets(path)
-    assert source.secret("acme", "bank") == "acme's"
-    assert source.secret("beta", "bank") == "shared"
-    with pytest.raises(NotFound):
-        source.secret("beta", "github")
-    os.chmod(path, 0o644)
-    with pytest.raises(ConfigError, match="chmod 600"):
-        source.secret("acme", "bank")
-    os.chmod(path, 0o600)
-    path.write_text("{not json")
-    with pytest.raises(ConfigError, match="not JSON"):
-        source.secret("acme", "bank")
 
 
 def test_redact_replaces_the_secret_wherever_it_is():

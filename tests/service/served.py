@@ -84,13 +84,13 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(url: str, **settings: Any) -> AsyncIterator[Served]:
-    """The app on ``url`` (migrated first), its lifespan entered, a client on it."""
+async def serving(url: str, routers: Any = (), **settings: Any) -> AsyncIterator[Served]:
+    """The app on ``url`` (migrated first, ``routers`` mounted), its lifespan entered, a client."""
     store = build_store(url)
     await store.migrate()
     await store.close()
     settings.setdefault("session_secret", b"s" * 32)
-    app = create_app(ServiceSettings(db=url, **settings))
+    app = create_app(ServiceSettings(db=url, **settings), routers=routers)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -34,6 +34,7 @@ import json
 
 from fastapi import Request, Response
 
+from autonomic.errors import UserError
 from autonomic.ports.keys import ApiKey
 from autonomic.service.identity import Identity
 from autonomic.service.problems import Forbidden, Unauthenticated
@@ -164,7 +165,7 @@ async def authenticate(request: Request) -> Identity:
         if found is not None:
             try:
                 key = await service.keys.get(found[0])
-            except Exception:  # a malformed or unknown id: a bad session, nothing more
+            except UserError:  # a malformed or unknown id: a bad session, nothing more
                 key = None
         if key is None or found is None or key.hash[:_HASH_PREFIX] != found[1]:
             raise Unauthenticated("the session has ended", hint="sign in again")

@@ -277,6 +277,37 @@ class StoreConformance:
         assert await store.list_runs(status=RunStatus.CANCELLED) == []
         assert await store.list_runs(tenant="c") == []
 
+    async def check_page_runs_by_tenant_with_filters_and_a_cursor(self, store: Store) -> None:
+        """What the service lists runs with: a tenant's runs only, filtered, a page at a time;
+        runs created at the same instant are ordered by id, so no page skips or repeats one."""
+        made = [
+            make_run(created_at=T0 + (i // 2), tenant="a" if i % 3 else "b",
+                     status=RunStatus.PENDING if i % 2 else RunStatus.COMPLETED)
+            for i in range(12)
+        ]  # fmt: skip
+        for run in made:
+            await store.create_run(run, [])
+        mine = sorted(
+            (r for r in made if r.tenant == "a"), key=lambda r: (r.created_at, r.id), reverse=True
+        )
+        pages: list[str] = []
+        before: tuple[float, str] | None = None
+        while True:
+            page = await store.page_runs(tenant="a", before=before, limit=3)
+            pages += [r.id for r in page]
+            if len(page) < 3:
+                break
+            before = (page[-1].created_at, page[-1].id)
+        assert pages == [r.id for r in mine], "every run of tenant a once, newest first"
+        pending = await store.page_runs(tenant="a", status=RunStatus.PENDING, limit=50)
+        assert {r.id for r in pending} == {r.id for r in mine if r.status is RunStatus.PENDING}
+        recent = await store.page_runs(tenant="b", since=T0 + 3, limit=50)
+        assert {r.id for r in recent} == {
+            r.id for r in made if r.tenant == "b" and r.created_at >= T0 + 3
+        }
+        assert await store.page_runs(tenant="b", agent="someone-else", limit=50) == []
+        assert len(await store.page_runs(tenant=None, limit=50)) == 12
+
     async def check_create_run_twice_is_refused(self, store: Store) -> None:
         run = make_run()
         await store.create_run(run, make_entries(run.id, [{"first": True}]))
