@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomic.errors import EgressRuleInvalid
-from autonomic.ports.sandbox import SandboxUnavailable
+from autonomic.errors import EgressRuleInvalid, InvalidInput
+from autonomic.ports.sandbox import Limits, NetworkPolicy, SandboxUnavailable
 
 NETNS_DIR = Path("/run/netns")
 NAME_PREFIX = "autonomic-eg-"
@@ -186,13 +186,30 @@ _SLOTS = _Slots()
 _IDS = itertools.count()
 
 
+def egress_plan(limits: Limits, uplink: str | None) -> tuple[Destination, ...] | None:
+    """What every backend checks before it starts anything: ``None`` for no network, else the
+    parsed allow-list (raising ``InvalidInput``/``EgressRuleInvalid``/``SandboxUnavailable``
+    with what to fix when the request or this host cannot have it)."""
+    if limits.network is NetworkPolicy.NONE:
+        if limits.egress_allow:
+            raise InvalidInput(
+                "egress_allow is set but the network policy is NONE",
+                hint="set Limits(network=NetworkPolicy.ALLOWLIST, ...) or drop egress_allow",
+            )
+        return None
+    allow = parse_allow(limits.egress_allow)  # clear errors before anything is started
+    check_host(uplink)
+    return allow
+
+
 def check_host(uplink: str | None) -> None:
     """Raise ``SandboxUnavailable`` saying why this host cannot build egress networks."""
     if uplink is None:
         raise SandboxUnavailable(
             "NetworkPolicy.ALLOWLIST needs an uplink network namespace and none is configured",
-            hint="pass NamespaceSandbox(egress_uplink='NAME') naming a namespace under /run/netns "
-            "(docs/sandbox.md shows how to make one), or use NetworkPolicy.NONE",
+            hint="pass egress_uplink='NAME' to the backend (or set AUTONOMIC_SANDBOX_EGRESS_UPLINK) "
+            "naming a namespace under /run/netns (docs/sandbox.md shows how to make one), or use "
+            "NetworkPolicy.NONE",
         )
     if os.geteuid() != 0:
         raise SandboxUnavailable(
