@@ -261,9 +261,15 @@ def reap_stale() -> list[str]:
 class EgressNetwork:
     """The namespaces, links and rules of one execution; ``close`` removes every one of them."""
 
-    def __init__(self, uplink: str, allow: Sequence[Destination]) -> None:
+    TAP = "tap0"
+    """The tap device a microVM's NIC uses (``tap=True``), in the sandbox namespace."""
+
+    def __init__(self, uplink: str, allow: Sequence[Destination], *, tap: bool = False) -> None:
         self.uplink = uplink
         self.allow = tuple(allow)
+        self.tap = tap
+        """For a microVM: the sandbox namespace bridges ``eth0`` with a tap device instead of
+        holding the address itself; the guest takes ``INNER_SANDBOX`` (``guest_network``)."""
         ident = f"{os.getpid()}-{next(_IDS)}"
         self.sandbox_ns = f"{NAME_PREFIX}{ident}-s"
         self.router_ns = f"{NAME_PREFIX}{ident}-r"
@@ -274,6 +280,11 @@ class EgressNetwork:
         self.uplink_address = str(ipaddress.IPv4Address(base + 2))
         self._made: list[str] = []
         self._closed = False
+
+    @property
+    def guest_network(self) -> str:
+        """What a microVM guest sets on its NIC: ``address/len@gateway``."""
+        return f"{INNER_SANDBOX}/30@{INNER_ROUTER}"
 
     @property
     def sandbox_path(self) -> str:
@@ -309,17 +320,27 @@ class EgressNetwork:
                 ]
             ),
         )
-        _run(
-            ["ip", "-n", s, "-batch", "-"],
-            "\n".join(
-                [
-                    "link set lo up",
-                    f"addr add {INNER_SANDBOX}/30 dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {INNER_ROUTER}",
-                ]
-            ),
-        )
+        if self.tap:
+            # A microVM: the guest is the sandbox end. Its tap and the veth are bridged, so the
+            # router sees the guest's packets on in0 exactly as a namespace sandbox's.
+            inner = [
+                "link set lo up",
+                "link add br0 type bridge",
+                "link set eth0 master br0",
+                f"tuntap add dev {self.TAP} mode tap",
+                f"link set {self.TAP} master br0",
+                "link set eth0 up",
+                f"link set {self.TAP} up",
+                "link set br0 up",
+            ]
+        else:
+            inner = [
+                "link set lo up",
+                f"addr add {INNER_SANDBOX}/30 dev eth0",
+                "link set eth0 up",
+                f"route add default via {INNER_ROUTER}",
+            ]
+        _run(["ip", "-n", s, "-batch", "-"], "\n".join(inner))
         _run(
             ["ip", "-n", self.uplink, "-batch", "-"],
             f"addr add {self.uplink_address}/30 dev {self.uplink_link}\n"
