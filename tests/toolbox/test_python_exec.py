@@ -120,3 +120,5 @@ def test_the_backend_comes_from_the_environment() -> None:
         sandbox_from_env({"AUTONOMIC_SANDBOX": "nope"})
     with pytest.raises(ConfigError, match="AUTONOMIC_SANDBOX_POOL"):
         sandbox_from_env({"AUTONOMIC_SANDBOX_POOL": "many"})
+    oci = sandbox_from_env({"AUTONOMIC_SANDBOX": "oci", "AUTONOMIC_SANDBOX_EGRESS_UPLINK": "up"})
+    assert getattr(oci, "egress_uplink", None) == "up"
