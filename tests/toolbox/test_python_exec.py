@@ -73,7 +73,7 @@ def test_the_gate_refuses_before_any_sandbox_runs() -> None:
     assert result["backend"] == "gate"
     assert result["ok"] is False
     assert "AUT002 line 2" in result["detail"]
-    assert {f["rule"] for f in result["findings"] if f["blocked"]} == {"AUT002"}
+    assert {f["rule"] for f in result["findings"] if f["blocked"]} == {"AUT001", "AUT002"}
 
 
 def test_warnings_are_returned_with_a_run_that_went_ahead() -> None:

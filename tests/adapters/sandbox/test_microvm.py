@@ -293,7 +293,7 @@ def test_fork_bomb_meets_the_pids_limit(box):
 def test_bad_requests_are_refused_before_a_vm_starts(box):
     with pytest.raises(InvalidInput, match="exactly one of code or command"):
         run(box)
-    with pytest.raises(SandboxUnavailable, match="ALLOWLIST is not supported"):
+    with pytest.raises(SandboxUnavailable, match="needs an uplink network namespace"):
         run(box, "pass", limits=Limits(network=NetworkPolicy.ALLOWLIST))
     with pytest.raises(InvalidInput, match="microVM takes at most"):
         run(box, "pass", files={"big": b"x" * (40 << 20)})

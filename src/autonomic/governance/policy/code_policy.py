@@ -92,12 +92,12 @@ def _names(src: Source, node: Node, key: str, value: Any) -> frozenset[str]:
 def load_code_policy(path: str) -> CodePolicy | None:
     """The ``code_gate:`` section of a YAML file (a policy file); ``None`` if it has none."""
     stat = os.stat(path) if os.path.exists(path) else None
-    return _cached(path, stat.st_mtime_ns if stat else 0)
+    return _cached(path, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
 
 
 @lru_cache(maxsize=16)
-def _cached(path: str, mtime: int) -> CodePolicy | None:
-    # Keyed by modification time: python_exec asks on every call, the file is read once.
+def _cached(path: str, version: tuple[int, int]) -> CodePolicy | None:
+    # Keyed by modification time and size: python_exec asks on every call, the file is read once.
     name, data = read_file(path)
     src = Source(name)
     top = src.mapping(data, None, None, "a policy file")
