@@ -13,8 +13,8 @@ import pytest
 from autonomic.testing.sandbox import require_bwrap
 
 
-def autonomic(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, COLUMNS="200")
+def autonomic(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200", **extra)
     return subprocess.run(
         [sys.executable, "-m", "autonomic.cli", *args],
         cwd=cwd,
@@ -41,7 +41,13 @@ def test_exec_prints_output_and_how_it_ended(tmp_path: Path) -> None:
     (tmp_path / "job.py").write_text(
         "import sys\nprint('hi')\nprint('oops', file=sys.stderr)\nsys.exit(3)\n"
     )
-    result = autonomic("sandbox", "exec", "job.py", cwd=tmp_path)
+    refused = autonomic("sandbox", "exec", "job.py", cwd=tmp_path)
+    assert refused.returncode == 1  # sys is not on the default import allow-list
+    assert "blocked AUT001 line 1: imports sys" in refused.stderr
+    # The allow-list is policy: widened by the setting, the same file runs.
+    result = autonomic(
+        "sandbox", "exec", "job.py", cwd=tmp_path, AUTONOMIC_SANDBOX_GATE="allow_imports=sys"
+    )
     assert result.returncode == 3
     assert result.stdout == "hi\n"
     assert "oops" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +12,10 @@ import pytest
 from autonomic.adapters.sandbox import sandbox_from_env
 from autonomic.adapters.sandbox.namespace import NamespaceSandbox
 from autonomic.errors import ConfigError, ToolArgumentsInvalid
-from autonomic.governance.code_gate import CodeGate, CodePolicy
+from autonomic.governance.code_gate import CodeGate, CodePolicy, bandit_available
 from autonomic.ports.sandbox import Limits
 from autonomic.testing.sandbox import require_bwrap
-from autonomic.toolbox.python_exec import python_exec_tool
+from autonomic.toolbox.python_exec import gate_from_env, python_exec_tool
 from autonomic.tools.contract import ToolContext
 
 CTX = ToolContext(run_id="r1", call_id="c1", idempotency_key="r1:3")
@@ -72,13 +73,34 @@ def test_the_gate_refuses_before_any_sandbox_runs() -> None:
     assert result["backend"] == "gate"
     assert result["ok"] is False
     assert "AUT002 line 2" in result["detail"]
-    assert {f["rule"] for f in result["findings"] if f["blocked"]} == {"AUT002"}
+    assert {f["rule"] for f in result["findings"] if f["blocked"]} == {"AUT001", "AUT002"}
 
 
 def test_warnings_are_returned_with_a_run_that_went_ahead() -> None:
-    result = call(json.dumps({"code": "import pickle\nprint(pickle.loads(pickle.dumps(7)))"}))
+    if not bandit_available():
+        pytest.skip("bandit is not installed (the sandbox extra; scripts/test installs it)")
+    # Bandit's B311 (a non-cryptographic random generator) is LOW: a warning, not a refusal.
+    result = call(json.dumps({"code": "import random\nprint(random.Random(1).randint(7, 7))"}))
     assert result["stdout"] == "7\n"
-    assert [(f["rule"], f["blocked"]) for f in result["findings"]][:1] == [("AUT001", False)]
+    assert [(f["rule"], f["blocked"]) for f in result["findings"]] == [("B311", False)]
+
+
+def test_the_policy_files_code_gate_section_is_used(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("code_gate:\n  deny_imports: [json]\n  bandit: false\n")
+    gate = gate_from_env({"AUTONOMIC_POLICY": str(policy)})
+    assert not gate.inspect("import json").allowed
+    assert gate.inspect("import csv").allowed
+    assert gate.policy.bandit is False
+    widened = gate_from_env(
+        {"AUTONOMIC_POLICY": str(policy), "AUTONOMIC_SANDBOX_GATE": "allow_imports=json"}
+    )
+    assert widened.inspect("import json").allowed
+    result = call(json.dumps({"code": "import json\nprint(1)"}), gate=gate)
+    assert result["ended"] == "refused"
+    assert [(f["rule"], f["line"], f["blocked"]) for f in result["findings"]] == [
+        ("AUT001", 1, True)
+    ]
 
 
 def test_a_timeout_and_bad_code_come_back_as_results() -> None:
@@ -98,3 +120,5 @@ def test_the_backend_comes_from_the_environment() -> None:
         sandbox_from_env({"AUTONOMIC_SANDBOX": "nope"})
     with pytest.raises(ConfigError, match="AUTONOMIC_SANDBOX_POOL"):
         sandbox_from_env({"AUTONOMIC_SANDBOX_POOL": "many"})
+    oci = sandbox_from_env({"AUTONOMIC_SANDBOX": "oci", "AUTONOMIC_SANDBOX_EGRESS_UPLINK": "up"})
+    assert getattr(oci, "egress_uplink", None) == "up"

@@ -10,6 +10,7 @@ store adapters, the governance policy) is imported inside the functions that nee
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -145,6 +146,9 @@ def build_engine(
         from autonomic.governance.policy.risk import load_policy
 
         loaded = load_policy(policy)
+        # python_exec builds its code gate from the environment on each call: the same file's
+        # code_gate: section then applies to it (a no-op when --policy came from the variable).
+        os.environ["AUTONOMIC_POLICY"] = policy
         registry = govern_agents(registry, loaded)
         kwargs.setdefault("gates", [loaded.risk.gate()])
     engine = Engine(store, registry, build_model, **kwargs)

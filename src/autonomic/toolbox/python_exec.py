@@ -53,9 +53,15 @@ DESCRIPTION = (
 
 
 def gate_from_env(environ: Mapping[str, str] | None = None) -> CodeGate:
-    """A gate with the policy in ``AUTONOMIC_SANDBOX_GATE`` (see ``CodePolicy.parse``)."""
+    """A gate with the ``code_gate:`` section of the policy file ``AUTONOMIC_POLICY`` names (if
+    any), then the overrides in ``AUTONOMIC_SANDBOX_GATE`` (see ``CodePolicy.parse``)."""
     env = os.environ if environ is None else environ
-    return CodeGate(CodePolicy.parse(env.get("AUTONOMIC_SANDBOX_GATE", "")))
+    base = None
+    if env.get("AUTONOMIC_POLICY"):
+        from autonomic.governance.policy.code_policy import load_code_policy
+
+        base = load_code_policy(env["AUTONOMIC_POLICY"])
+    return CodeGate(CodePolicy.parse(env.get("AUTONOMIC_SANDBOX_GATE", ""), base))
 
 
 def result_dict(result: Result, findings: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -31,125 +27,30 @@ from autonomic.adapters.sandbox.egress import (
 from autonomic.adapters.sandbox.namespace import UID_BASE, NamespaceSandbox
 from autonomic.errors import EgressRuleInvalid, InvalidInput
 from autonomic.ports.sandbox import Ended, Execution, Limits, NetworkPolicy, SandboxUnavailable
+from autonomic.testing.egress_world import (
+    ALLOWED,
+    METADATA,
+    OTHER,
+    PROBE,
+    World,
+)
 from autonomic.testing.sandbox import require_bwrap, sandbox_processes
-
-ALLOWED = "10.99.0.2"
-OTHER = "10.99.1.2"
-METADATA = "169.254.169.254"
-LISTENER = """
-import socket, sys, threading
-def greet(c):
-    c.sendall(b"hi"); c.settimeout(3)
-    try:
-        print("accepted", c.recv(64).decode().strip(), flush=True)
-    except OSError:
-        pass
-    c.close()
-def serve(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(64)
-    while True:
-        c, _ = s.accept(); threading.Thread(target=greet, args=(c,), daemon=True).start()
-for p in (80, 8080):
-    threading.Thread(target=serve, args=(p,), daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-PROBE = """
-import json, socket, sys, threading
-targets = json.loads(sys.argv[1]) if len(sys.argv) > 1 else TARGETS
-out = {}
-def probe(host, port):
-    try:
-        with socket.create_connection((host, port), timeout=1.5) as s:
-            out[f"{host}:{port}"] = s.recv(2).decode()
-    except OSError as exc:
-        out[f"{host}:{port}"] = type(exc).__name__
-threads = [threading.Thread(target=probe, args=t) for t in targets]
-for t in threads: t.start()
-for t in threads: t.join()
-print(json.dumps(out))
-"""
-
-
-@dataclass
-class World:
-    name: str
-    listener: subprocess.Popen[bytes]
-    host_port: int
 
 
 def _sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=10)
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    require_bwrap()
-    missing = [t for t in ("ip", "nft", "nsenter") if shutil.which(t) is None]
-    if os.geteuid() != 0 or missing:
-        pytest.skip(f"egress needs root and ip/nft/nsenter (missing: {missing or 'root'})")
-    name = f"autonomic-test-world-{os.getpid()}"
-    try:
-        _sh("ip", "netns", "add", name)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"this host cannot create network namespaces: {exc.stderr.decode().strip()}")
-    listener = None
-    try:
-        _sh("ip", "-n", name, "link", "set", "lo", "up")
-        for address in (ALLOWED, OTHER, METADATA):
-            _sh("ip", "-n", name, "addr", "add", f"{address}/32", "dev", "lo")
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c", LISTENER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert listener.stdout is not None
-        assert listener.stdout.readline() == b"ready\n"
-        host = socket.socket()
-        host.bind(("127.0.0.1", 0))
-        host.listen(8)
-        stop = threading.Event()
-
-        def serve_host() -> None:
-            while True:
-                conn, _ = host.accept()
-                if stop.is_set():
-                    conn.close()
-                    return
-                conn.sendall(b"hi")
-                conn.close()
-
-        server = threading.Thread(target=serve_host, daemon=True)
-        server.start()
-        yield World(name, listener, host.getsockname()[1])
-        stop.set()
-        socket.create_connection(host.getsockname(), timeout=5).close()  # wakes accept()
-        server.join(timeout=10)
-        host.close()
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.communicate()
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
-
-
 @pytest.fixture
 def egress_sandbox(world: World) -> Iterator[NamespaceSandbox]:
+    require_bwrap()
     sb = NamespaceSandbox(egress_uplink=world.name)
     yield sb
     asyncio.run(sb.close())
 
 
 def _targets(world: World) -> list[tuple[str, int]]:
-    return [
-        (ALLOWED, 8080),
-        (ALLOWED, 80),
-        (OTHER, 8080),
-        (METADATA, 80),
-        ("10.255.255.1", 22),  # the router itself
-        ("127.0.0.1", world.host_port),
-    ]
+    return world.targets()
 
 
 def _probe(sb: NamespaceSandbox, world: World, *allow: str) -> dict[str, str]:

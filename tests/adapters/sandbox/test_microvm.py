@@ -19,6 +19,7 @@ from autonomic.adapters.sandbox import build_sandbox
 from autonomic.adapters.sandbox.image import build
 from autonomic.adapters.sandbox.microvm import MicroVmSandbox, doctor
 from autonomic.adapters.sandbox.vm_config import (
+    GUEST_MAC,
     BootSource,
     Drive,
     MachineConfig,
@@ -104,10 +105,33 @@ def test_firecracker_layout_round_trips_and_becomes_a_network_free_command_line(
     assert not any(a.startswith(("-net", "-nic")) or "netdev" in a for a in argv)
     with pytest.raises(ConfigError, match="exactly one root drive, read-only"):
         VmConfig.from_json({**doc, "drives": [{**doc["drives"][0], "is_read_only": False}]})
-    with pytest.raises(ConfigError, match="network-interfaces are not supported"):
+    with pytest.raises(ConfigError, match="is not iface_id, host_dev_name, guest_mac"):
         VmConfig.from_json({**doc, "network-interfaces": [{"iface_id": "eth0"}]})
     with pytest.raises(ConfigError, match="invalid microVM config"):
         VmConfig.from_json({"drives": []})
+
+
+def test_a_network_interface_is_a_tap_in_the_firecracker_layout_and_on_qemus_line(tmp_path):
+    nic = {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": GUEST_MAC}
+    config = VmConfig(
+        boot_source=BootSource("/k/vmlinuz"),
+        drives=(Drive("rootfs", "/k/rootfs.ext4", is_root_device=True, is_read_only=True),),
+        network_interfaces=(nic,),
+    )
+    doc = config.to_json()
+    assert doc["network-interfaces"] == [nic]
+    assert VmConfig.from_json(doc) == config
+    line = " ".join(qemu_argv(config, qemu="q", accel="tcg", tsc_khz=None))
+    assert "-netdev tap,id=eth0,ifname=tap0,script=no,downscript=no,vnet_hdr=off" in line
+    assert f"-device virtio-net-device,netdev=eth0,mac={GUEST_MAC}" in line
+    # The snapshot is taken with the same device on a hub port that leads nowhere.
+    detached = " ".join(qemu_argv(config, qemu="q", accel="tcg", tsc_khz=None, detached_nics=True))
+    assert "-netdev hubport,id=eth0,hubid=0" in detached
+    assert "tap" not in detached
+    with pytest.raises(ConfigError, match="at most one network interface"):
+        VmConfig.from_json({**doc, "network-interfaces": [nic, {**nic, "iface_id": "eth1"}]})
+    with pytest.raises(ConfigError, match="not a plain name"):
+        VmConfig.from_json({**doc, "network-interfaces": [{**nic, "host_dev_name": "t,script=x"}]})
 
 
 def test_one_vm_runs_the_code_and_every_probe_fails_inside_it(box):
@@ -269,7 +293,7 @@ def test_fork_bomb_meets_the_pids_limit(box):
 def test_bad_requests_are_refused_before_a_vm_starts(box):
     with pytest.raises(InvalidInput, match="exactly one of code or command"):
         run(box)
-    with pytest.raises(SandboxUnavailable, match="ALLOWLIST is not supported"):
+    with pytest.raises(SandboxUnavailable, match="needs an uplink network namespace"):
         run(box, "pass", limits=Limits(network=NetworkPolicy.ALLOWLIST))
     with pytest.raises(InvalidInput, match="microVM takes at most"):
         run(box, "pass", files={"big": b"x" * (40 << 20)})

@@ -18,7 +18,7 @@ import pytest
 
 from autonomic.adapters.sandbox import build_sandbox
 from autonomic.adapters.sandbox.oci import OciSandbox, doctor
-from autonomic.errors import ConfigError, InvalidInput
+from autonomic.errors import ConfigError, EgressRuleInvalid, InvalidInput
 from autonomic.ports.sandbox import (
     Ended,
     Execution,
@@ -28,6 +28,7 @@ from autonomic.ports.sandbox import (
     Sandbox,
     SandboxUnavailable,
 )
+from autonomic.testing.egress_world import ALLOWED, World, leftovers, probe_code, probe_egress
 
 FAST = Limits(wall_seconds=5, cpu_seconds=5)
 
@@ -138,7 +139,7 @@ def test_malformed_requests_are_refused_with_a_clear_error(box):
     escaping = run(box, "print(1)", files={"../escape": b"x"})
     assert escaping.ended is Ended.REFUSED
     assert "must be relative" in escaping.detail
-    with pytest.raises(SandboxUnavailable, match="ALLOWLIST is not supported"):
+    with pytest.raises(SandboxUnavailable, match="needs an uplink network namespace"):
         run(box, "print(1)", limits=Limits(network=NetworkPolicy.ALLOWLIST))
     with pytest.raises(ConfigError, match="unknown sandbox backend"):
         build_sandbox("nope")
@@ -371,3 +372,69 @@ def test_twenty_in_flight_complete_and_leave_nothing(box):
     assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(20)]
     assert _processes_in_sandboxes() == []
     assert _leftover_cgroups() == []
+
+
+# -- egress allow-lists (test hosts in namespaces the tests create; see egress_world) ----------
+
+
+def _egress(world: World, wall: float = 20.0) -> Limits:
+    return Limits(
+        wall_seconds=wall,
+        cpu_seconds=wall,
+        network=NetworkPolicy.ALLOWLIST,
+        egress_allow=(f"{ALLOWED}:8080",),
+    )
+
+
+def test_an_allow_list_joins_the_egress_namespace_and_nothing_else(runc_ok, world, tmp_path):
+    box = OciSandbox(state_root=tmp_path / "state", egress_uplink=world.name)
+    try:
+        verdict = asyncio.run(probe_egress(box, world))
+        assert verdict.held, verdict.answers
+        # Without the allow-list the same container has no network at all.
+        none = run(box, probe_code(world, timeout=1.0))
+        assert none.ok, none.stderr
+        assert "hi" not in none.stdout
+    finally:
+        asyncio.run(box.close())
+    assert leftovers(world) == []
+
+
+def test_a_bad_entry_or_a_missing_uplink_is_refused_before_anything_is_built(
+    runc_ok, world, tmp_path
+):
+    box = OciSandbox(state_root=tmp_path / "state", egress_uplink=world.name)
+    bad = Limits(network=NetworkPolicy.ALLOWLIST, egress_allow=("10.99.0.2:99999",))
+    with pytest.raises(EgressRuleInvalid, match="not a number from 1 to 65535"):
+        run(box, "print(1)", limits=bad)
+    with pytest.raises(InvalidInput, match="network policy is NONE"):
+        run(box, "print(1)", limits=Limits(egress_allow=("10.99.0.2:8080",)))
+    missing = OciSandbox(state_root=tmp_path / "state", egress_uplink="autonomic-no-such-ns")
+    with pytest.raises(SandboxUnavailable, match="does not exist"):
+        run(missing, "print(1)", limits=_egress(world))
+    assert leftovers(world) == []
+
+
+def test_timeout_and_cancel_leave_no_namespace_behind(runc_ok, world, tmp_path):
+    box = OciSandbox(state_root=tmp_path / "state", egress_uplink=world.name)
+    hang = (
+        f"import socket, time\nc = socket.create_connection(('{ALLOWED}', 8080))\n"
+        "print(c.recv(2).decode(), flush=True)\ntime.sleep(600)"
+    )
+    try:
+        result = run(box, hang, limits=_egress(world, wall=3.0))
+        assert result.ended is Ended.TIMEOUT
+        assert result.stdout == "hi\n"  # it was connected when the wall limit hit
+        assert leftovers(world) == []
+
+        async def cancel_during_build() -> None:
+            task = asyncio.ensure_future(box.execute(Execution(code=hang, limits=_egress(world))))
+            await asyncio.sleep(0)  # it starts building its network; cancel it there
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancel_during_build())
+        assert leftovers(world) == []
+    finally:
+        asyncio.run(box.close())

@@ -108,7 +108,9 @@ def build_sandbox(name: str, **opts: Any) -> Sandbox:
 def sandbox_from_env(environ: Mapping[str, str] | None = None) -> Sandbox:
     """The backend named by ``AUTONOMIC_SANDBOX`` (default ``namespace``).
 
-    ``AUTONOMIC_SANDBOX_POOL`` sets the warm pool size where the backend has one.
+    ``AUTONOMIC_SANDBOX_POOL`` sets the warm pool size where the backend has one;
+    ``AUTONOMIC_SANDBOX_EGRESS_UPLINK`` names the network namespace egress allow-lists reach the
+    world through (every backend).
     """
     env = os.environ if environ is None else environ
     name = env.get("AUTONOMIC_SANDBOX", "namespace").strip() or "namespace"
@@ -121,4 +123,7 @@ def sandbox_from_env(environ: Mapping[str, str] | None = None) -> Sandbox:
                 hint="set it to how many sandboxes to keep warm, e.g. 4",
             )
         opts["pool_size"] = int(pool)
+    uplink = env.get("AUTONOMIC_SANDBOX_EGRESS_UPLINK", "").strip()
+    if uplink:
+        opts["egress_uplink"] = uplink
     return build_sandbox(name, **opts)

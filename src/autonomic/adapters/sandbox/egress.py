@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomic.errors import EgressRuleInvalid
-from autonomic.ports.sandbox import SandboxUnavailable
+from autonomic.errors import EgressRuleInvalid, InvalidInput
+from autonomic.ports.sandbox import Limits, NetworkPolicy, SandboxUnavailable
 
 NETNS_DIR = Path("/run/netns")
 NAME_PREFIX = "autonomic-eg-"
@@ -186,13 +186,30 @@ _SLOTS = _Slots()
 _IDS = itertools.count()
 
 
+def egress_plan(limits: Limits, uplink: str | None) -> tuple[Destination, ...] | None:
+    """What every backend checks before it starts anything: ``None`` for no network, else the
+    parsed allow-list (raising ``InvalidInput``/``EgressRuleInvalid``/``SandboxUnavailable``
+    with what to fix when the request or this host cannot have it)."""
+    if limits.network is NetworkPolicy.NONE:
+        if limits.egress_allow:
+            raise InvalidInput(
+                "egress_allow is set but the network policy is NONE",
+                hint="set Limits(network=NetworkPolicy.ALLOWLIST, ...) or drop egress_allow",
+            )
+        return None
+    allow = parse_allow(limits.egress_allow)  # clear errors before anything is started
+    check_host(uplink)
+    return allow
+
+
 def check_host(uplink: str | None) -> None:
     """Raise ``SandboxUnavailable`` saying why this host cannot build egress networks."""
     if uplink is None:
         raise SandboxUnavailable(
             "NetworkPolicy.ALLOWLIST needs an uplink network namespace and none is configured",
-            hint="pass NamespaceSandbox(egress_uplink='NAME') naming a namespace under /run/netns "
-            "(docs/sandbox.md shows how to make one), or use NetworkPolicy.NONE",
+            hint="pass egress_uplink='NAME' to the backend (or set AUTONOMIC_SANDBOX_EGRESS_UPLINK) "
+            "naming a namespace under /run/netns (docs/sandbox.md shows how to make one), or use "
+            "NetworkPolicy.NONE",
         )
     if os.geteuid() != 0:
         raise SandboxUnavailable(
@@ -244,9 +261,15 @@ def reap_stale() -> list[str]:
 class EgressNetwork:
     """The namespaces, links and rules of one execution; ``close`` removes every one of them."""
 
-    def __init__(self, uplink: str, allow: Sequence[Destination]) -> None:
+    TAP = "tap0"
+    """The tap device a microVM's NIC uses (``tap=True``), in the sandbox namespace."""
+
+    def __init__(self, uplink: str, allow: Sequence[Destination], *, tap: bool = False) -> None:
         self.uplink = uplink
         self.allow = tuple(allow)
+        self.tap = tap
+        """For a microVM: the sandbox namespace bridges ``eth0`` with a tap device instead of
+        holding the address itself; the guest takes ``INNER_SANDBOX`` (``guest_network``)."""
         ident = f"{os.getpid()}-{next(_IDS)}"
         self.sandbox_ns = f"{NAME_PREFIX}{ident}-s"
         self.router_ns = f"{NAME_PREFIX}{ident}-r"
@@ -257,6 +280,11 @@ class EgressNetwork:
         self.uplink_address = str(ipaddress.IPv4Address(base + 2))
         self._made: list[str] = []
         self._closed = False
+
+    @property
+    def guest_network(self) -> str:
+        """What a microVM guest sets on its NIC: ``address/len@gateway``."""
+        return f"{INNER_SANDBOX}/30@{INNER_ROUTER}"
 
     @property
     def sandbox_path(self) -> str:
@@ -292,17 +320,27 @@ class EgressNetwork:
                 ]
             ),
         )
-        _run(
-            ["ip", "-n", s, "-batch", "-"],
-            "\n".join(
-                [
-                    "link set lo up",
-                    f"addr add {INNER_SANDBOX}/30 dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {INNER_ROUTER}",
-                ]
-            ),
-        )
+        if self.tap:
+            # A microVM: the guest is the sandbox end. Its tap and the veth are bridged, so the
+            # router sees the guest's packets on in0 exactly as a namespace sandbox's.
+            inner = [
+                "link set lo up",
+                "link add br0 type bridge",
+                "link set eth0 master br0",
+                f"tuntap add dev {self.TAP} mode tap",
+                f"link set {self.TAP} master br0",
+                "link set eth0 up",
+                f"link set {self.TAP} up",
+                "link set br0 up",
+            ]
+        else:
+            inner = [
+                "link set lo up",
+                f"addr add {INNER_SANDBOX}/30 dev eth0",
+                "link set eth0 up",
+                f"route add default via {INNER_ROUTER}",
+            ]
+        _run(["ip", "-n", s, "-batch", "-"], "\n".join(inner))
         _run(
             ["ip", "-n", self.uplink, "-batch", "-"],
             f"addr add {self.uplink_address}/30 dev {self.uplink_link}\n"

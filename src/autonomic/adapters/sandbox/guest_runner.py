@@ -259,9 +259,10 @@ def main() -> None:
         tty.readline()  # "go": the host restored (or booted) us and wrote the request
     spec, members = _read_request(ws_dev)
     _reseed(members.pop(".sandbox/entropy", b""))
+    net_failed = _network(spec.get("NET", ""))
     _write(f"{CGROUP}/memory.max", spec["MEM_BYTES"])
     _write(f"{CGROUP}/pids.max", spec["PIDS"])
-    setup = _prepare_workspace(spec, members)
+    setup = net_failed or _prepare_workspace(spec, members)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     with open("/run/stdin", "wb") as f:
@@ -305,6 +306,32 @@ def main() -> None:
         ws_dev,
         {"status": status_line.encode(), "stdout": out, "stderr": err, "setup": setup.encode()},
     )
+
+
+def _network(net: str) -> str:
+    """Give the VM's NIC the address and route the host chose (``NET=addr/len@gateway``).
+
+    The NIC exists only in VMs started with an egress allow-list; its packets leave through a
+    tap in the execution's own namespace and the host's filtering router (``egress``). Done as
+    root, before the code's child drops everything. Returns why it failed ("" when it worked).
+    """
+    if not net:
+        return ""
+    address, _, gateway = net.partition("@")
+    nics = sorted(n for n in os.listdir("/sys/class/net") if n != "lo")
+    if not nics:
+        return "the VM has no network device (is virtio_net in the image?)"
+    for argv in (
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "addr", "add", address, "dev", nics[0]],
+        ["ip", "link", "set", nics[0], "up"],
+        ["ip", "route", "add", "default", "via", gateway],
+    ):
+        pid = os.posix_spawn("/bin/busybox", argv, {"PATH": "/bin"})
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return f"configuring the VM's network failed: {' '.join(argv)}"
+    return ""
 
 
 def _reseed(entropy: bytes) -> None:

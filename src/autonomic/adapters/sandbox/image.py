@@ -57,7 +57,7 @@ PACKAGES: tuple[str, ...] = (
 )
 """Besides the kernel: Python and what its standard library links against."""
 
-MODULES: tuple[str, ...] = ("virtio_mmio", "virtio_blk", "crc32c_generic", "ext4")
+MODULES: tuple[str, ...] = ("virtio_mmio", "virtio_blk", "virtio_net", "crc32c_generic", "ext4")
 """Loaded by the initramfs, dependencies first."""
 
 INITRAMFS_INIT = """#!/bin/busybox sh

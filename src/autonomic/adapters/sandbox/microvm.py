@@ -1,7 +1,9 @@
 """The microVM backend: each execution gets its own kernel, in a QEMU ``-M microvm`` guest.
 
 The strongest boundary of the three backends: the code shares no kernel with the host, only a
-small set of emulated devices (two virtio-blk drives and a serial port; no network device).
+small set of emulated devices (two virtio-blk drives and a serial port; no network device unless
+the execution has an egress allow-list: then one virtio-net device on a tap inside the
+execution's own network namespace, whose only way out is the filtering router of ``egress``).
 
 Protocol, one execution per VM (guest side: ``/sbin/autonomic-init`` in ``autonomic.adapters.sandbox.image``):
 
@@ -54,15 +56,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from autonomic.adapters.sandbox.egress import EgressNetwork, egress_plan
 from autonomic.adapters.sandbox.image import Image, image_for
 from autonomic.adapters.sandbox.qmp import Qmp, listening_socket
 from autonomic.adapters.sandbox.streams import (
     check_execution,
     decode,
-    refuse_network,
     refused_files,
 )
 from autonomic.adapters.sandbox.vm_config import (
+    GUEST_MAC,
     BootSource,
     Drive,
     MachineConfig,
@@ -186,6 +189,9 @@ class MicroVmSandbox:
     machine: MachineConfig = field(default_factory=MachineConfig)
     image: Image = field(default_factory=image_for)
     qemu: str = "qemu-system-x86_64"
+    egress_uplink: str | None = None
+    """The network namespace (under /run/netns) ``NetworkPolicy.ALLOWLIST`` executions reach the
+    world through; see ``egress`` (the VM's tap is bridged into the execution's namespace)."""
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
     _calibrating: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
@@ -199,9 +205,16 @@ class MicroVmSandbox:
 
     # -- configuration -------------------------------------------------------------------
 
-    def vm_config(self, workspace: Path) -> VmConfig:
-        """The Firecracker-layout config of one VM whose workspace drive is ``workspace``."""
+    def vm_config(self, workspace: Path, *, network: bool = False) -> VmConfig:
+        """The Firecracker-layout config of one VM whose workspace drive is ``workspace``; with
+        ``network``, one NIC on the tap ``egress`` makes in the execution's namespace."""
+        nics = (
+            ({"iface_id": "eth0", "host_dev_name": EgressNetwork.TAP, "guest_mac": GUEST_MAC},)
+            if network
+            else ()
+        )
         return VmConfig(
+            network_interfaces=nics,
             boot_source=BootSource(
                 kernel_image_path=str(self.image.kernel), initrd_path=str(self.image.initrd)
             ),
@@ -225,8 +238,13 @@ class MicroVmSandbox:
             )
         return found
 
-    async def _spawn(self, argv: list[str], pass_fds: tuple[int, ...] = ()) -> _Run:
-        """Start QEMU; its own complaints go to a file so a failure can say what they were."""
+    async def _spawn(
+        self, argv: list[str], pass_fds: tuple[int, ...] = (), netns: str | None = None
+    ) -> _Run:
+        """Start QEMU (inside ``netns``, where its tap is, if given); its own complaints go to a
+        file so a failure can say what they were."""
+        if netns is not None:
+            argv = [shutil.which("nsenter") or "/usr/bin/nsenter", f"--net={netns}", "--", *argv]
         log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _Run.kill
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -269,13 +287,15 @@ class MicroVmSandbox:
 
     # -- snapshot ------------------------------------------------------------------------
 
-    def _snapshot_dir(self, accel: str) -> Path:
+    def _snapshot_dir(self, accel: str, network: bool = False) -> Path:
         m = self.machine
-        return self.image.directory / f"snapshot-{accel}-{m.vcpu_count}cpu-{m.mem_size_mib}m"
+        net = "-net" if network else ""
+        return self.image.directory / f"snapshot-{accel}-{m.vcpu_count}cpu-{m.mem_size_mib}m{net}"
 
-    async def _ensure_snapshot(self, qemu: str, accel: str) -> Path:
-        """The snapshot directory (``ram``, ``state``), made once per machine and accelerator."""
-        final = self._snapshot_dir(accel)
+    async def _ensure_snapshot(self, qemu: str, accel: str, network: bool = False) -> Path:
+        """The snapshot directory (``ram``, ``state``), made once per machine, accelerator and
+        device set (a VM with a NIC restores only from a snapshot that had one)."""
+        final = self._snapshot_dir(accel, network)
         if (final / "state").is_file():
             return final
         if self._lock is None:
@@ -285,13 +305,13 @@ class MicroVmSandbox:
                 return final
             work = Path(tempfile.mkdtemp(dir=self.image.directory, prefix=".snap-"))
             try:
-                await self._take_snapshot(qemu, accel, work)
+                await self._take_snapshot(qemu, accel, work, network)
                 await asyncio.to_thread(_publish, work, final)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         return final
 
-    async def _take_snapshot(self, qemu: str, accel: str, work: Path) -> None:
+    async def _take_snapshot(self, qemu: str, accel: str, work: Path, network: bool) -> None:
         disk = work / "ws.img"
         disk.write_bytes(b"")
         os.truncate(disk, WORKSPACE_DISK_BYTES)
@@ -300,13 +320,14 @@ class MicroVmSandbox:
             sock = listening_socket(sock_path)
             try:
                 argv = qemu_argv(
-                    self.vm_config(disk),
+                    self.vm_config(disk, network=network),
                     qemu=qemu,
                     accel=accel,
                     tsc_khz=_tsc_khz(),
                     memory_file=work / "ram",
                     share_memory=True,
                     qmp_fd=sock.fileno(),
+                    detached_nics=True,  # the NIC's device state, on no network at all
                 )
                 run = await self._spawn(argv, pass_fds=(sock.fileno(),))
             finally:
@@ -335,7 +356,7 @@ class MicroVmSandbox:
 
     async def execute(self, execution: Execution) -> Result:
         check_execution(execution)
-        refuse_network("microvm", execution)
+        allow = egress_plan(execution.limits, self.egress_uplink)
         refused = refused_files(execution, f"microvm:{self.accel or 'tcg'}", time.monotonic())
         if refused is not None:
             return refused
@@ -343,7 +364,21 @@ class MicroVmSandbox:
         qemu = self._binary()
         accel = await self._accel(qemu)
         start_cpu = await self.start_cpu_s()  # once per process: not this execution's time
-        return await self._execute(qemu, accel, execution, time.monotonic(), start_cpu)
+        if allow is None:
+            return await self._execute(qemu, accel, execution, time.monotonic(), start_cpu)
+        assert self.egress_uplink is not None  # egress_plan refused it otherwise
+        network = EgressNetwork(self.egress_uplink, allow, tap=True)
+        opening = asyncio.ensure_future(asyncio.to_thread(network.open))
+        try:
+            await asyncio.shield(opening)
+            return await self._execute(
+                qemu, accel, execution, time.monotonic(), start_cpu, network=network
+            )
+        finally:
+            # After QEMU is gone (``_execute`` kills it); a cancelled build is finished first.
+            if not opening.done():
+                await asyncio.wait({opening})
+            await asyncio.shield(asyncio.to_thread(network.close))
 
     async def start_cpu_s(self) -> float:
         """Host CPU seconds an empty execution costs after ``go``: never charged to the code.
@@ -374,23 +409,26 @@ class MicroVmSandbox:
         started: float,
         start_cpu: float | None,
         cost: list[float] | None = None,
+        network: EgressNetwork | None = None,
     ) -> Result:
         """One VM for ``execution``; ``start_cpu`` None runs it unwatched (the calibration)."""
-        snap = await self._ensure_snapshot(qemu, accel) if self.snapshot else None
+        net = network is not None
+        snap = await self._ensure_snapshot(qemu, accel, net) if self.snapshot else None
         with tempfile.TemporaryDirectory(prefix="autonomic-vm-") as tmp:
             work = Path(tmp)
             disk = work / "ws.img"
-            write_workspace(disk, execution, self.machine)
+            guest_net = network.guest_network if network is not None else ""
+            write_workspace(disk, execution, self.machine, guest_net)
             try:
-                run = await self._start(qemu, accel, disk, snap, work)
+                run = await self._start(qemu, accel, disk, snap, work, network)
             except SandboxUnavailable:
                 if snap is not None:
                     # A snapshot from another QEMU build or kernel does not load: take a new one.
                     await asyncio.to_thread(shutil.rmtree, snap, True)
-                    snap = await self._ensure_snapshot(qemu, accel)
+                    snap = await self._ensure_snapshot(qemu, accel, net)
                 # A cold boot under emulation on a very busy host once stalled early (console
                 # last said "PCI: Fatal: No config space access function found"): once more.
-                run = await self._start(qemu, accel, disk, snap, work)
+                run = await self._start(qemu, accel, disk, snap, work, network)
             mode = "snapshot restore" if snap else "cold boot"
             watch = _CpuWatch(run, execution.limits.cpu_seconds, start_cpu)
             try:
@@ -420,12 +458,19 @@ class MicroVmSandbox:
             return read_result(disk, execution.limits, memory_mb, started, accel, mode, run.serial)
 
     async def _start(
-        self, qemu: str, accel: str, disk: Path, snap: Path | None, work: Path
+        self,
+        qemu: str,
+        accel: str,
+        disk: Path,
+        snap: Path | None,
+        work: Path,
+        network: EgressNetwork | None = None,
     ) -> _Run:
-        config = self.vm_config(disk)
+        config = self.vm_config(disk, network=network is not None)
+        netns = network.sandbox_path if network is not None else None
         if snap is None:
             argv = qemu_argv(config, qemu=qemu, accel=accel, tsc_khz=_tsc_khz())
-            run = await self._spawn(argv)
+            run = await self._spawn(argv, netns=netns)
             ok = await run.wait_ready(BOOT_TIMEOUT_S)
         else:
             sock = listening_socket(work / "qmp.sock")
@@ -440,7 +485,7 @@ class MicroVmSandbox:
                     qmp_fd=sock.fileno(),
                     incoming="defer",
                 )
-                run = await self._spawn(argv, pass_fds=(sock.fileno(),))
+                run = await self._spawn(argv, pass_fds=(sock.fileno(),), netns=netns)
             finally:
                 sock.close()
             try:

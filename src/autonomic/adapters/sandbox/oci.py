@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autonomic.adapters.sandbox.cgroup_scope import CgroupScope
+from autonomic.adapters.sandbox.egress import EgressNetwork, egress_plan
 from autonomic.adapters.sandbox.oci_bundle import INPUT, WORKSPACE, bundle_config, prepare_rootfs
 from autonomic.adapters.sandbox.streams import (
     CappedStream,
     check_execution,
     decode,
-    refuse_network,
     refused_files,
 )
 from autonomic.ports.sandbox import (
@@ -55,6 +55,8 @@ for them: with 64 spare the Sentry itself failed to start one and ``run`` exited
 output), with 256 the bomb is ended by the memory limit (fork_bomb probe). ``processes`` is
 therefore no exact bound under runsc; memory, CPU and wall time are."""
 _RUNTIME_GRACE_S = 5.0
+_CURRENT_NETNS = "-"
+"""For ``bundle_config``: no network namespace entry, the runtime's own one is used."""
 _BOOT = f'cp -R {INPUT}/. {WORKSPACE}/ && cd {WORKSPACE} && "$@"'
 """Run inside the container before the code: fill the workspace, then run the code as a child.
 
@@ -71,6 +73,10 @@ class OciSandbox:
     python: str = "/usr/bin/python3"
     state_root: Path | None = None
     """The runtime's ``--root``; a private one per sandbox keeps ``list`` to our containers."""
+    egress_uplink: str | None = None
+    """The network namespace (under /run/netns) ``NetworkPolicy.ALLOWLIST`` executions reach the
+    world through; the container joins a per-execution namespace routed through the same
+    filtering router as the namespace backend's (``egress``)."""
     _workdir: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,13 +117,19 @@ class OciSandbox:
             prepare_rootfs(self._workdir / "rootfs")
         return self._workdir
 
-    def _base_argv(self, binary: str) -> list[str]:
+    def _base_argv(self, binary: str, *, network: bool = False) -> list[str]:
         root = self.state_root or (self._ensure_workdir() / "state")
         argv = [binary, "--root", str(root)]
         if self.runtime == "runsc":
             # --oci-seccomp: without it runsc ignores the bundle's seccomp profile, and ptrace,
             # unshare, perf_event_open and io_uring reached gVisor's Sentry (escape probes).
-            argv += ["--network=none", "--ignore-cgroups=false", "--oci-seccomp"]
+            # With an allow-list gVisor passes sockets through to the per-execution namespace
+            # it is started in (--network=host there; see execute). Its own stack
+            # (--network=sandbox) would be stronger, but Debian's runsc (2022) takes every
+            # namespace for the root one on this kernel ("cannot run with network enabled in
+            # root network namespace": /proc/sys/net/core/rmem_default is per-namespace now).
+            net = "--network=host" if network else "--network=none"
+            argv += [net, "--ignore-cgroups=false", "--oci-seccomp"]
         return argv
 
     async def execute(self, execution: Execution) -> Result:
@@ -125,7 +137,7 @@ class OciSandbox:
         refused = refused_files(execution, f"oci:{self.runtime}", time.monotonic())
         if refused is not None:
             return refused
-        refuse_network("oci", execution)
+        allow = egress_plan(execution.limits, self.egress_uplink)
         binary = self._binary()
         workdir = self._ensure_workdir()
         cid = f"ax-{uuid.uuid4().hex[:16]}"
@@ -133,9 +145,21 @@ class OciSandbox:
         limits = execution.limits
         pids = limits.processes + (RUNSC_PIDS_HEADROOM if self.runtime == "runsc" else 0)
         scope = CgroupScope(cid, memory_bytes=limits.memory_mb << 20, pids_max=pids)
-        base = self._base_argv(binary)
+        base = self._base_argv(binary, network=allow is not None)
         started = time.monotonic()
+        network: EgressNetwork | None = None
+        opening: asyncio.Future[None] | None = None
         try:
+            if allow is not None:
+                assert self.egress_uplink is not None  # egress_plan refused it otherwise
+                network = EgressNetwork(self.egress_uplink, allow)
+                opening = asyncio.ensure_future(asyncio.to_thread(network.open))
+                await asyncio.shield(opening)
+                if self.runtime == "runsc":
+                    # runsc with --network=host uses the namespace it is started in: start it in
+                    # the execution's own, whose only route is the filtering router.
+                    nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+                    base = [nsenter, f"--net={network.sandbox_path}", "--", *base]
             try:
                 scope.create()
             except OSError as exc:
@@ -144,7 +168,10 @@ class OciSandbox:
                     f"cannot create a cgroup for the container: {exc}",
                     hint="run as root on a host with the memory and pids cgroup controllers",
                 ) from exc
-            self._write_bundle(bundle, execution, scope.runtime_path("c"))
+            netns = network.sandbox_path if network is not None else None
+            if netns is not None and self.runtime == "runsc":
+                netns = _CURRENT_NETNS  # runsc runs inside it already (nsenter, above)
+            self._write_bundle(bundle, execution, scope.runtime_path("c"), netns)
             return await self._run(base, cid, bundle, execution, scope, started)
         finally:
             await _quiet([*base, "kill", cid, "KILL"])
@@ -152,8 +179,16 @@ class OciSandbox:
             await scope.empty()
             scope.remove()
             shutil.rmtree(bundle, ignore_errors=True)
+            if network is not None:
+                # After the container and its processes are gone (as the namespace backend);
+                # a build cancelled half-way is finished first, so close sees all it made.
+                if opening is not None and not opening.done():
+                    await asyncio.wait({opening})
+                await asyncio.shield(asyncio.to_thread(network.close))
 
-    def _write_bundle(self, bundle: Path, execution: Execution, cgroups_path: str) -> None:
+    def _write_bundle(
+        self, bundle: Path, execution: Execution, cgroups_path: str, netns: str | None = None
+    ) -> None:
         assert self._workdir is not None
         input_dir = bundle / "input"
         input_dir.mkdir(parents=True, mode=0o755)
@@ -177,6 +212,7 @@ class OciSandbox:
             argv=["/bin/sh", "-c", _BOOT, "sandbox", *argv],
             limits=execution.limits,
             cgroups_path=cgroups_path,
+            netns=netns,
         )
         (bundle / "config.json").write_text(json.dumps(config))
 

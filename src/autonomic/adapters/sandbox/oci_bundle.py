@@ -10,8 +10,9 @@ runtime. What the config says, and why:
   files are copied in from a read-only bind of the bundle's ``input`` directory before the code runs.
   ``/tmp`` is not writable: ``TMPDIR`` points into the workspace, so every write counts against
   the one cap.
-* namespaces: pid, net (a fresh one: loopback only, no route anywhere), ipc, uts, mount,
-  cgroup. No user namespace, and the process runs as uid/gid 65534 with no capabilities,
+* namespaces: pid, net (a fresh one: loopback only, no route anywhere; with an egress
+  allow-list the per-execution sandbox namespace of ``egress``, whose only route is the filtering
+  router), ipc, uts, mount, cgroup. No user namespace, and the process runs as uid/gid 65534 with no capabilities,
   ``noNewPrivileges`` and a clear environment.
 * seccomp: default allow, refusing (EPERM) the syscalls that attack the kernel or other processes
   (``ptrace``, ``mount``, ``keyctl``, ``bpf``, ``perf_event_open``, module loading, ``kexec``,
@@ -189,8 +190,10 @@ def bundle_config(
     argv: list[str],
     limits: Limits,
     cgroups_path: str,
+    netns: str | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` for one execution of ``argv`` under ``limits``."""
+    """The ``config.json`` for one execution of ``argv`` under ``limits``; with ``netns`` (an
+    egress allow-list) the container joins that network namespace instead of a fresh, empty one."""
     binds = [_bind("/usr")]
     binds += [
         _bind(f"/{name}")
@@ -260,9 +263,8 @@ def bundle_config(
             },
         ],
         "linux": {
-            "namespaces": [
-                {"type": ns} for ns in ("pid", "network", "ipc", "uts", "mount", "cgroup")
-            ],
+            "namespaces": [{"type": ns} for ns in ("pid", "ipc", "uts", "mount", "cgroup")]
+            + _network_namespace(netns),
             "cgroupsPath": cgroups_path,
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "seccomp": seccomp_profile(),
@@ -287,3 +289,12 @@ def bundle_config(
             ],
         },
     }
+
+
+def _network_namespace(netns: str | None) -> list[dict[str, Any]]:
+    """A fresh network namespace; ``netns``, joined; ``"-"``: none (the runtime's own)."""
+    if netns is None:
+        return [{"type": "network"}]
+    if netns == "-":
+        return []
+    return [{"type": "network", "path": netns}]

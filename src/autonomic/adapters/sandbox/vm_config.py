@@ -14,7 +14,11 @@ Translation notes, each learned on this project's CI host:
   pass in. Without these the kernel spins in calibration forever.
 * ``reboot=t`` and ``-no-reboot``: microvm has no keyboard controller, so ``reboot=k`` hangs; a
   triple-fault reboot makes QEMU exit, which is how the guest says "done" (as in Firecracker).
-* no network device at all unless ``network-interfaces`` is given (it never is, yet).
+* no network device at all unless ``network-interfaces`` is given: then one virtio-net device on
+  the tap device it names (``host_dev_name``), which the backend creates inside the execution's
+  own network namespace (an egress allow-list; ``egress``) and starts QEMU in. ``vnet_hdr=off``
+  so a snapshot taken with the NIC detached (``detached_nics``: a hub port with nothing else on
+  it) restores onto a tap.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from typing import Any
 from autonomic.errors import ConfigError
 
 DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=t panic=-1 pci=off quiet no_timer_check"
+NIC_KEYS = frozenset({"iface_id", "host_dev_name", "guest_mac"})
+GUEST_MAC = "52:54:00:a7:00:02"
+"""One fixed MAC: the virtio-net device's state (MAC included) is part of the snapshot."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +108,23 @@ class VmConfig:
                 "a sandbox microVM needs exactly one root drive, read-only",
                 hint='set "is_root_device": true and "is_read_only": true on one drive',
             )
-        if self.network_interfaces:
+        if len(self.network_interfaces) > 1:
             raise ConfigError(
-                "network-interfaces are not supported by the microVM sandbox yet",
-                hint="leave network-interfaces empty: sandboxes have no network",
+                "a sandbox microVM has at most one network interface",
+                hint="list one entry in network-interfaces (or none: no network)",
             )
+        for nic in self.network_interfaces:
+            if not isinstance(nic, dict) or set(nic) != NIC_KEYS:
+                raise ConfigError(
+                    f"network-interfaces entry {nic!r} is not iface_id, host_dev_name, guest_mac",
+                    hint='e.g. {"iface_id": "eth0", "host_dev_name": "tap0", '
+                    f'"guest_mac": "{GUEST_MAC}"}}',
+                )
+            if not all(isinstance(v, str) and v.replace(":", "").isalnum() for v in nic.values()):
+                raise ConfigError(
+                    f"network-interfaces entry {nic!r} has a value that is not a plain name",
+                    hint="names of letters and digits, a MAC as 52:54:00:..",
+                )
         if self.machine_config.vcpu_count < 1 or self.machine_config.mem_size_mib < 64:
             raise ConfigError("machine-config needs at least 1 vCPU and 64 MiB", hint="raise them")
 
@@ -120,6 +139,7 @@ def qemu_argv(
     share_memory: bool = True,
     qmp_fd: int | None = None,
     incoming: str | None = None,
+    detached_nics: bool = False,
 ) -> list[str]:
     """The QEMU command line for ``config``.
 
@@ -153,6 +173,19 @@ def qemu_argv(
             f"id={drive.drive_id},file={drive.path_on_host},format=raw,if=none{ro}",
             "-device",
             f"virtio-blk-device,drive={drive.drive_id}",
+        ]
+    for nic in config.network_interfaces:
+        ident = nic["iface_id"]
+        backend = (
+            f"hubport,id={ident},hubid=0"
+            if detached_nics
+            else f"tap,id={ident},ifname={nic['host_dev_name']},script=no,downscript=no,vnet_hdr=off"
+        )
+        argv += [
+            "-netdev",
+            backend,
+            "-device",
+            f"virtio-net-device,netdev={ident},mac={nic['guest_mac']}",
         ]
     argv += ["-chardev", "stdio,id=serial0,signal=off", "-serial", "chardev:serial0"]
     if qmp_fd is not None:

@@ -55,8 +55,14 @@ def memory_cap_mb(limits: Limits, machine: MachineConfig) -> int:
     return min(limits.memory_mb, machine.mem_size_mib - GUEST_OVERHEAD_MB)
 
 
-def write_workspace(disk: Path, execution: Execution, machine: MachineConfig | None = None) -> None:
-    """The tar the guest reads: ``.sandbox/`` (spec, argv, stdin, entropy) and ``ws/`` (files)."""
+def write_workspace(
+    disk: Path,
+    execution: Execution,
+    machine: MachineConfig | None = None,
+    network: str = "",
+) -> None:
+    """The tar the guest reads: ``.sandbox/`` (spec, argv, stdin, entropy) and ``ws/`` (files);
+    ``network`` (``addr/len@gateway``) is the address the guest gives its NIC, if it has one."""
     limits = execution.limits
     memory_mb = memory_cap_mb(limits, machine or MachineConfig())
     files = dict(execution.files)
@@ -72,6 +78,8 @@ def write_workspace(disk: Path, execution: Execution, machine: MachineConfig | N
         f"PIDS={limits.processes}\nOUT_BYTES={limits.output_bytes}\n"
         f"WALL={limits.wall_seconds:.3f}\nCPU={cpu}\nFSIZE={limits.file_size_mb << 20}\n"
     )
+    if network:
+        spec += f"NET={network}\n"
     control = {
         ".sandbox/spec": spec.encode(),
         ".sandbox/argv": b"".join(a.encode() + b"\0" for a in argv),

@@ -36,6 +36,7 @@ from typing import Any
 
 from autonomic.errors import InvalidInput, PolicyFileError
 from autonomic.governance.action import ProposedAction
+from autonomic.governance.code_gate import CodePolicy
 from autonomic.governance.decision import ApprovalRule, Decision, Risk
 from autonomic.governance.policy.expressions import Expression
 from autonomic.governance.policy.source import Node, Source, line_of, load_yaml, read_file
@@ -176,9 +177,11 @@ class Policy:
     tools: dict[str, dict[str, Any]]
     tool_lines: dict[str, int | None]
     path: str
+    code_gate: CodePolicy | None = None
+    """The ``code_gate:`` section (``governance.policy.code_policy``), if the file has one."""
 
 
-_TOP = {"version", "default_risk", "approval", "rules", "tools"}
+_TOP = {"version", "default_risk", "approval", "rules", "tools", "code_gate"}
 _RULE = {
     "name",
     "risk",
@@ -222,6 +225,7 @@ def parse_policy_text(text: str, path: str = "<policy>") -> Policy:
 
 
 def parse_policy(data: Any, path: str) -> Policy:
+    from autonomic.governance.policy.code_policy import parse_code_gate
     from autonomic.governance.policy.tool_policy import parse_tool_overrides
 
     src = Source(path)
@@ -261,6 +265,7 @@ def parse_policy(data: Any, path: str) -> Policy:
         tools=tools,
         tool_lines=lines,
         path=path,
+        code_gate=parse_code_gate(src, top.get("code_gate"), top),
     )
 
 
