@@ -25,7 +25,7 @@ twice: the approval outcome is in the journal, the decision is replayed, the cal
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus, approval_id, binding_hash
@@ -63,12 +63,17 @@ class Gatekeeper:
         extra: Sequence[Gate] = (),
         *,
         read_only: frozenset[str] = frozenset(),
+        expected: frozenset[str] | None = None,
+        contracts: Mapping[str, Tool] | None = None,
     ) -> None:
         """``gates``: the engine's chain; ``extra``: the agent's workflow gate and own gates,
-        asked first."""
+        asked first; ``expected``: the agent's expected consequential tools; ``contracts``:
+        its tools by name (the provenance gate reads their outputs' trust)."""
         self.gates = gates
         self.extra = list(extra)
         self.read_only = read_only
+        self.expected = expected
+        self.contracts: Mapping[str, Tool] = dict(contracts or {})
         self._only_passive = not self.extra and all(g.name in _PASSIVE for g in gates.gates)
 
     async def decide(
@@ -87,7 +92,9 @@ class Gatekeeper:
         if decision is None:
             if not self.gates.gates and not self.extra:
                 return Go.EXECUTE  # no governance configured: nothing to journal
-            action = proposed_action(session, tool, call, arguments, tool.name in self.read_only)
+            action = proposed_action(
+                session, tool, call, arguments, tool.name in self.read_only
+            )._replace(expected=self.expected, contracts=self.contracts)
             decided = await self.gates.decide(action, self.extra)
             if decided.gate == "default" and self._only_passive:
                 # Only the runaway guards and breakers are configured and they had no objection:
