@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from autonomic.core.state import Content
+from autonomic.governance.unmask import decodings
 from autonomic.governance.values import (
     DIGITS,
     EMAIL,
@@ -249,6 +250,10 @@ class Ledger:
                 continue
             any_untrusted = True
             self.untrusted.add(leaf, kinds)
+            if isinstance(value, str):  # what the text hides by encoding is content too
+                for hidden in decodings(raw):
+                    decoded = _Leaf(number, f"{path} (decoded)", canonical_text(hidden), hidden)
+                    self.untrusted.add(decoded, _extract(decoded.text))
             if self.ids_as_handles and _ID_KEY.search(key):
                 self.handles.add(leaf.text)
         if any_untrusted and self.first_untrusted is None:

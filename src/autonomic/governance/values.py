@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import enum
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from autonomic.errors import InvalidInput
+from autonomic.governance.unmask import fold
 
 
 class ValueKind(enum.StrEnum):
@@ -64,22 +64,11 @@ DIGITS = re.compile(r"(?<![\w.,])\+?\d[\d \-]{5,}\d(?![\w])")
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,\u00a0 ']\d{3})*(?:[.,]\d+)?(?![\w])")
 ABS_PATH = re.compile(r"^(?:/|~/|[A-Za-z]:\\)[^\s]*$")
 
-_INVISIBLE = dict.fromkeys(
-    [*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065), 0xFEFF, 0x00AD]
-)
-_CONFUSABLES = str.maketrans(
-    "аеорсухіјѕԁɡһӏтмвкнАВЕКМНОРСТУХІЈЅαβεικνορτυχΑΒΕΗΙΚΜΝΟΡΤΥΧΖ",
-    "aeopcyxijsdghltmbkhABEKMHOPCTYXIJSabeiknoptuxABEHIKMNOPTYXZ",
-)
-"""Cyrillic and Greek letters that look like Latin ones (the common homoglyphs)."""
-
 
 def canonical_text(text: str) -> str:
     """Text as values are compared in it: NFKC, no invisible characters, homoglyphs folded,
     case folded, runs of whitespace as one space."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).translate(_CONFUSABLES)
-    return " ".join(text.casefold().split())
+    return " ".join(fold(text).casefold().split())
 
 
 def amount(value: Any) -> str | None:

@@ -27,7 +27,7 @@ def _tags(text: str) -> str:
 
 
 def _homoglyphs(text: str) -> str:
-    return text.translate(str.maketrans("aeopcx", "аеорсх"))
+    return text.translate(str.maketrans("aeopcx", "\u0430\u0435\u043e\u0440\u0441\u0445"))
 
 
 def _zero_width(text: str) -> str:

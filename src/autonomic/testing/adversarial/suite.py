@@ -243,7 +243,8 @@ def screen_rates(attacks: Sequence[Case]) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     seen: set[tuple[str, str]] = set()
     for case in attacks:
-        assert case.style is not None and case.goal is not None
+        assert case.style is not None
+        assert case.goal is not None
         key = (case.style.name, case.goal.name)
         if key in seen:
             continue
