@@ -15,7 +15,17 @@ import sys
 import typer
 from rich.markup import escape
 
-from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, settle, workflow
+from autonomic.cli import (
+    adversarial,
+    approvals,
+    breakers,
+    demo,
+    gateway,
+    migrate,
+    runs,
+    settle,
+    workflow,
+)
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
@@ -54,6 +64,7 @@ app.command("deny")(approvals.deny)
 app.command("migrate")(migrate.migrate)
 app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
+app.command("adversarial")(adversarial.adversarial)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 

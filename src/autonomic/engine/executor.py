@@ -496,7 +496,7 @@ class Engine:
         if budget is not None:
             hooks.append(BudgetHook(budget))
         if self.runaway.enabled and self.runaway.screen_results:
-            hooks.append(ScreeningHook())
+            hooks.append(ScreeningHook(self.runaway.classifier))
         chain = Hooks(hooks)
         session.on_commit = chain.committer(session)
         extra = [agent.workflow.gate()] if agent.workflow is not None else []

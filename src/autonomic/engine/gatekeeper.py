@@ -42,8 +42,10 @@ from autonomic.governance.gate import Gate, GateChain
 from autonomic.governance.provenance import Provenance
 from autonomic.tools.contract import Tool
 
-_PASSIVE = frozenset({"runaway", "breaker"})
-"""Gates whose allow is not journaled (see ``decide``)."""
+_PASSIVE = frozenset({"runaway", "breaker", "provenance"})
+"""Gates whose silence is not journaled (see ``decide``): asking them again after a crash gives
+the same answer (the provenance ledger and the runaway history are folded from the journal) or
+the right one (a breaker that has since opened)."""
 
 
 class Go(enum.Enum):

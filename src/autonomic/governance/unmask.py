@@ -51,10 +51,11 @@ _CONFUSABLES = str.maketrans(
     "\u03a5\u03a7\u0396",
     "aeopcyxijsdghltmbkhABEKMHOPCTYXIJSabeiknoptuxABEHIKMNOPTYXZ",
 )
-_GLUED = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[A-Z])(?=[A-Z][a-z]{2,})")
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
-_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Fa-f])")
-_PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2}){3,}")
+_GLUED = re.compile(r"[a-z0-9][A-Z][a-z]|[A-Z][A-Z][a-z]{2}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+"""Greedy from the left, so each match is a whole run (no look-behind: the fast scan path)."""
+_HEX = re.compile(r"[0-9A-Fa-f]{16,}")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def fold(text: str) -> str:
@@ -67,8 +68,13 @@ def fold(text: str) -> str:
 
 
 def unglue(text: str) -> str:
-    """Split words glued at a case change (``USAIgnore`` -> ``USA Ignore``)."""
-    return _GLUED.sub(" ", text)
+    """Split words glued at a case change (``USAIgnore`` -> ``USA Ignore``, ``noteIgnore`` ->
+    ``note Ignore``)."""
+    cuts = [m.start() + 1 for m in _GLUED.finditer(text)]
+    if not cuts:
+        return text
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    return " ".join(parts)
 
 
 def _printable(data: bytes) -> str | None:
@@ -100,10 +106,11 @@ def _decode_once(text: str) -> list[str]:
     for match in _HEX.finditer(head):
         if len(found) >= MAX_SEGMENTS:
             break
-        plain = _printable(bytes.fromhex(match.group(0)[:MAX_SEGMENT]))
+        digits = match.group(0)[:MAX_SEGMENT]
+        plain = _printable(bytes.fromhex(digits[: len(digits) // 2 * 2]))
         if plain:
             found.append(plain)
-    if "%" in head and _PERCENT.search(head):
+    if "%" in head and len(_PERCENT.findall(head, 0, 4096)) >= 3:
         found.append(unquote(head))
     if "rot13" in head.lower() or "rot-13" in head.lower():
         found.append(codecs.encode(head, "rot13"))

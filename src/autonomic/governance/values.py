@@ -131,9 +131,9 @@ def canonical(kind: ValueKind, value: Any) -> str | None:
     if kind is ValueKind.ACCOUNT:
         return account(value)
     if kind is ValueKind.RECIPIENT:
-        found = EMAIL.search(value)
+        found = EMAIL.search(canonical_text(value))
         if found:
-            return found.group(0).casefold()
+            return found.group(0)
         digits = re.sub(r"[\s\-()]", "", value)
         if re.fullmatch(r"\+?\d{6,}", digits):
             return digits
@@ -151,7 +151,11 @@ def embedded(text: str) -> Iterator[tuple[ValueKind, str, str]]:
     for match in URL.finditer(text):
         yield ValueKind.URL, match.group(0), url(match.group(0))
     for match in IBAN.finditer(text):
-        yield ValueKind.ACCOUNT, match.group(0), account(match.group(0))
+        joined = ""
+        for chunk in re.split(r"[ \-]", match.group(0)):
+            joined += chunk
+            if len(joined) >= 12:
+                yield ValueKind.ACCOUNT, match.group(0), account(joined)
     for match in DIGITS.finditer(text):
         yield ValueKind.ACCOUNT, match.group(0), account(match.group(0))
 
