@@ -117,6 +117,20 @@ def measure_gate(steps: int, history: int, *, cached: bool) -> dict[str, float]:
     return _percentiles(samples)
 
 
+def measure_screen_2kb(steps: int) -> dict[str, float]:
+    """The 2 KB JSON output ``guards_bench.py`` screens: the scale the 100 KB row is read on."""
+    body = json.dumps(
+        {"results": [{"id": i, "title": f"Invoice {i}", "note": "paid in full"} for i in range(40)]}
+    )[:2048]
+    source = Provenance(Source.TOOL_OUTPUT, "http_get")
+    samples = []
+    for _ in range(steps):
+        started = time.perf_counter_ns()
+        screen(body, source)
+        samples.append(time.perf_counter_ns() - started)
+    return _percentiles(samples)
+
+
 def measure_screen(steps: int) -> dict[str, float]:
     rows = [
         {"id": i, "title": f"Invoice {i}", "note": "paid in full", "blob": ""} for i in range(900)
@@ -136,21 +150,37 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
+    from guards_bench import measure as measure_guards  # benchmarks/ is on the path
+
+    from autonomic.governance.runaway import Budget, Guards, GuardState
+
+    budget = Budget(turns=100_000, tokens=10**9, cost=1e6, tool_calls={"*": 100_000})
     rows = [
+        (
+            "all runaway guards (guards_bench.py), for scale",
+            50,
+            measure_guards(Guards.default(budget=budget), GuardState, 50, args.steps),
+        ),
         ("provenance + plan check, ledger cached", 200, measure_gate(args.steps, 200, cached=True)),
         (
             "provenance + plan check, ledger rebuilt",
             200,
             measure_gate(max(args.steps // 10, 20), 200, cached=False),
         ),
+        (
+            "screen a 2 KB tool output (guards_bench.py), for scale",
+            0,
+            measure_screen_2kb(args.steps),
+        ),
         ("screen a 100 KB tool output", 0, measure_screen(max(args.steps // 10, 20))),
     ]
-    print("| what | history (steps) | P50 (ms) | P99 (ms) | mean (ms) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    base = rows[0][2]["p50_ms"]
+    print("| what | history (steps) | P50 (ms) | P99 (ms) | mean (ms) | P50 / all guards |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, history, r in rows:
         print(
             f"| {name} | {history or ''} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-            f"{r['mean_ms']:.3f} |"
+            f"{r['mean_ms']:.3f} | x{r['p50_ms'] / base:.1f} |"
         )
 
 

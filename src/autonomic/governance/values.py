@@ -76,7 +76,9 @@ def amount(value: Any) -> str | None:
     ``None`` when ``value`` is not a number."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        return str(int(value))  # the common case, without a Decimal
+    if isinstance(value, float):
         text = repr(value)
     elif isinstance(value, str):
         text = value.strip().lstrip("$€£¥").rstrip("$€£¥ ").replace("\u00a0", "").replace(" ", "")
