@@ -136,6 +136,7 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "migrate",
         "gateway-check",
         "screen",
+        "adversarial",
         "workflow",
         "sandbox",
     ]

@@ -8,7 +8,6 @@ approval, per style and overall), 3 when it does not, 2 on a bad request.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -33,6 +32,8 @@ def adversarial(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Measure the injection defence: attacks executed without approval, approvals on benign tasks."""
+    import asyncio
+
     from autonomic.bootstrap import load_object
     from autonomic.engine.agent import Agent
     from autonomic.testing.adversarial.agents import AGENTS
