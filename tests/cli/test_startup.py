@@ -137,6 +137,7 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "serve",
         "gateway-check",
         "screen",
+        "adversarial",
         "workflow",
         "sandbox",
         "keys",

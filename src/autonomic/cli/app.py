@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from autonomic.cli import (
+    adversarial,
     approvals,
     breakers,
     demo,
@@ -67,6 +68,7 @@ app.command("migrate")(migrate.migrate)
 app.command("serve")(serve.serve)
 app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
+app.command("adversarial")(adversarial.adversarial)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")

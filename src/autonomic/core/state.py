@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from autonomic.core.calls import Position, answer_ids
 from autonomic.core.entries import (
@@ -31,6 +31,24 @@ from autonomic.core.run import RunStatus
 
 GUARD_STEPS = 64
 """How many executed tool calls ``RunState.guard_steps`` keeps (the loop window is smaller)."""
+
+
+class Content(NamedTuple):
+    """One piece of content that entered the run, as the fold saw it: what the provenance gate
+    traces argument values to (``autonomic.governance.provenance``).
+
+    Args:
+        seq: the journal entry it came in.
+        origin: ``operator`` (the task, the agent's instructions, a human's approval or reopening
+            comment: trusted) or ``tool_output`` (trusted only as far as the tool's contract says).
+        name: which one: ``task``, ``instructions``, ``approval``, or the tool's name.
+        value: the content itself (text, or a tool's structured output).
+    """
+
+    seq: int
+    origin: str
+    name: str
+    value: Any
 
 
 @dataclass(slots=True)
@@ -110,6 +128,10 @@ class RunState:
     """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
     settlements: dict[Position, Settlement] = field(default_factory=dict)
     """Calls a human settled as executed, by position, until their result is recorded."""
+    contents: list[Content] = field(default_factory=list)
+    """Every piece of content that entered the run, in order, with where it came from: the task
+    and instructions, tool outputs, humans' comments. Kept apart from ``messages`` (which
+    compression rewrites), so provenance survives compression and is folded on every resume."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -125,6 +147,11 @@ class RunState:
         match body:
             case RunStarted():
                 self._started(entry.created_at, body)
+                if body.instructions:
+                    self.contents.append(
+                        Content(entry.seq, "operator", "instructions", body.instructions)
+                    )
+                self.contents.append(Content(entry.seq, "operator", "task", body.task))
             case ModelTurn():
                 self.turns += 1
                 calls = answer_ids(self.turns, body.tool_calls) if body.tool_calls else ()
@@ -138,11 +165,15 @@ class RunState:
                 self._guard_step(entry.seq, body)
             case ToolResult():
                 self._result(body)
+                if body.ok and not body.refused:
+                    self.contents.append(Content(entry.seq, "tool_output", body.tool, body.output))
             case DecisionRecord():
                 self.decisions[self.position_of(body.call_id, body.position)] = body
             case ApprovalEvent():
                 if body.final:
                     self.approvals[body.approval_id] = body
+                if body.reason:
+                    self.contents.append(Content(entry.seq, "operator", "approval", body.reason))
             case WorkflowMove():
                 self.workflow = body.target
             case Summary():

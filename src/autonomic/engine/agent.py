@@ -100,6 +100,11 @@ class Agent:
     ``RunInputError`` saying what is missing or wrong and how to give it. The engine suspends the
     run with that one line - an operator gives what is missing and resumes it - instead of the
     bad input surfacing steps later as a ``TypeError`` in the agent's code."""
+    expected_actions: frozenset[str] | None = None
+    """The consequential tools the agent expects to call for its tasks: with a provenance policy
+    on the engine, another consequential tool proposed after untrusted content entered the run
+    needs approval (a run with a plan expects the tools its plan names as well). ``None``: the
+    agent declares nothing (only a plan pins its actions)."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +120,21 @@ class Agent:
             )
         if self.workflow is not None:
             self.workflow.check_tools({t.name for t in self.tools})
+        if self.expected_actions is not None:
+            if isinstance(self.expected_actions, str):  # type: ignore[unreachable]
+                raise InvalidInput(
+                    f"agent {self.name}: expected_actions must be a list of tool names, "
+                    f"not the string {self.expected_actions!r}"
+                )
+            expected = frozenset(self.expected_actions)
+            object.__setattr__(self, "expected_actions", expected)
+            missing = sorted(expected - {t.name for t in self.tools})
+            if missing:
+                raise InvalidInput(
+                    f"agent {self.name}: expected_actions names unknown tool(s) "
+                    f"{', '.join(missing)}",
+                    hint="list only tools the agent has",
+                )
 
     def with_tools(self, tools: Sequence[Tool]) -> Agent:
         """The same agent with other tool contracts (a policy file's overrides, a new version)."""
@@ -131,6 +151,11 @@ class Agent:
             read_only=self.read_only & {t.name for t in tools},
             planning=self.planning,
             check=self.check,
+            expected_actions=(
+                self.expected_actions & {t.name for t in tools}
+                if self.expected_actions is not None
+                else None
+            ),
         )
 
 

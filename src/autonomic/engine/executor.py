@@ -48,9 +48,12 @@ from autonomic.errors import (
 )
 from autonomic.gateway.plan_cache import LocalPlanCache, PlanCache
 from autonomic.gateway.split import view_spec
+from autonomic.governance.boundary import marker
 from autonomic.governance.circuits import GATE_NAME as BREAKER_GATE
 from autonomic.governance.circuits import Circuits
 from autonomic.governance.gate import Gate, GateChain
+from autonomic.governance.provenance_gate import GATE_NAME as PROVENANCE_GATE
+from autonomic.governance.provenance_gate import ProvenanceGate, ProvenancePolicy
 from autonomic.governance.runaway.budget import pinned_budget
 from autonomic.governance.runaway.gate import GATE_NAME, Runaway
 from autonomic.governance.runaway.model_budget import ModelBudget
@@ -124,6 +127,10 @@ class Engine:
             to plan every run.
         credentials: issues the short-lived scoped credentials tools declare
             (``@tool(credentials=[...])``); ``None``: such calls fail with a clear error.
+        provenance: trace the values of consequential tool calls to where they appeared and
+            pin calls to the plan (``autonomic.governance.provenance_gate``); its gate is added
+            before the runaway guards, and with ``mark`` the model reads tool results inside a
+            per-run boundary (``autonomic.governance.boundary``). ``None``: off.
     """
 
     def __init__(
@@ -143,6 +150,7 @@ class Engine:
         circuits: Circuits | None = None,
         plan_cache: PlanCache | Literal["default"] | None = "default",
         credentials: CredentialIssuer | None = None,
+        provenance: ProvenancePolicy | None = None,
     ) -> None:
         self.store = store
         self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
@@ -151,6 +159,9 @@ class Engine:
         if not any(g.name == BREAKER_GATE for g in self.gates.gates):
             self.gates.add(self.circuits.gate())
         self.runaway = runaway if runaway is not None else Runaway()
+        self.provenance = provenance
+        if provenance is not None and not any(g.name == PROVENANCE_GATE for g in self.gates.gates):
+            self.gates.add(ProvenanceGate(provenance))
         if self.runaway.enabled and not any(g.name == GATE_NAME for g in self.gates.gates):
             self.gates.add(self.runaway.gate())
         self.hooks: list[Hook] = list(hooks)
@@ -490,11 +501,20 @@ class Engine:
         if budget is not None:
             hooks.append(BudgetHook(budget))
         if self.runaway.enabled and self.runaway.screen_results:
-            hooks.append(ScreeningHook())
+            hooks.append(ScreeningHook(self.runaway.classifier))
         chain = Hooks(hooks)
         session.on_commit = chain.committer(session)
         extra = [agent.workflow.gate()] if agent.workflow is not None else []
-        gatekeeper = Gatekeeper(self.gates, [*extra, *agent.gates], read_only=agent.read_only)
+        gatekeeper = Gatekeeper(
+            self.gates,
+            [*extra, *agent.gates],
+            read_only=agent.read_only,
+            expected=agent.expected_actions,
+            contracts={t.name: t for t in agent.tools},
+        )
+        view = None
+        if self.provenance is not None and self.provenance.mark:
+            view = marker(session.run.id, {t.name: t.trusted_output for t in agent.tools})
         return StepProtocol(
             session,
             agent,
@@ -504,6 +524,7 @@ class Engine:
             stopping=self.stopping.is_set,
             retries_itself=managed is not None and managed.retries_itself,
             credentials=self.credentials,
+            view=view,
         )
 
     def _managed(self, model: Model) -> ManagedModel | None:

@@ -25,7 +25,7 @@ twice: the approval outcome is in the journal, the decision is replayed, the cal
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus, approval_id, binding_hash
@@ -42,8 +42,10 @@ from autonomic.governance.gate import Gate, GateChain
 from autonomic.governance.provenance import Provenance
 from autonomic.tools.contract import Tool
 
-_PASSIVE = frozenset({"runaway", "breaker"})
-"""Gates whose allow is not journaled (see ``decide``)."""
+_PASSIVE = frozenset({"runaway", "breaker", "provenance"})
+"""Gates whose silence is not journaled (see ``decide``): asking them again after a crash gives
+the same answer (the provenance ledger and the runaway history are folded from the journal) or
+the right one (a breaker that has since opened)."""
 
 
 class Go(enum.Enum):
@@ -63,12 +65,17 @@ class Gatekeeper:
         extra: Sequence[Gate] = (),
         *,
         read_only: frozenset[str] = frozenset(),
+        expected: frozenset[str] | None = None,
+        contracts: Mapping[str, Tool] | None = None,
     ) -> None:
         """``gates``: the engine's chain; ``extra``: the agent's workflow gate and own gates,
-        asked first."""
+        asked first; ``expected``: the agent's expected consequential tools; ``contracts``:
+        its tools by name (the provenance gate reads their outputs' trust)."""
         self.gates = gates
         self.extra = list(extra)
         self.read_only = read_only
+        self.expected = expected
+        self.contracts: Mapping[str, Tool] = dict(contracts or {})
         self._only_passive = not self.extra and all(g.name in _PASSIVE for g in gates.gates)
 
     async def decide(
@@ -87,7 +94,9 @@ class Gatekeeper:
         if decision is None:
             if not self.gates.gates and not self.extra:
                 return Go.EXECUTE  # no governance configured: nothing to journal
-            action = proposed_action(session, tool, call, arguments, tool.name in self.read_only)
+            action = proposed_action(
+                session, tool, call, arguments, tool.name in self.read_only
+            )._replace(expected=self.expected, contracts=self.contracts)
             decided = await self.gates.decide(action, self.extra)
             if decided.gate == "default" and self._only_passive:
                 # Only the runaway guards and breakers are configured and they had no objection:

@@ -32,6 +32,7 @@ from autonomic.governance.circuits import Circuits, refusal
 from autonomic.governance.decision import Decision
 from autonomic.governance.injection import screen_tool_output
 from autonomic.governance.runaway.model_budget import ModelBudget
+from autonomic.ports.injection_classifier import InjectionClassifier
 from autonomic.ports.model import ManagedModel
 from autonomic.tools.contract import Tool
 
@@ -142,10 +143,33 @@ class CircuitHook(Hook):
 
 class ScreeningHook(Hook):
     """The injection screen on every tool result, before the model reads it (the screen's block
-    is journaled with the result, so a replay reads what the run read)."""
+    is journaled with the result, so a replay reads what the run read). With a ``classifier``
+    (``autonomic.ports.injection_classifier``), a score at or above ``threshold`` taints the
+    result too; the score is journaled in the block."""
+
+    def __init__(
+        self, classifier: InjectionClassifier | None = None, *, threshold: float = 0.9
+    ) -> None:
+        self.classifier = classifier
+        self.threshold = threshold
 
     def after_tool_result(self, step: StepProtocol, result: ToolResult) -> ToolResult:
-        block = screen_tool_output(result.observation(), result.tool)
+        text = result.observation()
+        block = screen_tool_output(text, result.tool)
+        if self.classifier is not None and result.ok:
+            try:
+                score = float(self.classifier.score(text[:100_000]))
+            except Exception:  # a failing classifier is a missing signal, not a failed run
+                score = None
+            if score is not None and score >= self.threshold:
+                block = dict(block or {"score": 0.0, "flags": [], "provenance": {}})
+                block["tainted"] = True
+                block["classifier"] = {"name": self.classifier.name, "score": round(score, 3)}
+                block["provenance"] = {
+                    "source": "tool_output",
+                    "name": result.tool,
+                    "tainted": True,
+                }
         return result if block is None else result._replace(screen=block)
 
 

@@ -62,7 +62,7 @@ from typing import Any, cast
 from autonomic.core.calls import Position
 from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
 from autonomic.core.journal import Entry
-from autonomic.core.messages import ModelResponse, ToolCall
+from autonomic.core.messages import Message, ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
@@ -181,9 +181,13 @@ class StepProtocol:
         stopping: Callable[[], bool],
         retries_itself: bool = False,
         credentials: CredentialIssuer | None = None,
+        view: Callable[[Sequence[Message]], list[Message]] | None = None,
     ) -> None:
         """``retries_itself``: the model retries transient failures itself (a ``ManagedModel``
-        that says so): its failure is final, the protocol does not retry it again."""
+        that says so): its failure is final, the protocol does not retry it again. ``view``:
+        how the conversation is shown to the model (untrusted content marked as data); the
+        journal keeps it as it was."""
+        self.view = view
         self.session = session
         self.agent = agent
         self.model = model
@@ -280,7 +284,9 @@ class StepProtocol:
         for attempt in range(1, retries + 1):
             started = time.perf_counter()
             try:
-                response = await self.model.complete(self.session.state.messages, self.specs)
+                messages = self.session.state.messages
+                shown = self.view(messages) if self.view is not None else messages
+                response = await self.model.complete(shown, self.specs)
             except ModelError as exc:
                 if exc.retryable and attempt < retries:
                     await asyncio.sleep(delay)

@@ -78,6 +78,9 @@ class ProposedAction(NamedTuple):
         contract: the tool's contract (data class, reversibility, cost, breaker...), likewise.
         call_id: the model's id for the call (what the decision and approval are keyed by).
         step: the journal seq the decision entry gets: the step an approval is bound to.
+        expected: the consequential tools the agent declared it expects to call
+            (``Agent(expected_actions=...)``), ``None`` when it declared none.
+        contracts: the agent's tool contracts by name (what their outputs' trust is read from).
     """
 
     kind: ActionKind
@@ -100,6 +103,8 @@ class ProposedAction(NamedTuple):
     contract: Tool | None = None
     call_id: str = ""
     step: int = 0
+    expected: frozenset[str] | None = None
+    contracts: Mapping[str, Tool] = EMPTY
 
     @staticmethod
     def tool_call(
@@ -113,6 +118,8 @@ class ProposedAction(NamedTuple):
         thought: str = "",
         provenance: tuple[Provenance, ...] = (),
         read_only: bool = False,
+        expected: frozenset[str] | None = None,
+        contracts: Mapping[str, Tool] = EMPTY,
     ) -> ProposedAction:
         """A tool call proposed inside ``run``: the action the engine's gates see."""
         return ProposedAction(
@@ -131,6 +138,8 @@ class ProposedAction(NamedTuple):
             contract=contract,
             call_id=call_id,
             step=step,
+            expected=expected,
+            contracts=contracts,
         )
 
     @property

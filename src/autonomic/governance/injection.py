@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from autonomic.governance.provenance import Provenance, Source
+from autonomic.governance.unmask import decodings, fold, unglue
 
 ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e\u00ad\u034f")
 BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -299,6 +300,23 @@ def _frame(text: str, provenance: Provenance, flags: tuple[Flag, ...]) -> str:
     )
 
 
+MAX_SCREENED = 1_048_576
+"""Characters screened in full; a longer output is screened by its head and ``TAIL``."""
+TAIL = 65_536
+
+
+def _as_text(text: object) -> str:
+    """Bytes an adapter passed instead of text, read leniently (never a crash)."""
+    if isinstance(text, bytes | bytearray):
+        return bytes(text).decode("utf-8", "replace")
+    return text if isinstance(text, str) else str(text)
+
+
+def _for_matching(text: str) -> str:
+    """The text as patterns read it: homoglyphs folded, glued words split."""
+    return unglue(fold(text))
+
+
 def instruction_score(text: str) -> tuple[float, list[Flag]]:
     """The summed weight of instruction-like patterns in ``text`` (each pattern counts once)."""
     score = 0.0
@@ -315,13 +333,27 @@ def instruction_score(text: str) -> tuple[float, list[Flag]]:
 
 
 def screen(text: str, provenance: Provenance) -> Screened:
-    """Clean, check and label ``text`` from ``provenance`` before it enters a model's context."""
+    """Clean, check and label ``text`` from ``provenance`` before it enters a model's context.
+
+    Never raises on what a tool returned: any text, any size (beyond ``MAX_SCREENED`` the head
+    and the tail are checked, and the flag ``screen.partial`` says so), in bounded time."""
     if provenance.trusted:
         return Screened(text, (), False, provenance)
-    cleaned, flags, smuggled = _strip_invisible(text)
+    text = _as_text(text)
+    partial = len(text) > MAX_SCREENED
+    checked = text[: MAX_SCREENED - TAIL] + "\n" + text[-TAIL:] if partial else text
+    cleaned, flags, smuggled = _strip_invisible(checked)
     cleaned = unicodedata.normalize("NFKC", cleaned)
-    score, found = instruction_score(cleaned)
+    if partial:
+        flags.append(Flag("screen.partial", f"{len(text)} characters; head and tail screened"))
+    score, found = instruction_score(_for_matching(cleaned))
     flags.extend(found)
+    for decoded in decodings(cleaned):
+        extra, inner = instruction_score(_for_matching(decoded))
+        if extra >= TAINT_SCORE:
+            flags.extend(Flag(f"encoded_{f.code}", f.detail) for f in inner)
+            score += extra
+            break
     if smuggled:
         flags.append(Flag("smuggled_text", smuggled[:200]))
         extra, hidden = instruction_score(smuggled)

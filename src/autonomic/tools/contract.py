@@ -60,6 +60,9 @@ class ToolContext:
 
 
 ToolFunction = Callable[..., Any]
+EFFECTS = frozenset({"write", "send", "pay", "delete", "external"})
+"""The effects a contract can declare (any of them makes the tool consequential)."""
+_FIELD_PATH = re.compile(r"^(?:\[\]|[A-Za-z0-9_$-]+(?:\[\])?)(?:\.[A-Za-z0-9_$-]+(?:\[\])?)*$")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 
 
@@ -90,6 +93,18 @@ class Tool:
     credentials: tuple[str, ...] = ()
     """Names of the secrets each call needs, issued per call as short-lived scoped credentials
     (``ToolContext.credentials``); the model never sees them."""
+    effects: tuple[str, ...] = ()
+    """What the tool does to the world (``write``, ``send``, ``pay``, ``delete``, ``external``):
+    a tool with effects is *consequential*, so the provenance gate traces its argument values
+    (``autonomic.governance.provenance``). Empty: consequential unless the agent lists it as
+    read-only."""
+    trusted_output: bool = False
+    """The tool's whole output comes from a source the operator controls (their own database):
+    values in it count as trusted. Most tools return third-party text and must not say this."""
+    trusted_fields: tuple[str, ...] = ()
+    """Paths of structured output fields that are trusted although the rest is not, e.g.
+    ``messages[].from`` (the mail server authenticated the sender) or ``contacts[].email``
+    (the user's own address book). ``a.b`` walks a key, ``a[]`` every item of a list."""
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
     _output_validator: Any = field(default=None, init=False, repr=False, compare=False)
     _wants_ctx: bool = field(default=False, init=False, repr=False, compare=False)
@@ -127,6 +142,20 @@ class Tool:
             raise InvalidInput(f"tool {self.name}: timeout must be positive, got {self.timeout}")
         if self.cost_estimate < 0:
             raise InvalidInput(f"tool {self.name}: cost_estimate must not be negative")
+        object.__setattr__(self, "effects", tuple(self.effects))
+        object.__setattr__(self, "trusted_fields", tuple(self.trusted_fields))
+        unknown = sorted(set(self.effects) - EFFECTS)
+        if unknown:
+            raise InvalidInput(
+                f"tool {self.name}: unknown effect(s) {', '.join(unknown)}",
+                hint="effects are " + ", ".join(sorted(EFFECTS)),
+            )
+        for path in self.trusted_fields:
+            if not _FIELD_PATH.match(path):
+                raise InvalidInput(
+                    f"tool {self.name}: trusted field {path!r} is not a field path",
+                    hint="write keys joined by '.', '[]' after a list: messages[].from",
+                )
         object.__setattr__(self, "_wants_ctx", "ctx" in inspect.signature(self.fn).parameters)
         object.__setattr__(self, "_is_async", inspect.iscoroutinefunction(self.fn))
 
@@ -148,7 +177,19 @@ class Tool:
             "data_class": self.data_class.value,
             "reversible": self.reversible,
             "breaker": self.breaker.to_dict() if self.breaker else None,
-        }
+        } | self._trust_metadata()
+
+    def _trust_metadata(self) -> dict[str, Any]:
+        """The effects and trust declarations, only when declared (older records stay as they
+        were)."""
+        out: dict[str, Any] = {}
+        if self.effects:
+            out["effects"] = list(self.effects)
+        if self.trusted_output:
+            out["trusted_output"] = True
+        if self.trusted_fields:
+            out["trusted_fields"] = list(self.trusted_fields)
+        return out
 
     def with_policy(self, **changes: Any) -> Tool:
         """This tool with other operational metadata (a policy file's override); same code."""
@@ -231,6 +272,9 @@ def tool(
     breaker: BreakerThresholds | None = None,
     output_schema: dict[str, Any] | None = None,
     credentials: typing.Sequence[str] = (),
+    effects: tuple[str, ...] = (),
+    trusted_output: bool = False,
+    trusted_fields: tuple[str, ...] = (),
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -251,6 +295,9 @@ def tool(
     breaker: BreakerThresholds | None = None,
     output_schema: dict[str, Any] | None = None,
     credentials: typing.Sequence[str] = (),
+    effects: tuple[str, ...] = (),
+    trusted_output: bool = False,
+    trusted_fields: tuple[str, ...] = (),
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare a tool from a typed function; the JSON schema comes from its annotations.
 
@@ -278,6 +325,9 @@ def tool(
             breaker=breaker,
             output_schema=output_schema,
             credentials=tuple(credentials),
+            effects=tuple(effects),
+            trusted_output=trusted_output,
+            trusted_fields=tuple(trusted_fields),
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -45,6 +45,9 @@ _KEYS = {
     "version",
     "description",
     "parameters",
+    "effects",
+    "trusted_output",
+    "trusted_fields",
 }
 
 
@@ -83,7 +86,11 @@ def _fields(src: Source, name: str, node: Node) -> dict[str, Any]:
                 out["audit"] = AuditLevel(str(value))
             elif key == "data_class":
                 out["data_class"] = DataClass(str(value))
-            elif key in ("idempotent", "reversible"):
+            elif key in ("effects", "trusted_fields"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise src.error(node, key, f"{key} must be a list of names")
+                out[key] = tuple(value)
+            elif key in ("idempotent", "reversible", "trusted_output"):
                 if not isinstance(value, bool):
                     raise src.error(node, key, f"{key} must be true or false")
                 out[key] = value

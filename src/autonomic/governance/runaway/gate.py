@@ -43,6 +43,7 @@ from autonomic.governance.runaway.state import GuardState
 from autonomic.governance.runaway.taint import TaintGuard
 from autonomic.governance.runaway.tenant import TenantLedger
 from autonomic.ports.embedder import Embedder
+from autonomic.ports.injection_classifier import InjectionClassifier
 
 GATE_NAME = "runaway"
 
@@ -66,6 +67,8 @@ class Runaway:
     ledger: TenantLedger | None = None
     screen_results: bool = True
     enabled: bool = True
+    classifier: InjectionClassifier | None = None
+    """An optional local model scoring tool results for injections (one more signal)."""
     _gate: RunawayGate | None = field(default=None, init=False, repr=False)
 
     async def close(self) -> None:
