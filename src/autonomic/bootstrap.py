@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from autonomic.engine.agent import Agent, AgentRegistry
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
+    from autonomic.ports.bus import Bus
     from autonomic.ports.counters import Counters
     from autonomic.ports.embedder import Embedder
-    from autonomic.ports.bus import Bus
     from autonomic.ports.plan_cache import PlanCache
 
 DEFAULT_DB = "sqlite:///autonomic.db"
@@ -191,11 +191,10 @@ def load_object(path: str) -> Any:
 
 def _load_builtin_agents() -> list[Agent]:
     """The demo agents, and the deterministic models they bring (``function:NAME``)."""
+    from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
     from autonomic.examples.reconciliation import agent as reconciliation
     from autonomic.examples.runaway import agent as runaway
     from autonomic.examples.triage import agent as triage
-
-    from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
 
     for example in (reconciliation, runaway, triage, bus):
         for name, factory in example.FUNCTION_MODELS.items():
