@@ -6,20 +6,19 @@ from __future__ import annotations
 import asyncio
 
 from autonomic.adapters.bus.sql import SqlBus
+from autonomic.bootstrap import build_agents, build_model
 from autonomic.core.envelope import new_event
+from autonomic.core.event_types import EventTypes
 from autonomic.core.run import RunStatus
+from autonomic.engine.agent import Agent
+from autonomic.engine.executor import Engine
 from autonomic.engine.inbox import EventStarter, run_id_for
+from autonomic.engine.outbox import OutboxHook
 from autonomic.engine.worker import Worker
 from autonomic.examples.bus import agent as demo
 from autonomic.ports.bus import RetryPolicy
 from autonomic.ports.store import Processed
 from autonomic.testing.bus_conformance import collect
-
-from autonomic.bootstrap import build_agents, build_model
-from autonomic.core.event_types import EventTypes
-from autonomic.engine.agent import Agent
-from autonomic.engine.executor import Engine
-from autonomic.engine.outbox import OutboxHook
 
 
 def engine_on(store, *, hooks=None, extra=()) -> Engine:

@@ -159,7 +159,7 @@ def test_the_relay_keeps_events_while_the_bus_is_down(store_url, make_store):
         try:
             await engine_on(store).run("code-analyzer", "src/payments/api.py")
             relay = Relay(store, bus)
-            with pytest.raises(OSError):
+            with pytest.raises(OSError, match="connection refused"):
                 await relay.drain()
             assert len(await store.outbox_pending()) == 3, "the outbox keeps them"
             bus.down = False
