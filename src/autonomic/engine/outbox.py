@@ -37,6 +37,7 @@ from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
+from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.step import Hook
 from autonomic.errors import AutonomicError, EventRejected
 from autonomic.ports.bus import Bus
@@ -160,11 +161,21 @@ class Relay:
         interval: the longest it waits without looking (events committed by other processes).
     """
 
-    def __init__(self, store: Store, bus: Bus, *, batch: int = 100, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        *,
+        batch: int = 100,
+        interval: float = 0.5,
+        faults: Faults | None = None,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.batch = batch
         self.interval = interval
+        self.faults = faults or NoFaults()
+        """``relay_published``: a batch is on the bus, not yet marked sent (crash tests)."""
         self._wake = asyncio.Event()
         self.published = 0
 
@@ -183,6 +194,7 @@ class Relay:
         except EventRejected:
             sent = await self._one_by_one(items)
             seqs = sent
+        self.faults.at("relay_published")
         await self.store.outbox_sent(seqs, now=time.time())
         self.published += len(seqs)
         return len(seqs)
