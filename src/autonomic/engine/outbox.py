@@ -33,7 +33,6 @@ from typing import Any
 from autonomic.core import event_types as et
 from autonomic.core.entries import DecisionRecord, RunStarted, ToolResult, Transition
 from autonomic.core.envelope import new_event
-from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
@@ -117,20 +116,17 @@ class OutboxHook(Hook):
     """Stages every run's events in its commits (see the module docstring) and wakes the relay of
     this process once they are durable.
 
-    Events are checked against ``types`` when staged: a bad event fails the step that caused it,
-    with the field named, instead of stopping the relay later."""
+    Staging checks nothing, to keep the commit cheap: the runtime's own events are built here in
+    their types' shapes, and an agent's were checked by its ``emit_event`` tool when it called
+    it. The bus checks every event again when the relay publishes it; one it refuses is logged
+    and skipped (``Relay``), never blocking the events behind it."""
 
-    def __init__(
-        self, types: EventTypes | None = None, *, committed: Callable[[], None] | None = None
-    ) -> None:
-        self.types = types or EventTypes.default()
+    def __init__(self, *, committed: Callable[[], None] | None = None) -> None:
         self._wakes: list[Callable[[], None]] = [committed] if committed is not None else []
         self._staged: set[str] = set()
 
     def stage_events(self, run: Run, entries: Sequence[Entry]) -> Sequence[Event]:
         events = run_events(run, entries)
-        for event in events:
-            self.types.check(event)
         if events:
             self._staged.add(run.id)
         return events
