@@ -19,11 +19,11 @@ import statistics
 import time
 from typing import Any
 
+from autonomic.core.entries import Recovery
 from autonomic.core.envelope import new_event
 from autonomic.core.event_types import AGENT_MESSAGE
 from autonomic.core.journal import GENESIS_HASH, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus
-from autonomic.core.entries import Recovery
 from autonomic.ports.store import Store
 
 
@@ -61,11 +61,11 @@ def _message(i: int, run_id: str) -> Any:
 async def staging_cost(store: Store, *, commits: int = 400, events: int = 1) -> dict[str, float]:
     """Per-commit medians with and without ``events`` outbox rows, and the cost per event."""
     run = await _base_run(store, f"bench-stage-{time.time_ns()}")
-    version, seq, prev = run.version, 0, GENESIS_HASH
+    version, prev = run.version, GENESIS_HASH
     plain: list[float] = []
     staged: list[float] = []
     for i in range(commits * 2):
-        seq += 1
+        seq = i + 1
         packed = record(
             run.id,
             seq,
