@@ -19,9 +19,11 @@ from autonomic.ports.model import Model, RoutedModel
 from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
+    from autonomic.core.event_types import EventTypes
     from autonomic.engine.agent import Agent, AgentRegistry
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
+    from autonomic.ports.bus import Bus
     from autonomic.ports.counters import Counters
     from autonomic.ports.credentials import CredentialIssuer
     from autonomic.ports.embedder import Embedder
@@ -84,6 +86,59 @@ def build_credentials(spec: str | None = None) -> CredentialIssuer | None:
     raise ConfigError(
         f"unknown credentials source {spec!r}", hint="use env or file:PATH (a JSON file)"
     )
+
+
+DEFAULT_BUS = "sql"
+"""The embedded bus, in the run store's own database."""
+
+
+def bus_url(explicit: str | None = None) -> str:
+    """``explicit`` (``--bus``), else ``AUTONOMIC_BUS``, else ``sql`` (the embedded bus)."""
+    return explicit or os.environ.get("AUTONOMIC_BUS") or DEFAULT_BUS
+
+
+def open_bus(url: str, store: Store, *, types: EventTypes | None = None) -> Bus:
+    """The bus for ``url``: ``sql`` is the embedded bus in ``store``'s own database (SQLite or
+    PostgreSQL, migrated); ``kafka://host:port`` is Kafka (the kafka extra). Nothing connects
+    here: the first publish or poll does."""
+    base, _, query = url.partition("?")
+    scheme = base.partition("://")[0].lower() if "://" in base else base.lower()
+    if scheme == "sql":
+        from autonomic.adapters.bus.sql import SqlBus
+        from autonomic.adapters.store.sql import SqlStore
+
+        if not isinstance(store, SqlStore):
+            raise ConfigError(
+                f"the embedded bus needs a SQL store, not {type(store).__name__}",
+                hint="use --db sqlite:///... or postgresql://..., or --bus kafka://host:9092",
+            )
+        options = _bus_options(url, query, ("lease_ttl", "poll_interval"))
+        return SqlBus(store, types=types, **options)
+    raise ConfigError(
+        f"unsupported bus URL {redact_url(url)!r}",
+        hint="use sql (the embedded bus, in the --db database) or kafka://host:9092",
+    )
+
+
+def _bus_options(url: str, query: str, known: tuple[str, ...]) -> dict[str, float]:
+    """``?lease_ttl=2&poll_interval=0.05``: positive numbers, names from ``known``."""
+    from urllib.parse import parse_qsl
+
+    options: dict[str, float] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in known:
+            raise ConfigError(
+                f"bus URL {redact_url(url)!r}: unknown option {name!r}",
+                hint=f"known options: {', '.join(known)}",
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not number > 0:
+            raise ConfigError(f"bus URL {redact_url(url)!r}: {name} must be a positive number")
+        options[name] = number
+    return options
 
 
 def register_function_model(name: str, factory: Callable[[], Model]) -> None:
@@ -182,11 +237,12 @@ def load_object(path: str) -> Any:
 
 def _load_builtin_agents() -> list[Agent]:
     """The demo agents, and the deterministic models they bring (``function:NAME``)."""
+    from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
     from autonomic.examples.reconciliation import agent as reconciliation
     from autonomic.examples.runaway import agent as runaway
     from autonomic.examples.triage import agent as triage
 
-    for example in (reconciliation, runaway, triage):
+    for example in (reconciliation, runaway, triage, bus):
         for name, factory in example.FUNCTION_MODELS.items():
             _FUNCTION_MODELS.setdefault(name, factory)
     return [reconciliation.reconciliation_agent(), runaway.runaway_agent(), triage.triage_agent()]

@@ -5,7 +5,7 @@ working directory). Errors print as one line with a hint, never as a traceback.
 
 The commands live in modules named after what they operate (``runs``, ``approvals``, ``demo``,
 ``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``,
-``serve``, ``keys``), sharing
+``serve``, ``keys``, ``events``, ``dlq``), sharing
 ``common``; this module holds the app, its global options and ``main()``, and wires them in.
 """
 
@@ -29,6 +29,8 @@ from autonomic.cli import (
     workflow,
 )
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
+from autonomic.cli.dlq import dlq_app
+from autonomic.cli.events import events_app
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.keys import keys_app
 from autonomic.cli.sandbox import sandbox_app
@@ -72,6 +74,8 @@ app.command("adversarial")(adversarial.adversarial)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
+app.add_typer(events_app, name="events")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -275,8 +275,18 @@ def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store)
         )
     )
     assert [r[0] for r in rows] == [
-        "api_keys", "approvals", "blobs", "journal", "runs", "schema_migrations",
-    ]  # fmt: skip
+        "api_keys",
+        "approvals",
+        "blobs",
+        "bus_cursors",
+        "bus_dead_letters",
+        "bus_events",
+        "inbox",
+        "journal",
+        "outbox",
+        "runs",
+        "schema_migrations",
+    ]
 
 
 @pytest.mark.postgres

@@ -1,0 +1,1 @@
+"""Event-bus adapters: the embedded SQL bus (``sql.py``); Kafka (``kafka.py``)."""
