@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from autonomic.engine.agent import Agent, AgentRegistry
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
+    from autonomic.ports.bus import Bus
     from autonomic.ports.counters import Counters
     from autonomic.ports.embedder import Embedder
     from autonomic.ports.plan_cache import PlanCache
@@ -60,6 +61,24 @@ def build_store(url: str, *, readonly: bool = False, create: bool = True) -> Sto
     raise ConfigError(
         f"unsupported database URL {redact_url(url)!r}",
         hint="use sqlite:///path/to/file.db or postgresql://user@host:5432/dbname",
+    )
+
+
+def open_bus(url: str) -> Bus:
+    """The event bus at ``url``: ``kafka://host:9092[,host2:9092][?prefix=...]`` (the ``kafka``
+    extra; the options are in ``autonomic.adapters.bus.kafka``)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "kafka":
+        try:
+            from autonomic.adapters.bus.kafka import KafkaBus
+        except ImportError as exc:
+            raise ConfigError(
+                f"Kafka support is not installed ({exc.name} is missing)",
+                hint="install the extra: pip install 'autonomic[kafka]'",
+            ) from None
+        return KafkaBus(url)
+    raise ConfigError(
+        f"unsupported bus URL {redact_url(url)!r}", hint="use sql or kafka://host:9092"
     )
 
 

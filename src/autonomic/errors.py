@@ -165,6 +165,14 @@ class StoreUnavailable(AutonomicError):
     retryable = True
 
 
+class BusUnavailable(AutonomicError):
+    """The event bus (a Kafka broker) cannot be reached. What was being published was not
+    accepted: the outbox keeps it and the relay tries again."""
+
+    code = "bus_unavailable"
+    retryable = True
+
+
 class StoreDamaged(StoreUnavailable):
     """The database answers, but its file is damaged (a corrupt page, a damaged header).
 

@@ -1,0 +1,1 @@
+"""Event-bus adapters: the embedded SQL bus and Kafka (``autonomic.ports.bus``)."""
