@@ -18,12 +18,14 @@ that it can be written into the journal and shown by the CLI and API.
     │   │   └── ToolVersionMissing
     │   ├── InvalidInput
     │   │   ├── ToolArgumentsInvalid
-    │   │   └── RunInputError
+    │   │   ├── RunInputError
+    │   │   └── EventRejected
     │   ├── PolicyFileError
     │   ├── ApprovalRefused
     │   └── IllegalTransition
     ├── StoreUnavailable
     │   └── StoreDamaged
+    ├── BusUnavailable
     ├── ConcurrencyError
     │   ├── StaleVersion
     │   ├── LeaseLost
@@ -122,6 +124,15 @@ class RunInputError(InvalidInput):
     code = "run_input_invalid"
 
 
+class EventRejected(InvalidInput):
+    """An event that may not travel: a malformed CloudEvent envelope, an unknown type, ``data``
+    that breaks its type's schema (the message names the field), or an oversized payload.
+
+    Untrusted input: a consumer dead-letters such an event with this message as the reason."""
+
+    code = "event_rejected"
+
+
 class PolicyFileError(UserError):
     """A policy, tool-policy or workflow file is wrong. The message names the file and line."""
 
@@ -165,14 +176,6 @@ class StoreUnavailable(AutonomicError):
     retryable = True
 
 
-class BusUnavailable(AutonomicError):
-    """The event bus (a Kafka broker) cannot be reached. What was being published was not
-    accepted: the outbox keeps it and the relay tries again."""
-
-    code = "bus_unavailable"
-    retryable = True
-
-
 class StoreDamaged(StoreUnavailable):
     """The database answers, but its file is damaged (a corrupt page, a damaged header).
 
@@ -182,6 +185,14 @@ class StoreDamaged(StoreUnavailable):
 
     code = "store_damaged"
     retryable = False
+
+
+class BusUnavailable(AutonomicError):
+    """The event bus cannot be reached (a broker down, a database gone); the outbox keeps
+    events until it is back."""
+
+    code = "bus_unavailable"
+    retryable = True
 
 
 class ConcurrencyError(AutonomicError):

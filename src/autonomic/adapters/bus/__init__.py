@@ -1,1 +1,1 @@
-"""Event-bus adapters: the embedded SQL bus and Kafka (``autonomic.ports.bus``)."""
+"""Event-bus adapters: the embedded SQL bus (``sql.py``); Kafka (``kafka.py``)."""

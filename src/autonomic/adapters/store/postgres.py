@@ -297,6 +297,15 @@ class PostgresStore(SqlStore):
 
             yield execute
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Execute]:
+        async with self._connection() as conn, conn.transaction():
+
+            async def execute(sql: str, params: Params | None) -> list[Row]:
+                return await _rows(await conn.execute(sql, params))
+
+            yield execute
+
     async def _catalog(self) -> tuple[str, frozenset[str]]:
         """The schema a connection writes into and its tables; one round trip."""
         ((schema, tables),) = await self._read(_CATALOG, {})

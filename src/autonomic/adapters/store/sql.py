@@ -243,6 +243,22 @@ class SqlStore(Store):
         """The migration transaction: holds the schema's migration lock until it ends, so that
         concurrent migrators take turns; yields how to run a statement in it."""
 
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractAsyncContextManager[Execute]:
+        """A transaction of several statements (no migration lock): commits when the block ends,
+        rolls back on an error; yields how to run a statement in it."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Execute]:
+        """A transaction of several statements, for what lives in this database beside the runs
+        (the embedded event bus, the outbox relay). Statements are neutral SQL translated into
+        this dialect with ``translate(sql, self.paramstyle)``; nothing else may be awaited
+        inside the block (SQLite holds its write lock on the event loop's thread)."""
+        return self._transaction()
+
+    async def query(self, sql: str, params: Params) -> list[Row]:
+        """One read statement (translated with ``translate``); its rows."""
+        return await self._read(sql, params)
+
     def _script(self, script: str) -> list[str]:
         """A migration file as the statements to send (by default, the file as one script)."""
         return [script]

@@ -230,6 +230,15 @@ class SQLiteStore(SqlStore):
 
             yield execute
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Execute]:
+        with self._immediate() as cur:
+
+            async def execute(sql: str, params: Params | None) -> list[Row]:
+                return cur.execute(sql, () if params is None else params).fetchall()
+
+            yield execute
+
     def _script(self, script: str) -> list[str]:
         return _split_sql(script)  # sqlite3 runs one statement per call
 
