@@ -16,11 +16,18 @@ from aiokafka import AIOKafkaProducer
 from autonomic.adapters.bus.kafka import KafkaBus, KafkaSettings
 from autonomic.adapters.bus.kafka_consumer import backoff
 from autonomic.bootstrap import open_bus
+from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.errors import BusUnavailable, ConfigError, InvalidInput, NotFound
 from autonomic.ports.bus import Consumer, Delivery, RetryPolicy
 
 TYPE = "com.acme.audit.requested"
+TYPES = EventTypes()
+TYPES.declare(TYPE)
+
+
+def kafka_bus(url: str) -> KafkaBus:
+    return KafkaBus(url, types=TYPES)
 
 
 def event(n: int, key: str, type_: str = TYPE) -> Event:
@@ -83,7 +90,7 @@ def test_backoff_doubles_with_jitter_and_a_cap():
 
 def test_events_arrive_in_key_order_with_every_attribute(kafka_url):
     async def main() -> None:
-        bus = KafkaBus(kafka_url)
+        bus = kafka_bus(kafka_url)
         sent = [event(n, f"k{n % 4}") for n in range(40)]
         await bus.publish(sent)
         consumer = bus.consumer("g", [TYPE], name="m1")
@@ -104,7 +111,7 @@ def test_events_arrive_in_key_order_with_every_attribute(kafka_url):
 
 def test_acked_events_are_not_delivered_again_and_unacked_are(kafka_url):
     async def main() -> None:
-        bus = KafkaBus(kafka_url)
+        bus = kafka_bus(kafka_url)
         await bus.publish([event(n, "k") for n in range(10)])
         one = bus.consumer("g", [TYPE], name="m1")
         got = await drain(one, lambda seen: len(seen) >= 5, handle=_hold_after(one, 4))
@@ -139,7 +146,7 @@ def test_a_poison_event_is_retried_with_backoff_then_dead_lettered_while_other_k
     delivered once the poison is dead-lettered; the other key flows meanwhile."""
 
     async def main() -> None:
-        bus = KafkaBus(kafka_url)
+        bus = kafka_bus(kafka_url)
         policy = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, jitter=0.0)
         sent = [event(0, "bad"), event(1, "bad"), *(event(n, "good") for n in range(2, 12))]
         await bus.publish(sent)
@@ -184,7 +191,7 @@ def test_a_poison_event_is_retried_with_backoff_then_dead_lettered_while_other_k
 
 def test_dead_letters_are_retried_to_their_group_only_and_dropped_with_a_reason(kafka_url):
     async def main() -> None:
-        bus = KafkaBus(kafka_url)
+        bus = kafka_bus(kafka_url)
         policy = RetryPolicy(max_attempts=1)
         await bus.publish([event(0, "a"), event(1, "b")])
         c = bus.consumer("g", [TYPE], name="m1", retry=policy)
@@ -221,7 +228,7 @@ def test_dead_letters_are_retried_to_their_group_only_and_dropped_with_a_reason(
 
 def test_a_malformed_record_is_dead_lettered_with_the_reason(kafka_url):
     async def main() -> None:
-        bus = KafkaBus(kafka_url)
+        bus = kafka_bus(kafka_url)
         topic = bus.topic_of(TYPE)
         await bus.ensure_topics([topic])
         raw = AIOKafkaProducer(bootstrap_servers=bus.settings.bootstrap)
@@ -234,7 +241,7 @@ def test_a_malformed_record_is_dead_lettered_with_the_reason(kafka_url):
         await c.close()
         assert [d.event.id for d in got] == ["e-x-1"]
         [letter] = await bus.dead_letters()
-        assert letter.error.startswith("malformed CloudEvent: the record has no ce_ headers")
+        assert "not JSON" in letter.error, letter.error
         assert letter.event.data == {"value": "not json"}
         await bus.aclose()
 
@@ -243,7 +250,7 @@ def test_a_malformed_record_is_dead_lettered_with_the_reason(kafka_url):
 
 def test_a_broker_down_at_start_is_a_clear_error(private_broker):
     async def main() -> Any:
-        bus = KafkaBus(private_broker.url)  # nothing listens on that port yet
+        bus = kafka_bus(private_broker.url)  # nothing listens on that port yet
         with pytest.raises(BusUnavailable) as info:
             await bus.publish([event(0, "k")])
         await bus.aclose()
@@ -260,7 +267,7 @@ def test_a_broker_gone_mid_run_refuses_publish_until_it_is_back(private_broker):
 
     async def main() -> None:
         private_broker.start()
-        bus = KafkaBus(private_broker.url)
+        bus = kafka_bus(private_broker.url)
         await bus.publish([event(0, "k")])
         private_broker.stop()
         with pytest.raises(BusUnavailable):

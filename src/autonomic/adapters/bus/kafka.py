@@ -23,6 +23,13 @@ Topics (the mapping ``topic_of`` implements):
 * ``PREFIX + "autonomic.retry." + group``: a retried letter's event, delivered to that group only
   (every member of the group also consumes it), so other groups never see it twice.
 
+A record is one event in CloudEvents' structured mode (the Kafka protocol binding): the value is
+the JSON envelope of ``autonomic.core.envelope`` (the same bytes the embedded bus stores; one
+codec, through the ``cloudevents`` SDK), the ``content-type`` header says
+``application/cloudevents+json``. Events are checked against their declared types when published
+(a bad batch is refused whole) and when consumed: what is not a CloudEvent of a known type with
+valid ``data`` is dead-lettered at once with the reason (retrying cannot mend it).
+
 Records are keyed by the correlation id, so one conversation stays on one partition, in order.
 Producers ask for ``acks=all``: ``publish`` returns once the broker has the events. A broker that
 is down (at start or mid-run) makes ``publish`` raise ``BusUnavailable`` after
@@ -51,9 +58,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from autonomic.adapters.bus.kafka_consumer import KafkaConsumer
-from autonomic.adapters.bus.kafka_wire import from_structured, structured, to_record
+from autonomic.core.envelope import CONTENT_TYPE, decode, encode
+from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
-from autonomic.errors import BusUnavailable, ConfigError, InvalidInput, NotFound
+from autonomic.errors import BusUnavailable, ConfigError, EventRejected, InvalidInput, NotFound
 from autonomic.ports.bus import Consumer, DeadLetter, RetryPolicy
 
 _TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
@@ -109,8 +117,10 @@ class _Letter:
 class KafkaBus:
     """A ``Bus`` (see ``autonomic.ports.bus``) over a Kafka cluster."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, types: EventTypes | None = None) -> None:
         self.settings = KafkaSettings.from_url(url)
+        self.types = types or EventTypes()
+        self._consumers: list[KafkaConsumer] = []
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._topics: set[str] = set()
@@ -173,7 +183,22 @@ class KafkaBus:
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        await self._send([(self.topic_of(e.type), *to_record(e)) for e in events])
+        for event in events:  # the whole batch is refused before any of it is sent
+            self.types.check(event)
+        await self._send([self._record(e, self.topic_of(e.type)) for e in events])
+
+    @staticmethod
+    def _record(event: Event, topic: str) -> tuple[str, bytes, bytes, Any]:
+        """(topic, key, value, headers): structured mode, keyed by the correlation id."""
+        headers = [("content-type", CONTENT_TYPE.encode())]
+        return topic, event.correlation_id.encode(), encode(event), headers
+
+    def _decode(self, value: bytes | None) -> Event:
+        if value is None:
+            raise EventRejected("the record has no value (not a CloudEvent)")
+        event = decode(value)
+        self.types.check(event)
+        return event
 
     async def _send(self, records: Sequence[tuple[str, bytes, bytes, Any]]) -> None:
         """Send every record and wait until the broker has each (all or raise)."""
@@ -209,7 +234,7 @@ class KafkaBus:
         ) -> None:
             letter = {
                 "id": uuid.uuid4().hex[:16],
-                "event": structured(event),
+                "event": json.loads(encode(event)),
                 "topic": topic,
                 "group": group,
                 "error": error[:4000],
@@ -220,16 +245,19 @@ class KafkaBus:
             value = json.dumps(letter, ensure_ascii=False).encode()
             await self._send([(self.dlq_topic, event.correlation_id.encode(), value, [])])
 
-        return KafkaConsumer(
+        member = KafkaConsumer(
             bootstrap=self.settings.bootstrap,
             group_id=self.settings.prefix + group,
             topics=topics,
             name=name,
             retry=retry or RetryPolicy(),
+            decode=self._decode,
             dead_letter=dead_letter,
             prepare=prepare,
             session_timeout_ms=self.settings.session_timeout_ms,
         )
+        self._consumers.append(member)
+        return member
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -281,7 +309,7 @@ class KafkaBus:
             try:
                 letter = DeadLetter(
                     id=raw["id"],
-                    event=from_structured(raw["event"]),
+                    event=decode(json.dumps(raw["event"])),
                     topic=raw["topic"],
                     group=raw["group"],
                     error=raw["error"],
@@ -289,7 +317,7 @@ class KafkaBus:
                     first_failure=float(raw["first_failure"]),
                     last_failure=float(raw["last_failure"]),
                 )
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, EventRejected):
                 continue  # not a letter of ours
             pair = (letter.group, letter.event.id)
             if offset <= settled.get(pair, -1) or pair in seen:
@@ -328,7 +356,7 @@ class KafkaBus:
     async def retry_dead_letter(self, letter_id: str) -> None:
         found = await self._find(letter_id)
         event = found.letter.event
-        await self._send([(self.retry_topic(found.letter.group), *to_record(event))])
+        await self._send([self._record(event, self.retry_topic(found.letter.group))])
         await self._settle(found, "retried", "")
 
     async def drop_dead_letter(self, letter_id: str, *, reason: str) -> None:
@@ -337,6 +365,9 @@ class KafkaBus:
         await self._settle(await self._find(letter_id), "dropped", reason)
 
     async def aclose(self) -> None:
+        for member in self._consumers:
+            await member.close()
+        self._consumers.clear()
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):

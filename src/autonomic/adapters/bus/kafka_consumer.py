@@ -39,11 +39,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from autonomic.adapters.bus.kafka_wire import MalformedRecord, from_record
 from autonomic.core.events import Event
+from autonomic.errors import EventRejected
 from autonomic.ports.bus import Delivery, RetryPolicy
 
 log = logging.getLogger(__name__)
+
+Decode = Callable[[bytes | None], Event]
+"""A record's value to its event; raises ``EventRejected`` (with the reason) for anything else."""
 
 DeadLetterSink = Callable[[Event, str, str, int, float, float], Awaitable[None]]
 """(event, topic, error, attempts, first_failure, last_failure) -> published to the DLQ."""
@@ -104,6 +107,7 @@ class KafkaConsumer:
         topics: Sequence[str],
         name: str,
         retry: RetryPolicy,
+        decode: Decode,
         dead_letter: DeadLetterSink,
         prepare: Callable[[], Awaitable[None]],
         session_timeout_ms: int,
@@ -111,6 +115,7 @@ class KafkaConsumer:
     ) -> None:
         self._topics = list(topics)
         self._retry = retry
+        self._decode = decode
         self._dead_letter = dead_letter
         self._prepare = prepare
         self._max_buffered = max_buffered
@@ -210,9 +215,9 @@ class KafkaConsumer:
             part.fetched_to = record.offset + 1
             key = (record.key or b"").decode(errors="replace")
             try:
-                event = from_record(record.value, record.headers)
+                event = self._decode(record.value)
                 malformed = None
-            except MalformedRecord as exc:
+            except EventRejected as exc:
                 event = Event(
                     type="autonomic.bus.malformed",
                     source=f"kafka://{tp.topic}",
@@ -254,8 +259,8 @@ class KafkaConsumer:
         return out
 
     async def _settle_malformed(self) -> None:
-        """Heads that are not CloudEvents are dead-lettered at once, with the reason: retrying
-        cannot make a record well-formed."""
+        """Heads that are not CloudEvents (or break their type's schema) are dead-lettered at
+        once, with the reason: retrying cannot make a record well-formed."""
         found = [
             _Receipt(part, queue[0])
             for part in self._parts.values()
@@ -265,7 +270,7 @@ class KafkaConsumer:
         for receipt in found:
             held = receipt.held
             now = time.time()
-            reason = f"malformed CloudEvent: {held.malformed}"
+            reason = held.malformed or "rejected"
             await self._dead_letter(held.event, receipt.partition.tp.topic, reason, 1, now, now)
             self._finish(receipt)
 
