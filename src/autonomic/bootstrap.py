@@ -19,6 +19,7 @@ from autonomic.ports.model import Model, RoutedModel
 from autonomic.ports.store import Store
 
 if TYPE_CHECKING:
+    from autonomic.core.event_types import EventTypes
     from autonomic.engine.agent import Agent, AgentRegistry
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
@@ -64,10 +65,30 @@ def build_store(url: str, *, readonly: bool = False, create: bool = True) -> Sto
     )
 
 
-def open_bus(url: str) -> Bus:
-    """The event bus at ``url``: ``kafka://host:9092[,host2:9092][?prefix=...]`` (the ``kafka``
-    extra; the options are in ``autonomic.adapters.bus.kafka``)."""
-    scheme = url.partition("://")[0].lower()
+DEFAULT_BUS = "sql"
+"""The embedded bus, in the run store's own database."""
+
+
+def bus_url(explicit: str | None = None) -> str:
+    """``explicit`` (``--bus``), else ``AUTONOMIC_BUS``, else ``sql`` (the embedded bus)."""
+    return explicit or os.environ.get("AUTONOMIC_BUS") or DEFAULT_BUS
+
+
+def open_bus(url: str, store: Store, *, types: EventTypes | None = None) -> Bus:
+    """The bus for ``url``: ``sql`` is the embedded bus in ``store``'s own database (SQLite or
+    PostgreSQL, migrated); ``kafka://host:port`` is Kafka (the kafka extra). Nothing connects
+    here: the first publish or poll does."""
+    scheme = url.partition("://")[0].lower() if "://" in url else url.lower()
+    if scheme == "sql":
+        from autonomic.adapters.bus.sql import SqlBus
+        from autonomic.adapters.store.sql import SqlStore
+
+        if not isinstance(store, SqlStore):
+            raise ConfigError(
+                f"the embedded bus needs a SQL store, not {type(store).__name__}",
+                hint="use --db sqlite:///... or postgresql://..., or --bus kafka://host:9092",
+            )
+        return SqlBus(store, types=types)
     if scheme == "kafka":
         try:
             from autonomic.adapters.bus.kafka import KafkaBus
@@ -76,9 +97,10 @@ def open_bus(url: str) -> Bus:
                 f"Kafka support is not installed ({exc.name} is missing)",
                 hint="install the extra: pip install 'autonomic[kafka]'",
             ) from None
-        return KafkaBus(url)
+        return KafkaBus(url, types=types)
     raise ConfigError(
-        f"unsupported bus URL {redact_url(url)!r}", hint="use sql or kafka://host:9092"
+        f"unsupported bus URL {redact_url(url)!r}",
+        hint="use sql (the embedded bus, in the --db database) or kafka://host:9092",
     )
 
 
@@ -182,7 +204,9 @@ def _load_builtin_agents() -> list[Agent]:
     from autonomic.examples.runaway import agent as runaway
     from autonomic.examples.triage import agent as triage
 
-    for example in (reconciliation, runaway, triage):
+    from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
+
+    for example in (reconciliation, runaway, triage, bus):
         for name, factory in example.FUNCTION_MODELS.items():
             _FUNCTION_MODELS.setdefault(name, factory)
     return [reconciliation.reconciliation_agent(), runaway.runaway_agent(), triage.triage_agent()]

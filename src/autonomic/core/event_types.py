@@ -118,7 +118,17 @@ BUILTIN: tuple[EventType, ...] = (
 class EventTypes:
     """The declared event types, and the size limit on ``data``.
 
-    ``check`` is what a bus runs on every event it publishes and every event it hands out."""
+    ``check`` is what a bus runs on every event it publishes and every event it hands out.
+    ``EventTypes.default()`` is the process's registry (the built-in types, plus what the
+    application declares), used wherever no other is given."""
+
+    _default: EventTypes | None = None
+
+    @classmethod
+    def default(cls) -> EventTypes:
+        if cls._default is None:
+            cls._default = cls()
+        return cls._default
 
     def __init__(
         self, types: tuple[EventType, ...] = BUILTIN, *, max_data_bytes: int = MAX_DATA_BYTES

@@ -10,6 +10,7 @@ from autonomic.core.run import Run
 from autonomic.errors import InvalidInput, NotFound, PolicyFileError
 from autonomic.governance.policy.tool_policy import apply_tool_policy
 from autonomic.tools.contract import Tool
+from autonomic.tools.emit import EMIT_TOOL, emit_tool
 from autonomic.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -100,11 +101,20 @@ class Agent:
     ``RunInputError`` saying what is missing or wrong and how to give it. The engine suspends the
     run with that one line - an operator gives what is missing and resumes it - instead of the
     bad input surfacing steps later as a ``TypeError`` in the agent's code."""
+    handles: Sequence[str] = ()
+    """Event types this agent handles: a worker on a bus (``autonomic worker --bus``) starts a
+    run of it for each such event, the event's ``data`` as its task (``engine/inbox.py``)."""
+    emits: Sequence[str] = ()
+    """Event types this agent may emit: it gets the ``emit_event`` tool (``tools/emit.py``)."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
             raise InvalidInput(f"agent {self.name}: max_turns must be at least 1")
+        object.__setattr__(self, "handles", tuple(self.handles))
+        object.__setattr__(self, "emits", tuple(self.emits))
+        if self.emits and not any(t.name == EMIT_TOOL for t in self.tools):
+            object.__setattr__(self, "tools", (*self.tools, emit_tool(self.emits)))
         object.__setattr__(self, "registry", ToolRegistry(self.tools))
         object.__setattr__(self, "read_only", frozenset(self.read_only))
         unknown = sorted(self.read_only - {t.name for t in self.tools})
@@ -131,6 +141,8 @@ class Agent:
             read_only=self.read_only & {t.name for t in tools},
             planning=self.planning,
             check=self.check,
+            handles=self.handles,
+            emits=self.emits,
         )
 
 

@@ -55,7 +55,7 @@ from autonomic.governance.runaway.budget import pinned_budget
 from autonomic.governance.runaway.gate import GATE_NAME, Runaway
 from autonomic.governance.runaway.model_budget import ModelBudget
 from autonomic.ports.model import ManagedModel, Model, RoutedModel
-from autonomic.ports.store import Claim, Store
+from autonomic.ports.store import Claim, Processed, Store
 
 ModelResolver = Callable[[str], Model]
 
@@ -205,14 +205,42 @@ class Engine:
         metadata: dict[str, Any] | None = None,
         run_id: str | None = None,
         requester: str | None = None,
+        correlation_id: str | None = None,
+        processed: Processed | None = None,
     ) -> Run:
         """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it.
 
-        ``requester`` is who asked for the run; they may not approve its actions."""
+        ``requester`` is who asked for the run; they may not approve its actions.
+        ``correlation_id``: the conversation the run belongs to (the event that started it);
+        by default its own id. ``processed``: the event that started it, recorded in the inbox
+        in the same transaction (``engine/inbox.py``)."""
         run, entries = self._new_run(
-            agent, task, model, max_turns, tenant, metadata, run_id, requester, claimed=False
+            agent,
+            task,
+            model,
+            max_turns,
+            tenant,
+            metadata,
+            run_id,
+            requester,
+            claimed=False,
+            correlation_id=correlation_id,
         )
-        return await self.store.create_run(run, entries)
+        return await self._create(run, entries, processed)
+
+    async def _create(
+        self, run: Run, entries: list[PackedEntry], processed: Processed | None = None
+    ) -> Run:
+        """Insert the run with its first entries, the events they cause (the outbox's
+        ``stage_events`` hooks) and the inbox row, in one transaction."""
+        stager = Hooks(self.hooks).stager()
+        events = stager(run, [p.entry for p in entries]) if stager is not None else []
+        extra: dict[str, Any] = {}
+        if events:
+            extra["outbox"] = events
+        if processed is not None:
+            extra["processed"] = processed
+        return await self.store.create_run(run, entries, **extra)
 
     async def run(
         self,
@@ -226,6 +254,7 @@ class Engine:
         run_id: str | None = None,
         on_created: Callable[[Run], None] | None = None,
         requester: str | None = None,
+        correlation_id: str | None = None,
     ) -> Run:
         """Create a run and drive it here, now: ``start`` + ``run_to_end`` in fewer transactions.
 
@@ -234,9 +263,18 @@ class Engine:
         to belong to a dead process) and any worker takes the run over as usual.
         """
         run, entries = self._new_run(
-            agent, task, model, max_turns, tenant, metadata, run_id, requester, claimed=True
+            agent,
+            task,
+            model,
+            max_turns,
+            tenant,
+            metadata,
+            run_id,
+            requester,
+            claimed=True,
+            correlation_id=correlation_id,
         )
-        run = await self.store.create_run(run, entries)
+        run = await self._create(run, entries)
         if on_created is not None:
             on_created(run)  # e.g. tell the user the id before a long run, to resume it by
         return await self._drive(run, [p.entry for p in entries])
@@ -253,6 +291,7 @@ class Engine:
         requester: str | None,
         *,
         claimed: bool,
+        correlation_id: str | None = None,
     ) -> tuple[Run, list[PackedEntry]]:
         definition = agent if isinstance(agent, Agent) else self.agents.get(agent)
         if isinstance(agent, Agent) and agent.name not in self.agents.names():
@@ -265,8 +304,9 @@ class Engine:
         spec = model or definition.model
         self.model_for(spec)  # fail now, not in a worker, if the spec is wrong
         now = self.clock()
+        new_id = run_id or new_run_id()
         run = Run(
-            id=run_id or new_run_id(),
+            id=new_id,
             agent=definition.name,
             agent_version=definition.version,
             model=spec,
@@ -283,6 +323,7 @@ class Engine:
             input={"task": task},
             max_turns=turns,
             metadata=metadata or {},
+            correlation_id=correlation_id or new_id,
         )
         planning: dict[str, Any] | None = None
         if definition.planning is not None:
@@ -360,6 +401,7 @@ class Engine:
                 lease_ttl=self.lease_ttl,
             )
             session.on_commit = Hooks(self.hooks).committer(session)
+            session.outbox = Hooks(self.hooks).stager()
             taken_over = fresh is None and session.state.status is RunStatus.RUNNING
             if session.state.status is RunStatus.PENDING:
                 await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
@@ -445,6 +487,7 @@ class Engine:
             clock=self.clock,
             faults=NoFaults(),
             lease_ttl=self.lease_ttl,
+            outbox=Hooks(self.hooks).stager(),
         )
         if fresh.state.status is not RunStatus.RUNNING:
             return fresh
@@ -488,6 +531,7 @@ class Engine:
             hooks.append(ScreeningHook())
         chain = Hooks(hooks)
         session.on_commit = chain.committer(session)
+        session.outbox = chain.stager()
         extra = [agent.workflow.gate()] if agent.workflow is not None else []
         gatekeeper = Gatekeeper(self.gates, [*extra, *agent.gates], read_only=agent.read_only)
         return StepProtocol(

@@ -14,6 +14,7 @@ from typing import Any
 
 from autonomic.core.approval import Approval
 from autonomic.core.entries import Body, EntryKind, Transition
+from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState
@@ -43,11 +44,14 @@ class RunSession:
         faults: Faults,
         lease_ttl: float,
         on_commit: Callable[[Sequence[Entry]], None] | None = None,
+        outbox: Callable[[Run, Sequence[Entry]], Sequence[Event]] | None = None,
     ) -> None:
         """``on_commit``: called with the entries of every commit, after it is durable (the step
-        protocol's commit hooks)."""
+        protocol's commit hooks). ``outbox``: gives the events a commit's entries cause, written
+        in the commit's own transaction (the ``stage_events`` hooks)."""
         self.store = store
         self.on_commit = on_commit
+        self.outbox = outbox
         self.run = run
         self.state = state
         self._clock = clock
@@ -178,6 +182,8 @@ class RunSession:
             release_lease=base.release_lease,
         )
         steps = sum(1 for p in self._staged if p.entry.kind is EntryKind.TOOL_RESULT)
+        events = self.outbox(self.run, [p.entry for p in self._staged]) if self.outbox else ()
+        extra: dict[str, Any] = {"outbox": events} if events else {}
         self._faults.at("before_commit")
         for attempt in range(3):
             try:
@@ -189,6 +195,7 @@ class RunSession:
                     changes=changes,
                     now=now,
                     approvals=approvals,
+                    **extra,
                 )
                 break
             except StaleVersion:

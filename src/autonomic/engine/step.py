@@ -44,7 +44,8 @@ context compression, the budget check - any of them may stop the run), then the 
 
 **Hooks** (``Hook``): ``around_run``, ``before_model_call``, ``after_model_call``,
 ``around_tool_effect``, ``after_tool_result``, ``after_step`` (a model turn or a tool result was
-staged), ``on_commit`` (entries are durable) and ``after_run``. Planning, compression, budgets,
+staged), ``stage_events`` (the events a commit causes, written in its transaction: the outbox),
+``on_commit`` (entries are durable) and ``after_run``. Planning, compression, budgets,
 breakers and screening are hooks (``engine/hooks.py``, ``engine/planning.py``); tracing, the outbox
 and the audit chain attach the same way. A hook that does not override a method costs nothing.
 
@@ -61,9 +62,10 @@ from typing import Any
 
 from autonomic.core.calls import Position
 from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
+from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.messages import ModelResponse, ToolCall
-from autonomic.core.run import RunStatus
+from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
 from autonomic.engine.failure import Failure
@@ -117,6 +119,14 @@ class Hook:
     def after_step(self, step: StepProtocol, entry: Entry) -> None:
         """A step's last entry (a model turn, a tool result) was staged."""
 
+    def stage_events(self, run: Run, entries: Sequence[Entry]) -> Sequence[Event]:
+        """The events a commit of ``entries`` causes (a run completed, an agent's message):
+        written in the *same transaction* as the entries - the transactional outbox
+        (``engine/outbox.py``) - so a committed step always has its events and an aborted one
+        never does. Called right before each commit of the run, and for a new run's first
+        entries; keep it pure and quick."""
+        return ()
+
     def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
         """``entries`` are durable (called from the commit itself, so keep it quick; the
         session is all there is when a worker has just claimed the run)."""
@@ -146,6 +156,19 @@ class Hooks:
         self.after_step = at("after_step")
         self.on_commit = at("on_commit")
         self.after_run = at("after_run")
+        self.stage_events = at("stage_events")
+
+    def stager(self) -> Callable[[Run, Sequence[Entry]], list[Event]] | None:
+        """The session's outbox callback: the events the ``stage_events`` hooks give for a
+        commit (``None`` when no hook stages any, so a commit pays nothing)."""
+        hooks = self.stage_events
+        if not hooks:
+            return None
+
+        def staged(run: Run, entries: Sequence[Entry]) -> list[Event]:
+            return [event for hook in hooks for event in hook.stage_events(run, entries)]
+
+        return staged
 
     def committer(self, session: RunSession) -> Callable[[Sequence[Entry]], None] | None:
         """The session's commit callback: the ``on_commit`` hooks (``None`` when there are

@@ -8,6 +8,10 @@ if the dead worker was only paused, it can never commit again.
 A worker survives whatever a run does: the engine ends a run an unexpected error broke (with the
 reason in its journal) and the worker goes on with the next; a store that fails leaves the run for
 recovery, and a failed claim is retried at the next poll.
+
+On a bus (``bus=``), a worker also runs the outbox relay of its process (``engine/outbox.py``) and
+consumes the event types its agents handle, starting a run per event (``engine/inbox.py``) and
+claiming it at once. Several workers share the events through their consumer group.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import logging
 from autonomic.core.run import Run
 from autonomic.engine.executor import Engine
 from autonomic.engine.failure import scrub
+from autonomic.engine.inbox import GROUP, EventStarter
+from autonomic.engine.outbox import OutboxHook, Relay
 from autonomic.governance.approvals import ApprovalDesk
+from autonomic.ports.bus import Bus, RetryPolicy
 
 log = logging.getLogger("autonomic.worker")
 
@@ -27,7 +34,16 @@ log = logging.getLogger("autonomic.worker")
 class Worker:
     """Claim-and-drive loop over one engine."""
 
-    def __init__(self, engine: Engine, *, concurrency: int = 4, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 0.5,
+        bus: Bus | None = None,
+        group: str = GROUP,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
@@ -35,6 +51,23 @@ class Worker:
         self.poll_interval = poll_interval
         self.finished: list[Run] = []
         self._wake = asyncio.Event()
+        self.bus = bus
+        self.relay: Relay | None = None
+        self.starter: EventStarter | None = None
+        if bus is not None:
+            self.relay = Relay(engine.store, bus)
+            hook = next((h for h in engine.hooks if isinstance(h, OutboxHook)), None)
+            if hook is None:
+                engine.hooks.append(OutboxHook(committed=self.relay.wake))
+            else:
+                hook.also_wake(self.relay.wake)
+            self.starter = EventStarter(
+                engine, bus, group=group, retry=retry, started=lambda _run: self.nudge()
+            )
+
+    def nudge(self) -> None:
+        """A run became runnable (started from an event): claim now, not at the next poll."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Finish the current steps, release the leases, return from ``run``."""
@@ -42,7 +75,43 @@ class Worker:
         self._wake.set()
 
     async def run(self, *, until_idle: bool = False) -> list[Run]:
-        """Drive runs until ``stop()``; with ``until_idle``, also return once nothing is runnable."""
+        """Drive runs until ``stop()``; with ``until_idle``, also return once nothing is runnable
+        (on a bus: and the outbox is drained and no event is waiting)."""
+        side: list[asyncio.Task[None]] = []
+        if not until_idle:
+            if self.relay is not None:
+                side.append(asyncio.create_task(self.relay.run(self.engine.stopping)))
+            if self.starter is not None:
+                side.append(asyncio.create_task(self.starter.run(self.engine.stopping)))
+        try:
+            finished = await self._claim_and_drive(until_idle)
+            if self.relay is not None:  # what the last steps committed leaves before we do
+                with contextlib.suppress(Exception):
+                    await self.relay.drain()
+            return finished
+        finally:
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+
+    async def _bus_idle(self) -> bool:
+        """``until_idle`` on a bus: relay what is committed, take in what waits; ``True`` when
+        neither moved anything."""
+        moved = 0
+        if self.relay is not None:
+            moved += await self.relay.drain()
+        if self.starter is not None and self.starter.routes:
+            if self.starter.consumer is None:
+                self.starter.consumer = self.bus.consumer(  # type: ignore[union-attr]
+                    self.starter.group,
+                    self.starter.types,
+                    name=self.starter.name,
+                    retry=self.starter.retry,
+                )
+            moved += await self.starter.step(self.starter.consumer, wait=0.2)
+        return moved == 0
+
+    async def _claim_and_drive(self, until_idle: bool) -> list[Run]:
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         while not self.engine.stopping.is_set():
@@ -69,6 +138,8 @@ class Worker:
                     continue  # a decided approval reopened a run: claim it now
 
                 if until_idle and not tasks:
+                    if self.bus is not None and not await self._bus_idle():
+                        continue
                     break
                 if until_idle:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -80,6 +151,8 @@ class Worker:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
+        if self.starter is not None and self.starter.consumer is not None and until_idle:
+            await self.starter.consumer.close()
         if self.engine.stopping.is_set():
             await self.engine.aclose()  # shut down: close the gateway's pools and Redis link
         return self.finished

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 
@@ -40,6 +41,23 @@ class Claim:
     tenant: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """An event a consumer group has processed (the inbox row), written in the same transaction
+    as the effect it caused, so a redelivered event is seen as done."""
+
+    group: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A committed event waiting for the relay: its position in the outbox and the event."""
+
+    seq: int
+    event: Event
+
+
 class Store(abc.ABC):
     """Durable home of runs. The relational database is the single source of truth."""
 
@@ -59,8 +77,21 @@ class Store(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
-        """Insert a new run with its first journal entries in one transaction."""
+    async def create_run(
+        self,
+        run: Run,
+        entries: Sequence[PackedEntry],
+        *,
+        outbox: Sequence[Event] = (),
+        processed: Processed | None = None,
+    ) -> Run:
+        """Insert a new run with its first journal entries in one transaction.
+
+        ``outbox``: events the creation causes (``run.started``), written in the same
+        transaction for the relay to publish. ``processed``: the event that started the run,
+        recorded in the inbox in the same transaction (the run id is derived from the event id,
+        so a redelivered event raises ``RunExists`` instead of starting a second run).
+        """
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> Run:
@@ -87,6 +118,7 @@ class Store(abc.ABC):
         changes: RunChanges,
         now: float,
         approvals: Sequence[Approval] = (),
+        outbox: Sequence[Event] = (),
     ) -> int:
         """Append ``entries`` and apply ``changes`` atomically; return the new version.
 
@@ -97,6 +129,9 @@ class Store(abc.ABC):
         ``approvals`` are written in the same transaction: one with ``version == 1`` is inserted,
         any other replaces the stored row only if that row is still at ``version - 1``. A duplicate
         insert or a stale update raises ``ApprovalConflict`` and nothing at all is written.
+
+        ``outbox``: the events these entries cause, written in the same transaction (the
+        transactional outbox): a committed step always has its events, a refused one none.
         """
 
     @abc.abstractmethod
@@ -128,6 +163,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_lease(self, run_id: str, *, owner: str, fence: int) -> None:
         """Give up a lease so another worker can claim the run at once."""
+
+    # -- the outbox and the inbox (optional abilities: the SQL stores have them) ------------------
+
+    async def outbox_pending(self, *, limit: int = 100) -> list[OutboxItem]:
+        """Committed events not yet marked sent, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_sent(self, seqs: Sequence[int], *, now: float) -> None:
+        """Mark outbox events published (the relay, after the bus accepted them)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def was_processed(self, processed: Processed) -> bool:
+        """Whether the inbox holds this event for this group."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -158,7 +158,7 @@ class SqlBus:
         clock: Any = time.time,
     ) -> None:
         self.store = store
-        self.types = types or EventTypes()
+        self.types = types or EventTypes.default()
         self.lease_ttl = lease_ttl
         self._postgres = store.dialect == "postgres"
         self.poll_interval = (

@@ -61,6 +61,7 @@ from autonomic.adapters.store.sql import (
     run_params,
     translate,
 )
+from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges
 from autonomic.errors import (
@@ -70,6 +71,7 @@ from autonomic.errors import (
     RunExists,
     StoreUnavailable,
 )
+from autonomic.ports.store import Processed
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -320,14 +322,38 @@ class PostgresStore(SqlStore):
 
     # -- runs -------------------------------------------------------------------------------------
 
-    async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
+    async def create_run(
+        self,
+        run: Run,
+        entries: Sequence[PackedEntry],
+        *,
+        outbox: Sequence[Event] = (),
+        processed: Processed | None = None,
+    ) -> Run:
         params = run_params(run) | _append_params(entries, run.created_at)
+        outbox_rows = self._outbox_rows(run.id, outbox, run.created_at)
         async with self._connection() as conn:
             try:
-                await conn.execute(_CREATE, params)
+                if not outbox_rows and processed is None:
+                    await conn.execute(_CREATE, params)
+                else:  # with its events and inbox row: one transaction of a few statements
+                    async with conn.transaction():
+                        await conn.execute(_CREATE, params)
+                        await self._write_outbox(conn, outbox_rows)
+                        if processed is not None:
+                            await conn.execute(
+                                self.sql.insert_inbox,
+                                self._inbox_params(processed, run.id, run.created_at),
+                            )
             except psycopg.errors.UniqueViolation as exc:
                 raise RunExists(f"run {run.id} exists already: {_first_line(exc)}") from None
         return run
+
+    async def _write_outbox(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """The outbox rows of a commit, in its transaction (a no-op without events)."""
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(self.sql.insert_outbox, rows)
 
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         """One round trip: the entries with their blobs joined in."""
@@ -365,9 +391,10 @@ class PostgresStore(SqlStore):
         while self._queue:
             group, self._queue = self._queue, []
             try:
-                # Approvals need their own transaction (see ``_commit_alone``), so they go alone.
-                alone = [r for r in group if r.approvals]
-                together = [r for r in group if not r.approvals]
+                # Approvals and outbox events need their own transaction (see
+                # ``_commit_alone``), so they go alone.
+                alone = [r for r in group if r.approvals or r.outbox]
+                together = [r for r in group if not (r.approvals or r.outbox)]
                 for request in alone:
                     await self._commit_alone(request)
                 if len(together) == 1:
@@ -395,13 +422,14 @@ class PostgresStore(SqlStore):
         group's transaction would take the whole group down with a conflicting approval.
         """
         async with self._connection() as conn:
-            if request.approvals:
+            if request.approvals or request.outbox:
                 async with conn.transaction():
                     row = await self._commit_statement(conn, request)
                     if row[0] is not None:
                         for approval in request.approvals:
                             cur = await conn.execute(*self._approval_write(approval, request.now))
                             self._approval_written(approval, cur.rowcount)
+                        await self._write_outbox(conn, request.outbox)
             else:
                 row = await self._commit_statement(conn, request)
             outcome = await self._outcome(conn, request, row)

@@ -45,6 +45,8 @@ from autonomic.adapters.store.rows import RUN_COLUMNS, redact_url, run_from_row,
 from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Contents, Purpose
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
+from autonomic.core.envelope import decode, encode
+from autonomic.core.events import Event
 from autonomic.core.journal import PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import (
@@ -55,7 +57,7 @@ from autonomic.errors import (
     StaleVersion,
     StoreUnavailable,
 )
-from autonomic.ports.store import Claim, Store
+from autonomic.ports.store import Claim, OutboxItem, Processed, Store
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -154,6 +156,18 @@ RETURNING {RUN_COLUMNS}"""
         "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
         "ORDER BY created_at, id LIMIT :limit"
     )
+    insert_outbox = (
+        "INSERT INTO outbox (event_id, run_id, envelope, created_at) "
+        "VALUES (:event_id, :run_id, :envelope, :now) ON CONFLICT (event_id) DO NOTHING"
+    )
+    outbox_pending = (
+        "SELECT seq, envelope FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT :limit"
+    )
+    insert_inbox = (
+        "INSERT INTO inbox (grp, event_id, run_id, processed_at) "
+        "VALUES (:grp, :event_id, :run_id, :now)"
+    )
+    was_processed = "SELECT 1 FROM inbox WHERE grp = :grp AND event_id = :event_id"
     applied_migrations = "SELECT version FROM schema_migrations"
     recorded_migrations = "SELECT version, name FROM schema_migrations"
     record_migration = (
@@ -188,6 +202,8 @@ class CommitRequest:
     approvals: tuple[Approval, ...]
     params: dict[str, Any]
     done: asyncio.Future[int]
+    outbox: tuple[dict[str, Any], ...] = ()
+    """The outbox rows' parameters (``SqlStore._outbox_rows``), written with the commit."""
 
     def settle(self, outcome: int | Exception) -> None:
         """Hand the caller its new version or its error."""
@@ -358,6 +374,7 @@ class SqlStore(Store):
         changes: RunChanges,
         now: float,
         approvals: Sequence[Approval] = (),
+        outbox: Sequence[Event] = (),
     ) -> int:
         """Queue the commit and wait until it is durable.
 
@@ -375,6 +392,7 @@ class SqlStore(Store):
             tuple(approvals),
             self._commit_params(run_id, expected_version, fence, entries, changes, now),
             asyncio.get_running_loop().create_future(),
+            outbox=self._outbox_rows(run_id, outbox, now),
         )
         self._queue.append(request)
         self._flush_soon()
@@ -427,6 +445,43 @@ class SqlStore(Store):
         if request.fence is not None and fence != request.fence:
             return LeaseLost(f"run {run_id}: fence {request.fence} is stale (now {fence})")
         return StaleVersion(f"run {run_id}: version moved on to {version}")
+
+    # -- the outbox and the inbox (docs/events.md) ------------------------------------------------
+
+    @staticmethod
+    def _outbox_rows(
+        run_id: str | None, events: Sequence[Event], now: float
+    ) -> tuple[dict[str, Any], ...]:
+        """The ``insert_outbox`` parameters of the events a commit causes, encoded when the
+        commit is queued (the envelope is what the relay publishes, byte for byte)."""
+        return tuple(
+            {"event_id": e.id, "run_id": run_id, "envelope": encode(e).decode(), "now": now}
+            for e in events
+        )
+
+    @staticmethod
+    def _inbox_params(processed: Processed, run_id: str, now: float) -> dict[str, Any]:
+        return {
+            "grp": processed.group,
+            "event_id": processed.event_id,
+            "run_id": run_id,
+            "now": now,
+        }
+
+    async def outbox_pending(self, *, limit: int = 100) -> list[OutboxItem]:
+        rows = await self._read(self.sql.outbox_pending, {"limit": limit})
+        return [OutboxItem(int(seq), decode(envelope)) for seq, envelope in rows]
+
+    async def outbox_sent(self, seqs: Sequence[int], *, now: float) -> None:
+        if not seqs:
+            return
+        marks = ", ".join(f":s{i}" for i in range(len(seqs)))
+        sql = translate(f"UPDATE outbox SET sent_at = :now WHERE seq IN ({marks})", self.paramstyle)
+        await self._write(sql, {"now": now, **{f"s{i}": s for i, s in enumerate(seqs)}})
+
+    async def was_processed(self, processed: Processed) -> bool:
+        params = {"grp": processed.group, "event_id": processed.event_id}
+        return bool(await self._read(self.sql.was_processed, params))
 
     # -- approvals ------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from autonomic.adapters.store.rows import (
@@ -51,6 +52,7 @@ from autonomic.adapters.store.sql import (
     Written,
     run_params,
 )
+from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run
 from autonomic.errors import (
@@ -62,6 +64,7 @@ from autonomic.errors import (
     StoreDamaged,
     StoreUnavailable,
 )
+from autonomic.ports.store import Processed
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -278,11 +281,28 @@ class SQLiteStore(SqlStore):
 
     # -- runs -----------------------------------------------------------------------------------
 
-    async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
+    async def create_run(
+        self,
+        run: Run,
+        entries: Sequence[PackedEntry],
+        *,
+        outbox: Sequence[Event] = (),
+        processed: Processed | None = None,
+    ) -> Run:
         with self._immediate(RunExists) as cur:
             cur.execute(self.sql.insert_run, run_params(run))
             self._append(cur, entries, run.created_at)
+            self._write_outbox(cur, self._outbox_rows(run.id, outbox, run.created_at))
+            if processed is not None:
+                cur.execute(
+                    self.sql.insert_inbox, self._inbox_params(processed, run.id, run.created_at)
+                )
         return run
+
+    def _write_outbox(self, cur: sqlite3.Cursor, rows: Sequence[dict[str, Any]]) -> None:
+        """The outbox rows of a commit, in its transaction (a no-op without events)."""
+        if rows:
+            cur.executemany(self.sql.insert_outbox, rows)
 
     def _append(self, cur: sqlite3.Cursor, entries: Sequence[PackedEntry], now: float) -> None:
         blobs = blob_rows(entries, now)
@@ -356,6 +376,7 @@ class SQLiteStore(SqlStore):
         for approval in request.approvals:
             cur.execute(*self._approval_write(approval, request.now))
             self._approval_written(approval, cur.rowcount)
+        self._write_outbox(cur, request.outbox)
         return int(updated[0])
 
     async def close(self) -> None:

@@ -1,0 +1,139 @@
+"""Runs started from events, each event processed once: the inbox.
+
+A worker on a bus consumes the event types its agents handle (``Agent(handles=[...])``) as one
+consumer group; members of the group (several workers) share the events. For each event and each
+agent that handles its type:
+
+1. the run id is **derived** from the group, the agent and the event id (``run_id_for``), so a
+   redelivered event names the same run;
+2. the run is created PENDING with the event's ``data`` as its task, the event's correlation id
+   (the conversation continues), tenant and ``traceparent``, and the event recorded in the
+   ``inbox`` - all in one transaction (``Engine.start(..., processed=...)``);
+3. only then is the event acknowledged. A crash before the ack redelivers the event; its run
+   exists already (``RunExists``), so nothing is started twice and the event is acknowledged.
+
+Any worker then claims and drives the run (``engine/worker.py``); its results leave through the
+outbox (``engine/outbox.py``). An event that cannot start a run (a task the agent refuses, an
+unknown type) is failed, retried with back-off and dead-lettered with the reason; the store being
+down is failed too, so the event comes back once it is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+
+from autonomic.core.run import Run
+from autonomic.engine.executor import Engine
+from autonomic.errors import AutonomicError, RunExists
+from autonomic.ports.bus import Bus, Consumer, Delivery, RetryPolicy
+from autonomic.ports.store import Processed
+
+log = logging.getLogger("autonomic.inbox")
+
+GROUP = "autonomic-workers"
+"""The consumer group of ``autonomic worker --bus`` (one per deployment)."""
+
+
+def run_id_for(group: str, agent: str, event_id: str) -> str:
+    """The id of the run ``agent`` starts for an event: the same for every redelivery."""
+    digest = hashlib.sha256(f"{group}\x1f{agent}\x1f{event_id}".encode()).hexdigest()
+    return f"run_ev_{digest[:26]}"
+
+
+class EventStarter:
+    """Consumes the types the engine's agents handle and starts their runs (module docstring).
+
+    Args:
+        engine: creates the runs (its store holds the inbox).
+        bus: where the events come from.
+        group: the consumer group; workers of one deployment share it.
+        name: this member's name (the worker's id).
+        retry: back-off and attempts before an event is dead-lettered.
+        started: told about each run created (a worker claims it at once).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        bus: Bus,
+        *,
+        group: str = GROUP,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        started: Callable[[Run], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.group = group
+        self.name = name or engine.owner
+        self.retry = retry
+        self.started = started
+        self.routes: dict[str, list[str]] = {}
+        for agent_name in engine.agents.names():
+            for kind in engine.agents.get(agent_name).handles:
+                self.routes.setdefault(kind, []).append(agent_name)
+        self.consumer: Consumer | None = None
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self.routes)
+
+    async def handle(self, delivery: Delivery) -> list[Run]:
+        """Start the runs of one event (or find them started); the runs created now."""
+        event = delivery.event
+        created: list[Run] = []
+        for agent in self.routes.get(event.type, []):
+            metadata: dict[str, object] = {
+                "event": {"id": event.id, "type": event.type, "source": event.source}
+            }
+            if event.traceparent:
+                metadata["traceparent"] = event.traceparent
+            try:
+                run = await self.engine.start(
+                    agent,
+                    event.data,
+                    tenant=event.tenant,
+                    metadata=metadata,
+                    run_id=run_id_for(self.group, agent, event.id),
+                    correlation_id=event.correlation_id,
+                    processed=Processed(f"{self.group}/{agent}", event.id),
+                )
+            except RunExists:
+                continue  # a redelivery: this event's run was started before
+            created.append(run)
+            if self.started is not None:
+                self.started(run)
+        return created
+
+    async def step(self, consumer: Consumer, *, wait: float = 0.5) -> int:
+        """Poll once and handle what came; how many events were acknowledged."""
+        done = 0
+        for delivery in await consumer.poll(max_events=50, wait=wait):
+            try:
+                await self.handle(delivery)
+            except AutonomicError as exc:
+                log.warning("event %s: %s", delivery.event.id, exc)
+                await consumer.fail(delivery, str(exc))
+                continue
+            await consumer.ack(delivery)
+            done += 1
+        return done
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until ``stopping`` is set, then leave the group."""
+        if not self.routes:
+            return
+        consumer = self.bus.consumer(self.group, self.types, name=self.name, retry=self.retry)
+        self.consumer = consumer
+        try:
+            while not stopping.is_set():
+                try:
+                    await self.step(consumer)
+                except AutonomicError as exc:  # the bus or the store is down: try again soon
+                    log.error("consuming events failed: %s; retrying", exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            await consumer.close()
