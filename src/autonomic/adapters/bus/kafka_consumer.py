@@ -111,6 +111,7 @@ class KafkaConsumer:
         dead_letter: DeadLetterSink,
         prepare: Callable[[], Awaitable[None]],
         session_timeout_ms: int,
+        fetch_max_wait_ms: int = 100,
         max_buffered: int = 1000,
     ) -> None:
         self._topics = list(topics)
@@ -133,7 +134,7 @@ class KafkaConsumer:
             heartbeat_interval_ms=max(100, session_timeout_ms // 5),
             rebalance_timeout_ms=max(session_timeout_ms, 2000),
             max_poll_interval_ms=max(300_000, session_timeout_ms),
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
 
     async def _start(self) -> None:
