@@ -253,6 +253,9 @@ def test_a_broker_down_at_start_is_a_clear_error(private_broker):
         bus = kafka_bus(private_broker.url)  # nothing listens on that port yet
         with pytest.raises(BusUnavailable) as info:
             await bus.publish([event(0, "k")])
+        consumer = bus.consumer("g", [TYPE], name="m1")
+        with pytest.raises(BusUnavailable, match="does not answer"):
+            await consumer.poll(wait=0.1)
         await bus.aclose()
         return info.value
 

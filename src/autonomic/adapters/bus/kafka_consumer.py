@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from autonomic.core.events import Event
-from autonomic.errors import EventRejected
+from autonomic.errors import BusUnavailable, EventRejected
 from autonomic.ports.bus import Delivery, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -124,27 +124,41 @@ class KafkaConsumer:
         self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
         self._started = False
         self._closed = False
-        self._kafka = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            client_id=name,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(100, session_timeout_ms // 5),
-            rebalance_timeout_ms=max(session_timeout_ms, 2000),
-            max_poll_interval_ms=max(300_000, session_timeout_ms),
-            fetch_max_wait_ms=fetch_max_wait_ms,
-        )
+        self._bootstrap = bootstrap
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group_id,
+            "client_id": name,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": max(100, session_timeout_ms // 5),
+            "rebalance_timeout_ms": max(session_timeout_ms, 2000),
+            "max_poll_interval_ms": max(300_000, session_timeout_ms),
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+        }
+        self._kafka: Any = None
 
     async def _start(self) -> None:
         if self._started:
             return
         await self._prepare()
-        listener = _Listener(self)
-        self._kafka.subscribe(self._topics, listener=listener)
-        await self._kafka.start()
+        kafka = AIOKafkaConsumer(**self._options)
+        kafka.subscribe(self._topics, listener=_Listener(self))
+        try:
+            await kafka.start()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await kafka.stop()
+            raise self._unavailable(exc) from None
+        self._kafka = kafka
         self._started = True
+
+    def _unavailable(self, exc: BaseException) -> BusUnavailable:
+        return BusUnavailable(
+            f"the Kafka broker at {self._bootstrap} does not answer ({exc})",
+            hint="start the broker or fix the kafka:// URL; the member joins once it answers",
+        )
 
     # -- the port ------------------------------------------------------------------------
 
@@ -163,9 +177,12 @@ class KafkaConsumer:
             next_due = self._next_due()
             if next_due is not None:
                 remaining = min(remaining, max(0.0, next_due - time.time()))
-            batches = await self._kafka.getmany(
-                timeout_ms=int(max(0.0, remaining) * 1000), max_records=max(max_events, 100)
-            )
+            try:
+                batches = await self._kafka.getmany(
+                    timeout_ms=int(max(0.0, remaining) * 1000), max_records=max(max_events, 100)
+                )
+            except KafkaError as exc:
+                raise self._unavailable(exc) from None
             for tp, records in batches.items():
                 self._take(tp, records)
             await self._settle_malformed()
