@@ -200,11 +200,10 @@ def load_object(path: str) -> Any:
 
 def _load_builtin_agents() -> list[Agent]:
     """The demo agents, and the deterministic models they bring (``function:NAME``)."""
+    from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
     from autonomic.examples.reconciliation import agent as reconciliation
     from autonomic.examples.runaway import agent as runaway
     from autonomic.examples.triage import agent as triage
-
-    from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
 
     for example in (reconciliation, runaway, triage, bus):
         for name, factory in example.FUNCTION_MODELS.items():

@@ -4,7 +4,8 @@ Every command reads the database from ``--db`` or ``AUTONOMIC_DB`` (default: ``a
 working directory). Errors print as one line with a hint, never as a traceback.
 
 The commands live in modules named after what they operate (``runs``, ``approvals``, ``demo``,
-``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``), sharing
+``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``,
+``events``, ``dlq``), sharing
 ``common``; this module holds the app, its global options and ``main()``, and wires them in.
 """
 
@@ -17,6 +18,8 @@ from rich.markup import escape
 
 from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, settle, workflow
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
+from autonomic.cli.dlq import dlq_app
+from autonomic.cli.events import events_app
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
 from autonomic.cli.screen import screen_cmd
@@ -56,6 +59,8 @@ app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(events_app, name="events")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -51,6 +51,15 @@ AgentOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bus",
+        envvar="AUTONOMIC_BUS",
+        help="Event bus: sql (the embedded bus, in the --db database) or kafka://host:9092.",
+        show_envvar=True,
+    ),
+]
 
 
 PolicyOption = Annotated[
@@ -150,6 +159,20 @@ def build_engine(
     engine = Engine(store, registry, build_model, **kwargs)
     _OPENED.append(engine)
     return engine
+
+
+async def open_event_bus(db: str, bus: str | None, agents: list[str] | None = None) -> Any:
+    """The store and the bus a command uses: ``bus`` (``--bus`` / ``AUTONOMIC_BUS``, default
+    ``sql``) beside the ``db`` store. ``agents`` modules are loaded first: they declare the
+    event types they handle and emit. Both are closed when the command's coroutine ends."""
+    from autonomic.bootstrap import build_agents, bus_url, open_bus
+
+    build_agents(agents)
+    store = await open_store(db, "create")
+    _OPENED.append(store)
+    opened = open_bus(bus_url(bus), store)
+    _OPENED.append(opened)
+    return opened
 
 
 def user(name: str | None) -> str:

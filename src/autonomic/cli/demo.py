@@ -55,8 +55,9 @@ def demo(
         str,
         typer.Option(
             help="reconciliation (the governed overnight reconciliation), runaway (the "
-            "reconciliation-loop incident, stopped by loop detection) or planning (the plan "
-            "cache and the planning/acting model split)."
+            "reconciliation-loop incident, stopped by loop detection), planning (the plan "
+            "cache and the planning/acting model split) or bus (two agents talking over the "
+            "embedded event bus)."
         ),
     ] = "reconciliation",
 ) -> None:
@@ -77,10 +78,10 @@ def demo(
     from autonomic.governance.approvals import ApprovalDesk
 
     settings = settings_of(ctx)
-    if scenario not in ("reconciliation", "runaway", "planning"):
+    if scenario not in ("reconciliation", "runaway", "planning", "bus"):
         raise UserError(
             f"unknown demo scenario {scenario!r}",
-            hint="use --scenario reconciliation, runaway or planning",
+            hint="use --scenario reconciliation, runaway, planning or bus",
         )
     if scenario != "reconciliation":
         if crash_after_step is not None or interactive:
@@ -90,6 +91,8 @@ def demo(
             )
         if scenario == "runaway":
             raise typer.Exit(_demo_runaway(settings, workdir))
+        if scenario == "bus":
+            raise typer.Exit(_demo_bus(settings))
         raise typer.Exit(_demo_planning(settings))
 
     class AnnouncedCrash(CrashAt):
@@ -280,6 +283,61 @@ def _demo_planning(settings: Settings) -> ExitCode:
         "share plans between workers: AUTONOMIC_PLAN_CACHE=redis://127.0.0.1:6379/0"
     )
     unfinished = [run for run, _ in done if run.status is not RunStatus.COMPLETED]
+    return ExitCode.of(unfinished[0].status) if unfinished else ExitCode.OK
+
+
+def _demo_bus(settings: Settings) -> ExitCode:
+    """Two agents talking over the embedded bus: the code analyzer emits an audit request, a
+    worker on the bus starts the security auditor from it (``examples/bus``)."""
+    from autonomic.bootstrap import open_bus
+    from autonomic.cli.render import status_text
+    from autonomic.engine.worker import Worker
+    from autonomic.examples.bus.agent import DEMO_FILES, agents
+
+    async def go() -> list[Run]:
+        store = await open_store(settings.db)
+        try:
+            engine = build_engine(store, None, settings.policy)
+            for agent in agents():
+                engine.agents.add(agent)
+            bus = open_bus("sql", store)
+            worker = Worker(engine, bus=bus)
+            out.print(
+                "[bold]autonomic demo --scenario bus[/]: the code analyzer scans files and emits "
+                "com.acme.audit.requested; a worker on the embedded bus (in "
+                f"{_shown(settings.db)}) starts the security auditor for each request, in the "
+                "analyzer's conversation.\n"
+            )
+            started = [await engine.start("code-analyzer", path) for path in DEMO_FILES]
+            try:
+                await worker.run(until_idle=True)
+            finally:
+                await bus.aclose()
+            runs: list[Run] = []
+            for first in started:
+                conversation = [
+                    r for r in await store.list_runs(limit=1000) if r.correlation_id == first.id
+                ]
+                conversation.sort(key=lambda r: r.created_at)
+                out.print(f"conversation [bold]{first.id}[/]")
+                for run in conversation:
+                    out.print(
+                        f"  {escape(run.agent)}: {status_text(run)}  {escape(str(run.output))}"
+                    )
+                    runs.append(run)
+            out.print(
+                f"\nthe events: {escape(command(settings.db, 'events', 'tail'))}\n"
+                "several workers share the events (one consumer group): autonomic worker --bus sql "
+                "--agent autonomic.examples.bus.agent:agents"
+            )
+            return runs
+        finally:
+            await store.close()
+
+    runs = run_coroutine(go)
+    unfinished = [run for run in runs if run.status is not RunStatus.COMPLETED]
+    if len(runs) < 2 * 2:
+        return ExitCode.ERROR
     return ExitCode.of(unfinished[0].status) if unfinished else ExitCode.OK
 
 

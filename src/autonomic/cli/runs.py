@@ -11,6 +11,7 @@ import typer
 from autonomic.cli.common import (
     AgentOption,
     AsOption,
+    BusOption,
     JsonOption,
     build_engine,
     err,
@@ -163,8 +164,13 @@ def worker(
     ] = 30.0,
     until_idle: Annotated[bool, typer.Option(help="Exit once no run is runnable.")] = False,
     agents: AgentOption = None,
+    bus: BusOption = None,
 ) -> None:
-    """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step)."""
+    """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step).
+
+    With ``--bus`` (or ``AUTONOMIC_BUS``): also relay the events runs commit (the outbox) and
+    start a run for each event the loaded agents handle; workers share events as one consumer
+    group (docs/events.md)."""
     import asyncio
     import signal
 
@@ -181,17 +187,31 @@ def worker(
         store = await open_store(settings.db)
         try:
             engine = build_engine(store, agents, settings.policy, lease_ttl=lease_ttl)
-            w = Worker(engine, concurrency=concurrency)
+            opened = None
+            if bus:
+                from autonomic.bootstrap import open_bus
+
+                opened = open_bus(bus, store)
+            w = Worker(engine, concurrency=concurrency, bus=opened)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)
             from autonomic.adapters.store.rows import redact_url
 
+            on_bus = ""
+            if w.starter is not None:
+                handled = ", ".join(w.starter.types) or "no event types"
+                on_bus = f"; bus {redact_url(bus or '')}: relaying the outbox, handling {handled}"
             err.print(  # never the password: this line is in every worker's log
-                f"worker {engine.owner} on {redact_url(settings.db)}: {concurrency} slots; "
-                "SIGTERM stops it"
+                f"worker {engine.owner} on {redact_url(settings.db)}: {concurrency} slots"
+                f"{on_bus}; SIGTERM stops it",
+                markup=False,
             )
-            finished = await w.run(until_idle=until_idle)
+            try:
+                finished = await w.run(until_idle=until_idle)
+            finally:
+                if opened is not None:
+                    await opened.aclose()
             for run in finished:
                 report(run)
             return finished
