@@ -20,7 +20,8 @@ import sys
 from autonomic.adapters.bus.kafka import KafkaBus
 from autonomic.core.event_types import EventTypes
 
-TYPE = "test.kafka.item"
+TYPE = os.environ.get("MEMBER_TYPE", "test.kafka.item")
+"""The type consumed; ``autonomic.run.started`` in the crash trials (key: the correlation id)."""
 
 
 def open_sink(path: str) -> sqlite3.Connection:
@@ -30,7 +31,8 @@ def open_sink(path: str) -> sqlite3.Connection:
         "CREATE TABLE IF NOT EXISTS inbox (event_id TEXT PRIMARY KEY);"
         "CREATE TABLE IF NOT EXISTS effects (event_id TEXT, key TEXT, seq INTEGER, member TEXT);"
         "CREATE TABLE IF NOT EXISTS deliveries (event_id TEXT, member TEXT);"
-        "CREATE TABLE IF NOT EXISTS victim (one INTEGER PRIMARY KEY CHECK (one = 1), member TEXT);"
+        "CREATE TABLE IF NOT EXISTS victim (one INTEGER PRIMARY KEY CHECK (one = 1), member TEXT,"
+        " event_id TEXT);"
     )
     return db
 
@@ -52,14 +54,17 @@ def apply(db: sqlite3.Connection, event_id: str, key: str, seq: int, member: str
         raise
 
 
-def chosen(db: sqlite3.Connection, member: str) -> bool:
-    """True for the one member that claims the victim's place first."""
-    return db.execute("INSERT OR IGNORE INTO victim VALUES (1, ?)", (member,)).rowcount == 1
+def chosen(db: sqlite3.Connection, member: str, event_id: str) -> bool:
+    """True for the one member that claims the victim's place first (with the event it dies
+    holding)."""
+    sql = "INSERT OR IGNORE INTO victim VALUES (1, ?, ?)"
+    return db.execute(sql, (member, event_id)).rowcount == 1
 
 
 async def main(url: str, group: str, name: str, sink: str, kill_after: int | None) -> None:
     types = EventTypes()
-    types.declare(TYPE)
+    if TYPE not in types:
+        types.declare(TYPE)
     bus = KafkaBus(url, types=types)
     db = open_sink(sink)
     consumer = bus.consumer(group, [TYPE], name=name)
@@ -68,9 +73,14 @@ async def main(url: str, group: str, name: str, sink: str, kill_after: int | Non
     while True:
         for delivery in await consumer.poll(max_events=50, wait=0.5):
             data = delivery.event.data
-            if apply(db, delivery.event.id, data["key"], int(data["seq"]), name):
+            key, seq = data.get("key", delivery.event.key), int(data.get("seq", 0))
+            if apply(db, delivery.event.id, key, seq, name):
                 done += 1
-                if kill_after is not None and done >= kill_after and chosen(db, name):
+                if (
+                    kill_after is not None
+                    and done >= kill_after
+                    and chosen(db, name, delivery.event.id)
+                ):
                     os.kill(os.getpid(), signal.SIGKILL)
             await consumer.ack(delivery)
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -66,6 +67,11 @@ from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.errors import BusUnavailable, ConfigError, EventRejected, InvalidInput, NotFound
 from autonomic.ports.bus import Consumer, DeadLetter, RetryPolicy
+
+if logging.getLogger("aiokafka").level == logging.NOTSET:
+    # aiokafka logs each failed connection attempt at ERROR; the bus reports a broker it cannot
+    # reach once, as ``BusUnavailable`` with what to do. Configure the logger to see them again.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 _TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
 _GROUP_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
