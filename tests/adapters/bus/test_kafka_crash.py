@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).parent
 RUNS = 12
 
@@ -110,8 +112,18 @@ def _trial(seed: int, base_url: str, tmp: Path) -> None:
     assert set(effects) == committed, f"seed {seed}: lost or foreign events"
 
 
-def test_kafka_crash_trials(kafka_url, tmp_path, request):
-    base = kafka_url.partition("?")[0]
-    trials = 200 if request.config.getoption("--slow") else 20
-    for seed in range(trials):
-        _trial(seed, base, tmp_path)
+CI_TRIALS = 20
+SLOW_TRIALS = 200
+
+
+@pytest.mark.parametrize("seed", range(CI_TRIALS))
+def test_kafka_crash_trial(kafka_url, tmp_path, seed):
+    _trial(seed, kafka_url.partition("?")[0], tmp_path)
+
+
+@pytest.mark.slow
+def test_two_hundred_kafka_crash_trials(kafka_url, tmp_path, request):
+    if not request.config.getoption("--slow"):
+        pytest.skip("200 Kafka crash trials: run with --slow")
+    for seed in range(CI_TRIALS, CI_TRIALS + SLOW_TRIALS):
+        _trial(seed, kafka_url.partition("?")[0], tmp_path)
