@@ -78,7 +78,8 @@ def open_bus(url: str, store: Store, *, types: EventTypes | None = None) -> Bus:
     """The bus for ``url``: ``sql`` is the embedded bus in ``store``'s own database (SQLite or
     PostgreSQL, migrated); ``kafka://host:port`` is Kafka (the kafka extra). Nothing connects
     here: the first publish or poll does."""
-    scheme = url.partition("://")[0].lower() if "://" in url else url.lower()
+    base, _, query = url.partition("?")
+    scheme = base.partition("://")[0].lower() if "://" in base else base.lower()
     if scheme == "sql":
         from autonomic.adapters.bus.sql import SqlBus
         from autonomic.adapters.store.sql import SqlStore
@@ -88,7 +89,8 @@ def open_bus(url: str, store: Store, *, types: EventTypes | None = None) -> Bus:
                 f"the embedded bus needs a SQL store, not {type(store).__name__}",
                 hint="use --db sqlite:///... or postgresql://..., or --bus kafka://host:9092",
             )
-        return SqlBus(store, types=types)
+        options = _bus_options(url, query, ("lease_ttl", "poll_interval"))
+        return SqlBus(store, types=types, **options)
     if scheme == "kafka":
         try:
             from autonomic.adapters.bus.kafka import KafkaBus
@@ -97,11 +99,32 @@ def open_bus(url: str, store: Store, *, types: EventTypes | None = None) -> Bus:
                 f"Kafka support is not installed ({exc.name} is missing)",
                 hint="install the extra: pip install 'autonomic[kafka]'",
             ) from None
-        return KafkaBus(url, types=types)
+        return KafkaBus(url, types=types)  # its URL options: adapters/bus/kafka.py
     raise ConfigError(
         f"unsupported bus URL {redact_url(url)!r}",
         hint="use sql (the embedded bus, in the --db database) or kafka://host:9092",
     )
+
+
+def _bus_options(url: str, query: str, known: tuple[str, ...]) -> dict[str, float]:
+    """``?lease_ttl=2&poll_interval=0.05``: positive numbers, names from ``known``."""
+    from urllib.parse import parse_qsl
+
+    options: dict[str, float] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in known:
+            raise ConfigError(
+                f"bus URL {redact_url(url)!r}: unknown option {name!r}",
+                hint=f"known options: {', '.join(known)}",
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not number > 0:
+            raise ConfigError(f"bus URL {redact_url(url)!r}: {name} must be a positive number")
+        options[name] = number
+    return options
 
 
 def register_function_model(name: str, factory: Callable[[], Model]) -> None:

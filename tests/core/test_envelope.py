@@ -89,3 +89,11 @@ def test_a_malformed_envelope_is_refused_with_what_is_wrong(raw, says):
     with pytest.raises(EventRejected, match=says) as caught:
         decode(raw)
     assert "\n" not in str(caught.value)
+
+
+def test_the_outbox_writer_gives_the_sdks_structured_json():
+    from autonomic.core.envelope import structured
+
+    for event in (sample(), sample(subject=None, traceparent=None, extensions={"x": "1"})):
+        assert json.loads(structured(event)) == json.loads(encode(event))
+        assert decode(structured(event)) == event

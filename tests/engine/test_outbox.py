@@ -100,16 +100,27 @@ def test_an_aborted_step_leaves_no_event(store_url, make_store):
     asyncio.run(go())
 
 
-def test_an_event_breaking_its_schema_fails_the_step_not_the_relay(store_url, make_store):
+def test_an_event_the_bus_refuses_is_skipped_and_the_rest_flow(store_url, make_store):
     async def go() -> None:
         store = await make_store(store_url)
+        bus = SqlBus(store)
         try:
-            hook = OutboxHook()
-            run = await engine_on(store, hooks=[hook]).run("code-analyzer", "a.py")
-            bad = new_event(et.RUN_COMPLETED, {"run_id": run.id}, source="s")
+            run = await engine_on(store).run("code-analyzer", "a.py")
+            bad = new_event(et.RUN_COMPLETED, {"run_id": run.id}, source="s", id="bad-1")
+            good = new_event(et.RUN_COMPLETED, {"run_id": "r", "agent": "a"}, source="s", id="ok-1")
+            await store.create_run(run.replace(id="other"), [], outbox=[bad, good])
             with pytest.raises(EventRejected, match="'agent' is a required property"):
-                hook.types.check(bad)
+                await bus.publish([bad])
+            relay = Relay(store, bus)
+            assert await relay.drain() == 5, "three of the run, the bad one skipped, the good one"
+            assert await store.outbox_pending() == []
+            consumer = bus.consumer("g", [et.RUN_COMPLETED], name="m")
+            ids = [d.event.id for d in await collect(consumer, 3, deadline=1.0, ack=True)]
+            assert "ok-1" in ids
+            assert "bad-1" not in ids
+            await consumer.close()
         finally:
+            await bus.aclose()
             await store.close()
 
     asyncio.run(go())

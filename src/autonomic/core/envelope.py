@@ -131,6 +131,31 @@ def encode(event: Event) -> bytes:
     return _FORMAT.write(to_cloudevent(event))
 
 
+def structured(event: Event) -> str:
+    """The same structured-mode JSON as ``encode`` (the same attributes and values; ``decode``
+    reads either), written straight from the value: what the outbox stores inside a step's
+    commit, where the SDK's object model would cost more than the insert. It is always read
+    back through the SDK (``decode``), so nothing unchecked leaves the outbox."""
+    moment = datetime.fromtimestamp(event.time, tz=UTC).isoformat()
+    attributes: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": moment.removesuffix("+00:00") + "Z",
+        "datacontenttype": event.datacontenttype,
+        "correlationid": event.correlation_id,
+        "tenant": event.tenant,
+        **event.extensions,
+    }
+    if event.subject is not None:
+        attributes["subject"] = event.subject
+    if event.traceparent is not None:
+        attributes["traceparent"] = event.traceparent
+    attributes["data"] = event.data
+    return json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
+
+
 def decode(raw: bytes | str) -> Event:
     """An envelope read back; ``EventRejected`` for anything malformed, with what is wrong."""
     try:

@@ -59,6 +59,8 @@ class EventType:
 
     def check(self, data: Any) -> None:
         """Refuse ``data`` that breaks the schema, naming the first offending field."""
+        if self._validator.is_valid(data):  # the common case, without collecting errors
+            return
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
         if error is not None:
             where = "".join(

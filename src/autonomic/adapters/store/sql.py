@@ -45,7 +45,7 @@ from autonomic.adapters.store.rows import RUN_COLUMNS, redact_url, run_from_row,
 from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Contents, Purpose
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.canonical import canonical_json
-from autonomic.core.envelope import decode, encode
+from autonomic.core.envelope import decode, structured
 from autonomic.core.events import Event
 from autonomic.core.journal import PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
@@ -452,10 +452,10 @@ class SqlStore(Store):
     def _outbox_rows(
         run_id: str | None, events: Sequence[Event], now: float
     ) -> tuple[dict[str, Any], ...]:
-        """The ``insert_outbox`` parameters of the events a commit causes, encoded when the
-        commit is queued (the envelope is what the relay publishes, byte for byte)."""
+        """The ``insert_outbox`` parameters of the events a commit causes, written when the
+        commit is queued (the structured CloudEvent; the relay reads it back through the SDK)."""
         return tuple(
-            {"event_id": e.id, "run_id": run_id, "envelope": encode(e).decode(), "now": now}
+            {"event_id": e.id, "run_id": run_id, "envelope": structured(e), "now": now}
             for e in events
         )
 
