@@ -30,7 +30,9 @@ codec, through the ``cloudevents`` SDK), the ``content-type`` header says
 (a bad batch is refused whole) and when consumed: what is not a CloudEvent of a known type with
 valid ``data`` is dead-lettered at once with the reason (retrying cannot mend it).
 
-Records are keyed by the correlation id, so one conversation stays on one partition, in order.
+Records are keyed by the correlation id, so one conversation stays on one partition of a
+topic, in order. Order is per topic, so per event type: a consumer of two types may see a key's
+events of different types in either order (docs/kafka.md).
 Producers ask for ``acks=all``: ``publish`` returns once the broker has the events. A broker that
 is down (at start or mid-run) makes ``publish`` raise ``BusUnavailable`` after
 ``request_timeout_ms``; nothing was accepted, so the outbox keeps the events and the relay tries
