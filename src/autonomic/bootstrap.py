@@ -114,6 +114,15 @@ def open_bus(url: str, store: Store, *, types: EventTypes | None = None) -> Bus:
             )
         options = _bus_options(url, query, ("lease_ttl", "poll_interval"))
         return SqlBus(store, types=types, **options)
+    if scheme == "kafka":
+        try:
+            from autonomic.adapters.bus.kafka import KafkaBus
+        except ImportError as exc:
+            raise ConfigError(
+                f"Kafka support is not installed ({exc.name} is missing)",
+                hint="install the extra: pip install 'autonomic[kafka]'",
+            ) from None
+        return KafkaBus(url, types=types)  # its URL options: adapters/bus/kafka.py
     raise ConfigError(
         f"unsupported bus URL {redact_url(url)!r}",
         hint="use sql (the embedded bus, in the --db database) or kafka://host:9092",
