@@ -11,10 +11,11 @@ changes nothing and raises ``StaleVersion``. Writes made under a lease also name
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 
@@ -40,6 +41,12 @@ class Claim:
     tenant: str | None = None
 
 
+AuditRow = tuple[int, str, str | None, str, str, float]
+"""An audit record as stored: pos, kind, run id, body (canonical JSON), hash, created_at."""
+JournalRow = tuple[str, int, str, str, str]
+"""A journal row as stored: run id, seq, kind, payload text (or blob reference), hash."""
+
+
 class Store(abc.ABC):
     """Durable home of runs. The relational database is the single source of truth."""
 
@@ -59,8 +66,12 @@ class Store(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def create_run(self, run: Run, entries: Sequence[PackedEntry]) -> Run:
-        """Insert a new run with its first journal entries in one transaction."""
+    async def create_run(
+        self, run: Run, entries: Sequence[PackedEntry], *, audit: AuditNote | None = None
+    ) -> Run:
+        """Insert a new run with its first journal entries in one transaction.
+
+        ``audit``: as for ``commit``; the entries are anchored in the audit log either way."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> Run:
@@ -87,6 +98,7 @@ class Store(abc.ABC):
         changes: RunChanges,
         now: float,
         approvals: Sequence[Approval] = (),
+        audit: AuditNote | None = None,
     ) -> int:
         """Append ``entries`` and apply ``changes`` atomically; return the new version.
 
@@ -97,7 +109,40 @@ class Store(abc.ABC):
         ``approvals`` are written in the same transaction: one with ``version == 1`` is inserted,
         any other replaces the stored row only if that row is still at ``version - 1``. A duplicate
         insert or a stale update raises ``ApprovalConflict`` and nothing at all is written.
+
+        The audit log gets one anchor of the entries in the same transaction
+        (``core/audit.py``): always when there are entries, and for an operator's act
+        (``audit.act``) even without; ``audit.levels`` says what it keeps of tool arguments and
+        results.
         """
+
+    async def append_audit(self, act: AuditAct, *, run_id: str | None = None) -> int:
+        """Append an act that changes no run (a policy change, say) to the audit log; its pos."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    async def append_checkpoint(self, sign: Callable[[int, str], str]) -> int:
+        """Append a checkpoint record: ``sign(pos, head)`` of the log as it is, under the log's
+        lock, returns the record's body. Its pos."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
+        """Audit records with ``pos > after`` in order, at most ``limit``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    async def scan_journal(
+        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
+    ) -> list[JournalRow]:
+        """Journal rows as stored, ordered by ``(run_id, seq)``, after ``after``; one run's only
+        with ``run_id``. What ``audit verify`` reads: payload text as stored, never decoded."""
+        raise NotImplementedError(f"{type(self).__name__} cannot scan its journal")
+
+    async def scan_runs(self, *, after: str = "", limit: int = 20_000) -> list[tuple[str, float]]:
+        """Every run's ``(id, created_at)`` ordered by id, after ``after``, at most ``limit``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot scan its runs")
+
+    async def scan_blobs(self, *, after: str = "", limit: int = 2_000) -> list[tuple[str, bytes]]:
+        """Blobs ``(address, data)`` ordered by address, after ``after``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot scan its blobs")
 
     @abc.abstractmethod
     async def get_approval(self, approval_id: str) -> Approval:

@@ -274,7 +274,15 @@ def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store)
             f"WHERE table_schema = '{schema}' ORDER BY table_name",
         )
     )
-    assert [r[0] for r in rows] == ["approvals", "blobs", "journal", "runs", "schema_migrations"]
+    assert [r[0] for r in rows] == [
+        "approvals",
+        "audit_head",
+        "audit_log",
+        "blobs",
+        "journal",
+        "runs",
+        "schema_migrations",
+    ]
 
 
 @pytest.mark.postgres

@@ -44,6 +44,7 @@ from autonomic.adapters.store import migrations
 from autonomic.adapters.store.rows import RUN_COLUMNS, redact_url, run_from_row, run_to_row
 from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Contents, Purpose
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.audit import AuditAct, AuditNote, act_body, anchor_body, body_digest
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
@@ -55,7 +56,7 @@ from autonomic.errors import (
     StaleVersion,
     StoreUnavailable,
 )
-from autonomic.ports.store import Claim, Store
+from autonomic.ports.store import AuditRow, Claim, JournalRow, Store
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -154,6 +155,20 @@ RETURNING {RUN_COLUMNS}"""
         "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
         "ORDER BY created_at, id LIMIT :limit"
     )
+    audit_scan = (
+        "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
+        "WHERE pos > :after ORDER BY pos LIMIT :limit"
+    )
+    journal_scan = (
+        "SELECT run_id, seq, kind, payload, hash FROM journal "
+        "WHERE (run_id, seq) > (:after_run, :after_seq) "
+        "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
+        "ORDER BY run_id, seq LIMIT :limit"
+    )
+    run_scan = "SELECT id, created_at FROM runs WHERE id > :after ORDER BY id LIMIT :limit"
+    blob_scan = (
+        "SELECT address, data FROM blobs WHERE address > :after ORDER BY address LIMIT :limit"
+    )
     applied_migrations = "SELECT version FROM schema_migrations"
     recorded_migrations = "SELECT version, name FROM schema_migrations"
     record_migration = (
@@ -175,6 +190,15 @@ class Written(NamedTuple):
     rowcount: int
 
 
+class Anchor(NamedTuple):
+    """An audit record about to be appended: its body and the body's digest (hex)."""
+
+    kind: str
+    run_id: str | None
+    body: str
+    digest: str
+
+
 @dataclass(frozen=True, slots=True)
 class CommitRequest:
     """One queued ``commit``: its arguments, its statement parameters, and the caller's future."""
@@ -188,6 +212,8 @@ class CommitRequest:
     approvals: tuple[Approval, ...]
     params: dict[str, Any]
     done: asyncio.Future[int]
+    anchor: Anchor | None = None
+    """The audit log record this commit appends (``SqlStore._anchor``)."""
 
     def settle(self, outcome: int | Exception) -> None:
         """Hand the caller its new version or its error."""
@@ -342,6 +368,7 @@ class SqlStore(Store):
         changes: RunChanges,
         now: float,
         approvals: Sequence[Approval] = (),
+        audit: AuditNote | None = None,
     ) -> int:
         """Queue the commit and wait until it is durable.
 
@@ -359,6 +386,7 @@ class SqlStore(Store):
             tuple(approvals),
             self._commit_params(run_id, expected_version, fence, entries, changes, now),
             asyncio.get_running_loop().create_future(),
+            self._anchor(run_id, entries, audit),
         )
         self._queue.append(request)
         self._flush_soon()
@@ -394,6 +422,66 @@ class SqlStore(Store):
             "output": canonical_json(changes.output) if changes.set_output else None,
             "metadata": canonical_json(changes.metadata) if changes.metadata is not None else None,
         }
+
+    @staticmethod
+    def _anchor(
+        run_id: str, entries: Sequence[PackedEntry], audit: AuditNote | None
+    ) -> Anchor | None:
+        """The audit log's anchor of a commit (``core/audit.py``): one for any commit that
+        writes entries or carries an operator's act; built when the commit is queued, like its
+        parameters. The dialect appends it in the commit's transaction, chained under the log's
+        lock."""
+        if not entries and (audit is None or audit.act is None):
+            return None
+        body = anchor_body(
+            run_id,
+            [(p.entry.seq, p.entry.kind.value, p.entry.hash, p.entry.payload) for p in entries],
+            audit or AuditNote(),
+        )
+        return Anchor("anchor", run_id, body, body_digest(body))
+
+    @staticmethod
+    def _act(act: AuditAct, run_id: str | None) -> Anchor:
+        body = act_body(act, run_id)
+        return Anchor("act", run_id, body, body_digest(body))
+
+    # -- the audit log (``core/audit.py``; verified by ``autonomic.audit``) -----------------------
+
+    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
+        rows = await self._read(self.sql.audit_scan, {"after": after, "limit": limit})
+        return [(int(r[0]), str(r[1]), r[2], str(r[3]), str(r[4]), float(r[5])) for r in rows]
+
+    async def scan_journal(
+        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
+    ) -> list[JournalRow]:
+        params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
+        return [
+            (str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]))
+            for r in await self._read(self.sql.journal_scan, params)
+        ]
+
+    async def scan_runs(self, *, after: str = "", limit: int = 20_000) -> list[tuple[str, float]]:
+        rows = await self._read(self.sql.run_scan, {"after": after, "limit": limit})
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    async def scan_blobs(self, *, after: str = "", limit: int = 2_000) -> list[tuple[str, bytes]]:
+        rows = await self._read(self.sql.blob_scan, {"after": after, "limit": limit})
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    async def append_audit(self, act: AuditAct, *, run_id: str | None = None) -> int:
+        return await self._append_record(lambda _pos, _head: self._act(act, run_id))
+
+    async def append_checkpoint(self, sign: Callable[[int, str], str]) -> int:
+        def checkpoint(pos: int, head: str) -> Anchor:
+            body = sign(pos, head)
+            return Anchor("checkpoint", None, body, body_digest(body))
+
+        return await self._append_record(checkpoint)
+
+    @abc.abstractmethod
+    async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
+        """Append ``make(head pos, head hash)`` to the audit log in a transaction of its own,
+        under the log's lock; its pos."""
 
     def _admits(self, request: CommitRequest, version: int, fence: int) -> bool:
         """Whether ``COMMIT_GUARD`` lets ``request`` change a run now at ``version`` and ``fence``."""
