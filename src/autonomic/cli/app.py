@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, settle, workflow
+from autonomic.cli.audit import audit_app
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
@@ -56,6 +57,7 @@ app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

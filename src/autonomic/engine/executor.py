@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import Body, RunStarted, Settlement, ToolIntent, Transition
 from autonomic.core.journal import GENESIS_HASH, Entry, PackedEntry, record
@@ -212,7 +213,7 @@ class Engine:
         run, entries = self._new_run(
             agent, task, model, max_turns, tenant, metadata, run_id, requester, claimed=False
         )
-        return await self.store.create_run(run, entries)
+        return await self.store.create_run(run, entries, audit=self._created(run, requester))
 
     async def run(
         self,
@@ -236,10 +237,17 @@ class Engine:
         run, entries = self._new_run(
             agent, task, model, max_turns, tenant, metadata, run_id, requester, claimed=True
         )
-        run = await self.store.create_run(run, entries)
+        run = await self.store.create_run(run, entries, audit=self._created(run, requester))
         if on_created is not None:
             on_created(run)  # e.g. tell the user the id before a long run, to resume it by
         return await self._drive(run, [p.entry for p in entries])
+
+    @staticmethod
+    def _created(run: Run, requester: str | None) -> AuditNote:
+        """The audit note of a new run: who asked for it, when someone is named."""
+        if requester is None:
+            return AuditNote()
+        return AuditNote(act=AuditAct("run.start", requester, {"agent": run.agent}))
 
     def _new_run(
         self,
@@ -358,6 +366,7 @@ class Engine:
                 clock=self.clock,
                 faults=self.faults,
                 lease_ttl=self.lease_ttl,
+                audit_levels=self._audit_levels(run),
             )
             session.on_commit = Hooks(self.hooks).committer(session)
             taken_over = fresh is None and session.state.status is RunStatus.RUNNING
@@ -445,6 +454,7 @@ class Engine:
             clock=self.clock,
             faults=NoFaults(),
             lease_ttl=self.lease_ttl,
+            audit_levels=self._audit_levels(run),
         )
         if fresh.state.status is not RunStatus.RUNNING:
             return fresh
@@ -551,6 +561,14 @@ class Engine:
             )
         return await self.drive(run)
 
+    def _audit_levels(self, run: Run) -> dict[str, str]:
+        """What the audit log keeps of each of the run's tools' calls (their ``audit_level``)."""
+        try:
+            tools = self.agents.get(run.agent).tools
+        except NotFound:
+            return {}
+        return {t.name: t.audit.value for t in tools}
+
     async def reopen(
         self,
         run_id: str,
@@ -558,6 +576,7 @@ class Engine:
         *,
         budget: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        by: str = "operator",
     ) -> Run:
         """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it.
 
@@ -570,11 +589,17 @@ class Engine:
         if metadata:
             run_priority(metadata)  # a bad priority is refused here, not in a worker
             extra["metadata"] = dict(metadata)
-        return await self._operator_transition(run_id, RunStatus.RUNNING, reason, **extra)
+        detail: dict[str, Any] = {"reason": reason, **extra}
+        act = AuditAct("budget.raise" if budget else "run.reopen", by, detail)
+        return await self._operator_transition(run_id, RunStatus.RUNNING, reason, act=act, **extra)
 
-    async def cancel(self, run_id: str, reason: str = "cancelled by operator") -> Run:
-        """Cancel a run from outside; a worker holding it stops at its next commit."""
-        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason)
+    async def cancel(
+        self, run_id: str, reason: str = "cancelled by operator", *, by: str = "operator"
+    ) -> Run:
+        """Cancel a run from outside; a worker holding it stops at its next commit. ``by``:
+        who, for the audit log."""
+        act = AuditAct("run.cancel", by, {"reason": reason})
+        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason, act=act)
 
     async def settle(
         self,
@@ -633,7 +658,10 @@ class Engine:
             why = f"settled by {by}: {intent.tool} call {intent.call_id} {verdict} - {reason}"
             return [settlement], why
 
-        return await self._operator_transition(run_id, RunStatus.RUNNING, "", before=finding)
+        act = AuditAct("run.settle", by, {"executed": executed, "reason": reason})
+        return await self._operator_transition(
+            run_id, RunStatus.RUNNING, "", before=finding, act=act
+        )
 
     def _check_settled_output(self, run: Run, intent: ToolIntent, output: Any) -> None:
         """A result given for a call must fit the tool's output contract, when this process
@@ -658,6 +686,7 @@ class Engine:
         reason: str,
         *,
         before: Callable[[Run, RunState], tuple[list[Body], str]] | None = None,
+        act: AuditAct | None = None,
         **extra: Any,
     ) -> Run:
         """Commit an operator's change of a run's status (and ``before``'s entries ahead of the
@@ -690,6 +719,7 @@ class Engine:
                         metadata={**run.metadata, **metadata} if metadata else None,
                     ),
                     now=now,
+                    audit=AuditNote(levels=self._audit_levels(run), act=act),
                 )
             except StaleVersion:
                 continue

@@ -9,10 +9,11 @@ in the next flush, so a run pays one commit per step where that is all safety ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval
+from autonomic.core.audit import AuditNote
 from autonomic.core.entries import Body, EntryKind, Transition
 from autonomic.core.journal import Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
@@ -43,9 +44,12 @@ class RunSession:
         faults: Faults,
         lease_ttl: float,
         on_commit: Callable[[Sequence[Entry]], None] | None = None,
+        audit_levels: Mapping[str, str] | None = None,
     ) -> None:
         """``on_commit``: called with the entries of every commit, after it is durable (the step
-        protocol's commit hooks)."""
+        protocol's commit hooks). ``audit_levels``: each tool's ``audit_level`` by name, what
+        the audit log keeps of its arguments and results (``core/audit.py``)."""
+        self._audit = AuditNote(levels=dict(audit_levels or {}))
         self.store = store
         self.on_commit = on_commit
         self.run = run
@@ -189,6 +193,7 @@ class RunSession:
                     changes=changes,
                     now=now,
                     approvals=approvals,
+                    audit=self._audit,
                 )
                 break
             except StaleVersion:
