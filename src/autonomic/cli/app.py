@@ -21,6 +21,7 @@ from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
 from autonomic.cli.screen import screen_cmd
+from autonomic.cli.trace import trace_app
 from autonomic.errors import AutonomicError, UserError
 
 app = typer.Typer(
@@ -58,6 +59,7 @@ app.command("screen")(screen_cmd)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(audit_app, name="audit")
+app.add_typer(trace_app, name="trace")
 
 
 def main() -> None:
