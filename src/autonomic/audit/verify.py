@@ -22,10 +22,11 @@ from autonomic.core.verification import (
     Verifier,
     check_legacy_run,
     check_run,
+    intact,
     payload_address,
 )
 from autonomic.errors import NotFound
-from autonomic.ports.store import Store
+from autonomic.ports.store import JournalRow, Store
 
 PAGE = 20_000
 
@@ -85,7 +86,7 @@ async def verify_store(
     created = await _runs(store, run_id, page)
     anchored = log.anchored
     current: str | None = None
-    rows: list[Row] = []
+    rows: list[JournalRow] = []
 
     def finish() -> None:
         if current is None:
@@ -93,20 +94,23 @@ async def verify_store(
         report.runs += 1
         report.entries += len(rows)
         hashes = anchored.pop(current, None)
+        if hashes is not None and current in created and intact(rows, hashes):
+            return
+        parsed = [Row(r[1], r[2], payload_address(r[3]), r[4]) for r in rows]
         if hashes is None:
-            found = _unanchored(current, rows, created.get(current), log.genesis_time, report)
+            found = _unanchored(current, parsed, created.get(current), log.genesis_time, report)
         else:
-            found = check_run(current, rows, hashes, run_exists=current in created)
+            found = check_run(current, parsed, hashes, run_exists=current in created)
         if found is not None:
             report.breaks.append(found)
 
     after = ("", 0)
     while batch := await store.scan_journal(after=after, run_id=run_id, limit=page):
-        for rid, seq, kind, text, stored in batch:
-            if rid != current:
+        for row in batch:
+            if row[0] != current:
                 finish()
-                current, rows = rid, []
-            rows.append(Row(seq, kind, payload_address(text), stored))
+                current, rows = row[0], []
+            rows.append(row)
         after = (batch[-1][0], batch[-1][1])
     finish()
     for rid, hashes in sorted(anchored.items()):

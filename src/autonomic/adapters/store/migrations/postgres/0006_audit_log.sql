@@ -10,7 +10,6 @@ CREATE TABLE audit_log (
     hash TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX audit_log_run ON audit_log (run_id, pos);
 INSERT INTO audit_log (pos, kind, run_id, body, hash, created_at)
     VALUES (0, 'genesis', NULL, '{}', '0000000000000000000000000000000000000000000000000000000000000000',
             extract(epoch FROM now()));
