@@ -4,11 +4,11 @@ replay needs them); on every store, and the run's log verifies."""
 
 import asyncio
 import hashlib
-import json
 
 from autonomic.adapters.model.scripted import ScriptedModel
 from autonomic.audit.verify import verify_store
 from autonomic.bootstrap import build_store
+from autonomic.core.audit import anchor_summary
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import EntryKind
 from autonomic.core.run import RunStatus
@@ -64,7 +64,10 @@ def test_each_audit_level_keeps_what_it_says(store_url):
     assert final.status is RunStatus.COMPLETED
     assert report.ok, report.breaks
     anchored = [
-        e for _, kind, _, body, _, _ in log if kind == "anchor" for e in json.loads(body)["entries"]
+        e
+        for _, kind, _, body, _, _ in log
+        if kind == "anchor"
+        for e in anchor_summary(body)["entries"]
     ]
     by = {(e["kind"], e.get("tool")): e for e in anchored}
     args = {"account": SECRET_ARG}
@@ -86,5 +89,7 @@ def test_each_audit_level_keeps_what_it_says(store_url):
     intents = [e for e in entries if e.kind is EntryKind.TOOL_INTENT]
     assert all(e.payload["arguments"] == args for e in intents)
     # who asked for the run is in the log
-    started = [json.loads(body).get("act") for _, kind, _, body, _, _ in log if kind == "anchor"]
+    started = [
+        anchor_summary(body).get("act") for _, kind, _, body, _, _ in log if kind == "anchor"
+    ]
     assert {"act": "run.start", "by": "rita", "detail": {"agent": "auditor"}} in started

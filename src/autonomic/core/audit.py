@@ -20,6 +20,7 @@ Pure: no I/O. The stores write what this module builds; ``core/verification.py``
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,7 +33,9 @@ __all__ = [
     "AuditAct",
     "AuditNote",
     "anchor_body",
+    "anchor_summary",
     "body_digest",
+    "parse_anchor",
     "record_hash",
 ]
 
@@ -113,10 +116,10 @@ def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
 
 
 def _summary(
-    kind: str, seq: int, chain: str, p: Mapping[str, Any], levels: Mapping[str, str]
+    kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str]
 ) -> dict[str, Any]:
-    """One entry as the audit log keeps it: position, kind and chain hash, and what it did."""
-    out: dict[str, Any] = {"seq": seq, "kind": kind, "hash": chain}
+    """One entry as the audit log keeps it: position and kind, and what it did."""
+    out: dict[str, Any] = {"seq": seq, "kind": kind}
     if kind in ("tool.intent", "tool.result"):
         tool = str(p.get("tool", ""))
         level = levels.get(tool, "basic")
@@ -170,17 +173,48 @@ def anchor_body(
     entries: Sequence[tuple[int, str, str, Mapping[str, Any]]],
     note: AuditNote = NO_NOTE,
 ) -> str:
-    """The body (canonical JSON) of the anchor of one commit of ``run_id``.
+    """The body of the anchor of one commit of ``run_id``: a first line for machines, then JSON.
 
-    ``entries``: ``(seq, kind, chain hash, payload)`` of each entry the commit writes, in order.
+    ``entries``: ``(seq, kind, chain hash, payload)`` of each entry the commit writes, in order
+    (consecutive seqs). The first line is ``FIRST_SEQ HASHES RUN``: the first entry's seq, the
+    entries' chain hashes run together (64 hex digits each), and the run id as a JSON string;
+    ``verify`` reads only that line (``parse_anchor``). The JSON after it says what each entry
+    did, for people and exports. The record's hash covers both.
     """
-    body: dict[str, Any] = {
+    first = entries[0][0] if entries else 0
+    for offset, entry in enumerate(entries):
+        if entry[0] != first + offset:
+            raise ValueError(f"an anchor's entries must have consecutive seqs, got {entry[0]}")
+    summary: dict[str, Any] = {
         "run": run_id,
-        "entries": [_summary(k, s, h, p, note.levels) for s, k, h, p in entries],
+        "entries": [_summary(k, s, p, note.levels) for s, k, _, p in entries],
     }
     if note.act is not None:
-        body["act"] = note.act.to_dict()
-    return canonical_json(body)
+        summary["act"] = note.act.to_dict()
+    line = f"{first} {''.join(h for _, _, h, _ in entries)} {json.dumps(run_id)}"
+    return f"{line}\n{canonical_json(summary)}"
+
+
+def parse_anchor(body: str) -> tuple[str, int, list[str], str]:
+    """``(run_id, first seq, chain hashes, summary JSON)`` of an anchor's body; ``ValueError``
+    when it is not one."""
+    line, _, summary = body.partition("\n")
+    first, joined, run = line.split(" ", 2)
+    if len(joined) % 64:
+        raise ValueError("an anchor's hashes are not 64 hex digits each")
+    run_id = run[1:-1] if "\\" not in run else json.loads(run)
+    if not (run.startswith('"') and run.endswith('"')):
+        raise ValueError("an anchor's run is not a JSON string")
+    return str(run_id), int(first), [joined[i : i + 64] for i in range(0, len(joined), 64)], summary
+
+
+def anchor_summary(body: str) -> dict[str, Any]:
+    """What an anchor says each entry did (its JSON part), with each entry's chain hash."""
+    _, _, hashes, summary = parse_anchor(body)
+    data: dict[str, Any] = json.loads(summary)
+    for entry, chain in zip(data["entries"], hashes, strict=True):
+        entry["hash"] = chain
+    return data
 
 
 def act_body(act: AuditAct, run_id: str | None = None) -> str:

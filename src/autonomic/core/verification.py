@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.core.audit import GENESIS_HASH as LOG_GENESIS
-from autonomic.core.audit import record_hash
+from autonomic.core.audit import parse_anchor, record_hash
 from autonomic.core.journal import GENESIS_HASH, chain_hash
 
 
@@ -121,7 +121,7 @@ class LogChecker:
     def feed(self, rows: Sequence[tuple[int, str, str | None, str, str, float]]) -> None:
         """Check ``rows`` (the next records, in ``pos`` order). The usual record - the next
         anchor, chained as it should be - takes the short path; anything else the full one."""
-        sha256, loads, anchored, only = hashlib.sha256, json.loads, self.anchored, self.only_run
+        sha256, anchored, only = hashlib.sha256, self.anchored, self.only_run
         watch = self.watch
         for pos, kind, run_id, body, stored, created_at in rows:
             if (
@@ -141,15 +141,18 @@ class LogChecker:
             if only is not None and run_id != only:
                 continue
             try:
-                data = loads(body)
-                hashes = anchored.get(data["run"])
+                line = body[: body.index("\n")]
+                first, joined, run = line.split(" ", 2)
+                rid = run[1:-1]
+                if "\\" in rid or run[0] != '"':
+                    raise ValueError("escaped")
+                hashes = anchored.get(rid)
                 if hashes is None:
-                    hashes = anchored[data["run"]] = []
-                for e in data["entries"]:
-                    if e["seq"] != len(hashes) + 1:
-                        raise ValueError("out of order")
-                    hashes.append(e["hash"])
-            except (ValueError, KeyError, TypeError):
+                    hashes = anchored[rid] = []
+                if int(first) != len(hashes) + 1 or len(joined) % 64:
+                    raise ValueError("out of order")
+                hashes.extend([joined[i : i + 64] for i in range(0, len(joined), 64)])
+            except (ValueError, IndexError):
                 self._anchor(run_id, body, pos)  # the slow path says what is wrong, or mends it
 
     def _break(self, kind: BreakKind, pos: int, detail: str) -> None:
@@ -187,22 +190,22 @@ class LogChecker:
             self.acts += 1
 
     def _anchor(self, run_id: str | None, body: str, pos: int) -> None:
-        if self.only_run is not None and run_id != self.only_run:
-            return
         try:
-            data = json.loads(body)
-            hashes = self.anchored.setdefault(str(data["run"]), [])
-            for e in data["entries"]:
-                seq = int(e["seq"])
-                if seq == len(hashes) + 1:
-                    hashes.append(str(e["hash"]))
-                elif seq > len(hashes):
-                    hashes.extend([None] * (seq - len(hashes) - 1))
-                    hashes.append(str(e["hash"]))
-                else:
-                    hashes[seq - 1] = str(e["hash"])
-        except (ValueError, KeyError, TypeError):
+            rid, first, chain, _ = parse_anchor(body)
+        except ValueError:
             self._break(BreakKind.LOG_EDITED, pos, "an anchor record is not readable")
+            return
+        if self.only_run is not None and rid != self.only_run:
+            return
+        hashes = self.anchored.setdefault(rid, [])
+        for seq, h in enumerate(chain, start=first):
+            if seq == len(hashes) + 1:
+                hashes.append(h)
+            elif seq > len(hashes):
+                hashes.extend([None] * (seq - len(hashes) - 1))
+                hashes.append(h)
+            else:
+                hashes[seq - 1] = h
 
     def _checkpoint(self, body: str, pos: int, before: str) -> None:
         try:
