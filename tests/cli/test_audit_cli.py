@@ -58,6 +58,22 @@ def test_operator_acts_are_in_the_log_with_who_and_verify_names_a_break(tmp_path
     assert ("approval.approve", "controller") in done
     assert ("run.cancel", "olga") in done
 
+    noted = autonomic(
+        "audit",
+        "act",
+        "policy.change",
+        "--as",
+        "pat",
+        "--detail",
+        '{"file": "policy.yaml"}',
+        cwd=tmp_path,
+    )
+    assert noted.returncode == 0, noted.stderr
+    assert ("policy.change", "pat") in {
+        (a["act"], a["by"]) for a in acts(tmp_path / "autonomic.db")
+    }
+    bad = autonomic("audit", "act", "policy.change", "--detail", "[1]", cwd=tmp_path)
+    assert bad.stderr.startswith("error: --detail must be a JSON object")
     ok = autonomic("audit", "verify", cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "audit log intact" in ok.stdout

@@ -177,3 +177,48 @@ def keygen(
     out.print(
         f"private key: {escape(str(out_path))} (keep it secret)\npublic key: {escape(str(public))}"
     )
+
+
+@audit_app.command("act")
+def act_cmd(
+    ctx: typer.Context,
+    act: Annotated[str, typer.Argument(help="What was done, e.g. policy.change.")],
+    who: Annotated[
+        str | None,
+        typer.Option("--as", help="Who did it (default: the OS user).", show_default=False),
+    ] = None,
+    detail: Annotated[
+        str | None, typer.Option(help="A JSON object: what an auditor needs to know.")
+    ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run it concerns, if any.")] = None,
+) -> None:
+    """Record an act that changes no run (a policy change, a key rotation) in the audit log."""
+    import json
+
+    from autonomic.cli.common import user
+    from autonomic.core.audit import AuditAct
+    from autonomic.errors import InvalidInput
+
+    settings = settings_of(ctx)
+    try:
+        fields = json.loads(detail) if detail else {}
+    except ValueError as exc:
+        raise InvalidInput(
+            f"--detail is not JSON: {exc}", hint='e.g. --detail \'{"file": "policy.yaml"}\''
+        ) from None
+    if not isinstance(fields, dict):
+        raise InvalidInput(
+            "--detail must be a JSON object", hint='e.g. --detail \'{"file": "policy.yaml"}\''
+        )
+    if not act.strip() or len(act) > 100:
+        raise InvalidInput("the act needs a short name", hint="e.g. policy.change")
+
+    async def go() -> int:
+        store = await open_store(settings.db, "write")
+        try:
+            return int(await store.append_audit(AuditAct(act, user(who), fields), run_id=run))
+        finally:
+            await store.close()
+
+    pos = run_coroutine(go)
+    out.print(f"recorded {escape(act)} by {escape(user(who))} at record {pos}")
