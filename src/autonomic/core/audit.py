@@ -182,37 +182,42 @@ def anchor_body(
     did, for people and exports. The record's hash covers both.
     """
     first = entries[0][0] if entries else 0
-    for offset, entry in enumerate(entries):
-        if entry[0] != first + offset:
-            raise ValueError(f"an anchor's entries must have consecutive seqs, got {entry[0]}")
+    consecutive = all(entry[0] == first + offset for offset, entry in enumerate(entries))
     summary: dict[str, Any] = {
         "run": run_id,
         "entries": [_summary(k, s, p, note.levels) for s, k, _, p in entries],
     }
     if note.act is not None:
         summary["act"] = note.act.to_dict()
-    line = f"{first} {''.join(h for _, _, h, _ in entries)} {json.dumps(run_id)}"
+    if consecutive:
+        line = f"{first} {''.join(h for _, _, h, _ in entries)} {json.dumps(run_id)}"
+    else:  # never from the engine; a store's own callers may: each seq named (``-`` first)
+        line = f"- {','.join(f'{s}:{h}' for s, _, h, _ in entries)} {json.dumps(run_id)}"
     return f"{line}\n{canonical_json(summary)}"
 
 
-def parse_anchor(body: str) -> tuple[str, int, list[str], str]:
-    """``(run_id, first seq, chain hashes, summary JSON)`` of an anchor's body; ``ValueError``
+def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:
+    """``(run_id, [(seq, chain hash)], summary JSON)`` of an anchor's body; ``ValueError``
     when it is not one."""
     line, _, summary = body.partition("\n")
     first, joined, run = line.split(" ", 2)
-    if len(joined) % 64:
+    if first == "-":
+        pairs = [(int(a), b) for a, _, b in (p.partition(":") for p in joined.split(",") if p)]
+    elif len(joined) % 64:
         raise ValueError("an anchor's hashes are not 64 hex digits each")
+    else:
+        pairs = [(int(first) + i // 64, joined[i : i + 64]) for i in range(0, len(joined), 64)]
     run_id = run[1:-1] if "\\" not in run else json.loads(run)
     if not (run.startswith('"') and run.endswith('"')):
         raise ValueError("an anchor's run is not a JSON string")
-    return str(run_id), int(first), [joined[i : i + 64] for i in range(0, len(joined), 64)], summary
+    return str(run_id), pairs, summary
 
 
 def anchor_summary(body: str) -> dict[str, Any]:
     """What an anchor says each entry did (its JSON part), with each entry's chain hash."""
-    _, _, hashes, summary = parse_anchor(body)
+    _, pairs, summary = parse_anchor(body)
     data: dict[str, Any] = json.loads(summary)
-    for entry, chain in zip(data["entries"], hashes, strict=True):
+    for entry, (_, chain) in zip(data["entries"], pairs, strict=True):
         entry["hash"] = chain
     return data
 

@@ -191,14 +191,14 @@ class LogChecker:
 
     def _anchor(self, run_id: str | None, body: str, pos: int) -> None:
         try:
-            rid, first, chain, _ = parse_anchor(body)
+            rid, pairs, _ = parse_anchor(body)
         except ValueError:
             self._break(BreakKind.LOG_EDITED, pos, "an anchor record is not readable")
             return
         if self.only_run is not None and rid != self.only_run:
             return
         hashes = self.anchored.setdefault(rid, [])
-        for seq, h in enumerate(chain, start=first):
+        for seq, h in pairs:
             if seq == len(hashes) + 1:
                 hashes.append(h)
             elif seq > len(hashes):
