@@ -24,6 +24,7 @@ BELOW: dict[str, set[str]] = {
     "adapters": {"ports", "core", "errors"},
     "tools": {"ports", "core", "errors"},
     "governance": {"tools", "ports", "core", "errors"},
+    "audit": {"ports", "core", "errors"},
     "gateway": {"governance", "tools", "adapters", "ports", "core", "errors"},
     "toolbox": {"governance", "tools", "adapters", "ports", "core", "errors"},
     "engine": {"gateway", "governance", "tools", "ports", "core", "errors"},
@@ -32,19 +33,21 @@ BELOW: dict[str, set[str]] = {
         "errors",
     },
     "bootstrap": {
-        "examples", "engine", "gateway", "governance", "toolbox", "tools", "adapters", "ports",
+        "examples", "engine", "audit", "gateway", "governance", "toolbox", "tools", "adapters", "ports",
         "core", "errors",
     },
     "testing": {
-        "bootstrap", "examples", "engine", "gateway", "governance", "toolbox", "tools",
+        "bootstrap", "examples", "engine", "audit", "gateway", "governance", "toolbox", "tools",
         "adapters", "ports", "core", "errors",
     },
     "service": {
-        "bootstrap", "testing", "examples", "engine", "gateway", "governance", "toolbox", "tools",
+        "bootstrap", "testing", "examples", "engine", "audit", "gateway", "governance", "toolbox",
+        "tools",
         "adapters", "ports", "core", "errors",
     },
     "cli": {
-        "service", "bootstrap", "testing", "examples", "engine", "gateway", "governance", "toolbox", "tools",
+        "service", "bootstrap", "testing", "examples", "engine", "audit", "gateway", "governance",
+        "toolbox", "tools",
         "adapters", "ports", "core", "errors",
     },
     "_moved": set(),

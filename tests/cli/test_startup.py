@@ -143,6 +143,8 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "keys",
         "events",
         "dlq",
+        "audit",
+        "trace",
     ]
     assert "Start a run of AGENT on TASK and drive it here" in out
     assert "Exits with" not in out  # the exit-code paragraph belongs to `run --help` only

@@ -28,6 +28,7 @@ from autonomic.cli import (
     settle,
     workflow,
 )
+from autonomic.cli.audit import audit_app
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.dlq import dlq_app
 from autonomic.cli.events import events_app
@@ -35,6 +36,7 @@ from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.keys import keys_app
 from autonomic.cli.sandbox import sandbox_app
 from autonomic.cli.screen import screen_cmd
+from autonomic.cli.trace import trace_app
 from autonomic.errors import AutonomicError, UserError
 
 app = typer.Typer(
@@ -76,6 +78,8 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
 app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(audit_app, name="audit")
+app.add_typer(trace_app, name="trace")
 
 
 def main() -> None:

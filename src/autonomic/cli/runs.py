@@ -115,6 +115,7 @@ def resume(
             show_default=False,
         ),
     ] = None,
+    who: AsOption = None,
 ) -> None:
     """Resume a run from its journal: completed steps are replayed, never redone.
 
@@ -145,6 +146,7 @@ def resume(
                     "reopened by operator (resume --force)",
                     budget=raised or None,
                     metadata=meta,
+                    by=user(who),
                 )
             out.print(f"resuming run [bold]{run_id}[/] from its journal")
             return await engine.run_to_end(run_id)  # type: ignore[no-any-return]
@@ -291,6 +293,7 @@ def cancel(
     reason: Annotated[
         str, typer.Option(help="Why; recorded in the journal.")
     ] = "cancelled by operator",
+    who: AsOption = None,
 ) -> None:
     """Cancel a run. A worker holding it stops at its next commit."""
     settings = settings_of(ctx)
@@ -299,7 +302,7 @@ def cancel(
     async def go() -> Run:
         store = await open_store(settings.db, "write")
         try:
-            return await build_engine(store, None).cancel(run_id, reason)  # type: ignore[no-any-return]
+            return await build_engine(store, None).cancel(run_id, reason, by=user(who))  # type: ignore[no-any-return]
         finally:
             await store.close()
 

@@ -6,10 +6,13 @@ import hashlib
 import json
 from typing import Any
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every call: ``json.dumps`` with these options builds a new one each time."""
+
 
 def canonical_json(value: Any) -> str:
     """Serialise ``value`` with sorted keys and no spaces, so equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def digest(data: bytes) -> str:

@@ -190,9 +190,12 @@ class ModelTurn(NamedTuple):
     call: ModelCall
     finish_reason: str | None = None
     latency_ms: float | None = None
+    reasoning: dict[str, Any] | None = None
+    """The reasoning the model gave, as fields (``core/reasoning.Reasoning.to_dict``); new in
+    0.3, written only when there is some."""
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        out = {
             "turn": self.turn,
             "content": self.content,
             "tool_calls": [c.to_dict() for c in self.tool_calls],
@@ -201,6 +204,9 @@ class ModelTurn(NamedTuple):
             "latency_ms": self.latency_ms,
             **self.call.fields(),
         }
+        if self.reasoning:
+            out["reasoning"] = self.reasoning
+        return out
 
     @staticmethod
     def from_payload(p: Mapping[str, Any]) -> ModelTurn:
@@ -212,6 +218,7 @@ class ModelTurn(NamedTuple):
             call=ModelCall.of(p),
             finish_reason=p.get("finish_reason"),
             latency_ms=p.get("latency_ms"),
+            reasoning=p.get("reasoning") if isinstance(p.get("reasoning"), dict) else None,
         )
 
 

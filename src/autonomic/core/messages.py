@@ -111,3 +111,6 @@ class ModelResponse:
     """How many HTTP attempts the gateway made (retries and fallbacks included)."""
     waited_s: float = 0.0
     """Seconds spent waiting for rate-limit capacity or backoff before the answer."""
+    reasoning: str | None = None
+    """The answer's reasoning, when the server sends it apart from the content
+    (``reasoning_content``); journaled as fields (``core/reasoning.py``)."""

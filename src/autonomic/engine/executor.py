@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import Body, RunStarted, Settlement, ToolIntent, Transition
 from autonomic.core.journal import GENESIS_HASH, Entry, PackedEntry, record
@@ -242,13 +243,17 @@ class Engine:
             claimed=False,
             correlation_id=correlation_id,
         )
-        return await self._create(run, entries, processed)
+        return await self._create(run, entries, self._created(run, requester), processed)
 
     async def _create(
-        self, run: Run, entries: list[PackedEntry], processed: Processed | None = None
+        self,
+        run: Run,
+        entries: list[PackedEntry],
+        audit: AuditNote,
+        processed: Processed | None = None,
     ) -> Run:
-        """Insert the run with its first entries, the events they cause (the outbox's
-        ``stage_events`` hooks) and the inbox row, in one transaction."""
+        """Insert the run with its first entries, their audit anchor, the events they cause (the
+        outbox's ``stage_events`` hooks) and the inbox row, in one transaction."""
         stager = Hooks(self.hooks).stager()
         events = stager(run, [p.entry for p in entries]) if stager is not None else []
         extra: dict[str, Any] = {}
@@ -256,7 +261,7 @@ class Engine:
             extra["outbox"] = events
         if processed is not None:
             extra["processed"] = processed
-        return await self.store.create_run(run, entries, **extra)
+        return await self.store.create_run(run, entries, audit=audit, **extra)
 
     async def run(
         self,
@@ -290,10 +295,17 @@ class Engine:
             claimed=True,
             correlation_id=correlation_id,
         )
-        run = await self._create(run, entries)
+        run = await self._create(run, entries, self._created(run, requester))
         if on_created is not None:
             on_created(run)  # e.g. tell the user the id before a long run, to resume it by
         return await self._drive(run, [p.entry for p in entries])
+
+    @staticmethod
+    def _created(run: Run, requester: str | None) -> AuditNote:
+        """The audit note of a new run: who asked for it, when someone is named."""
+        if requester is None:
+            return AuditNote()
+        return AuditNote(act=AuditAct("run.start", requester, {"agent": run.agent}))
 
     def _new_run(
         self,
@@ -415,6 +427,7 @@ class Engine:
                 clock=self.clock,
                 faults=self.faults,
                 lease_ttl=self.lease_ttl,
+                audit_levels=self._audit_levels(run),
             )
             session.on_commit = Hooks(self.hooks).committer(session)
             session.outbox = Hooks(self.hooks).stager()
@@ -504,6 +517,7 @@ class Engine:
             faults=NoFaults(),
             lease_ttl=self.lease_ttl,
             outbox=Hooks(self.hooks).stager(),
+            audit_levels=self._audit_levels(run),
         )
         if fresh.state.status is not RunStatus.RUNNING:
             return fresh
@@ -622,6 +636,14 @@ class Engine:
             )
         return await self.drive(run)
 
+    def _audit_levels(self, run: Run) -> dict[str, str]:
+        """What the audit log keeps of each of the run's tools' calls (their ``audit_level``)."""
+        try:
+            tools = self.agents.get(run.agent).tools
+        except NotFound:
+            return {}
+        return {t.name: t.audit.value for t in tools}
+
     async def reopen(
         self,
         run_id: str,
@@ -643,14 +665,21 @@ class Engine:
         if metadata:
             run_priority(metadata)  # a bad priority is refused here, not in a worker
             extra["metadata"] = dict(metadata)
-        return await self._operator_transition(run_id, RunStatus.RUNNING, reason, by=by, **extra)
+        detail: dict[str, Any] = {"reason": reason, **extra}
+        act = AuditAct("budget.raise" if budget else "run.reopen", by, detail)
+        return await self._operator_transition(
+            run_id, RunStatus.RUNNING, reason, by=by, act=act, **extra
+        )
 
     async def cancel(
         self, run_id: str, reason: str = "cancelled by operator", *, by: str = "operator"
     ) -> Run:
         """Cancel a run from outside; a worker holding it stops at its next commit. ``by`` is
-        who cancelled it, journaled as the transition's ``by``."""
-        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason, by=by)
+        who cancelled it, journaled as the transition's ``by`` and in the audit log."""
+        act = AuditAct("run.cancel", by, {"reason": reason})
+        return await self._operator_transition(
+            run_id, RunStatus.CANCELLED, reason, by=by, act=act
+        )
 
     async def settle(
         self,
@@ -709,7 +738,10 @@ class Engine:
             why = f"settled by {by}: {intent.tool} call {intent.call_id} {verdict} - {reason}"
             return [settlement], why
 
-        return await self._operator_transition(run_id, RunStatus.RUNNING, "", before=finding)
+        act = AuditAct("run.settle", by, {"executed": executed, "reason": reason})
+        return await self._operator_transition(
+            run_id, RunStatus.RUNNING, "", before=finding, by=by, act=act
+        )
 
     def _check_settled_output(self, run: Run, intent: ToolIntent, output: Any) -> None:
         """A result given for a call must fit the tool's output contract, when this process
@@ -735,6 +767,7 @@ class Engine:
         *,
         before: Callable[[Run, RunState], tuple[list[Body], str]] | None = None,
         by: str = "operator",
+        act: AuditAct | None = None,
         **extra: Any,
     ) -> Run:
         """Commit an operator's change of a run's status (and ``before``'s entries ahead of the
@@ -767,6 +800,7 @@ class Engine:
                         metadata={**run.metadata, **metadata} if metadata else None,
                     ),
                     now=now,
+                    audit=AuditNote(levels=self._audit_levels(run), act=act),
                 )
             except StaleVersion:
                 continue

@@ -9,10 +9,11 @@ in the next flush, so a run pays one commit per step where that is all safety ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval
+from autonomic.core.audit import AuditNote
 from autonomic.core.entries import Body, EntryKind, Transition
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry, record
@@ -45,10 +46,14 @@ class RunSession:
         lease_ttl: float,
         on_commit: Callable[[Sequence[Entry]], None] | None = None,
         outbox: Callable[[Run, Sequence[Entry]], Sequence[Event]] | None = None,
+        audit_levels: Mapping[str, str] | None = None,
     ) -> None:
         """``on_commit``: called with the entries of every commit, after it is durable (the step
         protocol's commit hooks). ``outbox``: gives the events a commit's entries cause, written
-        in the commit's own transaction (the ``stage_events`` hooks)."""
+        in the commit's own transaction (the ``stage_events`` hooks). ``audit_levels``: each
+        tool's ``audit_level`` by name, what the audit log keeps of its arguments and results
+        (``core/audit.py``)."""
+        self._audit = AuditNote(levels=dict(audit_levels or {}))
         self.store = store
         self.on_commit = on_commit
         self.outbox = outbox
@@ -195,6 +200,7 @@ class RunSession:
                     changes=changes,
                     now=now,
                     approvals=approvals,
+                    audit=self._audit,
                     **extra,
                 )
                 break

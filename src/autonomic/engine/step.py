@@ -65,6 +65,7 @@ from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, T
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.messages import Message, ModelResponse, ToolCall
+from autonomic.core.reasoning import extract
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
@@ -574,7 +575,13 @@ def model_turn(response: ModelResponse, turn: int, latency_ms: float) -> ModelTu
         call=ModelCall.of_response(response),
         finish_reason=response.finish_reason,
         latency_ms=round(latency_ms, 3),
+        reasoning=_reasoning(response),
     )
+
+
+def _reasoning(response: ModelResponse) -> dict[str, Any] | None:
+    found = extract(response.content, response.reasoning)
+    return found.to_dict() if found is not None else None
 
 
 PRIORITIES = ", ".join(p.value for p in Priority)

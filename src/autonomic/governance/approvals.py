@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.entries import ApprovalEvent, Transition
 from autonomic.core.journal import record
 from autonomic.core.run import RunChanges, RunStatus
@@ -56,12 +57,15 @@ class ApprovalDesk:
             lambda a, now: a.vote(
                 by, approve=True, reason=reason or "approved", now=now, binding=binding
             ),
+            act=AuditAct("approval.approve", by, {"approval": approval_id, "reason": reason}),
         )
 
     async def deny(self, approval_id: str, *, by: str, reason: str) -> Approval:
         """Reject as ``by``; the action is refused, and the run goes on without it."""
         return await self._apply(
-            approval_id, lambda a, now: a.vote(by, approve=False, reason=reason, now=now)
+            approval_id,
+            lambda a, now: a.vote(by, approve=False, reason=reason, now=now),
+            act=AuditAct("approval.deny", by, {"approval": approval_id, "reason": reason}),
         )
 
     async def sweep(self, *, tenant: str | None = None) -> list[Approval]:
@@ -85,7 +89,9 @@ class ApprovalDesk:
         change: Callable[[Approval, float], Approval],
         *,
         quiet: bool = False,
+        act: AuditAct | None = None,
     ) -> Approval:
+        """``act``: the person's vote, for the audit log (a sweep's changes are the system's)."""
         for _ in range(_ATTEMPTS):
             approval = await self.store.get_approval(approval_id)
             now = self.clock()
@@ -100,6 +106,10 @@ class ApprovalDesk:
                     hint="nothing will execute; `autonomic approvals` lists live ones",
                 )
             updated = change(approval, now)
+            note = AuditNote(
+                act=act
+                or AuditAct(f"approval.{updated.status.value}", "system", {"approval": approval.id})
+            )
             if run.status.terminal:  # expire it quietly: a finished run's journal stays closed
                 try:
                     await self.store.commit(
@@ -110,6 +120,7 @@ class ApprovalDesk:
                         changes=RunChanges(),
                         now=now,
                         approvals=[updated],
+                        audit=note,
                     )
                 except (StaleVersion, ApprovalConflict):
                     continue
@@ -148,6 +159,7 @@ class ApprovalDesk:
                     changes=changes,
                     now=now,
                     approvals=[updated],
+                    audit=note,
                 )
             except (StaleVersion, ApprovalConflict):
                 continue

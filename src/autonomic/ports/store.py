@@ -11,10 +11,11 @@ changes nothing and raises ``StaleVersion``. Writes made under a lease also name
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
@@ -58,6 +59,12 @@ class OutboxItem:
     event: Event
 
 
+AuditRow = tuple[int, str, str | None, str, str, float]
+"""An audit record as stored: pos, kind, run id, body (canonical JSON), hash, created_at."""
+JournalRow = tuple[str, int, str, str, str]
+"""A journal row as stored: run id, seq, kind, payload text (or blob reference), hash."""
+
+
 class Store(abc.ABC):
     """Durable home of runs. The relational database is the single source of truth."""
 
@@ -84,6 +91,7 @@ class Store(abc.ABC):
         *,
         outbox: Sequence[Event] = (),
         processed: Processed | None = None,
+        audit: AuditNote | None = None,
     ) -> Run:
         """Insert a new run with its first journal entries in one transaction.
 
@@ -91,6 +99,7 @@ class Store(abc.ABC):
         transaction for the relay to publish. ``processed``: the event that started the run,
         recorded in the inbox in the same transaction (the run id is derived from the event id,
         so a redelivered event raises ``RunExists`` instead of starting a second run).
+        ``audit``: as for ``commit``; the entries are anchored in the audit log either way.
         """
 
     @abc.abstractmethod
@@ -136,6 +145,7 @@ class Store(abc.ABC):
         now: float,
         approvals: Sequence[Approval] = (),
         outbox: Sequence[Event] = (),
+        audit: AuditNote | None = None,
     ) -> int:
         """Append ``entries`` and apply ``changes`` atomically; return the new version.
 
@@ -149,7 +159,40 @@ class Store(abc.ABC):
 
         ``outbox``: the events these entries cause, written in the same transaction (the
         transactional outbox): a committed step always has its events, a refused one none.
+
+        The audit log gets one anchor of the entries in the same transaction
+        (``core/audit.py``): always when there are entries, and for an operator's act
+        (``audit.act``) even without; ``audit.levels`` says what it keeps of tool arguments and
+        results.
         """
+
+    async def append_audit(self, act: AuditAct, *, run_id: str | None = None) -> int:
+        """Append an act that changes no run (a policy change, say) to the audit log; its pos."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    async def append_checkpoint(self, sign: Callable[[int, str], str]) -> int:
+        """Append a checkpoint record: ``sign(pos, head)`` of the log as it is, under the log's
+        lock, returns the record's body. Its pos."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
+        """Audit records with ``pos > after`` in order, at most ``limit``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    async def scan_journal(
+        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
+    ) -> list[JournalRow]:
+        """Journal rows as stored, ordered by ``(run_id, seq)``, after ``after``; one run's only
+        with ``run_id``. What ``audit verify`` reads: payload text as stored, never decoded."""
+        raise NotImplementedError(f"{type(self).__name__} cannot scan its journal")
+
+    async def scan_runs(self, *, after: str = "", limit: int = 20_000) -> list[tuple[str, float]]:
+        """Every run's ``(id, created_at)`` ordered by id, after ``after``, at most ``limit``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot scan its runs")
+
+    async def scan_blobs(self, *, after: str = "", limit: int = 2_000) -> list[tuple[str, bytes]]:
+        """Blobs ``(address, data)`` ordered by address, after ``after``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot scan its blobs")
 
     @abc.abstractmethod
     async def get_approval(self, approval_id: str) -> Approval:

@@ -277,6 +277,8 @@ def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store)
     assert [r[0] for r in rows] == [
         "api_keys",
         "approvals",
+        "audit_head",
+        "audit_log",
         "blobs",
         "bus_cursors",
         "bus_dead_letters",

@@ -6,9 +6,10 @@ import sqlite3
 import pytest
 
 from autonomic.adapters.store import migrations
+from autonomic.adapters.store import sql as sql_store
+from autonomic.adapters.store.rows import blob_rows, journal_rows
 from autonomic.adapters.store.sqlite import _split_sql
 from autonomic.bootstrap import build_store
-from autonomic.core.run import RunChanges
 from autonomic.testing.store_conformance import T0, big_payload, make_entries, make_run
 
 
@@ -23,22 +24,16 @@ def test_sqlite_0002_rebuilds_the_journal_and_keeps_its_entries(tmp_path):
     for statement in _split_sql(first.sql):
         db.execute(statement)
     db.execute("INSERT INTO schema_migrations VALUES (1, 'initial', 0)")
+    run = make_run()
+    entries = make_entries(run.id, [{"a": 1}, big_payload("b"), {"c": 3}])
+    # Written as the 0001 schema held them (that release's store wrote these rows).
+    db.execute(sql_store.Statements.insert_run, sql_store.run_params(run))
+    db.executemany("INSERT INTO blobs VALUES (?, ?, ?, ?)", blob_rows(entries, T0))
+    db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
     db.close()
 
     async def main():
         old = build_store(f"sqlite:///{path}")
-        run = make_run()
-        entries = make_entries(run.id, [{"a": 1}, big_payload("b"), {"c": 3}])
-        # Written by the 0001 schema (the store's SQL is the same for both layouts).
-        await old.create_run(run, entries[:2])
-        await old.commit(
-            run.id,
-            expected_version=1,
-            fence=None,
-            entries=entries[2:],
-            changes=RunChanges(),
-            now=T0,
-        )
         before = await old.load_journal(run.id)
         await old.close()
         store = build_store(f"sqlite:///{path}")

@@ -141,7 +141,19 @@ class OpenAICompatModel:
             model=completion.model or self.model,
             usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
             finish_reason=choice.finish_reason,
+            reasoning=_reasoning_field(message),
         )
+
+
+def _reasoning_field(message: Any) -> str | None:
+    """The reasoning a server sends beside the content (``reasoning_content``: DeepSeek, vLLM;
+    ``reasoning``: Ollama, OpenRouter), an extra field the SDK keeps as it came."""
+    extra = getattr(message, "model_extra", None) or {}
+    for name in ("reasoning_content", "reasoning"):
+        value = extra.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 def _function_calls(calls: Sequence[Any]) -> tuple[ToolCall, ...]:

@@ -89,6 +89,7 @@ class ScriptedModel:
             model=self._name,
             usage=_usage(messages, content, calls),
             finish_reason="tool_calls" if calls else "stop",
+            reasoning=spec.get("reasoning"),
         )
 
 
@@ -96,7 +97,7 @@ def _validate_turn(index: int, turn: Any) -> dict[str, Any]:
     hint = 'each turn is {"content": "text", "tool_calls": [{"name": "tool", "arguments": {...}}]}'
     if not isinstance(turn, dict):
         raise InvalidInput(f"turn {index} must be an object, got {type(turn).__name__}", hint=hint)
-    unknown = set(turn) - {"content", "tool_calls"}
+    unknown = set(turn) - {"content", "tool_calls", "reasoning"}
     if unknown:
         raise InvalidInput(f"turn {index} has unknown keys {sorted(unknown)}", hint=hint)
     content = turn.get("content")
@@ -123,7 +124,10 @@ def _validate_turn(index: int, turn: Any) -> dict[str, Any]:
         )
     if content is None and not calls:
         raise InvalidInput(f"turn {index} has neither content nor tool_calls", hint=hint)
-    return {"content": content, "tool_calls": calls}
+    reasoning = turn.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise InvalidInput(f"turn {index}: reasoning must be a string", hint=hint)
+    return {"content": content, "tool_calls": calls, "reasoning": reasoning}
 
 
 Policy = Callable[[Sequence[Message], Sequence[ToolSpec]], ModelResponse]

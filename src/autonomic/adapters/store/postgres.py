@@ -32,7 +32,7 @@ with a message naming it, instead of after the pool's timeout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
@@ -51,6 +51,7 @@ from autonomic.adapters.store.rows import (
 )
 from autonomic.adapters.store.sql import (
     COMMIT_GUARD,
+    Anchor,
     CommitRequest,
     Execute,
     Params,
@@ -61,6 +62,7 @@ from autonomic.adapters.store.sql import (
     run_params,
     translate,
 )
+from autonomic.core.audit import AuditNote, record_hash
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges
@@ -103,15 +105,38 @@ journal_rows AS (
     WHERE EXISTS (SELECT 1 FROM head)
 )"""
 
+# The audit log's anchor of a commit (``core/audit.py``), appended when ``head`` produced a row.
+# ``audit_head`` is the log's lock row: its UPDATE waits for any other appender and then sees the
+# head that one left (READ COMMITTED re-reads an updated row), so appends chain one after another.
+_ANCHOR = """
+audit_next AS (
+    UPDATE audit_head SET pos = audit_head.pos + 1,
+        hash = encode(sha256(convert_to(audit_head.hash || chr(10) || (audit_head.pos + 1)::text
+            || chr(10) || :anchor_kind::text || chr(10) || :anchor_digest::text, 'UTF8')), 'hex')
+    WHERE EXISTS (SELECT 1 FROM head) AND :anchor_digest::text IS NOT NULL
+    RETURNING pos, hash
+),
+audit_row AS (
+    INSERT INTO audit_log (pos, kind, run_id, body, hash, created_at)
+    SELECT pos, :anchor_kind::text, :anchor_run::text, :anchor_body::text, hash,
+           :now::double precision
+    FROM audit_next
+)"""
+
+# Taken first by every commit, so that two writers never hold a run's row and the log's lock
+# row in opposite orders (the guarded UPDATE refers to it: a one-time filter, evaluated first).
+_AUDIT_GATE = "audit_gate AS (SELECT pos FROM audit_head FOR UPDATE),"
+
 _CREATE = translate(
-    f"WITH head AS ({Statements.insert_run} RETURNING id),{_APPEND}\nSELECT id FROM head",
+    f"WITH head AS ({Statements.insert_run} RETURNING id),{_APPEND},{_ANCHOR}\nSELECT id FROM head",
     "pyformat",
 )
 
 # ``current`` is the row as this statement's snapshot saw it, which classifies most refusals in the
 # same round trip; see ``PostgresStore._outcome`` for the one case that needs a second look.
 _COMMIT = translate(
-    f"""WITH current AS (
+    f"""WITH {_AUDIT_GATE}
+current AS (
     SELECT version AS current_version, fence AS current_fence
     FROM runs WHERE id = :run_id::text
 ),
@@ -127,9 +152,9 @@ head AS (
                              ELSE :status_reason::text END,
         output = CASE WHEN :set_output::boolean THEN :output::text ELSE output END,
         metadata = COALESCE(:metadata::text, metadata)
-    WHERE {COMMIT_GUARD}
+    WHERE {COMMIT_GUARD} AND EXISTS (SELECT 1 FROM audit_gate)
     RETURNING version
-),{_APPEND}
+),{_APPEND},{_ANCHOR}
 SELECT (SELECT version FROM head), (SELECT current_version FROM current),
        (SELECT current_fence FROM current)""",
     "pyformat",
@@ -329,8 +354,14 @@ class PostgresStore(SqlStore):
         *,
         outbox: Sequence[Event] = (),
         processed: Processed | None = None,
+        audit: AuditNote | None = None,
     ) -> Run:
-        params = run_params(run) | _append_params(entries, run.created_at)
+        params = (
+            run_params(run)
+            | _append_params(entries, run.created_at)
+            | _anchor_params(self._anchor(run.id, entries, audit))
+            | {"now": run.created_at}
+        )
         outbox_rows = self._outbox_rows(run.id, outbox, run.created_at)
         async with self._connection() as conn:
             try:
@@ -381,6 +412,22 @@ class PostgresStore(SqlStore):
         params = super()._commit_params(run_id, expected_version, fence, entries, changes, now)
         params.update(_append_params(entries, now))
         return params
+
+    async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT pos, hash FROM audit_head FOR UPDATE")
+            row = await cur.fetchone()
+            assert row is not None  # the migration writes the one row
+            anchor = make(int(row[0]), str(row[1]))
+            pos = int(row[0]) + 1
+            chained = record_hash(str(row[1]), pos, anchor.kind, anchor.digest)
+            await conn.execute(
+                "INSERT INTO audit_log (pos, kind, run_id, body, hash, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, extract(epoch FROM now()))",
+                (pos, anchor.kind, anchor.run_id, anchor.body, chained),
+            )
+            await conn.execute("UPDATE audit_head SET pos = %s, hash = %s", (pos, chained))
+        return pos
 
     def _flush_soon(self) -> None:
         """Start the flusher unless it runs: it sends what queued while its last group was out."""
@@ -440,7 +487,7 @@ class PostgresStore(SqlStore):
         try:
             async with self._connection() as conn, conn.transaction():
                 async with conn.pipeline():
-                    cursors = [await conn.execute(_COMMIT, r.params) for r in group]
+                    cursors = [await conn.execute(_COMMIT, _with_anchor(r)) for r in group]
                 outcomes: list[int | Exception] = []
                 for request, cursor in zip(group, cursors, strict=True):
                     row = await cursor.fetchone()
@@ -471,7 +518,7 @@ class PostgresStore(SqlStore):
 
     async def _commit_statement(self, conn: Connection, request: CommitRequest) -> Row:
         try:
-            cur = await conn.execute(_COMMIT, request.params)
+            cur = await conn.execute(_COMMIT, _with_anchor(request))
         except psycopg.errors.UniqueViolation as exc:
             raise JournalConflict(
                 f"run {request.run_id}: refused, nothing written: {_first_line(exc)}"
@@ -513,6 +560,23 @@ def _append_params(entries: Sequence[PackedEntry], blob_at: float) -> dict[str, 
         "j_hash": [r[4] for r in journal],
         "j_created_at": [r[5] for r in journal],
     }
+
+
+def _anchor_params(anchor: Anchor | None) -> dict[str, Any]:
+    """The parameters of ``_ANCHOR``: no digest means no record."""
+    if anchor is None:
+        return {"anchor_kind": None, "anchor_run": None, "anchor_body": None, "anchor_digest": None}
+    return {
+        "anchor_kind": anchor.kind,
+        "anchor_run": anchor.run_id,
+        "anchor_body": anchor.body,
+        "anchor_digest": anchor.digest,
+    }
+
+
+def _with_anchor(request: CommitRequest) -> dict[str, Any]:
+    """The commit statement's parameters with its audit anchor's."""
+    return request.params | _anchor_params(request.anchor)
 
 
 def _url_passwords(url: str) -> set[str]:

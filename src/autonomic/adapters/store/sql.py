@@ -44,6 +44,7 @@ from autonomic.adapters.store import migrations
 from autonomic.adapters.store.rows import RUN_COLUMNS, redact_url, run_from_row, run_to_row
 from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Contents, Purpose
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.audit import AuditAct, AuditNote, act_body, anchor_body, body_digest
 from autonomic.core.canonical import canonical_json
 from autonomic.core.envelope import decode, structured
 from autonomic.core.events import Event
@@ -57,7 +58,7 @@ from autonomic.errors import (
     StaleVersion,
     StoreUnavailable,
 )
-from autonomic.ports.store import Claim, OutboxItem, Processed, Store
+from autonomic.ports.store import AuditRow, Claim, JournalRow, OutboxItem, Processed, Store
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -178,6 +179,20 @@ RETURNING {RUN_COLUMNS}"""
         "VALUES (:grp, :event_id, :run_id, :now)"
     )
     was_processed = "SELECT 1 FROM inbox WHERE grp = :grp AND event_id = :event_id"
+    audit_scan = (
+        "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
+        "WHERE pos > :after ORDER BY pos LIMIT :limit"
+    )
+    journal_scan = (
+        "SELECT run_id, seq, kind, payload, hash FROM journal "
+        "WHERE (run_id, seq) > (:after_run, :after_seq) "
+        "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
+        "ORDER BY run_id, seq LIMIT :limit"
+    )
+    run_scan = "SELECT id, created_at FROM runs WHERE id > :after ORDER BY id LIMIT :limit"
+    blob_scan = (
+        "SELECT address, data FROM blobs WHERE address > :after ORDER BY address LIMIT :limit"
+    )
     applied_migrations = "SELECT version FROM schema_migrations"
     recorded_migrations = "SELECT version, name FROM schema_migrations"
     record_migration = (
@@ -199,6 +214,15 @@ class Written(NamedTuple):
     rowcount: int
 
 
+class Anchor(NamedTuple):
+    """An audit record about to be appended: its body and the body's digest (hex)."""
+
+    kind: str
+    run_id: str | None
+    body: str
+    digest: str
+
+
 @dataclass(frozen=True, slots=True)
 class CommitRequest:
     """One queued ``commit``: its arguments, its statement parameters, and the caller's future."""
@@ -212,6 +236,8 @@ class CommitRequest:
     approvals: tuple[Approval, ...]
     params: dict[str, Any]
     done: asyncio.Future[int]
+    anchor: Anchor | None = None
+    """The audit log record this commit appends (``SqlStore._anchor``)."""
     outbox: tuple[dict[str, Any], ...] = ()
     """The outbox rows' parameters (``SqlStore._outbox_rows``), written with the commit."""
 
@@ -252,6 +278,7 @@ class SqlStore(Store):
 
     def __init__(self) -> None:
         self._check_version = True  # only the lost-update test turns this off
+        self._anchoring = True  # only the audit benchmark turns this off, to measure its cost
         self._queue: list[CommitRequest] = []
 
     # -- the seams ------------------------------------------------------------------------------
@@ -406,6 +433,7 @@ class SqlStore(Store):
         now: float,
         approvals: Sequence[Approval] = (),
         outbox: Sequence[Event] = (),
+        audit: AuditNote | None = None,
     ) -> int:
         """Queue the commit and wait until it is durable.
 
@@ -423,6 +451,7 @@ class SqlStore(Store):
             tuple(approvals),
             self._commit_params(run_id, expected_version, fence, entries, changes, now),
             asyncio.get_running_loop().create_future(),
+            self._anchor(run_id, entries, audit),
             outbox=self._outbox_rows(run_id, outbox, now),
         )
         self._queue.append(request)
@@ -459,6 +488,61 @@ class SqlStore(Store):
             "output": canonical_json(changes.output) if changes.set_output else None,
             "metadata": canonical_json(changes.metadata) if changes.metadata is not None else None,
         }
+
+    def _anchor(
+        self, run_id: str, entries: Sequence[PackedEntry], audit: AuditNote | None
+    ) -> Anchor | None:
+        """The audit log's anchor of a commit (``core/audit.py``): one for any commit that
+        writes entries or carries an operator's act; built when the commit is queued, like its
+        parameters. The dialect appends it in the commit's transaction, chained under the log's
+        lock."""
+        if not self._anchoring or (not entries and (audit is None or audit.act is None)):
+            return None
+        body = anchor_body(
+            run_id,
+            [(p.entry.seq, p.entry.kind.value, p.entry.hash, p.entry.payload) for p in entries],
+            audit or AuditNote(),
+        )
+        return Anchor("anchor", run_id, body, body_digest(body))
+
+    @staticmethod
+    def _act(act: AuditAct, run_id: str | None) -> Anchor:
+        body = act_body(act, run_id)
+        return Anchor("act", run_id, body, body_digest(body))
+
+    # -- the audit log (``core/audit.py``; verified by ``autonomic.audit``) -----------------------
+
+    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
+        return await self._read(self.sql.audit_scan, {"after": after, "limit": limit})
+
+    async def scan_journal(
+        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
+    ) -> list[JournalRow]:
+        params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
+        return await self._read(self.sql.journal_scan, params)  # the columns' types already
+
+    async def scan_runs(self, *, after: str = "", limit: int = 20_000) -> list[tuple[str, float]]:
+        rows = await self._read(self.sql.run_scan, {"after": after, "limit": limit})
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    async def scan_blobs(self, *, after: str = "", limit: int = 2_000) -> list[tuple[str, bytes]]:
+        rows = await self._read(self.sql.blob_scan, {"after": after, "limit": limit})
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    async def append_audit(self, act: AuditAct, *, run_id: str | None = None) -> int:
+        return await self._append_record(lambda _pos, _head: self._act(act, run_id))
+
+    async def append_checkpoint(self, sign: Callable[[int, str], str]) -> int:
+        def checkpoint(pos: int, head: str) -> Anchor:
+            body = sign(pos, head)
+            return Anchor("checkpoint", None, body, body_digest(body))
+
+        return await self._append_record(checkpoint)
+
+    @abc.abstractmethod
+    async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
+        """Append ``make(head pos, head hash)`` to the audit log in a transaction of its own,
+        under the log's lock; its pos."""
 
     def _admits(self, request: CommitRequest, version: int, fence: int) -> bool:
         """Whether ``COMMIT_GUARD`` lets ``request`` change a run now at ``version`` and ``fence``."""

@@ -30,7 +30,8 @@ import asyncio
 import functools
 import shlex
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from autonomic.adapters.store.rows import (
 )
 from autonomic.adapters.store.sql import (
     COMMIT_GUARD,
+    Anchor,
     CommitRequest,
     Execute,
     Params,
@@ -52,6 +54,7 @@ from autonomic.adapters.store.sql import (
     Written,
     run_params,
 )
+from autonomic.core.audit import AuditNote, record_hash
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry, PackedEntry
 from autonomic.core.run import Run
@@ -65,6 +68,8 @@ from autonomic.errors import (
     StoreUnavailable,
 )
 from autonomic.ports.store import Processed
+
+_AUDIT_HEAD = "SELECT pos, hash FROM audit_log ORDER BY pos DESC LIMIT 1"
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -288,6 +293,7 @@ class SQLiteStore(SqlStore):
         *,
         outbox: Sequence[Event] = (),
         processed: Processed | None = None,
+        audit: AuditNote | None = None,
     ) -> Run:
         with self._immediate(RunExists) as cur:
             cur.execute(self.sql.insert_run, run_params(run))
@@ -297,12 +303,38 @@ class SQLiteStore(SqlStore):
                 cur.execute(
                     self.sql.insert_inbox, self._inbox_params(processed, run.id, run.created_at)
                 )
+            self._audit_append(cur, self._anchor(run.id, entries, audit), run.created_at)
         return run
 
     def _write_outbox(self, cur: sqlite3.Cursor, rows: Sequence[dict[str, Any]]) -> None:
         """The outbox rows of a commit, in its transaction (a no-op without events)."""
         if rows:
             cur.executemany(self.sql.insert_outbox, rows)
+
+    def _audit_append(self, cur: sqlite3.Cursor, anchor: Anchor | None, now: float) -> int:
+        """Chain ``anchor`` to the log's last record, inside the caller's transaction: the
+        write lock it holds (``BEGIN IMMEDIATE``) is the log's serialisation point."""
+        if anchor is None:
+            return -1
+        pos, head = cur.execute(_AUDIT_HEAD).fetchone()
+        pos += 1
+        cur.execute(
+            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                pos,
+                anchor.kind,
+                anchor.run_id,
+                anchor.body,
+                record_hash(head, pos, anchor.kind, anchor.digest),
+                now,
+            ),
+        )
+        return int(pos)
+
+    async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
+        with self._immediate() as cur:
+            pos, head = cur.execute(_AUDIT_HEAD).fetchone()
+            return self._audit_append(cur, make(int(pos), str(head)), time.time())
 
     def _append(self, cur: sqlite3.Cursor, entries: Sequence[PackedEntry], now: float) -> None:
         blobs = blob_rows(entries, now)
@@ -373,6 +405,7 @@ class SQLiteStore(SqlStore):
             current = cur.execute(self.sql.run_version, request.params).fetchone()
             raise self._refusal(request, current)
         self._append(cur, request.entries, request.now)
+        self._audit_append(cur, request.anchor, request.now)
         for approval in request.approvals:
             cur.execute(*self._approval_write(approval, request.now))
             self._approval_written(approval, cur.rowcount)

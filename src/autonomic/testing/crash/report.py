@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import shutil
@@ -45,6 +46,9 @@ class Report:
     violations: Counter[str] = field(default_factory=Counter)
     failures: list[TrialResult] = field(default_factory=list)
     seconds: float = 0.0
+    audit_breaks: list[str] = field(default_factory=list)
+    """What ``autonomic audit verify`` found in the database after the trials (crashes must
+    leave no entry unanchored and no anchor without its entries)."""
 
     def add(self, trial: TrialResult) -> None:
         self.trials += 1
@@ -64,7 +68,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.completed + self.in_doubt == self.trials
+        return (
+            not self.failures
+            and not self.audit_breaks
+            and self.completed + self.in_doubt == self.trials
+        )
 
     def details(self, *, limit: int = 10, ignore: Sequence[str] = ()) -> list[str]:
         """The first ``limit`` violations (of kinds not in ``ignore``), for an error message."""
@@ -88,6 +96,7 @@ class Report:
             "repeated_model_calls": self.repeated_model_calls,
             "violations": dict(sorted(self.violations.items())),
             "failed_trials": len(self.failures),
+            "audit_log": self.audit_breaks[:3] or "intact",
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "seconds_per_trial": round(self.seconds / self.trials, 4) if self.trials else None,
@@ -142,7 +151,20 @@ def run_trials(
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
     report.seconds = time.perf_counter() - started
+    report.audit_breaks = asyncio.run(_audit_breaks(url))
     return report
+
+
+async def _audit_breaks(url: str) -> list[str]:
+    """The audit log verified over every run the trials wrote."""
+    from autonomic.audit.verify import verify_store
+    from autonomic.bootstrap import build_store
+
+    store = build_store(url)
+    try:
+        return [str(b) for b in (await verify_store(store)).breaks]
+    finally:
+        await store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

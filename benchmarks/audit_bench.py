@@ -1,0 +1,251 @@
+"""The audit log's costs: anchoring per durable step, and ``audit verify`` over a million entries.
+
+1. **Anchoring.** The engine benchmark's workload (a ReAct run of 10 durable tool steps, fake
+   model, trivial tool; ``autonomic_bench.py``), sequential, with anchoring on and off in the same
+   process, in alternating rounds (on, off, on, off ...) so the machine's drift cancels; reported:
+   median per-step time of each and the difference per step. Off is a switch only this
+   benchmark uses (``SqlStore._anchoring``); on PostgreSQL the log's lock row is taken either way
+   (it is in the commit statement), so the difference there is the anchor's row and hash only.
+   Also the pure CPU cost of building one commit's anchor body.
+2. **Verify.** A SQLite file with ``--entries`` journal entries (10 per run, small payloads, one
+   anchor per commit of 1-3 entries, as the engine writes them) is generated directly, then
+   ``verify_store`` reads it all: seconds, and entries per second.
+
+    .venv/bin/python benchmarks/audit_bench.py --store sqlite --runs 100 --rounds 5 --entries 1000000
+    .venv/bin/python benchmarks/audit_bench.py --store postgres \\
+        --pg-url postgresql://postgres@127.0.0.1:5432/test --entries 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import autonomic_bench as bench
+
+from autonomic import build_store
+from autonomic.audit.verify import verify_store
+from autonomic.core.audit import AuditNote, anchor_body, body_digest, record_hash
+from autonomic.core.canonical import canonical_json
+from autonomic.core.journal import GENESIS_HASH, chain_hash
+
+
+async def steps_ms(url: str, runs: int, anchoring: bool) -> tuple[float, float]:
+    """Per-step wall time and this process's CPU time (ms): on a shared machine the CPU time is
+    what anchoring adds that does not depend on the neighbours."""
+    store = build_store(url)
+    store._anchoring = anchoring  # type: ignore[attr-defined]
+    engine = bench.engine_for(store)
+    await bench.one_run(engine)
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(runs):
+        await bench.one_run(engine)
+    elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+    await store.close()
+    steps = runs * bench.STEPS
+    return elapsed / steps * 1000, used / steps * 1000
+
+
+def body_cost_us() -> float:
+    """CPU time to build the anchor of one step's commit (decision-less: intent + result + turn)."""
+    entries = [
+        (
+            5,
+            "model.response",
+            "a" * 64,
+            {
+                "turn": 3,
+                "content": None,
+                "tool_calls": [{"id": "c3", "name": "add_one", "arguments": '{"arg":3}'}],
+                "model": "fake",
+            },
+        ),
+        (
+            6,
+            "tool.intent",
+            "b" * 64,
+            {
+                "call_id": "c3",
+                "tool": "add_one",
+                "version": "1",
+                "arguments": {"arg": 3},
+                "key": "r:6",
+                "idempotent": True,
+            },
+        ),
+        (
+            7,
+            "tool.result",
+            "c" * 64,
+            {"call_id": "c3", "tool": "add_one", "ok": True, "output": {"value": 4}},
+        ),
+    ]
+    note = AuditNote(levels={"add_one": "basic"})
+    n = 20_000
+    seconds = timeit.timeit(lambda: body_digest(anchor_body("run_x", entries, note)), number=n)
+    return seconds / n * 1e6
+
+
+def make_log(path: Path, entries: int, seed: int = 7) -> tuple[int, int]:
+    """A database of ``entries`` journal entries and their anchors, written directly."""
+    rng = random.Random(seed)
+
+    async def schema() -> None:
+        store = build_store(f"sqlite:///{path}?synchronous=normal")
+        await store.migrate()
+        await store.close()
+
+    asyncio.run(schema())
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("BEGIN")
+    pos, head = 0, "0" * 64
+    runs = entries // 10
+    journal: list[tuple[Any, ...]] = []
+    log: list[tuple[Any, ...]] = []
+    run_rows: list[tuple[Any, ...]] = []
+    for r in range(runs):
+        run_id = f"run_{r:012d}"
+        run_rows.append(
+            (
+                run_id,
+                "default",
+                "bench",
+                "1",
+                "fake",
+                "COMPLETED",
+                None,
+                1,
+                None,
+                0,
+                0,
+                "{}",
+                None,
+                11,
+                "{}",
+                None,
+                None,
+                1e9,
+                1e9,
+            )
+        )
+        prev = GENESIS_HASH
+        seq = 0
+        while seq < 10:
+            k = min(rng.randint(1, 3), 10 - seq)
+            batch = []
+            for _ in range(k):
+                seq += 1
+                kind = "model.response" if seq % 2 else "tool.result"
+                payload = {"turn": seq, "content": None, "ok": True, "output": {"value": seq}}
+                text = canonical_json(payload)
+                address = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+                h = chain_hash(prev, seq, kind, address)
+                prev = h
+                journal.append((run_id, seq, kind, text, h, 1e9))
+                batch.append((seq, kind, h, payload))
+            body = anchor_body(run_id, batch)
+            pos += 1
+            head = record_hash(head, pos, "anchor", body_digest(body))
+            log.append((pos, "anchor", run_id, body, head, 1e9))
+        if len(journal) >= 100_000:
+            db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
+            db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", log)
+            db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 19)})", run_rows)
+            journal, log, run_rows = [], [], []
+    db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
+    db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", log)
+    db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 19)})", run_rows)
+    db.execute("COMMIT")
+    db.close()
+    return runs * 10, pos
+
+
+async def verify_seconds(url: str) -> tuple[float, float, Any]:
+    store = build_store(url)
+    start, cpu = time.perf_counter(), time.process_time()
+    report = await verify_store(store)
+    elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+    await store.close()
+    return elapsed, used, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--runs", type=int, default=100, help="runs per round (10 steps each)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--entries", type=int, default=1_000_000, help="0: skip the verify part")
+    parser.add_argument("--workdir", default=tempfile.gettempdir())
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    if args.store == "sqlite":
+        url = f"sqlite:///{work}/audit-bench-{uuid.uuid4().hex[:8]}.db"
+    else:
+        url = args.pg_url
+    asyncio.run(bench.migrate(url))
+    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float]] = []
+    for _ in range(args.rounds):
+        on.append(asyncio.run(steps_ms(url, args.runs, True)))
+        off.append(asyncio.run(steps_ms(url, args.runs, False)))
+    diffs = [a[0] - b[0] for a, b in zip(on, off, strict=True)]
+    cpu_diffs = [a[1] - b[1] for a, b in zip(on, off, strict=True)]
+    print(
+        json.dumps(
+            {
+                "part": "anchoring",
+                "store": args.store,
+                "per_step_ms_on": round(statistics.median(a for a, _ in on), 4),
+                "per_step_ms_off": round(statistics.median(a for a, _ in off), 4),
+                "anchoring_ms_per_step": round(statistics.median(diffs), 4),
+                "spread_ms": [round(min(diffs), 4), round(max(diffs), 4)],
+                "cpu_ms_per_step_on": round(statistics.median(c for _, c in on), 4),
+                "cpu_ms_per_step_off": round(statistics.median(c for _, c in off), 4),
+                "anchoring_cpu_ms_per_step": round(statistics.median(cpu_diffs), 4),
+                "anchor_body_us_per_commit": round(body_cost_us(), 2),
+            }
+        )
+    )
+    if args.entries:
+        path = work / f"audit-verify-{uuid.uuid4().hex[:8]}.db"
+        start = time.perf_counter()
+        entries, records = make_log(path, args.entries)
+        built = time.perf_counter() - start
+        seconds, cpu, report = asyncio.run(verify_seconds(f"sqlite:///{path}"))
+        assert report.ok, report.breaks[:3]
+        assert report.entries == entries
+        print(
+            json.dumps(
+                {
+                    "part": "verify",
+                    "store": "sqlite",
+                    "entries": entries,
+                    "records": records,
+                    "verify_s": round(seconds, 2),
+                    "verify_cpu_s": round(cpu, 2),
+                    "entries_per_s": round(entries / seconds),
+                    "generate_s": round(built, 1),
+                }
+            )
+        )
+        path.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""``autonomic audit verify``: one streaming pass over the audit log, one over the journals.
+
+The log is read by ``pos`` in pages and checked as it comes (``core/verification.LogChecker``),
+collecting each run's anchored entry hashes; then the journal is read by ``(run_id, seq)`` in
+pages, and each run, once its last row has come, is compared with its anchors
+(``check_run``). Runs the log anchored and the journal no longer holds are ``run deleted``;
+blobs are re-hashed against their addresses. Memory: the anchored hashes (about 120 bytes an
+entry) and one run's rows at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from autonomic.core.verification import (
+    Break,
+    BreakKind,
+    LogChecker,
+    Row,
+    Verifier,
+    check_legacy_run,
+    check_run,
+    intact,
+    payload_address,
+)
+from autonomic.errors import NotFound
+from autonomic.ports.store import JournalRow, Store
+
+PAGE = 20_000
+
+
+@dataclass
+class Report:
+    """What ``verify`` found: the breaks (first one first) and what it read."""
+
+    breaks: list[Break] = field(default_factory=list)
+    records: int = 0
+    runs: int = 0
+    entries: int = 0
+    legacy_runs: int = 0
+    checkpoints: int = 0
+    head: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "first_break": self.breaks[0].to_dict() if self.breaks else None,
+            "breaks": [b.to_dict() for b in self.breaks],
+            "records": self.records,
+            "runs": self.runs,
+            "entries": self.entries,
+            "legacy_runs": self.legacy_runs,
+            "checkpoints": self.checkpoints,
+            "head": self.head,
+        }
+
+
+async def read_log(store: Store, log: LogChecker, *, page: int = PAGE) -> None:
+    """Feed the whole audit log to ``log``, a page at a time."""
+    after = -1
+    while rows := await store.scan_audit_log(after=after, limit=page):
+        log.feed(rows)
+        after = rows[-1][0]
+
+
+async def verify_store(
+    store: Store,
+    *,
+    run_id: str | None = None,
+    verify_signature: Verifier | None = None,
+    blobs: bool = True,
+    page: int = PAGE,
+) -> Report:
+    """Check the audit log and every journal (or ``run_id``'s) against it."""
+    log = LogChecker(only_run=run_id, verify_signature=verify_signature)
+    await read_log(store, log, page=page)
+    report = Report(records=log.records, checkpoints=len(log.checkpoints), head=log.head)
+    if log.first_break is not None:
+        report.breaks.append(log.first_break)
+    created = await _runs(store, run_id, page)
+    anchored = log.anchored
+    current: str | None = None
+    rows: list[JournalRow] = []
+
+    def finish() -> None:
+        if current is None:
+            return
+        report.runs += 1
+        report.entries += len(rows)
+        hashes = anchored.pop(current, None)
+        if hashes is not None and current in created and intact(rows, hashes):
+            return
+        parsed = [Row(r[1], r[2], payload_address(r[3]), r[4]) for r in rows]
+        if hashes is None:
+            found = _unanchored(current, parsed, created.get(current), log.genesis_time, report)
+        else:
+            found = check_run(current, parsed, hashes, run_exists=current in created)
+        if found is not None:
+            report.breaks.append(found)
+
+    after = ("", 0)
+    while batch := await store.scan_journal(after=after, run_id=run_id, limit=page):
+        for row in batch:
+            if row[0] != current:
+                finish()
+                current, rows = row[0], []
+            rows.append(row)
+        after = (batch[-1][0], batch[-1][1])
+    finish()
+    for rid, hashes in sorted(anchored.items()):
+        report.runs += 1
+        found = check_run(rid, [], hashes, run_exists=rid in created)
+        if found is not None:
+            report.breaks.append(found)
+    if blobs and run_id is None:
+        report.breaks.extend(await _blob_breaks(store))
+    return report
+
+
+def _unanchored(
+    run_id: str, rows: list[Row], created_at: float | None, genesis: float, report: Report
+) -> Break | None:
+    """A run with entries and no anchor: older than the log (checked by its own chain), or put
+    in behind the log's back."""
+    if created_at is not None and created_at < genesis:
+        report.legacy_runs += 1
+        return check_legacy_run(run_id, rows)
+    return Break(BreakKind.INSERTED, run_id, 1, "a journal the audit log never anchored")
+
+
+async def _runs(store: Store, run_id: str | None, page: int) -> dict[str, float]:
+    if run_id is not None:
+        try:
+            return {run_id: (await store.get_run(run_id)).created_at}
+        except NotFound:  # the run is gone; its anchors say whether it existed
+            return {}
+    out: dict[str, float] = {}
+    after = ""
+    while rows := await store.scan_runs(after=after, limit=page):
+        out.update(rows)
+        after = rows[-1][0]
+    return out
+
+
+async def _blob_breaks(store: Store) -> list[Break]:
+    breaks: list[Break] = []
+    after = ""
+    while rows := await store.scan_blobs(after=after):
+        for address, data in rows:
+            if "sha256:" + hashlib.sha256(data).hexdigest() != address:
+                breaks.append(Break(BreakKind.BLOB_EDITED, None, 0, f"blob {address} was changed"))
+        after = rows[-1][0]
+    return breaks
