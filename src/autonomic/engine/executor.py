@@ -677,9 +677,7 @@ class Engine:
         """Cancel a run from outside; a worker holding it stops at its next commit. ``by`` is
         who cancelled it, journaled as the transition's ``by`` and in the audit log."""
         act = AuditAct("run.cancel", by, {"reason": reason})
-        return await self._operator_transition(
-            run_id, RunStatus.CANCELLED, reason, by=by, act=act
-        )
+        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason, by=by, act=act)
 
     async def settle(
         self,
