@@ -163,6 +163,17 @@ def worker(
     ] = 30.0,
     until_idle: Annotated[bool, typer.Option(help="Exit once no run is runnable.")] = False,
     agents: AgentOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (docs/observability.md).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="The address --metrics-port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step)."""
     import asyncio
@@ -180,8 +191,25 @@ def worker(
     async def go() -> list[Run]:
         store = await open_store(settings.db)
         try:
-            engine = build_engine(store, agents, settings.policy, lease_ttl=lease_ttl)
-            w = Worker(engine, concurrency=concurrency)
+            engine = build_engine(
+                store,
+                agents,
+                settings.policy,
+                lease_ttl=lease_ttl,
+                metrics=metrics_port is not None,
+            )
+            w = Worker(engine, concurrency=concurrency, metrics=metrics_port is not None)
+            if metrics_port is not None:
+                from autonomic.observability.metrics import serve
+
+                try:
+                    server = serve(metrics_port, metrics_host)
+                except OSError as exc:
+                    raise UserError(
+                        f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}",
+                        hint="choose a free port with --metrics-port",
+                    ) from None
+                err.print(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)

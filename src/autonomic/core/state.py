@@ -110,6 +110,8 @@ class RunState:
     """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
     settlements: dict[Position, Settlement] = field(default_factory=dict)
     """Calls a human settled as executed, by position, until their result is recorded."""
+    trace: str | None = None
+    """The ``traceparent`` of the run's root span, if ``run.started`` recorded one."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -177,6 +179,7 @@ class RunState:
         self.tools = body.tools
         self.max_turns = body.max_turns
         self.requester = body.requester
+        self.trace = body.trace
         if body.workflow is not None:
             self.workflow = body.workflow.get("start")
         self.planning = dict(body.planning) if body.planning is not None else None

@@ -27,10 +27,20 @@ log = logging.getLogger("autonomic.worker")
 class Worker:
     """Claim-and-drive loop over one engine."""
 
-    def __init__(self, engine: Engine, *, concurrency: int = 4, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 0.5,
+        metrics: bool = False,
+    ) -> None:
+        """``metrics``: at each idle poll, set the gauges a scrape reads (approvals pending and
+        their age, breaker states; ``autonomic.observability.metrics``)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
+        self.metrics = metrics
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.finished: list[Run] = []
@@ -65,6 +75,8 @@ class Worker:
                 continue
             if run is None:
                 slots.release()
+                if self.metrics:
+                    await self._observe()
                 if await self._sweep_approvals():
                     continue  # a decided approval reopened a run: claim it now
 
@@ -99,6 +111,28 @@ class Worker:
             log.exception("approval sweep failed; retrying at the next idle poll")
             return False
         return any(a.status.final for a in changed)
+
+    async def _observe(self) -> None:
+        """Set the gauges that need a look at the store or the breakers (when idle: cheap)."""
+        from autonomic.core.approval import ApprovalStatus
+        from autonomic.observability.metrics import Metrics
+
+        m = Metrics.get()
+        try:
+            pending = await self.engine.store.list_approvals(
+                status=ApprovalStatus.PENDING, limit=10_000
+            )
+        except Exception as exc:
+            log.warning("metrics: listing approvals failed: %s", scrub(str(exc)))
+            return
+        now = self.engine.clock()
+        m.approvals_pending.set(len(pending))
+        m.approval_oldest_age.set(max((now - a.created_at for a in pending), default=0.0))
+        if pending:
+            m.approval_next_expiry.set(min(a.expires_at - now for a in pending))
+        for key, state in self.engine.circuits.snapshot().items():
+            for name in ("open", "half_open"):
+                m.breakers_open.labels(key, name).set(1 if state.state == name else 0)
 
     async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
         try:
