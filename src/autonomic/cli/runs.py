@@ -198,7 +198,12 @@ def worker(
                 lease_ttl=lease_ttl,
                 metrics=metrics_port is not None,
             )
-            w = Worker(engine, concurrency=concurrency, metrics=metrics_port is not None)
+            w = Worker(
+                engine,
+                concurrency=concurrency,
+                metrics=metrics_port is not None,
+                notifier=alert_notifier(),
+            )
             if metrics_port is not None:
                 from autonomic.observability.metrics import serve
 
@@ -227,6 +232,18 @@ def worker(
             await store.close()
 
     run_coroutine(go)
+
+
+def alert_notifier() -> Any:
+    """The webhook notifier ``AUTONOMIC_ALERT_WEBHOOK`` asks for (``None`` when unset)."""
+    import os
+
+    url = os.environ.get("AUTONOMIC_ALERT_WEBHOOK", "").strip()
+    if not url:
+        return None
+    from autonomic.observability.notifier import AlertNotifier
+
+    return AlertNotifier(url)
 
 
 def runs(

@@ -43,8 +43,7 @@ class MetricsHook(Hook):
         usage = turn.call.usage
         m.tokens.labels(provider, model, "input").inc(usage.input_tokens)
         m.tokens.labels(provider, model, "output").inc(usage.output_tokens)
-        if turn.call.cost:
-            m.cost.labels(provider, model).inc(float(turn.call.cost))
+        m.cost.labels(provider, model).inc(float(turn.call.cost))  # 0 too: the series exists
 
     async def around_tool_effect(
         self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect

@@ -15,13 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
-from autonomic.core.run import Run
+from autonomic.core.run import Run, RunStatus
 from autonomic.engine.executor import Engine
 from autonomic.engine.failure import scrub
 from autonomic.governance.approvals import ApprovalDesk
+from autonomic.observability.notifier import AlertNotifier
 
 log = logging.getLogger("autonomic.worker")
+
+WAITING = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_FOR_HUMAN, RunStatus.SUSPENDED)
+"""The statuses whose runs the metrics count (the gauge ``autonomic_runs_current``)."""
+OBSERVE_EVERY = 2.0
+"""Seconds between two looks at the store for the gauges (idle polls are more frequent)."""
 
 
 class Worker:
@@ -34,13 +41,17 @@ class Worker:
         concurrency: int = 4,
         poll_interval: float = 0.5,
         metrics: bool = False,
+        notifier: AlertNotifier | None = None,
     ) -> None:
-        """``metrics``: at each idle poll, set the gauges a scrape reads (approvals pending and
-        their age, breaker states; ``autonomic.observability.metrics``)."""
+        """``metrics``: at idle polls, set the gauges a scrape reads (approvals pending and their
+        age, breaker states; ``autonomic.observability.metrics``). ``notifier``: page about
+        pending approvals (Alertmanager's webhook format) at the same moments."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
         self.metrics = metrics
+        self.notifier = notifier
+        self._observed = -OBSERVE_EVERY
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.finished: list[Run] = []
@@ -75,7 +86,7 @@ class Worker:
                 continue
             if run is None:
                 slots.release()
-                if self.metrics:
+                if self.metrics or self.notifier is not None:
                     await self._observe()
                 if await self._sweep_approvals():
                     continue  # a decided approval reopened a run: claim it now
@@ -117,6 +128,10 @@ class Worker:
         from autonomic.core.approval import ApprovalStatus
         from autonomic.observability.metrics import Metrics
 
+        moment = time.monotonic()
+        if moment - self._observed < OBSERVE_EVERY:
+            return
+        self._observed = moment
         m = Metrics.get()
         try:
             pending = await self.engine.store.list_approvals(
@@ -126,10 +141,27 @@ class Worker:
             log.warning("metrics: listing approvals failed: %s", scrub(str(exc)))
             return
         now = self.engine.clock()
+        if self.notifier is not None and pending:
+            from autonomic.observability.notifier import approval_waiting
+
+            alerts = [approval_waiting(a, now) for a in pending]
+            try:
+                await asyncio.to_thread(self.notifier.send, alerts)
+            except OSError as exc:
+                log.warning("alert webhook: %s", scrub(str(exc)))
         m.approvals_pending.set(len(pending))
         m.approval_oldest_age.set(max((now - a.created_at for a in pending), default=0.0))
         if pending:
             m.approval_next_expiry.set(min(a.expires_at - now for a in pending))
+        for status in WAITING:
+            try:
+                runs = await self.engine.store.list_runs(status=status, limit=10_000)
+            except Exception as exc:
+                log.warning("metrics: listing runs failed: %s", scrub(str(exc)))
+                return
+            m.runs_current.labels(status.value).set(len(runs))
+            if status is RunStatus.RUNNING:
+                m.runs_stuck.set(sum(1 for r in runs if r.lease.expires_at < now))
         for key, state in self.engine.circuits.snapshot().items():
             for name in ("open", "half_open"):
                 m.breakers_open.labels(key, name).set(1 if state.state == name else 0)

@@ -71,6 +71,19 @@ class Metrics:
             ["provider", "model"],
             registry=reg,
         )
+        self.runs_current = Gauge(
+            "autonomic_runs_current",
+            "Runs now in a status that waits (RUNNING, WAITING_FOR_HUMAN, SUSPENDED, PENDING).",
+            ["status"],
+            registry=reg,
+            multiprocess_mode="max",
+        )
+        self.runs_stuck = Gauge(
+            "autonomic_runs_stuck",
+            "RUNNING runs whose lease has expired: no worker is driving them.",
+            registry=reg,
+            multiprocess_mode="max",
+        )
         self.approvals_pending = Gauge(
             "autonomic_approvals_pending",
             "Approvals waiting for a human.",
