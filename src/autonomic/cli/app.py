@@ -15,7 +15,17 @@ import sys
 import typer
 from rich.markup import escape
 
-from autonomic.cli import approvals, breakers, demo, gateway, migrate, runs, settle, workflow
+from autonomic.cli import (
+    approvals,
+    breakers,
+    demo,
+    gateway,
+    kpis,
+    migrate,
+    runs,
+    settle,
+    workflow,
+)
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.sandbox import sandbox_app
@@ -45,6 +55,7 @@ app.command("resume")(runs.resume)
 app.command("worker")(runs.worker)
 app.command("runs")(runs.runs)
 app.command("breakers")(breakers.breakers)
+app.command("kpis")(kpis.kpis)
 app.command("show")(runs.show)
 app.command("cancel")(runs.cancel)
 app.command("settle")(settle.settle)
