@@ -92,10 +92,12 @@ class TracingHook(Hook):
         self._drives[run.id] = held = _Drive(trace, span, common)
         try:
             with self.tracing.current(span):
-                await drive()
+                try:
+                    await drive()
+                finally:
+                    self._end_turn(held)
+                    span.set_attribute(genai.RUN_STATUS, session.state.status.value)
         finally:
-            self._end_turn(held)
-            span.set_attribute(genai.RUN_STATUS, session.state.status.value)
             self._drives.pop(run.id, None)
 
     async def before_model_call(self, step: StepProtocol) -> bool:
@@ -170,10 +172,10 @@ class TracingHook(Hook):
             ),
             None,
         )
-        if decision is not None:
-            attrs[genai.DECISION] = decision.verdict
-            if decision.risk:
-                attrs[genai.RISK] = decision.risk
+        # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
+        attrs[genai.DECISION] = decision.verdict if decision is not None else "allow"
+        if decision is not None and decision.risk:
+            attrs[genai.RISK] = decision.risk
         if self.tracing.content:
             attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
         span = self.tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
