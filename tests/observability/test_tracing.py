@@ -189,6 +189,8 @@ def test_a_run_driven_by_two_processes_is_one_trace(sqlite_url, first_traced):
     drives = [s for s in spans if s.name == "autonomic.drive"]
     assert len(drives) == (2 if first_traced else 1)
     assert all(d.parent.span_id == roots[0].context.span_id for d in drives)
+    turns = [s for s in spans if s.name.startswith("turn ")]
+    assert all(t.parent.span_id == roots[0].context.span_id for t in turns)
     index = by_id(spans)
     [write_span] = [s for s in b if s.name == "execute_tool write"]
     assert parent_name(write_span, index) == "turn 2"

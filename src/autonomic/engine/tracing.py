@@ -7,12 +7,15 @@ The span tree of a run (names as operators search them):
   process that commits the run's end, spanning creation to end.
 * ``autonomic.drive`` - one worker driving the run (a resumed or taken-over half is another).
 * ``approval wait`` - from the approval's request to its decision, when a run resumes after one.
-* ``turn N`` - a model turn and the tool calls it proposed; under it ``chat MODEL`` (GenAI
+* ``turn N`` - a model turn and the tool calls it proposed (with the worker that took it);
+  under it ``chat MODEL`` (GenAI
   conventions: provider, request/response model, tokens, finish reason, cost) and
   ``execute_tool TOOL`` (version, idempotency key, risk, the gates' decision), under which the
   sandbox tool adds ``sandbox.execute BACKEND``.
 
-Every span carries the run id and correlation id. Prompts, answers, arguments and results stay out
+All three hang from the root, not from each other: a process killed mid-run never ends (so never
+exports) its drive span, while the turns it finished were exported already - under the root,
+the tree stays whole whatever crashed. Every span carries the run id and correlation id. Prompts, answers, arguments and results stay out
 unless ``AUTONOMIC_TRACE_CONTENT=1``; even then they are masked by ``scrub``.
 """
 
@@ -58,9 +61,13 @@ def run_attributes(run: Run) -> dict[str, Any]:
 class _Drive:
     """The open spans of one run this process is driving."""
 
-    def __init__(self, trace: TraceContext, drive: Span, common: dict[str, Any]) -> None:
+    def __init__(
+        self, trace: TraceContext, drive: Span, parent: Any, common: dict[str, Any]
+    ) -> None:
         self.trace = trace
         self.drive = drive
+        self.parent = parent
+        """The root's context: what turns hang from."""
         self.common = common
         self.turn: Span | None = None
         self.turn_no = 0
@@ -84,12 +91,11 @@ class TracingHook(Hook):
         parent = self.tracing.under(trace)
         if session.state.reopened:
             await self._approval_wait(step, parent, common)
+        common = {**common, genai.WORKER: _worker(run)}
         span = self.tracing.start(
-            "autonomic.drive",
-            parent,
-            {**common, genai.WORKER: _worker(run), genai.RESUMED: session.state.last_seq > 2},
+            "autonomic.drive", parent, {**common, genai.RESUMED: session.state.last_seq > 2}
         )
-        self._drives[run.id] = held = _Drive(trace, span, common)
+        self._drives[run.id] = held = _Drive(trace, span, parent, common)
         try:
             with self.tracing.current(span):
                 try:
@@ -219,7 +225,7 @@ class TracingHook(Hook):
     def _open_turn(self, held: _Drive, number: int) -> None:
         self._end_turn(held)
         held.turn = self.tracing.start(
-            f"turn {number}", held.drive, {**held.common, genai.TURN: number}
+            f"turn {number}", held.parent, {**held.common, genai.TURN: number}
         )
         held.turn_no = number
 
