@@ -101,7 +101,8 @@ def test_the_notifier_posts_alertmanager_webhook_json_once(receiver):
         "run": "run_1",
         "tool": "post_adjustment@1",
     }  # fmt: skip  (expires in 5 minutes: it pages)
-    assert waiting["startsAt"].endswith("Z") and waiting["endsAt"].startswith("0001-")
+    assert waiting["startsAt"].endswith("Z")
+    assert waiting["endsAt"].startswith("0001-")
     assert "autonomic approve ap_1" in waiting["annotations"]["command"]
     assert dead["labels"]["alertname"] == "AutonomicDeadLetters"
     assert "sk-canary-secret" not in json.dumps(body)  # arguments never go into alerts

@@ -39,6 +39,6 @@ def test_attribute_names_match_the_conventions(ours, theirs):
 
 def test_operation_names_match_the_conventions():
     values = semconv.GenAiOperationNameValues
-    assert genai.OP_CHAT == values.CHAT.value
-    assert genai.OP_EXECUTE_TOOL == values.EXECUTE_TOOL.value
-    assert genai.OP_INVOKE_AGENT == values.INVOKE_AGENT.value
+    assert values.CHAT.value == genai.OP_CHAT
+    assert values.EXECUTE_TOOL.value == genai.OP_EXECUTE_TOOL
+    assert values.INVOKE_AGENT.value == genai.OP_INVOKE_AGENT

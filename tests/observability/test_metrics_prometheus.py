@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CLI, autonomic, eventually, free_port, get_json, promql
 
 from autonomic.examples.reconciliation.bank import create_bank
+from conftest import CLI, autonomic, eventually, free_port, get_json, promql
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "autonomic.json"
@@ -70,7 +69,7 @@ def fleet(tmp_path, prometheus_bin):
         worker.send_signal(signal.SIGTERM)
         prometheus.terminate()
         try:
-            out, err = worker.communicate(timeout=60)
+            _out, err = worker.communicate(timeout=60)
         finally:
             prometheus.wait(timeout=60)
             log.close()

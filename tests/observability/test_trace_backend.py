@@ -7,10 +7,9 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from conftest import autonomic, eventually, get_json
-
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.observability.trace_context import TraceContext
+from conftest import autonomic, eventually, get_json
 
 
 def _spans(base: str, project: str) -> list[dict]:
