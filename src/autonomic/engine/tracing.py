@@ -70,6 +70,7 @@ class _Drive:
         """The root's context: what turns hang from."""
         self.common = common
         self.turn: Span | None = None
+        self.run: Run | None = None
         self.turn_no = 0
 
 
@@ -91,11 +92,16 @@ class TracingHook(Hook):
         parent = self.tracing.under(trace)
         if session.state.reopened:
             await self._approval_wait(step, parent, common)
-        common = {**common, genai.WORKER: _worker(run)}
         span = self.tracing.start(
-            "autonomic.drive", parent, {**common, genai.RESUMED: session.state.last_seq > 2}
+            "autonomic.drive",
+            parent,
+            {**common, genai.WORKER: _worker(run), genai.RESUMED: session.state.last_seq > 2},
         )
-        self._drives[run.id] = held = _Drive(trace, span, parent, common)
+        # spans below carry the ids only (the run's other attributes are on the root and the
+        # drive): every attribute costs on every span
+        ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
+        self._drives[run.id] = held = _Drive(trace, span, parent, ids)
+        held.run = run
         try:
             with self.tracing.current(span):
                 try:
@@ -225,7 +231,9 @@ class TracingHook(Hook):
     def _open_turn(self, held: _Drive, number: int) -> None:
         self._end_turn(held)
         held.turn = self.tracing.start(
-            f"turn {number}", held.parent, {**held.common, genai.TURN: number}
+            f"turn {number}",
+            held.parent,
+            {**held.common, genai.TURN: number, genai.WORKER: _worker(held.run)},
         )
         held.turn_no = number
 
@@ -263,5 +271,5 @@ class TracingHook(Hook):
         span.end(end_time=int(approval.decided_at * 1_000_000_000))
 
 
-def _worker(run: Run) -> str:
-    return run.lease.owner or ""
+def _worker(run: Run | None) -> str:
+    return (run.lease.owner or "") if run is not None else ""
