@@ -71,3 +71,24 @@ print(loaded)
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_tracing_configured_without_the_extra_is_one_clear_line(tmp_path):
+    code = f"""
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("opentelemetry.sdk"):
+            raise ModuleNotFoundError(name + " is blocked", name="opentelemetry.sdk")
+sys.meta_path.insert(0, Refuse())
+from autonomic.cli.app import main
+sys.argv = ["autonomic", "--db", "sqlite:///{tmp_path}/a.db", "demo", "--workdir", "{tmp_path}"]
+main()
+"""
+    env = {"PATH": "/usr/bin:/bin", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert done.returncode in (1, 2), done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT)")
+    assert "autonomic[observability]" in done.stderr

@@ -149,7 +149,15 @@ class Metrics:
         global _SHARED
         with _LOCK:
             if _SHARED is None:
-                _SHARED = Metrics()
+                try:
+                    _SHARED = Metrics()
+                except ImportError as exc:
+                    from autonomic.errors import ConfigError
+
+                    raise ConfigError(
+                        f"metrics are asked for but {exc.name} is not installed",
+                        hint="pip install 'autonomic[observability]'",
+                    ) from None
             return _SHARED
 
 

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from autonomic.errors import ConfigError
 from autonomic.observability.trace_context import TraceContext
 
 if TYPE_CHECKING:
@@ -77,7 +78,15 @@ class Tracing:
             return None
         with _LOCK:
             if _SHARED is None:
-                _SHARED = Tracing.build(content=content_enabled())
+                try:
+                    _SHARED = Tracing.build(content=content_enabled())
+                except ImportError as exc:
+                    raise ConfigError(
+                        f"tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT) but {exc.name} is "
+                        "not installed",
+                        hint="pip install 'autonomic[observability]', or unset the OTEL_* "
+                        "variables",
+                    ) from None
                 atexit.register(_SHARED.shutdown)
             return _SHARED
 
