@@ -20,7 +20,7 @@ from autonomic.engine.tracing import TracingHook
 from autonomic.governance.runaway.gate import Runaway
 from autonomic.observability import genai
 from autonomic.observability.trace_context import TraceContext
-from autonomic.observability.tracing import Tracing
+from autonomic.observability.tracing import Tracing, traceparent_of
 from autonomic.tools.contract import tool
 
 CANARY = "canary-7f3a9c"
@@ -194,3 +194,17 @@ def test_a_run_driven_by_two_processes_is_one_trace(sqlite_url, first_traced):
     index = by_id(spans)
     [write_span] = [s for s in b if s.name == "execute_tool write"]
     assert parent_name(write_span, index) == "turn 2"
+
+
+def test_the_bus_seam_makes_messaging_spans_under_the_current_span():
+    t, exporter = tracing()
+    parent = t.start("turn 1", None, {})
+    with t.current(parent), t.messaging_span("publish", "runs.events") as span:
+        carried = traceparent_of(span)
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    published = spans["publish runs.events"]
+    assert published.parent.span_id == spans["turn 1"].context.span_id
+    assert published.attributes["messaging.operation.name"] == "publish"
+    assert TraceContext.parse(carried) == TraceContext(
+        published.context.trace_id, published.context.span_id
+    )
