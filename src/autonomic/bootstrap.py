@@ -21,6 +21,7 @@ from autonomic.ports.store import Store
 if TYPE_CHECKING:
     from autonomic.core.event_types import EventTypes
     from autonomic.engine.agent import Agent, AgentRegistry
+    from autonomic.engine.step import Hook
     from autonomic.governance.runaway.gate import Runaway
     from autonomic.governance.runaway.tenant import TenantBudget
     from autonomic.ports.bus import Bus
@@ -382,3 +383,25 @@ def build_runaway() -> Runaway:
     default = budgets.pop("*", None)
     ledger = TenantLedger(build_counters(), budgets, default=default)
     return Runaway(embedder=build_embedder(), ledger=ledger)
+
+
+def build_telemetry(*, metrics: bool = False) -> list[Hook]:
+    """The tracing and metrics hooks the environment asks for (docs/observability.md).
+
+    Tracing: when the ``OTEL_*`` variables name an OTLP endpoint (the SDK is not imported
+    otherwise). Metrics: when ``metrics`` (a worker serving ``/metrics``) or
+    ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    from autonomic.observability import metrics as metrics_module
+    from autonomic.observability.tracing import Tracing
+
+    hooks: list[Hook] = []
+    tracing = Tracing.from_environment()
+    if tracing is not None:
+        from autonomic.engine.tracing import TracingHook
+
+        hooks.append(TracingHook(tracing))
+    if metrics or metrics_module.enabled_by_environment():
+        from autonomic.engine.metering import MetricsHook
+
+        hooks.append(MetricsHook(metrics_module.Metrics.get()))
+    return hooks

@@ -127,6 +127,7 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "worker",
         "runs",
         "breakers",
+        "kpis",
         "show",
         "cancel",
         "settle",

@@ -22,6 +22,7 @@ from autonomic.cli import (
     breakers,
     demo,
     gateway,
+    kpis,
     migrate,
     runs,
     serve,
@@ -62,6 +63,7 @@ app.command("resume")(runs.resume)
 app.command("worker")(runs.worker)
 app.command("runs")(runs.runs)
 app.command("breakers")(breakers.breakers)
+app.command("kpis")(kpis.kpis)
 app.command("show")(runs.show)
 app.command("cancel")(runs.cancel)
 app.command("settle")(settle.settle)

@@ -140,12 +140,21 @@ def build_engine(
     store: Any, agents: list[str] | None, policy: str | None = None, **kwargs: Any
 ) -> Any:
     """The engine a command drives runs with; closed when the command's coroutine ends."""
-    from autonomic.bootstrap import build_agents, build_model, build_plan_cache, build_runaway
+    from autonomic.bootstrap import (
+        build_agents,
+        build_model,
+        build_plan_cache,
+        build_runaway,
+        build_telemetry,
+    )
     from autonomic.engine import faults
     from autonomic.engine.executor import Engine
 
     kwargs.setdefault("faults", faults.from_environment())
     kwargs.setdefault("plan_cache", build_plan_cache())
+    telemetry = build_telemetry(metrics=kwargs.pop("metrics", False))
+    if telemetry:
+        kwargs["hooks"] = [*telemetry, *kwargs.get("hooks", ())]
     if "runaway" not in kwargs:
         kwargs["runaway"] = build_runaway()
         _OPENED.append(kwargs["runaway"])

@@ -167,6 +167,17 @@ def worker(
     until_idle: Annotated[bool, typer.Option(help="Exit once no run is runnable.")] = False,
     agents: AgentOption = None,
     bus: BusOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (docs/observability.md).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="The address --metrics-port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step).
 
@@ -188,13 +199,36 @@ def worker(
     async def go() -> list[Run]:
         store = await open_store(settings.db)
         try:
-            engine = build_engine(store, agents, settings.policy, lease_ttl=lease_ttl)
+            engine = build_engine(
+                store,
+                agents,
+                settings.policy,
+                lease_ttl=lease_ttl,
+                metrics=metrics_port is not None,
+            )
             opened = None
             if bus:
                 from autonomic.bootstrap import open_bus
 
                 opened = open_bus(bus, store)
-            w = Worker(engine, concurrency=concurrency, bus=opened)
+            w = Worker(
+                engine,
+                concurrency=concurrency,
+                bus=opened,
+                metrics=metrics_port is not None,
+                notifier=alert_notifier(),
+            )
+            if metrics_port is not None:
+                from autonomic.observability.metrics import serve
+
+                try:
+                    server = serve(metrics_port, metrics_host)
+                except OSError as exc:
+                    raise UserError(
+                        f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}",
+                        hint="choose a free port with --metrics-port",
+                    ) from None
+                err.print(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)
@@ -221,6 +255,18 @@ def worker(
             await store.close()
 
     run_coroutine(go)
+
+
+def alert_notifier() -> Any:
+    """The webhook notifier ``AUTONOMIC_ALERT_WEBHOOK`` asks for (``None`` when unset)."""
+    import os
+
+    url = os.environ.get("AUTONOMIC_ALERT_WEBHOOK", "").strip()
+    if not url:
+        return None
+    from autonomic.observability.notifier import AlertNotifier
+
+    return AlertNotifier(url)
 
 
 def runs(

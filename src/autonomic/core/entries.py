@@ -143,6 +143,9 @@ class RunStarted(NamedTuple):
     planning: dict[str, Any] | None = None
     workflow: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
+    trace: str | None = None
+    """The W3C ``traceparent`` of the run's root span (new in 0.3, written only with tracing
+    on): every process that drives the run puts its spans in that trace."""
 
     def to_payload(self) -> dict[str, Any]:
         return _put(
@@ -160,6 +163,7 @@ class RunStarted(NamedTuple):
             planning=self.planning,
             workflow=self.workflow,
             budget=self.budget,
+            trace=self.trace,
         )
 
     @staticmethod
@@ -177,6 +181,7 @@ class RunStarted(NamedTuple):
             planning=_dict(p.get("planning")),
             workflow=_dict(p.get("workflow")),
             budget=_dict(p.get("budget")),
+            trace=p.get("trace") if isinstance(p.get("trace"), str) else None,
         )
 
 

@@ -132,6 +132,8 @@ class RunState:
     """Every piece of content that entered the run, in order, with where it came from: the task
     and instructions, tool outputs, humans' comments. Kept apart from ``messages`` (which
     compression rewrites), so provenance survives compression and is folded on every resume."""
+    trace: str | None = None
+    """The ``traceparent`` of the run's root span, if ``run.started`` recorded one."""
     reopened: bool = False
     """The latest entry reopened the run (a human decided, or an operator resumed it): whoever
     claims it next continues it, nothing crashed."""
@@ -208,6 +210,7 @@ class RunState:
         self.tools = body.tools
         self.max_turns = body.max_turns
         self.requester = body.requester
+        self.trace = body.trace
         if body.workflow is not None:
             self.workflow = body.workflow.get("start")
         self.planning = dict(body.planning) if body.planning is not None else None

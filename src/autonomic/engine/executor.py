@@ -38,7 +38,7 @@ from autonomic.engine.hooks import (
 from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.planning import PlanningHook
 from autonomic.engine.session import RunInterrupted, RunSession
-from autonomic.engine.step import Hook, Hooks, StepProtocol, run_priority
+from autonomic.engine.step import Hook, Hooks, StepProtocol, overrides, run_priority
 from autonomic.errors import (
     ConfigError,
     InvalidInput,
@@ -359,26 +359,24 @@ class Engine:
             self.model_for(planning["model"])  # a bad planner spec fails here too
         run_priority(metadata or {})  # validated here, the entry point: one clear error line
         budget = pinned_budget(definition.budget, (metadata or {}).get("budget"))
-        started = record(
-            run.id,
-            1,
-            RunStarted(
-                agent=definition.name,
-                agent_version=definition.version,
-                model=spec,
-                instructions=definition.instructions,
-                task=task,
-                tools=tuple(t.ref for t in definition.tools),
-                max_turns=turns,
-                tenant=tenant,
-                requester=requester,
-                planning=planning,
-                workflow=definition.workflow.pin() if definition.workflow is not None else None,
-                budget=budget or None,
-            ),
-            prev_hash=GENESIS_HASH,
-            created_at=now,
+        body = RunStarted(
+            agent=definition.name,
+            agent_version=definition.version,
+            model=spec,
+            instructions=definition.instructions,
+            task=task,
+            tools=tuple(t.ref for t in definition.tools),
+            max_turns=turns,
+            tenant=tenant,
+            requester=requester,
+            planning=planning,
+            workflow=definition.workflow.pin() if definition.workflow is not None else None,
+            budget=budget or None,
         )
+        for hook in self.hooks:
+            if overrides(hook, "before_run_started"):
+                body = hook.before_run_started(body)
+        started = record(run.id, 1, body, prev_hash=GENESIS_HASH, created_at=now)
         if not claimed:
             return run, [started]
         running = record(
@@ -419,6 +417,7 @@ class Engine:
         session: RunSession | None = None
         heartbeat = asyncio.create_task(self._heartbeat(run, lambda: session))
         try:
+            reading = time.perf_counter()
             entries = fresh if fresh is not None else await self.store.load_journal(run.id)
             session = RunSession(
                 self.store,
@@ -429,6 +428,7 @@ class Engine:
                 lease_ttl=self.lease_ttl,
                 audit_levels=self._audit_levels(run),
             )
+            session.read_seconds = time.perf_counter() - reading
             session.on_commit = Hooks(self.hooks).committer(session)
             session.outbox = Hooks(self.hooks).stager()
             taken_over = fresh is None and session.state.status is RunStatus.RUNNING

@@ -68,6 +68,9 @@ class RunSession:
         """When this worker's lease ends by its own clock: set by the claim, extended by every
         commit and heartbeat."""
         self._lost: str | None = None
+        self.read_seconds: float | None = None
+        """How long loading and folding the journal took when this drive began (the metrics'
+        ``state_read`` phase)."""
 
     def calm(self) -> None:
         """No commit hooks and no fault points from now on: the session only ends the run (after

@@ -61,7 +61,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from autonomic.core.calls import Position
-from autonomic.core.entries import ModelCall, ModelTurn, Recovery, ToolIntent, ToolResult
+from autonomic.core.entries import (
+    ModelCall,
+    ModelTurn,
+    Recovery,
+    RunStarted,
+    ToolIntent,
+    ToolResult,
+)
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.messages import Message, ModelResponse, ToolCall
@@ -100,6 +107,11 @@ Effect = Callable[[], Awaitable[tuple[ToolResult, bool]]]
 class Hook:
     """A capability attached to the step protocol. Override what you need; every default does
     nothing (and a method left at its default is never called)."""
+
+    def before_run_started(self, started: RunStarted) -> RunStarted:
+        """A new run's ``run.started`` before it is written: add what the hook keeps there
+        (tracing: the trace context every process driving the run joins)."""
+        return started
 
     async def around_run(self, step: StepProtocol, drive: Callable[[], Awaitable[None]]) -> None:
         """Wrap driving the run (a circuit that may refuse it, say)."""
@@ -140,6 +152,11 @@ class Hook:
 
     async def after_run(self, step: StepProtocol) -> None:
         """The worker stopped driving the run (whatever state it is in now)."""
+
+
+def overrides(hook: Hook, name: str) -> bool:
+    """Whether ``hook`` overrides the hook method ``name`` (only those are called)."""
+    return _overrides(hook, name)
 
 
 def _overrides(hook: Hook, name: str) -> bool:

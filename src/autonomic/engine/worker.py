@@ -19,16 +19,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
-from autonomic.core.run import Run
+from autonomic.core.run import Run, RunStatus
 from autonomic.engine.executor import Engine
 from autonomic.engine.failure import scrub
 from autonomic.engine.inbox import GROUP, EventStarter
 from autonomic.engine.outbox import OutboxHook, Relay
 from autonomic.governance.approvals import ApprovalDesk
+from autonomic.observability.notifier import AlertNotifier
 from autonomic.ports.bus import Bus, RetryPolicy
 
 log = logging.getLogger("autonomic.worker")
+
+WAITING = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_FOR_HUMAN, RunStatus.SUSPENDED)
+"""The statuses whose runs the metrics count (the gauge ``autonomic_runs_current``)."""
+OBSERVE_EVERY = 2.0
+"""Seconds between two looks at the store for the gauges (idle polls are more frequent)."""
 
 
 class Worker:
@@ -43,10 +50,20 @@ class Worker:
         bus: Bus | None = None,
         group: str = GROUP,
         retry: RetryPolicy | None = None,
+        metrics: bool = False,
+        notifier: AlertNotifier | None = None,
     ) -> None:
+        """``bus``: relay the outbox and start runs from the events the engine's agents handle,
+        as member of consumer group ``group`` (docs/events.md). ``metrics``: at idle polls, set
+        the gauges a scrape reads (approvals pending and their age, breaker states;
+        ``autonomic.observability.metrics``). ``notifier``: page about pending approvals
+        (Alertmanager's webhook format) at the same moments."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
+        self.metrics = metrics
+        self.notifier = notifier
+        self._observed = -OBSERVE_EVERY
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.finished: list[Run] = []
@@ -134,6 +151,8 @@ class Worker:
                 continue
             if run is None:
                 slots.release()
+                if self.metrics or self.notifier is not None:
+                    await self._observe()
                 if await self._sweep_approvals():
                     continue  # a decided approval reopened a run: claim it now
 
@@ -172,6 +191,49 @@ class Worker:
             log.exception("approval sweep failed; retrying at the next idle poll")
             return False
         return any(a.status.final for a in changed)
+
+    async def _observe(self) -> None:
+        """Set the gauges that need a look at the store or the breakers (when idle: cheap)."""
+        from autonomic.core.approval import ApprovalStatus
+        from autonomic.observability.metrics import Metrics
+
+        moment = time.monotonic()
+        if moment - self._observed < OBSERVE_EVERY:
+            return
+        self._observed = moment
+        m = Metrics.get()
+        try:
+            pending = await self.engine.store.list_approvals(
+                status=ApprovalStatus.PENDING, limit=10_000
+            )
+        except Exception as exc:
+            log.warning("metrics: listing approvals failed: %s", scrub(str(exc)))
+            return
+        now = self.engine.clock()
+        if self.notifier is not None and pending:
+            from autonomic.observability.notifier import approval_waiting
+
+            alerts = [approval_waiting(a, now) for a in pending]
+            try:
+                await asyncio.to_thread(self.notifier.send, alerts)
+            except OSError as exc:
+                log.warning("alert webhook: %s", scrub(str(exc)))
+        m.approvals_pending.set(len(pending))
+        m.approval_oldest_age.set(max((now - a.created_at for a in pending), default=0.0))
+        if pending:
+            m.approval_next_expiry.set(min(a.expires_at - now for a in pending))
+        for status in WAITING:
+            try:
+                runs = await self.engine.store.list_runs(status=status, limit=10_000)
+            except Exception as exc:
+                log.warning("metrics: listing runs failed: %s", scrub(str(exc)))
+                return
+            m.runs_current.labels(status.value).set(len(runs))
+            if status is RunStatus.RUNNING:
+                m.runs_stuck.set(sum(1 for r in runs if r.lease.expires_at < now))
+        for key, state in self.engine.circuits.snapshot().items():
+            for name in ("open", "half_open"):
+                m.breakers_open.labels(key, name).set(1 if state.state == name else 0)
 
     async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
         try:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 from autonomic.errors import ToolError
 from autonomic.governance.code_gate import CodeGate, CodePolicy, finding_record, refusal
+from autonomic.observability import genai
+from autonomic.observability.metrics import current_metrics
+from autonomic.observability.tracing import current_tracing
 from autonomic.ports.sandbox import Execution, Limits, Result, Sandbox, SandboxUnavailable
 from autonomic.tools.contract import Tool
 
@@ -114,15 +118,57 @@ class PythonExec:
             files={path: text.encode("utf-8") for path, text in (files or {}).items()},
             limits=self.limits,
         )
-        try:
-            result = await (await self.sandbox()).execute(execution)
-        except SandboxUnavailable as exc:
-            raise ToolError(f"the sandbox cannot run code here: {exc}", hint=exc.hint) from exc
+        sandbox = await self.sandbox()
+        with SandboxObservation(sandbox.name) as seen:
+            try:
+                result = await sandbox.execute(execution)
+            except SandboxUnavailable as exc:
+                raise ToolError(f"the sandbox cannot run code here: {exc}", hint=exc.hint) from exc
+            seen.ended(result)
         return result_dict(result, findings)
 
     async def close(self) -> None:
         if self._sandbox is not None:
             await self._sandbox.close()
+
+
+class SandboxObservation:
+    """A sandbox execution as a span (``sandbox.execute BACKEND``: backend, provisioning time,
+    end reason) and as metrics (``sandbox_provisioning`` phase, executions by end, the pool in
+    use) - each only when tracing or metrics are on in this process. Provisioning is the wall
+    time of ``execute`` less the time the code itself ran (``Result.duration_s``)."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.tracing = current_tracing()
+        self.metrics = current_metrics()
+        self._span: Any = None
+        self._started = 0.0
+
+    def __enter__(self) -> SandboxObservation:
+        self._started = time.perf_counter()
+        if self.tracing is not None:
+            self._span = self.tracing.start(
+                f"sandbox.execute {self.backend}", None, {genai.SANDBOX_BACKEND: self.backend}
+            )
+        if self.metrics is not None:
+            self.metrics.sandboxes_active.labels(self.backend).inc()
+        return self
+
+    def ended(self, result: Result) -> None:
+        provisioning = max(0.0, time.perf_counter() - self._started - result.duration_s)
+        if self._span is not None:
+            self._span.set_attribute(genai.SANDBOX_END, str(result.ended))
+            self._span.set_attribute(genai.SANDBOX_PROVISIONING_S, round(provisioning, 6))
+        if self.metrics is not None:
+            self.metrics.phase_seconds.labels("sandbox_provisioning").observe(provisioning)
+            self.metrics.sandbox_runs.labels(self.backend, str(result.ended)).inc()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.metrics is not None:
+            self.metrics.sandboxes_active.labels(self.backend).dec()
+        if self._span is not None:
+            self._span.end()
 
 
 def python_exec_tool(

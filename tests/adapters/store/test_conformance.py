@@ -270,11 +270,12 @@ def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store)
     rows = asyncio.run(
         _raw(
             pg_url,
-            "SELECT table_name FROM information_schema.tables "
+            "SELECT table_name, table_type FROM information_schema.tables "
             f"WHERE table_schema = '{schema}' ORDER BY table_name",
         )
     )
-    assert [r[0] for r in rows] == [
+    tables = [r[0] for r in rows if r[1] == "BASE TABLE"]
+    assert tables == [
         "api_keys",
         "approvals",
         "audit_head",
@@ -289,6 +290,7 @@ def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store)
         "runs",
         "schema_migrations",
     ]
+    assert [r[0] for r in rows if r[1] == "VIEW"] == ["kpis", "run_kpi_facts"]  # 0007
 
 
 @pytest.mark.postgres

@@ -236,7 +236,13 @@ class CrashKit:
         return self.model
 
     def engine(self, store: Store, **options: Any) -> Engine:
-        """An ``Engine`` on ``store`` that knows the test agent (``options`` go to ``Engine``)."""
+        """An ``Engine`` on ``store`` that knows the test agent (``options`` go to ``Engine``),
+        with the tracing and metrics the environment turns on (``build_telemetry``), so the
+        trials can prove they still hold with both on."""
+        if "hooks" not in options:
+            from autonomic.bootstrap import build_telemetry
+
+            options["hooks"] = build_telemetry()
         return Engine(store, AgentRegistry([self.agent]), self.resolve, **options)
 
     async def start(self, engine: Engine, run_id: str, files: TrialFiles) -> Run:

@@ -1,0 +1,121 @@
+"""Per-step overhead of tracing and of metrics, side by side with both off, in one run.
+
+The workload of ``autonomic_bench.py`` (a ReAct run of 10 tool steps, fake model, trivial tool,
+every step durable on a SQLite file), run sequentially under four configurations interleaved
+round by round (so machine noise hits them alike): ``off``; ``tracing`` (the tracing hook,
+exporting over OTLP/HTTP with the batch processor to a real receiver - Phoenix, as the tests
+start it); ``metrics`` (the Prometheus hook); ``both``. Reports the median per-step time and
+each one's overhead over ``off`` (target: at most 5 % each), then the time of a scrape of
+``/metrics`` served by ``autonomic.observability.metrics.serve`` after the runs (target: at most
+10 ms, median of 200).
+
+Usage: .venv/bin/python benchmarks/observability_bench.py [--runs 60] [--rounds 5]
+           [--otlp http://127.0.0.1:16006]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from autonomic_bench import STEPS, engine_for
+
+from autonomic import build_store
+from autonomic.engine.metering import MetricsHook
+from autonomic.engine.step import Hook
+from autonomic.engine.tracing import TracingHook
+from autonomic.observability.metrics import Metrics, serve
+from autonomic.observability.tracing import Tracing
+
+CONFIGS = ("off", "tracing", "metrics", "both")
+
+
+async def per_step_ms(url: str, hooks: list[Hook], runs: int) -> tuple[float, float]:
+    """Wall and CPU milliseconds per step (CPU: this process's, the exporter thread included -
+    what the hooks cost, less sensitive than wall time to other processes on a busy host)."""
+    store = build_store(url)
+    await store.migrate()
+    engine = engine_for(store, hooks=hooks)
+    await engine.run("bench", "count")  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(runs):
+        final = await engine.run("bench", "count")
+        assert final.status.value == "COMPLETED", final.status_reason
+    elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+    await store.close()
+    return elapsed * 1000 / (runs * STEPS), used * 1000 / (runs * STEPS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--otlp", default="http://127.0.0.1:16006")
+    args = parser.parse_args()
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    tracing = Tracing.build(OTLPSpanExporter(endpoint=f"{args.otlp}/v1/traces"))
+    metrics = Metrics.get()
+    hooks: dict[str, list[Hook]] = {
+        "off": [],
+        "tracing": [TracingHook(tracing)],
+        "metrics": [MetricsHook(metrics)],
+        "both": [TracingHook(tracing), MetricsHook(metrics)],
+    }
+    samples: dict[str, list[float]] = {c: [] for c in CONFIGS}
+    cpu: dict[str, list[float]] = {c: [] for c in CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_no in range(args.rounds):
+            for config in CONFIGS:
+                url = f"sqlite:///{tmp}/{config}-{round_no}.db"
+                wall, used = asyncio.run(per_step_ms(url, hooks[config], args.runs))
+                samples[config].append(wall)
+                cpu[config].append(used)
+    assert tracing.flush(), "the OTLP receiver did not take the spans"
+    medians = {c: statistics.median(v) for c, v in samples.items()}
+    base = medians["off"]
+    cpu_medians = {c: statistics.median(v) for c, v in cpu.items()}
+
+    server = serve(0)
+    scrape_url = f"http://127.0.0.1:{server.server_port}/metrics"
+    scrapes = []
+    size = 0
+    for _ in range(200):
+        start = time.perf_counter()
+        with urllib.request.urlopen(scrape_url, timeout=5) as response:
+            size = len(response.read())
+        scrapes.append((time.perf_counter() - start) * 1000)
+    server.shutdown()
+    tracing.shutdown()
+
+    result: dict[str, Any] = {
+        "per_step_ms": {c: round(m, 4) for c, m in medians.items()},
+        "overhead_pct": {c: round((m / base - 1) * 100, 2) for c, m in medians.items()},
+        "cpu_per_step_ms": {c: round(m, 4) for c, m in cpu_medians.items()},
+        "cpu_overhead_pct": {
+            c: round((m / cpu_medians["off"] - 1) * 100, 2) for c, m in cpu_medians.items()
+        },
+        "scrape_ms_p50": round(statistics.median(scrapes), 3),
+        "scrape_ms_p99": round(sorted(scrapes)[int(len(scrapes) * 0.99) - 1], 3),
+        "scrape_bytes": size,
+        "samples_ms": {c: [round(x, 3) for x in v] for c, v in samples.items()},
+        "runs": args.runs,
+        "rounds": args.rounds,
+        "steps_per_run": STEPS,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Tracing as a hook of the step protocol: one trace per run, however many processes drive it.
+
+The span tree of a run (names as operators search them):
+
+* ``invoke_agent AGENT`` - the run, the root; its ids are the ``traceparent`` in ``run.started``
+  (or derived from the run id for runs created without tracing). It is emitted once, by the
+  process that commits the run's end, spanning creation to end.
+* ``autonomic.drive`` - one worker driving the run (a resumed or taken-over half is another).
+* ``approval wait`` - from the approval's request to its decision, when a run resumes after one.
+* ``turn N`` - a model turn and the tool calls it proposed (with the worker that took it);
+  under it ``chat MODEL`` (GenAI
+  conventions: provider, request/response model, tokens, finish reason, cost) and
+  ``execute_tool TOOL`` (version, idempotency key, risk, the gates' decision), under which the
+  sandbox tool adds ``sandbox.execute BACKEND``.
+
+All three hang from the root, not from each other: a process killed mid-run never ends (so never
+exports) its drive span, while the turns it finished were exported already - under the root,
+the tree stays whole whatever crashed. Every span carries the run id and correlation id. Prompts, answers, arguments and results stay out
+unless ``AUTONOMIC_TRACE_CONTENT=1``; even then they are masked by ``scrub``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from autonomic.core.canonical import canonical_json
+from autonomic.core.entries import ModelTurn, RunStarted, ToolResult, Transition
+from autonomic.core.journal import Entry
+from autonomic.core.messages import ToolCall
+from autonomic.core.run import Run, RunStatus
+from autonomic.engine.failure import scrub
+from autonomic.engine.session import RunSession
+from autonomic.engine.step import Effect, Hook, StepProtocol
+from autonomic.observability import genai
+from autonomic.observability.trace_context import TraceContext
+from autonomic.observability.tracing import Tracing
+from autonomic.tools.contract import Tool
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+_TERMINAL = {s.value for s in RunStatus if s.terminal}
+
+
+def run_trace(run_id: str, recorded: str | None) -> TraceContext:
+    """The trace a run's spans go in: the recorded one, else the one derived from its id."""
+    return TraceContext.parse(recorded) or TraceContext.of_run(run_id)
+
+
+def run_attributes(run: Run) -> dict[str, Any]:
+    return {
+        genai.RUN_ID: run.id,
+        genai.CORRELATION_ID: run.correlation_id or run.id,
+        genai.AGENT_NAME: run.agent,
+        genai.TENANT: run.tenant,
+    }
+
+
+class _Drive:
+    """The open spans of one run this process is driving."""
+
+    def __init__(
+        self, trace: TraceContext, drive: Span, parent: Any, common: dict[str, Any]
+    ) -> None:
+        self.trace = trace
+        self.drive = drive
+        self.parent = parent
+        """The root's context: what turns hang from."""
+        self.common = common
+        self.turn: Span | None = None
+        self.run: Run | None = None
+        self.turn_no = 0
+
+
+class TracingHook(Hook):
+    """Spans for runs, drives, turns, model calls, tool calls and approval waits."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+        self._drives: dict[str, _Drive] = {}
+
+    def before_run_started(self, started: RunStarted) -> RunStarted:
+        return started._replace(trace=TraceContext.new().traceparent)
+
+    async def around_run(self, step: StepProtocol, drive: Callable[[], Awaitable[None]]) -> None:
+        session = step.session
+        run = session.run
+        trace = run_trace(run.id, session.state.trace)
+        common = run_attributes(run)
+        parent = self.tracing.under(trace)
+        if session.state.reopened:
+            await self._approval_wait(step, parent, common)
+        span = self.tracing.start(
+            "autonomic.drive",
+            parent,
+            {**common, genai.WORKER: _worker(run), genai.RESUMED: session.state.last_seq > 2},
+        )
+        # spans below carry the ids only (the run's other attributes are on the root and the
+        # drive): every attribute costs on every span
+        ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
+        self._drives[run.id] = held = _Drive(trace, span, parent, ids)
+        held.run = run
+        try:
+            with self.tracing.current(span):
+                try:
+                    await drive()
+                finally:
+                    self._end_turn(held)
+                    span.set_attribute(genai.RUN_STATUS, session.state.status.value)
+        finally:
+            self._drives.pop(run.id, None)
+
+    async def before_model_call(self, step: StepProtocol) -> bool:
+        held = self._drives.get(step.session.run.id)
+        if held is not None:
+            self._open_turn(held, step.state.turns + 1)
+        return True
+
+    async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
+        held = self._drives.get(step.session.run.id)
+        if held is None:
+            return
+        call = turn.call
+        spec = step.session.run.model
+        attrs: dict[str, Any] = {
+            **held.common,
+            genai.OPERATION: genai.OP_CHAT,
+            genai.REQUEST_MODEL: spec,
+            genai.RESPONSE_MODEL: turn.model or spec,
+            genai.INPUT_TOKENS: call.usage.input_tokens,
+            genai.OUTPUT_TOKENS: call.usage.output_tokens,
+            genai.TURN: turn.turn,
+            genai.COST_USD: float(call.cost),
+        }
+        provider = call.provider or spec.partition(":")[0]
+        attrs[genai.PROVIDER] = attrs[genai.SYSTEM] = provider
+        if turn.finish_reason:
+            attrs[genai.FINISH_REASONS] = [turn.finish_reason]
+        if self.tracing.content:
+            attrs[genai.OUTPUT_MESSAGES] = scrub(
+                canonical_json(
+                    {"content": turn.content, "tool_calls": [c.to_dict() for c in turn.tool_calls]}
+                )
+            )
+        now = time.time()
+        span = self.tracing.start(
+            f"chat {turn.model or spec}",
+            held.turn or held.drive,
+            attrs,
+            start_s=now - (turn.latency_ms or 0.0) / 1000,
+        )
+        span.end()
+
+    async def around_tool_effect(
+        self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
+    ) -> tuple[ToolResult, bool]:
+        held = self._drives.get(step.session.run.id)
+        if held is None:
+            return await effect()
+        state = step.state
+        if held.turn is None or held.turn_no != state.turns:
+            self._open_turn(held, state.turns)  # a resumed turn: its model call was elsewhere
+        attrs: dict[str, Any] = {
+            **held.common,
+            genai.OPERATION: genai.OP_EXECUTE_TOOL,
+            genai.TOOL_NAME: tool.name,
+            genai.TOOL_CALL_ID: call.id,
+            genai.TOOL_VERSION: tool.version,
+            genai.TURN: state.turns,
+        }
+        intent = next(
+            (i for at, i in state.intents.items() if at[0] == state.turns and i.call_id == call.id),
+            None,
+        )
+        if intent is not None:
+            attrs[genai.IDEMPOTENCY_KEY] = intent.key
+        decision = next(
+            (
+                d
+                for at, d in state.decisions.items()
+                if at[0] == state.turns and d.call_id == call.id
+            ),
+            None,
+        )
+        # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
+        attrs[genai.DECISION] = decision.verdict if decision is not None else "allow"
+        if decision is not None and decision.risk:
+            attrs[genai.RISK] = decision.risk
+        if self.tracing.content:
+            attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
+        span = self.tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
+        with self.tracing.current(span):
+            result, unhealthy = await effect()
+            span.set_attribute(genai.OK, result.ok)
+            if not result.ok:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, str((result.error or {}).get("code"))))
+            elif self.tracing.content:
+                span.set_attribute(genai.TOOL_CALL_RESULT, scrub(canonical_json(result.output)))
+        return result, unhealthy
+
+    def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            body = entry.body
+            if isinstance(body, Transition) and body.target in _TERMINAL:
+                self._emit_root(session, body.target, entry.created_at)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _emit_root(self, session: RunSession, status: str, ended: float) -> None:
+        """The run's root span, from its creation to its end (the ids its journal names)."""
+        run = session.run
+        trace = run_trace(run.id, session.state.trace)
+        attrs = {
+            **run_attributes(run),
+            genai.OPERATION: genai.OP_INVOKE_AGENT,
+            genai.AGENT_ID: f"{run.agent}@{run.agent_version}",
+            genai.CONVERSATION_ID: run.correlation_id or run.id,
+            genai.RUN_STATUS: status,
+        }
+        span = self.tracing.root(trace, f"invoke_agent {run.agent}", run.created_at, attrs)
+        if status != RunStatus.COMPLETED.value:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, status))
+        span.end(end_time=int(max(ended, run.created_at) * 1_000_000_000))
+
+    def _open_turn(self, held: _Drive, number: int) -> None:
+        self._end_turn(held)
+        held.turn = self.tracing.start(
+            f"turn {number}",
+            held.parent,
+            {**held.common, genai.TURN: number, genai.WORKER: _worker(held.run)},
+        )
+        held.turn_no = number
+
+    @staticmethod
+    def _end_turn(held: _Drive) -> None:
+        if held.turn is not None:
+            held.turn.end()
+            held.turn = None
+
+    async def _approval_wait(self, step: StepProtocol, parent: Any, common: dict[str, Any]) -> None:
+        """The wait for the approval that reopened the run, as a span (request to decision)."""
+        decided = [d for d in step.state.decisions.values() if d.approval_id]
+        if not decided:
+            return
+        approval_id = decided[-1].approval_id
+        if approval_id is None or approval_id not in step.state.approvals:
+            return
+        try:
+            approval = await step.session.store.get_approval(approval_id)
+        except Exception:  # the trace is not worth failing a run for
+            return
+        if approval.decided_at is None:
+            return
+        span = self.tracing.start(
+            "approval wait",
+            parent,
+            {
+                **common,
+                genai.APPROVAL_ID: approval_id,
+                genai.APPROVAL_OUTCOME: approval.status.value,
+                genai.TOOL_NAME: approval.tool,
+            },
+            start_s=approval.created_at,
+        )
+        span.end(end_time=int(approval.decided_at * 1_000_000_000))
+
+
+def _worker(run: Run | None) -> str:
+    return (run.lease.owner or "") if run is not None else ""

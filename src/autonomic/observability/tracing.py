@@ -1,0 +1,218 @@
+"""Traces over OTLP/HTTP, configured by the standard ``OTEL_*`` variables.
+
+``Tracing.from_environment()`` is ``None`` - and the OpenTelemetry SDK is never imported - unless
+an endpoint is set (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``)
+and neither ``OTEL_SDK_DISABLED=true`` nor ``OTEL_TRACES_EXPORTER=none`` turns it off. The SDK
+reads the rest itself: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_EXPORTER_OTLP_HEADERS``, the batch processor's ``OTEL_BSP_*``.
+
+A run's spans are pinned to the trace its journal names (``trace_context``): the root span's
+ids are chosen, not drawn, through an id generator that takes the next ids from a context
+variable, so whichever process ends the run emits the root with the ids every other process
+already used as the parent.
+
+``AUTONOMIC_TRACE_CONTENT=1`` lets prompts, answers and tool arguments/results into spans; off
+by default, and even then secrets are masked (``scrub``). The bus (issue 13) uses
+``Tracing.messaging_span`` for publish and consume.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from autonomic.errors import ConfigError
+from autonomic.observability.trace_context import TraceContext
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+_PINNED: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
+    "autonomic_pinned_ids", default=None
+)
+_LOCK = threading.Lock()
+_SHARED: Tracing | None = None
+
+Attributes = Mapping[str, str | int | float | bool | list[str]]
+
+
+def enabled_by_environment(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the ``OTEL_*`` variables ask for traces to be exported."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def content_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``AUTONOMIC_TRACE_CONTENT=1``: prompts and tool content may go into spans."""
+    env = os.environ if env is None else env
+    return env.get("AUTONOMIC_TRACE_CONTENT", "").strip() in ("1", "true", "yes")
+
+
+class Tracing:
+    """A tracer provider exporting over OTLP/HTTP with a batch processor, and the span helpers
+    the engine, the sandbox tool and the bus use."""
+
+    def __init__(self, provider: TracerProvider, *, content: bool = False) -> None:
+        self.provider = provider
+        self.tracer: Tracer = provider.get_tracer("autonomic")
+        self.content = content
+
+    @staticmethod
+    def from_environment() -> Tracing | None:
+        """This process's tracing (one provider per process, flushed at exit), or ``None``."""
+        global _SHARED
+        if not enabled_by_environment():
+            return None
+        with _LOCK:
+            if _SHARED is None:
+                try:
+                    _SHARED = Tracing.build(content=content_enabled())
+                except ImportError as exc:
+                    raise ConfigError(
+                        f"tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT) but {exc.name} is "
+                        "not installed",
+                        hint="pip install 'autonomic[observability]', or unset the OTEL_* "
+                        "variables",
+                    ) from None
+                atexit.register(_SHARED.shutdown)
+            return _SHARED
+
+    @staticmethod
+    def build(exporter: Any = None, *, content: bool = False) -> Tracing:
+        """A provider with a batch processor over ``exporter`` (default: OTLP/HTTP from the
+        environment)."""
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        if exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        provider = TracerProvider(id_generator=_pinned_ids())
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        return Tracing(provider, content=content)
+
+    def shutdown(self) -> None:
+        """Export what is queued and stop (called at exit)."""
+        self.provider.shutdown()
+
+    def flush(self, timeout_ms: int = 10_000) -> bool:
+        return bool(self.provider.force_flush(timeout_ms))
+
+    # -- spans ----------------------------------------------------------------------------------
+
+    def root(self, trace: TraceContext, name: str, start_s: float, attributes: Attributes) -> Span:
+        """The run's root span, with the ids its journal names (ended by the caller)."""
+        from opentelemetry.context import Context
+
+        token = _PINNED.set(trace)
+        try:
+            return self.tracer.start_span(
+                name, context=Context(), attributes=attributes, start_time=_ns(start_s)
+            )
+        finally:
+            _PINNED.reset(token)
+
+    def under(self, trace: TraceContext) -> Context:
+        """A context whose parent is the run's root span (wherever and whenever it is emitted)."""
+        from opentelemetry import trace as api
+
+        parent = api.SpanContext(
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            is_remote=True,
+            trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+        )
+        return api.set_span_in_context(api.NonRecordingSpan(parent))
+
+    def start(
+        self,
+        name: str,
+        parent: Span | Context | None,
+        attributes: Attributes,
+        start_s: float | None = None,
+    ) -> Span:
+        """A span under ``parent`` (a span, a context, or the current span when ``None``)."""
+        from opentelemetry import trace as api
+
+        context = api.set_span_in_context(parent) if isinstance(parent, api.Span) else parent
+        return self.tracer.start_span(
+            name,
+            context=context,
+            attributes=attributes,
+            start_time=_ns(start_s) if start_s is not None else None,
+        )
+
+    @contextlib.contextmanager
+    def current(self, span: Span) -> Iterator[Span]:
+        """Make ``span`` the current span (children started inside nest under it) and end it."""
+        from opentelemetry import trace as api
+
+        with api.use_span(span, end_on_exit=True):
+            yield span
+
+    @contextlib.contextmanager
+    def messaging_span(
+        self, operation: str, destination: str, attributes: Attributes | None = None
+    ) -> Iterator[Span]:
+        """The seam for the event bus: a span per publish or consume (messaging conventions),
+        under the current span; inject its ``traceparent`` into the CloudEvent with
+        ``traceparent_of(span)``."""
+        from opentelemetry.trace import SpanKind
+
+        kind = SpanKind.PRODUCER if operation == "publish" else SpanKind.CONSUMER
+        attrs = {
+            "messaging.operation.name": operation,
+            "messaging.destination.name": destination,
+            "messaging.system": "autonomic",
+            **(attributes or {}),
+        }
+        with self.tracer.start_as_current_span(
+            f"{operation} {destination}", kind=kind, attributes=attrs
+        ) as span:
+            yield span
+
+
+def traceparent_of(span: Span) -> str:
+    """The W3C ``traceparent`` of ``span`` (what a CloudEvent carries)."""
+    ctx = span.get_span_context()
+    return TraceContext(ctx.trace_id, ctx.span_id).traceparent
+
+
+def current_tracing() -> Tracing | None:
+    """This process's tracing if it was turned on (no SDK import otherwise)."""
+    return _SHARED
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def _pinned_ids() -> Any:
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class PinnedIds(RandomIdGenerator):
+        """Random ids, except for a run's root span: the ids in ``_PINNED``."""
+
+        def generate_trace_id(self) -> int:
+            pinned = _PINNED.get()
+            return pinned.trace_id if pinned is not None else super().generate_trace_id()
+
+        def generate_span_id(self) -> int:
+            pinned = _PINNED.get()
+            return pinned.span_id if pinned is not None else super().generate_span_id()
+
+    return PinnedIds()

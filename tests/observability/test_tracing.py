@@ -1,0 +1,210 @@
+"""Tracing as a hook: the span tree of a run, one trace across the processes that drive it, and
+no content in spans unless the operator opts in (exported in memory here; the real OTLP
+receiver is in test_trace_backend.py)."""
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from autonomic.adapters.model.scripted import ScriptedModel
+from autonomic.bootstrap import build_store
+from autonomic.core.entries import RunStarted
+from autonomic.core.run import RunStatus
+from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.executor import Engine
+from autonomic.engine.step import Hook
+from autonomic.engine.tracing import TracingHook
+from autonomic.governance.runaway.gate import Runaway
+from autonomic.observability import genai
+from autonomic.observability.trace_context import TraceContext
+from autonomic.observability.tracing import Tracing, traceparent_of
+from autonomic.tools.contract import tool
+
+CANARY = "canary-7f3a9c"
+
+
+@tool(idempotent=True)
+def read(n: int, note: str = "") -> int:
+    """An idempotent read."""
+    return n
+
+
+@tool()
+def write(n: int) -> str:
+    """A non-idempotent write."""
+    return "written"
+
+
+TURNS = [
+    {"tool_calls": [{"name": "read", "arguments": {"n": 1, "note": CANARY}}]},
+    {"tool_calls": [{"name": "write", "arguments": {"n": 2}}]},
+    {"content": "done"},
+]
+
+
+class StopAt(Hook):
+    def __init__(self, turn: int) -> None:
+        self.turn = turn
+
+    async def before_model_call(self, step):
+        if step.state.turns + 1 == self.turn:
+            await step.stop(RunStatus.SUSPENDED, "stopped for the test")
+            return False
+        return True
+
+
+def engine(store: Any, hooks: list[Hook]) -> Engine:
+    agent = Agent(name="rw", instructions="read, then write", tools=(read, write))
+    return Engine(
+        store,
+        AgentRegistry([agent]),
+        lambda spec: ScriptedModel(list(TURNS)),
+        runaway=Runaway(enabled=False),
+        hooks=hooks,
+    )
+
+
+def tracing(content: bool = False) -> tuple[Tracing, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    return Tracing.build(exporter, content=content), exporter
+
+
+def spans_of(t: Tracing, exporter: InMemorySpanExporter) -> list[Any]:
+    assert t.flush()
+    return list(exporter.get_finished_spans())
+
+
+def by_id(spans: list[Any]) -> dict[int, Any]:
+    return {s.context.span_id: s for s in spans}
+
+
+def parent_name(span: Any, index: dict[int, Any]) -> str | None:
+    if span.parent is None:
+        return None
+    parent = index.get(span.parent.span_id)
+    return parent.name if parent is not None else "<absent>"
+
+
+def test_a_run_is_one_trace_with_tools_under_their_turns(sqlite_url):
+    t, exporter = tracing()
+
+    async def go() -> tuple[Any, list[Any]]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            run = await engine(store, [TracingHook(t)]).run("rw", "go")
+            return run, await store.load_journal(run.id)
+        finally:
+            await store.close()
+
+    run, journal = asyncio.run(go())
+    assert run.status is RunStatus.COMPLETED
+    started = journal[0].body
+    assert isinstance(started, RunStarted)
+    recorded = TraceContext.parse(started.trace)
+    assert recorded is not None
+
+    spans = spans_of(t, exporter)
+    index = by_id(spans)
+    assert {s.context.trace_id for s in spans} == {recorded.trace_id}
+    [root] = [s for s in spans if s.parent is None]
+    assert root.name == "invoke_agent rw"
+    assert root.context.span_id == recorded.span_id
+    assert root.attributes[genai.RUN_STATUS] == "COMPLETED"
+    names = sorted(s.name for s in spans)
+    assert names.count("autonomic.drive") == 1
+    assert [n for n in names if n.startswith("turn")] == ["turn 1", "turn 2", "turn 3"]
+    tools = {s.name: s for s in spans if s.name.startswith("execute_tool")}
+    assert set(tools) == {"execute_tool read", "execute_tool write"}
+    assert parent_name(tools["execute_tool read"], index) == "turn 1"
+    assert parent_name(tools["execute_tool write"], index) == "turn 2"
+    write_span = tools["execute_tool write"].attributes
+    assert write_span[genai.IDEMPOTENCY_KEY].startswith(f"{run.id}:")
+    assert write_span[genai.DECISION] == "allow"
+    assert write_span[genai.TOOL_VERSION] == "1"
+    chats = [s for s in spans if s.name.startswith("chat")]
+    assert len(chats) == 3
+    for chat in chats:
+        assert parent_name(chat, index).startswith("turn")
+        assert chat.attributes[genai.OPERATION] == "chat"
+        assert chat.attributes[genai.REQUEST_MODEL]
+        assert genai.INPUT_TOKENS in chat.attributes
+        assert genai.COST_USD in chat.attributes
+    for span in spans:  # the correlation id on every span; no content by default
+        assert span.attributes[genai.CORRELATION_ID] == run.id
+        assert CANARY not in json.dumps(dict(span.attributes))
+
+
+def test_content_goes_into_spans_only_when_opted_in(sqlite_url):
+    t, exporter = tracing(content=True)
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            await engine(store, [TracingHook(t)]).run("rw", "go")
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    [read_span] = [s for s in spans_of(t, exporter) if s.name == "execute_tool read"]
+    assert CANARY in read_span.attributes[genai.TOOL_CALL_ARGUMENTS]
+
+
+@pytest.mark.parametrize("first_traced", [True, False], ids=["recorded", "derived"])
+def test_a_run_driven_by_two_processes_is_one_trace(sqlite_url, first_traced):
+    """Two tracer providers stand for two processes: the first stops the run halfway, the second
+    (after an operator reopens it) finishes it. A run created without tracing gets the trace
+    derived from its id, so both halves still agree."""
+    first, first_spans = tracing()
+    second, second_spans = tracing()
+
+    async def go() -> str:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            hooks: list[Hook] = [TracingHook(first)] if first_traced else []
+            run = await engine(store, [*hooks, StopAt(2)]).run("rw", "go")
+            assert run.status is RunStatus.SUSPENDED
+            other = engine(store, [TracingHook(second)])
+            await other.reopen(run.id, "go on")
+            assert (await other.run_to_end(run.id)).status is RunStatus.COMPLETED
+            return run.id
+        finally:
+            await store.close()
+
+    run_id = asyncio.run(go())
+    a = spans_of(first, first_spans) if first_traced else []
+    b = spans_of(second, second_spans)
+    spans = a + b
+    assert len({s.context.trace_id for s in spans}) == 1
+    roots = [s for s in spans if s.parent is None]
+    assert [r.name for r in roots] == ["invoke_agent rw"]  # emitted once, by whoever ended it
+    assert roots[0] in b
+    if not first_traced:
+        assert roots[0].context.trace_id == TraceContext.of_run(run_id).trace_id
+    drives = [s for s in spans if s.name == "autonomic.drive"]
+    assert len(drives) == (2 if first_traced else 1)
+    assert all(d.parent.span_id == roots[0].context.span_id for d in drives)
+    turns = [s for s in spans if s.name.startswith("turn ")]
+    assert all(t.parent.span_id == roots[0].context.span_id for t in turns)
+    index = by_id(spans)
+    [write_span] = [s for s in b if s.name == "execute_tool write"]
+    assert parent_name(write_span, index) == "turn 2"
+
+
+def test_the_bus_seam_makes_messaging_spans_under_the_current_span():
+    t, exporter = tracing()
+    parent = t.start("turn 1", None, {})
+    with t.current(parent), t.messaging_span("publish", "runs.events") as span:
+        carried = traceparent_of(span)
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    published = spans["publish runs.events"]
+    assert published.parent.span_id == spans["turn 1"].context.span_id
+    assert published.attributes["messaging.operation.name"] == "publish"
+    assert TraceContext.parse(carried) == TraceContext(
+        published.context.trace_id, published.context.span_id
+    )
