@@ -172,6 +172,34 @@ def test_a_value_from_the_task_runs(sqlite_url: str) -> None:
     asyncio.run(go())
 
 
+def test_a_value_from_an_events_task_needs_approval(sqlite_url: str) -> None:
+    """A run an event started has another agent's words as its task: the same account that
+    runs when an operator typed it needs a human when an event carried it."""
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        model = ScriptedModel(_turns("GB29NWBK60161331926819"))
+        engine = Engine(
+            store,
+            AgentRegistry([_agent()]),
+            lambda spec: model,
+            provenance=ProvenancePolicy(),
+        )
+        started = await engine.start(
+            "payer", "pay 1250 to GB29 NWBK 6016 1331 9268 19", source="event:com.acme.pay"
+        )
+        run = await engine.drive(started)
+        assert run.status is RunStatus.WAITING_FOR_HUMAN
+        approval = (await store.list_approvals(run_id=run.id))[0]
+        assert "the event's task" in approval.explanation
+        state = fold(run.id, await store.load_journal(run.id))
+        assert any(c.origin == "event" and c.name == "task" for c in state.contents)
+        await store.close()
+
+    asyncio.run(go())
+
+
 def test_block_by_policy(sqlite_url: str) -> None:
     async def go() -> None:
         policy = ProvenancePolicy(untrusted=Verdict.BLOCK)

@@ -146,6 +146,10 @@ class RunStarted(NamedTuple):
     trace: str | None = None
     """The W3C ``traceparent`` of the run's root span (new in 0.3, written only with tracing
     on): every process that drives the run puts its spans in that trace."""
+    source: str | None = None
+    """Where the task came from when not from an operator: ``event:TYPE`` for a run an event
+    started (new in 0.3, written only then). Such a task is untrusted content: another agent,
+    or whoever can publish on the bus, wrote it."""
 
     def to_payload(self) -> dict[str, Any]:
         return _put(
@@ -164,6 +168,7 @@ class RunStarted(NamedTuple):
             workflow=self.workflow,
             budget=self.budget,
             trace=self.trace,
+            source=self.source,
         )
 
     @staticmethod
@@ -182,6 +187,7 @@ class RunStarted(NamedTuple):
             workflow=_dict(p.get("workflow")),
             budget=_dict(p.get("budget")),
             trace=p.get("trace") if isinstance(p.get("trace"), str) else None,
+            source=p.get("source") if isinstance(p.get("source"), str) else None,
         )
 
 

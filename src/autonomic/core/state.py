@@ -40,7 +40,8 @@ class Content(NamedTuple):
     Args:
         seq: the journal entry it came in.
         origin: ``operator`` (the task, the agent's instructions, a human's approval or reopening
-            comment: trusted) or ``tool_output`` (trusted only as far as the tool's contract says).
+            comment: trusted), ``event`` (the task of a run an event started: untrusted) or
+            ``tool_output`` (trusted only as far as the tool's contract says).
         name: which one: ``task``, ``instructions``, ``approval``, or the tool's name.
         value: the content itself (text, or a tool's structured output).
     """
@@ -153,7 +154,9 @@ class RunState:
                     self.contents.append(
                         Content(entry.seq, "operator", "instructions", body.instructions)
                     )
-                self.contents.append(Content(entry.seq, "operator", "task", body.task))
+                # A task an event brought is another agent's words, not the operator's.
+                origin = "event" if body.source else "operator"
+                self.contents.append(Content(entry.seq, origin, "task", body.task))
             case ModelTurn():
                 self.turns += 1
                 calls = answer_ids(self.turns, body.tool_calls) if body.tool_calls else ()

@@ -224,13 +224,16 @@ class Engine:
         requester: str | None = None,
         correlation_id: str | None = None,
         processed: Processed | None = None,
+        source: str | None = None,
     ) -> Run:
         """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it.
 
         ``requester`` is who asked for the run; they may not approve its actions.
         ``correlation_id``: the conversation the run belongs to (the event that started it);
         by default its own id. ``processed``: the event that started it, recorded in the inbox
-        in the same transaction (``engine/inbox.py``)."""
+        in the same transaction (``engine/inbox.py``). ``source``: where the task came from when
+        not from an operator (``event:TYPE``: another agent's event), journaled in
+        ``run.started`` so provenance treats the task as untrusted content."""
         run, entries = self._new_run(
             agent,
             task,
@@ -242,6 +245,7 @@ class Engine:
             requester,
             claimed=False,
             correlation_id=correlation_id,
+            source=source,
         )
         return await self._create(run, entries, self._created(run, requester), processed)
 
@@ -320,6 +324,7 @@ class Engine:
         *,
         claimed: bool,
         correlation_id: str | None = None,
+        source: str | None = None,
     ) -> tuple[Run, list[PackedEntry]]:
         definition = agent if isinstance(agent, Agent) else self.agents.get(agent)
         if isinstance(agent, Agent) and agent.name not in self.agents.names():
@@ -372,6 +377,7 @@ class Engine:
             planning=planning,
             workflow=definition.workflow.pin() if definition.workflow is not None else None,
             budget=budget or None,
+            source=source,
         )
         for hook in self.hooks:
             if overrides(hook, "before_run_started"):

@@ -100,6 +100,7 @@ class EventStarter:
                     run_id=run_id_for(self.group, agent, event.id),
                     correlation_id=event.correlation_id,
                     processed=Processed(f"{self.group}/{agent}", event.id),
+                    source=f"event:{event.type}",
                 )
             except RunExists:
                 continue  # a redelivery: this event's run was started before

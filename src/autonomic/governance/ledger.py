@@ -70,7 +70,9 @@ class Sighting(NamedTuple):
         }
 
     def describe(self) -> str:
-        where = f"{self.name} output" if self.origin == "tool_output" else self.name
+        where = {"tool_output": f"{self.name} output", "event": "the event's task"}.get(
+            self.origin, self.name
+        )
         at = f" field {self.field}" if self.field else ""
         return f'{where} (step {self.seq}{at}): "{self.excerpt}"'
 
@@ -234,11 +236,12 @@ class Ledger:
 
     def _index(self, item: Content) -> None:
         number = len(self.contents)
-        trust = (
-            OutputTrust(whole=True)
-            if item.origin == "operator"
-            else self.trust.get(item.name, OutputTrust())
-        )
+        if item.origin == "operator":
+            trust = OutputTrust(whole=True)
+        elif item.origin == "tool_output":
+            trust = self.trust.get(item.name, OutputTrust())
+        else:  # an event's task: another agent wrote it, no contract vouches for it
+            trust = OutputTrust()
         any_untrusted = False
         for path, value, key in _leaves(item.value):
             raw = value if isinstance(value, str) else repr(value)

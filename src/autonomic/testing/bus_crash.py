@@ -473,19 +473,31 @@ def run_rebalance(
     asyncio.run(_prepare(db))
     common = ["--seed", str(seed), "--events", str(events), "--keys", str(keys)]
     fleet = _Fleet(db, bus, seed, common)
-    fleet.start("publisher", "publisher")
-    victim = rng.choice(["c1", "c2", "c3"])
-    for member in ("c1", "c2", "c3"):
-        extra = (
-            ["--die-at", "consumer_effect", "--die-after", str(rng.randint(20, 120))]
-            if member == victim
-            else []
-        )
-        fleet.start(member, "consumer", "--batch", "25", *extra)
     end = time.monotonic() + deadline
+    # The victim must die *mid-batch* whatever the host's load, so the order of events is made,
+    # not raced: every event is published first; the victim starts alone and takes a first batch
+    # of 25 (50 keys, one event of each key out at a time); once its first effect is in the sink
+    # the other two start; the victim kills itself at an effect inside that first batch.
     errors: list[str] = []
     facts: dict[str, Any] = {}
+    victim = ""
     try:
+        fleet.start("publisher", "publisher")
+        while fleet.procs["publisher"].poll() is None and time.monotonic() < end:
+            time.sleep(0.05)  # waiting for a child process to exit, bounded by the deadline
+        if fleet.procs["publisher"].poll() != 0:
+            errors.append("the publisher did not finish publishing")
+        fleet.done.add("publisher")
+        victim = rng.choice(["c1", "c2", "c3"])
+        die = ["--die-at", "consumer_effect", "--die-after", str(rng.randint(2, 24))]
+        fleet.start(victim, "consumer", "--batch", "25", *die)
+        while not asyncio.run(_facts(db))["sink"] and time.monotonic() < end:
+            if fleet.procs[victim].poll() is not None:
+                break
+            time.sleep(0.05)  # waiting for the victim's first effect, bounded by the deadline
+        for member in ("c1", "c2", "c3"):
+            if member != victim:
+                fleet.start(member, "consumer", "--batch", "25")
         while time.monotonic() < end:
             for name, proc in fleet.procs.items():  # the victim stays dead: the others take over
                 code = proc.poll()
@@ -499,7 +511,7 @@ def run_rebalance(
             if errors or len({r[0] for r in facts["sink"]}) >= events:
                 break
             time.sleep(0.2)  # the harness's pace (not a synchronisation)
-        killed = fleet.procs[victim].poll() == -signal.SIGKILL
+        killed = victim in fleet.procs and fleet.procs[victim].poll() == -signal.SIGKILL
     finally:
         fleet.stop()
     facts = asyncio.run(_facts(db))
