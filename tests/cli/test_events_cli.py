@@ -50,6 +50,19 @@ def test_the_bus_demo_two_agents_talk_and_the_events_can_be_read(tmp_path: Path)
     assert kinds.count("autonomic.run.completed") == 2
 
 
+def test_the_bus_demo_runs_over_kafka_with_one_option_more(tmp_path: Path) -> None:
+    """The README's promise: the same two agents over Kafka with ``--bus kafka://...``."""
+    url = os.environ.get("AUTONOMIC_TEST_KAFKA_URL")
+    if not url:
+        pytest.skip("AUTONOMIC_TEST_KAFKA_URL is unset (scripts/test starts Tansu and sets it)")
+    prefix = f"{url}?prefix=demo{os.getpid()}{tmp_path.name[-6:]}."
+    result = autonomic("demo", "--scenario", "bus", "--bus", prefix, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "a worker on the bus at kafka://" in result.stdout
+    assert result.stdout.count("security-auditor: COMPLETED  audit of src/") == 2
+    assert "events tail --bus kafka://" in result.stdout
+
+
 def test_publish_then_a_worker_on_the_bus_starts_the_handler(tmp_path: Path) -> None:
     data = json.dumps({"path": "src/x.py", "findings": [{"rule": "weak-hash", "line": 9}]})
     published = autonomic(

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from autonomic.cli.common import (
+    BusOption,
     Settings,
     build_engine,
     finish_message,
@@ -57,9 +58,10 @@ def demo(
             help="reconciliation (the governed overnight reconciliation), runaway (the "
             "reconciliation-loop incident, stopped by loop detection), planning (the plan "
             "cache and the planning/acting model split) or bus (two agents talking over the "
-            "embedded event bus)."
+            "embedded event bus; --bus kafka://host:9092 for Kafka)."
         ),
     ] = "reconciliation",
+    bus: BusOption = None,
 ) -> None:
     """Reconcile a bank ledger against its statement with the demo agent, end to end.
 
@@ -92,7 +94,7 @@ def demo(
         if scenario == "runaway":
             raise typer.Exit(_demo_runaway(settings, workdir))
         if scenario == "bus":
-            raise typer.Exit(_demo_bus(settings))
+            raise typer.Exit(_demo_bus(settings, bus))
         raise typer.Exit(_demo_planning(settings))
 
     class AnnouncedCrash(CrashAt):
@@ -286,10 +288,12 @@ def _demo_planning(settings: Settings) -> ExitCode:
     return ExitCode.of(unfinished[0].status) if unfinished else ExitCode.OK
 
 
-def _demo_bus(settings: Settings) -> ExitCode:
-    """Two agents talking over the embedded bus: the code analyzer emits an audit request, a
-    worker on the bus starts the security auditor from it (``examples/bus``)."""
-    from autonomic.bootstrap import open_bus
+def _demo_bus(settings: Settings, bus_option: str | None) -> ExitCode:
+    """Two agents talking over a bus (the embedded one unless ``--bus`` names Kafka): the code
+    analyzer emits an audit request, a worker on the bus starts the security auditor from it
+    (``examples/bus``)."""
+    from autonomic.adapters.store.rows import redact_url
+    from autonomic.bootstrap import bus_url, open_bus
     from autonomic.cli.render import status_text
     from autonomic.engine.worker import Worker
     from autonomic.examples.bus.agent import DEMO_FILES, agents
@@ -300,13 +304,19 @@ def _demo_bus(settings: Settings) -> ExitCode:
             engine = build_engine(store, None, settings.policy)
             for agent in agents():
                 engine.agents.add(agent)
-            bus = open_bus("sql", store)
+            url = bus_url(bus_option)
+            bus = open_bus(url, store)
             worker = Worker(engine, bus=bus)
+            on_bus = () if url.partition("?")[0] == "sql" else ("--bus", redact_url(url))
+            where = (
+                f"the embedded bus (in {_shown(settings.db)})"
+                if url.partition("?")[0] == "sql"
+                else f"the bus at {redact_url(url)}"
+            )
             out.print(
                 "[bold]autonomic demo --scenario bus[/]: the code analyzer scans files and emits "
-                "com.acme.audit.requested; a worker on the embedded bus (in "
-                f"{_shown(settings.db)}) starts the security auditor for each request, in the "
-                "analyzer's conversation.\n"
+                f"com.acme.audit.requested; a worker on {escape(where)} starts the security "
+                "auditor for each request, in the analyzer's conversation.\n"
             )
             started = [await engine.start("code-analyzer", path) for path in DEMO_FILES]
             try:
@@ -326,9 +336,9 @@ def _demo_bus(settings: Settings) -> ExitCode:
                     )
                     runs.append(run)
             out.print(
-                f"\nthe events: {escape(command(settings.db, 'events', 'tail'))}\n"
-                "several workers share the events (one consumer group): autonomic worker --bus sql "
-                "--agent autonomic.examples.bus.agent:agents"
+                f"\nthe events: {escape(command(settings.db, 'events', 'tail', *on_bus))}\n"
+                "several workers share the events (one consumer group): autonomic worker --bus "
+                f"{escape(redact_url(url))} --agent autonomic.examples.bus.agent:agents"
             )
             return runs
         finally:
