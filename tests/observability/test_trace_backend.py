@@ -79,7 +79,15 @@ def test_a_crashed_demo_resumed_twice_is_one_trace_under_its_run_span(tmp_path, 
         "execute_tool post_adjustment",
         "execute_tool file_report",
     }
+    # The killed process never ends - so never exports - the turn it died in, while the tool calls
+    # it finished in that turn may have been exported before the SIGKILL (a race with the batch
+    # processor): at most one turn span is missing, the one turn those calls share.
+    orphans = [t for t in tools if t["parent_id"] not in index]
+    assert len({t["parent_id"] for t in orphans}) <= 1, orphans
+    assert len({t["attributes"]["autonomic.turn"] for t in orphans}) <= 1, orphans
     for t in tools:
+        if t in orphans:
+            continue
         turn = index[t["parent_id"]]
         assert turn["name"] == f"turn {t['attributes']['autonomic.turn']}"
         assert turn["parent_id"] == root["context"]["span_id"]
@@ -93,5 +101,9 @@ def test_a_crashed_demo_resumed_twice_is_one_trace_under_its_run_span(tmp_path, 
         assert attrs["gen_ai.operation.name"] == "chat"
         assert attrs["gen_ai.request.model"] == "function:reconciliation"
         assert attrs["gen_ai.usage.input_tokens"] > 0
+    # the sandbox execution under its python_exec call (when the host has a sandbox)
+    for box in (s for s in spans if s["name"].startswith("sandbox.execute ")):
+        assert box["parent_id"] in index, box
+        assert index[box["parent_id"]]["name"] == "execute_tool python_exec"
     for span in spans:
-        assert span["attributes"]["autonomic.correlation_id"] == run_id
+        assert span["attributes"].get("autonomic.correlation_id") == run_id, span

@@ -148,9 +148,14 @@ class SandboxObservation:
     def __enter__(self) -> SandboxObservation:
         self._started = time.perf_counter()
         if self.tracing is not None:
-            self._span = self.tracing.start(
-                f"sandbox.execute {self.backend}", None, {genai.SANDBOX_BACKEND: self.backend}
-            )
+            attrs: dict[str, Any] = {genai.SANDBOX_BACKEND: self.backend}
+            from opentelemetry import trace as api
+
+            # The correlation id is on every span: take it from the tool call's span around us.
+            around = getattr(api.get_current_span(), "attributes", None) or {}
+            if genai.CORRELATION_ID in around:
+                attrs[genai.CORRELATION_ID] = around[genai.CORRELATION_ID]
+            self._span = self.tracing.start(f"sandbox.execute {self.backend}", None, attrs)
         if self.metrics is not None:
             self.metrics.sandboxes_active.labels(self.backend).inc()
         return self
