@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+OOM_TICK_WAIT = 0.5
+"""Seconds ``read`` waits, at most, for a v1 OOM notification once charges failed at the limit."""
 _V1_CONTROLLERS = ("memory", "pids", "cpuacct")
 
 
@@ -119,11 +122,16 @@ class CgroupScope:
                     key, _, value = line.partition(" ")
                     if key == "oom_kill":
                         acc.oom_kills = int(value)
-                if self._oom_eventfd is not None:
-                    with contextlib.suppress(BlockingIOError):
-                        acc.oom_kills = max(acc.oom_kills, os.eventfd_read(self._oom_eventfd))
                 mem = self.dirs["memory"]
                 acc.memory_failures = int((mem / "memory.failcnt").read_text())
+                if self._oom_eventfd is not None:
+                    # The kernel ticks the eventfd from its OOM path, which can trail the death of
+                    # the process it killed (a parent then exits 0): when charges failed at the
+                    # limit, give the tick a bounded moment to arrive before reading it.
+                    if acc.memory_failures and not acc.oom_kills:
+                        select.select([self._oom_eventfd], [], [], OOM_TICK_WAIT)
+                    with contextlib.suppress(BlockingIOError):
+                        acc.oom_kills = max(acc.oom_kills, os.eventfd_read(self._oom_eventfd))
                 peak = int((self.dirs["memory"] / "memory.max_usage_in_bytes").read_text())
                 acc.max_rss_mb = peak / (1 << 20)
                 acc.cpu_seconds = int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
