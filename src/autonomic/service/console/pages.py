@@ -28,6 +28,7 @@ from autonomic.errors import (
 )
 from autonomic.service.console import access, live
 from autonomic.service.console.rendering import environment, render, static_file
+from autonomic.service.console.scope import Scope
 from autonomic.service.console.views import (
     WINDOW,
     approval_card,
@@ -204,16 +205,31 @@ async def _run(request: Request, run_id: str, all: str = "") -> Response:
     )
 
 
-async def _run_events(request: Request, run_id: str, after: int = 0) -> Response:
+async def _fragment_scope(request: Request, run_id: str) -> Scope | Response:
+    """The caller's tenant scope for a fragment of run ``run_id`` (what htmx and the live stream
+    fetch: plain-text errors, no page around them), or the 401 / 404 to answer instead."""
     identity = await access.identify(request)
     if identity is None:
         return Response("sign in first", status_code=401, media_type="text/plain")
-    scope = access.scope(request, identity)
     try:
         validate_run_id(run_id)
+    except InvalidInput:
+        return _no_such_run()
+    return access.scope(request, identity)
+
+
+def _no_such_run() -> Response:
+    return Response("no such run", status_code=404, media_type="text/plain")
+
+
+async def _run_events(request: Request, run_id: str, after: int = 0) -> Response:
+    scope = await _fragment_scope(request, run_id)
+    if isinstance(scope, Response):
+        return scope
+    try:
         run = await scope.run(run_id)
-    except (InvalidInput, NotFound):
-        return Response("no such run", status_code=404, media_type="text/plain")
+    except NotFound:
+        return _no_such_run()
     resume = request.headers.get("last-event-id", "")
     if resume.isdigit():
         after = int(resume)
@@ -226,15 +242,13 @@ async def _run_events(request: Request, run_id: str, after: int = 0) -> Response
 
 async def _earlier(request: Request, run_id: str, before: int) -> Response:
     """The timeline rows before seq ``before``: what "Show the earlier steps" loads in place."""
-    identity = await access.identify(request)
-    if identity is None:
-        return Response("sign in first", status_code=401, media_type="text/plain")
-    scope = access.scope(request, identity)
+    scope = await _fragment_scope(request, run_id)
+    if isinstance(scope, Response):
+        return scope
     try:
-        validate_run_id(run_id)
         entries = await scope.journal(run_id)
-    except (InvalidInput, NotFound):
-        return Response("no such run", status_code=404, media_type="text/plain")
+    except NotFound:
+        return _no_such_run()
     step_url = request.url_for("console.run", run_id=run_id).path + "/steps"
     row = environment().get_template("_step.html").module.step  # type: ignore[attr-defined]
     rows = [str(row(s, step_url)) for s in steps([e for e in entries if e.seq < before])]
