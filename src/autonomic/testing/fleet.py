@@ -35,7 +35,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,14 @@ from autonomic.core.run import RunStatus
 from autonomic.core.state import fold
 from autonomic.engine.executor import Engine
 from autonomic.errors import ApprovalRefused
-from autonomic.examples.reconciliation.bank import ACCOUNT, DATE, LEDGER, STATEMENT, create_bank
+from autonomic.examples.reconciliation.bank import (
+    ACCOUNT,
+    DATE,
+    LEDGER,
+    STATEMENT,
+    connect_bank,
+    create_bank,
+)
 from autonomic.governance.approvals import ApprovalDesk
 from autonomic.ports.store import Store
 from autonomic.testing.crash.journal import chain_problems
@@ -164,7 +170,7 @@ class FleetReport:
 def bank_reports(bank: Path) -> list[tuple[int, str]]:
     """The reports filed in ``bank``: (id, run id) in filing order. The truth about
     ``file_report``: what a person settling an in-doubt run would look at."""
-    db = sqlite3.connect(f"file:{bank}?mode=ro", uri=True)
+    db = connect_bank(bank)
     try:
         return [(int(i), str(r)) for i, r in db.execute("SELECT id, run_id FROM reports")]
     finally:
@@ -173,7 +179,7 @@ def bank_reports(bank: Path) -> list[tuple[int, str]]:
 
 def bank_adjustments(bank: Path) -> Counter[str]:
     """How many adjusting entries ``bank`` holds per reference."""
-    db = sqlite3.connect(f"file:{bank}?mode=ro", uri=True)
+    db = connect_bank(bank)
     try:
         return Counter(str(r) for (r,) in db.execute("SELECT reference FROM adjustments"))
     finally:

@@ -33,13 +33,27 @@ TABLES = ("adjustments", "ledger", "reports", "statement")
 """The tables the agent reads and writes: a file without them is not a bank database."""
 
 
+def connect_bank(path: Path) -> sqlite3.Connection:
+    """Open the existing bank at ``path`` for reading; never creates a file.
+
+    Not ``mode=ro``: a process killed inside a write transaction (which the crash tests and any
+    real fleet do) leaves a hot rollback journal, and a read-only connection cannot roll it back,
+    so every later read fails with "attempt to write a readonly database" until some writer opens
+    the file. Opening read-write lets the first reader restore the last committed state; readers
+    that must not write say so with ``PRAGMA query_only``.
+    """
+    db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+    db.execute("PRAGMA query_only = ON")
+    return db
+
+
 def bank_problem(path: Path) -> str | None:
-    """What makes ``path`` unusable as the bank database (``None``: nothing). Opened read-only:
-    checking never creates or changes a file."""
+    """What makes ``path`` unusable as the bank database (``None``: nothing). Checking never
+    creates a file nor changes its data (``connect_bank``)."""
     if not path.is_file():
         return "no such file"
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = connect_bank(path)
         try:
             found = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autonomic.errors import InvalidInput
+from autonomic.examples.reconciliation.bank import connect_bank
 from autonomic.tools.contract import ToolContext, tool
 
 _READ_ONLY = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
@@ -37,9 +38,8 @@ def sql_query(query: str, ctx: ToolContext) -> dict[str, Any]:
     """Run one read-only SQL SELECT against the bank database and return its rows."""
     if not _READ_ONLY.match(query) or ";" in query.strip().rstrip(";"):
         raise InvalidInput("only a single SELECT (or WITH ... SELECT) statement is allowed")
-    db = sqlite3.connect(f"file:{_bank(ctx)}?mode=ro", uri=True)
+    db = connect_bank(_bank(ctx))
     try:
-        db.execute("PRAGMA query_only = ON")
         cur = db.execute(query)
         columns = [d[0] for d in cur.description or ()]
         rows = cur.fetchmany(MAX_ROWS + 1)
