@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from autonomic.adapters.model.scripted import FunctionModel
 from autonomic.bootstrap import build_store
 from autonomic.core.entries import EntryKind
-from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
+from autonomic.core.messages import Message, ModelResponse, ToolSpec
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.delegation import KEY, child_run_id
@@ -24,54 +23,14 @@ from autonomic.engine.worker import Worker
 from autonomic.errors import ModelError, RunInputError
 from autonomic.governance.runaway.delegation import DelegationPolicy
 from autonomic.ports.store import Store
+from autonomic.testing.delegation import answering, delegating, relaying, resolver
 from autonomic.tools.capability import Capability
 
 Policy = Callable[[Sequence[Message], Sequence[ToolSpec]], ModelResponse]
 
 
-def observations(messages: Sequence[Message]) -> list[Any]:
-    """The tool results the model has read so far (JSON where they are)."""
-    return [_json(m.content or "") for m in messages if m.role is Role.TOOL]
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def delegating(to: str, task: Any, *, times: int = 1) -> Policy:
-    """Delegate ``task`` to ``to`` (``times`` times), then answer with what came back."""
-
-    def policy(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
-        seen = observations(messages)
-        if len(seen) < times:
-            arguments = json.dumps({"to": to, "task": task})
-            return ModelResponse(None, (ToolCall(f"d{len(seen)}", "delegate", arguments),))
-        return ModelResponse(json.dumps(seen[-1]))
-
-    return policy
-
-
-def answering(text: str) -> Policy:
-    return lambda messages, tools: ModelResponse(text)
-
-
 def failing(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
     raise ModelError("the model refused the request")
-
-
-def relaying(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
-    """Hand the task it was given to the next agent named in its own instructions."""
-    seen = observations(messages)
-    if seen:
-        return ModelResponse(json.dumps(seen[-1]))
-    system = next(m.content for m in messages if m.role is Role.SYSTEM) or ""
-    task = next(m.content for m in messages if m.role is Role.USER)
-    target = system.rpartition("next:")[2].strip()
-    arguments = json.dumps({"to": target, "task": task})
-    return ModelResponse(None, (ToolCall("r", "delegate", arguments),))
 
 
 def _no_input(run: Run) -> None:
@@ -99,7 +58,7 @@ def _engine(store: Store, agents: list[Agent], policies: dict[str, Policy], **kw
     return Engine(
         store,
         AgentRegistry(agents),
-        lambda spec: FunctionModel(policies[spec.partition(":")[2]], name=spec),
+        resolver(policies),
         **kw,
     )
 
