@@ -27,6 +27,7 @@ from autonomic.bootstrap import build_store
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
+from autonomic.engine.faults import Faults
 from autonomic.engine.worker import Worker
 from autonomic.governance.runaway.gate import Runaway
 from autonomic.ports.store import Store
@@ -153,14 +154,24 @@ def fleet_agents(meter: Path, *, hold: float = 0.05) -> tuple[list[Agent], dict[
     return [boss, worker], policies
 
 
-def fleet_engine(store: Store, meter: Path) -> Engine:
-    agents, policies = fleet_agents(meter)
+def fleet_engine(
+    store: Store,
+    meter: Path,
+    *,
+    hold: float = 0.05,
+    clock: Callable[[], float] = time.time,
+    faults: Faults | None = None,
+) -> Engine:
+    """An engine over the fleet's agents (``fleet_agents``)."""
+    agents, policies = fleet_agents(meter, hold=hold)
     return Engine(
         store,
         AgentRegistry(agents),
         resolver(policies),
         runaway=Runaway(enabled=False),
         lease_ttl=5.0,
+        clock=clock,
+        faults=faults,
     )
 
 
