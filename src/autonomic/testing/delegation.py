@@ -154,6 +154,14 @@ def fleet_agents(meter: Path, *, hold: float = 0.05) -> tuple[list[Agent], dict[
     return [boss, worker], policies
 
 
+def kit_agents() -> list[Agent]:
+    """The fleet's agents for ``--agent autonomic.testing.delegation:kit_agents`` (their meter in
+    the temporary directory)."""
+    import tempfile
+
+    return fleet_agents(Path(tempfile.gettempdir()) / "autonomic-unit-meter.json", hold=0)[0]
+
+
 def fleet_engine(
     store: Store,
     meter: Path,
