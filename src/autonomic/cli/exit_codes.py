@@ -54,4 +54,5 @@ _BY_STATUS: dict[RunStatus, ExitCode] = {
     RunStatus.CANCELLED: ExitCode.CANCELLED,
     RunStatus.PENDING: ExitCode.UNFINISHED,
     RunStatus.RUNNING: ExitCode.UNFINISHED,
+    RunStatus.WAITING_FOR_CHILD: ExitCode.UNFINISHED,
 }

@@ -32,7 +32,13 @@ from autonomic.ports.bus import Bus, RetryPolicy
 
 log = logging.getLogger("autonomic.worker")
 
-WAITING = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_FOR_HUMAN, RunStatus.SUSPENDED)
+WAITING = (
+    RunStatus.PENDING,
+    RunStatus.RUNNING,
+    RunStatus.WAITING_FOR_HUMAN,
+    RunStatus.WAITING_FOR_CHILD,
+    RunStatus.SUSPENDED,
+)
 """The statuses whose runs the metrics count (the gauge ``autonomic_runs_current``)."""
 OBSERVE_EVERY = 2.0
 """Seconds between two looks at the store for the gauges (idle polls are more frequent)."""
