@@ -48,7 +48,7 @@ from autonomic.core.entries import ToolIntent, ToolResult
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import RunState
 from autonomic.engine.agent import Agent, AgentRegistry
-from autonomic.errors import InvalidInput, NotFound, RunExists
+from autonomic.errors import EventRejected, InvalidInput, NotFound, RunExists
 from autonomic.governance.action import ActionKind, Hop, ProposedAction
 from autonomic.governance.circuits import Circuits, agent_key
 from autonomic.governance.decision import Decision
@@ -56,7 +56,7 @@ from autonomic.governance.runaway.delegation import DelegationGuard, DelegationP
 from autonomic.governance.runaway.normalise import normalise_text
 from autonomic.governance.runaway.state import GuardState, Handoff
 from autonomic.ports.embedder import Embedder
-from autonomic.ports.store import Store
+from autonomic.ports.store import Processed, Store
 from autonomic.tools.capability import Capability
 from autonomic.tools.delegate import DELEGATE_TOOL
 
@@ -122,6 +122,9 @@ class Delegation:
         self.start = start
         self.circuits = circuits
         self.budget_share = budget_share
+        self.via_bus = False
+        """Set by a worker on a bus: the child is created by whoever consumes the hand-off's
+        ``autonomic.delegation.requested`` event (``requested``), not by the step itself."""
 
     # -- route ----------------------------------------------------------------------------------
 
@@ -174,7 +177,53 @@ class Delegation:
 
     # -- act ------------------------------------------------------------------------------------
 
-    async def hand_off(self, parent: Run, state: RunState, intent: ToolIntent) -> Run:
+    async def child(self, parent: Run, state: RunState, intent: ToolIntent) -> Run | None:
+        """The step's side of the hand-off: the child of ``intent``, created now without a bus;
+        on a bus, the child if the event's consumer has created it already (else ``None``)."""
+        if not self.via_bus:
+            return await self.hand_off(parent, state, intent)
+        try:
+            return await self.store.get_run(child_run_id(parent.id, intent.key))
+        except NotFound:
+            return None
+
+    async def requested(self, data: Mapping[str, Any], processed: Processed) -> Run | None:
+        """Create the child an ``autonomic.delegation.requested`` event asks for, with the event
+        in the inbox in the same transaction. The event is untrusted: only a hand-off its
+        parent's journal holds is made, from the journal's arguments; ``EventRejected``
+        otherwise. ``None`` when the child exists already (a redelivery)."""
+        from autonomic.core.state import fold
+
+        parent_id, key = str(data.get("parent_run_id", "")), str(data.get("key", ""))
+        try:
+            parent = await self.store.get_run(parent_id)
+        except NotFound:
+            raise EventRejected(f"delegation event for unknown run {parent_id!r}") from None
+        entries = await self.store.load_journal(parent.id)
+        state = fold(parent.id, entries)
+        intent = next(
+            (e.body for e in entries if isinstance(e.body, ToolIntent) and e.body.key == key),
+            None,
+        )
+        if intent is None or intent.tool != DELEGATE_TOOL:
+            raise EventRejected(f"run {parent_id} journaled no hand-off with key {key!r}")
+        if data.get("child_run_id") != child_run_id(parent.id, key):
+            raise EventRejected(f"delegation event names the wrong child for {parent_id}:{key}")
+        try:
+            await self.store.get_run(child_run_id(parent.id, key))
+            return None
+        except NotFound:
+            pass
+        return await self.hand_off(parent, state, intent, processed=processed)
+
+    async def hand_off(
+        self,
+        parent: Run,
+        state: RunState,
+        intent: ToolIntent,
+        *,
+        processed: Processed | None = None,
+    ) -> Run:
         """Create the child of ``intent`` (once: a second call finds the first's child)."""
         child_id = child_run_id(parent.id, intent.key)
         try:
@@ -212,6 +261,7 @@ class Delegation:
                 parent_run_id=parent.id,
                 capability=capability.name if capability else None,
                 queued=capability is not None and capability.concurrency is not None,
+                processed=processed,
             )
         except RunExists:
             return await self.store.get_run(child_id)

@@ -469,6 +469,11 @@ class Engine:
                 run_id, RunStatus.RUNNING, reason, by="delegation", act=act
             )
 
+    async def deliver(self, parent_id: str) -> bool:
+        """Reopen ``parent_id`` if it waits for a child that has ended (idempotent: what an
+        ``autonomic.delegation.completed`` event's consumer calls)."""
+        return await self.delegation.deliver(parent_id, self._reopen_parent)
+
     async def sweep_delegations(self) -> int:
         """Admit queued children of limited capabilities, and reopen parents whose child ended
         while nobody passed it on (a worker died); what it changed."""

@@ -76,7 +76,7 @@ from autonomic.core.reasoning import extract
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
-from autonomic.engine.delegation import Delegation
+from autonomic.engine.delegation import Delegation, child_run_id
 from autonomic.engine.failure import Failure
 from autonomic.engine.gatekeeper import Gatekeeper, Go
 from autonomic.engine.session import RunSession
@@ -457,13 +457,14 @@ class StepProtocol:
             await session.flush()  # write-ahead: the hand-off is durable before the child exists
         session.fault("before_effect")
         await session.check_lease()
-        child = await self.delegation.hand_off(session.run, session.state, intent)
+        child = await self.delegation.child(session.run, session.state, intent)
         session.fault("after_effect")
-        result = self.delegation.outcome(child, intent)
+        result = self.delegation.outcome(child, intent) if child is not None else None
         if result is None:
+            what = child_run_id(session.run.id, intent.key)
             await self.stop(
                 RunStatus.WAITING_FOR_CHILD,
-                f"waiting for child run {child.id} ({child.agent})",
+                f"waiting for child run {what} ({intent.arguments.get('agent')})",
                 call_id=call.id,
             )
             return False
