@@ -266,3 +266,15 @@ def test_bad_hand_offs_are_refused_with_a_reason_and_create_nothing(
     assert result.error["code"] == "delegation_refused"
     assert words in result.error["message"]
     assert parent.status is RunStatus.COMPLETED
+
+
+def test_engine_run_takes_a_delegating_agent_to_its_end_in_one_process(store_url: str) -> None:
+    async def scenario(store: Store) -> Any:
+        agents, policies = _chain(2)
+        engine = _engine(store, agents, policies)
+        final = await engine.run("a0", "audit the repository")
+        return final, await store.list_runs(limit=10)
+
+    final, runs = _go(store_url, scenario)
+    assert final.status is RunStatus.COMPLETED
+    assert sorted(r.status for r in runs) == [RunStatus.COMPLETED] * 3

@@ -319,7 +319,32 @@ class Engine:
         run = await self._create(run, entries, self._created(run, requester))
         if on_created is not None:
             on_created(run)  # e.g. tell the user the id before a long run, to resume it by
-        return await self._pass_on(await self._drive(run, [p.entry for p in entries]))
+        driven = await self._pass_on(await self._drive(run, [p.entry for p in entries]))
+        return await self._through_children(driven)
+
+    async def _through_children(self, run: Run) -> Run:
+        """Drive, here, the children a run waits for (and theirs), then the run again, while
+        that makes progress: ``run`` (the CLI's ``autonomic run``) takes a delegating agent to
+        its end in one process. Stops where only others can go on (a child waiting for a
+        human, a capability's slots held elsewhere); a worker takes it from there."""
+        while run.status is RunStatus.WAITING_FOR_CHILD:
+            progressed = False
+            await self.delegation.admit()
+            for child in await self.store.children(run.id):
+                if child.status in (RunStatus.PENDING, RunStatus.RUNNING) and not child.queued:
+                    claimed = await self.claim(child.id)
+                    if claimed is not None:
+                        await self._through_children(await self.drive(claimed))
+                        progressed = True
+            run = await self.store.get_run(run.id)
+            if run.status is RunStatus.RUNNING:
+                claimed = await self.claim(run.id)
+                if claimed is not None:
+                    run = await self.drive(claimed)
+                    progressed = True
+            if not progressed:
+                break
+        return run
 
     @staticmethod
     def _created(run: Run, requester: str | None) -> AuditNote:
