@@ -332,13 +332,17 @@ class Delegation:
             return False
         if parent.status is not RunStatus.WAITING_FOR_CHILD:
             return False
-        for child in await self.store.children(parent_id):
-            if child.status.terminal or child.status is RunStatus.SUSPENDED:
-                waiting = await self._waited_for(parent)
-                if waiting == child.id:
-                    await reopen(parent_id, f"child run {child.id} is {child.status.value}")
-                    return True
-        return False
+        waited = await self._waited_for(parent)
+        if waited is None:
+            return False
+        try:
+            child = await self.store.get_run(waited)
+        except NotFound:  # on a bus, not created yet: the hand-off's event will
+            return False
+        if not (child.status.terminal or child.status is RunStatus.SUSPENDED):
+            return False
+        await reopen(parent_id, f"child run {child.id} is {child.status.value}")
+        return True
 
     async def _waited_for(self, parent: Run) -> str | None:
         """The child run the parent's last transition says it waits for."""
@@ -354,8 +358,8 @@ class Delegation:
         """Deliver to every waiting parent whose child has ended (the recovery path: a worker
         that died between the child's end and the parent's reopening); how many it reopened."""
         reopened = 0
-        for parent in await self.store.list_runs(status=RunStatus.WAITING_FOR_CHILD, limit=limit):
-            if await self.deliver(parent.id, reopen):
+        for parent_id in await self.store.parents_to_resume(limit=limit):
+            if await self.deliver(parent_id, reopen):
                 reopened += 1
         return reopened
 

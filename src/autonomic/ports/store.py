@@ -230,6 +230,11 @@ class Store(abc.ABC):
         """The runs ``run_id`` delegated to (``parent_run_id``), oldest first."""
         raise NotImplementedError(f"{type(self).__name__} cannot list child runs")
 
+    async def parents_to_resume(self, *, limit: int = 200) -> list[str]:
+        """Runs WAITING_FOR_CHILD whose newest child has ended or is suspended: the candidates a
+        worker's sweep reopens (each is checked exactly before it is)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list child runs")
+
     async def admit(self, capability: str, capacity: int) -> int:
         """Let queued child runs of ``capability`` be claimed while fewer than ``capacity`` of
         its children are in flight (admitted, not ended, not suspended) - checked atomically

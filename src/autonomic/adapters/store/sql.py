@@ -146,6 +146,13 @@ RETURNING {RUN_COLUMNS}"""
     children = (
         f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = :run_id ORDER BY created_at, id"
     )
+    # Parents waiting for a child whose newest child has an outcome: what a worker's sweep
+    # reopens (the delegation checks each exactly; this only keeps the sweep to one query).
+    parents_to_resume = """SELECT p.id FROM runs p JOIN runs c ON c.parent_run_id = p.id
+WHERE p.status = 'WAITING_FOR_CHILD'
+  AND c.status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUSPENDED')
+  AND c.created_at = (SELECT MAX(c2.created_at) FROM runs c2 WHERE c2.parent_run_id = p.id)
+ORDER BY p.updated_at LIMIT :limit"""
     # Admission to a capability's fleet-wide concurrency limit: the oldest queued children get the
     # slots the children in flight (admitted and not ended, not suspended) leave free. Run under
     # the dialect's capacity lock (SQLite: the write lock), so two admitters never both see a
@@ -695,6 +702,10 @@ class SqlStore(Store):
     async def children(self, run_id: str) -> list[Run]:
         rows = await self._read(self.sql.children, {"run_id": run_id})
         return [run_from_row(r) for r in rows]
+
+    async def parents_to_resume(self, *, limit: int = 200) -> list[str]:
+        rows = await self._read(self.sql.parents_to_resume, {"limit": limit})
+        return list(dict.fromkeys(str(r[0]) for r in rows))
 
     async def admit(self, capability: str, capacity: int) -> int:
         """Admit queued children of ``capability`` while fewer than ``capacity`` are in flight,
