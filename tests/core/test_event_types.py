@@ -25,6 +25,8 @@ def test_the_builtin_types_are_declared():
         "autonomic.run.suspended",
         "autonomic.approval.requested",
         "autonomic.agent.message",
+        "autonomic.delegation.requested",
+        "autonomic.delegation.completed",
     } == names
     types = EventTypes()
     types.check(new_event(RUN_COMPLETED, {"run_id": "r", "agent": "a"}, source="s"))

@@ -70,6 +70,9 @@ def journals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
     async def load() -> dict[str, list[Any]]:
         store = build_store(f"sqlite:///{path}")
         try:
+            # a reader of an older schema is told to migrate (adapters/store/schema.py); the
+            # copy is migrated as `autonomic migrate` would (0008 added columns to runs)
+            await store.migrate()
             runs = await store.list_runs(limit=100)
             return {run.id: await store.load_journal(run.id) for run in runs}
         finally:

@@ -5,7 +5,7 @@ working directory). Errors print as one line with a hint, never as a traceback.
 
 The commands live in modules named after what they operate (``runs``, ``approvals``, ``demo``,
 ``breakers``, ``settle``, ``workflow``, ``gateway``, ``migrate``, ``screen``, ``sandbox``,
-``serve``, ``keys``, ``events``, ``dlq``), sharing
+``serve``, ``keys``, ``events``, ``dlq``, ``agents``), sharing
 ``common``; this module holds the app, its global options and ``main()``, and wires them in.
 """
 
@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from autonomic.cli import (
     adversarial,
+    agents,
     approvals,
     breakers,
     demo,
@@ -62,6 +63,7 @@ app.command("run")(runs.run_cmd)
 app.command("resume")(runs.resume)
 app.command("worker")(runs.worker)
 app.command("runs")(runs.runs)
+app.command("agents")(agents.agents)
 app.command("breakers")(breakers.breakers)
 app.command("kpis")(kpis.kpis)
 app.command("show")(runs.show)

@@ -35,8 +35,9 @@ class ExitCode(IntEnum):
     CANCELLED = 7
     """The run is CANCELLED."""
     UNFINISHED = 8
-    """The run is still PENDING or RUNNING but this process stopped driving it (it lost the
-    lease to another worker, or was asked to stop): a worker or ``resume`` goes on with it."""
+    """The run is still PENDING, RUNNING or WAITING_FOR_CHILD but this process stopped driving it
+    (it lost the lease to another worker, or was asked to stop; or it waits for a child run): a
+    worker or ``resume`` goes on with it."""
     INTERRUPTED = 130
     """Ctrl-C (the shell's convention: 128 + SIGINT)."""
 
@@ -54,4 +55,5 @@ _BY_STATUS: dict[RunStatus, ExitCode] = {
     RunStatus.CANCELLED: ExitCode.CANCELLED,
     RunStatus.PENDING: ExitCode.UNFINISHED,
     RunStatus.RUNNING: ExitCode.UNFINISHED,
+    RunStatus.WAITING_FOR_CHILD: ExitCode.UNFINISHED,
 }

@@ -28,6 +28,7 @@ STATUS_STYLE = {
     RunStatus.PENDING: "white",
     RunStatus.RUNNING: "cyan",
     RunStatus.WAITING_FOR_HUMAN: "yellow",
+    RunStatus.WAITING_FOR_CHILD: "blue",
     RunStatus.SUSPENDED: "yellow",
     RunStatus.COMPLETED: "green",
     RunStatus.FAILED: "red",

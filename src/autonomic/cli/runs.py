@@ -305,32 +305,39 @@ def show(
 ) -> None:
     """Show a run and its timeline: model turns, tool calls, timings, transitions."""
     from autonomic.cli.render import print_run
+    from autonomic.cli.tree import print_tree, run_tree
     from autonomic.core.timeline import spend, timeline
 
     settings = settings_of(ctx)
     validate_run_id(run_id)
 
-    async def go() -> tuple[Run, list[Entry], list[Any]]:
+    async def go() -> tuple[Run, list[Entry], list[Any], list[dict[str, Any]]]:
         store = await open_store(settings.db, "read")
         try:
             return (
                 await store.get_run(run_id),
                 await store.load_journal(run_id),
                 await store.list_approvals(run_id=run_id, limit=10_000),
+                await run_tree(store, run_id),
             )
         finally:
             await store.close()
 
-    run, entries, found = run_coroutine(go)
+    run, entries, found, tree = run_coroutine(go)
     if as_json:
         data = _run_dict(run) | {
             "cost": spend(entries),
             "timeline": [i.to_dict() for i in timeline(entries)],
             "approvals": [a.to_dict() for a in found],
+            "parent_run_id": run.parent_run_id,
+            "children": tree,
         }
         out.print_json(data=data)
     else:
         print_run(out, run, entries, found)
+        if run.parent_run_id:
+            out.print(f"delegated by {run.parent_run_id}")
+        print_tree(out, tree)
 
 
 def cancel(

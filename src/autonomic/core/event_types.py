@@ -91,6 +91,8 @@ RUN_FAILED = "autonomic.run.failed"
 RUN_SUSPENDED = "autonomic.run.suspended"
 APPROVAL_REQUESTED = "autonomic.approval.requested"
 AGENT_MESSAGE = "autonomic.agent.message"
+DELEGATION_REQUESTED = "autonomic.delegation.requested"
+DELEGATION_COMPLETED = "autonomic.delegation.completed"
 
 BUILTIN: tuple[EventType, ...] = (
     EventType(RUN_STARTED, _object(_RUN, {"task": {}, **_RUN_MORE}), "a run was created"),
@@ -113,6 +115,22 @@ BUILTIN: tuple[EventType, ...] = (
         AGENT_MESSAGE,
         _object({"from_agent": _TEXT, "to_agent": _TEXT, "body": {}}, {"run_id": _TEXT}),
         "one agent tells another something",
+    ),
+    EventType(
+        DELEGATION_REQUESTED,
+        _object(
+            {"parent_run_id": _TEXT, "child_run_id": _TEXT, "key": _TEXT, "agent": _TEXT},
+            {"capability": {"type": ["string", "null"]}, "task": {}},
+        ),
+        "a run hands a subtask to another agent: the child run is created from this",
+    ),
+    EventType(
+        DELEGATION_COMPLETED,
+        _object(
+            {"parent_run_id": _TEXT, "child_run_id": _TEXT, "status": _TEXT},
+            {"reason": {"type": ["string", "null"]}},
+        ),
+        "a child run ended (or was suspended): its waiting parent resumes",
     ),
 )
 

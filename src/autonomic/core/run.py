@@ -21,6 +21,9 @@ class RunStatus(enum.StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     WAITING_FOR_HUMAN = "WAITING_FOR_HUMAN"
+    WAITING_FOR_CHILD = "WAITING_FOR_CHILD"
+    """It handed a subtask to a child run and waits, as a row holding no worker, for the child's
+    outcome (``engine/delegation.py``); the outcome reopens it."""
     SUSPENDED = "SUSPENDED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -39,6 +42,7 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.RUNNING: frozenset(
         {
             RunStatus.WAITING_FOR_HUMAN,
+            RunStatus.WAITING_FOR_CHILD,
             RunStatus.SUSPENDED,
             RunStatus.COMPLETED,
             RunStatus.FAILED,
@@ -46,6 +50,9 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
         }
     ),
     RunStatus.WAITING_FOR_HUMAN: frozenset(
+        {RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.WAITING_FOR_CHILD: frozenset(
         {RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}
     ),
     RunStatus.SUSPENDED: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
@@ -109,6 +116,10 @@ class Run:
     metadata: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
     correlation_id: str | None = None
+    capability: str | None = None
+    """The capability a child run was delegated for (its fleet-wide concurrency limit counts it)."""
+    queued: bool = False
+    """A child waiting for a free slot of its capability: no worker claims it until admitted."""
 
     def replace(self, **changes: Any) -> Run:
         """A copy with ``changes`` applied (runs are immutable values)."""

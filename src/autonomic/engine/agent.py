@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from autonomic.core.run import Run
 from autonomic.errors import InvalidInput, NotFound, PolicyFileError
 from autonomic.governance.policy.tool_policy import apply_tool_policy
+from autonomic.tools.capability import Capability
 from autonomic.tools.contract import Tool
+from autonomic.tools.delegate import DELEGATE_TOOL, delegate_tool
 from autonomic.tools.emit import EMIT_TOOL, emit_tool
 from autonomic.tools.registry import ToolRegistry
 
@@ -111,6 +113,12 @@ class Agent:
     run of it for each such event, the event's ``data`` as its task (``engine/inbox.py``)."""
     emits: Sequence[str] = ()
     """Event types this agent may emit: it gets the ``emit_event`` tool (``tools/emit.py``)."""
+    capabilities: Sequence[Capability] = ()
+    """What other agents may delegate to this one (``tools/capability.py``): schemas, cost,
+    latency and a fleet-wide concurrency limit each (docs/multi-agent.md)."""
+    delegates_to: Sequence[str] = ()
+    """Agents (by name) or capabilities (by name) this agent may hand subtasks to: it gets the
+    ``delegate`` tool (``tools/delegate.py``); each child is a run of its own."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +126,18 @@ class Agent:
             raise InvalidInput(f"agent {self.name}: max_turns must be at least 1")
         object.__setattr__(self, "handles", tuple(self.handles))
         object.__setattr__(self, "emits", tuple(self.emits))
+        object.__setattr__(self, "capabilities", tuple(self.capabilities))
+        if isinstance(self.delegates_to, str):
+            raise InvalidInput(
+                f"agent {self.name}: delegates_to must be a list of names, "
+                f"not the string {self.delegates_to!r}"
+            )
+        object.__setattr__(self, "delegates_to", tuple(self.delegates_to))
+        names = [c.name for c in self.capabilities]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"agent {self.name}: a capability is declared twice ({names})")
+        if self.delegates_to and not any(t.name == DELEGATE_TOOL for t in self.tools):
+            object.__setattr__(self, "tools", (*self.tools, delegate_tool(self.delegates_to)))
         if self.emits and not any(t.name == EMIT_TOOL for t in self.tools):
             object.__setattr__(self, "tools", (*self.tools, emit_tool(self.emits)))
         object.__setattr__(self, "registry", ToolRegistry(self.tools))
@@ -168,7 +188,13 @@ class Agent:
             ),
             handles=self.handles,
             emits=self.emits,
+            capabilities=self.capabilities,
+            delegates_to=self.delegates_to,
         )
+
+    def capability(self, name: str) -> Capability | None:
+        """The capability ``name`` this agent declares, if it does."""
+        return next((c for c in self.capabilities if c.name == name), None)
 
 
 class AgentRegistry:

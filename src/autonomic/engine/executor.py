@@ -24,6 +24,8 @@ from autonomic.core.journal import GENESIS_HASH, Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState, fold
 from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.delegation import GATE_NAME as DELEGATION_GATE
+from autonomic.engine.delegation import Delegation, DelegationGate
 from autonomic.engine.failure import Failure, scrub, store_failure
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gatekeeper import Gatekeeper
@@ -41,6 +43,7 @@ from autonomic.engine.session import RunInterrupted, RunSession
 from autonomic.engine.step import Hook, Hooks, StepProtocol, overrides, run_priority
 from autonomic.errors import (
     ConfigError,
+    IllegalTransition,
     InvalidInput,
     LeaseLost,
     NotFound,
@@ -56,6 +59,7 @@ from autonomic.governance.gate import Gate, GateChain
 from autonomic.governance.provenance_gate import GATE_NAME as PROVENANCE_GATE
 from autonomic.governance.provenance_gate import ProvenanceGate, ProvenancePolicy
 from autonomic.governance.runaway.budget import pinned_budget
+from autonomic.governance.runaway.delegation import DelegationPolicy
 from autonomic.governance.runaway.gate import GATE_NAME, Runaway
 from autonomic.governance.runaway.model_budget import ModelBudget
 from autonomic.ports.credentials import CredentialIssuer
@@ -132,6 +136,8 @@ class Engine:
             pin calls to the plan (``autonomic.governance.provenance_gate``); its gate is added
             before the runaway guards, and with ``mark`` the model reads tool results inside a
             per-run boundary (``autonomic.governance.boundary``). ``None``: off.
+        delegation: the delegation guards' limits (depth, ping-pong exchanges) checked on every
+            hand-off to a child run (``autonomic.engine.delegation``); on with the runaway guards.
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class Engine:
         plan_cache: PlanCache | Literal["default"] | None = "default",
         credentials: CredentialIssuer | None = None,
         provenance: ProvenancePolicy | None = None,
+        delegation: DelegationPolicy | None = None,
     ) -> None:
         self.store = store
         self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
@@ -165,6 +172,8 @@ class Engine:
             self.gates.add(ProvenanceGate(provenance))
         if self.runaway.enabled and not any(g.name == GATE_NAME for g in self.gates.gates):
             self.gates.add(self.runaway.gate())
+        if self.runaway.enabled and not any(g.name == DELEGATION_GATE for g in self.gates.gates):
+            self.gates.add(DelegationGate(delegation, self.runaway.embedder))
         self.hooks: list[Hook] = list(hooks)
         """Hooks on every run's step protocol (``autonomic.engine.step.Hook``), before the
         engine's own (breakers, planning, compression, budgets, screening)."""
@@ -180,6 +189,8 @@ class Engine:
         self.owner = owner or worker_id()
         self.stopping = asyncio.Event()
         self.credentials = credentials
+        self.delegation = Delegation(store, agents, self.start, self.circuits)
+        """Hands ``delegate`` calls to child runs and brings their outcomes back."""
 
     async def aclose(self) -> None:
         """Close the models this engine built (a gateway's connection pools and Redis
@@ -225,6 +236,9 @@ class Engine:
         correlation_id: str | None = None,
         processed: Processed | None = None,
         source: str | None = None,
+        parent_run_id: str | None = None,
+        capability: str | None = None,
+        queued: bool = False,
     ) -> Run:
         """Create a PENDING run with its ``run.started`` entry. Any worker may then drive it.
 
@@ -233,7 +247,8 @@ class Engine:
         by default its own id. ``processed``: the event that started it, recorded in the inbox
         in the same transaction (``engine/inbox.py``). ``source``: where the task came from when
         not from an operator (``event:TYPE``: another agent's event), journaled in
-        ``run.started`` so provenance treats the task as untrusted content."""
+        ``run.started`` so provenance treats the task as untrusted content. ``parent_run_id``,
+        ``capability``, ``queued``: a child run of a delegation (``engine/delegation.py``)."""
         run, entries = self._new_run(
             agent,
             task,
@@ -247,6 +262,8 @@ class Engine:
             correlation_id=correlation_id,
             source=source,
         )
+        if parent_run_id is not None:
+            run = run.replace(parent_run_id=parent_run_id, capability=capability, queued=queued)
         return await self._create(run, entries, self._created(run, requester), processed)
 
     async def _create(
@@ -302,7 +319,32 @@ class Engine:
         run = await self._create(run, entries, self._created(run, requester))
         if on_created is not None:
             on_created(run)  # e.g. tell the user the id before a long run, to resume it by
-        return await self._drive(run, [p.entry for p in entries])
+        driven = await self._pass_on(await self._drive(run, [p.entry for p in entries]))
+        return await self._through_children(driven)
+
+    async def _through_children(self, run: Run) -> Run:
+        """Drive, here, the children a run waits for (and theirs), then the run again, while
+        that makes progress: ``run`` (the CLI's ``autonomic run``) takes a delegating agent to
+        its end in one process. Stops where only others can go on (a child waiting for a
+        human, a capability's slots held elsewhere); a worker takes it from there."""
+        while run.status is RunStatus.WAITING_FOR_CHILD:
+            progressed = False
+            await self.delegation.admit()
+            for child in await self.store.children(run.id):
+                if child.status in (RunStatus.PENDING, RunStatus.RUNNING) and not child.queued:
+                    claimed = await self.claim(child.id)
+                    if claimed is not None:
+                        await self._through_children(await self.drive(claimed))
+                        progressed = True
+            run = await self.store.get_run(run.id)
+            if run.status is RunStatus.RUNNING:
+                claimed = await self.claim(run.id)
+                if claimed is not None:
+                    run = await self.drive(claimed)
+                    progressed = True
+            if not progressed:
+                break
+        return run
 
     @staticmethod
     def _created(run: Run, requester: str | None) -> AuditNote:
@@ -414,8 +456,54 @@ class Engine:
         )
 
     async def drive(self, run: Run) -> Run:
-        """Take a claimed run as far as it goes now; release the lease; return the run as stored."""
-        return await self._drive(run, None)
+        """Take a claimed run as far as it goes now; release the lease; return the run as stored.
+
+        A child run whose parent has ended is cancelled instead (its result has nobody to go
+        to); a run that ended or waits for a child passes the outcome on (``_pass_on``)."""
+        if run.parent_run_id is not None:
+            parent = await self.store.get_run(run.parent_run_id)
+            if parent.status.terminal:
+                await self.store.release_lease(run.id, owner=self.owner, fence=run.lease.fence)
+                with contextlib.suppress(IllegalTransition, StaleVersion):
+                    return await self.cancel(
+                        run.id, f"parent run {parent.id} is {parent.status.value}", by="delegation"
+                    )
+        return await self._pass_on(await self._drive(run, None))
+
+    async def _pass_on(self, run: Run) -> Run:
+        """After driving ``run``: a child that ended (or suspended) reopens its waiting parent;
+        a parent that just began to wait is reopened at once if its child ended meanwhile."""
+        try:
+            if run.status is RunStatus.WAITING_FOR_CHILD:
+                await self.delegation.deliver(run.id, self._reopen_parent)
+            elif run.parent_run_id is not None and (
+                run.status.terminal or run.status is RunStatus.SUSPENDED
+            ):
+                await self.delegation.deliver(run.parent_run_id, self._reopen_parent)
+        except Exception as exc:  # a worker's sweep delivers it later
+            if not store_failure(exc):
+                raise
+            log.warning("run %s: passing its outcome on failed: %s", run.id, scrub(str(exc)))
+        return run
+
+    async def _reopen_parent(self, run_id: str, reason: str) -> None:
+        """Move a parent waiting for its child back to RUNNING (a no-op if another did)."""
+        act = AuditAct("run.reopen", "delegation", {"reason": reason})
+        with contextlib.suppress(IllegalTransition):
+            await self._operator_transition(
+                run_id, RunStatus.RUNNING, reason, by="delegation", act=act
+            )
+
+    async def deliver(self, parent_id: str) -> bool:
+        """Reopen ``parent_id`` if it waits for a child that has ended (idempotent: what an
+        ``autonomic.delegation.completed`` event's consumer calls)."""
+        return await self.delegation.deliver(parent_id, self._reopen_parent)
+
+    async def sweep_delegations(self) -> int:
+        """Admit queued children of limited capabilities, and reopen parents whose child ended
+        while nobody passed it on (a worker died); what it changed."""
+        admitted = await self.delegation.admit()
+        return admitted + await self.delegation.sweep(self._reopen_parent)
 
     async def _drive(self, run: Run, fresh: list[Entry] | None) -> Run:
         """``fresh``: the whole journal of a run this engine has just created RUNNING for itself,
@@ -589,6 +677,7 @@ class Engine:
             retries_itself=managed is not None and managed.retries_itself,
             credentials=self.credentials,
             view=view,
+            delegation=self.delegation,
         )
 
     def _managed(self, model: Model) -> ManagedModel | None:
@@ -683,7 +772,22 @@ class Engine:
         """Cancel a run from outside; a worker holding it stops at its next commit. ``by`` is
         who cancelled it, journaled as the transition's ``by`` and in the audit log."""
         act = AuditAct("run.cancel", by, {"reason": reason})
-        return await self._operator_transition(run_id, RunStatus.CANCELLED, reason, by=by, act=act)
+        run = await self._operator_transition(run_id, RunStatus.CANCELLED, reason, by=by, act=act)
+        await self._cancel_children(run_id, by)
+        return run
+
+    async def _cancel_children(self, run_id: str, by: str) -> None:
+        """Cancel what a cancelled run delegated (and what those delegated, down the tree)."""
+        try:
+            children = await self.store.children(run_id)
+        except NotImplementedError:
+            return
+        for child in children:
+            if child.status.terminal:
+                await self._cancel_children(child.id, by)
+                continue
+            with contextlib.suppress(IllegalTransition):
+                await self.cancel(child.id, f"parent run {run_id} was cancelled", by=by)
 
     async def settle(
         self,

@@ -42,7 +42,7 @@ from autonomic.governance.gate import Gate, GateChain
 from autonomic.governance.provenance import Provenance
 from autonomic.tools.contract import Tool
 
-_PASSIVE = frozenset({"runaway", "breaker", "provenance"})
+_PASSIVE = frozenset({"runaway", "breaker", "provenance", "delegation"})
 """Gates whose silence is not journaled (see ``decide``): asking them again after a crash gives
 the same answer (the provenance ledger and the runaway history are folded from the journal) or
 the right one (a breaker that has since opened)."""

@@ -25,6 +25,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 
+from autonomic.core import event_types as et
 from autonomic.core.run import Run
 from autonomic.engine.executor import Engine
 from autonomic.errors import AutonomicError, RunExists
@@ -75,6 +76,13 @@ class EventStarter:
         for agent_name in engine.agents.names():
             for kind in engine.agents.get(agent_name).handles:
                 self.routes.setdefault(kind, []).append(agent_name)
+        self.delegates = any(engine.agents.get(n).delegates_to for n in engine.agents.names())
+        """Some agent here delegates: hand-offs and child results travel as events, consumed here
+        (``engine/delegation.py``)."""
+        if self.delegates:
+            engine.delegation.via_bus = True
+            for kind in (et.DELEGATION_REQUESTED, et.DELEGATION_COMPLETED):
+                self.routes.setdefault(kind, [])
         self.consumer: Consumer | None = None
 
     @property
@@ -85,6 +93,19 @@ class EventStarter:
         """Start the runs of one event (or find them started); the runs created now."""
         event = delivery.event
         created: list[Run] = []
+        if self.delegates and event.type == et.DELEGATION_REQUESTED:
+            processed = Processed(f"{self.group}/delegation", event.id)
+            child = await self.engine.delegation.requested(event.data, processed)
+            if child is not None:
+                created.append(child)
+                if self.started is not None:
+                    self.started(child)
+            return created
+        if self.delegates and event.type == et.DELEGATION_COMPLETED:
+            parent = str(event.data.get("parent_run_id", ""))
+            if await self.engine.deliver(parent) and self.started is not None:
+                self.started(await self.engine.store.get_run(parent))
+            return created
         for agent in self.routes.get(event.type, []):
             metadata: dict[str, object] = {
                 "event": {"id": event.id, "type": event.type, "source": event.source}

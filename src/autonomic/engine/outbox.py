@@ -31,16 +31,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from autonomic.core import event_types as et
-from autonomic.core.entries import DecisionRecord, RunStarted, ToolResult, Transition
+from autonomic.core.entries import DecisionRecord, RunStarted, ToolIntent, ToolResult, Transition
 from autonomic.core.envelope import new_event
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
+from autonomic.engine.delegation import child_run_id
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.step import Hook
 from autonomic.errors import AutonomicError, EventRejected
 from autonomic.ports.bus import Bus
 from autonomic.ports.store import Store
+from autonomic.tools.delegate import DELEGATE_TOOL
 from autonomic.tools.emit import EMIT_TOOL
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ def run_events(run: Run, entries: Sequence[Entry]) -> list[Event]:
             if body.target == RunStatus.COMPLETED.value:
                 data["output"] = body.output
             add(entry, 0, _ENDS[body.target], data)
+            if run.parent_run_id is not None and body.target != RunStatus.WAITING_FOR_HUMAN.value:
+                add(entry, 2, et.DELEGATION_COMPLETED, completed(run, body))
             if body.approval_id is not None:
                 tool = _approval_tool(entries)
                 add(
@@ -97,12 +101,37 @@ def run_events(run: Run, entries: Sequence[Entry]) -> list[Event]:
                     et.APPROVAL_REQUESTED,
                     {**base, "approval_id": body.approval_id, "tool": tool},
                 )
+        elif isinstance(body, ToolIntent) and body.tool == DELEGATE_TOOL:
+            add(entry, 0, et.DELEGATION_REQUESTED, requested(run, body))
         elif isinstance(body, ToolResult) and body.tool == EMIT_TOOL and body.ok:
             output = body.output if isinstance(body.output, dict) else {}
             kind, data_out = output.get("type"), output.get("data")
             if isinstance(kind, str):
                 add(entry, 0, kind, data_out if isinstance(data_out, dict) else {})
     return events
+
+
+def requested(run: Run, intent: ToolIntent) -> dict[str, Any]:
+    """A hand-off's event: which child run the parent's ``delegate`` call asks for."""
+    return {
+        "parent_run_id": run.id,
+        "child_run_id": child_run_id(run.id, intent.key),
+        "key": intent.key,
+        "agent": str(intent.arguments.get("agent", "")),
+        "capability": intent.arguments.get("capability"),
+        "task": intent.arguments.get("task"),
+    }
+
+
+def completed(run: Run, transition: Transition) -> dict[str, Any]:
+    """A child's end (or suspension): its parent may resume."""
+    assert run.parent_run_id is not None
+    return {
+        "parent_run_id": run.parent_run_id,
+        "child_run_id": run.id,
+        "status": transition.target,
+        "reason": transition.reason,
+    }
 
 
 def _approval_tool(entries: Sequence[Entry]) -> str:

@@ -76,6 +76,7 @@ from autonomic.core.reasoning import extract
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
+from autonomic.engine.delegation import Delegation, child_run_id
 from autonomic.engine.failure import Failure
 from autonomic.engine.gatekeeper import Gatekeeper, Go
 from autonomic.engine.session import RunSession
@@ -95,6 +96,7 @@ from autonomic.ports.credentials import (
 )
 from autonomic.ports.model import Model, Priority, call_context
 from autonomic.tools.contract import Tool, ToolContext
+from autonomic.tools.delegate import DELEGATE_TOOL
 
 MODEL_RETRIES = 3
 MODEL_BACKOFF = 0.2
@@ -223,12 +225,15 @@ class StepProtocol:
         retries_itself: bool = False,
         credentials: CredentialIssuer | None = None,
         view: Callable[[Sequence[Message]], list[Message]] | None = None,
+        delegation: Delegation | None = None,
     ) -> None:
         """``retries_itself``: the model retries transient failures itself (a ``ManagedModel``
         that says so): its failure is final, the protocol does not retry it again. ``view``:
         how the conversation is shown to the model (untrusted content marked as data); the
-        journal keeps it as it was."""
+        journal keeps it as it was. ``delegation``: how a ``delegate`` call hands its subtask to
+        a child run (``engine/delegation.py``)."""
         self.view = view
+        self.delegation = delegation
         self.session = session
         self.agent = agent
         self.model = model
@@ -361,6 +366,10 @@ class StepProtocol:
                     ToolResult.failed(call.id, call.name, "unknown_tool", str(exc), position=at)
                 )
                 continue
+            if tool.name == DELEGATE_TOOL and self.delegation is not None:
+                if not await self._delegate(item, tool):
+                    return False
+                continue
             settled = item.settled.result()._replace(position=at) if item.settled else None
             if item.intent is not None:  # started before a crash: the replay rule
                 if settled is None and not tool.idempotent:  # the in-doubt rule
@@ -410,6 +419,60 @@ class StepProtocol:
             self._record(result)  # record
             if not tool.idempotent:
                 await session.flush()
+        return True
+
+    async def _delegate(self, item: PendingCall, tool: Tool) -> bool:
+        """A ``delegate`` call: route, decide, journal the hand-off, create the child (once),
+        then record its outcome or wait for it as a row (``engine/delegation.py``); ``False``
+        when the run left RUNNING (waiting for the child, or stopped by a gate)."""
+        assert self.delegation is not None
+        session, call, at = self.session, item.call, item.position
+        if item.intent is not None:  # the hand-off is journaled: the child exists or is made now
+            intent = item.intent
+        else:
+            try:
+                arguments = self.delegation.route(self.agent, tool.parse_arguments(call.arguments))
+            except (ToolArgumentsInvalid, InvalidInput) as exc:
+                self._record(
+                    ToolResult.failed(
+                        call.id, tool.name, "delegation_refused", str(exc), position=at
+                    )
+                )
+                return True
+            go = await self.gatekeeper.decide(session, tool, call, arguments, at=at)
+            if go is Go.STOP:
+                return False
+            if go is Go.SKIP:
+                return True
+            intent = ToolIntent(
+                call_id=call.id,
+                tool=tool.name,
+                version=tool.version,
+                arguments=arguments,
+                key=f"{session.run.id}:{session.next_seq}",
+                idempotent=True,
+                position=at,
+            )
+            session.stage(intent)
+            await session.flush()  # write-ahead: the hand-off is durable before the child exists
+        session.fault("before_effect")
+        await session.check_lease()
+        child = await self.delegation.child(session.run, session.state, intent)
+        session.fault("after_effect")
+        result = self.delegation.outcome(child, intent) if child is not None else None
+        if result is None:
+            what = child_run_id(session.run.id, intent.key)
+            await self.stop(
+                RunStatus.WAITING_FOR_CHILD,
+                f"waiting for child run {what} ({intent.arguments.get('agent')})",
+                call_id=call.id,
+            )
+            return False
+        result = result._replace(position=at)
+        for hook in self.hooks.after_tool_result:
+            result = hook.after_tool_result(self, result)
+        self._record(result)
+        await session.flush()
         return True
 
     def _record(self, result: ToolResult) -> None:

@@ -32,7 +32,13 @@ from autonomic.ports.bus import Bus, RetryPolicy
 
 log = logging.getLogger("autonomic.worker")
 
-WAITING = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_FOR_HUMAN, RunStatus.SUSPENDED)
+WAITING = (
+    RunStatus.PENDING,
+    RunStatus.RUNNING,
+    RunStatus.WAITING_FOR_HUMAN,
+    RunStatus.WAITING_FOR_CHILD,
+    RunStatus.SUSPENDED,
+)
 """The statuses whose runs the metrics count (the gauge ``autonomic_runs_current``)."""
 OBSERVE_EVERY = 2.0
 """Seconds between two looks at the store for the gauges (idle polls are more frequent)."""
@@ -155,6 +161,8 @@ class Worker:
                     await self._observe()
                 if await self._sweep_approvals():
                     continue  # a decided approval reopened a run: claim it now
+                if await self._sweep_delegations():
+                    continue  # a child was admitted or a parent reopened: claim it now
 
                 if until_idle and not tasks:
                     if self.bus is not None and not await self._bus_idle():
@@ -191,6 +199,17 @@ class Worker:
             log.exception("approval sweep failed; retrying at the next idle poll")
             return False
         return any(a.status.final for a in changed)
+
+    async def _sweep_delegations(self) -> bool:
+        """When idle, admit queued children of limited capabilities and reopen parents whose
+        child ended unnoticed (``engine/delegation.py``); ``True`` if anything became runnable."""
+        try:
+            return await self.engine.sweep_delegations() > 0
+        except NotImplementedError:
+            return False
+        except Exception:
+            log.exception("delegation sweep failed; retrying at the next idle poll")
+            return False
 
     async def _observe(self) -> None:
         """Set the gauges that need a look at the store or the breakers (when idle: cheap)."""
@@ -238,6 +257,8 @@ class Worker:
     async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
         try:
             self.finished.append(await self.engine.drive(run))
+            if run.capability is not None:  # its slot may be free now: admit the next child
+                await self.engine.sweep_delegations()
         except Exception as exc:
             # The engine ends a run an unexpected error broke (FAILED or SUSPENDED, with the
             # reason); what reaches here is the store failing: the run is left for recovery.

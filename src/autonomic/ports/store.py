@@ -224,6 +224,23 @@ class Store(abc.ABC):
     async def release_lease(self, run_id: str, *, owner: str, fence: int) -> None:
         """Give up a lease so another worker can claim the run at once."""
 
+    # -- delegation (optional abilities: the SQL stores have them) ---------------------------------
+
+    async def children(self, run_id: str) -> list[Run]:
+        """The runs ``run_id`` delegated to (``parent_run_id``), oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list child runs")
+
+    async def parents_to_resume(self, *, limit: int = 200) -> list[str]:
+        """Runs WAITING_FOR_CHILD whose newest child has ended or is suspended: the candidates a
+        worker's sweep reopens (each is checked exactly before it is)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list child runs")
+
+    async def admit(self, capability: str, capacity: int) -> int:
+        """Let queued child runs of ``capability`` be claimed while fewer than ``capacity`` of
+        its children are in flight (admitted, not ended, not suspended) - checked atomically
+        for the whole fleet of workers; how many it admitted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot limit capabilities")
+
     # -- the outbox and the inbox (optional abilities: the SQL stores have them) ------------------
 
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxItem]:

@@ -27,7 +27,11 @@ def test_sqlite_0002_rebuilds_the_journal_and_keeps_its_entries(tmp_path):
     run = make_run()
     entries = make_entries(run.id, [{"a": 1}, big_payload("b"), {"c": 3}])
     # Written as the 0001 schema held them (that release's store wrote these rows).
-    db.execute(sql_store.Statements.insert_run, sql_store.run_params(run))
+    old_columns = [c for c in sql_store.RUN_NAMES if c not in ("capability", "queued")]  # 0008's
+    db.execute(
+        f"INSERT INTO runs ({', '.join(old_columns)}) VALUES ({', '.join(':' + c for c in old_columns)})",
+        {c: v for c, v in sql_store.run_params(run).items() if c in old_columns},
+    )
     db.executemany("INSERT INTO blobs VALUES (?, ?, ?, ?)", blob_rows(entries, T0))
     db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
     db.close()

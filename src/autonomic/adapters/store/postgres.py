@@ -184,6 +184,7 @@ class PostgresStore(SqlStore):
     dialect = "postgres"
     paramstyle = "pyformat"
     claim_lock = "FOR UPDATE SKIP LOCKED"
+    capacity_lock = "SELECT pg_advisory_xact_lock(hashtext(%(lock)s))"
     migrations_table = (
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
         "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"

@@ -13,7 +13,7 @@ from autonomic.core.run import Lease, Run, RunStatus
 RUN_COLUMNS = (
     "id, tenant, agent, agent_version, model, status, status_reason, version, lease_owner, "
     "lease_expires_at, fence, input, output, max_turns, metadata, parent_run_id, correlation_id, "
-    "created_at, updated_at"
+    "created_at, updated_at, capability, queued"
 )
 
 
@@ -38,6 +38,8 @@ def run_from_row(row: Sequence[Any]) -> Run:
         correlation_id,
         created_at,
         updated_at,
+        capability,
+        queued,
     ) = row
     return Run(
         id=run_id,
@@ -57,6 +59,8 @@ def run_from_row(row: Sequence[Any]) -> Run:
         correlation_id=correlation_id,
         created_at=float(created_at),
         updated_at=float(updated_at),
+        capability=capability,
+        queued=bool(queued),
     )
 
 
@@ -81,6 +85,8 @@ def run_to_row(run: Run) -> tuple[Any, ...]:
         run.correlation_id,
         run.created_at,
         run.updated_at,
+        run.capability,
+        1 if run.queued else 0,
     )
 
 

@@ -137,11 +137,37 @@ WHERE id = (
            OR (CAST(:steal_from AS TEXT) IS NOT NULL AND lease_owner = :steal_from))
       AND (CAST(:run_id AS TEXT) IS NULL OR id = :run_id)
       AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+      AND queued = 0
     ORDER BY created_at
     LIMIT 1
     {{claim_lock}}
 )
 RETURNING {RUN_COLUMNS}"""
+    children = (
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = :run_id ORDER BY created_at, id"
+    )
+    # Parents waiting for a child whose newest child has an outcome: what a worker's sweep
+    # reopens (the delegation checks each exactly; this only keeps the sweep to one query).
+    parents_to_resume = """SELECT p.id FROM runs p JOIN runs c ON c.parent_run_id = p.id
+WHERE p.status = 'WAITING_FOR_CHILD'
+  AND c.status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUSPENDED')
+  AND c.created_at = (SELECT MAX(c2.created_at) FROM runs c2 WHERE c2.parent_run_id = p.id)
+ORDER BY p.updated_at LIMIT :limit"""
+    # Admission to a capability's fleet-wide concurrency limit: the oldest queued children get the
+    # slots the children in flight (admitted and not ended, not suspended) leave free. Run under
+    # the dialect's capacity lock (SQLite: the write lock), so two admitters never both see a
+    # slot free. ``CASE``: a negative LIMIT means "no limit" to SQLite.
+    admit = """UPDATE runs SET queued = 0
+WHERE id IN (
+    SELECT id FROM runs
+    WHERE capability = :capability AND queued = 1 AND status = 'PENDING'
+    ORDER BY created_at, id
+    LIMIT (SELECT CASE WHEN n < :capacity THEN :capacity - n ELSE 0 END FROM (
+        SELECT COUNT(*) AS n FROM runs
+        WHERE capability = :capability AND queued = 0
+          AND status IN ('PENDING', 'RUNNING', 'WAITING_FOR_HUMAN', 'WAITING_FOR_CHILD')
+    ) AS in_flight)
+)"""
     renew_lease = (
         "UPDATE runs SET lease_expires_at = :expires_at "
         "WHERE id = :run_id AND fence = :fence AND lease_owner = :owner"
@@ -264,6 +290,10 @@ class SqlStore(Store):
     """How its driver writes a parameter; the shared statements are translated into it."""
     claim_lock: ClassVar[str] = ""
     """Appended to the claim's choice of run (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+    capacity_lock: ClassVar[str | None] = None
+    """The statement that serialises admissions to one capability inside a transaction
+    (PostgreSQL: an advisory lock on its name); ``None`` when every write transaction is
+    serialised already (SQLite's write lock)."""
     migrations_table: ClassVar[str]
     """``CREATE TABLE IF NOT EXISTS schema_migrations`` in the dialect's column types."""
     migration_columns: ClassVar[str]
@@ -668,6 +698,33 @@ class SqlStore(Store):
         }
         rows = (await self._write(self.sql.claim, params)).rows
         return run_from_row(rows[0]) if rows else None
+
+    async def children(self, run_id: str) -> list[Run]:
+        rows = await self._read(self.sql.children, {"run_id": run_id})
+        return [run_from_row(r) for r in rows]
+
+    async def parents_to_resume(self, *, limit: int = 200) -> list[str]:
+        rows = await self._read(self.sql.parents_to_resume, {"limit": limit})
+        return list(dict.fromkeys(str(r[0]) for r in rows))
+
+    async def admit(self, capability: str, capacity: int) -> int:
+        """Admit queued children of ``capability`` while fewer than ``capacity`` are in flight,
+        atomically across every worker of the fleet; how many were admitted."""
+        params = {"capability": capability, "capacity": capacity}
+        async with self._transaction() as execute:
+            if self.capacity_lock is not None:
+                await execute(self.capacity_lock, {"lock": f"capability:{capability}"})
+            before = await execute(self._queued_count, params)
+            await execute(self.sql.admit, params)
+            after = await execute(self._queued_count, params)
+        return int(before[0][0]) - int(after[0][0])
+
+    @property
+    def _queued_count(self) -> str:
+        return translate(
+            "SELECT COUNT(*) FROM runs WHERE capability = :capability AND queued = 1",
+            self.paramstyle,
+        )
 
     async def renew_lease(self, run_id: str, *, owner: str, fence: int, expires_at: float) -> bool:
         params = {"run_id": run_id, "owner": owner, "fence": fence, "expires_at": expires_at}
