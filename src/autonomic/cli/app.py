@@ -30,6 +30,7 @@ from autonomic.cli import (
     workflow,
 )
 from autonomic.cli.audit import audit_app
+from autonomic.cli.canary import canary_app
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.dlq import dlq_app
 from autonomic.cli.events import events_app
@@ -82,6 +83,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(trace_app, name="trace")
+app.add_typer(canary_app, name="canary")
 
 
 def main() -> None:
