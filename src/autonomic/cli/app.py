@@ -37,6 +37,7 @@ from autonomic.cli.events import events_app
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.keys import keys_app
 from autonomic.cli.sandbox import sandbox_app
+from autonomic.cli.shadow import shadow_app
 from autonomic.cli.screen import screen_cmd
 from autonomic.cli.trace import trace_app
 from autonomic.errors import AutonomicError, UserError
@@ -84,6 +85,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(trace_app, name="trace")
 app.add_typer(canary_app, name="canary")
+app.add_typer(shadow_app, name="shadow")
 
 
 def main() -> None:
