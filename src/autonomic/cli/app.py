@@ -31,14 +31,15 @@ from autonomic.cli import (
 )
 from autonomic.cli.audit import audit_app
 from autonomic.cli.canary import canary_app
+from autonomic.cli.chaos import chaos
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.dlq import dlq_app
 from autonomic.cli.events import events_app
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.keys import keys_app
 from autonomic.cli.sandbox import sandbox_app
-from autonomic.cli.shadow import shadow_app
 from autonomic.cli.screen import screen_cmd
+from autonomic.cli.shadow import shadow_app
 from autonomic.cli.trace import trace_app
 from autonomic.errors import AutonomicError, UserError
 
@@ -77,6 +78,7 @@ app.command("serve")(serve.serve)
 app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
 app.command("adversarial")(adversarial.adversarial)
+app.command("chaos")(chaos)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
