@@ -202,3 +202,45 @@ def test_the_shadow_store_must_not_be_the_live_store(sqlite_url: str) -> None:
     store = build_store(sqlite_url)
     with pytest.raises(ConfigError, match="shadow runs would count as real work"):
         Shadow(store, build_store(sqlite_url), CANDIDATE, models)
+
+
+def test_the_shadow_store_may_be_either_store_and_a_dead_shadow_is_finished(
+    store_url: str, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        live_store = build_store(f"sqlite:///{tmp_path}/live.db")
+        shadow_store = build_store(store_url)
+        await live_store.migrate()
+        await shadow_store.migrate()
+        sink = tmp_path / "sink.jsonl"
+        engine = Engine(live_store, AgentRegistry([LIVE]), models)
+        shadow = Shadow(live_store, shadow_store, CANDIDATE, models)
+        try:
+            lives = [
+                await engine.run(
+                    LIVE, json.dumps({"account": f"acct{i}"}), metadata={"sink": str(sink)}
+                )
+                for i in range(3)
+            ]
+            # a shadow process that died after creating its run: the run is left PENDING
+            left = lives[0]
+            await shadow.engine.start(
+                shadow.agent,
+                left.input["task"],
+                run_id=shadow_id(left.id),
+                tenant=left.tenant,
+                metadata={**left.metadata, "shadow": {"of": left.id, "version": "2"}},
+            )
+            for live in lives:
+                run = await shadow.mirror(live.id)
+                assert run is not None
+                assert run.status is RunStatus.COMPLETED
+                assert run.tenant == live.tenant
+            assert len(FencedSink(sink).records()) == 3  # the live writes only
+            assert len(await pairs(live_store, shadow_store)) == 3
+        finally:
+            await shadow.aclose()
+            await live_store.close()
+            await shadow_store.close()
+
+    asyncio.run(go())

@@ -194,12 +194,19 @@ class Shadow:
             return None
         sid = shadow_id(live.id)
         try:
-            return await self.shadow_store.get_run(sid)
+            existing: Run | None = await self.shadow_store.get_run(sid)
         except NotFound:
-            pass
+            existing = None
+        if existing is not None and existing.status.terminal:
+            return existing
         entries = await self.live_store.load_journal(live.id)
         self._answers[sid] = _Answers.of(entries)
         try:
+            if existing is not None:  # a shadow process died mid-run: finish it here
+                claimed = await self.engine.claim(sid)
+                if claimed is None:
+                    return None  # another shadow process holds it
+                return await self._settle(await self.engine.drive(claimed))
             metadata = {
                 **live.metadata,
                 "shadow": {"of": live.id, "version": self.candidate.version},
@@ -212,15 +219,19 @@ class Shadow:
                 run_id=sid,
                 max_turns=live.max_turns,
             )
-            if run.status is RunStatus.WAITING_FOR_HUMAN:
-                run = await self.engine.cancel(
-                    run.id,
-                    reason="shadow run needs a human: no one approves shadow work",
-                    by="shadow",
-                )
-            return run
+            return await self._settle(run)
         finally:
             self._answers.pop(sid, None)
+
+    async def _settle(self, run: Run) -> Run:
+        """A shadow run that stopped for a human is cancelled: nobody acts on shadow work."""
+        if run.status in (RunStatus.WAITING_FOR_HUMAN, RunStatus.SUSPENDED):
+            return await self.engine.cancel(
+                run.id,
+                reason=f"shadow run stopped ({run.status_reason}): nobody acts on shadow work",
+                by="shadow",
+            )
+        return run
 
     async def drain(self, queue: asyncio.Queue[str]) -> int:
         """Mirror every run id waiting in ``queue`` (from a ``ShadowHook``); how many."""
