@@ -16,7 +16,7 @@ from autonomic.core.run import RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.errors import InvalidInput, NotFound
-from autonomic.release.canary import Canary, canary_state
+from autonomic.release.canary import Canary, CanaryHook, canary_state
 from autonomic.release.sequential import SprtRule, Verdict
 from autonomic.tools.contract import ToolSpec, tool
 
@@ -136,3 +136,36 @@ def test_bad_canaries_are_refused() -> None:
         Canary.of(None, LIVE, other)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="share"):
         Canary.of(None, LIVE, CANDIDATE, share=1.5)  # type: ignore[arg-type]
+
+
+def test_the_hook_decides_without_anyone_asking(store_url: str) -> None:
+    async def go() -> None:
+        store = build_store(store_url)
+        await store.migrate()
+        try:
+            canary = Canary.of(
+                store, LIVE, CANDIDATE, share=0.5, rule=SprtRule(min_pairs=5, max_pairs=200)
+            )
+            await canary.start(by="alice")
+            hook = CanaryHook(canary, every=2)
+            eng = Engine(
+                store,
+                AgentRegistry([LIVE]),
+                lambda spec: FunctionModel(brain, name="fn"),
+                hooks=[hook],
+            )
+            for i in range(60):  # the candidate always fails, the live version never
+                await run_arm(eng, canary, "live", True, i)
+                await run_arm(eng, canary, "candidate", False, i)
+                if canary.state is not None and canary.state.phase != "running":
+                    break
+            state = await canary_state(store, "billing")
+            assert state is not None
+            assert state.phase == "rolled_back"
+            assert state.by == "canary"
+            assert hook.last is not None
+            assert hook.last.verdict is Verdict.ROLLBACK
+        finally:
+            await store.close()
+
+    asyncio.run(go())

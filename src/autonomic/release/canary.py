@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +28,7 @@ from autonomic.core.audit import AuditAct
 from autonomic.core.entries import ApprovalEvent, ModelTurn, Settlement, Transition
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
+from autonomic.engine.step import Hook
 from autonomic.errors import InvalidInput, NotFound
 from autonomic.observability.kpis import ENDED
 from autonomic.release.sequential import Sprt, SprtRule, Verdict
@@ -35,7 +37,17 @@ if TYPE_CHECKING:
     from autonomic.engine.agent import Agent
     from autonomic.ports.store import Store
 
-__all__ = ["Canary", "CanaryState", "CanaryStatus", "Outcome", "canary_state", "outcome_of"]
+__all__ = [
+    "Canary",
+    "CanaryHook",
+    "CanaryState",
+    "CanaryStatus",
+    "Outcome",
+    "canary_state",
+    "outcome_of",
+]
+
+log = logging.getLogger("autonomic.canary")
 
 Arm = Literal["live", "candidate"]
 Phase = Literal["running", "rolled_back", "promoted"]
@@ -415,3 +427,32 @@ def summary(
         "mean_cost": round(sum(o.cost for o in outcomes) / n, 6),
         "mean_latency": round(sum(o.latency for o in outcomes) / n, 4),
     }
+
+
+class CanaryHook(Hook):
+    """On an engine: evaluate the canary after every ``every``-th ended run of it, so a decision
+    is reached (and journaled) without anyone calling ``evaluate``. The evaluation happens after
+    the run has ended (``after_run``), never inside one of its steps; an evaluation that fails
+    is logged and retried at the next one - it must not fail the run that triggered it."""
+
+    def __init__(self, canary: Canary, *, every: int = 10) -> None:
+        if every < 1:
+            raise InvalidInput(f"canary hook: every must be at least 1, got {every}")
+        self.canary = canary
+        self.every = every
+        self.ended = 0
+        self.last: CanaryStatus | None = None
+
+    async def after_run(self, step: Any) -> None:
+        run = step.session.run
+        if run.agent != self.canary.agent or run.status not in ENDED:
+            return
+        if not isinstance(run.metadata.get("canary"), dict):
+            return
+        self.ended += 1
+        if self.ended % self.every:
+            return
+        try:
+            self.last = await self.canary.evaluate()
+        except Exception:
+            log.warning("canary of %s: evaluation failed", self.canary.agent, exc_info=True)
