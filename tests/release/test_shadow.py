@@ -103,6 +103,7 @@ def test_no_side_effect_of_the_candidate_over_100_mirrored_runs(
 
 
 async def mirrored(live_url: str, shadow_url: str, sink_path: Path) -> None:
+    READS.clear()  # the counter is the module's: another test in this process may have read
     live_store, shadow_store = build_store(live_url), build_store(shadow_url)
     await live_store.migrate()
     await shadow_store.migrate()
