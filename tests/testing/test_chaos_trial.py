@@ -128,3 +128,19 @@ def test_cli_reports_against_targets_and_refuses_bad_faults(user_agent: str) -> 
     assert report["completion_rate"] == 1.0
     assert report["ok"] is True
     assert report["targets"] == {"completion": 0.95, "recovery": 0.9}
+
+
+def test_a_worker_that_cannot_start_stops_the_trial_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "chaos_broken_agent.py").write_text(
+        AGENT.replace("chaos-user", "chaos-broken")
+        + "\nimport sys\nif 'chaos_worker' in ' '.join(sys.argv):\n"
+        "    raise RuntimeError('boom in the worker')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"a chaos worker failed .*boom in the worker"):
+        asyncio.run(
+            run_chaos("chaos_broken_agent:AGENT", FaultPlan(), tasks=["x"], runs=2, limit_s=120)
+        )

@@ -423,13 +423,34 @@ async def run_chaos(
             await store.close()
 
 
+_LOGS: dict[int, Path] = {}
+"""Each worker's stderr file, by pid (a file, not a pipe: a chatty worker must never block)."""
+
+
 def _spawn(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603 - this interpreter, our module, our file
-        [sys.executable, "-m", "autonomic.testing.chaos_worker", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    log = config.parent / f"worker-{len(_LOGS)}-{time.monotonic_ns()}.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(  # noqa: S603 - this interpreter, our module, our file
+            [sys.executable, "-m", "autonomic.testing.chaos_worker", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    _LOGS[proc.pid] = log
+    return proc
+
+
+def _failed(proc: subprocess.Popen[bytes]) -> ConfigError:
+    """A worker that died of something other than chaos's SIGKILL: its last line, as the error
+    (restarting it would only fail again until the timeout)."""
+    log = _LOGS.get(proc.pid)
+    err = log.read_text(errors="replace") if log is not None and log.exists() else ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    return ConfigError(
+        f"a chaos worker failed (exit {proc.returncode}): "
+        + (lines[-1] if lines else "no message"),
+        hint="run the agent with `autonomic run` first to see it work without faults",
     )
 
 
@@ -467,7 +488,9 @@ async def _drive(
             for i, proc in enumerate(procs):
                 code = proc.poll()
                 if code is not None:
-                    kills += code == -signal.SIGKILL
+                    if code != -signal.SIGKILL:
+                        raise _failed(proc)
+                    kills += 1
                     procs[i] = _spawn(config)
             moving = 0
             for run_id in ids:
