@@ -33,20 +33,21 @@ BELOW: dict[str, set[str]] = {
         "observability", "engine", "gateway", "governance", "toolbox", "tools", "adapters", "ports", "core",
         "errors",
     },
+    "release": {"observability", "engine", "gateway", "governance", "tools", "ports", "core", "errors"},
     "bootstrap": {
         "observability", "examples", "engine", "audit", "gateway", "governance", "toolbox",
         "tools", "adapters", "ports", "core", "errors",
     },
     "testing": {
-        "observability", "bootstrap", "examples", "engine", "audit", "gateway", "governance",
+        "observability", "release", "bootstrap", "examples", "engine", "audit", "gateway", "governance",
         "toolbox", "tools", "adapters", "ports", "core", "errors",
     },
     "service": {
-        "observability", "bootstrap", "testing", "examples", "engine", "audit", "gateway",
+        "observability", "release", "bootstrap", "testing", "examples", "engine", "audit", "gateway",
         "governance", "toolbox", "tools", "adapters", "ports", "core", "errors",
     },
     "cli": {
-        "service", "observability", "bootstrap", "testing", "examples", "engine", "audit",
+        "service", "observability", "release", "bootstrap", "testing", "examples", "engine", "audit",
         "gateway", "governance", "toolbox", "tools",
         "adapters", "ports", "core", "errors",
     },

@@ -139,6 +139,7 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "gateway-check",
         "screen",
         "adversarial",
+        "chaos",
         "workflow",
         "sandbox",
         "keys",
@@ -146,6 +147,8 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "dlq",
         "audit",
         "trace",
+        "canary",
+        "shadow",
     ]
     assert "Start a run of AGENT on TASK and drive it here" in out
     assert "Exits with" not in out  # the exit-code paragraph belongs to `run --help` only

@@ -31,6 +31,8 @@ from autonomic.cli import (
     workflow,
 )
 from autonomic.cli.audit import audit_app
+from autonomic.cli.canary import canary_app
+from autonomic.cli.chaos import chaos
 from autonomic.cli.common import DbOption, PolicyOption, Settings, err
 from autonomic.cli.dlq import dlq_app
 from autonomic.cli.events import events_app
@@ -38,6 +40,7 @@ from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.keys import keys_app
 from autonomic.cli.sandbox import sandbox_app
 from autonomic.cli.screen import screen_cmd
+from autonomic.cli.shadow import shadow_app
 from autonomic.cli.trace import trace_app
 from autonomic.errors import AutonomicError, UserError
 
@@ -77,6 +80,7 @@ app.command("serve")(serve.serve)
 app.command("gateway-check")(gateway.gateway_check)
 app.command("screen")(screen_cmd)
 app.command("adversarial")(adversarial.adversarial)
+app.command("chaos")(chaos)
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
@@ -84,6 +88,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(trace_app, name="trace")
+app.add_typer(canary_app, name="canary")
+app.add_typer(shadow_app, name="shadow")
 
 
 def main() -> None:
