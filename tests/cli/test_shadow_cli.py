@@ -103,6 +103,9 @@ def test_mirror_then_report(tmp_path: Path) -> None:
 
 def test_bad_requests_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "shadowagents.py").write_text(AGENTS)
+    empty = _run(tmp_path, "report")
+    assert empty.returncode == 0, empty.stderr
+    assert "no shadow runs yet" in empty.stdout
     for args, expected in (
         (("mirror", "shadowagents:NOT_AN_AGENT", "x"), "is not an Agent"),
         (("mirror", "shadowagents:CANDIDATE", "--reads", "all", "x"), "--reads must be"),

@@ -14,6 +14,7 @@ from autonomic.adapters.model.scripted import FunctionModel
 from autonomic.bootstrap import build_store
 from autonomic.core.messages import Message, ModelResponse, ToolCall
 from autonomic.core.run import RunStatus
+from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.errors import ConfigError
@@ -243,5 +244,51 @@ def test_the_shadow_store_may_be_either_store_and_a_dead_shadow_is_finished(
             await shadow.aclose()
             await live_store.close()
             await shadow_store.close()
+
+    asyncio.run(go())
+
+
+def reader_brain(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
+    """Reads an account the live run never read, then answers with what it got."""
+    if _calls(messages) == 0:
+        call = ToolCall("c1", "balance", json.dumps({"account": "other"}))
+        return ModelResponse(content=None, tool_calls=(call,))
+    return ModelResponse(content=str(messages[-1].content))
+
+
+@pytest.mark.parametrize(("reads", "ran"), [("journal", False), ("run", True)])
+def test_a_read_the_live_run_never_made(
+    reads: str, ran: bool, sqlite_url: str, shadow_url: str, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        live_store, shadow_store = build_store(sqlite_url), build_store(shadow_url)
+        await live_store.migrate()
+        await shadow_store.migrate()
+        engine = Engine(live_store, AgentRegistry([LIVE]), models)
+        live = await engine.run(
+            LIVE, json.dumps({"account": "acct1"}), metadata={"sink": str(tmp_path / "s")}
+        )
+        reader = Agent(
+            "payer", "read", tools=[balance], read_only={"balance"}, model="reader", version="3"
+        )
+        shadow = Shadow(
+            live_store,
+            shadow_store,
+            reader,
+            lambda spec: FunctionModel(reader_brain, name="reader"),
+            reads=reads,  # type: ignore[arg-type]
+        )
+        READS.clear()
+        try:
+            run = await shadow.mirror(live.id)
+            assert run is not None
+            journal = await shadow_store.load_journal(run.id)
+        finally:
+            await shadow.aclose()
+            await live_store.close()
+            await shadow_store.close()
+        assert (["other"] if ran else []) == READS
+        answer = fold(run.id, journal).output
+        assert ("not recorded" in str(answer)) is not ran
 
     asyncio.run(go())

@@ -7,6 +7,7 @@ work (docs/release-safety.md, "Shadow")."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -124,6 +125,12 @@ def report_cmd(
     """Live runs and their shadows compared per task type: outputs, paths, steps, cost, latency."""
     settings = settings_of(ctx)
     target = shadow_url(settings.db, shadow_db)
+    if target.startswith("sqlite:///") and not Path(target.removeprefix("sqlite:///")).exists():
+        out.print(f"no shadow runs yet: {target} does not exist", markup=False)
+        out.print(
+            "  mirror some: autonomic shadow mirror module:CANDIDATE --last 100", markup=False
+        )
+        return
 
     async def go() -> list[dict[str, Any]]:
         from autonomic.release.shadow import pairs, report
