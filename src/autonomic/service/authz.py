@@ -41,6 +41,9 @@ class Action(enum.StrEnum):
     DECIDE = "decide"
     MANAGE_KEYS = "manage_keys"
     READ_METRICS = "read_metrics"
+    PUBLISH = "publish"
+    SETTLE_LETTER = "settle_letter"
+    VERIFY_AUDIT = "verify_audit"
 
 
 _WHAT = {
@@ -51,6 +54,9 @@ _WHAT = {
     Action.DECIDE: "decide approvals",
     Action.MANAGE_KEYS: "manage keys",
     Action.READ_METRICS: "read the service's metrics",
+    Action.PUBLISH: "publish events",
+    Action.SETTLE_LETTER: "retry or drop dead letters",
+    Action.VERIFY_AUDIT: "verify the audit log",
 }
 
 
@@ -59,7 +65,8 @@ class Resource:
     """What an action is on.
 
     Attributes:
-        kind: ``Run``, ``Approval``, ``Agent``, ``Key``, ``Tenant`` or ``Service``.
+        kind: ``Run``, ``Approval``, ``Agent``, ``Key``, ``DeadLetter``, ``Tenant`` or
+            ``Service``.
         id: its id (a tenant's name for ``Tenant``).
         tenant: whose it is.
         requester: who started the run (runs and approvals), as ``Identity.principal``.

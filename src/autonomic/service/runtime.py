@@ -19,6 +19,7 @@ from autonomic.bootstrap import build_credentials
 from autonomic.engine.executor import Engine
 from autonomic.errors import ConfigError
 from autonomic.governance.approvals import ApprovalDesk
+from autonomic.ports.bus import Bus
 from autonomic.ports.store import Store
 from autonomic.service.settings import ServiceSettings
 
@@ -41,6 +42,7 @@ class Service:
     keys: KeyDesk
     authorizer: Authorizer
     oidc: OidcVerifier | None = None
+    bus: Bus | None = None
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
 
@@ -48,7 +50,7 @@ class Service:
         """The store as ``identity`` may see it: its tenant only (an admin: every tenant)."""
         from autonomic.service.scope import TenantScope
 
-        return TenantScope(self.store, identity)
+        return TenantScope(self.store, identity, self.bus)
 
     def authorize(self, identity: Identity, action: Action, resource: Resource) -> None:
         """Refuse unless ``identity`` may do ``action`` on ``resource``: another tenant's object
@@ -81,6 +83,8 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         build_plan_cache,
         build_runaway,
         build_store,
+        bus_url,
+        open_bus,
     )
     from autonomic.service.authz import Authorizer
     from autonomic.service.keys import KeyDesk
@@ -122,6 +126,8 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
             credentials=build_credentials(settings.credentials),
         )
         closers.append(engine.aclose)
+        bus = open_bus(bus_url(settings.bus), store)  # connects on first use
+        closers.append(bus.aclose)
     except BaseException:
         for close in reversed(closers):
             await close()
@@ -134,5 +140,6 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         keys=KeyDesk(SqlKeyStore(store)),
         authorizer=authorizer,
         oidc=oidc,
+        bus=bus,
     )
     return service, closers

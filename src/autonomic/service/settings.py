@@ -64,6 +64,8 @@ class ServiceSettings:
         workers: run this many worker loops inside the service process (0: runs wait for an
             ``autonomic worker``).
         credentials: the secret source for tools' scoped credentials (``env`` or ``file:PATH``).
+        bus: the event bus the events and dead-letter routes read (``--bus`` /
+            ``AUTONOMIC_BUS``; default ``sql``, the embedded bus in ``db``).
     """
 
     db: str
@@ -77,3 +79,4 @@ class ServiceSettings:
     max_body_bytes: int = MiB
     workers: int = 0
     credentials: str | None = None
+    bus: str | None = None

@@ -1,9 +1,4 @@
-"""``/healthz`` (no credential: a load balancer asks it) and ``/metrics`` (admins).
-
-Events and the dead-letter queue, KPIs and audit verification are built on other branches (the
-bus, telemetry and audit work); their routes join here when those land, under the same
-authentication and tenant scope.
-"""
+"""``/healthz`` (no credential: a load balancer asks it) and ``/metrics`` (admins)."""
 
 from __future__ import annotations
 
