@@ -25,6 +25,7 @@ from typing import Any
 import cedarpy
 
 from autonomic.core.approval import Approval
+from autonomic.core.principal import principal as qualified
 from autonomic.core.run import Run
 from autonomic.errors import ConfigError, NotFound
 from autonomic.service.identity import Identity
@@ -79,11 +80,13 @@ class Resource:
 
     @staticmethod
     def of_run(run: Run, requester: str | None = None) -> Resource:
-        return Resource("Run", run.id, run.tenant, requester)
+        return Resource("Run", run.id, run.tenant, _who(requester, run.tenant))
 
     @staticmethod
     def of_approval(approval: Approval) -> Resource:
-        return Resource("Approval", approval.id, approval.tenant, approval.requester)
+        return Resource(
+            "Approval", approval.id, approval.tenant, _who(approval.requester, approval.tenant)
+        )
 
     @staticmethod
     def tenant_of(identity: Identity) -> Resource:
@@ -93,6 +96,13 @@ class Resource:
     def missing(self) -> NotFound:
         """The error for an id that does not exist (or is another tenant's: the same words)."""
         return NotFound(f"no {self.kind.lower()} {self.id}")
+
+
+def _who(requester: str | None, tenant: str) -> str | None:
+    """The requester as the policy compares it: qualified and case-folded (``core/principal.py``:
+    a run started from the CLI by ``alice`` is ``alice@<tenant>``, the same as the key alice of
+    that tenant)."""
+    return None if requester is None else qualified(requester, tenant).casefold()
 
 
 class Authorizer:
@@ -128,7 +138,7 @@ class Authorizer:
                 "attrs": {
                     "role": identity.role.value,
                     "tenant": identity.tenant,
-                    "principal": identity.principal,
+                    "principal": identity.principal.casefold(),
                 },
                 "parents": [],
             },
@@ -151,10 +161,10 @@ class Authorizer:
         if (
             action is Action.DECIDE
             and resource.requester is not None
-            and resource.requester == identity.principal
+            and resource.requester == identity.principal.casefold()
         ):
             raise Forbidden(
-                f"{identity.principal} started run this approval belongs to and cannot decide it",
+                f"{identity.principal} started the run this approval belongs to and cannot decide it",
                 hint="another approver of the tenant must decide",
                 code="own_request",
             )
