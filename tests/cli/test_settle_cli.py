@@ -89,7 +89,7 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
     )  # fmt: skip
     assert settled.returncode == 0, settled.stderr
     assert (
-        "settled by controller: file_report call call_8_1 executed - report 1 is in the "
+        "settled by controller@default: file_report call call_8_1 executed - report 1 is in the "
         "reports table" in _flat(settled.stdout)
     )
     # the follow-up, as the program was invoked and with --db
