@@ -8,7 +8,7 @@ with ``settings.workers`` it also runs worker loops in the process. Routes live 
 ``service.authorize`` before it answers.
 
 Interface for more pages (the console): build an ``APIRouter`` whose handlers take
-``identity: Identity = Depends(authenticate)`` and ``service: Service = Depends(service_of)``,
+``identity: Identity = Depends(authenticate)`` and ``service: Service = Depends(current_service)``,
 read only through ``service.scope(identity)``, act only after ``service.authorize(...)``, and pass
 it in ``create_app(settings, routers=[...])`` (``autonomic serve`` mounts the console's).
 

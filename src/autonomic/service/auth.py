@@ -221,7 +221,7 @@ async def authenticate(request: Request) -> Identity:
         key = None
         if found is not None:
             try:
-                key = await service.keys.get(found[0])
+                key = await service.keys.current(found[0])
             except UserError:  # a malformed or unknown id: a bad session, nothing more
                 key = None
         if key is None or found is None or key.hash[:_HASH_PREFIX] != found[1]:

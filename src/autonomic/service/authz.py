@@ -124,9 +124,31 @@ class Authorizer:
                 hint="fix the Cedar syntax (https://docs.cedarpolicy.com)",
             ) from None
         self.file = policy_file
+        self._answers: dict[tuple[str | None, ...], bool] = {}
+
+    ANSWERS_KEPT = 20_000
+    """Answers remembered at most (the memo starts over when full)."""
 
     def allows(self, identity: Identity, action: Action, resource: Resource) -> bool:
-        """What the policy says, tenant rule included; no exception."""
+        """What the policy says, tenant rule included; no exception.
+
+        Answers are remembered per exact question - every value the policy is given, the ids
+        included - so a repeated question (a key starting runs in its tenant, reading its
+        approvals) is answered without evaluating the policy again, and the answer is the one
+        the policy would give: the policy is read once, at start, and never changes under it."""
+        question = (
+            identity.key_id, identity.role.value, identity.tenant, identity.principal,
+            action.value, resource.kind, resource.id, resource.tenant, resource.requester,
+        )  # fmt: skip
+        known = self._answers.get(question)
+        if known is None:
+            known = self._evaluate(identity, action, resource)
+            if len(self._answers) >= self.ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[question] = known
+        return known
+
+    def _evaluate(self, identity: Identity, action: Action, resource: Resource) -> bool:
         principal = {"type": "Autonomic::Identity", "id": identity.key_id}
         target = {"type": f"Autonomic::{resource.kind}", "id": resource.id}
         attrs: dict[str, Any] = {"tenant": resource.tenant}

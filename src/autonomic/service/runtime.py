@@ -1,6 +1,6 @@
 """The service's parts, built once per app and shared by every request: ``Service``.
 
-A route reaches it with ``service_of(request)`` (or ``Depends(service_of)``). It holds the store,
+A route reaches it with ``service_of(request)`` (or ``Depends(current_service)``). It holds the store,
 the engine (which starts, cancels and reopens runs; workers drive them), the approval desk, the key
 desk, the authorizer and the OIDC verifier. ``Service.scope(identity)`` is the only way a route
 reads runs, journals and approvals: a view of the store scoped to the identity's tenant.
@@ -70,6 +70,13 @@ def service_of(request: Request) -> Service:
     return service
 
 
+async def current_service(request: Request) -> Service:
+    """``service_of`` as a FastAPI dependency. A coroutine on purpose: FastAPI runs a plain
+    function dependency in its thread pool, a thread hop per request (and a queue behind the
+    pool's 40 threads under load) for what is an attribute read."""
+    return service_of(request)
+
+
 Closer = Callable[[], Awaitable[None]]
 
 
@@ -137,7 +144,7 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         store=store,
         engine=engine,
         desk=ApprovalDesk(store),
-        keys=KeyDesk(SqlKeyStore(store)),
+        keys=KeyDesk(SqlKeyStore(store), cache_ttl=settings.key_cache_ttl),
         authorizer=authorizer,
         oidc=oidc,
         bus=bus,

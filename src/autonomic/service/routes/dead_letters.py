@@ -13,14 +13,14 @@ from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
 from autonomic.service.routes.events import event_out
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import LETTER_ID, DeadLetterOut, Drop
 
 router = APIRouter(tags=["dead letters"])
 log = logging.getLogger("autonomic.service")
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 LetterId = Annotated[str, Path(pattern=LETTER_ID, description="the dead letter's id")]
 
 

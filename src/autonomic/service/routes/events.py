@@ -15,13 +15,13 @@ from autonomic.errors import InvalidInput
 from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import EVENT_TYPE, EventOut, EventPage, EventTypeOut, Publish
 
 router = APIRouter(tags=["events"])
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 RUNTIME_TYPES = "autonomic."
 """Event types the runtime itself emits (a run started, completed, waiting...): not publishable over
 the API, so no caller can forge the runtime's own announcements."""

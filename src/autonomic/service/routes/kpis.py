@@ -13,13 +13,13 @@ from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
 from autonomic.service.keys import parse_duration
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import AGENT_NAME, RUN_ID, AuditReport, KpiOut, KpiReport
 
 router = APIRouter(tags=["kpis and audit"])
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 
 
 @router.get("/kpis", response_model=KpiReport)

@@ -13,13 +13,13 @@ from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
 from autonomic.service.routes.views import cursor_of, parse_cursor, run_out
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import RUN_ID, Reason, Resume, RunOut, RunPage, StartRun, TimelineOut
 
 router = APIRouter(tags=["runs"])
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 RunId = Annotated[str, Path(pattern=RUN_ID, description="the run's id (run_...)")]
 
 
