@@ -101,7 +101,7 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
     assert shown["status"] == "COMPLETED"
     assert _reports(bank) == 1  # not filed again
     (settlement,) = [i for i in shown["timeline"] if i["kind"] == "settlement"]
-    assert settlement["detail"]["by"] == "controller"
+    assert settlement["detail"]["by"] == "controller@default"
     assert settlement["detail"]["output"] == {"report_id": 1, "filed": True}
     (result,) = [
         i

@@ -91,7 +91,10 @@ class RunPage(BaseModel):
 class TimelineOut(BaseModel):
     run: RunOut
     items: list[dict[str, Any]]
-    cost: dict[str, Any]
+    cost: dict[str, Any] = Field(description="what all the run's model calls cost (every page)")
+    next_after: int | None = Field(
+        default=None, description="pass as ?after= for the next rows; null at the end"
+    )
 
 
 class ApprovalOut(BaseModel):
