@@ -109,7 +109,7 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
         if i["kind"] == "tool.result" and i["detail"]["tool"] == "file_report"
     ]
     assert result["detail"]["settled"] == {
-        "by": "controller",
+        "by": "controller@default",
         "reason": "report 1 is in the reports table",
     }
 
