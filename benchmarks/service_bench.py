@@ -12,7 +12,8 @@ inbox and a long run's timeline render server-side.
    says what the service layer (HTTP, JSON, authentication, authorization, tenant scope) costs.
 3. **Server-side rendering** (in process, ASGI transport, no network): ``GET /approvals`` with
    ``--inbox`` pending approvals in the tenant, and ``GET /runs/{id}/timeline`` of a 500-step run
-   (500 tool calls, about 1,000 journal entries). Median and P99 of ``--repeats`` requests.
+   (500 tool calls, about 1,500 journal entries): its first page (the default 500 rows) and the
+   whole timeline read page by page (``?after=``). Median and P99 of ``--repeats`` requests.
 
 Usage: .venv/bin/python benchmarks/service_bench.py [--duration 60] [--clients 50]
        [--pg postgresql://postgres@127.0.0.1:5432/test] [--inbox 100] [--steps 500]
@@ -290,23 +291,42 @@ async def rendering(url: str, inbox: int, steps: int, repeats: int) -> list[dict
             tenant="bench", role="approver", name="r", by="b", expires_in=None
         )
         headers = {"Authorization": f"Bearer {secret}"}
+
+        async def every_page(path: str) -> tuple[int, int]:
+            rows, size, after = 0, 0, 0
+            while True:
+                answer = await client.get(f"{path}?after={after}", headers=headers)
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                rows, size = rows + len(body["items"]), size + len(answer.content)
+                if body["next_after"] is None:
+                    return rows, size
+                after = body["next_after"]
+
+        timeline_path = f"/runs/{long_run.id}/timeline"
         for name, path in (
             ("approvals inbox", "/approvals?limit=500"),
-            (f"{steps}-step timeline", f"/runs/{long_run.id}/timeline"),
+            (f"{steps}-step timeline, first page", timeline_path),
+            (f"{steps}-step timeline, every page", ""),
         ):
             times = []
             for _ in range(repeats + 3):
                 t0 = time.perf_counter()
-                answer = await client.get(path, headers=headers)
+                if path:
+                    answer = await client.get(path, headers=headers)
+                    assert answer.status_code == 200, answer.text
+                else:
+                    size, nbytes = await every_page(timeline_path)
                 times.append(time.perf_counter() - t0)
-                assert answer.status_code == 200, answer.text
-            body = answer.json()
-            size = len(body) if isinstance(body, list) else len(body["items"])
-            if "timeline" in name:
+            if path:
+                body = answer.json()
+                size = len(body) if isinstance(body, list) else len(body["items"])
+                nbytes = len(answer.content)
+            if "every page" in name:
                 entries_count = size
             times = times[3:]  # the first few warm caches
             results.append({
-                "render": name, "rows": size, "bytes": len(answer.content),
+                "render": name, "rows": size, "bytes": nbytes,
                 "p50_ms": round(pct(times, 0.5) * 1000, 2), "p99_ms": round(pct(times, 0.99) * 1000, 2),
             })  # fmt: skip
     results.append(

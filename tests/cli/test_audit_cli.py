@@ -55,8 +55,8 @@ def test_operator_acts_are_in_the_log_with_who_and_verify_names_a_break(tmp_path
         == 0
     )
     done = {(a["act"], a["by"]) for a in acts(tmp_path / "autonomic.db")}
-    assert ("approval.approve", "controller") in done
-    assert ("run.cancel", "olga") in done
+    assert ("approval.approve", "controller@default") in done
+    assert ("run.cancel", "olga@default") in done
 
     noted = autonomic(
         "audit",
@@ -69,7 +69,7 @@ def test_operator_acts_are_in_the_log_with_who_and_verify_names_a_break(tmp_path
         cwd=tmp_path,
     )
     assert noted.returncode == 0, noted.stderr
-    assert ("policy.change", "pat") in {
+    assert ("policy.change", "pat@default") in {
         (a["act"], a["by"]) for a in acts(tmp_path / "autonomic.db")
     }
     bad = autonomic("audit", "act", "policy.change", "--detail", "[1]", cwd=tmp_path)

@@ -59,7 +59,7 @@ def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path):
     assert "the demo now plays the approver" in result.stdout
     [approval] = shown["approvals"]
     assert approval["status"] == "approved"
-    assert approval["decided_by"] == ["demo-controller"]
+    assert approval["decided_by"] == ["demo-controller@default"]  # NAME@TENANT, as the API
     assert approval["arguments"]["reference"] == "INV-1002"
     verdicts = {
         i["detail"]["tool"]: i["detail"]["verdict"]

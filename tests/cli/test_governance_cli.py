@@ -53,7 +53,7 @@ def test_interactive_demo_waits_and_approve_lets_it_continue(tmp_path):
     assert shown["status"] == "COMPLETED"
     assert "reconciled." in shown["output"]
     text = autonomic("show", run_id, cwd=tmp_path).stdout
-    assert "APPROVED by controller: checked" in text
+    assert "APPROVED by controller@default: checked" in text
     assert "decisions: 6 allow, 1 blocked, 1 needs_approval" in text
     again = autonomic("approve", pending["id"], "--as", "other", cwd=tmp_path)
     assert again.returncode == 2

@@ -43,7 +43,7 @@ def test_keys_are_created_listed_rotated_and_revoked_and_stored_as_hashes(tmp_pa
         "approver",
         "active",
     )
-    assert row["created_by"] == "root"
+    assert row["created_by"] == "root@acme"  # NAME@TENANT of the key, as the API records it
     assert row["expires_at"] > time.time() + 29 * 86400
     assert secret not in listed.stdout
     rotated = autonomic("keys", "rotate", key_id, "--as", "root", cwd=tmp_path)
@@ -52,9 +52,13 @@ def test_keys_are_created_listed_rotated_and_revoked_and_stored_as_hashes(tmp_pa
     assert new != secret
     assert new.startswith(f"ak_{key_id}_")
     revoked = autonomic("keys", "revoke", key_id, "--as", "root", cwd=tmp_path)
-    assert "revoked by root" in revoked.stdout
+    assert "revoked by root@acme" in revoked.stdout
     (row,) = json.loads(autonomic("keys", "list", "--json", cwd=tmp_path).stdout)
-    assert (row["state"], row["rotated_by"], row["revoked_by"]) == ("revoked", "root", "root")
+    assert (row["state"], row["rotated_by"], row["revoked_by"]) == (
+        "revoked",
+        "root@acme",
+        "root@acme",
+    )
     stored = (tmp_path / "autonomic.db").read_bytes()
     for s in (secret, new):
         assert s.split("_", 3)[3].encode() not in stored

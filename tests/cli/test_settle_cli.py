@@ -89,7 +89,7 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
     )  # fmt: skip
     assert settled.returncode == 0, settled.stderr
     assert (
-        "settled by controller: file_report call call_8_1 executed - report 1 is in the "
+        "settled by controller@default: file_report call call_8_1 executed - report 1 is in the "
         "reports table" in _flat(settled.stdout)
     )
     # the follow-up, as the program was invoked and with --db
@@ -101,7 +101,7 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
     assert shown["status"] == "COMPLETED"
     assert _reports(bank) == 1  # not filed again
     (settlement,) = [i for i in shown["timeline"] if i["kind"] == "settlement"]
-    assert settlement["detail"]["by"] == "controller"
+    assert settlement["detail"]["by"] == "controller@default"
     assert settlement["detail"]["output"] == {"report_id": 1, "filed": True}
     (result,) = [
         i
@@ -109,7 +109,7 @@ def test_settled_as_executed_the_run_completes_with_the_report_filed_once(store_
         if i["kind"] == "tool.result" and i["detail"]["tool"] == "file_report"
     ]
     assert result["detail"]["settled"] == {
-        "by": "controller",
+        "by": "controller@default",
         "reason": "report 1 is in the reports table",
     }
 

@@ -4,6 +4,8 @@ driven by a scripted model)."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,10 +16,13 @@ import httpx
 from autonomic.adapters.model.scripted import ScriptedModel
 from autonomic.bootstrap import build_store
 from autonomic.core.approval import Approval
+from autonomic.core.envelope import new_event
+from autonomic.core.event_types import EventTypes
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.governance.policy.risk import parse_policy_text
+from autonomic.ports.bus import DeadLetter, RetryPolicy
 from autonomic.service.app import create_app
 from autonomic.service.runtime import Service
 from autonomic.service.settings import ServiceSettings
@@ -33,6 +38,10 @@ rules:
     risk: medium
     reason: payments above 100 need a second person
 """
+
+
+PING = "test.service.ping"
+EventTypes.default().declare(PING, {"type": "object"}, "a test event of the service tests")
 
 
 @tool(idempotent=True)
@@ -81,6 +90,34 @@ class Served:
         assert run.status is RunStatus.WAITING_FOR_HUMAN, run.status_reason
         (approval,) = await self.service.store.list_approvals(run_id=run.id)
         return run, approval
+
+    async def dead_letter(self, tenant: str) -> DeadLetter:
+        """A dead letter of ``tenant``: a ping published for it, failed once by a group that
+        gives up after one attempt."""
+        bus = self.service.bus
+        assert bus is not None
+        event = new_event(PING, {"n": 1}, source="autonomic://test", tenant=tenant)
+        await bus.publish([event])
+        consumer = bus.consumer(
+            f"g-{uuid.uuid4().hex[:8]}", [PING], name="m", retry=RetryPolicy(max_attempts=1)
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                for delivery in await consumer.poll(max_events=100, wait=0.2):
+                    if delivery.event.id != event.id:
+                        await consumer.ack(delivery)
+                        continue
+                    await consumer.fail(delivery, "cannot handle it")
+                    (letter,) = [
+                        x
+                        for x in await bus.dead_letters(tenant=tenant, limit=10_000)
+                        if x.event.id == event.id
+                    ]
+                    return letter
+        finally:
+            await consumer.close()
+        raise AssertionError("the ping never arrived")
 
 
 @asynccontextmanager

@@ -96,3 +96,52 @@ def test_a_session_cookie_expires():
     assert read_session(value, b"k" * 32, now=111.0) is None
     assert read_session(value, b"other" * 8, now=105.0) is None
     assert read_session("garbage", b"k" * 32, now=105.0) is None
+
+
+def test_key_rows_are_read_once_per_cache_window_and_a_revocation_elsewhere_ends_it(sqlite_url):
+    """A burst of requests with one key reads its row once; a key revoked by another process (the
+    CLI's own desk on the database) is refused once the cache window has passed, and a change made
+    through the service's desk is seen at once."""
+    from autonomic.adapters.store.keys import SqlKeyStore
+    from autonomic.service.keys import KeyDesk
+
+    async def go():
+        async with serving(sqlite_url, key_cache_ttl=5.0) as s:
+            desk = s.service.keys
+            now = [1000.0]
+            desk.ticker = lambda: now[0]
+            reads = []
+            real_get = desk.keys.get
+
+            async def counting_get(key_id):
+                reads.append(key_id)
+                return await real_get(key_id)
+
+            desk.keys.get = counting_get
+            key, secret = await desk.create(
+                tenant="a", role="member", name="p", by="t", expires_in=None
+            )
+            headers = {"Authorization": f"Bearer {secret}"}
+            for _ in range(5):
+                assert (await s.client.get("/runs", headers=headers)).status_code == 200
+            assert reads == [key.id]
+            wrong = await s.client.get("/runs", headers={"Authorization": f"Bearer {secret}x"})
+            assert wrong.status_code == 401  # the secret is still checked on every request
+            cli_desk = KeyDesk(SqlKeyStore(s.service.store))  # another process's desk
+            await cli_desk.revoke(key.id, by="root@default")
+            within = await s.client.get("/runs", headers=headers)
+            now[0] += 5.1
+            after = await s.client.get("/runs", headers=headers)
+            other, other_secret = await desk.create(
+                tenant="a", role="member", name="q", by="t", expires_in=None
+            )
+            other_headers = {"Authorization": f"Bearer {other_secret}"}
+            assert (await s.client.get("/runs", headers=other_headers)).status_code == 200
+            await desk.revoke(other.id, by="t")  # through the service's own desk: at once
+            at_once = await s.client.get("/runs", headers=other_headers)
+            return within, after, at_once
+
+    within, after, at_once = asyncio.run(go())
+    assert within.status_code == 200  # inside the window (documented)
+    assert after.status_code == 401
+    assert at_once.status_code == 401

@@ -6,14 +6,18 @@ import contextlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from served import serving
+from served import PING, serving
+
+from autonomic.errors import NotFound
 
 TENANTS = ("t1", "t2", "t3")
 ROLES = ("member", "approver")
 OPS = (
     "list_runs", "get_run", "timeline", "cancel", "resume", "start", "inbox", "all_approvals",
-    "get_approval", "approve", "deny", "agents",
+    "get_approval", "approve", "deny", "agents", "events", "publish", "letters", "get_letter",
+    "retry_letter", "drop_letter", "kpis",
 )  # fmt: skip
+LETTER_OPS = ("get_letter", "retry_letter", "drop_letter")
 
 request_plans = st.lists(
     st.tuples(
@@ -45,14 +49,25 @@ def test_no_request_reads_or_writes_another_tenants_objects(tmp_path):
             for _ in range(2)
         ]
     own_runs = {t: {r.id for r, _ in objects[t]} for t in TENANTS}
+    letters = {t: [loop.run_until_complete(s.dead_letter(t)) for _ in range(2)] for t in TENANTS}
+    settled: set[str] = set()
     counts = {"cross": 0, "own": 0}
+
+    async def letter_alive(letter_id):
+        try:
+            await s.service.bus.dead_letter(letter_id)
+        except NotFound:
+            return False
+        return True
 
     async def check(plan):
         for tenant, role, op, owner, index in plan:
             headers = await s.key(tenant, role)
             run, approval = objects[owner][index]
+            letter = letters[owner][index]
             cross = owner != tenant
             before = await _state(s.service.store, run.id, approval.id)
+            alive = await letter_alive(letter.id)
             path, method, body = {
                 "list_runs": ("/runs", "GET", None),
                 "get_run": (f"/runs/{run.id}", "GET", None),
@@ -66,15 +81,38 @@ def test_no_request_reads_or_writes_another_tenants_objects(tmp_path):
                 "approve": (f"/approvals/{approval.id}/approve", "POST", {}),
                 "deny": (f"/approvals/{approval.id}/deny", "POST", {"reason": "r"}),
                 "agents": ("/agents", "GET", None),
+                "events": ("/events?limit=500", "GET", None),
+                "publish": ("/events", "POST", {"type": PING, "data": {"by": tenant}}),
+                "letters": ("/dead-letters?limit=1000", "GET", None),
+                "get_letter": (f"/dead-letters/{letter.id}", "GET", None),
+                "retry_letter": (f"/dead-letters/{letter.id}/retry", "POST", None),
+                "drop_letter": (f"/dead-letters/{letter.id}/drop", "POST", {"reason": "r"}),
+                "kpis": ("/kpis", "GET", None),
             }[op]
             answer = await s.client.request(method, path, json=body, headers=headers)
             assert answer.status_code < 500, answer.text
             text = answer.text.replace(run.id, "<asked>")  # a 404 may repeat the id asked for
+            text = text.replace(letter.id, "<asked>")
             for other in TENANTS:
                 if other != tenant:  # no id of another tenant's object in any answer
                     assert not any(r in text for r in own_runs[other]), (op, tenant, other)
+                    assert not any(x.id in text for x in letters[other]), (op, tenant, other)
                     assert f'"tenant":"{other}"' not in text
-            if op in ("list_runs", "inbox", "all_approvals", "agents", "start"):
+                    assert f'"by":"{other}"' not in text
+            if op in ("list_runs", "inbox", "all_approvals", "agents", "start", "events",
+                      "publish", "letters", "kpis"):  # fmt: skip
+                continue
+            if op in LETTER_OPS:
+                if cross:
+                    counts["cross"] += 1
+                    assert answer.status_code == 404, (op, answer.text)
+                    assert await letter_alive(letter.id) == alive
+                else:
+                    counts["own"] += 1
+                    expected = (200, 403) if letter.id not in settled else (404,)
+                    assert answer.status_code in expected, (op, answer.text)
+                    if op != "get_letter" and answer.status_code == 200:
+                        settled.add(letter.id)
                 continue
             if cross:
                 counts["cross"] += 1

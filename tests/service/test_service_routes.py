@@ -7,7 +7,7 @@ import logging
 import re
 
 import pytest
-from served import serving
+from served import PING, serving
 
 from autonomic.service.routes.system import PUBLIC_PATHS
 
@@ -34,8 +34,17 @@ ROUTES: dict[tuple[str, str], tuple[str | None, dict | None]] = {
     ("POST", "/keys"): ("admin", {"tenant": "a", "role": "member", "name": "new"}),
     ("POST", "/keys/{key_id}/rotate"): ("admin", None),
     ("POST", "/keys/{key_id}/revoke"): ("admin", None),
+    ("GET", "/events"): ("member", None),
+    ("POST", "/events"): ("member", {"type": PING, "data": {"n": 2}}),
+    ("GET", "/event-types"): ("member", None),
+    ("GET", "/dead-letters"): ("member", None),
+    ("GET", "/dead-letters/{letter_id}"): ("member", None),
+    ("POST", "/dead-letters/{letter_id}/retry"): ("approver", None),
+    ("POST", "/dead-letters/{letter_id}/drop"): ("approver", {"reason": "obsolete"}),
+    ("GET", "/kpis"): ("member", None),
+    ("GET", "/audit/verify"): ("admin", None),
 }
-OBJECT_PARAMS = {"run_id", "approval_id", "key_id"}
+OBJECT_PARAMS = {"run_id", "approval_id", "key_id", "letter_id"}
 
 
 def _operations(app_openapi: dict) -> list[tuple[str, str]]:
@@ -62,8 +71,13 @@ def test_every_route_checks_credential_tenant_and_role(sqlite_url, caplog):
                 throwaway = await s.service.keys.create(
                     tenant="a", role="member", name="spare", by="t", expires_in=None
                 )
+                letter = await s.dead_letter("a") if "{letter_id}" in template else None
                 path = template.format(
-                    run_id=run.id, approval_id=approval.id, key_id=throwaway[0].id, name="triage"
+                    run_id=run.id,
+                    approval_id=approval.id,
+                    key_id=throwaway[0].id,
+                    name="triage",
+                    letter_id=letter.id if letter else "",
                 )
                 params = set(re.findall(r"{(\w+)}", template))
 
@@ -95,8 +109,8 @@ def test_every_route_checks_credential_tenant_and_role(sqlite_url, caplog):
 
     seen = asyncio.run(go())
     assert seen["401"] == len(ROUTES) - 1
-    assert seen["404"] >= 14
-    assert seen["403"] >= 10
+    assert seen["404"] >= 20
+    assert seen["403"] >= 15
     assert seen["ok"] == len(ROUTES) - 1
     assert not [r for r in caplog.records if "unexpected" in r.getMessage()]
 

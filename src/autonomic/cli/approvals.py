@@ -10,11 +10,11 @@ from rich.markup import escape
 from autonomic.cli.common import (
     AsOption,
     JsonOption,
+    acting,
     open_store,
     out,
     run_coroutine,
     settings_of,
-    user,
 )
 from autonomic.errors import InvalidInput
 
@@ -89,13 +89,14 @@ def _decide(
             f"invalid approval id {approval_id!r}",
             hint="approval ids look like apr_ followed by 24 hex digits; `autonomic approvals`",
         )
-    by = user(who)
 
     async def go() -> Approval:
         store = await open_store(settings.db, "write")
         try:
             desk = ApprovalDesk(store)
             await desk.sweep()
+            # who decides, in the service's form: NAME@TENANT of the approval's run
+            by = acting(who, (await desk.get(approval_id)).tenant)
             if approve:
                 return await desk.approve(approval_id, by=by, reason=reason)
             return await desk.deny(approval_id, by=by, reason=reason)

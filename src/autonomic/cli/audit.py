@@ -195,8 +195,9 @@ def act_cmd(
     """Record an act that changes no run (a policy change, a key rotation) in the audit log."""
     import json
 
-    from autonomic.cli.common import user
+    from autonomic.cli.common import acting
     from autonomic.core.audit import AuditAct
+    from autonomic.core.principal import DEFAULT_TENANT
     from autonomic.errors import InvalidInput
 
     settings = settings_of(ctx)
@@ -213,12 +214,14 @@ def act_cmd(
     if not act.strip() or len(act) > 100:
         raise InvalidInput("the act needs a short name", hint="e.g. policy.change")
 
-    async def go() -> int:
+    async def go() -> tuple[int, str]:
         store = await open_store(settings.db, "write")
         try:
-            return int(await store.append_audit(AuditAct(act, user(who), fields), run_id=run))
+            tenant = (await store.get_run(run)).tenant if run else DEFAULT_TENANT
+            by = acting(who, tenant)
+            return int(await store.append_audit(AuditAct(act, by, fields), run_id=run)), by
         finally:
             await store.close()
 
-    pos = run_coroutine(go)
-    out.print(f"recorded {escape(act)} by {escape(user(who))} at record {pos}")
+    pos, by = run_coroutine(go)
+    out.print(f"recorded {escape(act)} by {escape(by)} at record {pos}")

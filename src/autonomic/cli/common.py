@@ -74,7 +74,11 @@ PolicyOption = Annotated[
 ]
 AsOption = Annotated[
     str | None,
-    typer.Option("--as", help="Who decides (default: the OS user).", show_default=False),
+    typer.Option(
+        "--as",
+        help="Who acts (default: the OS user); recorded as NAME@TENANT (docs/service.md).",
+        show_default=False,
+    ),
 ]
 
 
@@ -193,6 +197,14 @@ def user(name: str | None) -> str:
     import getpass
 
     return name or getpass.getuser()
+
+
+def acting(name: str | None, tenant: str) -> str:
+    """Who acts, as recorded: ``user(name)`` qualified with the tenant acted in (``name@tenant``,
+    the form the service records for a key; ``core/principal.py`` says why)."""
+    from autonomic.core.principal import principal
+
+    return principal(user(name), tenant)
 
 
 def live(entry: Entry) -> None:

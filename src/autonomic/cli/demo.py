@@ -16,6 +16,7 @@ from rich.markup import escape
 from autonomic.cli.common import (
     BusOption,
     Settings,
+    acting,
     build_engine,
     finish_message,
     live,
@@ -23,10 +24,10 @@ from autonomic.cli.common import (
     out,
     run_coroutine,
     settings_of,
-    user,
 )
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.invocation import command
+from autonomic.core.principal import DEFAULT_TENANT, principal
 from autonomic.core.run import Run, RunStatus
 from autonomic.errors import UserError
 
@@ -142,7 +143,7 @@ def demo(
                 json.dumps({"account": ACCOUNT, "date": DATE, "compute": compute}),
                 metadata={"bank": str(bank)},
                 run_id=run_id,
-                requester=user(None),
+                requester=acting(None, DEFAULT_TENANT),
             )
             desk = ApprovalDesk(store)
             while run.status is RunStatus.WAITING_FOR_HUMAN and not interactive:
@@ -161,7 +162,7 @@ def demo(
                     )
                     await desk.approve(
                         approval.id,
-                        by=DEMO_APPROVER,
+                        by=principal(DEMO_APPROVER, approval.tenant),
                         reason="approved by the demo playing the controller",
                     )
                 run = await engine.run_to_end(run_id)
@@ -207,7 +208,7 @@ def _demo_runaway(settings: Settings, workdir: Path) -> ExitCode:
                 "Clean the stale rows out of the reconciliation table.",
                 metadata={"ledger": str(ledger)},
                 run_id=run_id,
-                requester=user(None),
+                requester=acting(None, DEFAULT_TENANT),
             )
             out.print(f"\nthe destructive tool ran {purges(ledger)} time(s)")
             return run, await store.load_journal(run_id)
@@ -250,7 +251,7 @@ def _demo_planning(settings: Settings) -> ExitCode:
             )
             done: list[tuple[Run, PlanOutcome]] = []
             for email in DEMO_EMAILS:
-                run: Run = await engine.run("triage", email, requester=user(None))
+                run: Run = await engine.run("triage", email, requester=acting(None, DEFAULT_TENANT))
                 plan = next(
                     (
                         e.body

@@ -1,7 +1,7 @@
 """``autonomic keys create|list|rotate|revoke``: API keys for the service, stored as hashes.
 
 The secret is printed once, by ``create`` and ``rotate``; nothing can show it again. Who did each
-act (the OS user, or ``--as``) is kept on the key's row.
+act (the OS user, or ``--as``, as NAME@TENANT of the key) is kept on the key's row.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from rich.markup import escape
 from autonomic.cli.common import (
     AsOption,
     JsonOption,
+    acting,
     open_store,
     out,
     run_coroutine,
     settings_of,
-    user,
 )
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for `autonomic serve`.")
@@ -60,7 +60,11 @@ def create(
         store, desk = await _desk(settings.db, "create")
         try:
             created: tuple[Any, str] = await desk.create(
-                tenant=tenant, role=role, name=name, by=user(as_user), expires_in=expires_in
+                tenant=tenant,
+                role=role,
+                name=name,
+                by=acting(as_user, tenant),
+                expires_in=expires_in,
             )
             return created
         finally:
@@ -131,7 +135,9 @@ def rotate(
     async def go() -> tuple[Any, str]:
         store, desk = await _desk(settings.db, "write")
         try:
-            rotated: tuple[Any, str] = await desk.rotate(key_id, by=user(as_user))
+            rotated: tuple[Any, str] = await desk.rotate(
+                key_id, by=acting(as_user, (await desk.get(key_id)).tenant)
+            )
             return rotated
         finally:
             await store.close()
@@ -151,7 +157,8 @@ def revoke(
     async def go() -> Any:
         store, desk = await _desk(settings.db, "write")
         try:
-            return await desk.revoke(key_id, by=user(as_user))
+            by = acting(as_user, (await desk.get(key_id)).tenant)
+            return await desk.revoke(key_id, by=by)
         finally:
             await store.close()
 

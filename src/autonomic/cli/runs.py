@@ -13,6 +13,7 @@ from autonomic.cli.common import (
     AsOption,
     BusOption,
     JsonOption,
+    acting,
     build_engine,
     err,
     finish_message,
@@ -21,9 +22,9 @@ from autonomic.cli.common import (
     out,
     run_coroutine,
     settings_of,
-    user,
 )
 from autonomic.cli.exit_codes import ExitCode
+from autonomic.core.principal import DEFAULT_TENANT
 from autonomic.core.run import Run, RunStatus, validate_run_id
 from autonomic.errors import InvalidInput, UserError
 
@@ -70,7 +71,7 @@ def run_cmd(
                     model=model,
                     max_turns=max_turns,
                     metadata=meta,
-                    requester=user(requester),
+                    requester=acting(requester, DEFAULT_TENANT),
                 )
                 out.print(f"run [bold]{run.id}[/] created")
                 return run
@@ -81,7 +82,7 @@ def run_cmd(
                 max_turns=max_turns,
                 metadata=meta,
                 on_created=lambda r: out.print(f"run [bold]{r.id}[/] created"),
-                requester=user(requester),
+                requester=acting(requester, DEFAULT_TENANT),
             )
         finally:
             await store.close()
@@ -146,7 +147,7 @@ def resume(
                     "reopened by operator (resume --force)",
                     budget=raised or None,
                     metadata=meta,
-                    by=user(who),
+                    by=acting(who, current.tenant),
                 )
             out.print(f"resuming run [bold]{run_id}[/] from its journal")
             return await engine.run_to_end(run_id)  # type: ignore[no-any-return]
@@ -355,7 +356,8 @@ def cancel(
     async def go() -> Run:
         store = await open_store(settings.db, "write")
         try:
-            return await build_engine(store, None).cancel(run_id, reason, by=user(who))  # type: ignore[no-any-return]
+            by = acting(who, (await store.get_run(run_id)).tenant)
+            return await build_engine(store, None).cancel(run_id, reason, by=by)  # type: ignore[no-any-return]
         finally:
             await store.close()
 

@@ -25,12 +25,12 @@ from rich.markup import escape
 from autonomic.cli.common import (
     AgentOption,
     AsOption,
+    acting,
     build_engine,
     open_store,
     out,
     run_coroutine,
     settings_of,
-    user,
 )
 from autonomic.core.run import Run, validate_run_id
 from autonomic.errors import InvalidInput
@@ -91,7 +91,11 @@ def settle(
         try:
             engine = build_engine(store, agents, settings.policy)
             return await engine.settle(  # type: ignore[no-any-return]
-                run_id, executed=executed, by=user(who), reason=reason, output=output
+                run_id,
+                executed=executed,
+                by=acting(who, (await store.get_run(run_id)).tenant),
+                reason=reason,
+                output=output,
             )
         finally:
             await store.close()

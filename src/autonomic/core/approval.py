@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.core.canonical import canonical_json
+from autonomic.core.principal import same_principal
 from autonomic.errors import ApprovalRefused
 
 
@@ -114,18 +115,18 @@ class Approval:
                 f"not {binding[:12]}...)",
                 hint="look at the action again with `autonomic approvals` and decide on what it shows",
             )
-        if self.requester is not None and by == self.requester:
+        if self.requester is not None and same_principal(by, self.requester, self.tenant):
             raise ApprovalRefused(
                 f"{by} requested run {self.run_id} and cannot approve its actions",
                 hint="another person must decide (--as USER)",
             )
         allowed = self.current_approvers()
-        if allowed is not None and by not in allowed:
+        if allowed is not None and not any(same_principal(by, a, self.tenant) for a in allowed):
             raise ApprovalRefused(
                 f"{by} is not in approver group {self.current_group()!r} of approval {self.id}",
                 hint="members: " + ", ".join(allowed),
             )
-        if any(v.by == by for v in self.votes):
+        if any(same_principal(v.by, by, self.tenant) for v in self.votes):
             raise ApprovalRefused(
                 f"{by} has voted on approval {self.id} already",
                 hint=f"it needs {self.quorum} different approvers",

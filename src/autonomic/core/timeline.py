@@ -10,6 +10,7 @@ from typing import Any, assert_never
 from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import (
     ApprovalEvent,
+    Body,
     DecisionRecord,
     ModelCall,
     ModelTurn,
@@ -51,8 +52,9 @@ class TimelineItem:
         }
 
 
-def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
-    """Rows for every entry, in the order things happened.
+def timeline(entries: Sequence[Entry], *, start: float | None = None) -> list[TimelineItem]:
+    """Rows for every entry, in the order things happened; ``at`` counts from ``start`` (default:
+    the first entry's time - give the run's ``created_at`` when ``entries`` is a later page).
 
     That is journal order, but for one kind: a ``recovery`` note rides at the end of the first
     commit after a takeover (so the step it precedes keeps its seq, and its idempotency key), which
@@ -61,20 +63,21 @@ def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
     seq and time."""
     if not entries:
         return []
-    start = entries[0].created_at
+    if start is None:
+        start = entries[0].created_at
     seqs = {e.seq for e in entries}
     rows: list[TimelineItem] = []
     after: dict[int, list[TimelineItem]] = {}
     for e in entries:
+        body = e.body  # decoded once: the summary and the recovery check both read it
         item = TimelineItem(
             seq=e.seq,
             at=e.created_at - start,
             kind=e.kind.value,
-            summary=summarise(e),
+            summary=_summarise(body),
             latency_ms=e.payload.get("latency_ms"),
             detail=e.payload,
         )
-        body = e.body
         if isinstance(body, Recovery) and body.journal_seq < e.seq - 1 and body.journal_seq in seqs:
             note = f"; took over after seq {body.journal_seq}, journaled with the next commit"
             after.setdefault(body.journal_seq, []).append(
@@ -93,7 +96,10 @@ def timeline(entries: Sequence[Entry]) -> list[TimelineItem]:
 
 def summarise(entry: Entry, width: int = 90) -> str:
     """A one-line description of ``entry``."""
-    body = entry.body
+    return _summarise(entry.body, width)
+
+
+def _summarise(body: Body, width: int = 90) -> str:
     match body:
         case RunStarted():
             text = (

@@ -66,6 +66,8 @@ class DeadLetter:
     attempts: int
     first_failure: float
     last_failure: float
+    tenant: str = "default"
+    """Whose event it is (the tenant it was published for): the service scopes letters by it."""
 
 
 class Consumer(Protocol):
@@ -113,8 +115,10 @@ class Bus(Protocol):
         """Join ``group`` as member ``name``, consuming the topics of ``types``."""
         ...
 
-    async def dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """Dead letters, oldest first."""
+    async def dead_letters(
+        self, *, group: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first (of one group, of one tenant, when given)."""
         ...
 
     async def dead_letter(self, letter_id: str) -> DeadLetter:

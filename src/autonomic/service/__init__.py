@@ -4,7 +4,7 @@ The interface other doors (the web console) build on:
 
 * ``app.create_app(settings: ServiceSettings, *, routers=()) -> FastAPI``; extra routers (the
   console's pages) are mounted on the same app and share its lifespan and error shape.
-* ``runtime.Service`` (``service_of(request)`` or ``Depends(service_of)``): the store, engine,
+* ``runtime.Service`` (``service_of(request)`` or ``Depends(current_service)``): the store, engine,
   approval desk (``desk``), key desk (``keys``), ``scope(identity)`` and
   ``authorize(identity, action, resource)``.
 * ``auth.authenticate`` (``Depends``) -> ``identity.Identity`` (key_id, name, tenant, role,

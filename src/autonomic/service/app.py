@@ -8,7 +8,7 @@ with ``settings.workers`` it also runs worker loops in the process. Routes live 
 ``service.authorize`` before it answers.
 
 Interface for more pages (the console): build an ``APIRouter`` whose handlers take
-``identity: Identity = Depends(authenticate)`` and ``service: Service = Depends(service_of)``,
+``identity: Identity = Depends(authenticate)`` and ``service: Service = Depends(current_service)``,
 read only through ``service.scope(identity)``, act only after ``service.authorize(...)``, and pass
 it in ``create_app(settings, routers=[...])`` (``autonomic serve`` mounts the console's).
 
@@ -34,7 +34,16 @@ API_VERSION = "1"
 
 def create_app(settings: ServiceSettings, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
     """The service as an ASGI app (see the module docstring)."""
-    from autonomic.service.routes import agents, approvals, keys, runs, system
+    from autonomic.service.routes import (
+        agents,
+        approvals,
+        dead_letters,
+        events,
+        keys,
+        kpis,
+        runs,
+        system,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +77,7 @@ def create_app(settings: ServiceSettings, *, routers: Sequence[APIRouter] = ()) 
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (runs, approvals, agents, keys, system):
+    for module in (runs, approvals, agents, events, dead_letters, kpis, keys, system):
         app.include_router(module.router)
     for router in routers:
         app.include_router(router)

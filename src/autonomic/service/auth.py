@@ -8,6 +8,9 @@ A request proves who it is in one of three ways, tried in this order:
 3. The session cookie ``autonomic_session`` (the console): made by ``session_cookie`` after the
    user signed in with an API key, signed with the service's session secret. It names the key and
    the first characters of the key's hash, so rotating or revoking the key ends its sessions.
+   A user of the OIDC provider signs in by pasting a bearer token instead (``oidc_session_cookie``):
+   the cookie then carries the identity the verified token named, and ends when the token expires
+   (or sooner, ``session_ttl``); turning OIDC off ends these sessions too.
    A state-changing request (POST, PUT, PATCH, DELETE) authenticated by the cookie must also carry
    ``X-CSRF-Token: csrf_token(cookie value, secret)`` (or the console checks the same token from a
    form field with ``check_csrf``): a cookie alone never changes anything.
@@ -28,15 +31,18 @@ For the console (interface):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
+from typing import Any
 
 from fastapi import Request, Response
 
 from autonomic.errors import UserError
-from autonomic.ports.keys import ApiKey
+from autonomic.ports.keys import ApiKey, Role
 from autonomic.service.identity import Identity
+from autonomic.service.keys import PREFIX
 from autonomic.service.problems import Forbidden, Unauthenticated
 from autonomic.service.runtime import Service, service_of
 from autonomic.service.settings import ServiceSettings
@@ -66,17 +72,46 @@ def session_cookie(key: ApiKey, secret: bytes, *, now: float, ttl: float) -> str
     return f"{payload}.{_sign(payload, secret)}"
 
 
-def read_session(value: str, secret: bytes, *, now: float) -> tuple[str, str] | None:
-    """``(key id, hash prefix)`` of a valid, unexpired cookie value; ``None`` otherwise."""
+def oidc_session_cookie(identity: Identity, secret: bytes, *, expires: float) -> str:
+    """A signed cookie value carrying an OIDC-verified ``identity`` until ``expires``."""
+    body = json.dumps({"o": [identity.name, identity.tenant, identity.role.value], "e": expires})
+    payload = _b64(body.encode())
+    return f"{payload}.{_sign(payload, secret)}"
+
+
+def _session_body(value: str, secret: bytes, now: float) -> dict[str, Any] | None:
     payload, dot, signature = value.partition(".")
     if not dot or not hmac.compare_digest(signature, _sign(payload, secret)):
         return None
     try:
         body = json.loads(_unb64(payload))
-        key_id, prefix, expires = str(body["k"]), str(body["h"]), float(body["e"])
+        if not isinstance(body, dict) or now >= float(body["e"]):
+            return None
     except (ValueError, KeyError, TypeError):
         return None
-    return (key_id, prefix) if now < expires else None
+    return body
+
+
+def read_session(value: str, secret: bytes, *, now: float) -> tuple[str, str] | None:
+    """``(key id, hash prefix)`` of a valid, unexpired key session cookie; ``None`` otherwise."""
+    body = _session_body(value, secret, now)
+    if body is None or "k" not in body:
+        return None
+    return str(body["k"]), str(body.get("h", ""))
+
+
+def read_oidc_session(value: str, secret: bytes, *, now: float) -> Identity | None:
+    """The identity of a valid, unexpired OIDC session cookie; ``None`` otherwise."""
+    body = _session_body(value, secret, now)
+    if body is None or "o" not in body:
+        return None
+    try:
+        name, tenant, role = (str(x) for x in body["o"])
+        return Identity(
+            key_id=f"oidc:{name}", name=name, tenant=tenant, role=Role(role), via="session"
+        )
+    except (ValueError, TypeError):
+        return None
 
 
 def csrf_token(cookie_value: str, secret: bytes) -> str:
@@ -118,8 +153,23 @@ def identity_of(key: ApiKey, via: str = "key") -> Identity:
 
 
 async def sign_in(service: Service, credential: str) -> tuple[Identity, str]:
-    """Verify an API key typed into the console; the identity and a session cookie value."""
-    key = await service.keys.verify(credential.strip())
+    """Verify an API key (or, with OIDC configured, a bearer token from the provider) pasted into
+    the console; the identity and a session cookie value."""
+    credential = credential.strip()
+    if credential.lower().startswith("bearer "):
+        credential = credential[7:].strip()
+    if not credential.startswith(PREFIX) and credential.count(".") == 2:
+        if service.oidc is None:
+            raise Unauthenticated(
+                "this service does not accept OIDC tokens",
+                hint="sign in with an API key, or start the service with --oidc-jwks-url ...",
+            )
+        identity, token_expires = await service.oidc.verify(credential)
+        settings = service.settings
+        expires = min(token_expires, service.clock() + settings.session_ttl)
+        value = oidc_session_cookie(identity, settings.session_secret, expires=expires)
+        return dataclasses.replace(identity, via="session"), value
+    key = await service.keys.verify(credential)
     if key is None:
         raise Unauthenticated(
             "that API key is not valid (unknown, revoked or expired)",
@@ -160,11 +210,18 @@ async def authenticate(request: Request) -> Identity:
         )
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
+        oidc = read_oidc_session(cookie, service.settings.session_secret, now=service.clock())
+        if oidc is not None:
+            if service.oidc is None:
+                raise Unauthenticated("the session has ended", hint="sign in again")
+            if request.method in _UNSAFE:
+                check_csrf(request, request.headers.get(CSRF_HEADER))
+            return oidc
         found = read_session(cookie, service.settings.session_secret, now=service.clock())
         key = None
         if found is not None:
             try:
-                key = await service.keys.get(found[0])
+                key = await service.keys.current(found[0])
             except UserError:  # a malformed or unknown id: a bad session, nothing more
                 key = None
         if key is None or found is None or key.hash[:_HASH_PREFIX] != found[1]:

@@ -25,6 +25,7 @@ from typing import Any
 import cedarpy
 
 from autonomic.core.approval import Approval
+from autonomic.core.principal import principal as qualified
 from autonomic.core.run import Run
 from autonomic.errors import ConfigError, NotFound
 from autonomic.service.identity import Identity
@@ -41,6 +42,9 @@ class Action(enum.StrEnum):
     DECIDE = "decide"
     MANAGE_KEYS = "manage_keys"
     READ_METRICS = "read_metrics"
+    PUBLISH = "publish"
+    SETTLE_LETTER = "settle_letter"
+    VERIFY_AUDIT = "verify_audit"
 
 
 _WHAT = {
@@ -51,6 +55,9 @@ _WHAT = {
     Action.DECIDE: "decide approvals",
     Action.MANAGE_KEYS: "manage keys",
     Action.READ_METRICS: "read the service's metrics",
+    Action.PUBLISH: "publish events",
+    Action.SETTLE_LETTER: "retry or drop dead letters",
+    Action.VERIFY_AUDIT: "verify the audit log",
 }
 
 
@@ -59,7 +66,8 @@ class Resource:
     """What an action is on.
 
     Attributes:
-        kind: ``Run``, ``Approval``, ``Agent``, ``Key``, ``Tenant`` or ``Service``.
+        kind: ``Run``, ``Approval``, ``Agent``, ``Key``, ``DeadLetter``, ``Tenant`` or
+            ``Service``.
         id: its id (a tenant's name for ``Tenant``).
         tenant: whose it is.
         requester: who started the run (runs and approvals), as ``Identity.principal``.
@@ -72,11 +80,13 @@ class Resource:
 
     @staticmethod
     def of_run(run: Run, requester: str | None = None) -> Resource:
-        return Resource("Run", run.id, run.tenant, requester)
+        return Resource("Run", run.id, run.tenant, _who(requester, run.tenant))
 
     @staticmethod
     def of_approval(approval: Approval) -> Resource:
-        return Resource("Approval", approval.id, approval.tenant, approval.requester)
+        return Resource(
+            "Approval", approval.id, approval.tenant, _who(approval.requester, approval.tenant)
+        )
 
     @staticmethod
     def tenant_of(identity: Identity) -> Resource:
@@ -86,6 +96,13 @@ class Resource:
     def missing(self) -> NotFound:
         """The error for an id that does not exist (or is another tenant's: the same words)."""
         return NotFound(f"no {self.kind.lower()} {self.id}")
+
+
+def _who(requester: str | None, tenant: str) -> str | None:
+    """The requester as the policy compares it: qualified and case-folded (``core/principal.py``:
+    a run started from the CLI by ``alice`` is ``alice@<tenant>``, the same as the key alice of
+    that tenant)."""
+    return None if requester is None else qualified(requester, tenant).casefold()
 
 
 class Authorizer:
@@ -107,9 +124,31 @@ class Authorizer:
                 hint="fix the Cedar syntax (https://docs.cedarpolicy.com)",
             ) from None
         self.file = policy_file
+        self._answers: dict[tuple[str | None, ...], bool] = {}
+
+    ANSWERS_KEPT = 20_000
+    """Answers remembered at most (the memo starts over when full)."""
 
     def allows(self, identity: Identity, action: Action, resource: Resource) -> bool:
-        """What the policy says, tenant rule included; no exception."""
+        """What the policy says, tenant rule included; no exception.
+
+        Answers are remembered per exact question - every value the policy is given, the ids
+        included - so a repeated question (a key starting runs in its tenant, reading its
+        approvals) is answered without evaluating the policy again, and the answer is the one
+        the policy would give: the policy is read once, at start, and never changes under it."""
+        question = (
+            identity.key_id, identity.role.value, identity.tenant, identity.principal,
+            action.value, resource.kind, resource.id, resource.tenant, resource.requester,
+        )  # fmt: skip
+        known = self._answers.get(question)
+        if known is None:
+            known = self._evaluate(identity, action, resource)
+            if len(self._answers) >= self.ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[question] = known
+        return known
+
+    def _evaluate(self, identity: Identity, action: Action, resource: Resource) -> bool:
         principal = {"type": "Autonomic::Identity", "id": identity.key_id}
         target = {"type": f"Autonomic::{resource.kind}", "id": resource.id}
         attrs: dict[str, Any] = {"tenant": resource.tenant}
@@ -121,7 +160,7 @@ class Authorizer:
                 "attrs": {
                     "role": identity.role.value,
                     "tenant": identity.tenant,
-                    "principal": identity.principal,
+                    "principal": identity.principal.casefold(),
                 },
                 "parents": [],
             },
@@ -144,10 +183,10 @@ class Authorizer:
         if (
             action is Action.DECIDE
             and resource.requester is not None
-            and resource.requester == identity.principal
+            and resource.requester == identity.principal.casefold()
         ):
             raise Forbidden(
-                f"{identity.principal} started run this approval belongs to and cannot decide it",
+                f"{identity.principal} started the run this approval belongs to and cannot decide it",
                 hint="another approver of the tenant must decide",
                 code="own_request",
             )

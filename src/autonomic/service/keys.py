@@ -3,6 +3,13 @@
 A credential reads ``ak_<key id>_<secret>``: the key id says which row to look at, the secret is
 compared by its hash in constant time. Only ``sha256(secret)`` is stored (``ports/keys.py``); the
 secret is returned once, by ``create`` and ``rotate``, for the caller to show.
+
+Every request of the service is authenticated, so the desk keeps the key rows it read for
+``cache_ttl`` seconds (5 by default; 0 turns it off): a burst of requests with one key reads its row
+once, not once per request. The secret is still hashed and compared on every request, and expiry
+is checked against the clock each time. A rotation or revocation made through this desk (the
+service's own ``/keys`` routes) takes effect at once; one made by another process (``autonomic
+keys revoke`` on the database) within ``cache_ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -53,9 +60,40 @@ def check_name(kind: str, value: str, pattern: re.Pattern[str] = _NAME) -> str:
 class KeyDesk:
     """The Python API behind ``autonomic keys`` and the service's authentication."""
 
-    def __init__(self, keys: KeyStore, *, clock: Callable[[], float] = time.time) -> None:
+    CACHE_LIMIT = 10_000
+    """Key rows kept at most; the cache starts over when it is full."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_ttl: float = 0.0,
+        ticker: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.keys = keys
         self.clock = clock
+        self.cache_ttl = cache_ttl
+        self.ticker = ticker
+        self._cache: dict[str, tuple[ApiKey, float]] = {}
+
+    async def _row(self, key_id: str) -> ApiKey:
+        """The key's row, from the cache while it is fresh (see the module docstring)."""
+        if self.cache_ttl > 0:
+            found = self._cache.get(key_id)
+            now = self.ticker()
+            if found is not None and now - found[1] < self.cache_ttl:
+                return found[0]
+            key = await self.keys.get(key_id)
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key_id] = (key, now)
+            return key
+        return await self.keys.get(key_id)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a cached row (after a change made here)."""
+        self._cache.pop(key_id, None)
 
     async def create(
         self, *, tenant: str, role: Role | str, name: str, by: str, expires_in: float | None
@@ -88,18 +126,28 @@ class KeyDesk:
         return await self.keys.list(tenant=tenant)
 
     async def get(self, key_id: str) -> ApiKey:
+        """The key's row (fresh: what admins read and change)."""
         return await self.keys.get(self._checked_id(key_id))
+
+    async def current(self, key_id: str) -> ApiKey:
+        """The key's row as authentication reads it (cached for ``cache_ttl``)."""
+        return await self._row(self._checked_id(key_id))
 
     async def rotate(self, key_id: str, *, by: str) -> tuple[ApiKey, str]:
         """A new secret for the key; the old one stops working at once (sessions too)."""
         secret = secrets.token_urlsafe(32)
+        self.forget(key_id)
         key = await self.keys.rotate(
             self._checked_id(key_id), new_hash=digest(secret), by=by, now=self.clock()
         )
+        self.forget(key_id)
         return key, f"{PREFIX}{key.id}_{secret}"
 
     async def revoke(self, key_id: str, *, by: str) -> ApiKey:
-        return await self.keys.revoke(self._checked_id(key_id), by=by, now=self.clock())
+        self.forget(key_id)
+        key = await self.keys.revoke(self._checked_id(key_id), by=by, now=self.clock())
+        self.forget(key_id)
+        return key
 
     async def verify(self, credential: str) -> ApiKey | None:
         """The usable key this credential is, or ``None`` (malformed, unknown, wrong secret,
@@ -109,7 +157,7 @@ class KeyDesk:
             return None
         key_id, secret = match.groups()
         try:
-            key = await self.keys.get(key_id)
+            key = await self._row(key_id)
         except NotFound:
             return None
         if not hmac.compare_digest(key.hash, digest(secret)):

@@ -52,6 +52,12 @@ class OidcVerifier:
 
     async def identify(self, token: str) -> Identity:
         """The identity the token names; ``Unauthenticated`` for any fault in it."""
+        identity, _expires = await self.verify(token)
+        return identity
+
+    async def verify(self, token: str) -> tuple[Identity, float]:
+        """The identity the token names and when the token expires (epoch s): a console session
+        made from a token ends no later than the token."""
         try:
             claims = await asyncio.to_thread(self._decode, token)
         except jwt.PyJWKClientConnectionError:
@@ -78,4 +84,7 @@ class OidcVerifier:
             raise Unauthenticated(
                 f"the OIDC token's {c.role_claim!r} claim must be member, approver or admin"
             ) from None
-        return Identity(key_id=f"oidc:{name}", name=name, tenant=tenant, role=parsed, via="oidc")
+        identity = Identity(
+            key_id=f"oidc:{name}", name=name, tenant=tenant, role=parsed, via="oidc"
+        )
+        return identity, float(claims["exp"])  # type: ignore[arg-type]  # required above

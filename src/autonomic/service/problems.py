@@ -10,7 +10,8 @@ a reference to that log line.
 
 Which autonomic error is which status: ``NotFound`` 404 (also another tenant's object, so that
 existence does not leak), other ``UserError`` 400 (``InvalidInput`` 422, ``ApprovalRefused`` and
-``IllegalTransition`` 409), ``ConcurrencyError`` 409, ``StoreUnavailable`` 503.
+``IllegalTransition`` 409), ``ConcurrencyError`` 409, ``StoreUnavailable`` and
+``BusUnavailable`` 503.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from autonomic.errors import (
     ApprovalRefused,
     AutonomicError,
+    BusUnavailable,
     ConcurrencyError,
     IllegalTransition,
     InvalidInput,
@@ -64,6 +66,13 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
+class NotAvailable(ServiceError):
+    """A route this service's configuration cannot answer (e.g. listing events on Kafka): 501."""
+
+    status = 501
+    code = "not_available"
+
+
 class TooLarge(ServiceError):
     status = 413
     code = "body_too_large"
@@ -88,7 +97,7 @@ def status_of(exc: AutonomicError) -> int:
         return 422
     if isinstance(exc, UserError):
         return 400
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable | BusUnavailable):
         return 503
     return 500
 
@@ -173,7 +182,7 @@ def install(app: FastAPI) -> None:
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         log.error("unexpected %s on %s %s [%s]", type(exc).__name__, request.method,
                   request.url.path, digest)  # fmt: skip
-        if isinstance(exc, StoreUnavailable):
+        if isinstance(exc, StoreUnavailable | BusUnavailable):
             return problem(503, exc.code, exc.message, exc.hint)
         return problem(
             500, "internal", f"the service failed unexpectedly (reference {digest})",

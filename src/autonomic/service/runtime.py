@@ -1,6 +1,6 @@
 """The service's parts, built once per app and shared by every request: ``Service``.
 
-A route reaches it with ``service_of(request)`` (or ``Depends(service_of)``). It holds the store,
+A route reaches it with ``service_of(request)`` (or ``Depends(current_service)``). It holds the store,
 the engine (which starts, cancels and reopens runs; workers drive them), the approval desk, the key
 desk, the authorizer and the OIDC verifier. ``Service.scope(identity)`` is the only way a route
 reads runs, journals and approvals: a view of the store scoped to the identity's tenant.
@@ -19,6 +19,7 @@ from autonomic.bootstrap import build_credentials
 from autonomic.engine.executor import Engine
 from autonomic.errors import ConfigError
 from autonomic.governance.approvals import ApprovalDesk
+from autonomic.ports.bus import Bus
 from autonomic.ports.store import Store
 from autonomic.service.settings import ServiceSettings
 
@@ -41,6 +42,7 @@ class Service:
     keys: KeyDesk
     authorizer: Authorizer
     oidc: OidcVerifier | None = None
+    bus: Bus | None = None
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
 
@@ -48,7 +50,7 @@ class Service:
         """The store as ``identity`` may see it: its tenant only (an admin: every tenant)."""
         from autonomic.service.scope import TenantScope
 
-        return TenantScope(self.store, identity)
+        return TenantScope(self.store, identity, self.bus)
 
     def authorize(self, identity: Identity, action: Action, resource: Resource) -> None:
         """Refuse unless ``identity`` may do ``action`` on ``resource``: another tenant's object
@@ -68,6 +70,13 @@ def service_of(request: Request) -> Service:
     return service
 
 
+async def current_service(request: Request) -> Service:
+    """``service_of`` as a FastAPI dependency. A coroutine on purpose: FastAPI runs a plain
+    function dependency in its thread pool, a thread hop per request (and a queue behind the
+    pool's 40 threads under load) for what is an attribute read."""
+    return service_of(request)
+
+
 Closer = Callable[[], Awaitable[None]]
 
 
@@ -81,6 +90,8 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         build_plan_cache,
         build_runaway,
         build_store,
+        bus_url,
+        open_bus,
     )
     from autonomic.service.authz import Authorizer
     from autonomic.service.keys import KeyDesk
@@ -122,6 +133,8 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
             credentials=build_credentials(settings.credentials),
         )
         closers.append(engine.aclose)
+        bus = open_bus(bus_url(settings.bus), store)  # connects on first use
+        closers.append(bus.aclose)
     except BaseException:
         for close in reversed(closers):
             await close()
@@ -131,8 +144,9 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         store=store,
         engine=engine,
         desk=ApprovalDesk(store),
-        keys=KeyDesk(SqlKeyStore(store)),
+        keys=KeyDesk(SqlKeyStore(store), cache_ttl=settings.key_cache_ttl),
         authorizer=authorizer,
         oidc=oidc,
+        bus=bus,
     )
     return service, closers

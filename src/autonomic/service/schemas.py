@@ -91,7 +91,10 @@ class RunPage(BaseModel):
 class TimelineOut(BaseModel):
     run: RunOut
     items: list[dict[str, Any]]
-    cost: dict[str, Any]
+    cost: dict[str, Any] = Field(description="what all the run's model calls cost (every page)")
+    next_after: int | None = Field(
+        default=None, description="pass as ?after= for the next rows; null at the end"
+    )
 
 
 class ApprovalOut(BaseModel):
@@ -134,3 +137,91 @@ class KeyOut(BaseModel):
 class NewKey(BaseModel):
     key: KeyOut
     secret: str = Field(description="the credential, shown this once")
+
+
+LETTER_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+EVENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+
+
+class Publish(Strict):
+    """An event to publish in the caller's tenant (checked against its type's schema)."""
+
+    type: str = Field(pattern=EVENT_TYPE, description="a declared event type (GET /event-types)")
+    data: Any = Field(description="the event's data: JSON, as its type's schema requires")
+    correlation_id: str | None = Field(
+        default=None, max_length=200, description="the ordering key; default: the event's id"
+    )
+
+
+class EventOut(BaseModel):
+    seq: int = Field(description="its place on the bus; pass as ?before= for older events")
+    id: str
+    type: str
+    source: str
+    time: float
+    tenant: str
+    correlation_id: str
+    data: Any = None
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_before: int | None = Field(
+        description="pass as ?before= for the next (older) page; null at the end"
+    )
+
+
+class EventTypeOut(BaseModel):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    group: str
+    topic: str
+    tenant: str
+    error: str
+    attempts: int
+    first_failure: float
+    last_failure: float
+    event: EventOut
+
+
+class Drop(Strict):
+    reason: str = Field(min_length=1, max_length=2000, description="why it is dropped (kept)")
+
+
+class KpiOut(BaseModel):
+    agent: str
+    task_type: str
+    runs: int
+    ended: int
+    completed: int
+    completion_rate: float | None
+    mean_steps_to_completion: float | None
+    recovery_rate: float | None
+    human_intervention_rate: float | None
+    cost_per_task: float | None
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+
+
+class KpiReport(BaseModel):
+    since: float | None = Field(description="runs created at or after this (epoch s); null: all")
+    runs: int = Field(description="how many runs were read")
+    kpis: list[KpiOut]
+
+
+class AuditReport(BaseModel):
+    ok: bool
+    first_break: dict[str, Any] | None
+    breaks: list[dict[str, Any]]
+    records: int
+    runs: int
+    entries: int
+    legacy_runs: int
+    checkpoints: int
+    head: str

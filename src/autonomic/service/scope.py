@@ -1,9 +1,11 @@
-"""The store as one identity may see it: every read of the service goes through a ``TenantScope``.
+"""The store (and the bus) as one identity may see it: every read of the service goes through a
+``TenantScope``.
 
 Lists are filtered by tenant in SQL (``Store.page_runs``, ``Store.list_approvals``); one object is
 read by id and then refused, as ``NotFound`` worded exactly like a missing id, when it belongs to
 another tenant: existence does not leak. A journal is read only after its run passed that check.
-An admin's scope is every tenant.
+An admin's scope is every tenant. Events and dead letters are scoped the same way, by the tenant
+each event was published for; KPIs are computed over the scope's runs only.
 
 Writes go through the engine and the approval desk, always after a read through this scope and an
 ``authorize`` (so a write can only touch an object its caller could read).
@@ -14,11 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autonomic.core.approval import Approval, ApprovalStatus
+from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.errors import NotFound
+from autonomic.observability.kpis import RunFacts, run_facts
+from autonomic.ports.bus import Bus, DeadLetter
 from autonomic.ports.store import Store
 from autonomic.service.identity import Identity
+from autonomic.service.problems import NotAvailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,7 @@ class TenantScope:
 
     store: Store
     identity: Identity
+    bus: Bus | None = None
 
     @property
     def tenant(self) -> str | None:
@@ -86,3 +93,53 @@ class TenantScope:
         return await self.store.list_approvals(
             status=status, tenant=self.tenant, run_id=run_id, limit=limit
         )
+
+    def _bus(self) -> Bus:
+        if self.bus is None:  # pragma: no cover - the service always opens one
+            raise NotAvailable("this service has no event bus", hint="start it with --bus")
+        return self.bus
+
+    async def events(
+        self,
+        *,
+        event_type: str | None = None,
+        correlation: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[tuple[int, Event]]:
+        """This scope's published events, newest first, with their sequence numbers."""
+        history = getattr(self._bus(), "history", None)
+        if history is None:
+            raise NotAvailable(
+                "listing events needs the embedded bus (--bus sql)",
+                hint="with Kafka, read the topics with your Kafka tools or `autonomic events tail`",
+            )
+        found: list[tuple[int, Event]] = await history(
+            tenant=self.tenant,
+            event_type=event_type,
+            correlation=correlation,
+            before=before,
+            limit=limit,
+        )
+        return found
+
+    async def dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """This scope's dead letters, oldest first."""
+        return await self._bus().dead_letters(group=group, tenant=self.tenant, limit=limit)
+
+    async def dead_letter(self, letter_id: str) -> DeadLetter:
+        """The dead letter, or ``NotFound`` (also when its event is another tenant's)."""
+        try:
+            letter = await self._bus().dead_letter(letter_id)
+        except NotFound:
+            raise NotFound(f"no dead letter {letter_id}") from None
+        if not self._mine(letter.tenant):
+            raise NotFound(f"no dead letter {letter_id}")
+        return letter
+
+    async def kpi_facts(
+        self, *, agent: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[RunFacts]:
+        """What the KPIs need of this scope's most recent runs (one journal read per run)."""
+        runs = await self.store.page_runs(tenant=self.tenant, agent=agent, since=since, limit=limit)
+        return [run_facts(run, await self.store.load_journal(run.id)) for run in runs]

@@ -64,6 +64,10 @@ class ServiceSettings:
         workers: run this many worker loops inside the service process (0: runs wait for an
             ``autonomic worker``).
         credentials: the secret source for tools' scoped credentials (``env`` or ``file:PATH``).
+        key_cache_ttl: seconds a key row read to authenticate a request is reused (0: read it
+            every time). A key revoked by another process (the CLI) stops working within this.
+        bus: the event bus the events and dead-letter routes read (``--bus`` /
+            ``AUTONOMIC_BUS``; default ``sql``, the embedded bus in ``db``).
     """
 
     db: str
@@ -77,3 +81,5 @@ class ServiceSettings:
     max_body_bytes: int = MiB
     workers: int = 0
     credentials: str | None = None
+    key_cache_ttl: float = 5.0
+    bus: str | None = None

@@ -87,10 +87,14 @@ def conformance_types(*, max_data_bytes: int = 4096) -> EventTypes:
     )
 
 
-def item(n: int, key: str = "k", *, type_: str = ITEM) -> Event:
+def item(n: int, key: str = "k", *, type_: str = ITEM, tenant: str = "default") -> Event:
     """An event of the suite's item type, ordered by ``key``."""
     return new_event(
-        type_, {"n": n, "key": key}, source="autonomic://conformance", correlation_id=key
+        type_,
+        {"n": n, "key": key},
+        source="autonomic://conformance",
+        correlation_id=key,
+        tenant=tenant,
     )
 
 
@@ -395,6 +399,28 @@ class BusConformance:
         assert await quiet(fresh) == []
         await consumer.close()
         await fresh.close()
+
+    async def check_dead_letters_keep_their_tenant(self) -> None:
+        """The service shows a tenant only its own dead letters: a letter says whose event it is,
+        the list filters by it, and a retry delivers the event under the same tenant."""
+        bus = await self.bus()
+        group = self.group()
+        once = RetryPolicy(max_attempts=1, base_delay=0.01)
+        await bus.publish([item(1, "a", tenant="acme"), item(2, "b", tenant="globex")])
+        consumer = bus.consumer(group, [ITEM], name="m1", retry=once)
+        for delivery in await collect(consumer, 2):
+            await consumer.fail(delivery, "no")
+        letters = await bus.dead_letters(group=group)
+        assert sorted(x.tenant for x in letters) == ["acme", "globex"]
+        (acme,) = await bus.dead_letters(group=group, tenant="acme")
+        assert acme.event.data["n"] == 1
+        assert acme.tenant == "acme"
+        assert (await bus.dead_letter(acme.id)).tenant == "acme"
+        assert await bus.dead_letters(group=group, tenant="initech") == []
+        await bus.retry_dead_letter(acme.id)
+        (again,) = await collect(consumer, 1, ack=True)
+        assert again.event.tenant == "acme", "a retried event changed tenant"
+        await consumer.close()
 
     # -- refusals ---------------------------------------------------------------------------------
 

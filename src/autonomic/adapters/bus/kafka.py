@@ -317,9 +317,11 @@ class KafkaBus:
         letters = []
         for offset, raw in await self._read_all(self.dlq_topic):
             try:
+                event = decode(json.dumps(raw["event"]))
                 letter = DeadLetter(
                     id=raw["id"],
-                    event=decode(json.dumps(raw["event"])),
+                    event=event,
+                    tenant=event.tenant,
                     topic=raw["topic"],
                     group=raw["group"],
                     error=raw["error"],
@@ -336,9 +338,15 @@ class KafkaBus:
             letters.append(_Letter(letter, offset))
         return letters
 
-    async def dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    async def dead_letters(
+        self, *, group: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
         letters = [x.letter for x in await self._open_letters()]
-        return [x for x in letters if group is None or x.group == group][:limit]
+        return [
+            x
+            for x in letters
+            if (group is None or x.group == group) and (tenant is None or x.tenant == tenant)
+        ][:limit]
 
     async def _find(self, letter_id: str) -> _Letter:
         for found in await self._open_letters():

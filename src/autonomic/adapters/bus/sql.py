@@ -122,14 +122,22 @@ RETURNING attempts"""
     first_failure, last_failure, state)
 VALUES (:id, :grp, :topic, :key, :seq, :envelope, :error, :attempts, :first_failure, :now,
     'dead')"""
-    letters = """SELECT id, grp, topic, envelope, error, attempts, first_failure, last_failure
-FROM bus_dead_letters
-WHERE state = 'dead' AND (CAST(:grp AS TEXT) IS NULL OR grp = :grp)
-ORDER BY last_failure, id LIMIT :limit"""
-    letter = (
-        "SELECT id, grp, topic, envelope, error, attempts, first_failure, last_failure, key "
-        "FROM bus_dead_letters WHERE id = :id AND state = 'dead'"
-    )
+    letters = """SELECT d.id, d.grp, d.topic, d.envelope, d.error, d.attempts, d.first_failure,
+    d.last_failure, d.key, COALESCE(e.tenant, 'default')
+FROM bus_dead_letters d LEFT JOIN bus_events e ON e.seq = d.seq
+WHERE d.state = 'dead' AND (CAST(:grp AS TEXT) IS NULL OR d.grp = :grp)
+  AND (CAST(:tenant AS TEXT) IS NULL OR COALESCE(e.tenant, 'default') = :tenant)
+ORDER BY d.last_failure, d.id LIMIT :limit"""
+    letter = """SELECT d.id, d.grp, d.topic, d.envelope, d.error, d.attempts, d.first_failure,
+    d.last_failure, d.key, COALESCE(e.tenant, 'default')
+FROM bus_dead_letters d LEFT JOIN bus_events e ON e.seq = d.seq
+WHERE d.id = :id AND d.state = 'dead'"""
+    history = """SELECT seq, envelope FROM bus_events
+WHERE only_group = '' AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+  AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+  AND (CAST(:correlation AS TEXT) IS NULL OR key = :correlation)
+  AND seq < :before
+ORDER BY seq DESC LIMIT :limit"""
     resolve = (
         "UPDATE bus_dead_letters SET state = :state, reason = :reason, resolved_at = :now "
         "WHERE id = :id AND state = 'dead' RETURNING id"
@@ -237,9 +245,41 @@ class SqlBus:
             self._listener.start()
         return consumer
 
-    async def dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        rows = await self.store.query(self._sql["letters"], {"grp": group, "limit": limit})
+    async def dead_letters(
+        self, *, group: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        rows = await self.store.query(
+            self._sql["letters"], {"grp": group, "tenant": tenant, "limit": limit}
+        )
         return [_letter(row) for row in rows]
+
+    async def history(
+        self,
+        *,
+        tenant: str | None = None,
+        event_type: str | None = None,
+        correlation: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[tuple[int, Event]]:
+        """Published events, newest first, with their sequence numbers (``before``: a page
+        cursor, the last seq seen). Reads the topics only: it takes nothing from any consumer
+        group. Retries of dead letters (rows for one group) are not listed again."""
+        params = {
+            "tenant": tenant,
+            "type": event_type,
+            "correlation": correlation,
+            "before": before if before is not None else 2**62,
+            "limit": limit,
+        }
+        found = []
+        for seq, envelope in await self.store.query(self._sql["history"], params):
+            try:
+                event = decode(str(envelope))
+            except EventRejected as exc:
+                event = _undecodable(str(seq), str(envelope), str(exc), 0.0)
+            found.append((int(seq), event))
+        return found
 
     async def dead_letter(self, letter_id: str) -> DeadLetter:
         rows = await self.store.query(self._sql["letter"], {"id": letter_id})
@@ -256,14 +296,14 @@ class SqlBus:
             raise NotFound(
                 f"no dead letter {letter_id}", hint="`autonomic dlq list` shows the dead letters"
             )
-        _, group, topic, envelope, *_, key = rows[0]
+        _, group, topic, envelope, *_, key, tenant = rows[0]
         now = self.now()
         params = {
             "topic": topic,
             "key": key,
             "event_id": _event_id(envelope, letter_id),
             "type": topic,
-            "tenant": "default",
+            "tenant": tenant,
             "only_group": group,
             "dedupe": f"retry:{letter_id}",
             "envelope": envelope,
@@ -476,20 +516,25 @@ def _event_id(envelope: str, fallback: str) -> str:
         return fallback
 
 
+def _undecodable(ident: str, envelope: str, error: str, when: float) -> Event:
+    return Event(
+        type=UNDECODABLE,
+        source="autonomic://bus",
+        id=ident,
+        data={"raw": envelope[:2000], "error": error},
+        correlation_id=ident,
+        time=when,
+    )
+
+
 def _letter(row: Row) -> DeadLetter:
-    letter_id, group, topic, envelope, error, attempts, first, last = row[:8]
+    letter_id, group, topic, envelope, error, attempts, first, last, _key, tenant = row[:10]
     try:
         event = decode(envelope)
     except EventRejected as exc:
-        event = Event(
-            type=UNDECODABLE,
-            source="autonomic://bus",
-            id=str(letter_id),
-            data={"raw": str(envelope)[:2000], "error": str(exc)},
-            correlation_id=str(letter_id),
-            time=float(last),
-        )
+        event = _undecodable(str(letter_id), str(envelope), str(exc), float(last))
     return DeadLetter(
+        tenant=str(tenant),
         id=str(letter_id),
         event=event,
         topic=str(topic),

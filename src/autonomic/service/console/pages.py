@@ -85,7 +85,7 @@ async def _static(name: str) -> Response:
 async def _signin_page(request: Request, next: str = "") -> Response:
     if await access.identify(request) is not None:
         return RedirectResponse(_safe_next(request, next), status_code=303)
-    return render(request, "signin.html", {"next": next, "error": None})
+    return render(request, "signin.html", _signin_context(request, next, None))
 
 
 async def _signin(request: Request) -> Response:
@@ -95,16 +95,23 @@ async def _signin(request: Request) -> Response:
         return render(
             request,
             "signin.html",
-            {"next": target, "error": "Paste an API key to sign in."},
+            _signin_context(request, target, "Paste an API key to sign in."),
             status_code=400,
         )
     try:
         session = await access.sign_in(request, key)
     except AutonomicError as e:
-        return render(request, "signin.html", {"next": target, "error": e.message}, status_code=401)
+        return render(
+            request, "signin.html", _signin_context(request, target, e.message), status_code=401
+        )
     response = RedirectResponse(_safe_next(request, target), status_code=303)
     access.set_session(request, response, session)
     return response
+
+
+def _signin_context(request: Request, target: str, error: str | None) -> dict[str, Any]:
+    """The sign-in page's values: it offers OIDC tokens when the service accepts them."""
+    return {"next": target, "error": error, "oidc": access.service(request).oidc is not None}
 
 
 async def _signout(request: Request) -> Response:

@@ -1,1 +1,2 @@
-"""The API's routes, one module per noun: runs, approvals, agents, keys, system (health, metrics)."""
+"""The API's routes, one module per noun: runs, approvals, agents, events, dead letters, KPIs and
+audit, keys, system (health, metrics)."""

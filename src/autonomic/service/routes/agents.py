@@ -12,14 +12,14 @@ from autonomic.errors import NotFound
 from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import AGENT_NAME, AgentOut
 from autonomic.service.scope import TenantScope
 
 router = APIRouter(tags=["agents"])
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 RECENT = 50
 """Health is read from an agent's last runs in the tenant."""
 

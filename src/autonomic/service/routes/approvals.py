@@ -11,13 +11,13 @@ from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
 from autonomic.service.routes.views import approval_out
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import APPROVAL_ID, ApprovalOut, Decide, Deny
 
 router = APIRouter(tags=["approvals"])
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 ApprovalId = Annotated[str, Path(pattern=APPROVAL_ID, description="apr_ and 24 hex digits")]
 
 

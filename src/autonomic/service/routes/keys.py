@@ -12,13 +12,13 @@ from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
 from autonomic.service.keys import parse_duration
 from autonomic.service.routes.views import key_out
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 from autonomic.service.schemas import KEY_ID, CreateKey, KeyOut, NewKey
 
 router = APIRouter(tags=["keys"])
 
 Who = Annotated[Identity, Depends(authenticate)]
-Svc = Annotated[Service, Depends(service_of)]
+Svc = Annotated[Service, Depends(current_service)]
 KeyId = Annotated[str, Path(pattern=KEY_ID, description="key_ and 16 hex digits")]
 
 

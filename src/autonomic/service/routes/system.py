@@ -1,9 +1,4 @@
-"""``/healthz`` (no credential: a load balancer asks it) and ``/metrics`` (admins).
-
-Events and the dead-letter queue, KPIs and audit verification are built on other branches (the
-bus, telemetry and audit work); their routes join here when those land, under the same
-authentication and tenant scope.
-"""
+"""``/healthz`` (no credential: a load balancer asks it) and ``/metrics`` (admins)."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ from autonomic.service import metrics
 from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
-from autonomic.service.runtime import Service, service_of
+from autonomic.service.runtime import Service, current_service
 
 router = APIRouter(tags=["system"])
 
@@ -24,7 +19,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-re
 
 
 @router.get("/healthz")
-async def healthz(service: Annotated[Service, Depends(service_of)]) -> dict[str, Any]:
+async def healthz(service: Annotated[Service, Depends(current_service)]) -> dict[str, Any]:
     """Whether the service can reach its database (one cheap read)."""
     await service.store.list_runs(limit=1)
     return {"status": "ok", "uptime_s": round(service.clock() - service.started_at, 3)}
@@ -33,7 +28,7 @@ async def healthz(service: Annotated[Service, Depends(service_of)]) -> dict[str,
 @router.get("/metrics", response_class=Response)
 async def get_metrics(
     identity: Annotated[Identity, Depends(authenticate)],
-    service: Annotated[Service, Depends(service_of)],
+    service: Annotated[Service, Depends(current_service)],
 ) -> Response:
     """Prometheus text: the service's request counters and latencies."""
     service.authorize(identity, Action.READ_METRICS, Resource.tenant_of(identity))
