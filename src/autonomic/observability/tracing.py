@@ -156,6 +156,13 @@ class Tracing:
             start_time=_ns(start_s) if start_s is not None else None,
         )
 
+    @staticmethod
+    def context_of(span: Span) -> Context:
+        """A context whose parent is ``span`` (made once for a span many children hang from)."""
+        from opentelemetry import trace as api
+
+        return api.set_span_in_context(span)
+
     @contextlib.contextmanager
     def current(self, span: Span) -> Iterator[Span]:
         """Make ``span`` the current span (children started inside nest under it) and end it."""

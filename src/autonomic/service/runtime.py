@@ -81,6 +81,7 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         build_plan_cache,
         build_runaway,
         build_store,
+        build_telemetry,
     )
     from autonomic.service.authz import Authorizer
     from autonomic.service.keys import KeyDesk
@@ -120,6 +121,7 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
             runaway=runaway,
             gates=gates,
             credentials=build_credentials(settings.credentials),
+            hooks=build_telemetry(),
         )
         closers.append(engine.aclose)
     except BaseException:
