@@ -42,7 +42,7 @@ from autonomic.engine.session import RunSession
 from autonomic.engine.step import Effect, Hook, StepProtocol
 from autonomic.observability import genai
 from autonomic.observability.trace_context import TraceContext
-from autonomic.observability.tracing import Tracing
+from autonomic.observability.tracing import Tracing, joining
 from autonomic.tools.contract import Tool
 
 if TYPE_CHECKING:
@@ -91,7 +91,12 @@ class TracingHook(Hook):
         self._drives: dict[str, _Drive] = {}
 
     def before_run_started(self, started: RunStarted) -> RunStarted:
-        return started._replace(trace=TraceContext.new().traceparent)
+        """A new root for the run - in the trace of the event that starts it, when the inbox
+        creates it under its ``process`` span (``starting_under``): a conversation between
+        agents stays one trace."""
+        joined = joining()
+        trace_id = joined.trace_id if joined is not None else None
+        return started._replace(trace=TraceContext.new(trace_id).traceparent)
 
     async def around_run(self, step: StepProtocol, drive: Callable[[], Awaitable[None]]) -> None:
         session = step.session
@@ -220,7 +225,9 @@ class TracingHook(Hook):
             genai.CONVERSATION_ID: run.correlation_id or run.id,
             genai.RUN_STATUS: status,
         }
-        span = self.tracing.root(trace, f"invoke_agent {run.agent}", run.created_at, attrs)
+        span = self.tracing.root(
+            trace, f"invoke_agent {run.agent}", run.created_at, attrs, parent=_parent_of(run, trace)
+        )
         if status != RunStatus.COMPLETED.value:
             from opentelemetry.trace import Status, StatusCode
 
@@ -285,6 +292,16 @@ def _this_turn(
         if value.call_id == call_id:
             return value
     return None
+
+
+def _parent_of(run: Run, trace: TraceContext) -> TraceContext | None:
+    """The span a run's root hangs from: the one that consumed the event that started it
+    (``traceparent`` in its metadata), when the run's trace is that span's."""
+    carried = run.metadata.get("traceparent")
+    parent = TraceContext.parse(carried) if isinstance(carried, str) else None
+    if parent is None or parent.trace_id != trace.trace_id or parent == trace:
+        return None
+    return parent
 
 
 def _worker(run: Run | None) -> str:
