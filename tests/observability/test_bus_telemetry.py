@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -93,6 +94,14 @@ def _value(base: str, query: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/-/ready", timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _garbage_on_the_bus(db: Path) -> None:
     """A record on the audit topic that is not a CloudEvent (written past the publisher's checks,
     as an old or foreign producer might): the consumer dead-letters it at once."""
@@ -133,6 +142,7 @@ def test_a_worker_on_the_bus_reports_its_outbox_lag_and_dead_letters_to_promethe
     )  # fmt: skip
     base = f"http://127.0.0.1:{prom_port}"
     try:
+        eventually(lambda: _ready(base), "Prometheus ready")
         eventually(
             lambda: (
                 _value(base, 'sum(autonomic_dead_letters_total{group="autonomic-workers"})') == 1.0

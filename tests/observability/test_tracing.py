@@ -252,3 +252,24 @@ def test_the_bus_seam_makes_messaging_spans_under_the_current_span():
     assert TraceContext.parse(carried) == TraceContext(
         published.context.trace_id, published.context.span_id
     )
+
+
+def test_a_consumed_event_is_processed_under_the_publish_span_its_traceparent_names():
+    from opentelemetry.trace import SpanKind
+
+    t, exporter = tracing()
+    producer = TraceContext.new()
+    publish = t.messaging("publish", "orders", parent=producer.traceparent, system="kafka")
+    carried = traceparent_of(publish)
+    publish.end()
+    with t.messaging_span("process", "orders", parent=carried):
+        pass
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    published, processed = spans["publish orders"], spans["process orders"]
+    assert published.kind is SpanKind.PRODUCER
+    assert published.parent.span_id == producer.span_id
+    assert published.context.trace_id == producer.trace_id
+    assert published.attributes["messaging.system"] == "kafka"
+    assert processed.kind is SpanKind.CONSUMER
+    assert processed.parent.span_id == published.context.span_id
+    assert processed.context.trace_id == producer.trace_id
