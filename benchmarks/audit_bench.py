@@ -13,7 +13,13 @@
 
     .venv/bin/python benchmarks/audit_bench.py --store sqlite --runs 100 --rounds 5 --entries 1000000
     .venv/bin/python benchmarks/audit_bench.py --store postgres \\
-        --pg-url postgresql://postgres@127.0.0.1:5432/test --entries 0
+        --pg-url postgresql://postgres@127.0.0.1:5432/test --entries 0 [--fleet 4]
+
+3. **Fleet** (``--fleet N``, PostgreSQL): N worker processes (spawned), each with
+   ``--in-flight`` runs at a time, commit to one database at once; steps per second with the
+   audit log's lock row (every commit's transaction takes ``audit_head``) and without it (the
+   commit statement stripped of the lock and the anchor), alternating rounds. The ratio is what
+   the fleet-wide serialisation costs.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ async def steps_ms(url: str, runs: int, anchoring: bool) -> tuple[float, float]:
 
 def body_cost_us() -> float:
     """CPU time to build the anchor of one step's commit (decision-less: intent + result + turn)."""
-    entries = [
+    entries: list[tuple[int, str, str, dict[str, Any]]] = [
         (
             5,
             "model.response",
@@ -184,6 +190,63 @@ async def verify_seconds(url: str) -> tuple[float, float, Any]:
     return elapsed, used, report
 
 
+def _unlocked_commit(statement: str) -> str:
+    """The PostgreSQL commit statement without the log's lock row and anchor (what a commit
+    would cost if the audit log did not serialise the fleet): for ``--fleet`` only."""
+    statement = statement.replace("audit_gate AS (SELECT pos FROM audit_head FOR UPDATE),", "")
+    statement = statement.replace(" AND EXISTS (SELECT 1 FROM audit_gate)", "")
+    start = statement.index(",\naudit_next AS (")
+    end = statement.index("\nSELECT (SELECT version FROM head)")
+    return statement[:start] + statement[end:]
+
+
+def _fleet_member(url: str, runs: int, in_flight: int, locked: bool, out: Any) -> None:
+    """One worker process of ``--fleet``: ``runs`` runs, ``in_flight`` at a time."""
+    import autonomic.adapters.store.postgres as pg
+
+    if not locked:
+        pg._COMMIT = _unlocked_commit(pg._COMMIT)
+
+    async def go() -> float:
+        store = build_store(url)
+        store._anchoring = locked  # type: ignore[attr-defined]
+        engine = bench.engine_for(store)
+        await bench.one_run(engine)
+        gate = asyncio.Semaphore(in_flight)
+
+        async def bounded() -> None:
+            async with gate:
+                await bench.one_run(engine)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(bounded() for _ in range(runs)))
+        elapsed = time.perf_counter() - start
+        await store.close()
+        return elapsed
+
+    out.put(asyncio.run(go()))
+
+
+def fleet_steps_per_s(url: str, members: int, runs: int, in_flight: int, locked: bool) -> float:
+    """Steps per second of ``members`` worker processes committing to one PostgreSQL database
+    at once (each with ``in_flight`` runs in flight), with the audit log's lock row or without."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_fleet_member, args=(url, runs, in_flight, locked, out))
+        for _ in range(members)
+    ]
+    for proc in procs:
+        proc.start()
+    elapsed = [out.get() for _ in procs]  # each member's own driving time (not its start-up)
+    for proc in procs:
+        proc.join()
+    assert all(proc.exitcode == 0 for proc in procs), "a fleet member failed"
+    return float(members * runs * bench.STEPS / max(elapsed))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
@@ -192,6 +255,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--entries", type=int, default=1_000_000, help="0: skip the verify part")
     parser.add_argument("--workdir", default=tempfile.gettempdir())
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        help="PostgreSQL only: also measure N worker processes committing at once, with the "
+        "audit log's lock row and without it (fleet-wide serialisation)",
+    )
+    parser.add_argument("--in-flight", type=int, default=20)
     args = parser.parse_args()
     work = Path(args.workdir)
     if args.store == "sqlite":
@@ -222,6 +293,26 @@ def main() -> None:
             }
         )
     )
+    if args.fleet and args.store == "postgres":
+        locked: list[float] = []
+        unlocked: list[float] = []
+        for _ in range(args.rounds):
+            locked.append(fleet_steps_per_s(url, args.fleet, args.runs, args.in_flight, True))
+            unlocked.append(fleet_steps_per_s(url, args.fleet, args.runs, args.in_flight, False))
+        print(
+            json.dumps(
+                {
+                    "part": "fleet",
+                    "store": "postgres",
+                    "members": args.fleet,
+                    "in_flight_each": args.in_flight,
+                    "steps_per_s_with_log_lock": round(statistics.median(locked)),
+                    "steps_per_s_without": round(statistics.median(unlocked)),
+                    "ratio": round(statistics.median(locked) / statistics.median(unlocked), 3),
+                    "samples": {"locked": [round(x) for x in locked], "unlocked": unlocked},
+                }
+            )
+        )
     if args.entries:
         path = work / f"audit-verify-{uuid.uuid4().hex[:8]}.db"
         start = time.perf_counter()

@@ -196,6 +196,50 @@ def test_a_run_driven_by_two_processes_is_one_trace(sqlite_url, first_traced):
     assert parent_name(write_span, index) == "turn 2"
 
 
+@pytest.mark.parametrize("ended_by", ["cancel", "worker"])
+def test_the_root_span_is_ended_once_by_whichever_process_ends_the_run(sqlite_url, ended_by):
+    """A run a worker stopped (suspended, waiting for a human) and an operator then cancels from
+    another process (the CLI, the API) ends there: that process emits the root, once; a reopen
+    (not an end) emits none, and the worker that finishes a reopened run emits it."""
+    worker, worker_spans = tracing()
+    operator, operator_spans = tracing()
+
+    async def go() -> str:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            run = await engine(store, [TracingHook(worker), StopAt(2)]).run("rw", "go")
+            assert run.status is RunStatus.SUSPENDED
+            desk = engine(store, [TracingHook(operator)])
+            if ended_by == "cancel":
+                assert (await desk.cancel(run.id, "not needed")).status is RunStatus.CANCELLED
+            else:
+                await desk.reopen(run.id, "go on")
+                finished = await engine(store, [TracingHook(worker)]).run_to_end(run.id)
+                assert finished.status is RunStatus.COMPLETED
+            return run.id
+        finally:
+            await store.close()
+
+    run_id = asyncio.run(go())
+    by_worker, by_operator = spans_of(worker, worker_spans), spans_of(operator, operator_spans)
+    roots = [s for s in by_worker + by_operator if s.parent is None]
+    assert [r.name for r in roots] == ["invoke_agent rw"]
+    [root] = roots
+    assert len({s.context.trace_id for s in by_worker + by_operator}) == 1
+    if ended_by == "cancel":
+        assert root in by_operator
+        assert root.attributes[genai.RUN_STATUS] == "CANCELLED"
+        assert root.attributes[genai.RUN_ID] == run_id
+        assert not root.status.is_ok
+    else:
+        assert by_operator == []  # a reopen ends nothing
+        assert root.attributes[genai.RUN_STATUS] == "COMPLETED"
+    drives = [s for s in by_worker if s.name == "autonomic.drive"]
+    assert drives
+    assert all(d.parent.span_id == root.context.span_id for d in drives)
+
+
 def test_the_bus_seam_makes_messaging_spans_under_the_current_span():
     t, exporter = tracing()
     parent = t.start("turn 1", None, {})
@@ -208,3 +252,24 @@ def test_the_bus_seam_makes_messaging_spans_under_the_current_span():
     assert TraceContext.parse(carried) == TraceContext(
         published.context.trace_id, published.context.span_id
     )
+
+
+def test_a_consumed_event_is_processed_under_the_publish_span_its_traceparent_names():
+    from opentelemetry.trace import SpanKind
+
+    t, exporter = tracing()
+    producer = TraceContext.new()
+    publish = t.messaging("publish", "orders", parent=producer.traceparent, system="kafka")
+    carried = traceparent_of(publish)
+    publish.end()
+    with t.messaging_span("process", "orders", parent=carried):
+        pass
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    published, processed = spans["publish orders"], spans["process orders"]
+    assert published.kind is SpanKind.PRODUCER
+    assert published.parent.span_id == producer.span_id
+    assert published.context.trace_id == producer.trace_id
+    assert published.attributes["messaging.system"] == "kafka"
+    assert processed.kind is SpanKind.CONSUMER
+    assert processed.parent.span_id == published.context.span_id
+    assert processed.context.trace_id == producer.trace_id

@@ -913,8 +913,36 @@ class Engine:
             except StaleVersion:
                 continue
             changed = run.replace(status=target, status_reason=why, version=version)
-            return changed.replace(metadata={**run.metadata, **metadata}) if metadata else changed
+            if metadata:
+                changed = changed.replace(metadata={**run.metadata, **metadata})
+            self._committed(changed, state, [p.entry for p in packed])
+            return changed
         raise StaleVersion(f"run {run_id} kept changing; try again")
+
+    def _committed(self, run: Run, state: RunState, entries: Sequence[Entry]) -> None:
+        """Tell the commit hooks about a commit made outside a worker (an operator's cancel,
+        reopen or settlement, from the CLI or the API), as a worker's session tells them about
+        its own: the tracing hook ends the root span of a run this commit ends, so every run's
+        root is ended once, by whichever process ends the run. The commit is durable already: a
+        hook that fails is logged, never raised to the operator."""
+        committer = Hooks(self.hooks).committer(
+            RunSession(
+                self.store,
+                run,
+                state,
+                clock=self.clock,
+                faults=NoFaults(),
+                lease_ttl=self.lease_ttl,
+            )
+        )
+        if committer is None:
+            return
+        try:
+            for entry in entries:
+                state.apply(entry)
+            committer(entries)
+        except Exception:  # the commit stands; telemetry is not worth an operator's error
+            log.exception("a commit hook failed after an operator's commit to run %s", run.id)
 
 
 def _resume_hint(run: Run, now: float) -> str:

@@ -21,16 +21,33 @@ down is failed too, so the event comes back once it is up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from autonomic.core import event_types as et
 from autonomic.core.run import Run
 from autonomic.engine.executor import Engine
 from autonomic.errors import AutonomicError, RunExists
+from autonomic.observability import genai
+from autonomic.observability.metrics import current_metrics
+from autonomic.observability.tracing import (
+    Tracing,
+    current_tracing,
+    starting_under,
+    traceparent_of,
+)
 from autonomic.ports.bus import Bus, Consumer, Delivery, RetryPolicy
 from autonomic.ports.store import Processed
+
+
+def _failed(span: Any, exc: BaseException) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
 
 log = logging.getLogger("autonomic.inbox")
 
@@ -84,13 +101,18 @@ class EventStarter:
             for kind in (et.DELEGATION_REQUESTED, et.DELEGATION_COMPLETED):
                 self.routes.setdefault(kind, [])
         self.consumer: Consumer | None = None
+        self._buried = 0
+        """How many the consumer had dead-lettered at the last look (``_count_dead_letters``)."""
 
     @property
     def types(self) -> list[str]:
         return sorted(self.routes)
 
-    async def handle(self, delivery: Delivery) -> list[Run]:
-        """Start the runs of one event (or find them started); the runs created now."""
+    async def handle(self, delivery: Delivery, *, via: str | None = None) -> list[Run]:
+        """Start the runs of one event (or find them started); the runs created now.
+
+        ``via``: the ``traceparent`` of the span that consumed the event (tracing on), recorded
+        as the run's ``traceparent`` so its root span hangs from it; else the event's own."""
         event = delivery.event
         created: list[Run] = []
         if self.delegates and event.type == et.DELEGATION_REQUESTED:
@@ -106,23 +128,25 @@ class EventStarter:
             if await self.engine.deliver(parent) and self.started is not None:
                 self.started(await self.engine.store.get_run(parent))
             return created
+        traceparent = via or event.traceparent
         for agent in self.routes.get(event.type, []):
             metadata: dict[str, object] = {
                 "event": {"id": event.id, "type": event.type, "source": event.source}
             }
-            if event.traceparent:
-                metadata["traceparent"] = event.traceparent
+            if traceparent:
+                metadata["traceparent"] = traceparent
             try:
-                run = await self.engine.start(
-                    agent,
-                    event.data,
-                    tenant=event.tenant,
-                    metadata=metadata,
-                    run_id=run_id_for(self.group, agent, event.id),
-                    correlation_id=event.correlation_id,
-                    processed=Processed(f"{self.group}/{agent}", event.id),
-                    source=f"event:{event.type}",
-                )
+                with starting_under(via):
+                    run = await self.engine.start(
+                        agent,
+                        event.data,
+                        tenant=event.tenant,
+                        metadata=metadata,
+                        run_id=run_id_for(self.group, agent, event.id),
+                        correlation_id=event.correlation_id,
+                        processed=Processed(f"{self.group}/{agent}", event.id),
+                        source=f"event:{event.type}",
+                    )
             except RunExists:
                 continue  # a redelivery: this event's run was started before
             created.append(run)
@@ -133,23 +157,60 @@ class EventStarter:
     async def step(self, consumer: Consumer, *, wait: float = 0.5) -> int:
         """Poll once and handle what came; how many events were acknowledged."""
         done = 0
+        tracing = current_tracing()
         for delivery in await consumer.poll(max_events=50, wait=wait):
-            try:
-                await self.handle(delivery)
-            except AutonomicError as exc:
-                log.warning("event %s: %s", delivery.event.id, exc)
-                await consumer.fail(delivery, str(exc))
-                continue
-            await consumer.ack(delivery)
-            done += 1
+            with contextlib.ExitStack() as scope:
+                via = None
+                if tracing is not None:
+                    span = scope.enter_context(self._consume_span(tracing, delivery))
+                    via = traceparent_of(span)
+                try:
+                    await self.handle(delivery, via=via)
+                except AutonomicError as exc:
+                    log.warning("event %s: %s", delivery.event.id, exc)
+                    if tracing is not None:
+                        _failed(span, exc)
+                    await consumer.fail(delivery, str(exc))
+                    continue
+                await consumer.ack(delivery)
+                done += 1
+        self._count_dead_letters(consumer)
         return done
+
+    def _consume_span(self, tracing: Tracing, delivery: Delivery) -> Any:
+        """The ``process`` span of one delivery: the child of the publish span the CloudEvent
+        carries (the producer's trace), current while the event is handled - the runs it starts
+        join that trace, their root spans under this one."""
+        event = delivery.event
+        return tracing.messaging_span(
+            "process",
+            delivery.topic,
+            {
+                "messaging.message.id": event.id,
+                "messaging.message.conversation_id": event.correlation_id,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.delivery_attempt": delivery.attempt,
+                "cloudevents.event_type": event.type,
+                genai.CORRELATION_ID: event.correlation_id,
+            },
+            parent=event.traceparent,
+            system=getattr(self.bus, "messaging_system", "autonomic"),
+        )
+
+    def _count_dead_letters(self, consumer: Consumer) -> None:
+        """Add what the member dead-lettered since the last look to ``autonomic_dead_letters``."""
+        buried = getattr(consumer, "dead_lettered", 0)
+        grown, self._buried = buried - self._buried, buried
+        metrics = current_metrics()
+        if grown > 0 and metrics is not None:
+            metrics.dead_letters.labels(self.group).inc(grown)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set, then leave the group."""
         if not self.routes:
             return
         consumer = self.bus.consumer(self.group, self.types, name=self.name, retry=self.retry)
-        self.consumer = consumer
+        self.consumer, self._buried = consumer, 0
         try:
             while not stopping.is_set():
                 try:

@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from autonomic.core import event_types as et
@@ -40,12 +41,18 @@ from autonomic.engine.delegation import child_run_id
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.step import Hook
 from autonomic.errors import AutonomicError, EventRejected
+from autonomic.observability import genai
+from autonomic.observability.metrics import current_metrics
+from autonomic.observability.trace_context import TraceContext
+from autonomic.observability.tracing import Tracing, current_tracing, traceparent_of
 from autonomic.ports.bus import Bus
 from autonomic.ports.store import Store
 from autonomic.tools.delegate import DELEGATE_TOOL
 from autonomic.tools.emit import EMIT_TOOL
 
 log = logging.getLogger(__name__)
+
+_TRACES_KEPT = 4096
 
 _ENDS = {
     RunStatus.WAITING_FOR_HUMAN.value: et.RUN_WAITING,
@@ -59,12 +66,20 @@ def source_of(run_id: str) -> str:
     return f"autonomic://run/{run_id}"
 
 
-def run_events(run: Run, entries: Sequence[Entry]) -> list[Event]:
+def run_events(run: Run, entries: Sequence[Entry], trace: str | None = None) -> list[Event]:
     """The events ``entries`` of ``run`` cause, in journal order (pure: the same entries always
-    give the same events, ids included)."""
+    give the same events, ids included).
+
+    ``trace``: the ``traceparent`` of the run's root span as its journal records it (``None``:
+    not recorded, or not known here); the events carry it - or the one derived from the run's id,
+    which is what a run without a recorded one is traced under - so the relay's publish span
+    hangs from the producing run."""
     events: list[Event] = []
     correlation = run.correlation_id or run.id
-    traceparent = run.metadata.get("traceparent")
+    for entry in entries:
+        if isinstance(entry.body, RunStarted) and entry.body.trace:
+            trace = entry.body.trace
+    traceparent = (TraceContext.parse(trace) or TraceContext.of_run(run.id)).traceparent
 
     def add(entry: Entry, n: int, type_: str, data: dict[str, Any]) -> None:
         events.append(
@@ -76,7 +91,7 @@ def run_events(run: Run, entries: Sequence[Entry]) -> list[Event]:
                 correlation_id=correlation,
                 subject=run.id,
                 tenant=run.tenant,
-                traceparent=traceparent if isinstance(traceparent, str) else None,
+                traceparent=traceparent,
                 time_=entry.created_at,
             )
         )
@@ -153,9 +168,18 @@ class OutboxHook(Hook):
     def __init__(self, *, committed: Callable[[], None] | None = None) -> None:
         self._wakes: list[Callable[[], None]] = [committed] if committed is not None else []
         self._staged: set[str] = set()
+        self._traces: dict[str, str | None] = {}
+        """The recorded root ``traceparent`` of each run this process drives (kept after the
+        drive, a bounded number: a run's last commit may come after its steps)."""
+
+    async def around_run(self, step: Any, drive: Callable[[], Awaitable[None]]) -> None:
+        self._traces[step.session.run.id] = step.session.state.trace
+        while len(self._traces) > _TRACES_KEPT:  # the oldest runs first (insertion order)
+            self._traces.pop(next(iter(self._traces)))
+        await drive()
 
     def stage_events(self, run: Run, entries: Sequence[Entry]) -> Sequence[Event]:
-        events = run_events(run, entries)
+        events = run_events(run, entries, self._traces.get(run.id))
         if events:
             self._staged.add(run.id)
         return events
@@ -174,6 +198,18 @@ class OutboxHook(Hook):
         """Tell the relays there is something to publish."""
         for wake in self._wakes:
             wake()
+
+
+def _end(spans: Sequence[Any], error: BaseException | None) -> None:
+    """End a batch's publish spans (marked failed, with the error's type, when it failed)."""
+    if not spans:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    for span in spans:
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
 
 
 class Relay:
@@ -212,17 +248,55 @@ class Relay:
         items = await self.store.outbox_pending(limit=self.batch)
         if not items:
             return 0
-        events = [item.event for item in items]
         seqs = [item.seq for item in items]
+        tracing = current_tracing()
+        spans: list[Any] = []
+        if tracing is not None:  # a span per event; the event carries its publish span
+            items, spans = self._traced(tracing, items)
+        events = [item.event for item in items]
+        started = time.perf_counter()
         try:
             await self.bus.publish(events)
         except EventRejected:
             sent = await self._one_by_one(items)
             seqs = sent
+        except BaseException as exc:
+            _end(spans, exc)
+            raise
+        _end(spans, None)
+        metrics = current_metrics()
+        if metrics is not None:
+            metrics.phase_seconds.labels("messaging").observe(time.perf_counter() - started)
         self.faults.at("relay_published")
         await self.store.outbox_sent(seqs, now=time.time())
         self.published += len(seqs)
         return len(seqs)
+
+    def _traced(self, tracing: Tracing, items: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """A ``publish`` span per event, under the producing run's root (the ``traceparent`` the
+        outbox staged), and the items with that span's ``traceparent`` in their CloudEvent: a
+        consumer's span becomes its child, in the producer's trace."""
+        system = getattr(self.bus, "messaging_system", "autonomic")
+        traced: list[Any] = []
+        spans: list[Any] = []
+        for item in items:
+            event = item.event
+            span = tracing.messaging(
+                "publish",
+                self.bus.topic_of(event.type),
+                {
+                    "messaging.message.id": event.id,
+                    "messaging.message.conversation_id": event.correlation_id,
+                    "cloudevents.event_type": event.type,
+                    genai.CORRELATION_ID: event.correlation_id,
+                },
+                parent=event.traceparent,
+                system=system,
+            )
+            spans.append(span)
+            carried = replace(event, traceparent=traceparent_of(span))
+            traced.append(replace(item, event=carried))
+        return traced, spans
 
     async def _one_by_one(self, items: Sequence[Any]) -> list[int]:
         """A batch the bus refused: publish the good ones; a refused one is marked sent too (it

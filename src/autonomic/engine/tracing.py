@@ -23,10 +23,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autonomic.core.canonical import canonical_json
-from autonomic.core.entries import ModelTurn, RunStarted, ToolResult, Transition
+from autonomic.core.entries import (
+    DecisionRecord,
+    ModelTurn,
+    RunStarted,
+    ToolIntent,
+    ToolResult,
+    Transition,
+)
 from autonomic.core.journal import Entry
 from autonomic.core.messages import ToolCall
 from autonomic.core.run import Run, RunStatus
@@ -35,7 +42,7 @@ from autonomic.engine.session import RunSession
 from autonomic.engine.step import Effect, Hook, StepProtocol
 from autonomic.observability import genai
 from autonomic.observability.trace_context import TraceContext
-from autonomic.observability.tracing import Tracing
+from autonomic.observability.tracing import Tracing, joining
 from autonomic.tools.contract import Tool
 
 if TYPE_CHECKING:
@@ -70,6 +77,8 @@ class _Drive:
         """The root's context: what turns hang from."""
         self.common = common
         self.turn: Span | None = None
+        self.turn_context: Any = None
+        """The open turn as a parent context (made once, used by each span under the turn)."""
         self.run: Run | None = None
         self.turn_no = 0
 
@@ -82,7 +91,12 @@ class TracingHook(Hook):
         self._drives: dict[str, _Drive] = {}
 
     def before_run_started(self, started: RunStarted) -> RunStarted:
-        return started._replace(trace=TraceContext.new().traceparent)
+        """A new root for the run - in the trace of the event that starts it, when the inbox
+        creates it under its ``process`` span (``starting_under``): a conversation between
+        agents stays one trace."""
+        joined = joining()
+        trace_id = joined.trace_id if joined is not None else None
+        return started._replace(trace=TraceContext.new(trace_id).traceparent)
 
     async def around_run(self, step: StepProtocol, drive: Callable[[], Awaitable[None]]) -> None:
         session = step.session
@@ -147,7 +161,7 @@ class TracingHook(Hook):
         now = time.time()
         span = self.tracing.start(
             f"chat {turn.model or spec}",
-            held.turn or held.drive,
+            held.turn_context if held.turn is not None else held.drive,
             attrs,
             start_s=now - (turn.latency_ms or 0.0) / 1000,
         )
@@ -170,27 +184,17 @@ class TracingHook(Hook):
             genai.TOOL_VERSION: tool.version,
             genai.TURN: state.turns,
         }
-        intent = next(
-            (i for at, i in state.intents.items() if at[0] == state.turns and i.call_id == call.id),
-            None,
-        )
+        intent = _this_turn(state.intents, state.turns, call.id)
+        decision = _this_turn(state.decisions, state.turns, call.id)
         if intent is not None:
             attrs[genai.IDEMPOTENCY_KEY] = intent.key
-        decision = next(
-            (
-                d
-                for at, d in state.decisions.items()
-                if at[0] == state.turns and d.call_id == call.id
-            ),
-            None,
-        )
         # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
         attrs[genai.DECISION] = decision.verdict if decision is not None else "allow"
         if decision is not None and decision.risk:
             attrs[genai.RISK] = decision.risk
         if self.tracing.content:
             attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
-        span = self.tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
+        span = self.tracing.start(f"execute_tool {tool.name}", held.turn_context, attrs)
         with self.tracing.current(span):
             result, unhealthy = await effect()
             span.set_attribute(genai.OK, result.ok)
@@ -221,7 +225,9 @@ class TracingHook(Hook):
             genai.CONVERSATION_ID: run.correlation_id or run.id,
             genai.RUN_STATUS: status,
         }
-        span = self.tracing.root(trace, f"invoke_agent {run.agent}", run.created_at, attrs)
+        span = self.tracing.root(
+            trace, f"invoke_agent {run.agent}", run.created_at, attrs, parent=_parent_of(run, trace)
+        )
         if status != RunStatus.COMPLETED.value:
             from opentelemetry.trace import Status, StatusCode
 
@@ -235,13 +241,14 @@ class TracingHook(Hook):
             held.parent,
             {**held.common, genai.TURN: number, genai.WORKER: _worker(held.run)},
         )
+        held.turn_context = self.tracing.context_of(held.turn)
         held.turn_no = number
 
     @staticmethod
     def _end_turn(held: _Drive) -> None:
         if held.turn is not None:
             held.turn.end()
-            held.turn = None
+            held.turn = held.turn_context = None
 
     async def _approval_wait(self, step: StepProtocol, parent: Any, common: dict[str, Any]) -> None:
         """The wait for the approval that reopened the run, as a span (request to decision)."""
@@ -269,6 +276,32 @@ class TracingHook(Hook):
             start_s=approval.created_at,
         )
         span.end(end_time=int(approval.decided_at * 1_000_000_000))
+
+
+_Keyed = TypeVar("_Keyed", ToolIntent, DecisionRecord)
+
+
+def _this_turn(
+    by_position: dict[tuple[int, int], _Keyed], turn: int, call_id: str
+) -> _Keyed | None:
+    """The entry of ``call_id`` in ``turn``: searched from the newest (this turn's are last), so
+    a step costs the calls of its own turn, not the run's whole history."""
+    for (at_turn, _), value in reversed(by_position.items()):
+        if at_turn != turn:
+            return None
+        if value.call_id == call_id:
+            return value
+    return None
+
+
+def _parent_of(run: Run, trace: TraceContext) -> TraceContext | None:
+    """The span a run's root hangs from: the one that consumed the event that started it
+    (``traceparent`` in its metadata), when the run's trace is that span's."""
+    carried = run.metadata.get("traceparent")
+    parent = TraceContext.parse(carried) if isinstance(carried, str) else None
+    if parent is None or parent.trace_id != trace.trace_id or parent == trace:
+        return None
+    return parent
 
 
 def _worker(run: Run | None) -> str:

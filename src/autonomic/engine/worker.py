@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.executor import Engine
@@ -253,6 +254,22 @@ class Worker:
         for key, state in self.engine.circuits.snapshot().items():
             for name in ("open", "half_open"):
                 m.breakers_open.labels(key, name).set(1 if state.state == name else 0)
+        await self._observe_bus(m)
+
+    async def _observe_bus(self, m: Any) -> None:
+        """The bus's gauges, from the bus itself: the outbox's backlog (events committed, not
+        yet published) and the consumer group's lag (events published, not yet handled)."""
+        if self.relay is not None:
+            try:
+                m.outbox_pending.set(await self.engine.store.outbox_backlog())
+            except Exception as exc:
+                log.warning("metrics: counting the outbox failed: %s", scrub(str(exc)))
+        starter = self.starter
+        if starter is not None and starter.consumer is not None:
+            try:
+                m.consumer_lag.labels(starter.group).set(await starter.consumer.lag())
+            except Exception as exc:
+                log.warning("metrics: reading the consumer lag failed: %s", scrub(str(exc)))
 
     async def _drive(self, run: Run, slots: asyncio.Semaphore) -> None:
         try:

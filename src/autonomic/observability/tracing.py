@@ -12,8 +12,9 @@ variable, so whichever process ends the run emits the root with the ids every ot
 already used as the parent.
 
 ``AUTONOMIC_TRACE_CONTENT=1`` lets prompts, answers and tool arguments/results into spans; off
-by default, and even then secrets are masked (``scrub``). The bus (issue 13) uses
-``Tracing.messaging_span`` for publish and consume.
+by default, and even then secrets are masked (``scrub``). The outbox relay and the inbox use
+``Tracing.messaging_span`` for each publish and consume (``engine/outbox.py``,
+``engine/inbox.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 _PINNED: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
     "autonomic_pinned_ids", default=None
+)
+_JOINING: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
+    "autonomic_joining", default=None
 )
 _LOCK = threading.Lock()
 _SHARED: Tracing | None = None
@@ -114,14 +118,26 @@ class Tracing:
 
     # -- spans ----------------------------------------------------------------------------------
 
-    def root(self, trace: TraceContext, name: str, start_s: float, attributes: Attributes) -> Span:
-        """The run's root span, with the ids its journal names (ended by the caller)."""
+    def root(
+        self,
+        trace: TraceContext,
+        name: str,
+        start_s: float,
+        attributes: Attributes,
+        *,
+        parent: TraceContext | None = None,
+    ) -> Span:
+        """The run's root span, with the ids its journal names (ended by the caller); under
+        ``parent`` when the run was started by an event (the span that consumed it)."""
         from opentelemetry.context import Context
 
         token = _PINNED.set(trace)
         try:
             return self.tracer.start_span(
-                name, context=Context(), attributes=attributes, start_time=_ns(start_s)
+                name,
+                context=self.under(parent) if parent is not None else Context(),
+                attributes=attributes,
+                start_time=_ns(start_s),
             )
         finally:
             _PINNED.reset(token)
@@ -156,6 +172,13 @@ class Tracing:
             start_time=_ns(start_s) if start_s is not None else None,
         )
 
+    @staticmethod
+    def context_of(span: Span) -> Context:
+        """A context whose parent is ``span`` (made once for a span many children hang from)."""
+        from opentelemetry import trace as api
+
+        return api.set_span_in_context(span)
+
     @contextlib.contextmanager
     def current(self, span: Span) -> Iterator[Span]:
         """Make ``span`` the current span (children started inside nest under it) and end it."""
@@ -166,24 +189,69 @@ class Tracing:
 
     @contextlib.contextmanager
     def messaging_span(
-        self, operation: str, destination: str, attributes: Attributes | None = None
+        self,
+        operation: str,
+        destination: str,
+        attributes: Attributes | None = None,
+        *,
+        parent: str | None = None,
+        system: str = "autonomic",
     ) -> Iterator[Span]:
-        """The seam for the event bus: a span per publish or consume (messaging conventions),
-        under the current span; inject its ``traceparent`` into the CloudEvent with
-        ``traceparent_of(span)``."""
+        """A span per publish or consume of an event (messaging conventions), current while
+        the block runs.
+
+        ``parent``: the ``traceparent`` the span hangs from - for a publish, the producing
+        run's root (what the outbox staged); for a consume, the publish span the CloudEvent
+        carries - else the current span. The relay writes the publish span's own
+        ``traceparent_of(span)`` into the CloudEvent, so the consumer's span is its child."""
+        from opentelemetry import trace as api
+
+        span = self.messaging(operation, destination, attributes, parent=parent, system=system)
+        with api.use_span(span, end_on_exit=True):
+            yield span
+
+    def messaging(
+        self,
+        operation: str,
+        destination: str,
+        attributes: Attributes | None = None,
+        *,
+        parent: str | None = None,
+        system: str = "autonomic",
+    ) -> Span:
+        """``messaging_span``'s span, started but neither current nor ended (the relay ends a
+        batch's spans together, when the bus has taken the batch)."""
         from opentelemetry.trace import SpanKind
 
-        kind = SpanKind.PRODUCER if operation == "publish" else SpanKind.CONSUMER
+        kind = SpanKind.PRODUCER if operation in ("publish", "send") else SpanKind.CONSUMER
         attrs = {
             "messaging.operation.name": operation,
+            "messaging.operation.type": "send" if kind is SpanKind.PRODUCER else "process",
             "messaging.destination.name": destination,
-            "messaging.system": "autonomic",
+            "messaging.system": system,
             **(attributes or {}),
         }
-        with self.tracer.start_as_current_span(
-            f"{operation} {destination}", kind=kind, attributes=attrs
-        ) as span:
-            yield span
+        carried = TraceContext.parse(parent) if parent else None
+        context = self.under(carried) if carried is not None else None
+        return self.tracer.start_span(
+            f"{operation} {destination}", context=context, kind=kind, attributes=attrs
+        )
+
+
+@contextlib.contextmanager
+def starting_under(traceparent: str | None) -> Iterator[None]:
+    """Runs created inside the block get their root in ``traceparent``'s trace (the inbox:
+    a run an event starts joins the trace of the span that consumed the event)."""
+    token = _JOINING.set(TraceContext.parse(traceparent))
+    try:
+        yield
+    finally:
+        _JOINING.reset(token)
+
+
+def joining() -> TraceContext | None:
+    """The trace a run created now joins (``starting_under``), if any."""
+    return _JOINING.get()
 
 
 def traceparent_of(span: Span) -> str:

@@ -92,6 +92,17 @@ class Consumer(Protocol):
         """Leave the group; unacknowledged events go to the remaining members."""
         ...
 
+    dead_lettered: int
+    """Events this member has dead-lettered since it joined (spent attempts, or unreadable at
+    once): the ``autonomic_dead_letters_total`` counter is its growth."""
+
+    async def lag(self) -> int:
+        """Events of the group's topics this member could be handed that the group has not
+        finished yet (the ``autonomic_consumer_lag`` gauge): on the embedded bus the whole
+        group's backlog (any member may take any key), on Kafka that of the partitions this
+        member owns."""
+        ...
+
 
 class Bus(Protocol):
     """Where events travel between runs, agents and workers."""

@@ -251,6 +251,11 @@ class Store(abc.ABC):
         """Mark outbox events published (the relay, after the bus accepted them)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
 
+    async def outbox_backlog(self) -> int:
+        """How many committed events wait for the relay (the ``autonomic_outbox_pending``
+        gauge)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
     async def was_processed(self, processed: Processed) -> bool:
         """Whether the inbox holds this event for this group."""
         raise NotImplementedError(f"{type(self).__name__} keeps no inbox")

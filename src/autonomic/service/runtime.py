@@ -92,6 +92,7 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         build_store,
         bus_url,
         open_bus,
+        build_telemetry,
     )
     from autonomic.service.authz import Authorizer
     from autonomic.service.keys import KeyDesk
@@ -131,6 +132,7 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
             runaway=runaway,
             gates=gates,
             credentials=build_credentials(settings.credentials),
+            hooks=build_telemetry(),
         )
         closers.append(engine.aclose)
         bus = open_bus(bus_url(settings.bus), store)  # connects on first use

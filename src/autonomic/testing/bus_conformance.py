@@ -33,6 +33,8 @@ What the checks hold an adapter to (the port's docstring says why):
 * a failing key never holds back other keys;
 * dead letters are listed oldest first, shown by id, retried (delivered to their group again,
   attempts starting over) or dropped with a reason (gone from the list);
+* a member says how many events of its topics the group has not finished (``lag``: delivered
+  and unacknowledged ones count) and how many it dead-lettered (``dead_lettered``);
 * ``publish`` refuses, whole, a batch holding an event of an unknown type, one whose ``data``
   breaks its schema (the message names the field) or an oversized one (``EventRejected``).
 
@@ -342,6 +344,26 @@ class BusConformance:
         assert letter.error == "boom 3", "the dead letter carries the last error"
         assert letter.first_failure <= letter.last_failure
         assert letter.topic == bus.topic_of(ITEM)
+        await consumer.close()
+
+    async def check_a_member_reports_its_lag_and_what_it_dead_lettered(self) -> None:
+        """What a worker's metrics read: events not yet finished by the group (delivered but
+        unacknowledged ones included) and the events the member dead-lettered."""
+        bus = await self.bus()
+        group = self.group()
+        await bus.publish([item(1, "a"), item(2, "b"), item(3, "c")])
+        consumer = bus.consumer(group, [ITEM], name="m1", retry=RetryPolicy(max_attempts=1))
+        got = await collect(consumer, 3)
+        assert sorted(_numbers(got)) == [1, 2, 3]
+        assert await consumer.lag() == 3, "delivered but unfinished events are still behind"
+        assert consumer.dead_lettered == 0
+        by_number = {int(d.event.data["n"]): d for d in got}
+        await consumer.ack(by_number[1])
+        await consumer.fail(by_number[2], "cannot handle")  # its only attempt: dead-lettered
+        assert consumer.dead_lettered == 1
+        assert await consumer.lag() == 1, "acknowledged and dead-lettered events are finished"
+        await consumer.ack(by_number[3])
+        assert await consumer.lag() == 0
         await consumer.close()
 
     async def check_a_poison_event_never_stops_other_keys(self) -> None:

@@ -126,6 +126,9 @@ class _Letter:
 class KafkaBus:
     """A ``Bus`` (see ``autonomic.ports.bus``) over a Kafka cluster."""
 
+    messaging_system = "kafka"
+    """What the publish and consume spans name as ``messaging.system``."""
+
     def __init__(self, url: str, *, types: EventTypes | None = None) -> None:
         self.settings = KafkaSettings.from_url(url)
         self.types = types or EventTypes.default()

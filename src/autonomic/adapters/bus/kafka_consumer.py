@@ -138,6 +138,7 @@ class KafkaConsumer:
             "fetch_max_wait_ms": fetch_max_wait_ms,
         }
         self._kafka: Any = None
+        self.dead_lettered = 0
 
     async def _start(self) -> None:
         if self._started:
@@ -205,12 +206,32 @@ class KafkaConsumer:
         if held.attempt >= self._retry.max_attempts:
             held.in_flight = False
             await self._dead_letter(held.event, delivery.topic, error, held.attempt, first, now)
+            self.dead_lettered += 1
             self._finish(receipt)
             return
         held.first_failure = first
         held.due = now + backoff(self._retry, held.attempt, self._rng)
         held.attempt += 1
         held.in_flight = False
+
+    async def lag(self) -> int:
+        """Records of this member's partitions past its commit point (the lowest unfinished
+        offset): up to the broker's end offset, asked now - or past the last record fetched,
+        when that is further (a broker may report the end of a batch's first record)."""
+        if not self._started or not self._parts:
+            return 0
+        try:
+            ends = await self._kafka.end_offsets(list(self._parts))
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+        behind = 0
+        for tp, part in self._parts.items():
+            done = part.commit_point()
+            if done is None:
+                done = part.committed if part.committed is not None else 0
+            end = max(int(ends.get(tp) or 0), part.fetched_to or 0)
+            behind += max(0, end - done)
+        return behind
 
     async def close(self) -> None:
         if self._closed:
@@ -290,6 +311,7 @@ class KafkaConsumer:
             now = time.time()
             reason = held.malformed or "rejected"
             await self._dead_letter(held.event, receipt.partition.tp.topic, reason, 1, now, now)
+            self.dead_lettered += 1
             self._finish(receipt)
 
     def _next_due(self) -> float | None:

@@ -114,6 +114,11 @@ WHERE grp = :grp AND topic = :topic AND key = :key AND acked_seq < :seq"""
 WHERE grp = :grp AND topic = :topic AND key = :key AND acked_seq = :acked
   AND lease_owner = :owner
 RETURNING attempts"""
+    lag = """SELECT COUNT(*)
+FROM bus_events e
+LEFT JOIN bus_cursors c ON c.grp = :grp AND c.topic = e.topic AND c.key = e.key
+WHERE e.topic IN ({topics}) AND (e.only_group = '' OR e.only_group = :grp)
+  AND e.seq > COALESCE(c.acked_seq, 0)"""
     cursor = (
         "SELECT attempts, first_failure FROM bus_cursors "
         "WHERE grp = :grp AND topic = :topic AND key = :key AND acked_seq = :acked"
@@ -155,6 +160,9 @@ class SqlBus:
         poll_interval: the longest a waiting consumer goes without reading the database (the
             fallback when no wake-up arrives: other processes on SQLite, a back-off expiring).
     """
+
+    messaging_system = "autonomic"
+    """What the publish and consume spans name as ``messaging.system`` (the embedded bus)."""
 
     def __init__(
         self,
@@ -368,8 +376,10 @@ class SqlConsumer(Wakeable):
         self.retry = retry or RetryPolicy()
         marks = ", ".join(f":topic{i}" for i in range(len(self.topics)))
         self._heads = translate(_Sql.heads.replace("{topics}", marks), bus.store.paramstyle)
+        self._lag = translate(_Sql.lag.replace("{topics}", marks), bus.store.paramstyle)
         self._topic_params = {f"topic{i}": t for i, t in enumerate(self.topics)}
         self._closed = False
+        self.dead_lettered = 0
         LocalWake.join(bus._where, self)
 
     def detach(self) -> None:
@@ -427,6 +437,11 @@ class SqlConsumer(Wakeable):
             receipt = Receipt(self.group, topic, key, int(seq), int(acked), self.owner)
             await self._bury(receipt, envelope, error, attempt, first_failure)
         return deliveries
+
+    async def lag(self) -> int:
+        async with self.bus.store.transaction() as execute:
+            rows = await execute(self._lag, {"grp": self.group, **self._topic_params})
+        return int(rows[0][0]) if rows else 0
 
     async def ack(self, delivery: Delivery) -> None:
         r = _receipt(delivery)
@@ -493,6 +508,7 @@ class SqlConsumer(Wakeable):
             await execute(
                 bus._sql["ack"], {"grp": r.group, "topic": r.topic, "key": r.key, "seq": r.seq}
             )
+        self.dead_lettered += 1
 
     async def close(self) -> None:
         """Leave the group: release every lease at once, so other members get the events."""

@@ -200,6 +200,7 @@ WHERE id IN (
     outbox_pending = (
         "SELECT seq, envelope FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT :limit"
     )
+    outbox_backlog = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"
     insert_inbox = (
         "INSERT INTO inbox (grp, event_id, run_id, processed_at) "
         "VALUES (:grp, :event_id, :run_id, :now)"
@@ -616,6 +617,10 @@ class SqlStore(Store):
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxItem]:
         rows = await self._read(self.sql.outbox_pending, {"limit": limit})
         return [OutboxItem(int(seq), decode(envelope)) for seq, envelope in rows]
+
+    async def outbox_backlog(self) -> int:
+        rows = await self._read(self.sql.outbox_backlog, {})
+        return int(rows[0][0]) if rows else 0
 
     async def outbox_sent(self, seqs: Sequence[int], *, now: float) -> None:
         if not seqs:
