@@ -90,9 +90,9 @@ async def build_service(settings: ServiceSettings) -> tuple[Service, list[Closer
         build_plan_cache,
         build_runaway,
         build_store,
+        build_telemetry,
         bus_url,
         open_bus,
-        build_telemetry,
     )
     from autonomic.service.authz import Authorizer
     from autonomic.service.keys import KeyDesk
