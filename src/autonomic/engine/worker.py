@@ -34,6 +34,8 @@ log = logging.getLogger("autonomic.worker")
 
 WAITING = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_FOR_HUMAN, RunStatus.SUSPENDED)
 """The statuses whose runs the metrics count (the gauge ``autonomic_runs_current``)."""
+VERSION_GRACE = 600.0
+"""Seconds a run may wait for a worker with its agent version before it is suspended."""
 OBSERVE_EVERY = 2.0
 """Seconds between two looks at the store for the gauges (idle polls are more frequent)."""
 
@@ -52,14 +54,22 @@ class Worker:
         retry: RetryPolicy | None = None,
         metrics: bool = False,
         notifier: AlertNotifier | None = None,
+        version_grace: float | None = VERSION_GRACE,
     ) -> None:
         """``bus``: relay the outbox and start runs from the events the engine's agents handle,
         as member of consumer group ``group`` (docs/events.md). ``metrics``: at idle polls, set
         the gauges a scrape reads (approvals pending and their age, breaker states;
         ``autonomic.observability.metrics``). ``notifier``: page about pending approvals
-        (Alertmanager's webhook format) at the same moments."""
+        (Alertmanager's webhook format) at the same moments. ``version_grace``: the worker
+        announces the agent versions it drives (at start and every third of this), and at idle
+        polls suspends runs whose version no worker has announced for this long
+        (docs/release-safety.md); ``None``: neither."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if version_grace is not None and not version_grace > 0:
+            raise ValueError("version_grace must be a positive number of seconds")
+        self.version_grace = version_grace
+        self._announced = float("-inf")
         self.engine = engine
         self.metrics = metrics
         self.notifier = notifier
@@ -95,6 +105,8 @@ class Worker:
         """Drive runs until ``stop()``; with ``until_idle``, also return once nothing is runnable
         (on a bus: and the outbox is drained and no event is waiting)."""
         side: list[asyncio.Task[None]] = []
+        if self.version_grace is not None:
+            await self._announce()  # before the first claim: a sweep elsewhere sees us at once
         if not until_idle:
             if self.relay is not None:
                 side.append(asyncio.create_task(self.relay.run(self.engine.stopping)))
@@ -155,6 +167,7 @@ class Worker:
                     await self._observe()
                 if await self._sweep_approvals():
                     continue  # a decided approval reopened a run: claim it now
+                await self._sweep_versions()
 
                 if until_idle and not tasks:
                     if self.bus is not None and not await self._bus_idle():
@@ -181,6 +194,26 @@ class Worker:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _announce(self) -> None:
+        try:
+            await self.engine.announce()
+        except Exception as exc:  # the store is down: the next idle poll says it again
+            log.warning("announcing agent versions failed: %s", scrub(str(exc)))
+            return
+        self._announced = time.monotonic()
+
+    async def _sweep_versions(self) -> None:
+        """When idle: say again which versions this worker has (every third of the grace
+        period), and suspend the runs whose version nobody has."""
+        if self.version_grace is None:
+            return
+        if time.monotonic() - self._announced >= self.version_grace / 3:
+            await self._announce()
+        try:
+            await self.engine.suspend_unserved(self.version_grace)
+        except Exception:
+            log.exception("sweeping runs of undeployed agent versions failed; retrying later")
 
     async def _sweep_approvals(self) -> bool:
         """When idle, expire (deny as timeout) and escalate the approvals that are due; ``True``
