@@ -24,6 +24,7 @@ from autonomic.cli import (
     gateway,
     kpis,
     migrate,
+    replay,
     runs,
     serve,
     settle,
@@ -65,6 +66,8 @@ app.command("runs")(runs.runs)
 app.command("breakers")(breakers.breakers)
 app.command("kpis")(kpis.kpis)
 app.command("show")(runs.show)
+app.command("export")(replay.export)
+app.command("replay")(replay.replay)
 app.command("cancel")(runs.cancel)
 app.command("settle")(settle.settle)
 app.command("approvals")(approvals.approvals)
