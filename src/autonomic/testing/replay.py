@@ -319,7 +319,7 @@ async def replay(
     served = ReplayHook([b for b in bodies if isinstance(b, ToolResult)])
     replayed_agent = _for_replay(agent)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="autonomic-replay-") as tmp:
-        store = build_store(f"sqlite:///{Path(tmp) / 'replay.db'}")
+        store = build_store(f"sqlite:///{Path(tmp) / 'replay.db'}?synchronous=normal")
         try:
             await store.migrate()
             engine = Engine(

@@ -14,7 +14,11 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 CLI = [sys.executable, "-m", "autonomic.cli"]
-SCENARIOS = {"reconciliation": [], "runaway": ["--scenario", "runaway"], "planning": ["--scenario", "planning"]}
+SCENARIOS = {
+    "reconciliation": [],
+    "runaway": ["--scenario", "runaway"],
+    "planning": ["--scenario", "planning"],
+}
 
 
 def main() -> None:
