@@ -119,6 +119,7 @@ def test_a_run_started_on_v1_finishes_on_v1_after_v2_is_deployed_across_a_crash(
             now = [time.time() + 3600]  # past the dead child's lease
             only_v2 = _engine(store, kit, [v2], now)
             assert await only_v2.claim() is None  # the v2 fleet never touches it
+            assert await Worker(only_v2, version_grace=None).run(until_idle=True) == []
             with pytest.raises(NotFound, match=f"no version '{v1.version}'"):
                 await only_v2.run_to_end(run_id)
             assert (await store.get_run(run_id)).lease.fence == 1  # nothing claimed it
@@ -172,7 +173,6 @@ def test_a_run_whose_version_no_worker_has_is_suspended_after_the_grace_period(s
             now[0] += 21
             await fleet.announce()
             worker = Worker(fleet, version_grace=60)  # an idle worker sweeps
-            worker._announced = float("inf")
             await worker._sweep_versions()
 
             run = await store.get_run(stranded.id)

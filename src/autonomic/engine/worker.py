@@ -60,16 +60,17 @@ class Worker:
         as member of consumer group ``group`` (docs/events.md). ``metrics``: at idle polls, set
         the gauges a scrape reads (approvals pending and their age, breaker states;
         ``autonomic.observability.metrics``). ``notifier``: page about pending approvals
-        (Alertmanager's webhook format) at the same moments. ``version_grace``: the worker
-        announces the agent versions it drives (at start and every third of this), and at idle
-        polls suspends runs whose version no worker has announced for this long
-        (docs/release-safety.md); ``None``: neither."""
+        (Alertmanager's webhook format) at the same moments. ``version_grace``: at idle polls,
+        suspend the runs whose agent version no worker has announced for this long
+        (docs/release-safety.md); ``None``: never. Either way the worker announces the versions
+        it drives, at start and every third of the grace period (``VERSION_GRACE`` when
+        ``None``), from a task of its own, so a worker busy for hours is still seen."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if version_grace is not None and not version_grace > 0:
             raise ValueError("version_grace must be a positive number of seconds")
         self.version_grace = version_grace
-        self._announced = float("-inf")
+        self.announce_every = (version_grace or VERSION_GRACE) / 3
         self.engine = engine
         self.metrics = metrics
         self.notifier = notifier
@@ -105,8 +106,8 @@ class Worker:
         """Drive runs until ``stop()``; with ``until_idle``, also return once nothing is runnable
         (on a bus: and the outbox is drained and no event is waiting)."""
         side: list[asyncio.Task[None]] = []
-        if self.version_grace is not None:
-            await self._announce()  # before the first claim: a sweep elsewhere sees us at once
+        await self._announce()  # before the first claim: a sweep elsewhere sees us at once
+        side.append(asyncio.create_task(self._announcer()))
         if not until_idle:
             if self.relay is not None:
                 side.append(asyncio.create_task(self.relay.run(self.engine.stopping)))
@@ -198,18 +199,22 @@ class Worker:
     async def _announce(self) -> None:
         try:
             await self.engine.announce()
-        except Exception as exc:  # the store is down: the next idle poll says it again
+        except Exception as exc:  # the store is down: the next round says it again
             log.warning("announcing agent versions failed: %s", scrub(str(exc)))
-            return
-        self._announced = time.monotonic()
+
+    async def _announcer(self) -> None:
+        """Say again which agent versions this worker drives, every ``announce_every`` seconds,
+        until it stops (whether its slots are free or not)."""
+        while not self.engine.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.engine.stopping.wait(), self.announce_every)
+            if not self.engine.stopping.is_set():
+                await self._announce()
 
     async def _sweep_versions(self) -> None:
-        """When idle: say again which versions this worker has (every third of the grace
-        period), and suspend the runs whose version nobody has."""
+        """When idle: suspend the runs whose agent version nobody has (``version_grace``)."""
         if self.version_grace is None:
             return
-        if time.monotonic() - self._announced >= self.version_grace / 3:
-            await self._announce()
         try:
             await self.engine.suspend_unserved(self.version_grace)
         except Exception:
