@@ -129,6 +129,8 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "breakers",
         "kpis",
         "show",
+        "export",
+        "replay",
         "cancel",
         "settle",
         "approvals",

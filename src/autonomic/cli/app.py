@@ -25,6 +25,7 @@ from autonomic.cli import (
     gateway,
     kpis,
     migrate,
+    replay,
     runs,
     serve,
     settle,
@@ -70,6 +71,8 @@ app.command("agents")(agents.agents)
 app.command("breakers")(breakers.breakers)
 app.command("kpis")(kpis.kpis)
 app.command("show")(runs.show)
+app.command("export")(replay.export)
+app.command("replay")(replay.replay)
 app.command("cancel")(runs.cancel)
 app.command("settle")(settle.settle)
 app.command("approvals")(approvals.approvals)

@@ -116,6 +116,14 @@ def resume(
             show_default=False,
         ),
     ] = None,
+    agent_version: Annotated[
+        str | None,
+        typer.Option(
+            help="With --force: move the run onto this version of its agent (one this process "
+            "loads), e.g. when its own version is deployed nowhere any more; journaled.",
+            show_default=False,
+        ),
+    ] = None,
     who: AsOption = None,
 ) -> None:
     """Resume a run from its journal: completed steps are replayed, never redone.
@@ -130,6 +138,8 @@ def resume(
     meta = _json_object(metadata, "--metadata") if metadata else None
     if meta and not force:
         raise UserError("--metadata sets run metadata when reopening", hint="add --force")
+    if agent_version is not None and not force:
+        raise UserError("--agent-version moves a run when reopening it", hint="add --force")
 
     async def go() -> Run:
         store = await open_store(settings.db, "write")
@@ -148,6 +158,7 @@ def resume(
                     budget=raised or None,
                     metadata=meta,
                     by=acting(who, current.tenant),
+                    agent_version=agent_version,
                 )
             out.print(f"resuming run [bold]{run_id}[/] from its journal")
             return await engine.run_to_end(run_id)  # type: ignore[no-any-return]
@@ -179,6 +190,14 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(help="The address --metrics-port listens on.")
     ] = "127.0.0.1",
+    version_grace: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Seconds a run may wait for a worker with its agent version before it is "
+            "suspended (docs/release-safety.md).",
+        ),
+    ] = 600.0,
 ) -> None:
     """Claim and drive runnable runs until SIGTERM/SIGINT (each run finishes its current step).
 
@@ -218,6 +237,7 @@ def worker(
                 bus=opened,
                 metrics=metrics_port is not None,
                 notifier=alert_notifier(),
+                version_grace=version_grace,
             )
             if metrics_port is not None:
                 from autonomic.observability.metrics import serve

@@ -548,6 +548,10 @@ class Transition(NamedTuple):
     """Budget limits raised by an operator's reopening."""
     metadata: dict[str, Any] | None = None
     """Run metadata keys an operator set when reopening (``resume --force --metadata``)."""
+    agent_version: dict[str, Any] | None = None
+    """``{"from": V1, "to": V2}``: an operator moved the run onto another version of its agent
+    when reopening it (``resume --force --agent-version``); or, on a suspension because no
+    worker has the run's version, ``{"missing": V}`` (new in 0.4)."""
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"from": self.source, "to": self.target, "reason": self.reason}
@@ -568,6 +572,7 @@ class Transition(NamedTuple):
             call_id=self.call_id,
             budget=self.budget,
             metadata=self.metadata,
+            agent_version=self.agent_version,
         )
 
     @staticmethod
@@ -594,6 +599,7 @@ class Transition(NamedTuple):
             call_id=p.get("call_id"),
             budget=_dict(p.get("budget")),
             metadata=_dict(p.get("metadata")),
+            agent_version=_dict(p.get("agent_version")),
         )
 
 

@@ -38,7 +38,8 @@ class RunStatus(enum.StrEnum):
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    # PENDING -> SUSPENDED: a run no worker can drive (its agent version is deployed nowhere).
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SUSPENDED, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset(
         {
             RunStatus.WAITING_FOR_HUMAN,
@@ -138,3 +139,6 @@ class RunChanges:
     lease_expires_at: float | None = None
     release_lease: bool = False
     """Clear the lease in the same commit: a run leaving RUNNING needs no separate release."""
+    agent_version: str | None = None
+    """Move the run onto another version of its agent (an operator's ``resume --force
+    --agent-version``; journaled in the same commit's transition)."""

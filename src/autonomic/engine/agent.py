@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autonomic.core.run import Run
+from autonomic.engine.fingerprint import computed_version
 from autonomic.errors import InvalidInput, NotFound, PolicyFileError
 from autonomic.governance.policy.tool_policy import apply_tool_policy
 from autonomic.tools.capability import Capability
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from autonomic.governance.policy.workflow import Workflow
     from autonomic.governance.runaway.budget import Budget
 
+
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 PLANNING_INSTRUCTIONS = """You plan the work of an agent before it starts. Below are the agent's
 instructions and tools, then the task as a pattern: values that vary between tasks of this kind
@@ -74,14 +78,17 @@ class Agent:
     """What to run. ``model`` is a model spec (see ``autonomic.bootstrap.build_model``).
 
     A run records the agent's name, version, model and tool versions when it starts, so a worker
-    that resumes it later rebuilds the same agent.
+    that resumes it later rebuilds the same agent; only a worker that registered that version
+    drives it (docs/release-safety.md). ``version``: the author's name for this version
+    (``"2024-06-rc1"``); ``None`` (the default) computes one, a short hash of the instructions,
+    tools and policy (``engine/fingerprint.py``), so any change to them is a new version.
     """
 
     name: str
     instructions: str
     tools: Sequence[Tool] = ()
     model: str = "scripted:"
-    version: str = "1"
+    version: str | None = None
     max_turns: int = 20
     workflow: Workflow | None = None
     """A state machine the agent's tool calls must follow (``autonomic.governance.policy.workflow``)."""
@@ -124,6 +131,14 @@ class Agent:
     def __post_init__(self) -> None:
         if self.max_turns < 1:
             raise InvalidInput(f"agent {self.name}: max_turns must be at least 1")
+        if self.version is not None and (
+            not isinstance(self.version, str) or not _VERSION.fullmatch(self.version)
+        ):
+            raise InvalidInput(
+                f"agent {self.name}: version {self.version!r} is not a version name",
+                hint="use letters, digits and . _ - + (at most 64), or leave it out to have "
+                "one computed from the instructions, tools and policy",
+            )
         object.__setattr__(self, "handles", tuple(self.handles))
         object.__setattr__(self, "emits", tuple(self.emits))
         object.__setattr__(self, "capabilities", tuple(self.capabilities))
@@ -165,9 +180,18 @@ class Agent:
                     f"{', '.join(missing)}",
                     hint="list only tools the agent has",
                 )
+        if self.version is None:
+            object.__setattr__(self, "version", computed_version(self))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(name, version)``: what a run pins and a worker registers."""
+        return self.name, str(self.version)
 
     def with_tools(self, tools: Sequence[Tool]) -> Agent:
-        """The same agent with other tool contracts (a policy file's overrides, a new version)."""
+        """The same agent with other tool contracts (a policy file's overrides). It keeps its
+        version: an operator's policy file governs every version alike, and must not strand the
+        runs in flight by making their version disappear from the fleet."""
         return Agent(
             name=self.name,
             instructions=self.instructions,
@@ -198,28 +222,62 @@ class Agent:
 
 
 class AgentRegistry:
-    """Agents a process can run or resume, by name."""
+    """Agents a process can run or resume, by name and version.
+
+    Several versions of one agent may be registered side by side: runs pinned to each are
+    driven by it. A new run without a version gets the name's *current* version: the one added
+    last, unless it was added with ``current=False``."""
 
     def __init__(self, agents: Iterable[Agent] = ()) -> None:
-        self._agents: dict[str, Agent] = {}
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._current: dict[str, str] = {}
         for agent in agents:
             self.add(agent)
 
-    def add(self, agent: Agent) -> None:
-        self._agents[agent.name] = agent
+    def add(self, agent: Agent, *, current: bool = True) -> None:
+        """Register ``agent`` (its version replaces an agent of the same name and version);
+        ``current``: new runs of its name start on it (always, for the first of a name)."""
+        name, version = agent.key
+        self._agents[(name, version)] = agent
+        if current or name not in self._current:
+            self._current[name] = version
 
-    def get(self, name: str) -> Agent:
-        try:
-            return self._agents[name]
-        except KeyError:
-            known = ", ".join(sorted(self._agents)) or "none"
+    def get(self, name: str, version: str | None = None) -> Agent:
+        """The agent ``name`` at ``version`` (``None``: its current version)."""
+        if name not in self._current:
+            known = ", ".join(sorted(self._current)) or "none"
             raise NotFound(
                 f"unknown agent {name!r} (known: {known})",
                 hint="load it with --agent module:attribute or AUTONOMIC_AGENTS",
+            )
+        wanted = self._current[name] if version is None else version
+        try:
+            return self._agents[(name, wanted)]
+        except KeyError:
+            have = ", ".join(self.versions(name))
+            raise NotFound(
+                f"agent {name!r} has no version {wanted!r} here (registered: {have})",
+                hint=f"run a worker that registers {name}@{wanted}, or move the run onto a "
+                "registered version: autonomic resume RUN --force --agent-version VERSION",
             ) from None
 
+    def has(self, name: str, version: str) -> bool:
+        return (name, version) in self._agents
+
     def names(self) -> list[str]:
+        return sorted(self._current)
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of ``name`` registered here, sorted."""
+        return sorted(v for n, v in self._agents if n == name)
+
+    def keys(self) -> list[tuple[str, str]]:
+        """Every ``(name, version)`` registered: what this process may drive."""
         return sorted(self._agents)
+
+    def all(self) -> list[Agent]:
+        """Every registered agent, every version."""
+        return [self._agents[k] for k in self.keys()]
 
 
 def govern_agents(registry: AgentRegistry, policy: Policy) -> AgentRegistry:
@@ -227,7 +285,7 @@ def govern_agents(registry: AgentRegistry, policy: Policy) -> AgentRegistry:
 
     A ``tools:`` entry that names no tool of any agent (and declares none) is an error naming
     its line: a typo must not silently leave a tool ungoverned."""
-    known = {t.name for name in registry.names() for t in registry.get(name).tools}
+    known = {t.name for agent in registry.all() for t in agent.tools}
     for name, fields in policy.tools.items():
         if name not in known and "function" not in fields:
             raise PolicyFileError(
@@ -237,8 +295,7 @@ def govern_agents(registry: AgentRegistry, policy: Policy) -> AgentRegistry:
                 hint="tools of the loaded agents: " + (", ".join(sorted(known)) or "none"),
             )
     governed = AgentRegistry()
-    for name in registry.names():
-        agent = registry.get(name)
+    for agent in registry.all():
         mine = {k: v for k, v in policy.tools.items() if k in {t.name for t in agent.tools}}
         tools = apply_tool_policy(
             agent.tools,
@@ -246,5 +303,6 @@ def govern_agents(registry: AgentRegistry, policy: Policy) -> AgentRegistry:
             path=policy.path,
             lines=policy.tool_lines,
         )
-        governed.add(agent.with_tools(tools) if mine else agent)
+        current = registry.get(agent.name).version == agent.version
+        governed.add(agent.with_tools(tools) if mine else agent, current=current)
     return governed

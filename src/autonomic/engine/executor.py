@@ -369,8 +369,8 @@ class Engine:
         source: str | None = None,
     ) -> tuple[Run, list[PackedEntry]]:
         definition = agent if isinstance(agent, Agent) else self.agents.get(agent)
-        if isinstance(agent, Agent) and agent.name not in self.agents.names():
-            self.agents.add(agent)
+        if isinstance(agent, Agent) and not self.agents.has(*agent.key):
+            self.agents.add(agent, current=False)  # drive it; new runs by name keep theirs
         if task is None or task == "":
             raise InvalidInput("a run needs a task", hint="pass the task text or JSON input")
         turns = max_turns if max_turns is not None else definition.max_turns
@@ -383,7 +383,7 @@ class Engine:
         run = Run(
             id=new_id,
             agent=definition.name,
-            agent_version=definition.version,
+            agent_version=definition.key[1],
             model=spec,
             status=RunStatus.RUNNING if claimed else RunStatus.PENDING,
             version=1,
@@ -408,7 +408,7 @@ class Engine:
         budget = pinned_budget(definition.budget, (metadata or {}).get("budget"))
         body = RunStarted(
             agent=definition.name,
-            agent_version=definition.version,
+            agent_version=definition.key[1],
             model=spec,
             instructions=definition.instructions,
             task=task,
@@ -452,6 +452,7 @@ class Engine:
                 ttl=self.lease_ttl,
                 run_id=run_id,
                 steal_from=steal,
+                agents=tuple(self.agents.keys()),
             )
         )
 
@@ -634,7 +635,7 @@ class Engine:
 
     def _steps(self, session: RunSession) -> StepProtocol:
         """The step protocol for a run this worker drives now, with every hook it needs."""
-        agent = self.agents.get(session.run.agent)
+        agent = self.agents.get(session.run.agent, session.run.agent_version)
         model = self.model_for(session.run.model)
         state = session.state
         managed = self._managed(model)
@@ -721,6 +722,9 @@ class Engine:
 
     async def run_to_end(self, run_id: str) -> Run:
         """Claim ``run_id`` and drive it; the CLI's ``run`` and ``resume``."""
+        pinned = await self.store.get_run(run_id)
+        if not pinned.status.terminal:
+            self.agents.get(pinned.agent, pinned.agent_version)  # NotFound: which, and the fix
         run = await self.claim(run_id)
         if run is None:
             current = await self.store.get_run(run_id)
@@ -734,7 +738,7 @@ class Engine:
     def _audit_levels(self, run: Run) -> dict[str, str]:
         """What the audit log keeps of each of the run's tools' calls (their ``audit_level``)."""
         try:
-            tools = self.agents.get(run.agent).tools
+            tools = self.agents.get(run.agent, run.agent_version).tools
         except NotFound:
             return {}
         return {t.name: t.audit.value for t in tools}
@@ -747,24 +751,89 @@ class Engine:
         budget: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         by: str = "operator",
+        agent_version: str | None = None,
     ) -> Run:
         """Move a SUSPENDED or WAITING_FOR_HUMAN run back to RUNNING so a worker can take it.
 
         ``budget`` raises (or sets) run budget limits, key by key, in the same transition entry;
         ``metadata`` sets run metadata keys (what a run suspended for a missing or wrong input
         needs), journaled in that entry too. ``by`` is who reopened it (the service passes the
-        caller's principal), journaled as the transition's ``by``."""
+        caller's principal), journaled as the transition's ``by``. ``agent_version`` moves the
+        run onto that version of its agent (registered in this process: it is checked here),
+        journaled as ``{"from": OLD, "to": NEW}`` in the same entry: the way out for a run whose
+        version is deployed nowhere any more."""
         extra: dict[str, Any] = {}
+        if agent_version is not None:
+            current = await self.store.get_run(run_id)
+            self.agents.get(current.agent, agent_version)  # NotFound names what is registered
+            if agent_version != current.agent_version:
+                extra["agent_version"] = {"from": current.agent_version, "to": agent_version}
+                reason = (
+                    f"{reason} (moved from {current.agent}@{current.agent_version} to "
+                    f"{current.agent}@{agent_version})"
+                )
         if budget:
             extra["budget"] = pinned_budget(None, budget)
         if metadata:
             run_priority(metadata)  # a bad priority is refused here, not in a worker
             extra["metadata"] = dict(metadata)
         detail: dict[str, Any] = {"reason": reason, **extra}
+        if agent_version is not None:
+            detail["agent_version"] = agent_version
         act = AuditAct("budget.raise" if budget else "run.reopen", by, detail)
         return await self._operator_transition(
             run_id, RunStatus.RUNNING, reason, by=by, act=act, **extra
         )
+
+    async def announce(self) -> None:
+        """Tell the store which agent versions this process drives (``worker_agents``): a run
+        pinned to a version nobody announces is suspended after the grace period. A store
+        without a worker registry is told nothing."""
+        now = self.clock()
+        try:
+            await self.store.announce_agents(
+                self.owner, self.agents.keys(), now=now, forget_before=now - FORGET_WORKERS_AFTER
+            )
+        except NotImplementedError:
+            return
+
+    async def suspend_unserved(self, grace: float) -> list[Run]:
+        """Suspend every runnable run whose agent version no worker has announced for longer
+        than ``grace`` seconds, with a reason that names the version and the two ways out; the
+        runs suspended. Anyone may call it (a worker does, when idle): the commit is guarded by
+        the run's version, and a run claimed meanwhile is left alone."""
+        try:
+            stranded = await self.store.unserved_runs(now=self.clock(), grace=grace)
+        except NotImplementedError:
+            return []
+        suspended: list[Run] = []
+        for found in stranded:
+            version = found.agent_version
+
+            def still(run: Run, state: RunState, version: str = version) -> tuple[list[Body], str]:
+                waiting = run.status is RunStatus.PENDING or (
+                    run.status is RunStatus.RUNNING and run.lease.expires_at < self.clock()
+                )
+                if not waiting or run.agent_version != version:
+                    raise _Claimed()
+                return [], unserved_reason(run, grace)
+
+            try:
+                suspended.append(
+                    await self._operator_transition(
+                        found.id,
+                        RunStatus.SUSPENDED,
+                        "",
+                        before=still,
+                        by="fleet",
+                        act=AuditAct("run.suspend", "fleet", {"missing_version": version}),
+                        agent_version={"missing": version},
+                    )
+                )
+            except _Claimed:
+                continue
+            log.warning("run %s: %s", found.id, suspended[-1].status_reason)
+        return suspended
 
     async def cancel(
         self, run_id: str, reason: str = "cancelled by operator", *, by: str = "operator"
@@ -855,7 +924,7 @@ class Engine:
         """A result given for a call must fit the tool's output contract, when this process
         knows the tool (a wrong shape would only fail the run later)."""
         try:
-            tool = self.agents.get(run.agent).registry.resolve(intent.ref)
+            tool = self.agents.get(run.agent, run.agent_version).registry.resolve(intent.ref)
         except NotFound:
             return
         try:
@@ -896,6 +965,7 @@ class Engine:
                 packed.append(record(run_id, seq, body, prev_hash=prev, created_at=now))
                 prev = packed[-1].entry.hash
             metadata = extra.get("metadata")
+            moved = extra.get("agent_version") or {}
             try:
                 version = await self.store.commit(
                     run_id,
@@ -906,6 +976,7 @@ class Engine:
                         status=target,
                         status_reason=why,
                         metadata={**run.metadata, **metadata} if metadata else None,
+                        agent_version=moved.get("to"),
                     ),
                     now=now,
                     audit=AuditNote(levels=self._audit_levels(run), act=act),
@@ -913,6 +984,8 @@ class Engine:
             except StaleVersion:
                 continue
             changed = run.replace(status=target, status_reason=why, version=version)
+            if moved.get("to"):
+                changed = changed.replace(agent_version=moved["to"])
             if metadata:
                 changed = changed.replace(metadata={**run.metadata, **metadata})
             self._committed(changed, state, [p.entry for p in packed])
@@ -943,6 +1016,24 @@ class Engine:
             committer(entries)
         except Exception:  # the commit stands; telemetry is not worth an operator's error
             log.exception("a commit hook failed after an operator's commit to run %s", run.id)
+
+
+FORGET_WORKERS_AFTER = 7 * 24 * 3600.0
+"""Seconds after which a worker's announcement of its agent versions is deleted (it is gone)."""
+
+
+class _Claimed(Exception):
+    """A run found unserved was claimed (or moved) before it could be suspended."""
+
+
+def unserved_reason(run: Run, grace: float) -> str:
+    """Why a run whose version no worker has is suspended, and the two ways out."""
+    return (
+        f"no worker has agent {run.agent} version {run.agent_version} (none announced it for "
+        f"{grace:.0f}s): deploy a worker that registers {run.agent}@{run.agent_version}, or move "
+        f"the run onto a version a worker has: autonomic resume {run.id} --force "
+        "--agent-version VERSION"
+    )
 
 
 def _resume_hint(run: Run, now: float) -> str:

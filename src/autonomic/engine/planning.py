@@ -143,7 +143,7 @@ class PlanningHook(Hook):
         assert pinned is not None
         pattern = task_pattern(session.run.input.get("task"))
         key = plan_key(
-            pattern, agent=self.agent.name, version=self.agent.version, tenant=session.run.tenant
+            pattern, agent=self.agent.name, version=self.agent.key[1], tenant=session.run.tenant
         )
         outcome = PlanOutcome(key=key, pattern=pattern[:200])
         ttl = pinned.get("cache_ttl")

@@ -41,6 +41,8 @@ WAITING = (
     RunStatus.SUSPENDED,
 )
 """The statuses whose runs the metrics count (the gauge ``autonomic_runs_current``)."""
+VERSION_GRACE = 600.0
+"""Seconds a run may wait for a worker with its agent version before it is suspended."""
 OBSERVE_EVERY = 2.0
 """Seconds between two looks at the store for the gauges (idle polls are more frequent)."""
 
@@ -59,14 +61,23 @@ class Worker:
         retry: RetryPolicy | None = None,
         metrics: bool = False,
         notifier: AlertNotifier | None = None,
+        version_grace: float | None = VERSION_GRACE,
     ) -> None:
         """``bus``: relay the outbox and start runs from the events the engine's agents handle,
         as member of consumer group ``group`` (docs/events.md). ``metrics``: at idle polls, set
         the gauges a scrape reads (approvals pending and their age, breaker states;
         ``autonomic.observability.metrics``). ``notifier``: page about pending approvals
-        (Alertmanager's webhook format) at the same moments."""
+        (Alertmanager's webhook format) at the same moments. ``version_grace``: at idle polls,
+        suspend the runs whose agent version no worker has announced for this long
+        (docs/release-safety.md); ``None``: never. Either way the worker announces the versions
+        it drives, at start and every third of the grace period (``VERSION_GRACE`` when
+        ``None``), from a task of its own, so a worker busy for hours is still seen."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if version_grace is not None and not version_grace > 0:
+            raise ValueError("version_grace must be a positive number of seconds")
+        self.version_grace = version_grace
+        self.announce_every = (version_grace or VERSION_GRACE) / 3
         self.engine = engine
         self.metrics = metrics
         self.notifier = notifier
@@ -102,6 +113,8 @@ class Worker:
         """Drive runs until ``stop()``; with ``until_idle``, also return once nothing is runnable
         (on a bus: and the outbox is drained and no event is waiting)."""
         side: list[asyncio.Task[None]] = []
+        await self._announce()  # before the first claim: a sweep elsewhere sees us at once
+        side.append(asyncio.create_task(self._announcer()))
         if not until_idle:
             if self.relay is not None:
                 side.append(asyncio.create_task(self.relay.run(self.engine.stopping)))
@@ -164,6 +177,7 @@ class Worker:
                     continue  # a decided approval reopened a run: claim it now
                 if await self._sweep_delegations():
                     continue  # a child was admitted or a parent reopened: claim it now
+                await self._sweep_versions()
 
                 if until_idle and not tasks:
                     if self.bus is not None and not await self._bus_idle():
@@ -190,6 +204,30 @@ class Worker:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _announce(self) -> None:
+        try:
+            await self.engine.announce()
+        except Exception as exc:  # the store is down: the next round says it again
+            log.warning("announcing agent versions failed: %s", scrub(str(exc)))
+
+    async def _announcer(self) -> None:
+        """Say again which agent versions this worker drives, every ``announce_every`` seconds,
+        until it stops (whether its slots are free or not)."""
+        while not self.engine.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.engine.stopping.wait(), self.announce_every)
+            if not self.engine.stopping.is_set():
+                await self._announce()
+
+    async def _sweep_versions(self) -> None:
+        """When idle: suspend the runs whose agent version nobody has (``version_grace``)."""
+        if self.version_grace is None:
+            return
+        try:
+            await self.engine.suspend_unserved(self.version_grace)
+        except Exception:
+            log.exception("sweeping runs of undeployed agent versions failed; retrying later")
 
     async def _sweep_approvals(self) -> bool:
         """When idle, expire (deny as timeout) and escalate the approvals that are due; ``True``

@@ -32,6 +32,8 @@ class Claim:
         run_id: claim exactly this run (``autonomic resume``) instead of any runnable one.
         steal_from: also take the run if its current lease owner is this id (a dead process).
         tenant: only claim runs of this tenant.
+        agents: only claim runs pinned to one of these ``(agent, version)`` pairs (what the
+            worker registered: it drives no run of a version it does not have); ``None``: any.
     """
 
     owner: str
@@ -40,6 +42,7 @@ class Claim:
     run_id: str | None = None
     steal_from: str | None = None
     tenant: str | None = None
+    agents: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +243,25 @@ class Store(abc.ABC):
         its children are in flight (admitted, not ended, not suspended) - checked atomically
         for the whole fleet of workers; how many it admitted."""
         raise NotImplementedError(f"{type(self).__name__} cannot limit capabilities")
+    # -- agent versions (optional abilities: the SQL stores have them) ---------------------------
+
+    async def announce_agents(
+        self,
+        owner: str,
+        agents: Sequence[tuple[str, str]],
+        *,
+        now: float,
+        forget_before: float,
+    ) -> None:
+        """Say that worker ``owner`` has these ``(agent, version)`` pairs, as of ``now``; forget
+        what any worker said before ``forget_before`` (workers that are gone)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no worker registry")
+
+    async def unserved_runs(self, *, now: float, grace: float, limit: int = 100) -> list[Run]:
+        """Runnable runs (PENDING, or RUNNING with an expired lease) that have waited longer
+        than ``grace`` seconds and whose ``(agent, version)`` no worker has announced in the
+        last ``grace`` seconds: nobody will ever drive them as they are."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no worker registry")
 
     # -- the outbox and the inbox (optional abilities: the SQL stores have them) ------------------
 

@@ -289,6 +289,7 @@ def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store)
         "outbox",
         "runs",
         "schema_migrations",
+        "worker_agents",  # 0009
     ]
     assert [r[0] for r in rows if r[1] == "VIEW"] == ["kpis", "run_kpi_facts"]  # 0007
 

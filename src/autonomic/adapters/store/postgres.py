@@ -151,7 +151,8 @@ head AS (
         status_reason = CASE WHEN :status::text IS NULL THEN status_reason
                              ELSE :status_reason::text END,
         output = CASE WHEN :set_output::boolean THEN :output::text ELSE output END,
-        metadata = COALESCE(:metadata::text, metadata)
+        metadata = COALESCE(:metadata::text, metadata),
+        agent_version = COALESCE(:agent_version::text, agent_version)
     WHERE {COMMIT_GUARD} AND EXISTS (SELECT 1 FROM audit_gate)
     RETURNING version
 ),{_APPEND},{_ANCHOR}

@@ -168,6 +168,22 @@ WHERE id IN (
           AND status IN ('PENDING', 'RUNNING', 'WAITING_FOR_HUMAN', 'WAITING_FOR_CHILD')
     ) AS in_flight)
 )"""
+    announce_agent = (
+        "INSERT INTO worker_agents (owner, agent, agent_version, seen_at) "
+        "VALUES (:owner, :agent, :agent_version, :now) "
+        "ON CONFLICT (agent, agent_version, owner) DO UPDATE SET seen_at = :now"
+    )
+    forget_agents = "DELETE FROM worker_agents WHERE seen_at < :before"
+    # A runnable run waits since its last change or since its lease expired, whichever is later.
+    unserved_runs = f"""SELECT {RUN_COLUMNS} FROM runs r
+WHERE (r.status = 'PENDING' OR (r.status = 'RUNNING' AND r.lease_expires_at < :now))
+  AND r.updated_at < :since AND r.lease_expires_at < :since
+  AND NOT EXISTS (
+    SELECT 1 FROM worker_agents w
+    WHERE w.agent = r.agent AND w.agent_version = r.agent_version AND w.seen_at >= :since
+  )
+ORDER BY r.created_at
+LIMIT :limit"""
     renew_lease = (
         "UPDATE runs SET lease_expires_at = :expires_at "
         "WHERE id = :run_id AND fence = :fence AND lease_owner = :owner"
@@ -300,12 +316,15 @@ class SqlStore(Store):
     migration_columns: ClassVar[str]
     """The names of the columns of the ``schema_migrations`` table, one a row."""
     sql: ClassVar[Statements]
+    _claims: ClassVar[dict[int, str]]
+    """The claims restricted to N agent versions, by N (``_claim_of``)."""
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if hasattr(cls, "paramstyle"):  # a dialect, not an abstract layer in between
             cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
+            cls._claims = {}
 
     def __init__(self) -> None:
         self._check_version = True  # only the lost-update test turns this off
@@ -518,6 +537,7 @@ class SqlStore(Store):
             "set_output": changes.set_output,
             "output": canonical_json(changes.output) if changes.set_output else None,
             "metadata": canonical_json(changes.metadata) if changes.metadata is not None else None,
+            "agent_version": changes.agent_version,
         }
 
     def _anchor(
@@ -693,7 +713,9 @@ class SqlStore(Store):
     # -- leases ---------------------------------------------------------------------------------
 
     async def claim(self, claim: Claim) -> Run | None:
-        params = {
+        if claim.agents is not None and not claim.agents:
+            return None  # a worker with no agents drives nothing
+        params: dict[str, Any] = {
             "owner": claim.owner,
             "expires_at": claim.now + claim.ttl,
             "now": claim.now,
@@ -701,7 +723,13 @@ class SqlStore(Store):
             "run_id": claim.run_id,
             "tenant": claim.tenant,
         }
-        rows = (await self._write(self.sql.claim, params)).rows
+        statement = self.sql.claim
+        if claim.agents is not None:
+            statement = self._claim_of(len(claim.agents))
+            for i, (agent, version) in enumerate(claim.agents):
+                params[f"agent_{i}"] = agent
+                params[f"version_{i}"] = version
+        rows = (await self._write(statement, params)).rows
         return run_from_row(rows[0]) if rows else None
 
     async def children(self, run_id: str) -> list[Run]:
@@ -730,6 +758,38 @@ class SqlStore(Store):
             "SELECT COUNT(*) FROM runs WHERE capability = :capability AND queued = 1",
             self.paramstyle,
         )
+    @classmethod
+    def _claim_of(cls, count: int) -> str:
+        """The claim restricted to ``count`` ``(agent, version)`` pairs (built once per count)."""
+        cache = cls._claims
+        if count not in cache:
+            pairs = ", ".join(f"(:agent_{i}, :version_{i})" for i in range(count))
+            neutral = Statements.claim.replace(
+                "      AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)",
+                "      AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)\n"
+                f"      AND (agent, agent_version) IN ({pairs})",
+            )
+            cache[count] = translate(
+                neutral.replace("{claim_lock}", cls.claim_lock), cls.paramstyle
+            )
+        return cache[count]
+
+    async def announce_agents(
+        self,
+        owner: str,
+        agents: Sequence[tuple[str, str]],
+        *,
+        now: float,
+        forget_before: float,
+    ) -> None:
+        await self._write(self.sql.forget_agents, {"before": forget_before})
+        for agent, version in agents:
+            params = {"owner": owner, "agent": agent, "agent_version": version, "now": now}
+            await self._write(self.sql.announce_agent, params)
+
+    async def unserved_runs(self, *, now: float, grace: float, limit: int = 100) -> list[Run]:
+        params = {"now": now, "since": now - grace, "limit": limit}
+        return [run_from_row(r) for r in await self._read(self.sql.unserved_runs, params)]
 
     async def renew_lease(self, run_id: str, *, owner: str, fence: int, expires_at: float) -> bool:
         params = {"run_id": run_id, "owner": owner, "fence": fence, "expires_at": expires_at}

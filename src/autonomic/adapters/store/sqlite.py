@@ -399,6 +399,7 @@ class SQLiteStore(SqlStore):
             changes.status is not None,
             changes.set_output,
             changes.metadata is not None,
+            changes.agent_version is not None,
         )
         updated = cur.execute(update, request.params).fetchone()
         if updated is None:
@@ -418,7 +419,7 @@ class SQLiteStore(SqlStore):
 
 @functools.cache
 def _update_statement(
-    release_lease: bool, lease: bool, status: bool, output: bool, metadata: bool
+    release_lease: bool, lease: bool, status: bool, output: bool, metadata: bool, repin: bool
 ) -> str:
     """The commit's guarded ``UPDATE``, assigning only the columns that change.
 
@@ -436,6 +437,8 @@ def _update_statement(
         sets.append("output = :output")
     if metadata:
         sets.append("metadata = :metadata")
+    if repin:
+        sets.append("agent_version = :agent_version")
     return f"UPDATE runs SET {', '.join(sets)} WHERE {COMMIT_GUARD} RETURNING version"
 
 

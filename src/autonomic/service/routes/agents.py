@@ -40,7 +40,7 @@ async def _health(scope: TenantScope, agent: Agent) -> dict[str, Any]:
 def _out(agent: Agent, health: dict[str, Any]) -> AgentOut:
     return AgentOut(
         name=agent.name,
-        version=agent.version,
+        version=agent.key[1],
         model=agent.model,
         tools=[t.ref for t in agent.tools],
         health=health,
