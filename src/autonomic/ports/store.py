@@ -243,6 +243,7 @@ class Store(abc.ABC):
         its children are in flight (admitted, not ended, not suspended) - checked atomically
         for the whole fleet of workers; how many it admitted."""
         raise NotImplementedError(f"{type(self).__name__} cannot limit capabilities")
+
     # -- agent versions (optional abilities: the SQL stores have them) ---------------------------
 
     async def announce_agents(

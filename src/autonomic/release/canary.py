@@ -240,7 +240,7 @@ class Canary:
                 f"a canary compares two versions of one agent, not {live.name!r} and "
                 f"{candidate.name!r}"
             )
-        return cls(store, live.name, live.version, candidate.version, **options)
+        return cls(store, live.name, live.key[1], candidate.key[1], **options)
 
     @classmethod
     async def from_log(cls, store: Store, agent: str) -> Canary:

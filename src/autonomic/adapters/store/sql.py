@@ -758,6 +758,7 @@ class SqlStore(Store):
             "SELECT COUNT(*) FROM runs WHERE capability = :capability AND queued = 1",
             self.paramstyle,
         )
+
     @classmethod
     def _claim_of(cls, count: int) -> str:
         """The claim restricted to ``count`` ``(agent, version)`` pairs (built once per count)."""

@@ -242,7 +242,7 @@ async def attack_agent(
     sources = {t.name for t in agent.tools if t.name in agent.read_only}
     stubbed = agent.with_tools([world.stub(t, t.name in sources) for t in agent.tools])
     by_name = {t.name: t for t in agent.tools}
-    report = TargetReport(agent=agent.name, version=agent.version, cases=len(found))
+    report = TargetReport(agent=agent.name, version=agent.key[1], cases=len(found))
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="autonomic-adversarial-") as tmp:
         store = build_store(f"sqlite:///{Path(tmp) / 'target.db'}")
