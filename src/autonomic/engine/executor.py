@@ -558,7 +558,20 @@ class Engine:
                 budget.estimate = exact_estimate(managed)
         if state.planning is not None:  # plans now (no plan yet) or may forget a failed plan
             planner = None if state.plan is not None else self.model_for(state.planning["model"])
-            hooks.append(PlanningHook(agent, planner, cache=self.plan_cache, budget=budget))
+            scorer = str(state.planning.get("scorer", ""))
+            hooks.append(
+                PlanningHook(
+                    agent,
+                    planner,
+                    cache=self.plan_cache,
+                    budget=budget,
+                    scorer=(
+                        self.model_for(scorer.removeprefix("model:"))
+                        if planner is not None and scorer.startswith("model:")
+                        else None
+                    ),
+                )
+            )
         if managed is not None:
             hooks.append(CompressionHook(managed))
         if budget is not None:
