@@ -170,6 +170,18 @@ class Agent:
                 f"agent {self.name}: read_only names unknown tool(s) {', '.join(unknown)}",
                 hint="list only tools the agent has",
             )
+        for t in self.tools:
+            if t.compensate is None:
+                continue
+            undo = next((u for u in self.tools if u.name == t.compensate), None)
+            if undo is None or not undo.idempotent:
+                problem = "is not one of its tools" if undo is None else "is not idempotent"
+                raise InvalidInput(
+                    f"agent {self.name}: tool {t.name} is compensated by {t.compensate}, which "
+                    f"{problem}",
+                    hint="give the agent the compensating tool, declared idempotent=True (it is "
+                    "called again with the same key after a crash)",
+                )
         if self.workflow is not None:
             self.workflow.check_tools({t.name for t in self.tools})
         if self.expected_actions is not None:
