@@ -190,7 +190,7 @@ def _compensation_summary(body: CompensationStep) -> str:
     if body.phase == "intent":
         return f"compensating {body.of} (step {body.step}) with {body.tool}"
     if body.phase == "skipped":
-        return f"step {body.step} ({body.of}) declares no compensation: {body.reason}"
+        return f"step {body.step} ({body.of}) not undone: {body.reason}"
     outcome = f"ok, {_short(body.output)}" if body.ok else f"failed: {body.error}"
     return f"compensated {body.of} (step {body.step}) with {body.tool}: {outcome}"
 
