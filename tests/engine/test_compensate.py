@@ -315,3 +315,34 @@ def test_sigkill_at_random_points_during_compensation_undoes_each_step_once(
     assert kills >= 1  # every point is reached at least three times: the first child dies
     assert run.status is RunStatus.CANCELLED
     check_compensated(path, entries)
+
+
+def test_a_running_run_is_aborted_when_its_worker_is_gone(store_url, make_store, tmp_path):
+    """RUNNING under a lease (its worker died after 2 commits): the request is journaled without
+    a status change, and the next worker to take the run compensates instead of acting."""
+    path = tmp_path / "sink.jsonl"
+
+    async def main():
+        store = await make_store(store_url)
+        try:
+            eng = engine(store, RaiseAt("step_done", 3))
+            with pytest.raises(SimulatedCrash):
+                await eng.run("booker", "book", run_id="run_live", metadata={"sink": str(path)})
+            assert (await store.get_run("run_live")).status is RunStatus.RUNNING
+            aborting = await engine(store).abort("run_live", "stop", compensate=True)
+            later = engine(store, clock=lambda: time.time() + 3600)
+            claimed = await later.claim("run_live")
+            assert claimed is not None
+            return aborting, await later.drive(claimed), await store.load_journal("run_live")
+        finally:
+            await store.close()
+
+    aborting, final, entries = asyncio.run(main())
+    assert aborting.status is RunStatus.RUNNING
+    assert final.status is RunStatus.CANCELLED
+    records = read_jsonl(path)
+    assert [r["item"] for r in records if r["op"] == "book"] == ["a", "b"]
+    assert [r["booking"] for r in records if r["op"] == "unbook"] == ["b-b", "b-a"]
+    # no model turn after the abort: the run never acted again
+    kinds = [e.kind for e in entries]
+    assert EntryKind.MODEL_RESPONSE not in kinds[kinds.index(EntryKind.COMPENSATION) :]
