@@ -18,6 +18,7 @@ that it can be written into the journal and shown by the CLI and API.
     │   │   └── ToolVersionMissing
     │   ├── InvalidInput
     │   │   ├── ToolArgumentsInvalid
+    │   │   ├── GraphInvalid
     │   │   ├── RunInputError
     │   │   └── EventRejected
     │   ├── PolicyFileError
@@ -110,6 +111,18 @@ class ToolArgumentsInvalid(InvalidInput):
     """Arguments proposed for a tool do not match its JSON schema."""
 
     code = "tool_arguments_invalid"
+
+
+class GraphInvalid(InvalidInput):
+    """A dependency graph of steps or subtasks that may not run: a cycle, an unknown capability
+    or tool, a reference to a missing node, an output that does not fit the next node's input,
+    too many nodes. The message is one line naming the node (``core/graph.py``)."""
+
+    code = "graph_invalid"
+
+    def __init__(self, message: str, *, node: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.node = node
 
 
 class RunInputError(InvalidInput):

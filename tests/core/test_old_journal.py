@@ -88,7 +88,12 @@ def expected() -> dict[str, Any]:
     return data
 
 
-NEWER_KINDS = {EntryKind.SETTLEMENT}
+NEWER_KINDS = {
+    EntryKind.SETTLEMENT,
+    EntryKind.PLAN_CANDIDATE,
+    EntryKind.PLAN_SCORE,
+    EntryKind.COMPENSATION,
+}
 """Kinds added after 0.1: 0.1 never wrote them, so the fixture cannot hold them."""
 
 

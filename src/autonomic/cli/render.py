@@ -48,6 +48,9 @@ KIND_STYLE = {
     "summary": "magenta",
     "plan": "magenta",
     "settlement": "bold yellow",
+    "plan.candidate": "magenta",
+    "plan.score": "magenta",
+    "compensation": "bold red",
 }
 
 
@@ -279,5 +282,5 @@ def _unpriced_models(entries: Sequence[Entry]) -> dict[str, int]:
 
 
 def entry_line(entry: Entry) -> str:
-    style = KIND_STYLE.get(entry.kind.value, "")
+    style = KIND_STYLE.get(entry.kind.value, "default")  # "[]" would not be markup
     return f"  [dim]{entry.seq:>3}[/] [{style}]{entry.kind.value:<14}[/] {escape(summarise(entry))}"

@@ -385,6 +385,45 @@ def cancel(
     out.print(f"run {run.id} is {run.status.value}")
 
 
+def abort(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the journal.")] = (
+        "aborted by operator"
+    ),
+    compensate: Annotated[
+        bool,
+        typer.Option(
+            "--compensate/--no-compensate",
+            help="Undo the run's completed steps with their tools' compensating actions, newest "
+            "first, each exactly once (without: the run is cancelled as it is).",
+        ),
+    ] = False,
+    who: AsOption = None,
+) -> None:
+    """Abort a run; with --compensate a worker then undoes its completed steps and cancels it."""
+    settings = settings_of(ctx)
+    validate_run_id(run_id)
+
+    async def go() -> Run:
+        store = await open_store(settings.db, "write")
+        try:
+            engine = build_engine(store, None)
+            by = acting(who, (await store.get_run(run_id)).tenant)
+            return await engine.abort(run_id, reason, compensate=compensate, by=by)  # type: ignore[no-any-return]
+        finally:
+            await store.close()
+
+    run = run_coroutine(go)
+    if run.status is RunStatus.RUNNING:
+        out.print(
+            f"run {run.id} is aborting: a worker compensates its completed steps, then cancels "
+            f"it (`autonomic resume {run.id}` drives it here; `autonomic show {run.id}` follows it)"
+        )
+    else:
+        out.print(f"run {run.id} is {run.status.value}")
+
+
 def _budget_options(items: list[str]) -> dict[str, Any]:
     """``--budget NAME=LIMIT`` options as a budget mapping (validated again by the engine)."""
     hint = "write --budget tokens=50000, --budget cost=2.5 or --budget tool_calls.cleanup=3"

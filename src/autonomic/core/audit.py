@@ -157,6 +157,10 @@ def _summary(
         for key in ("tool", "key", "executed", "by", "reason"):
             if p.get(key) is not None:
                 out[key] = p[key]
+    elif kind == "compensation":  # an undo is an effect: which, for what, how it went
+        for key in ("phase", "step", "tool", "of", "key", "ok", "by", "reason"):
+            if p.get(key) is not None:
+                out[key] = p[key]
     elif kind == "run.started":
         for key in ("agent", "agent_version", "model", "tenant", "requester"):
             if p.get(key) is not None:

@@ -50,6 +50,13 @@ class EntryKind(enum.StrEnum):
     SETTLEMENT = "settlement"
     """A human's finding about a call the run was in doubt about: it ran (with its result) or
     it did not (``autonomic settle``)."""
+    PLAN_CANDIDATE = "plan.candidate"
+    """Tree-of-Thoughts: one candidate plan (or why it is unusable), before any is chosen."""
+    PLAN_SCORE = "plan.score"
+    """Tree-of-Thoughts: one candidate plan's score, so a resumed run never scores it again."""
+    COMPENSATION = "compensation"
+    """An abort with compensation: requested, then per completed step the compensating call's
+    intent and result (each exactly once, in reverse order; ``engine/compensation.py``)."""
 
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -689,6 +696,125 @@ class Summary(NamedTuple):
         )
 
 
+class PlanCandidate(NamedTuple):
+    """``plan.candidate``: candidate number ``candidate`` of a Tree-of-Thoughts planning phase - its plan
+    (``steps`` in order, ``graph`` when the planner answered a graph) or why it is ``rejected``,
+    with the call that produced it."""
+
+    candidate: int
+    steps: tuple[str, ...] | None = None
+    graph: Mapping[str, Any] | None = None
+    rejected: str | None = None
+    call: ModelCall | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        out = _put(
+            {"candidate": self.candidate},
+            steps=list(self.steps) if self.steps is not None else None,
+            graph=_dict(self.graph),
+            rejected=self.rejected,
+        )
+        if self.call is not None:
+            out.update(self.call.fields())
+        return out
+
+    @staticmethod
+    def from_payload(p: Mapping[str, Any]) -> PlanCandidate:
+        steps = p.get("steps")
+        return PlanCandidate(
+            candidate=int(p.get("candidate", 0)),
+            steps=tuple(steps) if isinstance(steps, list) else None,
+            graph=_dict(p.get("graph")),
+            rejected=p.get("rejected"),
+            call=ModelCall.of(p) if "usage" in p else None,
+        )
+
+
+class PlanScore(NamedTuple):
+    """``plan.score``: candidate number ``candidate``'s ``score`` (higher is better), by whom (``by``: the
+    scoring function's or model's name), why, and the scoring call when a model scored."""
+
+    candidate: int
+    score: float
+    by: str
+    reason: str = ""
+    call: ModelCall | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"candidate": self.candidate, "score": self.score, "by": self.by}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.call is not None:
+            out.update(self.call.fields())
+        return out
+
+    @staticmethod
+    def from_payload(p: Mapping[str, Any]) -> PlanScore:
+        return PlanScore(
+            candidate=int(p.get("candidate", 0)),
+            score=float(p.get("score", 0.0)),
+            by=str(p.get("by", "")),
+            reason=str(p.get("reason", "")),
+            call=ModelCall.of(p) if "usage" in p else None,
+        )
+
+
+class CompensationStep(NamedTuple):
+    """``compensation``: one phase of undoing a run's completed steps.
+
+    ``requested``: someone (``by``) aborted the run with compensation, with the ``reason``.
+    ``intent``: the compensating ``tool`` is about to run for the step at ``step`` (the
+    original call's ``[turn, index]`` as a string ``"turn:index"``, or a subtask's id) with
+    ``arguments`` under ``key``. ``result``: it ran - ``ok`` with ``output``, or the ``error``.
+    ``skipped``: the step declares no compensation (named, so the record is complete)."""
+
+    phase: str
+    step: str | None = None
+    tool: str | None = None
+    of: str | None = None
+    """The tool whose effect is being undone."""
+    arguments: Mapping[str, Any] | None = None
+    key: str | None = None
+    ok: bool | None = None
+    output: Any = None
+    error: str | None = None
+    by: str | None = None
+    reason: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        out = _put(
+            {"phase": self.phase},
+            step=self.step,
+            tool=self.tool,
+            of=self.of,
+            arguments=_dict(self.arguments),
+            key=self.key,
+            ok=self.ok,
+            error=self.error,
+            by=self.by,
+            reason=self.reason,
+        )
+        if self.phase == "result" and self.ok:
+            out["output"] = self.output
+        return out
+
+    @staticmethod
+    def from_payload(p: Mapping[str, Any]) -> CompensationStep:
+        return CompensationStep(
+            phase=str(p.get("phase", "")),
+            step=p.get("step"),
+            tool=p.get("tool"),
+            of=p.get("of"),
+            arguments=_dict(p.get("arguments")),
+            key=p.get("key"),
+            ok=p.get("ok"),
+            output=p.get("output"),
+            error=p.get("error"),
+            by=p.get("by"),
+            reason=p.get("reason"),
+        )
+
+
 class PlanOutcome(NamedTuple):
     """``plan``: the planning phase's outcome - ``source`` ``cache`` or ``model`` with the steps,
     or ``none`` (the planner failed) - or a plan ``rejected`` as nonsense; with the planning call's
@@ -704,6 +830,11 @@ class PlanOutcome(NamedTuple):
     rejected: str | None = None
     error: str | None = None
     cache_error: str | None = None
+    graph: Mapping[str, Any] | None = None
+    """The plan as a dependency graph (``core/graph.py``: ``{"nodes": [...]}``) when the
+    planner answered one; ``steps`` are then its nodes' words in a topological order."""
+    chosen: int | None = None
+    """Tree-of-Thoughts: the index of the candidate committed (see ``plan.candidate``)."""
 
     def to_payload(self) -> dict[str, Any]:
         out = _put(
@@ -715,6 +846,8 @@ class PlanOutcome(NamedTuple):
             rejected=self.rejected,
             error=self.error,
             cache_error=self.cache_error,
+            graph=_dict(self.graph),
+            chosen=self.chosen,
         )
         if self.call is not None:
             out.update(self.call.fields())
@@ -734,6 +867,8 @@ class PlanOutcome(NamedTuple):
             rejected=p.get("rejected"),
             error=p.get("error"),
             cache_error=p.get("cache_error"),
+            graph=_dict(p.get("graph")),
+            chosen=p.get("chosen"),
         )
 
 
@@ -810,6 +945,9 @@ Body: TypeAlias = (
     | Summary
     | PlanOutcome
     | Settlement
+    | PlanCandidate
+    | PlanScore
+    | CompensationStep
 )
 """A typed journal entry."""
 
@@ -826,6 +964,9 @@ KINDS: dict[type[Any], EntryKind] = {
     Summary: EntryKind.SUMMARY,
     PlanOutcome: EntryKind.PLAN,
     Settlement: EntryKind.SETTLEMENT,
+    PlanCandidate: EntryKind.PLAN_CANDIDATE,
+    PlanScore: EntryKind.PLAN_SCORE,
+    CompensationStep: EntryKind.COMPENSATION,
 }
 """The kind each type journals as."""
 

@@ -6,16 +6,19 @@ process from its journal alone, and a test can check that a replay reaches the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from autonomic.core.calls import Position, answer_ids
 from autonomic.core.entries import (
     ApprovalEvent,
+    CompensationStep,
     DecisionRecord,
     ModelTurn,
+    PlanCandidate,
     PlanOutcome,
+    PlanScore,
     RunStarted,
     Settlement,
     Summary,
@@ -25,9 +28,11 @@ from autonomic.core.entries import (
     WorkflowMove,
     as_text,
 )
+from autonomic.core.graph import parse_graph
 from autonomic.core.journal import GENESIS_HASH, Entry
 from autonomic.core.messages import Message, Role, ToolCall, Usage
 from autonomic.core.run import RunStatus
+from autonomic.errors import GraphInvalid
 
 GUARD_STEPS = 64
 """How many executed tool calls ``RunState.guard_steps`` keeps (the loop window is smaller)."""
@@ -127,6 +132,14 @@ class RunState:
     """The agent's planning settings pinned at start (``None``: the agent does not plan)."""
     plan: PlanOutcome | None = None
     """The ``plan`` entry, once the planning phase is over (whatever its outcome)."""
+    candidates: dict[int, PlanCandidate] = field(default_factory=dict)
+    """Tree-of-Thoughts: the candidate plans generated so far, by number (never generated again)."""
+    scores: dict[int, PlanScore] = field(default_factory=dict)
+    """Tree-of-Thoughts: the candidates' scores, by number (never scored again)."""
+    abort: CompensationStep | None = None
+    """The ``requested`` compensation entry of a run being aborted with compensation."""
+    compensations: dict[str, CompensationStep] = field(default_factory=dict)
+    """Per step being undone, its latest compensation entry (intent, result or skipped)."""
     settlements: dict[Position, Settlement] = field(default_factory=dict)
     """Calls a human settled as executed, by position, until their result is recorded."""
     contents: list[Content] = field(default_factory=list)
@@ -188,6 +201,19 @@ class RunState:
                     self._charge(call.usage, call.cost)
             case PlanOutcome():
                 self._apply_plan(body)
+            case PlanCandidate():
+                self.candidates[body.candidate] = body
+                if body.call is not None:
+                    self._charge(body.call.usage, body.call.cost)
+            case PlanScore():
+                self.scores[body.candidate] = body
+                if body.call is not None:
+                    self._charge(body.call.usage, body.call.cost)
+            case CompensationStep():
+                if body.phase == "requested":
+                    self.abort = body
+                elif body.step is not None:
+                    self.compensations[body.step] = body
             case Settlement():
                 position = self.position_of(body.call_id, body.position)
                 if body.executed:  # its result is recorded by the next step, screened
@@ -264,7 +290,7 @@ class RunState:
         if not plan.steps:
             return
         source = "reused from the plan cache" if plan.source == "cache" else "planned"
-        text = plan_text(plan.steps, source)
+        text = plan_text(plan.steps, source, plan.graph)
         if self.messages and self.messages[0].role is Role.SYSTEM:
             self.messages[0] = Message(Role.SYSTEM, f"{self.messages[0].content}\n\n{text}")
         else:
@@ -332,9 +358,13 @@ def fold(run_id: str, entries: Iterable[Entry]) -> RunState:
     return state
 
 
-def plan_text(steps: Sequence[str], source: str) -> str:
-    """How a plan reads at the end of the system prompt."""
+def plan_text(steps: Sequence[str], source: str, graph: Mapping[str, Any] | None = None) -> str:
+    """How a plan reads at the end of the system prompt. A graph plan reads as numbered steps
+    with what each waits for, and which steps are independent: the model may call their tools
+    together in one turn."""
     lines = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, start=1))
+    if graph is not None:
+        lines = graph_lines(graph) or lines
     return (
         f"Plan ({source}; placeholders stand for this task's values - follow the plan, adapt "
         f"where a step does not apply):\n{lines}"
@@ -344,3 +374,28 @@ def plan_text(steps: Sequence[str], source: str) -> str:
 def observation_text(result: ToolResult) -> str:
     """What the model reads back for a tool result: the output as JSON, or the error."""
     return result.observation()
+
+
+def graph_lines(raw: Mapping[str, Any]) -> str:
+    """A validated graph plan as the model reads it: one line per node in topological order,
+    numbered by layer (``2a``, ``2b``: independent steps that may run in the same turn)."""
+    try:
+        graph = parse_graph(raw)
+        layers = graph.layers()
+    except GraphInvalid:
+        return ""
+    out: list[str] = []
+    label: dict[str, str] = {}
+    for number, layer in enumerate(layers, start=1):
+        for k, node_id in enumerate(layer):
+            label[node_id] = f"{number}{chr(ord('a') + k % 26)}" if len(layer) > 1 else str(number)
+    for layer in layers:
+        for node_id in layer:
+            node = graph.node(node_id)
+            text = node.text or (f"use {node.uses}" if node.uses else node.id)
+            waits = ", ".join(label[d] for d in sorted(node.needs, key=lambda d: label[d]))
+            tail = f" (after {waits})" if waits else ""
+            out.append(f"{label[node_id]}. {text}{tail}")
+    if any(len(layer) > 1 for layer in layers):
+        out.append("Steps with the same number are independent: call their tools together.")
+    return "\n".join(out)

@@ -11,10 +11,13 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import (
     ApprovalEvent,
     Body,
+    CompensationStep,
     DecisionRecord,
     ModelCall,
     ModelTurn,
+    PlanCandidate,
     PlanOutcome,
+    PlanScore,
     Recovery,
     RunStarted,
     Settlement,
@@ -170,9 +173,32 @@ def _summarise(body: Body, width: int = 90) -> str:
                 else "not executed (runs again)"
             )
             text = f"{body.tool} call {body.call_id} {found}, by {body.by}: {body.reason}"
+        case PlanCandidate():
+            text = (
+                f"candidate plan {body.candidate}: rejected: {body.rejected}"
+                if body.rejected
+                else f"candidate plan {body.candidate} ({len(body.steps or ())} steps)"
+            )
+        case PlanScore():
+            text = f"candidate plan {body.candidate} scored {body.score:g} by {body.by}"
+            if body.reason:
+                text += f": {body.reason}"
+        case CompensationStep():
+            text = _compensation_summary(body)
         case _:
             assert_never(body)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _compensation_summary(body: CompensationStep) -> str:
+    if body.phase == "requested":
+        return f"abort with compensation requested by {body.by}: {body.reason}"
+    if body.phase == "intent":
+        return f"compensating {body.of} (step {body.step}) with {body.tool}"
+    if body.phase == "skipped":
+        return f"step {body.step} ({body.of}) not undone: {body.reason}"
+    outcome = f"ok, {_short(body.output)}" if body.ok else f"failed: {body.error}"
+    return f"compensated {body.of} (step {body.step}) with {body.tool}: {outcome}"
 
 
 def spend(entries: Sequence[Entry]) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from autonomic.core.run import Run
 from autonomic.engine.fingerprint import computed_version
@@ -33,6 +33,24 @@ every task of this pattern: short imperative steps in order, naming the tool eac
 Keep placeholders as they are; never invent values. Answer with JSON only:
 {"steps": ["first step", "second step"]} with at most {max_steps} steps."""
 
+GRAPH_PLANNING_INSTRUCTIONS = """You plan the work of an agent before it starts. Below are the agent's
+instructions and tools, then the task as a pattern: values that vary between tasks of this kind
+are placeholders (<n> a number, <date>, <text> a quoted value, <id>, <email>). Write a plan for
+every task of this pattern as a dependency graph: each step has an id, what to do, the tool it
+uses, and the ids of the steps it needs first; steps that need nothing from each other may run at
+the same time. Keep placeholders as they are; never invent values. Answer with JSON only:
+{"steps": [{"id": "a", "do": "first step", "tool": "tool_name", "after": []},
+{"id": "b", "do": "second step", "tool": "tool_name", "after": ["a"]}]} with at most {max_steps}
+steps."""
+
+SCORING_INSTRUCTIONS = """You judge plans an agent may follow. Below are the agent's instructions
+and tools, the task as a pattern, and one candidate plan. Score how well the plan would do the
+task: correct, complete, no unnecessary or risky steps, independent steps kept independent.
+Answer with JSON only: {"score": a number from 0 to 10, "reason": "one sentence"}."""
+
+PlanScorer: TypeAlias = Callable[[tuple[str, ...], Mapping[str, Any] | None], float]
+"""Scores a candidate plan (its steps in order, and its graph when it is one): higher is better."""
+
 
 @dataclass(frozen=True)
 class Planning:
@@ -44,13 +62,23 @@ class Planning:
         cache_ttl: seconds a plan is reused for the same task pattern; ``None`` never caches
             (every run plans).
         max_steps: the longest plan accepted; a longer answer is rejected as nonsense.
-        instructions: the planner's system prompt (``{max_steps}`` is filled in).
+        instructions: the planner's system prompt (``{max_steps}`` is filled in);
+            ``GRAPH_PLANNING_INSTRUCTIONS`` asks for a dependency graph (a list is a chain, and
+            both are always accepted).
+        candidates: Tree-of-Thoughts: how many candidate plans to generate and score before
+            one is committed (1: plan once, no scoring).
+        scorer: a Python function that scores a candidate (``PlanScorer``); with neither it
+            nor ``scorer_model``, candidates are scored by the planning model.
+        scorer_model: the model spec that scores candidates (``SCORING_INSTRUCTIONS``).
     """
 
     model: str | None = None
     cache_ttl: float | None = 3600.0
     max_steps: int = 10
     instructions: str = PLANNING_INSTRUCTIONS
+    candidates: int = 1
+    scorer: PlanScorer | None = None
+    scorer_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.cache_ttl is not None and not self.cache_ttl > 0:
@@ -62,15 +90,29 @@ class Planning:
             raise InvalidInput(f"planning max_steps must be 1 to 50, got {self.max_steps}")
         if not self.instructions.strip():
             raise InvalidInput("planning instructions are empty")
+        if not 1 <= self.candidates <= 10:
+            raise InvalidInput(f"planning candidates must be 1 to 10, got {self.candidates}")
+        if self.scorer is not None and self.scorer_model is not None:
+            raise InvalidInput(
+                "planning has both a scorer function and a scorer_model",
+                hint="give one: a function scores offline, a model scores with a call",
+            )
 
     def pin(self, default_model: str) -> dict[str, Any]:
         """What a run records when it starts, so any worker plans it the same way."""
-        return {
+        pinned: dict[str, Any] = {
             "model": self.model or default_model,
             "cache_ttl": self.cache_ttl,
             "max_steps": self.max_steps,
             "instructions": self.instructions,
         }
+        if self.candidates > 1:
+            if self.scorer is not None:
+                scorer = f"function:{getattr(self.scorer, '__qualname__', 'scorer')}"
+            else:
+                scorer = f"model:{self.scorer_model or pinned['model']}"
+            pinned.update(candidates=self.candidates, scorer=scorer)
+        return pinned
 
 
 @dataclass(frozen=True)
@@ -163,6 +205,18 @@ class Agent:
                 f"agent {self.name}: read_only names unknown tool(s) {', '.join(unknown)}",
                 hint="list only tools the agent has",
             )
+        for t in self.tools:
+            if t.compensate is None:
+                continue
+            undo = next((u for u in self.tools if u.name == t.compensate), None)
+            if undo is None or not undo.idempotent:
+                problem = "is not one of its tools" if undo is None else "is not idempotent"
+                raise InvalidInput(
+                    f"agent {self.name}: tool {t.name} is compensated by {t.compensate}, which "
+                    f"{problem}",
+                    hint="give the agent the compensating tool, declared idempotent=True (it is "
+                    "called again with the same key after a crash)",
+                )
         if self.workflow is not None:
             self.workflow.check_tools({t.name for t in self.tools})
         if self.expected_actions is not None:

@@ -19,11 +19,20 @@ from typing import Any, Literal
 
 from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.canonical import canonical_json
-from autonomic.core.entries import Body, RunStarted, Settlement, ToolIntent, Transition
+from autonomic.core.compensation import completed_steps
+from autonomic.core.entries import (
+    Body,
+    CompensationStep,
+    RunStarted,
+    Settlement,
+    ToolIntent,
+    Transition,
+)
 from autonomic.core.journal import GENESIS_HASH, Entry, PackedEntry, record
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transition
 from autonomic.core.state import RunState, fold
 from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.compensation import Compensate
 from autonomic.engine.delegation import GATE_NAME as DELEGATION_GATE
 from autonomic.engine.delegation import Delegation, DelegationGate
 from autonomic.engine.failure import Failure, scrub, store_failure
@@ -533,9 +542,12 @@ class Engine:
                 step = self._steps(session)
                 if taken_over:
                     step.begin(self.owner)
-                if step.agent.check is not None:
-                    step.agent.check(session.run)  # the run's input and metadata, every drive
-                await step.drive(ReAct())
+                if session.state.abort is not None:  # aborted: undo, never act again
+                    await step.drive(Compensate())
+                else:
+                    if step.agent.check is not None:
+                        step.agent.check(session.run)  # the run's input and metadata, every drive
+                    await step.drive(ReAct())
         except LeaseLost as exc:
             log.warning(
                 "run %s: this worker (%s) lost its lease at fence %d and drops the run; "
@@ -647,7 +659,20 @@ class Engine:
                 budget.estimate = exact_estimate(managed)
         if state.planning is not None:  # plans now (no plan yet) or may forget a failed plan
             planner = None if state.plan is not None else self.model_for(state.planning["model"])
-            hooks.append(PlanningHook(agent, planner, cache=self.plan_cache, budget=budget))
+            scorer = str(state.planning.get("scorer", ""))
+            hooks.append(
+                PlanningHook(
+                    agent,
+                    planner,
+                    cache=self.plan_cache,
+                    budget=budget,
+                    scorer=(
+                        self.model_for(scorer.removeprefix("model:"))
+                        if planner is not None and scorer.startswith("model:")
+                        else None
+                    ),
+                )
+            )
         if managed is not None:
             hooks.append(CompressionHook(managed))
         if budget is not None:
@@ -834,6 +859,64 @@ class Engine:
                 continue
             log.warning("run %s: %s", found.id, suspended[-1].status_reason)
         return suspended
+
+    async def abort(
+        self, run_id: str, reason: str, *, compensate: bool = True, by: str = "operator"
+    ) -> Run:
+        """Abort a run. Without ``compensate`` it is ``cancel``. With it, a ``compensation``
+        entry ``requested`` is journaled and the run goes (back) to RUNNING for a worker, which
+        undoes its completed steps newest first and ends it CANCELLED (``engine/compensation.py``);
+        ``drive`` it, or let a worker claim it. A run that is RUNNING under another worker's
+        lease is taken once that lease ends (the worker stops at its next commit). A run with
+        nothing to undo is cancelled at once."""
+        if not compensate:
+            return await self.cancel(run_id, reason, by=by)
+        act = AuditAct("run.abort", by, {"reason": reason, "compensate": True})
+        request = CompensationStep("requested", by=by, reason=reason)
+
+        def requested(why: str) -> Callable[[Run, RunState], tuple[list[Body], str]]:
+            return lambda _run, _state: ([request], why)
+
+        for _ in range(10):
+            run = await self.store.get_run(run_id)
+            state = fold(run_id, await self.store.load_journal(run_id))
+            if run.status.terminal:
+                raise InvalidInput(
+                    f"run {run_id} is {run.status.value}: a finished run cannot be aborted",
+                    hint="`autonomic show RUN` displays how it ended",
+                )
+            if state.abort is not None:
+                return run  # already aborting: the request stands
+            if not completed_steps(state):
+                why = f"aborted by {by}: {reason}; nothing to undo"
+                return await self._operator_transition(
+                    run_id, RunStatus.CANCELLED, why, before=requested(why), by=by, act=act
+                )
+            if run.status is not RunStatus.RUNNING:
+                why = f"aborted by {by}: {reason}; compensating its completed steps"
+                return await self._operator_transition(
+                    run_id, RunStatus.RUNNING, why, before=requested(why), by=by, act=act
+                )
+            now = self.clock()
+            packed = [
+                record(
+                    run_id, state.last_seq + 1, request, prev_hash=state.last_hash, created_at=now
+                )
+            ]
+            try:
+                await self.store.commit(
+                    run_id,
+                    expected_version=run.version,
+                    fence=None,
+                    entries=packed,
+                    changes=RunChanges(),
+                    now=now,
+                    audit=AuditNote(levels=self._audit_levels(run), act=act),
+                )
+            except StaleVersion:
+                continue
+            return await self.store.get_run(run_id)
+        raise StaleVersion(f"run {run_id} kept changing; try again")
 
     async def cancel(
         self, run_id: str, reason: str = "cancelled by operator", *, by: str = "operator"

@@ -18,10 +18,12 @@ STEP_POINTS = ("before_commit", "after_commit", "after_effect", "step_done")
 """``before_commit``: entries staged, not yet committed. ``after_commit``: just committed.
 ``after_effect``: a tool ran, its result not yet committed. ``step_done``: a tool step's result
 is committed."""
-POINTS = (*STEP_POINTS, "approved", "before_effect")
+POINTS = (*STEP_POINTS, "approved", "before_effect", "plan_scored", "compensated")
 """``approved``: a call's approval is in the journal, the call has not started (governance).
 ``before_effect``: a call's intent is committed (write-ahead, for a non-idempotent tool) and its
-effect is about to start; the lease check comes next."""
+effect is about to start; the lease check comes next. ``plan_scored``: every Tree-of-Thoughts
+candidate is scored and committed, the choice is not yet staged. ``compensated``: a compensating
+call ran, its result not yet committed."""
 
 
 class Faults(Protocol):

@@ -500,6 +500,19 @@ class StepProtocol:
         known = ", ".join(sorted(t.name for t in self.agent.tools)) or "none"
         raise NotFound(f"unknown tool {name!r}; this agent's tools are: {known}")
 
+    async def act(
+        self,
+        tool: Tool,
+        call: ToolCall,
+        at: Position,
+        intent: ToolIntent,
+        *,
+        replayed: bool = False,
+    ) -> ToolResult:
+        """Step 4 alone, for a pattern that journals its own intent and result around it (the
+        compensation pattern): the effect under the contract, after the lease check."""
+        return await self._act(tool, call, at, intent, replayed)
+
     async def _act(
         self, tool: Tool, call: ToolCall, at: Position, intent: ToolIntent, replayed: bool
     ) -> ToolResult:

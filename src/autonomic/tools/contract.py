@@ -105,6 +105,12 @@ class Tool:
     """Paths of structured output fields that are trusted although the rest is not, e.g.
     ``messages[].from`` (the mail server authenticated the sender) or ``contacts[].email``
     (the user's own address book). ``a.b`` walks a key, ``a[]`` every item of a list."""
+    compensate: str | None = None
+    """The name of the tool that undoes this one's effect (a saga's compensating action): on an
+    abort with compensation the engine calls it once per completed call, newest first
+    (``engine/compensation.py``). Its arguments are its parameters taken by name from this
+    call's output (when a mapping) and then from this call's arguments. It must be idempotent:
+    after a crash it is called again with the same idempotency key."""
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
     _output_validator: Any = field(default=None, init=False, repr=False, compare=False)
     _wants_ctx: bool = field(default=False, init=False, repr=False, compare=False)
@@ -275,6 +281,7 @@ def tool(
     effects: tuple[str, ...] = (),
     trusted_output: bool = False,
     trusted_fields: tuple[str, ...] = (),
+    compensate: Tool | str | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -298,6 +305,7 @@ def tool(
     effects: tuple[str, ...] = (),
     trusted_output: bool = False,
     trusted_fields: tuple[str, ...] = (),
+    compensate: Tool | str | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare a tool from a typed function; the JSON schema comes from its annotations.
 
@@ -328,6 +336,7 @@ def tool(
             effects=tuple(effects),
             trusted_output=trusted_output,
             trusted_fields=tuple(trusted_fields),
+            compensate=compensate.name if isinstance(compensate, Tool) else compensate,
         )
 
     return wrap(fn) if fn is not None else wrap
