@@ -392,7 +392,10 @@ async def run_chaos(
                 crash = _crash_plan(seed, i, plan.crash)
                 if crash is not None:
                     meta["chaos"] = {"crash": crash}
-                run = await engine.start(agent, tasks[i % len(tasks)], metadata=meta)
+                # The run id is derived from the seed and the run's index: every draw is keyed
+                # by it, so the same seed injects the same faults in every trial.
+                run_id = "run_" + hashlib.sha256(f"chaos:{seed}:{i}".encode()).hexdigest()[:32]
+                run = await engine.start(agent, tasks[i % len(tasks)], metadata=meta, run_id=run_id)
                 ids.append(run.id)
             config = where / "chaos.json"
             config.write_text(
