@@ -148,7 +148,7 @@ def test_a_worker_that_cannot_start_stops_the_trial_with_its_error(
         )
 
 
-def test_the_same_seed_injects_the_same_faults(user_agent: str) -> None:
+def test_a_whole_trial_is_repeated_by_its_seed(user_agent: str) -> None:
     # Regression: draws were keyed by the run's random id, so a seed did not fix the faults.
     plan = FaultPlan.parse(["tool_error=0.3", "model_garbage=0.2"])
 
