@@ -131,7 +131,9 @@ class Engine:
         provenance: trace the values of consequential tool calls to where they appeared and
             pin calls to the plan (``autonomic.governance.provenance_gate``); its gate is added
             before the runaway guards, and with ``mark`` the model reads tool results inside a
-            per-run boundary (``autonomic.governance.boundary``). ``None``: off.
+            per-run boundary (``autonomic.governance.boundary``). On by default with
+            ``ProvenancePolicy()``: the defence must hold for users who never heard of it.
+            ``None``: off (say so on purpose; the adversarial suite shows what that costs).
     """
 
     def __init__(
@@ -151,7 +153,7 @@ class Engine:
         circuits: Circuits | None = None,
         plan_cache: PlanCache | Literal["default"] | None = "default",
         credentials: CredentialIssuer | None = None,
-        provenance: ProvenancePolicy | None = None,
+        provenance: ProvenancePolicy | Literal["default"] | None = "default",
     ) -> None:
         self.store = store
         self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
@@ -160,6 +162,8 @@ class Engine:
         if not any(g.name == BREAKER_GATE for g in self.gates.gates):
             self.gates.add(self.circuits.gate())
         self.runaway = runaway if runaway is not None else Runaway()
+        if provenance == "default":
+            provenance = ProvenancePolicy()
         self.provenance = provenance
         if provenance is not None and not any(g.name == PROVENANCE_GATE for g in self.gates.gates):
             self.gates.add(ProvenanceGate(provenance))

@@ -457,7 +457,9 @@ print(json.dumps(out))
 """
 
 
-def test_runsc_network_host_is_the_egress_namespace_not_the_host(world, tmp_path):
+def test_runsc_network_host_is_the_egress_namespace_not_the_host(
+    world: World, tmp_path: Path
+) -> None:
     """gVisor runs with ``--network=host`` *inside* the per-execution namespace: "host" must
     mean that namespace. The code sees only its loopback and the veth to the router (``eth0``,
     10.255.255.2/30 - an address the host does not have), cannot open a raw socket to forge packets past the router's rules,
