@@ -133,7 +133,7 @@ def measure_screen_2kb(steps: int) -> dict[str, float]:
 
 def measure_screen(steps: int) -> dict[str, float]:
     rows = [
-        {"id": i, "title": f"Invoice {i}", "note": "paid in full", "blob": ""} for i in range(900)
+        {"id": i, "title": f"Invoice {i}", "note": "paid in full", "blob": ""} for i in range(1400)
     ]
     rows[450]["blob"] = base64.b64encode(b"quarterly numbers attached " * 8).decode()
     body = json.dumps({"results": rows})[:102_400]

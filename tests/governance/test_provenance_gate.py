@@ -225,7 +225,7 @@ def test_expected_actions_pin_consequential_tools(sqlite_url: str) -> None:
         read_only=frozenset({"fetch"}),
         expected_actions=frozenset({"transfer"}),
     )
-    turns = [
+    turns: list[dict[str, Any]] = [
         {"tool_calls": [{"name": "fetch", "arguments": {"name": "inv"}}]},
         {"tool_calls": [{"name": "purge", "arguments": {"table": "invoices"}}]},
         {"content": "done"},
@@ -254,9 +254,11 @@ def test_a_plan_made_before_untrusted_content_pins_the_tools() -> None:
 
     state = RunState("r")
     state.plan = PlanOutcome(key="k", pattern="p", steps=("read with fetch", "pay with transfer"))
-    assert plan_tools(state, {"fetch": fetch, "transfer": transfer}) == {"fetch", "transfer"}
+    assert plan_tools(state, {"fetch": fetch, "transfer": transfer}) == frozenset(
+        {"fetch", "transfer"}
+    )
     state.plan = PlanOutcome(key="k", pattern="p", steps=("summarise with fetch",))
-    assert plan_tools(state, {"fetch": fetch, "transfer": transfer}) == {"fetch"}
+    assert plan_tools(state, {"fetch": fetch, "transfer": transfer}) == frozenset({"fetch"})
 
 
 def test_a_resumed_run_keeps_provenance(sqlite_url: str) -> None:
@@ -339,7 +341,7 @@ def test_the_engine_marks_what_the_model_reads(sqlite_url: str) -> None:
             store,
             AgentRegistry([_agent()]),
             lambda s: FunctionModel(policy, name="f"),
-            provenance=ProvenancePolicy(),
+            provenance=ProvenancePolicy(mark=True),
         )
         run = await engine.run("payer", "read it")
         assert run.status is RunStatus.COMPLETED
@@ -448,3 +450,127 @@ def test_an_optional_classifier_adds_taint_and_never_fails_a_run() -> None:
     assert quiet.screen is None
     broken = ScreeningHook(_Classifier(RuntimeError("model gone")))
     assert broken.after_tool_result(None, result).screen is None  # type: ignore[arg-type]
+
+
+def test_values_a_human_approved_are_trusted_for_the_rest_of_the_run(sqlite_url: str) -> None:
+    """Approval fatigue: once a person approved paying an account read from a document, the
+    run's next payment to the same account does not ask again - the approved call's arguments
+    are operator content, folded from the journal. Another account still asks."""
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"name": "fetch", "arguments": {"name": "inv"}}]},
+        {
+            "tool_calls": [
+                {
+                    "name": "transfer",
+                    "arguments": {"account": "GB29 NWBK 6016 1331 9268 19", "amount": 1250},
+                }
+            ]
+        },
+        {
+            "tool_calls": [
+                {
+                    "name": "transfer",
+                    "arguments": {"account": "GB29NWBK60161331926819", "amount": 1250},
+                }
+            ]
+        },
+        {
+            "tool_calls": [
+                {
+                    "name": "transfer",
+                    "arguments": {"account": "GB33BUKB20201555555555", "amount": 1250},
+                }
+            ]
+        },
+        {"content": "done"},
+    ]
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        model = ScriptedModel(turns)
+        engine = Engine(store, AgentRegistry([_agent()]), lambda s: model)  # the default policy
+        run = await engine.run("payer", "pay the invoice")
+        assert run.status is RunStatus.WAITING_FOR_HUMAN
+        first = await store.list_approvals(run_id=run.id)
+        await ApprovalDesk(store).approve(first[0].id, by="controller")
+        run = await engine.run_to_end(run.id)
+        assert run.status is RunStatus.WAITING_FOR_HUMAN  # the third account, not the second
+        pending = [a for a in await store.list_approvals(run_id=run.id) if a.id != first[0].id]
+        assert len(pending) == 1
+        assert "GB33BUKB20201555555555" in pending[0].explanation
+        state = fold(run.id, await store.load_journal(run.id))
+        approved = [c for c in state.contents if c.name.startswith("approved:transfer")]
+        assert [c.origin for c in approved] == ["operator"]
+        executed = [r for r in state.results.values() if r.tool == "transfer" and r.ok]
+        assert len(executed) == 2
+        await store.close()
+
+    asyncio.run(go())
+
+
+@tool(effects=("write",))
+def save_note(path: str, content: str) -> str:
+    """Write a file of the user's."""
+    return "saved"
+
+
+@tool(effects=("send",))
+def post(to: str, body: str) -> str:
+    """Send a message."""
+    return "sent"
+
+
+@tool(idempotent=True)
+def readme() -> str:
+    """A README."""
+    return "Setup: see https://docs.example.org/setup and run make."
+
+
+def test_free_text_is_traced_when_it_is_sent_not_when_it_is_written(sqlite_url: str) -> None:
+    """A link copied from a README into the user's own file stays with the user (the path is
+    what is traced); the same link in a message that leaves asks."""
+    agent = Agent(
+        name="copier",
+        instructions="copy",
+        tools=(readme, save_note, post),
+        read_only=frozenset({"readme"}),
+    )
+    text = "See https://docs.example.org/setup and run make."
+
+    async def one(call: dict[str, Any]) -> RunStatus:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        model = ScriptedModel(
+            [
+                {"tool_calls": [{"name": "readme", "arguments": {}}]},
+                {"tool_calls": [call]},
+                {"content": "done"},
+            ]
+        )
+        engine = Engine(store, AgentRegistry([agent]), lambda s: model)
+        run = await engine.run("copier", "copy the setup steps to /tmp/setup.txt, tell bob@x.io")
+        await store.close()
+        return run.status
+
+    write = {"name": "save_note", "arguments": {"path": "/tmp/setup.txt", "content": text}}
+    send = {"name": "post", "arguments": {"to": "bob@x.io", "body": text}}
+    assert asyncio.run(one(write)) is RunStatus.COMPLETED
+    assert asyncio.run(one(send)) is RunStatus.WAITING_FOR_HUMAN
+    with pytest.raises(InvalidInput, match="text_effects"):
+        ProvenancePolicy(text_effects=frozenset({"shout"}))
+    assert ProvenancePolicy.from_dict({"text_effects": ["send"]}).text_effects == {"send"}
+
+
+def test_the_engine_traces_by_default_and_can_be_told_not_to(sqlite_url: str) -> None:
+    async def go(**options: Any) -> RunStatus:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        model = ScriptedModel(_turns("GB29NWBK60161331926819"))
+        engine = Engine(store, AgentRegistry([_agent()]), lambda s: model, **options)
+        run = await engine.run("payer", "pay the invoice")
+        await store.close()
+        return run.status
+
+    assert asyncio.run(go()) is RunStatus.WAITING_FOR_HUMAN
+    assert asyncio.run(go(provenance=None)) is RunStatus.COMPLETED

@@ -6,6 +6,7 @@ process from its journal alone, and a test can check that a replay reaches the s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -45,9 +46,10 @@ class Content(NamedTuple):
     Args:
         seq: the journal entry it came in.
         origin: ``operator`` (the task, the agent's instructions, a human's approval or reopening
-            comment: trusted), ``event`` (the task of a run an event started: untrusted) or
+            comment, the arguments of a call a human approved: trusted), ``event`` (the task of a run an event started: untrusted) or
             ``tool_output`` (trusted only as far as the tool's contract says).
-        name: which one: ``task``, ``instructions``, ``approval``, or the tool's name.
+        name: which one: ``task``, ``instructions``, ``approval``, ``approved:TOOL`` (the
+            approved call's arguments), or the tool's name.
         value: the content itself (text, or a tool's structured output).
     """
 
@@ -192,6 +194,12 @@ class RunState:
                     self.approvals[body.approval_id] = body
                 if body.reason:
                     self.contents.append(Content(entry.seq, "operator", "approval", body.reason))
+                if body.status == "approved":  # the values a human saw and approved are theirs
+                    arguments = self._arguments_of(body.call_id)
+                    if arguments is not None:
+                        self.contents.append(
+                            Content(entry.seq, "operator", f"approved:{body.tool}", arguments)
+                        )
             case WorkflowMove():
                 self.workflow = body.target
             case Summary():
@@ -232,6 +240,16 @@ class RunState:
         self.reopened = reopened
         self.last_seq = entry.seq
         self.last_hash = entry.hash
+
+    def _arguments_of(self, call_id: str) -> Any:
+        """The arguments of the latest turn's call ``call_id`` (``None``: not found, or not JSON)."""
+        for call in self.last_calls:
+            if call.id == call_id:
+                try:
+                    return json.loads(call.arguments or "{}")
+                except ValueError:
+                    return None
+        return None
 
     def _started(self, at: float, body: RunStarted) -> None:
         self.started_at = at

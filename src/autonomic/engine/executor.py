@@ -144,7 +144,9 @@ class Engine:
         provenance: trace the values of consequential tool calls to where they appeared and
             pin calls to the plan (``autonomic.governance.provenance_gate``); its gate is added
             before the runaway guards, and with ``mark`` the model reads tool results inside a
-            per-run boundary (``autonomic.governance.boundary``). ``None``: off.
+            per-run boundary (``autonomic.governance.boundary``). On by default with
+            ``ProvenancePolicy()``: the defence must hold for users who never heard of it.
+            ``None``: off (say so on purpose; the adversarial suite shows what that costs).
         delegation: the delegation guards' limits (depth, ping-pong exchanges) checked on every
             hand-off to a child run (``autonomic.engine.delegation``); on with the runaway guards.
     """
@@ -166,7 +168,7 @@ class Engine:
         circuits: Circuits | None = None,
         plan_cache: PlanCache | Literal["default"] | None = "default",
         credentials: CredentialIssuer | None = None,
-        provenance: ProvenancePolicy | None = None,
+        provenance: ProvenancePolicy | Literal["default"] | None = "default",
         delegation: DelegationPolicy | None = None,
     ) -> None:
         self.store = store
@@ -176,6 +178,8 @@ class Engine:
         if not any(g.name == BREAKER_GATE for g in self.gates.gates):
             self.gates.add(self.circuits.gate())
         self.runaway = runaway if runaway is not None else Runaway()
+        if provenance == "default":
+            provenance = ProvenancePolicy()
         self.provenance = provenance
         if provenance is not None and not any(g.name == PROVENANCE_GATE for g in self.gates.gates):
             self.gates.add(ProvenanceGate(provenance))

@@ -40,7 +40,7 @@ from autonomic.governance.action import ActionKind, ProposedAction
 from autonomic.governance.decision import Decision, Finding, Verdict
 from autonomic.governance.ledger import Ledger, OutputTrust, Trace
 from autonomic.governance.values import ValueKind, ValueRules, canonical, embedded
-from autonomic.tools.contract import Tool
+from autonomic.tools.contract import EFFECTS, Tool
 
 GATE_NAME = "provenance"
 
@@ -68,9 +68,17 @@ class ProvenancePolicy:
         plan_pinned: check calls against the plan's (or the agent's declared) expected tools.
         consequential: tools always treated as consequential (besides those with ``effects``).
         unmarked_consequential: a tool with no declared effects that the agent did not list as
-            read-only is consequential (the stricter default).
+            read-only is consequential too (stricter; off by default since the policy is on in
+            every engine: tools that declare nothing would ask for every value the model wrote).
         mark: untrusted content reaches the model inside a per-run boundary
-            (``autonomic.governance.boundary``).
+            (``autonomic.governance.boundary``). Off by default: it changes the prompt every
+            model sees (results wrapped, the system prompt longer), which models that parse
+            tool results - the scripted ones of tests and demos - must be ready for, and its
+            effect on a real model is not measured here; the gates above do not depend on it.
+        text_effects: free text's embedded addresses, links and accounts are traced only for
+            tools with one of these effects (or with none declared): text that is *sent* carries
+            a link to someone; text a tool writes to the user's own files or records stays with
+            the user, and its destination (the path, the record) is what is traced there.
     """
 
     rules: ValueRules = field(default_factory=ValueRules)
@@ -81,8 +89,9 @@ class ProvenancePolicy:
     trusted_fields: bool = True
     plan_pinned: bool = True
     consequential: frozenset[str] = frozenset()
-    unmarked_consequential: bool = True
-    mark: bool = True
+    unmarked_consequential: bool = False
+    mark: bool = False
+    text_effects: frozenset[str] = frozenset({"send", "pay", "external"})
 
     def __post_init__(self) -> None:
         if self.untrusted not in (Verdict.APPROVE, Verdict.BLOCK):
@@ -91,6 +100,13 @@ class ProvenancePolicy:
             )
         object.__setattr__(self, "traced", frozenset(ValueKind(k) for k in self.traced))
         object.__setattr__(self, "consequential", frozenset(self.consequential))
+        object.__setattr__(self, "text_effects", frozenset(self.text_effects))
+        unknown = sorted(self.text_effects - EFFECTS)
+        if unknown:
+            raise InvalidInput(
+                f"provenance policy: text_effects {', '.join(unknown)} unknown",
+                hint="effects are " + ", ".join(sorted(EFFECTS)),
+            )
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> ProvenancePolicy:
@@ -108,6 +124,7 @@ class ProvenancePolicy:
             "mark",
             "names",
             "ignore",
+            "text_effects",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -136,6 +153,8 @@ class ProvenancePolicy:
                     kwargs[key] = data[key]
             if "consequential" in data:
                 kwargs["consequential"] = frozenset(str(t) for t in data["consequential"])
+            if "text_effects" in data:
+                kwargs["text_effects"] = frozenset(str(t) for t in data["text_effects"])
             if "names" in data or "ignore" in data:
                 kwargs["rules"] = ValueRules(
                     names={ValueKind(k): str(v) for k, v in (data.get("names") or {}).items()},
@@ -238,6 +257,9 @@ class ProvenanceGate:
     ) -> list[tuple[str, ValueKind, str, Trace]]:
         out: list[tuple[str, ValueKind, str, Trace]] = []
         traced = self.policy.traced
+        effects = set(action.contract.effects) if action.contract is not None else set()
+        if effects and not effects & self.policy.text_effects:
+            traced = traced - {ValueKind.TEXT}
         for argument in self.policy.rules.arguments(action.arguments):
             if argument.kind not in traced:
                 continue

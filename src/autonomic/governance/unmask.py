@@ -51,9 +51,18 @@ _CONFUSABLES = str.maketrans(
     "\u03a5\u03a7\u0396",
     "aeopcyxijsdghltmbkhABEKMHOPCTYXIJSabeiknoptuxABEHIKMNOPTYXZ",
 )
-_GLUED = re.compile(r"[a-z0-9][A-Z][a-z]|[A-Z][A-Z][a-z]{2}")
+_GLUED = re.compile(r"[A-Z](?:(?<=[a-z0-9][A-Z])(?=[a-z])|(?<=[A-Z][A-Z])(?=[a-z]{2}))")
+"""Where a word is glued on: a capital after a lower-case letter or digit and before one
+(``aIg``), or the last of two capitals before two lower-case letters (``USAIgnore``). Anchored
+on the capital, so the regex engine skips to capitals instead of trying every position."""
+_LOWER_OR_DIGIT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 """Greedy from the left, so each match is a whole run (no look-behind: the fast scan path)."""
+_B64_CLASS = str.maketrans(
+    {c: ("a" if c.isascii() and (c.isalnum() or c in "+/") else " ") for c in map(chr, range(256))}
+)
+_B64_RUN = "a" * 16
+_NOT_B64_CLASS = re.compile("[^a]")
 _HEX = re.compile(r"[0-9A-Fa-f]{16,}")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 
@@ -70,7 +79,14 @@ def fold(text: str) -> str:
 def unglue(text: str) -> str:
     """Split words glued at a case change (``USAIgnore`` -> ``USA Ignore``, ``noteIgnore`` ->
     ``note Ignore``)."""
-    cuts = [m.start() + 1 for m in _GLUED.finditer(text)]
+    cuts: list[int] = []
+    end = 0  # matches do not overlap: a cut reads the characters around it, as one match
+    for match in _GLUED.finditer(text):
+        at = match.start()
+        if at - 1 < end:
+            continue
+        cuts.append(at)
+        end = at + (2 if text[at - 1] in _LOWER_OR_DIGIT else 3)
     if not cuts:
         return text
     parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
@@ -87,13 +103,35 @@ def _printable(data: bytes) -> str | None:
     return text
 
 
+def _runs(head: str) -> list[str]:
+    """What ``_BASE64.finditer(head)`` matches (runs of 16 or more base64 characters, with their
+    ``=`` padding), found without trying every position inside every word: the text is mapped
+    to one class character per character and long runs are found with ``str.find``."""
+    classes = head.translate(_B64_CLASS)
+    runs: list[str] = []
+    position = 0
+    while True:
+        start = classes.find(_B64_RUN, position)
+        if start < 0:
+            break
+        stop = _NOT_B64_CLASS.search(classes, start + len(_B64_RUN))
+        end = len(head) if stop is None else stop.start()
+        padded = end
+        while padded < len(head) and padded - end < 2 and head[padded] == "=":
+            padded += 1
+        runs.append(head[start:padded])
+        position = padded
+    return runs
+
+
 def _decode_once(text: str) -> list[str]:
     found: list[str] = []
     head = text[:MAX_DECODE]
-    for match in _BASE64.finditer(head):
+    runs = _runs(head)
+    for run in runs:
         if len(found) >= MAX_SEGMENTS:
             break
-        segment = match.group(0)[:MAX_SEGMENT]
+        segment = run[:MAX_SEGMENT]
         if segment.isdigit() or (segment.isalpha() and segment.islower()):
             continue  # a number or a plain word is not base64 worth decoding
         try:
@@ -103,13 +141,16 @@ def _decode_once(text: str) -> list[str]:
         plain = _printable(decoded)
         if plain:
             found.append(plain)
-    for match in _HEX.finditer(head):
+    for run in runs:  # a hex run (16+ hex digits) lies inside a base64 run: look only there
+        for match in _HEX.finditer(run):
+            if len(found) >= MAX_SEGMENTS:
+                break
+            digits = match.group(0)[:MAX_SEGMENT]
+            plain = _printable(bytes.fromhex(digits[: len(digits) // 2 * 2]))
+            if plain:
+                found.append(plain)
         if len(found) >= MAX_SEGMENTS:
             break
-        digits = match.group(0)[:MAX_SEGMENT]
-        plain = _printable(bytes.fromhex(digits[: len(digits) // 2 * 2]))
-        if plain:
-            found.append(plain)
     if "%" in head and len(_PERCENT.findall(head, 0, 4096)) >= 3:
         found.append(unquote(head))
     if "rot13" in head.lower() or "rot-13" in head.lower():

@@ -5,6 +5,7 @@ process), so each test can fail.
 """
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -438,3 +439,50 @@ def test_timeout_and_cancel_leave_no_namespace_behind(runc_ok, world, tmp_path):
         assert leftovers(world) == []
     finally:
         asyncio.run(box.close())
+
+
+_RUNSC_NETWORK = """
+import json, socket
+out = {"interfaces": sorted(name for _, name in socket.if_nameindex())}
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.connect((ALLOWED, 8080))  # no packet: the kernel picks the source address of the route
+out["source"] = udp.getsockname()[0]
+udp.close()
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
+    out["raw"] = "opened"
+except OSError as exc:
+    out["raw"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def test_runsc_network_host_is_the_egress_namespace_not_the_host(
+    world: World, tmp_path: Path
+) -> None:
+    """gVisor runs with ``--network=host`` *inside* the per-execution namespace: "host" must
+    mean that namespace. The code sees only its loopback and the veth to the router (``eth0``,
+    10.255.255.2/30 - an address the host does not have), cannot open a raw socket to forge packets past the router's rules,
+    and the disallowed destinations (another port, another private host, the metadata address,
+    the router, the host's loopback) do not answer while the allow-listed one does."""
+    _require("runsc")
+    box = OciSandbox(runtime="runsc", state_root=tmp_path / "state", egress_uplink=world.name)
+    try:
+        verdict = asyncio.run(probe_egress(box, world))
+        assert verdict.held, verdict.answers
+        assert verdict.answers[verdict.allowed] == "hi"
+        code = f"ALLOWED = {ALLOWED!r}\n{_RUNSC_NETWORK}"
+        seen = run(box, code, limits=_egress(world))
+        assert seen.ok, seen.stderr
+        inside = json.loads(seen.stdout)
+        assert inside["interfaces"] == ["eth0", "lo"], inside
+        assert inside["source"] == "10.255.255.2", inside
+        host = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "10.255.255.2/" not in host  # the root namespace has no such address
+        assert inside["raw"] != "opened", inside
+    finally:
+        asyncio.run(box.close())
+    assert leftovers(world) == []
+    assert _runtime_list("runsc", tmp_path / "state") == []
