@@ -235,6 +235,10 @@ Most tool outputs contain none of them, so screening a 2 KB JSON answer costs a 
 searches instead of a dozen regular-expression scans."""
 
 
+_GATES = {code: tuple(k.lower() for k in words) for code, words in _KEYWORDS.items()}
+"""The gates lowercased once (matching them is a C-level ``in`` per keyword, no Python loop)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Flag:
     """Something the screen found: a stable ``code`` and a short ``detail``."""
@@ -321,9 +325,9 @@ def instruction_score(text: str) -> tuple[float, list[Flag]]:
     """The summed weight of instruction-like patterns in ``text`` (each pattern counts once)."""
     score = 0.0
     flags: list[Flag] = []
-    lowered = text.lower()
+    contains = text.lower().__contains__
     for code, weight, pattern in _PATTERNS:
-        if not any(k.lower() in lowered for k in _KEYWORDS[code]):
+        if not any(map(contains, _GATES[code])):
             continue
         match = pattern.search(text)
         if match:
