@@ -10,9 +10,15 @@ flushes). Modes, interleaved in each round so machine noise hits them alike:
   journal), the budget check before every model call, every tool result screened;
 * ``on + budgets``: also a run budget and a per-tenant daily budget in the in-memory ledger.
 
+Each mode runs at several history lengths (``--histories``: runs of 10, 500 and 2,000 tool steps,
+about ``--total`` steps per measurement), because the guards' cost must not grow with the run. What
+is measured is **CPU time** (``time.process_time``: every thread of the process), not wall time, so
+other work on a shared machine does not show up as guard cost; the added CPU per step is ``on``
+minus ``off`` at the same history length.
+
 Also the gate alone: ``RunawayGate.check`` on the 50th step of a run (50-step history), in memory.
 
-Usage: ``.venv/bin/python benchmarks/runaway_engine_bench.py [--runs 10] [--steps 50] [--rounds 3]``
+Usage: ``.venv/bin/python benchmarks/runaway_engine_bench.py [--histories 10,500,2000] [--rounds 3]``
 """
 
 from __future__ import annotations
@@ -52,7 +58,10 @@ def agent(steps: int, budget: Budget | None) -> tuple[Agent, FunctionModel]:
     calls = [a for a in legitimate_run(1, steps=steps) if a.kind is ActionKind.TOOL_CALL]
 
     def brain(messages: Any, tools: Any) -> ModelResponse:
-        done = sum(1 for m in messages if m.role is Role.ASSISTANT)
+        # each done step added an assistant turn and a tool result after [system, user]; counting
+        # by length keeps the fake model O(1), so long runs measure the engine, not the brain
+        done = (len(messages) - 2) // 2
+        assert done == 0 or messages[-2].role is Role.ASSISTANT
         if done >= len(calls):
             return ModelResponse(content="done")
         a = calls[done]
@@ -79,18 +88,18 @@ def runaway(mode: str) -> Runaway:
 
 
 async def per_step(url: str, mode: str, runs: int, steps: int) -> float:
-    """Milliseconds per step (a model turn and a tool call)."""
+    """Milliseconds of CPU per step (a model turn and a tool call)."""
     budget = Budget(tokens=10**12, turns=10**6) if mode == "on + budgets" else None
     definition, model = agent(steps, budget)
     store = build_store(url)
     await store.migrate()
     engine = Engine(store, AgentRegistry([definition]), lambda _: model, runaway=runaway(mode))
     await engine.run(definition, "warm up")
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(runs):
         final = await engine.run(definition, "reconcile")
         assert final.status is RunStatus.COMPLETED, final.status_reason
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     await store.close()
     return elapsed * 1000 / (runs * steps)
 
@@ -111,38 +120,45 @@ async def gate_check_ms(url: str, steps: int, n: int = 2000) -> tuple[float, flo
         action = ProposedAction.tool_call(
             run, state, tool, {"account": "1234", "amount": i}, call_id="c", step=999
         )
-        start = time.perf_counter()
+        start = time.thread_time()
         await gate.check(action)
-        times.append((time.perf_counter() - start) * 1000)
+        times.append((time.thread_time() - start) * 1000)
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.99)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--histories", default="10,500,2000", help="tool steps per run")
+    parser.add_argument("--total", type=int, default=2000, help="steps measured per mode")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    histories = [int(h) for h in args.histories.split(",")]
     modes = ("off", "on", "on + budgets")
-    results: dict[str, list[float]] = {m: [] for m in modes}
+    results: dict[tuple[str, int], list[float]] = {(m, h): [] for m in modes for h in histories}
     with tempfile.TemporaryDirectory() as tmp:
 
         def url() -> str:
             return f"sqlite:///{tmp}/{uuid.uuid4().hex}.db?synchronous=normal"
 
         for _ in range(args.rounds):
-            for mode in modes:
-                results[mode].append(asyncio.run(per_step(url(), mode, args.runs, args.steps)))
-        p50, p99 = asyncio.run(gate_check_ms(url(), args.steps))
-    base = statistics.median(results["off"])
-    print("| mode | ms per step | ratio to off | added µs per step |")
-    print("| --- | ---: | ---: | ---: |")
-    for mode in modes:
-        ms = statistics.median(results[mode])
-        print(f"| {mode} | {ms:.3f} | x{ms / base:.2f} | +{(ms - base) * 1000:.0f} |")
+            for steps in histories:
+                runs = max(1, args.total // steps)
+                for mode in modes:
+                    ms = asyncio.run(per_step(url(), mode, runs, steps))
+                    results[(mode, steps)].append(ms)
+        p50, p99 = asyncio.run(gate_check_ms(url(), 50))
     print(
-        f"| RunawayGate.check alone, {args.steps}-step history | P50 {p50:.3f} / P99 {p99:.3f} | | |"
+        "| mode | history (tool steps per run) | CPU ms per step | ratio to off | added CPU µs per step |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for steps in histories:
+        base = statistics.median(results[("off", steps)])
+        for mode in modes:
+            ms = statistics.median(results[(mode, steps)])
+            print(f"| {mode} | {steps} | {ms:.3f} | x{ms / base:.2f} | +{(ms - base) * 1000:.0f} |")
+    print(
+        f"| RunawayGate.check alone (CPU), 50-step history | | P50 {p50:.3f} / P99 {p99:.3f} | | |"
     )
 
 
