@@ -16,6 +16,12 @@ is measured is **CPU time** (``time.process_time``: every thread of the process)
 other work on a shared machine does not show up as guard cost; the added CPU per step is ``on``
 minus ``off`` at the same history length.
 
+On a shared machine the difference ``on - off`` is noisier than the quantity measured, so the
+guards' CPU is also **attributed**: in mode ``on`` the three entry points of the guards in the
+engine (``RunawayGate.check``: loop detection, per-tool budgets, taint, the history it folds;
+``ModelBudget.check`` before each model call; ``screen_tool_output`` on each tool result) are
+wrapped to add up their own thread CPU time, divided by the steps.
+
 Also the gate alone: ``RunawayGate.check`` on the 50th step of a run (50-step history), in memory.
 
 Usage: ``.venv/bin/python benchmarks/runaway_engine_bench.py [--histories 10,500,2000] [--rounds 3]``
@@ -104,6 +110,69 @@ async def per_step(url: str, mode: str, runs: int, steps: int) -> float:
     return elapsed * 1000 / (runs * steps)
 
 
+class Attributed:
+    """Adds up the thread CPU time spent inside the guards' entry points (see the module)."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap_async(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time_ns()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.ns += time.thread_time_ns() - started
+
+        self._undo.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def _wrap(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.ns += time.thread_time_ns() - started
+
+        self._undo.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def __enter__(self) -> Attributed:
+        from autonomic.engine import hooks
+        from autonomic.governance.runaway.gate import RunawayGate
+        from autonomic.governance.runaway.model_budget import ModelBudget
+
+        self._wrap_async(RunawayGate, "check")
+        self._wrap_async(ModelBudget, "check")
+        self._wrap(hooks, "screen_tool_output")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+
+async def attributed_us(url: str, runs: int, steps: int) -> float:
+    """Microseconds of thread CPU per step inside the guards' entry points (mode ``on``)."""
+    definition, model = agent(steps, None)
+    store = build_store(url)
+    await store.migrate()
+    engine = Engine(store, AgentRegistry([definition]), lambda _: model, runaway=runaway("on"))
+    await engine.run(definition, "warm up")
+    with Attributed() as spent:
+        for _ in range(runs):
+            final = await engine.run(definition, "reconcile")
+            assert final.status is RunStatus.COMPLETED, final.status_reason
+    await store.close()
+    return spent.ns / 1000 / (runs * steps)
+
+
 async def gate_check_ms(url: str, steps: int, n: int = 2000) -> tuple[float, float]:
     """P50 and P99 of ``RunawayGate.check`` on the last step of a finished run (in memory)."""
     definition, model = agent(steps, None)
@@ -136,6 +205,7 @@ def main() -> None:
     histories = [int(h) for h in args.histories.split(",")]
     modes = ("off", "on", "on + budgets")
     results: dict[tuple[str, int], list[float]] = {(m, h): [] for m in modes for h in histories}
+    spent: dict[int, list[float]] = {h: [] for h in histories}
     with tempfile.TemporaryDirectory() as tmp:
 
         def url() -> str:
@@ -147,6 +217,7 @@ def main() -> None:
                 for mode in modes:
                     ms = asyncio.run(per_step(url(), mode, runs, steps))
                     results[(mode, steps)].append(ms)
+                spent[steps].append(asyncio.run(attributed_us(url(), runs, steps)))
         p50, p99 = asyncio.run(gate_check_ms(url(), 50))
     print(
         "| mode | history (tool steps per run) | CPU ms per step | ratio to off | added CPU µs per step |"
@@ -160,6 +231,11 @@ def main() -> None:
     print(
         f"| RunawayGate.check alone (CPU), 50-step history | | P50 {p50:.3f} / P99 {p99:.3f} | | |"
     )
+    print()
+    print("| history (tool steps per run) | guards' own CPU per step, attributed (µs) |")
+    print("| ---: | ---: |")
+    for steps in histories:
+        print(f"| {steps} | {statistics.median(spent[steps]):.0f} |")
 
 
 if __name__ == "__main__":
