@@ -1,4 +1,4 @@
-"""Guard overhead per step: all guards on, default embedder, history of 50 (and 500, 5,000) steps.
+"""Guard overhead per step: all guards on, default embedder, history of 10, 500 and 2,000 steps.
 
 What one step costs the engine: ``Guards.check(action, state)`` on a proposed tool call plus
 ``state.record(action)`` when it is allowed. Side by side in the same run, on the same actions:
@@ -6,9 +6,12 @@ What one step costs the engine: ``Guards.check(action, state)`` on a proposed to
 * ``exact counter`` — what peers ship (same tool + same arguments counted over the window): the
   floor for "any loop check at all";
 * ``all guards`` — budgets, loop detection (exact, near via hashed n-grams, plans), delegation,
-  taint — with a history of 50, 500 and 5,000 earlier steps (the state is incremental, so the cost
+  taint — with a history of 10, 500 and 2,000 earlier steps (the state is incremental, so the cost
   must not grow);
-* ``screen 2 KB`` — the injection screen on a 2 KB JSON tool output;
+* ``screen`` — the injection screen on a small (~60 B) and a 2 KB JSON tool output;
+
+Samples are **CPU time** of the measuring thread (``time.thread_time_ns``), so other work on a
+shared machine does not count as guard cost (it still slows caches; compare ratios in one run).
 * ``semantic`` (``--semantic``, needs the extra) — all guards with all-MiniLM-L6-v2.
 
 Usage: .venv/bin/python benchmarks/guards_bench.py [--steps 2000] [--semantic]
@@ -68,7 +71,10 @@ def _tool_calls(seed: int, n: int) -> list[ProposedAction]:
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     ordered = sorted(samples_ns)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
     return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "mean_ms": statistics.fmean(ordered) / 1e6}
 
 
@@ -82,26 +88,29 @@ def measure(
     samples: list[int] = []
     gc.collect()
     for action in proposals:
-        started = time.perf_counter_ns()
+        started = time.thread_time_ns()
         verdict = guards.check(action, state)
         if verdict.allowed:
             state.record(action, seq=state.last_seq + 1)
         else:
             state.acknowledge(seq=state.last_seq + 1)
-        samples.append(time.perf_counter_ns() - started)
+        samples.append(time.thread_time_ns() - started)
     return _percentiles(samples)
 
 
-def measure_screen(steps: int) -> dict[str, float]:
-    body = json.dumps(
-        {"results": [{"id": i, "title": f"Invoice {i}", "note": "paid in full"} for i in range(40)]}
-    )[:2048]
+SMALL = json.dumps({"ok": True, "echo": {"account": "1234", "amount": 250}})
+LARGE = json.dumps(
+    {"results": [{"id": i, "title": f"Invoice {i}", "note": "paid in full"} for i in range(40)]}
+)[:2048]
+
+
+def measure_screen(steps: int, body: str) -> dict[str, float]:
     source = Provenance(Source.TOOL_OUTPUT, "http_get")
     samples = []
     for _ in range(steps):
-        started = time.perf_counter_ns()
+        started = time.thread_time_ns()
         screen(body, source)
-        samples.append(time.perf_counter_ns() - started)
+        samples.append(time.thread_time_ns() - started)
     return _percentiles(samples)
 
 
@@ -118,10 +127,11 @@ def main() -> None:
             50,
             measure(Guards([ExactCounter()]), lambda: GuardState(NoEmbedder()), 50, args.steps),
         ),
-        ("all guards", 50, measure(all_guards, GuardState, 50, args.steps)),
+        ("all guards", 10, measure(all_guards, GuardState, 10, args.steps)),
         ("all guards", 500, measure(all_guards, GuardState, 500, args.steps)),
-        ("all guards", 5000, measure(all_guards, GuardState, 5000, args.steps)),
-        ("screen 2 KB tool output", 0, measure_screen(args.steps)),
+        ("all guards", 2000, measure(all_guards, GuardState, 2000, args.steps)),
+        ("screen small tool output", 0, measure_screen(args.steps, SMALL)),
+        ("screen 2 KB tool output", 0, measure_screen(args.steps, LARGE)),
     ]
     if args.semantic:
         from autonomic.adapters.embedder.semantic import SemanticEmbedder
@@ -136,7 +146,7 @@ def main() -> None:
         )
     base = rows[0][2]["p50_ms"]
     print(
-        "| what | history (steps) | P50 (ms) | P99 (ms) | mean (ms) | P50 ratio to exact counter |"
+        "| what | history (steps) | P50 CPU (ms) | P99 CPU (ms) | mean CPU (ms) | P50 ratio to exact counter |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, history, r in rows:

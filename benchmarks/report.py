@@ -1,7 +1,10 @@
 """Turn the JSON Lines of every system into the Markdown table of benchmarks/README.md.
 
 Ratios are against autonomic on the same store and mode, measured in the same invocation:
-``x3.0`` in a peer's column means the peer took three times as long per step.
+``x3.0`` in a peer's column means the peer took three times as long per step. autonomic appears
+twice, the default first: ``autonomic (default: guards on)`` as shipped (runaway guards, budgets,
+injection screening of every tool result), then ``autonomic (lean: guards off)``, the same work as
+the peers do. Each row has a ratio to both.
 """
 
 from __future__ import annotations
@@ -21,21 +24,34 @@ def load(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+LABELS = {
+    "autonomic+guards": "autonomic (default: guards on)",
+    "autonomic": "autonomic (lean: guards off)",
+}
+ORDER = {"autonomic+guards": 0, "autonomic": 1, "raw": 2, "dbos": 3, "langgraph": 4}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    ours = {(r["store"], r["mode"]): r for r in rows if r["system"] == "autonomic"}
+    lean = {(r["store"], r["mode"]): r for r in rows if r["system"] == "autonomic"}
+    default = {(r["store"], r["mode"]): r for r in rows if r["system"] == "autonomic+guards"}
     out = [
-        "| system | store | mode | per step (ms) | runs/s | first step after crash (ms) | fsync per commit | per-step ratio to autonomic |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |",
+        "| system | store | mode | per step (ms) | runs/s | first step after crash (ms) | "
+        "fsync per commit | per-step ratio to autonomic default | per-step ratio to autonomic lean |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
-    order = {"autonomic": 0, "raw": 1, "dbos": 2, "langgraph": 3}
-    for r in sorted(rows, key=lambda r: (r["store"], r["mode"], order.get(r["system"], 9))):
-        base = ours.get((r["store"], r["mode"]))
-        ratio = f"x{r['per_step_ms'] / base['per_step_ms']:.2f}" if base else ""
+
+    def ratio(r: dict[str, Any], base: dict[str, Any] | None) -> str:
+        return f"x{r['per_step_ms'] / base['per_step_ms']:.2f}" if base else ""
+
+    for r in sorted(rows, key=lambda r: (r["store"], r["mode"], ORDER.get(r["system"], 9))):
+        key = (r["store"], r["mode"])
         out.append(
-            f"| {r['system']} | {r['store']} | {r['mode']} | {r['per_step_ms']:.3f} | "
+            f"| {LABELS.get(r['system'], r['system'])} | {r['store']} | {r['mode']} | "
+            f"{r['per_step_ms']:.3f} | "
             f"{r['runs_per_s'] if r['runs_per_s'] is not None else ''} | "
             f"{r['resume_first_step_ms'] if r['resume_first_step_ms'] is not None else ''} | "
-            f"{'yes' if r['fsync'] else 'no'} | {ratio} |"
+            f"{'yes' if r['fsync'] else 'no'} | {ratio(r, default.get(key))} | "
+            f"{ratio(r, lean.get(key))} |"
         )
     return "\n".join(out)
 

@@ -285,6 +285,50 @@ def test_a_warm_pool_hands_each_sandbox_out_once() -> None:
     assert sandbox_processes() == []
 
 
+def test_nothing_of_one_pooled_execution_is_visible_to_the_next() -> None:
+    """Each pooled sandbox (an interpreter started ahead, its imports done) serves one execution:
+    files, the interpreter's modules and builtins, the environment, processes and descriptors
+    left by one execution are gone for the next, which gets another sandbox of its own."""
+    require_bwrap()
+    leave = (
+        "import os, sys, builtins, json, subprocess\n"
+        "open('/workspace/left', 'w').write('x'); open('/tmp/left', 'w').write('x')\n"
+        "builtins.LEFT = 1; json.LEFT = 1; os.environ['LEFT'] = '1'\n"
+        "os.pipe(); os.pipe()\n"
+        "subprocess.Popen(['sleep', '60'])\n"
+        "print(os.getpid(), len(os.listdir('/proc/self/fd')))"
+    )
+    look = (
+        "import os, sys, builtins\n"
+        "seen = [os.path.exists('/workspace/left'), os.path.exists('/tmp/left'),\n"
+        "        hasattr(builtins, 'LEFT'), 'json' in sys.modules, 'LEFT' in os.environ,\n"
+        "        sorted(int(p) for p in os.listdir('/proc') if p.isdigit())]\n"
+        "print(seen, len(os.listdir('/proc/self/fd')))"
+    )
+
+    async def main() -> list[str]:
+        sandbox = NamespaceSandbox(pool_size=1)
+        try:
+            outputs = []
+            for code in (leave, look, look):
+                await sandbox.start()  # a pooled sandbox is waiting: the warm path each time
+                assert len(sandbox._pool) == 1
+                result = await sandbox.execute(Execution(code=code))
+                assert result.ok, result
+                outputs.append(result.stdout)
+            return outputs
+        finally:
+            await sandbox.close()
+
+    left, first_look, second_look = asyncio.run(main())
+    assert left.split()[0] == "1"
+    descriptors = first_look.rsplit(" ", 1)[1]
+    assert first_look == second_look
+    assert first_look == f"[False, False, False, False, False, [1]] {descriptors}"
+    assert int(descriptors) < int(left.split()[1])  # the pipes the first one opened are gone
+    assert sandbox_processes() == []
+
+
 def test_close_leaves_no_process_or_cgroup() -> None:
     require_bwrap()
 

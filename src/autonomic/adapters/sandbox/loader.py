@@ -8,29 +8,35 @@ It runs under ``python3 -I -S`` (no ``site``: a few milliseconds less per start;
 ``dist-packages`` is added by hand) and leaves with ``os._exit`` after running ``atexit``
 handlers and flushing, skipping the interpreter's teardown: the sandbox is discarded anyway.
 
-The loader first writes one byte, ``\x06`` (``process.READY``), on stdout: the host strips it,
-and a pool waits for it so that a pooled sandbox is really started.
+The loader first imports what it needs, then writes one byte, ``\x06`` (``process.READY``), on
+stdout: the host strips it, and a pool waits for it so that a pooled sandbox is really started
+*and* has nothing left to load - a pooled execution starts at reading its request.
 
-Wire format (host -> sandbox): 10 ASCII digits giving the header's length, the JSON header
-(``rlimits``, ``files`` base64-encoded, ``code`` or ``command``), then the program's own stdin.
-The loader reads exactly the header, so the rest of fd 0 is left for the program.
+Wire format (host -> sandbox): 10 ASCII digits giving the header's length, the header (``rlimits``,
+``files`` as raw bytes, ``code`` or ``command``), then the program's own stdin. The loader reads
+exactly the header, so the rest of fd 0 is left for the program. The header is ``marshal`` format
+version 4 (dicts, lists, strings, bytes, ints, ``None`` only: unchanged since Python 3.4, so the
+host's interpreter and the sandbox's need not be the same version). Not JSON: ``json`` imports
+``re`` and ``enum``, which more than doubled the start of an interpreter without ``site`` (fastest
+of 25 starts on a 2-core VM: 17.8 ms bare, 40.1 ms importing ``json`` and ``base64``, 22.1 ms with
+``marshal`` and ``resource``); ``marshal`` is built in and already loaded. The header
+comes from the host, never from the sandboxed code, so ``marshal`` reading it is not a risk.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import marshal
 from collections.abc import Mapping
 
 WORKSPACE = "/workspace"
 LENGTH_DIGITS = 10
+MARSHAL_VERSION = 4
 
 LOADER = r"""
-import os, sys
+import os, sys, marshal, resource
 os.write(1, b"\x06")
 sys.path.append("/usr/lib/python3/dist-packages")
 def _boot():
-    import base64, json, resource
     def readn(n):
         buf = bytearray()
         while len(buf) < n:
@@ -39,14 +45,14 @@ def _boot():
                 raise SystemExit(70)
             buf += chunk
         return bytes(buf)
-    head = json.loads(readn(int(readn(10))))
+    head = marshal.loads(readn(int(readn(10))))
     for name, (soft, hard) in head["rlimits"].items():
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (soft, hard))
     for rel, data in head["files"].items():
         path = os.path.join("/workspace", rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
-            f.write(base64.b64decode(data))
+            f.write(data)
     return head
 _head = _boot()
 del _boot
@@ -91,14 +97,15 @@ def encode_request(
     stdin: bytes,
 ) -> bytes:
     """The bytes a sandbox's loader reads on stdin."""
-    header = json.dumps(
+    header = marshal.dumps(
         {
             "code": code,
             "command": list(command) if command else None,
-            "files": {k: base64.b64encode(v).decode("ascii") for k, v in files.items()},
+            "files": {k: bytes(v) for k, v in files.items()},
             "rlimits": {k: list(v) for k, v in rlimits.items()},
-        }
-    ).encode("utf-8")
+        },
+        MARSHAL_VERSION,
+    )
     return f"{len(header):0{LENGTH_DIGITS}d}".encode("ascii") + header + stdin
 
 

@@ -7,7 +7,9 @@ Layers, outermost first (docs/sandbox.md says what each one stops):
    bound in read-only can be read just because root could (``/etc/shadow``), and ``RLIMIT_NPROC``
    counts only this sandbox's processes.
 2. A cgroup per execution (memory across all processes, process count), joined by a tiny ``sh``
-   launcher before it drops privileges; the host reads OOM kills from it and kills through it.
+   launcher before it becomes bubblewrap (on cgroup v1 after ``setpriv`` dropped privileges: the
+   sandbox uid owns its group's ``cgroup.procs``); the host reads OOM kills from it and kills
+   through it.
 3. bubblewrap: user, mount, pid, net, ipc, uts and cgroup namespaces; no nested user namespaces;
    ``/usr`` read-only, bwrap's own root and ``/dev`` remounted read-only; a fresh tmpfs workspace
    capped at ``workspace_mb`` (also ``/tmp``); a cleared environment; a new session.
@@ -16,8 +18,9 @@ Layers, outermost first (docs/sandbox.md says what each one stops):
 5. The host side: a wall timeout that kills the launcher's session and the cgroup, output cut at
    ``output_bytes``, and a check that nothing of the execution is left.
 
-A warm pool (``pool_size``) keeps interpreters started inside fresh sandboxes, blocked on reading
-their request; each is used once and replaced in the background.
+A warm pool (``pool_size``) keeps interpreters started inside fresh sandboxes, their loader's
+imports done, blocked on reading their request; each is used once (never two executions in one
+sandbox) and replaced in the background once its execution is over.
 """
 
 from __future__ import annotations
@@ -207,16 +210,22 @@ class NamespaceSandbox:
             return _refused(problem, begun)
         if self._closed:
             raise SandboxUnavailable("this sandbox was closed", hint="build a new one")
-        started = self._take_pooled(limits)
-        if started is None:
-            started = await self._launch_cold(limits)
+        pooled = self._poolable(limits)
+        started = self._pool.pop() if pooled and self._pool else None
         try:
+            if started is None:
+                started = await self._launch_cold(limits)
             return await self._run(started, execution, begun)
         finally:
             # Usually instant (the launcher is reaped, its pid namespace gone, the cgroup empty);
             # a thread only when the kernel is still tearing processes down.
-            if not self._cleanup(started, wait=False):
+            if started is not None and not self._cleanup(started, wait=False):
                 await asyncio.to_thread(self._cleanup, started)
+            if pooled:
+                # Refilled once this execution is done, not while it runs: a launch is a few
+                # milliseconds of CPU (and a GIL-holding spawn) that on a small machine would be
+                # taken from the execution the caller is waiting for.
+                self._refill()
 
     async def close(self) -> None:
         self._closed = True
@@ -266,16 +275,12 @@ class NamespaceSandbox:
                 await asyncio.to_thread(self._cleanup, orphan)
             raise
 
-    def _take_pooled(self, limits: Limits) -> _Started | None:
-        if (
-            self._pool_size == 0
-            or limits.workspace_mb != self._pool_limits.workspace_mb
-            or limits.network is not NetworkPolicy.NONE
-        ):
-            return None
-        started = self._pool.pop() if self._pool else None
-        self._refill()
-        return started
+    def _poolable(self, limits: Limits) -> bool:
+        return (
+            self._pool_size > 0
+            and limits.workspace_mb == self._pool_limits.workspace_mb
+            and limits.network is NetworkPolicy.NONE
+        )
 
     def _refill(self) -> None:
         if self._closed or len(self._pool) + len(self._refills) >= self._pool_size:
@@ -320,25 +325,24 @@ class NamespaceSandbox:
         try:
             os.write(write_fd, self._seccomp or b"")
             os.close(write_fd)
-            # cgroup v1 (this kind of host): Popen switches uid in the forked child and the
-            # launcher joins its chowned cgroup; otherwise root's sh joins, setpriv switches.
-            # With a network, root's launcher enters the sandbox's network namespace first.
-            spawn_uid = (
-                uid
-                if uid is not None
-                and network is None
-                and cgroup is not None
-                and cgroup.let_join(uid)
-                else None
+            # cgroup v1 (this kind of host): ``setpriv`` drops to the sandbox uid first and the
+            # launcher joins its chowned cgroup after; otherwise root's sh joins, setpriv
+            # switches. Either way the host's Popen needs no uid switch of its own, so it can
+            # vfork: a fork would copy the worker's page tables (1.5 ms at the least, far more for
+            # a big worker under load) and hold the GIL meanwhile. With a network, root's
+            # launcher enters the sandbox's network namespace first.
+            drop_first = (
+                uid is not None and network is None and cgroup is not None and cgroup.let_join(uid)
             )
             argv = self._argv(
                 limits,
-                None if spawn_uid is not None else uid,
+                uid,
                 cgroup,
                 read_fd if self._seccomp else None,
                 network,
+                drop_first=drop_first,
             )
-            launcher = Launcher.spawn(argv, pass_fds=(read_fd,), uid=spawn_uid)
+            launcher = Launcher.spawn(argv, pass_fds=(read_fd,))
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
@@ -364,21 +368,30 @@ class NamespaceSandbox:
         cgroup: SandboxCgroup | None,
         seccomp_fd: int | None,
         network: EgressNetwork | None = None,
+        *,
+        drop_first: bool = False,
     ) -> list[str]:
         argv: list[str] = []
-        if cgroup is not None:
-            argv += ["/bin/sh", "-c", LAUNCH_SH, "sh", *map(str, cgroup.procs_files), "--"]
-        if network is not None:
-            # nsenter execs (no fork for --net alone): the launcher's pid stays the sandbox's.
-            argv += ["/usr/bin/nsenter", f"--net={network.sandbox_path}", "--"]
-        if uid is not None:
-            argv += [
+        setpriv = (
+            [
                 "/usr/bin/setpriv",
                 f"--reuid={uid}",
                 f"--regid={uid}",
                 "--clear-groups",
                 "--no-new-privs",
             ]
+            if uid is not None
+            else []
+        )
+        if drop_first:
+            argv += setpriv
+        if cgroup is not None:
+            argv += ["/bin/sh", "-c", LAUNCH_SH, "sh", *map(str, cgroup.procs_files), "--"]
+        if network is not None:
+            # nsenter execs (no fork for --net alone): the launcher's pid stays the sandbox's.
+            argv += ["/usr/bin/nsenter", f"--net={network.sandbox_path}", "--"]
+        if not drop_first:
+            argv += setpriv
         workspace_bytes = str(limits.workspace_mb * 1024 * 1024)
         argv += [
             self._bwrap,

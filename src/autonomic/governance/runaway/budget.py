@@ -151,6 +151,26 @@ def pinned_budget(agent: Budget | None, override: Any) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
+_UNLIMITED = Budget()
+_PARSED: dict[int, tuple[Mapping[str, Any], dict[str, Any], Budget]] = {}
+"""Parsed budgets by the identity of the run state's dict (kept, so its id is not reused) and
+checked equal to a copy, so a dict changed in place is parsed again: asked twice per step."""
+
+
 def run_budget(state: RunState) -> Budget:
     """The run's pinned budget (validated when the run started or was reopened)."""
-    return Budget.from_dict(state.budget or {})
+    data = state.budget
+    if not data:
+        return _UNLIMITED
+    cached = _PARSED.get(id(data))
+    if cached is not None and cached[0] is data and cached[1] == data:
+        return cached[2]
+    budget = Budget.from_dict(data)
+    if len(_PARSED) >= 1024:
+        _PARSED.clear()
+    _PARSED[id(data)] = (
+        data,
+        {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()},
+        budget,
+    )
+    return budget

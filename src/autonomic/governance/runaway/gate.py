@@ -126,15 +126,17 @@ class RunawayGate:
 
     def history(self, run_id: str, state: RunState) -> GuardState:
         """The guard history of ``state``: the executed calls since the last acknowledgement."""
-        steps = [s for s in state.guard_steps if s["seq"] > state.loop_ack_seq]
+        # ``guard_steps`` is in journal order: the steps after a seq are a suffix, found from the
+        # end (a whole pass over the kept steps on every check was most of the gate's cost)
+        kept, ack = state.guard_steps, state.loop_ack_seq
+        last = kept[-1]["seq"] if kept and kept[-1]["seq"] > ack else 0
         cached = self._cache.get(run_id)
-        last = steps[-1]["seq"] if steps else 0
-        if cached is not None and cached[0] == state.loop_ack_seq and cached[1] <= last:
+        if cached is not None and cached[0] == ack and cached[1] <= last:
             _, seen, guard_state = cached
-            fresh = [s for s in steps if s["seq"] > seen]
+            fresh = _after(kept, max(seen, ack))
         else:
             guard_state = GuardState(self.config.embedder, window=self.config.window)
-            fresh = steps[-self.config.window :]
+            fresh = _after(kept, ack)[-self.config.window :]
         pending = self._pending.pop(run_id, None)
         for step in fresh:
             if pending is not None and _same(pending, step):
@@ -149,6 +151,14 @@ class RunawayGate:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return guard_state
+
+
+def _after(steps: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
+    """The suffix of ``steps`` (ascending seq) with seq above ``seq``."""
+    start = len(steps)
+    while start and steps[start - 1]["seq"] > seq:
+        start -= 1
+    return steps[start:]
 
 
 def _same(action: ProposedAction, step: Mapping[str, Any]) -> bool:

@@ -13,6 +13,7 @@ The hash is CRC-32 (deterministic across processes, unlike ``hash()``), and each
 from __future__ import annotations
 
 import math
+import operator
 import re
 import zlib
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ class HashedNgramEmbedder:
         self._mask = dim - 1
         self._n = n
         self._word_weight = word_weight
+        self._integral = float(word_weight).is_integer() and abs(word_weight) < 2**20
 
     @property
     def name(self) -> str:
@@ -71,7 +73,11 @@ class HashedNgramEmbedder:
         for word in _WORD.findall(text):
             h = crc(word.encode(), 0x5BD1E995)
             vec[h & mask] += weight if h & 0x80000000 else -weight
-        norm = math.sqrt(sum(v * v for v in vec))
+        # the entries are sums of +-1 and +-word_weight: with an integral weight the squares are
+        # exact, so summing them in C gives the same norm as the loop did (order cannot matter)
+        norm = math.sqrt(
+            sum(map(operator.mul, vec, vec)) if self._integral else sum(v * v for v in vec)
+        )
         if norm == 0.0:
             return vec
         inv = 1.0 / norm

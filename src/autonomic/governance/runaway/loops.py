@@ -122,7 +122,7 @@ class LoopGuard:
                     {**evidence, "similar": near},
                 )
             )
-        if feats.plan is not None and feats.plan_vector is not None:
+        if feats.plan is not None and state.plans and feats.plan_vector is not None:
             plans = [
                 {"seq": plan.seq, "similarity": round(s, 4), "plan": plan.text[:QUOTE_LIMIT]}
                 for plan in state.plans

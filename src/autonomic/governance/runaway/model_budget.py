@@ -47,8 +47,24 @@ def _message_chars(messages: Sequence[Message]) -> int:
     )
 
 
+_SPEC_CHARS: dict[int, tuple[ToolSpec, int]] = {}
+"""Characters per tool spec, by identity (the spec is kept, so its id is not reused): a run's
+specs are the same objects every turn, and serialising their schemas was most of the estimate."""
+
+
+def _spec_chars(spec: ToolSpec) -> int:
+    cached = _SPEC_CHARS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    chars = len(spec.name) + len(spec.description) + len(canonical_json(spec.parameters))
+    if len(_SPEC_CHARS) >= 4096:
+        _SPEC_CHARS.clear()
+    _SPEC_CHARS[id(spec)] = (spec, chars)
+    return chars
+
+
 def _tool_chars(tools: Sequence[ToolSpec]) -> int:
-    return sum(len(t.name) + len(t.description) + len(canonical_json(t.parameters)) for t in tools)
+    return sum(map(_spec_chars, tools))
 
 
 def _estimate(chars: int, messages: int) -> Estimate:

@@ -28,21 +28,77 @@ QUOTE_LIMIT = 200
 """Characters of a step quoted in evidence."""
 
 
-@dataclass(frozen=True, slots=True)
 class Features:
-    """What the guards compare, computed once per proposed action."""
+    """What the guards compare, computed once per proposed action.
 
-    args_key: str
-    """Canonical JSON of the arguments exactly as proposed."""
-    signature: str
-    """The arguments with volatile values replaced (see ``normalise.stable_arguments``)."""
-    trace: str
-    """Normalised thought + tool + stable arguments: the text that is embedded."""
-    vector: Vector
-    plan: str | None
-    plan_vector: Vector | None
-    subject: str
-    subject_vector: Vector | None
+    The texts are normalised at once (exact and cheap); their vectors are embedded on first use,
+    all in one ``embed`` call as before, and kept. Most steps never need one: a read-only call is
+    never compared by vector, nor is a call whose tool has no earlier step in the window, so an
+    ordinary step costs no embedding at all — and a step that is compared later embeds then, once.
+    The vectors are those of the same texts in the same batch either way: decisions are unchanged.
+    """
+
+    __slots__ = (
+        "_embedder",
+        "_texts",
+        "_vectors",
+        "args_key",
+        "embedded_kind",
+        "plan",
+        "signature",
+        "subject",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        *,
+        args_key: str,
+        signature: str,
+        trace: str,
+        plan: str | None,
+        subject: str,
+        kind: ActionKind,
+        embedder: Embedder,
+    ) -> None:
+        self.args_key = args_key
+        """Canonical JSON of the arguments exactly as proposed."""
+        self.signature = signature
+        """The arguments with volatile values replaced (see ``normalise.stable_arguments``)."""
+        self.trace = trace
+        """Normalised thought + tool + stable arguments: the text that is embedded."""
+        self.plan = plan
+        self.subject = subject
+        self.embedded_kind = kind
+        texts = [trace]
+        if plan is not None:
+            texts.append(plan)
+        if kind is ActionKind.DELEGATE:
+            texts.append(subject)
+        self._texts = texts if kind is not ActionKind.MODEL_CALL else []
+        self._embedder = embedder
+        self._vectors: list[Vector] | None = None
+
+    def _embedded(self) -> list[Vector]:
+        if self._vectors is None:
+            self._vectors = self._embedder.embed(self._texts) if self._texts else []
+        return self._vectors
+
+    @property
+    def vector(self) -> Vector:
+        vectors = self._embedded()
+        return vectors[0] if vectors else ()
+
+    @property
+    def plan_vector(self) -> Vector | None:
+        vectors = self._embedded()
+        return vectors[1] if self.plan is not None and len(vectors) > 1 else None
+
+    @property
+    def subject_vector(self) -> Vector | None:
+        if self.embedded_kind is not ActionKind.DELEGATE:
+            return None
+        return self._embedded()[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +110,25 @@ class Step:
     args_key: str
     signature: str
     trace: str
-    vector: Vector
+    features: Features
     read_only: bool
+
+    @property
+    def vector(self) -> Vector:
+        """The trace's vector, embedded the first time a check compares this step."""
+        return self.features.vector
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     seq: int
     text: str
-    vector: Vector
+    features: Features
+
+    @property
+    def vector(self) -> Vector:
+        vector = self.features.plan_vector
+        return vector if vector is not None else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,24 +187,15 @@ class GuardState:
         args = dict(action.arguments)
         signature = stable_arguments(args)
         thought = normalise_text(action.thought[:TEXT_LIMIT])
-        trace = f"{thought} | {action.tool} {signature[:TEXT_LIMIT]}"
-        texts = [trace]
         plan = normalise_text(action.plan[:TEXT_LIMIT]) if action.plan else None
-        if plan is not None:
-            texts.append(plan)
-        subject = normalise_text(action.subject[:TEXT_LIMIT])
-        if action.kind is ActionKind.DELEGATE:
-            texts.append(subject)
-        vectors = self.embedder.embed(texts) if action.kind is not ActionKind.MODEL_CALL else []
         feats = Features(
             args_key=canonical_json(args),
             signature=signature,
-            trace=trace,
-            vector=vectors[0] if vectors else (),
+            trace=f"{thought} | {action.tool} {signature[:TEXT_LIMIT]}",
             plan=plan,
-            plan_vector=vectors[1] if plan is not None and len(vectors) > 1 else None,
-            subject=subject,
-            subject_vector=vectors[-1] if action.kind is ActionKind.DELEGATE else None,
+            subject=normalise_text(action.subject[:TEXT_LIMIT]),
+            kind=action.kind,
+            embedder=self.embedder,
         )
         self._cache = (action, feats)
         return feats
@@ -250,8 +307,8 @@ class GuardState:
             self.turns += 1
             return
         feats = self.features(action)
-        if feats.plan is not None and feats.plan_vector is not None:
-            self.plans.append(Plan(seq, feats.plan, feats.plan_vector))
+        if feats.plan is not None:
+            self.plans.append(Plan(seq, feats.plan, feats))
         if action.kind is ActionKind.DELEGATE:
             assert feats.subject_vector is not None
             target = action.target or ""
@@ -267,7 +324,7 @@ class GuardState:
                 feats.args_key,
                 feats.signature,
                 feats.trace[:QUOTE_LIMIT],
-                feats.vector,
+                feats,
                 action.read_only,
             )
         )
