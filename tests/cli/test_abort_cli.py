@@ -40,7 +40,10 @@ def test_abort_with_compensation_then_resume_cancels_the_run(tmp_path: Path) -> 
     flat = " ".join(resumed.stdout.split())
     assert "compensation" in flat
     assert "not undone: sql_query declares no compensating action" in flat
-    assert f"run {run_id} is CANCELLED: aborted by ops@default: wrong day; compensated 0 step(s)" in flat
+    assert (
+        f"run {run_id} is CANCELLED: aborted by ops@default: wrong day; compensated 0 step(s)"
+        in flat
+    )
     again = autonomic("--db", db, "abort", run_id, "--compensate", cwd=tmp_path)
     assert again.returncode != 0
     assert "a finished run cannot be aborted" in again.stderr
