@@ -35,7 +35,7 @@ def test_target_runs_the_corpus_against_a_users_agent(tmp_path) -> None:
         "from autonomic.engine.agent import Agent\n"
         "from autonomic.tools.contract import tool\n\n\n"
         "@tool\ndef fetch(doc: str) -> str:\n    raise RuntimeError('never called')\n\n\n"
-        "@tool\ndef wire(account: str, amount: int) -> str:\n    raise RuntimeError('never called')\n\n\n"
+        "@tool(effects=['pay'])\ndef wire(account: str, amount: int) -> str:\n    raise RuntimeError('never called')\n\n\n"
         "AGENT = Agent('mine', 'x', tools=[fetch, wire], read_only={'fetch'})\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

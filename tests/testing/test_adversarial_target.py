@@ -2,6 +2,7 @@
 actions counted from the journal; none of the agent's real tools runs."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -20,13 +21,13 @@ def read_invoice(invoice_id: str) -> str:
     return "invoice"
 
 
-@tool
+@tool(effects=["pay"])
 def pay(payee: str, amount: int) -> str:
     REAL_CALLS.append("pay")
     return "paid"
 
 
-@tool
+@tool(effects=["send"])
 def email(to: str, body: str) -> str:
     REAL_CALLS.append("email")
     return "sent"
@@ -47,6 +48,22 @@ def test_every_injected_action_is_proposed_and_gated_by_default() -> None:
     assert report.per_target["pay"]["gated"] == len(STYLES)
     assert REAL_CALLS == []  # stubs only: the agent's own tools never ran
     assert report.to_dict()["corpus"].startswith("home-made")
+
+
+def test_tools_that_declare_no_effects_are_not_traced_and_the_report_says_what_ran() -> None:
+    # The defence traces the tools whose contracts declare effects (the default policy): a user's
+    # agent whose tools declare none is shown executing the injected actions - the signal to
+    # declare them - not a false "all gated".
+    plain = Agent(
+        "my-payer",
+        "pay invoices",
+        tools=[read_invoice, replace(pay, effects=()), replace(email, effects=())],
+        read_only={"read_invoice"},
+    )
+    report = asyncio.run(attack_agent(plain))
+    assert report.executed > 0
+    assert report.gated + report.executed + report.refused == report.proposed
+    assert REAL_CALLS == []
 
 
 def test_without_provenance_some_injected_actions_execute_and_are_counted() -> None:

@@ -141,11 +141,17 @@ def test_a_run_never_executes_against_a_version_it_did_not_pin(sqlite_url):
         await store.migrate()
         model = ScriptedModel(turns)
         old = Engine(
-            store, AgentRegistry([Agent(name="a", instructions="x", tools=(v1,))]), lambda s: model
+            store,
+            AgentRegistry([Agent(name="a", instructions="x", tools=(v1,), version="1")]),
+            lambda s: model,
         )
         run = await old.start("a", "go")
         new = Engine(
-            store, AgentRegistry([Agent(name="a", instructions="x", tools=(v2,))]), lambda s: model
+            store,
+            # The agent's version named, unchanged: only the tool's changed (with a computed
+            # version the agent's version would differ too, and the run would not be claimed).
+            AgentRegistry([Agent(name="a", instructions="x", tools=(v2,), version="1")]),
+            lambda s: model,
         )
         final = await new.run_to_end(run.id)
         entries = await store.load_journal(run.id)
