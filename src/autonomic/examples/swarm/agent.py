@@ -164,35 +164,32 @@ def _file(repo: Path, file: str) -> Path:
 
 @tool(idempotent=True)
 def analyze_repo(repo: str, ctx: ToolContext) -> dict[str, Any]:
-    """List the repository's files with their size and functions."""
+    """List the repository's files with their source and functions."""
     root = _repo(repo)
     _attempt(root, ctx, "analyze_repo", "*")
-    files = [
-        {
-            "file": p.name,
-            "lines": len(p.read_text(encoding="utf-8").splitlines()),
-            "functions": re.findall(r"^def (\w+)", p.read_text(encoding="utf-8"), re.M),
-        }
-        for p in sorted(root.iterdir())
-        if p.is_file() and p.suffix == ".py"
-    ]
+    files = []
+    for path in sorted(root.iterdir()):
+        if path.is_file() and path.suffix == ".py":
+            source = path.read_text(encoding="utf-8")
+            functions = re.findall(r"^def (\w+)", source, re.M)
+            files.append({"file": path.name, "source": source, "functions": functions})
     _apply(root, ctx, "analyze_repo", "*")
     return {"files": files}
 
 
 @tool(idempotent=True)
 def audit_file(
-    repo: str, file: str, ctx: ToolContext, lines: int = 0, functions: list[str] | None = None
+    repo: str, file: str, ctx: ToolContext, source: str = "", functions: list[str] | None = None
 ) -> dict[str, Any]:
-    """Scan one file for security problems (weak hashes, shell and SQL injection, secrets);
-    ``lines`` and ``functions`` are what the analysis found in it (for the report)."""
+    """Scan one file for security problems (weak hashes, shell and SQL injection, secrets): the
+    ``source`` the analysis read (the file on disk when none is given)."""
     root = _repo(repo)
-    target = _file(root, file)
+    text = source or _file(root, file).read_text(encoding="utf-8")
     _attempt(root, ctx, "audit_file", file)
     time.sleep(AUDIT_HOLD)  # the audit itself: the demo kills a worker in here
     findings = [
         {"rule": rule, "line": n, "severity": severity}
-        for n, line in enumerate(target.read_text(encoding="utf-8").splitlines(), start=1)
+        for n, line in enumerate(text.splitlines(), start=1)
         for rule, pattern, severity in RULES
         if re.search(pattern, line)
     ]
@@ -340,9 +337,9 @@ def coordinator_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]) -
     files = [f for f in analysis["files"] if isinstance(f, dict)]
     audits = results[1:]
     if len(audits) < len(files):
-        # what the analysis found goes with the file: each subtask says what it is about
+        # what the analysis read goes with the file: each subtask carries the code it is about
         file = files[len(audits)]
-        subtask = {"repo": repo, "file": str(file.get("file")), "lines": file.get("lines", 0)}
+        subtask = {"repo": repo, "file": str(file.get("file")), "source": file.get("source", "")}
         subtask["functions"] = file.get("functions", [])
         return _delegate(AUDIT, subtask, len(results), model)
     report: dict[str, Any] = {"files": len(files), "findings": []}
