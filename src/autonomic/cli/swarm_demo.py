@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -28,9 +28,13 @@ from autonomic.cli.common import Settings, acting, build_engine, open_store, out
 from autonomic.cli.exit_codes import ExitCode
 from autonomic.cli.invocation import command
 from autonomic.cli.tree import print_tree, run_tree
-from autonomic.core.entries import EntryKind
+from autonomic.core.entries import DecisionRecord
 from autonomic.core.principal import DEFAULT_TENANT
 from autonomic.core.run import Run, RunStatus
+
+if TYPE_CHECKING:
+    from autonomic.engine.executor import Engine
+    from autonomic.ports.store import Store
 
 AGENTS = "autonomic.examples.swarm.agent:agents"
 AUDITORS = "autonomic.examples.swarm.agent:auditors"
@@ -90,36 +94,33 @@ def demo_swarm(settings: Settings, workdir: Path) -> ExitCode:
 
 def _auditor(settings: Settings, base: Path, n: int) -> subprocess.Popen[bytes]:
     """One ``autonomic worker`` process driving only the security auditor."""
-    log = open(base / f"auditor-{n}.log", "wb")  # noqa: SIM115 - closed when the process ends
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "autonomic.cli",
-            "--db",
-            settings.db,
-            "worker",
-            "--agent",
-            AUDITORS,
-            "--lease-ttl",
-            str(LEASE_TTL),
-            "--concurrency",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    with open(base / f"auditor-{n}.log", "wb") as log:  # the process keeps its own copy
+        return subprocess.Popen(  # noqa: S603 - our own CLI, fixed argv
+            [
+                sys.executable,
+                "-m",
+                "autonomic.cli",
+                "worker",
+                "--agent",
+                AUDITORS,
+                "--lease-ttl",
+                str(LEASE_TTL),
+                "--concurrency",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=os.environ | {"AUTONOMIC_DB": settings.db},  # not in argv: ps shows argv
+        )
 
 
-async def _audit(settings: Settings, store: Any, engine: Any, repo: Path, base: Path) -> bool:
+async def _audit(settings: Settings, store: Store, engine: Engine, repo: Path, base: Path) -> bool:
     from autonomic.examples.swarm.agent import AUDIT, REPOSITORY, attempts, effects
 
     out.print("\n[bold]1. the audit[/]")
     workers = [_auditor(settings, base, n) for n in (1, 2)]
-    names = {w.pid: f"auditor-{n}" for n, w in enumerate(workers, start=1)} | {
-        os.getpid(): "demo"
-    }
+    names = {w.pid: f"auditor-{n}" for n, w in enumerate(workers, start=1)} | {os.getpid(): "demo"}
     for w in workers:
         out.print(f"started auditor-{names[w.pid][-1]}: autonomic worker (pid {w.pid})")
     killed: int | None = None
@@ -212,7 +213,7 @@ async def _audit(settings: Settings, store: Any, engine: Any, repo: Path, base: 
 # -- part 2: ping-pong ----------------------------------------------------------------------------
 
 
-async def _ping_pong(store: Any, engine: Any) -> bool:
+async def _ping_pong(store: Store, engine: Engine) -> bool:
     out.print("\n[bold]2. the lint ping-pong[/]")
     root: Run = await engine.run(
         "writer", "Write slugify() in text.py", requester=acting(None, DEFAULT_TENANT)
@@ -229,20 +230,21 @@ async def _ping_pong(store: Any, engine: Any) -> bool:
     )
 
 
-async def _refusal(store: Any, run_id: str) -> list[str]:
+async def _refusal(store: Store, run_id: str) -> list[str]:
     """Print the delegation gate's journaled refusal in ``run_id``; the guards' codes."""
-    entries = await store.load_journal(run_id)
     refusals = [
-        e for e in entries if e.kind is EntryKind.DECISION and e.body.gate == "delegation"
+        (e.seq, e.body)
+        for e in await store.load_journal(run_id)
+        if isinstance(e.body, DecisionRecord) and e.body.gate == "delegation"
     ]
     if not refusals:
         out.print(f"[red]no journaled refusal in {run_id}[/]")
         return []
-    entry = refusals[-1]
-    findings = entry.body.evidence.get("findings") or [
-        {"code": entry.body.evidence.get("code"), "reason": entry.body.explanation}
+    seq, decision = refusals[-1]
+    findings = decision.evidence.get("findings") or [
+        {"code": decision.evidence.get("code"), "reason": decision.explanation}
     ]
-    out.print(f"the guard refused, journaled in {run_id} (seq {entry.seq}):")
+    out.print(f"the guard refused, journaled in {run_id} (seq {seq}):")
     for f in findings:
         out.print(f'  [bold]{escape(str(f["code"]))}[/]: "{escape(str(f["reason"]))}"')
     return [str(f["code"]) for f in findings]
@@ -251,7 +253,7 @@ async def _refusal(store: Any, run_id: str) -> list[str]:
 # -- part 3: the runaway chain --------------------------------------------------------------------
 
 
-async def _chain(store: Any, engine: Any) -> bool:
+async def _chain(store: Store, engine: Engine) -> bool:
     from autonomic.examples.swarm.agent import CHAIN_LEVELS
 
     out.print(f"\n[bold]3. the runaway chain[/] (aiming for {CHAIN_LEVELS} levels)")

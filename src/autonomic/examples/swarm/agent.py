@@ -65,10 +65,7 @@ REPOSITORY: dict[str, str] = {
         "    return cursor.fetchone()\n"
     ),
     "settings.py": ('DEBUG = False\nAPI_KEY = "sk-live-0000-demo-not-a-secret"\nTIMEOUT = 30\n'),
-    "text.py": (
-        "def slugify(text: str) -> str:\n"
-        '    return "-".join(text.lower().split())\n'
-    ),
+    "text.py": ('def slugify(text: str) -> str:\n    return "-".join(text.lower().split())\n'),
 }
 """The fixture repository the swarm audits (file name to content)."""
 
