@@ -155,6 +155,12 @@ async def _audit(settings: Settings, store: Store, engine: Engine, repo: Path, b
                         f"its audit of {killed_file}: its child run is left RUNNING, leased to "
                         f"a dead process for up to {LEASE_TTL:g}s"
                     )
+            if all(w.poll() is not None for w in workers):
+                out.print(
+                    f"[red]both auditor workers exited[/] (their output: {escape(str(base))}/"
+                    "auditor-N.log); the audit cannot go on"
+                )
+                break
             if not progressed:
                 await asyncio.sleep(0.05)
     finally:
@@ -206,7 +212,10 @@ async def _audit(settings: Settings, store: Store, engine: Engine, repo: Path, b
             if redone
             else f"the audit of {killed_file} had finished before the kill landed"
         )
-    out.print(f"the tree again: {escape(command(settings.db, 'show', root.id))}")
+    out.print(
+        f"the tree again: {escape(command(settings.db, 'show', root.id))}\n"
+        f"the workers' output: {escape(str(base))}/auditor-1.log, auditor-2.log"
+    )
     return holds
 
 
