@@ -91,9 +91,6 @@ def test_the_swarm_demo_audits_once_per_subtask_and_the_guards_stop_both_runaway
     assert any(a["key"] == first["key"] and a["pid"] != first["pid"] for a in tried) or any(
         e["key"] == first["key"] and e["pid"] == first["pid"] for e in applied
     )  # the killed call was taken over by the other worker (or had already applied its effect)
-    assert {a["pid"] for a in tried if a["key"] != first["key"]} <= auditors | {
-        a["pid"] for a in tried if a["tool"] == "analyze_repo"
-    }
 
     # 2. the ping-pong: refused on the third hand-off, journaled with the ping-pong finding
     writers = by_agent["writer"] + by_agent["reviewer"]
