@@ -250,9 +250,10 @@ def _load_builtin_agents() -> list[Agent]:
     from autonomic.examples.bus import agent as bus  # its agents load with --agent (bus demo)
     from autonomic.examples.reconciliation import agent as reconciliation
     from autonomic.examples.runaway import agent as runaway
+    from autonomic.examples.swarm import agent as swarm  # loads with --agent (swarm demo)
     from autonomic.examples.triage import agent as triage
 
-    for example in (reconciliation, runaway, triage, bus):
+    for example in (reconciliation, runaway, triage, bus, swarm):
         for name, factory in example.FUNCTION_MODELS.items():
             _FUNCTION_MODELS.setdefault(name, factory)
     return [reconciliation.reconciliation_agent(), runaway.runaway_agent(), triage.triage_agent()]

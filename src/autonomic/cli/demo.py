@@ -2,7 +2,8 @@
 
 ``reconciliation`` (the default) is the governed overnight reconciliation of a bank ledger;
 ``runaway`` replays the reconciliation-loop incident, stopped by loop detection; ``planning``
-shows the plan cache and the planning/acting model split."""
+shows the plan cache and the planning/acting model split; ``swarm`` is the code-audit swarm
+(``cli/swarm_demo.py``)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def demo(
             help="reconciliation (the governed overnight reconciliation), runaway (the "
             "reconciliation-loop incident, stopped by loop detection), planning (the plan "
             "cache and the planning/acting model split) or bus (two agents talking over the "
-            "embedded event bus; --bus kafka://host:9092 for Kafka)."
+            "embedded event bus; --bus kafka://host:9092 for Kafka) or swarm (a coordinator, a "
+            "code analyzer and two security auditor workers, one killed mid-task; the "
+            "delegation guards stopping a ping-pong and a 47-level chain)."
         ),
     ] = "reconciliation",
     bus: BusOption = None,
@@ -81,10 +84,10 @@ def demo(
     from autonomic.governance.approvals import ApprovalDesk
 
     settings = settings_of(ctx)
-    if scenario not in ("reconciliation", "runaway", "planning", "bus"):
+    if scenario not in ("reconciliation", "runaway", "planning", "bus", "swarm"):
         raise UserError(
             f"unknown demo scenario {scenario!r}",
-            hint="use --scenario reconciliation, runaway, planning or bus",
+            hint="use --scenario reconciliation, runaway, planning, bus or swarm",
         )
     if scenario != "reconciliation":
         if crash_after_step is not None or interactive:
@@ -96,6 +99,10 @@ def demo(
             raise typer.Exit(_demo_runaway(settings, workdir))
         if scenario == "bus":
             raise typer.Exit(_demo_bus(settings, bus))
+        if scenario == "swarm":
+            from autonomic.cli.swarm_demo import demo_swarm
+
+            raise typer.Exit(demo_swarm(settings, workdir))
         raise typer.Exit(_demo_planning(settings))
 
     class AnnouncedCrash(CrashAt):

@@ -413,7 +413,12 @@ class DelegationGate:
             decided.verdict,
             decided.explanation,
             gate=GATE_NAME,
-            evidence={"code": decided.code, "finding": dict(decided.findings[0].evidence)},
+            evidence={
+                "code": decided.code,
+                "finding": dict(decided.findings[0].evidence),
+                # every guard that objected (a ping-pong in a nested chain is also a cycle)
+                "findings": [{"code": f.code, "reason": f.reason} for f in decided.findings],
+            },
             findings=decided.findings,
         )
 

@@ -1,0 +1,1 @@
+"""The code-audit swarm (``autonomic demo --scenario swarm``)."""
