@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-OOM_TICK_WAIT = 0.5
+OOM_TICK_WAIT = 1.5
 """Seconds ``read`` waits, at most, for a v1 OOM notification once charges failed at the limit."""
 _V1_CONTROLLERS = ("memory", "pids", "cpuacct")
 
