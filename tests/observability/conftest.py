@@ -10,7 +10,8 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,32 @@ def promql(base: str, query: str) -> list[dict[str, Any]]:
         raise AssertionError(f"{query!r}: {exc.read().decode()}") from None
     assert doc["status"] == "success", doc
     return list(doc["data"]["result"])
+
+
+@contextmanager
+def running_prometheus(
+    prometheus_bin: str, tmp_path: Path, target_port: int, *, rule_files: tuple[Path, ...] = ()
+) -> Iterator[str]:
+    """A Prometheus on 127.0.0.1 scraping ``target_port`` every second (its log in
+    ``tmp_path/prometheus.log``); yields its base URL and stops it on the way out."""
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    rules = f"rule_files: [{', '.join(repr(str(r)) for r in rule_files)}]\n" if rule_files else ""
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"{rules}"
+        "scrape_configs:\n"
+        "  - job_name: autonomic\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+    )
+    with (tmp_path / "prometheus.log").open("w") as log:
+        prometheus = subprocess.Popen(
+            [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=60)

@@ -15,7 +15,15 @@ import uuid
 from pathlib import Path
 
 from autonomic.examples.bus.agent import AUDIT_REQUESTED
-from conftest import CLI, autonomic, eventually, free_port, get_json, promql
+from conftest import (
+    CLI,
+    autonomic,
+    eventually,
+    free_port,
+    get_json,
+    promql,
+    running_prometheus,
+)
 
 AUDIT_TOPIC = AUDIT_REQUESTED.name
 
@@ -126,42 +134,24 @@ def test_a_worker_on_the_bus_reports_its_outbox_lag_and_dead_letters_to_promethe
          "--agent", "autonomic.examples.bus.agent:agents"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    prom_port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: autonomic\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    prometheus = subprocess.Popen(
-        [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{prom_port}"
     try:
-        eventually(lambda: _ready(base), "Prometheus ready")
-        eventually(
-            lambda: (
-                _value(base, 'sum(autonomic_dead_letters_total{group="autonomic-workers"})') == 1.0
-            ),
-            "the worker's dead letter counted by Prometheus",
-        )
-        eventually(
-            lambda: _value(base, 'autonomic_consumer_lag{group="autonomic-workers"}') == 0.0,
-            "the consumer group's lag (nothing left once the garbage is buried)",
-        )
-        assert _value(base, "autonomic_outbox_pending") == 0.0
-        letters = json.loads(autonomic("dlq", "list", "--json", cwd=tmp_path).stdout)
-        assert [letter["topic"] for letter in letters] == [AUDIT_TOPIC]
+        with running_prometheus(prometheus_bin, tmp_path, port) as base:
+            eventually(lambda: _ready(base), "Prometheus ready")
+            eventually(
+                lambda: (
+                    _value(base, 'sum(autonomic_dead_letters_total{group="autonomic-workers"})')
+                    == 1.0
+                ),
+                "the worker's dead letter counted by Prometheus",
+            )
+            eventually(
+                lambda: _value(base, 'autonomic_consumer_lag{group="autonomic-workers"}') == 0.0,
+                "the consumer group's lag (nothing left once the garbage is buried)",
+            )
+            assert _value(base, "autonomic_outbox_pending") == 0.0
+            letters = json.loads(autonomic("dlq", "list", "--json", cwd=tmp_path).stdout)
+            assert [letter["topic"] for letter in letters] == [AUDIT_TOPIC]
     finally:
         worker.send_signal(signal.SIGTERM)
-        prometheus.terminate()
-        try:
-            _out, err = worker.communicate(timeout=60)
-        finally:
-            prometheus.wait(timeout=60)
-            log.close()
+        _out, err = worker.communicate(timeout=60)
     assert "Traceback" not in err, err

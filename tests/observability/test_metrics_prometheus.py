@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from autonomic.examples.reconciliation.bank import create_bank
-from conftest import CLI, autonomic, eventually, free_port, get_json, promql
+from conftest import (
+    CLI,
+    autonomic,
+    eventually,
+    free_port,
+    get_json,
+    promql,
+    running_prometheus,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "autonomic.json"
@@ -45,35 +53,15 @@ def fleet(tmp_path, prometheus_bin):
         [*CLI, "worker", "--metrics-port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    prom_port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{ALERTS}']\n"
-        "scrape_configs:\n"
-        "  - job_name: autonomic\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    prometheus = subprocess.Popen(
-        [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{prom_port}"
     try:
-        eventually(lambda: _scrape(port), "the worker serving /metrics")
-        eventually(lambda: _value(base, 'up{job="autonomic"}') == 1.0, "Prometheus scraping it")
-        yield tmp_path, env, base, port
+        with running_prometheus(prometheus_bin, tmp_path, port, rule_files=(ALERTS,)) as base:
+            eventually(lambda: _scrape(port), "the worker serving /metrics")
+            eventually(lambda: _value(base, 'up{job="autonomic"}') == 1.0, "Prometheus scraping it")
+            yield tmp_path, env, base, port
     finally:
         worker.send_signal(signal.SIGTERM)
-        prometheus.terminate()
-        try:
-            _out, err = worker.communicate(timeout=60)
-        finally:
-            prometheus.wait(timeout=60)
-            log.close()
-        assert "Traceback" not in err, err
+        _out, err = worker.communicate(timeout=60)
+    assert "Traceback" not in err, err
 
 
 def test_prometheus_scrapes_a_worker_and_promql_returns_what_the_runs_did(fleet):
