@@ -93,6 +93,7 @@ NEWER_KINDS = {
     EntryKind.PLAN_CANDIDATE,
     EntryKind.PLAN_SCORE,
     EntryKind.COMPENSATION,
+    EntryKind.SUBTASK,
 }
 """Kinds added after 0.1: 0.1 never wrote them, so the fixture cannot hold them."""
 

@@ -51,6 +51,7 @@ KIND_STYLE = {
     "plan.candidate": "magenta",
     "plan.score": "magenta",
     "compensation": "bold red",
+    "subtask": "cyan",
 }
 
 

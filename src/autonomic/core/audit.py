@@ -161,6 +161,10 @@ def _summary(
         for key in ("phase", "step", "tool", "of", "key", "ok", "by", "reason"):
             if p.get(key) is not None:
                 out[key] = p[key]
+    elif kind == "subtask":  # a coordinator's graph, hand-offs and their ends
+        for key in ("phase", "node", "attempt", "agent", "capability", "key", "ok", "source"):
+            if p.get(key) is not None:
+                out[key] = p[key]
     elif kind == "run.started":
         for key in ("agent", "agent_version", "model", "tenant", "requester"):
             if p.get(key) is not None:

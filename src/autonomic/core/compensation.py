@@ -50,8 +50,22 @@ class Undo(NamedTuple):
 
 def completed_steps(state: RunState) -> list[Completed]:
     """A run's tool calls that completed with an effect, in the order they completed: a result
-    that is ok and not a refusal, of a call not marked read-only."""
+    that is ok and not a refusal, of a call not marked read-only; then a coordinator's
+    completed subtasks (the node's id, its capability, its task, its output), in the order they
+    completed."""
     done: list[Completed] = []
+    for node in state.subtasks_done:
+        last = state.subtasks[node][-1]
+        dispatch = next((s for s in reversed(state.subtasks[node]) if s.phase == "dispatch"), None)
+        task = dispatch.task if dispatch is not None else None
+        done.append(
+            Completed(
+                node,
+                str(last.capability or (dispatch.capability if dispatch else "") or ""),
+                task if isinstance(task, Mapping) else {"task": task},
+                last.output,
+            )
+        )
     for position, result in state.results.items():
         intent = state.intents.get(position)
         if not result.ok or result.refused or intent is None or intent.read_only:

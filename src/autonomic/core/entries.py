@@ -57,6 +57,9 @@ class EntryKind(enum.StrEnum):
     COMPENSATION = "compensation"
     """An abort with compensation: requested, then per completed step the compensating call's
     intent and result (each exactly once, in reverse order; ``engine/compensation.py``)."""
+    SUBTASK = "subtask"
+    """A coordinator's graph of child runs: the graph it follows, then per subtask each hand-off
+    (``dispatch``) and how it ended (``result``; ``engine/coordinator.py``)."""
 
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -780,11 +783,15 @@ class CompensationStep(NamedTuple):
     error: str | None = None
     by: str | None = None
     reason: str | None = None
+    agent: str | None = None
+    """A coordinator's compensation: the agent whose child run undoes the subtask (``tool``
+    is then the compensating capability)."""
 
     def to_payload(self) -> dict[str, Any]:
         out = _put(
             {"phase": self.phase},
             step=self.step,
+            agent=self.agent,
             tool=self.tool,
             of=self.of,
             arguments=_dict(self.arguments),
@@ -812,6 +819,76 @@ class CompensationStep(NamedTuple):
             error=p.get("error"),
             by=p.get("by"),
             reason=p.get("reason"),
+            agent=p.get("agent"),
+        )
+
+
+class SubtaskStep(NamedTuple):
+    """``subtask``: one phase of a coordinator's graph of subtasks (``engine/coordinator.py``).
+
+    ``graph``: the dependency graph the run follows (``graph``, as JSON), where it came from
+    (``source``: ``model`` or ``template``), why the model's proposal was refused when it was
+    (``rejected``), and the planning call (``call``). ``dispatch``: subtask ``node``, attempt
+    ``attempt``, handed to ``agent`` for ``capability`` with ``task`` under ``key`` (the child
+    run's id derives from it) - committed before the child exists. ``result``: how the attempt
+    ended: ``ok`` with ``output``, or the ``error`` (``code``, ``message``); ``agent`` and
+    ``key`` name the attempt."""
+
+    phase: str
+    node: str | None = None
+    attempt: int | None = None
+    agent: str | None = None
+    capability: str | None = None
+    task: Any = None
+    key: str | None = None
+    ok: bool | None = None
+    output: Any = None
+    error: Mapping[str, Any] | None = None
+    graph: Mapping[str, Any] | None = None
+    source: str | None = None
+    rejected: str | None = None
+    call: ModelCall | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        out = _put(
+            {"phase": self.phase},
+            node=self.node,
+            attempt=self.attempt,
+            agent=self.agent,
+            capability=self.capability,
+            key=self.key,
+            ok=self.ok,
+            error=_dict(self.error),
+            graph=_dict(self.graph),
+            source=self.source,
+            rejected=self.rejected,
+        )
+        if self.phase == "dispatch":
+            out["task"] = self.task
+        if self.phase == "result" and self.ok:
+            out["output"] = self.output
+        if self.call is not None:
+            out.update(self.call.fields())
+        return out
+
+    @staticmethod
+    def from_payload(p: Mapping[str, Any]) -> SubtaskStep:
+        attempt = p.get("attempt")
+        return SubtaskStep(
+            phase=str(p.get("phase", "")),
+            node=p.get("node"),
+            attempt=int(attempt) if isinstance(attempt, int) else None,
+            agent=p.get("agent"),
+            capability=p.get("capability"),
+            task=p.get("task"),
+            key=p.get("key"),
+            ok=p.get("ok"),
+            output=p.get("output"),
+            error=_dict(p.get("error")),
+            graph=_dict(p.get("graph")),
+            source=p.get("source"),
+            rejected=p.get("rejected"),
+            call=ModelCall.of(p) if "usage" in p else None,
         )
 
 
@@ -948,6 +1025,7 @@ Body: TypeAlias = (
     | PlanCandidate
     | PlanScore
     | CompensationStep
+    | SubtaskStep
 )
 """A typed journal entry."""
 
@@ -967,6 +1045,7 @@ KINDS: dict[type[Any], EntryKind] = {
     PlanCandidate: EntryKind.PLAN_CANDIDATE,
     PlanScore: EntryKind.PLAN_SCORE,
     CompensationStep: EntryKind.COMPENSATION,
+    SubtaskStep: EntryKind.SUBTASK,
 }
 """The kind each type journals as."""
 

@@ -122,6 +122,9 @@ class Graph:
     directly, then ``validate`` it; ``layers`` and ``resolve`` assume a validated graph."""
 
     nodes: tuple[Node, ...]
+    given: frozenset[str] = frozenset()
+    """Names an input may reference that are not nodes but given from the start (a
+    coordinator's ``task``): never waited for."""
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -139,7 +142,7 @@ class Graph:
     def layers(self) -> tuple[tuple[str, ...], ...]:
         """The nodes level by level: each layer's nodes depend only on earlier layers, so they
         may run in parallel. Raises ``GraphInvalid`` naming a cycle."""
-        needs = {n.id: set(n.needs) for n in self.nodes}
+        needs = {n.id: set(n.needs) - self.given for n in self.nodes}
         done: set[str] = set()
         layers: list[tuple[str, ...]] = []
         while len(done) < len(needs):
@@ -161,7 +164,7 @@ class Graph:
 
     def ready(self, done: Iterable[str]) -> tuple[str, ...]:
         """Nodes not in ``done`` whose dependencies all are: what may start now."""
-        finished = set(done)
+        finished = set(done) | self.given
         return tuple(
             sorted(n.id for n in self.nodes if n.id not in finished and n.needs <= finished)
         )
@@ -186,7 +189,9 @@ def chain(steps: Sequence[str], *, prefix: str = "s") -> Graph:
     return Graph(tuple(nodes))
 
 
-def parse_graph(raw: Any, *, max_nodes: int = MAX_NODES) -> Graph:
+def parse_graph(
+    raw: Any, *, max_nodes: int = MAX_NODES, given: frozenset[str] = frozenset()
+) -> Graph:
     """A graph from untrusted JSON - ``{"nodes": [...]}`` or ``{"steps": [...]}`` or a bare
     list of node objects - or ``GraphInvalid`` saying what is malformed, by node."""
     items = raw.get("nodes", raw.get("steps")) if isinstance(raw, Mapping) else raw
@@ -198,7 +203,7 @@ def parse_graph(raw: Any, *, max_nodes: int = MAX_NODES) -> Graph:
     if len(items) > max_nodes:
         raise GraphInvalid(f"the graph has {len(items)} nodes, more than the {max_nodes} allowed")
     nodes = [_node(item, i) for i, item in enumerate(items, start=1)]
-    return Graph(tuple(nodes))
+    return Graph(tuple(nodes), given)
 
 
 def _node(item: Any, index: int) -> Node:
@@ -272,9 +277,14 @@ def validate(
     for node in graph.nodes:
         if node.id in seen:
             raise GraphInvalid(f"two nodes have the id {node.id!r}", node=node.id)
+        if node.id in graph.given:
+            raise GraphInvalid(
+                f"node id {node.id!r} is reserved (it names the coordinator's input)",
+                node=node.id,
+            )
         seen.add(node.id)
     for node in graph.nodes:
-        for dep in sorted(node.needs):
+        for dep in sorted(node.needs - graph.given):
             if dep not in seen:
                 raise GraphInvalid(
                     f"node {node.id!r} waits for or references {dep!r}, which is not a node of "
@@ -344,6 +354,8 @@ def _check_inputs(graph: Graph, node: Node, catalog: Mapping[str, Signature]) ->
 def _at(graph: Graph, ref: Ref, catalog: Mapping[str, Signature]) -> Mapping[str, Any] | str | None:
     """The schema of what ``ref`` points at; ``None`` when undeclared (unchecked); a string
     when the declared output has no such field."""
+    if ref.node in graph.given:
+        return None
     uses = graph.node(ref.node).uses
     signature = catalog.get(uses) if uses is not None else None
     schema = signature.output_schema if signature is not None else None
@@ -466,12 +478,13 @@ def choose(
     template: Graph | None,
     max_nodes: int = MAX_NODES,
     require_uses: bool = False,
+    given: frozenset[str] = frozenset(),
 ) -> Choice:
     """The proposed graph if it parses and validates, else the declared ``template`` (with the
     proposal's problem as ``rejected``). ``GraphInvalid`` when neither may run - the template
     is the developer's, so its problem says what to fix in the code."""
     try:
-        graph = parse_graph(raw, max_nodes=max_nodes)
+        graph = parse_graph(raw, max_nodes=max_nodes, given=given)
         layers = validate(graph, catalog, max_nodes=max_nodes, require_uses=require_uses)
         return Choice(graph, layers, "proposed")
     except GraphInvalid as exc:

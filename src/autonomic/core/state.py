@@ -22,6 +22,7 @@ from autonomic.core.entries import (
     PlanScore,
     RunStarted,
     Settlement,
+    SubtaskStep,
     Summary,
     ToolIntent,
     ToolResult,
@@ -142,6 +143,13 @@ class RunState:
     """The ``requested`` compensation entry of a run being aborted with compensation."""
     compensations: dict[str, CompensationStep] = field(default_factory=dict)
     """Per step being undone, its latest compensation entry (intent, result or skipped)."""
+    graph: SubtaskStep | None = None
+    """A coordinator's ``graph`` entry: the graph of subtasks the run follows."""
+    subtasks: dict[str, list[SubtaskStep]] = field(default_factory=dict)
+    """A coordinator's subtasks: per node, its dispatches and results in journal order."""
+    subtasks_done: list[str] = field(default_factory=list)
+    """The subtasks that completed, in the order they did (a topological order of the graph,
+    so its reverse is a reverse dependency order: how they are compensated)."""
     settlements: dict[Position, Settlement] = field(default_factory=dict)
     """Calls a human settled as executed, by position, until their result is recorded."""
     contents: list[Content] = field(default_factory=list)
@@ -222,6 +230,8 @@ class RunState:
                     self.abort = body
                 elif body.step is not None:
                     self.compensations[body.step] = body
+            case SubtaskStep():
+                self._subtask(body)
             case Settlement():
                 position = self.position_of(body.call_id, body.position)
                 if body.executed:  # its result is recorded by the next step, screened
@@ -250,6 +260,16 @@ class RunState:
                 except ValueError:
                     return None
         return None
+
+    def _subtask(self, body: SubtaskStep) -> None:
+        if body.phase == "graph":
+            self.graph = body
+            if body.call is not None:
+                self._charge(body.call.usage, body.call.cost)
+        elif body.node is not None:
+            self.subtasks.setdefault(body.node, []).append(body)
+            if body.phase == "result" and body.ok and body.node not in self.subtasks_done:
+                self.subtasks_done.append(body.node)
 
     def _started(self, at: float, body: RunStarted) -> None:
         self.started_at = at

@@ -21,6 +21,7 @@ from autonomic.core.entries import (
     Recovery,
     RunStarted,
     Settlement,
+    SubtaskStep,
     Summary,
     ToolIntent,
     ToolResult,
@@ -185,9 +186,30 @@ def _summarise(body: Body, width: int = 90) -> str:
                 text += f": {body.reason}"
         case CompensationStep():
             text = _compensation_summary(body)
+        case SubtaskStep():
+            text = _subtask_summary(body)
         case _:
             assert_never(body)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _subtask_summary(body: SubtaskStep) -> str:
+    if body.phase == "graph":
+        nodes = len((body.graph or {}).get("nodes") or ())
+        text = f"graph of {nodes} subtask(s) from the {body.source}"
+        return text + (
+            f" (the model's proposal was refused: {body.rejected})" if body.rejected else ""
+        )
+    if body.phase == "dispatch":
+        return (
+            f"subtask {body.node} ({body.capability}) attempt {body.attempt} -> {body.agent}: "
+            f"{_short(body.task)}"
+        )
+    if body.phase == "skipped":
+        return f"subtask {body.node} left out: {(body.error or {}).get('message', '')}"
+    if body.ok:
+        return f"subtask {body.node} done by {body.agent}: {_short(body.output)}"
+    return f"subtask {body.node} failed: {(body.error or {}).get('message', 'failed')}"
 
 
 def _compensation_summary(body: CompensationStep) -> str:

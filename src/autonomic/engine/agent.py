@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from autonomic.core.coordination import Coordination
 from autonomic.core.run import Run
 from autonomic.engine.fingerprint import computed_version
 from autonomic.errors import InvalidInput, NotFound, PolicyFileError
@@ -168,6 +169,11 @@ class Agent:
     delegates_to: Sequence[str] = ()
     """Agents (by name) or capabilities (by name) this agent may hand subtasks to: it gets the
     ``delegate`` tool (``tools/delegate.py``); each child is a run of its own."""
+    coordination: Coordination | None = None
+    """Make this agent a coordinator (``core/coordination.py``, ``engine/coordinator.py``): it
+    plans its task as a dependency graph of subtasks over the capabilities it may use
+    (``delegates_to``, or every registered one when that is empty), hands the ready ones to
+    child runs in parallel and aggregates their results; it calls no tools itself."""
     registry: ToolRegistry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -268,6 +274,7 @@ class Agent:
             emits=self.emits,
             capabilities=self.capabilities,
             delegates_to=self.delegates_to,
+            coordination=self.coordination,
         )
 
     def capability(self, name: str) -> Capability | None:

@@ -38,23 +38,26 @@ whose parent has ended cancels it instead of driving it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from autonomic.core.canonical import canonical_json
-from autonomic.core.entries import ToolIntent, ToolResult
+from autonomic.core.entries import CompensationStep, SubtaskStep, ToolIntent, ToolResult
+from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import RunState
 from autonomic.engine.agent import Agent, AgentRegistry
+from autonomic.engine.health import Health
 from autonomic.errors import EventRejected, InvalidInput, NotFound, RunExists
 from autonomic.governance.action import ActionKind, Hop, ProposedAction
 from autonomic.governance.circuits import Circuits, agent_key
 from autonomic.governance.decision import Decision
 from autonomic.governance.runaway.delegation import DelegationGuard, DelegationPolicy
 from autonomic.governance.runaway.normalise import normalise_text
-from autonomic.governance.runaway.state import GuardState, Handoff
+from autonomic.governance.runaway.state import GuardState
+from autonomic.governance.runaway.state import Handoff as GuardHandoff
 from autonomic.ports.embedder import Embedder
 from autonomic.ports.store import Processed, Store
 from autonomic.tools.capability import Capability
@@ -95,6 +98,78 @@ def depth_of(run: Run) -> int:
     return int(held.get("depth", 0)) if isinstance(held, Mapping) else 0
 
 
+class Handoff(NamedTuple):
+    """One hand-off to a child run, whoever journaled it: a ``delegate`` call's intent, a
+    coordinator's subtask ``dispatch``, or a coordinator's compensation ``intent``. ``key`` names
+    the child (``child_run_id``)."""
+
+    key: str
+    agent: str
+    capability: str | None
+    task: Any
+    call_id: str
+
+    @staticmethod
+    def of_intent(intent: ToolIntent) -> Handoff:
+        args = intent.arguments
+        cap = args.get("capability")
+        return Handoff(
+            intent.key, str(args.get("agent", "")), str(cap) if cap else None, args.get("task"),
+            intent.call_id,
+        )  # fmt: skip
+
+
+class Outcome(NamedTuple):
+    """How a child run ended, as its parent reads it: ``ok`` with the ``output`` (checked
+    against the capability's output schema), or the error ``code`` and ``message``."""
+
+    ok: bool
+    output: Any = None
+    code: str = ""
+    message: str = ""
+
+
+def handoffs(entries: Sequence[Entry]) -> dict[str, Handoff]:
+    """Every hand-off a parent's journal holds, by key."""
+    out: dict[str, Handoff] = {}
+    for entry in entries:
+        body = entry.body
+        if isinstance(body, ToolIntent) and body.tool == DELEGATE_TOOL:
+            out[body.key] = Handoff.of_intent(body)
+        elif isinstance(body, SubtaskStep) and body.phase == "dispatch" and body.key:
+            out[body.key] = Handoff(
+                body.key, str(body.agent), body.capability, body.task,
+                f"subtask:{body.node}:{body.attempt}",
+            )  # fmt: skip
+        elif (
+            isinstance(body, CompensationStep)
+            and body.phase == "intent"
+            and body.key
+            and body.agent
+        ):
+            out[body.key] = Handoff(
+                body.key, body.agent, body.tool, dict(body.arguments or {}), f"undo:{body.step}"
+            )
+    return out
+
+
+def waiting_for(state: RunState) -> list[str]:
+    """The keys of the hand-offs a parent has made and not yet recorded the end of: pending
+    ``delegate`` calls, subtasks in flight, compensations in flight."""
+    keys = [
+        item.intent.key
+        for item in state.pending_calls()
+        if item.intent is not None and item.intent.tool == DELEGATE_TOOL
+    ]
+    for steps in state.subtasks.values():
+        if steps[-1].phase == "dispatch" and steps[-1].key:
+            keys.append(steps[-1].key)
+    for comp in state.compensations.values():
+        if comp.phase == "intent" and comp.agent and comp.key:
+            keys.append(comp.key)
+    return keys
+
+
 @dataclass(frozen=True)
 class Route:
     """Whom a hand-off goes to."""
@@ -122,6 +197,9 @@ class Delegation:
         self.start = start
         self.circuits = circuits
         self.budget_share = budget_share
+        self._checked: dict[str, tuple[int, int]] = {}
+        """Waiting parents the sweep looked at and left, with their (version, ended children)
+        then: looked at again only once one changes."""
         self.via_bus = False
         """Set by a worker on a bus: the child is created by whoever consumes the hand-off's
         ``autonomic.delegation.requested`` event (``requested``), not by the step itself."""
@@ -148,7 +226,17 @@ class Delegation:
             "capability": chosen.capability.name if chosen.capability else None,
         }
 
-    def _choose(self, to: str) -> Route:
+    def _choose(
+        self,
+        to: str,
+        *,
+        exclude: Sequence[str] = (),
+        health: Mapping[str, Health] | None = None,
+    ) -> Route:
+        """The agent named ``to``, or the best agent with capability ``to``: not one of
+        ``exclude``, not behind an open circuit; agents that have been failing (``health``: by
+        agent, over their recent runs for this capability) after the others; then the cheapest,
+        then the fastest (measured median when known, else declared), then by name."""
         if to in self.agents.names():
             target = self.agents.get(to)
             return Route(target, target.capabilities[0] if len(target.capabilities) == 1 else None)
@@ -163,27 +251,68 @@ class Delegation:
                 f"no agent or capability named {to!r} is registered (agents: {known})",
                 hint="register the agent with this worker (--agent / AUTONOMIC_AGENTS)",
             )
+        left = [(cap, a) for cap, a in offering if a.name not in exclude]
+        if not left:
+            raise InvalidInput(
+                f"every agent with capability {to!r} has been tried "
+                f"({', '.join(a.name for _, a in offering)})",
+                hint="add another agent with the capability, or retry later",
+            )
         healthy = [
-            (cap, a) for cap, a in offering if not self.circuits.state(agent_key(a.name)).refusing
+            (cap, a) for cap, a in left if not self.circuits.state(agent_key(a.name)).refusing
         ]
         if not healthy:
             raise InvalidInput(
                 f"every agent with capability {to!r} has an open circuit "
-                f"({', '.join(a.name for _, a in offering)})",
+                f"({', '.join(a.name for _, a in left)})",
                 hint="try again later, or hand the task to another capability",
             )
-        cap, best = min(healthy, key=lambda ca: (ca[0].cost, ca[0].latency, ca[1].name))
+        seen = health or {}
+
+        def rank(ca: tuple[Capability, Agent]) -> tuple[bool, float, float, str]:
+            cap, a = ca
+            h = seen.get(a.name)
+            failing = h is not None and h.ended >= 4 and (h.success_rate or 0.0) < 0.5
+            latency = h.p50 if h is not None and h.p50 is not None else cap.latency
+            return failing, cap.cost, latency, a.name
+
+        cap, best = min(healthy, key=rank)
         return Route(best, cap)
+
+    def route_capability(
+        self,
+        capability: str,
+        task: Any,
+        *,
+        exclude: Sequence[str] = (),
+        health: Mapping[str, Health] | None = None,
+    ) -> Route:
+        """A coordinator's routing of one subtask: the best agent with ``capability`` (see
+        ``_choose``) with ``task`` checked against the capability's input schema;
+        ``InvalidInput`` with the reason otherwise."""
+        chosen = self._choose(capability, exclude=exclude, health=health)
+        if chosen.capability is None or chosen.capability.name != capability:
+            raise InvalidInput(f"no agent declares capability {capability!r}")
+        chosen.capability.check_input(task)
+        return chosen
+
+    def capability(self, name: str) -> Capability | None:
+        """The capability ``name`` as the first agent declaring it declares it."""
+        for agent_name in self.agents.names():
+            found = self.agents.get(agent_name).capability(name)
+            if found is not None:
+                return found
+        return None
 
     # -- act ------------------------------------------------------------------------------------
 
-    async def child(self, parent: Run, state: RunState, intent: ToolIntent) -> Run | None:
-        """The step's side of the hand-off: the child of ``intent``, created now without a bus;
-        on a bus, the child if the event's consumer has created it already (else ``None``)."""
+    async def child(self, parent: Run, state: RunState, handoff: Handoff) -> Run | None:
+        """The step's side of the hand-off: its child, created now without a bus; on a bus,
+        the child if the event's consumer has created it already (else ``None``)."""
         if not self.via_bus:
-            return await self.hand_off(parent, state, intent)
+            return await self.hand_off(parent, state, handoff)
         try:
-            return await self.store.get_run(child_run_id(parent.id, intent.key))
+            return await self.store.get_run(child_run_id(parent.id, handoff.key))
         except NotFound:
             return None
 
@@ -201,11 +330,8 @@ class Delegation:
             raise EventRejected(f"delegation event for unknown run {parent_id!r}") from None
         entries = await self.store.load_journal(parent.id)
         state = fold(parent.id, entries)
-        intent = next(
-            (e.body for e in entries if isinstance(e.body, ToolIntent) and e.body.key == key),
-            None,
-        )
-        if intent is None or intent.tool != DELEGATE_TOOL:
+        handoff = handoffs(entries).get(key)
+        if handoff is None:
             raise EventRejected(f"run {parent_id} journaled no hand-off with key {key!r}")
         if data.get("child_run_id") != child_run_id(parent.id, key):
             raise EventRejected(f"delegation event names the wrong child for {parent_id}:{key}")
@@ -214,26 +340,25 @@ class Delegation:
             return None
         except NotFound:
             pass
-        return await self.hand_off(parent, state, intent, processed=processed)
+        return await self.hand_off(parent, state, handoff, processed=processed)
 
     async def hand_off(
         self,
         parent: Run,
         state: RunState,
-        intent: ToolIntent,
+        handoff: Handoff,
         *,
         processed: Processed | None = None,
     ) -> Run:
-        """Create the child of ``intent`` (once: a second call finds the first's child)."""
-        child_id = child_run_id(parent.id, intent.key)
+        """Create the child of ``handoff`` (once: a second call finds the first's child)."""
+        child_id = child_run_id(parent.id, handoff.key)
         try:
             return await self.store.get_run(child_id)
         except NotFound:
             pass
-        args = intent.arguments
-        target = self.agents.get(str(args["agent"]))
-        capability = target.capability(str(args["capability"])) if args.get("capability") else None
-        task = args["task"]
+        target = self.agents.get(handoff.agent)
+        capability = target.capability(handoff.capability) if handoff.capability else None
+        task = handoff.task
         chain = [
             *chain_of(parent, parent.input.get("task")),
             {"agent": target.name, "subject": subject(task)},
@@ -244,7 +369,7 @@ class Delegation:
                 "depth": depth_of(parent) + 1,
                 "chain": chain,
                 "capability": capability.name if capability else None,
-                "call_id": intent.call_id,
+                "call_id": handoff.call_id,
             }
         }
         share = self._budget(state.budget)
@@ -282,9 +407,9 @@ class Delegation:
                 out[key] = int(shared) if isinstance(value, int) else shared
         return out
 
-    def outcome(self, child: Run, call: ToolIntent) -> ToolResult | None:
-        """What the child's state means to its parent's call; ``None`` while it still works
-        (pending, queued, running, waiting for a human or for its own child)."""
+    def ended(self, child: Run) -> Outcome | None:
+        """What the child's state means to its parent; ``None`` while it still works (pending,
+        queued, running, waiting for a human or for its own child)."""
         status = child.status
         name = f"child run {child.id} ({child.agent})"
         if status is RunStatus.COMPLETED:
@@ -298,28 +423,37 @@ class Delegation:
                     try:
                         output = cap.output(child.output)
                     except InvalidInput as exc:
-                        return ToolResult.failed(
-                            call.call_id, DELEGATE_TOOL, "capability_output_invalid",
+                        return Outcome(
+                            False, None, "capability_output_invalid",
                             f"{name} answered, but {exc.message}; the subtask failed",
                         )  # fmt: skip
-            return ToolResult(
-                call.call_id,
-                DELEGATE_TOOL,
-                ok=True,
-                output={"child": child.id, "agent": child.agent, "output": output},
-            )
+            return Outcome(True, output)
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
-            return ToolResult.failed(
-                call.call_id, DELEGATE_TOOL, f"delegation_{status.value.lower()}",
+            return Outcome(
+                False, None, f"delegation_{status.value.lower()}",
                 f"{name} {status.value}: {child.status_reason or 'no reason given'}",
             )  # fmt: skip
         if status is RunStatus.SUSPENDED:
-            return ToolResult.failed(
-                call.call_id, DELEGATE_TOOL, "delegation_suspended",
+            return Outcome(
+                False, None, "delegation_suspended",
                 f"{name} SUSPENDED: {child.status_reason or 'no reason given'}; it waits for an "
                 "operator - hand the subtask elsewhere or report it",
             )  # fmt: skip
         return None
+
+    def outcome(self, child: Run, call: ToolIntent) -> ToolResult | None:
+        """What the child's state means to its parent's ``delegate`` call (``ended``)."""
+        end = self.ended(child)
+        if end is None:
+            return None
+        if end.ok:
+            return ToolResult(
+                call.call_id,
+                DELEGATE_TOOL,
+                ok=True,
+                output={"child": child.id, "agent": child.agent, "output": end.output},
+            )
+        return ToolResult.failed(call.call_id, DELEGATE_TOOL, end.code, end.message)
 
     # -- the way back ---------------------------------------------------------------------------
 
@@ -332,35 +466,35 @@ class Delegation:
             return False
         if parent.status is not RunStatus.WAITING_FOR_CHILD:
             return False
-        waited = await self._waited_for(parent)
-        if waited is None:
-            return False
-        try:
-            child = await self.store.get_run(waited)
-        except NotFound:  # on a bus, not created yet: the hand-off's event will
-            return False
-        if not (child.status.terminal or child.status is RunStatus.SUSPENDED):
-            return False
-        await reopen(parent_id, f"child run {child.id} is {child.status.value}")
-        return True
-
-    async def _waited_for(self, parent: Run) -> str | None:
-        """The child run the parent's last transition says it waits for."""
         from autonomic.core.state import fold
 
         state = fold(parent.id, await self.store.load_journal(parent.id))
-        for item in state.pending_calls():
-            if item.intent is not None and item.intent.tool == DELEGATE_TOOL:
-                return child_run_id(parent.id, item.intent.key)
-        return None
+        for key in waiting_for(state):
+            try:
+                child = await self.store.get_run(child_run_id(parent.id, key))
+            except NotFound:  # on a bus, not created yet: the hand-off's event will
+                continue
+            if child.status.terminal or child.status is RunStatus.SUSPENDED:
+                await reopen(parent_id, f"child run {child.id} is {child.status.value}")
+                return True
+        return False
 
     async def sweep(self, reopen: Callable[[str, str], Awaitable[Any]], *, limit: int = 200) -> int:
         """Deliver to every waiting parent whose child has ended (the recovery path: a worker
         that died between the child's end and the parent's reopening); how many it reopened."""
         reopened = 0
-        for parent_id in await self.store.parents_to_resume(limit=limit):
-            if await self.deliver(parent_id, reopen):
+        waiting = await self.store.parents_to_resume(limit=limit)
+        seen = {w.run_id for w in waiting}
+        for gone in [k for k in self._checked if k not in seen]:
+            del self._checked[gone]
+        for parent in waiting:
+            mark = (parent.version, parent.ended)
+            if self._checked.get(parent.run_id) == mark:
+                continue  # looked at as it is now: nothing ended since
+            if await self.deliver(parent.run_id, reopen):
                 reopened += 1
+            else:
+                self._checked[parent.run_id] = mark
         return reopened
 
     async def admit(self) -> int:
@@ -395,7 +529,7 @@ class DelegationGate:
         for seq, (a, b) in enumerate(pairwise(chain), start=1):
             vector = _vector(history, b["subject"])
             history.handoffs.append(
-                Handoff(seq, a["agent"], b["agent"], normalise_text(b["subject"]), vector)
+                GuardHandoff(seq, a["agent"], b["agent"], normalise_text(b["subject"]), vector)
             )
         proposed = ProposedAction(
             ActionKind.DELEGATE,

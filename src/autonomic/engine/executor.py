@@ -33,6 +33,7 @@ from autonomic.core.run import Lease, Run, RunChanges, RunStatus, check_transiti
 from autonomic.core.state import RunState, fold
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.compensation import Compensate
+from autonomic.engine.coordinator import Coordinate
 from autonomic.engine.delegation import GATE_NAME as DELEGATION_GATE
 from autonomic.engine.delegation import Delegation, DelegationGate
 from autonomic.engine.failure import Failure, scrub, store_failure
@@ -546,7 +547,9 @@ class Engine:
                 step = self._steps(session)
                 if taken_over:
                     step.begin(self.owner)
-                if session.state.abort is not None:  # aborted: undo, never act again
+                if step.agent.coordination is not None:  # plans, hands off, undoes its own
+                    await step.drive(self._coordinate())
+                elif session.state.abort is not None:  # aborted: undo, never act again
                     await step.drive(Compensate())
                 else:
                     if step.agent.check is not None:
@@ -708,6 +711,16 @@ class Engine:
             credentials=self.credentials,
             view=view,
             delegation=self.delegation,
+        )
+
+    def _coordinate(self) -> Coordinate:
+        """The coordinator pattern, with the delegation guards this engine runs (if any) and
+        its own cancel and abort for the children of an abandoned graph."""
+        gate = next((g for g in self.gates.gates if g.name == DELEGATION_GATE), None)
+        return Coordinate(
+            gate=gate if isinstance(gate, DelegationGate) else None,
+            cancel=self.cancel,
+            abort=self.abort,
         )
 
     def _managed(self, model: Model) -> ManagedModel | None:

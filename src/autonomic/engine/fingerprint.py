@@ -91,6 +91,12 @@ def agent_fingerprint(agent: Any) -> dict[str, Any]:
         ),
         "handles": list(agent.handles),
         "emits": list(agent.emits),
+        # only when set, so the versions of agents that do not coordinate stay what they were
+        **(
+            {"coordination": describe(agent.coordination)}
+            if getattr(agent, "coordination", None) is not None
+            else {}
+        ),
     }
 
 

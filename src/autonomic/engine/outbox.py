@@ -32,12 +32,20 @@ from dataclasses import replace
 from typing import Any
 
 from autonomic.core import event_types as et
-from autonomic.core.entries import DecisionRecord, RunStarted, ToolIntent, ToolResult, Transition
+from autonomic.core.entries import (
+    CompensationStep,
+    DecisionRecord,
+    RunStarted,
+    SubtaskStep,
+    ToolIntent,
+    ToolResult,
+    Transition,
+)
 from autonomic.core.envelope import new_event
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
-from autonomic.engine.delegation import child_run_id
+from autonomic.engine.delegation import Handoff, child_run_id, handoffs
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.step import Hook
 from autonomic.errors import AutonomicError, EventRejected
@@ -117,7 +125,11 @@ def run_events(run: Run, entries: Sequence[Entry], trace: str | None = None) -> 
                     {**base, "approval_id": body.approval_id, "tool": tool},
                 )
         elif isinstance(body, ToolIntent) and body.tool == DELEGATE_TOOL:
-            add(entry, 0, et.DELEGATION_REQUESTED, requested(run, body))
+            add(entry, 0, et.DELEGATION_REQUESTED, requested(run, Handoff.of_intent(body)))
+        elif isinstance(body, SubtaskStep | CompensationStep) and (
+            handoff := handoffs([entry]).get(str(getattr(body, "key", "") or ""))
+        ):
+            add(entry, 0, et.DELEGATION_REQUESTED, requested(run, handoff))
         elif isinstance(body, ToolResult) and body.tool == EMIT_TOOL and body.ok:
             output = body.output if isinstance(body.output, dict) else {}
             kind, data_out = output.get("type"), output.get("data")
@@ -126,15 +138,16 @@ def run_events(run: Run, entries: Sequence[Entry], trace: str | None = None) -> 
     return events
 
 
-def requested(run: Run, intent: ToolIntent) -> dict[str, Any]:
-    """A hand-off's event: which child run the parent's ``delegate`` call asks for."""
+def requested(run: Run, handoff: Handoff) -> dict[str, Any]:
+    """A hand-off's event: which child run the parent's ``delegate`` call, or its coordinator's
+    subtask or compensation, asks for."""
     return {
         "parent_run_id": run.id,
-        "child_run_id": child_run_id(run.id, intent.key),
-        "key": intent.key,
-        "agent": str(intent.arguments.get("agent", "")),
-        "capability": intent.arguments.get("capability"),
-        "task": intent.arguments.get("task"),
+        "child_run_id": child_run_id(run.id, handoff.key),
+        "key": handoff.key,
+        "agent": handoff.agent,
+        "capability": handoff.capability,
+        "task": handoff.task,
     }
 
 

@@ -76,7 +76,7 @@ from autonomic.core.reasoning import extract
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import PendingCall, RunState
 from autonomic.engine.agent import Agent
-from autonomic.engine.delegation import Delegation, child_run_id
+from autonomic.engine.delegation import Delegation, Handoff, child_run_id
 from autonomic.engine.failure import Failure
 from autonomic.engine.gatekeeper import Gatekeeper, Go
 from autonomic.engine.session import RunSession
@@ -354,6 +354,7 @@ class StepProtocol:
         """Take the pending calls of the latest turn in the model's order; ``False`` if the run
         left RUNNING on the way (in doubt, a human needed, suspended)."""
         session = self.session
+        waiting: list[str] = []  # the children this turn's hand-offs wait for (a fan-out)
         for item in pending:
             call, at = item.call, item.position
             try:
@@ -367,8 +368,11 @@ class StepProtocol:
                 )
                 continue
             if tool.name == DELEGATE_TOOL and self.delegation is not None:
-                if not await self._delegate(item, tool):
+                went = await self._delegate(item, tool)
+                if went is False:
                     return False
+                if isinstance(went, str):
+                    waiting.append(went)
                 continue
             settled = item.settled.result()._replace(position=at) if item.settled else None
             if item.intent is not None:  # started before a crash: the replay rule
@@ -419,12 +423,22 @@ class StepProtocol:
             self._record(result)  # record
             if not tool.idempotent:
                 await session.flush()
+        if waiting:  # every hand-off of the turn is made: wait for them all as a row
+            agents = ", ".join(waiting)
+            await self.stop(
+                RunStatus.WAITING_FOR_CHILD,
+                f"waiting for {len(waiting)} child run(s): {agents}"
+                if len(waiting) > 1
+                else f"waiting for child run {agents}",
+            )
+            return False
         return True
 
-    async def _delegate(self, item: PendingCall, tool: Tool) -> bool:
+    async def _delegate(self, item: PendingCall, tool: Tool) -> bool | str:
         """A ``delegate`` call: route, decide, journal the hand-off, create the child (once),
-        then record its outcome or wait for it as a row (``engine/delegation.py``); ``False``
-        when the run left RUNNING (waiting for the child, or stopped by a gate)."""
+        then record its outcome; ``False`` when a gate stopped the run, the child run's id and
+        agent (as text) when it is still at work: the turn's other calls go on and the run then
+        waits for all its children as a row (``engine/delegation.py``)."""
         assert self.delegation is not None
         session, call, at = self.session, item.call, item.position
         if item.intent is not None:  # the hand-off is journaled: the child exists or is made now
@@ -457,17 +471,12 @@ class StepProtocol:
             await session.flush()  # write-ahead: the hand-off is durable before the child exists
         session.fault("before_effect")
         await session.check_lease()
-        child = await self.delegation.child(session.run, session.state, intent)
+        child = await self.delegation.child(session.run, session.state, Handoff.of_intent(intent))
         session.fault("after_effect")
         result = self.delegation.outcome(child, intent) if child is not None else None
         if result is None:
             what = child_run_id(session.run.id, intent.key)
-            await self.stop(
-                RunStatus.WAITING_FOR_CHILD,
-                f"waiting for child run {what} ({intent.arguments.get('agent')})",
-                call_id=call.id,
-            )
-            return False
+            return f"{what} ({intent.arguments.get('agent')})"
         result = result._replace(position=at)
         for hook in self.hooks.after_tool_result:
             result = hook.after_tool_result(self, result)

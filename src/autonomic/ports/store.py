@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.audit import AuditAct, AuditNote
@@ -66,6 +67,15 @@ AuditRow = tuple[int, str, str | None, str, str, float]
 """An audit record as stored: pos, kind, run id, body (canonical JSON), hash, created_at."""
 JournalRow = tuple[str, int, str, str, str]
 """A journal row as stored: run id, seq, kind, payload text (or blob reference), hash."""
+
+
+class Waiting(NamedTuple):
+    """A parent run waiting for children, some of which have an outcome: its ``version`` and
+    how many children have one (``ended``). While both stay the same, it needs no new look."""
+
+    run_id: str
+    version: int
+    ended: int
 
 
 class Store(abc.ABC):
@@ -233,9 +243,10 @@ class Store(abc.ABC):
         """The runs ``run_id`` delegated to (``parent_run_id``), oldest first."""
         raise NotImplementedError(f"{type(self).__name__} cannot list child runs")
 
-    async def parents_to_resume(self, *, limit: int = 200) -> list[str]:
-        """Runs WAITING_FOR_CHILD whose newest child has ended or is suspended: the candidates a
-        worker's sweep reopens (each is checked exactly before it is)."""
+    async def parents_to_resume(self, *, limit: int = 200) -> list[Waiting]:
+        """Runs WAITING_FOR_CHILD with children that have ended or are suspended, oldest wait
+        first: the candidates a worker's sweep reopens (each is checked exactly before it
+        is)."""
         raise NotImplementedError(f"{type(self).__name__} cannot list child runs")
 
     async def admit(self, capability: str, capacity: int) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
+from autonomic.core.coordination import OnFailure
 from autonomic.errors import InvalidInput
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -40,6 +41,11 @@ class Capability:
         concurrency: children of this capability in flight at once across the fleet
             (``None``: no limit).
         description: what the delegating model is told about it.
+        compensation: the capability that undoes a completed subtask of this one when a
+            coordinator's graph is aborted with compensation (its input filled by name from
+            this subtask's output, else its task).
+        on_failure: what a coordinator does when a subtask of this capability fails
+            (``None``: the workflow's policy; ``core/coordination.py``).
     """
 
     name: str
@@ -49,6 +55,8 @@ class Capability:
     latency: float = 0.0
     concurrency: int | None = None
     description: str = ""
+    compensation: str | None = None
+    on_failure: OnFailure | None = None
     _input: Any = field(default=None, init=False, repr=False, compare=False)
     _output: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -107,6 +115,7 @@ class Capability:
             "cost": self.cost,
             "latency": self.latency,
             "concurrency": self.concurrency,
+            "compensation": self.compensation,
             "input_schema": dict(self.input_schema) if self.input_schema is not None else None,
             "output_schema": dict(self.output_schema) if self.output_schema is not None else None,
         }

@@ -48,6 +48,7 @@ def test_admission_fills_free_slots_oldest_first_and_never_more(store_url: str) 
         parent = make_run(status=RunStatus.WAITING_FOR_CHILD)
         await store.create_run(parent, make_entries(parent.id, [{"p": 1}]))
         kids = [await _child(store, parent.id, n) for n in range(4)]
+        assert await store.parents_to_resume() == []  # no child has ended
         claim = Claim(owner="w", now=T0 + 50, ttl=30.0)
         assert await store.claim(claim) is None  # queued children are never claimed
         assert await store.admit("cap", 2) == 2
@@ -62,8 +63,12 @@ def test_admission_fills_free_slots_oldest_first_and_never_more(store_url: str) 
         assert queued == [kids[3]]
         await _end(store, kids[1], RunStatus.SUSPENDED)  # a suspended child holds no slot
         assert await store.admit("cap", 2) == 1
-        assert await store.parents_to_resume() == []  # its newest child is still at work
+        # children ended since it began to wait (a fan-out waits for several at once)
+        assert [w.run_id for w in await store.parents_to_resume()] == [parent.id]
         await _end(store, kids[3], RunStatus.FAILED)
-        assert await store.parents_to_resume() == [parent.id]
+        assert [w.run_id for w in await store.parents_to_resume()] == [parent.id]
+        # with its version and how many of its children have an outcome (the sweep's memo)
+        (waiting,) = await store.parents_to_resume()
+        assert (waiting.version, waiting.ended) == ((await store.get_run(parent.id)).version, 3)
 
     _go(store_url, scenario)

@@ -58,7 +58,15 @@ from autonomic.errors import (
     StaleVersion,
     StoreUnavailable,
 )
-from autonomic.ports.store import AuditRow, Claim, JournalRow, OutboxItem, Processed, Store
+from autonomic.ports.store import (
+    AuditRow,
+    Claim,
+    JournalRow,
+    OutboxItem,
+    Processed,
+    Store,
+    Waiting,
+)
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -146,12 +154,16 @@ RETURNING {RUN_COLUMNS}"""
     children = (
         f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = :run_id ORDER BY created_at, id"
     )
-    # Parents waiting for a child whose newest child has an outcome: what a worker's sweep
-    # reopens (the delegation checks each exactly; this only keeps the sweep to one query).
-    parents_to_resume = """SELECT p.id FROM runs p JOIN runs c ON c.parent_run_id = p.id
+    # Parents waiting for children some of which have an outcome, with the parent's version and
+    # how many of its children have one: what a worker's sweep may reopen. A parent waits for
+    # several children at once after a fan-out and records every end it saw before waiting, so
+    # the delegation checks each exactly, and skips a parent whose (version, count) it has
+    # checked already: the sweep stays one query while nothing changed.
+    parents_to_resume = """SELECT p.id, p.version, COUNT(c.id) FROM runs p
+JOIN runs c ON c.parent_run_id = p.id
 WHERE p.status = 'WAITING_FOR_CHILD'
   AND c.status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUSPENDED')
-  AND c.created_at = (SELECT MAX(c2.created_at) FROM runs c2 WHERE c2.parent_run_id = p.id)
+GROUP BY p.id, p.version, p.updated_at
 ORDER BY p.updated_at LIMIT :limit"""
     # Admission to a capability's fleet-wide concurrency limit: the oldest queued children get the
     # slots the children in flight (admitted and not ended, not suspended) leave free. Run under
@@ -736,9 +748,9 @@ class SqlStore(Store):
         rows = await self._read(self.sql.children, {"run_id": run_id})
         return [run_from_row(r) for r in rows]
 
-    async def parents_to_resume(self, *, limit: int = 200) -> list[str]:
+    async def parents_to_resume(self, *, limit: int = 200) -> list[Waiting]:
         rows = await self._read(self.sql.parents_to_resume, {"limit": limit})
-        return list(dict.fromkeys(str(r[0]) for r in rows))
+        return [Waiting(str(r[0]), int(r[1]), int(r[2])) for r in rows]
 
     async def admit(self, capability: str, capacity: int) -> int:
         """Admit queued children of ``capability`` while fewer than ``capacity`` are in flight,

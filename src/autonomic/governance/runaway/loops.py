@@ -25,6 +25,7 @@ from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, ProposedAction
 from autonomic.governance.decision import Finding, Verdict
 from autonomic.governance.runaway.state import QUOTE_LIMIT, GuardState
+from autonomic.tools.delegate import DELEGATE_TOOL
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +81,15 @@ class LoopGuard:
                 exact.append({"seq": step.seq, "similarity": 1.0, "trace": step.trace})
                 near.append(exact[-1])
                 continue
+            if action.tool == DELEGATE_TOOL:
+                continue  # hand-offs of different subtasks are a fan-out (see below)
             if step.signature == feats.signature:
                 similarity = 1.0
             elif action.read_only:
-                continue  # reads with different arguments are different reads (polling many jobs)
+                # reads with different arguments are different reads (polling many jobs), and
+                # hand-offs of different subtasks are a fan-out, not a loop: the delegation
+                # guards (depth, cycle, ping-pong) watch where delegated work goes
+                continue
             else:
                 similarity = _dot(step.vector, feats.vector)
             if similarity >= p.threshold:
