@@ -326,7 +326,7 @@ def show(
 ) -> None:
     """Show a run and its timeline: model turns, tool calls, timings, transitions."""
     from autonomic.cli.render import print_run
-    from autonomic.cli.tree import print_tree, run_tree
+    from autonomic.cli.tree import graph_progress, print_graph, print_tree, run_tree
     from autonomic.core.timeline import spend, timeline
 
     settings = settings_of(ctx)
@@ -352,12 +352,14 @@ def show(
             "approvals": [a.to_dict() for a in found],
             "parent_run_id": run.parent_run_id,
             "children": tree,
+            "graph": graph_progress(entries),
         }
         out.print_json(data=data)
     else:
         print_run(out, run, entries, found)
         if run.parent_run_id:
             out.print(f"delegated by {run.parent_run_id}")
+        print_graph(out, graph_progress(entries))
         print_tree(out, tree)
 
 

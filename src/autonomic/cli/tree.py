@@ -1,13 +1,16 @@
 """A run's tree as ``autonomic show`` prints it: the child runs it delegated to (and theirs), each
-with its status and what its model calls cost."""
+with its status and what its model calls cost; and a coordinator's graph, subtask by subtask."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from autonomic.core.journal import Entry
+from autonomic.core.state import fold
 from autonomic.core.timeline import spend
 from autonomic.ports.store import Store
 
@@ -59,3 +62,73 @@ def print_tree(console: Console, tree: list[dict[str, Any]]) -> None:
             f"{'  ' * node['depth']}└ {node['id']} {escape(node['agent'])}{cap} "
             f"{node['status']} ${float(node['cost_usd']):.4f}"
         )
+
+
+def graph_progress(entries: Sequence[Entry]) -> dict[str, Any] | None:
+    """A coordinator's graph and where each subtask stands (``None`` for other runs): the
+    graph's source, why a model's proposal was refused, and per node its capability, status
+    (``waiting``, ``running``, ``done``, ``failed``, ``skipped``), attempts and latest agent."""
+    if not entries:
+        return None
+    state = fold(entries[0].run_id, entries)
+    if state.graph is None:
+        return None
+    nodes: list[dict[str, Any]] = []
+    for node in (state.graph.graph or {}).get("nodes") or ():
+        steps = state.subtasks.get(str(node.get("id")), [])
+        dispatches = [s for s in steps if s.phase == "dispatch"]
+        last = steps[-1] if steps else None
+        if last is None:
+            status = "waiting"
+        elif last.phase == "dispatch":
+            status = "running"
+        elif last.phase == "skipped":
+            status = "skipped"
+        else:
+            status = "done" if last.ok else "failed"
+        nodes.append(
+            {
+                "id": node.get("id"),
+                "capability": node.get("uses"),
+                "after": sorted(
+                    set(node.get("after") or ())
+                    | {
+                        str(v["$ref"]).split(".")[0]
+                        for v in (node.get("inputs") or {}).values()
+                        if isinstance(v, dict) and "$ref" in v
+                    }
+                ),
+                "status": status,
+                "attempts": len(dispatches),
+                "agent": dispatches[-1].agent if dispatches else None,
+                "error": (last.error or {}).get("message") if last and not last.ok else None,
+            }
+        )
+    return {"source": state.graph.source, "rejected": state.graph.rejected, "nodes": nodes}
+
+
+def print_graph(console: Console, graph: dict[str, Any] | None) -> None:
+    """The graph's progress as one line per subtask (nothing for a run that is no coordinator)."""
+    if graph is None:
+        return
+    nodes = graph["nodes"]
+    counts: dict[str, int] = {}
+    for node in nodes:
+        counts[node["status"]] = counts.get(node["status"], 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    console.print(f"graph ({graph['source']}, {len(nodes)} subtasks): {summary}")
+    if graph.get("rejected"):
+        console.print(f"  the model's graph was refused: {escape(str(graph['rejected']))}")
+    style = {"done": "green", "running": "yellow", "failed": "red", "skipped": "dim"}
+    for node in nodes:
+        after = f" after {', '.join(node['after'])}" if node["after"] else ""
+        who = f" by {escape(str(node['agent']))}" if node["agent"] else ""
+        tries = f" ({node['attempts']} attempts)" if node["attempts"] > 1 else ""
+        colour = style.get(node["status"], "white")
+        line = (
+            f"  {escape(str(node['id']))} \\[{escape(str(node['capability']))}] "
+            f"[{colour}]{node['status']}[/{colour}]{who}{tries}{after}"
+        )
+        if node["error"]:
+            line += f": {escape(str(node['error'])[:120])}"
+        console.print(line)

@@ -170,6 +170,53 @@ def waiting_for(state: RunState) -> list[str]:
     return keys
 
 
+def wakes(
+    state: RunState,
+    keys: Sequence[str],
+    ended: Mapping[str, Run],
+    succeeded: Callable[[Run], bool] = lambda run: run.status is RunStatus.COMPLETED,
+) -> bool:
+    """Whether the children of ``ended`` (by hand-off key; ``keys`` are all the parent waits
+    for) give a waiting parent something to do (``succeeded``: whether a child's end is its
+    subtask's success). A ``delegate`` turn's results are read by the
+    model together, so its parent wakes when the last of them ends; a coordinator wakes when a
+    subtask failed (its policy acts now), when a subtask it has not started becomes ready, or
+    when nothing is left in flight; a compensation wakes it at once. Waking a parent for
+    nothing costs a claim and a commit per child, which a fan-out of many would pay in full."""
+    if len(ended) == len(keys):
+        return True
+    if any(c.phase == "intent" and c.key in ended for c in state.compensations.values()):
+        return True
+    if state.graph is None or state.graph.graph is None:
+        return False
+    by_key = {
+        steps[-1].key: node
+        for node, steps in state.subtasks.items()
+        if steps[-1].phase == "dispatch" and steps[-1].key
+    }
+    done = set(state.subtasks_done)
+    for key, child in ended.items():
+        if key not in by_key:
+            continue
+        if not succeeded(child):
+            return True
+        done.add(by_key[key])
+    nodes = state.graph.graph.get("nodes") or ()
+    for node in nodes:
+        if not isinstance(node, Mapping) or node.get("id") in state.subtasks:
+            continue
+        needs = set(node.get("after") or ())
+        needs |= {
+            str(v["$ref"]).split(".")[0]
+            for v in (node.get("inputs") or {}).values()
+            if isinstance(v, Mapping) and "$ref" in v
+        }
+        needs.discard("task")
+        if needs <= done:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Route:
     """Whom a hand-off goes to."""
@@ -458,8 +505,9 @@ class Delegation:
     # -- the way back ---------------------------------------------------------------------------
 
     async def deliver(self, parent_id: str, reopen: Callable[[str, str], Awaitable[Any]]) -> bool:
-        """Reopen ``parent_id`` if it waits for a child that has an outcome now; ``True`` if it
-        did. Idempotent: a parent not waiting, or waiting for a child still at work, is left."""
+        """Reopen ``parent_id`` if it waits for children and what has ended of them lets it
+        act (``wakes``); ``True`` if it did. Idempotent: a parent not waiting, or waiting for
+        children whose ends change nothing yet, is left."""
         try:
             parent = await self.store.get_run(parent_id)
         except NotFound:
@@ -469,15 +517,25 @@ class Delegation:
         from autonomic.core.state import fold
 
         state = fold(parent.id, await self.store.load_journal(parent.id))
-        for key in waiting_for(state):
-            try:
-                child = await self.store.get_run(child_run_id(parent.id, key))
-            except NotFound:  # on a bus, not created yet: the hand-off's event will
-                continue
-            if child.status.terminal or child.status is RunStatus.SUSPENDED:
-                await reopen(parent_id, f"child run {child.id} is {child.status.value}")
-                return True
-        return False
+        keys = waiting_for(state)
+        if not keys:
+            return False
+        children = {c.id: c for c in await self.store.children(parent.id)}
+        ended: dict[str, Run] = {}
+        for key in keys:
+            child = children.get(child_run_id(parent.id, key))
+            if child is not None and (child.status.terminal or child.status is RunStatus.SUSPENDED):
+                ended[key] = child  # (on a bus a child may not exist yet: its event makes it)
+        if not ended or not wakes(state, keys, ended, self._succeeded):
+            return False
+        child = next(iter(ended.values()))
+        more = f" (and {len(ended) - 1} more)" if len(ended) > 1 else ""
+        await reopen(parent_id, f"child run {child.id} is {child.status.value}{more}")
+        return True
+
+    def _succeeded(self, child: Run) -> bool:
+        end = self.ended(child)
+        return end is not None and end.ok
 
     async def sweep(self, reopen: Callable[[str, str], Awaitable[Any]], *, limit: int = 200) -> int:
         """Deliver to every waiting parent whose child has ended (the recovery path: a worker

@@ -3,8 +3,9 @@ two worker processes), and the two runaway shapes the delegation guards exist fo
 
 **The audit.** The ``coordinator`` gets "audit this repository: PATH". It hands the whole
 repository to the ``code.analyze`` capability (the ``code-analyzer`` agent lists the files and
-what is in them), then each file to the ``security.audit`` capability (the ``security-auditor``
-agent scans it with ``audit_file``), and answers with the aggregated findings. Each subtask is a
+what is in them), then every file at once to the ``security.audit`` capability (the
+``security-auditor`` agent scans it with ``audit_file``; the audits run in parallel), and answers
+with the aggregated findings. Each subtask is a
 child run; ``autonomic demo --scenario swarm`` runs the auditor in two ``autonomic worker``
 processes and SIGKILLs one of them in the middle of an audit.
 
@@ -322,7 +323,8 @@ def _delegate(to: str, task: Any, n: int, model: str) -> ModelResponse:
 
 
 def coordinator_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
-    """Analyze, then audit each analyzed file (one subtask at a time), then aggregate."""
+    """Analyze, then audit every analyzed file at once (one turn handing off all the audits:
+    they run in parallel, the coordinator waits for them all as a row), then aggregate."""
     model = "function:swarm-coordinator"
     repo = _task(messages).rpartition(":")[2].strip()
     results = _results(messages)
@@ -335,10 +337,17 @@ def coordinator_policy(messages: Sequence[Message], tools: Sequence[ToolSpec]) -
     audits = results[1:]
     if len(audits) < len(files):
         # what the analysis read goes with the file: each subtask carries the code it is about
-        file = files[len(audits)]
-        subtask = {"repo": repo, "file": str(file.get("file")), "source": file.get("source", "")}
-        subtask["functions"] = file.get("functions", [])
-        return _delegate(AUDIT, subtask, len(results), model)
+        calls = []
+        for n, file in enumerate(files, start=1):
+            subtask = {
+                "repo": repo,
+                "file": str(file.get("file")),
+                "source": file.get("source", ""),
+                "functions": file.get("functions", []),
+            }
+            arguments = canonical_json({"to": AUDIT, "task": subtask})
+            calls.append(ToolCall(f"call_{n}_delegate", "delegate", arguments))
+        return ModelResponse(content=None, tool_calls=tuple(calls), model=model)
     report: dict[str, Any] = {"files": len(files), "findings": []}
     for audit in audits:
         output = audit.get("output") if isinstance(audit, dict) else None
