@@ -457,3 +457,48 @@ def test_a_turn_delegating_several_subtasks_hands_them_all_off_before_waiting(
         assert json.loads(str(done.output)) == sorted(f"did part {i}" for i in range(PARTS))
 
     _go(sqlite_url, scenario)
+
+
+def test_a_subtask_in_flight_when_the_graph_is_compensated_is_aborted_before_the_undo(
+    store_url: str, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    graph = {"nodes": [
+        {"id": "a", "uses": "work.step", "inputs": {"n": 0}},
+        {"id": "b", "uses": "work.step", "inputs": {"n": 1}},
+        {"id": "c", "uses": "work.step", "inputs": {"n": 2}},
+    ]}  # fmt: skip
+
+    async def scenario(store: Store) -> None:
+        engine = kit_engine(
+            store, ledger, graph=graph, failing=frozenset({1}),
+            on_failure=OnFailure(retries=0, reassign=False, then="compensate"),
+        )  # fmt: skip
+        run = await engine.start("lead", "three at once")
+        lead = await engine.claim(run.id)
+        assert lead is not None
+        await engine.drive(lead)  # a, b and c handed off together
+        kids = {c.id: c for c in await store.children(run.id)}
+        assert len(kids) == 3
+        journal = await store.load_journal(run.id)
+        ids = {s.node: s.key for s in _subtasks(journal, "dispatch")}
+        from autonomic.engine.delegation import child_run_id
+
+        for node in ("a", "b"):  # a completes, b fails; c never starts
+            claimed = await engine.claim(child_run_id(run.id, str(ids[node])))
+            assert claimed is not None
+            await engine.drive(claimed)
+        lead = await engine.claim(run.id)  # b's failure woke it: c is still PENDING
+        assert lead is not None
+        await engine.drive(lead)
+        await _drain(engine)
+        done = await store.get_run(run.id)
+        assert done.status is RunStatus.FAILED, done.status_reason
+        assert "compensated 1 subtask(s)" in str(done.status_reason)
+        c = await store.get_run(child_run_id(run.id, str(ids["c"])))
+        assert c.status is RunStatus.CANCELLED  # stopped before it did anything
+        assert Ledger(ledger).applied() == [0]
+        assert Ledger(ledger).applied("undo") == [0]
+        assert await orphans(store, run.id) == []
+
+    _go(store_url, scenario)
