@@ -56,3 +56,40 @@ def test_hand_off_and_result_travel_as_events_on_a_bus(store_url: str, tmp_path:
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_coordinators_subtasks_travel_as_events_on_a_bus(store_url: str, tmp_path: Path) -> None:
+    from autonomic.core.entries import SubtaskStep
+    from autonomic.testing.coordination import Ledger, kit_engine, orphans
+
+    graph = {"nodes": [
+        {"id": "a", "uses": "work.step", "inputs": {"n": 0}},
+        {"id": "b", "uses": "work.step", "inputs": {"n": 1}},
+        {"id": "c", "uses": "work.step", "inputs": {"n": 2}, "after": ["a", "b"]},
+    ]}  # fmt: skip
+
+    async def go() -> None:
+        store = build_store(store_url)
+        await store.migrate()
+        bus = SqlBus(store)
+        try:
+            engine = kit_engine(store, tmp_path / "ledger", graph=graph)
+            worker = Worker(engine, bus=bus, poll_interval=0.01)
+            assert engine.delegation.via_bus
+            lead = await engine.start("lead", "three steps")
+            await worker.run(until_idle=True)
+            done = await store.get_run(lead.id)
+            assert done.status is RunStatus.COMPLETED, done.status_reason
+            assert sorted(Ledger(tmp_path / "ledger").applied()) == [0, 1, 2]
+            assert await orphans(store, lead.id) == []
+            journal = await store.load_journal(lead.id)
+            for entry in journal:  # each child was made by the consumer of its hand-off's event
+                if isinstance(entry.body, SubtaskStep) and entry.body.phase == "dispatch":
+                    processed = Processed(f"{GROUP}/delegation", f"{lead.id}.{entry.seq}.0")
+                    assert await store.was_processed(processed)
+            assert await bus.dead_letters() == []
+        finally:
+            await bus.aclose()
+            await store.close()
+
+    asyncio.run(go())
