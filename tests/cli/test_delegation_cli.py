@@ -74,3 +74,43 @@ def test_agents_lists_capabilities_and_health(tmp_path: Path) -> None:
     assert rows[("boss", "-")]["succeeded"] == 3
     text = autonomic("--db", db, "agents", "--agent", KIT, cwd=tmp_path)
     assert f"unit [{UNIT}]: 100% of 3 ended succeeded" in text.stdout
+
+
+def test_show_draws_a_coordinators_graph_subtask_by_subtask(tmp_path: Path) -> None:
+    from autonomic.core.coordination import OnFailure
+    from autonomic.testing.coordination import kit_engine
+
+    db = f"sqlite:///{tmp_path / 'graph.db'}"
+    graph = {"nodes": [
+        {"id": "a", "uses": "work.step", "inputs": {"n": 0}},
+        {"id": "b", "uses": "work.step", "inputs": {"n": 1}},
+        {"id": "c", "uses": "work.step", "inputs": {"n": 2}, "after": ["a", "b"]},
+    ]}  # fmt: skip
+
+    async def go() -> str:
+        store = build_store(db)
+        await store.migrate()
+        try:
+            engine = kit_engine(
+                store, tmp_path / "ledger", graph=graph, failing=frozenset({1}), plan="prose",
+                on_failure=OnFailure(retries=1, reassign=True, then="abort"),
+            )  # fmt: skip
+            run = await engine.start("lead", "three steps")
+            await Worker(engine, concurrency=2, poll_interval=0.01).run(until_idle=True)
+            return run.id
+        finally:
+            await store.close()
+
+    run_id = asyncio.run(go())
+    shown = autonomic("--db", db, "show", run_id, "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    drawn = json.loads(shown.stdout)["graph"]
+    assert drawn["source"] == "template"
+    assert "not JSON" in drawn["rejected"]
+    nodes = {n["id"]: n for n in drawn["nodes"]}
+    assert nodes["a"]["status"] == "done"
+    assert nodes["b"]["status"] == "failed"
+    assert nodes["b"]["attempts"] == 4  # twice on the first agent, once on each other
+    assert nodes["c"] == nodes["c"] | {"status": "waiting", "after": ["a", "b"], "attempts": 0}
+    text = autonomic("--db", db, "show", run_id, cwd=tmp_path)
+    assert "graph (template, 3 subtasks): 1 done, 1 failed, 1 waiting" in text.stdout

@@ -122,7 +122,8 @@ def print_graph(console: Console, graph: dict[str, Any] | None) -> None:
     style = {"done": "green", "running": "yellow", "failed": "red", "skipped": "dim"}
     for node in nodes:
         after = f" after {', '.join(node['after'])}" if node["after"] else ""
-        who = f" by {escape(str(node['agent']))}" if node["agent"] else ""
+        on = "by" if node["status"] == "done" else "on"
+        who = f" {on} {escape(str(node['agent']))}" if node["agent"] else ""
         tries = f" ({node['attempts']} attempts)" if node["attempts"] > 1 else ""
         colour = style.get(node["status"], "white")
         line = (

@@ -479,7 +479,8 @@ class _Work:
                 on_agent = sum(1 for s in dispatches if s.agent == last_agent)
                 outputs = outputs if outputs is not None else self._outputs()
                 handoff: Handoff | None = None
-                if on_agent <= policy.retries:
+                # retries on the agent first routed to; then one attempt on each other agent
+                if last_agent == dispatches[0].agent and on_agent <= policy.retries:
                     delay = policy.wait(on_agent + 1)
                     if delay > 0:
                         await asyncio.sleep(delay)
