@@ -1,9 +1,10 @@
 """``autonomic demo --scenario swarm``: the seed's code-audit swarm, in three parts, offline.
 
 1. **The audit.** A coordinator (driven here) hands "audit this repository" to a code analyzer and
-   each file to a security auditor; the auditor runs in two ``autonomic worker`` processes. The
-   demo SIGKILLs the auditor that starts the first audit; its lease expires, the other worker
-   takes the child run over and finishes, and every subtask's effect lands once.
+   then every file at once to a security auditor; the auditor runs in two ``autonomic worker``
+   processes, which audit in parallel. Once both are auditing, the demo SIGKILLs the one that
+   started first; its lease expires, the other worker takes the child run over and finishes, and
+   every subtask's effect lands once.
 2. **Ping-pong.** A writer and a reviewer hand a lint fix back and forth; the delegation guards
    refuse the third hand-off, journaled.
 3. **A runaway chain.** 47 agents each handing the task to the next; the depth guard stops it at
@@ -116,7 +117,7 @@ def _auditor(settings: Settings, base: Path, n: int) -> subprocess.Popen[bytes]:
 
 
 async def _audit(settings: Settings, store: Store, engine: Engine, repo: Path, base: Path) -> bool:
-    from autonomic.examples.swarm.agent import AUDIT, REPOSITORY, attempts, effects
+    from autonomic.examples.swarm.agent import AUDIT, AUDIT_HOLD, REPOSITORY, attempts, effects
 
     out.print("\n[bold]1. the audit[/]")
     workers = [_auditor(settings, base, n) for n in (1, 2)]
@@ -125,6 +126,7 @@ async def _audit(settings: Settings, store: Store, engine: Engine, repo: Path, b
         out.print(f"started auditor-{names[w.pid][-1]}: autonomic worker (pid {w.pid})")
     killed: int | None = None
     killed_file = ""
+    first_busy: float | None = None
     try:
         root = await engine.start(
             "coordinator",
@@ -146,9 +148,26 @@ async def _audit(settings: Settings, store: Store, engine: Engine, repo: Path, b
                         await engine.drive(claimed)
                         progressed = True
             if killed is None:
-                started = [a for a in attempts(repo) if a["tool"] == "audit_file"]
-                if started and started[0]["pid"] in names and started[0]["pid"] != os.getpid():
-                    killed, killed_file = started[0]["pid"], started[0]["file"]
+                # audits under way in the workers (started, effect not yet applied): once both
+                # workers audit at the same moment (or one has been at it for a while), kill the
+                # one that started first, in the middle of its audit
+                done = {e["key"] for e in effects(repo)}
+                busy = [
+                    a for a in attempts(repo)
+                    if a["tool"] == "audit_file" and a["key"] not in done
+                    and a["pid"] in names and a["pid"] != os.getpid()
+                ]  # fmt: skip
+                if busy and first_busy is None:
+                    first_busy = time.monotonic()
+                together = {a["pid"]: a["file"] for a in busy}
+                waited = first_busy is not None and time.monotonic() - first_busy > AUDIT_HOLD / 2
+                if len(together) >= 2 or (busy and waited):
+                    if len(together) >= 2:
+                        out.print(
+                            "auditing at the same moment: "
+                            + ", ".join(f"{names[p]} {f}" for p, f in sorted(together.items()))
+                        )
+                    killed, killed_file = busy[0]["pid"], busy[0]["file"]
                     os.kill(killed, signal.SIGKILL)
                     out.print(
                         f"[bold red]SIGKILL[/] {names[killed]} (pid {killed}) in the middle of "
