@@ -38,6 +38,7 @@ from autonomic.engine.delegation import Delegation, DelegationGate
 from autonomic.engine.failure import Failure, scrub, store_failure
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gatekeeper import Gatekeeper
+from autonomic.engine.hot_state import HotState
 from autonomic.engine.hooks import (
     BudgetHook,
     CircuitHook,
@@ -73,6 +74,7 @@ from autonomic.governance.runaway.gate import GATE_NAME, Runaway
 from autonomic.governance.runaway.model_budget import ModelBudget
 from autonomic.ports.credentials import CredentialIssuer
 from autonomic.ports.model import ManagedModel, Model, RoutedModel
+from autonomic.ports.state_cache import StateCache
 from autonomic.ports.store import Claim, Processed, Store
 
 ModelResolver = Callable[[str], Model]
@@ -149,6 +151,9 @@ class Engine:
             ``None``: off (say so on purpose; the adversarial suite shows what that costs).
         delegation: the delegation guards' limits (depth, ping-pong exchanges) checked on every
             hand-off to a child run (``autonomic.engine.delegation``); on with the runaway guards.
+        state_cache: where runs' folded state is kept for the worker that resumes them
+            (``RedisStateCache``; ``autonomic.engine.hot_state``); ``None`` (the default):
+            every claim folds the run's journal.
     """
 
     def __init__(
@@ -170,8 +175,11 @@ class Engine:
         credentials: CredentialIssuer | None = None,
         provenance: ProvenancePolicy | Literal["default"] | None = "default",
         delegation: DelegationPolicy | None = None,
+        state_cache: StateCache | None = None,
     ) -> None:
         self.store = store
+        self.hot_state = HotState(state_cache) if state_cache is not None else None
+        """Reads and keeps runs' folded state through the state cache, when there is one."""
         self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
         self.gates = gates if isinstance(gates, GateChain) else GateChain(list(gates))
         self.circuits = circuits if circuits is not None else Circuits()
@@ -216,6 +224,8 @@ class Engine:
                 await close()
         if self.plan_cache is not None:
             await self.plan_cache.aclose()
+        if self.hot_state is not None:
+            await self.hot_state.cache.aclose()
 
     def model_for(self, spec: str) -> Model:
         """The model for ``spec``, built once per engine. A gateway view
@@ -526,11 +536,16 @@ class Engine:
         heartbeat = asyncio.create_task(self._heartbeat(run, lambda: session))
         try:
             reading = time.perf_counter()
-            entries = fresh if fresh is not None else await self.store.load_journal(run.id)
+            if fresh is not None:
+                state = fold(run.id, fresh)
+            elif self.hot_state is not None:
+                state = await self.hot_state.read(self.store, run)
+            else:
+                state = fold(run.id, await self.store.load_journal(run.id))
             session = RunSession(
                 self.store,
                 run,
-                fold(run.id, entries),
+                state,
                 clock=self.clock,
                 faults=self.faults,
                 lease_ttl=self.lease_ttl,
@@ -581,6 +596,8 @@ class Engine:
         final = session.run if session else run
         if final.lease.owner is not None:  # a transition out of RUNNING has released it already
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
+        if self.hot_state is not None and session is not None and not session.staged:
+            await self.hot_state.remember(final, session.state)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
 
     async def _fail(self, session: RunSession, exc: Exception) -> RunSession | None:
@@ -723,8 +740,10 @@ class Engine:
 
         A refused renewal means another worker took the run over (this one was paused, say): say
         so, and mark the session lost, so its next lease check or commit stops at once."""
+        kept = 0  # the seq of the latest snapshot this heartbeat kept
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
+            kept = await self._keep_state(held(), kept)
             until = self.clock() + self.lease_ttl
             try:
                 ok = await self.store.renew_lease(
@@ -748,6 +767,17 @@ class Engine:
             if session is not None:
                 session.lost(reason)
             return
+
+    async def _keep_state(self, session: RunSession | None, kept: int) -> int:
+        """From the heartbeat: keep the run's state in the state cache if it moved on since the
+        last snapshot and nothing is staged (so it is all committed), for the worker that takes
+        the run over if this one dies. Returns the seq of the latest snapshot."""
+        if self.hot_state is None or session is None or session.staged:
+            return kept
+        if session.state.last_seq <= kept:
+            return kept
+        await self.hot_state.remember(session.run, session.state)
+        return session.state.last_seq
 
     async def run_to_end(self, run_id: str) -> Run:
         """Claim ``run_id`` and drive it; the CLI's ``run`` and ``resume``."""
