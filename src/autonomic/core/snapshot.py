@@ -15,9 +15,11 @@ added to ``RunState`` without a codec fails the tests instead of vanishing from 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from autonomic.core.entries import (
@@ -171,9 +173,29 @@ def encode(state: RunState, *, tenant: str, fold: str) -> bytes:
     return _ENCODER.encode(head).encode()
 
 
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """Hold the cyclic garbage collector while a snapshot is built: decoding one allocates tens of
+    thousands of objects that all live on, and the collections their allocation triggers (each
+    walking everything allocated so far) took two thirds of the time (measured: 234 ms against
+    64 ms for a 5,000-step run's 2.9 MB). Nothing decoded forms a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def decode(data: bytes, *, run_id: str, tenant: str, fold: str) -> RunState:
     """The state in ``data``; ``SnapshotError`` unless it is a whole snapshot of ``run_id`` of
     ``tenant``, written by a worker with this format, layout and ``fold``."""
+    with _no_collection():
+        return _decode(data, run_id=run_id, tenant=tenant, fold=fold)
+
+
+def _decode(data: bytes, *, run_id: str, tenant: str, fold: str) -> RunState:
     try:
         head = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

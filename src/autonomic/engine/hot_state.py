@@ -14,6 +14,8 @@ Snapshots are written when a worker lets a run go (it waits, suspends, loses or 
 lease) and, for the worker that crashes mid-run, by the heartbeat when the state moved on since
 the last one; never for a run that ended (nobody resumes it; a reopened run folds or uses an
 older snapshot). ``encode`` is pure CPU proportional to the state, so it is not done per step.
+A short run (fewer commits than the cache's ``min_version``) is neither looked up nor kept: its
+journal folds as fast as a snapshot loads, and it pays no Redis round trip.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class HotState:
 
     async def read(self, store: Store, run: Run) -> RunState:
         """``run``'s state as a fold of its stored journal would give it."""
+        if run.version < self.cache.min_version:
+            return fold(run.id, await store.load_journal(run.id))
         data = await self.cache.get(run)
         if data is None:
             self.misses += 1
@@ -100,7 +104,7 @@ class HotState:
 
     async def remember(self, run: Run, state: RunState) -> None:
         """Keep ``state`` (committed: nothing staged) for the next worker that drives ``run``."""
-        if state.status.terminal or state.last_seq < 1:
+        if state.status.terminal or state.last_seq < 1 or run.version < self.cache.min_version:
             return
         try:
             data = snapshot.encode(state, tenant=run.tenant, fold=self.fold)

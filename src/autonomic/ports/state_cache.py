@@ -20,6 +20,10 @@ from autonomic.core.run import Run
 class StateCache(Protocol):
     """Snapshots of runs' folded state, one per run, keyed by tenant and run."""
 
+    min_version: int
+    """Runs with fewer commits than this (``Run.version``) are neither looked up nor kept: their
+    journal folds faster than a snapshot round trip would pay back (see benchmarks/README.md)."""
+
     async def get(self, run: Run) -> bytes | None:
         """The snapshot last put for ``run``, or ``None`` (none, expired, or the cache did not
         answer in time). Never raises."""

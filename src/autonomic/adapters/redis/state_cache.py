@@ -34,19 +34,24 @@ class RedisStateCache:
         prefix: the namespace of the keys.
         socket_timeout: seconds to wait for Redis (connect and each reply) before giving up.
         retry_redis_after: seconds during which Redis is not asked after it failed to answer.
+        min_version: runs with fewer commits are neither looked up nor kept (their journal folds
+            as fast as a snapshot loads: ``benchmarks/hot_state_bench.py``).
     """
 
     def __init__(
         self,
         url: str,
         *,
-        ttl: float = 86400.0,
+        ttl: float = 3600.0,
         prefix: str = "autonomic:state",
         socket_timeout: float = 0.2,
         retry_redis_after: float = 5.0,
+        min_version: int = 50,
     ) -> None:
-        if ttl < 1 or socket_timeout <= 0 or retry_redis_after < 0:
-            raise ValueError("ttl must be >= 1, socket_timeout > 0 and retry_redis_after >= 0")
+        if ttl < 1 or socket_timeout <= 0 or retry_redis_after < 0 or min_version < 0:
+            raise ValueError(
+                "ttl must be >= 1, socket_timeout > 0, retry_redis_after and min_version >= 0"
+            )
         self._redis: Any = connect(
             url,
             needed_by="a hot state cache",
@@ -55,6 +60,7 @@ class RedisStateCache:
         )
         self._errors = outage_errors()
         self.ttl = ttl
+        self.min_version = min_version
         self.prefix = prefix
         self._retry_after = retry_redis_after
         self._down_until = 0.0
