@@ -37,6 +37,7 @@ from autonomic.core.entries import (
 )
 from autonomic.core.journal import GENESIS_HASH, Entry, record
 from autonomic.core.messages import Message, Role, ToolCall, Usage
+from autonomic.core.run import RunStatus
 from autonomic.core.state import RunState, fold
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -60,7 +61,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 names = st.sampled_from(["lookup", "send", "charge", "read"])
-statuses = st.sampled_from(["RUNNING", "SUSPENDED", "WAITING_FOR_APPROVAL", "FAILED", "COMPLETED"])
+statuses = st.sampled_from([s.value for s in RunStatus])
 positions = st.tuples(st.integers(0, 4), st.integers(0, 2)) | st.none()
 usages = make(Usage, st.integers(0, 999), st.integers(0, 999))
 calls = make(
