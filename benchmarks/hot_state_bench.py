@@ -206,7 +206,9 @@ async def main() -> None:
     parser.add_argument("--stores", nargs="+", default=["sqlite", "postgres"])
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("AUTONOMIC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "AUTONOMIC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
     )
     parser.add_argument(
         "--redis-url",

@@ -44,6 +44,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 RUN = "run_snap"
 FOLD = "test-fold"
 
+
 def make(cls: Any, *args: Any, **kwargs: Any) -> st.SearchStrategy[Any]:
     """``cls(*args, **kwargs)`` from strategies (``st.builds`` would infer the other fields)."""
     return st.tuples(st.tuples(*args), st.fixed_dictionaries(kwargs)).map(
@@ -57,7 +58,9 @@ json_values = st.recursive(
     | st.integers(-(2**40), 2**40)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 names = st.sampled_from(["lookup", "send", "charge", "read"])
@@ -139,7 +142,12 @@ bodies: st.SearchStrategy[Body] = st.one_of(
         decision=decisions | st.none(),
         budget=st.sampled_from([None, {"max_cost": 2.0}]),
     ),
-    make(WorkflowMove, st.none() | st.just("draft"), st.sampled_from(["draft", "review"]), st.just("r")),
+    make(
+        WorkflowMove,
+        st.none() | st.just("draft"),
+        st.sampled_from(["draft", "review"]),
+        st.just("r"),
+    ),
     make(
         Summary,
         st.lists(make(Message, st.sampled_from(list(Role)), st.text(max_size=8)), max_size=3).map(

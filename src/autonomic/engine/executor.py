@@ -38,7 +38,6 @@ from autonomic.engine.delegation import Delegation, DelegationGate
 from autonomic.engine.failure import Failure, scrub, store_failure
 from autonomic.engine.faults import Faults, NoFaults
 from autonomic.engine.gatekeeper import Gatekeeper
-from autonomic.engine.hot_state import HotState
 from autonomic.engine.hooks import (
     BudgetHook,
     CircuitHook,
@@ -47,6 +46,7 @@ from autonomic.engine.hooks import (
     ScreeningHook,
     exact_estimate,
 )
+from autonomic.engine.hot_state import HotState
 from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.planning import PlanningHook
 from autonomic.engine.session import RunInterrupted, RunSession

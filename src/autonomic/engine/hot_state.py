@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
-import autonomic
 from autonomic.core import calls, entries, graph, journal, messages, run, snapshot, state
 from autonomic.core.run import Run
 from autonomic.core.state import RunState, fold
@@ -40,14 +41,17 @@ _FOLD_MODULES = (state, entries, messages, calls, journal, run, graph, snapshot)
 @cache
 def fold_fingerprint() -> str:
     """A digest of the code that folds a journal and encodes snapshots (its source files), so a
-    worker never uses a snapshot another version of the fold made; the package version where a
-    source file cannot be read."""
+    worker never uses a snapshot another version of the fold made; the installed package's
+    version where a source file cannot be read."""
     h = hashlib.sha256()
     for module in _FOLD_MODULES:
         try:
             h.update(Path(module.__file__ or "").read_bytes())
         except OSError:
-            return f"version:{autonomic.__version__}"
+            try:
+                return f"version:{metadata.version('autonomic')}"
+            except metadata.PackageNotFoundError:  # nothing to tell folds apart by: this
+                return f"process:{uuid.uuid4().hex}"  # process uses its own snapshots only
     return h.hexdigest()[:16]
 
 
