@@ -355,3 +355,77 @@ def test_the_state_cache_is_configured_from_the_environment(monkeypatch, redis_s
     assert "secret" not in str(caught.value)
     for cache in (follows, own):
         asyncio.run(cache.aclose())
+
+
+class Crash(BaseException):
+    """The worker dies here (nothing of the drive's own clean-up runs after it)."""
+
+
+class StallingModel(FunctionModel):
+    """Answers like ``brain``; at turn ``crash_at`` it waits (as a slow model does) until the
+    heartbeat has kept a snapshot of the committed state, then the worker dies."""
+
+    def __init__(self, cache: RedisStateCache, run_id: str, crash_at: int) -> None:
+        super().__init__(brain, name="function:hot")
+        self.cache, self.run_id, self.crash_at = cache, run_id, crash_at
+        self.kept_seq = 0
+
+    async def complete(self, messages: Any, tools: Any) -> ModelResponse:
+        turn = sum(1 for m in messages if m.role == "assistant")
+        if turn == self.crash_at:
+            run = _run("acme", self.run_id)
+            for _ in range(1000):  # the heartbeat runs every lease_ttl / 3 = 0.1 s
+                data = await self.cache.get(run)
+                if data is not None:
+                    self.kept_seq = json.loads(data)["seq"]
+                    raise Crash
+                await asyncio.sleep(0.01)
+            raise AssertionError("the heartbeat kept no snapshot in 10 s")
+        return await super().complete(messages, tools)
+
+
+def test_the_heartbeat_keeps_a_snapshot_for_the_worker_that_takes_a_crashed_run_over(
+    sqlite_url, redis_server, redis_prefix
+):
+    async def main() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        cache = cache_at(redis_server, redis_prefix)
+        first = engine(store, None)
+        run = await first.start(AGENT, "look up", tenant="acme")
+        model = StallingModel(cache, run.id, crash_at=6)
+        W.engine, W.stop_after, W.calls = None, 1000, 0
+        dying = Engine(
+            store,
+            AgentRegistry([AGENT]),
+            lambda _: model,
+            state_cache=cache,
+            lease_ttl=0.3,
+            owner="elsewhere:1:dead",
+        )
+        claimed = await dying.claim(run.id)
+        assert claimed is not None
+        with pytest.raises(Crash):
+            await dying.drive(claimed)
+        journal = await store.load_journal(run.id)
+        assert model.kept_seq == journal[-1].seq  # committed state only, at the head
+        later = Engine(
+            store,
+            AgentRegistry([AGENT]),
+            lambda _: MODEL,
+            state_cache=cache,
+            clock=lambda: 10**10,  # the dead worker's lease has expired
+        )
+        W.engine = later
+        taken = await later.claim(run.id)
+        assert taken is not None
+        await later.drive(taken)
+        assert later.hot_state is not None
+        assert later.hot_state.hits == 1
+        final = await store.get_run(run.id)
+        assert final.status is RunStatus.COMPLETED
+        assert final.output == "done"
+        await cache.aclose()
+        await store.close()
+
+    asyncio.run(main())
