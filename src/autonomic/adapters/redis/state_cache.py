@@ -46,7 +46,7 @@ class RedisStateCache:
         prefix: str = "autonomic:state",
         socket_timeout: float = 0.2,
         retry_redis_after: float = 5.0,
-        min_version: int = 50,
+        min_version: int = 200,
     ) -> None:
         if ttl < 1 or socket_timeout <= 0 or retry_redis_after < 0 or min_version < 0:
             raise ValueError(
