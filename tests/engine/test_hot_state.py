@@ -6,6 +6,7 @@ ignored; a Redis that is down or does not answer never stops a run."""
 
 import asyncio
 import json
+import random
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import fold
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
+from autonomic.engine.hot_state import HotState
 from autonomic.errors import ConfigError
 from autonomic.tools.contract import tool
 
@@ -427,5 +429,46 @@ def test_the_heartbeat_keeps_a_snapshot_for_the_worker_that_takes_a_crashed_run_
         assert final.output == "done"
         await cache.aclose()
         await store.close()
+
+    asyncio.run(main())
+
+
+class CheckedHotState(HotState):
+    """Reads through the cache, and checks every state it returns against the fold."""
+
+    checked = 0
+
+    async def read(self, store: Any, run: Run) -> Any:
+        state = await super().read(store, run)
+        assert state == fold(run.id, await store.load_journal(run.id))
+        CheckedHotState.checked += 1
+        return state
+
+
+def test_over_many_hand_overs_every_state_read_from_the_cache_is_the_fold(
+    store_url, redis_server, redis_prefix
+):
+    async def main() -> None:
+        async with opened(store_url) as store:
+            cache = cache_at(redis_server, redis_prefix)
+            run_id = await started(store, cache, steps=2)
+            rng = random.Random(17)
+            CheckedHotState.checked = 0
+            used = 0
+            for _ in range(12):
+                with_cache = rng.random() < 0.7
+                worker = engine(store, cache if with_cache else None)
+                if with_cache:
+                    worker.hot_state = CheckedHotState(cache)
+                W.engine, W.stop_after, W.calls = worker, rng.randint(1, 3), 0
+                claimed = await worker.claim(run_id)
+                if claimed is None:
+                    break
+                await worker.drive(claimed)
+                if worker.hot_state is not None:
+                    used += worker.hot_state.hits + worker.hot_state.extended
+            assert CheckedHotState.checked >= 5
+            assert used == CheckedHotState.checked  # every read came from a snapshot
+            await cache.aclose()
 
     asyncio.run(main())

@@ -24,7 +24,6 @@ import hashlib
 import logging
 import uuid
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 from autonomic.core import calls, entries, graph, journal, messages, run, snapshot, state
@@ -48,6 +47,8 @@ def fold_fingerprint() -> str:
         try:
             h.update(Path(module.__file__ or "").read_bytes())
         except OSError:
+            from importlib import metadata  # only here: it costs milliseconds to import
+
             try:
                 return f"version:{metadata.version('autonomic')}"
             except metadata.PackageNotFoundError:  # nothing to tell folds apart by: this
