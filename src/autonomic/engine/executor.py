@@ -739,11 +739,12 @@ class Engine:
         """Keep the lease alive while a long step runs; commits also extend it.
 
         A refused renewal means another worker took the run over (this one was paused, say): say
-        so, and mark the session lost, so its next lease check or commit stops at once."""
+        so, and mark the session lost, so its next lease check or commit stops at once. A renewal
+        granted also keeps the run's committed state in the state cache, if there is one and the
+        state moved on (``_keep_state``)."""
         kept = 0  # the seq of the latest snapshot this heartbeat kept
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            kept = await self._keep_state(held(), kept)
             until = self.clock() + self.lease_ttl
             try:
                 ok = await self.store.renew_lease(
@@ -756,6 +757,7 @@ class Engine:
             if ok:
                 if session is not None:
                     session.extend(until)
+                kept = await self._keep_state(session, kept)
                 continue
             if session is not None and session.run.lease.owner is None:
                 return  # released by this worker's own transition out of RUNNING
