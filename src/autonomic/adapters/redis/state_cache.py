@@ -54,7 +54,7 @@ class RedisStateCache:
             )
         self._redis: Any = connect(
             url,
-            needed_by="a hot state cache",
+            needed_by="hot run state snapshots",
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
         )
