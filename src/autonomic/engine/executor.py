@@ -594,10 +594,11 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         final = session.run if session else run
+        if self.hot_state is not None and session is not None and not session.staged:
+            # before the lease goes: the worker that claims the run next finds the snapshot
+            await self.hot_state.remember(final, session.state)
         if final.lease.owner is not None:  # a transition out of RUNNING has released it already
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
-        if self.hot_state is not None and session is not None and not session.staged:
-            await self.hot_state.remember(final, session.state)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
 
     async def _fail(self, session: RunSession, exc: Exception) -> RunSession | None:

@@ -113,7 +113,6 @@ class HotState:
             return
         try:
             data = snapshot.encode(state, tenant=run.tenant, fold=self.fold)
-        except (TypeError, ValueError) as exc:  # a value JSON cannot hold: the next one folds
-            log.warning("run %s: its state cannot be kept as a snapshot: %s", run.id, exc)
-            return
-        await self.cache.put(run, data)
+            await self.cache.put(run, data)
+        except Exception as exc:  # never let the cache stop a run: the next claim folds
+            log.warning("run %s: its state was not kept as a snapshot: %s", run.id, exc)
