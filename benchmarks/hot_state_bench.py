@@ -177,7 +177,8 @@ async def measure(
         run = await store.get_run(run_id)
         size = len(await cache.get(run) or b"")
         journal = len(await store.load_journal(run_id))
-        await cache._redis.delete(cache.key(run))
+        async for key in cache._redis.scan_iter(match=f"{prefix}:*"):  # every run's, not only
+            await cache._redis.delete(key)  # the last one's
     finally:
         await cache.aclose()
         await store.close()
