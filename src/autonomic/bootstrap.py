@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from autonomic.ports.credentials import CredentialIssuer
     from autonomic.ports.embedder import Embedder
     from autonomic.ports.plan_cache import PlanCache
+    from autonomic.ports.state_cache import StateCache
 
 DEFAULT_DB = "sqlite:///autonomic.db"
 """A SQLite file in the working directory: the embedded default."""
@@ -317,6 +318,28 @@ def build_counters(url: str | None = None) -> Counters:
     from autonomic.adapters.redis.counters import RedisCounters  # names the extra if missing
 
     return RedisCounters(target)
+
+
+def build_state_cache(value: str | None = None) -> StateCache | None:
+    """Where runs' folded state is kept for the worker that resumes them (docs/stores.md, "Hot
+    run state"): ``AUTONOMIC_STATE_CACHE`` is a ``redis://`` URL, or ``off``; unset, the Redis
+    of ``AUTONOMIC_REDIS_URL`` when there is one (the cache pays for runs of a few hundred steps
+    and is skipped for short ones: benchmarks/README.md), else none."""
+    raw = (value if value is not None else os.environ.get("AUTONOMIC_STATE_CACHE", "")).strip()
+    if raw in ("off", "none"):
+        return None
+    if not raw:
+        raw = os.environ.get("AUTONOMIC_REDIS_URL", "").strip()
+        if not raw.startswith(("redis://", "rediss://", "unix://")):
+            return None  # no Redis configured (build_counters reports a bad URL)
+    if raw.startswith(("redis://", "rediss://", "unix://")):
+        from autonomic.adapters.redis.state_cache import RedisStateCache  # names the extra
+
+        return RedisStateCache(raw)
+    raise ConfigError(
+        f"AUTONOMIC_STATE_CACHE={redact_url(raw)!r} is not a state cache",
+        hint="use redis://host:6379/0 to keep runs' folded state in Redis, or off",
+    )
 
 
 def build_plan_cache(value: str | None = None) -> PlanCache | None:

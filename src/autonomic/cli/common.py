@@ -149,6 +149,7 @@ def build_engine(
         build_model,
         build_plan_cache,
         build_runaway,
+        build_state_cache,
         build_telemetry,
     )
     from autonomic.engine import faults
@@ -156,6 +157,8 @@ def build_engine(
 
     kwargs.setdefault("faults", faults.from_environment())
     kwargs.setdefault("plan_cache", build_plan_cache())
+    if "state_cache" not in kwargs:
+        kwargs["state_cache"] = build_state_cache()
     telemetry = build_telemetry(metrics=kwargs.pop("metrics", False))
     if telemetry:
         kwargs["hooks"] = [*telemetry, *kwargs.get("hooks", ())]

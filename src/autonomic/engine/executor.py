@@ -47,6 +47,7 @@ from autonomic.engine.hooks import (
     ScreeningHook,
     exact_estimate,
 )
+from autonomic.engine.hot_state import HotState
 from autonomic.engine.patterns.react import ReAct
 from autonomic.engine.planning import PlanningHook
 from autonomic.engine.session import RunInterrupted, RunSession
@@ -74,6 +75,7 @@ from autonomic.governance.runaway.gate import GATE_NAME, Runaway
 from autonomic.governance.runaway.model_budget import ModelBudget
 from autonomic.ports.credentials import CredentialIssuer
 from autonomic.ports.model import ManagedModel, Model, RoutedModel
+from autonomic.ports.state_cache import StateCache
 from autonomic.ports.store import Claim, Processed, Store
 
 ModelResolver = Callable[[str], Model]
@@ -150,6 +152,9 @@ class Engine:
             ``None``: off (say so on purpose; the adversarial suite shows what that costs).
         delegation: the delegation guards' limits (depth, ping-pong exchanges) checked on every
             hand-off to a child run (``autonomic.engine.delegation``); on with the runaway guards.
+        state_cache: where runs' folded state is kept for the worker that resumes them
+            (``RedisStateCache``; ``autonomic.engine.hot_state``); ``None`` (the default):
+            every claim folds the run's journal.
     """
 
     def __init__(
@@ -171,8 +176,11 @@ class Engine:
         credentials: CredentialIssuer | None = None,
         provenance: ProvenancePolicy | Literal["default"] | None = "default",
         delegation: DelegationPolicy | None = None,
+        state_cache: StateCache | None = None,
     ) -> None:
         self.store = store
+        self.hot_state = HotState(state_cache) if state_cache is not None else None
+        """Reads and keeps runs' folded state through the state cache, when there is one."""
         self.plan_cache = LocalPlanCache() if plan_cache == "default" else plan_cache
         self.gates = gates if isinstance(gates, GateChain) else GateChain(list(gates))
         self.circuits = circuits if circuits is not None else Circuits()
@@ -217,6 +225,8 @@ class Engine:
                 await close()
         if self.plan_cache is not None:
             await self.plan_cache.aclose()
+        if self.hot_state is not None:
+            await self.hot_state.cache.aclose()
 
     def model_for(self, spec: str) -> Model:
         """The model for ``spec``, built once per engine. A gateway view
@@ -527,11 +537,16 @@ class Engine:
         heartbeat = asyncio.create_task(self._heartbeat(run, lambda: session))
         try:
             reading = time.perf_counter()
-            entries = fresh if fresh is not None else await self.store.load_journal(run.id)
+            if fresh is not None:
+                state = fold(run.id, fresh)
+            elif self.hot_state is not None:
+                state = await self.hot_state.read(self.store, run)
+            else:
+                state = fold(run.id, await self.store.load_journal(run.id))
             session = RunSession(
                 self.store,
                 run,
-                fold(run.id, entries),
+                state,
                 clock=self.clock,
                 faults=self.faults,
                 lease_ttl=self.lease_ttl,
@@ -582,6 +597,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         final = session.run if session else run
+        if self.hot_state is not None and session is not None and not session.staged:
+            # before the lease goes: the worker that claims the run next finds the snapshot
+            await self.hot_state.remember(final, session.state)
         if final.lease.owner is not None:  # a transition out of RUNNING has released it already
             await self.store.release_lease(final.id, owner=self.owner, fence=final.lease.fence)
         return final.replace(lease=Lease(owner=None, expires_at=0.0, fence=final.lease.fence))
@@ -735,7 +753,10 @@ class Engine:
         """Keep the lease alive while a long step runs; commits also extend it.
 
         A refused renewal means another worker took the run over (this one was paused, say): say
-        so, and mark the session lost, so its next lease check or commit stops at once."""
+        so, and mark the session lost, so its next lease check or commit stops at once. A renewal
+        granted also keeps the run's committed state in the state cache, if there is one and the
+        state moved on (``_keep_state``)."""
+        kept = 0  # the seq of the latest snapshot this heartbeat kept
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             until = self.clock() + self.lease_ttl
@@ -750,6 +771,7 @@ class Engine:
             if ok:
                 if session is not None:
                     session.extend(until)
+                kept = await self._keep_state(session, kept)
                 continue
             if session is not None and session.run.lease.owner is None:
                 return  # released by this worker's own transition out of RUNNING
@@ -761,6 +783,17 @@ class Engine:
             if session is not None:
                 session.lost(reason)
             return
+
+    async def _keep_state(self, session: RunSession | None, kept: int) -> int:
+        """From the heartbeat: keep the run's state in the state cache if it moved on since the
+        last snapshot and nothing is staged (so it is all committed), for the worker that takes
+        the run over if this one dies. Returns the seq of the latest snapshot."""
+        if self.hot_state is None or session is None or session.staged:
+            return kept
+        if session.state.last_seq <= kept:
+            return kept
+        await self.hot_state.remember(session.run, session.state)
+        return session.state.last_seq
 
     async def run_to_end(self, run_id: str) -> Run:
         """Claim ``run_id`` and drive it; the CLI's ``run`` and ``resume``."""

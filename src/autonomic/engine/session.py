@@ -107,6 +107,11 @@ class RunSession:
         self._notes.append(body)
 
     @property
+    def staged(self) -> bool:
+        """Entries are staged and not yet committed: the state is ahead of the journal."""
+        return bool(self._staged or self._notes)
+
+    @property
     def next_seq(self) -> int:
         return self.state.last_seq + 1
 
