@@ -30,6 +30,7 @@ from autonomic.core.entries import (
     PlanOutcome,
     PlanScore,
     Settlement,
+    SubtaskStep,
     ToolIntent,
     ToolResult,
 )
@@ -128,6 +129,12 @@ _FIELDS: dict[str, _Codec] = {
     "scores": _by_number(PlanScore),
     "abort": _optional(_body(CompensationStep)),
     "compensations": _by_name(CompensationStep),
+    "graph": _optional(_body(SubtaskStep)),
+    "subtasks": (
+        lambda d: {k: [b.to_payload() for b in steps] for k, steps in d.items()},
+        lambda d: {str(k): [SubtaskStep.from_payload(p) for p in rows] for k, rows in d.items()},
+    ),
+    "subtasks_done": (list, list),
     "settlements": _by_position(Settlement),
     "contents": (
         lambda cs: [list(c) for c in cs],
