@@ -169,6 +169,10 @@ class Agent:
     delegates_to: Sequence[str] = ()
     """Agents (by name) or capabilities (by name) this agent may hand subtasks to: it gets the
     ``delegate`` tool (``tools/delegate.py``); each child is a run of its own."""
+    parallel_tools: bool = True
+    """Act the idempotent calls a model proposes in one turn concurrently (their decisions,
+    intents and results are journaled in the model's order all the same); ``False``: one after
+    the other. Calls of non-idempotent tools always run one at a time, each write-ahead."""
     coordination: Coordination | None = None
     """Make this agent a coordinator (``core/coordination.py``, ``engine/coordinator.py``): it
     plans its task as a dependency graph of subtasks over the capabilities it may use
@@ -275,6 +279,7 @@ class Agent:
             capabilities=self.capabilities,
             delegates_to=self.delegates_to,
             coordination=self.coordination,
+            parallel_tools=self.parallel_tools,
         )
 
     def capability(self, name: str) -> Capability | None:

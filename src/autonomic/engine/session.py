@@ -9,7 +9,7 @@ in the next flush, so a run pays one commit per step where that is all safety ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from autonomic.core.approval import Approval
@@ -68,6 +68,10 @@ class RunSession:
         """When this worker's lease ends by its own clock: set by the claim, extended by every
         commit and heartbeat."""
         self._lost: str | None = None
+        self.before_transition: Callable[[], Awaitable[None]] | None = None
+        """Called before any transition is staged: the step protocol finishes the effects it
+        has deferred (a turn's idempotent calls run together), so a run never leaves RUNNING
+        with a started call whose result it could have recorded."""
         self.read_seconds: float | None = None
         """How long loading and folding the journal took when this drive began (the metrics'
         ``state_read`` phase)."""
@@ -77,6 +81,7 @@ class RunSession:
         an unexpected error, which a hook or a fault point must not raise again)."""
         self.on_commit = None
         self._faults = NoFaults()
+        self.before_transition = None
 
     @property
     def fence(self) -> int:
@@ -267,6 +272,9 @@ class RunSession:
         ``in_doubt``, ``guard``, ``circuit`` ...). Leaving RUNNING also gives up the lease in the
         same commit, so finishing a run costs one transaction, not two.
         """
+        if self.before_transition is not None:
+            finish, self.before_transition = self.before_transition, None
+            await finish()
         source = self.state.status
         check_transition(self.run.id, source, target)
         self._stage_notes()  # nothing follows a transition, so notes go first

@@ -28,6 +28,13 @@ every capability attaches around it through named hooks, never by copying it.
 5. **Record.** The ``tool.result`` is staged (screened by a hook before the model reads it) and a
    non-idempotent tool's result is **committed** at once.
 
+**A turn's calls together.** The calls of one model turn are independent (the model proposed them
+at once): those of idempotent tools are decided and intended in the model's order, then acted
+concurrently, and their results recorded in the model's order (``Agent.parallel_tools``; a call
+of a non-idempotent tool, a ``delegate`` call or a settled one first lets the acted ones finish,
+then runs alone). Nothing leaves RUNNING with such a call acted but unrecorded: a transition
+finishes them first (``RunSession.before_transition``).
+
 **The replay rule.** On resume, a call whose intent is journaled but whose result is not is re-run
 only if its tool is idempotent, with its original key. **The in-doubt rule.** Otherwise nobody
 knows whether the effect happened: the run moves to WAITING_FOR_HUMAN "in doubt", with the intent
@@ -244,6 +251,9 @@ class StepProtocol:
         self.specs = [t.spec() for t in agent.tools]
         self._model_retries = 1 if retries_itself else MODEL_RETRIES
         self._priority = run_priority(session.run.metadata)
+        self.parallel = agent.parallel_tools
+        """Act a turn's idempotent calls concurrently (``Agent.parallel_tools``)."""
+        self._deferred: list[tuple[Tool, ToolCall, Position, ToolIntent, bool] | ToolResult] = []
 
     @property
     def state(self) -> RunState:
@@ -360,13 +370,17 @@ class StepProtocol:
             try:
                 tool = self._pinned_tool(call.name)
             except ToolVersionMissing as exc:
+                await self._finish_deferred()
                 await self.stop(RunStatus.SUSPENDED, str(exc), error=exc.to_dict(), call_id=call.id)
                 return False
             except NotFound as exc:
-                self._record(
+                self._record_after_deferred(
                     ToolResult.failed(call.id, call.name, "unknown_tool", str(exc), position=at)
                 )
                 continue
+            settled = item.settled.result()._replace(position=at) if item.settled else None
+            if not (tool.idempotent and settled is None) or tool.name == DELEGATE_TOOL:
+                await self._finish_deferred()  # what runs one at a time waits for the others
             if tool.name == DELEGATE_TOOL and self.delegation is not None:
                 went = await self._delegate(item, tool)
                 if went is False:
@@ -374,7 +388,6 @@ class StepProtocol:
                 if isinstance(went, str):
                     waiting.append(went)
                 continue
-            settled = item.settled.result()._replace(position=at) if item.settled else None
             if item.intent is not None:  # started before a crash: the replay rule
                 if settled is None and not tool.idempotent:  # the in-doubt rule
                     await self.stop(
@@ -388,7 +401,7 @@ class StepProtocol:
                 try:
                     arguments = tool.parse_arguments(call.arguments)
                 except ToolArgumentsInvalid as exc:
-                    self._record(
+                    self._record_after_deferred(
                         ToolResult.failed(call.id, tool.name, exc.code, str(exc), position=at)
                     )
                     continue
@@ -412,6 +425,9 @@ class StepProtocol:
                 replayed = False
                 if not tool.idempotent:
                     await session.flush()  # write-ahead: the intent is durable before the effect
+            if settled is None and tool.idempotent and self.parallel:
+                self._defer(tool, call, at, intent, replayed)  # acts with the turn's others
+                continue
             result = (  # act
                 settled
                 if settled is not None
@@ -423,6 +439,7 @@ class StepProtocol:
             self._record(result)  # record
             if not tool.idempotent:
                 await session.flush()
+        await self._finish_deferred()
         if waiting:  # every hand-off of the turn is made: wait for them all as a row
             agents = ", ".join(waiting)
             await self.stop(
@@ -433,6 +450,51 @@ class StepProtocol:
             )
             return False
         return True
+
+    def _defer(
+        self, tool: Tool, call: ToolCall, at: Position, intent: ToolIntent, replayed: bool
+    ) -> None:
+        """Keep an idempotent call, decided and intended, to act with the turn's other
+        idempotent calls at once (``_finish_deferred``)."""
+        self._deferred.append((tool, call, at, intent, replayed))
+        self.session.before_transition = self._finish_deferred
+
+    def _record_after_deferred(self, result: ToolResult) -> None:
+        """Record ``result`` now, or after the deferred calls before it when there are some
+        (the journal keeps the model's order)."""
+        if self._deferred:
+            self._deferred.append(result)
+        else:
+            self._record(result)
+
+    async def _finish_deferred(self) -> None:
+        """Act the deferred calls concurrently - a model's calls of one turn are independent,
+        and an idempotent call may run again after a crash, so their effects may overlap -
+        then record their results in the model's order, screened like any."""
+        batch, self._deferred = self._deferred, []
+        self.session.before_transition = None
+        calls = [item for item in batch if not isinstance(item, ToolResult)]
+        if not calls:
+            for ready in batch:
+                assert isinstance(ready, ToolResult)
+                self._record(ready)
+            return
+        if len(calls) == 1:
+            acted = [await self._act(*calls[0])]
+        else:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._act(*item)) for item in calls]
+            acted = [t.result() for t in tasks]
+        results = iter(acted)
+        for item in batch:
+            if isinstance(item, ToolResult):  # a call refused before acting, in its place
+                self._record(item)
+                continue
+            result = next(results)
+            for hook in self.hooks.after_tool_result:
+                result = hook.after_tool_result(self, result)
+            self.session.fault("after_effect")
+            self._record(result)
 
     async def _delegate(self, item: PendingCall, tool: Tool) -> bool | str:
         """A ``delegate`` call: route, decide, journal the hand-off, create the child (once),
