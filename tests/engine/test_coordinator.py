@@ -502,3 +502,33 @@ def test_a_subtask_in_flight_when_the_graph_is_compensated_is_aborted_before_the
         assert await orphans(store, run.id) == []
 
     _go(store_url, scenario)
+
+
+def test_a_failed_compensation_suspends_and_a_forced_resume_tries_it_again(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    ledger, refuse = tmp_path / "ledger", tmp_path / "refuse-undo"
+    refuse.touch()
+
+    async def scenario(store: Store) -> None:
+        engine = kit_engine(
+            store, ledger, graph=CHAIN, failing=frozenset({2}), undo_refused_while=refuse,
+            on_failure=OnFailure(retries=0, reassign=False, then="compensate"),
+        )  # fmt: skip
+        run = await engine.start("lead", "three steps")
+        await _drain(engine)
+        stuck = await store.get_run(run.id)
+        assert stuck.status is RunStatus.SUSPENDED
+        assert "compensating subtask b (work.step) with work.undo failed" in str(
+            stuck.status_reason
+        )
+        refuse.unlink()  # the operator mended what made the undo fail
+        await engine.reopen(run.id, "undo fixed, try again", by="ops@default")
+        await _drain(engine)
+        done = await store.get_run(run.id)
+        assert done.status is RunStatus.FAILED, done.status_reason
+        assert "compensated 2 subtask(s)" in str(done.status_reason)
+        assert Ledger(ledger).applied("undo") == [1, 0]
+        assert await orphans(store, run.id) == []
+
+    _go(sqlite_url, scenario)

@@ -660,7 +660,10 @@ class _Work:
                 )  # fmt: skip
                 await session.flush()
                 continue
-            key = f"{self.run.id}:undo:{undo.step}"
+            attempt = 1  # a compensation that failed is tried again by a new child run
+            if seen is not None and seen.phase == "result" and not seen.ok:
+                attempt = _attempt_of(str(seen.key)) + 1
+            key = f"{self.run.id}:undo:{undo.step}" + (f":{attempt}" if attempt > 1 else "")
             if seen is None or seen.phase != "intent":
                 try:
                     route = self.delegation.route_capability(
@@ -675,6 +678,7 @@ class _Work:
                 )  # fmt: skip
                 session.stage(seen)
                 await session.flush()  # write-ahead: durable before the child exists
+            key = str(seen.key)
             handoff = Handoff(
                 key, str(seen.agent), undo.tool, dict(seen.arguments or {}), f"undo:{undo.step}"
             )
@@ -743,6 +747,13 @@ class _Work:
             f"{error.get('message', 'failed')}; the graph was abandoned{undo}",
             error={**error, "code": "subtask_failed", "node": node},
         )
+
+
+def _attempt_of(key: str) -> int:
+    """The attempt a compensation's key names (``RUN:undo:NODE`` is the first, ``...:N`` the
+    N-th; node ids hold no colon)."""
+    last = key.rsplit(":", 1)[-1]
+    return int(last) if key.count(":") >= 3 and last.isdigit() else 1
 
 
 def _text(task: Any) -> str:

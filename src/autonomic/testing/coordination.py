@@ -129,7 +129,11 @@ def _seen(messages: Sequence[Message]) -> list[Any]:
 
 
 def hand_policy(
-    tool_name: str, *, garbage: bool = False, failing: frozenset[int] = frozenset()
+    tool_name: str,
+    *,
+    garbage: bool = False,
+    failing: frozenset[int] = frozenset(),
+    refuse_while: Path | None = None,
 ) -> Any:
     """A worker agent's model: call ``tool_name`` with the task's ``n``, then answer ``{"n": n}``
     (``garbage``: answer text that fits no schema; ``failing``: the subtasks whose ``n`` it
@@ -138,7 +142,7 @@ def hand_policy(
     def policy(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
         task = _task(messages)
         n = int(task["n"]) if isinstance(task, dict) and "n" in task else -1
-        if n in failing:
+        if n in failing or (refuse_while is not None and refuse_while.exists()):
             raise ModelError(f"subtask {n} is refused by this model", retryable=False)
         if not _seen(messages):
             return ModelResponse(None, (ToolCall("c1", tool_name, json.dumps({"n": n})),))
@@ -159,13 +163,15 @@ def kit_agents(
     output_schema: dict[str, Any] | None = None,
     failing: frozenset[int] = frozenset(),
     plan: str | None = None,
+    undo_refused_while: Path | None = None,
 ) -> tuple[list[Agent], dict[str, Any]]:
     """A ``lead`` coordinator following ``graph`` (default: ``layered_graph()``) over
     ``work.step``, the ``hands`` doing it by writing to ``ledger`` (those in ``garbage`` answer
     garbage), and an ``undoer`` declaring ``work.undo`` (which voids a step in the ledger); with
     their model policies by name for ``resolver``. ``failing``: subtask numbers every hand
     refuses; ``plan``: what the lead's model answers when asked for a graph (``None``: the lead
-    does not plan, it follows the template)."""
+    does not plan, it follows the template); ``undo_refused_while``: the undoer fails while
+    that file exists."""
     book = Ledger(ledger)
 
     @tool(idempotent=True)
@@ -221,7 +227,7 @@ def kit_agents(
     agents.append(
         Agent("undoer", "undo the step", tools=(void,), model="fn:undoer", capabilities=[undo])
     )
-    policies["undoer"] = hand_policy("void")
+    policies["undoer"] = hand_policy("void", refuse_while=undo_refused_while)
     return agents, policies
 
 
