@@ -70,9 +70,12 @@ class Tracing:
     the engine, the sandbox tool and the bus use."""
 
     def __init__(self, provider: TracerProvider, *, content: bool = False) -> None:
+        from autonomic.observability.recorded_span import SpanSink
+
         self.provider = provider
         self.tracer: Tracer = provider.get_tracer("autonomic")
         self.content = content
+        self._sink = SpanSink(self.tracer)  # type: ignore[arg-type]
 
     @staticmethod
     def from_environment() -> Tracing | None:
@@ -102,9 +105,9 @@ class Tracing:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from autonomic.observability.otlp import FastOTLPSpanExporter
 
-            exporter = OTLPSpanExporter()
+            exporter = FastOTLPSpanExporter()
         provider = TracerProvider(id_generator=_pinned_ids())
         provider.add_span_processor(BatchSpanProcessor(exporter))
         return Tracing(provider, content=content)
@@ -143,16 +146,28 @@ class Tracing:
             _PINNED.reset(token)
 
     def under(self, trace: TraceContext) -> Context:
-        """A context whose parent is the run's root span (wherever and whenever it is emitted)."""
+        """A context whose parent is the run's root span (wherever and whenever it is emitted),
+        sampled or not as the root is: every process asks the configured sampler about the
+        same trace id, so a trace is kept or dropped whole."""
         from opentelemetry import trace as api
 
+        flags = api.TraceFlags.SAMPLED if self.sampled(trace.trace_id) else api.TraceFlags.DEFAULT
         parent = api.SpanContext(
             trace_id=trace.trace_id,
             span_id=trace.span_id,
             is_remote=True,
-            trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+            trace_flags=api.TraceFlags(flags),
         )
         return api.set_span_in_context(api.NonRecordingSpan(parent))
+
+    def sampled(self, trace_id: int) -> bool:
+        """The sampler's decision for a run's root in ``trace_id`` (``OTEL_TRACES_SAMPLER``:
+        the default samples everything; ``traceidratio`` and ``parentbased_traceidratio``
+        decide from the trace id alone, the same in every process)."""
+        from opentelemetry.context import Context
+
+        result = self.provider.sampler.should_sample(Context(), trace_id, "invoke_agent")
+        return bool(result.decision.is_sampled())
 
     def start(
         self,
@@ -161,13 +176,34 @@ class Tracing:
         attributes: Attributes,
         start_s: float | None = None,
     ) -> Span:
-        """A span under ``parent`` (a span, a context, or the current span when ``None``)."""
+        """A span under ``parent`` (a span, a context, or the current span when ``None``).
+
+        Under a parent, the span follows the parent's sampling decision (parent-based, as the
+        standard samplers are) and is a ``RecordedSpan``: no lock, no per-attribute cleaning,
+        no sampler call - the engine makes three or four of these a step. Without a parent it
+        is a root, and the SDK's tracer and sampler make it."""
         from opentelemetry import trace as api
 
-        context = api.set_span_in_context(parent) if isinstance(parent, api.Span) else parent
+        if isinstance(parent, api.Span):
+            context = parent.get_span_context()
+        else:
+            context = api.get_current_span(parent).get_span_context()
+        if context.is_valid:
+            if not context.trace_flags.sampled:
+                from autonomic.observability.recorded_span import new_span_id
+
+                return api.NonRecordingSpan(
+                    api.SpanContext(context.trace_id, new_span_id(), False, context.trace_flags)
+                )
+            return self._sink.start(
+                name,
+                context,
+                attributes if type(attributes) is dict else dict(attributes),
+                _ns(start_s) if start_s is not None else None,
+            )
         return self.tracer.start_span(
             name,
-            context=context,
+            context=parent if not isinstance(parent, api.Span) else None,
             attributes=attributes,
             start_time=_ns(start_s) if start_s is not None else None,
         )
