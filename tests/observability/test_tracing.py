@@ -273,3 +273,69 @@ def test_a_consumed_event_is_processed_under_the_publish_span_its_traceparent_na
     assert processed.kind is SpanKind.CONSUMER
     assert processed.parent.span_id == published.context.span_id
     assert processed.context.trace_id == producer.trace_id
+
+
+def test_the_configured_sampler_keeps_or_drops_a_runs_trace_whole_across_processes(
+    sqlite_url, monkeypatch
+):
+    """OTEL_TRACES_SAMPLER decides per run trace, from its trace id, the same in every process:
+    each run here is driven by two (a stop, then a reopen elsewhere); a sampled run has all its
+    spans from both, a dropped one none - never half a tree."""
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    first, first_spans = tracing()
+    second, second_spans = tracing()
+    ratio = TraceIdRatioBased(0.5)
+
+    async def go() -> list[tuple[str, int]]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        runs = []
+        try:
+            for _ in range(8):
+                run = await engine(store, [TracingHook(first), StopAt(2)]).run("rw", "go")
+                other = engine(store, [TracingHook(second)])
+                await other.reopen(run.id, "go on")
+                assert (await other.run_to_end(run.id)).status is RunStatus.COMPLETED
+                started = (await store.load_journal(run.id))[0].body
+                assert isinstance(started, RunStarted)
+                trace = TraceContext.parse(started.trace)
+                assert trace is not None
+                runs.append((run.id, trace.trace_id))
+        finally:
+            await store.close()
+        return runs
+
+    runs = asyncio.run(go())
+    a, b = spans_of(first, first_spans), spans_of(second, second_spans)
+    for run_id, trace_id in runs:
+        kept = ratio.should_sample(None, trace_id, "x").decision.is_sampled()
+        in_a = [s for s in a if s.context.trace_id == trace_id]
+        in_b = [s for s in b if s.context.trace_id == trace_id]
+        if not kept:
+            assert in_a == [], run_id
+            assert in_b == [], run_id
+            continue
+        names = sorted(s.name for s in in_a + in_b)
+        assert names.count("invoke_agent rw") == 1
+        assert names.count("autonomic.drive") == 2
+        assert {n for n in names if n.startswith("turn ")} == {"turn 1", "turn 2", "turn 3"}
+        assert {"execute_tool read", "execute_tool write"} <= set(names)
+
+
+def test_a_sampler_that_drops_everything_leaves_no_span(sqlite_url, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    t, exporter = tracing()
+
+    async def go() -> RunStatus:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            return (await engine(store, [TracingHook(t)]).run("rw", "go")).status
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) is RunStatus.COMPLETED
+    assert spans_of(t, exporter) == []

@@ -111,6 +111,12 @@ class TracingHook(Hook):
             parent,
             {**common, genai.WORKER: _worker(run), genai.RESUMED: session.state.last_seq > 2},
         )
+        if not span.is_recording():
+            # the sampler dropped this run's trace: no turn, model or tool span is made (a
+            # sandbox under a tool still finds a current span, so it makes no stray root)
+            with self.tracing.current(span):
+                await drive()
+            return
         # spans below carry the ids only (the run's other attributes are on the root and the
         # drive): every attribute costs on every span
         ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
@@ -151,7 +157,7 @@ class TracingHook(Hook):
         provider = call.provider or spec.partition(":")[0]
         attrs[genai.PROVIDER] = attrs[genai.SYSTEM] = provider
         if turn.finish_reason:
-            attrs[genai.FINISH_REASONS] = [turn.finish_reason]
+            attrs[genai.FINISH_REASONS] = (turn.finish_reason,)
         if self.tracing.content:
             attrs[genai.OUTPUT_MESSAGES] = scrub(
                 canonical_json(

@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -34,14 +35,14 @@ _FLAGS_LOCAL = b"\x85\x01" + _FIXED32.pack(0x100)
 _FLAGS_REMOTE = b"\x85\x01" + _FIXED32.pack(0x300)
 
 _CACHE_LIMIT = 8192
-_kv_cache: dict[tuple[str, type, Any], bytes] = {}
+_kv_cache: dict[tuple[int, str, type, Any], bytes] = {}
 
 
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL[n]
     if n < 0:
         n += 1 << 64  # int64 as protobuf writes it: ten bytes of two's complement
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -50,9 +51,13 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
 def _field(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field (``tag`` already shifted with wire type 2)."""
-    return _varint(tag) + _varint(len(payload)) + payload
+    """A length-delimited field (``tag`` already shifted, with wire type 2; below 128)."""
+    size = len(payload)
+    return _SMALL[tag] + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
 
 
 def _text(tag: int, text: str) -> bytes:
@@ -84,15 +89,20 @@ def _key_value(key: str, value: Any) -> bytes:
     return _text(0x0A, key) + _field(0x12, _any_value(value))
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
-    """Repeated ``KeyValue`` under ``tag``; a scalar attribute's encoding is kept and reused."""
+    """Repeated ``KeyValue`` under ``tag``; a scalar attribute's encoding is kept and reused
+    (keyed by its type too: ``True == 1``, and they encode differently)."""
     if not attributes:
         return b""
     parts = []
     cache = _kv_cache
     for key, value in attributes.items():
-        if isinstance(value, (str, int, float, bool)):
-            memo = (key, type(value), value)
+        kind = type(value)
+        if kind in _SCALARS:
+            memo = (tag, key, kind, value)
             encoded = cache.get(memo)
             if encoded is None:
                 encoded = _field(tag, _key_value(key, value))
@@ -105,21 +115,33 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(parts)
 
 
+_KIND = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # proto's is the SDK's + 1
+_STATUS_UNSET = _field(0x7A, b"")
+_names: dict[str, bytes] = {}
+
+
 def _span(span: ReadableSpan) -> bytes:
     context = span.get_span_context()
     assert context is not None
     parent = span.parent
+    name = _names.get(span.name)
+    if name is None:
+        if len(_names) >= _CACHE_LIMIT:
+            _names.clear()
+        name = _names[span.name] = _text(0x2A, span.name)
     out = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
     ]
     if context.trace_state:
-        state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
-        out.append(_text(0x1A, state))
+        out.append(_text(0x1A, ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
     if parent is not None:
-        out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    out.append(_text(0x2A, span.name))
-    out.append(b"\x30" + _varint(span.kind.value + 1))  # proto's SpanKind is the SDK's + 1
+        out.append(b"\x22\x08")
+        out.append(parent.span_id.to_bytes(8, "big"))
+    out.append(name)
+    out.append(_KIND[span.kind])
     if span.start_time:
         out.append(b"\x39" + _FIXED64.pack(span.start_time))
     if span.end_time:
@@ -139,18 +161,21 @@ def _span(span: ReadableSpan) -> bytes:
     for link in span.links:
         body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
         body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
-        body += _attributes(0x2A, link.attributes)
+        body += _attributes(0x22, link.attributes)
         if link.dropped_attributes:
-            body += b"\x30" + _varint(link.dropped_attributes)
-        body += b"\x3d" + _FIXED32.pack(0x300 if link.context.is_remote else 0x100)
+            body += b"\x28" + _varint(link.dropped_attributes)
+        body += b"\x35" + _FIXED32.pack(0x300 if link.context.is_remote else 0x100)
         out.append(_field(0x6A, body))
     if span.dropped_links:
         out.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
-    body = _text(0x12, status.description) if status.description else b""
-    if status.status_code.value:
-        body += b"\x18" + _varint(status.status_code.value)
-    out.append(_field(0x7A, body))
+    if status.status_code is StatusCode.UNSET and not status.description:
+        out.append(_STATUS_UNSET)
+    else:
+        body = _text(0x12, status.description) if status.description else b""
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        out.append(_field(0x7A, body))
     out.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(out)
 

@@ -6,9 +6,9 @@ every processor's ``on_start`` on creation, all for each of the three or four sp
 step makes. The engine's spans need none of that: they are made by one task, with attribute
 values the engine chose (strings, numbers, booleans, lists of strings), under a parent whose
 sampling decision they follow (the run's root, decided once per trace by the configured
-sampler, ``OTEL_TRACES_SAMPLER``). A ``RecordedSpan`` keeps its fields in slots and, when it
-ends, hands one ``ReadableSpan`` - what the SDK's own span hands over - to the provider's span
-processors: the batch processor, then the exporter, see no difference.
+sampler, ``OTEL_TRACES_SAMPLER``). A ``RecordedSpan`` sets the fields a ``ReadableSpan`` reads
+and, when it ends, hands itself to the provider's span processors, as the SDK's own span does:
+the batch processor, then the exporter, see no difference.
 
 It is a full ``opentelemetry.trace.Span``: it can be made current (``use_span``), children
 started under it nest, ``set_attribute`` / ``set_status`` / ``record_exception`` work until it
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace as api
@@ -45,7 +45,7 @@ class SpanSink:
     instrumentation scope the provider's tracer stamps on its own spans (the resource read at
     the end, as the provider replaces it in a forked child)."""
 
-    __slots__ = ("processor", "tracer", "scope")
+    __slots__ = ("processor", "scope", "tracer")
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
@@ -74,11 +74,9 @@ class SpanSink:
         return RecordedSpan(self, name, context, parent, attributes, start_ns or time.time_ns())
 
 
-class RecordedSpan(api.Span):
-    """A recording span that becomes a ``ReadableSpan`` when it ends (see the module)."""
-
-    __slots__ = ("_sink", "_name", "_context", "_parent", "_attributes", "_start", "_status",
-                 "_events", "_ended")  # fmt: skip
+class RecordedSpan(api.Span, ReadableSpan):
+    """A recording span that is its own ``ReadableSpan`` once ended (see the module): the fields
+    are the ones ``ReadableSpan`` reads, set here without its constructor's defaults."""
 
     def __init__(
         self,
@@ -92,46 +90,47 @@ class RecordedSpan(api.Span):
         self._sink = sink
         self._name = name
         self._context = context
+        self._span_context = context  # typed for get_span_context (ReadableSpan's is Optional)
         self._parent = parent
         self._attributes = attributes
-        self._start = start_ns
+        self._values = attributes  # the same dict, typed as mutable
+        self._start_time = start_ns
+        self._end_time = None
         self._status = _UNSET
-        self._events: list[Event] | None = None
-        self._ended = False
-
-    @property
-    def attributes(self) -> Mapping[str, Any]:
-        """The attributes set so far (read by a child that copies the correlation id)."""
-        return self._attributes
+        self._events: list[Event] = []
+        self._links = ()
+        self._kind = api.SpanKind.INTERNAL
+        self._instrumentation_info = None
+        self._instrumentation_scope = sink.scope
+        self._resource = sink.resource
 
     def get_span_context(self) -> api.SpanContext:
-        return self._context
+        return self._span_context
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return self._end_time is None
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if not self._ended:
-            self._attributes[key] = value
+        if self._end_time is None:
+            # a sequence kept immutable, as the SDK keeps it
+            self._values[key] = tuple(value) if isinstance(value, list) else value
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
-        if not self._ended:
-            self._attributes.update(attributes)
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
-        if not self._ended:
-            if self._events is None:
-                self._events = []
+        if self._end_time is None:
             self._events.append(Event(name, attributes, timestamp or time.time_ns()))
 
     def update_name(self, name: str) -> None:
-        if not self._ended:
+        if self._end_time is None:
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._ended:
+        if self._end_time is not None:
             return
         if isinstance(status, StatusCode):
             status = Status(status, description)
@@ -156,26 +155,7 @@ class RecordedSpan(api.Span):
         self.add_event("exception", event, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
+        if self._end_time is not None:
             return
-        self._ended = True
-        attributes = self._attributes
-        for key, value in attributes.items():
-            if isinstance(value, list):  # as the SDK keeps a sequence: immutable
-                attributes[key] = tuple(value)
-        sink = self._sink
-        events: Sequence[Event] = tuple(self._events) if self._events else ()
-        sink.processor.on_end(
-            ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=sink.resource,
-                attributes=attributes,
-                events=events,
-                status=self._status,
-                start_time=self._start,
-                end_time=end_time or time.time_ns(),
-                instrumentation_scope=sink.scope,
-            )
-        )
+        self._end_time = end_time or time.time_ns()
+        self._sink.processor.on_end(self)

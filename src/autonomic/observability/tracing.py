@@ -44,7 +44,7 @@ _JOINING: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
 _LOCK = threading.Lock()
 _SHARED: Tracing | None = None
 
-Attributes = Mapping[str, str | int | float | bool | list[str]]
+Attributes = Mapping[str, str | int | float | bool | list[str] | tuple[str, ...]]
 
 
 def enabled_by_environment(env: Mapping[str, str] | None = None) -> bool:
@@ -165,9 +165,10 @@ class Tracing:
         the default samples everything; ``traceidratio`` and ``parentbased_traceidratio``
         decide from the trace id alone, the same in every process)."""
         from opentelemetry.context import Context
+        from opentelemetry.sdk.trace.sampling import Decision
 
         result = self.provider.sampler.should_sample(Context(), trace_id, "invoke_agent")
-        return bool(result.decision.is_sampled())
+        return result.decision is Decision.RECORD_AND_SAMPLE
 
     def start(
         self,
