@@ -75,7 +75,9 @@ class Tracing:
         self.provider = provider
         self.tracer: Tracer = provider.get_tracer("autonomic")
         self.content = content
-        self._sink = SpanSink(self.tracer)  # type: ignore[arg-type]
+        self._sink: SpanSink | None = SpanSink(self.tracer)  # type: ignore[arg-type]
+        """``None``: every span is the SDK's (only ``observability_bench`` sets it, to measure
+        what recorded spans save)."""
 
     @staticmethod
     def from_environment() -> Tracing | None:
@@ -189,7 +191,7 @@ class Tracing:
             context = parent.get_span_context()
         else:
             context = api.get_current_span(parent).get_span_context()
-        if context.is_valid:
+        if context.is_valid and self._sink is not None:
             if not context.trace_flags.sampled:
                 from autonomic.observability.recorded_span import new_span_id
 
