@@ -339,3 +339,54 @@ def test_a_sampler_that_drops_everything_leaves_no_span(sqlite_url, monkeypatch)
 
     assert asyncio.run(go()) is RunStatus.COMPLETED
     assert spans_of(t, exporter) == []
+
+
+def test_a_sandbox_span_nests_under_the_tool_span_with_its_correlation_id(monkeypatch):
+    """The tool call's span is a RecordedSpan; the sandbox tool finds it as the current span,
+    hangs its own under it and copies the correlation id from it."""
+    import autonomic.observability.tracing as tracing_module
+    from autonomic.observability.recorded_span import RecordedSpan
+    from autonomic.ports.sandbox import Ended, Result
+    from autonomic.toolbox.python_exec import SandboxObservation
+
+    t, exporter = tracing()
+    monkeypatch.setattr(tracing_module, "_SHARED", t)
+    tool = t.start(
+        "execute_tool python_exec", t.under(TraceContext.new()), {genai.CORRELATION_ID: "c-1"}
+    )
+    assert isinstance(tool, RecordedSpan)
+    with t.current(tool), SandboxObservation("namespace") as seen:
+        seen.ended(Result(Ended.EXIT, 0, "", "", False, False, 0.01))
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    box = spans["sandbox.execute namespace"]
+    assert box.parent.span_id == spans["execute_tool python_exec"].context.span_id
+    assert box.context.trace_id == tool.get_span_context().trace_id
+    assert box.attributes[genai.CORRELATION_ID] == "c-1"
+    assert box.attributes[genai.SANDBOX_END] == str(Ended.EXIT)
+
+
+def test_a_recorded_span_keeps_the_sdk_spans_rules():
+    """Status: OK is final and UNSET never overrides; nothing changes once ended; an exception
+    inside ``current`` is recorded as an event with an ERROR status, as the SDK's span does."""
+    from opentelemetry.trace import StatusCode
+
+    t, exporter = tracing()
+    parent = t.under(TraceContext.new())
+    failing = t.start("failing", parent, {"a": 1})
+    with pytest.raises(ValueError, match="boom"), t.current(failing):
+        raise ValueError("boom")
+    ok = t.start("ok", parent, {})
+    ok.set_status(StatusCode.OK)
+    ok.set_status(StatusCode.ERROR, "late")
+    ok.set_attribute("list", ["x", "y"])
+    ok.end()
+    ok.set_attribute("after", 1)
+    ok.end()  # a second end hands nothing over
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    assert len(spans_of(t, exporter)) == 2
+    assert spans["failing"].status.status_code is StatusCode.ERROR
+    assert [e.name for e in spans["failing"].events] == ["exception"]
+    assert spans["failing"].events[0].attributes["exception.message"] == "boom"
+    assert spans["ok"].status.status_code is StatusCode.OK
+    assert spans["ok"].attributes["list"] == ("x", "y")
+    assert "after" not in spans["ok"].attributes
