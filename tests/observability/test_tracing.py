@@ -390,3 +390,20 @@ def test_a_recorded_span_keeps_the_sdk_spans_rules():
     assert spans["ok"].status.status_code is StatusCode.OK
     assert spans["ok"].attributes["list"] == ("x", "y")
     assert "after" not in spans["ok"].attributes
+
+
+def test_a_span_started_under_a_span_hangs_from_it_with_sdk_spans_too():
+    """The SDK path (``_sink`` off, as the benchmark's before) still puts a span under the span
+    it is given, not under whatever is current."""
+    for recorded in (True, False):
+        t, exporter = tracing()
+        if not recorded:
+            t._sink = None
+        parent = t.start("parent", t.under(TraceContext.new()), {})
+        other = t.start("other", t.under(TraceContext.new()), {})
+        with t.current(other):
+            t.start("child", parent, {}).end()
+        parent.end()
+        spans = {s.name: s for s in spans_of(t, exporter)}
+        assert spans["child"].parent.span_id == spans["parent"].context.span_id, recorded
+        assert spans["child"].context.trace_id == spans["parent"].context.trace_id, recorded

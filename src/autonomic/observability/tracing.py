@@ -11,6 +11,12 @@ ids are chosen, not drawn, through an id generator that takes the next ids from 
 variable, so whichever process ends the run emits the root with the ids every other process
 already used as the parent.
 
+The spans a run makes under its root - drives, turns, model and tool calls, the sandbox's - are
+``RecordedSpan``s (``recorded_span.py``: the SDK's span without its per-span lock, attribute
+cleaning and sampler call), exported by ``otlp.FastOTLPSpanExporter`` (the request's protobuf
+bytes written directly). A run's trace is sampled by the configured sampler
+(``OTEL_TRACES_SAMPLER``) from its trace id, so every process that drives it decides alike.
+
 ``AUTONOMIC_TRACE_CONTENT=1`` lets prompts, answers and tool arguments/results into spans; off
 by default, and even then secrets are masked (``scrub``). The outbox relay and the inbox use
 ``Tracing.messaging_span`` for each publish and consume (``engine/outbox.py``,
@@ -206,7 +212,7 @@ class Tracing:
             )
         return self.tracer.start_span(
             name,
-            context=parent if not isinstance(parent, api.Span) else None,
+            context=api.set_span_in_context(parent) if isinstance(parent, api.Span) else parent,
             attributes=attributes,
             start_time=_ns(start_s) if start_s is not None else None,
         )
