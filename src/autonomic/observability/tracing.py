@@ -31,7 +31,7 @@ import contextvars
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autonomic.errors import ConfigError
 from autonomic.observability.trace_context import TraceContext
@@ -76,8 +76,12 @@ class Tracing:
     the engine, the sandbox tool and the bus use."""
 
     def __init__(self, provider: TracerProvider, *, content: bool = False) -> None:
-        from autonomic.observability.recorded_span import SpanSink
+        from opentelemetry import trace as api
 
+        from autonomic.observability.recorded_span import RecordedSpan, SpanSink
+
+        self._api: Any = api  # kept: ``start`` and ``current`` run a few times a step
+        self._recorded = RecordedSpan
         self.provider = provider
         self.tracer: Tracer = provider.get_tracer("autonomic")
         self.content = content
@@ -191,18 +195,25 @@ class Tracing:
         standard samplers are) and is a ``RecordedSpan``: no lock, no per-attribute cleaning,
         no sampler call - the engine makes three or four of these a step. Without a parent it
         is a root, and the SDK's tracer and sampler make it."""
-        from opentelemetry import trace as api
-
-        if isinstance(parent, api.Span):
-            context = parent.get_span_context()
-        else:
+        api = self._api
+        span_parent: Span | None = None
+        if type(parent) is self._recorded:
+            span_parent = cast("Span", parent)
+            context = span_parent.get_span_context()
+        elif parent is None or isinstance(parent, dict):  # a Context is a dict
             context = api.get_current_span(parent).get_span_context()
+        else:
+            span_parent = parent
+            context = span_parent.get_span_context()
         if context.is_valid and self._sink is not None:
             if not context.trace_flags.sampled:
                 from autonomic.observability.recorded_span import new_span_id
 
-                return api.NonRecordingSpan(
-                    api.SpanContext(context.trace_id, new_span_id(), False, context.trace_flags)
+                return cast(
+                    "Span",
+                    api.NonRecordingSpan(
+                        api.SpanContext(context.trace_id, new_span_id(), False, context.trace_flags)
+                    ),
                 )
             return self._sink.start(
                 name,
@@ -210,9 +221,14 @@ class Tracing:
                 attributes if type(attributes) is dict else dict(attributes),
                 _ns(start_s) if start_s is not None else None,
             )
+        under = (
+            api.set_span_in_context(span_parent)
+            if span_parent is not None
+            else cast("Context | None", parent)
+        )
         return self.tracer.start_span(
             name,
-            context=api.set_span_in_context(parent) if isinstance(parent, api.Span) else parent,
+            context=under,
             attributes=attributes,
             start_time=_ns(start_s) if start_s is not None else None,
         )
@@ -224,13 +240,11 @@ class Tracing:
 
         return api.set_span_in_context(span)
 
-    @contextlib.contextmanager
-    def current(self, span: Span) -> Iterator[Span]:
-        """Make ``span`` the current span (children started inside nest under it) and end it."""
-        from opentelemetry import trace as api
-
-        with api.use_span(span, end_on_exit=True):
-            yield span
+    def current(self, span: Span) -> _Current:
+        """Make ``span`` the current span (children started inside nest under it) and end it;
+        an exception leaving the block is recorded on it with an ERROR status (as
+        ``opentelemetry.trace.use_span`` does, without its two generator frames)."""
+        return _Current(span, self._api)
 
     @contextlib.contextmanager
     def messaging_span(
@@ -281,6 +295,39 @@ class Tracing:
         return self.tracer.start_span(
             f"{operation} {destination}", context=context, kind=kind, attributes=attrs
         )
+
+
+class _Current:
+    """``Tracing.current``'s context manager."""
+
+    __slots__ = ("_api", "_span", "_token")
+
+    def __init__(self, span: Span, api: Any) -> None:
+        self._span = span
+        self._api = api
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        from opentelemetry import context
+
+        self._token = context.attach(self._api.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        from opentelemetry import context
+
+        span = self._span
+        try:
+            context.detach(self._token)  # type: ignore[arg-type]
+            if isinstance(exc, Exception) and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(
+                    self._api.Status(self._api.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+                )
+        finally:
+            span.end()
 
 
 @contextlib.contextmanager
