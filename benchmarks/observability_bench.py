@@ -1,13 +1,21 @@
 """Per-step overhead of tracing and of metrics, side by side with both off, in one run.
 
 The workload of ``autonomic_bench.py`` (a ReAct run of 10 tool steps, fake model, trivial tool,
-every step durable on a SQLite file), run sequentially under four configurations interleaved
-round by round (so machine noise hits them alike): ``off``; ``tracing`` (the tracing hook,
-exporting over OTLP/HTTP with the batch processor to a real receiver - Phoenix, as the tests
-start it); ``metrics`` (the Prometheus hook); ``both``. Reports the median per-step time and
-each one's overhead over ``off`` (target: at most 5 % each), then the time of a scrape of
-``/metrics`` served by ``autonomic.observability.metrics.serve`` after the runs (target: at most
-10 ms, median of 200).
+every step durable on a SQLite file), run sequentially under six configurations interleaved
+round by round (so machine noise hits them alike):
+
+* ``off``: no hook;
+* ``tracing``: the tracing hook, exporting over OTLP/HTTP with the batch processor to a real
+  receiver (Phoenix, as the tests start it);
+* ``tracing-sampled``: the same with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` and
+  ``OTEL_TRACES_SAMPLER_ARG=0.1`` (one run's trace in ten kept);
+* ``tracing-sdk``: the hook as it was before recorded spans and the byte encoder - every span
+  the SDK's, the SDK's OTLP exporter (the *before* of the A/B);
+* ``metrics``: the Prometheus hook; ``both``: tracing and metrics.
+
+Reports the median per-step time and each one's overhead over ``off`` (target: at most 5 %
+each), then the time of a scrape of ``/metrics`` served by
+``autonomic.observability.metrics.serve`` after the runs (target: at most 10 ms, median of 200).
 
 Usage: .venv/bin/python benchmarks/observability_bench.py [--runs 60] [--rounds 5]
            [--otlp http://127.0.0.1:16006]
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,7 +46,7 @@ from autonomic.engine.tracing import TracingHook
 from autonomic.observability.metrics import Metrics, serve
 from autonomic.observability.tracing import Tracing
 
-CONFIGS = ("off", "tracing", "metrics", "both")
+CONFIGS = ("off", "tracing", "tracing-sdk", "tracing-sampled", "metrics", "both")
 
 
 async def per_step_ms(url: str, hooks: list[Hook], runs: int) -> tuple[float, float]:
@@ -65,11 +74,29 @@ def main() -> None:
 
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    tracing = Tracing.build(OTLPSpanExporter(endpoint=f"{args.otlp}/v1/traces"))
+    from autonomic.observability.otlp import FastOTLPSpanExporter
+
+    endpoint = f"{args.otlp}/v1/traces"
+    # a queue no round can fill: a span dropped is a span not encoded nor sent, which would
+    # make tracing look cheaper than it is when the receiver falls behind on a loaded host
+    os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", "1000000")
+    tracing = Tracing.build(FastOTLPSpanExporter(endpoint=endpoint))
+    # the path before recorded spans and the byte encoder: the SDK's spans, the SDK's exporter
+    tracing_sdk = Tracing.build(OTLPSpanExporter(endpoint=endpoint))
+    tracing_sdk._sink = None
+    # one run's trace in ten kept, as an operator would ask for it (the standard variables)
+    os.environ |= {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    }
+    tracing_sampled = Tracing.build(FastOTLPSpanExporter(endpoint=endpoint))
+    del os.environ["OTEL_TRACES_SAMPLER"], os.environ["OTEL_TRACES_SAMPLER_ARG"]
     metrics = Metrics.get()
     hooks: dict[str, list[Hook]] = {
         "off": [],
         "tracing": [TracingHook(tracing)],
+        "tracing-sdk": [TracingHook(tracing_sdk)],
+        "tracing-sampled": [TracingHook(tracing_sampled)],
         "metrics": [MetricsHook(metrics)],
         "both": [TracingHook(tracing), MetricsHook(metrics)],
     }
@@ -83,6 +110,7 @@ def main() -> None:
                 samples[config].append(wall)
                 cpu[config].append(used)
     assert tracing.flush(), "the OTLP receiver did not take the spans"
+    assert tracing_sdk.flush(), "the OTLP receiver did not take the spans"
     medians = {c: statistics.median(v) for c, v in samples.items()}
     base = medians["off"]
     cpu_medians = {c: statistics.median(v) for c, v in cpu.items()}
@@ -98,6 +126,8 @@ def main() -> None:
         scrapes.append((time.perf_counter() - start) * 1000)
     server.shutdown()
     tracing.shutdown()
+    tracing_sdk.shutdown()
+    tracing_sampled.shutdown()
 
     result: dict[str, Any] = {
         "per_step_ms": {c: round(m, 4) for c, m in medians.items()},

@@ -80,3 +80,20 @@ def test_a_refused_commit_anchors_nothing(store_url, make_store):
     log, report = asyncio.run(main())
     assert [row[1] for row in log] == ["genesis", "anchor"]
     assert report.ok
+
+
+@pytest.mark.parametrize(
+    "run_id", ["run_01HX", "a.b:c@d-e_f", "", 'quote"d', "back\\slash", "é-run", "tab\there"]
+)
+def test_an_anchor_names_its_run_as_json_whatever_the_id(run_id):
+    """The anchor's first line carries the run id as a JSON string (plain ids are written
+    without ``json.dumps``): ``verify`` reads back exactly the id, and the line is what
+    ``json.dumps`` would have written."""
+    import json
+
+    from autonomic.core.audit import anchor_body, parse_anchor
+
+    body = anchor_body(run_id, [(1, "run.started", "a" * 64, {"agent": "x"})])
+    line = body.split("\n", 1)[0]
+    assert line == f"1 {'a' * 64} {json.dumps(run_id)}"
+    assert parse_anchor(body)[:2] == (run_id, [(1, "a" * 64)])

@@ -273,3 +273,137 @@ def test_a_consumed_event_is_processed_under_the_publish_span_its_traceparent_na
     assert processed.kind is SpanKind.CONSUMER
     assert processed.parent.span_id == published.context.span_id
     assert processed.context.trace_id == producer.trace_id
+
+
+def test_the_configured_sampler_keeps_or_drops_a_runs_trace_whole_across_processes(
+    sqlite_url, monkeypatch
+):
+    """OTEL_TRACES_SAMPLER decides per run trace, from its trace id, the same in every process:
+    each run here is driven by two (a stop, then a reopen elsewhere); a sampled run has all its
+    spans from both, a dropped one none - never half a tree."""
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    first, first_spans = tracing()
+    second, second_spans = tracing()
+    ratio = TraceIdRatioBased(0.5)
+
+    async def go() -> list[tuple[str, int]]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        runs = []
+        try:
+            for _ in range(8):
+                run = await engine(store, [TracingHook(first), StopAt(2)]).run("rw", "go")
+                other = engine(store, [TracingHook(second)])
+                await other.reopen(run.id, "go on")
+                assert (await other.run_to_end(run.id)).status is RunStatus.COMPLETED
+                started = (await store.load_journal(run.id))[0].body
+                assert isinstance(started, RunStarted)
+                trace = TraceContext.parse(started.trace)
+                assert trace is not None
+                runs.append((run.id, trace.trace_id))
+        finally:
+            await store.close()
+        return runs
+
+    runs = asyncio.run(go())
+    a, b = spans_of(first, first_spans), spans_of(second, second_spans)
+    for run_id, trace_id in runs:
+        kept = ratio.should_sample(None, trace_id, "x").decision.is_sampled()
+        in_a = [s for s in a if s.context.trace_id == trace_id]
+        in_b = [s for s in b if s.context.trace_id == trace_id]
+        if not kept:
+            assert in_a == [], run_id
+            assert in_b == [], run_id
+            continue
+        names = sorted(s.name for s in in_a + in_b)
+        assert names.count("invoke_agent rw") == 1
+        assert names.count("autonomic.drive") == 2
+        assert {n for n in names if n.startswith("turn ")} == {"turn 1", "turn 2", "turn 3"}
+        assert {"execute_tool read", "execute_tool write"} <= set(names)
+
+
+def test_a_sampler_that_drops_everything_leaves_no_span(sqlite_url, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    t, exporter = tracing()
+
+    async def go() -> RunStatus:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            return (await engine(store, [TracingHook(t)]).run("rw", "go")).status
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) is RunStatus.COMPLETED
+    assert spans_of(t, exporter) == []
+
+
+def test_a_sandbox_span_nests_under_the_tool_span_with_its_correlation_id(monkeypatch):
+    """The tool call's span is a RecordedSpan; the sandbox tool finds it as the current span,
+    hangs its own under it and copies the correlation id from it."""
+    import autonomic.observability.tracing as tracing_module
+    from autonomic.observability.recorded_span import RecordedSpan
+    from autonomic.ports.sandbox import Ended, Result
+    from autonomic.toolbox.python_exec import SandboxObservation
+
+    t, exporter = tracing()
+    monkeypatch.setattr(tracing_module, "_SHARED", t)
+    tool = t.start(
+        "execute_tool python_exec", t.under(TraceContext.new()), {genai.CORRELATION_ID: "c-1"}
+    )
+    assert isinstance(tool, RecordedSpan)
+    with t.current(tool), SandboxObservation("namespace") as seen:
+        seen.ended(Result(Ended.EXIT, 0, "", "", False, False, 0.01))
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    box = spans["sandbox.execute namespace"]
+    assert box.parent.span_id == spans["execute_tool python_exec"].context.span_id
+    assert box.context.trace_id == tool.get_span_context().trace_id
+    assert box.attributes[genai.CORRELATION_ID] == "c-1"
+    assert box.attributes[genai.SANDBOX_END] == str(Ended.EXIT)
+
+
+def test_a_recorded_span_keeps_the_sdk_spans_rules():
+    """Status: OK is final and UNSET never overrides; nothing changes once ended; an exception
+    inside ``current`` is recorded as an event with an ERROR status, as the SDK's span does."""
+    from opentelemetry.trace import StatusCode
+
+    t, exporter = tracing()
+    parent = t.under(TraceContext.new())
+    failing = t.start("failing", parent, {"a": 1})
+    with pytest.raises(ValueError, match="boom"), t.current(failing):
+        raise ValueError("boom")
+    ok = t.start("ok", parent, {})
+    ok.set_status(StatusCode.OK)
+    ok.set_status(StatusCode.ERROR, "late")
+    ok.set_attribute("list", ["x", "y"])
+    ok.end()
+    ok.set_attribute("after", 1)
+    ok.end()  # a second end hands nothing over
+    spans = {s.name: s for s in spans_of(t, exporter)}
+    assert len(spans_of(t, exporter)) == 2
+    assert spans["failing"].status.status_code is StatusCode.ERROR
+    assert [e.name for e in spans["failing"].events] == ["exception"]
+    assert spans["failing"].events[0].attributes["exception.message"] == "boom"
+    assert spans["ok"].status.status_code is StatusCode.OK
+    assert spans["ok"].attributes["list"] == ("x", "y")
+    assert "after" not in spans["ok"].attributes
+
+
+def test_a_span_started_under_a_span_hangs_from_it_with_sdk_spans_too():
+    """The SDK path (``_sink`` off, as the benchmark's before) still puts a span under the span
+    it is given, not under whatever is current."""
+    for recorded in (True, False):
+        t, exporter = tracing()
+        if not recorded:
+            t._sink = None
+        parent = t.start("parent", t.under(TraceContext.new()), {})
+        other = t.start("other", t.under(TraceContext.new()), {})
+        with t.current(other):
+            t.start("child", parent, {}).end()
+        parent.end()
+        spans = {s.name: s for s in spans_of(t, exporter)}
+        assert spans["child"].parent.span_id == spans["parent"].context.span_id, recorded
+        assert spans["child"].context.trace_id == spans["parent"].context.trace_id, recorded

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -190,18 +191,31 @@ def anchor_body(
     did, for people and exports. The record's hash covers both.
     """
     first = entries[0][0] if entries else 0
-    consecutive = all(entry[0] == first + offset for offset, entry in enumerate(entries))
+    consecutive = True
+    expected = first
+    for entry in entries:
+        if entry[0] != expected:
+            consecutive = False
+            break
+        expected += 1
+    levels = note.levels
     summary: dict[str, Any] = {
         "run": run_id,
-        "entries": [_summary(k, s, p, note.levels) for s, k, _, p in entries],
+        "entries": [_summary(k, s, p, levels) for s, k, _, p in entries],
     }
     if note.act is not None:
         summary["act"] = note.act.to_dict()
+    # the run id as JSON: most ids need no escaping, and json.dumps costs more than the check
+    quoted = f'"{run_id}"' if _PLAIN_ID.fullmatch(run_id) else json.dumps(run_id)
     if consecutive:
-        line = f"{first} {''.join(h for _, _, h, _ in entries)} {json.dumps(run_id)}"
+        line = f"{first} {''.join([h for _, _, h, _ in entries])} {quoted}"
     else:  # never from the engine; a store's own callers may: each seq named (``-`` first)
-        line = f"- {','.join(f'{s}:{h}' for s, _, h, _ in entries)} {json.dumps(run_id)}"
+        line = f"- {','.join(f'{s}:{h}' for s, _, h, _ in entries)} {quoted}"
     return f"{line}\n{canonical_json(summary)}"
+
+
+_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.:@-]*")
+"""Characters ``json.dumps`` writes as they are (no escape, ASCII)."""
 
 
 def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:

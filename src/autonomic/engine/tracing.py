@@ -77,8 +77,7 @@ class _Drive:
         """The root's context: what turns hang from."""
         self.common = common
         self.turn: Span | None = None
-        self.turn_context: Any = None
-        """The open turn as a parent context (made once, used by each span under the turn)."""
+        """The open turn: the parent of its model and tool calls' spans."""
         self.run: Run | None = None
         self.turn_no = 0
 
@@ -111,6 +110,12 @@ class TracingHook(Hook):
             parent,
             {**common, genai.WORKER: _worker(run), genai.RESUMED: session.state.last_seq > 2},
         )
+        if not span.is_recording():
+            # the sampler dropped this run's trace: no turn, model or tool span is made (a
+            # sandbox under a tool still finds a current span, so it makes no stray root)
+            with self.tracing.current(span):
+                await drive()
+            return
         # spans below carry the ids only (the run's other attributes are on the root and the
         # drive): every attribute costs on every span
         ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
@@ -151,7 +156,7 @@ class TracingHook(Hook):
         provider = call.provider or spec.partition(":")[0]
         attrs[genai.PROVIDER] = attrs[genai.SYSTEM] = provider
         if turn.finish_reason:
-            attrs[genai.FINISH_REASONS] = [turn.finish_reason]
+            attrs[genai.FINISH_REASONS] = (turn.finish_reason,)
         if self.tracing.content:
             attrs[genai.OUTPUT_MESSAGES] = scrub(
                 canonical_json(
@@ -161,7 +166,7 @@ class TracingHook(Hook):
         now = time.time()
         span = self.tracing.start(
             f"chat {turn.model or spec}",
-            held.turn_context if held.turn is not None else held.drive,
+            held.turn if held.turn is not None else held.drive,
             attrs,
             start_s=now - (turn.latency_ms or 0.0) / 1000,
         )
@@ -194,7 +199,7 @@ class TracingHook(Hook):
             attrs[genai.RISK] = decision.risk
         if self.tracing.content:
             attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
-        span = self.tracing.start(f"execute_tool {tool.name}", held.turn_context, attrs)
+        span = self.tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
         with self.tracing.current(span):
             result, unhealthy = await effect()
             span.set_attribute(genai.OK, result.ok)
@@ -241,14 +246,13 @@ class TracingHook(Hook):
             held.parent,
             {**held.common, genai.TURN: number, genai.WORKER: _worker(held.run)},
         )
-        held.turn_context = self.tracing.context_of(held.turn)
         held.turn_no = number
 
     @staticmethod
     def _end_turn(held: _Drive) -> None:
         if held.turn is not None:
             held.turn.end()
-            held.turn = held.turn_context = None
+            held.turn = None
 
     async def _approval_wait(self, step: StepProtocol, parent: Any, common: dict[str, Any]) -> None:
         """The wait for the approval that reopened the run, as a span (request to decision)."""

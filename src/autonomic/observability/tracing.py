@@ -11,6 +11,12 @@ ids are chosen, not drawn, through an id generator that takes the next ids from 
 variable, so whichever process ends the run emits the root with the ids every other process
 already used as the parent.
 
+The spans a run makes under its root - drives, turns, model and tool calls, the sandbox's - are
+``RecordedSpan``s (``recorded_span.py``: the SDK's span without its per-span lock, attribute
+cleaning and sampler call), exported by ``otlp.FastOTLPSpanExporter`` (the request's protobuf
+bytes written directly). A run's trace is sampled by the configured sampler
+(``OTEL_TRACES_SAMPLER``) from its trace id, so every process that drives it decides alike.
+
 ``AUTONOMIC_TRACE_CONTENT=1`` lets prompts, answers and tool arguments/results into spans; off
 by default, and even then secrets are masked (``scrub``). The outbox relay and the inbox use
 ``Tracing.messaging_span`` for each publish and consume (``engine/outbox.py``,
@@ -25,7 +31,7 @@ import contextvars
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autonomic.errors import ConfigError
 from autonomic.observability.trace_context import TraceContext
@@ -44,7 +50,7 @@ _JOINING: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
 _LOCK = threading.Lock()
 _SHARED: Tracing | None = None
 
-Attributes = Mapping[str, str | int | float | bool | list[str]]
+Attributes = Mapping[str, str | int | float | bool | list[str] | tuple[str, ...]]
 
 
 def enabled_by_environment(env: Mapping[str, str] | None = None) -> bool:
@@ -70,9 +76,18 @@ class Tracing:
     the engine, the sandbox tool and the bus use."""
 
     def __init__(self, provider: TracerProvider, *, content: bool = False) -> None:
+        from opentelemetry import trace as api
+
+        from autonomic.observability.recorded_span import RecordedSpan, SpanSink
+
+        self._api: Any = api  # kept: ``start`` and ``current`` run a few times a step
+        self._recorded = RecordedSpan
         self.provider = provider
         self.tracer: Tracer = provider.get_tracer("autonomic")
         self.content = content
+        self._sink: SpanSink | None = SpanSink(self.tracer)  # type: ignore[arg-type]
+        """``None``: every span is the SDK's (only ``observability_bench`` sets it, to measure
+        what recorded spans save)."""
 
     @staticmethod
     def from_environment() -> Tracing | None:
@@ -102,9 +117,9 @@ class Tracing:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from autonomic.observability.otlp import FastOTLPSpanExporter
 
-            exporter = OTLPSpanExporter()
+            exporter = FastOTLPSpanExporter()
         provider = TracerProvider(id_generator=_pinned_ids())
         provider.add_span_processor(BatchSpanProcessor(exporter))
         return Tracing(provider, content=content)
@@ -143,16 +158,29 @@ class Tracing:
             _PINNED.reset(token)
 
     def under(self, trace: TraceContext) -> Context:
-        """A context whose parent is the run's root span (wherever and whenever it is emitted)."""
+        """A context whose parent is the run's root span (wherever and whenever it is emitted),
+        sampled or not as the root is: every process asks the configured sampler about the
+        same trace id, so a trace is kept or dropped whole."""
         from opentelemetry import trace as api
 
+        flags = api.TraceFlags.SAMPLED if self.sampled(trace.trace_id) else api.TraceFlags.DEFAULT
         parent = api.SpanContext(
             trace_id=trace.trace_id,
             span_id=trace.span_id,
             is_remote=True,
-            trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+            trace_flags=api.TraceFlags(flags),
         )
         return api.set_span_in_context(api.NonRecordingSpan(parent))
+
+    def sampled(self, trace_id: int) -> bool:
+        """The sampler's decision for a run's root in ``trace_id`` (``OTEL_TRACES_SAMPLER``:
+        the default samples everything; ``traceidratio`` and ``parentbased_traceidratio``
+        decide from the trace id alone, the same in every process)."""
+        from opentelemetry.context import Context
+        from opentelemetry.sdk.trace.sampling import Decision
+
+        result = self.provider.sampler.should_sample(Context(), trace_id, "invoke_agent")
+        return result.decision is Decision.RECORD_AND_SAMPLE
 
     def start(
         self,
@@ -161,13 +189,46 @@ class Tracing:
         attributes: Attributes,
         start_s: float | None = None,
     ) -> Span:
-        """A span under ``parent`` (a span, a context, or the current span when ``None``)."""
-        from opentelemetry import trace as api
+        """A span under ``parent`` (a span, a context, or the current span when ``None``).
 
-        context = api.set_span_in_context(parent) if isinstance(parent, api.Span) else parent
+        Under a parent, the span follows the parent's sampling decision (parent-based, as the
+        standard samplers are) and is a ``RecordedSpan``: no lock, no per-attribute cleaning,
+        no sampler call - the engine makes three or four of these a step. Without a parent it
+        is a root, and the SDK's tracer and sampler make it."""
+        api = self._api
+        span_parent: Span | None = None
+        if type(parent) is self._recorded:
+            span_parent = cast("Span", parent)
+            context = span_parent.get_span_context()
+        elif parent is None or isinstance(parent, dict):  # a Context is a dict
+            context = api.get_current_span(parent).get_span_context()
+        else:
+            span_parent = parent
+            context = span_parent.get_span_context()
+        if context.is_valid and self._sink is not None:
+            if not context.trace_flags.sampled:
+                from autonomic.observability.recorded_span import new_span_id
+
+                return cast(
+                    "Span",
+                    api.NonRecordingSpan(
+                        api.SpanContext(context.trace_id, new_span_id(), False, context.trace_flags)
+                    ),
+                )
+            return self._sink.start(
+                name,
+                context,
+                attributes if type(attributes) is dict else dict(attributes),
+                _ns(start_s) if start_s is not None else None,
+            )
+        under = (
+            api.set_span_in_context(span_parent)
+            if span_parent is not None
+            else cast("Context | None", parent)
+        )
         return self.tracer.start_span(
             name,
-            context=context,
+            context=under,
             attributes=attributes,
             start_time=_ns(start_s) if start_s is not None else None,
         )
@@ -179,13 +240,11 @@ class Tracing:
 
         return api.set_span_in_context(span)
 
-    @contextlib.contextmanager
-    def current(self, span: Span) -> Iterator[Span]:
-        """Make ``span`` the current span (children started inside nest under it) and end it."""
-        from opentelemetry import trace as api
-
-        with api.use_span(span, end_on_exit=True):
-            yield span
+    def current(self, span: Span) -> _Current:
+        """Make ``span`` the current span (children started inside nest under it) and end it;
+        an exception leaving the block is recorded on it with an ERROR status (as
+        ``opentelemetry.trace.use_span`` does, without its two generator frames)."""
+        return _Current(span, self._api)
 
     @contextlib.contextmanager
     def messaging_span(
@@ -236,6 +295,39 @@ class Tracing:
         return self.tracer.start_span(
             f"{operation} {destination}", context=context, kind=kind, attributes=attrs
         )
+
+
+class _Current:
+    """``Tracing.current``'s context manager."""
+
+    __slots__ = ("_api", "_span", "_token")
+
+    def __init__(self, span: Span, api: Any) -> None:
+        self._span = span
+        self._api = api
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        from opentelemetry import context
+
+        self._token = context.attach(self._api.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        from opentelemetry import context
+
+        span = self._span
+        try:
+            context.detach(self._token)  # type: ignore[arg-type]
+            if isinstance(exc, Exception) and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(
+                    self._api.Status(self._api.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+                )
+        finally:
+            span.end()
 
 
 @contextlib.contextmanager
