@@ -169,7 +169,9 @@ class _Work:
                 await self.step.commit()
                 return
             collected = await self._collect()
+            before = self.state.last_seq
             given_up = await self._failures(graph)
+            decided = self.state.last_seq != before  # a retry, a refusal, a skip
             if given_up is not None:
                 await self._unwind(graph, given_up)
                 return
@@ -178,7 +180,7 @@ class _Work:
             if all(s in ("done", "skipped") for s in statuses.values()):
                 await self._finish(graph)
                 return
-            if collected or dispatched:
+            if collected or dispatched or decided:
                 continue
             if any(s == "running" for s in statuses.values()):
                 await self._wait(graph)
