@@ -11,13 +11,13 @@ changes nothing and raises ``StaleVersion``. Writes made under a lease also name
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.events import Event
-from autonomic.core.journal import Entry, PackedEntry
+from autonomic.core.journal import Entry, EntryKind, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 
 
@@ -66,6 +66,14 @@ AuditRow = tuple[int, str, str | None, str, str, float]
 """An audit record as stored: pos, kind, run id, body (canonical JSON), hash, created_at."""
 JournalRow = tuple[str, int, str, str, str]
 """A journal row as stored: run id, seq, kind, payload text (or blob reference), hash."""
+
+
+def check_journal_page(limit: int | None, kinds: Collection[EntryKind] | None) -> None:
+    """Refuse a page that cannot be meant: a negative ``limit``, ``kinds`` that is empty."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"a journal page holds 0 or more entries, not limit={limit}")
+    if kinds is not None and not kinds:
+        raise ValueError("kinds=() asks for no entry at all: pass None for every kind")
 
 
 class Store(abc.ABC):
@@ -135,6 +143,37 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         """Entries with ``seq > after_seq`` in order, blob payloads resolved."""
+
+    async def page_journal(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+        kinds: Collection[EntryKind] | None = None,
+    ) -> list[Entry]:
+        """A part of the journal, in seq order, blob payloads resolved: entries with
+        ``after_seq < seq < before_seq`` (``None``: no upper bound), of ``kinds`` only (``None``:
+        every kind), at most ``limit`` of them (``None``: all) - the first ones, or with
+        ``newest`` the last ones.
+
+        What a reader that shows one page of a long run uses (the service's timeline, the
+        console's run page, the approvals inbox), so that it reads that page and not the whole
+        journal. This default reads the whole journal and cuts it: right for any adapter, cheap
+        for none; the SQL stores read only the rows asked for."""
+        check_journal_page(limit, kinds)
+        entries = await self.load_journal(run_id, after_seq=after_seq)
+        wanted = frozenset(kinds) if kinds is not None else None
+        found = [
+            e
+            for e in entries
+            if (before_seq is None or e.seq < before_seq) and (wanted is None or e.kind in wanted)
+        ]
+        if limit is None:
+            return found
+        return found[-limit:] if newest and limit else found[:limit]
 
     @abc.abstractmethod
     async def commit(

@@ -347,6 +347,67 @@ class StoreConformance:
         await store.create_run(other, make_entries(other.id, [{"other": True}]))
         assert await store.load_journal(run.id) == expected, "journals of runs must not mix"
 
+    async def check_journal_pages_are_parts_of_the_whole_journal(self, store: Store) -> None:
+        """``page_journal``: every shape of page is the matching part of ``load_journal``, blob
+        payloads resolved, in seq order - the readers of one page of a long run rely on it."""
+        run = make_run()
+        kinds = [EntryKind.MODEL_RESPONSE, EntryKind.TOOL_INTENT, EntryKind.TOOL_RESULT]
+        packed: list[PackedEntry] = []
+        prev_hash = GENESIS_HASH
+        for seq in range(1, 13):
+            kind = EntryKind.RUN_STARTED if seq == 1 else kinds[seq % 3]
+            payload = big_payload(f"s{seq}") if seq in (5, 10) else {"seq": seq}
+            packed.append(
+                pack(run.id, seq, kind, payload, prev_hash=prev_hash, created_at=T0 + seq)
+            )
+            prev_hash = packed[-1].entry.hash
+        await store.create_run(run, packed[:6])
+        await store.commit(
+            run.id,
+            expected_version=1,
+            fence=None,
+            entries=packed[6:],
+            changes=RunChanges(),
+            now=T0 + 20,
+        )
+        other = make_run(created_at=T0 + 1)
+        await store.create_run(other, make_entries(other.id, [{"other": 1}, {"other": 2}]))
+        whole = await store.load_journal(run.id)
+        assert whole == [p.entry for p in packed]
+        page = store.page_journal
+        assert await page(run.id) == whole
+        assert await page(run.id, after_seq=3, limit=4) == whole[3:7]
+        assert await page(run.id, after_seq=9, limit=100) == whole[9:]
+        assert await page(run.id, limit=3, newest=True) == whole[-3:], "the last 3, in seq order"
+        assert await page(run.id, before_seq=8, limit=2, newest=True) == whole[5:7]
+        assert await page(run.id, before_seq=6) == whole[:5]
+        assert await page(run.id, after_seq=2, before_seq=6) == whole[2:5]
+        assert await page(run.id, after_seq=4, limit=1) == [whole[4]], "one entry, a blob"
+        assert (await page(run.id, after_seq=4, limit=1))[0].payload == big_payload("s5")
+        assert await page(run.id, limit=0) == []
+        assert await page(run.id, after_seq=12) == []
+        assert await page(run.id, before_seq=1) == []
+        assert await page(run.id, limit=5, newest=True, after_seq=10) == whole[10:]
+        spending = [e for e in whole if e.kind is EntryKind.MODEL_RESPONSE]
+        assert [e.seq for e in spending] == [3, 6, 9, 12]
+        assert await page(run.id, kinds={EntryKind.MODEL_RESPONSE}) == spending
+        assert await page(run.id, kinds=[EntryKind.MODEL_RESPONSE], after_seq=6, limit=1) == [
+            spending[2]
+        ]
+        both = {EntryKind.RUN_STARTED, EntryKind.TOOL_RESULT}
+        assert await page(run.id, kinds=both) == [e for e in whole if e.kind in both]
+        assert await page(run.id, kinds=[EntryKind.APPROVAL]) == []
+        assert await page(new_run_id(), limit=5) == [], "a run that does not exist: no entries"
+        assert (
+            await page(other.id, newest=True, limit=1) == (await store.load_journal(other.id))[1:]
+        ), "journals of runs must not mix"
+        for bad in ({"limit": -1}, {"kinds": ()}):
+            try:
+                await page(run.id, **bad)  # type: ignore[arg-type]
+            except ValueError:
+                continue
+            raise AssertionError(f"page_journal({bad}) must be refused with a ValueError")
+
     async def check_large_payloads_go_to_shared_blobs(self, store: Store) -> None:
         payload = big_payload("same")
         one, two = make_run(), make_run(created_at=T0 + 1)

@@ -10,6 +10,7 @@ import pytest
 
 from autonomic.adapters.store import migrations
 from autonomic.adapters.store.postgres import PostgresStore
+from autonomic.adapters.store.sqlite import SQLiteStore
 from autonomic.bootstrap import build_store
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import ConfigError, LeaseLost, StaleVersion, StoreUnavailable
@@ -486,3 +487,28 @@ def test_postgres_groups_the_commits_of_concurrent_runs(pg_url, monkeypatch):
     assert versions == [2] * 20 + [3]
     assert together == [20], "20 concurrent commits went as one group"
     assert len(alone) == 1, "a lone commit goes alone"
+
+
+class _PagesByCutting(SQLiteStore):
+    """A store with the port's own ``page_journal`` (the whole journal read, then cut): what an
+    adapter without a paged read of its own gives its readers."""
+
+    page_journal = Store.page_journal
+
+
+def test_the_ports_own_journal_pages_pass_the_same_check(sqlite_url):
+    async def open_store() -> Store:
+        store = _PagesByCutting(sqlite_url)
+        await store.migrate()
+        return store
+
+    async def raw_execute(sql: str) -> list[tuple[object, ...]]:
+        raise AssertionError("the check reads through the store only")
+
+    asyncio.run(
+        run_check(
+            "check_journal_pages_are_parts_of_the_whole_journal",
+            open_store=open_store,
+            raw_execute=raw_execute,
+        )
+    )

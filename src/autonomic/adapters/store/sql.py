@@ -11,8 +11,9 @@
   ``BEGIN IMMEDIATE`` transaction, a savepoint each; PostgreSQL sends each commit as one ``WITH``
   statement and pipelines the commits that queue while one is in flight. ``commit`` itself (queue,
   then wait until durable) is here; the dialect's ``_flush_soon`` decides when the queue is written;
-* ``create_run`` and ``load_journal``, which SQLite does in several cheap statements and PostgreSQL
-  in one round trip;
+* ``create_run`` and reading the journal (``_journal_entries``: the statement, written here once
+  for every page shape, is the dialect's ``journal_select`` with shared conditions), which SQLite
+  does in several cheap statements and PostgreSQL in one round trip;
 * driver errors, translated into the port's (a caller never sees ``sqlite3`` or ``psycopg``), and
   the URL.
 
@@ -35,7 +36,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -48,7 +49,7 @@ from autonomic.core.audit import AuditAct, AuditNote, act_body, anchor_body, bod
 from autonomic.core.canonical import canonical_json
 from autonomic.core.envelope import decode, structured
 from autonomic.core.events import Event
-from autonomic.core.journal import PackedEntry
+from autonomic.core.journal import Entry, EntryKind, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import (
     ApprovalConflict,
@@ -58,7 +59,15 @@ from autonomic.errors import (
     StaleVersion,
     StoreUnavailable,
 )
-from autonomic.ports.store import AuditRow, Claim, JournalRow, OutboxItem, Processed, Store
+from autonomic.ports.store import (
+    AuditRow,
+    Claim,
+    JournalRow,
+    OutboxItem,
+    Processed,
+    Store,
+    check_journal_page,
+)
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -318,6 +327,11 @@ class SqlStore(Store):
     sql: ClassVar[Statements]
     _claims: ClassVar[dict[int, str]]
     """The claims restricted to N agent versions, by N (``_claim_of``)."""
+    journal_select: ClassVar[str]
+    """The start of a journal read up to its ``WHERE``, over ``journal j``: the columns
+    ``_journal_entries`` turns into entries (the dialect decides how blobs are resolved)."""
+    _journal_pages: ClassVar[dict[tuple[bool, bool, bool, int], str]]
+    """The journal reads by shape (``_journal_page_sql``)."""
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -325,6 +339,7 @@ class SqlStore(Store):
         if hasattr(cls, "paramstyle"):  # a dialect, not an abstract layer in between
             cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
             cls._claims = {}
+            cls._journal_pages = {}
 
     def __init__(self) -> None:
         self._check_version = True  # only the lost-update test turns this off
@@ -469,6 +484,63 @@ class SqlStore(Store):
             "limit": limit,
         }
         return [run_from_row(r) for r in await self._read(self.sql.page_runs, params)]
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+        sql = self._journal_page_sql(False, False, False, 0)
+        return await self._journal_entries(run_id, sql, {"run_id": run_id, "after_seq": after_seq})
+
+    async def page_journal(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+        kinds: Collection[EntryKind] | None = None,
+    ) -> list[Entry]:
+        """One indexed range read of ``(run_id, seq)``: only the rows asked for are read and
+        decoded (see ``Store.page_journal``)."""
+        check_journal_page(limit, kinds)
+        if limit == 0:
+            return []
+        wanted = sorted({k.value for k in kinds}) if kinds is not None else []
+        sql = self._journal_page_sql(before_seq is not None, limit is not None, newest, len(wanted))
+        params: dict[str, Any] = {"run_id": run_id, "after_seq": after_seq}
+        if before_seq is not None:
+            params["before_seq"] = before_seq
+        if limit is not None:
+            params["limit"] = limit
+        params.update((f"kind_{i}", kind) for i, kind in enumerate(wanted))
+        entries = await self._journal_entries(run_id, sql, params)
+        return entries[::-1] if newest else entries
+
+    @classmethod
+    def _journal_page_sql(cls, before: bool, limit: bool, newest: bool, kinds: int) -> str:
+        """The journal read of one shape (built once per shape): the run's entries after
+        ``:after_seq``, before ``:before_seq``, of ``kinds`` kinds, the first or (``newest``,
+        read backwards) the last ``:limit``."""
+        cache = cls._journal_pages
+        shape = (before, limit, newest, kinds)
+        if shape not in cache:
+            where = ["j.run_id = :run_id", "j.seq > :after_seq"]
+            if before:
+                where.append("j.seq < :before_seq")
+            if kinds:
+                where.append(f"j.kind IN ({', '.join(f':kind_{i}' for i in range(kinds))})")
+            neutral = (
+                f"{cls.journal_select} WHERE {' AND '.join(where)} "
+                f"ORDER BY j.seq{' DESC' if newest else ''}{' LIMIT :limit' if limit else ''}"
+            )
+            cache[shape] = translate(neutral, cls.paramstyle)
+        return cache[shape]
+
+    @abc.abstractmethod
+    async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
+        """The entries ``sql`` (a ``journal_select`` with its conditions) reads, in its order,
+        blob payloads resolved."""
 
     # -- commits --------------------------------------------------------------------------------
 
