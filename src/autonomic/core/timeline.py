@@ -29,8 +29,10 @@ from autonomic.core.entries import (
 )
 from autonomic.core.journal import Entry, EntryKind
 
-_SPENDING = frozenset({EntryKind.MODEL_RESPONSE, EntryKind.SUMMARY, EntryKind.PLAN})
-"""The kinds whose entries carry model calls, and so cost."""
+SPENDING = frozenset({EntryKind.MODEL_RESPONSE, EntryKind.SUMMARY, EntryKind.PLAN})
+"""The kinds whose entries carry model calls, and so cost: ``spend`` of a run's entries of these
+kinds alone (``Store.page_journal(kinds=SPENDING)``) is the spend of its whole journal, so a
+reader showing one page of a long run reads a third of its journal for the cost, not all of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +221,7 @@ def spend(entries: Sequence[Entry]) -> dict[str, Any]:
             target["cost_usd"] += call.cost
 
     for e in entries:
-        if e.kind not in _SPENDING:
+        if e.kind not in SPENDING:
             continue  # decoding every entry of a long run only to skip it costs more than the sum
         body = e.body
         if isinstance(body, ModelTurn):

@@ -107,6 +107,12 @@ COMMIT_GUARD = (
 for ``fence=None``). ``SqlStore._admits`` is the same condition in Python."""
 
 
+def _bigint(n: int) -> int:
+    """``n`` within a 64-bit integer, what both databases store and compare (a bound past it
+    means the same: no seq is that large)."""
+    return max(-(2**63), min(n, 2**63 - 1))
+
+
 class Statements:
     """Every statement both dialects run as it is.
 
@@ -489,7 +495,8 @@ class SqlStore(Store):
 
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         sql = self._journal_page_sql(False, False, False, 0)
-        return await self._journal_entries(run_id, sql, {"run_id": run_id, "after_seq": after_seq})
+        params = {"run_id": run_id, "after_seq": _bigint(after_seq)}
+        return await self._journal_entries(run_id, sql, params)
 
     async def page_journal(
         self,
@@ -508,11 +515,11 @@ class SqlStore(Store):
             return []
         wanted = sorted({k.value for k in kinds}) if kinds is not None else []
         sql = self._journal_page_sql(before_seq is not None, limit is not None, newest, len(wanted))
-        params: dict[str, Any] = {"run_id": run_id, "after_seq": after_seq}
+        params: dict[str, Any] = {"run_id": run_id, "after_seq": _bigint(after_seq)}
         if before_seq is not None:
-            params["before_seq"] = before_seq
+            params["before_seq"] = _bigint(before_seq)
         if limit is not None:
-            params["limit"] = limit
+            params["limit"] = _bigint(limit)
         params.update((f"kind_{i}", kind) for i, kind in enumerate(wanted))
         entries = await self._journal_entries(run_id, sql, params)
         return entries[::-1] if newest else entries
