@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.audit import AuditAct, AuditNote
+from autonomic.core.entries import ModelCall
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry, EntryKind, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.core.timeline import SPENDING, model_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,15 @@ class Store(abc.ABC):
         if limit is None:
             return found
         return found[-limit:] if newest and limit else found[:limit]
+
+    async def model_calls(self, run_id: str) -> list[ModelCall]:
+        """Every model call ``run_id``'s journal records, in journal order - what
+        ``core.timeline.model_calls`` finds in the whole journal, and so what the run's cost is
+        summed from (``spend_of``) by a reader that shows one page of a long run.
+
+        This default reads and decodes the entries of the kinds that carry calls (``SPENDING``);
+        the SQL stores read only the call's fields of a model turn."""
+        return model_calls(await self.page_journal(run_id, kinds=SPENDING))
 
     @abc.abstractmethod
     async def commit(

@@ -21,7 +21,7 @@ from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
-from autonomic.core.timeline import SPENDING, spend
+from autonomic.core.timeline import spend_of
 from autonomic.errors import NotFound
 from autonomic.observability.kpis import RunFacts, run_facts
 from autonomic.ports.bus import Bus, DeadLetter
@@ -90,11 +90,11 @@ class TenantScope:
         return run, page
 
     async def cost(self, run: Run) -> dict[str, Any]:
-        """What ``run``'s model calls cost (``core.timeline.spend``), read from its entries that
-        carry model calls only (``SPENDING``), not its whole journal."""
+        """What ``run``'s model calls cost (``core.timeline.spend``), summed from its calls alone
+        (``Store.model_calls``), not its whole journal."""
         if not self._mine(run.tenant):
             raise NotFound(f"no run {run.id}")
-        return spend(await self.store.page_journal(run.id, kinds=SPENDING))
+        return spend_of(await self.store.model_calls(run.id))
 
     async def approval(self, approval_id: str) -> Approval:
         """The approval, or ``NotFound`` (also when it is another tenant's)."""

@@ -29,8 +29,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from autonomic.core.approval import Approval, ApprovalStatus, binding_hash
-from autonomic.core.journal import BLOB_THRESHOLD, GENESIS_HASH, EntryKind, PackedEntry, pack
+from autonomic.core.entries import Body, ModelCall, ModelTurn, PlanOutcome, Summary, ToolIntent
+from autonomic.core.journal import (
+    BLOB_THRESHOLD,
+    GENESIS_HASH,
+    EntryKind,
+    PackedEntry,
+    pack,
+    record,
+)
+from autonomic.core.messages import Usage
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus
+from autonomic.core.timeline import model_calls, spend, spend_of
 from autonomic.errors import (
     ApprovalConflict,
     JournalConflict,
@@ -410,6 +420,38 @@ class StoreConformance:
             except ValueError:
                 continue
             raise AssertionError(f"page_journal({bad}) must be refused with a ValueError")
+
+    async def check_model_calls_are_those_of_the_whole_journal(self, store: Store) -> None:
+        """``model_calls``: the calls ``core.timeline.model_calls`` finds in the whole journal,
+        in its order and to the last bit of every cost - a model turn's (with and without a
+        provider, kept inline or as a blob), a summary's, a plan's - and nothing else."""
+        run = make_run()
+        priced = ModelCall(Usage(7, 3), provider="p1", cost_usd=0.1, attempts=2, waited_s=1e-07)
+        bodies: list[Body] = [
+            ModelTurn(1, "hello", (), "m", priced),
+            ToolIntent("c1", "pay", "1", {"amount": 0.30000000000000004}, "k1", True),
+            ModelTurn(2, None, (), "m", ModelCall(Usage(5, 1))),
+            ModelTurn(3, "é" * BLOB_THRESHOLD, (), "m", priced._replace(cost_usd=0.2)),
+            Summary((), (ModelCall(Usage(2, 2), "p2", 0.30000000000000004), ModelCall())),
+            PlanOutcome("k", "react", source="model", call=ModelCall(Usage(1, 1), "p1", 1e-9)),
+            PlanOutcome("k", "react", source="cache"),
+            ModelTurn(4, "bye", (), "m", ModelCall(Usage(4, 4), "p2", 0.7)),
+        ]
+        packed = make_entries(run.id, [{"started": True}])
+        for seq, body in enumerate(bodies, start=2):
+            packed.append(record(run.id, seq, body, prev_hash=packed[-1].entry.hash, created_at=T0))
+        assert packed[4].blob is not None, "the third turn is kept as a blob"
+        await store.create_run(run, packed)
+        quiet = make_run(created_at=T0 + 1)
+        await store.create_run(quiet, make_entries(quiet.id, [{"started": True}]))
+        expected = model_calls(await store.load_journal(run.id))
+        assert len(expected) == 7
+        found = await store.model_calls(run.id)
+        assert found == expected
+        assert [c.cost_usd for c in found] == [c.cost_usd for c in expected]
+        assert spend_of(found) == spend(await store.load_journal(run.id))
+        assert await store.model_calls(quiet.id) == []
+        assert await store.model_calls(new_run_id()) == []
 
     async def check_large_payloads_go_to_shared_blobs(self, store: Store) -> None:
         payload = big_payload("same")

@@ -489,26 +489,29 @@ def test_postgres_groups_the_commits_of_concurrent_runs(pg_url, monkeypatch):
     assert len(alone) == 1, "a lone commit goes alone"
 
 
-class _PagesByCutting(SQLiteStore):
-    """A store with the port's own ``page_journal`` (the whole journal read, then cut): what an
-    adapter without a paged read of its own gives its readers."""
+class _PortDefaults(SQLiteStore):
+    """A store with the port's own ``page_journal`` (the whole journal read, then cut) and
+    ``model_calls`` (the entries that carry calls, decoded): what an adapter without reads of
+    its own gives its readers."""
 
     page_journal = Store.page_journal
+    model_calls = Store.model_calls
 
 
-def test_the_ports_own_journal_pages_pass_the_same_check(sqlite_url):
+@pytest.mark.parametrize(
+    "check",
+    [
+        "check_journal_pages_are_parts_of_the_whole_journal",
+        "check_model_calls_are_those_of_the_whole_journal",
+    ],
+)
+def test_the_ports_own_journal_reads_pass_the_same_checks(check, sqlite_url):
     async def open_store() -> Store:
-        store = _PagesByCutting(sqlite_url)
+        store = _PortDefaults(sqlite_url)
         await store.migrate()
         return store
 
     async def raw_execute(sql: str) -> list[tuple[object, ...]]:
         raise AssertionError("the check reads through the store only")
 
-    asyncio.run(
-        run_check(
-            "check_journal_pages_are_parts_of_the_whole_journal",
-            open_store=open_store,
-            raw_execute=raw_execute,
-        )
-    )
+    asyncio.run(run_check(check, open_store=open_store, raw_execute=raw_execute))

@@ -14,10 +14,10 @@ import pytest
 from consoled import consoled
 
 from autonomic.adapters.model.scripted import FunctionModel
+from autonomic.core.entries import ModelCall
 from autonomic.core.journal import Entry
 from autonomic.core.messages import Message, ModelResponse, Role, ToolCall, ToolSpec, Usage
 from autonomic.core.run import Run, RunStatus
-from autonomic.core.timeline import SPENDING
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.governance.runaway.gate import Runaway
@@ -62,7 +62,8 @@ class Reads:
     def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         self.whole: list[str] = []
         self.pages: list[tuple[str, dict[str, Any], int]] = []
-        load, page = store.load_journal, store.page_journal
+        self.calls: list[str] = []
+        load, page, calls = store.load_journal, store.page_journal, store.model_calls
 
         async def load_journal(run_id: str, **kwargs: Any) -> list[Entry]:
             self.whole.append(run_id)
@@ -73,12 +74,18 @@ class Reads:
             self.pages.append((run_id, kwargs, len(found)))
             return found
 
+        async def model_calls(run_id: str) -> list[ModelCall]:
+            self.calls.append(run_id)
+            return await calls(run_id)
+
         monkeypatch.setattr(store, "load_journal", load_journal)
+        monkeypatch.setattr(store, "model_calls", model_calls)
         monkeypatch.setattr(store, "page_journal", page_journal)
 
     def clear(self) -> None:
         self.whole.clear()
         self.pages.clear()
+        self.calls.clear()
 
     def entries_read(self) -> int:
         return sum(n for _run, _kwargs, n in self.pages)
@@ -121,9 +128,8 @@ def test_the_api_timeline_page_reads_its_rows_and_the_cost_not_the_journal(
             assert later.json()["items"] == [i for i in whole["items"] if i["seq"] > 30][:5]
             assert later.json()["cost"] == whole["cost"]
             assert reads.whole == [], "a page never reads the whole journal"
-            cost_reads = [n for _r, kwargs, n in reads.pages if kwargs.get("kinds") == SPENDING]
-            assert cost_reads == [turns, turns], "the cost reads the model turns alone"
-            assert reads.entries_read() == 2 * (5 + 1 + turns) < 2 * len(journal)
+            assert reads.calls == [run.id, run.id], "the cost is read as the model calls alone"
+            assert reads.entries_read() == 2 * (5 + 1), "a page and the next one's first row"
             past = await c.served.client.get(f"{path}?after={10**30}", headers=member)
             assert past.status_code == 200
             assert (past.json()["items"], past.json()["next_after"]) == ([], None)
@@ -151,7 +157,8 @@ def test_the_console_draws_a_long_runs_latest_rows_from_its_tail(
             assert f"{STEPS + 1} · {10 * (STEPS + 1)}+{2 * (STEPS + 1)} tok" in page
             assert f"${0.125 * (STEPS + 1):.6f}" in page, "the whole run's cost, not the tail's"
             assert reads.whole == []
-            assert reads.entries_read() == WINDOW + STEPS + 1
+            assert reads.entries_read() == WINDOW
+            assert reads.calls == [run.id]
             rest = (await member.get(f"/console/runs/{run.id}/timeline?before={drawn[0]}")).text
             assert [int(s) for s in re.findall(r'<li id="step-(\d+)"', rest)] == list(
                 range(1, drawn[0])

@@ -47,10 +47,12 @@ from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Conte
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.audit import AuditAct, AuditNote, act_body, anchor_body, body_digest
 from autonomic.core.canonical import canonical_json
+from autonomic.core.entries import ModelCall
 from autonomic.core.envelope import decode, structured
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry, EntryKind, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.core.timeline import SPENDING, model_calls
 from autonomic.errors import (
     ApprovalConflict,
     ConfigError,
@@ -111,6 +113,17 @@ def _bigint(n: int) -> int:
     """``n`` within a 64-bit integer, what both databases store and compare (a bound past it
     means the same: no seq is that large)."""
     return max(-(2**63), min(n, 2**63 - 1))
+
+
+def _model_calls_sql(call_fields: str) -> str:
+    """A run's entries that carry model calls, in seq order: each one's seq, and for a model
+    turn not kept as a blob its call's fields (``call_fields``), else ``NULL`` (read it whole)."""
+    kinds = ", ".join(f"'{k.value}'" for k in sorted(SPENDING))
+    plain = f"""j.kind = '{EntryKind.MODEL_RESPONSE.value}' AND substr(j.payload, 1, 9) <> '{{"$blob":'"""
+    return (
+        f"SELECT j.seq, CASE WHEN {plain} THEN {call_fields} END FROM journal j "
+        f"WHERE j.run_id = :run_id AND j.kind IN ({kinds}) ORDER BY j.seq"
+    )
 
 
 class Statements:
@@ -338,6 +351,12 @@ class SqlStore(Store):
     ``_journal_entries`` turns into entries (the dialect decides how blobs are resolved)."""
     _journal_pages: ClassVar[dict[tuple[bool, bool, bool, int], str]]
     """The journal reads by shape (``_journal_page_sql``)."""
+    call_fields: ClassVar[str]
+    """A model turn's call fields, from ``journal j``'s payload, as one JSON array's text: its
+    ``usage``, ``provider``, ``cost_usd``, ``attempts``, ``waited_s`` (``null`` if missing), each
+    value as written in the payload (``ModelCall.of`` reads the same keys)."""
+    _model_calls_sql: ClassVar[str]
+    """The read of ``model_calls``, made when the dialect's class is defined."""
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -346,6 +365,7 @@ class SqlStore(Store):
             cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
             cls._claims = {}
             cls._journal_pages = {}
+            cls._model_calls_sql = translate(_model_calls_sql(cls.call_fields), cls.paramstyle)
 
     def __init__(self) -> None:
         self._check_version = True  # only the lost-update test turns this off
@@ -543,6 +563,33 @@ class SqlStore(Store):
             )
             cache[shape] = translate(neutral, cls.paramstyle)
         return cache[shape]
+
+    async def model_calls(self, run_id: str) -> list[ModelCall]:
+        """One statement reads the run's entries that carry model calls, and of a model turn
+        only its call's fields (``call_fields``: the JSON values as written, so every sum comes
+        out as ``spend`` of the decoded journal would, to the last bit). Summaries, plans and a
+        model turn kept as a blob are read whole after it (a range read of those kinds)."""
+        rows = await self._read(self._model_calls_sql, {"run_id": run_id})
+        whole = [int(seq) for seq, fields in rows if fields is None]
+        decoded: dict[int, Entry] = {}
+        if whole:
+            found = await self.page_journal(
+                run_id, after_seq=whole[0] - 1, before_seq=whole[-1] + 1, kinds=SPENDING
+            )
+            decoded = {e.seq: e for e in found}
+        calls: list[ModelCall] = []
+        for seq, fields in rows:
+            if fields is None:
+                calls.extend(model_calls([decoded[int(seq)]]))
+                continue
+            usage, provider, cost_usd, attempts, waited_s = json.loads(fields)
+            calls.append(
+                ModelCall.of(
+                    {"usage": usage, "provider": provider, "cost_usd": cost_usd,
+                     "attempts": attempts, "waited_s": waited_s}
+                )
+            )  # fmt: skip
+        return calls
 
     @abc.abstractmethod
     async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:

@@ -91,9 +91,9 @@ async def get_timeline(
     """The run's journal as rows a person reads, a page at a time (``next_after``), and what all
     its model calls cost.
 
-    Reads the page (one more row, to know whether another follows) and the entries that carry
-    model calls, never the whole journal: a 500-step run's first page reads 501 of its 1,504
-    entries, plus its 500 model turns for the cost. Answered as JSON written once: the rows are
+    Reads the page (one more row, to know whether another follows) and the run's model calls
+    (``Store.model_calls``: a model turn's call fields, not the turn), never the whole journal:
+    a 500-step run's first page decodes 501 of its 1,504 entries. Answered as JSON written once: the rows are
     built here from the journal (already checked), so validating them again against the response
     model would only double the work of a long run's timeline; ``TimelineOut`` still documents
     the shape."""
