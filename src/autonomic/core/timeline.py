@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -217,6 +217,20 @@ def model_calls(entries: Iterable[Entry]) -> list[ModelCall]:
         elif isinstance(body, PlanOutcome) and body.call is not None:
             calls.append(body.call)
     return calls
+
+
+def calls_in(kind: EntryKind, payload: Mapping[str, Any]) -> tuple[ModelCall, ...]:
+    """The model calls one stored entry records, read from its payload: those ``model_calls``
+    finds in it decoded. A model turn's call is read alone (``ModelCall.of``, as ``ModelTurn``
+    reads it), without decoding its message and tool calls."""
+    if kind is EntryKind.MODEL_RESPONSE:
+        return (ModelCall.of(payload),)
+    if kind is EntryKind.SUMMARY:
+        return Summary.from_payload(payload).calls
+    if kind is EntryKind.PLAN:
+        call = PlanOutcome.from_payload(payload).call
+        return () if call is None else (call,)
+    return ()
 
 
 def spend(entries: Sequence[Entry]) -> dict[str, Any]:

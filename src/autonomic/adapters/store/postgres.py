@@ -187,10 +187,6 @@ class PostgresStore(SqlStore):
 FROM journal j
 LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
     AND b.address = (j.payload::json ->> '$blob')"""
-    call_fields = (
-        "(SELECT json_build_array(p -> 'usage', p -> 'provider', p -> 'cost_usd', "
-        "p -> 'attempts', p -> 'waited_s')::text FROM (SELECT j.payload::json AS p) AS one)"
-    )
 
     def __init__(
         self, url: str, *, min_size: int = 1, max_size: int = 20, readonly: bool = False

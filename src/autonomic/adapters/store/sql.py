@@ -50,9 +50,9 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import ModelCall
 from autonomic.core.envelope import decode, structured
 from autonomic.core.events import Event
-from autonomic.core.journal import Entry, EntryKind, PackedEntry
+from autonomic.core.journal import Entry, EntryKind, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges, RunStatus
-from autonomic.core.timeline import SPENDING, model_calls
+from autonomic.core.timeline import SPENDING, calls_in
 from autonomic.errors import (
     ApprovalConflict,
     ConfigError,
@@ -113,17 +113,6 @@ def _bigint(n: int) -> int:
     """``n`` within a 64-bit integer, what both databases store and compare (a bound past it
     means the same: no seq is that large)."""
     return max(-(2**63), min(n, 2**63 - 1))
-
-
-def _model_calls_sql(call_fields: str) -> str:
-    """A run's entries that carry model calls, in seq order: each one's seq, and for a model
-    turn not kept as a blob its call's fields (``call_fields``), else ``NULL`` (read it whole)."""
-    kinds = ", ".join(f"'{k.value}'" for k in sorted(SPENDING))
-    plain = f"""j.kind = '{EntryKind.MODEL_RESPONSE.value}' AND substr(j.payload, 1, 9) <> '{{"$blob":'"""
-    return (
-        f"SELECT j.seq, CASE WHEN {plain} THEN {call_fields} END FROM journal j "
-        f"WHERE j.run_id = :run_id AND j.kind IN ({kinds}) ORDER BY j.seq"
-    )
 
 
 class Statements:
@@ -254,6 +243,10 @@ LIMIT :limit"""
         "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
         "WHERE pos > :after ORDER BY pos LIMIT :limit"
     )
+    model_calls = (
+        "SELECT seq, kind, payload FROM journal WHERE run_id = :run_id "
+        f"AND kind IN ({', '.join(repr(k.value) for k in sorted(SPENDING))}) ORDER BY seq"
+    )
     journal_scan = (
         "SELECT run_id, seq, kind, payload, hash FROM journal "
         "WHERE (run_id, seq) > (:after_run, :after_seq) "
@@ -351,12 +344,6 @@ class SqlStore(Store):
     ``_journal_entries`` turns into entries (the dialect decides how blobs are resolved)."""
     _journal_pages: ClassVar[dict[tuple[bool, bool, bool, int], str]]
     """The journal reads by shape (``_journal_page_sql``)."""
-    call_fields: ClassVar[str]
-    """A model turn's call fields, from ``journal j``'s payload, as one JSON array's text: its
-    ``usage``, ``provider``, ``cost_usd``, ``attempts``, ``waited_s`` (``null`` if missing), each
-    value as written in the payload (``ModelCall.of`` reads the same keys)."""
-    _model_calls_sql: ClassVar[str]
-    """The read of ``model_calls``, made when the dialect's class is defined."""
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -365,7 +352,6 @@ class SqlStore(Store):
             cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
             cls._claims = {}
             cls._journal_pages = {}
-            cls._model_calls_sql = translate(_model_calls_sql(cls.call_fields), cls.paramstyle)
 
     def __init__(self) -> None:
         self._check_version = True  # only the lost-update test turns this off
@@ -565,30 +551,25 @@ class SqlStore(Store):
         return cache[shape]
 
     async def model_calls(self, run_id: str) -> list[ModelCall]:
-        """One statement reads the run's entries that carry model calls, and of a model turn
-        only its call's fields (``call_fields``: the JSON values as written, so every sum comes
-        out as ``spend`` of the decoded journal would, to the last bit). Summaries, plans and a
-        model turn kept as a blob are read whole after it (a range read of those kinds)."""
-        rows = await self._read(self._model_calls_sql, {"run_id": run_id})
-        whole = [int(seq) for seq, fields in rows if fields is None]
-        decoded: dict[int, Entry] = {}
-        if whole:
+        """One statement reads the payload text of the run's entries that carry model calls;
+        of a model turn only its call is decoded (``calls_in``), not its message. A payload kept
+        as a blob is read after it, resolved (a range read of those kinds).
+
+        The payloads are parsed here, not by the database: both parse JSON slower than
+        ``json.loads`` (measured on PostgreSQL: extracting the call's five fields of 500 turns
+        took 8 ms, sending their text 0.9 ms)."""
+        rows = await self._read(self.sql.model_calls, {"run_id": run_id})
+        blobs = [int(seq) for seq, _kind, text in rows if blob_reference(text) is not None]
+        resolved: dict[int, dict[str, Any]] = {}
+        if blobs:
             found = await self.page_journal(
-                run_id, after_seq=whole[0] - 1, before_seq=whole[-1] + 1, kinds=SPENDING
+                run_id, after_seq=blobs[0] - 1, before_seq=blobs[-1] + 1, kinds=SPENDING
             )
-            decoded = {e.seq: e for e in found}
+            resolved = {e.seq: e.payload for e in found}
         calls: list[ModelCall] = []
-        for seq, fields in rows:
-            if fields is None:
-                calls.extend(model_calls([decoded[int(seq)]]))
-                continue
-            usage, provider, cost_usd, attempts, waited_s = json.loads(fields)
-            calls.append(
-                ModelCall.of(
-                    {"usage": usage, "provider": provider, "cost_usd": cost_usd,
-                     "attempts": attempts, "waited_s": waited_s}
-                )
-            )  # fmt: skip
+        for seq, kind, text in rows:
+            payload = resolved[seq] if seq in resolved else json.loads(text)
+            calls.extend(calls_in(EntryKind(kind), payload))
         return calls
 
     @abc.abstractmethod

@@ -103,9 +103,6 @@ class SQLiteStore(SqlStore):
     )
     migration_columns = "SELECT name FROM pragma_table_info('schema_migrations')"
     journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at FROM journal j"
-    call_fields = (
-        "json_extract(j.payload, '$.usage', '$.provider', '$.cost_usd', '$.attempts', '$.waited_s')"
-    )
 
     def __init__(
         self,
