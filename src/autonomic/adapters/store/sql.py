@@ -245,7 +245,7 @@ LIMIT :limit"""
     )
     model_calls = (
         "SELECT seq, kind, payload FROM journal WHERE run_id = :run_id "
-        f"AND kind IN ({', '.join(repr(k.value) for k in sorted(SPENDING))}) ORDER BY seq"
+        f"AND kind IN ({', '.join(repr(str(k.value)) for k in sorted(SPENDING))}) ORDER BY seq"
     )
     journal_scan = (
         "SELECT run_id, seq, kind, payload, hash FROM journal "
@@ -339,12 +339,12 @@ class SqlStore(Store):
     sql: ClassVar[Statements]
     _claims: ClassVar[dict[int, str]]
     """The claims restricted to N agent versions, by N (``_claim_of``)."""
+    """The shared statements in this dialect's placeholder style, made when the class is defined."""
     journal_select: ClassVar[str]
     """The start of a journal read up to its ``WHERE``, over ``journal j``: the columns
     ``_journal_entries`` turns into entries (the dialect decides how blobs are resolved)."""
     _journal_pages: ClassVar[dict[tuple[bool, bool, bool, int], str]]
     """The journal reads by shape (``_journal_page_sql``)."""
-    """The shared statements in this dialect's placeholder style, made when the class is defined."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
