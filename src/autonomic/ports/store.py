@@ -183,7 +183,7 @@ class Store(abc.ABC):
         summed from (``spend_of``) by a reader that shows one page of a long run.
 
         This default reads and decodes the entries of the kinds that carry calls (``SPENDING``);
-        the SQL stores read only the call's fields of a model turn."""
+        the SQL stores decode only a model turn's call, not its message."""
         return model_calls(await self.page_journal(run_id, kinds=SPENDING))
 
     @abc.abstractmethod

@@ -92,11 +92,11 @@ async def get_timeline(
     its model calls cost.
 
     Reads the page (one more row, to know whether another follows) and the run's model calls
-    (``Store.model_calls``: a model turn's call fields, not the turn), never the whole journal:
-    a 500-step run's first page decodes 501 of its 1,504 entries. Answered as JSON written once: the rows are
-    built here from the journal (already checked), so validating them again against the response
-    model would only double the work of a long run's timeline; ``TimelineOut`` still documents
-    the shape."""
+    (``Store.model_calls``: a model turn's call, not its message), never the whole journal: a
+    500-step run's first page decodes 501 of its 1,504 entries. Answered as JSON written once:
+    the rows are built here from the journal (already checked), so validating them again against
+    the response model would only double the work of a long run's timeline; ``TimelineOut``
+    still documents the shape."""
     scope = service.scope(identity)
     run, shown = await scope.journal(run_id, after_seq=after, limit=limit + 1)
     service.authorize(identity, Action.READ, Resource.of_run(run))
