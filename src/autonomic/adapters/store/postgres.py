@@ -183,8 +183,8 @@ class PostgresStore(SqlStore):
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
     )
-    journal_select = """SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data
-FROM journal j
+    journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data"
+    journal_join = """
 LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
     AND b.address = (j.payload::json ->> '$blob')"""
 

@@ -12,7 +12,7 @@
   statement and pipelines the commits that queue while one is in flight. ``commit`` itself (queue,
   then wait until durable) is here; the dialect's ``_flush_soon`` decides when the queue is written;
 * ``create_run`` and reading the journal (``_journal_entries``: the statement, written here once
-  for every page shape, is the dialect's ``journal_select`` with shared conditions), which SQLite
+  for every page shape, selects the dialect's ``journal_select`` from the page), which SQLite
   does in several cheap statements and PostgreSQL in one round trip;
 * driver errors, translated into the port's (a caller never sees ``sqlite3`` or ``psycopg``), and
   the URL.
@@ -341,8 +341,10 @@ class SqlStore(Store):
     """The claims restricted to N agent versions, by N (``_claim_of``)."""
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
     journal_select: ClassVar[str]
-    """The start of a journal read up to its ``WHERE``, over ``journal j``: the columns
-    ``_journal_entries`` turns into entries (the dialect decides how blobs are resolved)."""
+    """The columns of a journal read, of the page ``j``: what ``_journal_entries`` turns into
+    entries (the dialect decides how blobs are resolved)."""
+    journal_join: ClassVar[str] = ""
+    """What is joined to the page ``j`` (PostgreSQL: its blobs)."""
     _journal_pages: ClassVar[dict[tuple[bool, bool, bool, int], str]]
     """The journal reads by shape (``_journal_page_sql``)."""
 
@@ -538,14 +540,22 @@ class SqlStore(Store):
         cache = cls._journal_pages
         shape = (before, limit, newest, kinds)
         if shape not in cache:
-            where = ["j.run_id = :run_id", "j.seq > :after_seq"]
+            where = ["run_id = :run_id", "seq > :after_seq"]
             if before:
-                where.append("j.seq < :before_seq")
+                where.append("seq < :before_seq")
             if kinds:
-                where.append(f"j.kind IN ({', '.join(f':kind_{i}' for i in range(kinds))})")
+                where.append(f"kind IN ({', '.join(f':kind_{i}' for i in range(kinds))})")
+            order = " DESC" if newest else ""
+            # The page is chosen before anything is joined to it: PostgreSQL's planner, with no
+            # statistics yet on a young table, otherwise joins the blobs to every entry of the
+            # run and cuts after sorting (6 ms against 1.4 ms for 300 of 1,504 entries).
+            page = (
+                "SELECT seq, kind, payload, hash, created_at FROM journal "
+                f"WHERE {' AND '.join(where)} ORDER BY seq{order}"
+                f"{' LIMIT :limit' if limit else ''}"
+            )
             neutral = (
-                f"{cls.journal_select} WHERE {' AND '.join(where)} "
-                f"ORDER BY j.seq{' DESC' if newest else ''}{' LIMIT :limit' if limit else ''}"
+                f"{cls.journal_select} FROM ({page}) j{cls.journal_join} ORDER BY j.seq{order}"
             )
             cache[shape] = translate(neutral, cls.paramstyle)
         return cache[shape]

@@ -102,7 +102,7 @@ class SQLiteStore(SqlStore):
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
     )
     migration_columns = "SELECT name FROM pragma_table_info('schema_migrations')"
-    journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at FROM journal j"
+    journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at"
 
     def __init__(
         self,
