@@ -18,6 +18,7 @@ inbox and a long run's timeline render server-side.
 
 Usage: .venv/bin/python benchmarks/service_bench.py [--duration 60] [--clients 50]
        [--pg postgresql://postgres@127.0.0.1:5432/test] [--inbox 100] [--steps 500]
+       [--repeats 30] [--render-only]
 The client processes share the machine with the server: on 2 cores the clients take CPU the
 server would have had, so requests/s here is a floor.
 """
@@ -30,6 +31,7 @@ import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -43,7 +45,7 @@ import psycopg
 from autonomic.adapters.model.scripted import FunctionModel
 from autonomic.bootstrap import build_agents, build_model, build_store
 from autonomic.core.messages import ModelResponse, ToolCall
-from autonomic.core.timeline import spend_of, timeline
+from autonomic.core.timeline import spend, spend_of, timeline
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.engine.worker import Worker
@@ -278,6 +280,39 @@ def long_agent(steps: int) -> tuple[Agent, FunctionModel]:
     return agent, FunctionModel(policy, name="counter")
 
 
+async def first_page_parts(store: Any, run: Any, repeats: int) -> dict[str, Any]:
+    """The timeline's first page computed in process, no HTTP: from the whole journal (how the
+    route read it before 2026-12-04) and from a page and the model calls (how it reads now),
+    with the same rows and cost; median milliseconds, and the new way's parts."""
+    times: dict[str, list[float]] = {}
+
+    def took(name: str, since: float) -> float:
+        now = time.perf_counter()
+        times.setdefault(name, []).append((now - since) * 1000)
+        return now
+
+    for _ in range(repeats + 3):
+        t0 = time.perf_counter()
+        entries = await store.load_journal(run.id)
+        rows = [i.to_dict() for i in timeline(entries[:TIMELINE_PAGE], start=run.created_at)]
+        whole = json.dumps({"items": rows, "cost": spend(entries)})
+        t = took("whole journal", t0)
+        page = await store.page_journal(run.id, limit=TIMELINE_PAGE + 1)
+        t = took("page read", t)
+        rows = [i.to_dict() for i in timeline(page[:TIMELINE_PAGE], start=run.created_at)]
+        t = took("rows", t)
+        cost = spend_of(await store.model_calls(run.id))
+        t = took("cost", t)
+        paged = json.dumps({"items": rows, "cost": cost})
+        took("json", t)
+        assert paged == whole, "the page and its cost must not depend on how they were read"
+    parts = ("page read", "rows", "cost", "json")
+    times["paged"] = [sum(one) for one in zip(*(times[p] for p in parts), strict=True)]
+    return {"render": "first page in process, median ms"} | {
+        name: round(statistics.median(values[3:]), 2) for name, values in times.items()
+    }
+
+
 @contextlib.asynccontextmanager
 async def app_client(url: str) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     app = create_app(ServiceSettings(db=url))
@@ -306,9 +341,9 @@ async def rendering(url: str, inbox: int, steps: int, repeats: int) -> list[dict
                      gates=[policy.risk.gate()], runaway=Runaway(enabled=False))  # fmt: skip
     for _ in range(inbox):
         await waiting.run("counter", "count", tenant="bench", requester="someone@bench")
+    results = [await first_page_parts(store, long_run, repeats)]
     await store.close()
     entries_count = 0
-    results = []
     async with app_client(url) as (service, client):
         _, secret = await service.keys.create(
             tenant="bench", role="approver", name="r", by="b", expires_in=None
@@ -371,19 +406,25 @@ async def main() -> None:
     parser.add_argument("--inbox", type=int, default=100)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--render-only", action="store_true", help="skip the load parts (1 and 2): render only"
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
-    with schema(args.pg) as url:
-        await migrate(url)
-        rows.append(await api_load(url, args.clients, args.duration))
-    with schema(args.pg) as url:
-        await migrate(url)
-        rows.append(await python_load(url, args.clients, args.duration))
+    if not args.render_only:
+        with schema(args.pg) as url:
+            await migrate(url)
+            rows.append(await api_load(url, args.clients, args.duration))
+        with schema(args.pg) as url:
+            await migrate(url)
+            rows.append(await python_load(url, args.clients, args.duration))
     with schema(args.pg) as url:
         await migrate(url)
         render = await rendering(url, args.inbox, args.steps, args.repeats)
     for row in rows + render:
         print(json.dumps(row))
+    if not rows:
+        return
     api, py = rows
     print()
     print("| mode | clients | requests/s | P50 ms | P99 ms | errors |")
@@ -395,8 +436,9 @@ async def main() -> None:
     print(f"\nAPI / Python API throughput: x{api['requests_per_s'] / py['requests_per_s']:.2f}")
     print("\n| server-side render | rows | P50 ms | P99 ms |")
     print("| --- | ---: | ---: | ---: |")
-    for r in render[:-1]:
-        print(f"| {r['render']} | {r['rows']} | {r['p50_ms']} | {r['p99_ms']} |")
+    for r in render:
+        if "p50_ms" in r:
+            print(f"| {r['render']} | {r['rows']} | {r['p50_ms']} | {r['p99_ms']} |")
 
 
 if __name__ == "__main__":
