@@ -7,8 +7,9 @@ inbox and a long run's timeline render server-side.
    ``autonomic serve`` process on 127.0.0.1 and the worker a real ``autonomic worker`` process,
    both on a fresh schema. Requests/s, P50/P99 latency, errors.
 2. **The same work through the Python API**, in one process: the same number of concurrent
-   tasks calling ``Engine.start`` and reading the journal + ``timeline()`` + ``spend()``, with a
-   ``Worker`` in the same process, on another fresh schema. Operations/s; the ratio of the two
+   tasks calling ``Engine.start`` and reading what the timeline route reads (the run, a page of
+   its journal, its model calls) into the same rows and cost, with a ``Worker`` in the same
+   process, on another fresh schema. Operations/s; the ratio of the two
    says what the service layer (HTTP, JSON, authentication, authorization, tenant scope) costs.
 3. **Server-side rendering** (in process, ASGI transport, no network): ``GET /approvals`` with
    ``--inbox`` pending approvals in the tenant, and ``GET /runs/{id}/timeline`` of a 500-step run
@@ -17,6 +18,7 @@ inbox and a long run's timeline render server-side.
 
 Usage: .venv/bin/python benchmarks/service_bench.py [--duration 60] [--clients 50]
        [--pg postgresql://postgres@127.0.0.1:5432/test] [--inbox 100] [--steps 500]
+       [--repeats 30] [--render-only]
 The client processes share the machine with the server: on 2 cores the clients take CPU the
 server would have had, so requests/s here is a floor.
 """
@@ -29,6 +31,7 @@ import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -42,16 +45,24 @@ import psycopg
 from autonomic.adapters.model.scripted import FunctionModel
 from autonomic.bootstrap import build_agents, build_model, build_store
 from autonomic.core.messages import ModelResponse, ToolCall
-from autonomic.core.timeline import spend, timeline
+from autonomic.core.timeline import spend, spend_of, timeline
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.engine.worker import Worker
 from autonomic.governance.runaway.gate import Runaway
 from autonomic.service.app import create_app
+from autonomic.service.routes.runs import TIMELINE_PAGE
 from autonomic.service.settings import ServiceSettings
 from autonomic.tools.contract import tool
 
 CLI = [sys.executable, "-m", "autonomic.cli"]
+STARTUP_S = 120.0
+"""How long the service may take to answer ``/healthz`` before the benchmark gives up."""
+STOP_S = 60.0
+"""How long the service, the worker and the in-process worker get to stop after the load."""
+REQUEST_TIMEOUT_S = 30.0
+"""A request slower than this counts as an error: the load ends at most this long after
+``--duration`` on any machine."""
 TASKS = [
     "Where is my order 1234? - ann@example.com",
     "Please cancel order 5678, I changed my mind. - bob@example.org",
@@ -110,10 +121,16 @@ async def api_load(url: str, clients: int, duration: float) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {secret}"}
     try:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as probe:
-            for _ in range(600):
+            ready_by = time.monotonic() + STARTUP_S
+            while True:
                 with contextlib.suppress(httpx.TransportError):
                     if (await probe.get("/healthz")).status_code == 200:
                         break
+                if server.poll() is not None or time.monotonic() > ready_by:
+                    raise SystemExit(
+                        f"`autonomic serve` did not answer /healthz within {STARTUP_S:.0f} s "
+                        f"(exit code {server.poll()}); run it by hand to see why"
+                    )
                 await asyncio.sleep(0.1)
         latencies: dict[str, list[float]] = {"start": [], "timeline": []}
         errors = {"start": 0, "timeline": 0}
@@ -150,7 +167,7 @@ async def api_load(url: str, clients: int, duration: float) -> dict[str, Any]:
                 previous = run_id
 
         async with httpx.AsyncClient(
-            base_url=base, headers=headers, timeout=30, limits=limits
+            base_url=base, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits
         ) as http:
             began = time.perf_counter()
             await asyncio.gather(*(client(n, http) for n in range(clients)))
@@ -159,7 +176,11 @@ async def api_load(url: str, clients: int, duration: float) -> dict[str, Any]:
         for proc in (server, worker):
             proc.terminate()
         for proc in (server, worker):
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=STOP_S)
+            except subprocess.TimeoutExpired:  # a loaded machine: do not wait for ever
+                proc.kill()
+                proc.wait()
     every = latencies["start"] + latencies["timeline"]
     return {
         "mode": "api",
@@ -204,11 +225,14 @@ async def python_load(url: str, clients: int, duration: float) -> dict[str, Any]
                 errors += 1
                 continue
             latencies.append(time.perf_counter() - t0)
-            if previous is not None:
+            if previous is not None:  # what GET /runs/{id}/timeline reads and computes
                 t0 = time.perf_counter()
-                entries = await store.load_journal(previous)
-                rows = [item.to_dict() for item in timeline(entries)]
-                json.dumps({"items": rows, "cost": spend(entries)})
+                read = await store.get_run(previous)
+                entries = await store.page_journal(previous, limit=TIMELINE_PAGE + 1)
+                rows = [item.to_dict() for item in timeline(entries[:TIMELINE_PAGE],
+                                                            start=read.created_at)]  # fmt: skip
+                cost = spend_of(await store.model_calls(previous))
+                json.dumps({"items": rows, "cost": cost})
                 latencies.append(time.perf_counter() - t0)
             previous = run.id
 
@@ -216,7 +240,8 @@ async def python_load(url: str, clients: int, duration: float) -> dict[str, Any]
     await asyncio.gather(*(client(n) for n in range(clients)))
     elapsed = time.perf_counter() - began
     worker.stop()
-    await driving
+    with contextlib.suppress(TimeoutError):  # runs in flight finish, within STOP_S under load
+        await asyncio.wait_for(driving, STOP_S)
     await engine.aclose()
     await worker_engine.aclose()
     await store.close()
@@ -255,6 +280,39 @@ def long_agent(steps: int) -> tuple[Agent, FunctionModel]:
     return agent, FunctionModel(policy, name="counter")
 
 
+async def first_page_parts(store: Any, run: Any, repeats: int) -> dict[str, Any]:
+    """The timeline's first page computed in process, no HTTP: from the whole journal (how the
+    route read it before 2026-12-04) and from a page and the model calls (how it reads now),
+    with the same rows and cost; median milliseconds, and the new way's parts."""
+    times: dict[str, list[float]] = {}
+
+    def took(name: str, since: float) -> float:
+        now = time.perf_counter()
+        times.setdefault(name, []).append((now - since) * 1000)
+        return now
+
+    for _ in range(repeats + 3):
+        t0 = time.perf_counter()
+        entries = await store.load_journal(run.id)
+        rows = [i.to_dict() for i in timeline(entries[:TIMELINE_PAGE], start=run.created_at)]
+        whole = json.dumps({"items": rows, "cost": spend(entries)})
+        t = took("whole journal", t0)
+        page = await store.page_journal(run.id, limit=TIMELINE_PAGE + 1)
+        t = took("page read", t)
+        rows = [i.to_dict() for i in timeline(page[:TIMELINE_PAGE], start=run.created_at)]
+        t = took("rows", t)
+        cost = spend_of(await store.model_calls(run.id))
+        t = took("cost", t)
+        paged = json.dumps({"items": rows, "cost": cost})
+        took("json", t)
+        assert paged == whole, "the page and its cost must not depend on how they were read"
+    parts = ("page read", "rows", "cost", "json")
+    times["paged"] = [sum(one) for one in zip(*(times[p] for p in parts), strict=True)]
+    return {"render": "first page in process, median ms"} | {
+        name: round(statistics.median(values[3:]), 2) for name, values in times.items()
+    }
+
+
 @contextlib.asynccontextmanager
 async def app_client(url: str) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     app = create_app(ServiceSettings(db=url))
@@ -283,9 +341,9 @@ async def rendering(url: str, inbox: int, steps: int, repeats: int) -> list[dict
                      gates=[policy.risk.gate()], runaway=Runaway(enabled=False))  # fmt: skip
     for _ in range(inbox):
         await waiting.run("counter", "count", tenant="bench", requester="someone@bench")
+    results = [await first_page_parts(store, long_run, repeats)]
     await store.close()
     entries_count = 0
-    results = []
     async with app_client(url) as (service, client):
         _, secret = await service.keys.create(
             tenant="bench", role="approver", name="r", by="b", expires_in=None
@@ -348,19 +406,25 @@ async def main() -> None:
     parser.add_argument("--inbox", type=int, default=100)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--render-only", action="store_true", help="skip the load parts (1 and 2): render only"
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
-    with schema(args.pg) as url:
-        await migrate(url)
-        rows.append(await api_load(url, args.clients, args.duration))
-    with schema(args.pg) as url:
-        await migrate(url)
-        rows.append(await python_load(url, args.clients, args.duration))
+    if not args.render_only:
+        with schema(args.pg) as url:
+            await migrate(url)
+            rows.append(await api_load(url, args.clients, args.duration))
+        with schema(args.pg) as url:
+            await migrate(url)
+            rows.append(await python_load(url, args.clients, args.duration))
     with schema(args.pg) as url:
         await migrate(url)
         render = await rendering(url, args.inbox, args.steps, args.repeats)
     for row in rows + render:
         print(json.dumps(row))
+    if not rows:
+        return
     api, py = rows
     print()
     print("| mode | clients | requests/s | P50 ms | P99 ms | errors |")
@@ -372,8 +436,9 @@ async def main() -> None:
     print(f"\nAPI / Python API throughput: x{api['requests_per_s'] / py['requests_per_s']:.2f}")
     print("\n| server-side render | rows | P50 ms | P99 ms |")
     print("| --- | ---: | ---: | ---: |")
-    for r in render[:-1]:
-        print(f"| {r['render']} | {r['rows']} | {r['p50_ms']} | {r['p99_ms']} |")
+    for r in render:
+        if "p50_ms" in r:
+            print(f"| {r['render']} | {r['rows']} | {r['p50_ms']} | {r['p99_ms']} |")
 
 
 if __name__ == "__main__":

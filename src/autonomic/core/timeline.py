@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -30,8 +30,18 @@ from autonomic.core.entries import (
 )
 from autonomic.core.journal import Entry, EntryKind
 
-_SPENDING = frozenset({EntryKind.MODEL_RESPONSE, EntryKind.SUMMARY, EntryKind.PLAN})
-"""The kinds whose entries carry model calls, and so cost."""
+SPENDING = frozenset(
+    {
+        EntryKind.MODEL_RESPONSE,
+        EntryKind.SUMMARY,
+        EntryKind.PLAN,
+        EntryKind.PLAN_CANDIDATE,
+        EntryKind.PLAN_SCORE,
+        EntryKind.SUBTASK,
+    }
+)
+"""The kinds whose entries carry model calls, and so cost: ``spend`` of a run's entries of these
+kinds alone is the spend of its whole journal (``Store.model_calls`` reads no other)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +233,52 @@ def _compensation_summary(body: CompensationStep) -> str:
     return f"compensated {body.of} (step {body.step}) with {body.tool}: {outcome}"
 
 
+def model_calls(entries: Iterable[Entry]) -> list[ModelCall]:
+    """The model calls ``entries`` record, in journal order: a model turn's, a summary's, a
+    plan's (what ``Store.model_calls`` reads without the rest of the journal)."""
+    calls: list[ModelCall] = []
+    for e in entries:
+        if e.kind not in SPENDING:
+            continue  # decoding every entry of a long run only to skip it costs more than the sum
+        body = e.body
+        if isinstance(body, ModelTurn):
+            calls.append(body.call)
+        elif isinstance(body, Summary):
+            calls.extend(body.calls)
+        elif (
+            isinstance(body, PlanOutcome | PlanCandidate | PlanScore | SubtaskStep)
+            and body.call is not None
+        ):
+            calls.append(body.call)  # a plan's, a candidate's, a score's, a coordinator's graph
+    return calls
+
+
+def calls_in(kind: EntryKind, payload: Mapping[str, Any]) -> tuple[ModelCall, ...]:
+    """The model calls one stored entry records, read from its payload: those ``model_calls``
+    finds in it decoded. A model turn's call is read alone (``ModelCall.of``, as ``ModelTurn``
+    reads it), without decoding its message and tool calls."""
+    if kind is EntryKind.MODEL_RESPONSE:
+        return (ModelCall.of(payload),)
+    if kind is EntryKind.SUMMARY:
+        return Summary.from_payload(payload).calls
+    if kind in (EntryKind.PLAN, EntryKind.PLAN_CANDIDATE, EntryKind.PLAN_SCORE, EntryKind.SUBTASK):
+        call = ModelCall.of(payload) if "usage" in payload else None
+        return () if call is None else (call,)
+    return ()
+
+
 def spend(entries: Sequence[Entry]) -> dict[str, Any]:
     """What a run's model calls cost: totals and per provider (``cost_usd`` is 0 for calls
     whose prices are unknown, e.g. a model used without the gateway)."""
+    return spend_of(model_calls(entries))
+
+
+def spend_of(calls: Iterable[ModelCall]) -> dict[str, Any]:
+    """``spend`` of the calls themselves (``model_calls`` of the journal, in its order: the
+    sums are the same to the last bit however they were read)."""
     providers: dict[str, dict[str, Any]] = {}
     total = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
-
-    def add(call: ModelCall) -> None:
+    for call in calls:
         row = providers.setdefault(
             str(call.provider or "-"),
             {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0},
@@ -239,18 +288,6 @@ def spend(entries: Sequence[Entry]) -> dict[str, Any]:
             target["input_tokens"] += call.usage.input_tokens
             target["output_tokens"] += call.usage.output_tokens
             target["cost_usd"] += call.cost
-
-    for e in entries:
-        if e.kind not in _SPENDING:
-            continue  # decoding every entry of a long run only to skip it costs more than the sum
-        body = e.body
-        if isinstance(body, ModelTurn):
-            add(body.call)
-        elif isinstance(body, Summary):
-            for call in body.calls:
-                add(call)
-        elif isinstance(body, PlanOutcome) and body.call is not None:
-            add(body.call)
     for row in (*providers.values(), total):
         row["cost_usd"] = round(row["cost_usd"], 6)
     return total | {"providers": providers}

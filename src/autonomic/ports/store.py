@@ -11,15 +11,17 @@ changes nothing and raises ``StaleVersion``. Writes made under a lease also name
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.audit import AuditAct, AuditNote
+from autonomic.core.entries import ModelCall
 from autonomic.core.events import Event
-from autonomic.core.journal import Entry, PackedEntry
+from autonomic.core.journal import Entry, EntryKind, PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.core.timeline import SPENDING, model_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,14 @@ class Waiting(NamedTuple):
     run_id: str
     version: int
     ended: int
+
+
+def check_journal_page(limit: int | None, kinds: Collection[EntryKind] | None) -> None:
+    """Refuse a page that cannot be meant: a negative ``limit``, ``kinds`` that is empty."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"a journal page holds 0 or more entries, not limit={limit}")
+    if kinds is not None and not kinds:
+        raise ValueError("kinds=() asks for no entry at all: pass None for every kind")
 
 
 class Store(abc.ABC):
@@ -145,6 +155,46 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         """Entries with ``seq > after_seq`` in order, blob payloads resolved."""
+
+    async def page_journal(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+        kinds: Collection[EntryKind] | None = None,
+    ) -> list[Entry]:
+        """A part of the journal, in seq order, blob payloads resolved: entries with
+        ``after_seq < seq < before_seq`` (``None``: no upper bound), of ``kinds`` only (``None``:
+        every kind), at most ``limit`` of them (``None``: all) - the first ones, or with
+        ``newest`` the last ones.
+
+        What a reader that shows one page of a long run uses (the service's timeline, the
+        console's run page, the approvals inbox), so that it reads that page and not the whole
+        journal. This default reads the whole journal and cuts it: right for any adapter, cheap
+        for none; the SQL stores read only the rows asked for."""
+        check_journal_page(limit, kinds)
+        entries = await self.load_journal(run_id, after_seq=after_seq)
+        wanted = frozenset(kinds) if kinds is not None else None
+        found = [
+            e
+            for e in entries
+            if (before_seq is None or e.seq < before_seq) and (wanted is None or e.kind in wanted)
+        ]
+        if limit is None:
+            return found
+        return found[-limit:] if newest and limit else found[:limit]
+
+    async def model_calls(self, run_id: str) -> list[ModelCall]:
+        """Every model call ``run_id``'s journal records, in journal order - what
+        ``core.timeline.model_calls`` finds in the whole journal, and so what the run's cost is
+        summed from (``spend_of``) by a reader that shows one page of a long run.
+
+        This default reads and decodes the entries of the kinds that carry calls (``SPENDING``);
+        the SQL stores decode only a model turn's call, not its message."""
+        return model_calls(await self.page_journal(run_id, kinds=SPENDING))
 
     @abc.abstractmethod
     async def commit(

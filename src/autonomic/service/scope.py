@@ -3,7 +3,8 @@
 
 Lists are filtered by tenant in SQL (``Store.page_runs``, ``Store.list_approvals``); one object is
 read by id and then refused, as ``NotFound`` worded exactly like a missing id, when it belongs to
-another tenant: existence does not leak. A journal is read only after its run passed that check.
+another tenant: existence does not leak. A journal is read only after its run passed that check,
+and a long run's only as far as the page shown (``Store.page_journal``).
 An admin's scope is every tenant. Events and dead letters are scoped the same way, by the tenant
 each event was published for; KPIs are computed over the scope's runs only.
 
@@ -14,11 +15,13 @@ Writes go through the engine and the approval desk, always after a read through 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
+from autonomic.core.timeline import spend_of
 from autonomic.errors import NotFound
 from autonomic.observability.kpis import RunFacts, run_facts
 from autonomic.ports.bus import Bus, DeadLetter
@@ -67,10 +70,31 @@ class TenantScope:
             tenant=self.tenant, status=status, agent=agent, since=since, before=before, limit=limit
         )
 
-    async def journal(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Entry]]:
-        """The run and its journal entries (after ``after_seq``), once the run is this scope's."""
+    async def journal(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> tuple[Run, list[Entry]]:
+        """The run and its journal entries - all of them after ``after_seq``, or the page
+        ``Store.page_journal`` reads with these arguments - once the run is this scope's."""
         run = await self.run(run_id)
-        return run, await self.store.load_journal(run_id, after_seq=after_seq)
+        if before_seq is None and limit is None:
+            return run, await self.store.load_journal(run_id, after_seq=after_seq)
+        page = await self.store.page_journal(
+            run_id, after_seq=after_seq, before_seq=before_seq, limit=limit, newest=newest
+        )
+        return run, page
+
+    async def cost(self, run: Run) -> dict[str, Any]:
+        """What ``run``'s model calls cost (``core.timeline.spend``), summed from its calls alone
+        (``Store.model_calls``), not its whole journal."""
+        if not self._mine(run.tenant):
+            raise NotFound(f"no run {run.id}")
+        return spend_of(await self.store.model_calls(run.id))
 
     async def approval(self, approval_id: str) -> Approval:
         """The approval, or ``NotFound`` (also when it is another tenant's)."""

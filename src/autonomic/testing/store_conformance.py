@@ -29,8 +29,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from autonomic.core.approval import Approval, ApprovalStatus, binding_hash
-from autonomic.core.journal import BLOB_THRESHOLD, GENESIS_HASH, EntryKind, PackedEntry, pack
+from autonomic.core.entries import Body, ModelCall, ModelTurn, PlanOutcome, Summary, ToolIntent
+from autonomic.core.journal import (
+    BLOB_THRESHOLD,
+    GENESIS_HASH,
+    EntryKind,
+    PackedEntry,
+    pack,
+    record,
+)
+from autonomic.core.messages import Usage
 from autonomic.core.run import Lease, Run, RunChanges, RunStatus
+from autonomic.core.timeline import model_calls, spend, spend_of
 from autonomic.errors import (
     ApprovalConflict,
     JournalConflict,
@@ -346,6 +356,102 @@ class StoreConformance:
         other = make_run(created_at=T0 + 1)
         await store.create_run(other, make_entries(other.id, [{"other": True}]))
         assert await store.load_journal(run.id) == expected, "journals of runs must not mix"
+
+    async def check_journal_pages_are_parts_of_the_whole_journal(self, store: Store) -> None:
+        """``page_journal``: every shape of page is the matching part of ``load_journal``, blob
+        payloads resolved, in seq order - the readers of one page of a long run rely on it."""
+        run = make_run()
+        kinds = [EntryKind.MODEL_RESPONSE, EntryKind.TOOL_INTENT, EntryKind.TOOL_RESULT]
+        packed: list[PackedEntry] = []
+        prev_hash = GENESIS_HASH
+        for seq in range(1, 13):
+            kind = EntryKind.RUN_STARTED if seq == 1 else kinds[seq % 3]
+            payload = big_payload(f"s{seq}") if seq in (5, 10) else {"seq": seq}
+            packed.append(
+                pack(run.id, seq, kind, payload, prev_hash=prev_hash, created_at=T0 + seq)
+            )
+            prev_hash = packed[-1].entry.hash
+        await store.create_run(run, packed[:6])
+        await store.commit(
+            run.id,
+            expected_version=1,
+            fence=None,
+            entries=packed[6:],
+            changes=RunChanges(),
+            now=T0 + 20,
+        )
+        other = make_run(created_at=T0 + 1)
+        await store.create_run(other, make_entries(other.id, [{"other": 1}, {"other": 2}]))
+        whole = await store.load_journal(run.id)
+        assert whole == [p.entry for p in packed]
+        page = store.page_journal
+        assert await page(run.id) == whole
+        assert await page(run.id, after_seq=3, limit=4) == whole[3:7]
+        assert await page(run.id, after_seq=9, limit=100) == whole[9:]
+        assert await page(run.id, limit=3, newest=True) == whole[-3:], "the last 3, in seq order"
+        assert await page(run.id, before_seq=8, limit=2, newest=True) == whole[5:7]
+        assert await page(run.id, before_seq=6) == whole[:5]
+        assert await page(run.id, after_seq=2, before_seq=6) == whole[2:5]
+        assert await page(run.id, after_seq=4, limit=1) == [whole[4]], "one entry, a blob"
+        assert (await page(run.id, after_seq=4, limit=1))[0].payload == big_payload("s5")
+        assert await page(run.id, limit=0) == []
+        assert await page(run.id, after_seq=12) == []
+        assert await page(run.id, before_seq=1) == []
+        huge = 10**30  # past any integer column: a bound that large still just means "all"
+        assert await page(run.id, after_seq=huge) == []
+        assert await page(run.id, before_seq=huge, limit=huge) == whole
+        assert await page(run.id, limit=5, newest=True, after_seq=10) == whole[10:]
+        spending = [e for e in whole if e.kind is EntryKind.MODEL_RESPONSE]
+        assert [e.seq for e in spending] == [3, 6, 9, 12]
+        assert await page(run.id, kinds={EntryKind.MODEL_RESPONSE}) == spending
+        assert await page(run.id, kinds=[EntryKind.MODEL_RESPONSE], after_seq=6, limit=1) == [
+            spending[2]
+        ]
+        both = {EntryKind.RUN_STARTED, EntryKind.TOOL_RESULT}
+        assert await page(run.id, kinds=both) == [e for e in whole if e.kind in both]
+        assert await page(run.id, kinds=[EntryKind.APPROVAL]) == []
+        assert await page(new_run_id(), limit=5) == [], "a run that does not exist: no entries"
+        assert (
+            await page(other.id, newest=True, limit=1) == (await store.load_journal(other.id))[1:]
+        ), "journals of runs must not mix"
+        for bad in ({"limit": -1}, {"kinds": ()}):
+            try:
+                await page(run.id, **bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"page_journal({bad}) must be refused with a ValueError")
+
+    async def check_model_calls_are_those_of_the_whole_journal(self, store: Store) -> None:
+        """``model_calls``: the calls ``core.timeline.model_calls`` finds in the whole journal,
+        in its order and to the last bit of every cost - a model turn's (with and without a
+        provider, kept inline or as a blob), a summary's, a plan's - and nothing else."""
+        run = make_run()
+        priced = ModelCall(Usage(7, 3), provider="p1", cost_usd=0.1, attempts=2, waited_s=1e-07)
+        bodies: list[Body] = [
+            ModelTurn(1, "hello", (), "m", priced),
+            ToolIntent("c1", "pay", "1", {"amount": 0.30000000000000004}, "k1", True),
+            ModelTurn(2, None, (), "m", ModelCall(Usage(5, 1))),
+            ModelTurn(3, "é" * BLOB_THRESHOLD, (), "m", priced._replace(cost_usd=0.2)),
+            Summary((), (ModelCall(Usage(2, 2), "p2", 0.30000000000000004), ModelCall())),
+            PlanOutcome("k", "react", source="model", call=ModelCall(Usage(1, 1), "p1", 1e-9)),
+            PlanOutcome("k", "react", source="cache"),
+            ModelTurn(4, "bye", (), "m", ModelCall(Usage(4, 4), "p2", 0.7)),
+        ]
+        packed = make_entries(run.id, [{"started": True}])
+        for seq, body in enumerate(bodies, start=2):
+            packed.append(record(run.id, seq, body, prev_hash=packed[-1].entry.hash, created_at=T0))
+        assert packed[4].blob is not None, "the third turn is kept as a blob"
+        await store.create_run(run, packed)
+        quiet = make_run(created_at=T0 + 1)
+        await store.create_run(quiet, make_entries(quiet.id, [{"started": True}]))
+        expected = model_calls(await store.load_journal(run.id))
+        assert len(expected) == 7
+        found = await store.model_calls(run.id)
+        assert found == expected
+        assert [c.cost_usd for c in found] == [c.cost_usd for c in expected]
+        assert spend_of(found) == spend(await store.load_journal(run.id))
+        assert await store.model_calls(quiet.id) == []
+        assert await store.model_calls(new_run_id()) == []
 
     async def check_large_payloads_go_to_shared_blobs(self, store: Store) -> None:
         payload = big_payload("same")

@@ -10,6 +10,7 @@ import pytest
 
 from autonomic.adapters.store import migrations
 from autonomic.adapters.store.postgres import PostgresStore
+from autonomic.adapters.store.sqlite import SQLiteStore
 from autonomic.bootstrap import build_store
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import ConfigError, LeaseLost, StaleVersion, StoreUnavailable
@@ -486,3 +487,31 @@ def test_postgres_groups_the_commits_of_concurrent_runs(pg_url, monkeypatch):
     assert versions == [2] * 20 + [3]
     assert together == [20], "20 concurrent commits went as one group"
     assert len(alone) == 1, "a lone commit goes alone"
+
+
+class _PortDefaults(SQLiteStore):
+    """A store with the port's own ``page_journal`` (the whole journal read, then cut) and
+    ``model_calls`` (the entries that carry calls, decoded): what an adapter without reads of
+    its own gives its readers."""
+
+    page_journal = Store.page_journal
+    model_calls = Store.model_calls
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "check_journal_pages_are_parts_of_the_whole_journal",
+        "check_model_calls_are_those_of_the_whole_journal",
+    ],
+)
+def test_the_ports_own_journal_reads_pass_the_same_checks(check, sqlite_url):
+    async def open_store() -> Store:
+        store = _PortDefaults(sqlite_url)
+        await store.migrate()
+        return store
+
+    async def raw_execute(sql: str) -> list[tuple[object, ...]]:
+        raise AssertionError("the check reads through the store only")
+
+    asyncio.run(run_check(check, open_store=open_store, raw_execute=raw_execute))

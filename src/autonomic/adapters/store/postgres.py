@@ -161,17 +161,6 @@ SELECT (SELECT version FROM head), (SELECT current_version FROM current),
     "pyformat",
 )
 
-_LOAD_JOURNAL = translate(
-    """SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data
-FROM journal j
-LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
-    AND b.address = (j.payload::json ->> '$blob')
-WHERE j.run_id = :run_id AND j.seq > :after_seq
-ORDER BY j.seq""",
-    "pyformat",
-)
-
-
 # What the schema a connection writes into (the first existing one on its search_path) holds.
 _CATALOG = """SELECT current_schema(), ARRAY(
     SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -194,6 +183,10 @@ class PostgresStore(SqlStore):
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
     )
+    journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data"
+    journal_join = """
+LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
+    AND b.address = (j.payload::json ->> '$blob')"""
 
     def __init__(
         self, url: str, *, min_size: int = 1, max_size: int = 20, readonly: bool = False
@@ -388,10 +381,10 @@ class PostgresStore(SqlStore):
             async with conn.cursor() as cur:
                 await cur.executemany(self.sql.insert_outbox, rows)
 
-    async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+    async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
         """One round trip: the entries with their blobs joined in."""
         async with self._connection() as conn:
-            cur = await conn.execute(_LOAD_JOURNAL, {"run_id": run_id, "after_seq": after_seq})
+            cur = await conn.execute(sql, params)
             rows = await cur.fetchall()
         blobs: dict[str, bytes] = {}
         for row in rows:

@@ -11,8 +11,9 @@
   ``BEGIN IMMEDIATE`` transaction, a savepoint each; PostgreSQL sends each commit as one ``WITH``
   statement and pipelines the commits that queue while one is in flight. ``commit`` itself (queue,
   then wait until durable) is here; the dialect's ``_flush_soon`` decides when the queue is written;
-* ``create_run`` and ``load_journal``, which SQLite does in several cheap statements and PostgreSQL
-  in one round trip;
+* ``create_run`` and reading the journal (``_journal_entries``: the statement, written here once
+  for every page shape, selects the dialect's ``journal_select`` from the page), which SQLite
+  does in several cheap statements and PostgreSQL in one round trip;
 * driver errors, translated into the port's (a caller never sees ``sqlite3`` or ``psycopg``), and
   the URL.
 
@@ -35,7 +36,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -46,10 +47,12 @@ from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Conte
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.audit import AuditAct, AuditNote, act_body, anchor_body, body_digest
 from autonomic.core.canonical import canonical_json
+from autonomic.core.entries import ModelCall
 from autonomic.core.envelope import decode, structured
 from autonomic.core.events import Event
-from autonomic.core.journal import PackedEntry
+from autonomic.core.journal import Entry, EntryKind, PackedEntry, blob_reference
 from autonomic.core.run import Run, RunChanges, RunStatus
+from autonomic.core.timeline import SPENDING, calls_in
 from autonomic.errors import (
     ApprovalConflict,
     ConfigError,
@@ -66,6 +69,7 @@ from autonomic.ports.store import (
     Processed,
     Store,
     Waiting,
+    check_journal_page,
 )
 
 Row = tuple[Any, ...]
@@ -104,6 +108,12 @@ COMMIT_GUARD = (
 )
 """Which row a commit may change: the run at the version it read, under the lease it holds (none
 for ``fence=None``). ``SqlStore._admits`` is the same condition in Python."""
+
+
+def _bigint(n: int) -> int:
+    """``n`` within a 64-bit integer, what both databases store and compare (a bound past it
+    means the same: no seq is that large)."""
+    return max(-(2**63), min(n, 2**63 - 1))
 
 
 class Statements:
@@ -238,6 +248,10 @@ LIMIT :limit"""
         "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
         "WHERE pos > :after ORDER BY pos LIMIT :limit"
     )
+    model_calls = (
+        "SELECT seq, kind, payload FROM journal WHERE run_id = :run_id "
+        f"AND kind IN ({', '.join(repr(str(k.value)) for k in sorted(SPENDING))}) ORDER BY seq"
+    )
     journal_scan = (
         "SELECT run_id, seq, kind, payload, hash FROM journal "
         "WHERE (run_id, seq) > (:after_run, :after_seq) "
@@ -331,12 +345,20 @@ class SqlStore(Store):
     _claims: ClassVar[dict[int, str]]
     """The claims restricted to N agent versions, by N (``_claim_of``)."""
     """The shared statements in this dialect's placeholder style, made when the class is defined."""
+    journal_select: ClassVar[str]
+    """The columns of a journal read, of the page ``j``: what ``_journal_entries`` turns into
+    entries (the dialect decides how blobs are resolved)."""
+    journal_join: ClassVar[str] = ""
+    """What is joined to the page ``j`` (PostgreSQL: its blobs)."""
+    _journal_pages: ClassVar[dict[tuple[bool, bool, bool, int], str]]
+    """The journal reads by shape (``_journal_page_sql``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if hasattr(cls, "paramstyle"):  # a dialect, not an abstract layer in between
             cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
             cls._claims = {}
+            cls._journal_pages = {}
 
     def __init__(self) -> None:
         self._check_version = True  # only the lost-update test turns this off
@@ -481,6 +503,94 @@ class SqlStore(Store):
             "limit": limit,
         }
         return [run_from_row(r) for r in await self._read(self.sql.page_runs, params)]
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+        sql = self._journal_page_sql(False, False, False, 0)
+        params = {"run_id": run_id, "after_seq": _bigint(after_seq)}
+        return await self._journal_entries(run_id, sql, params)
+
+    async def page_journal(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+        kinds: Collection[EntryKind] | None = None,
+    ) -> list[Entry]:
+        """One indexed range read of ``(run_id, seq)``: only the rows asked for are read and
+        decoded (see ``Store.page_journal``)."""
+        check_journal_page(limit, kinds)
+        if limit == 0:
+            return []
+        wanted = sorted({k.value for k in kinds}) if kinds is not None else []
+        sql = self._journal_page_sql(before_seq is not None, limit is not None, newest, len(wanted))
+        params: dict[str, Any] = {"run_id": run_id, "after_seq": _bigint(after_seq)}
+        if before_seq is not None:
+            params["before_seq"] = _bigint(before_seq)
+        if limit is not None:
+            params["limit"] = _bigint(limit)
+        params.update((f"kind_{i}", kind) for i, kind in enumerate(wanted))
+        entries = await self._journal_entries(run_id, sql, params)
+        return entries[::-1] if newest else entries
+
+    @classmethod
+    def _journal_page_sql(cls, before: bool, limit: bool, newest: bool, kinds: int) -> str:
+        """The journal read of one shape (built once per shape): the run's entries after
+        ``:after_seq``, before ``:before_seq``, of ``kinds`` kinds, the first or (``newest``,
+        read backwards) the last ``:limit``."""
+        cache = cls._journal_pages
+        shape = (before, limit, newest, kinds)
+        if shape not in cache:
+            where = ["run_id = :run_id", "seq > :after_seq"]
+            if before:
+                where.append("seq < :before_seq")
+            if kinds:
+                where.append(f"kind IN ({', '.join(f':kind_{i}' for i in range(kinds))})")
+            order = " DESC" if newest else ""
+            # The page is chosen before anything is joined to it: PostgreSQL's planner, with no
+            # statistics yet on a young table, otherwise joins the blobs to every entry of the
+            # run and cuts after sorting (6 ms against 1.4 ms for 300 of 1,504 entries).
+            page = (
+                "SELECT seq, kind, payload, hash, created_at FROM journal "
+                f"WHERE {' AND '.join(where)} ORDER BY seq{order}"
+                f"{' LIMIT :limit' if limit else ''}"
+            )
+            neutral = (
+                f"{cls.journal_select} FROM ({page}) j{cls.journal_join} ORDER BY j.seq{order}"
+            )
+            cache[shape] = translate(neutral, cls.paramstyle)
+        return cache[shape]
+
+    async def model_calls(self, run_id: str) -> list[ModelCall]:
+        """One statement reads the payload text of the run's entries that carry model calls;
+        of a model turn only its call is decoded (``calls_in``), not its message. A payload kept
+        as a blob is read after it, resolved (a range read of those kinds).
+
+        The payloads are parsed here, not by the database: both parse JSON slower than
+        ``json.loads`` (measured on PostgreSQL: extracting the call's five fields of 500 turns
+        took 8 ms, sending their text 0.9 ms)."""
+        rows = await self._read(self.sql.model_calls, {"run_id": run_id})
+        blobs = [int(seq) for seq, _kind, text in rows if blob_reference(text) is not None]
+        resolved: dict[int, dict[str, Any]] = {}
+        if blobs:
+            found = await self.page_journal(
+                run_id, after_seq=blobs[0] - 1, before_seq=blobs[-1] + 1, kinds=SPENDING
+            )
+            resolved = {e.seq: e.payload for e in found}
+        calls: list[ModelCall] = []
+        for seq, kind, text in rows:
+            payload = resolved[seq] if seq in resolved else json.loads(text)
+            calls.extend(calls_in(EntryKind(kind), payload))
+        return calls
+
+    @abc.abstractmethod
+    async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
+        """The entries ``sql`` (a ``journal_select`` with its conditions) reads, in its order,
+        blob payloads resolved."""
 
     # -- commits --------------------------------------------------------------------------------
 

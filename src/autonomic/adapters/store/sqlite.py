@@ -102,6 +102,7 @@ class SQLiteStore(SqlStore):
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
     )
     migration_columns = "SELECT name FROM pragma_table_info('schema_migrations')"
+    journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at"
 
     def __init__(
         self,
@@ -342,14 +343,10 @@ class SQLiteStore(SqlStore):
             cur.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", blobs)
         cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
 
-    async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
+    async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
         """Two statements, the entries and then their blobs: no round trips to save here."""
         with self._driver_errors():
-            rows = self._db.execute(
-                "SELECT seq, kind, payload, hash, created_at FROM journal "
-                "WHERE run_id = ? AND seq > ? ORDER BY seq",
-                (run_id, after_seq),
-            ).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
             addresses = blob_addresses(rows)
             blobs: dict[str, bytes] = {}
             if addresses:

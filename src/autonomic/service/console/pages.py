@@ -40,6 +40,8 @@ from autonomic.service.console.views import (
 from autonomic.service.problems import Forbidden
 
 PAGE_SIZE = 25
+_DECISION_ROWS = 4
+"""Journal entries read from an approval's step on to find the decision that asked for it."""
 _MAX_FORM = 16 * 1024
 _MAX_PAGE = 10_000
 
@@ -188,7 +190,8 @@ async def _run(request: Request, run_id: str, all: str = "") -> Response:
         run = await scope.run(run_id)
     except (InvalidInput, NotFound):
         return _not_found(request, identity, f"There is no run {run_id} in your tenant.")
-    entries = await scope.journal(run_id)
+    window = None if all else WINDOW
+    entries = await scope.journal(run_id, limit=window, newest=True)
     children = await scope.children(run)
     pending = [a for a in await scope.approvals(run_id=run_id) if not a.status.final]
     flash = None
@@ -203,7 +206,7 @@ async def _run(request: Request, run_id: str, all: str = "") -> Response:
         "run.html",
         {
             "section": "runs",
-            "page": run_page(run, entries, children, window=None if all else WINDOW),
+            "page": run_page(run, entries, children, spending=await scope.cost(run), window=window),
             "pending": pending,
             "flash": flash,
             "flash_tone": "ok",
@@ -253,12 +256,12 @@ async def _earlier(request: Request, run_id: str, before: int) -> Response:
     if isinstance(scope, Response):
         return scope
     try:
-        entries = await scope.journal(run_id)
+        entries = await scope.journal(run_id, before_seq=max(before, 1))
     except NotFound:
         return _no_such_run()
     step_url = request.url_for("console.run", run_id=run_id).path + "/steps"
     row = environment().get_template("_step.html").module.step  # type: ignore[attr-defined]
-    rows = [str(row(s, step_url)) for s in steps([e for e in entries if e.seq < before])]
+    rows = [str(row(s, step_url)) for s in steps(entries)]
     return HTMLResponse("\n".join(rows), headers={"Cache-Control": "no-store"})
 
 
@@ -270,7 +273,7 @@ async def _step_detail(request: Request, run_id: str, seq: int) -> Response:
     scope = access.scope(request, identity)
     try:
         validate_run_id(run_id)
-        entries = await scope.journal(run_id, after_seq=max(seq - 1, 0))
+        entries = await scope.journal(run_id, after_seq=max(seq - 1, 0), limit=1)
     except (InvalidInput, NotFound):
         return _not_found(request, identity, f"There is no run {run_id} in your tenant.")
     if not entries or entries[0].seq != seq:
@@ -304,12 +307,14 @@ async def _inbox(
     now = time.time()
     cards = []
     for approval in await scope.pending_approvals():
-        entries = await scope.journal(approval.run_id, after_seq=max(approval.step - 1, 0))
+        entries = await scope.journal(
+            approval.run_id, after_seq=max(approval.step - 1, 0), limit=_DECISION_ROWS
+        )
         may, why_not = access.may_decide(request, identity, approval)
         cards.append(
             approval_card(
                 approval,
-                decision_for(approval, entries[:4]),
+                decision_for(approval, entries),
                 may_decide=may,
                 why_not=why_not,
                 now=now,

@@ -6,6 +6,7 @@ filter, a run's children, and a decision made as the identity (``principal``).""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus
 from autonomic.core.journal import Entry
@@ -57,9 +58,24 @@ class Scope:
         mine = [r for r in found if r.parent_run_id == run.id]
         return sorted(mine, key=lambda r: r.created_at)[:_CHILDREN]
 
-    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
-        _run, entries = await self.tenant_scope.journal(run_id, after_seq=after_seq)
+    async def journal(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[Entry]:
+        """The run's entries, or one page of them (``TenantScope.journal``)."""
+        _run, entries = await self.tenant_scope.journal(
+            run_id, after_seq=after_seq, before_seq=before_seq, limit=limit, newest=newest
+        )
         return entries
+
+    async def cost(self, run: Run) -> dict[str, Any]:
+        """What the run's model calls cost (``TenantScope.cost``)."""
+        return await self.tenant_scope.cost(run)
 
     async def approvals(self, *, run_id: str) -> list[Approval]:
         return await self.tenant_scope.approvals(status=None, run_id=run_id, limit=1000)

@@ -216,19 +216,32 @@ run of thousands of steps opens as fast as a short one."""
 
 
 def run_page(
-    run: Run, entries: Sequence[Entry], children: Sequence[Run], *, window: int | None = WINDOW
+    run: Run,
+    entries: Sequence[Entry],
+    children: Sequence[Run],
+    *,
+    spending: dict[str, Any] | None = None,
+    window: int | None = WINDOW,
 ) -> RunPage:
-    """Everything the run page shows, from the run row, its journal and its child runs: the
-    latest ``window`` rows of the timeline (``None``: every row)."""
+    """Everything the run page shows, from the run row, its latest journal entries and its
+    child runs: the latest ``window`` rows of the timeline (``None``: every row of
+    ``entries``).
+
+    ``entries`` is the whole journal or its tail - at least the last ``window`` entries, what
+    ``Store.page_journal(newest=True)`` reads - so a long run's page never reads the rest.
+    ``spending``: the whole run's cost (``TenantScope.cost``), by default ``spend(entries)``
+    (right when ``entries`` is the whole journal). Rows are timed from the run's creation,
+    which is its first entry's time; a journal's seqs count from 1 without a gap (the engine's
+    ``next_seq``), so the rows before the first one drawn are its seq - 1."""
     shown = entries if window is None or len(entries) <= window else entries[-window:]
     return RunPage(
         run=run,
-        steps=steps(shown, started_at=entries[0].created_at if entries else None),
-        earlier=len(entries) - len(shown),
-        spend=spend(entries),
+        steps=steps(shown, started_at=run.created_at),
+        earlier=shown[0].seq - 1 if shown else 0,
+        spend=spend(entries) if spending is None else spending,
         children=list(children),
-        last_seq=entries[-1].seq if entries else 0,
-        started_at=entries[0].created_at if entries else run.created_at,
+        last_seq=shown[-1].seq if shown else 0,
+        started_at=run.created_at,
         live=not run.status.terminal,
     )
 

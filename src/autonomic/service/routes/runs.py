@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from autonomic.core.run import RunStatus
-from autonomic.core.timeline import spend, timeline
+from autonomic.core.timeline import timeline
 from autonomic.errors import InvalidInput, NotFound
 from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
@@ -91,18 +91,21 @@ async def get_timeline(
     """The run's journal as rows a person reads, a page at a time (``next_after``), and what all
     its model calls cost.
 
-    Answered as JSON written once: the rows are built here from the journal (already checked), so
-    validating them again against the response model would only double the work of a long
-    run's timeline; ``TimelineOut`` still documents the shape."""
-    run, entries = await service.scope(identity).journal(run_id)
+    Reads the page (one more row, to know whether another follows) and the run's model calls
+    (``Store.model_calls``: a model turn's call, not its message), never the whole journal: a
+    500-step run's first page decodes 501 of its 1,504 entries. Answered as JSON written once:
+    the rows are built here from the journal (already checked), so validating them again against
+    the response model would only double the work of a long run's timeline; ``TimelineOut``
+    still documents the shape."""
+    scope = service.scope(identity)
+    run, shown = await scope.journal(run_id, after_seq=after, limit=limit + 1)
     service.authorize(identity, Action.READ, Resource.of_run(run))
-    shown = [e for e in entries if e.seq > after] if after else entries
     more = len(shown) > limit
     shown = shown[:limit]
     body = {
         "run": run_out(run).model_dump(),
         "items": [item.to_dict() for item in timeline(shown, start=run.created_at)],
-        "cost": spend(entries),
+        "cost": await scope.cost(run),
         "next_after": shown[-1].seq if more else None,
     }
     return JSONResponse(body)
