@@ -23,10 +23,21 @@ What the schema holds is looked at before it is used (``schema.py``): another ap
 tables, or a schema written by a newer autonomic, are refused. ``readonly`` makes every
 connection's transactions read-only, so the server itself refuses a write.
 
-The URL is handed to libpq as is: ``postgresql://`` or ``postgres://``, with any parameters libpq
-knows (``options=-csearch_path%3Dmyschema``, ``sslmode``, ``connect_timeout`` ...). The pool opens
-on first use; the first connection is made directly so that an unreachable server fails at once
-with a message naming it, instead of after the pool's timeout.
+The URL is handed to libpq: ``postgresql://`` or ``postgres://``, with any parameters libpq
+knows (``options=-csearch_path%3Dmyschema``, ``sslmode``, ``connect_timeout`` ...), and one of
+autonomic's own, taken out before libpq sees the URL: ``pooler=transaction`` says the URL leads
+to a pooler in transaction pooling mode (pgBouncer's ``pool_mode = transaction``), where two
+statements of one connection may run on two server sessions. Then nothing relies on session state:
+no prepared statements (psycopg's ``prepare_threshold=None``), a read-only store begins each
+transaction ``READ ONLY`` instead of setting it for the session, and the embedded bus polls instead
+of ``LISTEN``. See docs/postgres.md.
+
+Opening is cheap, since a fresh worker pays it before its first step: the pool opens on first use
+with one connection, made in the background while a direct connection checks that the server
+answers (so an unreachable server fails at once with a message naming it, instead of after the
+pool's timeout); ``verify`` and ``migrate`` then read the migration record in one statement
+(``SqlStore._is_current``). The statements of the hot path (the commit, the claim, reading a run
+and its journal) are prepared on a connection's first use of them, outside a transaction pooler.
 """
 
 from __future__ import annotations
@@ -78,6 +89,8 @@ from autonomic.ports.store import Processed
 Connection = psycopg.AsyncConnection[TupleRow]
 
 _SCHEMES = ("postgresql", "postgres")
+_POOLER = "pooler"
+_POOLER_MODES = ("transaction", "session")
 _DEFAULT_CONNECT_TIMEOUT = 10
 _POOL_TIMEOUT = 30.0
 _MIGRATION_LOCK = "autonomic.migrate"
@@ -217,8 +230,18 @@ class PostgresStore(SqlStore):
                 hint="write postgresql://user@host:5432/dbname",
             )
         self._secrets = _url_passwords(url)
+        self.conninfo, pooler = _split_pooler(url)
+        if pooler not in (None, *_POOLER_MODES):
+            raise ConfigError(
+                f"unknown {_POOLER}={pooler} in PostgreSQL URL {redact_url(url)!r}",
+                hint=f"write {_POOLER}=transaction behind pgBouncer's transaction pooling, "
+                "or leave it out",
+            )
+        self.transaction_pooled = pooler == "transaction"
+        """Behind a transaction pooler: no session state (see the module docstring)."""
+        self.listen_url = None if self.transaction_pooled else self.conninfo
         try:
-            params = conninfo_to_dict(url)
+            params = conninfo_to_dict(self.conninfo)
         except psycopg.ProgrammingError as exc:
             raise ConfigError(
                 f"bad PostgreSQL URL {redact_url(url)!r}: {self._scrub(_first_line(exc))}",
@@ -233,6 +256,8 @@ class PostgresStore(SqlStore):
         port = str(params.get("port") or "5432")
         self._target = f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
         self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        if self.transaction_pooled:  # a statement prepared on one server session is unknown
+            self._connect_kwargs["prepare_threshold"] = None  # to the next one
         if "connect_timeout" not in params:
             self._connect_kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
         self._pool: AsyncConnectionPool[Connection] | None = None
@@ -261,28 +286,35 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable("the PostgreSQL store is closed", hint="open a new store")
         async with self._opening:
             if self._pool is None:
-                try:
-                    probe = await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs)
-                except psycopg.OperationalError as exc:
-                    raise self._unavailable(exc) from None
-                await probe.close()
+                configure = None
+                if self.readonly:
+                    configure = _read_only_transactions if self.transaction_pooled else _read_only
                 pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-                    self.url,
+                    self.conninfo,
                     kwargs=self._connect_kwargs,
                     min_size=self._min_size,
                     max_size=self._max_size,
                     open=False,
                     name="autonomic",
                     timeout=_POOL_TIMEOUT,
-                    configure=_read_only if self.readonly else None,
+                    configure=configure,
                 )
+                # The pool's first connection is made in the background while the probe makes
+                # its own: one connection's latency to open, not two in a row.
+                await pool.open(wait=False)
                 try:
-                    await pool.open(wait=True, timeout=_POOL_TIMEOUT)
-                except PoolTimeout as exc:
+                    probe = await psycopg.AsyncConnection.connect(
+                        self.conninfo, **self._connect_kwargs
+                    )
+                except psycopg.OperationalError as exc:
                     await pool.close()
                     raise self._unavailable(exc) from None
+                await probe.close()
                 self._pool = pool
         return self._pool
+
+    def _reached(self) -> bool:
+        return self._pool is not None
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -290,7 +322,11 @@ class PostgresStore(SqlStore):
         pool = await self._get_pool()
         try:
             async with pool.connection() as conn:
-                yield conn
+                if self.readonly and self.transaction_pooled:
+                    async with conn.transaction():  # BEGIN READ ONLY (``_read_only_transactions``)
+                        yield conn
+                else:
+                    yield conn
         except PoolTimeout as exc:
             raise self._unavailable(exc) from None
         except psycopg.errors.UndefinedTable:
@@ -302,15 +338,24 @@ class PostgresStore(SqlStore):
                 raise self._unavailable(exc) from None
             raise
 
+    def _prepare(self, sql: str) -> bool | None:
+        """``True`` for a statement of the hot path: prepared on a connection's first use of it
+        (psycopg would wait for its fifth), so a fresh worker's steps skip parsing and planning
+        from the second on. ``None`` leaves the rest to psycopg's threshold. Behind a
+        transaction pooler the connection prepares nothing (``prepare_threshold=None``)."""
+        sqls = self.sql
+        hot = (sqls.get_run, sqls.claim, sqls.renew_lease, sqls.release_lease, sqls.run_version)
+        return True if sql in hot or sql in self._claims.values() else None
+
     async def _read(self, sql: str, params: Params) -> list[Row]:
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params)
+            cur = await conn.execute(sql, params, prepare=self._prepare(sql))
             return await cur.fetchall()
 
     async def _write(self, sql: str, params: Params) -> Written:
         """One statement, so one round trip and its own transaction (autocommit)."""
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params)
+            cur = await conn.execute(sql, params, prepare=self._prepare(sql))
             return Written(await _rows(cur), cur.rowcount)
 
     @asynccontextmanager
@@ -368,7 +413,7 @@ class PostgresStore(SqlStore):
         async with self._connection() as conn:
             try:
                 if not outbox_rows and processed is None:
-                    await conn.execute(_CREATE, params)
+                    await conn.execute(_CREATE, params, prepare=True)
                 else:  # with its events and inbox row: one transaction of a few statements
                     async with conn.transaction():
                         await conn.execute(_CREATE, params)
@@ -391,7 +436,9 @@ class PostgresStore(SqlStore):
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         """One round trip: the entries with their blobs joined in."""
         async with self._connection() as conn:
-            cur = await conn.execute(_LOAD_JOURNAL, {"run_id": run_id, "after_seq": after_seq})
+            cur = await conn.execute(
+                _LOAD_JOURNAL, {"run_id": run_id, "after_seq": after_seq}, prepare=True
+            )
             rows = await cur.fetchall()
         blobs: dict[str, bytes] = {}
         for row in rows:
@@ -489,7 +536,9 @@ class PostgresStore(SqlStore):
         try:
             async with self._connection() as conn, conn.transaction():
                 async with conn.pipeline():
-                    cursors = [await conn.execute(_COMMIT, _with_anchor(r)) for r in group]
+                    cursors = [
+                        await conn.execute(_COMMIT, _with_anchor(r), prepare=True) for r in group
+                    ]
                 outcomes: list[int | Exception] = []
                 for request, cursor in zip(group, cursors, strict=True):
                     row = await cursor.fetchone()
@@ -520,7 +569,7 @@ class PostgresStore(SqlStore):
 
     async def _commit_statement(self, conn: Connection, request: CommitRequest) -> Row:
         try:
-            cur = await conn.execute(_COMMIT, _with_anchor(request))
+            cur = await conn.execute(_COMMIT, _with_anchor(request), prepare=True)
         except psycopg.errors.UniqueViolation as exc:
             raise JournalConflict(
                 f"run {request.run_id}: refused, nothing written: {_first_line(exc)}"
@@ -539,6 +588,31 @@ class PostgresStore(SqlStore):
 async def _read_only(conn: Connection) -> None:
     """Make a new pooled connection's transactions read-only (the pool's ``configure``)."""
     await conn.execute("SET default_transaction_read_only = on")
+
+
+async def _read_only_transactions(conn: Connection) -> None:
+    """Behind a transaction pooler, where a session setting would leak to other clients of the
+    server session and be missing from the next: psycopg begins every transaction of this
+    connection ``READ ONLY`` (a client-side setting), and ``_connection`` runs every use of it
+    in a transaction."""
+    await conn.set_read_only(True)
+
+
+def _split_pooler(url: str) -> tuple[str, str | None]:
+    """``url`` without autonomic's ``pooler`` parameter (libpq refuses parameters it does not
+    know), and that parameter's value."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, None
+    kept: list[str] = []
+    pooler: str | None = None
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if unquote(key) == _POOLER:
+            pooler = unquote(value).lower()
+        elif item:
+            kept.append(item)
+    return (f"{base}?{'&'.join(kept)}" if kept else base), pooler
 
 
 async def _rows(cur: psycopg.AsyncCursor[TupleRow]) -> list[Row]:
