@@ -51,6 +51,7 @@ METRICS = ("open_ms", "first_step_ms", "spawn_to_open_ms", "spawn_to_first_step_
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(HERE))
     import autonomic_bench as ab
+
     from autonomic import build_store
     from autonomic.engine.faults import CrashAt
 
@@ -138,6 +139,7 @@ class Autonomic:
 
     def trial(self) -> dict[str, float]:
         import autonomic_bench as ab
+
         from autonomic import build_store
 
         async def start() -> str:
@@ -234,7 +236,10 @@ def main() -> None:
         row = {"system": name, "store": args.store, "trials": args.trials}
         row |= {m: round(v, 2) for m, v in medians[name].items()}
         if name == ours:
-            row |= {f"{m}_ratio_to_{peer}": round(v / medians[peer][m], 2) for m, v in medians[name].items()}
+            row |= {
+                f"{m}_ratio_to_{peer}": round(v / medians[peer][m], 2)
+                for m, v in medians[name].items()
+            }
         row["load1"] = round(os.getloadavg()[0], 2)
         print(json.dumps(row), flush=True)
 
