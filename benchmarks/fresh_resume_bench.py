@@ -96,10 +96,14 @@ def child(args: argparse.Namespace) -> None:
 # -- the parent ------------------------------------------------------------------------------------
 
 
-def run_child(cmd: list[str], *, crash: bool) -> dict[str, float]:
+def run_child(
+    cmd: list[str], *, crash: bool, env: dict[str, str] | None = None
+) -> dict[str, float]:
     """Run a child; a crash child must die of SIGKILL, a resume child prints its instants."""
     spawned = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False, env=env
+    )
     if crash:
         if proc.returncode != -signal.SIGKILL:
             raise RuntimeError(f"crash child exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -116,13 +120,17 @@ def run_child(cmd: list[str], *, crash: bool) -> dict[str, float]:
 
 
 class Autonomic:
-    name = "autonomic"
+    """This checkout's autonomic; or, with ``src``, another checkout's library (its ``src/``
+    first on ``PYTHONPATH``) driven by this same harness: the "before" of a change."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, src: Path | None = None) -> None:
         self.args = args
         self.url = self._fresh_store()
-        if args.guards:
-            self.name = "autonomic+guards"
+        self.name = "autonomic+guards" if args.guards else "autonomic"
+        self.env: dict[str, str] | None = None
+        if src is not None:
+            self.name += "@baseline"
+            self.env = dict(os.environ, PYTHONPATH=str(src.resolve() / "src"))
 
     def _fresh_store(self) -> str:
         sys.path.insert(0, str(HERE))
@@ -149,8 +157,8 @@ class Autonomic:
             return run.id
 
         run_id = asyncio.run(start())
-        run_child(self._cmd("crash", run_id), crash=True)
-        return run_child(self._cmd("resume", run_id), crash=False)
+        run_child(self._cmd("crash", run_id), crash=True, env=self.env)
+        return run_child(self._cmd("resume", run_id), crash=False, env=self.env)
 
     def cleanup(self) -> None:
         if self.url.startswith("sqlite"):
@@ -210,6 +218,11 @@ def main() -> None:
     parser.add_argument("--guards", action="store_true", help="runaway guards on (the default)")
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     parser.add_argument("--peers-python", type=Path, default=HERE / ".venv-peers/bin/python")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (same schema): its library measured too, as autonomic@baseline",
+    )
     parser.add_argument("--child", choices=["crash", "resume"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--run-id", help=argparse.SUPPRESS)
@@ -219,6 +232,8 @@ def main() -> None:
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     systems: list[Any] = [Autonomic(args), LangGraph(args)]
+    if args.baseline is not None:
+        systems.append(Autonomic(args, args.baseline))
     samples: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in METRICS} for s in systems}
     try:
         for trial in range(args.trials):
@@ -230,15 +245,15 @@ def main() -> None:
     finally:
         for system in systems:
             system.cleanup()
-    ours, peer = systems[0].name, systems[1].name
+    peer = systems[1].name
     medians = {name: {m: statistics.median(v) for m, v in s.items()} for name, s in samples.items()}
-    for name in (ours, peer):
-        row = {"system": name, "store": args.store, "trials": args.trials}
+    for system in systems:
+        name = system.name
+        row: dict[str, Any] = {"system": name, "store": args.store, "trials": args.trials}
         row |= {m: round(v, 2) for m, v in medians[name].items()}
-        if name == ours:
+        if name != peer:
             row |= {
-                f"{m}_ratio_to_{peer}": round(v / medians[peer][m], 2)
-                for m, v in medians[name].items()
+                f"{m}_x_{peer}": round(v / medians[peer][m], 2) for m, v in medians[name].items()
             }
         row["load1"] = round(os.getloadavg()[0], 2)
         print(json.dumps(row), flush=True)

@@ -43,6 +43,7 @@ and its journal) are prepared on a connection's first use of them, outside a tra
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -139,6 +140,9 @@ audit_row AS (
 # Taken first by every commit, so that two writers never hold a run's row and the log's lock
 # row in opposite orders (the guarded UPDATE refers to it: a one-time filter, evaluated first).
 _AUDIT_GATE = "audit_gate AS (SELECT pos FROM audit_head FOR UPDATE),"
+
+_PREPARED: weakref.WeakKeyDictionary[Connection, set[str]] = weakref.WeakKeyDictionary()
+"""The hot statements each open connection has prepared (``PostgresStore._execute``)."""
 
 _CREATE = translate(
     f"WITH head AS ({Statements.insert_run} RETURNING id),{_APPEND},{_ANCHOR}\nSELECT id FROM head",
@@ -338,24 +342,42 @@ class PostgresStore(SqlStore):
                 raise self._unavailable(exc) from None
             raise
 
-    def _prepare(self, sql: str) -> bool | None:
-        """``True`` for a statement of the hot path: prepared on a connection's first use of it
-        (psycopg would wait for its fifth), so a fresh worker's steps skip parsing and planning
-        from the second on. ``None`` leaves the rest to psycopg's threshold. Behind a
-        transaction pooler the connection prepares nothing (``prepare_threshold=None``)."""
+    def _hot(self, sql: str) -> bool:
+        """Whether ``sql`` is a statement of the hot path, prepared (``_execute``)."""
         sqls = self.sql
         hot = (sqls.get_run, sqls.claim, sqls.renew_lease, sqls.release_lease, sqls.run_version)
-        return True if sql in hot or sql in self._claims.values() else None
+        return sql in hot or sql in self._claims.values()
+
+    async def _execute(
+        self, conn: Connection, sql: str, params: Params, *, hot: bool = True
+    ) -> psycopg.AsyncCursor[TupleRow]:
+        """Run one statement; a hot one prepared, from its first use on this connection.
+
+        psycopg prepares a statement at its fifth use, and then in a round trip of its own: a
+        fresh worker would parse and plan its commit statement five times, then wait once more.
+        Here the first use sends the statement's Parse with its Bind and Execute, pipelined,
+        in one round trip, and every later use skips parsing and planning. A connection behind
+        a transaction pooler prepares nothing (``prepare_threshold=None``).
+        """
+        if not hot or self.transaction_pooled:
+            return await conn.execute(sql, params)
+        prepared = _PREPARED.setdefault(conn, set())
+        if sql in prepared:
+            return await conn.execute(sql, params, prepare=True)
+        async with conn.pipeline():
+            cur = await conn.execute(sql, params, prepare=True)
+        prepared.add(sql)  # (had psycopg's cache dropped it, it would prepare it again)
+        return cur
 
     async def _read(self, sql: str, params: Params) -> list[Row]:
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params, prepare=self._prepare(sql))
+            cur = await self._execute(conn, sql, params, hot=self._hot(sql))
             return await cur.fetchall()
 
     async def _write(self, sql: str, params: Params) -> Written:
         """One statement, so one round trip and its own transaction (autocommit)."""
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params, prepare=self._prepare(sql))
+            cur = await self._execute(conn, sql, params, hot=self._hot(sql))
             return Written(await _rows(cur), cur.rowcount)
 
     @asynccontextmanager
@@ -413,7 +435,7 @@ class PostgresStore(SqlStore):
         async with self._connection() as conn:
             try:
                 if not outbox_rows and processed is None:
-                    await conn.execute(_CREATE, params, prepare=True)
+                    await self._execute(conn, _CREATE, params)
                 else:  # with its events and inbox row: one transaction of a few statements
                     async with conn.transaction():
                         await conn.execute(_CREATE, params)
@@ -436,8 +458,8 @@ class PostgresStore(SqlStore):
     async def load_journal(self, run_id: str, *, after_seq: int = 0) -> list[Entry]:
         """One round trip: the entries with their blobs joined in."""
         async with self._connection() as conn:
-            cur = await conn.execute(
-                _LOAD_JOURNAL, {"run_id": run_id, "after_seq": after_seq}, prepare=True
+            cur = await self._execute(
+                conn, _LOAD_JOURNAL, {"run_id": run_id, "after_seq": after_seq}
             )
             rows = await cur.fetchall()
         blobs: dict[str, bytes] = {}
@@ -569,7 +591,7 @@ class PostgresStore(SqlStore):
 
     async def _commit_statement(self, conn: Connection, request: CommitRequest) -> Row:
         try:
-            cur = await conn.execute(_COMMIT, _with_anchor(request), prepare=True)
+            cur = await self._execute(conn, _COMMIT, _with_anchor(request))
         except psycopg.errors.UniqueViolation as exc:
             raise JournalConflict(
                 f"run {request.run_id}: refused, nothing written: {_first_line(exc)}"
