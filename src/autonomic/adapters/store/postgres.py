@@ -30,7 +30,7 @@ to a pooler in transaction pooling mode (pgBouncer's ``pool_mode = transaction``
 statements of one connection may run on two server sessions. Then nothing relies on session state:
 no prepared statements (psycopg's ``prepare_threshold=None``), a read-only store begins each
 transaction ``READ ONLY`` instead of setting it for the session, and the embedded bus polls instead
-of ``LISTEN``. See docs/postgres.md.
+of ``LISTEN``. See docs/stores.md#behind-pgbouncer.
 
 Opening is cheap, since a fresh worker pays it before its first step: the pool opens on first use
 with one connection, made in the background while a direct connection checks that the server
@@ -178,6 +178,8 @@ SELECT (SELECT version FROM head), (SELECT current_version FROM current),
     "pyformat",
 )
 
+_EXPLAIN_COMMIT = "EXPLAIN " + _COMMIT
+
 _LOAD_JOURNAL = translate(
     """SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data
 FROM journal j
@@ -290,9 +292,6 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable("the PostgreSQL store is closed", hint="open a new store")
         async with self._opening:
             if self._pool is None:
-                configure = None
-                if self.readonly:
-                    configure = _read_only_transactions if self.transaction_pooled else _read_only
                 pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
                     self.conninfo,
                     kwargs=self._connect_kwargs,
@@ -301,7 +300,7 @@ class PostgresStore(SqlStore):
                     open=False,
                     name="autonomic",
                     timeout=_POOL_TIMEOUT,
-                    configure=configure,
+                    configure=self._configure,
                 )
                 # The pool's first connection is made in the background while the probe makes
                 # its own: one connection's latency to open, not two in a row.
@@ -314,8 +313,58 @@ class PostgresStore(SqlStore):
                     await pool.close()
                     raise self._unavailable(exc) from None
                 await probe.close()
+                try:
+                    # Its connection is (nearly) made: wait for it, since a request queued
+                    # before it would make the pool grow a second one, and a fresh worker's first
+                    # statements would then alternate between two cold server sessions.
+                    await pool.wait(timeout=_POOL_TIMEOUT)
+                except PoolTimeout as exc:
+                    await pool.close()
+                    raise self._unavailable(exc) from None
                 self._pool = pool
         return self._pool
+
+    async def _configure(self, conn: Connection) -> None:
+        """What every new pooled connection gets before its first use (the pool's ``configure``).
+
+        A read-only store's session setting, and, outside a transaction pooler, the hot reads
+        prepared (``_prepare_hot``).
+        """
+        if self.readonly:
+            if self.transaction_pooled:
+                await _read_only_transactions(conn)
+            else:
+                await _read_only(conn)
+        if not self.transaction_pooled:
+            await self._prepare_hot(conn)
+
+    async def _prepare_hot(self, conn: Connection) -> None:
+        """Prepare the reads a step starts with, on a connection the pool has just made.
+
+        A new server session knows nothing of the catalog yet: the first statements that touch
+        a table pay for loading what it knows of it, and of the types and functions they use,
+        which a fresh worker would otherwise pay in its first step. Done here, in one round trip
+        of reads that match no row, it is paid when the pool makes the connection: during
+        ``verify``/``migrate`` for the first one, in the pool's background for later ones. Best
+        effort: on a schema not made yet (before ``migrate``) the statements fail, and the
+        connection is used as it is.
+        """
+        hot = (
+            (self.sql.get_run, {"run_id": ""}),
+            (self.sql.run_version, {"run_id": ""}),
+            (_LOAD_JOURNAL, {"run_id": "", "after_seq": 0}),
+        )
+        # The commit cannot run here (it locks the audit log's head first): it is planned,
+        # not run, which loads what it touches too.
+        commit = self._commit_params("", 0, None, (), RunChanges(), 0.0) | _anchor_params(None)
+        try:
+            async with conn.pipeline():
+                for sql, params in hot:
+                    await conn.execute(sql, params, prepare=True)
+                await conn.execute(_EXPLAIN_COMMIT, commit)
+        except psycopg.Error:
+            return
+        _PREPARED.setdefault(conn, set()).update(sql for sql, _ in hot)
 
     def _reached(self) -> bool:
         return self._pool is not None
