@@ -36,8 +36,11 @@ Opening is cheap, since a fresh worker pays it before its first step: the pool o
 with one connection, made in the background while a direct connection checks that the server
 answers (so an unreachable server fails at once with a message naming it, instead of after the
 pool's timeout); ``verify`` and ``migrate`` then read the migration record in one statement
-(``SqlStore._is_current``). The statements of the hot path (the commit, the claim, reading a run
-and its journal) are prepared on a connection's first use of them, outside a transaction pooler.
+(``SqlStore._is_current``). Outside a transaction pooler, the statements of the hot path (the
+commit, the claim, reading a run and its journal) are prepared on a connection's first use of
+them, without a round trip of their own (``_execute``), and a new pooled connection prepares the
+reads a step starts with and plans the commit when the pool makes it (``_prepare_hot``), so a
+fresh worker's first step does not pay for the server session's first look at the catalog.
 """
 
 from __future__ import annotations
@@ -327,15 +330,15 @@ class PostgresStore(SqlStore):
     async def _configure(self, conn: Connection) -> None:
         """What every new pooled connection gets before its first use (the pool's ``configure``).
 
-        A read-only store's session setting, and, outside a transaction pooler, the hot reads
-        prepared (``_prepare_hot``).
+        A read-only store's session setting; a writer's hot reads prepared (``_prepare_hot``),
+        outside a transaction pooler.
         """
         if self.readonly:
             if self.transaction_pooled:
                 await _read_only_transactions(conn)
             else:
                 await _read_only(conn)
-        if not self.transaction_pooled:
+        if not (self.transaction_pooled or self.readonly):  # a reader runs a command and ends
             await self._prepare_hot(conn)
 
     async def _prepare_hot(self, conn: Connection) -> None:
