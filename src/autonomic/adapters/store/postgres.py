@@ -38,8 +38,8 @@ answers (so an unreachable server fails at once with a message naming it, instea
 pool's timeout); ``verify`` and ``migrate`` then read the migration record in one statement
 (``SqlStore._is_current``). Outside a transaction pooler, the statements of the hot path (the
 commit, the claim, reading a run and its journal) are prepared on a connection's first use of
-them, without a round trip of their own (``_execute``), and a new pooled connection prepares the
-reads a step starts with and plans the commit when the pool makes it (``_prepare_hot``), so a
+them, without a round trip of their own (``_execute``), and the store's first connection prepares
+the reads a step starts with and plans the commit while the store opens (``_prepare_hot``), so a
 fresh worker's first step does not pay for the server session's first look at the catalog.
 """
 
@@ -330,15 +330,20 @@ class PostgresStore(SqlStore):
     async def _configure(self, conn: Connection) -> None:
         """What every new pooled connection gets before its first use (the pool's ``configure``).
 
-        A read-only store's session setting; a writer's hot reads prepared (``_prepare_hot``),
-        outside a transaction pooler.
+        A read-only store's session setting; on a writer's first connection, outside a
+        transaction pooler, the hot reads prepared (``_prepare_hot``).
         """
         if self.readonly:
             if self.transaction_pooled:
                 await _read_only_transactions(conn)
             else:
                 await _read_only(conn)
-        if not (self.transaction_pooled or self.readonly):  # a reader runs a command and ends
+        # Only the connection the store opens with (``_get_pool`` waits for it; the pool is not
+        # handed out yet): a fresh worker's first step runs on it. Connections the pool grows
+        # under load would pay the same first look at the catalog in their first statements
+        # anyway, and a burst of them would plan the commit twice each. A reader runs one
+        # command and ends.
+        if self._pool is None and not (self.transaction_pooled or self.readonly):
             await self._prepare_hot(conn)
 
     async def _prepare_hot(self, conn: Connection) -> None:
@@ -347,8 +352,7 @@ class PostgresStore(SqlStore):
         A new server session knows nothing of the catalog yet: the first statements that touch
         a table pay for loading what it knows of it, and of the types and functions they use,
         which a fresh worker would otherwise pay in its first step. Done here, in one round trip
-        of reads that match no row, it is paid when the pool makes the connection: during
-        ``verify``/``migrate`` for the first one, in the pool's background for later ones. Best
+        of reads that match no row, it is paid while the store opens (``verify``/``migrate``). Best
         effort: on a schema not made yet (before ``migrate``) the statements fail, and the
         connection is used as it is.
         """
