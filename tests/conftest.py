@@ -152,7 +152,7 @@ def pgbouncer_url(pg_server: str) -> Iterator[str]:
     The schema cannot be chosen with ``options=-csearch_path`` (pgBouncer 1.18 refuses startup
     options), nor with ``SET`` (a transaction pooler keeps no session): each test gets a role of
     its own whose default ``search_path`` is its schema, as a deployment behind pgBouncer would
-    (docs/postgres.md). ``AUTONOMIC_TEST_PGBOUNCER_URL`` (``scripts/lib/pgbouncer.sh``) names
+    (docs/stores.md#behind-pgbouncer). ``AUTONOMIC_TEST_PGBOUNCER_URL`` (``scripts/lib/pgbouncer.sh``) names
     the pooler; without it the test is skipped.
     """
     import psycopg

@@ -79,8 +79,10 @@ EOF
         rm -f "$dir/pgbouncer.pid"
     fi
     if [ "$(id -u)" -eq 0 ]; then  # pgbouncer refuses to run as root
-        chown -R postgres "$dir"
-        pgbouncer -d -u postgres "$dir/pgbouncer.ini" || exit 1
+        local runas=postgres
+        id -u postgres >/dev/null 2>&1 || runas=nobody
+        chown -R "$runas" "$dir"
+        pgbouncer -d -u "$runas" "$dir/pgbouncer.ini" || exit 1
     else
         pgbouncer -d "$dir/pgbouncer.ini" || exit 1
     fi
