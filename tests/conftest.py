@@ -146,6 +146,58 @@ def pg_url(pg_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def pgbouncer_url(pg_server: str) -> Iterator[str]:
+    """A URL through pgBouncer in transaction pooling mode to a fresh schema of its own.
+
+    The schema cannot be chosen with ``options=-csearch_path`` (pgBouncer 1.18 refuses startup
+    options), nor with ``SET`` (a transaction pooler keeps no session): each test gets a role of
+    its own whose default ``search_path`` is its schema, as a deployment behind pgBouncer would
+    (docs/stores.md#behind-pgbouncer). ``AUTONOMIC_TEST_PGBOUNCER_URL`` (``scripts/lib/pgbouncer.sh``) names
+    the pooler; without it the test is skipped.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    base = os.environ.get("AUTONOMIC_TEST_PGBOUNCER_URL")
+    if not base:
+        pytest.skip(
+            "AUTONOMIC_TEST_PGBOUNCER_URL is not set: no pgBouncer to test through "
+            "(scripts/test starts one with scripts/lib/pgbouncer.sh)"
+        )
+    role = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'CREATE SCHEMA "{role}" AUTHORIZATION "{role}"')
+        conn.execute(f'ALTER ROLE "{role}" SET search_path = "{role}"')
+    params = conninfo_to_dict(base) | {"user": role}
+    host, port, dbname = params.get("host"), params.get("port"), params.get("dbname")
+    try:
+        yield f"postgresql://{role}@{host}:{port}/{dbname}?pooler=transaction"
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{role}" CASCADE')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+STORES_AND_POOLER = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("pgbouncer", id="pgbouncer", marks=pytest.mark.postgres),
+]
+"""``store_url``'s stores, and PostgreSQL behind pgBouncer's transaction pooling: what the crash
+and lease tests run on (a module opts in by defining its ``store_url`` as ``store_url_or_pooler``)."""
+
+
+@pytest.fixture(params=STORES_AND_POOLER)
+def store_url_or_pooler(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh database, once per store, and once through pgBouncer."""
+    url: str = request.getfixturevalue(
+        {"sqlite": "sqlite_url", "postgres": "pg_url", "pgbouncer": "pgbouncer_url"}[request.param]
+    )
+    return url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL to a new SQLite file in the test's temporary directory."""
     return f"sqlite:///{tmp_path}/autonomic.db"

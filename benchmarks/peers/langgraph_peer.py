@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import operator
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, TypedDict
@@ -225,6 +227,27 @@ def crash_child(args: argparse.Namespace) -> None:
     raise RuntimeError("crash child survived past step 5")
 
 
+def fresh_resume(args: argparse.Namespace) -> None:
+    """Subprocess entry: a fresh process resumes a crashed run (``fresh_resume_bench.py``).
+
+    Prints one JSON object of ``time.perf_counter()`` instants (CLOCK_MONOTONIC, comparable
+    with the parent's): imports done, saver open (``from_conn_string`` + ``setup()``, as the
+    documentation opens it), step 6 durable, run finished.
+    """
+    imported = time.perf_counter()
+    with sync_saver(args.store, args.target) as saver:
+        opened = time.perf_counter()
+        graph = build_graph(saver, use_async=False)
+        pc.PROBE.watch(args.fresh_resume)
+        start = time.perf_counter()
+        results = resume(graph, args.fresh_resume)
+        done = time.perf_counter()
+    pc.verify_resumed(args.fresh_resume, results)
+    times = {"imported": imported, "opened": opened, "resume": start}
+    times |= {"first_step": pc.PROBE.first_step_at[args.fresh_resume], "done": done}
+    print(json.dumps(times), flush=True)
+
+
 def emit_mode(
     mode: pc.Mode,
     args: argparse.Namespace,
@@ -285,6 +308,9 @@ def main() -> None:
     args = pc.parse_args(__doc__ or SYSTEM)
     if args.crash_child:
         crash_child(args)
+        return
+    if args.fresh_resume:
+        fresh_resume(args)
         return
     pc.install_deadline(args.timeout_s)
     if args.store == "sqlite":

@@ -135,6 +135,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--crash-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--target", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh-resume", default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 

@@ -22,6 +22,13 @@ SLOW_TRIALS = 1000
 SEED = 20241121
 
 
+@pytest.fixture
+def store_url(store_url_or_pooler: str) -> str:
+    """Every crash trial here runs on SQLite, PostgreSQL, and PostgreSQL behind pgBouncer's
+    transaction pooling (``pooler=transaction``)."""
+    return store_url_or_pooler
+
+
 def _assert_invariants(report: Report, n: int) -> None:
     broken = report.details(limit=20, ignore=("duplicated_effect",))
     assert not broken, "\n".join(broken)

@@ -38,6 +38,13 @@ def write(text: str, ctx: ToolContext) -> str:
     return "written"
 
 
+@pytest.fixture
+def store_url(store_url_or_pooler: str) -> str:
+    """Every lease test here runs on SQLite, PostgreSQL, and PostgreSQL behind pgBouncer's
+    transaction pooling (``pooler=transaction``)."""
+    return store_url_or_pooler
+
+
 def _policy(messages, tools):
     if assistant_turn(messages) == 0:
         return ModelResponse(content=None, tool_calls=(ToolCall("c1", "write", '{"text": "x"}'),))

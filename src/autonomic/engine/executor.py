@@ -462,11 +462,17 @@ class Engine:
         )
         return run, [started, running]
 
-    async def claim(self, run_id: str | None = None, *, take_over_dead: bool = True) -> Run | None:
-        """Lease ``run_id`` (or any runnable run). A lease held by a dead local process is taken."""
+    async def claim(
+        self, run_id: str | None = None, *, take_over_dead: bool = True, current: Run | None = None
+    ) -> Run | None:
+        """Lease ``run_id`` (or any runnable run). A lease held by a dead local process is taken.
+
+        ``current``: ``run_id`` as the caller just read it, so it is not read again.
+        """
         steal: str | None = None
         if run_id is not None and take_over_dead:
-            current = await self.store.get_run(run_id)
+            if current is None or current.id != run_id:
+                current = await self.store.get_run(run_id)
             if owner_is_dead(current.lease.owner) and current.lease.expires_at > self.clock():
                 steal = current.lease.owner
         return await self.store.claim(
@@ -800,7 +806,7 @@ class Engine:
         pinned = await self.store.get_run(run_id)
         if not pinned.status.terminal:
             self.agents.get(pinned.agent, pinned.agent_version)  # NotFound: which, and the fix
-        run = await self.claim(run_id)
+        run = await self.claim(run_id, current=pinned)  # one read of the run, not two
         if run is None:
             current = await self.store.get_run(run_id)
             raise UserError(

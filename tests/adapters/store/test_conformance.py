@@ -260,6 +260,36 @@ def test_postgres_accepts_postgres_scheme(pg_url, make_store):
 
 
 @pytest.mark.postgres
+def test_postgres_opens_a_current_schema_with_one_connection_and_one_read(
+    pg_url, make_store, monkeypatch
+):
+    """What a fresh worker pays before its first step: one pooled connection (a request queued
+    while it was being made once grew a second one), one read of the migration record."""
+
+    async def main() -> None:
+        await (await make_store(pg_url)).close()
+        store = PostgresStore(pg_url)
+        reads: list[str] = []
+        read = store._read
+
+        async def counted(sql, params):
+            reads.append(sql)
+            return await read(sql, params)
+
+        monkeypatch.setattr(store, "_read", counted)
+        try:
+            await store.verify()
+            assert await store.migrate() == []
+            assert reads == [store.sql.recorded_migrations] * 2
+            assert store._pool is not None
+            assert store._pool.get_stats()["pool_size"] == 1
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.postgres
 def test_postgres_tables_live_in_the_schema_named_by_the_url(pg_url, make_store):
     schema = pg_url.rpartition("%3D")[2]
 

@@ -187,7 +187,9 @@ class SqlBus:
             for name, value in vars(_Sql).items()
             if isinstance(value, str) and not name.startswith("__")
         }
-        self._listener = PostgresListener(store.url, self._where) if self._postgres else None
+        # No listener behind a transaction pooler: a LISTEN needs a session of its own.
+        listen_url = store.listen_url
+        self._listener = PostgresListener(listen_url, self._where) if listen_url else None
         self._consumers: list[SqlConsumer] = []
         self.closed = False
 

@@ -23,15 +23,30 @@ What the schema holds is looked at before it is used (``schema.py``): another ap
 tables, or a schema written by a newer autonomic, are refused. ``readonly`` makes every
 connection's transactions read-only, so the server itself refuses a write.
 
-The URL is handed to libpq as is: ``postgresql://`` or ``postgres://``, with any parameters libpq
-knows (``options=-csearch_path%3Dmyschema``, ``sslmode``, ``connect_timeout`` ...). The pool opens
-on first use; the first connection is made directly so that an unreachable server fails at once
-with a message naming it, instead of after the pool's timeout.
+The URL is handed to libpq: ``postgresql://`` or ``postgres://``, with any parameters libpq
+knows (``options=-csearch_path%3Dmyschema``, ``sslmode``, ``connect_timeout`` ...), and one of
+autonomic's own, taken out before libpq sees the URL: ``pooler=transaction`` says the URL leads
+to a pooler in transaction pooling mode (pgBouncer's ``pool_mode = transaction``), where two
+statements of one connection may run on two server sessions. Then nothing relies on session state:
+no prepared statements (psycopg's ``prepare_threshold=None``), a read-only store begins each
+transaction ``READ ONLY`` instead of setting it for the session, and the embedded bus polls instead
+of ``LISTEN``. See docs/stores.md#behind-pgbouncer.
+
+Opening is cheap, since a fresh worker pays it before its first step: the pool opens on first use
+with one connection, made in the background while a direct connection checks that the server
+answers (so an unreachable server fails at once with a message naming it, instead of after the
+pool's timeout); ``verify`` and ``migrate`` then read the migration record in one statement
+(``SqlStore._is_current``). Outside a transaction pooler, the statements of the hot path (the
+commit, the claim, reading a run and its journal) are prepared on a connection's first use of
+them, without a round trip of their own (``_execute``), and the store's first connection prepares
+the reads a step starts with and plans the commit while the store opens (``_prepare_hot``), so a
+fresh worker's first step does not pay for the server session's first look at the catalog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -78,6 +93,8 @@ from autonomic.ports.store import Processed
 Connection = psycopg.AsyncConnection[TupleRow]
 
 _SCHEMES = ("postgresql", "postgres")
+_POOLER = "pooler"
+_POOLER_MODES = ("transaction", "session")
 _DEFAULT_CONNECT_TIMEOUT = 10
 _POOL_TIMEOUT = 30.0
 _MIGRATION_LOCK = "autonomic.migrate"
@@ -127,6 +144,9 @@ audit_row AS (
 # row in opposite orders (the guarded UPDATE refers to it: a one-time filter, evaluated first).
 _AUDIT_GATE = "audit_gate AS (SELECT pos FROM audit_head FOR UPDATE),"
 
+_PREPARED: weakref.WeakKeyDictionary[Connection, set[str]] = weakref.WeakKeyDictionary()
+"""The hot statements each open connection has prepared (``PostgresStore._execute``)."""
+
 _CREATE = translate(
     f"WITH head AS ({Statements.insert_run} RETURNING id),{_APPEND},{_ANCHOR}\nSELECT id FROM head",
     "pyformat",
@@ -160,6 +180,9 @@ SELECT (SELECT version FROM head), (SELECT current_version FROM current),
        (SELECT current_fence FROM current)""",
     "pyformat",
 )
+
+_EXPLAIN_COMMIT = "EXPLAIN " + _COMMIT
+
 
 # What the schema a connection writes into (the first existing one on its search_path) holds.
 _CATALOG = """SELECT current_schema(), ARRAY(
@@ -210,8 +233,18 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
                 hint="write postgresql://user@host:5432/dbname",
             )
         self._secrets = _url_passwords(url)
+        self.conninfo, pooler = _split_pooler(url)
+        if pooler not in (None, *_POOLER_MODES):
+            raise ConfigError(
+                f"unknown {_POOLER}={pooler} in PostgreSQL URL {redact_url(url)!r}",
+                hint=f"write {_POOLER}=transaction behind pgBouncer's transaction pooling, "
+                "or leave it out",
+            )
+        self.transaction_pooled = pooler == "transaction"
+        """Behind a transaction pooler: no session state (see the module docstring)."""
+        self.listen_url = None if self.transaction_pooled else self.conninfo
         try:
-            params = conninfo_to_dict(url)
+            params = conninfo_to_dict(self.conninfo)
         except psycopg.ProgrammingError as exc:
             raise ConfigError(
                 f"bad PostgreSQL URL {redact_url(url)!r}: {self._scrub(_first_line(exc))}",
@@ -226,6 +259,8 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
         port = str(params.get("port") or "5432")
         self._target = f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
         self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        if self.transaction_pooled:  # a statement prepared on one server session is unknown
+            self._connect_kwargs["prepare_threshold"] = None  # to the next one
         if "connect_timeout" not in params:
             self._connect_kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
         self._pool: AsyncConnectionPool[Connection] | None = None
@@ -254,28 +289,86 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
             raise StoreUnavailable("the PostgreSQL store is closed", hint="open a new store")
         async with self._opening:
             if self._pool is None:
-                try:
-                    probe = await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs)
-                except psycopg.OperationalError as exc:
-                    raise self._unavailable(exc) from None
-                await probe.close()
                 pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-                    self.url,
+                    self.conninfo,
                     kwargs=self._connect_kwargs,
                     min_size=self._min_size,
                     max_size=self._max_size,
                     open=False,
                     name="autonomic",
                     timeout=_POOL_TIMEOUT,
-                    configure=_read_only if self.readonly else None,
+                    configure=self._configure,
                 )
+                # The pool's first connection is made in the background while the probe makes
+                # its own: one connection's latency to open, not two in a row.
+                await pool.open(wait=False)
                 try:
-                    await pool.open(wait=True, timeout=_POOL_TIMEOUT)
+                    probe = await psycopg.AsyncConnection.connect(
+                        self.conninfo, **self._connect_kwargs
+                    )
+                except psycopg.OperationalError as exc:
+                    await pool.close()
+                    raise self._unavailable(exc) from None
+                await probe.close()
+                try:
+                    # Its connection is (nearly) made: wait for it, since a request queued
+                    # before it would make the pool grow a second one, and a fresh worker's first
+                    # statements would then alternate between two cold server sessions.
+                    await pool.wait(timeout=_POOL_TIMEOUT)
                 except PoolTimeout as exc:
                     await pool.close()
                     raise self._unavailable(exc) from None
                 self._pool = pool
         return self._pool
+
+    async def _configure(self, conn: Connection) -> None:
+        """What every new pooled connection gets before its first use (the pool's ``configure``).
+
+        A read-only store's session setting; on a writer's first connection, outside a
+        transaction pooler, the hot reads prepared (``_prepare_hot``).
+        """
+        if self.readonly:
+            if self.transaction_pooled:
+                await _read_only_transactions(conn)
+            else:
+                await _read_only(conn)
+        # Only the connection the store opens with (``_get_pool`` waits for it; the pool is not
+        # handed out yet): a fresh worker's first step runs on it. Connections the pool grows
+        # under load would pay the same first look at the catalog in their first statements
+        # anyway, and a burst of them would plan the commit twice each. A reader runs one
+        # command and ends.
+        if self._pool is None and not (self.transaction_pooled or self.readonly):
+            await self._prepare_hot(conn)
+
+    async def _prepare_hot(self, conn: Connection) -> None:
+        """Prepare the reads a step starts with, on a connection the pool has just made.
+
+        A new server session knows nothing of the catalog yet: the first statements that touch
+        a table pay for loading what it knows of it, and of the types and functions they use,
+        which a fresh worker would otherwise pay in its first step. Done here, in one round trip
+        of reads that match no row, it is paid while the store opens (``verify``/``migrate``). Best
+        effort: on a schema not made yet (before ``migrate``) the statements fail, and the
+        connection is used as it is.
+        """
+        hot = (
+            (self.sql.get_run, {"run_id": ""}),
+            (self.sql.run_version, {"run_id": ""}),
+            (self._journal_page_sql(False, False, False, 0), {"run_id": "", "after_seq": 0}),
+        )
+        # The commit cannot run here (it locks the audit log's head first): it is planned,
+        # not run, which loads what it touches too.
+        commit = self._commit_params("", 0, None, (), RunChanges(), 0.0) | _anchor_params(None)
+        try:
+            async with conn.pipeline():
+                for sql, params in hot:
+                    await conn.execute(sql, params, prepare=True)
+                await conn.execute(_EXPLAIN_COMMIT, commit)
+        except psycopg.Error:
+            return
+        _PREPARED.setdefault(conn, set()).update(sql for sql, _ in hot)
+
+    def _reached(self) -> bool:
+        return self._pool is not None
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -283,7 +376,11 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
         pool = await self._get_pool()
         try:
             async with pool.connection() as conn:
-                yield conn
+                if self.readonly and self.transaction_pooled:
+                    async with conn.transaction():  # BEGIN READ ONLY (``_read_only_transactions``)
+                        yield conn
+                else:
+                    yield conn
         except PoolTimeout as exc:
             raise self._unavailable(exc) from None
         except psycopg.errors.UndefinedTable:
@@ -295,15 +392,42 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
                 raise self._unavailable(exc) from None
             raise
 
+    def _hot(self, sql: str) -> bool:
+        """Whether ``sql`` is a statement of the hot path, prepared (``_execute``)."""
+        sqls = self.sql
+        hot = (sqls.get_run, sqls.claim, sqls.renew_lease, sqls.release_lease, sqls.run_version)
+        return sql in hot or sql in self._claims.values()
+
+    async def _execute(
+        self, conn: Connection, sql: str, params: Params, *, hot: bool = True
+    ) -> psycopg.AsyncCursor[TupleRow]:
+        """Run one statement; a hot one prepared, from its first use on this connection.
+
+        psycopg prepares a statement at its fifth use, and then in a round trip of its own: a
+        fresh worker would parse and plan its commit statement five times, then wait once more.
+        Here the first use sends the statement's Parse with its Bind and Execute, pipelined,
+        in one round trip, and every later use skips parsing and planning. A connection behind
+        a transaction pooler prepares nothing (``prepare_threshold=None``).
+        """
+        if not hot or self.transaction_pooled:
+            return await conn.execute(sql, params)
+        prepared = _PREPARED.setdefault(conn, set())
+        if sql in prepared:
+            return await conn.execute(sql, params, prepare=True)
+        async with conn.pipeline():
+            cur = await conn.execute(sql, params, prepare=True)
+        prepared.add(sql)  # (had psycopg's cache dropped it, it would prepare it again)
+        return cur
+
     async def _read(self, sql: str, params: Params) -> list[Row]:
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params)
+            cur = await self._execute(conn, sql, params, hot=self._hot(sql))
             return await cur.fetchall()
 
     async def _write(self, sql: str, params: Params) -> Written:
         """One statement, so one round trip and its own transaction (autocommit)."""
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params)
+            cur = await self._execute(conn, sql, params, hot=self._hot(sql))
             return Written(await _rows(cur), cur.rowcount)
 
     @asynccontextmanager
@@ -361,7 +485,7 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
         async with self._connection() as conn:
             try:
                 if not outbox_rows and processed is None:
-                    await conn.execute(_CREATE, params)
+                    await self._execute(conn, _CREATE, params)
                 else:  # with its events and inbox row: one transaction of a few statements
                     async with conn.transaction():
                         await conn.execute(_CREATE, params)
@@ -384,7 +508,7 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
     async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
         """One round trip: the entries with their blobs joined in."""
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params)
+            cur = await self._execute(conn, sql, params)
             rows = await cur.fetchall()
         blobs: dict[str, bytes] = {}
         for row in rows:
@@ -482,7 +606,9 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
         try:
             async with self._connection() as conn, conn.transaction():
                 async with conn.pipeline():
-                    cursors = [await conn.execute(_COMMIT, _with_anchor(r)) for r in group]
+                    cursors = [
+                        await conn.execute(_COMMIT, _with_anchor(r), prepare=True) for r in group
+                    ]
                 outcomes: list[int | Exception] = []
                 for request, cursor in zip(group, cursors, strict=True):
                     row = await cursor.fetchone()
@@ -513,7 +639,7 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
 
     async def _commit_statement(self, conn: Connection, request: CommitRequest) -> Row:
         try:
-            cur = await conn.execute(_COMMIT, _with_anchor(request))
+            cur = await self._execute(conn, _COMMIT, _with_anchor(request))
         except psycopg.errors.UniqueViolation as exc:
             raise JournalConflict(
                 f"run {request.run_id}: refused, nothing written: {_first_line(exc)}"
@@ -532,6 +658,31 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
 async def _read_only(conn: Connection) -> None:
     """Make a new pooled connection's transactions read-only (the pool's ``configure``)."""
     await conn.execute("SET default_transaction_read_only = on")
+
+
+async def _read_only_transactions(conn: Connection) -> None:
+    """Behind a transaction pooler, where a session setting would leak to other clients of the
+    server session and be missing from the next: psycopg begins every transaction of this
+    connection ``READ ONLY`` (a client-side setting), and ``_connection`` runs every use of it
+    in a transaction."""
+    await conn.set_read_only(True)
+
+
+def _split_pooler(url: str) -> tuple[str, str | None]:
+    """``url`` without autonomic's ``pooler`` parameter (libpq refuses parameters it does not
+    know), and that parameter's value."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, None
+    kept: list[str] = []
+    pooler: str | None = None
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if unquote(key) == _POOLER:
+            pooler = unquote(value).lower()
+        elif item:
+            kept.append(item)
+    return (f"{base}?{'&'.join(kept)}" if kept else base), pooler
 
 
 async def _rows(cur: psycopg.AsyncCursor[TupleRow]) -> list[Row]:

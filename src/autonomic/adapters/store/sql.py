@@ -59,6 +59,7 @@ from autonomic.errors import (
     LeaseLost,
     NotFound,
     StaleVersion,
+    StoreDamaged,
     StoreUnavailable,
 )
 from autonomic.ports.store import (
@@ -341,6 +342,9 @@ class SqlStore(Store):
     """``CREATE TABLE IF NOT EXISTS schema_migrations`` in the dialect's column types."""
     migration_columns: ClassVar[str]
     """The names of the columns of the ``schema_migrations`` table, one a row."""
+    listen_url: str | None = None
+    """Where the embedded bus may ``LISTEN`` for publishes (PostgreSQL, not behind a transaction
+    pooler); ``None``: its consumers poll."""
     sql: ClassVar[Statements]
     _claims: ClassVar[dict[int, str]]
     """The claims restricted to N agent versions, by N (``_claim_of``)."""
@@ -408,6 +412,11 @@ class SqlStore(Store):
     async def _catalog(self) -> tuple[str, frozenset[str]]:
         """The database as a message names it, and the names of its tables and views."""
 
+    def _reached(self) -> bool:
+        """Whether the database has answered at all (a server that never did is not asked
+        twice); an embedded file always has."""
+        return True
+
     async def _check_integrity(self) -> None:
         """Raise ``StoreDamaged`` if the database is damaged; before the first write."""
 
@@ -417,8 +426,29 @@ class SqlStore(Store):
     # -- schema (see ``schema.py``) -----------------------------------------------------------------
 
     async def verify(self) -> None:
-        """Refuse, reading only, a database that is not a current autonomic schema."""
+        """Refuse, reading only, a database that is not a current autonomic schema.
+
+        One cheap read first (``_is_current``): a worker opening a current schema pays one round
+        trip; anything else gets the full look (``_contents``) and its precise refusal.
+        """
+        if await self._is_current():
+            return
         self._refuse(Purpose.USE, *await self._contents())
+
+    async def _is_current(self) -> bool:
+        """Whether the migration record is exactly this code's migrations, read in one statement.
+
+        The names must match too, not only the versions: another tool's ``schema_migrations``
+        does not pass by accident. Any failure (no such table, another shape) means "look
+        properly", never an error of its own.
+        """
+        try:
+            rows = await self._read(self.sql.recorded_migrations, {})
+        except Exception as exc:  # the full look (``_contents``) says what is wrong ...
+            if isinstance(exc, StoreDamaged) or not self._reached():
+                raise  # ... unless it could not look at all: no second wait
+            return False
+        return {(int(v), str(n)) for v, n in rows} == migrations.recorded(self.dialect)
 
     async def migrate(self, *, beside_other_tables: bool = False) -> list[str]:
         """Create or upgrade autonomic's schema; refuse a damaged, newer or foreign database.
@@ -428,6 +458,9 @@ class SqlStore(Store):
         done on purpose or not at all. Nothing is written before these checks pass.
         """
         await self._check_integrity()
+        if await self._is_current():  # the common case, a worker starting: one cheap read
+            await self._start_writing()
+            return []
         self._refuse(
             Purpose.ADOPT if beside_other_tables else Purpose.CREATE, *await self._contents()
         )

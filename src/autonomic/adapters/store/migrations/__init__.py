@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 
 
@@ -22,3 +23,10 @@ def load(dialect: str) -> list[Migration]:
             number, _, rest = item.name.partition("_")
             found.append(Migration(int(number), rest.removesuffix(".sql"), item.read_text()))
     return sorted(found, key=lambda m: m.version)
+
+
+@cache
+def recorded(dialect: str) -> frozenset[tuple[int, str]]:
+    """The ``(version, name)`` rows a schema that is current for this code records; read from
+    the package once per process, since a worker compares against it every time it opens."""
+    return frozenset((m.version, m.name) for m in load(dialect))
