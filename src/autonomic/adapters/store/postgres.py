@@ -46,6 +46,8 @@ fresh worker's first step does not pay for the server session's first look at th
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -189,6 +191,21 @@ _CATALOG = """SELECT current_schema(), ARRAY(
     SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 )"""
+
+
+_PREPARING: contextvars.ContextVar[bool] = contextvars.ContextVar("_PREPARING", default=False)
+"""Set while ``_prepare_hot`` tries its statements: on a schema that is not autonomic's (yet) they
+fail, and psycopg warns "error ignored terminating <AsyncPipeline>" as it leaves the aborted
+pipeline; that line must not reach a user, whose command then says what is wrong in its own
+words."""
+
+
+class _QuietWhilePreparing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _PREPARING.get()
+
+
+logging.getLogger("psycopg").addFilter(_QuietWhilePreparing())
 
 
 class PostgresStore(SqlStore):
@@ -358,6 +375,7 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
         # The commit cannot run here (it locks the audit log's head first): it is planned,
         # not run, which loads what it touches too.
         commit = self._commit_params("", 0, None, (), RunChanges(), 0.0) | _anchor_params(None)
+        quiet = _PREPARING.set(True)  # a failed attempt is expected, not worth a warning
         try:
             async with conn.pipeline():
                 for sql, params in hot:
@@ -365,6 +383,8 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
                 await conn.execute(_EXPLAIN_COMMIT, commit)
         except psycopg.Error:
             return
+        finally:
+            _PREPARING.reset(quiet)
         _PREPARED.setdefault(conn, set()).update(sql for sql, _ in hot)
 
     def _reached(self) -> bool:
