@@ -444,13 +444,15 @@ def test_a_turn_delegating_several_subtasks_hands_them_all_off_before_waiting(
             ]),
             resolver({"boss": fan, "helper": helper}),
         )  # fmt: skip
-        run = await engine.start("boss", "three parts")
+        run = await engine.start("boss", "three parts", metadata={"budget": {"cost": 0.8}})
         claimed = await engine.claim(run.id)
         assert claimed is not None
         waiting = await engine.drive(claimed)
         assert waiting.status is RunStatus.WAITING_FOR_CHILD, waiting.status_reason
         assert f"{PARTS} child run(s)" in str(waiting.status_reason)
-        assert len(await store.children(run.id)) == PARTS  # all exist while it waits
+        kids = await store.children(run.id)
+        assert len(kids) == PARTS  # all exist while it waits
+        assert {c.metadata["budget"]["cost"] for c in kids} == {0.05}  # half of 0.8, by 8
         await _drain(engine)
         done = await store.get_run(run.id)
         assert done.status is RunStatus.COMPLETED, done.status_reason
@@ -530,5 +532,23 @@ def test_a_failed_compensation_suspends_and_a_forced_resume_tries_it_again(
         assert "compensated 2 subtask(s)" in str(done.status_reason)
         assert Ledger(ledger).applied("undo") == [1, 0]
         assert await orphans(store, run.id) == []
+
+    _go(sqlite_url, scenario)
+
+
+def test_children_handed_off_together_share_one_part_of_the_budget(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    graph = {"nodes": [{"id": f"n{i}", "uses": "work.step", "inputs": {"n": i}} for i in range(4)]}
+
+    async def scenario(store: Store) -> None:
+        engine = kit_engine(store, tmp_path / "ledger", graph=graph)
+        budget = {"cost": 1.0, "tokens": 8000, "wall_seconds": 600}
+        run = await engine.start("lead", "four at once", metadata={"budget": budget})
+        await _drain(engine)
+        assert (await store.get_run(run.id)).status is RunStatus.COMPLETED
+        shares = [c.metadata["budget"] for c in await store.children(run.id)]
+        # half of the budget for the four together, not half each; each has the time
+        assert shares == [{"cost": 0.125, "tokens": 1000, "wall_seconds": 300.0}] * 4
 
     _go(sqlite_url, scenario)

@@ -170,6 +170,18 @@ def waiting_for(state: RunState) -> list[str]:
     return keys
 
 
+def handoffs_in_flight(state: RunState) -> int:
+    """How many hand-offs a parent has in flight at once: those it waits for, and the
+    ``delegate`` calls of its latest turn not yet handed off (a fan-out is made call by call)."""
+    waited = waiting_for(state)
+    fresh = sum(
+        1
+        for item in state.pending_calls()
+        if item.intent is None and item.call.name == DELEGATE_TOOL
+    )
+    return max(1, len(waited) + fresh)
+
+
 def wakes(
     state: RunState,
     keys: Sequence[str],
@@ -419,7 +431,7 @@ class Delegation:
                 "call_id": handoff.call_id,
             }
         }
-        share = self._budget(state.budget)
+        share = self._budget(state.budget, together=handoffs_in_flight(state))
         if share:
             metadata["budget"] = share
         try:
@@ -442,8 +454,10 @@ class Delegation:
             child = await self.store.get_run(child_id)
         return child
 
-    def _budget(self, budget: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The child's share of the parent's budget (tokens, cost, wall clock)."""
+    def _budget(self, budget: Mapping[str, Any] | None, *, together: int = 1) -> dict[str, Any]:
+        """The child's share of the parent's budget: ``budget_share`` of its wall clock, and of
+        its tokens and cost split between the ``together`` hand-offs in flight at once (a
+        fan-out of ten children shares one half, it does not get ten)."""
         if not budget:
             return {}
         out: dict[str, Any] = {}
@@ -451,6 +465,8 @@ class Delegation:
             value = budget.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 shared = value * self.budget_share
+                if key != "wall_seconds":  # children in parallel each have the time
+                    shared /= max(1, together)
                 out[key] = int(shared) if isinstance(value, int) else shared
         return out
 
