@@ -63,9 +63,10 @@ from autonomic.engine.delegation import (
     child_run_id,
 )
 from autonomic.engine.health import Health, health
-from autonomic.engine.step import StepProtocol
+from autonomic.engine.step import StepProtocol, deadline, run_priority
 from autonomic.errors import AutonomicError, GraphInvalid, InvalidInput, ModelError, NotFound
 from autonomic.governance.action import ActionKind, ProposedAction
+from autonomic.ports.model import call_context
 from autonomic.tools.capability import Capability
 from autonomic.tools.delegate import DELEGATE_TOOL
 
@@ -239,7 +240,13 @@ class _Work:
                 Message(Role.USER, _text(self.run.input.get("task"))),
             ]
             try:
-                response = await self.step.model.complete(messages, [])
+                with call_context(  # the gateway's tenant, priority and deadline apply to it
+                    priority=run_priority(self.run.metadata),
+                    deadline=deadline(self.state, self.session.now()),
+                    run_id=self.run.id,
+                    tenant=self.run.tenant,
+                ):
+                    response = await self.step.model.complete(messages, [])
                 call = ModelCall.of_response(response)
                 raw = _json(response.content or "")
                 if raw is None:
