@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from autonomic.core.coordination import TASK
+from autonomic.core.graph import parse_graph
 from autonomic.core.journal import Entry
 from autonomic.core.state import fold
 from autonomic.core.timeline import spend
@@ -74,8 +76,11 @@ def graph_progress(entries: Sequence[Entry]) -> dict[str, Any] | None:
     if state.graph is None:
         return None
     nodes: list[dict[str, Any]] = []
-    for node in (state.graph.graph or {}).get("nodes") or ():
-        steps = state.subtasks.get(str(node.get("id")), [])
+    if state.graph.graph is None:  # no graph could be followed: the run failed saying why
+        return {"source": state.graph.source, "rejected": state.graph.rejected, "nodes": nodes}
+    graph = parse_graph(state.graph.graph, max_nodes=10_000, given=frozenset({TASK}))
+    for node in graph.nodes:
+        steps = state.subtasks.get(node.id, [])
         dispatches = [s for s in steps if s.phase == "dispatch"]
         last = steps[-1] if steps else None
         if last is None:
@@ -88,16 +93,9 @@ def graph_progress(entries: Sequence[Entry]) -> dict[str, Any] | None:
             status = "done" if last.ok else "failed"
         nodes.append(
             {
-                "id": node.get("id"),
-                "capability": node.get("uses"),
-                "after": sorted(
-                    set(node.get("after") or ())
-                    | {
-                        str(v["$ref"]).split(".")[0]
-                        for v in (node.get("inputs") or {}).values()
-                        if isinstance(v, dict) and "$ref" in v
-                    }
-                ),
+                "id": node.id,
+                "capability": node.uses,
+                "after": sorted(node.needs - graph.given),
                 "status": status,
                 "attempts": len(dispatches),
                 "agent": dispatches[-1].agent if dispatches else None,

@@ -41,6 +41,7 @@ __all__ = [
     "Signature",
     "chain",
     "choose",
+    "fallback",
     "fits",
     "parse_graph",
     "validate",
@@ -489,6 +490,21 @@ def choose(
         return Choice(graph, layers, "proposed")
     except GraphInvalid as exc:
         rejected = exc.message
+    return fallback(
+        rejected, catalog, template=template, max_nodes=max_nodes, require_uses=require_uses
+    )
+
+
+def fallback(
+    rejected: str,
+    catalog: Mapping[str, Signature] | None,
+    *,
+    template: Graph | None,
+    max_nodes: int = MAX_NODES,
+    require_uses: bool = False,
+) -> Choice:
+    """The declared ``template`` instead of a proposal refused for ``rejected`` (or never made);
+    ``GraphInvalid`` when there is none or it does not validate."""
     if template is None:
         raise GraphInvalid(
             f"the proposed graph was rejected ({rejected}) and there is no template to fall back on"

@@ -51,7 +51,7 @@ from autonomic.core.canonical import canonical_json
 from autonomic.core.compensation import Compensator, completed_steps, undo_plan
 from autonomic.core.coordination import TASK, Coordination, OnFailure
 from autonomic.core.entries import CompensationStep, ModelCall, SubtaskStep
-from autonomic.core.graph import Graph, Signature, choose, parse_graph
+from autonomic.core.graph import Graph, Signature, choose, fallback, parse_graph
 from autonomic.core.messages import Message, Role
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import RunState
@@ -267,15 +267,13 @@ class _Work:
                     given=given,
                 )
             else:
-                chosen = choose(
-                    {"nodes": "none"},
+                chosen = fallback(
+                    rejected,
                     catalog,
                     template=coordination.template_graph,
                     max_nodes=coordination.max_nodes,
                     require_uses=True,
-                    given=given,
                 )
-                chosen = chosen._replace(rejected=rejected)
         except GraphInvalid as exc:
             self.session.stage(SubtaskStep("graph", source="none", rejected=exc.message, call=call))
             await self.step.stop(
@@ -363,14 +361,12 @@ class _Work:
         refusal = await self._guard(agent, task)
         if refusal is not None:
             return self._refuse(node_id, capability, "subtask_refused", refusal)
-        key = f"{self.run.id}:subtask:{node_id}:{attempt}"
-        self.session.stage(
-            SubtaskStep(
-                "dispatch", node=node_id, attempt=attempt, agent=agent, capability=capability,
-                task=task, key=key,
-            )
+        dispatch = SubtaskStep(
+            "dispatch", node=node_id, attempt=attempt, agent=agent, capability=capability,
+            task=task, key=f"{self.run.id}:subtask:{node_id}:{attempt}",
         )  # fmt: skip
-        return Handoff(key, agent, capability, task, f"subtask:{node_id}:{attempt}")
+        self.session.stage(dispatch)
+        return Handoff.of_subtask(dispatch)
 
     def _refuse(self, node: str, capability: str, code: str, message: str) -> Handoff | None:
         """Stage ``node``'s refusal as its failed result (its policy decides next round)."""
@@ -436,11 +432,7 @@ class _Work:
             last = steps[-1]
             if last.phase != "dispatch" or not last.key:
                 continue
-            handoff = Handoff(
-                last.key, str(last.agent), last.capability, last.task,
-                f"subtask:{node}:{last.attempt}",
-            )  # fmt: skip
-            child = await self.delegation.child(self.run, self.state, handoff)
+            child = await self.delegation.child(self.run, self.state, Handoff.of_subtask(last))
             end = self.delegation.ended(child) if child is not None else None
             if end is None:
                 continue

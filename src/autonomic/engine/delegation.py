@@ -44,7 +44,9 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 from autonomic.core.canonical import canonical_json
+from autonomic.core.coordination import TASK
 from autonomic.core.entries import CompensationStep, SubtaskStep, ToolIntent, ToolResult
+from autonomic.core.graph import parse_graph
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.state import RunState
@@ -118,6 +120,14 @@ class Handoff(NamedTuple):
             intent.call_id,
         )  # fmt: skip
 
+    @staticmethod
+    def of_subtask(dispatch: SubtaskStep) -> Handoff:
+        """A coordinator's ``dispatch`` entry as a hand-off."""
+        return Handoff(
+            str(dispatch.key), str(dispatch.agent), dispatch.capability, dispatch.task,
+            f"subtask:{dispatch.node}:{dispatch.attempt}",
+        )  # fmt: skip
+
 
 class Outcome(NamedTuple):
     """How a child run ended, as its parent reads it: ``ok`` with the ``output`` (checked
@@ -137,10 +147,7 @@ def handoffs(entries: Sequence[Entry]) -> dict[str, Handoff]:
         if isinstance(body, ToolIntent) and body.tool == DELEGATE_TOOL:
             out[body.key] = Handoff.of_intent(body)
         elif isinstance(body, SubtaskStep) and body.phase == "dispatch" and body.key:
-            out[body.key] = Handoff(
-                body.key, str(body.agent), body.capability, body.task,
-                f"subtask:{body.node}:{body.attempt}",
-            )  # fmt: skip
+            out[body.key] = Handoff.of_subtask(body)
         elif (
             isinstance(body, CompensationStep)
             and body.phase == "intent"
@@ -213,20 +220,8 @@ def wakes(
         if not succeeded(child):
             return True
         done.add(by_key[key])
-    nodes = state.graph.graph.get("nodes") or ()
-    for node in nodes:
-        if not isinstance(node, Mapping) or node.get("id") in state.subtasks:
-            continue
-        needs = set(node.get("after") or ())
-        needs |= {
-            str(v["$ref"]).split(".")[0]
-            for v in (node.get("inputs") or {}).values()
-            if isinstance(v, Mapping) and "$ref" in v
-        }
-        needs.discard("task")
-        if needs <= done:
-            return True
-    return False
+    graph = parse_graph(state.graph.graph, max_nodes=10_000, given=frozenset({TASK}))
+    return any(node not in state.subtasks for node in graph.ready(done))
 
 
 @dataclass(frozen=True)

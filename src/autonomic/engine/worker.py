@@ -151,15 +151,20 @@ class Worker:
     async def _claim_and_drive(self, until_idle: bool) -> list[Run]:
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        ended = [0]  # drives that ended: one ending after a claim found nothing may have
+        ended = 0  # drives that ended: one ending after a claim found nothing may have
         # reopened a run (a parent its children's ends woke), so idleness is decided only by a
         # claim that found nothing with no drive ending meanwhile
+
+        def count_ended(_: asyncio.Task[None]) -> None:
+            nonlocal ended
+            ended += 1
+
         while not self.engine.stopping.is_set():
             await slots.acquire()
             if self.engine.stopping.is_set():
                 slots.release()
                 break
-            ended_before = ended[0]
+            ended_before = ended
             try:
                 run = await self.engine.claim()
             except Exception as exc:  # the store is down: nothing was claimed; try again later
@@ -184,7 +189,7 @@ class Worker:
                 await self._sweep_versions()
 
                 if until_idle and not tasks:
-                    if ended[0] != ended_before:
+                    if ended != ended_before:
                         continue  # a drive ended since the claim: look again
                     if self.bus is not None and not await self._bus_idle():
                         continue
@@ -197,7 +202,7 @@ class Worker:
             task = asyncio.create_task(self._drive(run, slots))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            task.add_done_callback(lambda _: ended.__setitem__(0, ended[0] + 1))
+            task.add_done_callback(count_ended)
         if tasks:
             await asyncio.gather(*tasks)
         if self.starter is not None and self.starter.consumer is not None and until_idle:
