@@ -145,6 +145,16 @@ def test_hooks_see_the_protocol_in_order_and_commits_see_the_whole_journal(store
     assert EFFECTS == ["read 1", "write 2"]
 
 
+def test_a_first_execution_result_carries_no_replayed_mark(sqlite_url):
+    """Issue 17: ``replayed`` is journaled only on a re-run after recovery (``True``); a first
+    execution's result leaves the key out instead of writing ``false`` on every step."""
+    _, journal = _run(sqlite_url, Recorder())
+    results = [e for e in journal if e.kind is EntryKind.TOOL_RESULT]
+    assert len(results) == 2
+    assert all("replayed" not in e.payload for e in results)
+    assert all(not e.body.replayed for e in results)  # type: ignore[union-attr]
+
+
 def test_a_hook_can_refuse_an_effect_and_stop_a_run(store_url):
     hook = Recorder(refuse="write", stop_before_turn=3)
     run, journal = _run(store_url, hook)

@@ -599,7 +599,9 @@ class StepProtocol:
             await session.check_lease()
         issued = self._issue_credentials(tool, call)
         if isinstance(issued, ToolResult):
-            return issued.completed(replayed=replayed, attempts=None, latency_ms=None, position=at)
+            return issued.completed(
+                replayed=replayed or None, attempts=None, latency_ms=None, position=at
+            )
         ctx = ToolContext(
             run_id=session.run.id,
             call_id=call.id,
@@ -632,7 +634,7 @@ class StepProtocol:
         if issued:  # a result that echoes a secret never reaches the journal or the model
             result = _redacted(result, tuple(c.reveal_unchecked() for c in issued.values()))
         return result.completed(
-            replayed=replayed,
+            replayed=replayed or None,  # journaled only when true: a first run needs no mark
             attempts=tries if attempts > 1 and tries else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             position=at,
