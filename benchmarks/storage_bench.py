@@ -46,7 +46,16 @@ PEERS = HERE / "peers"
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 STEPS = 10
 
-AUTONOMIC = ("autonomic default", "autonomic write-ahead", "autonomic lean")
+AUTONOMIC = (
+    "autonomic default",
+    "autonomic write-ahead",
+    "autonomic lean",
+    "autonomic write-ahead, 2 calls a turn",
+    "autonomic lean, 2 calls a turn",
+)
+PAIRED = ", 2 calls a turn"
+"""The same 10 tool steps proposed two at a time (5 turns): where a non-idempotent call's result
+rides with the next call's intent (issue 17 item 2)."""
 PEER_SYSTEMS = ("raw", "langgraph", "dbos")
 
 Sizes = dict[str, tuple[int, int, int]]
@@ -171,7 +180,7 @@ async def autonomic_once(system: str, store: str, target: str, runs: int) -> dic
     sys.path.insert(0, str(HERE))
     import autonomic_bench as ab
 
-    from autonomic import Agent, AgentRegistry, Engine, Runaway, build_store, tool
+    from autonomic import Agent, AgentRegistry, Engine, FunctionModel, Runaway, build_store, tool
 
     @tool()
     async def add_one(arg: int) -> dict[str, int]:
@@ -179,13 +188,14 @@ async def autonomic_once(system: str, store: str, target: str, runs: int) -> dic
         return {"value": arg + 1}
 
     default = system == "autonomic default"
-    chosen = ab.add_one if system == "autonomic lean" else add_one
+    chosen = ab.add_one if system.startswith("autonomic lean") else add_one
     agent = Agent(name="bench", instructions="", tools=(chosen,), max_turns=STEPS + 1)
     url = f"sqlite:///{target}" if store == "sqlite" else target
     db = build_store(url)
     await db.migrate()
     kwargs: dict[str, Any] = {} if default else {"runaway": Runaway(enabled=False)}
-    engine = Engine(db, AgentRegistry([agent]), lambda spec: ab.MODEL, **kwargs)
+    model = FunctionModel(paired_model, name="fake") if system.endswith(PAIRED) else ab.MODEL
+    engine = Engine(db, AgentRegistry([agent]), lambda spec: model, **kwargs)
     commits = 0
     commit, create = db.commit, db.create_run
 
@@ -213,6 +223,20 @@ async def autonomic_once(system: str, store: str, target: str, runs: int) -> dic
     finally:
         await db.close()
     return report(system, store, runs, delta(before, sizes(store, target)), seconds, counted)
+
+
+def paired_model(messages: Any, tools: Any) -> Any:
+    """The benchmark's fake model, proposing the next two tool calls at once."""
+    from autonomic.core.canonical import canonical_json
+    from autonomic.core.messages import ModelResponse, Role, ToolCall
+
+    done = sum(1 for m in messages if m.role is Role.TOOL)
+    if done < STEPS:
+        calls = tuple(
+            ToolCall(f"c{n}", "add_one", canonical_json({"arg": n})) for n in (done + 1, done + 2)
+        )
+        return ModelResponse(content=None, tool_calls=calls, model="fake")
+    return ModelResponse(content=f"done after {done} steps", model="fake")
 
 
 # -- the peers, in their own venv -----------------------------------------------------------
