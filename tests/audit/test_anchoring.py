@@ -97,3 +97,44 @@ def test_an_anchor_names_its_run_as_json_whatever_the_id(run_id):
     line = body.split("\n", 1)[0]
     assert line == f"1 {'a' * 64} {json.dumps(run_id)}"
     assert parse_anchor(body)[:2] == (run_id, [(1, "a" * 64)])
+
+
+def test_an_anchor_keeps_once_what_its_first_line_holds_and_reads_back_whole():
+    """Issue 17: the anchor's JSON no longer repeats the run, each entry's seq, or an intent's
+    key when it is the usual ``run_id:seq`` (the first line holds the run and the seqs); an
+    anchor written before reads back the same, and an unusual key is kept."""
+    import json
+
+    from autonomic.core.audit import anchor_body, anchor_summary
+    from autonomic.core.canonical import canonical_json
+
+    run = "run_1"
+    intent = {"tool": "pay", "version": "1", "key": "run_1:2", "arguments": {"cents": 5}}
+    other = dict(intent, key="elsewhere:9")
+    entries = [
+        (2, "tool.intent", "a" * 64, intent),
+        (3, "tool.intent", "b" * 64, other),
+        (4, "tool.result", "c" * 64, {"tool": "pay", "ok": True, "output": 1}),
+    ]
+    body = anchor_body(run, entries)
+    written = json.loads(body.split("\n", 1)[1])
+    assert "run" not in written
+    assert all("seq" not in e for e in written["entries"])
+    assert "key" not in written["entries"][0]
+    assert written["entries"][1]["key"] == "elsewhere:9"
+    got = anchor_summary(body)
+    assert got["run"] == run
+    assert [(e["seq"], e["hash"]) for e in got["entries"]] == [
+        (2, "a" * 64),
+        (3, "b" * 64),
+        (4, "c" * 64),
+    ]
+    assert [e.get("key") for e in got["entries"]] == ["run_1:2", "elsewhere:9", None]
+    # an anchor as releases before issue 17 wrote it reads back the same
+    old = dict(written, run=run)
+    old["entries"] = [
+        dict(e, seq=s) for e, (s, *_) in zip(written["entries"], entries, strict=True)
+    ]
+    old["entries"][0]["key"] = "run_1:2"
+    line = body.split("\n", 1)[0]
+    assert anchor_summary(f"{line}\n{canonical_json(old)}") == got

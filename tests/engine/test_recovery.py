@@ -309,3 +309,34 @@ def test_a_run_whose_worker_finished_normally_needs_no_recovery(store_url, tmp_p
     assert trial.status is RunStatus.COMPLETED
     assert not [e for e in trial.entries if e.kind is EntryKind.RECOVERY]
     assert trial.committed_before_resume == len(trial.entries)
+
+
+# -- two non-idempotent calls in one turn: the first result rides with the second intent ---------
+
+
+@pytest.mark.parametrize("grouped_commit_landed", [False, True], ids=["before", "after"])
+def test_a_crash_around_a_result_riding_with_the_next_intent_leaves_one_call_in_doubt(
+    store_url, tmp_path, reference, grouped_commit_landed
+):
+    """Turn 9 proposes b5 and b6, both non-idempotent: b5's result is committed with b6's
+    decision and intent, one commit (issue 17 item 2). Killed after b5's effect, before that
+    commit: b5 is in doubt, as when its result had a commit of its own. Killed right after it:
+    b5's result is kept and b6 is in doubt, never started."""
+    b5 = len(step_results(reference.entries)) - 1  # tool calls made once b5 ran (13 of 14)
+    grouped = [h for h in reference.hits if h.point == "after_commit" and h.tools_run == b5]
+    assert len(grouped) == 1  # b5's result and b6's intent: one commit, not two
+    if grouped_commit_landed:
+        point, count = "after_commit", grouped[0].occurrence
+    else:
+        point, count = "after_effect", reference.occurrence("after_effect", tools_run=b5)
+    trial = crash_trial(store_url, point, count, reference=reference, directory=tmp_path / "t")
+
+    assert trial.crashed
+    assert not trial.violations, trial.violations
+    assert trial.status is RunStatus.WAITING_FOR_HUMAN
+    doubted = "call_9_2" if grouped_commit_landed else "call_9_1"
+    assert doubted in trial.reason
+    kept = b5 if grouped_commit_landed else b5 - 1
+    assert step_results(trial.entries) == reference.results[:kept]
+    assert len(_attempts(trial, "b5")) == 1
+    assert not _attempts(trial, "b6")

@@ -85,12 +85,12 @@ TURNS = [
 ]
 
 
-def _run(url: str, hook: Recorder) -> tuple[Any, list[Any]]:
+def _run(url: str, hook: Recorder, turns: list[dict[str, Any]] = TURNS) -> tuple[Any, list[Any]]:
     async def go() -> tuple[Any, list[Any]]:
         store = build_store(url)
         await store.migrate()
         agent = Agent(name="rw", instructions="read, then write", tools=(read, write))
-        model = ScriptedModel(list(TURNS))
+        model = ScriptedModel(list(turns))
         engine = Engine(
             store,
             AgentRegistry([agent]),
@@ -143,6 +143,49 @@ def test_hooks_see_the_protocol_in_order_and_commits_see_the_whole_journal(store
     assert [e.seq for e in hook.committed] == [e.seq for e in journal[1:]]
     assert [e.hash for e in hook.committed] == [e.hash for e in journal[1:]]
     assert EFFECTS == ["read 1", "write 2"]
+
+
+def test_a_write_ahead_result_rides_with_the_next_write_of_the_same_turn(store_url):
+    """Issue 17 item 2: two non-idempotent calls in one turn cost three commits, not four - the
+    first call's result is committed with the second call's intent (no model call and no effect
+    comes between); the last result of the turn is committed before the next model call."""
+    hook = Recorder()
+    writes = [
+        {"tool_calls": [{"name": "write", "arguments": {"n": n}} for n in (1, 2, 3)]},
+        {"tool_calls": [{"name": "write", "arguments": {"n": 4}}]},
+        {"content": "done"},
+    ]
+    run, journal = _run(store_url, hook, writes)
+    assert run.status is RunStatus.COMPLETED
+    assert [s for s in hook.seen if s.startswith(("commit", "effect", "before_model"))] == [
+        "commit transition",
+        "before_model_call turn=1",
+        "commit model.response,tool.intent",
+        "effect write intents=['write']",
+        "commit tool.result,tool.intent",
+        "effect write intents=['write', 'write']",
+        "commit tool.result,tool.intent",
+        "effect write intents=['write', 'write', 'write']",
+        "commit tool.result",
+        "before_model_call turn=2",
+        "commit model.response,tool.intent",
+        "effect write intents=['write', 'write', 'write', 'write']",
+        "commit tool.result",
+        "before_model_call turn=3",
+        "commit model.response,transition",
+    ]
+    assert EFFECTS == ["write 1", "write 2", "write 3", "write 4"]
+    assert [e.seq for e in hook.committed] == [e.seq for e in journal[1:]]
+
+
+def test_a_first_execution_result_carries_no_replayed_mark(sqlite_url):
+    """Issue 17: ``replayed`` is journaled only on a re-run after recovery (``True``); a first
+    execution's result leaves the key out instead of writing ``false`` on every step."""
+    _, journal = _run(sqlite_url, Recorder())
+    results = [e for e in journal if e.kind is EntryKind.TOOL_RESULT]
+    assert len(results) == 2
+    assert all("replayed" not in e.payload for e in results)
+    assert all(not e.body.replayed for e in results)  # type: ignore[union-attr]
 
 
 def test_a_hook_can_refuse_an_effect_and_stop_a_run(store_url):

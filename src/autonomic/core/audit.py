@@ -117,10 +117,12 @@ def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
 
 
 def _summary(
-    kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str]
+    kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str], run_id: str
 ) -> dict[str, Any]:
-    """One entry as the audit log keeps it: position and kind, and what it did."""
-    out: dict[str, Any] = {"seq": seq, "kind": kind}
+    """One entry as the audit log keeps it: its kind and what it did (its seq is the anchor's
+    first line's; an intent's key only when it is not the usual ``run_id:seq``: both are put
+    back by ``anchor_summary``)."""
+    out: dict[str, Any] = {"kind": kind}
     if kind in ("tool.intent", "tool.result"):
         tool = str(p.get("tool", ""))
         level = levels.get(tool, "basic")
@@ -129,7 +131,9 @@ def _summary(
             out["audit"] = level
         if kind == "tool.intent":
             out["version"] = p.get("version")
-            out["key"] = p.get("key")
+            key = p.get("key")
+            if key != f"{run_id}:{seq}":
+                out["key"] = key
             _kept(out, "arguments", p.get("arguments"), level)
         else:
             out["ok"] = bool(p.get("ok"))
@@ -200,8 +204,7 @@ def anchor_body(
         expected += 1
     levels = note.levels
     summary: dict[str, Any] = {
-        "run": run_id,
-        "entries": [_summary(k, s, p, levels) for s, k, _, p in entries],
+        "entries": [_summary(k, s, p, levels, run_id) for s, k, _, p in entries]
     }
     if note.act is not None:
         summary["act"] = note.act.to_dict()
@@ -236,11 +239,18 @@ def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:
 
 
 def anchor_summary(body: str) -> dict[str, Any]:
-    """What an anchor says each entry did (its JSON part), with each entry's chain hash."""
-    _, pairs, summary = parse_anchor(body)
+    """What an anchor says each entry did (its JSON part), with each entry's seq and chain hash
+    and the run. Anchors written since issue 17 leave out of the JSON what the first line holds
+    (the run, each seq) and an intent's key when it is the usual ``run_id:seq``; both forms read
+    the same here."""
+    run_id, pairs, summary = parse_anchor(body)
     data: dict[str, Any] = json.loads(summary)
-    for entry, (_, chain) in zip(data["entries"], pairs, strict=True):
+    data.setdefault("run", run_id)
+    for entry, (seq, chain) in zip(data["entries"], pairs, strict=True):
+        entry.setdefault("seq", seq)
         entry["hash"] = chain
+        if entry.get("kind") == "tool.intent" and "key" not in entry:
+            entry["key"] = f"{run_id}:{seq}"
     return data
 
 

@@ -309,7 +309,9 @@ class ToolResult(NamedTuple):
     refused: bool = False
     """Governance or a breaker refused the call: nothing was executed."""
     replayed: bool | None = None
-    """Set on results of an execution: ``True`` when an idempotent call was re-run on recovery."""
+    """``True`` on the result of an idempotent call re-run on recovery. Releases before issue 17
+    wrote ``False`` on every other execution's result; now the key is left out (17 bytes a
+    step), and both decode to a falsy value."""
     attempts: int | None = None
     latency_ms: float | None = None
     circuit: dict[str, Any] | None = None

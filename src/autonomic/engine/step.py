@@ -26,7 +26,9 @@ every capability attaches around it through named hooks, never by copying it.
    fencing token (``ctx.fence``) for systems that can refuse a stale writer. The output is
    checked against the contract's output schema.
 5. **Record.** The ``tool.result`` is staged (screened by a hook before the model reads it) and a
-   non-idempotent tool's result is **committed** at once.
+   non-idempotent tool's result is **committed** at once - or, when the next call of the same
+   turn is a new non-idempotent one, with that call's decision and intent: one commit instead
+   of two, and no model call or effect comes between (``_next_writes_ahead``).
 
 **A turn's calls together.** The calls of one model turn are independent (the model proposed them
 at once): those of idempotent tools are decided and intended in the model's order, then acted
@@ -365,7 +367,11 @@ class StepProtocol:
         left RUNNING on the way (in doubt, a human needed, suspended)."""
         session = self.session
         waiting: list[str] = []  # the children this turn's hand-offs wait for (a fan-out)
-        for item in pending:
+        held: int | None = None  # a result rides with the write-ahead commit of this call
+        for index, item in enumerate(pending):
+            if held is not None and index > held:  # that call did not commit: commit now
+                await session.flush()
+                held = None
             call, at = item.call, item.position
             try:
                 tool = self._pinned_tool(call.name)
@@ -438,7 +444,12 @@ class StepProtocol:
             session.fault("after_effect")
             self._record(result)  # record
             if not tool.idempotent:
-                await session.flush()
+                if self._next_writes_ahead(pending, index):
+                    held = index + 1
+                else:
+                    await session.flush()
+        if held is not None:
+            await session.flush()
         await self._finish_deferred()
         if waiting:  # every hand-off of the turn is made: wait for them all as a row
             agents = ", ".join(waiting)
@@ -450,6 +461,25 @@ class StepProtocol:
             )
             return False
         return True
+
+    def _next_writes_ahead(self, pending: Sequence[PendingCall], index: int) -> bool:
+        """Whether the result of call ``index`` may ride with the next call's write-ahead
+        commit instead of a commit of its own: the next call of the same turn is a new call of
+        a non-idempotent tool, so its decision and intent are committed before its effect, and
+        nothing but deciding it comes between (no model call, no effect). A crash in between
+        leaves the run as a crash before the result's own commit did: the call in doubt. When
+        the next call ends up not committing (refused, bad arguments), the loop commits before
+        going on (``tool_calls``)."""
+        if index + 1 >= len(pending):
+            return False
+        following = pending[index + 1]
+        if following.intent is not None or following.settled is not None:
+            return False
+        try:
+            tool = self._pinned_tool(following.call.name)
+        except AutonomicError:
+            return False
+        return not tool.idempotent and tool.name != DELEGATE_TOOL
 
     def _defer(
         self, tool: Tool, call: ToolCall, at: Position, intent: ToolIntent, replayed: bool
@@ -599,7 +629,9 @@ class StepProtocol:
             await session.check_lease()
         issued = self._issue_credentials(tool, call)
         if isinstance(issued, ToolResult):
-            return issued.completed(replayed=replayed, attempts=None, latency_ms=None, position=at)
+            return issued.completed(
+                replayed=replayed or None, attempts=None, latency_ms=None, position=at
+            )
         ctx = ToolContext(
             run_id=session.run.id,
             call_id=call.id,
@@ -632,7 +664,7 @@ class StepProtocol:
         if issued:  # a result that echoes a secret never reaches the journal or the model
             result = _redacted(result, tuple(c.reveal_unchecked() for c in issued.values()))
         return result.completed(
-            replayed=replayed,
+            replayed=replayed or None,  # journaled only when true: a first run needs no mark
             attempts=tries if attempts > 1 and tries else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             position=at,

@@ -53,8 +53,10 @@ PLAN: tuple[tuple[Step, ...], ...] = (
     (Step(KEYED, "k6", 29),),
     (Step(BLIND, "b4", 31),),
     (Step(KEYED, "k7", 37), Step(KEYED, "k8", 41)),
+    (Step(BLIND, "b5", 43), Step(BLIND, "b6", 47)),
 )
-"""The default plan: 12 tool steps in 8 turns (one tool call per turn, or two, mixed both ways),
+"""The default plan: 14 tool steps in 9 turns (one tool call per turn, or two, mixed both ways,
+and two non-idempotent calls in one turn, whose first result rides with the second's intent),
 then a final answer. Operations are unique so a duplicated effect shows whatever key it used."""
 
 
