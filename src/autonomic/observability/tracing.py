@@ -49,6 +49,8 @@ _JOINING: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
 )
 _LOCK = threading.Lock()
 _SHARED: Tracing | None = None
+_attach: Any = None  # opentelemetry.context's, bound when the first Tracing is made
+_detach: Any = None
 
 Attributes = Mapping[str, str | int | float | bool | list[str] | tuple[str, ...]]
 
@@ -79,6 +81,11 @@ class Tracing:
         from opentelemetry import trace as api
 
         from autonomic.observability.recorded_span import RecordedSpan, SpanSink
+
+        global _attach, _detach
+        from opentelemetry import context
+
+        _attach, _detach = context.attach, context.detach
 
         self._api: Any = api  # kept: ``start`` and ``current`` run a few times a step
         self._recorded = RecordedSpan
@@ -196,16 +203,25 @@ class Tracing:
         no sampler call - the engine makes three or four of these a step. Without a parent it
         is a root, and the SDK's tracer and sampler make it."""
         api = self._api
+        sink = self._sink
+        if type(parent) is self._recorded and sink is not None:
+            # under one of ours (a tool call under its model call): sampled, as it was
+            return cast(
+                "Span",
+                sink.start_under(
+                    name,
+                    parent,
+                    attributes if type(attributes) is dict else dict(attributes),
+                    _ns(start_s) if start_s is not None else None,
+                ),
+            )
         span_parent: Span | None = None
-        if type(parent) is self._recorded:
-            span_parent = cast("Span", parent)
-            context = span_parent.get_span_context()
-        elif parent is None or isinstance(parent, dict):  # a Context is a dict
+        if parent is None or isinstance(parent, dict):  # a Context is a dict
             context = api.get_current_span(parent).get_span_context()
         else:
             span_parent = parent
             context = span_parent.get_span_context()
-        if context.is_valid and self._sink is not None:
+        if context.is_valid and sink is not None:
             if not context.trace_flags.sampled:
                 from autonomic.observability.recorded_span import new_span_id
 
@@ -215,11 +231,14 @@ class Tracing:
                         api.SpanContext(context.trace_id, new_span_id(), False, context.trace_flags)
                     ),
                 )
-            return self._sink.start(
-                name,
-                context,
-                attributes if type(attributes) is dict else dict(attributes),
-                _ns(start_s) if start_s is not None else None,
+            return cast(
+                "Span",
+                sink.start(
+                    name,
+                    context,
+                    attributes if type(attributes) is dict else dict(attributes),
+                    _ns(start_s) if start_s is not None else None,
+                ),
             )
         under = (
             api.set_span_in_context(span_parent)
@@ -308,19 +327,15 @@ class _Current:
         self._token: object = None
 
     def __enter__(self) -> Span:
-        from opentelemetry import context
-
-        self._token = context.attach(self._api.set_span_in_context(self._span))
+        self._token = _attach(self._api.set_span_in_context(self._span))
         return self._span
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        from opentelemetry import context
-
         span = self._span
         try:
-            context.detach(self._token)  # type: ignore[arg-type]
+            _detach(self._token)
             if isinstance(exc, Exception) and span.is_recording():
                 span.record_exception(exc)
                 span.set_status(
