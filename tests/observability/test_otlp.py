@@ -43,10 +43,12 @@ def test_a_runs_spans_encode_as_the_sdk_encodes_them(sqlite_url):
             await store.close()
 
     asyncio.run(go())
+    t.messaging("publish", "orders").end()  # the bus's spans are the SDK's, in the same request
     assert t.flush()
     spans = list(exporter.get_finished_spans())
-    assert any(isinstance(s, RecordedSpan) for s in spans)  # the engine's cheap spans ...
-    assert any(not isinstance(s, RecordedSpan) for s in spans)  # ... and the SDK's root
+    [root] = [s for s in spans if s.parent is None and s.name.startswith("invoke_agent")]
+    assert isinstance(root, RecordedSpan)  # the engine's spans, its run's root included ...
+    assert any(not isinstance(s, RecordedSpan) for s in spans)  # ... and an SDK span
     assert_same_request(spans)
     assert_same_request(spans)  # again: from the kept attribute encodings this time
 
@@ -127,11 +129,21 @@ def test_recorded_spans_with_all_they_can_carry_encode_as_the_sdk_encodes_them()
     turn.end()
     plain = t.start("turn 2", t.under(TraceContext.new()), {"s": "é"})
     plain.end()
+    consumed = TraceContext.new()
+    under_event = t.root(TraceContext(consumed.trace_id, 0x1234), "invoke_agent b", 1.5, {},
+                         parent=consumed)  # fmt: skip
+    under_event.set_status(Status(StatusCode.ERROR, "FAILED"))
+    under_event.end(end_time=2_000_000_000)
+    t.root(TraceContext.new(), "invoke_agent a", 1.0, {"autonomic.run.id": "r"}).end()
     assert t.flush()
     spans = list(exporter.get_finished_spans())
-    assert len(spans) == 4
+    assert len(spans) == 6
     assert all(isinstance(s, RecordedSpan) for s in spans)
     child = next(s for s in spans if s.name == "execute_tool x")
     assert child.parent.span_id == turn.get_span_context().span_id
     assert child.context.trace_state == remote.trace_state
+    roots = {s.name: s for s in spans if s.name.startswith("invoke_agent")}
+    assert roots["invoke_agent a"].parent is None
+    assert roots["invoke_agent b"].parent.span_id == consumed.span_id
+    assert roots["invoke_agent b"].context.span_id == 0x1234
     assert_same_request(spans)

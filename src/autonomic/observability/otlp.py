@@ -208,7 +208,10 @@ def _recorded(span: Any) -> bytes:
         if len(_names) >= _CACHE_LIMIT:
             _names.clear()
         name = _names[span._name] = _text(0x2A, span._name)
-    parent_tag, flags = _REMOTE_PARENT if span._parent_remote else _LOCAL_PARENT
+    if span._parent_of is None:  # a run's root
+        parent_tag, flags = b"", _FLAGS_LOCAL
+    else:
+        parent_tag, flags = _REMOTE_PARENT if span._parent_remote else _LOCAL_PARENT
     out = [
         b"\x0a\x10",
         span._trace_id.to_bytes(16, "big"),
@@ -219,7 +222,7 @@ def _recorded(span: Any) -> bytes:
         out.append(_text(0x1A, ",".join(f"{k}={v}" for k, v in span._state.items())))
     out += [
         parent_tag,
-        span._parent_id.to_bytes(8, "big"),
+        span._parent_id.to_bytes(8, "big") if parent_tag else b"",
         name,
         _INTERNAL,
         b"\x39",

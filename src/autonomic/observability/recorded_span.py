@@ -35,6 +35,9 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
 _UNSET = Status(StatusCode.UNSET)
+_ROOT = api.SpanContext(1, 1, is_remote=False, trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED))
+"""What a recorded root's context takes its flags and state from: sampled (only a sampled
+root is recorded), no state."""
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 
@@ -101,6 +104,32 @@ class SpanSink:
             span._state = parent.trace_state
         return span
 
+    def start_root(
+        self,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        parent: api.SpanContext | None,
+        attributes: dict[str, Any],
+        start_ns: int,
+    ) -> RecordedSpan:
+        """A run's root with the ids its journal names (the caller asked the sampler): under
+        ``parent`` (the span that consumed the event that started the run), else a root."""
+        span = RecordedSpan(
+            self,
+            name,
+            trace_id,
+            parent.span_id if parent is not None else 0,
+            parent.is_remote if parent is not None else False,
+            parent,
+            attributes,
+            start_ns,
+        )
+        span._span_id = span_id
+        if parent is not None and parent.trace_state:
+            span._state = parent.trace_state
+        return span
+
     def start_under(
         self,
         name: str,
@@ -164,10 +193,12 @@ class RecordedSpan(api.Span, ReadableSpan):
     # -- the ReadableSpan fields built when read -----------------------------------------------
 
     def _parent_context(self) -> api.SpanContext:
+        """The context at the top of this span's chain of recorded parents (whose flags and
+        state it carries); a root's own, sampled."""
         parent = self._parent_of
         while type(parent) is RecordedSpan:
             parent = parent._parent_of
-        return parent  # type: ignore[no-any-return]
+        return parent if parent is not None else _ROOT  # type: ignore[no-any-return]
 
     @property
     def _context(self) -> api.SpanContext:  # type: ignore[override]
@@ -185,7 +216,7 @@ class RecordedSpan(api.Span, ReadableSpan):
         return self._context
 
     @property
-    def _parent(self) -> api.SpanContext:  # type: ignore[override]
+    def _parent(self) -> api.SpanContext | None:  # type: ignore[override]
         parent = self._parent_of
         if type(parent) is RecordedSpan:
             return parent._context

@@ -150,8 +150,33 @@ class Tracing:
         parent: TraceContext | None = None,
     ) -> Span:
         """The run's root span, with the ids its journal names (ended by the caller); under
-        ``parent`` when the run was started by an event (the span that consumed it)."""
+        ``parent`` when the run was started by an event (the span that consumed it).
+
+        A recorded span when the configured sampler keeps the run's trace (asked about its trace
+        id, as ``under`` asks for the spans below it), else a non-recording one."""
         from opentelemetry.context import Context
+
+        if self._sink is not None:
+            api = self._api
+            if not self.sampled(trace.trace_id):
+                return cast(
+                    "Span",
+                    api.NonRecordingSpan(api.SpanContext(trace.trace_id, trace.span_id, False)),
+                )
+            above = None
+            if parent is not None:
+                above = api.SpanContext(
+                    parent.trace_id,
+                    parent.span_id,
+                    is_remote=True,
+                    trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+                )
+            return cast(
+                "Span",
+                self._sink.start_root(
+                    name, trace.trace_id, trace.span_id, above, dict(attributes), _ns(start_s)
+                ),
+            )
 
         token = _PINNED.set(trace)
         try:
