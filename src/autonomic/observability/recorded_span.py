@@ -198,7 +198,7 @@ class RecordedSpan(api.Span, ReadableSpan):
         parent = self._parent_of
         while type(parent) is RecordedSpan:
             parent = parent._parent_of
-        return parent if parent is not None else _ROOT  # type: ignore[no-any-return]
+        return parent if parent is not None else _ROOT
 
     @property
     def _context(self) -> api.SpanContext:  # type: ignore[override]
