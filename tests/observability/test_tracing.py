@@ -480,3 +480,24 @@ def test_a_turn_resumed_by_another_process_hangs_its_tool_calls_from_a_turn_span
     [root] = [s for s in b if s.parent is None]
     assert turn.parent.span_id == root.context.span_id == chat_2.parent.span_id
     assert turn_of(write_span, index) == 2
+
+
+def test_a_model_calls_span_is_ended_once_with_sdk_spans_too(sqlite_url, caplog):
+    """A turn's span is its model call's, ended when the call returns: the hook does not end it
+    again when the turn is over (the SDK's span warns of a second ``end``; the benchmark's
+    before runs on SDK spans)."""
+    t, exporter = tracing()
+    t._sink = None
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            await engine(store, [TracingHook(t)]).run("rw", "go")
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    names = sorted(s.name for s in spans_of(t, exporter))
+    assert names.count("chat scripted") == 3
+    assert "Calling end() on an ended span" not in caplog.text

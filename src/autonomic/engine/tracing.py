@@ -76,7 +76,18 @@ def run_attributes(run: Run) -> dict[str, Any]:
 class _Drive:
     """The open spans of one run this process is driving."""
 
-    __slots__ = ("common", "drive", "parent", "root", "run", "trace", "turn", "turn_no", "worker")
+    __slots__ = (
+        "common",
+        "drive",
+        "open",
+        "parent",
+        "root",
+        "run",
+        "trace",
+        "turn",
+        "turn_no",
+        "worker",
+    )
 
     def __init__(
         self, trace: TraceContext, drive: Span, parent: Any, common: dict[str, Any], run: Run
@@ -91,7 +102,9 @@ class _Drive:
         """The root as a (non-recording) span: the parent model calls are started under."""
         self.common = common
         self.turn: Span | None = None
-        """The turn's span: its model call's (ended), or a resumed turn's ``turn N`` (open)."""
+        """The turn's span: its model call's (ended), or a resumed turn's ``turn N``."""
+        self.open = False
+        """Whether ``turn`` is a resumed turn's span, open until the turn is over."""
         self.run = run
         self.worker = _worker(run)
         self.turn_no = 0
@@ -259,6 +272,7 @@ class TracingHook(Hook):
     def _open_turn(self, held: _Drive, number: int) -> None:
         """A resumed turn's span (its model call's span was another process's)."""
         self._end_turn(held)
+        held.open = True
         held.turn = self.tracing.start(
             f"turn {number}",
             held.root,
@@ -268,9 +282,10 @@ class TracingHook(Hook):
 
     @staticmethod
     def _end_turn(held: _Drive) -> None:
-        if held.turn is not None:
-            held.turn.end()  # a model call's span ended already: nothing then
-            held.turn = None
+        if held.open and held.turn is not None:  # a model call's span ended already
+            held.turn.end()
+        held.turn = None
+        held.open = False
 
     async def _approval_wait(self, step: StepProtocol, parent: Any, common: dict[str, Any]) -> None:
         """The wait for the approval that reopened the run, as a span (request to decision)."""

@@ -7,11 +7,11 @@ reads the rest itself: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_EXPORTER_OTLP_HEADERS``, the batch processor's ``OTEL_BSP_*``.
 
 A run's spans are pinned to the trace its journal names (``trace_context``): the root span's
-ids are chosen, not drawn, through an id generator that takes the next ids from a context
-variable, so whichever process ends the run emits the root with the ids every other process
-already used as the parent.
+ids are chosen, not drawn (``root``; on the SDK's path, through an id generator that takes the
+next ids from a context variable), so whichever process ends the run emits the root with the
+ids every other process already used as the parent.
 
-The spans a run makes under its root - drives, turns, model and tool calls, the sandbox's - are
+A run's spans - its root, drives, model calls (a turn's span), tool calls, the sandbox's - are
 ``RecordedSpan``s (``recorded_span.py``: the SDK's span without its per-span lock, attribute
 cleaning and sampler call), exported by ``otlp.FastOTLPSpanExporter`` (the request's protobuf
 bytes written directly). A run's trace is sampled by the configured sampler
@@ -225,7 +225,7 @@ class Tracing:
 
         Under a parent, the span follows the parent's sampling decision (parent-based, as the
         standard samplers are) and is a ``RecordedSpan``: no lock, no per-attribute cleaning,
-        no sampler call - the engine makes three or four of these a step. Without a parent it
+        no sampler call - the engine makes two of these a step. Without a parent it
         is a root, and the SDK's tracer and sampler make it."""
         api = self._api
         sink = self._sink
