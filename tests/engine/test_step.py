@@ -199,3 +199,41 @@ def test_a_hook_can_refuse_an_effect_and_stop_a_run(store_url):
     assert run.status is RunStatus.SUSPENDED
     assert run.status_reason == "a hook stopped it"
     assert hook.seen[-2:] == ["run:end", "after_run SUSPENDED"]
+
+
+class SessionWatcher(Hook):
+    """An ``on_commit`` hook, as tracing, metrics and the outbox are."""
+
+    def __init__(self) -> None:
+        self.told: list[Any] = []
+
+    def on_commit(self, session, entries):
+        self.told.append((session, list(entries)))
+
+
+def test_the_commit_callback_does_not_hold_its_session_back():
+    """The commit hooks' callback lives on the session; were it to hold the session, every
+    run's session and state would be a reference cycle, freed only when the garbage collector
+    runs - which it then does far more often, on every engine with a commit hook (tracing,
+    metrics, an outbox): a third of the CPU tracing added to a step, before."""
+    import gc
+    import weakref
+
+    from autonomic.engine.step import Hooks
+
+    class Session:  # what the callback is given back: the session it was made for
+        on_commit: Any = None
+
+    watcher = SessionWatcher()
+    session = Session()
+    session.on_commit = Hooks([watcher]).committer(session)  # type: ignore[arg-type]
+    session.on_commit(["entry"])
+    assert watcher.told == [(session, ["entry"])]
+    watcher.told.clear()
+    held = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert held() is None  # freed by its reference count alone: no cycle
+    finally:
+        gc.enable()

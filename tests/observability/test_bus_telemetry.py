@@ -80,14 +80,15 @@ def test_a_conversation_over_the_bus_is_one_trace_publish_to_process_to_run(tmp_
             process["attributes"]["messaging.message.id"]
             == (publish["attributes"]["messaging.message.id"])
         )
-        # the auditor's run started from it: its root under the process span, its turns below
+        # the auditor's run started from it: its root under the process span, its turns (their
+        # model calls' spans) below
         [started] = [s for s in mine if s["name"] == "invoke_agent security-auditor"]
         assert started["parent_id"] == process["context"]["span_id"]
         assert started["attributes"]["autonomic.run.id"] == auditor["id"]
         turns = [
             s
             for s in mine
-            if s["name"].startswith("turn ")
+            if s["name"].startswith("chat ")
             and s["attributes"].get("autonomic.run.id") == auditor["id"]
         ]
         assert turns

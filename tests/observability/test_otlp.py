@@ -20,6 +20,7 @@ from autonomic.bootstrap import build_store
 from autonomic.engine.tracing import TracingHook
 from autonomic.observability.otlp import encode_spans
 from autonomic.observability.recorded_span import RecordedSpan
+from autonomic.observability.trace_context import TraceContext as TraceContext
 
 
 def assert_same_request(spans: list[Any]) -> None:
@@ -42,10 +43,12 @@ def test_a_runs_spans_encode_as_the_sdk_encodes_them(sqlite_url):
             await store.close()
 
     asyncio.run(go())
+    t.messaging("publish", "orders").end()  # the bus's spans are the SDK's, in the same request
     assert t.flush()
     spans = list(exporter.get_finished_spans())
-    assert any(isinstance(s, RecordedSpan) for s in spans)  # the engine's cheap spans ...
-    assert any(not isinstance(s, RecordedSpan) for s in spans)  # ... and the SDK's root
+    [root] = [s for s in spans if s.parent is None and s.name.startswith("invoke_agent")]
+    assert isinstance(root, RecordedSpan)  # the engine's spans, its run's root included ...
+    assert any(not isinstance(s, RecordedSpan) for s in spans)  # ... and an SDK span
     assert_same_request(spans)
     assert_same_request(spans)  # again: from the kept attribute encodings this time
 
@@ -100,4 +103,47 @@ def test_every_field_and_attribute_type_encodes_as_the_sdk_encodes_it():
     spans = list(exporter.get_finished_spans())
     assert len(spans) == 2 * 2 * len(SpanKind) * 2
     assert_same_request(spans)
+    assert_same_request(spans)
+
+
+def test_recorded_spans_with_all_they_can_carry_encode_as_the_sdk_encodes_them():
+    """A recorded span keeps its ids as integers and builds its SpanContext objects only when
+    read: the byte encoder reads the integers, the SDK's encoder the objects - the same
+    request, for a remote parent with a trace state, a recorded span under a recorded span,
+    events, and each status."""
+    t, exporter = tracing()
+    remote = api.SpanContext(
+        0xABC, 0xDEF, is_remote=True, trace_flags=api.TraceFlags(1),
+        trace_state=TraceState([("k", "v")]),
+    )  # fmt: skip
+    under = api.set_span_in_context(api.NonRecordingSpan(remote))
+    turn = t.start("chat m", under, {"n": 1, "l": ["a", "b"]})
+    failing = t.start("execute_tool x", turn, {"x": 1.5})
+    failing.add_event("note", {"k": "v"})
+    failing.record_exception(ValueError("boom"))
+    failing.set_status(Status(StatusCode.ERROR, "boom"))
+    failing.end()
+    ok = t.start("execute_tool y", turn, {})
+    ok.set_status(StatusCode.OK)
+    ok.end()
+    turn.end()
+    plain = t.start("turn 2", t.under(TraceContext.new()), {"s": "é"})
+    plain.end()
+    consumed = TraceContext.new()
+    under_event = t.root(TraceContext(consumed.trace_id, 0x1234), "invoke_agent b", 1.5, {},
+                         parent=consumed)  # fmt: skip
+    under_event.set_status(Status(StatusCode.ERROR, "FAILED"))
+    under_event.end(end_time=2_000_000_000)
+    t.root(TraceContext.new(), "invoke_agent a", 1.0, {"autonomic.run.id": "r"}).end()
+    assert t.flush()
+    spans = list(exporter.get_finished_spans())
+    assert len(spans) == 6
+    assert all(isinstance(s, RecordedSpan) for s in spans)
+    child = next(s for s in spans if s.name == "execute_tool x")
+    assert child.parent.span_id == turn.get_span_context().span_id
+    assert child.context.trace_state == remote.trace_state
+    roots = {s.name: s for s in spans if s.name.startswith("invoke_agent")}
+    assert roots["invoke_agent a"].parent is None
+    assert roots["invoke_agent b"].parent.span_id == consumed.span_id
+    assert roots["invoke_agent b"].context.span_id == 0x1234
     assert_same_request(spans)

@@ -1137,16 +1137,15 @@ class Engine:
         its own: the tracing hook ends the root span of a run this commit ends, so every run's
         root is ended once, by whichever process ends the run. The commit is durable already: a
         hook that fails is logged, never raised to the operator."""
-        committer = Hooks(self.hooks).committer(
-            RunSession(
-                self.store,
-                run,
-                state,
-                clock=self.clock,
-                faults=NoFaults(),
-                lease_ttl=self.lease_ttl,
-            )
+        session = RunSession(  # held here: the committer holds it weakly
+            self.store,
+            run,
+            state,
+            clock=self.clock,
+            faults=NoFaults(),
+            lease_ttl=self.lease_ttl,
         )
+        committer = Hooks(self.hooks).committer(session)
         if committer is None:
             return
         try:

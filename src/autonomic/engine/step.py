@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -211,10 +212,16 @@ class Hooks:
         hooks = self.on_commit
         if not hooks:
             return None
+        # the session holds this callback: a reference back to it would make every session
+        # (its run's whole state) a cycle only the garbage collector frees
+        held = weakref.ref(session)
 
         def committed(entries: Sequence[Entry]) -> None:
+            current = held()
+            if current is None:
+                return
             for hook in hooks:
-                hook.on_commit(session, entries)
+                hook.on_commit(current, entries)
 
         return committed
 

@@ -7,16 +7,24 @@ The span tree of a run (names as operators search them):
   process that commits the run's end, spanning creation to end.
 * ``autonomic.drive`` - one worker driving the run (a resumed or taken-over half is another).
 * ``approval wait`` - from the approval's request to its decision, when a run resumes after one.
-* ``turn N`` - a model turn and the tool calls it proposed (with the worker that took it);
-  under it ``chat MODEL`` (GenAI
-  conventions: provider, request/response model, tokens, finish reason, cost) and
-  ``execute_tool TOOL`` (version, idempotency key, risk, the gates' decision), under which the
-  sandbox tool adds ``sandbox.execute BACKEND``.
+* ``chat MODEL`` - a model turn: the model call (GenAI conventions: provider, request/response
+  model, tokens, finish reason, cost; the turn's number and the worker that took it), and the
+  parent of the tool calls the model proposed in it: ``execute_tool TOOL`` (version,
+  idempotency key, risk, the gates' decision), under which the sandbox tool adds
+  ``sandbox.execute BACKEND``. A turn resumed in another process (its model call made and
+  journaled by one that died) gets a ``turn N`` span for its tool calls instead.
 
-All three hang from the root, not from each other: a process killed mid-run never ends (so never
-exports) its drive span, while the turns it finished were exported already - under the root,
-the tree stays whole whatever crashed. Every span carries the run id and correlation id. Prompts, answers, arguments and results stay out
-unless ``AUTONOMIC_TRACE_CONTENT=1``; even then they are masked by ``scrub``.
+The turn is its model call's span, not a span of its own around the call and the tools: the
+GenAI conventions have no turn (an agent's inference span, ``chat``, is the unit they trace),
+and a span a step less is a third of tracing's cost on a durable step
+(``docs/observability.md``). The model span keeps the call's own start and end (its latency is
+the inference's); the tool calls under it start when it has ended.
+
+Turns, drives and approval waits hang from the root, not from each other: a process killed
+mid-run never ends (so never exports) its drive span, while the turns it finished were exported
+already - under the root, the tree stays whole whatever crashed. Every span carries the run id and
+correlation id. Prompts, answers, arguments and results stay out unless
+``AUTONOMIC_TRACE_CONTENT=1``; even then they are masked by ``scrub``.
 """
 
 from __future__ import annotations
@@ -68,22 +76,42 @@ def run_attributes(run: Run) -> dict[str, Any]:
 class _Drive:
     """The open spans of one run this process is driving."""
 
+    __slots__ = (
+        "common",
+        "drive",
+        "open",
+        "parent",
+        "root",
+        "run",
+        "trace",
+        "turn",
+        "turn_no",
+        "worker",
+    )
+
     def __init__(
-        self, trace: TraceContext, drive: Span, parent: Any, common: dict[str, Any]
+        self, trace: TraceContext, drive: Span, parent: Any, common: dict[str, Any], run: Run
     ) -> None:
+        from opentelemetry import trace as api
+
         self.trace = trace
         self.drive = drive
         self.parent = parent
         """The root's context: what turns hang from."""
+        self.root: Span = api.get_current_span(parent)
+        """The root as a (non-recording) span: the parent model calls are started under."""
         self.common = common
         self.turn: Span | None = None
-        """The open turn: the parent of its model and tool calls' spans."""
-        self.run: Run | None = None
+        """The turn's span: its model call's (ended), or a resumed turn's ``turn N``."""
+        self.open = False
+        """Whether ``turn`` is a resumed turn's span, open until the turn is over."""
+        self.run = run
+        self.worker = _worker(run)
         self.turn_no = 0
 
 
 class TracingHook(Hook):
-    """Spans for runs, drives, turns, model calls, tool calls and approval waits."""
+    """Spans for runs, drives, model turns, tool calls and approval waits."""
 
     def __init__(self, tracing: Tracing) -> None:
         self.tracing = tracing
@@ -119,8 +147,7 @@ class TracingHook(Hook):
         # spans below carry the ids only (the run's other attributes are on the root and the
         # drive): every attribute costs on every span
         ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
-        self._drives[run.id] = held = _Drive(trace, span, parent, ids)
-        held.run = run
+        self._drives[run.id] = held = _Drive(trace, span, parent, ids, run)
         try:
             with self.tracing.current(span):
                 try:
@@ -131,27 +158,24 @@ class TracingHook(Hook):
         finally:
             self._drives.pop(run.id, None)
 
-    async def before_model_call(self, step: StepProtocol) -> bool:
-        held = self._drives.get(step.session.run.id)
-        if held is not None:
-            self._open_turn(held, step.state.turns + 1)
-        return True
-
     async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
+        """The model call's span, which is the turn's: its tool calls hang from it."""
         held = self._drives.get(step.session.run.id)
         if held is None:
             return
         call = turn.call
         spec = step.session.run.model
+        usage = call.usage
         attrs: dict[str, Any] = {
             **held.common,
             genai.OPERATION: genai.OP_CHAT,
             genai.REQUEST_MODEL: spec,
             genai.RESPONSE_MODEL: turn.model or spec,
-            genai.INPUT_TOKENS: call.usage.input_tokens,
-            genai.OUTPUT_TOKENS: call.usage.output_tokens,
+            genai.INPUT_TOKENS: usage.input_tokens,
+            genai.OUTPUT_TOKENS: usage.output_tokens,
             genai.TURN: turn.turn,
             genai.COST_USD: float(call.cost),
+            genai.WORKER: held.worker,
         }
         provider = call.provider or spec.partition(":")[0]
         attrs[genai.PROVIDER] = attrs[genai.SYSTEM] = provider
@@ -163,14 +187,16 @@ class TracingHook(Hook):
                     {"content": turn.content, "tool_calls": [c.to_dict() for c in turn.tool_calls]}
                 )
             )
-        now = time.time()
+        self._end_turn(held)
         span = self.tracing.start(
             f"chat {turn.model or spec}",
-            held.turn if held.turn is not None else held.drive,
+            held.root,
             attrs,
-            start_s=now - (turn.latency_ms or 0.0) / 1000,
+            start_s=time.time() - (turn.latency_ms or 0.0) / 1000,
         )
         span.end()
+        held.turn = span
+        held.turn_no = turn.turn
 
     async def around_tool_effect(
         self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
@@ -179,24 +205,28 @@ class TracingHook(Hook):
         if held is None:
             return await effect()
         state = step.state
-        if held.turn is None or held.turn_no != state.turns:
-            self._open_turn(held, state.turns)  # a resumed turn: its model call was elsewhere
+        turns = state.turns
+        if held.turn is None or held.turn_no != turns:
+            self._open_turn(held, turns)  # a resumed turn: its model call was elsewhere
         attrs: dict[str, Any] = {
             **held.common,
             genai.OPERATION: genai.OP_EXECUTE_TOOL,
             genai.TOOL_NAME: tool.name,
             genai.TOOL_CALL_ID: call.id,
             genai.TOOL_VERSION: tool.version,
-            genai.TURN: state.turns,
+            genai.TURN: turns,
         }
-        intent = _this_turn(state.intents, state.turns, call.id)
-        decision = _this_turn(state.decisions, state.turns, call.id)
+        intent = _this_turn(state.intents, turns, call.id)
+        decision = _this_turn(state.decisions, turns, call.id)
         if intent is not None:
             attrs[genai.IDEMPOTENCY_KEY] = intent.key
         # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
-        attrs[genai.DECISION] = decision.verdict if decision is not None else "allow"
-        if decision is not None and decision.risk:
-            attrs[genai.RISK] = decision.risk
+        if decision is None:
+            attrs[genai.DECISION] = "allow"
+        else:
+            attrs[genai.DECISION] = decision.verdict
+            if decision.risk:
+                attrs[genai.RISK] = decision.risk
         if self.tracing.content:
             attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
         span = self.tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
@@ -240,19 +270,22 @@ class TracingHook(Hook):
         span.end(end_time=int(max(ended, run.created_at) * 1_000_000_000))
 
     def _open_turn(self, held: _Drive, number: int) -> None:
+        """A resumed turn's span (its model call's span was another process's)."""
         self._end_turn(held)
+        held.open = True
         held.turn = self.tracing.start(
             f"turn {number}",
-            held.parent,
-            {**held.common, genai.TURN: number, genai.WORKER: _worker(held.run)},
+            held.root,
+            {**held.common, genai.TURN: number, genai.WORKER: held.worker, genai.RESUMED: True},
         )
         held.turn_no = number
 
     @staticmethod
     def _end_turn(held: _Drive) -> None:
-        if held.turn is not None:
+        if held.open and held.turn is not None:  # a model call's span ended already
             held.turn.end()
-            held.turn = None
+        held.turn = None
+        held.open = False
 
     async def _approval_wait(self, step: StepProtocol, parent: Any, common: dict[str, Any]) -> None:
         """The wait for the approval that reopened the run, as a span (request to decision)."""

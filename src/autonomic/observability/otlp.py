@@ -66,6 +66,13 @@ def _text(tag: int, text: str) -> bytes:
 
 def _any_value(value: Any) -> bytes:
     """An ``AnyValue``'s body (its oneof set even to a default, as protobuf does for a oneof)."""
+    kind = type(value)  # the engine's types first, without an ABC check
+    if kind is str:
+        return _text(0x0A, value)
+    if kind is int:
+        return b"\x18" + _varint(value)
+    if kind is tuple or kind is list:
+        return _field(0x2A, b"".join(_field(0x0A, _any_value(v)) for v in value))
     if value is None:
         return b""
     if isinstance(value, bool):
@@ -89,19 +96,27 @@ def _key_value(key: str, value: Any) -> bytes:
     return _text(0x0A, key) + _field(0x12, _any_value(value))
 
 
-_SCALARS = (str, int, float, bool)
+_SCALARS = frozenset((str, int, float, bool))
+
+
+def _all_text(values: tuple[Any, ...]) -> bool:
+    for value in values:  # noqa: SIM110 - a loop: no generator made per span
+        if type(value) is not str:
+            return False
+    return True
 
 
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
-    """Repeated ``KeyValue`` under ``tag``; a scalar attribute's encoding is kept and reused
-    (keyed by its type too: ``True == 1``, and they encode differently)."""
+    """Repeated ``KeyValue`` under ``tag``; the encoding of a scalar attribute, or of a tuple of
+    strings (finish reasons), is kept and reused (keyed by its type too: ``True == 1``, and
+    they encode differently)."""
     if not attributes:
         return b""
     parts = []
     cache = _kv_cache
     for key, value in attributes.items():
         kind = type(value)
-        if kind in _SCALARS:
+        if kind in _SCALARS or (kind is tuple and _all_text(value)):
             memo = (tag, key, kind, value)
             encoded = cache.get(memo)
             if encoded is None:
@@ -180,18 +195,96 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(out)
 
 
+_LOCAL_PARENT = (b"\x22\x08", _FLAGS_LOCAL)
+_REMOTE_PARENT = (b"\x22\x08", _FLAGS_REMOTE)
+_INTERNAL = _KIND[SpanKind.INTERNAL]
+
+
+def _recorded(span: Any) -> bytes:
+    """``_span`` for a ``RecordedSpan``: its integer ids and fields read directly (no
+    ``SpanContext`` made), the shared kind, no links; events and a status when it has them."""
+    name = _names.get(span._name)
+    if name is None:
+        if len(_names) >= _CACHE_LIMIT:
+            _names.clear()
+        name = _names[span._name] = _text(0x2A, span._name)
+    if span._parent_of is None:  # a run's root
+        parent_tag, flags = b"", _FLAGS_LOCAL
+    else:
+        parent_tag, flags = _REMOTE_PARENT if span._parent_remote else _LOCAL_PARENT
+    out = [
+        b"\x0a\x10",
+        span._trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        span._span_id.to_bytes(8, "big"),
+    ]
+    if span._state is not None:
+        out.append(_text(0x1A, ",".join(f"{k}={v}" for k, v in span._state.items())))
+    out += [
+        parent_tag,
+        span._parent_id.to_bytes(8, "big") if parent_tag else b"",
+        name,
+        _INTERNAL,
+        b"\x39",
+        _FIXED64.pack(span._start_time),
+        b"\x41",
+        _FIXED64.pack(span._end_time),
+        _attributes(0x4A, span._attributes),
+    ]
+    for event in span._events:
+        body = _text(0x12, event.name) if event.name else b""
+        body = b"\x09" + _FIXED64.pack(event.timestamp) + body if event.timestamp else body
+        body += _attributes(0x1A, event.attributes)
+        if event.dropped_attributes:
+            body += b"\x20" + _varint(event.dropped_attributes)
+        out.append(_field(0x5A, body))
+    status = span._status
+    if status.status_code is StatusCode.UNSET and not status.description:
+        out.append(_STATUS_UNSET)
+    else:
+        body = _text(0x12, status.description) if status.description else b""
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        out.append(_field(0x7A, body))
+    out.append(flags)
+    return b"".join(out)
+
+
+def _bucket(
+    grouped: dict[int, tuple[Any, dict[Any, list[bytes]]]], resource: Any, scope: Any
+) -> list[bytes]:
+    """The list the spans of ``resource`` and ``scope`` go in (grouped by the resource's
+    identity: a Resource hashes by dumping its attributes to JSON, and a process's spans share
+    one Resource object)."""
+    held = grouped.get(id(resource))
+    if held is None:
+        held = grouped[id(resource)] = (resource, {})
+    found = held[1].get(scope)
+    if found is None:
+        found = held[1][scope] = []
+    return found
+
+
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialised ``ExportTraceServiceRequest`` of ``spans`` (grouped by resource, then by
     instrumentation scope, in the order first seen - as the SDK's encoder groups them)."""
-    # grouped by the resource's identity: a Resource hashes by dumping its attributes to JSON,
-    # and a process's spans share one Resource object
+    from autonomic.observability.recorded_span import RecordedSpan as recorded
+
     grouped: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
+    sink: Any = None  # the last recorded span's: the next one's likely shares its bucket
+    bucket: list[bytes] = []
     for span in spans:
-        resource = span.resource
-        held = grouped.get(id(resource))
-        if held is None:
-            held = grouped[id(resource)] = (resource, {})
-        held[1].setdefault(span.instrumentation_scope or None, []).append(_field(0x12, _span(span)))
+        if type(span) is recorded:
+            if span._sink is not sink:
+                sink = span._sink
+                bucket = _bucket(grouped, sink.tracer.resource, sink.scope or None)
+            bucket.append(_field(0x12, _recorded(span)))
+        else:
+            sink = None
+            resource = span.resource
+            _bucket(grouped, resource, span.instrumentation_scope or None).append(
+                _field(0x12, _span(span))
+            )
     request = []
     for resource, scopes in grouped.values():
         body = [_field(0x0A, _attributes(0x0A, resource.attributes))]

@@ -1,14 +1,18 @@
-"""A span that is only a record until it ends: the cheap span for a run's turns, model calls
-and tool calls.
+"""A span that is only a record until it ends: the cheap span for a run's model and tool calls.
 
 The SDK's span is built for any caller: a lock, bounded and cleaned attributes, the sampler and
-every processor's ``on_start`` on creation, all for each of the three or four spans a durable
-step makes. The engine's spans need none of that: they are made by one task, with attribute
-values the engine chose (strings, numbers, booleans, lists of strings), under a parent whose
-sampling decision they follow (the run's root, decided once per trace by the configured
-sampler, ``OTEL_TRACES_SAMPLER``). A ``RecordedSpan`` sets the fields a ``ReadableSpan`` reads
-and, when it ends, hands itself to the provider's span processors, as the SDK's own span does:
-the batch processor, then the exporter, see no difference.
+every processor's ``on_start`` on creation, a ``SpanContext`` validated for each, all for each
+of the two or three spans a durable step makes. The engine's spans need none of that: they are
+made by one task, with attribute values the engine chose (strings, numbers, booleans, lists of
+strings), under a parent whose sampling decision they follow (the run's root, decided once per
+trace by the configured sampler, ``OTEL_TRACES_SAMPLER``). A ``RecordedSpan`` keeps its ids as
+plain integers and the few fields that vary; what every span of the engine shares (its kind, no
+links, the unset status, the resource and scope of the provider) is read from the class or the
+sink. When it ends it goes to the provider's span processors, as the SDK's own span does - to
+the batch processor's queue directly when that is the only processor (the check
+``BatchSpanProcessor.on_end`` would make, "sampled", holds by construction) - and the exporter
+sees a ``ReadableSpan`` (``context``, ``parent``, ``resource``... are built when read;
+``otlp.encode_spans`` reads the integers instead).
 
 It is a full ``opentelemetry.trace.Span``: it can be made current (``use_span``), children
 started under it nest, ``set_attribute`` / ``set_status`` / ``record_exception`` work until it
@@ -19,42 +23,64 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace as api
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
 _UNSET = Status(StatusCode.UNSET)
+_ROOT = api.SpanContext(1, 1, is_remote=False, trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED))
+"""What a recorded root's context takes its flags and state from: sampled (only a sampled
+root is recorded), no state."""
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
 
 
 def new_span_id() -> int:
     """64 random bits, never zero (as the SDK's ``RandomIdGenerator``)."""
-    span_id = random.getrandbits(64)
+    span_id = _getrandbits(64)
     while span_id == 0:
-        span_id = random.getrandbits(64)
+        span_id = _getrandbits(64)
     return span_id
 
 
 class SpanSink:
     """Where recorded spans go when they end: the provider's processors, with the resource and
-    instrumentation scope the provider's tracer stamps on its own spans (the resource read at
-    the end, as the provider replaces it in a forked child)."""
+    instrumentation scope the provider's tracer stamps on its own spans (the resource read when
+    asked, as the provider replaces it in a forked child)."""
 
-    __slots__ = ("processor", "scope", "tracer")
+    __slots__ = ("_emit", "_seen", "processor", "scope", "tracer")
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
         self.processor: SpanProcessor = tracer.span_processor
         self.scope: InstrumentationScope | None = getattr(tracer, "_instrumentation_scope", None)
+        self._seen: object = None
+        self._emit: Callable[[ReadableSpan], None] = self.processor.on_end
 
     @property
     def resource(self) -> Resource:
         return self.tracer.resource
+
+    def emit(self, span: RecordedSpan) -> None:
+        """Hand an ended span to the processors: straight into the batch processor's queue when
+        it is the provider's one processor (re-checked when the provider's list changes)."""
+        processors = getattr(self.processor, "_span_processors", None)
+        if processors is not self._seen:
+            self._seen = processors
+            self._emit = self.processor.on_end
+            if processors is not None and len(processors) == 1:
+                only = processors[0]
+                inner = getattr(only, "_batch_processor", None)
+                if type(only) is BatchSpanProcessor and inner is not None:
+                    self._emit = inner.emit
+        self._emit(span)
 
     def start(
         self,
@@ -64,48 +90,152 @@ class SpanSink:
         start_ns: int | None = None,
     ) -> RecordedSpan:
         """A span under ``parent`` (which must be valid and sampled), in its trace."""
-        context = api.SpanContext(
+        span = RecordedSpan(
+            self,
+            name,
             parent.trace_id,
-            new_span_id(),
-            is_remote=False,
-            trace_flags=parent.trace_flags,
-            trace_state=parent.trace_state,
+            parent.span_id,
+            parent.is_remote,
+            parent,
+            attributes,
+            start_ns or _time_ns(),
         )
-        return RecordedSpan(self, name, context, parent, attributes, start_ns or time.time_ns())
+        if parent.trace_state:
+            span._state = parent.trace_state
+        return span
+
+    def start_root(
+        self,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        parent: api.SpanContext | None,
+        attributes: dict[str, Any],
+        start_ns: int,
+    ) -> RecordedSpan:
+        """A run's root with the ids its journal names (the caller asked the sampler): under
+        ``parent`` (the span that consumed the event that started the run), else a root."""
+        span = RecordedSpan(
+            self,
+            name,
+            trace_id,
+            parent.span_id if parent is not None else 0,
+            parent.is_remote if parent is not None else False,
+            parent,
+            attributes,
+            start_ns,
+        )
+        span._span_id = span_id
+        if parent is not None and parent.trace_state:
+            span._state = parent.trace_state
+        return span
+
+    def start_under(
+        self,
+        name: str,
+        parent: RecordedSpan,
+        attributes: dict[str, Any],
+        start_ns: int | None = None,
+    ) -> RecordedSpan:
+        """A span under a recorded span (no ``SpanContext`` made for either)."""
+        span = RecordedSpan(
+            self,
+            name,
+            parent._trace_id,
+            parent._span_id,
+            False,
+            parent,
+            attributes,
+            start_ns or _time_ns(),
+        )
+        if parent._state is not None:
+            span._state = parent._state
+        return span
 
 
 class RecordedSpan(api.Span, ReadableSpan):
-    """A recording span that is its own ``ReadableSpan`` once ended (see the module): the fields
-    are the ones ``ReadableSpan`` reads, set here without its constructor's defaults."""
+    """A recording span that is its own ``ReadableSpan`` once ended (see the module): its ids
+    are integers, the ``SpanContext`` objects ``ReadableSpan`` reads are made when read."""
+
+    # what every recorded span shares, read from the class
+    _kind = api.SpanKind.INTERNAL
+    _links: tuple[Any, ...] = ()
+    _events: list[Event] | tuple[()] = ()
+    _status = _UNSET
+    _end_time: int | None = None
+    _instrumentation_info = None
+    _state: api.TraceState | None = None
+    """The trace state of the parent's context, when it has one (rare: the engine's roots
+    have none)."""
 
     def __init__(
         self,
         sink: SpanSink,
         name: str,
-        context: api.SpanContext,
-        parent: api.SpanContext,
+        trace_id: int,
+        parent_id: int,
+        parent_remote: bool,
+        parent: Any,
         attributes: dict[str, Any],
         start_ns: int,
     ) -> None:
         self._sink = sink
         self._name = name
-        self._context = context
-        self._span_context = context  # typed for get_span_context (ReadableSpan's is Optional)
-        self._parent = parent
+        self._trace_id = trace_id
+        self._span_id = new_span_id()
+        self._parent_id = parent_id
+        self._parent_remote = parent_remote
+        self._parent_of = parent
+        """The parent: a ``SpanContext`` or a ``RecordedSpan`` (its flags and state are ours)."""
         self._attributes = attributes
-        self._values = attributes  # the same dict, typed as mutable
         self._start_time = start_ns
-        self._end_time = None
-        self._status = _UNSET
-        self._events: list[Event] = []
-        self._links = ()
-        self._kind = api.SpanKind.INTERNAL
-        self._instrumentation_info = None
-        self._instrumentation_scope = sink.scope
-        self._resource = sink.resource
+
+    # -- the ReadableSpan fields built when read -----------------------------------------------
+
+    def _parent_context(self) -> api.SpanContext:
+        """The context at the top of this span's chain of recorded parents (whose flags and
+        state it carries); a root's own, sampled."""
+        parent = self._parent_of
+        while type(parent) is RecordedSpan:
+            parent = parent._parent_of
+        return parent if parent is not None else _ROOT
+
+    @property
+    def _context(self) -> api.SpanContext:  # type: ignore[override]
+        root = self._parent_context()
+        return api.SpanContext(
+            self._trace_id,
+            self._span_id,
+            is_remote=False,
+            trace_flags=root.trace_flags,
+            trace_state=root.trace_state,
+        )
+
+    @property
+    def _span_context(self) -> api.SpanContext:
+        return self._context
+
+    @property
+    def _parent(self) -> api.SpanContext | None:  # type: ignore[override]
+        parent = self._parent_of
+        if type(parent) is RecordedSpan:
+            return parent._context
+        return parent  # type: ignore[no-any-return]
+
+    @property
+    def _resource(self) -> Resource:  # type: ignore[override]
+        return self._sink.tracer.resource
+
+    @property
+    def _instrumentation_scope(self) -> InstrumentationScope | None:  # type: ignore[override]
+        return self._sink.scope
+
+    @property
+    def _values(self) -> dict[str, Any]:
+        return self._attributes  # type: ignore[return-value]
 
     def get_span_context(self) -> api.SpanContext:
-        return self._span_context
+        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -123,7 +253,9 @@ class RecordedSpan(api.Span, ReadableSpan):
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
         if self._end_time is None:
-            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+            if not self._events:
+                self._events = []
+            self._events.append(Event(name, attributes, timestamp or _time_ns()))
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
@@ -157,5 +289,5 @@ class RecordedSpan(api.Span, ReadableSpan):
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
             return
-        self._end_time = end_time or time.time_ns()
-        self._sink.processor.on_end(self)
+        self._end_time = end_time or _time_ns()
+        self._sink.emit(self)

@@ -7,11 +7,11 @@ reads the rest itself: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_EXPORTER_OTLP_HEADERS``, the batch processor's ``OTEL_BSP_*``.
 
 A run's spans are pinned to the trace its journal names (``trace_context``): the root span's
-ids are chosen, not drawn, through an id generator that takes the next ids from a context
-variable, so whichever process ends the run emits the root with the ids every other process
-already used as the parent.
+ids are chosen, not drawn (``root``; on the SDK's path, through an id generator that takes the
+next ids from a context variable), so whichever process ends the run emits the root with the
+ids every other process already used as the parent.
 
-The spans a run makes under its root - drives, turns, model and tool calls, the sandbox's - are
+A run's spans - its root, drives, model calls (a turn's span), tool calls, the sandbox's - are
 ``RecordedSpan``s (``recorded_span.py``: the SDK's span without its per-span lock, attribute
 cleaning and sampler call), exported by ``otlp.FastOTLPSpanExporter`` (the request's protobuf
 bytes written directly). A run's trace is sampled by the configured sampler
@@ -49,6 +49,8 @@ _JOINING: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
 )
 _LOCK = threading.Lock()
 _SHARED: Tracing | None = None
+_attach: Any = None  # opentelemetry.context's, bound when the first Tracing is made
+_detach: Any = None
 
 Attributes = Mapping[str, str | int | float | bool | list[str] | tuple[str, ...]]
 
@@ -79,6 +81,11 @@ class Tracing:
         from opentelemetry import trace as api
 
         from autonomic.observability.recorded_span import RecordedSpan, SpanSink
+
+        global _attach, _detach
+        from opentelemetry import context
+
+        _attach, _detach = context.attach, context.detach
 
         self._api: Any = api  # kept: ``start`` and ``current`` run a few times a step
         self._recorded = RecordedSpan
@@ -143,8 +150,33 @@ class Tracing:
         parent: TraceContext | None = None,
     ) -> Span:
         """The run's root span, with the ids its journal names (ended by the caller); under
-        ``parent`` when the run was started by an event (the span that consumed it)."""
+        ``parent`` when the run was started by an event (the span that consumed it).
+
+        A recorded span when the configured sampler keeps the run's trace (asked about its trace
+        id, as ``under`` asks for the spans below it), else a non-recording one."""
         from opentelemetry.context import Context
+
+        if self._sink is not None:
+            api = self._api
+            if not self.sampled(trace.trace_id):
+                return cast(
+                    "Span",
+                    api.NonRecordingSpan(api.SpanContext(trace.trace_id, trace.span_id, False)),
+                )
+            above = None
+            if parent is not None:
+                above = api.SpanContext(
+                    parent.trace_id,
+                    parent.span_id,
+                    is_remote=True,
+                    trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+                )
+            return cast(
+                "Span",
+                self._sink.start_root(
+                    name, trace.trace_id, trace.span_id, above, dict(attributes), _ns(start_s)
+                ),
+            )
 
         token = _PINNED.set(trace)
         try:
@@ -193,19 +225,28 @@ class Tracing:
 
         Under a parent, the span follows the parent's sampling decision (parent-based, as the
         standard samplers are) and is a ``RecordedSpan``: no lock, no per-attribute cleaning,
-        no sampler call - the engine makes three or four of these a step. Without a parent it
+        no sampler call - the engine makes two of these a step. Without a parent it
         is a root, and the SDK's tracer and sampler make it."""
         api = self._api
+        sink = self._sink
+        if type(parent) is self._recorded and sink is not None:
+            # under one of ours (a tool call under its model call): sampled, as it was
+            return cast(
+                "Span",
+                sink.start_under(
+                    name,
+                    parent,
+                    attributes if type(attributes) is dict else dict(attributes),
+                    _ns(start_s) if start_s is not None else None,
+                ),
+            )
         span_parent: Span | None = None
-        if type(parent) is self._recorded:
-            span_parent = cast("Span", parent)
-            context = span_parent.get_span_context()
-        elif parent is None or isinstance(parent, dict):  # a Context is a dict
+        if parent is None or isinstance(parent, dict):  # a Context is a dict
             context = api.get_current_span(parent).get_span_context()
         else:
             span_parent = parent
             context = span_parent.get_span_context()
-        if context.is_valid and self._sink is not None:
+        if context.is_valid and sink is not None:
             if not context.trace_flags.sampled:
                 from autonomic.observability.recorded_span import new_span_id
 
@@ -215,11 +256,14 @@ class Tracing:
                         api.SpanContext(context.trace_id, new_span_id(), False, context.trace_flags)
                     ),
                 )
-            return self._sink.start(
-                name,
-                context,
-                attributes if type(attributes) is dict else dict(attributes),
-                _ns(start_s) if start_s is not None else None,
+            return cast(
+                "Span",
+                sink.start(
+                    name,
+                    context,
+                    attributes if type(attributes) is dict else dict(attributes),
+                    _ns(start_s) if start_s is not None else None,
+                ),
             )
         under = (
             api.set_span_in_context(span_parent)
@@ -308,19 +352,15 @@ class _Current:
         self._token: object = None
 
     def __enter__(self) -> Span:
-        from opentelemetry import context
-
-        self._token = context.attach(self._api.set_span_in_context(self._span))
+        self._token = _attach(self._api.set_span_in_context(self._span))
         return self._span
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        from opentelemetry import context
-
         span = self._span
         try:
-            context.detach(self._token)  # type: ignore[arg-type]
+            _detach(self._token)
             if isinstance(exc, Exception) and span.is_recording():
                 span.record_exception(exc)
                 span.set_status(
