@@ -1,0 +1,301 @@
+"""Listing published events on Kafka (``KafkaBus.list_events``), newest first, a bounded page at a
+time, without a consumer group.
+
+Kafka has no query language and no order across partitions, so a listing reads. One reader per
+request, with **no group** (nothing is committed, no member joins or leaves, no group's offsets
+move): it is assigned the partitions of the event-type topics (one topic with ``type=``; else
+every topic of the bus's prefix but its own dead-letter and retry topics) and reads each
+partition **backwards**, a chunk at a time: seek to ``upper - chunk``, read forward to ``upper``,
+keep the events that pass the filters (tenant, type, correlation id, ``since``) and move ``upper``
+down. The partitions' newest-first streams are merged by the record's timestamp (when the broker
+accepted it, as the embedded bus orders by publish order); a partition whose kept events are used
+up is read further back before anything older is emitted, so the page is in order.
+
+What bounds a request: ``limit`` events, and a **time budget** (``list_budget_ms``, default
+2000). A chunk starts at ``limit + 1`` records and doubles each time a partition must be read
+again (a filter that keeps few events costs reads, not requests). When the budget runs out, the
+page holds what is in order so far and the cursor says where each partition stopped: the next
+request goes on from there, so a page may be short, or empty, and still have a cursor.
+
+Where a partition ends: a first page starts each partition at the end ListOffsets reports, less a
+chunk, and reads forward until its position reaches the high watermark **of a fetch response**.
+Tansu 0.6 (the test broker) answers ListOffsets with the base offset of the last batch plus one,
+short of the end when that batch holds several records, while its fetch responses carry the right
+high watermark; reading on past ListOffsets' answer until a fetch says the end is reached finds
+the records it misses. Later pages never look at the end: they read below the offsets in the
+cursor.
+
+What is never returned: another tenant's events (the tenant filter is applied to every event
+decoded here, before anything leaves the adapter, whatever the cursor says), and anything that is
+not one of our CloudEvents (no value, not JSON, not a CloudEvent, a tenant that is not a string):
+skipped, counted in ``skipped``, never a failure of the listing.
+
+The cursor (``event_cursor``) holds, per topic, the offset below which each partition still has
+unread events (``-1``: nothing left), bound to the filters it was made for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from autonomic.adapters.bus import event_cursor
+from autonomic.core.envelope import decode
+from autonomic.core.events import Event
+from autonomic.errors import EventRejected
+from autonomic.ports.bus import EventPage, Listed
+
+if TYPE_CHECKING:
+    from autonomic.adapters.bus.kafka import KafkaBus
+
+FROM_END = -2
+"""A cursor's offset for a partition the budget ended the page before reading: from its end."""
+MAX_CHUNK = 5_000
+"""The most records one partition is read back by in one step."""
+FETCH_BYTES = 256 * 1024
+"""Bytes a fetch may bring per partition (a chunk read back needs little; the default is 1 MiB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    stamp: int
+    """The record's timestamp (ms): the merge order."""
+    offset: int
+    event: Event
+
+
+@dataclass
+class _Partition:
+    tp: TopicPartition
+    upper: int | None
+    """Every offset at or above it is read (or not part of this listing); ``None``: the end, not
+    yet known (a first page)."""
+    chunk: int
+    done: bool = False
+    found: list[_Found] = field(default_factory=list)
+    """Events read and kept, not yet emitted; ascending offsets (the newest last)."""
+
+    def resume_at(self) -> int:
+        """The ``upper`` a next page starts from: above the newest kept, unemitted event
+        (``FROM_END``: not read at all yet; ``-1``: nothing left)."""
+        if self.found:
+            return self.found[-1].offset + 1
+        if self.done:
+            return -1
+        return FROM_END if self.upper is None else self.upper
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    tenant: str | None
+    event_type: str | None
+    correlation: str | None
+    since: float | None
+
+    def keep(self, event: Event) -> bool:
+        return (
+            (self.tenant is None or event.tenant == self.tenant)
+            and (self.event_type is None or event.type == self.event_type)
+            and (self.correlation is None or event.correlation_id == self.correlation)
+        )
+
+
+class KafkaListing:
+    """One ``list_events`` request on a ``KafkaBus``: see the module docstring."""
+
+    def __init__(
+        self, bus: KafkaBus, filters: Filters, *, limit: int, budget: float, start_timeout: float
+    ) -> None:
+        self.bus = bus
+        self.start_timeout = start_timeout
+        self.filters = filters
+        self.limit = max(1, limit)
+        self.budget = budget
+        self.query = event_cursor.fingerprint(
+            filters.tenant, filters.event_type, filters.correlation, filters.since
+        )
+        self.skipped = 0
+        """Records that were not readable events (see the module docstring)."""
+        self._deadline = 0.0
+
+    async def page(self, cursor: str | None) -> EventPage:
+        """The page after ``cursor`` (the first without one). Raises what aiokafka raises when
+        the broker does not answer (the bus turns it into ``BusUnavailable``)."""
+        resume = self._read_cursor(cursor) if cursor is not None else None
+        self._deadline = time.monotonic() + self.budget
+        settings = self.bus.settings
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 50),
+            max_partition_fetch_bytes=FETCH_BYTES,
+            request_timeout_ms=settings.request_timeout_ms,
+        )
+        try:
+            await asyncio.wait_for(reader.start(), self.start_timeout)
+            parts = await self._partitions(reader, resume)
+            if not parts:
+                return EventPage(events=[], cursor=None)
+            reader.assign([p.tp for p in parts])
+            reader.pause(*[p.tp for p in parts])
+            shown = await self._merge(reader, parts)
+        finally:
+            with contextlib.suppress(Exception):
+                await reader.stop()
+        return EventPage(events=shown, cursor=self._cursor(parts))
+
+    # -- where to read ---------------------------------------------------------------------
+
+    def _is_event_topic(self, topic: str) -> bool:
+        bus = self.bus
+        prefix = bus.settings.prefix
+        if not topic.startswith(prefix) or topic.startswith("__"):
+            return False
+        own = (bus.dlq_topic, bus.settled_topic)
+        return topic not in own and not topic.startswith(prefix + "autonomic.retry.")
+
+    def _topics(self, existing: set[str]) -> list[str]:
+        if self.filters.event_type is not None:
+            topic = self.bus.topic_of(self.filters.event_type)
+            return [topic] if topic in existing else []
+        return sorted(t for t in existing if self._is_event_topic(t))
+
+    async def _partitions(
+        self, reader: AIOKafkaConsumer, resume: dict[str, list[int]] | None
+    ) -> list[_Partition]:
+        topics = self._topics(set(await reader.topics()))
+        chunk = min(MAX_CHUNK, self.limit + 1)
+        parts: list[_Partition] = []
+        if resume is not None:
+            for topic, uppers in resume.items():
+                if topic not in topics:
+                    raise event_cursor.bad()
+                for number, upper in enumerate(uppers):
+                    if upper > 0 or upper == FROM_END:
+                        at = None if upper == FROM_END else upper
+                        parts.append(_Partition(TopicPartition(topic, number), at, chunk))
+            return parts
+        for topic in topics:
+            for number in sorted(reader.partitions_for_topic(topic) or ()):
+                parts.append(_Partition(TopicPartition(topic, number), None, chunk))
+        return parts
+
+    def _read_cursor(self, cursor: str) -> dict[str, list[int]]:
+        state = event_cursor.read(cursor, self.query)
+        at = state.get("at")
+        if not isinstance(at, dict) or not at:
+            raise event_cursor.bad()
+        for topic, uppers in at.items():
+            if (
+                not self._is_event_topic(topic)
+                or not isinstance(uppers, list)
+                or not 0 < len(uppers) <= 10_000
+                or not all(type(u) is int and FROM_END <= u < 2**62 for u in uppers)
+            ):
+                raise event_cursor.bad()
+        return at
+
+    def _cursor(self, parts: list[_Partition]) -> str | None:
+        at: dict[str, list[int]] = {}
+        for p in parts:
+            uppers = at.setdefault(p.tp.topic, [])
+            uppers.extend([-1] * (p.tp.partition + 1 - len(uppers)))
+            uppers[p.tp.partition] = p.resume_at()
+        left = {
+            topic: uppers
+            for topic, uppers in at.items()
+            if any(u > 0 or u == FROM_END for u in uppers)
+        }
+        return event_cursor.make(self.query, {"at": left}) if left else None
+
+    # -- reading and merging -----------------------------------------------------------------
+
+    def _left(self) -> float:
+        return self._deadline - time.monotonic()
+
+    async def _merge(self, reader: AIOKafkaConsumer, parts: list[_Partition]) -> list[Listed]:
+        """Emit up to ``limit`` events newest first, reading partitions back as they run dry."""
+        shown: list[Listed] = []
+        while len(shown) < self.limit:
+            dry = [p for p in parts if not p.done and not p.found]
+            if dry:
+                if self._left() <= 0:
+                    break
+                await self._read_back(reader, dry)
+                continue
+            ready = [p for p in parts if p.found]
+            if not ready:
+                break  # every partition read to its start
+            newest = max(ready, key=lambda p: (p.found[-1].stamp, p.tp.topic, p.tp.partition))
+            one = newest.found.pop()
+            where = f"{newest.tp.topic}/{newest.tp.partition}/{one.offset}"
+            shown.append(Listed(one.event, where, one.stamp / 1000))
+        return shown
+
+    async def _read_back(self, reader: AIOKafkaConsumer, parts: list[_Partition]) -> None:
+        """Read each of ``parts`` back by its chunk; a partition the budget cut short keeps its
+        ``upper`` (read again by the next page), so nothing is skipped."""
+        start: dict[TopicPartition, int] = {}
+        ends = await reader.end_offsets([p.tp for p in parts if p.upper is None])
+        for p in parts:
+            upper = p.upper if p.upper is not None else int(ends.get(p.tp, 0))
+            start[p.tp] = max(0, upper - p.chunk)
+            reader.seek(p.tp, start[p.tp])
+        by_tp = {p.tp: p for p in parts}
+        records: dict[TopicPartition, list[Any]] = {p.tp: [] for p in parts}
+        pending = set(by_tp)
+        reader.resume(*pending)
+        try:
+            while pending and self._left() > 0:
+                wait = max(1, min(200, int(self._left() * 1000)))
+                batch = await reader.getmany(*pending, timeout_ms=wait)
+                for tp, got in batch.items():
+                    bound = by_tp[tp].upper
+                    records[tp].extend(r for r in got if bound is None or r.offset < bound)
+                for tp in list(pending):
+                    position = await reader.position(tp)
+                    bound = by_tp[tp].upper
+                    high = reader.highwater(tp)
+                    if (bound is not None and position >= bound) or (
+                        high is not None and position >= high
+                    ):
+                        pending.discard(tp)
+                        reader.pause(tp)
+        finally:
+            reader.pause(*pending)
+        for p in parts:
+            if p.tp in pending:
+                continue  # cut short by the budget: read again next time
+            self._keep(p, start[p.tp], records[p.tp])
+
+    def _keep(self, p: _Partition, start: int, records: list[Any]) -> None:
+        since_ms = None if self.filters.since is None else self.filters.since * 1000
+        kept = []
+        for record in records:
+            if since_ms is not None and record.timestamp < since_ms:
+                continue
+            event = self._event(record.value)
+            if event is not None and self.filters.keep(event):
+                kept.append(_Found(int(record.timestamp), int(record.offset), event))
+        p.found = kept
+        p.upper = start
+        older = since_ms is not None and bool(records) and records[0].timestamp < since_ms
+        p.done = start == 0 or older
+        p.chunk = min(MAX_CHUNK, p.chunk * 2)
+
+    def _event(self, value: bytes | None) -> Event | None:
+        if value is None:
+            self.skipped += 1
+            return None
+        try:
+            return decode(value)
+        except (EventRejected, ValueError, TypeError, KeyError, UnicodeDecodeError):
+            self.skipped += 1
+            return None
