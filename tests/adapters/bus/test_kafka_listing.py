@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from autonomic.adapters.bus.kafka import KafkaBus
+from autonomic.errors import BusUnavailable
 from autonomic.testing.bus_conformance import ITEM, conformance_types, item, listing
 
 
@@ -73,6 +75,22 @@ def test_records_that_are_not_our_events_are_skipped(kafka_url):
             await bus.publish([item(2, "k", tenant="acme")])
             shown = await listing(bus, limit=2)
             assert [x.event.data["n"] for x in shown] == [2, 1]
+        finally:
+            await bus.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_listing_on_a_broker_that_stopped_is_unavailable_not_a_hang(private_broker):
+    async def go():
+        private_broker.start()
+        bus = KafkaBus(private_broker.url, types=conformance_types())
+        try:
+            await bus.publish([item(1, "k", tenant="acme")])
+            assert len((await bus.list_events(tenant="acme")).events) == 1
+            private_broker.stop()
+            with pytest.raises(BusUnavailable, match="does not answer"):
+                await bus.list_events(tenant="acme")
         finally:
             await bus.aclose()
 

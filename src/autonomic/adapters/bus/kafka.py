@@ -306,7 +306,10 @@ class KafkaBus:
             start_timeout=self._timeout(),
         )
         try:
-            return await listing.page(cursor)
+            # The budget bounds the reading; this bounds everything else too (a broker that
+            # stops answering mid-page), so a request never hangs.
+            bound = self.settings.list_budget_ms / 1000 + 2 * self._timeout()
+            return await asyncio.wait_for(listing.page(cursor), bound)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise self._unavailable(exc) from None
 
