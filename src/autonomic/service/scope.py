@@ -27,6 +27,7 @@ from autonomic.ports.bus import Bus, DeadLetter, EventPage
 from autonomic.ports.store import Store
 from autonomic.service.identity import Identity
 from autonomic.service.problems import NotAvailable
+from autonomic.service.spend_cache import SpendCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class TenantScope:
     store: Store
     identity: Identity
     bus: Bus | None = None
+    spending: SpendCache | None = None
+    """The service's cost per run version (``spend_cache``); ``None``: summed every time."""
 
     @property
     def tenant(self) -> str | None:
@@ -90,10 +93,16 @@ class TenantScope:
 
     async def cost(self, run: Run) -> dict[str, Any]:
         """What ``run``'s model calls cost (``core.timeline.spend``), summed from its calls alone
-        (``Store.model_calls``), not its whole journal."""
+        (``Store.model_calls``), not its whole journal - once per run version when the service
+        keeps a ``SpendCache``."""
         if not self._mine(run.tenant):
             raise NotFound(f"no run {run.id}")
-        return spend_of(await self.store.model_calls(run.id))
+        if self.spending is not None and (kept := self.spending.get(run)) is not None:
+            return kept
+        spent = spend_of(await self.store.model_calls(run.id))
+        if self.spending is not None:
+            self.spending.put(run, spent)
+        return spent
 
     async def approval(self, approval_id: str) -> Approval:
         """The approval, or ``NotFound`` (also when it is another tenant's)."""
