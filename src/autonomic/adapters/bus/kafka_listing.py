@@ -303,15 +303,15 @@ class KafkaListing:
             self._keep(p, start[p.tp], records[p.tp])
 
     def _keep(self, p: _Partition, start: int, records: list[Any]) -> None:
-        since_ms = None if self.filters.since is None else self.filters.since * 1000
+        since = self.filters.since  # compared as ``published_at`` is shown: ms / 1000
         kept = [
             _Found(int(r.timestamp), int(r.offset), r.value)
             for r in records
-            if since_ms is None or r.timestamp >= since_ms
+            if since is None or r.timestamp / 1000 >= since
         ]
         p.found = kept + p.found  # read below everything kept before: older, so first
         p.upper = start
-        older = since_ms is not None and bool(records) and records[0].timestamp < since_ms
+        older = since is not None and bool(records) and records[0].timestamp / 1000 < since
         p.done = start == 0 or older
         p.chunk = min(MAX_CHUNK, p.chunk * 2)
 
