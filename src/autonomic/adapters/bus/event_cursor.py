@@ -35,7 +35,13 @@ def fingerprint(
 def make(query: str, state: dict[str, Any]) -> str:
     """A cursor for the filters ``query`` (a ``fingerprint``) resuming at ``state``."""
     body = json.dumps({"v": VERSION, "q": query, **state}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(zlib.compress(body.encode(), 6)).decode().rstrip("=")
+    cursor = base64.urlsafe_b64encode(zlib.compress(body.encode(), 6)).decode().rstrip("=")
+    if len(cursor) > CURSOR_MAX_CHARS:  # thousands of partitions left to read: never given out
+        raise InvalidInput(
+            "this listing spans too many partitions to page through",
+            hint="filter by type (one topic), or narrow it with since",
+        )
+    return cursor
 
 
 def read(cursor: str, query: str) -> dict[str, Any]:
