@@ -68,7 +68,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from autonomic.adapters.bus.kafka_consumer import KafkaConsumer
-from autonomic.adapters.bus.kafka_listing import Filters, KafkaListing
+from autonomic.adapters.bus.kafka_listing import Filters, KafkaListing, Source
 from autonomic.core.envelope import CONTENT_TYPE, decode, encode
 from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
@@ -299,7 +299,15 @@ class KafkaBus:
         """Read the event-type topics back, newest first, within ``list_budget_ms``
         (``kafka_listing``: no consumer group; a page may be short and still have a cursor)."""
         listing = KafkaListing(
-            self,
+            Source(
+                bootstrap=self.settings.bootstrap,
+                prefix=self.settings.prefix,
+                topic_of=self.topic_of,
+                own_topics=frozenset((self.dlq_topic, self.settled_topic)),
+                retry_prefix=self.settings.prefix + "autonomic.retry.",
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+                request_timeout_ms=self.settings.request_timeout_ms,
+            ),
             Filters(tenant, event_type, correlation, since),
             limit=limit,
             budget=self.settings.list_budget_ms / 1000,

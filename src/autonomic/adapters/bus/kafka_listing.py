@@ -43,8 +43,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -53,9 +54,6 @@ from autonomic.core.envelope import decode
 from autonomic.core.events import Event
 from autonomic.errors import EventRejected
 from autonomic.ports.bus import EventPage, Listed
-
-if TYPE_CHECKING:
-    from autonomic.adapters.bus.kafka import KafkaBus
 
 FROM_END = -2
 """A cursor's offset for a partition the budget ended the page before reading: from its end."""
@@ -99,6 +97,26 @@ class _Partition:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """Where a listing reads: what it needs of the ``KafkaBus`` (which builds it)."""
+
+    bootstrap: str
+    prefix: str
+    topic_of: Callable[[str], str]
+    own_topics: frozenset[str]
+    """The bus's own topics (dead letters, settled letters): never listed."""
+    retry_prefix: str
+    """Topics a retried letter goes back to its group by: never listed again."""
+    fetch_max_wait_ms: int
+    request_timeout_ms: int
+
+    def is_event_topic(self, topic: str) -> bool:
+        if not topic.startswith(self.prefix) or topic.startswith("__"):
+            return False
+        return topic not in self.own_topics and not topic.startswith(self.retry_prefix)
+
+
+@dataclass(frozen=True, slots=True)
 class Filters:
     tenant: str | None
     event_type: str | None
@@ -125,12 +143,12 @@ class Filters:
 
 
 class KafkaListing:
-    """One ``list_events`` request on a ``KafkaBus``: see the module docstring."""
+    """One ``list_events`` request on a ``KafkaBus`` (``source``): see the module docstring."""
 
     def __init__(
-        self, bus: KafkaBus, filters: Filters, *, limit: int, budget: float, start_timeout: float
+        self, source: Source, filters: Filters, *, limit: int, budget: float, start_timeout: float
     ) -> None:
-        self.bus = bus
+        self.source = source
         self.start_timeout = start_timeout
         self.filters = filters
         self.limit = max(1, limit)
@@ -147,7 +165,7 @@ class KafkaListing:
         the broker does not answer (the bus turns it into ``BusUnavailable``)."""
         resume = self._read_cursor(cursor) if cursor is not None else None
         self._deadline = time.monotonic() + self.budget
-        settings = self.bus.settings
+        settings = self.source
         reader = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
             group_id=None,
@@ -170,19 +188,11 @@ class KafkaListing:
 
     # -- where to read ---------------------------------------------------------------------
 
-    def _is_event_topic(self, topic: str) -> bool:
-        bus = self.bus
-        prefix = bus.settings.prefix
-        if not topic.startswith(prefix) or topic.startswith("__"):
-            return False
-        own = (bus.dlq_topic, bus.settled_topic)
-        return topic not in own and not topic.startswith(prefix + "autonomic.retry.")
-
     def _topics(self, existing: set[str]) -> list[str]:
         if self.filters.event_type is not None:
-            topic = self.bus.topic_of(self.filters.event_type)
+            topic = self.source.topic_of(self.filters.event_type)
             return [topic] if topic in existing else []
-        return sorted(t for t in existing if self._is_event_topic(t))
+        return sorted(t for t in existing if self.source.is_event_topic(t))
 
     async def _partitions(
         self, reader: AIOKafkaConsumer, resume: dict[str, list[int]] | None
@@ -213,7 +223,7 @@ class KafkaListing:
             raise event_cursor.bad()
         for topic, uppers in at.items():
             if (
-                not self._is_event_topic(topic)
+                not self.source.is_event_topic(topic)
                 or not isinstance(uppers, list)
                 or not 0 < len(uppers) <= 10_000
                 or not all(type(u) is int and FROM_END <= u < 2**62 for u in uppers)
