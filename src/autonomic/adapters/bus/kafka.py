@@ -68,7 +68,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from autonomic.adapters.bus.kafka_consumer import KafkaConsumer
-from autonomic.adapters.bus.kafka_listing import Filters, KafkaListing, Source
+from autonomic.adapters.bus.kafka_listing import Filters, KafkaListing, Readers, Source
 from autonomic.core.envelope import CONTENT_TYPE, decode, encode
 from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
@@ -150,6 +150,17 @@ class KafkaBus:
         self._topics: set[str] = set()
         self.dlq_topic = self.settings.prefix + "autonomic.dlq"
         self.settled_topic = self.settings.prefix + "autonomic.dlq.settled"
+        self._readers = Readers(
+            Source(
+                bootstrap=self.settings.bootstrap,
+                prefix=self.settings.prefix,
+                topic_of=self.topic_of,
+                own_topics=frozenset((self.dlq_topic, self.settled_topic)),
+                retry_prefix=self.settings.prefix + "autonomic.retry.",
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+                request_timeout_ms=self.settings.request_timeout_ms,
+            )
+        )
 
     # -- topics --------------------------------------------------------------------------
 
@@ -299,15 +310,7 @@ class KafkaBus:
         """Read the event-type topics back, newest first, within ``list_budget_ms``
         (``kafka_listing``: no consumer group; a page may be short and still have a cursor)."""
         listing = KafkaListing(
-            Source(
-                bootstrap=self.settings.bootstrap,
-                prefix=self.settings.prefix,
-                topic_of=self.topic_of,
-                own_topics=frozenset((self.dlq_topic, self.settled_topic)),
-                retry_prefix=self.settings.prefix + "autonomic.retry.",
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-                request_timeout_ms=self.settings.request_timeout_ms,
-            ),
+            self._readers.source,
             Filters(tenant, event_type, correlation, since),
             limit=limit,
             budget=self.settings.list_budget_ms / 1000,
@@ -317,7 +320,7 @@ class KafkaBus:
             # The budget bounds the reading; this bounds everything else too (a broker that
             # stops answering mid-page), so a request never hangs.
             bound = self.settings.list_budget_ms / 1000 + 2 * self._timeout()
-            return await asyncio.wait_for(listing.page(cursor), bound)
+            return await asyncio.wait_for(listing.page(self._readers, cursor), bound)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise self._unavailable(exc) from None
 
@@ -435,6 +438,7 @@ class KafkaBus:
         await self._settle(await self._find(letter_id), "dropped", reason)
 
     async def aclose(self) -> None:
+        await self._readers.aclose()
         for member in self._consumers:
             await member.close()
         self._consumers.clear()

@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +142,93 @@ class Filters:
         )
 
 
+class Readers:
+    """Readers of no group kept between listings, at most ``size`` at once.
+
+    Starting a reader fetches the whole cluster's metadata, and so does asking it for the topics:
+    tens of milliseconds each on a broker with many topics, more than reading a page. So a
+    listing borrows a started reader (one listing at a time per reader: its assignment and
+    positions are the listing's; ``_read_back`` assigns anew) and gives it back paused; one that
+    failed is stopped, not kept. Each reader's list of topics is kept ``TOPICS_TTL`` seconds: a topic
+    created meanwhile is listed after that, or at once when ``type=`` names it.
+    """
+
+    TOPICS_TTL = 5.0
+
+    def __init__(self, source: Source, size: int = 4) -> None:
+        self.source = source
+        self.size = size
+        self._idle: list[AIOKafkaConsumer] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._topics: dict[int, tuple[float, dict[str, list[int]]]] = {}
+
+    def _new(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.source.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=min(self.source.fetch_max_wait_ms, 50),
+            max_partition_fetch_bytes=FETCH_BYTES,
+            request_timeout_ms=self.source.request_timeout_ms,
+        )
+
+    @contextlib.asynccontextmanager
+    async def borrow(self, start_timeout: float) -> AsyncIterator[AIOKafkaConsumer]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.size)
+        async with self._slots:
+            reader = self._idle.pop() if self._idle else None
+            if reader is None:
+                reader = self._new()
+                try:
+                    await asyncio.wait_for(reader.start(), start_timeout)
+                except BaseException:
+                    await self._stop(reader)
+                    raise
+            kept = False
+            try:
+                yield reader
+                # Paused, not unassigned: an empty assignment makes aiokafka's next metadata
+                # refresh one of every topic (the cost this pool avoids).
+                reader.pause(*reader.assignment())
+                kept = True
+            finally:
+                if kept:
+                    self._idle.append(reader)
+                else:
+                    await self._stop(reader)
+
+    async def topics(
+        self, reader: AIOKafkaConsumer, *, must_have: str | None
+    ) -> dict[str, list[int]]:
+        """The cluster's topics and their partitions, as ``reader`` last read them (within
+        ``TOPICS_TTL``; read again when ``must_have`` is missing).
+
+        Read from the metadata answer itself: the reader's own view of the cluster
+        (``partitions_for_topic``) covers only the topics it was last assigned."""
+        at, known = self._topics.get(id(reader), (float("-inf"), {}))
+        stale = time.monotonic() - at > self.TOPICS_TTL
+        if stale or (must_have is not None and must_have not in known):
+            cluster = await reader._client.fetch_all_metadata()
+            known = {
+                topic: sorted(cluster.partitions_for_topic(topic) or ())
+                for topic in cluster.topics()
+            }
+            self._topics[id(reader)] = (time.monotonic(), known)
+        return known
+
+    async def _stop(self, reader: AIOKafkaConsumer) -> None:
+        self._topics.pop(id(reader), None)
+        with contextlib.suppress(Exception):
+            await reader.stop()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for reader in idle:
+            await self._stop(reader)
+
+
 class KafkaListing:
     """One ``list_events`` request on a ``KafkaBus`` (``source``): see the module docstring."""
 
@@ -160,44 +247,40 @@ class KafkaListing:
         """Records that were not readable events (see the module docstring)."""
         self._deadline = 0.0
 
-    async def page(self, cursor: str | None) -> EventPage:
-        """The page after ``cursor`` (the first without one). Raises what aiokafka raises when
-        the broker does not answer (the bus turns it into ``BusUnavailable``)."""
+    async def page(self, readers: Readers, cursor: str | None) -> EventPage:
+        """The page after ``cursor`` (the first without one), read by a reader borrowed from
+        ``readers``. Raises what aiokafka raises when the broker does not answer (the bus turns
+        it into ``BusUnavailable``)."""
         resume = self._read_cursor(cursor) if cursor is not None else None
         self._deadline = time.monotonic() + self.budget
-        settings = self.source
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 50),
-            max_partition_fetch_bytes=FETCH_BYTES,
-            request_timeout_ms=settings.request_timeout_ms,
-        )
-        try:
-            await asyncio.wait_for(reader.start(), self.start_timeout)
-            parts = await self._partitions(reader, resume)
+        async with readers.borrow(self.start_timeout) as reader:
+            wanted = self._wanted_topic()
+            known = await readers.topics(reader, must_have=wanted)
+            parts = self._partitions(known, self._topics(set(known)), resume)
             if not parts:
                 return EventPage(events=[], cursor=None)
             shown = await self._merge(reader, parts)
-        finally:
-            with contextlib.suppress(Exception):
-                await reader.stop()
         return EventPage(events=shown, cursor=self._cursor(parts))
 
     # -- where to read ---------------------------------------------------------------------
 
+    def _wanted_topic(self) -> str | None:
+        if self.filters.event_type is None:
+            return None
+        return self.source.topic_of(self.filters.event_type)
+
     def _topics(self, existing: set[str]) -> list[str]:
-        if self.filters.event_type is not None:
-            topic = self.source.topic_of(self.filters.event_type)
-            return [topic] if topic in existing else []
+        wanted = self._wanted_topic()
+        if wanted is not None:
+            return [wanted] if wanted in existing else []
         return sorted(t for t in existing if self.source.is_event_topic(t))
 
-    async def _partitions(
-        self, reader: AIOKafkaConsumer, resume: dict[str, list[int]] | None
+    def _partitions(
+        self,
+        known: dict[str, list[int]],
+        topics: list[str],
+        resume: dict[str, list[int]] | None,
     ) -> list[_Partition]:
-        topics = self._topics(set(await reader.topics()))
         parts: list[_Partition] = []
         if resume is not None:
             for topic, uppers in resume.items():
@@ -209,7 +292,7 @@ class KafkaListing:
                         parts.append(_Partition(TopicPartition(topic, number), at, 0))
         else:
             for topic in topics:
-                for number in sorted(reader.partitions_for_topic(topic) or ()):
+                for number in known[topic]:
                     parts.append(_Partition(TopicPartition(topic, number), None, 0))
         chunk = min(MAX_CHUNK, max(MIN_CHUNK, -(-2 * (self.limit + 1) // max(1, len(parts)))))
         for p in parts:
