@@ -2,7 +2,7 @@
 time, without a consumer group.
 
 Kafka has no query language and no order across partitions, so a listing reads. One reader per
-request, with **no group** (nothing is committed, no member joins or leaves, no group's offsets
+request (borrowed from ``Readers``, started ones kept between requests), with **no group** (nothing is committed, no member joins or leaves, no group's offsets
 move): it is assigned the partitions of the event-type topics (one topic with ``type=``; else
 every topic of the bus's prefix but its own dead-letter and retry topics) and reads each
 partition **backwards**, a chunk at a time: seek to ``upper - chunk``, read forward to ``upper``,
