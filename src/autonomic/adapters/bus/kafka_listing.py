@@ -150,7 +150,8 @@ class Readers:
     listing borrows a started reader (one listing at a time per reader: its assignment and
     positions are the listing's; ``_read_back`` assigns anew) and gives it back paused; one that
     failed is stopped, not kept. Each reader's list of topics is kept ``TOPICS_TTL`` seconds: a topic
-    created meanwhile is listed after that, or at once when ``type=`` names it.
+    created meanwhile is listed after that, or at once when ``type=`` names it. Like the bus's
+    producer, the readers belong to the event loop that started them: one bus, one loop.
     """
 
     TOPICS_TTL = 5.0
