@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import os
 import random
+import socket
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -308,6 +309,22 @@ def damaged_sqlite(autonomic_sqlite: Path) -> Path:
 def raw_execute(store_url: str) -> RawExecute:
     """``await raw_execute(sql)`` on the database of ``store_url``, outside any store."""
     return raw_executor(store_url)
+
+
+@pytest.fixture
+def kafka_url() -> str:
+    """A ``kafka://`` URL on the broker ``scripts/test`` starts (``AUTONOMIC_TEST_KAFKA_URL``,
+    set by ``ensure_kafka`` in ``scripts/lib/kafka.sh``) with a fresh topic prefix and a 2 s
+    session (quick rebalances). Without the variable the test is skipped (saying so); with it
+    set, a broker that does not answer fails it."""
+    base = os.environ.get("AUTONOMIC_TEST_KAFKA_URL")
+    if not base:
+        pytest.skip("AUTONOMIC_TEST_KAFKA_URL is unset (scripts/test starts Tansu and sets it)")
+    host, _, port = base.removeprefix("kafka://").partition(",")[0].rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5):
+        pass
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    return f"{base}?prefix={prefix}&session_timeout_ms=2000&request_timeout_ms=3000"
 
 
 @pytest.fixture(scope="session")

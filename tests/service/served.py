@@ -91,6 +91,22 @@ class Served:
         (approval,) = await self.service.store.list_approvals(run_id=run.id)
         return run, approval
 
+    async def finish(self, run_id: str) -> Run:
+        """Drive a decided ``waiting_run`` to its end, as a worker would."""
+        model = ScriptedModel(
+            [
+                {"tool_calls": [{"name": "pay", "arguments": {"to": "bob", "amount": 500}}]},
+                {"content": "paid"},
+            ]
+        )
+        engine = Engine(
+            self.service.store,
+            AgentRegistry([payer()]),
+            lambda spec: model,
+            gates=[parse_policy_text(POLICY).risk.gate()],
+        )
+        return await engine.run_to_end(run_id)
+
     async def dead_letter(self, tenant: str) -> DeadLetter:
         """A dead letter of ``tenant``: a ping published for it, failed once by a group that
         gives up after one attempt."""

@@ -57,10 +57,14 @@ def _operations(app_openapi: dict) -> list[tuple[str, str]]:
 
 
 def test_every_route_checks_credential_tenant_and_role(sqlite_url, caplog):
+    _walk_every_route(sqlite_url, caplog)
+
+
+def _walk_every_route(url, caplog, **settings):
     caplog.set_level(logging.ERROR, logger="autonomic.service")
 
     async def go():
-        async with serving(sqlite_url) as s:
+        async with serving(url, **settings) as s:
             openapi = (await s.client.get("/openapi.json")).json()
             operations = _operations(openapi)
             assert set(operations) == set(ROUTES), "every route says who may call it"
@@ -117,4 +121,9 @@ def test_every_route_checks_credential_tenant_and_role(sqlite_url, caplog):
 
 @pytest.mark.postgres
 def test_the_walk_holds_on_postgres_too(pg_url, caplog):
-    test_every_route_checks_credential_tenant_and_role(pg_url, caplog)
+    _walk_every_route(pg_url, caplog)
+
+
+def test_the_walk_holds_on_a_kafka_bus_too(sqlite_url, kafka_url, caplog):
+    """Events and dead letters read from Kafka: the same answers on every route."""
+    _walk_every_route(sqlite_url, caplog, bus=kafka_url)

@@ -32,3 +32,42 @@ def test_the_timeline_pages_add_up_to_the_whole(store_url):
             assert bad.status_code == 422
 
     asyncio.run(go())
+
+
+def test_a_runs_cost_is_summed_once_per_version_and_again_after_a_commit(sqlite_url):
+    """The service keeps a run's cost per run version (``SpendCache``): a page shown again
+    does not read the run's model calls again, and a commit - here the model's second turn
+    after the approval - is counted at the next view, never hidden behind the kept one."""
+
+    async def go():
+        async with serving(sqlite_url) as s:
+            run, approval = await s.waiting_run("acme", requester="ann@acme")
+            member, approver = await s.key("acme", "member"), await s.key("acme", "approver")
+            reads = []
+            store = s.service.store
+            real = store.model_calls
+
+            async def counted(run_id):
+                reads.append(run_id)
+                return await real(run_id)
+
+            store.model_calls = counted
+            path = f"/runs/{run.id}/timeline"
+            first = (await s.client.get(path, headers=member)).json()["cost"]
+            again = (await s.client.get(path, headers=member)).json()["cost"]
+            assert first == again
+            assert first["calls"] == 1
+            assert reads == [run.id], "the cost of an unchanged run was summed again"
+            other = await s.client.get(path, headers=await s.key("globex", "member"))
+            assert other.status_code == 404, "another tenant was answered from the cache"
+            decided = await s.client.post(
+                f"/approvals/{approval.id}/approve", json={"reason": "ok"}, headers=approver
+            )
+            assert decided.status_code == 200, decided.text
+            done = await s.finish(run.id)
+            assert done.status.value == "COMPLETED", done.status_reason
+            after = (await s.client.get(path, headers=member)).json()["cost"]
+            assert after["calls"] == 2, "a new model call was hidden behind the kept cost"
+            assert len(reads) == 2
+
+    asyncio.run(go())

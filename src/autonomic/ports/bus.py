@@ -16,6 +16,10 @@ jitter) until ``RetryPolicy.max_attempts``, then moved to the dead letters with 
 count and first / last failure times. While it waits, later events *of its key* wait behind it
 (the conversation stays in order: a reply is never handled before the request it answers); events
 of other keys keep flowing.
+
+Reading what was published (``list_events``, the service's ``GET /events``) takes nothing from any
+consumer group: a listing is newest first, a page at a time, behind an opaque cursor the adapter
+gives out and checks when it comes back.
 """
 
 from __future__ import annotations
@@ -68,6 +72,34 @@ class DeadLetter:
     last_failure: float
     tenant: str = "default"
     """Whose event it is (the tenant it was published for): the service scopes letters by it."""
+
+
+CURSOR_MAX_CHARS = 16_384
+"""The longest ``list_events`` cursor an adapter gives out (a Kafka one names every partition
+still to read); callers may refuse longer ones unread."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A published event as a listing shows it."""
+
+    event: Event
+    position: str
+    """Where it sits on the bus, as the adapter names it (``seq`` on the embedded bus,
+    ``topic/partition/offset`` on Kafka): for people and logs, not an argument anywhere."""
+    published_at: float
+    """When the bus accepted it (epoch s; on Kafka the record's timestamp)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of ``Bus.list_events``: newest first."""
+
+    events: list[Listed]
+    cursor: str | None
+    """Pass back as ``cursor`` (with the same filters) for the next, older page; ``None``: no
+    older events. A page may hold fewer events than asked and still have a cursor (Kafka stops
+    reading at its time budget)."""
 
 
 class Consumer(Protocol):
@@ -124,6 +156,23 @@ class Bus(Protocol):
         retry: RetryPolicy | None = None,
     ) -> Consumer:
         """Join ``group`` as member ``name``, consuming the topics of ``types``."""
+        ...
+
+    async def list_events(
+        self,
+        *,
+        tenant: str | None = None,
+        event_type: str | None = None,
+        correlation: str | None = None,
+        since: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> EventPage:
+        """Published events, newest first (by when the bus accepted them), at most ``limit``:
+        of one tenant, type and correlation id, published at or after ``since``, when given.
+        Another tenant's event never leaves the adapter. ``cursor`` is the previous page's;
+        one this bus did not give out for these filters is ``InvalidInput``. Takes nothing
+        from any consumer group; dead letters sent back to one group are not listed again."""
         ...
 
     async def dead_letters(

@@ -67,7 +67,7 @@ class Forbidden(ServiceError):
 
 
 class NotAvailable(ServiceError):
-    """A route this service's configuration cannot answer (e.g. listing events on Kafka): 501."""
+    """A route this service's configuration cannot answer (a service with no event bus): 501."""
 
     status = 501
     code = "not_available"

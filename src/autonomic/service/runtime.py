@@ -22,6 +22,7 @@ from autonomic.governance.approvals import ApprovalDesk
 from autonomic.ports.bus import Bus
 from autonomic.ports.store import Store
 from autonomic.service.settings import ServiceSettings
+from autonomic.service.spend_cache import SpendCache
 
 if TYPE_CHECKING:
     from autonomic.service.authz import Action, Authorizer, Resource
@@ -45,12 +46,14 @@ class Service:
     bus: Bus | None = None
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
+    spending: SpendCache = field(default_factory=SpendCache)
+    """Runs' costs by version, shared by every request of this process (``spend_cache``)."""
 
     def scope(self, identity: Identity) -> TenantScope:
         """The store as ``identity`` may see it: its tenant only (an admin: every tenant)."""
         from autonomic.service.scope import TenantScope
 
-        return TenantScope(self.store, identity, self.bus)
+        return TenantScope(self.store, identity, self.bus, self.spending)
 
     def authorize(self, identity: Identity, action: Action, resource: Resource) -> None:
         """Refuse unless ``identity`` may do ``action`` on ``resource``: another tenant's object

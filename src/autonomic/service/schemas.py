@@ -154,7 +154,13 @@ class Publish(Strict):
 
 
 class EventOut(BaseModel):
-    seq: int = Field(description="its place on the bus; pass as ?before= for older events")
+    position: str | None = Field(
+        description="where it sits on the bus: its seq on the embedded bus, "
+        "topic/partition/offset on Kafka (null for a dead letter's or a just-published event)"
+    )
+    published_at: float | None = Field(
+        description="when the bus accepted it (epoch s); null where position is"
+    )
     id: str
     type: str
     source: str
@@ -166,8 +172,9 @@ class EventOut(BaseModel):
 
 class EventPage(BaseModel):
     events: list[EventOut]
-    next_before: int | None = Field(
-        description="pass as ?before= for the next (older) page; null at the end"
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= (with the same filters) for the next, older page; null "
+        "at the end. On Kafka a page may hold fewer events than asked and still have one"
     )
 
 

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from autonomic.core.approval import Approval, ApprovalStatus
-from autonomic.core.events import Event
 from autonomic.core.journal import Entry
 from autonomic.core.run import Run, RunStatus
 from autonomic.core.timeline import spend_of
 from autonomic.errors import NotFound
 from autonomic.observability.kpis import RunFacts, run_facts
-from autonomic.ports.bus import Bus, DeadLetter
+from autonomic.ports.bus import Bus, DeadLetter, EventPage
 from autonomic.ports.store import Store
 from autonomic.service.identity import Identity
 from autonomic.service.problems import NotAvailable
+from autonomic.service.spend_cache import SpendCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,8 @@ class TenantScope:
     store: Store
     identity: Identity
     bus: Bus | None = None
+    spending: SpendCache | None = None
+    """The service's cost per run version (``spend_cache``); ``None``: summed every time."""
 
     @property
     def tenant(self) -> str | None:
@@ -91,10 +93,16 @@ class TenantScope:
 
     async def cost(self, run: Run) -> dict[str, Any]:
         """What ``run``'s model calls cost (``core.timeline.spend``), summed from its calls alone
-        (``Store.model_calls``), not its whole journal."""
+        (``Store.model_calls``), not its whole journal - once per run version when the service
+        keeps a ``SpendCache``."""
         if not self._mine(run.tenant):
             raise NotFound(f"no run {run.id}")
-        return spend_of(await self.store.model_calls(run.id))
+        if self.spending is not None and (kept := self.spending.get(run)) is not None:
+            return kept
+        spent = spend_of(await self.store.model_calls(run.id))
+        if self.spending is not None:
+            self.spending.put(run, spent)
+        return spent
 
     async def approval(self, approval_id: str) -> Approval:
         """The approval, or ``NotFound`` (also when it is another tenant's)."""
@@ -128,24 +136,20 @@ class TenantScope:
         *,
         event_type: str | None = None,
         correlation: str | None = None,
-        before: int | None = None,
+        since: float | None = None,
+        cursor: str | None = None,
         limit: int = 100,
-    ) -> list[tuple[int, Event]]:
-        """This scope's published events, newest first, with their sequence numbers."""
-        history = getattr(self._bus(), "history", None)
-        if history is None:
-            raise NotAvailable(
-                "listing events needs the embedded bus (--bus sql)",
-                hint="with Kafka, read the topics with your Kafka tools or `autonomic events tail`",
-            )
-        found: list[tuple[int, Event]] = await history(
+    ) -> EventPage:
+        """A page of this scope's published events, newest first (``Bus.list_events``: the
+        adapter filters by tenant before anything leaves it)."""
+        return await self._bus().list_events(
             tenant=self.tenant,
             event_type=event_type,
             correlation=correlation,
-            before=before,
+            since=since,
+            cursor=cursor,
             limit=limit,
         )
-        return found
 
     async def dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """This scope's dead letters, oldest first."""

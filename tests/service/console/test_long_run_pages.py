@@ -23,6 +23,7 @@ from autonomic.engine.executor import Engine
 from autonomic.governance.runaway.gate import Runaway
 from autonomic.ports.store import Store
 from autonomic.service.console import pages
+from autonomic.service.spend_cache import SpendCache
 from autonomic.tools.contract import tool
 
 STEPS = 12
@@ -120,6 +121,7 @@ def test_the_api_timeline_page_reads_its_rows_and_the_cost_not_the_journal(
                 },
             }
             reads = Reads(store, monkeypatch)
+            c.served.service.spending = SpendCache()  # forget the cost the first view kept
             first = (await c.served.client.get(f"{path}?limit=5", headers=member)).json()
             assert first["items"] == whole["items"][:5]
             assert first["cost"] == whole["cost"]
@@ -128,7 +130,7 @@ def test_the_api_timeline_page_reads_its_rows_and_the_cost_not_the_journal(
             assert later.json()["items"] == [i for i in whole["items"] if i["seq"] > 30][:5]
             assert later.json()["cost"] == whole["cost"]
             assert reads.whole == [], "a page never reads the whole journal"
-            assert reads.calls == [run.id, run.id], "the cost is read as the model calls alone"
+            assert reads.calls == [run.id], "the cost is read as the model calls alone, once"
             assert reads.entries_read() == 2 * (5 + 1), "a page and the next one's first row"
             past = await c.served.client.get(f"{path}?after={10**30}", headers=member)
             assert past.status_code == 200

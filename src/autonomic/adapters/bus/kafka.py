@@ -42,7 +42,11 @@ URL options: ``prefix``, ``partitions`` (default 3), ``session_timeout_ms`` (def
 tests use 2000 so a killed member's partitions move quickly), ``request_timeout_ms`` (5000),
 ``fetch_max_wait_ms`` (100: how long the broker may hold an idle fetch; Kafka answers a held fetch
 as soon as data arrives, Tansu 0.6 only when the wait ends, so on Tansu it bounds the latency -
-the benchmark uses 5).
+the benchmark uses 5), ``list_budget_ms`` (2000: the most one ``list_events`` page reads for,
+``kafka_listing``).
+
+Listing what was published (``list_events``, the service's ``GET /events``) reads the event-type
+topics back with a reader of no group: ``kafka_listing``.
 """
 
 from __future__ import annotations
@@ -64,11 +68,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from autonomic.adapters.bus.kafka_consumer import KafkaConsumer
+from autonomic.adapters.bus.kafka_listing import Filters, KafkaListing, Readers, Source
 from autonomic.core.envelope import CONTENT_TYPE, decode, encode
 from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.errors import BusUnavailable, ConfigError, EventRejected, InvalidInput, NotFound
-from autonomic.ports.bus import Consumer, DeadLetter, RetryPolicy
+from autonomic.ports.bus import Consumer, DeadLetter, EventPage, RetryPolicy
 
 if logging.getLogger("aiokafka").level == logging.NOTSET:
     # aiokafka logs each failed connection attempt at ERROR; the bus reports a broker it cannot
@@ -89,6 +94,7 @@ class KafkaSettings:
     session_timeout_ms: int = 10_000
     request_timeout_ms: int = 5_000
     fetch_max_wait_ms: int = 100
+    list_budget_ms: int = 2_000
 
     @classmethod
     def from_url(cls, url: str) -> KafkaSettings:
@@ -98,7 +104,13 @@ class KafkaSettings:
                 f"not a Kafka bus URL: {url!r}", hint="use kafka://host:9092[,host2:9092]"
             )
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        numeric = ("partitions", "session_timeout_ms", "request_timeout_ms", "fetch_max_wait_ms")
+        numeric = (
+            "partitions",
+            "session_timeout_ms",
+            "request_timeout_ms",
+            "fetch_max_wait_ms",
+            "list_budget_ms",
+        )
         unknown = set(query) - {"prefix", *numeric}
         if unknown:
             raise ConfigError(
@@ -138,6 +150,17 @@ class KafkaBus:
         self._topics: set[str] = set()
         self.dlq_topic = self.settings.prefix + "autonomic.dlq"
         self.settled_topic = self.settings.prefix + "autonomic.dlq.settled"
+        self._readers = Readers(
+            Source(
+                bootstrap=self.settings.bootstrap,
+                prefix=self.settings.prefix,
+                topic_of=self.topic_of,
+                own_topics=frozenset((self.dlq_topic, self.settled_topic)),
+                retry_prefix=self.settings.prefix + "autonomic.retry.",
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+                request_timeout_ms=self.settings.request_timeout_ms,
+            )
+        )
 
     # -- topics --------------------------------------------------------------------------
 
@@ -272,6 +295,35 @@ class KafkaBus:
         self._consumers.append(member)
         return member
 
+    # -- listing -------------------------------------------------------------------------
+
+    async def list_events(
+        self,
+        *,
+        tenant: str | None = None,
+        event_type: str | None = None,
+        correlation: str | None = None,
+        since: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> EventPage:
+        """Read the event-type topics back, newest first, within ``list_budget_ms``
+        (``kafka_listing``: no consumer group; a page may be short and still have a cursor)."""
+        listing = KafkaListing(
+            self._readers.source,
+            Filters(tenant, event_type, correlation, since),
+            limit=limit,
+            budget=self.settings.list_budget_ms / 1000,
+            start_timeout=self._timeout(),
+        )
+        try:
+            # The budget bounds the reading; this bounds everything else too (a broker that
+            # stops answering mid-page), so a request never hangs.
+            bound = self.settings.list_budget_ms / 1000 + 2 * self._timeout()
+            return await asyncio.wait_for(listing.page(self._readers, cursor), bound)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise self._unavailable(exc) from None
+
     # -- dead letters --------------------------------------------------------------------
 
     async def _read_all(self, topic: str) -> list[tuple[int, Any]]:
@@ -386,6 +438,7 @@ class KafkaBus:
         await self._settle(await self._find(letter_id), "dropped", reason)
 
     async def aclose(self) -> None:
+        await self._readers.aclose()
         for member in self._consumers:
             await member.close()
         self._consumers.clear()

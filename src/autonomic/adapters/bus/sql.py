@@ -34,13 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autonomic.adapters.bus import event_cursor
 from autonomic.adapters.bus.wake import CHANNEL, LocalWake, PostgresListener, Wakeable
 from autonomic.adapters.store.sql import Params, Row, SqlStore, translate
 from autonomic.core.envelope import decode, encode
 from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.errors import EventRejected, NotFound
-from autonomic.ports.bus import DeadLetter, Delivery, RetryPolicy
+from autonomic.ports.bus import DeadLetter, Delivery, EventPage, Listed, RetryPolicy
 
 UNDECODABLE = "autonomic.bus.undecodable"
 """The type a dead letter shows for an envelope that could not be read at all."""
@@ -137,11 +138,11 @@ ORDER BY d.last_failure, d.id LIMIT :limit"""
     d.last_failure, d.key, COALESCE(e.tenant, 'default')
 FROM bus_dead_letters d LEFT JOIN bus_events e ON e.seq = d.seq
 WHERE d.id = :id AND d.state = 'dead'"""
-    history = """SELECT seq, envelope FROM bus_events
+    history = """SELECT seq, envelope, published_at FROM bus_events
 WHERE only_group = '' AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
   AND (CAST(:type AS TEXT) IS NULL OR type = :type)
   AND (CAST(:correlation AS TEXT) IS NULL OR key = :correlation)
-  AND seq < :before
+  AND published_at >= :since AND seq < :before
 ORDER BY seq DESC LIMIT :limit"""
     resolve = (
         "UPDATE bus_dead_letters SET state = :state, reason = :reason, resolved_at = :now "
@@ -263,33 +264,50 @@ class SqlBus:
         )
         return [_letter(row) for row in rows]
 
-    async def history(
+    async def list_events(
         self,
         *,
         tenant: str | None = None,
         event_type: str | None = None,
         correlation: str | None = None,
-        before: int | None = None,
+        since: float | None = None,
+        cursor: str | None = None,
         limit: int = 100,
-    ) -> list[tuple[int, Event]]:
-        """Published events, newest first, with their sequence numbers (``before``: a page
-        cursor, the last seq seen). Reads the topics only: it takes nothing from any consumer
-        group. Retries of dead letters (rows for one group) are not listed again."""
+    ) -> EventPage:
+        """Published events, newest first (``seq`` order), one query of ``limit + 1`` rows (the
+        extra one says whether an older page exists). Reads the topics only: it takes nothing
+        from any consumer group. Retries of dead letters (rows for one group) are not listed
+        again. The cursor holds the last ``seq`` shown."""
+        limit = max(1, limit)
+        query = event_cursor.fingerprint(tenant, event_type, correlation, since)
+        before = 2**62
+        if cursor is not None:
+            seq = event_cursor.read(cursor, query).get("before")
+            if type(seq) is not int or not 1 <= seq < 2**62:
+                raise event_cursor.bad()
+            before = seq
         params = {
             "tenant": tenant,
             "type": event_type,
             "correlation": correlation,
-            "before": before if before is not None else 2**62,
-            "limit": limit,
+            "since": since if since is not None else -1e300,
+            "before": before,
+            "limit": limit + 1,
         }
         found = []
-        for seq, envelope in await self.store.query(self._sql["history"], params):
+        for seq, envelope, published_at in await self.store.query(self._sql["history"], params):
             try:
                 event = decode(str(envelope))
             except EventRejected as exc:
-                event = _undecodable(str(seq), str(envelope), str(exc), 0.0)
-            found.append((int(seq), event))
-        return found
+                event = _undecodable(str(seq), str(envelope), str(exc), float(published_at))
+            found.append(Listed(event, str(seq), float(published_at)))
+        more = len(found) > limit
+        found = found[:limit]
+        last = int(found[-1].position) if more else None
+        return EventPage(
+            events=found,
+            cursor=event_cursor.make(query, {"before": last}) if last is not None else None,
+        )
 
     async def dead_letter(self, letter_id: str) -> DeadLetter:
         rows = await self.store.query(self._sql["letter"], {"id": letter_id})

@@ -34,7 +34,7 @@ def letter_out(letter: DeadLetter) -> DeadLetterOut:
         attempts=letter.attempts,
         first_failure=letter.first_failure,
         last_failure=letter.last_failure,
-        event=event_out(0, letter.event),
+        event=event_out(letter.event),
     )
 
 

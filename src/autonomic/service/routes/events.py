@@ -12,6 +12,7 @@ from autonomic.core.envelope import encode, new_event
 from autonomic.core.event_types import EventTypes
 from autonomic.core.events import Event
 from autonomic.errors import InvalidInput
+from autonomic.ports.bus import CURSOR_MAX_CHARS, Listed
 from autonomic.service.auth import authenticate
 from autonomic.service.authz import Action, Resource
 from autonomic.service.identity import Identity
@@ -27,10 +28,11 @@ RUNTIME_TYPES = "autonomic."
 the API, so no caller can forge the runtime's own announcements."""
 
 
-def event_out(seq: int, event: Event) -> EventOut:
+def event_out(event: Event, listed: Listed | None = None) -> EventOut:
     wire = json.loads(encode(event))
     return EventOut(
-        seq=seq,
+        position=listed.position if listed else None,
+        published_at=listed.published_at if listed else None,
         id=event.id,
         type=event.type,
         source=event.source,
@@ -49,21 +51,20 @@ async def list_events(
     correlation: Annotated[
         str | None, Query(max_length=200, description="only this conversation (ordering key)")
     ] = None,
-    before: Annotated[int | None, Query(ge=1, description="older than this seq")] = None,
+    since: Annotated[
+        float | None, Query(ge=0, description="published at or after (epoch s)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_CHARS)] = None,
 ) -> EventPage:
-    """The caller's tenant's events, newest first, a page at a time (``next_before``). Reading
-    takes nothing from any consumer group."""
+    """The caller's tenant's events, newest first, a page at a time (``next_cursor``). Reading
+    takes nothing from any consumer group. On Kafka the topics are read back within a time
+    budget: a page may be short and still have a ``next_cursor``."""
     service.authorize(identity, Action.READ, Resource.tenant_of(identity))
-    found = await service.scope(identity).events(
-        event_type=type, correlation=correlation, before=before, limit=limit + 1
+    page = await service.scope(identity).events(
+        event_type=type, correlation=correlation, since=since, cursor=cursor, limit=limit
     )
-    more = len(found) > limit
-    found = found[:limit]
-    return EventPage(
-        events=[event_out(seq, event) for seq, event in found],
-        next_before=found[-1][0] if more else None,
-    )
+    return EventPage(events=[event_out(x.event, x) for x in page.events], next_cursor=page.cursor)
 
 
 @router.post("/events", response_model=EventOut, status_code=201)
@@ -85,7 +86,7 @@ async def publish(body: Publish, identity: Who, service: Svc) -> EventOut:
     )
     assert service.bus is not None
     await service.bus.publish([event])
-    return event_out(0, event)
+    return event_out(event)
 
 
 @router.get("/event-types", response_model=list[EventTypeOut])
