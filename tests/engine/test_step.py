@@ -215,7 +215,7 @@ def test_the_commit_callback_does_not_hold_its_session_back():
     """The commit hooks' callback lives on the session; were it to hold the session, every
     run's session and state would be a reference cycle, freed only when the garbage collector
     runs - which it then does far more often, on every engine with a commit hook (tracing,
-    metrics, an outbox): a third of the CPU tracing added to a step, before."""
+    metrics, an outbox): with tracing on, twice as many collections a step."""
     import gc
     import weakref
 
