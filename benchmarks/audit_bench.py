@@ -171,14 +171,23 @@ def make_log(path: Path, entries: int, seed: int = 7) -> tuple[int, int]:
         if len(journal) >= 100_000:
             db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
             db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", log)
-            db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 19)})", run_rows)
+            db.executemany(RUNS_INSERT, run_rows)
             journal, log, run_rows = [], [], []
     db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
     db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", log)
-    db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 19)})", run_rows)
+    db.executemany(RUNS_INSERT, run_rows)
     db.execute("COMMIT")
     db.close()
     return runs * 10, pos
+
+
+RUNS_INSERT = (
+    "INSERT INTO runs (id, tenant, agent, agent_version, model, status, status_reason, version, "
+    "lease_owner, lease_expires_at, fence, input, output, max_turns, metadata, parent_run_id, "
+    "correlation_id, created_at, updated_at) VALUES (" + ", ".join("?" * 19) + ")"
+)
+"""The run row's first 19 columns by name: later migrations add columns with defaults (0008:
+capability, queued), which a bare ``VALUES`` of 19 broke."""
 
 
 async def verify_seconds(url: str) -> tuple[float, float, Any]:
