@@ -89,7 +89,9 @@ class RunawayGate:
 
     def __init__(self, config: Runaway, *, cache_size: int = 1024) -> None:
         self.config = config
-        self.embedder: Embedder = config.embedder or default_embedder()
+        self.embedder: Embedder = (
+            config.embedder if config.embedder is not None else default_embedder()
+        )
         """The embedder every run's history uses: the configured one, or the offline default
         made here, when the engine builds its gates (before its first claim), so a fresh
         worker's first step does not import and build it."""
