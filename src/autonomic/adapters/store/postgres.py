@@ -39,9 +39,8 @@ pool's timeout); ``verify`` and ``migrate`` then read the migration record in on
 (``SqlStore._is_current``). Outside a transaction pooler, the statements of the hot path (the
 commit, the claim, reading a run and its journal) are prepared on a connection's first use of
 them, without a round trip of their own (``_execute``), and the store's first connection prepares
-the reads a step starts with and the commit while the store opens (``_prepare_hot``), so a
-fresh worker's first step does not pay for the server session's first look at the catalog nor
-parse its commit.
+the reads a step starts with and plans the commit while the store opens (``_prepare_hot``), so a
+fresh worker's first step does not pay for the server session's first look at the catalog.
 """
 
 from __future__ import annotations
