@@ -183,13 +183,7 @@ SELECT (SELECT version FROM head), (SELECT current_version FROM current),
     "pyformat",
 )
 
-_TRIAL_SETTINGS = (
-    "SELECT set_config('lock_timeout', '200ms', true), "
-    "set_config('synchronous_commit', 'off', true)"
-)
-"""The transaction in which a store's commit statement runs once, for no run, while the store
-opens (``PostgresStore._prepare_hot``): it waits 200 ms at most for the audit log's lock row, and
-its end (it wrote nothing) does not wait for a disk flush."""
+_EXPLAIN_COMMIT = "EXPLAIN " + _COMMIT
 
 
 # What the schema a connection writes into (the first existing one on its search_path) holds.
@@ -369,16 +363,8 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
         A new server session knows nothing of the catalog yet: the first statements that touch
         a table pay for loading what it knows of it, and of the types and functions they use,
         which a fresh worker would otherwise pay in its first step. Done here, in one round trip
-        of reads that match no run, it is paid while the store opens (``verify``/``migrate``).
-
-        The commit statement is prepared the same way: it runs for no run, so it writes
-        nothing; what it costs the first time in a server session (parsing and analysing a
-        statement of several CTEs, its first row lock, the driver's conversion of its
-        parameters) is paid here rather than in the first step's commit. It takes the audit
-        log's lock row for that moment (a commit of another worker waits for it, as for another
-        commit), in a transaction of its own (``_TRIAL_SETTINGS``) that ends with COMMIT: a
-        ROLLBACK would make psycopg forget every statement prepared on the connection.
-        Best effort: on a schema not made yet (before ``migrate``) the statements fail, and the
+        of reads that match no row, it is paid while the store opens (``verify``/``migrate``). Best
+        effort: on a schema not made yet (before ``migrate``) the statements fail, and the
         connection is used as it is.
         """
         hot = (
@@ -386,20 +372,20 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
             (self.sql.run_version, {"run_id": ""}),
             (self._journal_page_sql(False, False, False, 0), {"run_id": "", "after_seq": 0}),
         )
+        # The commit cannot run here (it locks the audit log's head first): it is planned,
+        # not run, which loads what it touches too.
         commit = self._commit_params("", 0, None, (), RunChanges(), 0.0) | _anchor_params(None)
         quiet = _PREPARING.set(True)  # a failed attempt is expected, not worth a warning
         try:
             async with conn.pipeline():
                 for sql, params in hot:
                     await conn.execute(sql, params, prepare=True)
-                async with conn.transaction():
-                    await conn.execute(_TRIAL_SETTINGS)
-                    await conn.execute(_COMMIT, commit, prepare=True)
+                await conn.execute(_EXPLAIN_COMMIT, commit)
         except psycopg.Error:
             return
         finally:
             _PREPARING.reset(quiet)
-        _PREPARED.setdefault(conn, set()).update([*(sql for sql, _ in hot), _COMMIT])
+        _PREPARED.setdefault(conn, set()).update(sql for sql, _ in hot)
 
     def _reached(self) -> bool:
         return self._pool is not None
