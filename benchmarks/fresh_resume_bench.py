@@ -22,18 +22,26 @@ Usage::
         --pg-url postgresql://postgres@127.0.0.1:5432/test --trials 9 [--guards]
 
 LangGraph runs in ``benchmarks/.venv-peers`` (``benchmarks/run`` installs it).
+
+Byte-code is compiled first (``--no-compile`` skips it), for this checkout's and the baseline's
+``src`` and the virtualenv's packages: an installed package has it (pip compiles at install, as it
+did LangGraph's), but ``uv sync`` leaves an editable ``src`` without it and
+``PYTHONDONTWRITEBYTECODE=1`` keeps Python from caching it, and then every fresh process compiles
+every module it imports - in its imports and in any step that imports a module lazily.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 import uuid
 from pathlib import Path
@@ -223,6 +231,7 @@ def main() -> None:
         type=Path,
         help="another checkout (same schema): its library measured too, as autonomic@baseline",
     )
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--child", choices=["crash", "resume"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--run-id", help=argparse.SUPPRESS)
@@ -231,6 +240,12 @@ def main() -> None:
         child(args)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.compile:
+        trees = [HERE.parent / "src", Path(sysconfig.get_paths()["purelib"])]
+        if args.baseline is not None:
+            trees.append(args.baseline.resolve() / "src")
+        for tree in trees:
+            compileall.compile_dir(str(tree), quiet=2, workers=0)
     systems: list[Any] = [Autonomic(args), LangGraph(args)]
     if args.baseline is not None:
         systems.append(Autonomic(args, args.baseline))

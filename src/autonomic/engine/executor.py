@@ -195,7 +195,7 @@ class Engine:
         if self.runaway.enabled and not any(g.name == GATE_NAME for g in self.gates.gates):
             self.gates.add(self.runaway.gate())
         if self.runaway.enabled and not any(g.name == DELEGATION_GATE for g in self.gates.gates):
-            self.gates.add(DelegationGate(delegation, self.runaway.embedder))
+            self.gates.add(DelegationGate(delegation, self.runaway.gate().embedder))
         self.hooks: list[Hook] = list(hooks)
         """Hooks on every run's step protocol (``autonomic.engine.step.Hook``), before the
         engine's own (breakers, planning, compression, budgets, screening)."""

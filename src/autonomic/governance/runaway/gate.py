@@ -89,6 +89,12 @@ class RunawayGate:
 
     def __init__(self, config: Runaway, *, cache_size: int = 1024) -> None:
         self.config = config
+        self.embedder: Embedder = (
+            config.embedder if config.embedder is not None else default_embedder()
+        )
+        """The embedder every run's history uses: the configured one, or the offline default
+        made here, when the engine builds its gates (before its first claim), so a fresh
+        worker's first step does not import and build it."""
         self._loops = LoopGuard(config.loops)
         self._taint = TaintGuard()
         self._cache: OrderedDict[str, tuple[int, int, GuardState]] = OrderedDict()
@@ -135,7 +141,7 @@ class RunawayGate:
             _, seen, guard_state = cached
             fresh = _after(kept, max(seen, ack))
         else:
-            guard_state = GuardState(self.config.embedder, window=self.config.window)
+            guard_state = GuardState(self.embedder, window=self.config.window)
             fresh = _after(kept, ack)[-self.config.window :]
         pending = self._pending.pop(run_id, None)
         for step in fresh:
@@ -151,6 +157,14 @@ class RunawayGate:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return guard_state
+
+
+def default_embedder() -> Embedder:
+    """The offline default embedder (hashed character n-grams; ``GuardState`` makes the same one
+    when given none)."""
+    from autonomic.governance.runaway.hashed import HashedNgramEmbedder
+
+    return HashedNgramEmbedder()
 
 
 def _after(steps: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
