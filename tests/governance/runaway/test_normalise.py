@@ -66,7 +66,7 @@ def reference_arguments(arguments: Mapping[str, Any]) -> str:
 PIECES = st.sampled_from(
     [
         "retry", "the ledger", "abcdefab-abcd-abcd-abcd-abcdefabcdef", "2026-12-04T19:20:00Z",
-        "12:30", "deadbeef1", "deadbeef", "-", "42", "3.14", "１２", "²", "Ⅻ", "ﬁle", " ", "\u00a0",
+        "12:30", "deadbeef1", "deadbeef", "-", "42", "3.14", "\uff11\uff12", "\u00b2", "\u216b", "\ufb01le", " ", "\u00a0",
         "\t", "ÄÖ", "İ", "x-y", "--", "0x1f", "1,000.5",
     ]
 )  # fmt: skip
