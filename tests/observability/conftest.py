@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -73,11 +74,20 @@ def get_json(url: str, timeout: float = 10) -> Any:
 
 def eventually(check: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:
     """Poll ``check`` until it returns something truthy: a server we do not control ingests or
-    scrapes on its own schedule. Bounded; the failure says what never happened."""
+    scrapes on its own schedule. Bounded; the failure says what never happened.
+
+    A 404 is "not yet" too: Phoenix answers 404 for a project until it has ingested the
+    project's first span, and it ingests after it has answered the export (a test's project is
+    new each run, so its first look can come first)."""
     end = time.monotonic() + deadline
     last: Any = None
     while time.monotonic() < end:
-        last = check()
+        try:
+            last = check()
+        except urllib.error.HTTPError as error:
+            if error.code != 404:
+                raise
+            last = None
         if last:
             return last
         time.sleep(0.25)
