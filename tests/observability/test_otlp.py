@@ -3,7 +3,6 @@ official protobuf classes, the two requests are equal, message for message - for
 spans and for spans with everything the engine's never carry (events, links, error status,
 remote parents, trace state, every attribute type, two resources and scopes)."""
 
-import asyncio
 from typing import Any
 
 from opentelemetry import trace as api
@@ -14,10 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceState
-from test_tracing import engine, tracing
+from test_tracing import traced_run, tracing
 
-from autonomic.bootstrap import build_store
-from autonomic.engine.tracing import TracingHook
 from autonomic.observability.otlp import encode_spans
 from autonomic.observability.recorded_span import RecordedSpan
 from autonomic.observability.trace_context import TraceContext as TraceContext
@@ -34,15 +31,7 @@ def assert_same_request(spans: list[Any]) -> None:
 def test_a_runs_spans_encode_as_the_sdk_encodes_them(sqlite_url):
     t, exporter = tracing()
 
-    async def go() -> None:
-        store = build_store(sqlite_url)
-        await store.migrate()
-        try:
-            await engine(store, [TracingHook(t)]).run("rw", "go")
-        finally:
-            await store.close()
-
-    asyncio.run(go())
+    traced_run(sqlite_url, t)
     t.messaging("publish", "orders").end()  # the bus's spans are the SDK's, in the same request
     assert t.flush()
     spans = list(exporter.get_finished_spans())

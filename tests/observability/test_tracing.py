@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from autonomic.adapters.model.scripted import ScriptedModel
 from autonomic.bootstrap import build_store
 from autonomic.core.entries import RunStarted
-from autonomic.core.run import RunStatus
+from autonomic.core.run import Run, RunStatus
 from autonomic.engine.agent import Agent, AgentRegistry
 from autonomic.engine.executor import Engine
 from autonomic.engine.step import Hook
@@ -67,6 +67,21 @@ def engine(store: Any, hooks: list[Hook]) -> Engine:
     )
 
 
+def traced_run(sqlite_url: str, t: Tracing) -> tuple[Run, list[Any]]:
+    """The ``rw`` agent's run on a fresh store with ``t``'s hook, and its journal."""
+
+    async def go() -> tuple[Run, list[Any]]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            run = await engine(store, [TracingHook(t)]).run("rw", "go")
+            return run, await store.load_journal(run.id)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 def tracing(content: bool = False) -> tuple[Tracing, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     return Tracing.build(exporter, content=content), exporter
@@ -100,16 +115,7 @@ def turn_of(span: Any, index: dict[int, Any]) -> int | None:
 def test_a_run_is_one_trace_with_tools_under_their_turns(sqlite_url):
     t, exporter = tracing()
 
-    async def go() -> tuple[Any, list[Any]]:
-        store = build_store(sqlite_url)
-        await store.migrate()
-        try:
-            run = await engine(store, [TracingHook(t)]).run("rw", "go")
-            return run, await store.load_journal(run.id)
-        finally:
-            await store.close()
-
-    run, journal = asyncio.run(go())
+    run, journal = traced_run(sqlite_url, t)
     assert run.status is RunStatus.COMPLETED
     started = journal[0].body
     assert isinstance(started, RunStarted)
@@ -153,15 +159,7 @@ def test_a_run_is_one_trace_with_tools_under_their_turns(sqlite_url):
 def test_content_goes_into_spans_only_when_opted_in(sqlite_url):
     t, exporter = tracing(content=True)
 
-    async def go() -> None:
-        store = build_store(sqlite_url)
-        await store.migrate()
-        try:
-            await engine(store, [TracingHook(t)]).run("rw", "go")
-        finally:
-            await store.close()
-
-    asyncio.run(go())
+    traced_run(sqlite_url, t)
     [read_span] = [s for s in spans_of(t, exporter) if s.name == "execute_tool read"]
     assert CANARY in read_span.attributes[genai.TOOL_CALL_ARGUMENTS]
 
@@ -345,15 +343,7 @@ def test_a_sampler_that_drops_everything_leaves_no_span(sqlite_url, monkeypatch)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     t, exporter = tracing()
 
-    async def go() -> RunStatus:
-        store = build_store(sqlite_url)
-        await store.migrate()
-        try:
-            return (await engine(store, [TracingHook(t)]).run("rw", "go")).status
-        finally:
-            await store.close()
-
-    assert asyncio.run(go()) is RunStatus.COMPLETED
+    assert traced_run(sqlite_url, t)[0].status is RunStatus.COMPLETED
     assert spans_of(t, exporter) == []
 
 
@@ -489,15 +479,7 @@ def test_a_model_calls_span_is_ended_once_with_sdk_spans_too(sqlite_url, caplog)
     t, exporter = tracing()
     t._sink = None
 
-    async def go() -> None:
-        store = build_store(sqlite_url)
-        await store.migrate()
-        try:
-            await engine(store, [TracingHook(t)]).run("rw", "go")
-        finally:
-            await store.close()
-
-    asyncio.run(go())
+    traced_run(sqlite_url, t)
     names = sorted(s.name for s in spans_of(t, exporter))
     assert names.count("chat scripted") == 3
     assert "Calling end() on an ended span" not in caplog.text

@@ -71,21 +71,25 @@ class Served:
             self.keys[tenant, role, name] = secret
         return {"Authorization": f"Bearer {self.keys[tenant, role, name]}"}
 
-    async def waiting_run(self, tenant: str, requester: str) -> tuple[Run, Approval]:
-        """A run of ``tenant`` started by ``requester`` (a principal, ``name@tenant``), waiting
-        for the approval of a payment of 500."""
+    def _payer_engine(self) -> Engine:
+        """The payer agent on the service's store, its payment of 500 needing approval."""
         model = ScriptedModel(
             [
                 {"tool_calls": [{"name": "pay", "arguments": {"to": "bob", "amount": 500}}]},
                 {"content": "paid"},
             ]
         )
-        engine = Engine(
+        return Engine(
             self.service.store,
             AgentRegistry([payer()]),
             lambda spec: model,
             gates=[parse_policy_text(POLICY).risk.gate()],
         )
+
+    async def waiting_run(self, tenant: str, requester: str) -> tuple[Run, Approval]:
+        """A run of ``tenant`` started by ``requester`` (a principal, ``name@tenant``), waiting
+        for the approval of a payment of 500."""
+        engine = self._payer_engine()
         run = await engine.run("payer", "pay bob", tenant=tenant, requester=requester)
         assert run.status is RunStatus.WAITING_FOR_HUMAN, run.status_reason
         (approval,) = await self.service.store.list_approvals(run_id=run.id)
@@ -93,18 +97,7 @@ class Served:
 
     async def finish(self, run_id: str) -> Run:
         """Drive a decided ``waiting_run`` to its end, as a worker would."""
-        model = ScriptedModel(
-            [
-                {"tool_calls": [{"name": "pay", "arguments": {"to": "bob", "amount": 500}}]},
-                {"content": "paid"},
-            ]
-        )
-        engine = Engine(
-            self.service.store,
-            AgentRegistry([payer()]),
-            lambda spec: model,
-            gates=[parse_policy_text(POLICY).risk.gate()],
-        )
+        engine = self._payer_engine()
         return await engine.run_to_end(run_id)
 
     async def dead_letter(self, tenant: str) -> DeadLetter:

@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -164,13 +164,7 @@ def _span(span: ReadableSpan) -> bytes:
     out.append(_attributes(0x4A, span.attributes))
     if span.dropped_attributes:
         out.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
-        body = _text(0x12, event.name) if event.name else b""
-        body = b"\x09" + _FIXED64.pack(event.timestamp) + body if event.timestamp else body
-        body += _attributes(0x1A, event.attributes)
-        if event.dropped_attributes:
-            body += b"\x20" + _varint(event.dropped_attributes)
-        out.append(_field(0x5A, body))
+    out.extend(map(_event, span.events))
     if span.dropped_events:
         out.append(b"\x60" + _varint(span.dropped_events))
     for link in span.links:
@@ -183,16 +177,29 @@ def _span(span: ReadableSpan) -> bytes:
         out.append(_field(0x6A, body))
     if span.dropped_links:
         out.append(b"\x70" + _varint(span.dropped_links))
-    status = span.status
-    if status.status_code is StatusCode.UNSET and not status.description:
-        out.append(_STATUS_UNSET)
-    else:
-        body = _text(0x12, status.description) if status.description else b""
-        if status.status_code.value:
-            body += b"\x18" + _varint(status.status_code.value)
-        out.append(_field(0x7A, body))
+    out.append(_status(span.status))
     out.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(out)
+
+
+def _event(event: Any) -> bytes:
+    """A span event's field (SDK and recorded spans alike)."""
+    body = _text(0x12, event.name) if event.name else b""
+    body = b"\x09" + _FIXED64.pack(event.timestamp) + body if event.timestamp else body
+    body += _attributes(0x1A, event.attributes)
+    if event.dropped_attributes:
+        body += b"\x20" + _varint(event.dropped_attributes)
+    return _field(0x5A, body)
+
+
+def _status(status: Status) -> bytes:
+    """A span status's field; the common unset one is a constant."""
+    if status.status_code is StatusCode.UNSET and not status.description:
+        return _STATUS_UNSET
+    body = _text(0x12, status.description) if status.description else b""
+    if status.status_code.value:
+        body += b"\x18" + _varint(status.status_code.value)
+    return _field(0x7A, body)
 
 
 _LOCAL_PARENT = (b"\x22\x08", _FLAGS_LOCAL)
@@ -231,21 +238,8 @@ def _recorded(span: Any) -> bytes:
         _FIXED64.pack(span._end_time),
         _attributes(0x4A, span._attributes),
     ]
-    for event in span._events:
-        body = _text(0x12, event.name) if event.name else b""
-        body = b"\x09" + _FIXED64.pack(event.timestamp) + body if event.timestamp else body
-        body += _attributes(0x1A, event.attributes)
-        if event.dropped_attributes:
-            body += b"\x20" + _varint(event.dropped_attributes)
-        out.append(_field(0x5A, body))
-    status = span._status
-    if status.status_code is StatusCode.UNSET and not status.description:
-        out.append(_STATUS_UNSET)
-    else:
-        body = _text(0x12, status.description) if status.description else b""
-        if status.status_code.value:
-            body += b"\x18" + _varint(status.status_code.value)
-        out.append(_field(0x7A, body))
+    out.extend(map(_event, span._events))
+    out.append(_status(span._status))
     out.append(flags)
     return b"".join(out)
 
