@@ -3,6 +3,11 @@
 Prints JSON Lines in the schema of ``peers/peer_common.py`` so ``report.py`` can put every system in
 one table. Modes: sequential (runs one after another), concurrent (50 in flight), resume (a child
 process SIGKILLs itself after step 5; with the engine up, time until step 6 is durable).
+
+Three configurations: the default as shipped (``--guards --write-ahead``: runaway guards on and the
+tool as ``@tool`` declares it by default, not idempotent, so each call's intent is made durable in
+a commit of its own before the call), the guards with an idempotent tool (``--guards``), and lean
+(no flag: guards off, an idempotent tool - the same work as the peers do).
 """
 
 from __future__ import annotations
@@ -42,8 +47,17 @@ def fake_model(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelR
     return ModelResponse(content=f"done after {done} steps", model="fake")
 
 
+@tool(name="add_one")  # the model proposes the same call
+async def add_one_write_ahead(arg: int) -> dict[str, int]:
+    """The trivial tool as ``@tool`` declares it by default: not idempotent (write-ahead)."""
+    return {"value": arg + 1}
+
+
 MODEL = FunctionModel(fake_model, name="fake")
 AGENT = Agent(name="bench", instructions="", tools=(add_one,), max_turns=STEPS + 1)
+AGENT_WRITE_AHEAD = Agent(
+    name="bench", instructions="", tools=(add_one_write_ahead,), max_turns=STEPS + 1
+)
 
 
 GUARDS = False
@@ -51,11 +65,23 @@ GUARDS = False
 doing the same work as they do (``Runaway(enabled=False)``); ``--guards`` measures it with the
 runaway guards on, reported as the system ``autonomic+guards``."""
 
+WRITE_AHEAD = False
+"""``--write-ahead``: the tool is not idempotent (the ``@tool`` default), so every call costs an
+intent commit before it; with ``--guards`` this is the default configuration, reported as
+``autonomic default``."""
+
+
+def system_name() -> str:
+    if WRITE_AHEAD:
+        return "autonomic default" if GUARDS else "autonomic+write-ahead"
+    return "autonomic+guards" if GUARDS else "autonomic"
+
 
 def engine_for(store: Any, **kwargs: Any) -> Engine:
     if not GUARDS:
         kwargs.setdefault("runaway", Runaway(enabled=False))
-    return Engine(store, AgentRegistry([AGENT]), lambda spec: MODEL, **kwargs)
+    agent = AGENT_WRITE_AHEAD if WRITE_AHEAD else AGENT
+    return Engine(store, AgentRegistry([agent]), lambda spec: MODEL, **kwargs)
 
 
 async def one_run(engine: Engine) -> None:
@@ -167,7 +193,7 @@ def row(
     resumed_steps: int = STEPS,
 ) -> dict[str, Any]:
     return {
-        "system": "autonomic+guards" if GUARDS else "autonomic",
+        "system": system_name(),
         "store": store,
         "mode": mode,
         "runs": runs,
@@ -211,9 +237,15 @@ def main() -> None:
     parser.add_argument("--crashes", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--guards", action="store_true", help="runaway guards on (default: off)")
+    parser.add_argument(
+        "--write-ahead",
+        action="store_true",
+        help="the tool as @tool declares it by default: not idempotent (default: idempotent)",
+    )
     args = parser.parse_args()
-    global GUARDS
+    global GUARDS, WRITE_AHEAD
     GUARDS = args.guards
+    WRITE_AHEAD = args.write_ahead
     args.workdir.mkdir(parents=True, exist_ok=True)
     urls: list[str] = []
 

@@ -358,21 +358,55 @@ def _present(lowered: str) -> frozenset[str]:
     in one pass instead of one scan per keyword.
 
     A keyword of letters only occurs in the text exactly when it occurs inside one of its words
-    (runs of letters), so it is looked up in the text's *distinct* words, joined - a few hundred
-    characters for a 100 KB JSON answer. A keyword with other characters (``you are``, ``<|``)
-    is looked up in the whole text, and only when its letter parts all occur."""
-    words = " ".join(set(lowered.translate(_LETTERS_ONLY).split()))
-    found = {k for k in _WORD_KEYWORDS if k in words}
+    (runs of letters), so it is looked up in the text's *distinct* words. A keyword with other
+    characters (``you are``, ``<|``) is looked up in the whole text, and only when its letter parts
+    all occur. A small output (a tool's usual JSON answer) has few distinct words and the same
+    ones again and again (its keys, ``true``, ``ok``): what each word contains is remembered
+    (``_in_word``), so such a text costs a lookup a word. A big one has many words seen once:
+    they are joined, a few hundred characters for a 100 KB JSON answer, and each keyword is
+    looked up once in that."""
+    words = set(lowered.translate(_LETTERS_ONLY).split())
+    if len(words) <= _FEW_WORDS:
+        occurring = frozenset().union(*map(_in_word, words))
+        found = set(occurring & _WORD_KEYWORD_SET)
+        for keyword, parts in _OTHER_KEYWORDS:
+            if occurring.issuperset(parts) and keyword in lowered:
+                found.add(keyword)
+        return frozenset(found)
+    joined = " ".join(words)
+    found = {k for k in _WORD_KEYWORDS if k in joined}
     for keyword, parts in _OTHER_KEYWORDS:
-        if all(p in found or p in words for p in parts) and keyword in lowered:
+        if all(p in found or p in joined for p in parts) and keyword in lowered:
             found.add(keyword)
     return frozenset(found)
+
+
+_FEW_WORDS = 48
+"""Up to this many distinct words a text's keywords are found word by word (``_in_word``)."""
+
+_IN_WORD: dict[str, frozenset[str]] = {}
+"""What each word seen lately contains of ``_CONTAINED``; cleared when it reaches ``_IN_WORD_MAX``."""
+_IN_WORD_MAX = 8192
+
+
+def _in_word(word: str) -> frozenset[str]:
+    """The keywords and keyword parts that occur inside ``word``, remembered."""
+    hit = _IN_WORD.get(word)
+    if hit is None:
+        hit = frozenset(k for k in _CONTAINED if k in word)
+        if len(_IN_WORD) >= _IN_WORD_MAX:
+            _IN_WORD.clear()
+        _IN_WORD[word] = hit
+    return hit
 
 
 _MATCHERS = tuple(_Matcher(code, weight, pattern) for code, weight, pattern in _PATTERNS)
 _ALL_KEYWORDS = sorted({k for m in _MATCHERS for k in m.keywords})
 _WORD_KEYWORDS = tuple(k for k in _ALL_KEYWORDS if _parts(k) == (k,))
 _OTHER_KEYWORDS = tuple((k, _parts(k)) for k in _ALL_KEYWORDS if _parts(k) != (k,))
+_WORD_KEYWORD_SET = frozenset(_WORD_KEYWORDS)
+_CONTAINED = tuple(sorted(_WORD_KEYWORD_SET | {p for _, parts in _OTHER_KEYWORDS for p in parts}))
+"""Every string ``_present`` asks a word about: the letter keywords and the other keywords' parts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,7 +537,7 @@ def screen(text: str, provenance: Provenance) -> Screened:
     if any(f.code == "bidi_override" for f in flags):
         score += TAINT_SCORE
     tainted = score >= TAINT_SCORE and provenance.source is not Source.MODEL
-    label = replace(provenance, tainted=tainted or provenance.tainted)
+    label = replace(provenance, tainted=True) if tainted and not provenance.tainted else provenance
     frozen = tuple(flags)
     body = _frame(cleaned, label, frozen) if tainted else cleaned
     return Screened(body, frozen, tainted, label, round(score, 3))

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 Vector = Sequence[float]
-"""A dense vector of length ``Embedder.dim`` with Euclidean norm 1 (or all zeros for empty text)."""
+"""A vector of length ``Embedder.dim`` with Euclidean norm 1 (or all zeros for empty text). It
+reads as dense; an adapter may keep it sparse and give it a ``dot`` method (see ``dot``)."""
 
 
 @runtime_checkable
@@ -37,9 +38,20 @@ class Embedder(Protocol):
         ...
 
 
+def dot(a: Vector, b: Vector) -> float:
+    """The dot product of two vectors of the same embedder.
+
+    Guards take one on every compared step: when both vectors are of one type that computes its
+    own (a sparse vector over its few non-zero entries), that is used, else the dense sum.
+    """
+    own = getattr(a, "dot", None)
+    if own is not None and type(a) is type(b):
+        return float(own(b))
+    return float(sum(map(operator.mul, a, b)))
+
+
 def cosine(a: Vector, b: Vector) -> float:
     """Cosine similarity of two unit vectors (their dot product), clamped to [-1, 1]."""
     if len(a) != len(b):
         raise ValueError(f"vectors of different lengths: {len(a)} and {len(b)}")
-    dot = float(sum(map(operator.mul, a, b)))
-    return max(-1.0, min(1.0, dot))
+    return max(-1.0, min(1.0, dot(a, b)))

@@ -16,7 +16,6 @@ Subjects are compared after removing volatile tokens, and as embeddings at the l
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from autonomic.governance.action import ActionKind, Hop, ProposedAction
 from autonomic.governance.decision import Finding, Verdict
 from autonomic.governance.runaway.normalise import normalise_text
 from autonomic.governance.runaway.state import GuardState, Handoff
+from autonomic.ports.embedder import dot
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ class DelegationGuard:
         if not norm or feats.subject_vector is None:
             return False
         vector = state.embedder.embed([norm])[0]
-        return float(sum(map(operator.mul, vector, feats.subject_vector))) >= self.policy.threshold
+        return dot(vector, feats.subject_vector) >= self.policy.threshold
 
     def _bounce(
         self, state: GuardState, agent: str, target: str, vector: Any, subject: str
@@ -132,8 +132,7 @@ class DelegationGuard:
             if (handoff.source, handoff.target) != (expect_source, expect_target):
                 break
             if handoff.subject != subject and (
-                vector is None
-                or float(sum(map(operator.mul, handoff.vector, vector))) < self.policy.threshold
+                vector is None or dot(handoff.vector, vector) < self.policy.threshold
             ):
                 break
             run.append(handoff)

@@ -144,8 +144,10 @@ class RunawayGate:
             guard_state = GuardState(self.embedder, window=self.config.window)
             fresh = _after(kept, ack)[-self.config.window :]
         pending = self._pending.pop(run_id, None)
+        # the check that allowed it computed its features, arguments' canonical JSON included
+        pending_key = guard_state.features(pending).args_key if pending is not None else ""
         for step in fresh:
-            if pending is not None and _same(pending, step):
+            if pending is not None and _same(pending, pending_key, step):
                 # the call this gate allowed last time, now executed: its features (vectors)
                 # were computed by the check; recording the same inputs gives the same state
                 guard_state.record(pending, seq=int(step["seq"]))
@@ -175,12 +177,13 @@ def _after(steps: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
     return steps[start:]
 
 
-def _same(action: ProposedAction, step: Mapping[str, Any]) -> bool:
+def _same(action: ProposedAction, args_key: str, step: Mapping[str, Any]) -> bool:
+    """Whether ``step`` is ``action`` executed; ``args_key``: its arguments' canonical JSON."""
     return (
         action.tool == step["tool"]
         and action.thought == step["thought"]
         and action.read_only == step["read_only"]
-        and canonical_json(dict(action.arguments)) == canonical_json(step["arguments"])
+        and args_key == canonical_json(step["arguments"])
     )
 
 

@@ -8,6 +8,11 @@ tokens are hashed too, so two texts that differ only in one identifier (``acct 1
 
 The hash is CRC-32 (deterministic across processes, unlike ``hash()``), and each feature adds +1 or
 -1 by one bit of its hash, so unrelated texts that collide in a bucket cancel instead of piling up.
+
+A step's text has a few hundred n-grams at most, so at most that many of the 512 buckets are not
+zero: vectors are kept sparse (``SparseVector``, still a ``Sequence[float]`` of length ``dim`` for
+any caller that reads it densely), and the dot product of two walks only the buckets both use -
+the same sum as the dense loop, in the same order, without the zeros (which cannot change it).
 """
 
 from __future__ import annotations
@@ -16,12 +21,66 @@ import math
 import operator
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 from autonomic.errors import ConfigError
 from autonomic.ports.embedder import Vector
 
 _WORD = re.compile(r"\w+")
+_TOP = 0x80000000
+_WORD_SEED = 0x5BD1E995
+
+
+class SparseVector(Sequence[float]):
+    """A vector whose non-zero entries are few, kept as ``{index: value}``.
+
+    Reads like the dense list it stands for (``len`` is the dimension, indexing and iteration
+    give zeros for the missing entries), so the port's contract holds; ``dot`` is the fast path
+    ``autonomic.ports.embedder.dot`` takes when both sides are sparse.
+    """
+
+    __slots__ = ("_dim", "entries")
+
+    def __init__(self, entries: dict[int, float], dim: int) -> None:
+        self.entries = entries
+        self._dim = dim
+
+    def __len__(self) -> int:
+        return self._dim
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+    def __getitem__(self, index: int | slice) -> float | list[float]:
+        if isinstance(index, slice):
+            return [self.entries.get(i, 0.0) for i in range(self._dim)[index]]
+        if not -self._dim <= index < self._dim:
+            raise IndexError("vector index out of range")
+        return self.entries.get(index % self._dim, 0.0)
+
+    def __iter__(self) -> Iterator[float]:
+        get = self.entries.get
+        return (get(i, 0.0) for i in range(self._dim))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SparseVector):
+            return self._dim == other._dim and self.entries == other.entries
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable entries, like the list it stands for
+
+    def __repr__(self) -> str:
+        return f"SparseVector({len(self.entries)} of {self._dim})"
+
+    def dot(self, other: SparseVector) -> float:
+        """The dot product: the dense loop's sum over the shared buckets, in index order."""
+        a, b = self.entries, other.entries
+        shared = sorted(a.keys() & b.keys())
+        return float(sum(map(operator.mul, map(a.__getitem__, shared), map(b.__getitem__, shared))))
 
 
 class HashedNgramEmbedder:
@@ -59,26 +118,31 @@ class HashedNgramEmbedder:
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         return [self.embed_one(text) for text in texts]
 
-    def embed_one(self, text: str) -> list[float]:
+    def embed_one(self, text: str) -> SparseVector:
         """The vector of one text."""
-        vec = [0.0] * self._dim
         mask = self._mask
         crc = zlib.crc32
         data = f" {text} ".encode()
         n = self._n
-        for i in range(len(data) - n + 1):
-            h = crc(data[i : i + n])
-            vec[h & mask] += 1.0 if h & 0x80000000 else -1.0
+        counts: dict[int, float] = {}
+        get = counts.get
+        for h in map(crc, [data[i : i + n] for i in range(len(data) - n + 1)]):
+            k = h & mask
+            counts[k] = get(k, 0.0) + (1.0 if h & _TOP else -1.0)
         weight = self._word_weight
         for word in _WORD.findall(text):
-            h = crc(word.encode(), 0x5BD1E995)
-            vec[h & mask] += weight if h & 0x80000000 else -weight
-        # the entries are sums of +-1 and +-word_weight: with an integral weight the squares are
-        # exact, so summing them in C gives the same norm as the loop did (order cannot matter)
+            h = crc(word.encode(), _WORD_SEED)
+            k = h & mask
+            counts[k] = get(k, 0.0) + (weight if h & _TOP else -weight)
+        # the dense loop added the same terms bucket by bucket: with an integral weight every
+        # partial sum is exact, so the order of the terms cannot change a bucket; the norm sums
+        # the squares in index order as the dense loop did (its zeros add nothing)
+        ordered = sorted(k for k, v in counts.items() if v)
+        values = list(map(counts.__getitem__, ordered))
         norm = math.sqrt(
-            sum(map(operator.mul, vec, vec)) if self._integral else sum(v * v for v in vec)
+            sum(map(operator.mul, values, values)) if self._integral else sum(v * v for v in values)
         )
         if norm == 0.0:
-            return vec
+            return SparseVector({}, self._dim)
         inv = 1.0 / norm
-        return [v * inv for v in vec]
+        return SparseVector(dict(zip(ordered, [v * inv for v in values], strict=True)), self._dim)

@@ -17,7 +17,6 @@ polling a job with backoff is legitimate; budgets still bound it.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, ProposedAction
 from autonomic.governance.decision import Finding, Verdict
 from autonomic.governance.runaway.state import QUOTE_LIMIT, GuardState
+from autonomic.ports.embedder import dot
 from autonomic.tools.delegate import DELEGATE_TOOL
 
 
@@ -51,10 +51,6 @@ class LoopPolicy:
             )
         if min(self.repeats, self.read_repeats, self.plan_repeats) < 1:
             raise InvalidInput("loop policy: repeat allowances must be at least 1")
-
-
-def _dot(a: Any, b: Any) -> float:
-    return float(sum(map(operator.mul, a, b)))
 
 
 class LoopGuard:
@@ -91,7 +87,7 @@ class LoopGuard:
                 # guards (depth, cycle, ping-pong) watch where delegated work goes
                 continue
             else:
-                similarity = _dot(step.vector, feats.vector)
+                similarity = dot(step.vector, feats.vector)
             if similarity >= p.threshold:
                 near.append(
                     {"seq": step.seq, "similarity": round(similarity, 4), "trace": step.trace}
@@ -132,7 +128,7 @@ class LoopGuard:
             plans = [
                 {"seq": plan.seq, "similarity": round(s, 4), "plan": plan.text[:QUOTE_LIMIT]}
                 for plan in state.plans
-                if (s := _dot(plan.vector, feats.plan_vector)) >= p.threshold
+                if (s := dot(plan.vector, feats.plan_vector)) >= p.threshold
             ]
             if len(plans) >= p.plan_repeats:
                 found.append(
