@@ -7,10 +7,11 @@ process from its journal alone, and a test can check that a replay reaches the s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from autonomic.core.bulk import bulk_allocation
 from autonomic.core.calls import Position, answer_ids
 from autonomic.core.entries import (
     ApprovalEvent,
@@ -389,10 +390,12 @@ class RunState:
 
 
 def fold(run_id: str, entries: Iterable[Entry]) -> RunState:
-    """Rebuild a run's state from its journal."""
+    """Rebuild a run's state from its journal (a long one with the collector held: see
+    ``core/bulk.py``)."""
     state = RunState(run_id=run_id)
-    for entry in entries:
-        state.apply(entry)
+    with bulk_allocation(len(entries) if isinstance(entries, Sized) else 0):
+        for entry in entries:
+            state.apply(entry)
     return state
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from autonomic.core.bulk import bulk_allocation
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import Entry, EntryKind, PackedEntry, blob_reference
 from autonomic.core.run import Lease, Run, RunStatus
@@ -106,22 +107,24 @@ def blob_rows(entries: Sequence[PackedEntry], now: float) -> list[tuple[str, byt
 def entries_from_rows(
     run_id: str, rows: Sequence[Sequence[Any]], blobs: Mapping[str, bytes]
 ) -> list[Entry]:
-    """Rows of (seq, kind, payload, hash, created_at) to entries, blob references resolved."""
+    """Rows of (seq, kind, payload, hash, created_at) to entries, blob references resolved (a
+    long run's with the collector held: see ``core/bulk.py``)."""
     out: list[Entry] = []
-    for seq, kind, text, hash_, created_at in rows:
-        address = blob_reference(text)
-        if address is not None:
-            text = bytes(blobs[address]).decode()
-        out.append(
-            Entry(
-                run_id=run_id,
-                seq=int(seq),
-                kind=EntryKind(kind),
-                payload=json.loads(text),
-                created_at=float(created_at),
-                hash=hash_,
+    with bulk_allocation(len(rows)):
+        for seq, kind, text, hash_, created_at in rows:
+            address = blob_reference(text)
+            if address is not None:
+                text = bytes(blobs[address]).decode()
+            out.append(
+                Entry(
+                    run_id=run_id,
+                    seq=int(seq),
+                    kind=EntryKind(kind),
+                    payload=json.loads(text),
+                    created_at=float(created_at),
+                    hash=hash_,
+                )
             )
-        )
     return out
 
 
