@@ -14,11 +14,36 @@ the one at ``pos - 1``, a genesis record at ``pos 0`` (written by the migration,
 ``GENESIS_HASH``) starts the log. Both stores compute the same bytes (PostgreSQL in SQL, under
 its lock; SQLite in Python, under its write lock), so ``verify`` needs no store to check it.
 
+**Compact anchors (issue 17, item 3).** An anchor written since issue 17's compaction (the
+*compact* form; the form before it is the *spelled-out* one, and both verify and read the same
+through ``parse_anchor`` and ``anchor_summary``) costs about half the bytes, without giving up
+anything the log proves or keeps:
+
+* the run is named once, by the row's ``run_id`` column, and the record's digest covers that
+  column (``record_digest``: ``sha256(json(run) \n body)``), so the body no longer repeats it:
+  moving an anchor to another run still breaks the log's chain;
+* hashes are written as base64url of their 32 bytes, not 64 hex digits: the chain hashes on the
+  first line as one string (each entry's 32 bytes run together), the ``*_sha256`` digests of
+  the ``basic`` audit level each as 43 characters; the readers give them back as hex;
+* the JSON spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
+  result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict.
+
+What an anchor keeps did not change: every entry's seq and chain hash (so ``verify`` still names
+the first broken entry, whichever way the run's journal was rewritten), and what each entry did
+at its tool's ``audit_level`` (the log must still say what a deleted run did). Held back, with
+why: anchoring only a commit's last chain hash (saves 43 bytes an extra entry of a commit, about
+one a step, and would lose the position of an edit inside a commit whose chain was recomputed);
+dropping from the summary what the journal's chain commits to (the tool, the model's choice: a
+deleted run's record would be gone with it); the record's own ``hash`` column in base64 or raw
+(a new chain format in PostgreSQL's SQL, the checkpoints and ``audit_head``: a migration).
+
 Pure: no I/O. The stores write what this module builds; ``core/verification.py`` checks it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -37,6 +62,7 @@ __all__ = [
     "anchor_summary",
     "body_digest",
     "parse_anchor",
+    "record_digest",
     "record_hash",
 ]
 
@@ -95,8 +121,54 @@ NO_NOTE: Final = AuditNote()
 
 
 def body_digest(body: str) -> str:
-    """The sha256 (hex) of a record's body text, as its hash covers it."""
+    """The sha256 (hex) of a record's body text: what a record's hash covers, but for a compact
+    anchor's (``record_digest``)."""
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def record_digest(kind: str, run_id: str | None, body: str) -> str:
+    """The digest (hex) a record's hash covers: ``sha256(body)``, but for a compact anchor, whose
+    body leaves the run to the row's ``run_id`` column: ``sha256(json(run_id) \n body)`` (a JSON
+    string holds no newline, so the two parts cannot be shifted into each other)."""
+    if kind == ANCHOR and is_compact(body):
+        return hashlib.sha256(f"{quote_run(run_id or '')}\n{body}".encode()).hexdigest()
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def is_compact(body: str) -> bool:
+    """Whether an anchor's body is the compact form: its first line names no run (a spelled-out
+    one always ends with the run as a JSON string)."""
+    end = body.find("\n")
+    return '"' not in (body if end < 0 else body[:end])
+
+
+def quote_run(run_id: str) -> str:
+    """The run id as a JSON string; most ids need no escaping, and ``json.dumps`` costs more
+    than the check."""
+    return f'"{run_id}"' if _PLAIN_ID.fullmatch(run_id) else json.dumps(run_id)
+
+
+def b64_hashes(hashes: Sequence[str]) -> str:
+    """Hex hashes as one base64url string of their bytes run together (no padding)."""
+    raw = b"".join([bytes.fromhex(h) for h in hashes])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def hex_hashes(text: str) -> str:
+    """``b64_hashes`` undone: the hashes' hex run together (64 digits each); ``ValueError`` when
+    ``text`` is not base64url of whole 32-byte hashes."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("an anchor's hashes are not base64url") from None
+    if len(raw) % 32 or b64_len(len(raw)) != len(text):
+        raise ValueError("an anchor's hashes are not whole sha256 hashes")
+    return raw.hex()
+
+
+def b64_len(n: int) -> int:
+    """The length of ``n`` bytes in unpadded base64."""
+    return (4 * n + 2) // 3
 
 
 def record_hash(prev_hash: str, pos: int, kind: str, digest_hex: str) -> str:
@@ -181,18 +253,74 @@ def _summary(
     return out
 
 
+_KEYS: Final = {
+    "kind": "k",
+    "tool": "t",
+    "version": "v",
+    "chose": "c",
+    "arguments_sha256": "a",
+    "output_sha256": "o",
+}
+"""A compact anchor's one-letter spelling of the summary keys most entries have (no summary key
+is one letter long, so a key not named here is written as it is)."""
+_KINDS: Final = {
+    "model.response": "m",
+    "tool.intent": "i",
+    "tool.result": "r",
+    "transition": "t",
+    "decision": "d",
+    "run.started": "s",
+    "approval": "a",
+}
+"""A compact anchor's one-letter spelling of the usual entry kinds (no kind is one letter)."""
+_UNKEYS: Final = {v: k for k, v in _KEYS.items()}
+_UNKINDS: Final = {v: k for k, v in _KINDS.items()}
+_DIGESTS: Final = ("arguments_sha256", "output_sha256")
+
+
+def _compact(entry: dict[str, Any]) -> dict[str, Any]:
+    """One entry's summary as a compact anchor writes it (``_spelled`` undoes it)."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == "kind":
+            value = _KINDS.get(value, value)
+        elif key in _DIGESTS:
+            value = b64_hashes([value])
+        elif key == "ok" and value is True and entry["kind"] == "tool.result":
+            continue  # a result's usual outcome is implied
+        out[_KEYS.get(key, key)] = value
+    return out
+
+
+def _spelled(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A compact anchor's entry with its keys, kind and digests spelled out again."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        name = _UNKEYS.get(key, key)
+        if name == "kind":
+            value = _UNKINDS.get(value, value)
+        elif name in _DIGESTS:
+            value = hex_hashes(str(value))
+        out[name] = value
+    if out.get("kind") == "tool.result":
+        out.setdefault("ok", True)
+    return out
+
+
 def anchor_body(
     run_id: str,
     entries: Sequence[tuple[int, str, str, Mapping[str, Any]]],
     note: AuditNote = NO_NOTE,
 ) -> str:
-    """The body of the anchor of one commit of ``run_id``: a first line for machines, then JSON.
+    """The body of the (compact) anchor of one commit of ``run_id``: a first line for machines,
+    then JSON.
 
     ``entries``: ``(seq, kind, chain hash, payload)`` of each entry the commit writes, in order
-    (consecutive seqs). The first line is ``FIRST_SEQ HASHES RUN``: the first entry's seq, the
-    entries' chain hashes run together (64 hex digits each), and the run id as a JSON string;
-    ``verify`` reads only that line (``parse_anchor``). The JSON after it says what each entry
-    did, for people and exports. The record's hash covers both.
+    (consecutive seqs). The first line is ``FIRST_SEQ HASHES``: the first entry's seq and the
+    entries' chain hashes, their bytes run together in base64url; ``verify`` reads only that
+    line (``parse_anchor``). The JSON after it says what each entry did, for people and exports
+    (``anchor_summary`` spells it out). The run is the record's ``run_id`` column, covered by
+    the record's hash through ``record_digest``, which covers the body too.
     """
     first = entries[0][0] if entries else 0
     consecutive = True
@@ -204,16 +332,14 @@ def anchor_body(
         expected += 1
     levels = note.levels
     summary: dict[str, Any] = {
-        "entries": [_summary(k, s, p, levels, run_id) for s, k, _, p in entries]
+        "e": [_compact(_summary(k, s, p, levels, run_id)) for s, k, _, p in entries]
     }
     if note.act is not None:
         summary["act"] = note.act.to_dict()
-    # the run id as JSON: most ids need no escaping, and json.dumps costs more than the check
-    quoted = f'"{run_id}"' if _PLAIN_ID.fullmatch(run_id) else json.dumps(run_id)
     if consecutive:
-        line = f"{first} {''.join([h for _, _, h, _ in entries])} {quoted}"
+        line = f"{first} {b64_hashes([h for _, _, h, _ in entries])}"
     else:  # never from the engine; a store's own callers may: each seq named (``-`` first)
-        line = f"- {','.join(f'{s}:{h}' for s, _, h, _ in entries)} {quoted}"
+        line = f"- {','.join(f'{s}:{b64_hashes([h])}' for s, _, h, _ in entries)}"
     return f"{line}\n{canonical_json(summary)}"
 
 
@@ -221,10 +347,24 @@ _PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.:@-]*")
 """Characters ``json.dumps`` writes as they are (no escape, ASCII)."""
 
 
-def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:
-    """``(run_id, [(seq, chain hash)], summary JSON)`` of an anchor's body; ``ValueError``
-    when it is not one."""
+def parse_anchor(body: str, run_id: str | None = None) -> tuple[str, list[tuple[int, str]], str]:
+    """``(run_id, [(seq, chain hash hex)], summary JSON)`` of an anchor's body, either form;
+    ``ValueError`` when it is not one. ``run_id``: the record's column, which a compact anchor
+    leaves the run to (a spelled-out one names it in its first line)."""
     line, _, summary = body.partition("\n")
+    if '"' not in line:  # compact
+        if run_id is None:
+            raise ValueError("a compact anchor's run is its record's run_id, and it has none")
+        first, joined = line.split(" ", 1)
+        if first == "-":
+            pairs = []
+            for part in joined.split(","):
+                seq, _, text = part.partition(":")
+                pairs.append((int(seq), hex_hashes(text)))
+            return run_id, pairs, summary
+        hexes = hex_hashes(joined)
+        start = int(first)
+        return run_id, [(start + i // 64, hexes[i : i + 64]) for i in range(0, len(hexes), 64)], summary
     first, joined, run = line.split(" ", 2)
     if first == "-":
         pairs = [(int(a), b) for a, _, b in (p.partition(":") for p in joined.split(",") if p)]
@@ -232,25 +372,29 @@ def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:
         raise ValueError("an anchor's hashes are not 64 hex digits each")
     else:
         pairs = [(int(first) + i // 64, joined[i : i + 64]) for i in range(0, len(joined), 64)]
-    run_id = run[1:-1] if "\\" not in run else json.loads(run)
+    named = run[1:-1] if "\\" not in run else json.loads(run)
     if not (run.startswith('"') and run.endswith('"')):
         raise ValueError("an anchor's run is not a JSON string")
-    return str(run_id), pairs, summary
+    return str(named), pairs, summary
 
 
-def anchor_summary(body: str) -> dict[str, Any]:
-    """What an anchor says each entry did (its JSON part), with each entry's seq and chain hash
-    and the run. Anchors written since issue 17 leave out of the JSON what the first line holds
-    (the run, each seq) and an intent's key when it is the usual ``run_id:seq``; both forms read
-    the same here."""
-    run_id, pairs, summary = parse_anchor(body)
+def anchor_summary(body: str, run_id: str | None = None) -> dict[str, Any]:
+    """What an anchor says each entry did (its JSON part), spelled out, with each entry's seq and
+    chain hash (hex) and the run; ``run_id`` is the record's column (a compact anchor's run).
+
+    Every form reads the same here: the compact one (``anchor_body``), the one written between
+    issue 17's first cut and the compaction (the run in the first line, no seq, no usual intent
+    key in the JSON), and the first release's (all of it in the JSON)."""
+    rid, pairs, summary = parse_anchor(body, run_id)
     data: dict[str, Any] = json.loads(summary)
-    data.setdefault("run", run_id)
+    if "e" in data:
+        data["entries"] = [_spelled(e) for e in data.pop("e")]
+    data.setdefault("run", rid)
     for entry, (seq, chain) in zip(data["entries"], pairs, strict=True):
         entry.setdefault("seq", seq)
         entry["hash"] = chain
         if entry.get("kind") == "tool.intent" and "key" not in entry:
-            entry["key"] = f"{run_id}:{seq}"
+            entry["key"] = f"{rid}:{seq}"
     return data
 
 
