@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 from autonomic.adapters.model.scripted import ScriptedModel
@@ -76,6 +77,13 @@ def test_an_old_audit_log_goes_on_with_compact_anchors_and_verifies_whole(tmp_pa
 
     before, report, log, run_id = asyncio.run(main())
     assert report.ok, report.breaks
+    # SQLite keeps a new record's hash as its 32 bytes, an old one's as hex; both read as hex
+    conn = sqlite3.connect(tmp_path / "old.db")
+    types = dict(conn.execute("SELECT pos, typeof(hash) FROM audit_log").fetchall())
+    conn.close()
+    assert {types[pos] for pos, *_ in log[:before]} == {"text"}
+    assert {types[pos] for pos, *_ in log[before:]} == {"blob"}
+    assert all(len(row[4]) == 64 and int(row[4], 16) >= 0 for row in log)
     assert report.runs == 4
     new = [(rid, body) for _, kind, rid, body, _, _ in log[before:] if kind == "anchor"]
     assert new and all(is_compact(body) for _, body in new)

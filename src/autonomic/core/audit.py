@@ -25,8 +25,11 @@ anything the log proves or keeps:
 * hashes are written as base64url of their 32 bytes, not 64 hex digits: the chain hashes on the
   first line as one string (each entry's 32 bytes run together), the ``*_sha256`` digests of
   the ``basic`` audit level each as 43 characters; the readers give them back as hex;
-* the JSON spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
-  result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict.
+* the JSON is the entries' array (an object ``{"act", "e"}`` when an operator's act rides
+  along), spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
+  result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict;
+* SQLite keeps the record's own ``hash`` as its 32 raw bytes (``adapters/store/sqlite.py``):
+  the chain and what every reader sees (hex) do not change.
 
 What an anchor keeps did not change: every entry's seq and chain hash (so ``verify`` still names
 the first broken entry, whichever way the run's journal was rewritten), and what each entry did
@@ -34,8 +37,9 @@ at its tool's ``audit_level`` (the log must still say what a deleted run did). H
 why: anchoring only a commit's last chain hash (saves 43 bytes an extra entry of a commit, about
 one a step, and would lose the position of an edit inside a commit whose chain was recomputed);
 dropping from the summary what the journal's chain commits to (the tool, the model's choice: a
-deleted run's record would be gone with it); the record's own ``hash`` column in base64 or raw
-(a new chain format in PostgreSQL's SQL, the checkpoints and ``audit_head``: a migration).
+deleted run's record would be gone with it); PostgreSQL's ``hash`` column as ``bytea`` (its
+chain is computed in SQL over the hex, and ``audit_head`` and the column are ``text``: a
+migration rewriting the log, for 32 bytes a record).
 
 Pure: no I/O. The stores write what this module builds; ``core/verification.py`` checks it.
 """
@@ -331,11 +335,9 @@ def anchor_body(
             break
         expected += 1
     levels = note.levels
-    summary: dict[str, Any] = {
-        "e": [_compact(_summary(k, s, p, levels, run_id)) for s, k, _, p in entries]
-    }
-    if note.act is not None:
-        summary["act"] = note.act.to_dict()
+    done = [_compact(_summary(k, s, p, levels, run_id)) for s, k, _, p in entries]
+    # the entries alone, as a JSON array; with an operator's act, an object of both
+    summary: Any = done if note.act is None else {"act": note.act.to_dict(), "e": done}
     if consecutive:
         line = f"{first} {b64_hashes([h for _, _, h, _ in entries])}"
     else:  # never from the engine; a store's own callers may: each seq named (``-`` first)
@@ -386,9 +388,15 @@ def anchor_summary(body: str, run_id: str | None = None) -> dict[str, Any]:
     issue 17's first cut and the compaction (the run in the first line, no seq, no usual intent
     key in the JSON), and the first release's (all of it in the JSON)."""
     rid, pairs, summary = parse_anchor(body, run_id)
-    data: dict[str, Any] = json.loads(summary)
-    if "e" in data:
+    read = json.loads(summary)
+    data: dict[str, Any]
+    if isinstance(read, list):  # compact, no act
+        data = {"entries": [_spelled(e) for e in read]}
+    elif "e" in read:  # compact, with an act
+        data = read
         data["entries"] = [_spelled(e) for e in data.pop("e")]
+    else:
+        data = read
     data.setdefault("run", rid)
     for entry, (seq, chain) in zip(data["entries"], pairs, strict=True):
         entry.setdefault("seq", seq)

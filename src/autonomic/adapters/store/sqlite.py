@@ -67,9 +67,18 @@ from autonomic.errors import (
     StoreDamaged,
     StoreUnavailable,
 )
-from autonomic.ports.store import Processed
+from autonomic.ports.store import AuditRow, Processed
 
-_AUDIT_HEAD = "SELECT pos, hash FROM audit_log ORDER BY pos DESC LIMIT 1"
+_HASH_HEX = "CASE typeof(hash) WHEN 'blob' THEN lower(hex(hash)) ELSE hash END"
+"""An audit record's hash as hex text. Records written since issue 17's compaction keep it as
+its 32 raw bytes (a BLOB in the TEXT column: SQLite stores what it is given), half the 64
+characters of hex; older ones (and the genesis record) keep the hex text. The chain is the same
+either way: a record's hash covers the hex of the one before it, and every reader gets hex."""
+_AUDIT_HEAD = f"SELECT pos, {_HASH_HEX} FROM audit_log ORDER BY pos DESC LIMIT 1"
+_AUDIT_SCAN = (
+    f"SELECT pos, kind, run_id, body, {_HASH_HEX}, created_at FROM audit_log "
+    "WHERE pos > :after ORDER BY pos LIMIT :limit"
+)
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -326,11 +335,14 @@ class SQLiteStore(SqlStore):
                 anchor.kind,
                 anchor.run_id,
                 anchor.body,
-                record_hash(head, pos, anchor.kind, anchor.digest),
+                bytes.fromhex(record_hash(head, pos, anchor.kind, anchor.digest)),
                 now,
             ),
         )
         return int(pos)
+
+    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
+        return await self._read(_AUDIT_SCAN, {"after": after, "limit": limit})
 
     async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
         with self._immediate() as cur:
