@@ -169,7 +169,7 @@ def make_log(path: Path, entries: int, seed: int = 7) -> tuple[int, int]:
             body = anchor_body(run_id, batch)
             pos += 1
             head = record_hash(head, pos, "anchor", record_digest("anchor", run_id, body))
-            log.append((pos, "anchor", run_id, body, head, 1e9))
+            log.append((pos, "anchor", run_id, body, bytes.fromhex(head), 1e9))  # as SQLite does
         if len(journal) >= 100_000:
             db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
             db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", log)

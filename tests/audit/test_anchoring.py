@@ -86,7 +86,7 @@ def test_a_refused_commit_anchors_nothing(store_url, make_store):
     "run_id", ["run_01HX", "a.b:c@d-e_f", "", 'quote"d', "back\\slash", "é-run", "tab\there"]
 )
 def test_a_compact_anchor_leaves_its_run_to_the_record_and_the_hash_covers_it(run_id):
-    """A compact anchor's first line is the first seq and the chain hashes in base64url, with no
+    """A compact anchor's first line is the first seq and the chain hashes in base64, with no
     run: the record's ``run_id`` column names it, and the record's digest covers it whatever the
     id (the verifier's short and full paths agree), so moving the anchor to another run breaks
     the log."""
@@ -109,7 +109,7 @@ def test_a_compact_anchor_leaves_its_run_to_the_record_and_the_hash_covers_it(ru
     )
     line = body.split("\n", 1)[0]
     raw = bytes.fromhex("".join(hashes))
-    assert line == f"1 {base64.urlsafe_b64encode(raw).decode().rstrip('=')}"
+    assert line == f"1 {base64.b64encode(raw).decode().rstrip('=')}"
     assert parse_anchor(body, run_id)[:2] == (run_id, [(1, hashes[0]), (2, hashes[1])])
     assert record_digest("anchor", run_id, body) != record_digest("anchor", run_id + "x", body)
     stored = record_hash(LOG_GENESIS, 1, "anchor", record_digest("anchor", run_id, body))
@@ -127,7 +127,7 @@ def test_a_compact_anchor_leaves_its_run_to_the_record_and_the_hash_covers_it(ru
 def test_an_anchor_is_compact_and_reads_back_whole_as_every_older_form_does():
     """Issue 17: the compact anchor keeps in its JSON neither the run nor a seq nor an intent's
     usual ``run_id:seq`` key, spells its usual keys and kinds with a letter, its digests in
-    base64url and a result's ``ok: true`` not at all; it reads back the same dict as the form
+    base64 and a result's ``ok: true`` not at all; it reads back the same dict as the form
     written before the compaction (run and hex hashes in the first line) and the first
     release's (all in the JSON), and an unusual key or a failed result is kept."""
     import json
@@ -147,28 +147,26 @@ def test_an_anchor_is_compact_and_reads_back_whole_as_every_older_form_does():
         (7, "recovery", "f" * 64, {}),
     ]
     body = anchor_body(run, entries, AuditNote(levels={"pay": "basic"}))
-    line, text = body.split("\n", 1)
+    _line, text = body.split("\n", 1)
     assert run not in body
     written = json.loads(text)
     assert isinstance(written, list)
     assert written[0] == {"a": written[0]["a"], "k": "i", "t": "pay", "v": "1"}
     assert len(written[0]["a"]) == 43
     assert written[1]["key"] == "elsewhere:9"
-    assert "ok" not in written[2] and written[3]["ok"] is False
+    assert "ok" not in written[2]
+    assert written[3]["ok"] is False
     assert written[5] == {"k": "recovery"}  # a kind without a letter, as it is
     got = anchor_summary(body, run)
     assert got["run"] == run
-    assert [(e["seq"], e["hash"]) for e in got["entries"]] == [
-        (s, h) for s, _, h, _ in entries
-    ]
+    assert [(e["seq"], e["hash"]) for e in got["entries"]] == [(s, h) for s, _, h, _ in entries]
     assert [e.get("key") for e in got["entries"]] == ["run_1:2", "elsewhere:9"] + [None] * 4
     assert [e["kind"] for e in got["entries"]] == [k for _, k, _, _ in entries]
-    assert got["entries"][2]["ok"] is True and got["entries"][3]["ok"] is False
+    assert got["entries"][2]["ok"] is True
+    assert got["entries"][3]["ok"] is False
     assert got["entries"][4]["chose"] == ["pay"]
     # the form written between issue 17's first cut and the compaction reads the same
-    spelled = [
-        {k: v for k, v in e.items() if k not in ("seq", "hash")} for e in got["entries"]
-    ]
+    spelled = [{k: v for k, v in e.items() if k not in ("seq", "hash")} for e in got["entries"]]
     del spelled[0]["key"]
     hexes = "".join(h for _, _, h, _ in entries)
     middle = f'2 {hexes} "{run}"\n{canonical_json({"entries": spelled})}'

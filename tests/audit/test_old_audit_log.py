@@ -9,8 +9,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from autonomic.adapters.model.scripted import ScriptedModel
-from autonomic.audit.checkpoint import load_public_key, verifier
+from autonomic.audit.checkpoint import load_public_key, signer, verifier
 from autonomic.audit.verify import verify_store
 from autonomic.bootstrap import build_store
 from autonomic.core.audit import anchor_summary, is_compact
@@ -49,7 +51,9 @@ def test_an_old_audit_log_verifies_and_reads_as_its_release_read_it(tmp_path):
 
     report, log = asyncio.run(main())
     assert report.to_dict() == expected["report"]
-    anchors = {str(pos): (run_id, body) for pos, kind, run_id, body, _, _ in log if kind == "anchor"}
+    anchors = {
+        str(pos): (run_id, body) for pos, kind, run_id, body, _, _ in log if kind == "anchor"
+    }
     assert anchors.keys() == expected["anchors"].keys()
     assert not any(is_compact(body) for _, body in anchors.values())  # the old form, all of them
     for pos, (run_id, body) in anchors.items():
@@ -70,13 +74,20 @@ def test_an_old_audit_log_goes_on_with_compact_anchors_and_verifies_whole(tmp_pa
         engine = Engine(store, AgentRegistry([agent]), lambda spec: ScriptedModel(turns))
         run = await engine.start("auditor", "again", requester="rita")
         await engine.run_to_end(run.id)
-        report = await verify_store(store)
+        key = Ed25519PrivateKey.generate()  # a checkpoint of a head kept as raw bytes
+        await store.append_checkpoint(signer(key))
+        old, new = (
+            verifier(load_public_key(FIXTURES / f"{OLD}.public_key.pem")),
+            verifier(key.public_key()),
+        )
+        report = await verify_store(store, verify_signature=lambda cp: old(cp) or new(cp))
         log = await store.scan_audit_log()
         await store.close()
         return before, report, log, run.id
 
     before, report, log, run_id = asyncio.run(main())
     assert report.ok, report.breaks
+    assert report.checkpoints == 2
     # SQLite keeps a new record's hash as its 32 bytes, an old one's as hex; both read as hex
     conn = sqlite3.connect(tmp_path / "old.db")
     types = dict(conn.execute("SELECT pos, typeof(hash) FROM audit_log").fetchall())
@@ -86,8 +97,11 @@ def test_an_old_audit_log_goes_on_with_compact_anchors_and_verifies_whole(tmp_pa
     assert all(len(row[4]) == 64 and int(row[4], 16) >= 0 for row in log)
     assert report.runs == 4
     new = [(rid, body) for _, kind, rid, body, _, _ in log[before:] if kind == "anchor"]
-    assert new and all(is_compact(body) for _, body in new)
+    assert new
+    assert all(is_compact(body) for _, body in new)
     summaries = [anchor_summary(body, rid) for rid, body in new]
     assert {s["run"] for s in summaries} == {run_id}
     kinds = [e["kind"] for s in summaries for e in s["entries"]]
-    assert kinds[0] == "run.started" and "tool.intent" in kinds and "tool.result" in kinds
+    assert kinds[0] == "run.started"
+    assert "tool.intent" in kinds
+    assert "tool.result" in kinds

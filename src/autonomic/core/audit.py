@@ -20,11 +20,13 @@ through ``parse_anchor`` and ``anchor_summary``) costs about half the bytes, wit
 anything the log proves or keeps:
 
 * the run is named once, by the row's ``run_id`` column, and the record's digest covers that
-  column (``record_digest``: ``sha256(json(run) \n body)``), so the body no longer repeats it:
-  moving an anchor to another run still breaks the log's chain;
-* hashes are written as base64url of their 32 bytes, not 64 hex digits: the chain hashes on the
-  first line as one string (each entry's 32 bytes run together), the ``*_sha256`` digests of
-  the ``basic`` audit level each as 43 characters; the readers give them back as hex;
+  column (``record_digest``), so the body no longer repeats it: moving an anchor to another
+  run still breaks the log's chain;
+* hashes are written as base64 of their 32 bytes (no padding), not 64 hex digits: the chain
+  hashes on the first line as one string (each entry's 32 bytes run together), the
+  ``*_sha256`` digests of the ``basic`` audit level each as 43 characters; the readers give
+  them back as hex. Standard base64, not base64url: ``binascii`` decodes it without a
+  translation, which ``verify`` pays once per record;
 * the JSON is the entries' array (an object ``{"act", "e"}`` when an operator's act rides
   along), spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
   result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict;
@@ -50,7 +52,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -132,10 +133,12 @@ def body_digest(body: str) -> str:
 
 def record_digest(kind: str, run_id: str | None, body: str) -> str:
     """The digest (hex) a record's hash covers: ``sha256(body)``, but for a compact anchor, whose
-    body leaves the run to the row's ``run_id`` column: ``sha256(json(run_id) \n body)`` (a JSON
-    string holds no newline, so the two parts cannot be shifted into each other)."""
+    body leaves the run to the row's ``run_id`` column: ``sha256(LEN RUN \n body)``, the run id
+    after its length in characters (so the run and the body cannot be shifted into each other,
+    and no escaping to do)."""
     if kind == ANCHOR and is_compact(body):
-        return hashlib.sha256(f"{quote_run(run_id or '')}\n{body}".encode()).hexdigest()
+        run = run_id or ""
+        return hashlib.sha256(f"{len(run)} {run}\n{body}".encode()).hexdigest()
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -146,25 +149,20 @@ def is_compact(body: str) -> bool:
     return '"' not in (body if end < 0 else body[:end])
 
 
-def quote_run(run_id: str) -> str:
-    """The run id as a JSON string; most ids need no escaping, and ``json.dumps`` costs more
-    than the check."""
-    return f'"{run_id}"' if _PLAIN_ID.fullmatch(run_id) else json.dumps(run_id)
-
-
 def b64_hashes(hashes: Sequence[str]) -> str:
-    """Hex hashes as one base64url string of their bytes run together (no padding)."""
+    """Hex hashes as one base64 string of their bytes run together (no padding: the length says
+    how many)."""
     raw = b"".join([bytes.fromhex(h) for h in hashes])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64.b64encode(raw).decode().rstrip("=")
 
 
 def hex_hashes(text: str) -> str:
     """``b64_hashes`` undone: the hashes' hex run together (64 digits each); ``ValueError`` when
-    ``text`` is not base64url of whole 32-byte hashes."""
+    ``text`` is not base64 of whole 32-byte hashes."""
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
     except (binascii.Error, ValueError):
-        raise ValueError("an anchor's hashes are not base64url") from None
+        raise ValueError("an anchor's hashes are not base64") from None
     if len(raw) % 32 or b64_len(len(raw)) != len(text):
         raise ValueError("an anchor's hashes are not whole sha256 hashes")
     return raw.hex()
@@ -321,7 +319,7 @@ def anchor_body(
 
     ``entries``: ``(seq, kind, chain hash, payload)`` of each entry the commit writes, in order
     (consecutive seqs). The first line is ``FIRST_SEQ HASHES``: the first entry's seq and the
-    entries' chain hashes, their bytes run together in base64url; ``verify`` reads only that
+    entries' chain hashes, their bytes run together in base64; ``verify`` reads only that
     line (``parse_anchor``). The JSON after it says what each entry did, for people and exports
     (``anchor_summary`` spells it out). The run is the record's ``run_id`` column, covered by
     the record's hash through ``record_digest``, which covers the body too.
@@ -345,10 +343,6 @@ def anchor_body(
     return f"{line}\n{canonical_json(summary)}"
 
 
-_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.:@-]*")
-"""Characters ``json.dumps`` writes as they are (no escape, ASCII)."""
-
-
 def parse_anchor(body: str, run_id: str | None = None) -> tuple[str, list[tuple[int, str]], str]:
     """``(run_id, [(seq, chain hash hex)], summary JSON)`` of an anchor's body, either form;
     ``ValueError`` when it is not one. ``run_id``: the record's column, which a compact anchor
@@ -366,7 +360,11 @@ def parse_anchor(body: str, run_id: str | None = None) -> tuple[str, list[tuple[
             return run_id, pairs, summary
         hexes = hex_hashes(joined)
         start = int(first)
-        return run_id, [(start + i // 64, hexes[i : i + 64]) for i in range(0, len(hexes), 64)], summary
+        return (
+            run_id,
+            [(start + i // 64, hexes[i : i + 64]) for i in range(0, len(hexes), 64)],
+            summary,
+        )
     first, joined, run = line.split(" ", 2)
     if first == "-":
         pairs = [(int(a), b) for a, _, b in (p.partition(":") for p in joined.split(",") if p)]

@@ -20,6 +20,7 @@ the log anchored whose journal is gone is ``run deleted``. Pure: no I/O.
 
 from __future__ import annotations
 
+import binascii
 import enum
 import hashlib
 import json
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.core.audit import GENESIS_HASH as LOG_GENESIS
-from autonomic.core.audit import hex_hashes, parse_anchor, quote_run, record_digest, record_hash
+from autonomic.core.audit import parse_anchor, record_digest, record_hash
 from autonomic.core.journal import GENESIS_HASH, chain_hash
 
 
@@ -123,6 +124,7 @@ class LogChecker:
         anchor, chained as it should be, compact or spelled out (``core/audit.py``) - takes the
         short path; anything else the full one."""
         sha256, anchored, only = hashlib.sha256, self.anchored, self.only_run
+        a2b_base64 = binascii.a2b_base64
         watch = self.watch
         for pos, kind, run_id, body, stored, created_at in rows:
             end = body.find("\n")
@@ -139,7 +141,7 @@ class LogChecker:
             line = body[:end]
             compact = '"' not in line
             if compact:  # the record covers the run_id column (``record_digest``)
-                digest = sha256((quote_run(run_id) + "\n" + body).encode()).hexdigest()
+                digest = sha256(f"{len(run_id)} {run_id}\n{body}".encode()).hexdigest()
             else:
                 digest = sha256(body.encode()).hexdigest()
             if sha256(f"{self.head}\n{pos}\n{kind}\n{digest}".encode()).hexdigest() != stored:
@@ -150,10 +152,13 @@ class LogChecker:
             if only is not None and run_id != only:
                 continue
             try:
-                if compact:
+                if compact:  # ``hex_hashes``, inline: once per record
                     rid = run_id
                     first, joined = line.split(" ", 1)
-                    joined = hex_hashes(joined)
+                    raw = a2b_base64(joined + "=" * (-len(joined) % 4), strict_mode=True)
+                    if len(raw) % 32:
+                        raise ValueError("not whole hashes")
+                    joined = raw.hex()
                 else:
                     first, joined, run = line.split(" ", 2)
                     rid = run[1:-1]
@@ -165,7 +170,7 @@ class LogChecker:
                 if int(first) != len(hashes) + 1:
                     raise ValueError("out of order")
                 hashes.extend([joined[i : i + 64] for i in range(0, len(joined), 64)])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, binascii.Error):
                 self._anchor(run_id, body, pos)  # the slow path says what is wrong, or mends it
 
     def _break(self, kind: BreakKind, pos: int, detail: str) -> None:
