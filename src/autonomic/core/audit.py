@@ -48,7 +48,6 @@ Pure: no I/O. The stores write what this module builds; ``core/verification.py``
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -152,8 +151,8 @@ def is_compact(body: str) -> bool:
 def b64_hashes(hashes: Sequence[str]) -> str:
     """Hex hashes as one base64 string of their bytes run together (no padding: the length says
     how many)."""
-    raw = b"".join([bytes.fromhex(h) for h in hashes])
-    return base64.b64encode(raw).decode().rstrip("=")
+    raw = bytes.fromhex("".join(hashes))
+    return binascii.b2a_base64(raw, newline=False).decode().rstrip("=")
 
 
 def hex_hashes(text: str) -> str:
@@ -176,83 +175,6 @@ def b64_len(n: int) -> int:
 def record_hash(prev_hash: str, pos: int, kind: str, digest_hex: str) -> str:
     """The hash that links the record at ``pos`` to the one before it."""
     return hashlib.sha256(f"{prev_hash}\n{pos}\n{kind}\n{digest_hex}".encode()).hexdigest()
-
-
-def _sha(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
-
-
-def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
-    """Keep ``value`` under ``name`` as ``level`` says: whole, as a hash, or not at all."""
-    if level == "full":
-        out[name] = value
-    elif level != "none":
-        out[f"{name}_sha256"] = _sha(value)
-
-
-def _summary(
-    kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str], run_id: str
-) -> dict[str, Any]:
-    """One entry as the audit log keeps it: its kind and what it did (its seq is the anchor's
-    first line's; an intent's key only when it is not the usual ``run_id:seq``: both are put
-    back by ``anchor_summary``)."""
-    out: dict[str, Any] = {"kind": kind}
-    if kind in ("tool.intent", "tool.result"):
-        tool = str(p.get("tool", ""))
-        level = levels.get(tool, "basic")
-        out["tool"] = tool
-        if level != "basic":
-            out["audit"] = level
-        if kind == "tool.intent":
-            out["version"] = p.get("version")
-            key = p.get("key")
-            if key != f"{run_id}:{seq}":
-                out["key"] = key
-            _kept(out, "arguments", p.get("arguments"), level)
-        else:
-            out["ok"] = bool(p.get("ok"))
-            if p.get("refused"):
-                out["refused"] = True
-            error = p.get("error")
-            if isinstance(error, Mapping):
-                out["error"] = error.get("code")
-            if p.get("ok"):
-                _kept(out, "output", p.get("output"), level)
-            if p.get("settled"):
-                out["settled_by"] = (p.get("settled") or {}).get("by")
-    elif kind == "decision":
-        for key in ("tool", "verdict", "gate", "risk", "approval_id"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "approval":
-        for key in ("approval_id", "tool", "event", "status", "by", "reason"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "transition":
-        for key in ("from", "to", "reason", "by", "worker", "budget"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "settlement":
-        for key in ("tool", "key", "executed", "by", "reason"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "compensation":  # an undo is an effect: which, for what, how it went
-        for key in ("phase", "step", "tool", "of", "key", "ok", "by", "reason"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "subtask":  # a coordinator's graph, hand-offs and their ends
-        for key in ("phase", "node", "attempt", "agent", "capability", "key", "ok", "source"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "run.started":
-        for key in ("agent", "agent_version", "model", "tenant", "requester"):
-            if p.get(key) is not None:
-                out[key] = p[key]
-    elif kind == "model.response":
-        calls = p.get("tool_calls") or ()
-        if calls:
-            out["chose"] = [c.get("name") for c in calls if isinstance(c, Mapping)]
-    return out
 
 
 _KEYS: Final = {
@@ -280,17 +202,85 @@ _UNKINDS: Final = {v: k for k, v in _KINDS.items()}
 _DIGESTS: Final = ("arguments_sha256", "output_sha256")
 
 
-def _compact(entry: dict[str, Any]) -> dict[str, Any]:
-    """One entry's summary as a compact anchor writes it (``_spelled`` undoes it)."""
-    out: dict[str, Any] = {}
-    for key, value in entry.items():
-        if key == "kind":
-            value = _KINDS.get(value, value)
-        elif key in _DIGESTS:
-            value = b64_hashes([value])
-        elif key == "ok" and value is True and entry["kind"] == "tool.result":
-            continue  # a result's usual outcome is implied
-        out[_KEYS.get(key, key)] = value
+def _sha(value: Any) -> str:
+    """The sha256 of ``value``'s canonical JSON, as a compact anchor writes it: base64 of its 32
+    bytes, no padding (``anchor_summary`` reads it back as hex)."""
+    digest = hashlib.sha256(canonical_json(value).encode()).digest()
+    return binascii.b2a_base64(digest, newline=False).decode()[:-1]
+
+
+def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
+    """Keep ``value`` under ``name`` as ``level`` says: whole, as a hash, or not at all."""
+    if level == "full":
+        out[name] = value
+    elif level != "none":
+        out[_KEYS[f"{name}_sha256"]] = _sha(value)
+
+
+def _summary(
+    kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str], run_id: str
+) -> dict[str, Any]:
+    """One entry as a compact anchor keeps it: its kind and what it did, the usual keys and
+    kinds in a letter (``_KEYS``, ``_KINDS``), digests in base64, a result's ``ok: true``
+    implied (its seq is the anchor's first line's; an intent's key only when it is not the
+    usual ``run_id:seq``: ``anchor_summary`` puts all of it back)."""
+    out: dict[str, Any] = {"k": _KINDS.get(kind, kind)}
+    if kind in ("tool.intent", "tool.result"):
+        tool = str(p.get("tool", ""))
+        level = levels.get(tool, "basic")
+        out["t"] = tool
+        if level != "basic":
+            out["audit"] = level
+        if kind == "tool.intent":
+            out["v"] = p.get("version")
+            key = p.get("key")
+            if key != f"{run_id}:{seq}":
+                out["key"] = key
+            _kept(out, "arguments", p.get("arguments"), level)
+        else:
+            if not p.get("ok"):
+                out["ok"] = False
+            if p.get("refused"):
+                out["refused"] = True
+            error = p.get("error")
+            if isinstance(error, Mapping):
+                out["error"] = error.get("code")
+            if p.get("ok"):
+                _kept(out, "output", p.get("output"), level)
+            if p.get("settled"):
+                out["settled_by"] = (p.get("settled") or {}).get("by")
+    elif kind == "decision":
+        for key in ("tool", "verdict", "gate", "risk", "approval_id"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "approval":
+        for key in ("approval_id", "tool", "event", "status", "by", "reason"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "transition":
+        for key in ("from", "to", "reason", "by", "worker", "budget"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "settlement":
+        for key in ("tool", "key", "executed", "by", "reason"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "compensation":  # an undo is an effect: which, for what, how it went
+        for key in ("phase", "step", "tool", "of", "key", "ok", "by", "reason"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "subtask":  # a coordinator's graph, hand-offs and their ends
+        for key in ("phase", "node", "attempt", "agent", "capability", "key", "ok", "source"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "run.started":
+        for key in ("agent", "agent_version", "model", "tenant", "requester"):
+            if p.get(key) is not None:
+                out[_KEYS.get(key, key)] = p[key]
+    elif kind == "model.response":
+        calls = p.get("tool_calls") or ()
+        if calls:
+            out["c"] = [c.get("name") for c in calls if isinstance(c, Mapping)]
     return out
 
 
@@ -333,7 +323,7 @@ def anchor_body(
             break
         expected += 1
     levels = note.levels
-    done = [_compact(_summary(k, s, p, levels, run_id)) for s, k, _, p in entries]
+    done = [_summary(k, s, p, levels, run_id) for s, k, _, p in entries]
     # the entries alone, as a JSON array; with an operator's act, an object of both
     summary: Any = done if note.act is None else {"act": note.act.to_dict(), "e": done}
     if consecutive:
