@@ -45,7 +45,7 @@ import autonomic_bench as bench
 
 from autonomic import build_store
 from autonomic.audit.verify import verify_store
-from autonomic.core.audit import AuditNote, anchor_body, body_digest, record_hash
+from autonomic.core.audit import AuditNote, anchor_body, record_digest, record_hash
 from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import GENESIS_HASH, chain_hash
 
@@ -102,7 +102,9 @@ def body_cost_us() -> float:
     ]
     note = AuditNote(levels={"add_one": "basic"})
     n = 20_000
-    seconds = timeit.timeit(lambda: body_digest(anchor_body("run_x", entries, note)), number=n)
+    seconds = timeit.timeit(
+        lambda: record_digest("anchor", "run_x", anchor_body("run_x", entries, note)), number=n
+    )
     return seconds / n * 1e6
 
 
@@ -166,8 +168,8 @@ def make_log(path: Path, entries: int, seed: int = 7) -> tuple[int, int]:
                 batch.append((seq, kind, h, payload))
             body = anchor_body(run_id, batch)
             pos += 1
-            head = record_hash(head, pos, "anchor", body_digest(body))
-            log.append((pos, "anchor", run_id, body, head, 1e9))
+            head = record_hash(head, pos, "anchor", record_digest("anchor", run_id, body))
+            log.append((pos, "anchor", run_id, body, bytes.fromhex(head), 1e9))  # as SQLite does
         if len(journal) >= 100_000:
             db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
             db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", log)

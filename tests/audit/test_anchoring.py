@@ -85,27 +85,54 @@ def test_a_refused_commit_anchors_nothing(store_url, make_store):
 @pytest.mark.parametrize(
     "run_id", ["run_01HX", "a.b:c@d-e_f", "", 'quote"d', "back\\slash", "é-run", "tab\there"]
 )
-def test_an_anchor_names_its_run_as_json_whatever_the_id(run_id):
-    """The anchor's first line carries the run id as a JSON string (plain ids are written
-    without ``json.dumps``): ``verify`` reads back exactly the id, and the line is what
-    ``json.dumps`` would have written."""
-    import json
+def test_a_compact_anchor_leaves_its_run_to_the_record_and_the_hash_covers_it(run_id):
+    """A compact anchor's first line is the first seq and the chain hashes in base64, with no
+    run: the record's ``run_id`` column names it, and the record's digest covers it whatever the
+    id (the verifier's short and full paths agree), so moving the anchor to another run breaks
+    the log."""
+    import base64
 
-    from autonomic.core.audit import anchor_body, parse_anchor
+    from autonomic.core.audit import (
+        GENESIS_HASH as LOG_GENESIS,
+    )
+    from autonomic.core.audit import (
+        anchor_body,
+        parse_anchor,
+        record_digest,
+        record_hash,
+    )
+    from autonomic.core.verification import BreakKind, LogChecker
 
-    body = anchor_body(run_id, [(1, "run.started", "a" * 64, {"agent": "x"})])
+    hashes = ["a" * 64, "0123456789abcdef" * 4]
+    body = anchor_body(
+        run_id, [(1, "run.started", hashes[0], {"agent": "x"}), (2, "transition", hashes[1], {})]
+    )
     line = body.split("\n", 1)[0]
-    assert line == f"1 {'a' * 64} {json.dumps(run_id)}"
-    assert parse_anchor(body)[:2] == (run_id, [(1, "a" * 64)])
+    raw = bytes.fromhex("".join(hashes))
+    assert line == f"1 {base64.b64encode(raw).decode().rstrip('=')}"
+    assert parse_anchor(body, run_id)[:2] == (run_id, [(1, hashes[0]), (2, hashes[1])])
+    assert record_digest("anchor", run_id, body) != record_digest("anchor", run_id + "x", body)
+    stored = record_hash(LOG_GENESIS, 1, "anchor", record_digest("anchor", run_id, body))
+    genesis = (0, "genesis", None, "{}", LOG_GENESIS, 1.0)
+    log = LogChecker()
+    log.feed([genesis, (1, "anchor", run_id, body, stored, 2.0)])
+    assert log.first_break is None
+    assert log.anchored == {run_id: hashes}
+    moved = LogChecker()
+    moved.feed([genesis, (1, "anchor", run_id + "x", body, stored, 2.0)])
+    assert moved.first_break is not None
+    assert (moved.first_break.kind, moved.first_break.position) == (BreakKind.LOG_EDITED, 1)
 
 
-def test_an_anchor_keeps_once_what_its_first_line_holds_and_reads_back_whole():
-    """Issue 17: the anchor's JSON no longer repeats the run, each entry's seq, or an intent's
-    key when it is the usual ``run_id:seq`` (the first line holds the run and the seqs); an
-    anchor written before reads back the same, and an unusual key is kept."""
+def test_an_anchor_is_compact_and_reads_back_whole_as_every_older_form_does():
+    """Issue 17: the compact anchor keeps in its JSON neither the run nor a seq nor an intent's
+    usual ``run_id:seq`` key, spells its usual keys and kinds with a letter, its digests in
+    base64 and a result's ``ok: true`` not at all; it reads back the same dict as the form
+    written before the compaction (run and hex hashes in the first line) and the first
+    release's (all in the JSON), and an unusual key or a failed result is kept."""
     import json
 
-    from autonomic.core.audit import anchor_body, anchor_summary
+    from autonomic.core.audit import AuditNote, anchor_body, anchor_summary
     from autonomic.core.canonical import canonical_json
 
     run = "run_1"
@@ -115,26 +142,37 @@ def test_an_anchor_keeps_once_what_its_first_line_holds_and_reads_back_whole():
         (2, "tool.intent", "a" * 64, intent),
         (3, "tool.intent", "b" * 64, other),
         (4, "tool.result", "c" * 64, {"tool": "pay", "ok": True, "output": 1}),
+        (5, "tool.result", "d" * 64, {"tool": "pay", "ok": False, "error": {"code": "x"}}),
+        (6, "model.response", "e" * 64, {"tool_calls": [{"name": "pay"}]}),
+        (7, "recovery", "f" * 64, {}),
     ]
-    body = anchor_body(run, entries)
-    written = json.loads(body.split("\n", 1)[1])
-    assert "run" not in written
-    assert all("seq" not in e for e in written["entries"])
-    assert "key" not in written["entries"][0]
-    assert written["entries"][1]["key"] == "elsewhere:9"
-    got = anchor_summary(body)
+    body = anchor_body(run, entries, AuditNote(levels={"pay": "basic"}))
+    _line, text = body.split("\n", 1)
+    assert run not in body
+    written = json.loads(text)
+    assert isinstance(written, list)
+    assert written[0] == {"a": written[0]["a"], "k": "i", "t": "pay", "v": "1"}
+    assert len(written[0]["a"]) == 43
+    assert written[1]["key"] == "elsewhere:9"
+    assert "ok" not in written[2]
+    assert written[3]["ok"] is False
+    assert written[5] == {"k": "recovery"}  # a kind without a letter, as it is
+    got = anchor_summary(body, run)
     assert got["run"] == run
-    assert [(e["seq"], e["hash"]) for e in got["entries"]] == [
-        (2, "a" * 64),
-        (3, "b" * 64),
-        (4, "c" * 64),
-    ]
-    assert [e.get("key") for e in got["entries"]] == ["run_1:2", "elsewhere:9", None]
-    # an anchor as releases before issue 17 wrote it reads back the same
-    old = dict(written, run=run)
-    old["entries"] = [
-        dict(e, seq=s) for e, (s, *_) in zip(written["entries"], entries, strict=True)
-    ]
-    old["entries"][0]["key"] = "run_1:2"
-    line = body.split("\n", 1)[0]
-    assert anchor_summary(f"{line}\n{canonical_json(old)}") == got
+    assert [(e["seq"], e["hash"]) for e in got["entries"]] == [(s, h) for s, _, h, _ in entries]
+    assert [e.get("key") for e in got["entries"]] == ["run_1:2", "elsewhere:9"] + [None] * 4
+    assert [e["kind"] for e in got["entries"]] == [k for _, k, _, _ in entries]
+    assert got["entries"][2]["ok"] is True
+    assert got["entries"][3]["ok"] is False
+    assert got["entries"][4]["chose"] == ["pay"]
+    # the form written between issue 17's first cut and the compaction reads the same
+    spelled = [{k: v for k, v in e.items() if k not in ("seq", "hash")} for e in got["entries"]]
+    del spelled[0]["key"]
+    hexes = "".join(h for _, _, h, _ in entries)
+    middle = f'2 {hexes} "{run}"\n{canonical_json({"entries": spelled})}'
+    assert anchor_summary(middle) == got
+    # and so does the first release's: the run, each seq and every key in the JSON too
+    first = [dict(e, seq=s) for e, (s, *_) in zip(spelled, entries, strict=True)]
+    first[0]["key"] = "run_1:2"
+    oldest = f'2 {hexes} "{run}"\n{canonical_json({"entries": first, "run": run})}'
+    assert anchor_summary(oldest) == got

@@ -29,11 +29,11 @@ def autonomic(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[
 
 def acts(db: Path) -> list[dict]:
     conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT body FROM audit_log WHERE pos > 0 ORDER BY pos").fetchall()
+    rows = conn.execute("SELECT run_id, body FROM audit_log WHERE pos > 0 ORDER BY pos").fetchall()
     conn.close()
     found = []
-    for (body,) in rows:
-        data = anchor_summary(body) if body[0].isdigit() else json.loads(body)
+    for run_id, body in rows:
+        data = anchor_summary(body, run_id) if body[0].isdigit() else json.loads(body)
         if "act" in data:
             found.append(data["act"])
     return found
@@ -138,14 +138,13 @@ def test_signed_checkpoints_export_and_verify_with_the_public_key_only(tmp_path)
 
     # A rewritten record, its chain remade: the checkpoint signature no longer fits the head.
     records = [json.loads(line) for line in lines]
-    from autonomic.core.audit import body_digest, record_hash
+    from autonomic.core.audit import record_digest, record_hash
 
     target = next(i for i, r in enumerate(records) if r[1] == "anchor")
-    records[target][3] = records[target][3].replace('"entries":[', '"entries":[ ', 1)
+    records[target][3] += " "  # the same JSON, another record
     for i in range(target, len(records)):
-        records[i][4] = record_hash(
-            records[i - 1][4], records[i][0], records[i][1], body_digest(records[i][3])
-        )
+        digest = record_digest(records[i][1], records[i][2], records[i][3])
+        records[i][4] = record_hash(records[i - 1][4], records[i][0], records[i][1], digest)
     (tmp_path / "x" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     forged = autonomic(
         "audit", "verify", "--export", "x", "--public-key", str(public), cwd=tmp_path

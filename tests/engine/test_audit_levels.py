@@ -65,9 +65,9 @@ def test_each_audit_level_keeps_what_it_says(store_url):
     assert report.ok, report.breaks
     anchored = [
         e
-        for _, kind, _, body, _, _ in log
+        for _, kind, run_id, body, _, _ in log
         if kind == "anchor"
-        for e in anchor_summary(body)["entries"]
+        for e in anchor_summary(body, run_id)["entries"]
     ]
     by = {(e["kind"], e.get("tool")): e for e in anchored}
     args = {"account": SECRET_ARG}
@@ -90,6 +90,6 @@ def test_each_audit_level_keeps_what_it_says(store_url):
     assert all(e.payload["arguments"] == args for e in intents)
     # who asked for the run is in the log
     started = [
-        anchor_summary(body).get("act") for _, kind, _, body, _, _ in log if kind == "anchor"
+        anchor_summary(body, rid).get("act") for _, kind, rid, body, _, _ in log if kind == "anchor"
     ]
     assert {"act": "run.start", "by": "rita", "detail": {"agent": "auditor"}} in started

@@ -14,14 +14,43 @@ the one at ``pos - 1``, a genesis record at ``pos 0`` (written by the migration,
 ``GENESIS_HASH``) starts the log. Both stores compute the same bytes (PostgreSQL in SQL, under
 its lock; SQLite in Python, under its write lock), so ``verify`` needs no store to check it.
 
+**Compact anchors (issue 17, item 3).** An anchor written since issue 17's compaction (the
+*compact* form; the form before it is the *spelled-out* one, and both verify and read the same
+through ``parse_anchor`` and ``anchor_summary``) costs about half the bytes, without giving up
+anything the log proves or keeps:
+
+* the run is named once, by the row's ``run_id`` column, and the record's digest covers that
+  column (``record_digest``), so the body no longer repeats it: moving an anchor to another
+  run still breaks the log's chain;
+* hashes are written as base64 of their 32 bytes (no padding), not 64 hex digits: the chain
+  hashes on the first line as one string (each entry's 32 bytes run together), the
+  ``*_sha256`` digests of the ``basic`` audit level each as 43 characters; the readers give
+  them back as hex. Standard base64, not base64url: ``binascii`` decodes it without a
+  translation, which ``verify`` pays once per record;
+* the JSON is the entries' array (an object ``{"act", "e"}`` when an operator's act rides
+  along), spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
+  result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict;
+* SQLite keeps the record's own ``hash`` as its 32 raw bytes (``adapters/store/sqlite.py``):
+  the chain and what every reader sees (hex) do not change.
+
+What an anchor keeps did not change: every entry's seq and chain hash (so ``verify`` still names
+the first broken entry, whichever way the run's journal was rewritten), and what each entry did
+at its tool's ``audit_level`` (the log must still say what a deleted run did). Held back, with
+why: anchoring only a commit's last chain hash (saves 43 bytes an extra entry of a commit, about
+one a step, and would lose the position of an edit inside a commit whose chain was recomputed);
+dropping from the summary what the journal's chain commits to (the tool, the model's choice: a
+deleted run's record would be gone with it); PostgreSQL's ``hash`` column as ``bytea`` (its
+chain is computed in SQL over the hex, and ``audit_head`` and the column are ``text``: a
+migration rewriting the log, for 32 bytes a record).
+
 Pure: no I/O. The stores write what this module builds; ``core/verification.py`` checks it.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -37,6 +66,7 @@ __all__ = [
     "anchor_summary",
     "body_digest",
     "parse_anchor",
+    "record_digest",
     "record_hash",
 ]
 
@@ -95,8 +125,51 @@ NO_NOTE: Final = AuditNote()
 
 
 def body_digest(body: str) -> str:
-    """The sha256 (hex) of a record's body text, as its hash covers it."""
+    """The sha256 (hex) of a record's body text: what a record's hash covers, but for a compact
+    anchor's (``record_digest``)."""
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def record_digest(kind: str, run_id: str | None, body: str) -> str:
+    """The digest (hex) a record's hash covers: ``sha256(body)``, but for a compact anchor, whose
+    body leaves the run to the row's ``run_id`` column: ``sha256(LEN RUN \n body)``, the run id
+    after its length in characters (so the run and the body cannot be shifted into each other,
+    and no escaping to do)."""
+    if kind == ANCHOR and is_compact(body):
+        run = run_id or ""
+        return hashlib.sha256(f"{len(run)} {run}\n{body}".encode()).hexdigest()
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def is_compact(body: str) -> bool:
+    """Whether an anchor's body is the compact form: its first line names no run (a spelled-out
+    one always ends with the run as a JSON string)."""
+    end = body.find("\n")
+    return '"' not in (body if end < 0 else body[:end])
+
+
+def b64_hashes(hashes: Sequence[str]) -> str:
+    """Hex hashes as one base64 string of their bytes run together (no padding: the length says
+    how many)."""
+    raw = bytes.fromhex("".join(hashes))
+    return binascii.b2a_base64(raw, newline=False).decode().rstrip("=")
+
+
+def hex_hashes(text: str) -> str:
+    """``b64_hashes`` undone: the hashes' hex run together (64 digits each); ``ValueError`` when
+    ``text`` is not base64 of whole 32-byte hashes."""
+    try:
+        raw = binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("an anchor's hashes are not base64") from None
+    if len(raw) % 32 or b64_len(len(raw)) != len(text):
+        raise ValueError("an anchor's hashes are not whole sha256 hashes")
+    return raw.hex()
+
+
+def b64_len(n: int) -> int:
+    """The length of ``n`` bytes in unpadded base64."""
+    return (4 * n + 2) // 3
 
 
 def record_hash(prev_hash: str, pos: int, kind: str, digest_hex: str) -> str:
@@ -104,8 +177,36 @@ def record_hash(prev_hash: str, pos: int, kind: str, digest_hex: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{pos}\n{kind}\n{digest_hex}".encode()).hexdigest()
 
 
+_KEYS: Final = {
+    "kind": "k",
+    "tool": "t",
+    "version": "v",
+    "chose": "c",
+    "arguments_sha256": "a",
+    "output_sha256": "o",
+}
+"""A compact anchor's one-letter spelling of the summary keys most entries have (no summary key
+is one letter long, so a key not named here is written as it is)."""
+_KINDS: Final = {
+    "model.response": "m",
+    "tool.intent": "i",
+    "tool.result": "r",
+    "transition": "t",
+    "decision": "d",
+    "run.started": "s",
+    "approval": "a",
+}
+"""A compact anchor's one-letter spelling of the usual entry kinds (no kind is one letter)."""
+_UNKEYS: Final = {v: k for k, v in _KEYS.items()}
+_UNKINDS: Final = {v: k for k, v in _KINDS.items()}
+_DIGESTS: Final = ("arguments_sha256", "output_sha256")
+
+
 def _sha(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    """The sha256 of ``value``'s canonical JSON, as a compact anchor writes it: base64 of its 32
+    bytes, no padding (``anchor_summary`` reads it back as hex)."""
+    digest = hashlib.sha256(canonical_json(value).encode()).digest()
+    return binascii.b2a_base64(digest, newline=False).decode()[:-1]
 
 
 def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
@@ -113,30 +214,32 @@ def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
     if level == "full":
         out[name] = value
     elif level != "none":
-        out[f"{name}_sha256"] = _sha(value)
+        out[_KEYS[f"{name}_sha256"]] = _sha(value)
 
 
 def _summary(
     kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str], run_id: str
 ) -> dict[str, Any]:
-    """One entry as the audit log keeps it: its kind and what it did (its seq is the anchor's
-    first line's; an intent's key only when it is not the usual ``run_id:seq``: both are put
-    back by ``anchor_summary``)."""
-    out: dict[str, Any] = {"kind": kind}
+    """One entry as a compact anchor keeps it: its kind and what it did, the usual keys and
+    kinds in a letter (``_KEYS``, ``_KINDS``), digests in base64, a result's ``ok: true``
+    implied (its seq is the anchor's first line's; an intent's key only when it is not the
+    usual ``run_id:seq``: ``anchor_summary`` puts all of it back)."""
+    out: dict[str, Any] = {"k": _KINDS.get(kind, kind)}
     if kind in ("tool.intent", "tool.result"):
         tool = str(p.get("tool", ""))
         level = levels.get(tool, "basic")
-        out["tool"] = tool
+        out["t"] = tool
         if level != "basic":
             out["audit"] = level
         if kind == "tool.intent":
-            out["version"] = p.get("version")
+            out["v"] = p.get("version")
             key = p.get("key")
             if key != f"{run_id}:{seq}":
                 out["key"] = key
             _kept(out, "arguments", p.get("arguments"), level)
         else:
-            out["ok"] = bool(p.get("ok"))
+            if not p.get("ok"):
+                out["ok"] = False
             if p.get("refused"):
                 out["refused"] = True
             error = p.get("error")
@@ -149,35 +252,50 @@ def _summary(
     elif kind == "decision":
         for key in ("tool", "verdict", "gate", "risk", "approval_id"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "approval":
         for key in ("approval_id", "tool", "event", "status", "by", "reason"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "transition":
         for key in ("from", "to", "reason", "by", "worker", "budget"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "settlement":
         for key in ("tool", "key", "executed", "by", "reason"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "compensation":  # an undo is an effect: which, for what, how it went
         for key in ("phase", "step", "tool", "of", "key", "ok", "by", "reason"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "subtask":  # a coordinator's graph, hand-offs and their ends
         for key in ("phase", "node", "attempt", "agent", "capability", "key", "ok", "source"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "run.started":
         for key in ("agent", "agent_version", "model", "tenant", "requester"):
             if p.get(key) is not None:
-                out[key] = p[key]
+                out[_KEYS.get(key, key)] = p[key]
     elif kind == "model.response":
         calls = p.get("tool_calls") or ()
         if calls:
-            out["chose"] = [c.get("name") for c in calls if isinstance(c, Mapping)]
+            out["c"] = [c.get("name") for c in calls if isinstance(c, Mapping)]
+    return out
+
+
+def _spelled(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A compact anchor's entry with its keys, kind and digests spelled out again."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        name = _UNKEYS.get(key, key)
+        if name == "kind":
+            value = _UNKINDS.get(value, value)
+        elif name in _DIGESTS:
+            value = hex_hashes(str(value))
+        out[name] = value
+    if out.get("kind") == "tool.result":
+        out.setdefault("ok", True)
     return out
 
 
@@ -186,13 +304,15 @@ def anchor_body(
     entries: Sequence[tuple[int, str, str, Mapping[str, Any]]],
     note: AuditNote = NO_NOTE,
 ) -> str:
-    """The body of the anchor of one commit of ``run_id``: a first line for machines, then JSON.
+    """The body of the (compact) anchor of one commit of ``run_id``: a first line for machines,
+    then JSON.
 
     ``entries``: ``(seq, kind, chain hash, payload)`` of each entry the commit writes, in order
-    (consecutive seqs). The first line is ``FIRST_SEQ HASHES RUN``: the first entry's seq, the
-    entries' chain hashes run together (64 hex digits each), and the run id as a JSON string;
-    ``verify`` reads only that line (``parse_anchor``). The JSON after it says what each entry
-    did, for people and exports. The record's hash covers both.
+    (consecutive seqs). The first line is ``FIRST_SEQ HASHES``: the first entry's seq and the
+    entries' chain hashes, their bytes run together in base64; ``verify`` reads only that
+    line (``parse_anchor``). The JSON after it says what each entry did, for people and exports
+    (``anchor_summary`` spells it out). The run is the record's ``run_id`` column, covered by
+    the record's hash through ``record_digest``, which covers the body too.
     """
     first = entries[0][0] if entries else 0
     consecutive = True
@@ -203,28 +323,38 @@ def anchor_body(
             break
         expected += 1
     levels = note.levels
-    summary: dict[str, Any] = {
-        "entries": [_summary(k, s, p, levels, run_id) for s, k, _, p in entries]
-    }
-    if note.act is not None:
-        summary["act"] = note.act.to_dict()
-    # the run id as JSON: most ids need no escaping, and json.dumps costs more than the check
-    quoted = f'"{run_id}"' if _PLAIN_ID.fullmatch(run_id) else json.dumps(run_id)
+    done = [_summary(k, s, p, levels, run_id) for s, k, _, p in entries]
+    # the entries alone, as a JSON array; with an operator's act, an object of both
+    summary: Any = done if note.act is None else {"act": note.act.to_dict(), "e": done}
     if consecutive:
-        line = f"{first} {''.join([h for _, _, h, _ in entries])} {quoted}"
+        line = f"{first} {b64_hashes([h for _, _, h, _ in entries])}"
     else:  # never from the engine; a store's own callers may: each seq named (``-`` first)
-        line = f"- {','.join(f'{s}:{h}' for s, _, h, _ in entries)} {quoted}"
+        line = f"- {','.join(f'{s}:{b64_hashes([h])}' for s, _, h, _ in entries)}"
     return f"{line}\n{canonical_json(summary)}"
 
 
-_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.:@-]*")
-"""Characters ``json.dumps`` writes as they are (no escape, ASCII)."""
-
-
-def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:
-    """``(run_id, [(seq, chain hash)], summary JSON)`` of an anchor's body; ``ValueError``
-    when it is not one."""
+def parse_anchor(body: str, run_id: str | None = None) -> tuple[str, list[tuple[int, str]], str]:
+    """``(run_id, [(seq, chain hash hex)], summary JSON)`` of an anchor's body, either form;
+    ``ValueError`` when it is not one. ``run_id``: the record's column, which a compact anchor
+    leaves the run to (a spelled-out one names it in its first line)."""
     line, _, summary = body.partition("\n")
+    if '"' not in line:  # compact
+        if run_id is None:
+            raise ValueError("a compact anchor's run is its record's run_id, and it has none")
+        first, joined = line.split(" ", 1)
+        if first == "-":
+            pairs = []
+            for part in joined.split(","):
+                seq, _, text = part.partition(":")
+                pairs.append((int(seq), hex_hashes(text)))
+            return run_id, pairs, summary
+        hexes = hex_hashes(joined)
+        start = int(first)
+        return (
+            run_id,
+            [(start + i // 64, hexes[i : i + 64]) for i in range(0, len(hexes), 64)],
+            summary,
+        )
     first, joined, run = line.split(" ", 2)
     if first == "-":
         pairs = [(int(a), b) for a, _, b in (p.partition(":") for p in joined.split(",") if p)]
@@ -232,25 +362,35 @@ def parse_anchor(body: str) -> tuple[str, list[tuple[int, str]], str]:
         raise ValueError("an anchor's hashes are not 64 hex digits each")
     else:
         pairs = [(int(first) + i // 64, joined[i : i + 64]) for i in range(0, len(joined), 64)]
-    run_id = run[1:-1] if "\\" not in run else json.loads(run)
+    named = run[1:-1] if "\\" not in run else json.loads(run)
     if not (run.startswith('"') and run.endswith('"')):
         raise ValueError("an anchor's run is not a JSON string")
-    return str(run_id), pairs, summary
+    return str(named), pairs, summary
 
 
-def anchor_summary(body: str) -> dict[str, Any]:
-    """What an anchor says each entry did (its JSON part), with each entry's seq and chain hash
-    and the run. Anchors written since issue 17 leave out of the JSON what the first line holds
-    (the run, each seq) and an intent's key when it is the usual ``run_id:seq``; both forms read
-    the same here."""
-    run_id, pairs, summary = parse_anchor(body)
-    data: dict[str, Any] = json.loads(summary)
-    data.setdefault("run", run_id)
+def anchor_summary(body: str, run_id: str | None = None) -> dict[str, Any]:
+    """What an anchor says each entry did (its JSON part), spelled out, with each entry's seq and
+    chain hash (hex) and the run; ``run_id`` is the record's column (a compact anchor's run).
+
+    Every form reads the same here: the compact one (``anchor_body``), the one written between
+    issue 17's first cut and the compaction (the run in the first line, no seq, no usual intent
+    key in the JSON), and the first release's (all of it in the JSON)."""
+    rid, pairs, summary = parse_anchor(body, run_id)
+    read = json.loads(summary)
+    data: dict[str, Any]
+    if isinstance(read, list):  # compact, no act
+        data = {"entries": [_spelled(e) for e in read]}
+    elif "e" in read:  # compact, with an act
+        data = read
+        data["entries"] = [_spelled(e) for e in data.pop("e")]
+    else:
+        data = read
+    data.setdefault("run", rid)
     for entry, (seq, chain) in zip(data["entries"], pairs, strict=True):
         entry.setdefault("seq", seq)
         entry["hash"] = chain
         if entry.get("kind") == "tool.intent" and "key" not in entry:
-            entry["key"] = f"{run_id}:{seq}"
+            entry["key"] = f"{rid}:{seq}"
     return data
 
 

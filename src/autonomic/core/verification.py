@@ -20,6 +20,7 @@ the log anchored whose journal is gone is ``run deleted``. Pure: no I/O.
 
 from __future__ import annotations
 
+import binascii
 import enum
 import hashlib
 import json
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autonomic.core.audit import GENESIS_HASH as LOG_GENESIS
-from autonomic.core.audit import parse_anchor, record_hash
+from autonomic.core.audit import parse_anchor, record_digest, record_hash
 from autonomic.core.journal import GENESIS_HASH, chain_hash
 
 
@@ -120,20 +121,30 @@ class LogChecker:
 
     def feed(self, rows: Sequence[tuple[int, str, str | None, str, str, float]]) -> None:
         """Check ``rows`` (the next records, in ``pos`` order). The usual record - the next
-        anchor, chained as it should be - takes the short path; anything else the full one."""
+        anchor, chained as it should be, compact or spelled out (``core/audit.py``) - takes the
+        short path; anything else the full one."""
         sha256, anchored, only = hashlib.sha256, self.anchored, self.only_run
+        a2b_base64 = binascii.a2b_base64
         watch = self.watch
         for pos, kind, run_id, body, stored, created_at in rows:
+            end = body.find("\n")
             if (
                 kind != "anchor"
+                or run_id is None
+                or end < 0
                 or pos != self.pos + 1
                 or pos in watch
                 or self.first_break is not None
-                or sha256(
-                    f"{self.head}\n{pos}\n{kind}\n{sha256(body.encode()).hexdigest()}".encode()
-                ).hexdigest()
-                != stored
             ):
+                self._one(pos, kind, run_id, body, stored, created_at)
+                continue
+            line = body[:end]
+            compact = '"' not in line
+            if compact:  # the record covers the run_id column (``record_digest``)
+                digest = sha256(f"{len(run_id)} {run_id}\n{body}".encode()).hexdigest()
+            else:
+                digest = sha256(body.encode()).hexdigest()
+            if sha256(f"{self.head}\n{pos}\n{kind}\n{digest}".encode()).hexdigest() != stored:
                 self._one(pos, kind, run_id, body, stored, created_at)
                 continue
             self.records += 1
@@ -141,18 +152,25 @@ class LogChecker:
             if only is not None and run_id != only:
                 continue
             try:
-                line = body[: body.index("\n")]
-                first, joined, run = line.split(" ", 2)
-                rid = run[1:-1]
-                if "\\" in rid or run[0] != '"':
-                    raise ValueError("escaped")
+                if compact:  # ``hex_hashes``, inline: once per record
+                    rid = run_id
+                    first, joined = line.split(" ", 1)
+                    raw = a2b_base64(joined + "=" * (-len(joined) % 4), strict_mode=True)
+                    if len(raw) % 32:
+                        raise ValueError("not whole hashes")
+                    joined = raw.hex()
+                else:
+                    first, joined, run = line.split(" ", 2)
+                    rid = run[1:-1]
+                    if "\\" in rid or run[0] != '"' or len(joined) % 64:
+                        raise ValueError("escaped")
                 hashes = anchored.get(rid)
                 if hashes is None:
                     hashes = anchored[rid] = []
-                if int(first) != len(hashes) + 1 or len(joined) % 64:
+                if int(first) != len(hashes) + 1:
                     raise ValueError("out of order")
                 hashes.extend([joined[i : i + 64] for i in range(0, len(joined), 64)])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, binascii.Error):
                 self._anchor(run_id, body, pos)  # the slow path says what is wrong, or mends it
 
     def _break(self, kind: BreakKind, pos: int, detail: str) -> None:
@@ -176,7 +194,7 @@ class LogChecker:
                 expected,
                 f"records {expected}..{pos - 1} are missing" if pos > expected else "out of order",
             )
-        computed = record_hash(self.head, pos, kind, hashlib.sha256(body.encode()).hexdigest())
+        computed = record_hash(self.head, pos, kind, record_digest(kind, run_id, body))
         if computed != stored:
             self._break(BreakKind.LOG_EDITED, pos, f"{kind} record does not match its hash")
         before, self.pos, self.head = self.head, pos, stored
@@ -191,7 +209,7 @@ class LogChecker:
 
     def _anchor(self, run_id: str | None, body: str, pos: int) -> None:
         try:
-            rid, pairs, _ = parse_anchor(body)
+            rid, pairs, _ = parse_anchor(body, run_id)
         except ValueError:
             self._break(BreakKind.LOG_EDITED, pos, "an anchor record is not readable")
             return

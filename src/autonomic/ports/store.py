@@ -66,7 +66,8 @@ class OutboxItem:
 
 
 AuditRow = tuple[int, str, str | None, str, str, float]
-"""An audit record as stored: pos, kind, run id, body (canonical JSON), hash, created_at."""
+"""An audit record as stored: pos, kind, run id, body (an anchor's text or canonical JSON, see
+``core/audit.py``), hash (hex, however the store keeps it), created_at."""
 JournalRow = tuple[str, int, str, str, str]
 """A journal row as stored: run id, seq, kind, payload text (or blob reference), hash."""
 

@@ -20,7 +20,7 @@ from autonomic.core.journal import GENESIS_HASH, chain_hash
 from autonomic.core.verification import BreakKind, payload_address
 
 JOURNAL_KINDS = ("edit", "insert", "delete", "truncate", "reorder", "run delete")
-LOG_KINDS = ("log edit", "log delete")
+LOG_KINDS = ("log edit", "log delete", "log run moved")
 
 JRow = tuple[str, int, str, str, str, float]
 """A journal row: run_id, seq, kind, payload, hash, created_at."""
@@ -171,6 +171,16 @@ class Tamperer:
         self._saved = (None, [], [], row)
         if action == "log edit":
             self.q("UPDATE audit_log SET body = ? WHERE pos = ?", ('{"forged":true}', pos))
+            return Tampering(action, None, BreakKind.LOG_EDITED, pos)
+        if action == "log run moved":  # an anchor said to be another run's: its record covers it
+            anchors = self.q(
+                "SELECT pos, run_id FROM audit_log WHERE kind = 'anchor' AND pos < ? ORDER BY pos",
+                (top,),
+            )
+            pos, run_id = anchors[rng.randrange(len(anchors))]
+            self._saved = (None, [], [], self.q("SELECT * FROM audit_log WHERE pos = ?", (pos,)))
+            other = next(r for r in self.runs() if r != run_id)
+            self.q("UPDATE audit_log SET run_id = ? WHERE pos = ?", (other, pos))
             return Tampering(action, None, BreakKind.LOG_EDITED, pos)
         self.q("DELETE FROM audit_log WHERE pos = ?", (pos,))
         return Tampering(action, None, BreakKind.LOG_DELETED, pos)

@@ -45,7 +45,14 @@ from autonomic.adapters.store import migrations
 from autonomic.adapters.store.rows import RUN_COLUMNS, redact_url, run_from_row, run_to_row
 from autonomic.adapters.store.schema import MIGRATION_COLUMNS, OUR_TABLES, Contents, Purpose
 from autonomic.core.approval import Approval, ApprovalStatus
-from autonomic.core.audit import AuditAct, AuditNote, act_body, anchor_body, body_digest
+from autonomic.core.audit import (
+    AuditAct,
+    AuditNote,
+    act_body,
+    anchor_body,
+    body_digest,
+    record_digest,
+)
 from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import ModelCall
 from autonomic.core.envelope import decode, structured
@@ -709,7 +716,7 @@ class SqlStore(Store):
             [(p.entry.seq, p.entry.kind.value, p.entry.hash, p.entry.payload) for p in entries],
             audit or AuditNote(),
         )
-        return Anchor("anchor", run_id, body, body_digest(body))
+        return Anchor("anchor", run_id, body, record_digest("anchor", run_id, body))
 
     @staticmethod
     def _act(act: AuditAct, run_id: str | None) -> Anchor:

@@ -67,9 +67,24 @@ from autonomic.errors import (
     StoreDamaged,
     StoreUnavailable,
 )
-from autonomic.ports.store import Processed
+from autonomic.ports.store import AuditRow, Processed
 
 _AUDIT_HEAD = "SELECT pos, hash FROM audit_log ORDER BY pos DESC LIMIT 1"
+_AUDIT_SCAN = (
+    "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
+    "WHERE pos > :after ORDER BY pos LIMIT :limit"
+)
+
+
+def _hex(stored: object) -> str:
+    """An audit record's hash as hex text. Records written since issue 17's compaction keep it
+    as its 32 raw bytes (a BLOB in the TEXT column: SQLite stores what it is given), half the 64
+    characters of hex; older ones (and the genesis record) keep the hex text. The chain is the
+    same either way: a record's hash covers the hex of the one before it, and every reader gets
+    hex (converted here: cheaper than ``hex()`` in the query, which ``verify`` would pay per
+    record)."""
+    return stored.hex() if isinstance(stored, bytes) else str(stored)
+
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -317,7 +332,8 @@ class SQLiteStore(SqlStore):
         write lock it holds (``BEGIN IMMEDIATE``) is the log's serialisation point."""
         if anchor is None:
             return -1
-        pos, head = cur.execute(_AUDIT_HEAD).fetchone()
+        pos, stored = cur.execute(_AUDIT_HEAD).fetchone()
+        head = _hex(stored)
         pos += 1
         cur.execute(
             "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)",
@@ -326,16 +342,21 @@ class SQLiteStore(SqlStore):
                 anchor.kind,
                 anchor.run_id,
                 anchor.body,
-                record_hash(head, pos, anchor.kind, anchor.digest),
+                bytes.fromhex(record_hash(head, pos, anchor.kind, anchor.digest)),
                 now,
             ),
         )
         return int(pos)
 
+    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
+        rows = await self._read(_AUDIT_SCAN, {"after": after, "limit": limit})
+        raw = bytes  # ``_hex`` inline: once per record of ``verify``
+        return [(p, k, r, b, h.hex() if h.__class__ is raw else h, c) for p, k, r, b, h, c in rows]
+
     async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
         with self._immediate() as cur:
             pos, head = cur.execute(_AUDIT_HEAD).fetchone()
-            return self._audit_append(cur, make(int(pos), str(head)), time.time())
+            return self._audit_append(cur, make(int(pos), _hex(head)), time.time())
 
     def _append(self, cur: sqlite3.Cursor, entries: Sequence[PackedEntry], now: float) -> None:
         blobs = blob_rows(entries, now)
