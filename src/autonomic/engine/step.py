@@ -172,7 +172,15 @@ def overrides(hook: Hook, name: str) -> bool:
 
 
 def _overrides(hook: Hook, name: str) -> bool:
-    return getattr(type(hook), name) is not getattr(Hook, name)
+    """Kept by hook class and point (``Hooks`` is made a few times a run, and asks each)."""
+    key = (type(hook), name)
+    found = _OVERRIDDEN.get(key)
+    if found is None:
+        found = _OVERRIDDEN[key] = getattr(type(hook), name) is not getattr(Hook, name)
+    return found
+
+
+_OVERRIDDEN: dict[tuple[type, str], bool] = {}
 
 
 class Hooks:
