@@ -71,11 +71,13 @@ class StepSpans:
         "correlation_id",
         "model",
         "root",
+        "root_id",
         "run_id",
         "sink",
         "state",
         "tool_heads",
         "trace",
+        "trace_id",
         "worker",
     )
 
@@ -99,9 +101,11 @@ class StepSpans:
         self.model = model
         """The run's model spec (the request model)."""
         self.content = content
+        self.trace_id: int = root.trace_id
+        self.root_id: int = root.span_id
         self.state = root.trace_state or None
         """The root's trace state, if it has one (the engine's roots have none)."""
-        self.trace = b"\x0a\x10" + root.trace_id.to_bytes(16, "big") + b"\x12\x08"
+        self.trace = b"\x0a\x10" + self.trace_id.to_bytes(16, "big") + b"\x12\x08"
         """The trace id's field and the span id's tag: how each of the drive's spans begins."""
         self.chat_heads: dict[tuple[str | None, str | None], tuple[bytes, bytes]] = {}
         """``encoded_chat_head``'s, by response model and provider."""
@@ -138,7 +142,7 @@ class StepSpans:
         if found is None:
             found = self.chat_heads[key] = (
                 b"\x22\x08"
-                + self.root.span_id.to_bytes(8, "big")
+                + self.root_id.to_bytes(8, "big")
                 + encode_name(self.chat_name(model))
                 + _INTERNAL,
                 encode_attributes(self.chat_head(model, provider)),
@@ -182,12 +186,8 @@ class ChatSpan(DerivedSpan):
     def __init__(self, steps: StepSpans, turn: ModelTurn, end_ns: int) -> None:
         """The span of the model call ``turn`` records, ended at ``end_ns`` (the caller hands
         it to the sink)."""
-        root = steps.root
         self._sink = steps.sink
-        self._trace_id = root.trace_id
         self._span_id = new_span_id()
-        self._parent_id = root.span_id
-        self._parent_of = root
         self._start_time = end_ns - int((turn.latency_ms or 0.0) * 1_000_000)
         self._end_time = end_ns
         self._steps = steps
@@ -209,6 +209,19 @@ class ChatSpan(DerivedSpan):
         if steps.state is not None:  # encoded as any recorded span (never the engine's runs)
             self._state = steps.state
             self._derived = False
+
+    # its trace and parent are the drive's root's (read from it: fewer stores a step)
+    @property
+    def _trace_id(self) -> int:  # type: ignore[override]
+        return self._steps.trace_id
+
+    @property
+    def _parent_id(self) -> int:  # type: ignore[override]
+        return self._steps.root_id
+
+    @property
+    def _parent_of(self) -> Any:
+        return self._steps.root
 
     def _derive_name(self) -> str:
         return self._steps.chat_name(self._model)
@@ -275,7 +288,6 @@ class ToolSpan(DerivedSpan):
         """A tool call's span under ``parent`` (its turn's span, a ``RecordedSpan``: a
         ``ChatSpan`` or a resumed turn's), started now; ``finished`` or ``raised`` ends it."""
         self._sink = steps.sink
-        self._trace_id = parent._trace_id
         self._span_id = new_span_id()
         self._parent_id = parent._span_id
         self._parent_of = parent
@@ -325,6 +337,10 @@ class ToolSpan(DerivedSpan):
             self.record_exception(exc)
             self.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         self.end()
+
+    @property
+    def _trace_id(self) -> int:  # type: ignore[override]
+        return self._steps.trace_id
 
     def _derive_name(self) -> str:
         return f"execute_tool {self._tool.name}"

@@ -243,18 +243,10 @@ class TracingHook(Hook):
         held = self._drives.get(step.session.run.id)
         if held is None:
             return await effect()
-        state = step.state
+        state = step.session.state
         turns = state.turns
         if held.turn is None or held.turn_no != turns:
             self._open_turn(held, turns)  # a resumed turn: its model call was elsewhere
-        attrs: dict[str, Any] = {
-            **held.common,
-            genai.OPERATION: genai.OP_EXECUTE_TOOL,
-            genai.TOOL_NAME: tool.name,
-            genai.TOOL_CALL_ID: call.id,
-            genai.TOOL_VERSION: tool.version,
-            genai.TURN: turns,
-        }
         intent = _this_turn(state.intents, turns, call.id)
         decision = _this_turn(state.decisions, turns, call.id)
         steps = held.steps
@@ -277,6 +269,14 @@ class TracingHook(Hook):
                     pass
             recorded.finished(result)
             return result, unhealthy
+        attrs: dict[str, Any] = {
+            **held.common,
+            genai.OPERATION: genai.OP_EXECUTE_TOOL,
+            genai.TOOL_NAME: tool.name,
+            genai.TOOL_CALL_ID: call.id,
+            genai.TOOL_VERSION: tool.version,
+            genai.TURN: turns,
+        }
         if intent is not None:
             attrs[genai.IDEMPOTENCY_KEY] = intent.key
         # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
