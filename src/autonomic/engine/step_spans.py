@@ -17,6 +17,7 @@ Imported only when tracing is on (it imports the SDK).
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -41,6 +42,7 @@ from autonomic.observability.recorded_span import DerivedSpan, SpanSink, new_spa
 from autonomic.tools.contract import Tool
 
 _time_ns = time.time_ns
+_getrandbits = random.getrandbits
 _pack_times = SPAN_TIMES.pack
 _INTERNAL = b"\x30\x01"  # kind: SPAN_KIND_INTERNAL
 
@@ -187,7 +189,7 @@ class ChatSpan(DerivedSpan):
         """The span of the model call ``turn`` records, ended at ``end_ns`` (the caller hands
         it to the sink)."""
         self._sink = steps.sink
-        self._span_id = new_span_id()
+        self._span_id = _getrandbits(64) or new_span_id()
         self._start_time = end_ns - int((turn.latency_ms or 0.0) * 1_000_000)
         self._end_time = end_ns
         self._steps = steps
@@ -195,7 +197,7 @@ class ChatSpan(DerivedSpan):
         self._model = turn.model
         call = turn.call
         self._provider = call.provider
-        self._cost = call.cost
+        self._cost_usd = call.cost_usd  # (``ModelCall.cost``: a float, made when read)
         usage = call.usage
         self._input, self._output_tokens = usage.input_tokens, usage.output_tokens
         if turn.finish_reason:
@@ -231,7 +233,7 @@ class ChatSpan(DerivedSpan):
         attrs[genai.INPUT_TOKENS] = self._input
         attrs[genai.OUTPUT_TOKENS] = self._output_tokens
         attrs[genai.TURN] = self._turn
-        attrs[genai.COST_USD] = self._cost
+        attrs[genai.COST_USD] = float(self._cost_usd or 0.0)
         if self._finish is not None:
             attrs[genai.FINISH_REASONS] = (self._finish,)
         if self._output is not None:
@@ -244,7 +246,8 @@ class ChatSpan(DerivedSpan):
         parent_name_kind, head = steps.chat_heads.get((model, provider)) or steps.encoded_chat_head(
             model, provider
         )
-        tokens_in, tokens_out, turn, cost = self._input, self._output_tokens, self._turn, self._cost
+        tokens_in, tokens_out, turn = self._input, self._output_tokens, self._turn
+        cost = float(self._cost_usd or 0.0)
         parts = [
             b"",
             steps.trace,
@@ -288,7 +291,7 @@ class ToolSpan(DerivedSpan):
         """A tool call's span under ``parent`` (its turn's span, a ``RecordedSpan``: a
         ``ChatSpan`` or a resumed turn's), started now; ``finished`` or ``raised`` ends it."""
         self._sink = steps.sink
-        self._span_id = new_span_id()
+        self._span_id = _getrandbits(64) or new_span_id()
         self._parent_id = parent._span_id
         self._parent_of = parent
         self._start_time = _time_ns()
@@ -328,7 +331,8 @@ class ToolSpan(DerivedSpan):
                 self.set_attribute(genai.TOOL_CALL_RESULT, content)
         else:
             self._ok, self._result = ok, content
-        self.end()
+        self._end_time = _time_ns()
+        self._sink.emit(self)
 
     def raised(self, exc: BaseException) -> None:
         """End the span with the exception that left the call's effect (recorded, with an

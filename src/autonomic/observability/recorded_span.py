@@ -93,28 +93,25 @@ class SpanSink:
         processor then counts and logs the drop) - without its ``os.getpid()`` system call a
         span: a forked child's processor is reset by the handler it registers with
         ``os.register_at_fork``, which clears this same deque."""
-        batch = self._batch
+        queue = self._queue
         if (
-            batch is None
-            or batch._shutdown
-            or getattr(self.processor, "_span_processors", None) is not self._seen
+            queue is None  # not (yet) the batch processor alone
+            or len(queue) >= self._full  # dropped, and counted, by the processor itself
+            or self._batch._shutdown
+            or self.processor._span_processors is not self._seen  # type: ignore[attr-defined]
         ):
             self._slow(span)
             return
-        queue = self._queue
-        size = len(queue)
-        if size >= self._full:
-            batch.emit(span)  # dropped, and counted, by the processor itself
-            return
         queue.appendleft(span)
-        if size >= self._wake and not batch._worker_awaken.is_set():
-            batch._worker_awaken.set()
+        if len(queue) > self._wake and not self._batch._worker_awaken.is_set():
+            self._batch._worker_awaken.set()
 
     def _slow(self, span: RecordedSpan) -> None:
         processors = getattr(self.processor, "_span_processors", None)
         if processors is not self._seen:
             self._adopt(processors)
-            if self._batch is not None and not self._batch._shutdown:
+            queue = self._queue
+            if queue is not None and len(queue) < self._full and not self._batch._shutdown:
                 self.emit(span)
                 return
         self._emit(span)
