@@ -504,7 +504,7 @@ def test_recorded_spans_go_into_the_batch_processors_queue_as_its_emit_puts_them
     t.start("a", parent, {}).end()
     batch = sink._batch
     assert batch is not None  # the fast path was taken
-    assert list(batch._queue)[0].name == "a"
+    assert batch._queue[0].name == "a"
     batch._worker_awaken.clear()
     batch._export_lock.acquire()  # the exporter's thread, once woken, waits for the test
     try:
