@@ -23,8 +23,14 @@ Reports the median per-step time and each one's overhead over ``off`` (target: a
 each), then the time of a scrape of ``/metrics`` served by
 ``autonomic.observability.metrics.serve`` after the runs (target: at most 10 ms, median of 200).
 
+The OTLP receiver is a Phoenix of the benchmark's own (``own_receiver``: the one the test
+command installs, ``scripts/lib/otel.sh``, started in a temporary working directory on a free
+port of 127.0.0.1 and stopped at the end), so that neither a backlog of the shared test
+receiver's nor this benchmark's tens of thousands of spans weigh on the other; ``--otlp URL``
+points at another receiver instead.
+
 Usage: .venv/bin/python benchmarks/observability_bench.py [--runs 60] [--rounds 5]
-           [--otlp http://127.0.0.1:16006] [--stores sqlite,sqlite-normal,postgres]
+           [--otlp http://127.0.0.1:PORT] [--stores sqlite,sqlite-normal,postgres]
            [--pg-url postgresql://postgres@127.0.0.1:5432/test] [--configs off,tracing,...]
 """
 
@@ -32,14 +38,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +66,63 @@ from autonomic.observability.tracing import Tracing
 
 CONFIGS = ("off", "tracing", "tracing-sdk", "tracing-sampled", "metrics", "both")
 STORES = ("sqlite", "sqlite-normal", "postgres")
+
+
+PHOENIX = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / (
+    "autonomic/phoenix-20.26.1/bin/phoenix"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def own_receiver() -> Iterator[str]:
+    """A Phoenix for this run only (its own working directory, a free port, telemetry off),
+    yielding its base URL; stopped, and its directory removed, on the way out."""
+    if not PHOENIX.exists():
+        sys.exit(f"no Phoenix at {PHOENIX}: scripts/test installs it, or pass --otlp URL")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="obs-bench-phoenix-") as work:
+        env = os.environ | {
+            "PHOENIX_WORKING_DIR": work,
+            "PHOENIX_HOST": "127.0.0.1",
+            "PHOENIX_PORT": str(port),
+            "PHOENIX_GRPC_PORT": str(_free_port()),
+            "PHOENIX_TELEMETRY_ENABLED": "false",
+        }
+        with open(Path(work) / "phoenix.log", "wb") as log:
+            server = subprocess.Popen(
+                [str(PHOENIX), "serve"], cwd=work, env=env, stdout=log, stderr=log,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180  # its first start compiles
+            while not _answers(url):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log_text = (Path(work) / "phoenix.log").read_text(errors="replace")
+                    sys.exit(f"Phoenix did not start at {url}:\n{log_text[-2000:]}")
+                time.sleep(0.5)  # polling a server we started, bounded by the deadline
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 def store_url(store: str, tmp: str, name: str, pg_url: str) -> str:
@@ -101,7 +168,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--otlp", default="http://127.0.0.1:16006")
+    parser.add_argument(
+        "--otlp",
+        default=None,
+        help="an OTLP/HTTP receiver's base URL (default: a Phoenix of its own)",
+    )
     parser.add_argument("--stores", default="sqlite", help="comma-separated: " + ",".join(STORES))
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -111,11 +182,19 @@ def main() -> None:
     if "off" not in configs or not set(configs) <= set(CONFIGS) or not set(stores) <= set(STORES):
         parser.error(f"--configs: 'off' and some of {CONFIGS}; --stores: some of {STORES}")
 
+    with contextlib.ExitStack() as stack:
+        otlp = args.otlp or stack.enter_context(own_receiver())
+        print(json.dumps(measure(args, otlp, stores, configs), indent=2))
+
+
+def measure(args: argparse.Namespace, otlp: str, stores: list[str], configs: list[str]) -> Any:
+    """Run every configuration on every store, interleaved round by round; the report."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     from autonomic.observability.otlp import FastOTLPSpanExporter
 
-    endpoint = f"{args.otlp}/v1/traces"
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    endpoint = f"{otlp}/v1/traces"
     # a queue no round can fill: a span dropped is a span not encoded nor sent, which would
     # make tracing look cheaper than it is when the receiver falls behind on a loaded host
     os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", "1000000")
@@ -195,9 +274,11 @@ def main() -> None:
         "runs": args.runs,
         "rounds": args.rounds,
         "steps_per_run": STEPS,
+        "load_average_start": load_at_start,
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "otlp": otlp,
     }
-    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

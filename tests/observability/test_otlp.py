@@ -136,3 +136,122 @@ def test_recorded_spans_with_all_they_can_carry_encode_as_the_sdk_encodes_them()
     assert roots["invoke_agent b"].parent.span_id == consumed.span_id
     assert roots["invoke_agent b"].context.span_id == 0x1234
     assert_same_request(spans)
+
+
+def test_a_steps_derived_spans_encode_as_the_sdk_encodes_them_with_content_and_failures(
+    sqlite_url,
+):
+    """The model and tool calls' spans are ``DerivedSpan``s, encoded from fragments kept per
+    drive while their attributes were not read: the same bytes as the SDK's encoder makes of
+    the attributes they derive - with content on (long texts: multi-byte lengths), a finish
+    reason, a failing call (ERROR status), a tool that sets an attribute on its own span while
+    it runs (then encoded from the changed dictionary), and the fragments reused by a second
+    run."""
+    import asyncio
+
+    from opentelemetry import trace as otel
+
+    from autonomic.adapters.model.scripted import ScriptedModel
+    from autonomic.bootstrap import build_store
+    from autonomic.engine.agent import Agent, AgentRegistry
+    from autonomic.engine.executor import Engine
+    from autonomic.engine.step_spans import ChatSpan, ToolSpan
+    from autonomic.engine.tracing import TracingHook
+    from autonomic.governance.runaway.gate import Runaway
+    from autonomic.observability import genai
+    from autonomic.tools.contract import tool
+
+    @tool(idempotent=True)
+    def note(text: str) -> str:
+        """Notes ``text`` on its own span."""
+        otel.get_current_span().set_attribute("note.length", len(text))
+        return text * 3
+
+    @tool(idempotent=True)
+    def boom(n: int) -> int:
+        """Always fails."""
+        raise ValueError(f"no {n}")
+
+    long = "é" * 150
+    turns = [
+        {"tool_calls": [{"name": "note", "arguments": {"text": long}}]},
+        {"tool_calls": [{"name": "boom", "arguments": {"n": 1}}]},
+        {"content": "done " + long},
+    ]
+    t, exporter = tracing(content=True)
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        try:
+            agent = Agent(name="n", instructions="note", tools=(note, boom))
+            engine = Engine(
+                store,
+                AgentRegistry([agent]),
+                lambda spec: ScriptedModel(list(turns)),
+                runaway=Runaway(enabled=False),
+                hooks=[TracingHook(t)],
+            )
+            for _ in range(2):
+                await engine.run("n", "go")
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    assert t.flush()
+    spans = list(exporter.get_finished_spans())
+    derived = [s for s in spans if isinstance(s, ChatSpan | ToolSpan)]
+    assert len(derived) == 2 * (3 + 2)
+    untouched = [s for s in derived if s._attrs is None]
+    assert len(untouched) == 2 * 4  # the note's span was changed while it ran
+    ours = ExportTraceServiceRequest.FromString(encode_spans(spans))  # from the fragments
+    assert [s._attrs for s in untouched] == [None] * len(untouched)
+    assert ours == sdk_encode(spans)  # reads (derives) every span's attributes
+    assert_same_request(spans)  # and again, from the derived dictionaries
+    notes = [s for s in derived if s.name == "execute_tool note"]
+    assert all(s.attributes["note.length"] == 150 for s in notes)
+    assert all(s.attributes[genai.OK] is True for s in notes)
+    assert all(long in s.attributes[genai.TOOL_CALL_RESULT] for s in notes)
+    booms = [s for s in derived if s.name == "execute_tool boom"]
+    assert all(s.status.status_code is StatusCode.ERROR for s in booms)
+    assert all(s.attributes[genai.OK] is False for s in booms)
+    chats = [s for s in derived if isinstance(s, ChatSpan)]
+    assert {c.attributes[genai.FINISH_REASONS] for c in chats} == {("tool_calls",), ("stop",)}
+
+
+def test_a_tool_span_ended_by_an_exception_encodes_as_the_sdk_encodes_it():
+    """An exception that leaves a tool call's effect ends its span with the exception as an
+    event and an ERROR status (as ``Tracing.current`` does for any span); a cancellation just
+    ends it."""
+    from autonomic.core.messages import ToolCall
+    from autonomic.engine.step_spans import StepSpans, ToolSpan
+    from autonomic.tools.contract import tool
+
+    @tool()
+    def act(n: int) -> int:
+        """Acts."""
+        return n
+
+    t, exporter = tracing()
+    trace = TraceContext.new()
+    sink = t.sink
+    assert sink is not None
+    root = api.get_current_span(t.under(trace)).get_span_context()
+    steps = StepSpans(
+        sink, root, run_id="r", correlation_id="c", worker="w", model="m", content=False
+    )
+    turn = t.start("turn 1", t.under(trace), {})
+    failed = ToolSpan(steps, turn, act, ToolCall("c1", "act", "{}"), 1, None, None)
+    failed.raised(ValueError("broke"))
+    cancelled = ToolSpan(steps, turn, act, ToolCall("c2", "act", "{}"), 1, None, None)
+    cancelled.raised(KeyboardInterrupt())
+    turn.end()
+    assert t.flush()
+    spans = list(exporter.get_finished_spans())
+    assert len(spans) == 3
+    assert_same_request(spans)
+    by_call = {s.attributes.get("gen_ai.tool.call.id"): s for s in spans}
+    assert by_call["c1"].status.status_code is StatusCode.ERROR
+    assert [e.name for e in by_call["c1"].events] == ["exception"]
+    assert by_call["c2"].status.status_code is StatusCode.UNSET
+    assert by_call["c2"].parent.span_id == turn.get_span_context().span_id

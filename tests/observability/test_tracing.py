@@ -483,3 +483,45 @@ def test_a_model_calls_span_is_ended_once_with_sdk_spans_too(sqlite_url, caplog)
     names = sorted(s.name for s in spans_of(t, exporter))
     assert names.count("chat scripted") == 3
     assert "Calling end() on an ended span" not in caplog.text
+
+
+def test_recorded_spans_go_into_the_batch_processors_queue_as_its_emit_puts_them(
+    monkeypatch, caplog
+):
+    """A recorded span is appended to the batch processor's queue directly (not through its
+    ``emit``, which makes a system call a span): a full batch wakes the exporter's thread, a
+    full queue drops a span (the processor logs and counts it), nothing is taken after
+    shutdown, and a processor added later gets the spans through the provider."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    t, exporter = tracing()
+    sink = t.sink
+    assert sink is not None
+    parent = t.under(TraceContext.new())
+    t.start("a", parent, {}).end()
+    batch = sink._batch
+    assert batch is not None  # the fast path was taken
+    assert batch._queue[0].name == "a"
+    batch._worker_awaken.clear()
+    batch._export_lock.acquire()  # the exporter's thread, once woken, waits for the test
+    try:
+        t.start("b", parent, {}).end()
+        assert batch._worker_awaken.is_set()  # a batch is full: the exporter's thread is woken
+        batch._queue.append(batch._queue[0])  # the queue is full (3)
+        t.start("newest", parent, {}).end()
+        # as the processor's own emit: logged and counted, the oldest span dropped
+        assert [s.name for s in batch._queue] == ["newest", "b", "a"]
+        assert "Queue full" in caplog.text
+    finally:
+        batch._export_lock.release()
+    assert t.flush()
+    other = InMemorySpanExporter()
+    t.provider.add_span_processor(SimpleSpanProcessor(other))
+    t.start("both", parent, {}).end()
+    assert [s.name for s in other.get_finished_spans()] == ["both"]
+    t.shutdown()
+    t.start("late", parent, {}).end()
+    assert "late" not in [s.name for s in exporter.get_finished_spans()]

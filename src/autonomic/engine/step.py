@@ -172,7 +172,23 @@ def overrides(hook: Hook, name: str) -> bool:
 
 
 def _overrides(hook: Hook, name: str) -> bool:
-    return getattr(type(hook), name) is not getattr(Hook, name)
+    return name in _points_of(type(hook))
+
+
+def _points_of(kind: type[Hook]) -> frozenset[str]:
+    """The hook points ``kind`` overrides, kept by class (``Hooks`` is made a few times a run,
+    and asks each hook about each point)."""
+    found = _OVERRIDDEN.get(kind)
+    if found is None:
+        found = _OVERRIDDEN[kind] = frozenset(
+            name
+            for name, default in vars(Hook).items()
+            if callable(default) and not name.startswith("_") and getattr(kind, name) is not default
+        )
+    return found
+
+
+_OVERRIDDEN: dict[type, frozenset[str]] = {}
 
 
 class Hooks:
@@ -180,9 +196,10 @@ class Hooks:
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.all = tuple(hooks)
+        points = [(h, _points_of(type(h))) for h in self.all]
 
         def at(name: str) -> tuple[Hook, ...]:
-            return tuple(h for h in self.all if _overrides(h, name))
+            return tuple(h for h, overridden in points if name in overridden)
 
         self.around_run = at("around_run")
         self.before_model_call = at("before_model_call")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from autonomic.core.canonical import canonical_json
 from autonomic.core.entries import (
     DecisionRecord,
+    EntryKind,
     ModelTurn,
     RunStarted,
     ToolIntent,
@@ -56,7 +57,11 @@ from autonomic.tools.contract import Tool
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from autonomic.engine.step_spans import StepSpans
+
 _TERMINAL = {s.value for s in RunStatus if s.terminal}
+_TRANSITION = EntryKind.TRANSITION.value
+_time_ns = time.time_ns
 
 
 def run_trace(run_id: str, recorded: str | None) -> TraceContext:
@@ -83,6 +88,7 @@ class _Drive:
         "parent",
         "root",
         "run",
+        "steps",
         "trace",
         "turn",
         "turn_no",
@@ -90,7 +96,12 @@ class _Drive:
     )
 
     def __init__(
-        self, trace: TraceContext, drive: Span, parent: Any, common: dict[str, Any], run: Run
+        self,
+        trace: TraceContext,
+        drive: Span,
+        parent: Any,
+        common: dict[str, Any],
+        run: Run,
     ) -> None:
         from opentelemetry import trace as api
 
@@ -108,14 +119,23 @@ class _Drive:
         self.run = run
         self.worker = _worker(run)
         self.turn_no = 0
+        self.steps: StepSpans | None = None
+        """Makes the model and tool calls' spans (``None``: the SDK's spans, only as the
+        benchmark's *before* asks for them)."""
 
 
 class TracingHook(Hook):
     """Spans for runs, drives, model turns, tool calls and approval waits."""
 
     def __init__(self, tracing: Tracing) -> None:
+        from autonomic.engine import step_spans  # imports the SDK: only when tracing is on
+
         self.tracing = tracing
         self._drives: dict[str, _Drive] = {}
+        self._step_spans = step_spans.StepSpans
+        self._tool_span = step_spans.ToolSpan
+        self._chat_span = step_spans.ChatSpan
+        self._current = tracing.current_setter()
 
     def before_run_started(self, started: RunStarted) -> RunStarted:
         """A new root for the run - in the trace of the event that starts it, when the inbox
@@ -148,6 +168,17 @@ class TracingHook(Hook):
         # drive): every attribute costs on every span
         ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
         self._drives[run.id] = held = _Drive(trace, span, parent, ids, run)
+        sink = self.tracing.sink
+        if sink is not None:
+            held.steps = self._step_spans(
+                sink,
+                held.root.get_span_context(),
+                run_id=run.id,
+                correlation_id=common[genai.CORRELATION_ID],
+                worker=held.worker,
+                model=run.model,
+                content=self.tracing.content,
+            )
         try:
             with self.tracing.current(span):
                 try:
@@ -162,6 +193,14 @@ class TracingHook(Hook):
         """The model call's span, which is the turn's: its tool calls hang from it."""
         held = self._drives.get(step.session.run.id)
         if held is None:
+            return
+        if held.steps is not None:
+            if held.open:
+                self._end_turn(held)
+            held.turn = chat = self._chat_span(held.steps, turn, _time_ns())
+            held.steps.sink.emit(chat)
+            held.turn_no = turn.turn
+            held.open = False
             return
         call = turn.call
         spec = step.session.run.model
@@ -204,10 +243,32 @@ class TracingHook(Hook):
         held = self._drives.get(step.session.run.id)
         if held is None:
             return await effect()
-        state = step.state
+        state = step.session.state
         turns = state.turns
         if held.turn is None or held.turn_no != turns:
             self._open_turn(held, turns)  # a resumed turn: its model call was elsewhere
+        intent = _this_turn(state.intents, turns, call.id)
+        decision = _this_turn(state.decisions, turns, call.id)
+        steps = held.steps
+        if steps is not None:
+            # under a recorded span: a ChatSpan, or a resumed turn's (the trace is sampled);
+            # current while the effect runs (a sandbox's span nests under it), then ended with
+            # the call's outcome - or with the exception that left it
+            recorded = self._tool_span(steps, held.turn, tool, call, turns, intent, decision)
+            enter, leave = self._current
+            token = enter(recorded)
+            try:
+                result, unhealthy = await effect()
+            except BaseException as exc:
+                recorded.raised(exc)
+                raise
+            finally:
+                try:  # noqa: SIM105 - no context manager made a tool call
+                    leave(token)
+                except ValueError:  # not this context's token: nothing of ours to restore
+                    pass
+            recorded.finished(result)
+            return result, unhealthy
         attrs: dict[str, Any] = {
             **held.common,
             genai.OPERATION: genai.OP_EXECUTE_TOOL,
@@ -216,8 +277,6 @@ class TracingHook(Hook):
             genai.TOOL_VERSION: tool.version,
             genai.TURN: turns,
         }
-        intent = _this_turn(state.intents, turns, call.id)
-        decision = _this_turn(state.decisions, turns, call.id)
         if intent is not None:
             attrs[genai.IDEMPOTENCY_KEY] = intent.key
         # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
@@ -243,9 +302,10 @@ class TracingHook(Hook):
 
     def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
         for entry in entries:
-            body = entry.body
-            if isinstance(body, Transition) and body.target in _TERMINAL:
-                self._emit_root(session, body.target, entry.created_at)
+            if entry.kind == _TRANSITION:  # (a str compare: no entry's body decoded for it)
+                body = entry.body
+                if isinstance(body, Transition) and body.target in _TERMINAL:
+                    self._emit_root(session, body.target, entry.created_at)
 
     # -- helpers --------------------------------------------------------------------------------
 

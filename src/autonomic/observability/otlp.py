@@ -26,6 +26,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from autonomic.observability.recorded_span import UNSET_STATUS, RecordedSpan
+
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
@@ -33,6 +35,8 @@ _FIXED32 = struct.Struct("<I")
 # Span.flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (0x100), | IS_REMOTE (0x200) for a remote parent
 _FLAGS_LOCAL = b"\x85\x01" + _FIXED32.pack(0x100)
 _FLAGS_REMOTE = b"\x85\x01" + _FIXED32.pack(0x300)
+FLAGS_LOCAL, FLAGS_REMOTE = _FLAGS_LOCAL, _FLAGS_REMOTE
+"""A span's flags field, its parent local or remote."""
 
 _CACHE_LIMIT = 8192
 _kv_cache: dict[tuple[int, str, type, Any], bytes] = {}
@@ -134,6 +138,56 @@ _KIND = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # proto'
 _STATUS_UNSET = _field(0x7A, b"")
 _names: dict[str, bytes] = {}
 
+SPAN_TIMES = struct.Struct("<BQBQ")
+"""A span's start and end fields: ``SPAN_TIMES.pack(0x39, start_ns, 0x41, end_ns)``."""
+
+
+class SpanAttribute:
+    """One span attribute's key, and the encodings of the values it took (for an attribute
+    whose values repeat - a turn's number, a token count, a decision - and have one type:
+    ``True == 1``), so that a span's varying attributes cost a dictionary lookup each."""
+
+    __slots__ = ("_key", "_short", "known")
+
+    def __init__(self, key: str) -> None:
+        self._key = _text(0x0A, key)
+        self.known: dict[Any, bytes] = {}
+        """The encodings made so far, by value (``known.get(value) or attribute(value)``: a
+        lookup without a call)."""
+        self._short = 0x80 - len(self._key) - 4
+        """Text values shorter than this (in bytes) have one-byte lengths all the way up."""
+
+    def __call__(self, value: str | int | float | bool | tuple[str, ...]) -> bytes:
+        """The attribute with ``value``, encoded (kept for the next span)."""
+        known = self.known
+        found = known.get(value)
+        if found is None:
+            found = _field(0x4A, self._key + _field(0x12, _any_value(value)))
+            if len(known) >= _CACHE_LIMIT:
+                known.clear()
+            known[value] = found
+        return found
+
+    def text(self, value: str) -> bytes:
+        """The attribute with a text ``value`` that will not come back (an id), encoded."""
+        data = value.encode()
+        size = len(data)
+        if size < self._short:
+            key = self._key
+            return b"".join(
+                (
+                    b"\x4a",
+                    _SMALL[len(key) + size + 4],
+                    key,
+                    b"\x12",
+                    _SMALL[size + 2],
+                    b"\x0a",
+                    _SMALL[size],
+                    data,
+                )
+            )
+        return _field(0x4A, self._key + _field(0x12, _field(0x0A, data)))
+
 
 def _span(span: ReadableSpan) -> bytes:
     context = span.get_span_context()
@@ -194,6 +248,8 @@ def _event(event: Any) -> bytes:
 
 def _status(status: Status) -> bytes:
     """A span status's field; the common unset one is a constant."""
+    if status is UNSET_STATUS:  # the recorded spans' (one object: no enum read)
+        return _STATUS_UNSET
     if status.status_code is StatusCode.UNSET and not status.description:
         return _STATUS_UNSET
     body = _text(0x12, status.description) if status.description else b""
@@ -207,14 +263,52 @@ _REMOTE_PARENT = (b"\x22\x08", _FLAGS_REMOTE)
 _INTERNAL = _KIND[SpanKind.INTERNAL]
 
 
-def _recorded(span: Any) -> bytes:
-    """``_span`` for a ``RecordedSpan``: its integer ids and fields read directly (no
-    ``SpanContext`` made), the shared kind, no links; events and a status when it has them."""
-    name = _names.get(span._name)
-    if name is None:
+_span_heads: dict[int, bytes] = {}
+
+
+def span_field(span: Any, parts: list[bytes], flags: bytes) -> bytes:
+    """A ``DerivedSpan``'s field in its ``ScopeSpans``: ``parts`` are its fields from its trace
+    id to its attributes, after a placeholder for the field's tag and length (``b""``); its
+    events and status follow, then ``flags`` (``FLAGS_LOCAL`` or ``FLAGS_REMOTE``: its
+    parent's). One copy of the bytes, not one per nested length."""
+    if span._events or span._status is not UNSET_STATUS:
+        parts.extend(map(_event, span._events))
+        parts.append(_status(span._status))
+    else:
+        parts.append(_STATUS_UNSET)
+    parts.append(flags)
+    size = sum(map(len, parts))
+    head = _span_heads.get(size)
+    if head is None:
+        head = b"\x12" + _varint(size)
+        if len(_span_heads) < _CACHE_LIMIT:
+            _span_heads[size] = head
+    parts[0] = head
+    return b"".join(parts)
+
+
+def encode_name(name: str) -> bytes:
+    """A span's name field (kept: a process's span names repeat)."""
+    encoded = _names.get(name)
+    if encoded is None:
         if len(_names) >= _CACHE_LIMIT:
             _names.clear()
-        name = _names[span._name] = _text(0x2A, span._name)
+        encoded = _names[name] = _text(0x2A, name)
+    return encoded
+
+
+def encode_attributes(attributes: Mapping[str, Any]) -> bytes:
+    """A span's attribute fields, in the mapping's order (what a ``DerivedSpan`` puts its
+    encoding together from)."""
+    return _attributes(0x4A, attributes)
+
+
+def _recorded(span: Any) -> bytes:
+    """``_span`` for a ``RecordedSpan``: its integer ids and fields read directly (no
+    ``SpanContext`` made), the shared kind, no links; events and a status when it has them.
+    (A ``DerivedSpan`` whose attributes nobody read encodes itself: ``span_field``.)"""
+    name = encode_name(span._name)
+    attributes = _attributes(0x4A, span._attributes)
     if span._parent_of is None:  # a run's root
         parent_tag, flags = b"", _FLAGS_LOCAL
     else:
@@ -236,7 +330,7 @@ def _recorded(span: Any) -> bytes:
         _FIXED64.pack(span._start_time),
         b"\x41",
         _FIXED64.pack(span._end_time),
-        _attributes(0x4A, span._attributes),
+        attributes,
     ]
     out.extend(map(_event, span._events))
     out.append(_status(span._status))
@@ -259,27 +353,42 @@ def _bucket(
     return found
 
 
+_is_recorded: dict[type, bool] = {}
+
+
+def _recorded_type(kind: type) -> bool:
+    return issubclass(kind, RecordedSpan)
+
+
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialised ``ExportTraceServiceRequest`` of ``spans`` (grouped by resource, then by
     instrumentation scope, in the order first seen - as the SDK's encoder groups them)."""
-    from autonomic.observability.recorded_span import RecordedSpan as recorded
-
     grouped: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
     sink: Any = None  # the last recorded span's: the next one's likely shares its bucket
     bucket: list[bytes] = []
+    span: Any
     for span in spans:
-        if type(span) is recorded:
+        kind = type(span)
+        recorded = _is_recorded.get(kind)
+        if recorded is None:
+            recorded = _is_recorded[kind] = _recorded_type(kind)
+        if recorded:
             if span._sink is not sink:
                 sink = span._sink
                 bucket = _bucket(grouped, sink.tracer.resource, sink.scope or None)
-            bucket.append(_field(0x12, _recorded(span)))
+            if span._derived and span._attrs is None and span._renamed is None:
+                bucket.append(span._encoded())
+            else:
+                bucket.append(_field(0x12, _recorded(span)))
         else:
             sink = None
             resource = span.resource
             _bucket(grouped, resource, span.instrumentation_scope or None).append(
                 _field(0x12, _span(span))
             )
-    request = []
+    # one list of the request's pieces, joined once: each nested message's length is summed
+    # from its pieces, not measured on a copy of them (a batch is hundreds of kilobytes)
+    request: list[bytes] = []
     for resource, scopes in grouped.values():
         body = [_field(0x0A, _attributes(0x0A, resource.attributes))]
         for scope, encoded in scopes.items():
@@ -292,10 +401,11 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
                 scope_body += _attributes(0x1A, scope.attributes)
                 head = _field(0x0A, scope_body)
             tail = _text(0x1A, scope.schema_url) if scope is not None and scope.schema_url else b""
-            body.append(_field(0x12, head + b"".join(encoded) + tail))
+            size = len(head) + sum(map(len, encoded)) + len(tail)
+            body += (b"\x12" + _varint(size), head, *encoded, tail)
         if resource.schema_url:
             body.append(_text(0x1A, resource.schema_url))
-        request.append(_field(0x0A, b"".join(body)))
+        request += (b"\x0a" + _varint(sum(map(len, body))), *body)
     return b"".join(request)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,7 +35,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
-_UNSET = Status(StatusCode.UNSET)
+_UNSET = UNSET_STATUS = Status(StatusCode.UNSET)
+"""The status of every recorded span that has none (one object: the encoder knows it)."""
 _ROOT = api.SpanContext(1, 1, is_remote=False, trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED))
 """What a recorded root's context takes its flags and state from: sampled (only a sampled
 root is recorded), no state."""
@@ -55,7 +57,17 @@ class SpanSink:
     instrumentation scope the provider's tracer stamps on its own spans (the resource read when
     asked, as the provider replaces it in a forked child)."""
 
-    __slots__ = ("_emit", "_seen", "processor", "scope", "tracer")
+    __slots__ = (
+        "_batch",
+        "_emit",
+        "_full",
+        "_queue",
+        "_seen",
+        "_wake",
+        "processor",
+        "scope",
+        "tracer",
+    )
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
@@ -63,6 +75,10 @@ class SpanSink:
         self.scope: InstrumentationScope | None = getattr(tracer, "_instrumentation_scope", None)
         self._seen: object = None
         self._emit: Callable[[ReadableSpan], None] = self.processor.on_end
+        self._batch: Any = None
+        """The batch processor's core when it is the provider's one processor, else ``None``."""
+        self._queue: Any = None
+        self._full = self._wake = 0
 
     @property
     def resource(self) -> Resource:
@@ -70,17 +86,57 @@ class SpanSink:
 
     def emit(self, span: RecordedSpan) -> None:
         """Hand an ended span to the processors: straight into the batch processor's queue when
-        it is the provider's one processor (re-checked when the provider's list changes)."""
+        it is the provider's one processor (re-checked when the provider's list changes).
+
+        The queue is appended to as ``BatchProcessor.emit`` does - newest on the left, the worker
+        woken once a batch is full, nothing taken after shutdown or when the queue is full (the
+        processor then counts and logs the drop) - without its ``os.getpid()`` system call a
+        span: a forked child's processor is reset by the handler it registers with
+        ``os.register_at_fork``, which clears this same deque."""
+        queue = self._queue
+        if (
+            queue is None  # not (yet) the batch processor alone
+            or len(queue) >= self._full  # dropped, and counted, by the processor itself
+            or self._batch._shutdown
+            or self.processor._span_processors is not self._seen  # type: ignore[attr-defined]
+        ):
+            self._slow(span)
+            return
+        queue.appendleft(span)
+        if len(queue) > self._wake and not self._batch._worker_awaken.is_set():
+            self._batch._worker_awaken.set()
+
+    def _slow(self, span: RecordedSpan) -> None:
         processors = getattr(self.processor, "_span_processors", None)
         if processors is not self._seen:
-            self._seen = processors
-            self._emit = self.processor.on_end
-            if processors is not None and len(processors) == 1:
-                only = processors[0]
-                inner = getattr(only, "_batch_processor", None)
-                if type(only) is BatchSpanProcessor and inner is not None:
-                    self._emit = inner.emit
+            self._adopt(processors)
+            queue = self._queue
+            if queue is not None and len(queue) < self._full and not self._batch._shutdown:
+                self.emit(span)
+                return
         self._emit(span)
+
+    def _adopt(self, processors: object) -> None:
+        self._seen = processors
+        self._emit = self.processor.on_end
+        self._batch = self._queue = None
+        if isinstance(processors, tuple) and len(processors) == 1:
+            only = processors[0]
+            inner = getattr(only, "_batch_processor", None)
+            if type(only) is BatchSpanProcessor and inner is not None:
+                self._emit = inner.emit
+                queue = getattr(inner, "_queue", None)
+                full = getattr(inner, "_max_queue_size", None)
+                wake = getattr(inner, "_max_export_batch_size", None)
+                if (
+                    isinstance(queue, deque)
+                    and isinstance(full, int)
+                    and isinstance(wake, int)
+                    and hasattr(inner, "_shutdown")
+                    and hasattr(inner, "_worker_awaken")
+                ):
+                    self._batch, self._queue = inner, queue
+                    self._full, self._wake = full, wake - 1
 
     def start(
         self,
@@ -158,6 +214,9 @@ class RecordedSpan(api.Span, ReadableSpan):
     are integers, the ``SpanContext`` objects ``ReadableSpan`` reads are made when read."""
 
     # what every recorded span shares, read from the class
+    _derived = False
+    """Whether the span is a ``DerivedSpan`` (what ``otlp.encode_spans`` asks, not an
+    ``isinstance`` - ``api.Span`` is an ABC)."""
     _kind = api.SpanKind.INTERNAL
     _links: tuple[Any, ...] = ()
     _events: list[Event] | tuple[()] = ()
@@ -196,7 +255,7 @@ class RecordedSpan(api.Span, ReadableSpan):
         """The context at the top of this span's chain of recorded parents (whose flags and
         state it carries); a root's own, sampled."""
         parent = self._parent_of
-        while type(parent) is RecordedSpan:
+        while isinstance(parent, RecordedSpan):
             parent = parent._parent_of
         return parent if parent is not None else _ROOT
 
@@ -218,7 +277,7 @@ class RecordedSpan(api.Span, ReadableSpan):
     @property
     def _parent(self) -> api.SpanContext | None:  # type: ignore[override]
         parent = self._parent_of
-        if type(parent) is RecordedSpan:
+        if isinstance(parent, RecordedSpan):
             return parent._context
         return parent  # type: ignore[no-any-return]
 
@@ -291,3 +350,50 @@ class RecordedSpan(api.Span, ReadableSpan):
             return
         self._end_time = end_time or _time_ns()
         self._sink.emit(self)
+
+
+class DerivedSpan(RecordedSpan):
+    """A recorded span whose name and attributes are derived, when first read, from the values
+    it keeps (a subclass says how: ``_derive_name``, ``_derive_attributes``) - so that making
+    one costs the step a few references, and its attribute dictionary is built only if an
+    exporter other than ours reads it.
+
+    ``otlp.encode_spans`` asks ``_encoded`` instead: the span's OTLP encoding, put together from
+    fragments the subclass keeps for what repeats (a run's ids, a model's or a tool's names). Once the attributes were read - or changed: ``set_attribute``
+    works on the derived dictionary - they are encoded from the dictionary like any span's.
+    Either way the bytes are the same (``tests/observability/test_otlp.py``)."""
+
+    _derived = True
+    _attrs: dict[str, Any] | None = None
+    _renamed: str | None = None
+
+    @property
+    def _attributes(self) -> dict[str, Any]:
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = self._derive_attributes()
+        return attrs
+
+    @_attributes.setter
+    def _attributes(self, attributes: dict[str, Any]) -> None:
+        self._attrs = attributes
+
+    @property
+    def _name(self) -> str:
+        renamed = self._renamed
+        return renamed if renamed is not None else self._derive_name()
+
+    @_name.setter
+    def _name(self, name: str) -> None:
+        self._renamed = name
+
+    def _derive_name(self) -> str:
+        raise NotImplementedError
+
+    def _derive_attributes(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _encoded(self) -> bytes:
+        """The span's OTLP field in its ``ScopeSpans``, tag and length included (asked only
+        while its name and attributes were neither read nor changed)."""
+        raise NotImplementedError

@@ -30,7 +30,7 @@ import contextlib
 import contextvars
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from autonomic.errors import ConfigError
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
+
+    from autonomic.observability.recorded_span import SpanSink
 
 _PINNED: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
     "autonomic_pinned_ids", default=None
@@ -80,7 +82,8 @@ class Tracing:
     def __init__(self, provider: TracerProvider, *, content: bool = False) -> None:
         from opentelemetry import trace as api
 
-        from autonomic.observability.recorded_span import RecordedSpan, SpanSink
+        from autonomic.observability.recorded_span import RecordedSpan
+        from autonomic.observability.recorded_span import SpanSink as Sink
 
         global _attach, _detach
         from opentelemetry import context
@@ -92,7 +95,7 @@ class Tracing:
         self.provider = provider
         self.tracer: Tracer = provider.get_tracer("autonomic")
         self.content = content
-        self._sink: SpanSink | None = SpanSink(self.tracer)  # type: ignore[arg-type]
+        self._sink: SpanSink | None = Sink(self.tracer)  # type: ignore[arg-type]
         """``None``: every span is the SDK's (only ``observability_bench`` sets it, to measure
         what recorded spans save)."""
 
@@ -130,6 +133,41 @@ class Tracing:
         provider = TracerProvider(id_generator=_pinned_ids())
         provider.add_span_processor(BatchSpanProcessor(exporter))
         return Tracing(provider, content=content)
+
+    @property
+    def sink(self) -> SpanSink | None:
+        """Where recorded spans go (``None``: every span is the SDK's)."""
+        return self._sink
+
+    def current_setter(self) -> tuple[Callable[[Span], object], Callable[[Any], None]]:
+        """``enter(span)`` makes ``span`` the current span and returns a token, ``leave(token)``
+        restores the context before (``current`` without its object and its exception
+        handling, for the engine's span a tool call): straight on the context variable when the
+        runtime context is OpenTelemetry's default one, else through ``attach``/``detach``."""
+        from opentelemetry import context
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+        variable = getattr(runtime, "_current_context", None)
+        if type(runtime) is ContextVarsRuntimeContext and isinstance(
+            variable, contextvars.ContextVar
+        ):
+            made = context.Context
+            get, put = variable.get, variable.set
+
+            def enter(span: Span) -> object:
+                values = get().copy()
+                values[_SPAN_KEY] = span
+                return put(made(values))
+
+            return enter, variable.reset
+        api = self._api
+
+        def attach(span: Span) -> object:
+            return context.attach(api.set_span_in_context(span))
+
+        return attach, context.detach
 
     def shutdown(self) -> None:
         """Export what is queued and stop (called at exit)."""
@@ -229,7 +267,7 @@ class Tracing:
         is a root, and the SDK's tracer and sampler make it."""
         api = self._api
         sink = self._sink
-        if type(parent) is self._recorded and sink is not None:
+        if sink is not None and isinstance(parent, self._recorded):
             # under one of ours (a tool call under its model call): sampled, as it was
             return cast(
                 "Span",
