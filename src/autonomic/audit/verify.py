@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from autonomic.core.verification import (
@@ -61,6 +63,10 @@ class Report:
         }
 
 
+_RUN_OF = itemgetter(0)
+"""A journal row's run id (rows come ordered by run, then seq)."""
+
+
 async def read_log(store: Store, log: LogChecker, *, page: int = PAGE) -> None:
     """Feed the whole audit log to ``log``, a page at a time."""
     after = -1
@@ -106,11 +112,11 @@ async def verify_store(
 
     after = ("", 0)
     while batch := await store.scan_journal(after=after, run_id=run_id, limit=page):
-        for row in batch:
-            if row[0] != current:
+        for rid, run_rows in groupby(batch, key=_RUN_OF):  # runs in order: grouped in C
+            if rid != current:
                 finish()
-                current, rows = row[0], []
-            rows.append(row)
+                current, rows = rid, []
+            rows.extend(run_rows)
         after = (batch[-1][0], batch[-1][1])
     finish()
     for rid, hashes in sorted(anchored.items()):

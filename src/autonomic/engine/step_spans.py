@@ -1,12 +1,14 @@
 """The spans of a step - a model call's (``chat MODEL``) and a tool call's (``execute_tool
-TOOL``) - as references to what the step journaled, made into attributes only when read.
+TOOL``) - as the few values of what the step journaled, made into attributes only when read.
 
 Tracing costs a durable step what its two spans cost to make, queue and encode, and most of
 what they carry is known before the step starts (the run's ids, the worker, the model's and
 the tool's names) or is already in the journal's values (the turn's usage, cost and finish
-reason; the call's idempotency key and the gates' decision). So the step keeps references,
-not dictionaries: a ``ChatSpan`` holds the ``ModelTurn``, a ``ToolSpan`` the tool, the call,
-its intent and decision. The batch processor's thread encodes them (``otlp.encode_spans``)
+reason; the call's idempotency key and the gates' decision). So the step keeps those values,
+not dictionaries: a ``ChatSpan`` the few its ``ModelTurn`` reports, a ``ToolSpan`` those of the
+call, its intent and decision - not the objects themselves, which a span waiting in the queue for
+its batch would keep alive for the collector to walk. The batch processor's thread encodes them
+(``otlp.encode_spans``)
 from the OTLP encoding of what repeats - kept per drive here: the name and the leading
 attributes of each model and tool - and of the few values that vary. An exporter other than
 ours reads ``attributes`` and gets the dictionary, derived once, in the order the encoding
