@@ -10,7 +10,9 @@ entry) and one run's rows at a time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -22,8 +24,10 @@ from autonomic.core.verification import (
     LogChecker,
     Row,
     Verifier,
+    chain_summary,
     check_legacy_run,
     check_run,
+    hashes_digest,
     intact,
     payload_address,
 )
@@ -82,26 +86,30 @@ async def verify_store(
     verify_signature: Verifier | None = None,
     blobs: bool = True,
     page: int = PAGE,
+    chains: Awaitable[Chains] | None = None,
 ) -> Report:
-    """Check the audit log and every journal (or ``run_id``'s) against it."""
+    """Check the audit log and every journal (or ``run_id``'s) against it.
+
+    ``chains``: the journals' own chains, checked elsewhere while the log is read here (what
+    ``journal_chains`` returns; ``autonomic audit verify`` runs it in a process of its own for
+    a big store, so the two halves of the work share the machine's cores). The report is the
+    same either way: a run whose summary does not match its anchors is read again and judged
+    here, as without it."""
     log = LogChecker(only_run=run_id, verify_signature=verify_signature)
-    await read_log(store, log, page=page)
+    elsewhere = asyncio.ensure_future(chains) if chains is not None and run_id is None else None
+    try:
+        await read_log(store, log, page=page)
+    except BaseException:
+        if elsewhere is not None:
+            elsewhere.cancel()
+        raise
     report = Report(records=log.records, checkpoints=len(log.checkpoints), head=log.head)
     if log.first_break is not None:
         report.breaks.append(log.first_break)
     created = await _runs(store, run_id, page)
     anchored = log.anchored
-    current: str | None = None
-    rows: list[JournalRow] = []
 
-    def finish() -> None:
-        if current is None:
-            return
-        report.runs += 1
-        report.entries += len(rows)
-        hashes = anchored.pop(current, None)
-        if hashes is not None and current in created and intact(rows, hashes):
-            return
+    def judge(current: str, rows: list[JournalRow], hashes: list[str | None] | None) -> None:
         parsed = [Row(r[1], r[2], payload_address(r[3]), r[4]) for r in rows]
         if hashes is None:
             found = _unanchored(current, parsed, created.get(current), log.genesis_time, report)
@@ -110,15 +118,43 @@ async def verify_store(
         if found is not None:
             report.breaks.append(found)
 
-    after = ("", 0)
-    while batch := await store.scan_journal(after=after, run_id=run_id, limit=page):
-        for rid, run_rows in groupby(batch, key=_RUN_OF):  # runs in order: grouped in C
-            if rid != current:
-                finish()
-                current, rows = rid, []
-            rows.extend(run_rows)
-        after = (batch[-1][0], batch[-1][1])
-    finish()
+    if elsewhere is not None:
+        for summed, (count, ok, digest) in (await elsewhere).items():
+            report.runs += 1
+            report.entries += count
+            hashes = anchored.pop(summed, None)
+            if (
+                hashes is not None
+                and summed in created
+                and ok
+                and count == len(hashes)
+                and digest == hashes_digest(hashes)
+            ):
+                continue
+            judge(summed, await _run_rows(store, summed, page), hashes)
+    else:
+        current: str | None = None
+        rows: list[JournalRow] = []
+
+        def finish() -> None:
+            if current is None:
+                return
+            report.runs += 1
+            report.entries += len(rows)
+            hashes = anchored.pop(current, None)
+            if hashes is not None and current in created and intact(rows, hashes):
+                return
+            judge(current, rows, hashes)
+
+        after = ("", 0)
+        while batch := await store.scan_journal(after=after, run_id=run_id, limit=page):
+            for rid, run_rows in groupby(batch, key=_RUN_OF):  # runs in order: grouped in C
+                if rid != current:
+                    finish()
+                    current, rows = rid, []
+                rows.extend(run_rows)
+            after = (batch[-1][0], batch[-1][1])
+        finish()
     for rid, hashes in sorted(anchored.items()):
         report.runs += 1
         found = check_run(rid, [], hashes, run_exists=rid in created)
@@ -127,6 +163,41 @@ async def verify_store(
     if blobs and run_id is None:
         report.breaks.extend(await _blob_breaks(store))
     return report
+
+
+Chains = dict[str, tuple[int, bool, bytes]]
+"""Per run, in the journal's order, its ``chain_summary``."""
+
+
+async def journal_chains(store: Store, *, page: int = PAGE) -> Chains:
+    """Every run's journal checked against its own chain and summed up (``chain_summary``):
+    the half of ``verify`` that needs no audit log, so another process can do it meanwhile.
+    One run's rows in memory at a time."""
+    out: Chains = {}
+    current: str | None = None
+    rows: list[JournalRow] = []
+    after = ("", 0)
+    while batch := await store.scan_journal(after=after, limit=page):
+        for rid, run_rows in groupby(batch, key=_RUN_OF):
+            if rid != current:
+                if current is not None:
+                    out[current] = chain_summary(rows)
+                current, rows = rid, []
+            rows.extend(run_rows)
+        after = (batch[-1][0], batch[-1][1])
+    if current is not None:
+        out[current] = chain_summary(rows)
+    return out
+
+
+async def _run_rows(store: Store, run_id: str, page: int) -> list[JournalRow]:
+    """One run's journal rows, read again (a run ``chains`` found not intact)."""
+    rows: list[JournalRow] = []
+    after = (run_id, 0)
+    while batch := await store.scan_journal(after=after, run_id=run_id, limit=page):
+        rows.extend(batch)
+        after = (batch[-1][0], batch[-1][1])
+    return rows
 
 
 def _unanchored(

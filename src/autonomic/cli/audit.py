@@ -63,6 +63,7 @@ def verify(
     """Check the audit log's chain and every journal against its anchors; name the first break."""
     from autonomic.audit import checkpoint
     from autonomic.audit.verify import Report, verify_store
+    from autonomic.cli.journal_check import chains_elsewhere
     from autonomic.errors import UserError
 
     if export_dir is not None:
@@ -85,7 +86,8 @@ def verify(
     async def go() -> Report:
         store = await open_store(settings.db, "read")
         try:
-            return await verify_store(store, run_id=run, verify_signature=check)
+            chains = await chains_elsewhere(store, settings.db) if run is None else None
+            return await verify_store(store, run_id=run, verify_signature=check, chains=chains)
         finally:
             await store.close()
 

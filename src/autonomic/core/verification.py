@@ -371,6 +371,40 @@ def intact(rows: Sequence[tuple[str, int, str, str, str]], anchored: Sequence[st
     return True
 
 
+def chain_summary(rows: Sequence[tuple[str, int, str, str, str]]) -> tuple[int, bool, bytes]:
+    """A run's journal rows checked against their own chain, summed up for ``intact`` to be
+    decided elsewhere (``verify`` checks the journals in a process of its own while it reads
+    the log): ``(entries, whether the seqs run 1, 2, ... and each stored hash is its entry's
+    chain hash, sha256 of the stored hashes run together)``. With the anchored hashes of the
+    run, ``intact(rows, anchored)`` is ``count == len(anchored) and ok and digest ==
+    hashes_digest(anchored)``: a stored hash that is its entry's chain hash is 64 hex digits, so
+    equal digests of equally many mean the same hashes in the same order."""
+    sha256 = hashlib.sha256
+    prev = GENESIS_HASH
+    ok = True
+    for i, (_, seq, kind, text, stored) in enumerate(rows, start=1):
+        if seq != i:
+            ok = False
+            break
+        if text.startswith('{"$blob":'):
+            line = f"{prev}\n{i}\n{kind}\n{json.loads(text)['$blob']}"
+        else:
+            line = f"{prev}\n{i}\n{kind}\nsha256:{sha256(text.encode()).hexdigest()}"
+        if sha256(line.encode()).hexdigest() != stored:
+            ok = False
+            break
+        prev = stored
+    return len(rows), ok, sha256("".join([str(r[4]) for r in rows]).encode()).digest()
+
+
+def hashes_digest(anchored: Sequence[str | None]) -> bytes | None:
+    """The digest ``chain_summary`` gives the same hashes; ``None`` when one was never
+    anchored (such a run is never intact)."""
+    if any(h is None for h in anchored):
+        return None
+    return hashlib.sha256("".join([str(h) for h in anchored]).encode()).digest()
+
+
 def check_legacy_run(run_id: str, rows: Sequence[Row]) -> Break | None:
     """A run written before the audit log existed: only its own chain can be checked."""
     prev = GENESIS_HASH
