@@ -16,12 +16,17 @@ import sys
 import pytest
 from test_tampering import seed
 
-from autonomic.audit.verify import journal_chains, verify_store
+from autonomic.audit.verify import Report, journal_chains, verify_store
 from autonomic.cli import journal_check
 from autonomic.cli.journal_check import chains_elsewhere
 from autonomic.testing.tampering import JOURNAL_KINDS, LOG_KINDS, Tamperer
 
 TRIALS = 120
+
+
+def counts(report: Report) -> tuple[int, int, int]:
+    """What a verify read: runs, entries, log records."""
+    return report.runs, report.entries, report.records
 
 
 def test_the_split_pass_reports_what_the_plain_one_does(store_url, make_store):
@@ -33,11 +38,7 @@ def test_the_split_pass_reports_what_the_plain_one_does(store_url, make_store):
         split = await verify_store(store, chains=journal_chains(store))
         assert plain.ok, plain.breaks
         assert split.ok, split.breaks
-        assert (split.runs, split.entries, split.records) == (
-            plain.runs,
-            plain.entries,
-            plain.records,
-        )
+        assert counts(split) == counts(plain)
         tamperer = Tamperer(store_url)
         tamperer.drop_triggers()
         kinds = JOURNAL_KINDS + LOG_KINDS
@@ -76,11 +77,7 @@ def test_the_child_process_gives_the_same_report(
         plain = await verify_store(store)
         assert split.ok, split.breaks
         assert plain.ok, plain.breaks
-        assert (split.runs, split.entries, split.records) == (
-            plain.runs,
-            plain.entries,
-            plain.records,
-        )
+        assert counts(split) == counts(plain)
         await store.close()
 
     asyncio.run(main())

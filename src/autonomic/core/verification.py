@@ -350,51 +350,40 @@ def _classify(
 
 def intact(rows: Sequence[tuple[str, int, str, str, str]], anchored: Sequence[str | None]) -> bool:
     """The short path of ``check_run``: whether a run's journal rows, as stored, are exactly
-    what was anchored (one pass, no objects made). ``False`` sends the run to ``check_run``."""
-    if len(rows) != len(anchored):
-        return False
+    what was anchored (no objects made). ``False`` sends the run to ``check_run``."""
+    return (
+        len(rows) == len(anchored) and [row[4] for row in rows] == list(anchored) and chained(rows)
+    )
+
+
+def chained(rows: Sequence[tuple[str, int, str, str, str]]) -> bool:
+    """Whether a run's journal rows hold their own chain: seqs 1, 2, ... and each stored hash
+    its entry's chain hash (``chain_hash`` over the payload's address, spelled out: once per
+    entry of a million)."""
     sha256 = hashlib.sha256
     prev = GENESIS_HASH
-    for i, ((_, seq, kind, text, stored), expected) in enumerate(
-        zip(rows, anchored, strict=True), start=1
-    ):
-        if seq != i or stored != expected:
+    for i, (_, seq, kind, text, stored) in enumerate(rows, start=1):
+        if seq != i:
             return False
         if text.startswith('{"$blob":'):
-            address = str(json.loads(text)["$blob"])
-            line = f"{prev}\n{i}\n{kind}\n{address}"
-        else:  # ``chain_hash`` over the payload's address, spelled out: once per entry
+            line = f"{prev}\n{i}\n{kind}\n{json.loads(text)['$blob']}"
+        else:
             line = f"{prev}\n{i}\n{kind}\nsha256:{sha256(text.encode()).hexdigest()}"
-        if sha256(line.encode()).hexdigest() != expected:
+        if sha256(line.encode()).hexdigest() != stored:
             return False
-        prev = expected
+        prev = stored
     return True
 
 
 def chain_summary(rows: Sequence[tuple[str, int, str, str, str]]) -> tuple[int, bool, bytes]:
     """A run's journal rows checked against their own chain, summed up for ``intact`` to be
     decided elsewhere (``verify`` checks the journals in a process of its own while it reads
-    the log): ``(entries, whether the seqs run 1, 2, ... and each stored hash is its entry's
-    chain hash, sha256 of the stored hashes run together)``. With the anchored hashes of the
-    run, ``intact(rows, anchored)`` is ``count == len(anchored) and ok and digest ==
-    hashes_digest(anchored)``: a stored hash that is its entry's chain hash is 64 hex digits, so
-    equal digests of equally many mean the same hashes in the same order."""
-    sha256 = hashlib.sha256
-    prev = GENESIS_HASH
-    ok = True
-    for i, (_, seq, kind, text, stored) in enumerate(rows, start=1):
-        if seq != i:
-            ok = False
-            break
-        if text.startswith('{"$blob":'):
-            line = f"{prev}\n{i}\n{kind}\n{json.loads(text)['$blob']}"
-        else:
-            line = f"{prev}\n{i}\n{kind}\nsha256:{sha256(text.encode()).hexdigest()}"
-        if sha256(line.encode()).hexdigest() != stored:
-            ok = False
-            break
-        prev = stored
-    return len(rows), ok, sha256("".join([str(r[4]) for r in rows]).encode()).digest()
+    the log): ``(entries, chained(rows), sha256 of the stored hashes run together)``. With the
+    anchored hashes of the run, ``intact(rows, anchored)`` is ``count == len(anchored) and ok
+    and digest == hashes_digest(anchored)``: a stored hash that is its entry's chain hash is 64
+    hex digits, so equal digests of equally many mean the same hashes in the same order."""
+    digest = hashlib.sha256("".join([str(r[4]) for r in rows]).encode()).digest()
+    return len(rows), chained(rows), digest
 
 
 def hashes_digest(anchored: Sequence[str | None]) -> bytes | None:
