@@ -18,6 +18,8 @@ hook with the batch processor and an exporter that encodes every span as the OTL
 (``otlp.encode_spans``) but posts nothing (the post is the same bytes either way and its
 instructions are the HTTP client's); the provider is flushed at the end, so every span made is
 encoded inside the count. Both modes build the provider, so both import the same modules.
+``unanchored``: tracing off and the audit log's anchors not written, so ``off`` minus
+``unanchored`` is anchoring's instructions a step.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from autonomic.engine.tracing import TracingHook
 from autonomic.observability import otlp
 from autonomic.observability.tracing import Tracing
 
+MODES = ("on", "off", "unanchored")
+"""Tracing on, tracing off, and tracing off with the audit log's anchoring off too (``off`` minus
+``unanchored``: what anchoring costs a step, ``SqlStore._anchoring`` as ``audit_bench.py``)."""
+
 
 class EncodeOnly(SpanExporter):
     """Encodes each batch as ``FastOTLPSpanExporter`` does; sends nothing."""
@@ -48,10 +54,11 @@ class EncodeOnly(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-async def drive(url: str, runs: int, traced: bool, tracing: Tracing) -> None:
+async def drive(url: str, runs: int, mode: str, tracing: Tracing) -> None:
     store = build_store(url)
+    store._anchoring = mode != "unanchored"  # type: ignore[attr-defined]
     await store.migrate()
-    engine = engine_for(store, hooks=[TracingHook(tracing)] if traced else [])
+    engine = engine_for(store, hooks=[TracingHook(tracing)] if mode == "on" else [])
     for _ in range(runs):
         final = await engine.run("bench", "count")
         assert final.status.value == "COMPLETED", final.status_reason
@@ -59,12 +66,12 @@ async def drive(url: str, runs: int, traced: bool, tracing: Tracing) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("on", "off") or not sys.argv[2].isdigit():
-        sys.exit("usage: tracing_instructions.py on|off RUNS")
+    if len(sys.argv) != 3 or sys.argv[1] not in MODES or not sys.argv[2].isdigit():
+        sys.exit("usage: tracing_instructions.py on|off|unanchored RUNS")
     tracing = Tracing.build(EncodeOnly())
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db?synchronous=normal"
-        asyncio.run(drive(url, int(sys.argv[2]), sys.argv[1] == "on", tracing))
+        asyncio.run(drive(url, int(sys.argv[2]), sys.argv[1], tracing))
     assert tracing.flush()
 
 

@@ -176,3 +176,30 @@ def test_an_anchor_is_compact_and_reads_back_whole_as_every_older_form_does():
     first[0]["key"] = "run_1:2"
     oldest = f'2 {hexes} "{run}"\n{canonical_json({"entries": first, "run": run})}'
     assert anchor_summary(oldest) == got
+
+
+def test_an_anchor_writes_what_it_keeps_whole_canonically():
+    """The summary's own dicts are written in the order ``_summary`` builds them (no sorting:
+    a third of the anchor's encoding), but a value from outside (a ``full`` audit level's
+    arguments, a transition's budget, an operator's act) is written as canonical JSON, so the
+    same value always gives the same text; and every form reads back the same dict."""
+    import json
+
+    from autonomic.core.audit import AuditAct, AuditNote, anchor_body, anchor_summary
+
+    intent = {"tool": "pay", "version": "1", "key": "run_1:2", "arguments": {"z": 1, "a": 2}}
+    full = anchor_body("run_1", [(2, "tool.intent", "a" * 64, intent)], AuditNote({"pay": "full"}))
+    assert '"arguments":{"a":2,"z":1}' in full
+    assert list(json.loads(full.split("\n", 1)[1])[0]) == sorted(
+        ["k", "t", "audit", "v", "arguments"]
+    )
+    budget = {"tokens": 5, "cost": 1}
+    moved = anchor_body("run_1", [(3, "transition", "b" * 64, {"from": "A", "budget": budget})])
+    assert '"budget":{"cost":1,"tokens":5}' in moved
+    basic = anchor_body("run_1", [(2, "tool.intent", "a" * 64, intent)], AuditNote({}))
+    assert list(json.loads(basic.split("\n", 1)[1])[0]) == ["k", "t", "v", "a"]
+    act = AuditAct("budget.raise", "ops", {"z": 1, "a": 2})
+    acted = anchor_body("run_1", [(3, "transition", "b" * 64, {})], AuditNote(act=act))
+    assert '"detail":{"a":2,"z":1}' in acted
+    for body in (full, moved, basic, acted):
+        assert anchor_summary(body, "run_1")["entries"]

@@ -27,6 +27,10 @@ anything the log proves or keeps:
   ``*_sha256`` digests of the ``basic`` audit level each as 43 characters; the readers give
   them back as hex. Standard base64, not base64url: ``binascii`` decodes it without a
   translation, which ``verify`` pays once per record;
+* the JSON's own keys come in the order ``_summary`` builds them, not sorted (a third of the
+  encoding's cost; the text is as deterministic, and ``verify`` hashes the text as stored);
+  a value from outside that it keeps whole (a ``full`` audit level's arguments or output, a
+  transition's budget, an operator's act) is written as canonical JSON;
 * the JSON is the entries' array (an object ``{"act", "e"}`` when an operator's act rides
   along), spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
   result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict;
@@ -55,7 +59,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from autonomic.core.canonical import canonical_json
+from autonomic.core.canonical import canonical_json, compact_json
 
 __all__ = [
     "AUDIT_LEVELS",
@@ -202,6 +206,13 @@ _UNKINDS: Final = {v: k for k, v in _KINDS.items()}
 _DIGESTS: Final = ("arguments_sha256", "output_sha256")
 
 
+_UNSORTED: Final = compact_json(sort_keys=False)
+"""A compact anchor's summary encoder: no key sorting, because the summary's dicts are built in
+one fixed order here (``_summary``), so the text is as deterministic as canonical JSON and a
+third cheaper. A summary that carries a value from outside (a ``full`` audit level's arguments
+or output, an operator's act) is written canonically (``canonical_json``) instead."""
+
+
 def _sha(value: Any) -> str:
     """The sha256 of ``value``'s canonical JSON, as a compact anchor writes it: base64 of its 32
     bytes, no padding (``anchor_summary`` reads it back as hex)."""
@@ -209,79 +220,90 @@ def _sha(value: Any) -> str:
     return binascii.b2a_base64(digest, newline=False).decode()[:-1]
 
 
-def _kept(out: dict[str, Any], name: str, value: Any, level: str) -> None:
-    """Keep ``value`` under ``name`` as ``level`` says: whole, as a hash, or not at all."""
-    if level == "full":
-        out[name] = value
-    elif level != "none":
-        out[_KEYS[f"{name}_sha256"]] = _sha(value)
+def _tool_summary(
+    kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str], run_id: str
+) -> tuple[dict[str, Any], bool]:
+    """A ``tool.intent`` or ``tool.result`` as a compact anchor keeps it, and whether it holds a
+    value kept whole (``full``), which ``anchor_body`` then writes canonically."""
+    tool = str(p.get("tool", ""))
+    level = levels.get(tool, "basic") if levels else "basic"
+    if kind == "tool.intent":
+        out: dict[str, Any] = {"k": "i", "t": tool}
+        if level != "basic":
+            out["audit"] = level
+        out["v"] = p.get("version")
+        key = p.get("key")
+        if key != f"{run_id}:{seq}":
+            out["key"] = key
+        if level == "basic":
+            out["a"] = _sha(p.get("arguments"))
+        elif level == "full":
+            out["arguments"] = p.get("arguments")
+            return out, True
+        return out, False
+    out = {"k": "r", "t": tool}
+    if level != "basic":
+        out["audit"] = level
+    ok = p.get("ok")
+    if not ok:
+        out["ok"] = False
+    if p.get("refused"):
+        out["refused"] = True
+    error = p.get("error")
+    if isinstance(error, Mapping):
+        out["error"] = error.get("code")
+    if ok:
+        if level == "basic":
+            out["o"] = _sha(p.get("output"))
+        elif level == "full":
+            out["output"] = p.get("output")
+            return out, True
+    if p.get("settled"):
+        out["settled_by"] = (p.get("settled") or {}).get("by")
+    return out, False
+
+
+_KEPT: Final[Mapping[str, tuple[str, ...]]] = {
+    "decision": ("tool", "verdict", "gate", "risk", "approval_id"),
+    "approval": ("approval_id", "tool", "event", "status", "by", "reason"),
+    "transition": ("from", "to", "reason", "by", "worker", "budget"),
+    "settlement": ("tool", "key", "executed", "by", "reason"),
+    # an undo is an effect: which, for what, how it went
+    "compensation": ("phase", "step", "tool", "of", "key", "ok", "by", "reason"),
+    # a coordinator's graph, hand-offs and their ends
+    "subtask": ("phase", "node", "attempt", "agent", "capability", "key", "ok", "source"),
+    "run.started": ("agent", "agent_version", "model", "tenant", "requester"),
+}
+"""What a compact anchor keeps of the entry kinds it keeps fields of as they are (the tool calls
+and model responses have their own rules in ``_summary``)."""
 
 
 def _summary(
     kind: str, seq: int, p: Mapping[str, Any], levels: Mapping[str, str], run_id: str
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """One entry as a compact anchor keeps it: its kind and what it did, the usual keys and
     kinds in a letter (``_KEYS``, ``_KINDS``), digests in base64, a result's ``ok: true``
     implied (its seq is the anchor's first line's; an intent's key only when it is not the
-    usual ``run_id:seq``: ``anchor_summary`` puts all of it back)."""
-    out: dict[str, Any] = {"k": _KINDS.get(kind, kind)}
-    if kind in ("tool.intent", "tool.result"):
-        tool = str(p.get("tool", ""))
-        level = levels.get(tool, "basic")
-        out["t"] = tool
-        if level != "basic":
-            out["audit"] = level
-        if kind == "tool.intent":
-            out["v"] = p.get("version")
-            key = p.get("key")
-            if key != f"{run_id}:{seq}":
-                out["key"] = key
-            _kept(out, "arguments", p.get("arguments"), level)
-        else:
-            if not p.get("ok"):
-                out["ok"] = False
-            if p.get("refused"):
-                out["refused"] = True
-            error = p.get("error")
-            if isinstance(error, Mapping):
-                out["error"] = error.get("code")
-            if p.get("ok"):
-                _kept(out, "output", p.get("output"), level)
-            if p.get("settled"):
-                out["settled_by"] = (p.get("settled") or {}).get("by")
-    elif kind == "decision":
-        for key in ("tool", "verdict", "gate", "risk", "approval_id"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "approval":
-        for key in ("approval_id", "tool", "event", "status", "by", "reason"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "transition":
-        for key in ("from", "to", "reason", "by", "worker", "budget"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "settlement":
-        for key in ("tool", "key", "executed", "by", "reason"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "compensation":  # an undo is an effect: which, for what, how it went
-        for key in ("phase", "step", "tool", "of", "key", "ok", "by", "reason"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "subtask":  # a coordinator's graph, hand-offs and their ends
-        for key in ("phase", "node", "attempt", "agent", "capability", "key", "ok", "source"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "run.started":
-        for key in ("agent", "agent_version", "model", "tenant", "requester"):
-            if p.get(key) is not None:
-                out[_KEYS.get(key, key)] = p[key]
-    elif kind == "model.response":
-        calls = p.get("tool_calls") or ()
+    usual ``run_id:seq``: ``anchor_summary`` puts all of it back); and whether it keeps a value
+    whole (a ``full`` audit level). The usual kinds first: this runs for every entry written."""
+    if kind == "model.response":
+        calls = p.get("tool_calls")
         if calls:
-            out["c"] = [c.get("name") for c in calls if isinstance(c, Mapping)]
-    return out
+            return {"k": "m", "c": [c.get("name") for c in calls if isinstance(c, Mapping)]}, False
+        return {"k": "m"}, False
+    if kind == "tool.intent" or kind == "tool.result":
+        return _tool_summary(kind, seq, p, levels, run_id)
+    out: dict[str, Any] = {"k": _KINDS.get(kind, kind)}
+    whole = False
+    for key in _KEPT.get(kind, ()):
+        value = p.get(key)
+        if value is not None:
+            out[_KEYS.get(key, key)] = value
+            whole = whole or value.__class__ not in _SCALARS  # a dict: written canonically
+    return out, whole
+
+
+_SCALARS: Final = frozenset({str, int, float, bool})
 
 
 def _spelled(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -317,20 +339,31 @@ def anchor_body(
     first = entries[0][0] if entries else 0
     consecutive = True
     expected = first
-    for entry in entries:
-        if entry[0] != expected:
-            consecutive = False
-            break
-        expected += 1
     levels = note.levels
-    done = [_summary(k, s, p, levels, run_id) for s, k, _, p in entries]
+    done: list[dict[str, Any]] = []
+    hashes: list[str] = []
+    whole = note.act is not None  # anything from outside is written canonically
+    for seq, kind, chain, p in entries:
+        if seq != expected:
+            consecutive = False
+        expected += 1
+        hashes.append(chain)
+        summary, kept = _summary(kind, seq, p, levels, run_id)
+        done.append(summary)
+        whole = whole or kept
     # the entries alone, as a JSON array; with an operator's act, an object of both
-    summary: Any = done if note.act is None else {"act": note.act.to_dict(), "e": done}
+    text = (
+        canonical_json({"act": note.act.to_dict(), "e": done})
+        if note.act is not None
+        else canonical_json(done)
+        if whole
+        else _UNSORTED(done)
+    )
     if consecutive:
-        line = f"{first} {b64_hashes([h for _, _, h, _ in entries])}"
+        line = f"{first} {b64_hashes(hashes)}"
     else:  # never from the engine; a store's own callers may: each seq named (``-`` first)
         line = f"- {','.join(f'{s}:{b64_hashes([h])}' for s, _, h, _ in entries)}"
-    return f"{line}\n{canonical_json(summary)}"
+    return f"{line}\n{text}"
 
 
 def parse_anchor(body: str, run_id: str | None = None) -> tuple[str, list[tuple[int, str]], str]:
