@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from autonomic.engine.step_spans import StepSpans
 
 _TERMINAL = {s.value for s in RunStatus if s.terminal}
+_ENDED = frozenset(s for s in RunStatus if s.terminal)
 _TRANSITION = EntryKind.TRANSITION.value
 _time_ns = time.time_ns
 
@@ -301,6 +302,10 @@ class TracingHook(Hook):
         return result, unhealthy
 
     def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
+        """The root span when a commit ends the run: the session's run has the committed
+        status already, so a commit that does not end it is one set lookup."""
+        if session.run.status not in _ENDED:
+            return
         for entry in entries:
             if entry.kind == _TRANSITION:  # (a str compare: no entry's body decoded for it)
                 body = entry.body
