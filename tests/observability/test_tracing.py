@@ -525,3 +525,39 @@ def test_recorded_spans_go_into_the_batch_processors_queue_as_its_emit_puts_them
     t.shutdown()
     t.start("late", parent, {}).end()
     assert "late" not in [s.name for s in exporter.get_finished_spans()]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "keeps_all"),
+    [
+        (None, True),  # the SDK's default: parent-based over always_on
+        ("always_on", True),
+        ("parentbased_always_on", True),
+        ("traceidratio", False),
+        ("parentbased_traceidratio", False),
+        ("always_off", False),
+        ("parentbased_always_off", False),
+    ],
+)
+def test_a_sampler_that_keeps_every_trace_is_not_asked_each_run(sampler, keeps_all, monkeypatch):
+    """``sampled`` answers yes without the sampler when it keeps every root (twice a run saved);
+    any other sampler is asked about each trace id, and its answer is the one given."""
+    from opentelemetry.sdk.trace.sampling import Decision
+
+    if sampler is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    t, _ = tracing()
+    asked: list[int] = []
+    real = t.provider.sampler.should_sample
+
+    def counting(context, trace_id, *rest, **named):  # type: ignore[no-untyped-def]
+        asked.append(trace_id)
+        return real(context, trace_id, *rest, **named)
+
+    monkeypatch.setattr(t.provider.sampler, "should_sample", counting)
+    ids = [TraceContext.new().trace_id for _ in range(40)]
+    answers = [t.sampled(i) for i in ids]
+    expected = [real(None, i, "x").decision is Decision.RECORD_AND_SAMPLE for i in ids]
+    assert answers == expected
+    assert asked == ([] if keeps_all else ids)

@@ -317,7 +317,8 @@ class TracingHook(Hook):
     def _emit_root(self, session: RunSession, status: str, ended: float) -> None:
         """The run's root span, from its creation to its end (the ids its journal names)."""
         run = session.run
-        trace = run_trace(run.id, session.state.trace)
+        held = self._drives.get(run.id)  # the drive that ends the run knows its trace
+        trace = held.trace if held is not None else run_trace(run.id, session.state.trace)
         attrs = {
             **run_attributes(run),
             genai.OPERATION: genai.OP_INVOKE_AGENT,

@@ -75,6 +75,20 @@ def content_enabled(env: Mapping[str, str] | None = None) -> bool:
     return env.get("AUTONOMIC_TRACE_CONTENT", "").strip() in ("1", "true", "yes")
 
 
+def _keeps_every_root(sampler: object) -> bool:
+    """Whether ``sampler`` records every root it is asked about: ``always_on``, or parent-based
+    over ``always_on`` (the SDK's default), which for a root without a parent is the same. Any
+    other sampler (``traceidratio``...) is asked each time."""
+    from opentelemetry.sdk.trace import sampling
+
+    if sampler is sampling.ALWAYS_ON:
+        return True
+    return (
+        type(sampler) is sampling.ParentBased
+        and getattr(sampler, "_root", None) is sampling.ALWAYS_ON
+    )
+
+
 class Tracing:
     """A tracer provider exporting over OTLP/HTTP with a batch processor, and the span helpers
     the engine, the sandbox tool and the bus use."""
@@ -98,6 +112,8 @@ class Tracing:
         self._sink: SpanSink | None = Sink(self.tracer)  # type: ignore[arg-type]
         """``None``: every span is the SDK's (only ``observability_bench`` sets it, to measure
         what recorded spans save)."""
+        self._keeps_all = _keeps_every_root(provider.sampler)
+        """The sampler keeps every run's trace (the default): ``sampled`` need not ask it."""
 
     @staticmethod
     def from_environment() -> Tracing | None:
@@ -231,8 +247,7 @@ class Tracing:
         """A context whose parent is the run's root span (wherever and whenever it is emitted),
         sampled or not as the root is: every process asks the configured sampler about the
         same trace id, so a trace is kept or dropped whole."""
-        from opentelemetry import trace as api
-
+        api = self._api
         flags = api.TraceFlags.SAMPLED if self.sampled(trace.trace_id) else api.TraceFlags.DEFAULT
         parent = api.SpanContext(
             trace_id=trace.trace_id,
@@ -240,12 +255,14 @@ class Tracing:
             is_remote=True,
             trace_flags=api.TraceFlags(flags),
         )
-        return api.set_span_in_context(api.NonRecordingSpan(parent))
+        return cast("Context", api.set_span_in_context(api.NonRecordingSpan(parent)))
 
     def sampled(self, trace_id: int) -> bool:
         """The sampler's decision for a run's root in ``trace_id`` (``OTEL_TRACES_SAMPLER``:
         the default samples everything; ``traceidratio`` and ``parentbased_traceidratio``
         decide from the trace id alone, the same in every process)."""
+        if self._keeps_all:  # asked twice a run: the default's answer is always yes
+            return True
         from opentelemetry.context import Context
         from opentelemetry.sdk.trace.sampling import Decision
 
