@@ -108,8 +108,10 @@ def entries_from_rows(
     run_id: str, rows: Sequence[Sequence[Any]], blobs: Mapping[str, bytes]
 ) -> list[Entry]:
     """Rows of (seq, kind, payload, hash, created_at) to entries, blob references resolved (a
-    long run's with the collector held: see ``core/bulk.py``)."""
+    long run's with the collector held: see ``core/bulk.py``). A hash SQLite keeps as its raw
+    bytes (``adapters/store/sqlite.py``) is given back as hex, like every other."""
     out: list[Entry] = []
+    raw = bytes
     with bulk_allocation(len(rows)):
         for seq, kind, text, hash_, created_at in rows:
             address = blob_reference(text)
@@ -122,7 +124,7 @@ def entries_from_rows(
                     kind=EntryKind(kind),
                     payload=json.loads(text),
                     created_at=float(created_at),
-                    hash=hash_,
+                    hash=hash_.hex() if hash_.__class__ is raw else hash_,
                 )
             )
     return out

@@ -37,12 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from autonomic.adapters.store.rows import (
-    blob_addresses,
-    blob_rows,
-    entries_from_rows,
-    journal_rows,
-)
+from autonomic.adapters.store.rows import blob_addresses, blob_rows, entries_from_rows
 from autonomic.adapters.store.sql import (
     COMMIT_GUARD,
     Anchor,
@@ -67,7 +62,7 @@ from autonomic.errors import (
     StoreDamaged,
     StoreUnavailable,
 )
-from autonomic.ports.store import AuditRow, Processed
+from autonomic.ports.store import AuditRow, JournalRow, Processed
 
 _AUDIT_HEAD = "SELECT pos, hash FROM audit_log ORDER BY pos DESC LIMIT 1"
 _AUDIT_SCAN = (
@@ -77,13 +72,24 @@ _AUDIT_SCAN = (
 
 
 def _hex(stored: object) -> str:
-    """An audit record's hash as hex text. Records written since issue 17's compaction keep it
-    as its 32 raw bytes (a BLOB in the TEXT column: SQLite stores what it is given), half the 64
-    characters of hex; older ones (and the genesis record) keep the hex text. The chain is the
-    same either way: a record's hash covers the hex of the one before it, and every reader gets
-    hex (converted here: cheaper than ``hex()`` in the query, which ``verify`` would pay per
-    record)."""
+    """A stored hash as hex text. Audit records and journal entries written since issue 17's
+    compaction keep their hash as its 32 raw bytes (a BLOB in the TEXT column: SQLite stores
+    what it is given), half the 64 characters of hex; older ones (and the log's genesis record)
+    keep the hex text, and a database may hold both. The chains are the same either way: a
+    hash covers the hex of the one before it, and every reader gets hex (converted here or
+    inline: cheaper than ``hex()`` in the query, which ``verify`` would pay per row, and
+    SQLite's ``hex()`` spells it in capitals)."""
     return stored.hex() if isinstance(stored, bytes) else str(stored)
+
+
+def _journal_rows(entries: Sequence[PackedEntry]) -> list[tuple[Any, ...]]:
+    """The journal rows of ``entries``, each chain hash as its 32 raw bytes (see ``_hex``)."""
+    fromhex = bytes.fromhex
+    return [
+        (e.run_id, e.seq, e.kind.value, p.text, fromhex(e.hash), e.created_at)
+        for p in entries
+        for e in (p.entry,)
+    ]
 
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -353,6 +359,14 @@ class SQLiteStore(SqlStore):
         raw = bytes  # ``_hex`` inline: once per record of ``verify``
         return [(p, k, r, b, h.hex() if h.__class__ is raw else h, c) for p, k, r, b, h, c in rows]
 
+    async def scan_journal(
+        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
+    ) -> list[JournalRow]:
+        params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
+        rows = await self._read(self.sql.journal_scan, params)
+        raw = bytes  # ``_hex`` inline: once per entry of ``verify``
+        return [(r, s, k, p, h.hex() if h.__class__ is raw else h) for r, s, k, p, h in rows]
+
     async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
         with self._immediate() as cur:
             pos, head = cur.execute(_AUDIT_HEAD).fetchone()
@@ -362,7 +376,7 @@ class SQLiteStore(SqlStore):
         blobs = blob_rows(entries, now)
         if blobs:
             cur.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", blobs)
-        cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
+        cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", _journal_rows(entries))
 
     async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
         """Two statements, the entries and then their blobs: no round trips to save here."""
