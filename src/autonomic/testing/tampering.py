@@ -23,9 +23,10 @@ JOURNAL_KINDS = ("edit", "insert", "delete", "truncate", "reorder", "run delete"
 LOG_KINDS = ("log edit", "log delete", "log run moved")
 
 JRow = tuple[str, int, str, str, str | bytes, float]
-"""A journal row: run_id, seq, kind, payload, hash, created_at; the hash as stored (SQLite keeps
-a recent one as its raw bytes, ``adapters/store/sqlite.py``), so that ``restore`` puts back the
-very row. A chain the tamperer recomputes is written as hex: a store may hold both."""
+"""A journal row: run_id, seq, kind, payload, hash, created_at; the hash as stored (its raw bytes
+since issue 17, hex text before: ``adapters/store/rows.py``), so that ``restore`` puts back the
+very row. A chain the tamperer recomputes is written as hex on SQLite (a file may hold both
+forms) and as bytes on PostgreSQL (whose column is ``bytea``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,10 @@ class Tamperer:
             s = index if renumber else seq
             if recompute:
                 stored = prev = chain_hash(prev, s, kind, payload_address(payload))
-            out.append((rid, s, kind, payload, stored or "0" * 64, at))
+            stored = stored or "0" * 64
+            if self.postgres and isinstance(stored, str):  # its column is ``bytea``
+                stored = bytes.fromhex(stored)
+            out.append((rid, s, kind, payload, stored, at))
         self.q("DELETE FROM journal WHERE run_id = ?", (run_id,))
         for row in out:
             self.q("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", row)

@@ -10,15 +10,23 @@ from pathlib import Path
 import pytest
 
 import autonomic.adapters.store.sqlite as sqlite_store
-from autonomic.adapters.store.rows import journal_rows
 from autonomic.audit.verify import verify_store
 from autonomic.bootstrap import build_store
+from autonomic.core.journal import PackedEntry
 from autonomic.core.run import RunChanges
 from autonomic.testing.store_conformance import T0, make_entries, make_run
 from autonomic.testing.tampering import JOURNAL_KINDS, Tamperer
 
 PAYLOADS = [{"step": i, "text": "x" * (3000 if i == 3 else 10)} for i in range(1, 9)]
 """Eight entries, the third kept as a blob (its row holds a reference, chained by address)."""
+
+
+def hex_rows(entries: list[PackedEntry]) -> list[tuple[object, ...]]:
+    """Journal rows as every release before issue 17's compaction wrote them: hex hashes."""
+    return [
+        (p.entry.run_id, p.entry.seq, p.entry.kind.value, p.text, p.entry.hash, p.entry.created_at)
+        for p in entries
+    ]
 
 
 def _mixed(db: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[str]]:
@@ -33,7 +41,7 @@ def _mixed(db: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[str]]:
         store = build_store(f"sqlite:///{db}")
         await store.migrate()
         with monkeypatch.context() as old:
-            old.setattr(sqlite_store, "_journal_rows", journal_rows)  # hex, as 0.2 wrote
+            old.setattr(sqlite_store, "journal_rows", hex_rows)
             await store.create_run(run, entries[:4])
         await store.commit(
             run.id,

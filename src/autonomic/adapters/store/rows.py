@@ -92,9 +92,16 @@ def run_to_row(run: Run) -> tuple[Any, ...]:
 
 
 def journal_rows(entries: Sequence[PackedEntry]) -> list[tuple[Any, ...]]:
+    """The journal rows of ``entries``: run id, seq, kind, payload text, hash, created_at; each
+    chain hash as its 32 raw bytes (issue 17). SQLite keeps them as a BLOB in the TEXT column
+    (no migration: an entry written before keeps its hex text), PostgreSQL's column is
+    ``bytea`` since migration 0010. Every reader gets hex (``entries_from_rows``,
+    ``SqlStore.scan_journal``)."""
+    fromhex = bytes.fromhex
     return [
-        (p.entry.run_id, p.entry.seq, p.entry.kind.value, p.text, p.entry.hash, p.entry.created_at)
+        (e.run_id, e.seq, e.kind.value, p.text, fromhex(e.hash), e.created_at)
         for p in entries
+        for e in (p.entry,)
     ]
 
 
@@ -108,8 +115,8 @@ def entries_from_rows(
     run_id: str, rows: Sequence[Sequence[Any]], blobs: Mapping[str, bytes]
 ) -> list[Entry]:
     """Rows of (seq, kind, payload, hash, created_at) to entries, blob references resolved (a
-    long run's with the collector held: see ``core/bulk.py``). A hash SQLite keeps as its raw
-    bytes (``adapters/store/sqlite.py``) is given back as hex, like every other."""
+    long run's with the collector held: see ``core/bulk.py``). A hash kept as its raw bytes
+    (``journal_rows``) is given back as hex, like every other."""
     out: list[Entry] = []
     raw = bytes
     with bulk_allocation(len(rows)):

@@ -725,14 +725,23 @@ class SqlStore(Store):
 
     # -- the audit log (``core/audit.py``; verified by ``autonomic.audit``) -----------------------
 
+    # Both scans give every hash as hex text, however it is stored: its 32 raw bytes since issue
+    # 17 (a BLOB in SQLite's TEXT column, PostgreSQL's ``bytea`` since migration 0010), hex text
+    # before. Converted here, inline (once per row of ``verify``), rather than by ``hex()`` in the
+    # query, which costs more and which SQLite spells in capitals.
+
     async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
-        return await self._read(self.sql.audit_scan, {"after": after, "limit": limit})
+        rows = await self._read(self.sql.audit_scan, {"after": after, "limit": limit})
+        raw = bytes
+        return [(p, k, r, b, h.hex() if h.__class__ is raw else h, c) for p, k, r, b, h, c in rows]
 
     async def scan_journal(
         self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
     ) -> list[JournalRow]:
         params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
-        return await self._read(self.sql.journal_scan, params)  # the columns' types already
+        rows = await self._read(self.sql.journal_scan, params)
+        raw = bytes
+        return [(r, s, k, p, h.hex() if h.__class__ is raw else h) for r, s, k, p, h in rows]
 
     async def scan_runs(self, *, after: str = "", limit: int = 20_000) -> list[tuple[str, float]]:
         rows = await self._read(self.sql.run_scan, {"after": after, "limit": limit})

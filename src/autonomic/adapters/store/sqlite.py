@@ -37,7 +37,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from autonomic.adapters.store.rows import blob_addresses, blob_rows, entries_from_rows
+from autonomic.adapters.store.rows import (
+    blob_addresses,
+    blob_rows,
+    entries_from_rows,
+    journal_rows,
+)
 from autonomic.adapters.store.sql import (
     COMMIT_GUARD,
     Anchor,
@@ -62,13 +67,9 @@ from autonomic.errors import (
     StoreDamaged,
     StoreUnavailable,
 )
-from autonomic.ports.store import AuditRow, JournalRow, Processed
+from autonomic.ports.store import Processed
 
 _AUDIT_HEAD = "SELECT pos, hash FROM audit_log ORDER BY pos DESC LIMIT 1"
-_AUDIT_SCAN = (
-    "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
-    "WHERE pos > :after ORDER BY pos LIMIT :limit"
-)
 
 
 def _hex(stored: object) -> str:
@@ -78,18 +79,8 @@ def _hex(stored: object) -> str:
     keep the hex text, and a database may hold both. The chains are the same either way: a
     hash covers the hex of the one before it, and every reader gets hex (converted here or
     inline: cheaper than ``hex()`` in the query, which ``verify`` would pay per row, and
-    SQLite's ``hex()`` spells it in capitals)."""
+    SQLite's ``hex()`` spells it in capitals; ``SqlStore``'s scans do the same)."""
     return stored.hex() if isinstance(stored, bytes) else str(stored)
-
-
-def _journal_rows(entries: Sequence[PackedEntry]) -> list[tuple[Any, ...]]:
-    """The journal rows of ``entries``, each chain hash as its 32 raw bytes (see ``_hex``)."""
-    fromhex = bytes.fromhex
-    return [
-        (e.run_id, e.seq, e.kind.value, p.text, fromhex(e.hash), e.created_at)
-        for p in entries
-        for e in (p.entry,)
-    ]
 
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -354,19 +345,6 @@ class SQLiteStore(SqlStore):
         )
         return int(pos)
 
-    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
-        rows = await self._read(_AUDIT_SCAN, {"after": after, "limit": limit})
-        raw = bytes  # ``_hex`` inline: once per record of ``verify``
-        return [(p, k, r, b, h.hex() if h.__class__ is raw else h, c) for p, k, r, b, h, c in rows]
-
-    async def scan_journal(
-        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
-    ) -> list[JournalRow]:
-        params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
-        rows = await self._read(self.sql.journal_scan, params)
-        raw = bytes  # ``_hex`` inline: once per entry of ``verify``
-        return [(r, s, k, p, h.hex() if h.__class__ is raw else h) for r, s, k, p, h in rows]
-
     async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
         with self._immediate() as cur:
             pos, head = cur.execute(_AUDIT_HEAD).fetchone()
@@ -376,7 +354,7 @@ class SQLiteStore(SqlStore):
         blobs = blob_rows(entries, now)
         if blobs:
             cur.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", blobs)
-        cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", _journal_rows(entries))
+        cur.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal_rows(entries))
 
     async def _journal_entries(self, run_id: str, sql: str, params: Params) -> list[Entry]:
         """Two statements, the entries and then their blobs: no round trips to save here."""
