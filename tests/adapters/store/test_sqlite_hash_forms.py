@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 import autonomic.adapters.store.sqlite as sqlite_store
+from autonomic.adapters.store.sql import Statements
 from autonomic.audit.verify import verify_store
 from autonomic.bootstrap import build_store
+from autonomic.core.canonical import canonical_json
 from autonomic.core.journal import PackedEntry
 from autonomic.core.run import RunChanges
+from autonomic.core.verification import BreakKind
 from autonomic.testing.store_conformance import T0, make_entries, make_run
 from autonomic.testing.tampering import JOURNAL_KINDS, Tamperer
 
@@ -120,3 +123,32 @@ async def _verify(url: str):
         return await verify_store(store)
     finally:
         await store.close()
+
+
+def test_the_scans_verify_reads_are_the_shared_statements_with_the_hash_converted():
+    for mine, shared in (
+        (sqlite_store._JOURNAL_SCAN, Statements.journal_scan),
+        (sqlite_store._AUDIT_SCAN, Statements.audit_scan),
+    ):
+        assert mine.replace(' AS "hash [autonomic_hash]"', "") == shared
+
+
+@pytest.mark.parametrize(
+    "forged", [b"\xff\xfe not utf-8", b"", "0" * 63, "x" * 32, b"\x00" * 31], ids=repr
+)
+def test_a_hash_that_is_no_hash_is_reported_where_it_is(tmp_path, monkeypatch, forged):
+    db = tmp_path / "mixed.db"
+    run_id, _ = _mixed(db, monkeypatch)
+    url = f"sqlite:///{db}"
+    tamperer = Tamperer(url)
+    tamperer.drop_triggers()
+    tamperer.q("DELETE FROM journal WHERE run_id = ? AND seq = 6", (run_id,))
+    tamperer.q(
+        "INSERT INTO journal VALUES (?, 6, 'model.response', ?, ?, 1.0)",
+        (run_id, canonical_json(PAYLOADS[5]), forged),
+    )
+    tamperer.close()
+    report = asyncio.run(_verify(url))
+    assert [(b.kind, b.run_id, b.position) for b in report.breaks] == [
+        (BreakKind.EDITED, run_id, 6)
+    ]
