@@ -225,6 +225,7 @@ class PostgresStore(SqlStore):
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
     )
+    hash_hex = "encode(hash, 'hex')"  # on the server: cheaper than in Python, as cheap as text
     journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data"
     journal_join = """
 LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')

@@ -67,7 +67,7 @@ from autonomic.errors import (
     StoreDamaged,
     StoreUnavailable,
 )
-from autonomic.ports.store import AuditRow, JournalRow, Processed
+from autonomic.ports.store import Processed
 
 _AUDIT_HEAD = "SELECT pos, hash FROM audit_log ORDER BY pos DESC LIMIT 1"
 
@@ -86,7 +86,7 @@ def _hex(stored: object) -> str:
 
 def _hash_column(stored: bytes) -> str:
     """``_hex`` as ``sqlite3``'s converter of a column named ``"hash [autonomic_hash]"`` (the
-    scans ``verify`` reads: ``_JOURNAL_SCAN``, ``_AUDIT_SCAN``), which is given the value's
+    scans ``verify`` reads: ``SqlStore.hash_hex``), which is given the value's
     bytes whatever its type: a BLOB's 32, a TEXT's UTF-8. Called from C per row, it costs less
     than a pass in Python that builds every row again (measured with ``verify``'s journal walk
     over 300,000 entries: 0.55-0.58 s of CPU, as with hex hashes, against 0.63-0.69 s; its log
@@ -102,18 +102,6 @@ def _hash_column(stored: bytes) -> str:
 
 
 sqlite3.register_converter("autonomic_hash", _hash_column)
-
-# ``Statements.journal_scan`` and ``audit_scan`` with the hash through ``_hash_column``.
-_JOURNAL_SCAN = (
-    'SELECT run_id, seq, kind, payload, hash AS "hash [autonomic_hash]" FROM journal '
-    "WHERE (run_id, seq) > (:after_run, :after_seq) "
-    "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
-    "ORDER BY run_id, seq LIMIT :limit"
-)
-_AUDIT_SCAN = (
-    'SELECT pos, kind, run_id, body, hash AS "hash [autonomic_hash]", created_at FROM audit_log '
-    "WHERE pos > :after ORDER BY pos LIMIT :limit"
-)
 
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -146,6 +134,7 @@ class SQLiteStore(SqlStore):
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
     )
     migration_columns = "SELECT name FROM pragma_table_info('schema_migrations')"
+    hash_hex = 'hash AS "hash [autonomic_hash]"'  # through ``_hash_column``
     journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at"
 
     def __init__(
@@ -377,15 +366,6 @@ class SQLiteStore(SqlStore):
             ),
         )
         return int(pos)
-
-    async def scan_audit_log(self, *, after: int = -1, limit: int = 20_000) -> list[AuditRow]:
-        return await self._read(_AUDIT_SCAN, {"after": after, "limit": limit})  # ``_hash_column``
-
-    async def scan_journal(
-        self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
-    ) -> list[JournalRow]:
-        params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
-        return await self._read(_JOURNAL_SCAN, params)  # hashes as hex: ``_hash_column``
 
     async def _append_record(self, make: Callable[[int, str], Anchor]) -> int:
         with self._immediate() as cur:
