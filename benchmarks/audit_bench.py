@@ -171,7 +171,7 @@ def make_log(path: Path, entries: int, seed: int = 7) -> tuple[int, int]:
                 address = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
                 h = chain_hash(prev, seq, kind, address)
                 prev = h
-                journal.append((run_id, seq, kind, text, h, 1e9))
+                journal.append((run_id, seq, kind, text, bytes.fromhex(h), 1e9))  # as SQLite does
                 batch.append((seq, kind, h, payload))
             body = anchor_body(run_id, batch)
             pos += 1

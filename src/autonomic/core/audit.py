@@ -34,8 +34,9 @@ anything the log proves or keeps:
 * the JSON is the entries' array (an object ``{"act", "e"}`` when an operator's act rides
   along), spells its usual keys and kinds with one letter (``_KEYS``, ``_KINDS``) and leaves a
   result's ``"ok": true`` implied; ``anchor_summary`` restores the spelled-out dict;
-* SQLite keeps the record's own ``hash`` as its 32 raw bytes (``adapters/store/sqlite.py``):
-  the chain and what every reader sees (hex) do not change.
+* the stores keep the record's own ``hash`` as its 32 raw bytes (SQLite a BLOB in the TEXT
+  column, ``adapters/store/sqlite.py``; PostgreSQL ``bytea`` since migration 0010): the chain
+  and what every reader sees (hex) do not change.
 
 What an anchor keeps did not change: every entry's seq and chain hash (so ``verify`` still names
 the first broken entry, whichever way the run's journal was rewritten), and what each entry did
@@ -43,9 +44,7 @@ at its tool's ``audit_level`` (the log must still say what a deleted run did). H
 why: anchoring only a commit's last chain hash (saves 43 bytes an extra entry of a commit, about
 one a step, and would lose the position of an edit inside a commit whose chain was recomputed);
 dropping from the summary what the journal's chain commits to (the tool, the model's choice: a
-deleted run's record would be gone with it); PostgreSQL's ``hash`` column as ``bytea`` (its
-chain is computed in SQL over the hex, and ``audit_head`` and the column are ``text``: a
-migration rewriting the log, for 32 bytes a record).
+deleted run's record would be gone with it).
 
 Pure: no I/O. The stores write what this module builds; ``core/verification.py`` checks it.
 """

@@ -3,7 +3,8 @@
 The journal stores *deltas*: each model response adds the one new assistant message, each tool result
 the one new observation; the prompt is never stored again. Payloads larger than a threshold move to a
 content-addressed blob, so the bytes a step adds to the journal stay flat however long the
-conversation grows. Each entry's hash chains to the one before it, so any edit shows.
+conversation grows. Each entry's hash chains to the one before it, so any edit shows. The hash
+is hex here and to every reader; the stores keep its 32 bytes (``adapters/store/rows.py``).
 """
 
 from __future__ import annotations

@@ -22,8 +22,11 @@ from autonomic.core.verification import BreakKind, payload_address
 JOURNAL_KINDS = ("edit", "insert", "delete", "truncate", "reorder", "run delete")
 LOG_KINDS = ("log edit", "log delete", "log run moved")
 
-JRow = tuple[str, int, str, str, str, float]
-"""A journal row: run_id, seq, kind, payload, hash, created_at."""
+JRow = tuple[str, int, str, str, str | bytes, float]
+"""A journal row: run_id, seq, kind, payload, hash, created_at; the hash as stored (its raw bytes
+since issue 17, hex text before: ``adapters/store/rows.py``), so that ``restore`` puts back the
+very row. A chain the tamperer recomputes is written as hex on SQLite (a file may hold both
+forms) and as bytes on PostgreSQL (whose column is ``bytea``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ class Tamperer:
 
     def journal(self, run_id: str) -> list[JRow]:
         return [
-            (str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]))
+            (str(r[0]), int(r[1]), str(r[2]), str(r[3]), _stored(r[4]), float(r[5]))
             for r in self.q(
                 "SELECT run_id, seq, kind, payload, hash, created_at FROM journal "
                 "WHERE run_id = ? ORDER BY seq",
@@ -157,9 +160,12 @@ class Tamperer:
         prev = GENESIS_HASH
         for index, (rid, seq, kind, payload, stored, at) in enumerate(rows, start=1):
             s = index if renumber else seq
-            h = chain_hash(prev, s, kind, payload_address(payload)) if recompute else stored
-            out.append((rid, s, kind, payload, h or "0" * 64, at))
-            prev = h or prev
+            if recompute:
+                stored = prev = chain_hash(prev, s, kind, payload_address(payload))
+            stored = stored or "0" * 64
+            if self.postgres and isinstance(stored, str):  # its column is ``bytea``
+                stored = bytes.fromhex(stored)
+            out.append((rid, s, kind, payload, stored, at))
         self.q("DELETE FROM journal WHERE run_id = ?", (run_id,))
         for row in out:
             self.q("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", row)
@@ -200,3 +206,8 @@ class Tamperer:
             self.q("DELETE FROM audit_log WHERE pos = ?", (row[0],))
             self.q("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", row)
         self._saved = None
+
+
+def _stored(value: object) -> str | bytes:
+    """A journal row's hash as the store keeps it: raw bytes, or hex text."""
+    return value if isinstance(value, bytes) else str(value)

@@ -119,7 +119,7 @@ journal_rows AS (
     SELECT r, s, k, p, h, c
     FROM unnest(
         :j_run_id::text[], :j_seq::bigint[], :j_kind::text[], :j_payload::text[],
-        :j_hash::text[], :j_created_at::double precision[]
+        :j_hash::bytea[], :j_created_at::double precision[]
     ) AS t(r, s, k, p, h, c)
     WHERE EXISTS (SELECT 1 FROM head)
 )"""
@@ -127,6 +127,8 @@ journal_rows AS (
 # The audit log's anchor of a commit (``core/audit.py``), appended when ``head`` produced a row.
 # ``audit_head`` is the log's lock row: its UPDATE waits for any other appender and then sees the
 # head that one left (READ COMMITTED re-reads an updated row), so appends chain one after another.
+# The head stays hex text (the chain is computed over hex); the record keeps its hash as 32 bytes
+# (``bytea`` since migration 0010, read back as hex by ``SqlStore.scan_audit_log``).
 _ANCHOR = """
 audit_next AS (
     UPDATE audit_head SET pos = audit_head.pos + 1,
@@ -137,7 +139,7 @@ audit_next AS (
 ),
 audit_row AS (
     INSERT INTO audit_log (pos, kind, run_id, body, hash, created_at)
-    SELECT pos, :anchor_kind::text, :anchor_run::text, :anchor_body::text, hash,
+    SELECT pos, :anchor_kind::text, :anchor_run::text, :anchor_body::text, decode(hash, 'hex'),
            :now::double precision
     FROM audit_next
 )"""
@@ -223,6 +225,7 @@ class PostgresStore(SqlStore):
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
     )
+    hash_hex = "encode(hash, 'hex')"  # on the server: cheaper than in Python, as cheap as text
     journal_select = "SELECT j.seq, j.kind, j.payload, j.hash, j.created_at, b.data"
     journal_join = """
 LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
@@ -563,7 +566,7 @@ LEFT JOIN blobs b ON starts_with(j.payload, '{"$blob":')
             await conn.execute(
                 "INSERT INTO audit_log (pos, kind, run_id, body, hash, created_at) "
                 "VALUES (%s, %s, %s, %s, %s, extract(epoch FROM now()))",
-                (pos, anchor.kind, anchor.run_id, anchor.body, chained),
+                (pos, anchor.kind, anchor.run_id, anchor.body, bytes.fromhex(chained)),
             )
             await conn.execute("UPDATE audit_head SET pos = %s, hash = %s", (pos, chained))
         return pos

@@ -92,9 +92,16 @@ def run_to_row(run: Run) -> tuple[Any, ...]:
 
 
 def journal_rows(entries: Sequence[PackedEntry]) -> list[tuple[Any, ...]]:
+    """The journal rows of ``entries``: run id, seq, kind, payload text, hash, created_at; each
+    chain hash as its 32 raw bytes (issue 17). SQLite keeps them as a BLOB in the TEXT column
+    (no migration: an entry written before keeps its hex text), PostgreSQL's column is
+    ``bytea`` since migration 0010. Every reader gets hex (``entries_from_rows``,
+    ``SqlStore.scan_journal``)."""
+    fromhex = bytes.fromhex
     return [
-        (p.entry.run_id, p.entry.seq, p.entry.kind.value, p.text, p.entry.hash, p.entry.created_at)
+        (e.run_id, e.seq, e.kind.value, p.text, fromhex(e.hash), e.created_at)
         for p in entries
+        for e in (p.entry,)
     ]
 
 
@@ -108,8 +115,10 @@ def entries_from_rows(
     run_id: str, rows: Sequence[Sequence[Any]], blobs: Mapping[str, bytes]
 ) -> list[Entry]:
     """Rows of (seq, kind, payload, hash, created_at) to entries, blob references resolved (a
-    long run's with the collector held: see ``core/bulk.py``)."""
+    long run's with the collector held: see ``core/bulk.py``). A hash kept as its raw bytes
+    (``journal_rows``) is given back as hex, like every other."""
     out: list[Entry] = []
+    raw = bytes
     with bulk_allocation(len(rows)):
         for seq, kind, text, hash_, created_at in rows:
             address = blob_reference(text)
@@ -122,7 +131,7 @@ def entries_from_rows(
                     kind=EntryKind(kind),
                     payload=json.loads(text),
                     created_at=float(created_at),
-                    hash=hash_,
+                    hash=hash_.hex() if hash_.__class__ is raw else hash_,
                 )
             )
     return out

@@ -252,8 +252,9 @@ LIMIT :limit"""
         "VALUES (:grp, :event_id, :run_id, :now)"
     )
     was_processed = "SELECT 1 FROM inbox WHERE grp = :grp AND event_id = :event_id"
+    # ``{hash_hex}``: the hash as hex, however it is stored (``SqlStore.hash_hex``)
     audit_scan = (
-        "SELECT pos, kind, run_id, body, hash, created_at FROM audit_log "
+        "SELECT pos, kind, run_id, body, {hash_hex}, created_at FROM audit_log "
         "WHERE pos > :after ORDER BY pos LIMIT :limit"
     )
     model_calls = (
@@ -261,7 +262,7 @@ LIMIT :limit"""
         f"AND kind IN ({', '.join(repr(str(k.value)) for k in sorted(SPENDING))}) ORDER BY seq"
     )
     journal_scan = (
-        "SELECT run_id, seq, kind, payload, hash FROM journal "
+        "SELECT run_id, seq, kind, payload, {hash_hex} FROM journal "
         "WHERE (run_id, seq) > (:after_run, :after_seq) "
         "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
         "ORDER BY run_id, seq LIMIT :limit"
@@ -277,10 +278,10 @@ LIMIT :limit"""
         "VALUES (:version, :name, :applied_at)"
     )
 
-    def __init__(self, paramstyle: Paramstyle, *, claim_lock: str) -> None:
+    def __init__(self, paramstyle: Paramstyle, *, claim_lock: str, hash_hex: str) -> None:
         for name, neutral in vars(Statements).items():
             if isinstance(neutral, str) and not name.startswith("__"):
-                sql = neutral.replace("{claim_lock}", claim_lock)
+                sql = neutral.replace("{claim_lock}", claim_lock).replace("{hash_hex}", hash_hex)
                 setattr(self, name, translate(sql, paramstyle))
 
 
@@ -341,6 +342,12 @@ class SqlStore(Store):
     """How its driver writes a parameter; the shared statements are translated into it."""
     claim_lock: ClassVar[str] = ""
     """Appended to the claim's choice of run (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+    hash_hex: ClassVar[str] = "hash"
+    """The column a scan selects for a stored hash, as hex text: the chain hashes are kept as
+    their 32 raw bytes since issue 17 (``rows.journal_rows``), hex text before, and every
+    reader gets hex. Converted where it costs ``verify`` least per row: PostgreSQL's
+    ``encode()`` on the server, SQLite's in a ``sqlite3`` converter (``_hash_column``); never
+    by a pass in Python that builds every row again."""
     capacity_lock: ClassVar[str | None] = None
     """The statement that serialises admissions to one capability inside a transaction
     (PostgreSQL: an advisory lock on its name); ``None`` when every write transaction is
@@ -367,7 +374,7 @@ class SqlStore(Store):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if hasattr(cls, "paramstyle"):  # a dialect, not an abstract layer in between
-            cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock)
+            cls.sql = Statements(cls.paramstyle, claim_lock=cls.claim_lock, hash_hex=cls.hash_hex)
             cls._claims = {}
             cls._journal_pages = {}
 
@@ -732,7 +739,7 @@ class SqlStore(Store):
         self, *, after: tuple[str, int] = ("", 0), run_id: str | None = None, limit: int = 20_000
     ) -> list[JournalRow]:
         params = {"after_run": after[0], "after_seq": after[1], "run_id": run_id, "limit": limit}
-        return await self._read(self.sql.journal_scan, params)  # the columns' types already
+        return await self._read(self.sql.journal_scan, params)  # hashes as hex: ``hash_hex``
 
     async def scan_runs(self, *, after: str = "", limit: int = 20_000) -> list[tuple[str, float]]:
         rows = await self._read(self.sql.run_scan, {"after": after, "limit": limit})

@@ -1,0 +1,5 @@
+-- Chain hashes as their 32 bytes (issue 17), PostgreSQL's migration 0010. SQLite needs no
+-- statement: a column takes whatever value it is given, so since this release a journal entry's
+-- and an audit record's hash are written as a BLOB into their TEXT columns, and the rows written
+-- before keep their hex text (the store reads both as hex, adapters/store/sqlite.py). Recorded
+-- so that both databases' schemas have the same version.
