@@ -24,7 +24,7 @@ from autonomic.core.messages import Message, ToolSpec
 from autonomic.core.state import RunState
 from autonomic.governance.action import ActionKind, Estimate, ProposedAction
 from autonomic.governance.decision import Decision
-from autonomic.governance.runaway.budget import BudgetGuard, run_budget
+from autonomic.governance.runaway.budget import UNLIMITED, BudgetGuard, run_budget
 from autonomic.governance.runaway.state import GuardState
 from autonomic.governance.runaway.tenant import TenantLedger
 
@@ -81,6 +81,10 @@ class _NoVectors:
 
 _COUNTERS_ONLY: Any = _NoVectors()
 
+_ALLOWED = Decision.of_findings(())
+"""What the check answers when no limit applies (a run without a budget, no tenant ledger): no
+guard can object then, so the answer is this one, without building a history to ask them."""
+
 
 class ModelBudget:
     """The check before each model call: the run's budget, then the tenant's daily budget.
@@ -134,13 +138,16 @@ class ModelBudget:
         action = ProposedAction(
             ActionKind.MODEL_CALL, agent=agent, tenant=tenant, estimate=found, now=now
         )
+        budget = run_budget(state)
+        if budget is UNLIMITED and self.ledger is None:
+            return _ALLOWED, action  # every limit unset: BudgetGuard finds nothing to object to
         history = GuardState(_COUNTERS_ONLY)  # budgets read counters only, never vectors
         history.started_at = state.started_at
         history.turns = state.turns
         history.tokens = state.usage.input_tokens + state.usage.output_tokens
         history.cost = state.tool_cost + state.model_cost
         history.tool_calls = dict(state.intent_counts)
-        verdict = Decision.of_findings(BudgetGuard(run_budget(state)).check(action, history))
+        verdict = Decision.of_findings(BudgetGuard(budget).check(action, history))
         if verdict.allowed and self.ledger is not None:
             verdict = await self.ledger.reserve(action)
         return verdict, action
