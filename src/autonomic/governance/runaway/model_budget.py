@@ -15,6 +15,7 @@ starts (``budget.pinned_budget``) and raised by ``autonomic resume RUN --force -
 from __future__ import annotations
 
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,6 +101,17 @@ class ModelBudget:
         counted incrementally per run (messages are append-only)."""
         self._chars: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._cache_size = cache_size
+        self._tools: tuple[Sequence[ToolSpec], tuple[ToolSpec, ...], int] = ((), (), 0)
+        """The last tool list counted, a copy of it and its characters: a run's turns pass the
+        same list of the same specs each time."""
+
+    def _tool_chars(self, tools: Sequence[ToolSpec]) -> int:
+        last, specs, chars = self._tools
+        if last is tools and len(specs) == len(tools) and all(map(operator.is_, specs, tools)):
+            return chars
+        chars = _tool_chars(tools)
+        self._tools = (tools, tuple(tools), chars)
+        return chars
 
     def _estimate(
         self, run_id: str, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -114,7 +126,7 @@ class ModelBudget:
         self._chars.move_to_end(run_id)
         while len(self._chars) > self._cache_size:
             self._chars.popitem(last=False)
-        return _estimate(chars + _tool_chars(tools), len(messages))
+        return _estimate(chars + self._tool_chars(tools), len(messages))
 
     async def check(
         self,

@@ -46,6 +46,8 @@ _EPOCH = (1_000_000_000, 10_000_000_000_000)
 
 def normalise_text(text: str) -> str:
     """Free text with every volatile token replaced by a placeholder, lowercased, spaces folded."""
+    if not text:
+        return text
     if not text.isascii():  # NFKC changes no ASCII character
         text = unicodedata.normalize("NFKC", text)
     text = text.lower()
@@ -95,6 +97,11 @@ def _strip(value: Any, key: str) -> Any:
     none, so a caller can tell "nothing to replace" by identity."""
     if key and _volatile_key(key):
         return "<v>"
+    kind = type(value)
+    if kind is str:  # the exact types JSON arguments have first, each to its branch below
+        return _strip_string(value)
+    if kind is int or kind is float:
+        return "<ts>" if _EPOCH[0] <= abs(value) < _EPOCH[1] else value
     if isinstance(value, Mapping):
         out = {str(k): _strip(v, str(k)) for k, v in value.items()}
         if type(value) is dict and all(type(k) is str and out[k] is v for k, v in value.items()):
@@ -110,11 +117,14 @@ def _strip(value: Any, key: str) -> Any:
     if isinstance(value, int | float):
         return "<ts>" if _EPOCH[0] <= abs(value) < _EPOCH[1] else value
     if isinstance(value, str):
-        # free text inside an argument (a reason, a message, a query) is normalised as text
-        free = value.count(" ") >= 2
-        stripped = normalise_text(value) if free else _volatile_string(value)
-        return value if stripped == value else stripped
+        return _strip_string(value)
     return str(value)
+
+
+def _strip_string(value: str) -> str:
+    # free text inside an argument (a reason, a message, a query) is normalised as text
+    stripped = normalise_text(value) if value.count(" ") >= 2 else _volatile_string(value)
+    return value if stripped == value else stripped
 
 
 def stable_value(arguments: Mapping[str, Any]) -> Any:
