@@ -367,7 +367,9 @@ def _present(lowered: str) -> frozenset[str]:
     looked up once in that."""
     words = set(lowered.translate(_LETTERS_ONLY).split())
     if len(words) <= _FEW_WORDS:
-        occurring = frozenset().union(*map(_in_word, words))
+        remembered = list(map(_IN_WORD.get, words))  # remembered words without a call each
+        hits = list(map(_in_word, words)) if None in remembered else remembered
+        occurring = _NOTHING.union(*hits)
         found = set(occurring & _WORD_KEYWORD_SET)
         for keyword in _PARTLESS:
             if keyword in lowered:
@@ -384,6 +386,8 @@ def _present(lowered: str) -> frozenset[str]:
             found.add(keyword)
     return frozenset(found)
 
+
+_NOTHING: frozenset[str] = frozenset()
 
 _FEW_WORDS = 48
 """Up to this many distinct words a text's keywords are found word by word (``_in_word``)."""

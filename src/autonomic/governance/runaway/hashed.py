@@ -24,6 +24,7 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from itertools import compress
 from typing import overload
 
 from autonomic.errors import ConfigError
@@ -198,7 +199,7 @@ class HashedNgramEmbedder:
         # the dense loop added the same terms bucket by bucket: with an integral weight every
         # partial sum is exact, so the order of the terms cannot change a bucket; the norm sums
         # the squares in index order as the dense loop did (its zeros add nothing)
-        ordered = sorted(k for k, v in counts.items() if v)
+        ordered = sorted(compress(counts, counts.values()))  # the buckets whose sum is not 0
         values = list(map(counts.__getitem__, ordered))
         norm = math.sqrt(
             sum(map(operator.mul, values, values)) if self._integral else sum(v * v for v in values)
