@@ -60,9 +60,11 @@ def normalise_text(text: str) -> str:
 
 def _shapes(text: str) -> str:
     """UUIDs, dates and times, hex ids replaced (in this order), each only when the characters
-    it needs are there: a literal ``-`` (UUIDs and dates), ``:`` (times), a digit (hex ids)."""
-    if "-" in text:
+    it needs are there: four literal ``-`` (a UUID), two (a date), a ``:`` (a time), a digit (a
+    hex id)."""
+    if text.count("-") >= 4:
         text = _UUID.sub("<id>", text)
+    if text.count("-") >= 2:
         text = _DATETIME.sub("<ts>", text)
     if ":" in text:
         text = _TIME.sub("<ts>", text)
