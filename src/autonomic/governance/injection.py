@@ -367,11 +367,17 @@ def _present(lowered: str) -> frozenset[str]:
     looked up once in that."""
     words = set(lowered.translate(_LETTERS_ONLY).split())
     if len(words) <= _FEW_WORDS:
-        occurring = frozenset().union(*map(_in_word, words))
+        remembered = list(map(_IN_WORD.get, words))  # remembered words without a call each
+        hits = list(map(_in_word, words)) if None in remembered else remembered
+        occurring = _NOTHING.union(*hits)
         found = set(occurring & _WORD_KEYWORD_SET)
-        for keyword, parts in _OTHER_KEYWORDS:
-            if occurring.issuperset(parts) and keyword in lowered:
+        for keyword in _PARTLESS:
+            if keyword in lowered:
                 found.add(keyword)
+        for first in occurring & _BY_FIRST.keys():  # the others need their first part at least
+            for keyword, parts in _BY_FIRST[first]:
+                if occurring.issuperset(parts) and keyword in lowered:
+                    found.add(keyword)
         return frozenset(found)
     joined = " ".join(words)
     found = {k for k in _WORD_KEYWORDS if k in joined}
@@ -380,6 +386,8 @@ def _present(lowered: str) -> frozenset[str]:
             found.add(keyword)
     return frozenset(found)
 
+
+_NOTHING: frozenset[str] = frozenset()
 
 _FEW_WORDS = 48
 """Up to this many distinct words a text's keywords are found word by word (``_in_word``)."""
@@ -405,6 +413,13 @@ _ALL_KEYWORDS = sorted({k for m in _MATCHERS for k in m.keywords})
 _WORD_KEYWORDS = tuple(k for k in _ALL_KEYWORDS if _parts(k) == (k,))
 _OTHER_KEYWORDS = tuple((k, _parts(k)) for k in _ALL_KEYWORDS if _parts(k) != (k,))
 _WORD_KEYWORD_SET = frozenset(_WORD_KEYWORDS)
+_PARTLESS = tuple(k for k, parts in _OTHER_KEYWORDS if not parts)
+"""Keywords without a letter (``<|``): looked up in the text whatever its words."""
+_BY_FIRST: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+"""The other keywords with letter parts, by their first part."""
+for _keyword, _keyword_parts in _OTHER_KEYWORDS:
+    if _keyword_parts:
+        _BY_FIRST.setdefault(_keyword_parts[0], []).append((_keyword, _keyword_parts))
 _CONTAINED = tuple(sorted(_WORD_KEYWORD_SET | {p for _, parts in _OTHER_KEYWORDS for p in parts}))
 """Every string ``_present`` asks a word about: the letter keywords and the other keywords' parts."""
 
@@ -497,6 +512,8 @@ def instruction_score(text: str) -> tuple[float, list[Flag]]:
     flags: list[Flag] = []
     lowered = _lowered(text)
     present = _present(lowered)
+    if not present:  # no pattern's keyword: none of them can match (most tool outputs)
+        return score, flags
     for matcher in _MATCHERS:
         if present.isdisjoint(matcher.keywords):
             continue
@@ -534,7 +551,7 @@ def screen(text: str, provenance: Provenance) -> Screened:
         extra, hidden = instruction_score(smuggled)
         flags.extend(Flag(f"smuggled_{f.code}", f.detail) for f in hidden)
         score += extra + TAINT_SCORE  # hiding text from humans is itself hostile
-    if any(f.code == "bidi_override" for f in flags):
+    if flags and any(f.code == "bidi_override" for f in flags):
         score += TAINT_SCORE
     tainted = score >= TAINT_SCORE and provenance.source is not Source.MODEL
     label = replace(provenance, tainted=True) if tainted and not provenance.tainted else provenance

@@ -153,7 +153,8 @@ def _decode_once(text: str) -> list[str]:
             break
     if "%" in head and len(_PERCENT.findall(head, 0, 4096)) >= 3:
         found.append(unquote(head))
-    if "rot13" in head.lower() or "rot-13" in head.lower():
+    lowered = head.lower()
+    if "rot13" in lowered or "rot-13" in lowered:
         found.append(codecs.encode(head, "rot13"))
     return found
 

@@ -151,7 +151,8 @@ def pinned_budget(agent: Budget | None, override: Any) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-_UNLIMITED = Budget()
+UNLIMITED = Budget()
+"""The budget of a run that pinned none: no limit at all (``run_budget`` returns this object)."""
 _PARSED: dict[int, tuple[Mapping[str, Any], dict[str, Any], Budget]] = {}
 """Parsed budgets by the identity of the run state's dict (kept, so its id is not reused) and
 checked equal to a copy, so a dict changed in place is parsed again: asked twice per step."""
@@ -161,7 +162,7 @@ def run_budget(state: RunState) -> Budget:
     """The run's pinned budget (validated when the run started or was reopened)."""
     data = state.budget
     if not data:
-        return _UNLIMITED
+        return UNLIMITED
     cached = _PARSED.get(id(data))
     if cached is not None and cached[0] is data and cached[1] == data:
         return cached[2]

@@ -36,8 +36,8 @@ from typing import Any
 from autonomic.core.canonical import canonical_json
 from autonomic.core.state import RunState
 from autonomic.governance.action import ActionKind, ProposedAction
-from autonomic.governance.decision import Decision, Finding, Verdict
-from autonomic.governance.runaway.budget import BudgetGuard, run_budget
+from autonomic.governance.decision import Decision, Verdict
+from autonomic.governance.runaway.budget import UNLIMITED, BudgetGuard, run_budget
 from autonomic.governance.runaway.loops import LoopGuard, LoopPolicy
 from autonomic.governance.runaway.state import GuardState
 from autonomic.governance.runaway.taint import TaintGuard
@@ -106,16 +106,17 @@ class RunawayGate:
         history = self.history(run.id, state)
         history.tool_calls = dict(state.intent_counts)
         history.cost = state.tool_cost + state.model_cost
-        findings: list[Finding] = []
-        findings.extend(self._loops.check(action, history))
-        findings.extend(BudgetGuard(run_budget(state)).check(action, history))
+        findings = self._loops.check(action, history)
+        budget = run_budget(state)
+        if budget is not UNLIMITED:  # with no limit set, the budget guard finds nothing
+            findings.extend(BudgetGuard(budget).check(action, history))
         findings.extend(self._taint.check(action, history))
-        decided = Decision.of_findings(findings, risk=action.risk, gate=GATE_NAME)
-        if not decided.findings:
+        if not findings:
             self._pending[run.id] = action
             while len(self._pending) > self._cache_size:
                 del self._pending[next(iter(self._pending))]
             return None
+        decided = Decision.of_findings(findings, risk=action.risk, gate=GATE_NAME)
         evidence: dict[str, Any] = {
             "code": decided.code,
             "guards": decided.findings_record(),
@@ -150,7 +151,7 @@ class RunawayGate:
             if pending is not None and _same(pending, pending_key, step):
                 # the call this gate allowed last time, now executed: its features (vectors)
                 # were computed by the check; recording the same inputs gives the same state
-                guard_state.record(pending, seq=int(step["seq"]))
+                guard_state.executed(pending, seq=int(step["seq"]))
                 pending = None
             else:
                 guard_state.apply(_record(step))

@@ -20,8 +20,11 @@ from __future__ import annotations
 import math
 import operator
 import re
+import sys
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from itertools import compress
 from typing import overload
 
 from autonomic.errors import ConfigError
@@ -30,6 +33,57 @@ from autonomic.ports.embedder import Vector
 _WORD = re.compile(r"\w+")
 _TOP = 0x80000000
 _WORD_SEED = 0x5BD1E995
+
+
+_MAX_LANE_DIM = 1 << 15
+"""Up to this dimension an n-gram's bucket and sign fit in 16 bits (``_gram_keys``)."""
+_LANE_SIGN = 0x8000
+
+
+def _lane_tables(n: int, mask: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Per position ``k`` of an n-gram, what byte ``x`` there adds to the two bytes of its key
+    (``_gram_keys``): the low byte of its bucket, and the rest of its bucket with its sign in
+    the top bit. CRC-32 over messages of one length is affine over GF(2), so the CRC of an n-gram
+    is the XOR of the CRCs of the n one-byte-set n-grams (an odd number of constants cancels to
+    one), and so is any choice of its bits."""
+    low: list[bytes] = []
+    high: list[bytes] = []
+    for k in range(n):
+        lo, hi = bytearray(256), bytearray(256)
+        for x in range(256):
+            gram = bytearray(n)
+            gram[k] = x
+            h = zlib.crc32(gram)
+            lo[x] = h & mask & 0xFF
+            hi[x] = (h & mask) >> 8 | (0x80 if h & _TOP else 0)
+        low.append(bytes(lo))
+        high.append(bytes(hi))
+    if n % 2 == 0:  # an even number of constants cancels to none: put one back (position 0)
+        zero = zlib.crc32(bytes(n))
+        low[0] = bytes(b ^ (zero & mask & 0xFF) for b in low[0])
+        high[0] = bytes(b ^ ((zero & mask) >> 8 | (0x80 if zero & _TOP else 0)) for b in high[0])
+    return tuple(low), tuple(high)
+
+
+def _gram_keys(
+    data: bytes, n: int, lanes: tuple[tuple[bytes, ...], tuple[bytes, ...]]
+) -> Counter[int]:
+    """How often each key (bucket, plus ``_LANE_SIGN`` when the CRC's top bit is set) occurs
+    among the n-grams of ``data``: what ``crc32(data[i:i+n])`` gives at each ``i``, computed for
+    every ``i`` at once with byte translations and big-integer XORs instead of a call each."""
+    count = len(data) - n + 1
+    if count <= 0:
+        return Counter()
+    low, high = 0, 0
+    for k in range(n):
+        window = data[k : k + count]
+        low ^= int.from_bytes(window.translate(lanes[0][k]), "little")
+        high ^= int.from_bytes(window.translate(lanes[1][k]), "little")
+    keys = bytearray(2 * count)
+    first, second = (0, 1) if sys.byteorder == "little" else (1, 0)
+    keys[first::2] = low.to_bytes(count, "little")
+    keys[second::2] = high.to_bytes(count, "little")
+    return Counter(memoryview(keys).cast("H"))
 
 
 class SparseVector(Sequence[float]):
@@ -106,6 +160,7 @@ class HashedNgramEmbedder:
         self._n = n
         self._word_weight = word_weight
         self._integral = float(word_weight).is_integer() and abs(word_weight) < 2**20
+        self._lanes = _lane_tables(n, self._mask) if dim <= _MAX_LANE_DIM else None
 
     @property
     def name(self) -> str:
@@ -126,9 +181,16 @@ class HashedNgramEmbedder:
         n = self._n
         counts: dict[int, float] = {}
         get = counts.get
-        for h in map(crc, [data[i : i + n] for i in range(len(data) - n + 1)]):
-            k = h & mask
-            counts[k] = get(k, 0.0) + (1.0 if h & _TOP else -1.0)
+        if self._lanes is not None:
+            # the n-grams' signed buckets all at once (``_gram_keys``); a bucket's n-gram terms
+            # are +-1, so its partial sum is an exact integer in any order, as the loop's was
+            for key, times in _gram_keys(data, n, self._lanes).items():
+                k = key & mask
+                counts[k] = get(k, 0.0) + (times if key & _LANE_SIGN else -times)
+        else:
+            for h in map(crc, [data[i : i + n] for i in range(len(data) - n + 1)]):
+                k = h & mask
+                counts[k] = get(k, 0.0) + (1.0 if h & _TOP else -1.0)
         weight = self._word_weight
         for word in _WORD.findall(text):
             h = crc(word.encode(), _WORD_SEED)
@@ -137,7 +199,7 @@ class HashedNgramEmbedder:
         # the dense loop added the same terms bucket by bucket: with an integral weight every
         # partial sum is exact, so the order of the terms cannot change a bucket; the norm sums
         # the squares in index order as the dense loop did (its zeros add nothing)
-        ordered = sorted(k for k, v in counts.items() if v)
+        ordered = sorted(compress(counts, counts.values()))  # the buckets whose sum is not 0
         values = list(map(counts.__getitem__, ordered))
         norm = math.sqrt(
             sum(map(operator.mul, values, values)) if self._integral else sum(v * v for v in values)

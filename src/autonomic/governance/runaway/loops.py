@@ -92,38 +92,40 @@ class LoopGuard:
                 near.append(
                     {"seq": step.seq, "similarity": round(similarity, 4), "trace": step.trace}
                 )
-        evidence = {
-            "tool": action.tool,
-            "proposed": feats.trace[:QUOTE_LIMIT],
-            "threshold": p.threshold,
-            "allowed": allowed,
-            "window": state.steps.maxlen,
-            "embedder": state.embedder.name,
-        }
-        if len(exact) >= allowed:
-            found.append(
-                Finding(
-                    "loop",
-                    "loop.exact_repeat",
-                    Verdict.SUSPEND,
-                    f"{action.tool} with the same arguments was already run {len(exact)} times in "
-                    f"the last {state.steps.maxlen} steps (steps {_seqs(exact)}); check why it does "
-                    "not converge, then resume (acknowledging the repeat) or cancel the run",
-                    {**evidence, "similar": exact},
+        if len(near) >= allowed:  # ``exact`` is a part of ``near``: below ``allowed`` too if not
+            evidence = {
+                "tool": action.tool,
+                "proposed": feats.trace[:QUOTE_LIMIT],
+                "threshold": p.threshold,
+                "allowed": allowed,
+                "window": state.steps.maxlen,
+                "embedder": state.embedder.name,
+            }
+            if len(exact) >= allowed:
+                found.append(
+                    Finding(
+                        "loop",
+                        "loop.exact_repeat",
+                        Verdict.SUSPEND,
+                        f"{action.tool} with the same arguments was already run {len(exact)} "
+                        f"times in the last {state.steps.maxlen} steps (steps {_seqs(exact)}); "
+                        "check why it does not converge, then resume (acknowledging the repeat) "
+                        "or cancel the run",
+                        {**evidence, "similar": exact},
+                    )
                 )
-            )
-        elif len(near) >= allowed:
-            found.append(
-                Finding(
-                    "loop",
-                    "loop.near_repeat",
-                    Verdict.SUSPEND,
-                    f"{action.tool} repeats steps {_seqs(near)} up to timestamps, counters and "
-                    f"wording (similarity >= {p.threshold}); check why it does not converge, then "
-                    "resume (acknowledging the repeat) or cancel the run",
-                    {**evidence, "similar": near},
+            else:
+                found.append(
+                    Finding(
+                        "loop",
+                        "loop.near_repeat",
+                        Verdict.SUSPEND,
+                        f"{action.tool} repeats steps {_seqs(near)} up to timestamps, counters "
+                        f"and wording (similarity >= {p.threshold}); check why it does not "
+                        "converge, then resume (acknowledging the repeat) or cancel the run",
+                        {**evidence, "similar": near},
+                    )
                 )
-            )
         if feats.plan is not None and state.plans and feats.plan_vector is not None:
             plans = [
                 {"seq": plan.seq, "similarity": round(s, 4), "plan": plan.text[:QUOTE_LIMIT]}

@@ -15,6 +15,7 @@ starts (``budget.pinned_budget``) and raised by ``autonomic resume RUN --force -
 from __future__ import annotations
 
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from autonomic.core.messages import Message, ToolSpec
 from autonomic.core.state import RunState
 from autonomic.governance.action import ActionKind, Estimate, ProposedAction
 from autonomic.governance.decision import Decision
-from autonomic.governance.runaway.budget import BudgetGuard, run_budget
+from autonomic.governance.runaway.budget import UNLIMITED, BudgetGuard, run_budget
 from autonomic.governance.runaway.state import GuardState
 from autonomic.governance.runaway.tenant import TenantLedger
 
@@ -81,6 +82,10 @@ class _NoVectors:
 
 _COUNTERS_ONLY: Any = _NoVectors()
 
+_ALLOWED = Decision.of_findings(())
+"""What the check answers when no limit applies (a run without a budget, no tenant ledger): no
+guard can object then, so the answer is this one, without building a history to ask them."""
+
 
 class ModelBudget:
     """The check before each model call: the run's budget, then the tenant's daily budget.
@@ -96,6 +101,17 @@ class ModelBudget:
         counted incrementally per run (messages are append-only)."""
         self._chars: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._cache_size = cache_size
+        self._tools: tuple[Sequence[ToolSpec], tuple[ToolSpec, ...], int] = ((), (), 0)
+        """The last tool list counted, a copy of it and its characters: a run's turns pass the
+        same list of the same specs each time."""
+
+    def _tool_chars(self, tools: Sequence[ToolSpec]) -> int:
+        last, specs, chars = self._tools
+        if last is tools and len(specs) == len(tools) and all(map(operator.is_, specs, tools)):
+            return chars
+        chars = _tool_chars(tools)
+        self._tools = (tools, tuple(tools), chars)
+        return chars
 
     def _estimate(
         self, run_id: str, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -110,7 +126,7 @@ class ModelBudget:
         self._chars.move_to_end(run_id)
         while len(self._chars) > self._cache_size:
             self._chars.popitem(last=False)
-        return _estimate(chars + _tool_chars(tools), len(messages))
+        return _estimate(chars + self._tool_chars(tools), len(messages))
 
     async def check(
         self,
@@ -134,13 +150,16 @@ class ModelBudget:
         action = ProposedAction(
             ActionKind.MODEL_CALL, agent=agent, tenant=tenant, estimate=found, now=now
         )
+        budget = run_budget(state)
+        if budget is UNLIMITED and self.ledger is None:
+            return _ALLOWED, action  # every limit unset: BudgetGuard finds nothing to object to
         history = GuardState(_COUNTERS_ONLY)  # budgets read counters only, never vectors
         history.started_at = state.started_at
         history.turns = state.turns
         history.tokens = state.usage.input_tokens + state.usage.output_tokens
         history.cost = state.tool_cost + state.model_cost
         history.tool_calls = dict(state.intent_counts)
-        verdict = Decision.of_findings(BudgetGuard(run_budget(state)).check(action, history))
+        verdict = Decision.of_findings(BudgetGuard(budget).check(action, history))
         if verdict.allowed and self.ledger is not None:
             verdict = await self.ledger.reserve(action)
         return verdict, action

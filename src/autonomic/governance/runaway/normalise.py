@@ -11,6 +11,7 @@ an amount), so a legitimate batch of similar writes stays distinguishable.
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ _SPACE = re.compile(r"\s+")
 _VOLATILE_SHAPE = re.compile(r"[\d-]")
 """Every volatile shape above has a digit, or (a UUID of letters only) a dash: text with neither
 is left as it is by all of them, so it skips them (most thoughts and names)."""
+_DIGIT = re.compile(r"\d")
 
 VOLATILE_KEYS = re.compile(
     r"(?:^|_)(?:ts|time|timestamp|date|datetime|now|at|attempt|attempts|retry|retries|try|"
@@ -44,25 +46,37 @@ _EPOCH = (1_000_000_000, 10_000_000_000_000)
 
 def normalise_text(text: str) -> str:
     """Free text with every volatile token replaced by a placeholder, lowercased, spaces folded."""
+    if not text:
+        return text
     if not text.isascii():  # NFKC changes no ASCII character
         text = unicodedata.normalize("NFKC", text)
     text = text.lower()
     if _VOLATILE_SHAPE.search(text) is not None:
-        text = _UUID.sub("<id>", text)
-        text = _DATETIME.sub("<ts>", text)
-        text = _TIME.sub("<ts>", text)
-        text = _HEX.sub("<id>", text)
-        text = _NUMBER.sub("<n>", text)
+        text = _shapes(text)
+        if _DIGIT.search(text) is not None:
+            text = _NUMBER.sub("<n>", text)
     return _SPACE.sub(" ", text).strip()
+
+
+def _shapes(text: str) -> str:
+    """UUIDs, dates and times, hex ids replaced (in this order), each only when the characters
+    it needs are there: four literal ``-`` (a UUID), two (a date), a ``:`` (a time), a digit (a
+    hex id)."""
+    if text.count("-") >= 4:
+        text = _UUID.sub("<id>", text)
+    if text.count("-") >= 2:
+        text = _DATETIME.sub("<ts>", text)
+    if ":" in text:
+        text = _TIME.sub("<ts>", text)
+    if _DIGIT.search(text) is not None:
+        text = _HEX.sub("<id>", text)
+    return text
 
 
 def _volatile_string(value: str) -> str:
     if _VOLATILE_SHAPE.search(value) is None:
         return value
-    value = _UUID.sub("<id>", value)
-    value = _DATETIME.sub("<ts>", value)
-    value = _TIME.sub("<ts>", value)
-    return _HEX.sub("<id>", value)
+    return _shapes(value)
 
 
 _KEYS: dict[str, bool] = {}
@@ -81,23 +95,46 @@ def _volatile_key(key: str) -> bool:
 
 
 def _strip(value: Any, key: str) -> Any:
+    """``value`` with its volatile parts replaced; ``value`` itself (the same object) when it has
+    none, so a caller can tell "nothing to replace" by identity."""
     if key and _volatile_key(key):
         return "<v>"
+    kind = type(value)
+    if kind is str:  # the exact types JSON arguments have first, each to its branch below
+        return _strip_string(value)
+    if kind is int or kind is float:
+        return "<ts>" if _EPOCH[0] <= abs(value) < _EPOCH[1] else value
     if isinstance(value, Mapping):
-        return {str(k): _strip(v, str(k)) for k, v in value.items()}
+        out = {str(k): _strip(v, str(k)) for k, v in value.items()}
+        if type(value) is dict and all(type(k) is str and out[k] is v for k, v in value.items()):
+            return value
+        return out
     if isinstance(value, list | tuple):
-        return [_strip(v, "") for v in value]
+        items = [_strip(v, "") for v in value]
+        if type(value) is list and all(map(operator.is_, items, value)):
+            return value
+        return items
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):
         return "<ts>" if _EPOCH[0] <= abs(value) < _EPOCH[1] else value
     if isinstance(value, str):
-        if value.count(" ") >= 2:  # free text inside an argument: a reason, a message, a query
-            return normalise_text(value)
-        return _volatile_string(value)
+        return _strip_string(value)
     return str(value)
+
+
+def _strip_string(value: str) -> str:
+    # free text inside an argument (a reason, a message, a query) is normalised as text
+    stripped = normalise_text(value) if value.count(" ") >= 2 else _volatile_string(value)
+    return value if stripped == value else stripped
+
+
+def stable_value(arguments: Mapping[str, Any]) -> Any:
+    """The arguments with volatile values replaced (``stable_arguments`` before its encoding):
+    ``arguments`` itself when none is, so its canonical JSON, if already made, is the answer."""
+    return _strip(arguments, "")
 
 
 def stable_arguments(arguments: Mapping[str, Any]) -> str:
     """Canonical JSON of the arguments with volatile values replaced: the action's identity."""
-    return canonical_json(_strip(arguments, ""))
+    return canonical_json(stable_value(arguments))

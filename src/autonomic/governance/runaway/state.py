@@ -18,7 +18,7 @@ from typing import Any
 from autonomic.core.canonical import canonical_json
 from autonomic.errors import InvalidInput
 from autonomic.governance.action import ActionKind, ProposedAction
-from autonomic.governance.runaway.normalise import normalise_text, stable_arguments
+from autonomic.governance.runaway.normalise import normalise_text, stable_value
 from autonomic.ports.embedder import Embedder, Vector
 
 TEXT_LIMIT = 1000
@@ -185,11 +185,14 @@ class GuardState:
         if self._cache is not None and self._cache[0] is action:
             return self._cache[1]
         args = dict(action.arguments)
-        signature = stable_arguments(args)
+        args_key = canonical_json(args)
+        stripped = stable_value(args)
+        # nothing volatile (the common case): the same object, so the same canonical JSON
+        signature = args_key if stripped is args else canonical_json(stripped)
         thought = normalise_text(action.thought[:TEXT_LIMIT])
         plan = normalise_text(action.plan[:TEXT_LIMIT]) if action.plan else None
         feats = Features(
-            args_key=canonical_json(args),
+            args_key=args_key,
             signature=signature,
             trace=f"{thought} | {action.tool} {signature[:TEXT_LIMIT]}",
             plan=plan,
@@ -225,6 +228,11 @@ class GuardState:
             },
             action,
         )
+
+    def executed(self, action: ProposedAction, *, seq: int) -> None:
+        """``record`` without building the record: the same change, for a caller that journals
+        nothing (the gate, which folds its history from the journal's own entries)."""
+        self._step(action, seq)
 
     def charge(self, *, tokens: int, cost: float) -> dict[str, Any]:
         """What a call actually consumed (after it returned), from the gateway's accounting."""
@@ -299,7 +307,9 @@ class GuardState:
                 read_only=bool(record.get("read_only", False)),
                 now=float(record.get("now", 0.0)),
             )
-        seq = int(record["seq"])
+        self._step(action, int(record["seq"]))
+
+    def _step(self, action: ProposedAction, seq: int) -> None:
         self.last_seq = max(self.last_seq, seq)
         if self.started_at is None and action.now:
             self.started_at = action.now
