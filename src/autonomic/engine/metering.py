@@ -6,15 +6,19 @@ journal when a drive begins), ``inference`` (the model call), ``tool`` (a tool's
 contract). The sandbox tool times ``sandbox_provisioning`` itself; the bus times ``messaging``.
 
 Cost: every step passes through here, so each label set's child is looked up once and kept
-(``prometheus_client``'s ``labels()`` takes a lock and builds a key on every call); what a step
-does is then a handful of ``inc``/``observe`` on objects already at hand.
+(``prometheus_client``'s ``labels()`` takes a lock and builds a key on every call), as the
+function that adds to its value (``adder``, ``observer``: ``Counter.inc`` and
+``Histogram.observe`` check the child on every call and walk the buckets; this adds to the
+same values, found once). What a step does is then a handful of calls on objects at hand.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from autonomic.core.entries import ModelTurn, ToolResult, Transition
 from autonomic.core.journal import Entry
@@ -25,21 +29,62 @@ from autonomic.observability.metrics import Metrics
 from autonomic.tools.contract import Tool
 
 
+def adder(child: Any) -> Callable[[float], None]:
+    """How to add to a counter's child, once its label values are bound: its value's ``inc``,
+    without ``Counter.inc``'s checks on every call (the child is observable: it was made with
+    its labels; an amount is checked by the caller). ``Counter.inc`` where the client is not
+    the one this knows (the same value either way: the in-process value or the multi-process
+    file's, as the client chose when the child was made)."""
+    value = getattr(child, "_value", None)
+    inc = getattr(value, "inc", None)
+    if not callable(inc) or not child._is_observable():
+        return cast("Callable[[float], None]", child.inc)
+    return cast("Callable[[float], None]", inc)
+
+
+def observer(child: Any) -> Callable[[float], None]:
+    """How to observe into a histogram's child: its sum's ``inc`` and the bucket found by
+    bisection (``Histogram.observe`` walks the bounds and checks the child on every call).
+    ``Histogram.observe`` where the client is not the one this knows."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(getattr(child, "_sum", None), "inc", None)
+    if (
+        not isinstance(bounds, list)
+        or not isinstance(buckets, list)
+        or len(bounds) != len(buckets)
+        or not bounds
+        or bounds[-1] != math.inf
+        or not callable(total)
+        or not child._is_observable()
+    ):
+        return cast("Callable[[float], None]", child.observe)
+    incs = [bucket.inc for bucket in buckets]
+    add = total
+
+    def observe(amount: float) -> None:
+        add(amount)
+        if amount == amount:  # NaN falls in no bucket, as with ``Histogram.observe``
+            incs[bisect_left(bounds, amount)](1)
+
+    return observe
+
+
 class _Children:
     """Label children by label values, made on first use (label sets are bounded: agents,
-    tools, providers, models, statuses)."""
+    tools, providers, models, statuses), kept as the function that adds to each (``adder``)."""
 
     __slots__ = ("_made", "_make")
 
     def __init__(self, metric: Any) -> None:
         self._make = metric.labels
-        self._made: dict[tuple[str, ...], Any] = {}
+        self._made: dict[tuple[str, ...], Callable[[float], None]] = {}
 
-    def __call__(self, *values: str) -> Any:
-        child = self._made.get(values)
-        if child is None:
-            child = self._made[values] = self._make(*values)
-        return child
+    def __call__(self, *values: str) -> Callable[[float], None]:
+        add = self._made.get(values)
+        if add is None:
+            add = self._made[values] = adder(self._make(*values))
+        return add
 
 
 class MetricsHook(Hook):
@@ -48,9 +93,9 @@ class MetricsHook(Hook):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         phase = metrics.phase_seconds
-        self._state_read = phase.labels("state_read")
-        self._inference = phase.labels("inference")
-        self._tool = phase.labels("tool")
+        self._state_read = observer(phase.labels("state_read"))
+        self._inference = observer(phase.labels("inference"))
+        self._tool = observer(phase.labels("tool"))
         self._tokens = _Children(metrics.tokens)
         self._cost = _Children(metrics.cost)
         self._tool_calls = _Children(metrics.tool_calls)
@@ -60,7 +105,7 @@ class MetricsHook(Hook):
     async def around_run(self, step: StepProtocol, drive: Callable[[], Awaitable[None]]) -> None:
         read = step.session.read_seconds
         if read is not None:
-            self._state_read.observe(read)
+            self._state_read(read)
         await drive()
 
     async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
@@ -69,26 +114,35 @@ class MetricsHook(Hook):
         provider = call.provider or spec.partition(":")[0]
         model = turn.model or spec
         if turn.latency_ms is not None:
-            self._inference.observe(turn.latency_ms / 1000)
+            self._inference(turn.latency_ms / 1000)
         usage = call.usage
-        self._tokens(provider, model, "input").inc(usage.input_tokens)
-        self._tokens(provider, model, "output").inc(usage.output_tokens)
-        self._cost(provider, model).inc(float(call.cost))  # 0 too: the series exists
+        # made on first use, so each series exists from its first model call; an amount that
+        # is not positive (a server's odd usage) adds nothing, and never fails the step
+        add = self._tokens(provider, model, "input")
+        if usage.input_tokens > 0:
+            add(usage.input_tokens)
+        add = self._tokens(provider, model, "output")
+        if usage.output_tokens > 0:
+            add(usage.output_tokens)
+        add = self._cost(provider, model)
+        cost = float(call.cost)
+        if cost > 0:
+            add(cost)
 
     async def around_tool_effect(
         self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
     ) -> tuple[ToolResult, bool]:
         started = time.perf_counter()
         result, unhealthy = await effect()
-        self._tool.observe(time.perf_counter() - started)
-        self._tool_calls(tool.name, "true" if result.ok else "false").inc()
+        self._tool(time.perf_counter() - started)
+        self._tool_calls(tool.name, "true" if result.ok else "false")(1)
         return result, unhealthy
 
     def after_step(self, step: StepProtocol, entry: Entry) -> None:
-        self._steps(step.agent.name, entry.kind.value).inc()
+        self._steps(step.agent.name, entry.kind.value)(1)
 
     def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
         for entry in entries:
             body = entry.body
             if isinstance(body, Transition):
-                self._runs(session.run.agent, body.target).inc()
+                self._runs(session.run.agent, body.target)(1)
