@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--crashes", type=int, default=5)
+    parser.add_argument("--crashes", type=int, default=5, help="resume trials (0: none)")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--guards", action="store_true", help="runaway guards on (default: off)")
     parser.add_argument(
@@ -270,22 +270,23 @@ def main() -> None:
         ),
         flush=True,
     )
-    first, total = asyncio.run(resume(url(), args.crashes))
-    print(
-        json.dumps(
-            row(
-                args.store,
-                "resume",
-                len(total),
-                1,
-                statistics.median(total),
-                dur,
-                first_ms=round(statistics.median(first) * 1000, 3),
-                resumed_steps=STEPS - CRASH_AFTER,
-            )
-        ),
-        flush=True,
-    )
+    if args.crashes > 0:  # --crashes 0: no resume row
+        first, total = asyncio.run(resume(url(), args.crashes))
+        print(
+            json.dumps(
+                row(
+                    args.store,
+                    "resume",
+                    len(total),
+                    1,
+                    statistics.median(total),
+                    dur,
+                    first_ms=round(statistics.median(first) * 1000, 3),
+                    resumed_steps=STEPS - CRASH_AFTER,
+                )
+            ),
+            flush=True,
+        )
     for u in urls:
         if u.startswith("sqlite"):
             path = Path(u.removeprefix("sqlite:///"))
