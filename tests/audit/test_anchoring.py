@@ -203,3 +203,19 @@ def test_an_anchor_writes_what_it_keeps_whole_canonically():
     assert '"detail":{"a":2,"z":1}' in acted
     for body in (full, moved, basic, acted):
         assert anchor_summary(body, "run_1")["entries"]
+
+
+def test_a_settled_result_keeps_who_settled_it_at_every_audit_level():
+    """A result an operator settled names who did, whatever the tool's audit level (the
+    summary's fast path for ``full`` once returned before it)."""
+    from autonomic.core.audit import AuditNote, anchor_body, anchor_summary
+
+    result = {"tool": "pay", "ok": True, "output": {"paid": 5}, "settled": {"by": "ops"}}
+    for level in ("full", "basic", "none"):
+        body = anchor_body(
+            "run_1", [(4, "tool.result", "c" * 64, result)], AuditNote({"pay": level})
+        )
+        entry = anchor_summary(body, "run_1")["entries"][0]
+        assert entry["settled_by"] == "ops", level
+        assert ("output" in entry) is (level == "full")
+        assert ("output_sha256" in entry) is (level == "basic")

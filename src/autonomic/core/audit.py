@@ -251,15 +251,16 @@ def _tool_summary(
     error = p.get("error")
     if isinstance(error, Mapping):
         out["error"] = error.get("code")
+    whole = False
     if ok:
         if level == "basic":
             out["o"] = _sha(p.get("output"))
         elif level == "full":
             out["output"] = p.get("output")
-            return out, True
+            whole = True
     if p.get("settled"):
         out["settled_by"] = (p.get("settled") or {}).get("by")
-    return out, False
+    return out, whole
 
 
 _KEPT: Final[Mapping[str, tuple[str, ...]]] = {
