@@ -60,10 +60,9 @@ def observer(child: Any) -> Callable[[float], None]:
     ):
         return cast("Callable[[float], None]", child.observe)
     incs = [bucket.inc for bucket in buckets]
-    add = total
 
     def observe(amount: float) -> None:
-        add(amount)
+        total(amount)
         if amount == amount:  # NaN falls in no bucket, as with ``Histogram.observe``
             incs[bisect_left(bounds, amount)](1)
 

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from autonomic.engine.step_spans import StepSpans
 
 _TERMINAL = {s.value for s in RunStatus if s.terminal}
-_ENDED = frozenset(s for s in RunStatus if s.terminal)
 _TRANSITION = EntryKind.TRANSITION.value
 _time_ns = time.time_ns
 
@@ -304,7 +303,7 @@ class TracingHook(Hook):
     def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
         """The root span when a commit ends the run: the session's run has the committed
         status already, so a commit that does not end it is one set lookup."""
-        if session.run.status not in _ENDED:
+        if session.run.status not in _TERMINAL:  # a StrEnum: its value's hash
             return
         for entry in entries:
             if entry.kind == _TRANSITION:  # (a str compare: no entry's body decoded for it)
