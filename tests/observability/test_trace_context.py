@@ -92,3 +92,24 @@ main()
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("error: tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT)")
     assert "autonomic[observability]" in done.stderr
+
+
+def test_a_forked_worker_makes_other_trace_ids_than_its_parent():
+    import json
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        ids = [TraceContext.new() for _ in range(8)]
+        os.write(write, json.dumps([[t.trace_id, t.span_id] for t in ids]).encode())
+        os._exit(0)
+    os.close(write)
+    ours = [TraceContext.new() for _ in range(8)]
+    with os.fdopen(read) as pipe:
+        theirs = {(trace, span) for trace, span in json.load(pipe)}
+    os.waitpid(pid, 0)
+    assert len(theirs) == 8
+    assert not {(t.trace_id, t.span_id) for t in ours} & theirs
+    assert all(trace and span for trace, span in theirs)

@@ -410,10 +410,16 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
-    """``OTLPSpanExporter`` with ``encode_spans`` above in place of the message-object encoder.
+    """``OTLPSpanExporter`` with ``encode_spans`` above in place of the message-object encoder,
+    posting through ``urllib3`` instead of ``requests`` where that changes nothing but the cost.
 
     Falls back to the SDK's own path if a future SDK no longer has the HTTP client this relies
     on (``_client``): slower, never broken."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not args and kwargs.get("session") is None and "_transport" not in kwargs:
+            _post_with_urllib3(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         client = getattr(self, "_client", None)
@@ -433,3 +439,51 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
                 result.error = sent.error
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+
+_CREDENTIAL_PROVIDERS = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+)
+"""A session from a credential provider (``requests``-only auth): kept."""
+
+
+def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
+    """Post ``exporter``'s requests with the SDK's own ``urllib3`` transport, same TLS settings.
+
+    ``requests`` costs about 1.2-2.5 ms of CPU a batch of 512 spans on the test machine (its
+    session re-reads the environment - proxies, CA bundles, ``.netrc`` - on every request), the
+    SDK's ``urllib3`` transport 0.4 ms. Its only differences are those environment lookups, so it
+    is used only where none of them applies to the endpoint: no proxy, no ``REQUESTS_CA_BUNDLE``
+    or ``CURL_CA_BUNDLE``, no ``.netrc`` entry, no credential provider's session. Whether it was
+    swapped is returned (an SDK without the transport API keeps ``requests``)."""
+    import os
+
+    client = getattr(exporter, "_client", None)
+    transport = getattr(client, "_transport", None)
+    endpoint = getattr(exporter, "_endpoint", None)
+    session = getattr(transport, "_session", None)
+    if client is None or session is None or not isinstance(endpoint, str):
+        return False
+    if any(os.environ.get(name) for name in (*_CREDENTIAL_PROVIDERS, "REQUESTS_CA_BUNDLE",
+                                             "CURL_CA_BUNDLE")):  # fmt: skip
+        return False
+    try:
+        from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
+        from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+        from requests.utils import get_environ_proxies, get_netrc_auth
+    except ImportError:
+        return False
+    if type(transport) is not RequestsHTTPTransport:
+        return False
+    try:
+        if get_environ_proxies(endpoint) or get_netrc_auth(endpoint):
+            return False
+    except Exception:  # an unreadable .netrc: leave it to requests, as before
+        return False
+    verify, cert = session.verify, session.cert
+    if not isinstance(verify, bool | str) or not isinstance(cert, str | tuple | None):
+        return False
+    client._transport = Urllib3HTTPTransport(verify=verify, cert=cert)
+    transport.close()
+    return True

@@ -12,10 +12,11 @@ Pure: no OpenTelemetry import (the hot path pays nothing when tracing is off).
 from __future__ import annotations
 
 import hashlib
+import random
 import re
-import secrets
 from typing import NamedTuple
 
+_getrandbits = random.getrandbits
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -42,8 +43,12 @@ class TraceContext(NamedTuple):
 
     @staticmethod
     def new(trace_id: int | None = None) -> TraceContext:
-        """A fresh root (in ``trace_id`` when the run joins a trace already going on)."""
-        return TraceContext(trace_id or (secrets.randbits(128) or 1), secrets.randbits(64) or 1)
+        """A fresh root (in ``trace_id`` when the run joins a trace already going on).
+
+        Random as the SDK's ``RandomIdGenerator`` makes ids: ``random``, not ``secrets`` (an id
+        names a trace, it guards nothing; ``secrets`` reads ``/dev/urandom``, two system calls a
+        run). ``random`` reseeds in a forked child, so forked workers do not repeat ids."""
+        return TraceContext(trace_id or (_getrandbits(128) or 1), _getrandbits(64) or 1)
 
     @staticmethod
     def of_run(run_id: str) -> TraceContext:
