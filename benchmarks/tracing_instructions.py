@@ -19,12 +19,16 @@ hook with the batch processor and an exporter that encodes every span as the OTL
 instructions are the HTTP client's); the provider is flushed at the end, so every span made is
 encoded inside the count. Both modes build the provider, so both import the same modules.
 ``unanchored``: tracing off and the audit log's anchors not written, so ``off`` minus
-``unanchored`` is anchoring's instructions a step.
+``unanchored`` is anchoring's instructions a step. ``posted``: tracing on with the exporter as
+shipped (``FastOTLPSpanExporter``), posting to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the test command's
+Phoenix: ``http://127.0.0.1:16006``); ``posted`` minus ``on`` is the HTTP client's instructions
+(the kernel's part of a post is not counted).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -41,7 +45,7 @@ from autonomic.engine.tracing import TracingHook
 from autonomic.observability import otlp
 from autonomic.observability.tracing import Tracing
 
-MODES = ("on", "off", "unanchored")
+MODES = ("on", "off", "unanchored", "posted")
 """Tracing on, tracing off, and tracing off with the audit log's anchoring off too (``off`` minus
 ``unanchored``: what anchoring costs a step, ``SqlStore._anchoring`` as ``audit_bench.py``)."""
 
@@ -58,7 +62,7 @@ async def drive(url: str, runs: int, mode: str, tracing: Tracing) -> None:
     store = build_store(url)
     store._anchoring = mode != "unanchored"  # type: ignore[attr-defined]
     await store.migrate()
-    engine = engine_for(store, hooks=[TracingHook(tracing)] if mode == "on" else [])
+    engine = engine_for(store, hooks=[TracingHook(tracing)] if mode in ("on", "posted") else [])
     for _ in range(runs):
         final = await engine.run("bench", "count")
         assert final.status.value == "COMPLETED", final.status_reason
@@ -67,8 +71,12 @@ async def drive(url: str, runs: int, mode: str, tracing: Tracing) -> None:
 
 def main() -> None:
     if len(sys.argv) != 3 or sys.argv[1] not in MODES or not sys.argv[2].isdigit():
-        sys.exit("usage: tracing_instructions.py on|off|unanchored RUNS")
-    tracing = Tracing.build(EncodeOnly())
+        sys.exit("usage: tracing_instructions.py on|off|unanchored|posted RUNS")
+    if sys.argv[1] == "posted" and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        sys.exit(
+            "posted: set OTEL_EXPORTER_OTLP_ENDPOINT (the test Phoenix: http://127.0.0.1:16006)"
+        )
+    tracing = Tracing.build(None if sys.argv[1] == "posted" else EncodeOnly())
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db?synchronous=normal"
         asyncio.run(drive(url, int(sys.argv[2]), sys.argv[1], tracing))
