@@ -149,6 +149,15 @@ def test_a_configured_certificate_reaches_urllib3(receiver, monkeypatch):
     assert transport._pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
+def test_without_a_configured_certificate_urllib3_trusts_what_requests_trusted(receiver):
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    url, _ = receiver
+    transport = FastOTLPSpanExporter(endpoint=url)._client._transport
+    assert type(transport) is Urllib3HTTPTransport
+    assert transport._pool.connection_pool_kw["ca_certs"] == DEFAULT_CA_BUNDLE_PATH
+
+
 def test_a_session_of_the_callers_own_is_kept(receiver):
     import requests
 

@@ -453,8 +453,9 @@ def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
 
     ``requests`` costs about 1.2-2.5 ms of CPU a batch of 512 spans on the test machine (its
     session re-reads the environment - proxies, CA bundles, ``.netrc`` - on every request), the
-    SDK's ``urllib3`` transport 0.4 ms. Its only differences are those environment lookups, so it
-    is used only where none of them applies to the endpoint: no proxy, no ``REQUESTS_CA_BUNDLE``
+    SDK's ``urllib3`` transport 0.4 ms. It verifies a server against the same CA bundle
+    (``certifi``'s, unless one is configured), and its only other differences are those
+    environment lookups, so it is used only where none of them applies to the endpoint: no proxy, no ``REQUESTS_CA_BUNDLE``
     or ``CURL_CA_BUNDLE``, no ``.netrc`` entry, no credential provider's session. Whether it was
     swapped is returned (an SDK without the transport API keeps ``requests``)."""
     import os
@@ -471,7 +472,7 @@ def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
     try:
         from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
         from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
-        from requests.utils import get_environ_proxies, get_netrc_auth
+        from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies, get_netrc_auth
     except ImportError:
         return False
     if type(transport) is not RequestsHTTPTransport:
@@ -484,6 +485,8 @@ def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
     verify, cert = session.verify, session.cert
     if not isinstance(verify, bool | str) or not isinstance(cert, str | tuple | None):
         return False
+    if verify is True:  # requests' own default: certifi's bundle, not the system's store
+        verify = DEFAULT_CA_BUNDLE_PATH
     client._transport = Urllib3HTTPTransport(verify=verify, cert=cert)
     transport.close()
     return True
