@@ -167,3 +167,72 @@ def test_a_session_of_the_callers_own_is_kept(receiver):
     transport = exporter._client._transport
     assert type(transport) is RequestsHTTPTransport
     assert transport._session is session
+
+
+def _self_signed(directory: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "receiver.pem", directory / "receiver.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_an_https_receiver_is_trusted_by_the_configured_certificate_only(tmp_path, monkeypatch):
+    import ssl
+
+    cert_file, key_file = _self_signed(tmp_path)
+    handler = type("Handler", (_Receiver,), {"bodies": [], "status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/v1/traces"
+    try:
+        untrusted = FastOTLPSpanExporter(endpoint=url, timeout=2)
+        untrusted._client._shutdown_event.set()  # no backoff wait between the retries
+        assert untrusted.export(_spans(1)) is SpanExportResult.FAILURE
+        assert handler.bodies == []  # refused at the handshake: nothing was sent
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", cert_file)
+        trusted = FastOTLPSpanExporter(endpoint=url, timeout=2)
+        assert type(trusted._client._transport) is Urllib3HTTPTransport
+        assert trusted.export(_spans(2)) is SpanExportResult.SUCCESS
+        assert len(handler.bodies) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
