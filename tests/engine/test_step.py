@@ -237,3 +237,44 @@ def test_the_commit_callback_does_not_hold_its_session_back():
         assert held() is None  # freed by its reference count alone: no cycle
     finally:
         gc.enable()
+
+
+def test_each_point_holds_exactly_the_hooks_that_override_it_in_order():
+    """``Hooks`` keeps a plan per tuple of hook classes: whatever classes, order and repeats,
+    each point holds the hooks whose class overrides it, in the order given."""
+    import itertools
+    import random
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from autonomic.engine.step import _POINTS, Hooks
+
+    async def _async(self: Any, *args: Any) -> None:
+        return None
+
+    def _sync(self: Any, *args: Any) -> None:
+        return None
+
+    asynchronous = {"around_run", "before_model_call", "after_model_call", "around_tool_effect",
+                    "after_run"}  # fmt: skip
+    kinds = []
+    for n, chosen in enumerate(
+        itertools.chain.from_iterable(itertools.combinations(_POINTS, k) for k in (0, 1, 2, 9))
+    ):
+        body = {p: (_async if p in asynchronous else _sync) for p in chosen}
+        kinds.append((type(f"H{n}", (Hook,), body), frozenset(chosen)))
+    random.Random(5).shuffle(kinds)
+    kinds = kinds[:12]
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(0, len(kinds) - 1), max_size=6))
+    def check(picks: list[int]) -> None:
+        hooks = [kinds[i][0]() for i in picks]
+        held = Hooks(hooks)
+        assert held.all == tuple(hooks)
+        for point in _POINTS:
+            expected = tuple(h for h, i in zip(hooks, picks, strict=True) if point in kinds[i][1])
+            assert getattr(held, point) == expected, point
+
+    check()

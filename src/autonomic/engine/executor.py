@@ -299,7 +299,7 @@ class Engine:
     ) -> Run:
         """Insert the run with its first entries, their audit anchor, the events they cause (the
         outbox's ``stage_events`` hooks) and the inbox row, in one transaction."""
-        stager = Hooks(self.hooks).stager()
+        stager = Hooks.of(self.hooks).stager()
         events = stager(run, [p.entry for p in entries]) if stager is not None else []
         extra: dict[str, Any] = {}
         if events:
@@ -559,8 +559,8 @@ class Engine:
                 audit_levels=self._audit_levels(run),
             )
             session.read_seconds = time.perf_counter() - reading
-            session.on_commit = Hooks(self.hooks).committer(session)
-            session.outbox = Hooks(self.hooks).stager()
+            session.on_commit = Hooks.of(self.hooks).committer(session)
+            session.outbox = Hooks.of(self.hooks).stager()
             taken_over = fresh is None and session.state.status is RunStatus.RUNNING
             if session.state.status is RunStatus.PENDING:
                 await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
@@ -654,7 +654,7 @@ class Engine:
             clock=self.clock,
             faults=NoFaults(),
             lease_ttl=self.lease_ttl,
-            outbox=Hooks(self.hooks).stager(),
+            outbox=Hooks.of(self.hooks).stager(),
             audit_levels=self._audit_levels(run),
         )
         if fresh.state.status is not RunStatus.RUNNING:
@@ -1145,7 +1145,7 @@ class Engine:
             faults=NoFaults(),
             lease_ttl=self.lease_ttl,
         )
-        committer = Hooks(self.hooks).committer(session)
+        committer = Hooks.of(self.hooks).committer(session)
         if committer is None:
             return
         try:

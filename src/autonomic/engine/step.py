@@ -190,26 +190,68 @@ def _points_of(kind: type[Hook]) -> frozenset[str]:
 
 _OVERRIDDEN: dict[type, frozenset[str]] = {}
 
+_POINTS = (
+    "around_run",
+    "before_model_call",
+    "after_model_call",
+    "around_tool_effect",
+    "after_tool_result",
+    "after_step",
+    "on_commit",
+    "after_run",
+    "stage_events",
+)
+"""The points ``Hooks`` holds, in the order of its attributes."""
+
+_PLANS: dict[tuple[type, ...], tuple[tuple[int, ...], ...]] = {}
+_MADE: dict[tuple[int, ...], Hooks] = {}
+
+
+def _plan_of(kinds: tuple[type, ...]) -> tuple[tuple[int, ...], ...]:
+    """For hooks of these classes, in this order, the positions of those that override each
+    point of ``_POINTS``: kept by the classes' tuple (``Hooks`` is made a few times a run, with
+    the same classes every run; a few combinations per engine, bounded all the same)."""
+    plan = _PLANS.get(kinds)
+    if plan is None:
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        overridden = [_points_of(kind) for kind in kinds]
+        plan = _PLANS[kinds] = tuple(
+            tuple(i for i, points in enumerate(overridden) if name in points) for name in _POINTS
+        )
+    return plan
+
 
 class Hooks:
     """The hooks of one run, in order; each point holds only the hooks that override it."""
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
-        self.all = tuple(hooks)
-        points = [(h, _points_of(type(h))) for h in self.all]
+        self.all = all_ = tuple(hooks)
+        plan = _plan_of(tuple(map(type, all_)))
+        (
+            self.around_run,
+            self.before_model_call,
+            self.after_model_call,
+            self.around_tool_effect,
+            self.after_tool_result,
+            self.after_step,
+            self.on_commit,
+            self.after_run,
+            self.stage_events,
+        ) = [tuple([all_[i] for i in at]) if at else () for at in plan]
 
-        def at(name: str) -> tuple[Hook, ...]:
-            return tuple(h for h, overridden in points if name in overridden)
-
-        self.around_run = at("around_run")
-        self.before_model_call = at("before_model_call")
-        self.after_model_call = at("after_model_call")
-        self.around_tool_effect = at("around_tool_effect")
-        self.after_tool_result = at("after_tool_result")
-        self.after_step = at("after_step")
-        self.on_commit = at("on_commit")
-        self.after_run = at("after_run")
-        self.stage_events = at("stage_events")
+    @staticmethod
+    def of(hooks: Sequence[Hook]) -> Hooks:
+        """``Hooks(hooks)``, made once for the same hook objects in the same order (the engine
+        asks for its hooks' commit and outbox callbacks a few times a run). Kept by the objects'
+        ids, which cannot be reused while the kept ``Hooks`` holds the objects."""
+        key = tuple(map(id, hooks))
+        made = _MADE.get(key)
+        if made is None:
+            if len(_MADE) >= 64:
+                _MADE.clear()
+            made = _MADE[key] = Hooks(hooks)
+        return made
 
     def stager(self) -> Callable[[Run, Sequence[Entry]], list[Event]] | None:
         """The session's outbox callback: the events the ``stage_events`` hooks give for a

@@ -179,9 +179,10 @@ class ChatSpan(DerivedSpan):
     """A model call's span (GenAI conventions: operation, provider, request and response
     model, tokens, finish reason; its cost, turn and worker), from its ``ModelTurn``'s values.
 
-    It keeps the values, not the turn: a span waits in the batch processor's queue for a
-    batch, and what it holds on to then outlives the step (and makes the garbage collector
-    run more often)."""
+    It keeps the values and the turn's ``ModelCall`` (a tuple of numbers and names: usage,
+    provider, cost), not the turn: a span waits in the batch processor's queue for a batch, and
+    what it holds on to then outlives the step (the turn's messages would make the garbage
+    collector run more often)."""
 
     _parent_remote = True
     _finish: str | None = None
@@ -197,11 +198,7 @@ class ChatSpan(DerivedSpan):
         self._steps = steps
         self._turn = turn.turn
         self._model = turn.model
-        call = turn.call
-        self._provider = call.provider
-        self._cost_usd = call.cost_usd  # (``ModelCall.cost``: a float, made when read)
-        usage = call.usage
-        self._input, self._output_tokens = usage.input_tokens, usage.output_tokens
+        self._call = turn.call  # provider, usage and cost: read when encoded (a flat tuple)
         if turn.finish_reason:
             self._finish = turn.finish_reason
         if steps.content:
@@ -231,11 +228,13 @@ class ChatSpan(DerivedSpan):
         return self._steps.chat_name(self._model)
 
     def _derive_attributes(self) -> dict[str, Any]:
-        attrs = self._steps.chat_head(self._model, self._provider)
-        attrs[genai.INPUT_TOKENS] = self._input
-        attrs[genai.OUTPUT_TOKENS] = self._output_tokens
+        call = self._call
+        usage = call.usage
+        attrs = self._steps.chat_head(self._model, call.provider)
+        attrs[genai.INPUT_TOKENS] = usage.input_tokens
+        attrs[genai.OUTPUT_TOKENS] = usage.output_tokens
         attrs[genai.TURN] = self._turn
-        attrs[genai.COST_USD] = float(self._cost_usd or 0.0)
+        attrs[genai.COST_USD] = float(call.cost_usd or 0.0)  # (``ModelCall.cost``: made when read)
         if self._finish is not None:
             attrs[genai.FINISH_REASONS] = (self._finish,)
         if self._output is not None:
@@ -244,12 +243,14 @@ class ChatSpan(DerivedSpan):
 
     def _encoded(self) -> bytes:
         steps = self._steps
-        model, provider = self._model, self._provider
+        call = self._call
+        usage = call.usage
+        model, provider = self._model, call.provider
         parent_name_kind, head = steps.chat_heads.get((model, provider)) or steps.encoded_chat_head(
             model, provider
         )
-        tokens_in, tokens_out, turn = self._input, self._output_tokens, self._turn
-        cost = float(self._cost_usd or 0.0)
+        tokens_in, tokens_out, turn = usage.input_tokens, usage.output_tokens, self._turn
+        cost = float(call.cost_usd or 0.0)
         parts = [
             b"",
             steps.trace,

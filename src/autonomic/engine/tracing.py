@@ -247,8 +247,9 @@ class TracingHook(Hook):
         turns = state.turns
         if held.turn is None or held.turn_no != turns:
             self._open_turn(held, turns)  # a resumed turn: its model call was elsewhere
-        intent = _this_turn(state.intents, turns, call.id)
-        decision = _this_turn(state.decisions, turns, call.id)
+        call_id = call.id
+        intent = _this_turn(state.intents, turns, call_id)
+        decision = _this_turn(state.decisions, turns, call_id) if state.decisions else None
         steps = held.steps
         if steps is not None:
             # under a recorded span: a ChatSpan, or a resumed turn's (the trace is sampled);

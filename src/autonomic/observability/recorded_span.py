@@ -95,26 +95,28 @@ class SpanSink:
         ``os.register_at_fork``, which clears this same deque."""
         queue = self._queue
         if (
-            queue is None  # not (yet) the batch processor alone
-            or len(queue) >= self._full  # dropped, and counted, by the processor itself
-            or self._batch._shutdown
-            or self.processor._span_processors is not self._seen  # type: ignore[attr-defined]
+            queue is not None  # the batch processor alone
+            and len(queue) < self._wake  # so no batch is full once it is in: no worker to wake
+            and self.processor._span_processors is self._seen  # type: ignore[attr-defined]
+            and not self._batch._shutdown
         ):
-            self._slow(span)
+            queue.appendleft(span)
+            return
+        self._slow(span)
+
+    def _slow(self, span: RecordedSpan) -> None:
+        """``emit`` when a batch fills, the processors changed, the queue is full (the
+        processor drops the span and counts it) or the processor is shut down."""
+        processors = getattr(self.processor, "_span_processors", None)
+        if processors is not self._seen:
+            self._adopt(processors)
+        queue = self._queue
+        if queue is None or len(queue) >= self._full or self._batch._shutdown:
+            self._emit(span)
             return
         queue.appendleft(span)
         if len(queue) > self._wake and not self._batch._worker_awaken.is_set():
             self._batch._worker_awaken.set()
-
-    def _slow(self, span: RecordedSpan) -> None:
-        processors = getattr(self.processor, "_span_processors", None)
-        if processors is not self._seen:
-            self._adopt(processors)
-            queue = self._queue
-            if queue is not None and len(queue) < self._full and not self._batch._shutdown:
-                self.emit(span)
-                return
-        self._emit(span)
 
     def _adopt(self, processors: object) -> None:
         self._seen = processors
