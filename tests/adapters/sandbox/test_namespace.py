@@ -368,6 +368,77 @@ def test_sandbox_processes_run_under_a_uid_of_their_own() -> None:
     assert uids[0] != uids[1]
 
 
+def test_every_process_of_a_sandbox_is_born_in_its_cgroup() -> None:
+    """The host moves the launcher in while bwrap waits at its gate, before it clones anything.
+
+    So the sandbox's processes are in the group before any code runs, and its cgroup namespace
+    is rooted at the group: a sandbox cloned outside and moved after would see the group's path
+    in ``/proc/self/cgroup`` instead of ``/``.
+    """
+    require_bwrap()
+
+    async def main() -> tuple[list[int], list[int], str]:
+        sandbox = NamespaceSandbox(pool_size=1)
+        await sandbox.start()
+        try:
+            if sandbox.cgroups is None:
+                pytest.skip("no writable cgroup on this host")
+            started = sandbox._pool[0]
+            assert started.cgroup is not None
+            tree = _tree(started.launcher.pid)
+            members = started.cgroup.pids()
+            result = await sandbox.execute(
+                Execution(code="print(open('/proc/self/cgroup').read())")
+            )
+            assert result.ok, result.stderr
+            return tree, members, result.stdout
+        finally:
+            await sandbox.close()
+
+    tree, members, seen = asyncio.run(main())
+    assert len(tree) >= 2  # the launcher (bwrap by now) and the interpreter it started
+    assert set(tree) <= set(members)
+    lines = dict(line.split(":", 2)[1:] for line in seen.splitlines() if line)
+    if "memory" in lines:  # cgroup v1
+        assert lines["memory"] == "/"
+        assert lines["pids"] == "/"
+    else:
+        assert lines[""] == "/"
+
+
+def test_a_sandbox_that_cannot_join_its_cgroup_never_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_bwrap()
+    from autonomic.adapters.sandbox.cgroup import SandboxCgroup
+
+    def refuse(self: SandboxCgroup, pid: int) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(SandboxCgroup, "join", refuse)
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox()
+        if sandbox.cgroups is None:
+            pytest.skip("no writable cgroup on this host")
+        try:
+            with pytest.raises(SandboxUnavailable, match="cgroup"):
+                await sandbox.execute(Execution(code="print('ran')"))
+        finally:
+            await sandbox.close()
+        return list(sandbox.cgroups.leftovers())
+
+    assert asyncio.run(main()) == []
+    assert sandbox_processes() == []
+
+
+def _tree(pid: int) -> list[int]:
+    found = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        found += _tree(int(child))
+    return found
+
+
 def _uid_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):

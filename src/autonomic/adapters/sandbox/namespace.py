@@ -6,10 +6,10 @@ Layers, outermost first (docs/sandbox.md says what each one stops):
    for this execution (never 0, never shared with another sandbox in flight), so nothing that is
    bound in read-only can be read just because root could (``/etc/shadow``), and ``RLIMIT_NPROC``
    counts only this sandbox's processes.
-2. A cgroup per execution (memory across all processes, process count), joined by a tiny ``sh``
-   launcher before it becomes bubblewrap (on cgroup v1 after ``setpriv`` dropped privileges: the
-   sandbox uid owns its group's ``cgroup.procs``); the host reads OOM kills from it and kills
-   through it.
+2. A cgroup per execution (memory across all processes, process count). The host moves the
+   launcher in while bubblewrap is held on an empty ``--args`` pipe, before it clones anything,
+   so every process of the sandbox is born inside (and its cgroup namespace is rooted there);
+   the host reads OOM kills from it and kills through it.
 3. bubblewrap: user, mount, pid, net, ipc, uts and cgroup namespaces; no nested user namespaces;
    ``/usr`` read-only, bwrap's own root and ``/dev`` remounted read-only; a fresh tmpfs workspace
    capped at ``workspace_mb`` (also ``/tmp``); a cleared environment; a new session.
@@ -55,8 +55,9 @@ PYTHON = "/usr/bin/python3"
 UID_BASE = 1_900_000_000
 """Host uids for sandboxes are taken from here on; no account on a normal system uses them."""
 OPEN_FILES = 256
-LAUNCH_SH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-LAUNCHER_FAILED = 125
+_ENV = {"PATH": "/usr/bin:/bin"}
+"""The launcher's environment (no ``LANG``: setpriv and bwrap skip loading a locale; the sandbox's
+own environment is set by bwrap's ``--clearenv``/``--setenv``)."""
 
 
 class _Uids:
@@ -321,36 +322,55 @@ class NamespaceSandbox:
         if self._cgroups is not None:
             cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
             cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
-        read_fd, write_fd = os.pipe()
+        seccomp_read = gate_read = gate_write = -1
+        launcher = None
         try:
-            os.write(write_fd, self._seccomp or b"")
-            os.close(write_fd)
-            # cgroup v1 (this kind of host): ``setpriv`` drops to the sandbox uid first and the
-            # launcher joins its chowned cgroup after; otherwise root's sh joins, setpriv
-            # switches. Either way the host's Popen needs no uid switch of its own, so it can
-            # vfork: a fork would copy the worker's page tables (1.5 ms at the least, far more for
-            # a big worker under load) and hold the GIL meanwhile. With a network, root's
-            # launcher enters the sandbox's network namespace first.
-            drop_first = (
-                uid is not None and network is None and cgroup is not None and cgroup.let_join(uid)
-            )
+            if self._seccomp is not None:
+                seccomp_read, seccomp_write = os.pipe()
+                os.write(seccomp_write, self._seccomp)
+                os.close(seccomp_write)
+            if cgroup is not None:
+                # bwrap reads its --args descriptor (empty) to the end before it clones the
+                # sandbox: the gate holds it there until the host has moved it into the cgroup.
+                gate_read, gate_write = os.pipe()
             argv = self._argv(
                 limits,
                 uid,
-                cgroup,
-                read_fd if self._seccomp else None,
+                seccomp_read if seccomp_read >= 0 else None,
                 network,
-                drop_first=drop_first,
+                gate_fd=gate_read if gate_read >= 0 else None,
             )
-            launcher = Launcher.spawn(argv, pass_fds=(read_fd,))
-        except BaseException:
+            # The host's Popen needs no uid switch of its own (setpriv does it), so it can vfork:
+            # a fork would copy the worker's page tables (1.5 ms at the least, far more for a big
+            # worker under load) and hold the GIL meanwhile.
+            launcher = Launcher.spawn(
+                argv, pass_fds=tuple(fd for fd in (seccomp_read, gate_read) if fd >= 0), env=_ENV
+            )
             if cgroup is not None:
-                cgroup.remove()
+                # The launcher (setpriv or nsenter, then bwrap) is joined while it is held at the
+                # gate: everything the sandbox ever runs is forked inside the group, its cgroup
+                # namespace is rooted there, and no code has run before the limits apply.
+                try:
+                    cgroup.join(launcher.pid)
+                except OSError as exc:
+                    raise SandboxUnavailable(
+                        f"could not move the sandbox into its cgroup: {exc}",
+                        hint="run `autonomic sandbox doctor`",
+                    ) from exc
+        except BaseException:
+            if launcher is not None:
+                # Killed before the gate opens, so bwrap never goes on outside its cgroup.
+                launcher.kill_session()
+                launcher.close()
+            if cgroup is not None:
+                _remove_cgroup(cgroup, 5.0)
             if uid is not None:
                 _UIDS.give(uid)
             raise
         finally:
-            os.close(read_fd)
+            for fd in (seccomp_read, gate_read, gate_write):
+                if fd >= 0:
+                    os.close(fd)
         launcher.marker_pending = True
         started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic(), network)
         if ready and not launcher.wait_ready(10.0):
@@ -365,36 +385,26 @@ class NamespaceSandbox:
         self,
         limits: Limits,
         uid: int | None,
-        cgroup: SandboxCgroup | None,
         seccomp_fd: int | None,
         network: EgressNetwork | None = None,
         *,
-        drop_first: bool = False,
+        gate_fd: int | None = None,
     ) -> list[str]:
         argv: list[str] = []
-        setpriv = (
-            [
+        if network is not None:
+            # nsenter execs (no fork for --net alone): the launcher's pid stays the sandbox's.
+            argv += ["/usr/bin/nsenter", f"--net={network.sandbox_path}", "--"]
+        if uid is not None:
+            argv += [
                 "/usr/bin/setpriv",
                 f"--reuid={uid}",
                 f"--regid={uid}",
                 "--clear-groups",
                 "--no-new-privs",
             ]
-            if uid is not None
-            else []
-        )
-        if drop_first:
-            argv += setpriv
-        if cgroup is not None:
-            argv += ["/bin/sh", "-c", LAUNCH_SH, "sh", *map(str, cgroup.procs_files), "--"]
-        if network is not None:
-            # nsenter execs (no fork for --net alone): the launcher's pid stays the sandbox's.
-            argv += ["/usr/bin/nsenter", f"--net={network.sandbox_path}", "--"]
-        if not drop_first:
-            argv += setpriv
+        argv += [self._bwrap, *(["--args", str(gate_fd)] if gate_fd is not None else [])]
         workspace_bytes = str(limits.workspace_mb * 1024 * 1024)
         argv += [
-            self._bwrap,
             "--unshare-all",
             # Egress: keep the namespace nsenter entered (its only route is the filtering router).
             *(["--share-net"] if network is not None else []),
@@ -529,11 +539,6 @@ class NamespaceSandbox:
             # hard limit did. (The cgroup's CPU clock is not used to decide: on some virtual
             # machines it lags the rlimit's by a quarter or more under load.)
             ended, detail = Ended.CPU, f"used more than {limits.cpu_seconds:g} s of CPU"
-        elif outcome.exit_code == LAUNCHER_FAILED and not outcome.stdout.data:
-            raise SandboxUnavailable(
-                f"the sandbox launcher failed: {stderr_text.strip()[-300:]}",
-                hint="run `autonomic sandbox doctor`",
-            )
         elif sig is not None:
             ended, detail = Ended.KILLED, f"killed by {signal.Signals(sig).name}"
         exit_code = outcome.exit_code
