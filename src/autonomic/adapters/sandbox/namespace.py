@@ -565,8 +565,8 @@ class NamespaceSandbox:
         if not wait and not started.launcher.reap():
             return False
         started.launcher.close()
-        if started.cgroup is not None:
-            if not wait and not started.cgroup.remove():
+        if started.cgroup is not None and not started.cgroup.remove():
+            if not wait:
                 return False
             if not _remove_cgroup(started.cgroup, 5.0):
                 _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
