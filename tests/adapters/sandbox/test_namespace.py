@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -368,14 +370,28 @@ def test_sandbox_processes_run_under_a_uid_of_their_own() -> None:
     assert uids[0] != uids[1]
 
 
-def test_every_process_of_a_sandbox_is_born_in_its_cgroup() -> None:
-    """The host moves the launcher in while bwrap waits at its gate, before it clones anything.
+@pytest.mark.parametrize("how", ["thread", "gate"])
+def test_every_process_of_a_sandbox_is_born_in_its_cgroup(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of a sandbox is forked outside its cgroup, however the launcher gets in.
 
-    So the sandbox's processes are in the group before any code runs, and its cgroup namespace
-    is rooted at the group: a sandbox cloned outside and moved after would see the group's path
-    in ``/proc/self/cgroup`` instead of ``/``.
+    ``thread`` (cgroup v1): the spawning thread steps into the group, so the launcher is born
+    there. ``gate`` (v2, or a host refusing that): the host moves the launcher while bwrap waits
+    at its ``--args`` gate, before it clones anything. Either way the processes are in the group
+    before any code runs, and the cgroup namespace is rooted at the group: a sandbox cloned
+    outside and moved after would see the group's path in ``/proc/self/cgroup`` instead of ``/``.
     """
     require_bwrap()
+    from autonomic.adapters.sandbox.cgroup import SandboxCgroup
+
+    if how == "gate":
+
+        @contextlib.contextmanager
+        def refuse(self: SandboxCgroup) -> Iterator[bool]:
+            yield False
+
+        monkeypatch.setattr(SandboxCgroup, "holding_this_thread", refuse)
 
     async def main() -> tuple[list[int], list[int], str]:
         sandbox = NamespaceSandbox(pool_size=1)
@@ -397,13 +413,48 @@ def test_every_process_of_a_sandbox_is_born_in_its_cgroup() -> None:
 
     tree, members, seen = asyncio.run(main())
     assert len(tree) >= 2  # the launcher (bwrap by now) and the interpreter it started
-    assert set(tree) <= set(members)
+    assert sorted(tree) == members  # and nothing else: the host's thread has left
     lines = dict(line.split(":", 2)[1:] for line in seen.splitlines() if line)
     if "memory" in lines:  # cgroup v1
         assert lines["memory"] == "/"
         assert lines["pids"] == "/"
     else:
         assert lines[""] == "/"
+
+
+def test_the_spawning_thread_goes_back_to_its_own_cgroups() -> None:
+    require_bwrap()
+    own = _thread_cgroups()
+
+    async def main() -> list[str]:
+        sandbox = NamespaceSandbox(pool_size=2)
+        await sandbox.start()
+        try:
+            for _ in range(3):
+                assert (await sandbox.execute(Execution(code="pass"))).ok
+            await sandbox.start()
+        finally:
+            await sandbox.close()
+        return _all_threads_cgroups()  # the executor's threads are still alive here
+
+    assert set(asyncio.run(main())) == {own}
+
+
+def test_killing_a_group_never_kills_the_host_thread_inside_it() -> None:
+    """While a thread of the host is in a sandbox's group (spawning), a kill spares the host."""
+    require_bwrap()
+    sandbox = NamespaceSandbox()
+    if sandbox.cgroups is None or sandbox.cgroups.v2 is not None:
+        pytest.skip("only cgroup v1 moves a host thread into a sandbox's group")
+    group = sandbox.cgroups.create(f"{os.getpid()}-killtest")
+    try:
+        with group.holding_this_thread() as inside:
+            assert inside
+            assert group.pids() == [os.getpid()]
+            group.kill_all()
+        assert group.pids() == []
+    finally:
+        assert group.remove()
 
 
 def test_a_sandbox_that_cannot_join_its_cgroup_never_starts(
@@ -415,6 +466,11 @@ def test_a_sandbox_that_cannot_join_its_cgroup_never_starts(
     def refuse(self: SandboxCgroup, pid: int) -> None:
         raise PermissionError(13, "Permission denied")
 
+    @contextlib.contextmanager
+    def no_thread(self: SandboxCgroup) -> Iterator[bool]:
+        yield False
+
+    monkeypatch.setattr(SandboxCgroup, "holding_this_thread", no_thread)
     monkeypatch.setattr(SandboxCgroup, "join", refuse)
 
     async def main() -> list[object]:
@@ -430,6 +486,14 @@ def test_a_sandbox_that_cannot_join_its_cgroup_never_starts(
 
     assert asyncio.run(main()) == []
     assert sandbox_processes() == []
+
+
+def _thread_cgroups() -> str:
+    return Path("/proc/thread-self/cgroup").read_text()
+
+
+def _all_threads_cgroups() -> list[str]:
+    return [(task / "cgroup").read_text() for task in Path(f"/proc/{os.getpid()}/task").iterdir()]
 
 
 def _tree(pid: int) -> list[int]:

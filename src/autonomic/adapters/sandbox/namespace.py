@@ -26,6 +26,7 @@ sandbox) and replaced in the background once its execution is over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -329,25 +330,32 @@ class NamespaceSandbox:
                 seccomp_read, seccomp_write = os.pipe()
                 os.write(seccomp_write, self._seccomp)
                 os.close(seccomp_write)
-            if cgroup is not None:
-                # bwrap reads its --args descriptor (empty) to the end before it clones the
-                # sandbox: the gate holds it there until the host has moved it into the cgroup.
-                gate_read, gate_write = os.pipe()
-            argv = self._argv(
-                limits,
-                uid,
-                seccomp_read if seccomp_read >= 0 else None,
-                network,
-                gate_fd=gate_read if gate_read >= 0 else None,
-            )
-            # The host's Popen needs no uid switch of its own (setpriv does it), so it can vfork:
-            # a fork would copy the worker's page tables (1.5 ms at the least, far more for a big
-            # worker under load) and hold the GIL meanwhile.
-            launcher = Launcher.spawn(
-                argv, pass_fds=tuple(fd for fd in (seccomp_read, gate_read) if fd >= 0), env=_ENV
-            )
-            if cgroup is not None:
-                # The launcher (setpriv or nsenter, then bwrap) is joined while it is held at the
+            # cgroup v1: this thread steps into the group while it spawns, so the launcher is
+            # born inside; v2 (or a refusal): bwrap waits at a gate until the launcher is moved.
+            with (
+                cgroup.holding_this_thread() if cgroup else contextlib.nullcontext(False) as inside
+            ):
+                if cgroup is not None and not inside:
+                    # bwrap reads its --args descriptor (empty) to the end before it clones the
+                    # sandbox: the gate holds it there until the host has moved the launcher.
+                    gate_read, gate_write = os.pipe()
+                argv = self._argv(
+                    limits,
+                    uid,
+                    seccomp_read if seccomp_read >= 0 else None,
+                    network,
+                    gate_fd=gate_read if gate_read >= 0 else None,
+                )
+                # The host's Popen needs no uid switch of its own (setpriv does it), so it can
+                # vfork: a fork would copy the worker's page tables (1.5 ms at the least, far
+                # more for a big worker under load) and hold the GIL meanwhile.
+                launcher = Launcher.spawn(
+                    argv,
+                    pass_fds=tuple(fd for fd in (seccomp_read, gate_read) if fd >= 0),
+                    env=_ENV,
+                )
+            if cgroup is not None and not inside:
+                # The launcher (setpriv or nsenter, then bwrap) is moved while it is held at the
                 # gate: everything the sandbox ever runs is forked inside the group, its cgroup
                 # namespace is rooted there, and no code has run before the limits apply.
                 try:
