@@ -6,10 +6,11 @@ Layers, outermost first (docs/sandbox.md says what each one stops):
    for this execution (never 0, never shared with another sandbox in flight), so nothing that is
    bound in read-only can be read just because root could (``/etc/shadow``), and ``RLIMIT_NPROC``
    counts only this sandbox's processes.
-2. A cgroup per execution (memory across all processes, process count). The host moves the
-   launcher in while bubblewrap is held on an empty ``--args`` pipe, before it clones anything,
-   so every process of the sandbox is born inside (and its cgroup namespace is rooted there);
-   the host reads OOM kills from it and kills through it.
+2. A cgroup per execution (memory across all processes, process count), which every process of
+   the sandbox is born in (and its cgroup namespace rooted at): on cgroup v1 the host's spawning
+   thread steps alone into the group around the spawn; on v2 the host moves the launcher in while
+   bubblewrap waits on an empty ``--args`` pipe, before it clones anything. The host reads OOM
+   kills from it and kills through it.
 3. bubblewrap: user, mount, pid, net, ipc, uts and cgroup namespaces; no nested user namespaces;
    ``/usr`` read-only, bwrap's own root and ``/dev`` remounted read-only; a fresh tmpfs workspace
    capped at ``workspace_mb`` (also ``/tmp``); a cleared environment; a new session.
