@@ -345,17 +345,20 @@ def test_close_leaves_no_process_or_cgroup() -> None:
     assert sandbox_processes() == []
 
 
-def test_sandbox_processes_run_under_a_uid_of_their_own() -> None:
+@pytest.mark.parametrize("plain_bwrap", [True, False], ids=["unshare", "setpriv"])
+def test_sandbox_processes_run_under_a_uid_of_their_own(plain_bwrap: bool) -> None:
+    """``unshare --setuid`` drops the uid; ``setpriv`` (with no_new_privs) for a setuid bwrap."""
     require_bwrap()
     if os.geteuid() != 0:
         pytest.skip("only root switches to a uid of the sandbox's own")
 
-    async def main() -> list[list[int]]:
+    async def main() -> list[list[tuple[object, ...]]]:
         sandbox = NamespaceSandbox(pool_size=2)
+        sandbox._plain_bwrap = plain_bwrap
         await sandbox.start()
         try:
             return [
-                [_uid_of(pid) for pid in started.cgroup.pids()]  # type: ignore[union-attr]
+                [_ids_of(pid) for pid in started.cgroup.pids()]  # type: ignore[union-attr]
                 for started in sandbox._pool
             ]
         finally:
@@ -363,11 +366,14 @@ def test_sandbox_processes_run_under_a_uid_of_their_own() -> None:
 
     per_sandbox = asyncio.run(main())
     assert len(per_sandbox) == 2
-    uids = [set(u) for u in per_sandbox]
-    for u in uids:
+    ids = [set(u) for u in per_sandbox]
+    for u in ids:
         assert len(u) == 1
-        assert min(u) >= UID_BASE
-    assert uids[0] != uids[1]
+        (one,) = u
+        assert isinstance(one[0], int)
+        assert one[0] >= UID_BASE
+        assert one == (one[0],) * 8 + ("",)  # real, effective, saved, fs uid and gid; no groups
+    assert ids[0] != ids[1]
 
 
 @pytest.mark.parametrize("how", ["thread", "gate"])
@@ -503,11 +509,14 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _uid_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    raise AssertionError(pid)
+def _ids_of(pid: int) -> tuple[object, ...]:
+    """Uid and gid (real, effective, saved, fs) and supplementary groups of ``pid``."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    uids = [int(x) for x in fields["Uid"].split()]
+    gids = [int(x) for x in fields["Gid"].split()]
+    return (*uids, *gids, fields["Groups"].strip())
 
 
 def test_a_cancelled_execution_leaves_nothing() -> None:
