@@ -30,6 +30,7 @@ from autonomic.core.messages import ToolSpec
 from autonomic.errors import InvalidInput, ToolArgumentsInvalid
 from autonomic.ports.credentials import ScopedCredential
 from autonomic.tools.operational import AuditLevel, BreakerThresholds, DataClass, RetryPolicy
+from autonomic.tools.quick_schema import quick_accept
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,9 @@ class Tool:
     after a crash it is called again with the same idempotency key."""
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
     _output_validator: Any = field(default=None, init=False, repr=False, compare=False)
+    _accepts: Any = field(default=None, init=False, repr=False, compare=False)
+    """The quick accept of ``parameters`` (``quick_schema.py``), ``None`` when it has none."""
+    _output_accepts: Any = field(default=None, init=False, repr=False, compare=False)
     _wants_ctx: bool = field(default=False, init=False, repr=False, compare=False)
     _is_async: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -129,6 +133,7 @@ class Tool:
                 f"tool {self.name}: its parameters are not a valid JSON schema: {exc.message}"
             ) from exc
         object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.parameters))
+        object.__setattr__(self, "_accepts", quick_accept(self.parameters))
         if self.output_schema is not None:
             try:
                 jsonschema.Draft202012Validator.check_schema(self.output_schema)
@@ -138,6 +143,7 @@ class Tool:
                 ) from exc
             validator = jsonschema.Draft202012Validator(self.output_schema)
             object.__setattr__(self, "_output_validator", validator)
+            object.__setattr__(self, "_output_accepts", quick_accept(self.output_schema))
         if self.retry.attempts > 1 and not self.idempotent:
             raise InvalidInput(
                 f"tool {self.name}: retry.attempts={self.retry.attempts} but the tool is not "
@@ -205,6 +211,8 @@ class Tool:
         """Raise ``InvalidInput`` naming the first violation of the output schema, if declared."""
         if self._output_validator is None:
             return
+        if self._output_accepts is not None and self._output_accepts(output):
+            return  # valid (the common case), without the full validator
         error = jsonschema.exceptions.best_match(self._output_validator.iter_errors(output))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -236,6 +244,8 @@ class Tool:
 
     def validate(self, arguments: dict[str, Any]) -> None:
         """Raise ``ToolArgumentsInvalid`` naming the first violation of the schema."""
+        if self._accepts is not None and self._accepts(arguments):
+            return  # valid (the common case), without the full validator
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
