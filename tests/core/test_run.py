@@ -1,6 +1,15 @@
+import dataclasses
+
 import pytest
 
-from autonomic.core.run import TRANSITIONS, RunStatus, check_transition, validate_run_id
+from autonomic.core.run import (
+    TRANSITIONS,
+    Lease,
+    Run,
+    RunStatus,
+    check_transition,
+    validate_run_id,
+)
 from autonomic.errors import IllegalTransition, InvalidInput
 
 
@@ -44,3 +53,32 @@ def test_run_ids_are_validated_with_a_hint():
     with pytest.raises(InvalidInput) as info:
         validate_run_id("run_123; DROP TABLE runs")
     assert "autonomic runs" in (info.value.hint or "")
+
+
+def _run() -> Run:
+    return Run(
+        "run_" + "0" * 32, "agent", "1", "m", RunStatus.RUNNING, 3, Lease("w", 9.0, 2), 1.0, 2.0,
+        metadata={"k": "v"}, parent_run_id="run_" + "1" * 32,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"version": 4, "updated_at": 5.0},
+        {"status": RunStatus.COMPLETED, "output": {"a": 1}, "lease": Lease(None, 0.0, 2)},
+        {"queued": True, "capability": "c", "metadata": {}},
+    ],
+)
+def test_replace_is_dataclasses_replace(changes):
+    run = _run()
+    copy = run.replace(**changes)
+    assert copy == dataclasses.replace(run, **changes)
+    assert copy is not run
+    assert run == _run(), "the original is unchanged"
+
+
+def test_replace_refuses_a_field_runs_do_not_have():
+    with pytest.raises(TypeError):
+        _run().replace(colour="blue")

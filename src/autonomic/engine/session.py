@@ -189,16 +189,18 @@ class RunSession:
             raise LeaseLost(self._lost)
         self._stage_notes()
         now = self._clock()
-        base = changes or RunChanges()
-        changes = RunChanges(
-            status=base.status,
-            status_reason=base.status_reason,
-            output=base.output,
-            set_output=base.set_output,
-            metadata=base.metadata,
-            lease_expires_at=now + self._ttl,
-            release_lease=base.release_lease,
-        )
+        if changes is None:  # a step's commit: the lease is extended, nothing else changes
+            changes = RunChanges(lease_expires_at=now + self._ttl)
+        else:
+            changes = RunChanges(
+                status=changes.status,
+                status_reason=changes.status_reason,
+                output=changes.output,
+                set_output=changes.set_output,
+                metadata=changes.metadata,
+                lease_expires_at=now + self._ttl,
+                release_lease=changes.release_lease,
+            )
         steps = sum(1 for p in self._staged if p.entry.kind is EntryKind.TOOL_RESULT)
         events = self.outbox(self.run, [p.entry for p in self._staged]) if self.outbox else ()
         extra: dict[str, Any] = {"outbox": events} if events else {}
@@ -221,16 +223,18 @@ class RunSession:
                 await self._reload_after_conflict()
                 if attempt == 2:
                     raise
-        self.run = self.run.replace(
-            version=version,
-            status=changes.status or self.run.status,
-            status_reason=changes.status_reason if changes.status else self.run.status_reason,
-            output=changes.output if changes.set_output else self.run.output,
-            updated_at=now,
-        )
-        if changes.release_lease:
+        if changes.status is None and not changes.set_output and not changes.release_lease:
+            self.run = self.run.replace(version=version, updated_at=now)  # a step's commit
+        else:
             self.run = self.run.replace(
+                version=version,
+                status=changes.status or self.run.status,
+                status_reason=changes.status_reason if changes.status else self.run.status_reason,
+                output=changes.output if changes.set_output else self.run.output,
+                updated_at=now,
                 lease=Lease(owner=None, expires_at=0.0, fence=self.run.lease.fence)
+                if changes.release_lease
+                else self.run.lease,
             )
         if not changes.release_lease:
             self.lease_until = max(self.lease_until, now + self._ttl)

@@ -8,7 +8,8 @@ processes (a worker and the CLI, say) can share one file. The same lock serialis
 Group commit: commits of runs that reach ``commit`` in the same turn of the event loop share one
 transaction and so one fsync, each inside its own savepoint, so one refused commit (a stale
 version, a lost lease, a duplicate entry) never takes the others down. Alone, a commit pays one
-extra hop through the loop and nothing else.
+extra hop through the loop and nothing else (no savepoint: its refusal rolls the transaction
+back).
 
 Durability: ``synchronous=FULL`` by default, so a commit survives power loss, not only a crash.
 ``?synchronous=normal`` in the URL trades that for speed (still safe against a process crash).
@@ -401,6 +402,9 @@ class SQLiteStore(SqlStore):
 
     def _commit_group(self) -> None:
         group, self._queue = self._queue, []
+        if len(group) == 1:  # the usual group of a sequential worker
+            self._commit_alone(group[0])
+            return
         outcomes: list[int | Exception] = []
         try:
             with self._immediate() as cur:
@@ -422,6 +426,23 @@ class SQLiteStore(SqlStore):
             return
         for request, outcome in zip(group, outcomes, strict=True):
             request.settle(outcome)  # a cancelled caller's commit landed regardless
+
+    def _commit_alone(self, request: CommitRequest) -> None:
+        """A group of one: no savepoint, since a refusal has no other commit to spare; the
+        transaction is rolled back instead (``_immediate``), with the same outcome."""
+        outcome: int | Exception
+        try:
+            with self._immediate() as cur:
+                outcome = self._commit_one(cur, request)
+        except (sqlite3.IntegrityError, ConcurrencyError, NotFound) as exc:
+            outcome = (
+                JournalConflict(f"refused, nothing written: {exc}")
+                if isinstance(exc, sqlite3.IntegrityError)
+                else exc
+            )
+        except Exception as exc:  # the transaction itself failed: nothing landed
+            outcome = exc
+        request.settle(outcome)  # a cancelled caller's commit landed regardless
 
     def _commit_one(self, cur: sqlite3.Cursor, request: CommitRequest) -> int:
         changes = request.changes
