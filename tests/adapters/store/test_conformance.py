@@ -12,6 +12,7 @@ from autonomic.adapters.store import migrations
 from autonomic.adapters.store.postgres import PostgresStore
 from autonomic.adapters.store.sqlite import SQLiteStore
 from autonomic.bootstrap import build_store
+from autonomic.core.journal import PackedEntry
 from autonomic.core.run import Run, RunChanges, RunStatus
 from autonomic.errors import ConfigError, LeaseLost, StaleVersion, StoreUnavailable
 from autonomic.ports.store import Claim, Store
@@ -477,6 +478,64 @@ def test_sqlite_groups_the_commits_of_concurrent_runs_into_one_transaction(sqlit
     assert versions == [2] * 20
     assert statements.count("COMMIT") == 1, "20 concurrent commits, one transaction, one fsync"
     assert statements.count("SAVEPOINT one_commit") == 20
+
+
+def test_sqlite_a_lone_commit_takes_no_savepoint_and_its_refusal_writes_nothing(sqlite_url):
+    async def main() -> list[str]:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        (run,) = await _runs(store, 1)
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        assert await _commit_each_once(store, [run]) == [2]
+        store._db.set_trace_callback(None)  # type: ignore[attr-defined]
+        before = await store.load_journal(run.id), await store.get_run(run.id)
+        with pytest.raises(StaleVersion):  # refused after nothing was written
+            await store.commit(
+                run.id,
+                expected_version=1,
+                fence=None,
+                entries=make_entries(run.id, [{"n": "late"}], first_seq=2),
+                changes=RunChanges(),
+                now=T0,
+            )
+        assert (await store.load_journal(run.id), await store.get_run(run.id)) == before
+        await store.close()
+        return statements
+
+    statements = asyncio.run(main())
+    assert statements.count("COMMIT") == 1
+    assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+
+
+def test_payload_and_blob_bytes_are_stored_as_packed(store_url, make_store, raw_execute):
+    """What a commit sends (PostgreSQL: binary column arrays) is stored byte for byte: the
+    payload's text with quotes, backslashes, braces and commas, and a blob's bytes."""
+    tricky = {"q": 'say "hi", {x}\\n \\"', "u": "déjà ✓ \u2028", "e": "", "n": [None, 1.5]}
+
+    async def main() -> tuple[list[PackedEntry], list[tuple[object, ...]]]:
+        store = await make_store(store_url)
+        (run,) = await _runs(store, 1)
+        entries = make_entries(run.id, [tricky, big_payload("b")])
+        await store.commit(
+            run.id, expected_version=1, fence=None, entries=entries, changes=RunChanges(), now=T0
+        )
+        loaded = await store.load_journal(run.id)
+        assert [e.payload for e in loaded] == [p.entry.payload for p in entries]
+        rows = await raw_execute(
+            f"SELECT j.seq, j.payload, b.data FROM journal j LEFT JOIN blobs b "
+            f"ON j.payload LIKE '%' || b.address || '%' WHERE j.run_id = '{run.id}' "
+            "ORDER BY j.seq"
+        )
+        await store.close()
+        return entries, rows
+
+    entries, rows = asyncio.run(main())
+    assert [(r[0], r[1]) for r in rows] == [(p.entry.seq, p.text) for p in entries]
+    assert rows[0][2] is None
+    blob = entries[1].blob
+    assert blob is not None
+    assert bytes(rows[1][2]) == blob.data  # type: ignore[arg-type]
 
 
 @pytest.mark.postgres
