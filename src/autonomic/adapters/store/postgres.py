@@ -61,6 +61,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from autonomic.adapters.store.pg_arrays import BigintArray, ByteaArray, Float8Array, TextArray
 from autonomic.adapters.store.rows import (
     blob_rows,
     entries_from_rows,
@@ -735,17 +736,17 @@ def _append_params(entries: Sequence[PackedEntry], blob_at: float) -> dict[str, 
     """Column arrays for the journal and blob inserts of ``_APPEND``."""
     journal = journal_rows(entries)
     blobs = {address: (data, size) for address, data, size, _ in blob_rows(entries, blob_at)}
-    return {
+    return {  # typed, so each is dumped as its type at once (``pg_arrays.py``)
         "blob_at": blob_at,
-        "b_address": list(blobs),
-        "b_data": [data for data, _ in blobs.values()],
-        "b_size": [size for _, size in blobs.values()],
-        "j_run_id": [r[0] for r in journal],
-        "j_seq": [r[1] for r in journal],
-        "j_kind": [r[2] for r in journal],
-        "j_payload": [r[3] for r in journal],
-        "j_hash": [r[4] for r in journal],
-        "j_created_at": [r[5] for r in journal],
+        "b_address": TextArray(blobs),
+        "b_data": ByteaArray([data for data, _ in blobs.values()]),
+        "b_size": BigintArray([size for _, size in blobs.values()]),
+        "j_run_id": TextArray([r[0] for r in journal]),
+        "j_seq": BigintArray([r[1] for r in journal]),
+        "j_kind": TextArray([r[2] for r in journal]),
+        "j_payload": TextArray([r[3] for r in journal]),
+        "j_hash": ByteaArray([r[4] for r in journal]),
+        "j_created_at": Float8Array([r[5] for r in journal]),
     }
 
 
