@@ -1,7 +1,7 @@
 """The span exporter posts through ``urllib3`` unless the environment asks for what only
-``requests`` does (a proxy, a CA bundle of its own, ``.netrc`` credentials, a credential
-provider's session) - and either way a batch arrives whole, and a refusal is a failed export,
-not an exception."""
+``requests`` does (a proxy, ``.netrc`` credentials, a credential provider's session), verifying
+against the CA bundle ``requests`` would - and either way a batch arrives whole, and a refusal
+is a failed export, not an exception."""
 
 import http.server
 import threading
@@ -109,8 +109,6 @@ def test_an_unreachable_receiver_is_a_failed_export():
     [
         ("HTTPS_PROXY", "http://127.0.0.1:3128"),
         ("HTTP_PROXY", "http://127.0.0.1:3128"),
-        ("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"),
-        ("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"),
     ],
 )
 def test_what_only_requests_reads_from_the_environment_keeps_requests(
@@ -120,6 +118,27 @@ def test_what_only_requests_reads_from_the_environment_keeps_requests(
     monkeypatch.setenv(variable, value)
     exporter = FastOTLPSpanExporter(endpoint=url)
     assert type(exporter._client._transport) is RequestsHTTPTransport
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_environments_ca_bundle_is_what_urllib3_verifies_against(
+    receiver, monkeypatch, tmp_path, variable
+):
+    url, _ = receiver
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    monkeypatch.setenv(variable, str(bundle))
+    transport = FastOTLPSpanExporter(endpoint=url)._client._transport
+    assert type(transport) is Urllib3HTTPTransport
+    assert transport._pool.connection_pool_kw["ca_certs"] == str(bundle)
+
+
+def test_a_configured_certificate_wins_over_the_environments_bundle(receiver, monkeypatch):
+    url, _ = receiver
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/somewhere/else.pem")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ssl/certs/ca-certificates.crt")
+    transport = FastOTLPSpanExporter(endpoint=url)._client._transport
+    assert transport._pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
 def test_a_proxy_the_endpoint_bypasses_does_not_keep_requests(receiver, monkeypatch):

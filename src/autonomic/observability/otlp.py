@@ -453,10 +453,11 @@ def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
 
     ``requests`` costs about 1.2-2.5 ms of CPU a batch of 512 spans on the test machine (its
     session re-reads the environment - proxies, CA bundles, ``.netrc`` - on every request), the
-    SDK's ``urllib3`` transport 0.4 ms. It verifies a server against the same CA bundle
-    (``certifi``'s, unless one is configured), and its only other differences are those
-    environment lookups, so it is used only where none of them applies to the endpoint: no proxy, no ``REQUESTS_CA_BUNDLE``
-    or ``CURL_CA_BUNDLE``, no ``.netrc`` entry, no credential provider's session. Whether it was
+    SDK's ``urllib3`` transport 0.4 ms. It verifies a server against the CA bundle requests would
+    (a configured certificate, else ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, else
+    ``certifi``'s), and is used only where nothing else requests reads from the environment
+    applies to the endpoint: no proxy it does not bypass, no ``.netrc`` entry for its host, no
+    credential provider's session. Whether it was
     swapped is returned (an SDK without the transport API keeps ``requests``)."""
     import os
 
@@ -466,8 +467,7 @@ def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
     session = getattr(transport, "_session", None)
     if client is None or session is None or not isinstance(endpoint, str):
         return False
-    if any(os.environ.get(name) for name in (*_CREDENTIAL_PROVIDERS, "REQUESTS_CA_BUNDLE",
-                                             "CURL_CA_BUNDLE")):  # fmt: skip
+    if any(os.environ.get(name) for name in _CREDENTIAL_PROVIDERS):
         return False
     try:
         from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
@@ -485,8 +485,12 @@ def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
     verify, cert = session.verify, session.cert
     if not isinstance(verify, bool | str) or not isinstance(cert, str | tuple | None):
         return False
-    if verify is True:  # requests' own default: certifi's bundle, not the system's store
-        verify = DEFAULT_CA_BUNDLE_PATH
+    if verify is True:  # what requests verifies against: the environment's bundle, else certifi's
+        verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("CURL_CA_BUNDLE")
+            or DEFAULT_CA_BUNDLE_PATH
+        )
     client._transport = Urllib3HTTPTransport(verify=verify, cert=cert)
     transport.close()
     return True
