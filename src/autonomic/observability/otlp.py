@@ -451,14 +451,14 @@ _CREDENTIAL_PROVIDERS = (
 def _post_with_urllib3(exporter: OTLPSpanExporter) -> bool:
     """Post ``exporter``'s requests with the SDK's own ``urllib3`` transport, same TLS settings.
 
-    ``requests`` costs about 1.2-2.5 ms of CPU a batch of 512 spans on the test machine (its
-    session re-reads the environment - proxies, CA bundles, ``.netrc`` - on every request), the
-    SDK's ``urllib3`` transport 0.4 ms. It verifies a server against the CA bundle requests would
-    (a configured certificate, else ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, else
-    ``certifi``'s), and is used only where nothing else requests reads from the environment
-    applies to the endpoint: no proxy it does not bypass, no ``.netrc`` entry for its host, no
-    credential provider's session. Whether it was
-    swapped is returned (an SDK without the transport API keeps ``requests``)."""
+    ``requests`` re-reads the environment (proxies, CA bundles, ``.netrc``) on every request:
+    3.4 M instructions a post of 512 spans against 1.0 M for the SDK's ``urllib3`` transport
+    (the export thread's CPU a span, encoding included: 6.5 -> 5.4 us). It verifies a server
+    against the CA bundle ``requests`` would (a configured certificate, else
+    ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, else ``certifi``'s), and is used only where
+    nothing else ``requests`` reads from the environment applies to the endpoint: no proxy it
+    does not bypass, no ``.netrc`` entry for its host, no credential provider's session.
+    Whether it was swapped is returned (an SDK without the transport API keeps ``requests``)."""
     import os
 
     client = getattr(exporter, "_client", None)
