@@ -169,7 +169,7 @@ class Launcher:
 
         A sandbox still waiting for its request gets end-of-file and leaves by itself; one that
         runs is killed from below (``kill``), re-tried while the launcher is still becoming the
-        sandbox (``setpriv`` -> ``bwrap`` has no child to kill yet).
+        sandbox (``unshare`` or ``setpriv`` -> ``bwrap`` has no child to kill yet).
         """
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
