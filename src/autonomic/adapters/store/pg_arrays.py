@@ -16,6 +16,7 @@ Elements are never ``None`` (no journal or blob column is nullable).
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -85,22 +86,24 @@ class _ByteaArrayDumper(Dumper):
         return _array(_BYTEA, len(obj), _sized([bytes(item) for item in obj]))
 
 
-class _BigintArrayDumper(Dumper):
+class _EightByteArrayDumper(Dumper):
+    """An array of 8-byte elements: each its length (8) and its value, packed by ``item``."""
+
     format = pq.Format.BINARY
-    oid = _INT8_ARRAY
+    element: int
+    item: struct.Struct
 
-    def dump(self, obj: BigintArray) -> Buffer:
-        pack = _INT8.pack
-        return _array(_INT8_OID, len(obj), b"".join([pack(8, item) for item in obj]))
+    def dump(self, obj: list[Any]) -> Buffer:
+        pack = self.item.pack
+        return _array(self.element, len(obj), b"".join([pack(8, item) for item in obj]))
 
 
-class _Float8ArrayDumper(Dumper):
-    format = pq.Format.BINARY
-    oid = _FLOAT8_ARRAY
+class _BigintArrayDumper(_EightByteArrayDumper):
+    oid, element, item = _INT8_ARRAY, _INT8_OID, _INT8
 
-    def dump(self, obj: Float8Array) -> Buffer:
-        pack = _FLOAT8.pack
-        return _array(_FLOAT8_OID, len(obj), b"".join([pack(8, item) for item in obj]))
+
+class _Float8ArrayDumper(_EightByteArrayDumper):
+    oid, element, item = _FLOAT8_ARRAY, _FLOAT8_OID, _FLOAT8
 
 
 psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)

@@ -125,6 +125,17 @@ def parse_sqlite_url(url: str) -> tuple[Path, str]:
     return Path(raw), _SYNC_MODES[mode]
 
 
+_REFUSALS = (sqlite3.IntegrityError, ConcurrencyError, NotFound)
+"""What refuses one commit (a stale version, a lost lease, a duplicate entry) but not its group."""
+
+
+def _refused(exc: Exception) -> Exception:
+    """The outcome a refused commit's caller gets: a duplicate entry as a ``JournalConflict``."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return JournalConflict(f"refused, nothing written: {exc}")
+    return exc
+
+
 class SQLiteStore(SqlStore):
     """Runs in a SQLite file. See the module docstring for durability."""
 
@@ -412,13 +423,9 @@ class SQLiteStore(SqlStore):
                     cur.execute("SAVEPOINT one_commit")
                     try:
                         outcomes.append(self._commit_one(cur, request))
-                    except (sqlite3.IntegrityError, ConcurrencyError, NotFound) as exc:
+                    except _REFUSALS as exc:
                         cur.execute("ROLLBACK TO one_commit")
-                        outcomes.append(
-                            JournalConflict(f"refused, nothing written: {exc}")
-                            if isinstance(exc, sqlite3.IntegrityError)
-                            else exc
-                        )
+                        outcomes.append(_refused(exc))
                     cur.execute("RELEASE one_commit")
         except Exception as exc:  # the transaction itself failed: nothing of the group landed
             for request in group:
@@ -434,12 +441,8 @@ class SQLiteStore(SqlStore):
         try:
             with self._immediate() as cur:
                 outcome = self._commit_one(cur, request)
-        except (sqlite3.IntegrityError, ConcurrencyError, NotFound) as exc:
-            outcome = (
-                JournalConflict(f"refused, nothing written: {exc}")
-                if isinstance(exc, sqlite3.IntegrityError)
-                else exc
-            )
+        except _REFUSALS as exc:
+            outcome = _refused(exc)
         except Exception as exc:  # the transaction itself failed: nothing landed
             outcome = exc
         request.settle(outcome)  # a cancelled caller's commit landed regardless
