@@ -241,7 +241,8 @@ def test_the_commit_callback_does_not_hold_its_session_back():
 
 def test_each_point_holds_exactly_the_hooks_that_override_it_in_order():
     """``Hooks`` keeps a plan per tuple of hook classes: whatever classes, order and repeats,
-    each point holds the hooks whose class overrides it, in the order given."""
+    each point holds the hooks whose class overrides it, in the order given (``tool_effect``:
+    those that override either of the pair ``before_tool_effect`` / ``after_tool_effect``)."""
     import itertools
     import random
 
@@ -259,11 +260,17 @@ def test_each_point_holds_exactly_the_hooks_that_override_it_in_order():
     asynchronous = {"around_run", "before_model_call", "after_model_call", "around_tool_effect",
                     "after_run"}  # fmt: skip
     kinds = []
+    named = (*_POINTS, "after_tool_effect")
     for n, chosen in enumerate(
-        itertools.chain.from_iterable(itertools.combinations(_POINTS, k) for k in (0, 1, 2, 9))
+        itertools.chain.from_iterable(
+            itertools.combinations(named, k) for k in (0, 1, 2, len(named))
+        )
     ):
         body = {p: (_async if p in asynchronous else _sync) for p in chosen}
-        kinds.append((type(f"H{n}", (Hook,), body), frozenset(chosen)))
+        points = set(chosen)
+        if "after_tool_effect" in points:  # one of the pair: the hook observes both ends
+            points.add("before_tool_effect")
+        kinds.append((type(f"H{n}", (Hook,), body), frozenset(points)))
     random.Random(5).shuffle(kinds)
     kinds = kinds[:12]
 
@@ -275,6 +282,140 @@ def test_each_point_holds_exactly_the_hooks_that_override_it_in_order():
         assert held.all == tuple(hooks)
         for point in _POINTS:
             expected = tuple(h for h, i in zip(hooks, picks, strict=True) if point in kinds[i][1])
-            assert getattr(held, point) == expected, point
+            held_at = "tool_effect" if point == "before_tool_effect" else point
+            assert getattr(held, held_at) == expected, point
 
     check()
+
+
+class Stop(BaseException):
+    """Leaves a tool's effect the way a cancellation does (not a tool failure)."""
+
+
+@tool(idempotent=True)
+def halt() -> int:
+    """A tool whose effect is cut short."""
+    raise Stop
+
+
+class Observer(Hook):
+    """Only the synchronous points, plus an ``around_tool_effect`` to see where the pair sits."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.commits = 0
+
+    def after_model_turn(self, step, turn):
+        self.seen.append(f"turn {turn.turn} calls={[c.name for c in turn.tool_calls]}")
+
+    def before_tool_effect(self, step, tool, call, intent):
+        assert intent.call_id == call.id and intent.key.startswith(step.session.run.id + ":")
+        self.seen.append(f"before {tool.name}")
+        return tool.name
+
+    async def around_tool_effect(self, step, tool, call, effect):
+        self.seen.append(f"around {tool.name}")
+        return await effect()
+
+    def after_tool_effect(self, began, result, error):
+        outcome = f"ok={result.ok}" if result is not None else f"error={type(error).__name__}"
+        self.seen.append(f"after {began} {outcome}")
+
+    def on_commit(self, session, entries):
+        self.commits += 1
+
+    def on_transition(self, session, transition, at):
+        assert session.run.status.value == transition.target  # the run has its new status
+        assert at > 0
+        self.seen.append(f"transition {transition.source}->{transition.target}")
+
+
+def test_observers_see_turns_effects_and_transitions_through_the_synchronous_points(store_url):
+    """The synchronous points an observing hook (tracing, metrics) uses: each model turn once,
+    the ``before_tool_effect`` / ``after_tool_effect`` pair outside every ``around_tool_effect``
+    with the call's intent and outcome, and ``on_transition`` only on the commits that change
+    the run's status - not on a step's."""
+    hook = Observer()
+    run, _ = _run(store_url, hook)  # type: ignore[arg-type]
+    assert run.status is RunStatus.COMPLETED
+    assert hook.seen == [
+        "transition PENDING->RUNNING",
+        "turn 1 calls=['read']",
+        "before read",
+        "around read",
+        "after read ok=True",
+        "turn 2 calls=['write']",
+        "before write",
+        "around write",
+        "after write ok=True",
+        "turn 3 calls=[]",
+        "transition RUNNING->COMPLETED",
+    ]
+    assert hook.commits == 5  # the claim, 3 step commits, the end: two carried a transition
+
+
+def test_an_effect_cut_short_reaches_after_tool_effect_with_its_exception(sqlite_url):
+    """A ``BaseException`` that leaves an effect (a cancellation, say) is handed to every
+    observer's ``after_tool_effect`` - the last to begin first - then goes on."""
+    import pytest
+
+    first, second = Observer(), Observer()
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        agent = Agent(name="h", instructions="halt", tools=(halt,))
+        model = ScriptedModel([{"tool_calls": [{"name": "halt", "arguments": {}}]}])
+        engine = Engine(
+            store,
+            AgentRegistry([agent]),
+            lambda spec: model,
+            runaway=Runaway(enabled=False),
+            hooks=[first, second],
+        )
+        try:
+            run = await engine.start("h", "go")
+            await engine.run_to_end(run.id)
+        finally:
+            await store.close()
+
+    order: list[str] = []
+    for name, hook in (("first", first), ("second", second)):
+        told = hook.after_tool_effect
+
+        def noting(began, result, error, name=name, told=told):
+            order.append(name)
+            told(began, result, error)
+
+        hook.after_tool_effect = noting  # type: ignore[method-assign]
+    with pytest.raises(Stop):
+        asyncio.run(go())
+    assert first.seen[-3:] == ["before halt", "around halt", "after halt error=Stop"]
+    assert second.seen[-3:] == ["before halt", "around halt", "after halt error=Stop"]
+    assert order == ["second", "first"]
+
+
+def test_an_operators_cancel_reaches_on_transition(sqlite_url):
+    """A commit made outside a worker (an operator's cancel) is told to ``on_transition`` too:
+    tracing ends the root span of the run it ends, whichever process ends it."""
+    hook = Observer()
+
+    async def go() -> None:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        agent = Agent(name="rw", instructions="-", tools=(read,))
+        engine = Engine(
+            store,
+            AgentRegistry([agent]),
+            lambda spec: ScriptedModel([]),
+            runaway=Runaway(enabled=False),
+            hooks=[hook],
+        )
+        try:
+            run = await engine.start("rw", "go")
+            await engine.cancel(run.id, reason="not needed")
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    assert hook.seen == ["transition PENDING->CANCELLED"]

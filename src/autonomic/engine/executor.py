@@ -559,8 +559,7 @@ class Engine:
                 audit_levels=self._audit_levels(run),
             )
             session.read_seconds = time.perf_counter() - reading
-            session.on_commit = Hooks.of(self.hooks).committer(session)
-            session.outbox = Hooks.of(self.hooks).stager()
+            Hooks.of(self.hooks).attach(session)
             taken_over = fresh is None and session.state.status is RunStatus.RUNNING
             if session.state.status is RunStatus.PENDING:
                 await session.transition(RunStatus.RUNNING, "claimed", worker=self.owner)
@@ -711,8 +710,7 @@ class Engine:
         if self.runaway.enabled and self.runaway.screen_results:
             hooks.append(ScreeningHook(self.runaway.classifier))
         chain = Hooks(hooks)
-        session.on_commit = chain.committer(session)
-        session.outbox = chain.stager()
+        chain.attach(session)
         extra = [agent.workflow.gate()] if agent.workflow is not None else []
         gatekeeper = Gatekeeper(
             self.gates,
@@ -1145,13 +1143,17 @@ class Engine:
             faults=NoFaults(),
             lease_ttl=self.lease_ttl,
         )
-        committer = Hooks.of(self.hooks).committer(session)
-        if committer is None:
+        hooks = Hooks.of(self.hooks)
+        committer, transitioner = hooks.committer(session), hooks.transitioner(session)
+        if committer is None and transitioner is None:
             return
         try:
             for entry in entries:
                 state.apply(entry)
-            committer(entries)
+            if committer is not None:
+                committer(entries)
+            if transitioner is not None:
+                transitioner(entries)
         except Exception:  # the commit stands; telemetry is not worth an operator's error
             log.exception("a commit hook failed after an operator's commit to run %s", run.id)
 

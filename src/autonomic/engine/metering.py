@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from autonomic.core.entries import ModelTurn, ToolResult, Transition
+from autonomic.core.entries import ModelTurn, ToolIntent, ToolResult, Transition
 from autonomic.core.journal import Entry
 from autonomic.core.messages import ToolCall
 from autonomic.engine.session import RunSession
-from autonomic.engine.step import Effect, Hook, StepProtocol
+from autonomic.engine.step import Hook, StepProtocol
 from autonomic.observability.metrics import Metrics
 from autonomic.tools.contract import Tool
 
@@ -107,7 +107,10 @@ class MetricsHook(Hook):
             self._state_read(read)
         await drive()
 
-    async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
+    def after_step(self, step: StepProtocol, entry: Entry) -> None:
+        self._steps(step.agent.name, entry.kind.value)(1)
+
+    def after_model_turn(self, step: StepProtocol, turn: ModelTurn) -> None:
         spec = step.session.run.model
         call = turn.call
         provider = call.provider or spec.partition(":")[0]
@@ -128,20 +131,19 @@ class MetricsHook(Hook):
         if cost > 0:
             add(cost)
 
-    async def around_tool_effect(
-        self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
-    ) -> tuple[ToolResult, bool]:
-        started = time.perf_counter()
-        result, unhealthy = await effect()
+    def before_tool_effect(
+        self, step: StepProtocol, tool: Tool, call: ToolCall, intent: ToolIntent
+    ) -> Any:
+        return tool.name, time.perf_counter()
+
+    def after_tool_effect(
+        self, began: Any, result: ToolResult | None, error: BaseException | None
+    ) -> None:
+        if result is None:  # the effect raised (a cancellation): nothing to count
+            return
+        name, started = began
         self._tool(time.perf_counter() - started)
-        self._tool_calls(tool.name, "true" if result.ok else "false")(1)
-        return result, unhealthy
+        self._tool_calls(name, "true" if result.ok else "false")(1)
 
-    def after_step(self, step: StepProtocol, entry: Entry) -> None:
-        self._steps(step.agent.name, entry.kind.value)(1)
-
-    def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
-        for entry in entries:
-            body = entry.body
-            if isinstance(body, Transition):
-                self._runs(session.run.agent, body.target)(1)
+    def on_transition(self, session: RunSession, transition: Transition, at: float) -> None:
+        self._runs(session.run.agent, transition.target)(1)

@@ -56,6 +56,9 @@ class RunSession:
         self._audit = AuditNote(levels=dict(audit_levels or {}))
         self.store = store
         self.on_commit = on_commit
+        self.on_transition: Callable[[Sequence[Entry]], None] | None = None
+        """Called with the entries of a commit that changes the run's status, after it is
+        durable (the ``on_transition`` hooks; a step's commit does not call it)."""
         self.outbox = outbox
         self.run = run
         self.state = state
@@ -79,7 +82,7 @@ class RunSession:
     def calm(self) -> None:
         """No commit hooks and no fault points from now on: the session only ends the run (after
         an unexpected error, which a hook or a fault point must not raise again)."""
-        self.on_commit = None
+        self.on_commit = self.on_transition = None
         self._faults = NoFaults()
         self.before_transition = None
 
@@ -241,6 +244,8 @@ class RunSession:
         committed, self._staged = self._staged, []
         if self.on_commit is not None:
             self.on_commit([p.entry for p in committed])
+        if self.on_transition is not None and changes.status is not None:
+            self.on_transition([p.entry for p in committed])
         self._faults.at("after_commit")
         for _ in range(steps):
             self._faults.at("step_done")

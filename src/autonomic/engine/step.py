@@ -51,12 +51,21 @@ context compression, the budget check - any of them may stop the run), then the 
 (retrying transient errors, unless the model retries itself), and the answer is staged as one
 ``model.response`` delta; it commits with the next step's commit.
 
-**Hooks** (``Hook``): ``around_run``, ``before_model_call``, ``after_model_call``,
-``around_tool_effect``, ``after_tool_result``, ``after_step`` (a model turn or a tool result was
-staged), ``stage_events`` (the events a commit causes, written in its transaction: the outbox),
-``on_commit`` (entries are durable) and ``after_run``. Planning, compression, budgets,
+**Hooks** (``Hook``): ``around_run``, ``before_model_call``, ``after_model_call`` and
+``after_model_turn``, ``around_tool_effect``, ``before_tool_effect`` and ``after_tool_effect``, ``after_tool_result``,
+``after_step`` (a model turn or a tool result was staged), ``stage_events`` (the events a commit
+causes, written in its transaction: the outbox), ``on_commit`` (entries are durable),
+``on_transition`` (a status change is durable) and ``after_run``. Planning, compression, budgets,
 breakers and screening are hooks (``engine/hooks.py``, ``engine/planning.py``); tracing, the outbox
 and the audit chain attach the same way. A hook that does not override a method costs nothing.
+
+A hook that only *observes* uses the synchronous points: ``after_model_turn`` (rather than the
+awaited ``after_model_call``), the ``before_tool_effect`` / ``after_tool_effect`` pair
+(rather than wrapping the effect in ``around_tool_effect``) and ``on_transition`` (rather than
+``on_commit``, called on every commit). An awaited point costs a step a coroutine and its
+wrapping closures whatever the hook does; a synchronous one, a call - tracing and metrics are
+observers, and a durable SQLite step is short enough for the difference to count
+(``docs/observability.md``).
 
 Patterns (``engine/patterns``) are loops over this protocol: they decide *which* step comes next,
 never how a step is taken.
@@ -78,6 +87,7 @@ from autonomic.core.entries import (
     RunStarted,
     ToolIntent,
     ToolResult,
+    Transition,
 )
 from autonomic.core.events import Event
 from autonomic.core.journal import Entry
@@ -136,12 +146,33 @@ class Hook:
     async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
         """The turn's answer is staged."""
 
+    def after_model_turn(self, step: StepProtocol, turn: ModelTurn) -> None:
+        """The turn's answer is staged (synchronous, after the ``after_model_call`` hooks: for
+        a hook that only observes the turn)."""
+
     async def around_tool_effect(
         self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
     ) -> tuple[ToolResult, bool]:
         """Wrap one tool call's effect (a breaker that may refuse it, say); return what
         ``effect`` returns (or a refusal, and ``False``)."""
         return await effect()
+
+    def before_tool_effect(
+        self, step: StepProtocol, tool: Tool, call: ToolCall, intent: ToolIntent
+    ) -> Any:
+        """Right before one tool call's effect (``intent``: its journaled intent - key,
+        arguments, position), outside every ``around_tool_effect`` and in the task that runs
+        the effect (a context variable set here is seen by the tool); what it returns is handed
+        to ``after_tool_effect``. Synchronous: for a hook that observes the call rather than
+        wraps it. Override both."""
+        return None
+
+    def after_tool_effect(
+        self, began: Any, result: ToolResult | None, error: BaseException | None
+    ) -> None:
+        """The effect is over: its ``result`` (``error`` is ``None``), or the exception that left
+        it (a cancellation, say; ``result`` is ``None``, and the exception goes on after the
+        hooks). ``began``: what ``before_tool_effect`` returned for this call."""
 
     def after_tool_result(self, step: StepProtocol, result: ToolResult) -> ToolResult:
         """The result before it is recorded (and read by the model): screen it, say."""
@@ -162,6 +193,11 @@ class Hook:
         """``entries`` are durable (called from the commit itself, so keep it quick; the
         session is all there is when a worker has just claimed the run)."""
 
+    def on_transition(self, session: RunSession, transition: Transition, at: float) -> None:
+        """A status change is durable (``session.run`` has the new status; ``at``: when it was
+        journaled). Called only for the commits that carry one - a step's commit does not pay
+        for it, as it pays for ``on_commit`` - including an operator's (a cancel, a reopen)."""
+
     async def after_run(self, step: StepProtocol) -> None:
         """The worker stopped driving the run (whatever state it is in now)."""
 
@@ -177,15 +213,22 @@ def _overrides(hook: Hook, name: str) -> bool:
 
 def _points_of(kind: type[Hook]) -> frozenset[str]:
     """The hook points ``kind`` overrides, kept by class (``Hooks`` is made a few times a run,
-    and asks each hook about each point)."""
+    and asks each hook about each point). The pair ``before_tool_effect`` / ``after_tool_effect``
+    counts as both when either is overridden: the two are called together."""
     found = _OVERRIDDEN.get(kind)
     if found is None:
-        found = _OVERRIDDEN[kind] = frozenset(
+        names = {
             name
             for name, default in vars(Hook).items()
             if callable(default) and not name.startswith("_") and getattr(kind, name) is not default
-        )
+        }
+        if names & _PAIR:
+            names |= _PAIR
+        found = _OVERRIDDEN[kind] = frozenset(names)
     return found
+
+
+_PAIR = frozenset({"before_tool_effect", "after_tool_effect"})
 
 
 _OVERRIDDEN: dict[type, frozenset[str]] = {}
@@ -194,10 +237,13 @@ _POINTS = (
     "around_run",
     "before_model_call",
     "after_model_call",
+    "after_model_turn",
     "around_tool_effect",
+    "before_tool_effect",
     "after_tool_result",
     "after_step",
     "on_commit",
+    "on_transition",
     "after_run",
     "stage_events",
 )
@@ -223,7 +269,8 @@ def _plan_of(kinds: tuple[type, ...]) -> tuple[tuple[int, ...], ...]:
 
 
 class Hooks:
-    """The hooks of one run, in order; each point holds only the hooks that override it."""
+    """The hooks of one run, in order; each point holds only the hooks that override it
+    (``tool_effect``: those of the ``before_tool_effect`` / ``after_tool_effect`` pair)."""
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.all = all_ = tuple(hooks)
@@ -232,10 +279,13 @@ class Hooks:
             self.around_run,
             self.before_model_call,
             self.after_model_call,
+            self.after_model_turn,
             self.around_tool_effect,
+            self.tool_effect,
             self.after_tool_result,
             self.after_step,
             self.on_commit,
+            self.on_transition,
             self.after_run,
             self.stage_events,
         ) = [tuple([all_[i] for i in at]) if at else () for at in plan]
@@ -283,6 +333,33 @@ class Hooks:
                 hook.on_commit(current, entries)
 
         return committed
+
+    def transitioner(self, session: RunSession) -> Callable[[Sequence[Entry]], None] | None:
+        """The session's callback for a commit that changes the run's status: the
+        ``on_transition`` hooks, with each transition the commit carries (``None`` when there
+        are none)."""
+        hooks = self.on_transition
+        if not hooks:
+            return None
+        held = weakref.ref(session)  # as ``committer``: no cycle through the session
+
+        def moved(entries: Sequence[Entry]) -> None:
+            current = held()
+            if current is None:
+                return
+            for entry in entries:
+                body = entry.body
+                if isinstance(body, Transition):
+                    for hook in hooks:
+                        hook.on_transition(current, body, entry.created_at)
+
+        return moved
+
+    def attach(self, session: RunSession) -> None:
+        """Give ``session`` these hooks' commit callbacks (commits, transitions, the outbox)."""
+        session.on_commit = self.committer(session)
+        session.on_transition = self.transitioner(session)
+        session.outbox = self.stager()
 
 
 class StepProtocol:
@@ -394,6 +471,8 @@ class StepProtocol:
         entry = session.stage(turn)
         for hook in self.hooks.after_model_call:
             await hook.after_model_call(self, turn)
+        for observer in self.hooks.after_model_turn:
+            observer.after_model_turn(self, turn)
         if self.hooks.after_step:
             self._after_step(entry)
         return True
@@ -726,7 +805,20 @@ class StepProtocol:
         run: Effect = effect
         for hook in reversed(self.hooks.around_tool_effect):
             run = _wrap_effect(hook, self, tool, call, run)
-        result, _ = await run()
+        observers = self.hooks.tool_effect
+        if not observers:
+            result, _ = await run()
+        elif len(observers) == 1:  # the usual one observer (tracing, or metrics), inline
+            observer = observers[0]
+            began = observer.before_tool_effect(self, tool, call, intent)
+            try:
+                result, _ = await run()
+            except BaseException as exc:
+                observer.after_tool_effect(began, None, exc)
+                raise
+            observer.after_tool_effect(began, result, None)
+        else:
+            result = await _observed(self, observers, tool, call, intent, run)
         if issued:  # a result that echoes a secret never reaches the journal or the model
             result = _redacted(result, tuple(c.reveal_unchecked() for c in issued.values()))
         return result.completed(
@@ -806,6 +898,28 @@ def in_doubt_reason(run_id: str, ref: str, call_id: str) -> str:
         f"{run_id} --executed --result JSON --reason TEXT` or `autonomic settle {run_id} "
         "--not-executed --reason TEXT`"
     )
+
+
+async def _observed(
+    step: StepProtocol,
+    observers: Sequence[Hook],
+    tool: Tool,
+    call: ToolCall,
+    intent: ToolIntent,
+    run: Effect,
+) -> ToolResult:
+    """``run`` between the ``before_tool_effect`` and ``after_tool_effect`` of ``observers``
+    (the last to begin is the first told of the end)."""
+    began = [hook.before_tool_effect(step, tool, call, intent) for hook in observers]
+    try:
+        result, _ = await run()
+    except BaseException as exc:
+        for hook, token in zip(reversed(observers), reversed(began), strict=True):
+            hook.after_tool_effect(token, None, exc)
+        raise
+    for hook, token in zip(reversed(observers), reversed(began), strict=True):
+        hook.after_tool_effect(token, result, None)
+    return result
 
 
 def _wrap_effect(

@@ -30,7 +30,7 @@ correlation id. Prompts, answers, arguments and results stay out unless
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from autonomic.core.canonical import canonical_json
@@ -43,12 +43,11 @@ from autonomic.core.entries import (
     ToolResult,
     Transition,
 )
-from autonomic.core.journal import Entry
 from autonomic.core.messages import ToolCall
 from autonomic.core.run import Run, RunStatus
 from autonomic.engine.failure import scrub
 from autonomic.engine.session import RunSession
-from autonomic.engine.step import Effect, Hook, StepProtocol
+from autonomic.engine.step import Hook, StepProtocol
 from autonomic.observability import genai
 from autonomic.observability.trace_context import TraceContext
 from autonomic.observability.tracing import Tracing, joining
@@ -189,7 +188,7 @@ class TracingHook(Hook):
         finally:
             self._drives.pop(run.id, None)
 
-    async def after_model_call(self, step: StepProtocol, turn: ModelTurn) -> None:
+    def after_model_turn(self, step: StepProtocol, turn: ModelTurn) -> None:
         """The model call's span, which is the turn's: its tool calls hang from it."""
         held = self._drives.get(step.session.run.id)
         if held is None:
@@ -202,6 +201,62 @@ class TracingHook(Hook):
             held.turn_no = turn.turn
             held.open = False
             return
+        self._sdk_chat(step, held, turn)
+
+    def before_tool_effect(
+        self, step: StepProtocol, tool: Tool, call: ToolCall, intent: ToolIntent
+    ) -> Any:
+        """The tool call's span, current while the effect runs (a sandbox's span nests under
+        it): under the turn's span, or a resumed turn's (its model call was elsewhere)."""
+        held = self._drives.get(step.session.run.id)
+        if held is None:
+            return None
+        state = step.session.state
+        turns = state.turns
+        if held.turn is None or held.turn_no != turns:
+            self._open_turn(held, turns)  # a resumed turn: its model call was elsewhere
+        decisions = state.decisions
+        if not decisions:
+            decision = None
+        elif intent.position is not None:  # the key it is journaled under (since 0.2)
+            decision = decisions.get(intent.position)
+        else:
+            decision = _this_turn(decisions, turns, call.id)
+        steps = held.steps
+        if steps is None:
+            return _SdkToolSpan(self.tracing, held, tool, call, turns, intent, decision)
+        # under a recorded span: a ChatSpan, or a resumed turn's (the trace is sampled)
+        recorded = self._tool_span(steps, held.turn, tool, call, turns, intent, decision)
+        return recorded, self._current[0](recorded)
+
+    def after_tool_effect(
+        self, began: Any, result: ToolResult | None, error: BaseException | None
+    ) -> None:
+        """The tool call's span ends with the call's outcome, or with the exception that left
+        it; the span that was current before it is current again."""
+        if type(began) is not tuple:
+            if began is not None:
+                began.end(result, error)
+            return
+        recorded, token = began
+        try:  # noqa: SIM105 - the token was made by ``before_tool_effect``
+            self._current[1](token)
+        except ValueError:  # not this context's token: nothing of ours to restore
+            pass
+        if error is not None:
+            recorded.raised(error)
+        elif result is not None:
+            recorded.finished(result)
+
+    def on_transition(self, session: RunSession, transition: Transition, at: float) -> None:
+        """The root span when a commit ends the run (called only for commits that change the
+        run's status: a step's commit pays nothing for it)."""
+        if transition.target in _TERMINAL:
+            self._emit_root(session, transition.target, at)
+
+    # -- the SDK's spans (the benchmark's *before*: ``_Drive.steps`` is ``None``) ---------------
+
+    def _sdk_chat(self, step: StepProtocol, held: _Drive, turn: ModelTurn) -> None:
         call = turn.call
         spec = step.session.run.model
         usage = call.usage
@@ -236,81 +291,6 @@ class TracingHook(Hook):
         span.end()
         held.turn = span
         held.turn_no = turn.turn
-
-    async def around_tool_effect(
-        self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
-    ) -> tuple[ToolResult, bool]:
-        held = self._drives.get(step.session.run.id)
-        if held is None:
-            return await effect()
-        state = step.session.state
-        turns = state.turns
-        if held.turn is None or held.turn_no != turns:
-            self._open_turn(held, turns)  # a resumed turn: its model call was elsewhere
-        call_id = call.id
-        intent = _this_turn(state.intents, turns, call_id)
-        decision = _this_turn(state.decisions, turns, call_id) if state.decisions else None
-        steps = held.steps
-        if steps is not None:
-            # under a recorded span: a ChatSpan, or a resumed turn's (the trace is sampled);
-            # current while the effect runs (a sandbox's span nests under it), then ended with
-            # the call's outcome - or with the exception that left it
-            recorded = self._tool_span(steps, held.turn, tool, call, turns, intent, decision)
-            enter, leave = self._current
-            token = enter(recorded)
-            try:
-                result, unhealthy = await effect()
-            except BaseException as exc:
-                recorded.raised(exc)
-                raise
-            finally:
-                try:  # noqa: SIM105 - no context manager made a tool call
-                    leave(token)
-                except ValueError:  # not this context's token: nothing of ours to restore
-                    pass
-            recorded.finished(result)
-            return result, unhealthy
-        attrs: dict[str, Any] = {
-            **held.common,
-            genai.OPERATION: genai.OP_EXECUTE_TOOL,
-            genai.TOOL_NAME: tool.name,
-            genai.TOOL_CALL_ID: call.id,
-            genai.TOOL_VERSION: tool.version,
-            genai.TURN: turns,
-        }
-        if intent is not None:
-            attrs[genai.IDEMPOTENCY_KEY] = intent.key
-        # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
-        if decision is None:
-            attrs[genai.DECISION] = "allow"
-        else:
-            attrs[genai.DECISION] = decision.verdict
-            if decision.risk:
-                attrs[genai.RISK] = decision.risk
-        if self.tracing.content:
-            attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
-        span = self.tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
-        with self.tracing.current(span):
-            result, unhealthy = await effect()
-            span.set_attribute(genai.OK, result.ok)
-            if not result.ok:
-                from opentelemetry.trace import Status, StatusCode
-
-                span.set_status(Status(StatusCode.ERROR, str((result.error or {}).get("code"))))
-            elif self.tracing.content:
-                span.set_attribute(genai.TOOL_CALL_RESULT, scrub(canonical_json(result.output)))
-        return result, unhealthy
-
-    def on_commit(self, session: RunSession, entries: Sequence[Entry]) -> None:
-        """The root span when a commit ends the run: the session's run has the committed
-        status already, so a commit that does not end it is one set lookup."""
-        if session.run.status not in _TERMINAL:  # a StrEnum: its value's hash
-            return
-        for entry in entries:
-            if entry.kind == _TRANSITION:  # (a str compare: no entry's body decoded for it)
-                body = entry.body
-                if isinstance(body, Transition) and body.target in _TERMINAL:
-                    self._emit_root(session, body.target, entry.created_at)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -379,6 +359,60 @@ class TracingHook(Hook):
             start_s=approval.created_at,
         )
         span.end(end_time=int(approval.decided_at * 1_000_000_000))
+
+
+class _SdkToolSpan:
+    """A tool call's span as the SDK makes it (the benchmark's *before*), current while the
+    effect runs."""
+
+    def __init__(
+        self,
+        tracing: Tracing,
+        held: _Drive,
+        tool: Tool,
+        call: ToolCall,
+        turns: int,
+        intent: ToolIntent | None,
+        decision: DecisionRecord | None,
+    ) -> None:
+        attrs: dict[str, Any] = {
+            **held.common,
+            genai.OPERATION: genai.OP_EXECUTE_TOOL,
+            genai.TOOL_NAME: tool.name,
+            genai.TOOL_CALL_ID: call.id,
+            genai.TOOL_VERSION: tool.version,
+            genai.TURN: turns,
+        }
+        if intent is not None:
+            attrs[genai.IDEMPOTENCY_KEY] = intent.key
+        # no journaled decision: no gate had an opinion (the gatekeeper journals none then)
+        if decision is None:
+            attrs[genai.DECISION] = "allow"
+        else:
+            attrs[genai.DECISION] = decision.verdict
+            if decision.risk:
+                attrs[genai.RISK] = decision.risk
+        if tracing.content:
+            attrs[genai.TOOL_CALL_ARGUMENTS] = scrub(canonical_json(call.arguments))
+        self.content = tracing.content
+        self.span = tracing.start(f"execute_tool {tool.name}", held.turn, attrs)
+        self.current = tracing.current(self.span)
+        self.current.__enter__()
+
+    def end(self, result: ToolResult | None, error: BaseException | None) -> None:
+        span = self.span
+        if result is not None:
+            span.set_attribute(genai.OK, result.ok)
+            if not result.ok:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, str((result.error or {}).get("code"))))
+            elif self.content:
+                span.set_attribute(genai.TOOL_CALL_RESULT, scrub(canonical_json(result.output)))
+        if error is not None:
+            self.current.__exit__(type(error), error, error.__traceback__)
+        else:
+            self.current.__exit__(None, None, None)
 
 
 _Keyed = TypeVar("_Keyed", ToolIntent, DecisionRecord)
