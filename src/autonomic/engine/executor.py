@@ -45,6 +45,7 @@ from autonomic.engine.hooks import (
     CommitCallback,
     CompressionHook,
     ScreeningHook,
+    ToolCircuitHook,
     exact_estimate,
 )
 from autonomic.engine.hot_state import HotState
@@ -682,6 +683,8 @@ class Engine:
         state = session.state
         managed = self._managed(model)
         hooks: list[Hook] = [*self.hooks, CircuitHook(self.circuits)]
+        if any(t.breaker is not None for t in agent.tools):
+            hooks.append(ToolCircuitHook(self.circuits))
         budget: ModelBudget | None = None
         if self.runaway.enabled:
             budget = ModelBudget(self.runaway.ledger)

@@ -113,7 +113,7 @@ class CompressionHook(Hook):
 
 
 class CircuitHook(Hook):
-    """The agent's and workflow's circuits around a new run; each tool's around its calls."""
+    """The agent's and workflow's circuits around a new run (each tool's: ``ToolCircuitHook``)."""
 
     def __init__(self, circuits: Circuits) -> None:
         self.circuits = circuits
@@ -134,6 +134,15 @@ class CircuitHook(Hook):
         if refused is not None:
             reason, evidence = refusal(refused)
             await step.stop(RunStatus.SUSPENDED, reason, **evidence)
+
+
+class ToolCircuitHook(Hook):
+    """Each tool's circuit around its calls - attached only for an agent with a tool that has a
+    breaker (``Tool.breaker``): wrapping an effect costs a step coroutines and closures even when
+    the tool has no breaker to consult."""
+
+    def __init__(self, circuits: Circuits) -> None:
+        self.circuits = circuits
 
     async def around_tool_effect(
         self, step: StepProtocol, tool: Tool, call: ToolCall, effect: Effect
