@@ -60,10 +60,25 @@ class _Empty(Hook):
     async def after_model_call(self, step: Any, turn: Any) -> None:
         return None
 
+    def after_model_turn(self, step: Any, turn: Any) -> None:
+        return None
+
     async def around_tool_effect(self, step: Any, tool: Any, call: Any, effect: Any) -> Any:
         return await effect()
 
+    def before_tool_effect(self, step: Any, tool: Any, call: Any, intent: Any) -> Any:
+        return None
+
+    def after_tool_effect(self, began: Any, result: Any, error: Any) -> None:
+        return None
+
+    def after_step(self, step: Any, entry: Any) -> None:
+        return None
+
     def on_commit(self, session: Any, entries: Any) -> None:
+        return None
+
+    def on_transition(self, session: Any, transition: Any, at: float) -> None:
         return None
 
 

@@ -32,11 +32,15 @@ HOOK_POINTS = (
     "around_run",
     "before_model_call",
     "after_model_call",
+    "after_model_turn",
+    "before_tool_effect",
     "around_tool_effect:before",
     "around_tool_effect:after",
+    "after_tool_effect",
     "after_tool_result",
     "after_step",
     "on_commit",
+    "on_transition",
     "after_run",
 )
 POINTS = (*HOOK_POINTS, "check", "brain", "gate", "tool", "store")
@@ -135,6 +139,16 @@ class ChaosHook(Hook):
     async def after_model_call(self, step, turn):
         CHAOS.hit(step.session.run.id, "after_model_call")
 
+    def after_model_turn(self, step, turn):
+        CHAOS.hit(step.session.run.id, "after_model_turn")
+
+    def before_tool_effect(self, step, tool, call, intent):
+        CHAOS.hit(step.session.run.id, "before_tool_effect")
+        return step.session.run.id
+
+    def after_tool_effect(self, began, result, error):
+        CHAOS.hit(began, "after_tool_effect")
+
     async def around_tool_effect(self, step, tool, call, effect):
         CHAOS.hit(step.session.run.id, "around_tool_effect:before")
         result = await effect()
@@ -154,6 +168,10 @@ class ChaosHook(Hook):
             for e in entries
         )
         CHAOS.hit(session.run.id, "on_commit", ending=ending)
+
+    def on_transition(self, session, transition, at):
+        ending = transition.target == RunStatus.COMPLETED.value
+        CHAOS.hit(session.run.id, "on_transition", ending=ending)
 
     async def after_run(self, step):
         CHAOS.hit(step.session.run.id, "after_run", ending=True)
