@@ -21,7 +21,9 @@ machine noise hits them alike), on each store of ``--stores``:
 
 Reports the median per-step time and each one's overhead over ``off`` (target: at most 5 %
 each; a tracing configuration's CPU includes flushing its spans after its runs, so that no span
-is encoded or posted on another configuration's account), then the time of a scrape of ``/metrics`` served by
+is encoded or posted on another configuration's account; ``added_cpu_pct_paired``: the added CPU
+over the plain step's wall round by round, its median over the rounds - the figure least moved by
+a host whose speed drifts), then the time of a scrape of ``/metrics`` served by
 ``autonomic.observability.metrics.serve`` after the runs (target: at most 10 ms, median of 200).
 
 The OTLP receiver is a Phoenix of the benchmark's own (``own_receiver``: the one the test
@@ -285,6 +287,21 @@ def measure(args: argparse.Namespace, otlp: str, stores: list[str], configs: lis
             # both under one GIL)
             "added_cpu_pct_of_off_wall": {
                 c: round((cpus[c] - cpus["off"]) / walls["off"] * 100, 2) for c in configs
+            },
+            # the same, paired round by round (each round runs every configuration once, one
+            # after the other): the median of the rounds' own shares, which a machine that
+            # speeds up or slows down between rounds moves less than a ratio of medians
+            "added_cpu_pct_paired": {
+                c: round(
+                    statistics.median(
+                        (used - base) / wall * 100
+                        for used, base, wall in zip(
+                            cpu[store][c], cpu[store]["off"], samples[store]["off"], strict=True
+                        )
+                    ),
+                    2,
+                )
+                for c in configs
             },
             "samples_ms": {c: [round(x, 3) for x in v] for c, v in samples[store].items()},
         }
