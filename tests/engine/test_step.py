@@ -309,7 +309,8 @@ class Observer(Hook):
         self.seen.append(f"turn {turn.turn} calls={[c.name for c in turn.tool_calls]}")
 
     def before_tool_effect(self, step, tool, call, intent):
-        assert intent.call_id == call.id and intent.key.startswith(step.session.run.id + ":")
+        assert intent.call_id == call.id
+        assert intent.key.startswith(step.session.run.id + ":")
         self.seen.append(f"before {tool.name}")
         return tool.name
 
