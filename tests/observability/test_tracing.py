@@ -561,3 +561,64 @@ def test_a_sampler_that_keeps_every_trace_is_not_asked_each_run(sampler, keeps_a
     expected = [real(None, i, "x").decision is Decision.RECORD_AND_SAMPLE for i in ids]
     assert answers == expected
     assert asked == ([] if keeps_all else ids)
+
+
+def test_a_turns_calls_acted_together_each_run_under_their_own_span(sqlite_url):
+    """With ``parallel_tools`` a turn's idempotent calls run concurrently, each in a task of its
+    own: each call's span is the current one while its effect runs (what a sandbox or an
+    instrumented client nests under), none leaks into another call or past its effect, and all
+    hang from the turn's model call."""
+    from opentelemetry import trace as otel
+
+    seen: dict[int, tuple[int, int]] = {}
+    gate = asyncio.Event()
+
+    @tool(idempotent=True)
+    async def fetch(n: int) -> int:
+        """Fetch one thing (every call waits for all three to have started)."""
+        seen[n] = (otel.get_current_span().get_span_context().span_id, 0)
+        if len(seen) == 3:
+            gate.set()
+        await gate.wait()
+        seen[n] = (seen[n][0], otel.get_current_span().get_span_context().span_id)
+        return n
+
+    turns = [
+        {"tool_calls": [{"name": "fetch", "arguments": {"n": n}} for n in (1, 2, 3)]},
+        {"content": "done"},
+    ]
+    t, exporter = tracing()
+    after: list[int] = []
+
+    class After(Hook):
+        def after_tool_result(self, step, result):
+            after.append(otel.get_current_span().get_span_context().span_id)
+            return result
+
+    async def go() -> Run:
+        store = build_store(sqlite_url)
+        await store.migrate()
+        agent = Agent(name="p", instructions="fetch", tools=(fetch,), parallel_tools=True)
+        try:
+            return await Engine(
+                store,
+                AgentRegistry([agent]),
+                lambda spec: ScriptedModel(list(turns)),
+                runaway=Runaway(enabled=False),
+                hooks=[TracingHook(t), After()],
+            ).run("p", "go")
+        finally:
+            await store.close()
+
+    run = asyncio.run(go())
+    assert run.status is RunStatus.COMPLETED
+    spans = spans_of(t, exporter)
+    index = by_id(spans)
+    tools = [s for s in spans if s.name == "execute_tool fetch"]
+    assert len(tools) == 3
+    assert all(turn_of(s, index) == 1 for s in tools)
+    ids = {s.context.span_id for s in tools}
+    assert {before for before, _ in seen.values()} == ids  # each call under a span of its own
+    assert all(before == later for before, later in seen.values())  # through the whole effect
+    assert len(after) == 3
+    assert not set(after) & ids  # none left current once the calls were over
