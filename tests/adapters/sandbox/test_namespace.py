@@ -57,6 +57,29 @@ def test_a_command_runs_instead_of_code(sandbox: NamespaceSandbox) -> None:
     assert uid != "0"
 
 
+def test_a_command_is_found_on_the_path_and_a_missing_one_exits_127(
+    sandbox: NamespaceSandbox,
+) -> None:
+    """The loader searches ``PATH`` itself (it does without ``os``, see loader.py)."""
+    found = asyncio.run(sandbox.execute(Execution(command=("sh", "-c", "echo found"))))
+    assert (found.ended, found.exit_code, found.stdout) == (Ended.EXIT, 0, "found\n")
+    missing = asyncio.run(sandbox.execute(Execution(command=("no-such-program", "x"))))
+    assert (missing.ended, missing.exit_code) == (Ended.EXIT, 127)
+    assert missing.stderr == "cannot run no-such-program: No such file or directory\n"
+    denied = asyncio.run(
+        sandbox.execute(Execution(command=("./data.txt",), files={"data.txt": b"not a program"}))
+    )
+    assert denied.exit_code == 127
+    assert denied.stderr == "cannot run ./data.txt: Permission denied\n"
+
+
+def test_files_in_nested_directories_are_written(sandbox: NamespaceSandbox) -> None:
+    files = {"a/b/c.txt": b"deep", "a/top.txt": b"top", "a/b/d/e.bin": b"\x00\xff"}
+    code = "print(open('a/b/c.txt').read(), open('a/top.txt').read(), open('a/b/d/e.bin', 'rb').read())"
+    result = asyncio.run(sandbox.execute(Execution(code=code, files=files)))
+    assert result.stdout == "deep top b'\\x00\\xff'\n", result.stderr
+
+
 def test_the_code_sees_a_clean_environment_and_read_only_root(sandbox: NamespaceSandbox) -> None:
     code = """
 import os
