@@ -108,6 +108,17 @@ def test_a_raising_program_is_an_exit_with_its_traceback(sandbox: NamespaceSandb
     assert "<string>" not in result.stderr  # the loader's own frame is not shown
 
 
+def test_output_before_an_uncaught_exception_is_kept(sandbox: NamespaceSandbox) -> None:
+    """As under a plain interpreter: stdout is flushed and ``atexit`` handlers run."""
+    code = (
+        "import atexit\natexit.register(print, 'at exit')\nprint('before')\nraise ValueError('x')"
+    )
+    result = asyncio.run(sandbox.execute(Execution(code=code)))
+    assert (result.ended, result.exit_code) == (Ended.EXIT, 1)
+    assert result.stdout == "before\nat exit\n"
+    assert result.stderr.endswith("ValueError: x\n")
+
+
 def test_a_syntax_error_is_a_clean_result(sandbox: NamespaceSandbox) -> None:
     result = asyncio.run(sandbox.execute(Execution(code="def (:\n")))
     assert result.ended is Ended.EXIT
@@ -169,6 +180,7 @@ def test_the_wall_timeout_kills_the_whole_tree(sandbox: NamespaceSandbox) -> Non
     assert result.ended is Ended.TIMEOUT
     assert result.exit_code is None
     assert 1.0 <= result.duration_s < 3 * (empty.duration_s + 1.0), (result, empty)
+    asyncio.run(sandbox.settle())  # each sandbox is torn down after its result is out
     assert sandbox_processes() == []
 
 

@@ -50,6 +50,8 @@ def _boot():
             buf += chunk
         return bytes(buf)
     head = marshal.loads(readn(int(readn(10))))
+    if head.get("status_fd") is not None:
+        posix.set_inheritable(head["status_fd"], False)
     for name, (soft, hard) in head["rlimits"].items():
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (soft, hard))
     for rel, data in head["files"].items():
@@ -88,6 +90,7 @@ if _head["command"]:
         print("cannot run %s: %s" % (_head["command"][0], e.strerror), file=sys.stderr)
         sys.exit(127)
 _src = _head["code"]
+_status_fd = _head.get("status_fd")
 del _head, _execvp
 sys.argv = ["main.py"]
 try:
@@ -103,13 +106,22 @@ except SystemExit:
 except BaseException as e:
     import traceback
     traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
-    sys.stderr.flush()
-    posix._exit(1)
+    _code = 1
+else:
+    _code = 0
 import atexit
 atexit._run_exitfuncs()
-sys.stdout.flush()
-sys.stderr.flush()
-posix._exit(0)
+for _stream in (sys.stdout, sys.stderr):
+    try:
+        _stream.flush()
+    except Exception:
+        pass
+if _status_fd is not None:
+    try:
+        posix.write(_status_fd, b"exit %d\n" % _code)
+    except OSError:
+        pass
+posix._exit(_code)
 """
 
 
@@ -120,14 +132,21 @@ def encode_request(
     files: Mapping[str, bytes],
     rlimits: Mapping[str, tuple[int, int]],
     stdin: bytes,
+    status_fd: int | None = None,
 ) -> bytes:
-    """The bytes a sandbox's loader reads on stdin."""
+    """The bytes a sandbox's loader reads on stdin.
+
+    ``status_fd``: a descriptor the sandbox inherited, where the loader writes ``exit N`` once
+    the code has ended by itself (returned or raised; not ``SystemExit``, a signal or an
+    ``exec``), after flushing its output (``process.Launcher.run``).
+    """
     header = marshal.dumps(
         {
             "code": code,
             "command": list(command) if command else None,
             "files": {k: bytes(v) for k, v in files.items()},
             "rlimits": {k: list(v) for k, v in rlimits.items()},
+            "status_fd": status_fd,
         },
         MARSHAL_VERSION,
     )

@@ -30,11 +30,14 @@ import asyncio
 import contextlib
 import itertools
 import os
+import queue
 import shutil
 import signal
 import stat
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from autonomic.adapters.sandbox.cgroup import Cgroups, SandboxCgroup
@@ -87,6 +90,53 @@ _UIDS = _Uids()
 _NAMES = itertools.count()
 
 
+class _Spawner:
+    """The one thread of this process that starts every launcher; it lives as long as the process.
+
+    bubblewrap's ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread*
+    that forked the launcher ends, not the process. A launcher started from an executor thread
+    that ends while its sandbox still runs is killed by that, and the sandbox's init with it:
+    orphaned, it goes to the host's pid 1, which on some hosts never reaps it. Results are
+    returned before the sandbox is torn down (``NamespaceSandbox._finish``), so the thread
+    that forked a launcher must outlive its teardown: a daemon thread, never joined, that
+    ends only with the process (which ``--die-with-parent`` is there for).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Future[_Started], Callable[[], _Started]]] = (
+            queue.SimpleQueue()
+        )
+        self._pid = -1
+
+    def submit(self, job: Callable[[], _Started]) -> Future[_Started]:
+        future: Future[_Started] = Future()
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: no thread here yet
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True).start()
+                self._pid = os.getpid()
+            self._jobs.put((future, job))
+        return future
+
+    def call(self, job: Callable[[], _Started]) -> _Started:
+        return self.submit(job).result()
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            future, job = jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the waiting caller
+                future.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 def doctor() -> tuple[bool, str]:
     """Whether the namespace backend works here, and why not (tries a real sandbox)."""
     bwrap = shutil.which("bwrap")
@@ -127,6 +177,10 @@ class _Started:
     workspace_mb: int
     started: float
     network: EgressNetwork | None = None
+    status_read: int = -1
+    """The host's end of the pipe the loader writes its end status to (-1: none)."""
+    status_fd: int | None = None
+    """That pipe's write end, as numbered inside the sandbox."""
 
 
 class NamespaceSandbox:
@@ -179,6 +233,12 @@ class NamespaceSandbox:
         self._refills: set[asyncio.Task[None]] = set()
         self._launches: set[asyncio.Future[_Started]] = set()
         self._closed = False
+        # Finishes each sandbox after its result is handed out (_finish). A thread, not a task:
+        # it goes on while the event loop is busy or gone, and the interpreter waits for what it
+        # was given before it exits (concurrent.futures joins its threads at exit).
+        self._reaper = ThreadPoolExecutor(2, thread_name_prefix="sandbox-reaper")
+        self._reaping: set[Future[None]] = set()
+        self._reaper.submit(lambda: None)  # its thread starts now, not on an execution's path
 
     @property
     def name(self) -> str:
@@ -222,10 +282,8 @@ class NamespaceSandbox:
                 started = await self._launch_cold(limits)
             return await self._run(started, execution, begun)
         finally:
-            # Usually instant (the launcher is reaped, its pid namespace gone, the cgroup empty);
-            # a thread only when the kernel is still tearing processes down.
-            if started is not None and not self._cleanup(started, wait=False):
-                await asyncio.to_thread(self._cleanup, started)
+            if started is not None:
+                self._finish(started)
             if pooled:
                 # Refilled once this execution is done, not while it runs: a launch is a few
                 # milliseconds of CPU (and a GIL-holding spawn) that on a small machine would be
@@ -243,15 +301,35 @@ class NamespaceSandbox:
             if started.cgroup is not None:
                 started.cgroup.kill_all(spare=started.launcher.pid)
             await asyncio.to_thread(self._cleanup, started)
+        await self.settle()
+        self._reaper.shutdown(wait=False)
         for cgroup in list(_LINGERING):
             if await asyncio.to_thread(_remove_cgroup, cgroup, 10.0):
                 _LINGERING.remove(cgroup)
+
+    async def settle(self) -> None:
+        """Wait until every execution that has returned is cleaned up.
+
+        An execution's result is returned before its sandbox is torn down: the launcher is
+        reaped, what is left killed, the cgroup removed, the uid given back and an egress
+        network removed by a thread of this sandbox right after (``close()`` and the
+        interpreter's exit wait for it too). This is the point after which nothing of them is
+        left on the host.
+        """
+        while self._reaping:
+            await asyncio.gather(
+                *(asyncio.wrap_future(f) for f in list(self._reaping)), return_exceptions=True
+            )
 
     # -- internals -----------------------------------------------------------------------------
 
     async def _launch_cold(self, limits: Limits) -> _Started:
         """Launch in a thread; if the caller is cancelled meanwhile, the sandbox is still reaped."""
-        launch = asyncio.ensure_future(asyncio.to_thread(self._launch, limits))
+        launch: asyncio.Future[_Started]
+        if limits.network is NetworkPolicy.NONE:
+            launch = asyncio.wrap_future(_SPAWNER.submit(lambda: self._launch_in(limits, None)))
+        else:  # the network is built first, in a thread of its own (``ip`` commands)
+            launch = asyncio.ensure_future(asyncio.to_thread(self._launch, limits))
         self._launches.add(launch)
         launch.add_done_callback(self._launches.discard)
         try:
@@ -267,17 +345,14 @@ class NamespaceSandbox:
 
                 def reap(done: asyncio.Future[_Started]) -> None:
                     if not done.cancelled() and done.exception() is None:
-                        orphan = done.result()
-                        orphan.launcher.kill()
-                        self._cleanup(orphan)
+                        self._finish(done.result())
 
                 launch.add_done_callback(reap)
                 raise
             except Exception:  # noqa: S110 -- the launch failed: nothing to reap
                 pass
             else:
-                orphan.launcher.kill()
-                await asyncio.to_thread(self._cleanup, orphan)
+                self._finish(orphan)
             raise
 
     def _poolable(self, limits: Limits) -> bool:
@@ -314,21 +389,35 @@ class NamespaceSandbox:
             network = EgressNetwork(self._egress_uplink, parse_allow(limits.egress_allow))
             network.open()
         try:
-            return self._launch_in(limits, ready, network)
+            started = _SPAWNER.call(lambda: self._launch_in(limits, network))
         except BaseException:
             if network is not None:
                 network.close()
             raise
+        if ready and not started.launcher.wait_ready(10.0):
+            self._cleanup(started)
+            raise SandboxUnavailable(
+                "a pooled sandbox did not start within 10 s",
+                hint="run `autonomic sandbox doctor`",
+            )
+        return started
 
-    def _launch_in(self, limits: Limits, ready: bool, network: EgressNetwork | None) -> _Started:
+    def _launch_in(self, limits: Limits, network: EgressNetwork | None) -> _Started:
+        """Create the cgroup and start the launcher (on the spawner thread, see ``_Spawner``)."""
         uid = _UIDS.take() if self._root else None
         cgroup = None
         if self._cgroups is not None:
             cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
             cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
-        seccomp_read = gate_read = gate_write = -1
+        seccomp_read = gate_read = gate_write = status_read = status_write = -1
         launcher = None
         try:
+            if cgroup is not None:
+                # The loader's end status (loader.py): the result can be returned before the
+                # sandbox has torn down. Only with a cgroup, which gives the CPU time that the
+                # launcher's rusage would give once reaped.
+                status_read, status_write = os.pipe()
+                os.set_blocking(status_read, False)
             if self._seccomp is not None:
                 seccomp_read, seccomp_write = os.pipe()
                 os.write(seccomp_write, self._seccomp)
@@ -354,7 +443,7 @@ class NamespaceSandbox:
                 # more for a big worker under load) and hold the GIL meanwhile.
                 launcher = Launcher.spawn(
                     argv,
-                    pass_fds=tuple(fd for fd in (seccomp_read, gate_read) if fd >= 0),
+                    pass_fds=tuple(fd for fd in (seccomp_read, gate_read, status_write) if fd >= 0),
                     env=_ENV,
                 )
             if cgroup is not None and not inside:
@@ -377,19 +466,24 @@ class NamespaceSandbox:
                 _remove_cgroup(cgroup, 5.0)
             if uid is not None:
                 _UIDS.give(uid)
+            if status_read >= 0:
+                os.close(status_read)
             raise
         finally:
-            for fd in (seccomp_read, gate_read, gate_write):
+            for fd in (seccomp_read, gate_read, gate_write, status_write):
                 if fd >= 0:
                     os.close(fd)
         launcher.marker_pending = True
-        started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic(), network)
-        if ready and not launcher.wait_ready(10.0):
-            self._cleanup(started)
-            raise SandboxUnavailable(
-                "a pooled sandbox did not start within 10 s",
-                hint="run `autonomic sandbox doctor`",
-            )
+        started = _Started(
+            launcher,
+            cgroup,
+            uid,
+            limits.workspace_mb,
+            time.monotonic(),
+            network,
+            status_read=status_read,
+            status_fd=status_write if status_write >= 0 else None,
+        )
         return started
 
     def _argv(
@@ -521,6 +615,7 @@ class NamespaceSandbox:
             files=execution.files,
             rlimits=self._rlimits(limits),
             stdin=execution.stdin,
+            status_fd=started.status_fd,
         )
         cgroup = started.cgroup
         outcome = await started.launcher.run(
@@ -532,6 +627,7 @@ class NamespaceSandbox:
                 if cgroup is not None
                 else lambda: None
             ),
+            status_fd=started.status_read if started.status_read >= 0 else None,
         )
         return self._result(outcome, started, limits, begun)
 
@@ -574,19 +670,33 @@ class NamespaceSandbox:
             detail=detail,
         )
 
-    def _cleanup(self, started: _Started, *, wait: bool = True) -> bool:
+    def _finish(self, started: _Started) -> None:
+        """Clean up after an execution, off the caller's path: in the reaper thread.
+
+        The result is out already (or the caller gave up). What is left: a launcher to reap
+        (still running when the loader's status came first: the sandbox tearing down, or code
+        that wrote a status and went on, which ``_cleanup`` kills), a cgroup to remove, a uid
+        to give back. ``close()`` waits for these, and so does the interpreter at exit.
+        """
+        try:
+            future = self._reaper.submit(self._cleanup, started)
+        except RuntimeError:  # closed meanwhile (an execution still running when close() began)
+            self._cleanup(started)
+            return
+        self._reaping.add(future)
+        future.add_done_callback(self._reaping.discard)
+
+    def _cleanup(self, started: _Started) -> None:
         """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed.
 
-        With ``wait=False`` it does not block: ``False`` means call again with ``wait=True``.
+        Blocking (a thread's work): kills what still runs below the launcher and waits for it.
         """
-        if not wait and not started.launcher.reap():
-            return False
         started.launcher.close()
-        if started.cgroup is not None and not started.cgroup.remove():
-            if not wait:
-                return False
-            if not _remove_cgroup(started.cgroup, 5.0):
-                _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
+        if started.status_read >= 0:
+            os.close(started.status_read)
+            started.status_read = -1
+        if started.cgroup is not None and not _remove_cgroup(started.cgroup, 5.0):
+            _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
         if started.uid is not None:
             _UIDS.give(started.uid)
             started.uid = None
@@ -597,7 +707,6 @@ class NamespaceSandbox:
         for cgroup in list(_LINGERING):
             if cgroup.remove():
                 _LINGERING.remove(cgroup)
-        return True
 
 
 _LINGERING: list[SandboxCgroup] = []
