@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -380,16 +381,20 @@ def test_close_leaves_no_process_or_cgroup() -> None:
     assert sandbox_processes() == []
 
 
-@pytest.mark.parametrize("plain_bwrap", [True, False], ids=["unshare", "setpriv"])
-def test_sandbox_processes_run_under_a_uid_of_their_own(plain_bwrap: bool) -> None:
-    """``unshare --setuid`` drops the uid; ``setpriv`` (with no_new_privs) for a setuid bwrap."""
+@pytest.mark.parametrize("how", ["thread", "unshare", "setpriv"])
+def test_sandbox_processes_run_under_a_uid_of_their_own(how: str) -> None:
+    """The spawning thread takes the uid for the spawn; ``unshare --setuid`` drops it where the
+    thread cannot; ``setpriv`` (with no_new_privs) for a setuid bwrap."""
     require_bwrap()
     if os.geteuid() != 0:
         pytest.skip("only root switches to a uid of the sandbox's own")
 
     async def main() -> list[list[tuple[object, ...]]]:
         sandbox = NamespaceSandbox(pool_size=2)
-        sandbox._plain_bwrap = plain_bwrap
+        if how == "thread" and not sandbox._thread_uid:
+            pytest.skip("this host's ids or architecture leave it to unshare")
+        sandbox._plain_bwrap = how != "setpriv"
+        sandbox._thread_uid = how == "thread"
         await sandbox.start()
         try:
             return [
@@ -479,6 +484,52 @@ def test_the_spawning_thread_goes_back_to_its_own_cgroups() -> None:
         return _all_threads_cgroups()  # the executor's threads are still alive here
 
     assert set(asyncio.run(main())) == {own}
+
+
+def test_the_spawning_thread_gives_the_uid_back() -> None:
+    """The thread that takes a sandbox's uid for a spawn is root again after it, with its groups,
+    and the worker stays dumpable; no other thread of the worker ever changed."""
+    require_bwrap()
+    if os.getresuid() != (0, 0, 0):
+        pytest.skip("only a root worker spawns as the sandbox's uid")
+    before = _all_threads_ids()
+    dumpable = _dumpable()
+
+    async def main() -> dict[int, tuple[str, ...]]:
+        sandbox = NamespaceSandbox(pool_size=1)
+        if not sandbox._thread_uid:
+            pytest.skip("this host's ids or architecture leave it to unshare")
+        try:
+            await sandbox.start()
+            for _ in range(3):
+                result = await sandbox.execute(Execution(code="import os; print(os.getuid())"))
+                assert int(result.stdout) >= UID_BASE, result
+            return _all_threads_ids()
+        finally:
+            await sandbox.close()
+
+    after = asyncio.run(main())
+    assert set(after.values()) == set(before.values()) == {before[os.getpid()]}
+    assert any(t.name == "sandbox-spawner" for t in threading.enumerate())  # seen above
+    assert _dumpable() == dumpable
+
+
+def _all_threads_ids() -> dict[int, tuple[str, ...]]:
+    """Uid, gid and groups lines of every thread of this process."""
+    ids = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            lines = (task / "status").read_text().splitlines()
+            ids[int(task.name)] = tuple(
+                line for line in lines if line.startswith(("Uid:", "Gid:", "Groups:"))
+            )
+    return ids
+
+
+def _dumpable() -> int:
+    import ctypes
+
+    return int(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
 
 
 def test_killing_a_group_never_kills_the_host_thread_inside_it() -> None:
