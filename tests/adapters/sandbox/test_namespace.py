@@ -585,7 +585,11 @@ def _thread_cgroups() -> str:
 
 
 def _all_threads_cgroups() -> list[str]:
-    return [(task / "cgroup").read_text() for task in Path(f"/proc/{os.getpid()}/task").iterdir()]
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found.append((task / "cgroup").read_text())
+    return found
 
 
 def _tree(pid: int) -> list[int]:
