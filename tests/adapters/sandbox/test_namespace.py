@@ -609,6 +609,130 @@ def _ids_of(pid: int) -> tuple[object, ...]:
     return (*uids, *gids, fields["Groups"].strip())
 
 
+FORGE_STATUS = """
+import os, stat, fcntl, time
+for fd in map(int, os.listdir('/proc/self/fd')):
+    try:
+        writes_a_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode) and (
+            fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        )
+    except OSError:
+        continue
+    if fd > 2 and writes_a_pipe:
+        os.write(fd, STATUS)
+print('before', flush=True)
+import subprocess
+subprocess.Popen(['sleep', '600'])
+time.sleep(600)
+"""
+
+
+def test_the_result_comes_before_the_teardown_and_code_that_goes_on_is_killed() -> None:
+    """The loader's status ends an execution (here written by the code itself, which then
+    keeps running with a child): the result is returned at once, then the sandbox is killed,
+    reaped and its cgroup removed by the reaper."""
+    require_bwrap()
+
+    async def main() -> tuple[object, list[object]]:
+        sandbox = NamespaceSandbox()
+        if sandbox.cgroups is None:
+            pytest.skip("the status is used only with a cgroup")
+        try:
+            code = "STATUS = b'exit 7\\n'\n" + FORGE_STATUS
+            result = await sandbox.execute(
+                Execution(code=code, limits=Limits(wall_seconds=60.0, cpu_seconds=30.0))
+            )
+            await sandbox.settle()
+            return result, [*sandbox.cgroups.leftovers(), *sandbox_processes()]
+        finally:
+            await sandbox.close()
+
+    result, left = asyncio.run(main())
+    assert (result.ended, result.exit_code, result.stdout) == (Ended.EXIT, 7, "before\n")  # type: ignore[attr-defined]
+    assert left == []
+
+
+def test_a_status_that_is_not_one_is_ignored() -> None:
+    """What the code writes to the status pipe decides nothing unless it is a status: then the
+    launcher's exit does, as for ``SystemExit`` (which the loader does not report)."""
+    require_bwrap()
+    code = (
+        "STATUS = b'exit nonsense\\n'\n" + FORGE_STATUS.split("print(")[0] + "raise SystemExit(3)"
+    )
+
+    async def main() -> object:
+        sandbox = NamespaceSandbox()
+        try:
+            return await sandbox.execute(Execution(code=code, limits=FAST))
+        finally:
+            await sandbox.close()
+
+    result = asyncio.run(main())
+    assert (result.ended, result.exit_code) == (Ended.EXIT, 3), result  # type: ignore[attr-defined]
+    assert sandbox_processes() == []
+
+
+def test_the_teardown_goes_on_while_the_event_loop_is_busy() -> None:
+    """Results are returned before their sandboxes are torn down; the teardown does not need the
+    event loop: it finishes while the loop is blocked (here, on nothing but the teardown)."""
+    require_bwrap()
+    import concurrent.futures
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox()
+        try:
+            results = [await sandbox.execute(Execution(code=f"print({i})")) for i in range(5)]
+            assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
+            # No await from here on: the loop cannot run a callback or a task.
+            concurrent.futures.wait(list(sandbox._reaping), timeout=30)
+            return [*(sandbox.cgroups.leftovers() if sandbox.cgroups else []), *sandbox_processes()]
+        finally:
+            await sandbox.close()
+
+    assert asyncio.run(main()) == []
+
+
+def test_an_event_loop_that_ends_right_after_a_result_leaves_nothing() -> None:
+    """Each result in an ``asyncio.run`` of its own (its loop and executor threads gone right
+    after), then the process exits without ``close()``: nothing of the sandboxes is left, not
+    even a zombie. (Launchers forked by an executor thread were killed when it ended, bwrap's
+    ``--die-with-parent``, leaving their sandbox's init to a host pid 1 that may never reap it.)
+    """
+    require_bwrap()
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, os\n"
+        "from autonomic.adapters.sandbox.namespace import NamespaceSandbox\n"
+        "from autonomic.ports.sandbox import Execution\n"
+        "from autonomic.testing.sandbox import sandbox_processes\n"
+        "sandbox = NamespaceSandbox()\n"
+        "results = [asyncio.run(sandbox.execute(Execution(code='print(1)'))) for _ in range(12)]\n"
+        "asyncio.run(sandbox.settle())\n"
+        "print(os.getpid(), {r.stdout for r in results}, sandbox_processes())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid, rest = done.stdout.split(" ", 1)
+    assert rest.strip() == "{'1\\n'} []"  # settled: no process left, zombie or not
+    from autonomic.adapters.sandbox.cgroup import Cgroups
+
+    cgroups = Cgroups.detect()
+    assert (cgroups.leftovers(int(pid)) if cgroups else []) == []
+    first = UID_BASE + (int(pid) % 10_000) * 10_000
+    assert [p for p in sandbox_processes(everyone=True) if first <= _uid(p) < first + 10_000] == []
+
+
+def _uid(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return -1
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
 def test_a_cancelled_execution_leaves_nothing() -> None:
     """A caller giving up (a tool timeout) mid-launch or mid-run still gets everything reaped."""
     require_bwrap()
