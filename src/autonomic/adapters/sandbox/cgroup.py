@@ -170,6 +170,11 @@ class SandboxCgroup:
         except (OSError, ValueError):
             return 0.0
 
+    @property
+    def measures_cpu(self) -> bool:
+        """Whether ``cpu_seconds`` has a number (v2's ``cpu.stat``, v1's ``cpuacct``)."""
+        return self.v2 or len(self.dirs) >= 3
+
     def cpu_seconds(self) -> float | None:
         """CPU time of every process the group ever held (``None`` without CPU accounting)."""
         try:

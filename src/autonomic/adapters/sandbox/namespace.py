@@ -132,8 +132,24 @@ class _Spawner:
                 continue
             try:
                 future.set_result(job())
+            except _CredentialsLost as exc:
+                future.set_exception(SandboxUnavailable(str(exc), hint="report this as a bug"))
+                break
             except BaseException as exc:  # handed to the waiting caller
                 future.set_exception(exc)
+        # This thread could not become root again (``_thread_as``): it must fork nothing more,
+        # and must not end either (its launchers would be killed). A new spawner takes over.
+        with self._lock:
+            self._pid = -1
+            while not jobs.empty():
+                future, _ = jobs.get()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(SandboxUnavailable("the sandbox spawner stopped"))
+        threading.Event().wait()
+
+
+class _CredentialsLost(RuntimeError):
+    """The spawner thread did not get its root ids back after a spawn."""
 
 
 _SPAWNER = _Spawner()
@@ -175,11 +191,11 @@ def _thread_as(uid: int) -> Iterator[None]:
             _syscall(_SYS_SETRESGID, 0, 0, 0)
     finally:
         array = (ctypes.c_uint * max(len(groups), 1))(*groups)
-        if _LIBC.syscall(ctypes.c_long(_SYS_SETGROUPS), ctypes.c_long(len(groups)), array) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
+        _LIBC.syscall(ctypes.c_long(_SYS_SETGROUPS), ctypes.c_long(len(groups)), array)
         # A change of effective uid makes the kernel mark the whole process not dumpable.
         _LIBC.prctl(_PR_SET_DUMPABLE, dumpable, 0, 0, 0)
+        if os.getresuid() != (0, 0, 0) or os.getresgid() != (0, 0, 0) or os.getgroups() != groups:
+            raise _CredentialsLost(f"the spawning thread kept uid {uid} after a spawn")
 
 
 def doctor() -> tuple[bool, str]:
@@ -464,10 +480,10 @@ class NamespaceSandbox:
         seccomp_read = gate_read = gate_write = status_read = status_write = -1
         launcher = None
         try:
-            if cgroup is not None:
+            if cgroup is not None and cgroup.measures_cpu:
                 # The loader's end status (loader.py): the result can be returned before the
-                # sandbox has torn down. Only with a cgroup, which gives the CPU time that the
-                # launcher's rusage would give once reaped.
+                # sandbox has torn down. Only with a cgroup that counts CPU time: the
+                # launcher's rusage would give it only once reaped.
                 status_read, status_write = os.pipe()
                 os.set_blocking(status_read, False)
             if self._seccomp is not None:
