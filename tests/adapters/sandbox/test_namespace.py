@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autonomic.adapters.sandbox.namespace import UID_BASE, NamespaceSandbox
+from autonomic.adapters.sandbox.namespace import CGROUPS_AHEAD, UID_BASE, NamespaceSandbox
 from autonomic.errors import InvalidInput
 from autonomic.ports.sandbox import (
     Ended,
@@ -627,6 +627,45 @@ time.sleep(600)
 """
 
 
+def test_cgroups_made_ahead_serve_one_execution_each_and_close_removes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_bwrap()
+    used: list[tuple[Path, ...]] = []
+    launch_in = NamespaceSandbox._launch_in
+
+    def spy(self: NamespaceSandbox, *args: object) -> object:
+        started = launch_in(self, *args)  # type: ignore[arg-type]
+        if started.cgroup is not None:
+            used.append(started.cgroup.dirs)
+        return started
+
+    monkeypatch.setattr(NamespaceSandbox, "_launch_in", spy)
+
+    async def main() -> tuple[list[tuple[Path, ...]], list[Path]]:
+        sandbox = NamespaceSandbox()
+        if sandbox.cgroups is None:
+            pytest.skip("no writable cgroup on this host")
+        try:
+            assert sandbox._fresh_cgroups == []  # none before a first execution
+            assert (await sandbox.execute(Execution(code="pass"))).ok
+            await sandbox.settle()  # then the first ones are made
+            made_ahead = [group.dirs for group in sandbox._fresh_cgroups]
+            for _ in range(3):
+                assert (await sandbox.execute(Execution(code="pass"))).ok
+            await sandbox.settle()
+            assert len(sandbox._fresh_cgroups) == CGROUPS_AHEAD
+        finally:
+            await sandbox.close()
+        return made_ahead, list(sandbox.cgroups.leftovers())
+
+    made_ahead, left = asyncio.run(main())
+    assert len(made_ahead) == CGROUPS_AHEAD
+    assert len(used) == len(set(used)) == 4  # never one twice
+    assert set(made_ahead) <= set(used)  # executions took the ones made ahead
+    assert left == []
+
+
 def test_the_result_comes_before_the_teardown_and_code_that_goes_on_is_killed() -> None:
     """The loader's status ends an execution (here written by the code itself, which then
     keeps running with a child): the result is returned at once, then the sandbox is killed,
@@ -643,7 +682,7 @@ def test_the_result_comes_before_the_teardown_and_code_that_goes_on_is_killed() 
                 Execution(code=code, limits=Limits(wall_seconds=60.0, cpu_seconds=30.0))
             )
             await sandbox.settle()
-            return result, [*sandbox.cgroups.leftovers(), *sandbox_processes()]
+            return result, [*_used_cgroups(sandbox), *sandbox_processes()]
         finally:
             await sandbox.close()
 
@@ -685,7 +724,7 @@ def test_the_teardown_goes_on_while_the_event_loop_is_busy() -> None:
             assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
             # No await from here on: the loop cannot run a callback or a task.
             concurrent.futures.wait(list(sandbox._reaping), timeout=30)
-            return [*(sandbox.cgroups.leftovers() if sandbox.cgroups else []), *sandbox_processes()]
+            return [*_used_cgroups(sandbox), *sandbox_processes()]
         finally:
             await sandbox.close()
 
@@ -723,6 +762,14 @@ def test_an_event_loop_that_ends_right_after_a_result_leaves_nothing() -> None:
     assert (cgroups.leftovers(int(pid)) if cgroups else []) == []
     first = UID_BASE + (int(pid) % 10_000) * 10_000
     assert [p for p in sandbox_processes(everyone=True) if first <= _uid(p) < first + 10_000] == []
+
+
+def _used_cgroups(sandbox: NamespaceSandbox) -> list[Path]:
+    """This process's sandbox cgroups but the ones made ahead and not used yet (empty)."""
+    if sandbox.cgroups is None:
+        return []
+    fresh = {d for group in sandbox._fresh_cgroups for d in group.dirs}
+    return [d for d in sandbox.cgroups.leftovers() if d not in fresh]
 
 
 def _uid(pid: int) -> int:

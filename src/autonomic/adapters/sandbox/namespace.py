@@ -38,6 +38,7 @@ import signal
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ from autonomic.ports.sandbox import (
 PYTHON = "/usr/bin/python3"
 """The Debian interpreter: it lives under /usr, which the sandbox sees (a pyenv shim does not)."""
 UID_BASE = 1_900_000_000
+CGROUPS_AHEAD = 2
+"""Fresh, empty cgroups a sandbox keeps made ahead (each used by one execution, then removed)."""
 """Host uids for sandboxes are taken from here on; no account on a normal system uses them."""
 OPEN_FILES = 256
 _ENV = {"PATH": "/usr/bin:/bin"}
@@ -306,6 +309,11 @@ class NamespaceSandbox:
         # was given before it exits (concurrent.futures joins its threads at exit).
         self._reaper = ThreadPoolExecutor(2, thread_name_prefix="sandbox-reaper")
         self._reaping: set[Future[None]] = set()
+        # Cgroups made ahead by the reaper after each execution, so the next one's path has no
+        # mkdir (0.12 ms); each is taken once. Removed by close(), or when this object is
+        # collected or the interpreter exits (weakref.finalize).
+        self._fresh_cgroups: list[SandboxCgroup] = []
+        weakref.finalize(self, _remove_fresh, self._fresh_cgroups)
         self._reaper.submit(lambda: None)  # its thread starts now, not on an execution's path
 
     @property
@@ -371,6 +379,7 @@ class NamespaceSandbox:
             await asyncio.to_thread(self._cleanup, started)
         await self.settle()
         self._reaper.shutdown(wait=False)
+        _remove_fresh(self._fresh_cgroups)
         for cgroup in list(_LINGERING):
             if await asyncio.to_thread(_remove_cgroup, cgroup, 10.0):
                 _LINGERING.remove(cgroup)
@@ -475,7 +484,10 @@ class NamespaceSandbox:
         uid = _UIDS.take() if self._root else None
         cgroup = None
         if self._cgroups is not None:
-            cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
+            try:
+                cgroup = self._fresh_cgroups.pop(0)  # the oldest first
+            except IndexError:
+                cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
             cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
         seccomp_read = gate_read = gate_write = status_read = status_write = -1
         launcher = None
@@ -755,12 +767,25 @@ class NamespaceSandbox:
         to give back. ``close()`` waits for these, and so does the interpreter at exit.
         """
         try:
-            future = self._reaper.submit(self._cleanup, started)
+            future = self._reaper.submit(self._cleanup_and_make, started)
         except RuntimeError:  # closed meanwhile (an execution still running when close() began)
             self._cleanup(started)
             return
         self._reaping.add(future)
         future.add_done_callback(self._reaping.discard)
+
+    def _cleanup_and_make(self, started: _Started) -> None:
+        self._cleanup(started)
+        self._make_cgroups()
+
+    def _make_cgroups(self) -> None:
+        """Top up the fresh cgroups (in the reaper thread, off every execution's path)."""
+        while (
+            self._cgroups is not None
+            and not self._closed
+            and len(self._fresh_cgroups) < CGROUPS_AHEAD
+        ):
+            self._fresh_cgroups.append(self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}"))
 
     def _cleanup(self, started: _Started) -> None:
         """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed.
@@ -787,6 +812,13 @@ class NamespaceSandbox:
 
 _LINGERING: list[SandboxCgroup] = []
 """Cgroups whose processes the kernel was still tearing down when their sandbox was cleaned up."""
+
+
+def _remove_fresh(fresh: list[SandboxCgroup]) -> None:
+    """Remove cgroups made ahead and never used (empty: nothing to kill)."""
+    while fresh:
+        with contextlib.suppress(IndexError):
+            fresh.pop().remove()
 
 
 def _remove_cgroup(cgroup: SandboxCgroup, seconds: float) -> bool:

@@ -339,7 +339,8 @@ class Launcher:
             # Output still in flight after the launcher ended: the sandbox's init has died, so its
             # pipes close; a bound keeps a stuck descendant from holding the result forever.
             try:
-                await asyncio.wait_for(done.wait(), 2.0)
+                if not done.is_set():  # (set already: no task and loop turn for wait_for)
+                    await asyncio.wait_for(done.wait(), 2.0)
             except TimeoutError:
                 kill()
                 self.kill_session()
