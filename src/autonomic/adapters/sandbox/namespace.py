@@ -2,10 +2,12 @@
 
 Layers, outermost first (docs/sandbox.md says what each one stops):
 
-1. Privileges are dropped *before* bubblewrap: as root, ``unshare --setuid`` (``setpriv`` when
-   bwrap is setuid) switches to a uid of its own for this execution (never 0, never shared with
-   another sandbox in flight), no groups, so nothing that is bound in read-only can be read just
-   because root could (``/etc/shadow``), and ``RLIMIT_NPROC`` counts only this sandbox's processes.
+1. Privileges are dropped *before* bubblewrap: as root, bwrap is started with a uid of its own
+   for this execution (never 0, never shared with another sandbox in flight) and no groups - the
+   spawning thread alone takes them for the spawn (``_thread_as``; ``unshare --setuid`` after
+   ``nsenter`` for egress, ``setpriv`` when bwrap is setuid) - so nothing that is bound in
+   read-only can be read just because root could (``/etc/shadow``), and ``RLIMIT_NPROC`` counts
+   only this sandbox's processes.
 2. A cgroup per execution (memory across all processes, process count), which every process of
    the sandbox is born in (and its cgroup namespace rooted at): on cgroup v1 the host's spawning
    thread steps alone into the group around the spawn; on v2 the host moves the launcher in while
@@ -18,6 +20,9 @@ Layers, outermost first (docs/sandbox.md says what each one stops):
    set by the loader before the code runs.
 5. The host side: a wall timeout that kills the launcher's session and the cgroup, output cut at
    ``output_bytes``, and a check that nothing of the execution is left.
+
+The result is returned on the loader's end status, before the sandbox has torn down; a reaper
+thread then kills, reaps and removes what is left (``_finish``, ``settle``).
 
 A warm pool (``pool_size``) keeps interpreters started inside fresh sandboxes, their loader's
 imports done, blocked on reading their request; each is used once (never two executions in one
