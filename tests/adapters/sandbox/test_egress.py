@@ -118,6 +118,7 @@ def test_only_the_allow_listed_destination_is_reachable(
     for refused in (f"{ALLOWED}:80", f"{OTHER}:8080", f"{METADATA}:80", "10.255.255.1:22"):
         assert out[refused] in ("TimeoutError", "ConnectionRefusedError", "OSError"), refused
     assert out[f"127.0.0.1:{world.host_port}"] == "ConnectionRefusedError"  # its own loopback
+    asyncio.run(egress_sandbox.settle())  # the teardown follows the result
     assert _leftovers(world) == []
     assert _host_state() == before
 
@@ -150,6 +151,7 @@ def test_an_allow_listed_private_network_is_reachable(
     assert out[f"{OTHER}:8080"] == "hi"
     assert out[f"{METADATA}:80"] == "hi"
     assert out[f"{ALLOWED}:8080"] != "hi"
+    asyncio.run(egress_sandbox.settle())  # the teardown follows the result
     assert _leftovers(world) == []
 
 
@@ -175,6 +177,7 @@ def test_timeout_and_cancel_leave_nothing_behind(
     )
     assert result.ended is Ended.TIMEOUT
     _wait_for_accepted(world, b"timeout-run")  # it was connected when the timeout hit
+    asyncio.run(egress_sandbox.settle())  # the teardown follows the result
     assert _leftovers(world) == []
 
     async def cancel_once_connected() -> None:
@@ -189,6 +192,7 @@ def test_timeout_and_cancel_leave_nothing_behind(
             await task
 
     asyncio.run(cancel_once_connected())
+    asyncio.run(egress_sandbox.settle())  # the teardown follows the result
     assert _leftovers(world) == []
 
     async def cancel_during_launch() -> None:
@@ -200,6 +204,7 @@ def test_timeout_and_cancel_leave_nothing_behind(
 
     # The loop ends right after: the launch must have been reaped by then, not by a callback.
     asyncio.run(cancel_during_launch())
+    asyncio.run(egress_sandbox.settle())  # the teardown follows the result
     assert _leftovers(world) == []
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from autonomic.adapters.sandbox.namespace import UID_BASE, NamespaceSandbox
+from autonomic.adapters.sandbox.namespace import CGROUPS_AHEAD, UID_BASE, NamespaceSandbox
 from autonomic.errors import InvalidInput
 from autonomic.ports.sandbox import (
     Ended,
@@ -57,6 +58,29 @@ def test_a_command_runs_instead_of_code(sandbox: NamespaceSandbox) -> None:
     assert uid != "0"
 
 
+def test_a_command_is_found_on_the_path_and_a_missing_one_exits_127(
+    sandbox: NamespaceSandbox,
+) -> None:
+    """The loader searches ``PATH`` itself (it does without ``os``, see loader.py)."""
+    found = asyncio.run(sandbox.execute(Execution(command=("sh", "-c", "echo found"))))
+    assert (found.ended, found.exit_code, found.stdout) == (Ended.EXIT, 0, "found\n")
+    missing = asyncio.run(sandbox.execute(Execution(command=("no-such-program", "x"))))
+    assert (missing.ended, missing.exit_code) == (Ended.EXIT, 127)
+    assert missing.stderr == "cannot run no-such-program: No such file or directory\n"
+    denied = asyncio.run(
+        sandbox.execute(Execution(command=("./data.txt",), files={"data.txt": b"not a program"}))
+    )
+    assert denied.exit_code == 127
+    assert denied.stderr == "cannot run ./data.txt: Permission denied\n"
+
+
+def test_files_in_nested_directories_are_written(sandbox: NamespaceSandbox) -> None:
+    files = {"a/b/c.txt": b"deep", "a/top.txt": b"top", "a/b/d/e.bin": b"\x00\xff"}
+    code = "print(open('a/b/c.txt').read(), open('a/top.txt').read(), open('a/b/d/e.bin', 'rb').read())"
+    result = asyncio.run(sandbox.execute(Execution(code=code, files=files)))
+    assert result.stdout == "deep top b'\\x00\\xff'\n", result.stderr
+
+
 def test_the_code_sees_a_clean_environment_and_read_only_root(sandbox: NamespaceSandbox) -> None:
     code = """
 import os
@@ -83,6 +107,17 @@ def test_a_raising_program_is_an_exit_with_its_traceback(sandbox: NamespaceSandb
     assert 'File "main.py", line 2' in result.stderr
     assert "ZeroDivisionError" in result.stderr
     assert "<string>" not in result.stderr  # the loader's own frame is not shown
+
+
+def test_output_before_an_uncaught_exception_is_kept(sandbox: NamespaceSandbox) -> None:
+    """As under a plain interpreter: stdout is flushed and ``atexit`` handlers run."""
+    code = (
+        "import atexit\natexit.register(print, 'at exit')\nprint('before')\nraise ValueError('x')"
+    )
+    result = asyncio.run(sandbox.execute(Execution(code=code)))
+    assert (result.ended, result.exit_code) == (Ended.EXIT, 1)
+    assert result.stdout == "before\nat exit\n"
+    assert result.stderr.endswith("ValueError: x\n")
 
 
 def test_a_syntax_error_is_a_clean_result(sandbox: NamespaceSandbox) -> None:
@@ -146,6 +181,7 @@ def test_the_wall_timeout_kills_the_whole_tree(sandbox: NamespaceSandbox) -> Non
     assert result.ended is Ended.TIMEOUT
     assert result.exit_code is None
     assert 1.0 <= result.duration_s < 3 * (empty.duration_s + 1.0), (result, empty)
+    asyncio.run(sandbox.settle())  # each sandbox is torn down after its result is out
     assert sandbox_processes() == []
 
 
@@ -345,16 +381,20 @@ def test_close_leaves_no_process_or_cgroup() -> None:
     assert sandbox_processes() == []
 
 
-@pytest.mark.parametrize("plain_bwrap", [True, False], ids=["unshare", "setpriv"])
-def test_sandbox_processes_run_under_a_uid_of_their_own(plain_bwrap: bool) -> None:
-    """``unshare --setuid`` drops the uid; ``setpriv`` (with no_new_privs) for a setuid bwrap."""
+@pytest.mark.parametrize("how", ["thread", "unshare", "setpriv"])
+def test_sandbox_processes_run_under_a_uid_of_their_own(how: str) -> None:
+    """The spawning thread takes the uid for the spawn; ``unshare --setuid`` drops it where the
+    thread cannot; ``setpriv`` (with no_new_privs) for a setuid bwrap."""
     require_bwrap()
     if os.geteuid() != 0:
         pytest.skip("only root switches to a uid of the sandbox's own")
 
     async def main() -> list[list[tuple[object, ...]]]:
         sandbox = NamespaceSandbox(pool_size=2)
-        sandbox._plain_bwrap = plain_bwrap
+        if how == "thread" and not sandbox._thread_uid:
+            pytest.skip("this host's ids or architecture leave it to unshare")
+        sandbox._plain_bwrap = how != "setpriv"
+        sandbox._thread_uid = how == "thread"
         await sandbox.start()
         try:
             return [
@@ -446,6 +486,52 @@ def test_the_spawning_thread_goes_back_to_its_own_cgroups() -> None:
     assert set(asyncio.run(main())) == {own}
 
 
+def test_the_spawning_thread_gives_the_uid_back() -> None:
+    """The thread that takes a sandbox's uid for a spawn is root again after it, with its groups,
+    and the worker stays dumpable; no other thread of the worker ever changed."""
+    require_bwrap()
+    if os.getresuid() != (0, 0, 0):
+        pytest.skip("only a root worker spawns as the sandbox's uid")
+    before = _all_threads_ids()
+    dumpable = _dumpable()
+
+    async def main() -> dict[int, tuple[str, ...]]:
+        sandbox = NamespaceSandbox(pool_size=1)
+        if not sandbox._thread_uid:
+            pytest.skip("this host's ids or architecture leave it to unshare")
+        try:
+            await sandbox.start()
+            for _ in range(3):
+                result = await sandbox.execute(Execution(code="import os; print(os.getuid())"))
+                assert int(result.stdout) >= UID_BASE, result
+            return _all_threads_ids()
+        finally:
+            await sandbox.close()
+
+    after = asyncio.run(main())
+    assert set(after.values()) == set(before.values()) == {before[os.getpid()]}
+    assert any(t.name == "sandbox-spawner" for t in threading.enumerate())  # seen above
+    assert _dumpable() == dumpable
+
+
+def _all_threads_ids() -> dict[int, tuple[str, ...]]:
+    """Uid, gid and groups lines of every thread of this process."""
+    ids = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            lines = (task / "status").read_text().splitlines()
+            ids[int(task.name)] = tuple(
+                line for line in lines if line.startswith(("Uid:", "Gid:", "Groups:"))
+            )
+    return ids
+
+
+def _dumpable() -> int:
+    import ctypes
+
+    return int(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
+
+
 def test_killing_a_group_never_kills_the_host_thread_inside_it() -> None:
     """While a thread of the host is in a sandbox's group (spawning), a kill spares the host."""
     require_bwrap()
@@ -499,7 +585,11 @@ def _thread_cgroups() -> str:
 
 
 def _all_threads_cgroups() -> list[str]:
-    return [(task / "cgroup").read_text() for task in Path(f"/proc/{os.getpid()}/task").iterdir()]
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found.append((task / "cgroup").read_text())
+    return found
 
 
 def _tree(pid: int) -> list[int]:
@@ -517,6 +607,177 @@ def _ids_of(pid: int) -> tuple[object, ...]:
     uids = [int(x) for x in fields["Uid"].split()]
     gids = [int(x) for x in fields["Gid"].split()]
     return (*uids, *gids, fields["Groups"].strip())
+
+
+FORGE_STATUS = """
+import os, stat, fcntl, time
+for fd in map(int, os.listdir('/proc/self/fd')):
+    try:
+        writes_a_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode) and (
+            fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        )
+    except OSError:
+        continue
+    if fd > 2 and writes_a_pipe:
+        os.write(fd, STATUS)
+print('before', flush=True)
+import subprocess
+subprocess.Popen(['sleep', '600'])
+time.sleep(600)
+"""
+
+
+def test_cgroups_made_ahead_serve_one_execution_each_and_close_removes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_bwrap()
+    used: list[tuple[Path, ...]] = []
+    launch_in = NamespaceSandbox._launch_in
+
+    def spy(self: NamespaceSandbox, *args: object) -> object:
+        started = launch_in(self, *args)  # type: ignore[arg-type]
+        if started.cgroup is not None:
+            used.append(started.cgroup.dirs)
+        return started
+
+    monkeypatch.setattr(NamespaceSandbox, "_launch_in", spy)
+
+    async def main() -> tuple[list[tuple[Path, ...]], list[Path]]:
+        sandbox = NamespaceSandbox()
+        if sandbox.cgroups is None:
+            pytest.skip("no writable cgroup on this host")
+        try:
+            assert sandbox._fresh_cgroups == []  # none before a first execution
+            assert (await sandbox.execute(Execution(code="pass"))).ok
+            await sandbox.settle()  # then the first ones are made
+            made_ahead = [group.dirs for group in sandbox._fresh_cgroups]
+            for _ in range(3):
+                assert (await sandbox.execute(Execution(code="pass"))).ok
+            await sandbox.settle()
+            assert len(sandbox._fresh_cgroups) == CGROUPS_AHEAD
+        finally:
+            await sandbox.close()
+        return made_ahead, list(sandbox.cgroups.leftovers())
+
+    made_ahead, left = asyncio.run(main())
+    assert len(made_ahead) == CGROUPS_AHEAD
+    assert len(used) == len(set(used)) == 4  # never one twice
+    assert set(made_ahead) <= set(used)  # executions took the ones made ahead
+    assert left == []
+
+
+def test_the_result_comes_before_the_teardown_and_code_that_goes_on_is_killed() -> None:
+    """The loader's status ends an execution (here written by the code itself, which then
+    keeps running with a child): the result is returned at once, then the sandbox is killed,
+    reaped and its cgroup removed by the reaper."""
+    require_bwrap()
+
+    async def main() -> tuple[object, list[object]]:
+        sandbox = NamespaceSandbox()
+        if sandbox.cgroups is None:
+            pytest.skip("the status is used only with a cgroup")
+        try:
+            code = "STATUS = b'exit 7\\n'\n" + FORGE_STATUS
+            result = await sandbox.execute(
+                Execution(code=code, limits=Limits(wall_seconds=60.0, cpu_seconds=30.0))
+            )
+            await sandbox.settle()
+            return result, [*_used_cgroups(sandbox), *sandbox_processes()]
+        finally:
+            await sandbox.close()
+
+    result, left = asyncio.run(main())
+    assert (result.ended, result.exit_code, result.stdout) == (Ended.EXIT, 7, "before\n")  # type: ignore[attr-defined]
+    assert left == []
+
+
+def test_a_status_that_is_not_one_is_ignored() -> None:
+    """What the code writes to the status pipe decides nothing unless it is a status: then the
+    launcher's exit does, as for ``SystemExit`` (which the loader does not report)."""
+    require_bwrap()
+    code = (
+        "STATUS = b'exit nonsense\\n'\n" + FORGE_STATUS.split("print(")[0] + "raise SystemExit(3)"
+    )
+
+    async def main() -> object:
+        sandbox = NamespaceSandbox()
+        try:
+            return await sandbox.execute(Execution(code=code, limits=FAST))
+        finally:
+            await sandbox.close()
+
+    result = asyncio.run(main())
+    assert (result.ended, result.exit_code) == (Ended.EXIT, 3), result  # type: ignore[attr-defined]
+    assert sandbox_processes() == []
+
+
+def test_the_teardown_goes_on_while_the_event_loop_is_busy() -> None:
+    """Results are returned before their sandboxes are torn down; the teardown does not need the
+    event loop: it finishes while the loop is blocked (here, on nothing but the teardown)."""
+    require_bwrap()
+    import concurrent.futures
+
+    async def main() -> list[object]:
+        sandbox = NamespaceSandbox()
+        try:
+            results = [await sandbox.execute(Execution(code=f"print({i})")) for i in range(5)]
+            assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
+            # No await from here on: the loop cannot run a callback or a task.
+            concurrent.futures.wait(list(sandbox._reaping), timeout=30)
+            return [*_used_cgroups(sandbox), *sandbox_processes()]
+        finally:
+            await sandbox.close()
+
+    assert asyncio.run(main()) == []
+
+
+def test_an_event_loop_that_ends_right_after_a_result_leaves_nothing() -> None:
+    """Each result in an ``asyncio.run`` of its own (its loop and executor threads gone right
+    after), then the process exits without ``close()``: nothing of the sandboxes is left, not
+    even a zombie. (Launchers forked by an executor thread were killed when it ended, bwrap's
+    ``--die-with-parent``, leaving their sandbox's init to a host pid 1 that may never reap it.)
+    """
+    require_bwrap()
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, os\n"
+        "from autonomic.adapters.sandbox.namespace import NamespaceSandbox\n"
+        "from autonomic.ports.sandbox import Execution\n"
+        "from autonomic.testing.sandbox import sandbox_processes\n"
+        "sandbox = NamespaceSandbox()\n"
+        "results = [asyncio.run(sandbox.execute(Execution(code='print(1)'))) for _ in range(12)]\n"
+        "asyncio.run(sandbox.settle())\n"
+        "print(os.getpid(), {r.stdout for r in results}, sandbox_processes())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid, rest = done.stdout.split(" ", 1)
+    assert rest.strip() == "{'1\\n'} []"  # settled: no process left, zombie or not
+    from autonomic.adapters.sandbox.cgroup import Cgroups
+
+    cgroups = Cgroups.detect()
+    assert (cgroups.leftovers(int(pid)) if cgroups else []) == []
+    first = UID_BASE + (int(pid) % 10_000) * 10_000
+    assert [p for p in sandbox_processes(everyone=True) if first <= _uid(p) < first + 10_000] == []
+
+
+def _used_cgroups(sandbox: NamespaceSandbox) -> list[Path]:
+    """This process's sandbox cgroups but the ones made ahead and not used yet (empty)."""
+    if sandbox.cgroups is None:
+        return []
+    fresh = {d for group in sandbox._fresh_cgroups for d in group.dirs}
+    return [d for d in sandbox.cgroups.leftovers() if d not in fresh]
+
+
+def _uid(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return -1
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
 
 def test_a_cancelled_execution_leaves_nothing() -> None:

@@ -2,10 +2,12 @@
 
 Layers, outermost first (docs/sandbox.md says what each one stops):
 
-1. Privileges are dropped *before* bubblewrap: as root, ``unshare --setuid`` (``setpriv`` when
-   bwrap is setuid) switches to a uid of its own for this execution (never 0, never shared with
-   another sandbox in flight), no groups, so nothing that is bound in read-only can be read just
-   because root could (``/etc/shadow``), and ``RLIMIT_NPROC`` counts only this sandbox's processes.
+1. Privileges are dropped *before* bubblewrap: as root, bwrap is started with a uid of its own
+   for this execution (never 0, never shared with another sandbox in flight) and no groups - the
+   spawning thread alone takes them for the spawn (``_thread_as``; ``unshare --setuid`` after
+   ``nsenter`` for egress, ``setpriv`` when bwrap is setuid) - so nothing that is bound in
+   read-only can be read just because root could (``/etc/shadow``), and ``RLIMIT_NPROC`` counts
+   only this sandbox's processes.
 2. A cgroup per execution (memory across all processes, process count), which every process of
    the sandbox is born in (and its cgroup namespace rooted at): on cgroup v1 the host's spawning
    thread steps alone into the group around the spawn; on v2 the host moves the launcher in while
@@ -19,6 +21,9 @@ Layers, outermost first (docs/sandbox.md says what each one stops):
 5. The host side: a wall timeout that kills the launcher's session and the cgroup, output cut at
    ``output_bytes``, and a check that nothing of the execution is left.
 
+The result is returned on the loader's end status, before the sandbox has torn down; a reaper
+thread then kills, reaps and removes what is left (``_finish``, ``settle``).
+
 A warm pool (``pool_size``) keeps interpreters started inside fresh sandboxes, their loader's
 imports done, blocked on reading their request; each is used once (never two executions in one
 sandbox) and replaced in the background once its execution is over.
@@ -28,13 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import os
+import platform
+import queue
 import shutil
 import signal
 import stat
 import threading
 import time
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from autonomic.adapters.sandbox.cgroup import Cgroups, SandboxCgroup
@@ -56,6 +67,8 @@ from autonomic.ports.sandbox import (
 PYTHON = "/usr/bin/python3"
 """The Debian interpreter: it lives under /usr, which the sandbox sees (a pyenv shim does not)."""
 UID_BASE = 1_900_000_000
+CGROUPS_AHEAD = 2
+"""Fresh, empty cgroups a sandbox keeps made ahead (each used by one execution, then removed)."""
 """Host uids for sandboxes are taken from here on; no account on a normal system uses them."""
 OPEN_FILES = 256
 _ENV = {"PATH": "/usr/bin:/bin"}
@@ -85,6 +98,112 @@ class _Uids:
 
 _UIDS = _Uids()
 _NAMES = itertools.count()
+
+
+class _Spawner:
+    """The one thread of this process that starts every launcher; it lives as long as the process.
+
+    bubblewrap's ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread*
+    that forked the launcher ends, not the process. A launcher started from an executor thread
+    that ends while its sandbox still runs is killed by that, and the sandbox's init with it:
+    orphaned, it goes to the host's pid 1, which on some hosts never reaps it. Results are
+    returned before the sandbox is torn down (``NamespaceSandbox._finish``), so the thread
+    that forked a launcher must outlive its teardown: a daemon thread, never joined, that
+    ends only with the process (which ``--die-with-parent`` is there for).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Future[_Started], Callable[[], _Started]]] = (
+            queue.SimpleQueue()
+        )
+        self._pid = -1
+
+    def submit(self, job: Callable[[], _Started]) -> Future[_Started]:
+        future: Future[_Started] = Future()
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: no thread here yet
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True).start()
+                self._pid = os.getpid()
+            self._jobs.put((future, job))
+        return future
+
+    def call(self, job: Callable[[], _Started]) -> _Started:
+        return self.submit(job).result()
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            future, job = jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except _CredentialsLost as exc:
+                future.set_exception(SandboxUnavailable(str(exc), hint="report this as a bug"))
+                break
+            except BaseException as exc:  # handed to the waiting caller
+                future.set_exception(exc)
+        # This thread could not become root again (``_thread_as``): it must fork nothing more,
+        # and must not end either (its launchers would be killed). A new spawner takes over.
+        with self._lock:
+            self._pid = -1
+            while not jobs.empty():
+                future, _ = jobs.get()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(SandboxUnavailable("the sandbox spawner stopped"))
+        threading.Event().wait()
+
+
+class _CredentialsLost(RuntimeError):
+    """The spawner thread did not get its root ids back after a spawn."""
+
+
+_SPAWNER = _Spawner()
+
+_SYS_SETGROUPS, _SYS_SETRESUID, _SYS_SETRESGID = 116, 117, 119  # x86_64 (seccomp.py checks)
+_PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 3, 4
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _syscall(number: int, *args: int | None) -> None:
+    if _LIBC.syscall(ctypes.c_long(number), *(ctypes.c_long(a or 0) for a in args)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@contextlib.contextmanager
+def _thread_as(uid: int) -> Iterator[None]:
+    """Run the calling thread alone as ``uid``:``uid`` with no groups for the block.
+
+    What it forks meanwhile (``vfork``, then ``exec`` of bubblewrap) is born with that uid, gid
+    and no groups, and the ``exec`` sets its saved ids to them and clears every capability: the
+    same end state as ``unshare --setuid --setgid``, without an ``unshare`` process to start
+    and ``exec`` (0.9 ms). Raw syscalls change only this thread: glibc's ``setresuid`` would
+    change every thread of the worker. The saved uid and gid stay 0 in this thread alone (its
+    way back); the other threads stay root all along.
+    """
+    groups = os.getgroups()
+    dumpable = _LIBC.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0)
+    _syscall(_SYS_SETGROUPS, 0, 0)
+    try:
+        _syscall(_SYS_SETRESGID, uid, uid, 0)
+        try:
+            _syscall(_SYS_SETRESUID, uid, uid, 0)
+            try:
+                yield
+            finally:
+                _syscall(_SYS_SETRESUID, 0, 0, 0)
+        finally:
+            _syscall(_SYS_SETRESGID, 0, 0, 0)
+    finally:
+        array = (ctypes.c_uint * max(len(groups), 1))(*groups)
+        _LIBC.syscall(ctypes.c_long(_SYS_SETGROUPS), ctypes.c_long(len(groups)), array)
+        # A change of effective uid makes the kernel mark the whole process not dumpable.
+        _LIBC.prctl(_PR_SET_DUMPABLE, dumpable, 0, 0, 0)
+        if os.getresuid() != (0, 0, 0) or os.getresgid() != (0, 0, 0) or os.getgroups() != groups:
+            raise _CredentialsLost(f"the spawning thread kept uid {uid} after a spawn")
 
 
 def doctor() -> tuple[bool, str]:
@@ -127,6 +246,10 @@ class _Started:
     workspace_mb: int
     started: float
     network: EgressNetwork | None = None
+    status_read: int = -1
+    """The host's end of the pipe the loader writes its end status to (-1: none)."""
+    status_fd: int | None = None
+    """That pipe's write end, as numbered inside the sandbox."""
 
 
 class NamespaceSandbox:
@@ -166,6 +289,13 @@ class NamespaceSandbox:
         self._python = python
         self._seccomp = build_filter() if seccomp else None
         self._root = os.geteuid() == 0
+        # The spawning thread takes the sandbox's uid itself (``_thread_as``) where it can: root
+        # in all its ids, the syscall numbers known (and a bwrap that gains nothing on exec).
+        self._thread_uid = (
+            os.getresuid() == (0, 0, 0)
+            and os.getresgid() == (0, 0, 0)
+            and platform.machine() == "x86_64"
+        )
         self._cgroups = Cgroups.detect() if use_cgroup else None
         self._pool_size = pool_size
         self._pool_limits = pool_limits or Limits()
@@ -179,6 +309,17 @@ class NamespaceSandbox:
         self._refills: set[asyncio.Task[None]] = set()
         self._launches: set[asyncio.Future[_Started]] = set()
         self._closed = False
+        # Finishes each sandbox after its result is handed out (_finish). A thread, not a task:
+        # it goes on while the event loop is busy or gone, and the interpreter waits for what it
+        # was given before it exits (concurrent.futures joins its threads at exit).
+        self._reaper = ThreadPoolExecutor(2, thread_name_prefix="sandbox-reaper")
+        self._reaping: set[Future[None]] = set()
+        # Cgroups made ahead by the reaper after each execution, so the next one's path has no
+        # mkdir (0.12 ms); each is taken once. Removed by close(), or when this object is
+        # collected or the interpreter exits (weakref.finalize).
+        self._fresh_cgroups: list[SandboxCgroup] = []
+        weakref.finalize(self, _remove_fresh, self._fresh_cgroups)
+        self._reaper.submit(lambda: None)  # its thread starts now, not on an execution's path
 
     @property
     def name(self) -> str:
@@ -222,10 +363,8 @@ class NamespaceSandbox:
                 started = await self._launch_cold(limits)
             return await self._run(started, execution, begun)
         finally:
-            # Usually instant (the launcher is reaped, its pid namespace gone, the cgroup empty);
-            # a thread only when the kernel is still tearing processes down.
-            if started is not None and not self._cleanup(started, wait=False):
-                await asyncio.to_thread(self._cleanup, started)
+            if started is not None:
+                self._finish(started)
             if pooled:
                 # Refilled once this execution is done, not while it runs: a launch is a few
                 # milliseconds of CPU (and a GIL-holding spawn) that on a small machine would be
@@ -243,15 +382,36 @@ class NamespaceSandbox:
             if started.cgroup is not None:
                 started.cgroup.kill_all(spare=started.launcher.pid)
             await asyncio.to_thread(self._cleanup, started)
+        await self.settle()
+        self._reaper.shutdown(wait=False)
+        _remove_fresh(self._fresh_cgroups)
         for cgroup in list(_LINGERING):
             if await asyncio.to_thread(_remove_cgroup, cgroup, 10.0):
                 _LINGERING.remove(cgroup)
+
+    async def settle(self) -> None:
+        """Wait until every execution that has returned is cleaned up.
+
+        An execution's result is returned before its sandbox is torn down: the launcher is
+        reaped, what is left killed, the cgroup removed, the uid given back and an egress
+        network removed by a thread of this sandbox right after (``close()`` and the
+        interpreter's exit wait for it too). This is the point after which nothing of them is
+        left on the host.
+        """
+        while self._reaping:
+            await asyncio.gather(
+                *(asyncio.wrap_future(f) for f in list(self._reaping)), return_exceptions=True
+            )
 
     # -- internals -----------------------------------------------------------------------------
 
     async def _launch_cold(self, limits: Limits) -> _Started:
         """Launch in a thread; if the caller is cancelled meanwhile, the sandbox is still reaped."""
-        launch = asyncio.ensure_future(asyncio.to_thread(self._launch, limits))
+        launch: asyncio.Future[_Started]
+        if limits.network is NetworkPolicy.NONE:
+            launch = asyncio.wrap_future(_SPAWNER.submit(lambda: self._launch_in(limits, None)))
+        else:  # the network is built first, in a thread of its own (``ip`` commands)
+            launch = asyncio.ensure_future(asyncio.to_thread(self._launch, limits))
         self._launches.add(launch)
         launch.add_done_callback(self._launches.discard)
         try:
@@ -267,17 +427,14 @@ class NamespaceSandbox:
 
                 def reap(done: asyncio.Future[_Started]) -> None:
                     if not done.cancelled() and done.exception() is None:
-                        orphan = done.result()
-                        orphan.launcher.kill()
-                        self._cleanup(orphan)
+                        self._finish(done.result())
 
                 launch.add_done_callback(reap)
                 raise
             except Exception:  # noqa: S110 -- the launch failed: nothing to reap
                 pass
             else:
-                orphan.launcher.kill()
-                await asyncio.to_thread(self._cleanup, orphan)
+                self._finish(orphan)
             raise
 
     def _poolable(self, limits: Limits) -> bool:
@@ -314,21 +471,38 @@ class NamespaceSandbox:
             network = EgressNetwork(self._egress_uplink, parse_allow(limits.egress_allow))
             network.open()
         try:
-            return self._launch_in(limits, ready, network)
+            started = _SPAWNER.call(lambda: self._launch_in(limits, network))
         except BaseException:
             if network is not None:
                 network.close()
             raise
+        if ready and not started.launcher.wait_ready(10.0):
+            self._cleanup(started)
+            raise SandboxUnavailable(
+                "a pooled sandbox did not start within 10 s",
+                hint="run `autonomic sandbox doctor`",
+            )
+        return started
 
-    def _launch_in(self, limits: Limits, ready: bool, network: EgressNetwork | None) -> _Started:
+    def _launch_in(self, limits: Limits, network: EgressNetwork | None) -> _Started:
+        """Create the cgroup and start the launcher (on the spawner thread, see ``_Spawner``)."""
         uid = _UIDS.take() if self._root else None
         cgroup = None
         if self._cgroups is not None:
-            cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
+            try:
+                cgroup = self._fresh_cgroups.pop(0)  # the oldest first
+            except IndexError:
+                cgroup = self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}")
             cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
-        seccomp_read = gate_read = gate_write = -1
+        seccomp_read = gate_read = gate_write = status_read = status_write = -1
         launcher = None
         try:
+            if cgroup is not None and cgroup.measures_cpu:
+                # The loader's end status (loader.py): the result can be returned before the
+                # sandbox has torn down. Only with a cgroup that counts CPU time: the
+                # launcher's rusage would give it only once reaped.
+                status_read, status_write = os.pipe()
+                os.set_blocking(status_read, False)
             if self._seccomp is not None:
                 seccomp_read, seccomp_write = os.pipe()
                 os.write(seccomp_write, self._seccomp)
@@ -342,21 +516,29 @@ class NamespaceSandbox:
                     # bwrap reads its --args descriptor (empty) to the end before it clones the
                     # sandbox: the gate holds it there until the host has moved the launcher.
                     gate_read, gate_write = os.pipe()
+                # nsenter (egress) needs root: then ``unshare`` drops the uid after it.
+                thread_uid = (
+                    uid if self._thread_uid and self._plain_bwrap and network is None else None
+                )
                 argv = self._argv(
                     limits,
-                    uid,
+                    uid if thread_uid is None else None,
                     seccomp_read if seccomp_read >= 0 else None,
                     network,
                     gate_fd=gate_read if gate_read >= 0 else None,
                 )
-                # The host's Popen needs no uid switch of its own (the launcher does it), so it can
-                # vfork: a fork would copy the worker's page tables (1.5 ms at the least, far
-                # more for a big worker under load) and hold the GIL meanwhile.
-                launcher = Launcher.spawn(
-                    argv,
-                    pass_fds=tuple(fd for fd in (seccomp_read, gate_read) if fd >= 0),
-                    env=_ENV,
-                )
+                # The host's Popen itself switches no uid (that would make it fork, copying the
+                # worker's page tables: 1.5 ms at the least, far more for a big worker under
+                # load, with the GIL held), so it can vfork: this thread has the uid already, or
+                # the launcher drops it.
+                with _thread_as(thread_uid) if thread_uid is not None else contextlib.nullcontext():
+                    launcher = Launcher.spawn(
+                        argv,
+                        pass_fds=tuple(
+                            fd for fd in (seccomp_read, gate_read, status_write) if fd >= 0
+                        ),
+                        env=_ENV,
+                    )
             if cgroup is not None and not inside:
                 # The launcher (unshare or nsenter, then bwrap) is moved while it is held at the
                 # gate: everything the sandbox ever runs is forked inside the group, its cgroup
@@ -377,19 +559,24 @@ class NamespaceSandbox:
                 _remove_cgroup(cgroup, 5.0)
             if uid is not None:
                 _UIDS.give(uid)
+            if status_read >= 0:
+                os.close(status_read)
             raise
         finally:
-            for fd in (seccomp_read, gate_read, gate_write):
+            for fd in (seccomp_read, gate_read, gate_write, status_write):
                 if fd >= 0:
                     os.close(fd)
         launcher.marker_pending = True
-        started = _Started(launcher, cgroup, uid, limits.workspace_mb, time.monotonic(), network)
-        if ready and not launcher.wait_ready(10.0):
-            self._cleanup(started)
-            raise SandboxUnavailable(
-                "a pooled sandbox did not start within 10 s",
-                hint="run `autonomic sandbox doctor`",
-            )
+        started = _Started(
+            launcher,
+            cgroup,
+            uid,
+            limits.workspace_mb,
+            time.monotonic(),
+            network,
+            status_read=status_read,
+            status_fd=status_write if status_write >= 0 else None,
+        )
         return started
 
     def _argv(
@@ -521,6 +708,7 @@ class NamespaceSandbox:
             files=execution.files,
             rlimits=self._rlimits(limits),
             stdin=execution.stdin,
+            status_fd=started.status_fd,
         )
         cgroup = started.cgroup
         outcome = await started.launcher.run(
@@ -532,6 +720,7 @@ class NamespaceSandbox:
                 if cgroup is not None
                 else lambda: None
             ),
+            status_fd=started.status_read if started.status_read >= 0 else None,
         )
         return self._result(outcome, started, limits, begun)
 
@@ -574,19 +763,46 @@ class NamespaceSandbox:
             detail=detail,
         )
 
-    def _cleanup(self, started: _Started, *, wait: bool = True) -> bool:
+    def _finish(self, started: _Started) -> None:
+        """Clean up after an execution, off the caller's path: in the reaper thread.
+
+        The result is out already (or the caller gave up). What is left: a launcher to reap
+        (still running when the loader's status came first: the sandbox tearing down, or code
+        that wrote a status and went on, which ``_cleanup`` kills), a cgroup to remove, a uid
+        to give back. ``close()`` waits for these, and so does the interpreter at exit.
+        """
+        try:
+            future = self._reaper.submit(self._cleanup_and_make, started)
+        except RuntimeError:  # closed meanwhile (an execution still running when close() began)
+            self._cleanup(started)
+            return
+        self._reaping.add(future)
+        future.add_done_callback(self._reaping.discard)
+
+    def _cleanup_and_make(self, started: _Started) -> None:
+        self._cleanup(started)
+        self._make_cgroups()
+
+    def _make_cgroups(self) -> None:
+        """Top up the fresh cgroups (in the reaper thread, off every execution's path)."""
+        while (
+            self._cgroups is not None
+            and not self._closed
+            and len(self._fresh_cgroups) < CGROUPS_AHEAD
+        ):
+            self._fresh_cgroups.append(self._cgroups.create(f"{os.getpid()}-{next(_NAMES)}"))
+
+    def _cleanup(self, started: _Started) -> None:
         """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed.
 
-        With ``wait=False`` it does not block: ``False`` means call again with ``wait=True``.
+        Blocking (a thread's work): kills what still runs below the launcher and waits for it.
         """
-        if not wait and not started.launcher.reap():
-            return False
         started.launcher.close()
-        if started.cgroup is not None and not started.cgroup.remove():
-            if not wait:
-                return False
-            if not _remove_cgroup(started.cgroup, 5.0):
-                _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
+        if started.status_read >= 0:
+            os.close(started.status_read)
+            started.status_read = -1
+        if started.cgroup is not None and not _remove_cgroup(started.cgroup, 5.0):
+            _LINGERING.append(started.cgroup)  # retried by later cleanups and close()
         if started.uid is not None:
             _UIDS.give(started.uid)
             started.uid = None
@@ -597,11 +813,17 @@ class NamespaceSandbox:
         for cgroup in list(_LINGERING):
             if cgroup.remove():
                 _LINGERING.remove(cgroup)
-        return True
 
 
 _LINGERING: list[SandboxCgroup] = []
 """Cgroups whose processes the kernel was still tearing down when their sandbox was cleaned up."""
+
+
+def _remove_fresh(fresh: list[SandboxCgroup]) -> None:
+    """Remove cgroups made ahead and never used (empty: nothing to kill)."""
+    while fresh:
+        with contextlib.suppress(IndexError):
+            fresh.pop().remove()
 
 
 def _remove_cgroup(cgroup: SandboxCgroup, seconds: float) -> bool:
