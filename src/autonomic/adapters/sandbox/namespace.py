@@ -67,9 +67,9 @@ from autonomic.ports.sandbox import (
 PYTHON = "/usr/bin/python3"
 """The Debian interpreter: it lives under /usr, which the sandbox sees (a pyenv shim does not)."""
 UID_BASE = 1_900_000_000
+"""Host uids for sandboxes are taken from here on; no account on a normal system uses them."""
 CGROUPS_AHEAD = 2
 """Fresh, empty cgroups a sandbox keeps made ahead (each used by one execution, then removed)."""
-"""Host uids for sandboxes are taken from here on; no account on a normal system uses them."""
 OPEN_FILES = 256
 _ENV = {"PATH": "/usr/bin:/bin"}
 """The launcher's environment (no ``LANG``: the launchers skip loading a locale; the sandbox's
