@@ -52,10 +52,11 @@ context compression, the budget check - any of them may stop the run), then the 
 ``model.response`` delta; it commits with the next step's commit.
 
 **Hooks** (``Hook``): ``around_run``, ``before_model_call``, ``after_model_call`` and
-``after_model_turn``, ``around_tool_effect``, ``before_tool_effect`` and ``after_tool_effect``, ``after_tool_result``,
-``after_step`` (a model turn or a tool result was staged), ``stage_events`` (the events a commit
-causes, written in its transaction: the outbox), ``on_commit`` (entries are durable),
-``on_transition`` (a status change is durable) and ``after_run``. Planning, compression, budgets,
+``after_model_turn``, ``around_tool_effect``, ``before_tool_effect`` and ``after_tool_effect``,
+``after_tool_result``, ``after_step`` (a model turn or a tool result was staged),
+``stage_events`` (the events a commit causes, written in its transaction: the outbox),
+``on_commit`` (entries are durable), ``on_transition`` (a status change is durable) and
+``after_run``. Planning, compression, budgets,
 breakers and screening are hooks (``engine/hooks.py``, ``engine/planning.py``); tracing, the outbox
 and the audit chain attach the same way. A hook that does not override a method costs nothing.
 
