@@ -14,6 +14,7 @@ import ctypes
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -61,13 +62,28 @@ class ProbeHost:
     check_dirs: dict[str, str] = field(default_factory=dict)
     """Where the host looks for a write probe's marker, when not where the probe aimed."""
     _dir: Path | None = None
-    _servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    _servers: list[asyncio.Server] = field(default_factory=list)
     _udp: asyncio.DatagramTransport | None = None
     _env_before: str | None = None
     _proc_root: Path = Path("/nonexistent")
+    _handling: int = 0
+    """Connections to the stream listeners being read now."""
 
     def marker_name(self, where: str) -> str:
         return f"autonomic-probe-{where}-{self.token}"
+
+    async def heard(self, turns: int = 2000) -> None:
+        """Let the listeners take what a probe sent them before it ended: until no listening
+        or datagram socket has anything waiting and no connection is being read (the event loop
+        runs them; a result can come back before it has had a turn). Bounded by ``turns``."""
+        sockets: list[Any] = [sock for server in self._servers for sock in server.sockets]
+        if self._udp is not None:
+            sockets.append(self._udp.get_extra_info("socket"))
+        for _ in range(turns):
+            waiting, _, _ = select.select(sockets, [], [], 0)
+            if not waiting and not self._handling:
+                return
+            await asyncio.sleep(0)
 
     async def __aenter__(self) -> ProbeHost:
         files = self._plant()
@@ -212,11 +228,15 @@ class ProbeHost:
         self, channel: str
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                data = await asyncio.wait_for(reader.read(256), 2.0)
-                if self.token.encode() in data:
-                    self.received[channel] = self.received.get(channel, 0) + 1
-            writer.close()
+            self._handling += 1
+            try:
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                    data = await asyncio.wait_for(reader.read(256), 2.0)
+                    if self.token.encode() in data:
+                        self.received[channel] = self.received.get(channel, 0) + 1
+                writer.close()
+            finally:
+                self._handling -= 1
 
         return handle
 
@@ -302,6 +322,7 @@ async def run_probe(
             False, f"the probe never ran ({result.ended}, exit {result.exit_code}: {why})"
         )
     else:
+        await host.heard()  # what the probe sent the listeners before it ended, counted
         verdict = probe.check(result, host)
         if host.victim is not None and host.victim.poll() is not None:
             host.respawn_victim()
