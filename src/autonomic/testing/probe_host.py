@@ -310,6 +310,11 @@ async def run_probe(
     finally:
         if neighbour is not None:
             await neighbour
+    # A backend may hand the result out before its sandbox is torn down (the namespace
+    # backend's reaper); the probes judge what is left once the execution is over.
+    settle = getattr(sandbox, "settle", None)
+    if settle is not None:
+        await settle()
     if probe.kind == "abuse":
         verdict = contained(
             result, probe, host, limits, plan.start_allowance_s, plan.cpu_allowance_s
