@@ -113,6 +113,12 @@ class Sandbox(Protocol):
         """Run it, enforcing ``execution.limits``; raise only ``SandboxUnavailable``."""
         ...
 
+    async def settle(self) -> None:
+        """Wait until nothing of the executions that have returned is left on the host (a
+        backend may hand a result out before its sandbox is torn down; one that tears down
+        before returning has nothing to wait for)."""
+        ...
+
     async def close(self) -> None:
         """Release pooled resources; no process, mount or temp directory may outlive this."""
         ...

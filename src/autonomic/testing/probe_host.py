@@ -312,9 +312,7 @@ async def run_probe(
             await neighbour
     # A backend may hand the result out before its sandbox is torn down (the namespace
     # backend's reaper); the probes judge what is left once the execution is over.
-    settle = getattr(sandbox, "settle", None)
-    if settle is not None:
-        await settle()
+    await sandbox.settle()
     if probe.kind == "abuse":
         verdict = contained(
             result, probe, host, limits, plan.start_allowance_s, plan.cpu_allowance_s
@@ -522,6 +520,9 @@ class HostRunner:
             usage=Usage(cpu_seconds=outcome.cpu_seconds, max_rss_mb=outcome.max_rss_mb),
             backend=self.name,
         )
+
+    async def settle(self) -> None:
+        return None  # the host's process is reaped before ``execute`` returns
 
     async def close(self) -> None:
         return None

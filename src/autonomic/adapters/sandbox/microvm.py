@@ -513,6 +513,9 @@ class MicroVmSandbox:
         await run.go()
         return run
 
+    async def settle(self) -> None:
+        """Nothing to wait for: every VM is gone when ``execute`` returns."""
+
     async def close(self) -> None:
         """Nothing is pooled: every VM is gone when ``execute`` returns."""
 

@@ -313,6 +313,9 @@ class OciSandbox:
             detail=detail,
         )
 
+    async def settle(self) -> None:
+        """Nothing to wait for: every container is gone when ``execute`` returns."""
+
     async def close(self) -> None:
         """Remove the shared rootfs and state directory (no container outlives ``execute``)."""
         if self._workdir is not None:
