@@ -620,8 +620,9 @@ for fd in map(int, os.listdir('/proc/self/fd')):
         continue
     if fd > 2 and writes_a_pipe:
         os.write(fd, STATUS)
-print('before', flush=True)
-import subprocess
+"""
+GOES_ON = """
+import subprocess, time
 subprocess.Popen(['sleep', '600'])
 time.sleep(600)
 """
@@ -677,7 +678,8 @@ def test_the_result_comes_before_the_teardown_and_code_that_goes_on_is_killed() 
         if sandbox.cgroups is None:
             pytest.skip("the status is used only with a cgroup")
         try:
-            code = "STATUS = b'exit 7\\n'\n" + FORGE_STATUS
+            # Printed (and flushed) before the status is written: in the pipe first, so in the result.
+            code = "print('before', flush=True)\nSTATUS = b'exit 7\\n'\n" + FORGE_STATUS + GOES_ON
             result = await sandbox.execute(
                 Execution(code=code, limits=Limits(wall_seconds=60.0, cpu_seconds=30.0))
             )
@@ -695,9 +697,7 @@ def test_a_status_that_is_not_one_is_ignored() -> None:
     """What the code writes to the status pipe decides nothing unless it is a status: then the
     launcher's exit does, as for ``SystemExit`` (which the loader does not report)."""
     require_bwrap()
-    code = (
-        "STATUS = b'exit nonsense\\n'\n" + FORGE_STATUS.split("print(")[0] + "raise SystemExit(3)"
-    )
+    code = "STATUS = b'exit nonsense\\n'\n" + FORGE_STATUS + "raise SystemExit(3)"
 
     async def main() -> object:
         sandbox = NamespaceSandbox()
