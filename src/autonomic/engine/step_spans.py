@@ -20,6 +20,7 @@ Imported only when tracing is on (it imports the SDK).
 from __future__ import annotations
 
 import random
+import struct
 import time
 from typing import Any
 
@@ -34,18 +35,32 @@ from autonomic.observability import genai
 from autonomic.observability.otlp import (
     FLAGS_LOCAL,
     FLAGS_REMOTE,
+    SPAN_HEADS,
     SPAN_TIMES,
+    STATUS_UNSET,
     SpanAttribute,
     encode_attributes,
     encode_name,
     span_field,
+    span_head,
 )
-from autonomic.observability.recorded_span import DerivedSpan, SpanSink, new_span_id
+from autonomic.observability.recorded_span import (
+    UNSET_STATUS,
+    DerivedSpan,
+    SpanSink,
+    new_span_id,
+)
 from autonomic.tools.contract import Tool
 
 _time_ns = time.time_ns
 _getrandbits = random.getrandbits
 _pack_times = SPAN_TIMES.pack
+_pack_ids = struct.Struct(">20sQ").pack
+"""A span's first fields: the trace id's (the drive's ``StepSpans.trace``, which ends with the
+span id's tag) and the span id."""
+_pack_ids_under = struct.Struct(">20sQ2sQ").pack
+"""``_pack_ids`` and the parent span id's field."""
+_PARENT_TAG = b"\x22\x08"
 _INTERNAL = b"\x30\x01"  # kind: SPAN_KIND_INTERNAL
 
 # the attributes that vary from call to call, each with the encodings of its values
@@ -63,7 +78,10 @@ _ARGUMENTS = SpanAttribute(genai.TOOL_CALL_ARGUMENTS)
 _OK = SpanAttribute(genai.OK)
 _RESULT = SpanAttribute(genai.TOOL_CALL_RESULT)
 _input_tokens, _output_tokens = _INPUT_TOKENS.known, _OUTPUT_TOKENS.known
-_turns, _costs, _decisions = _TURN.known, _COST.known, _DECISION.known
+_turns, _costs, _decisions, _oks = _TURN.known, _COST.known, _DECISION.known, _OK.known
+_call_id_prefixes, _key_prefixes = _CALL_ID.prefixes, _KEY.prefixes
+_finishes: dict[str, bytes] = {}
+"""A finish reason's attribute (a list of one), by the reason."""
 
 
 class StepSpans:
@@ -252,9 +270,7 @@ class ChatSpan(DerivedSpan):
         tokens_in, tokens_out, turn = usage.input_tokens, usage.output_tokens, self._turn
         cost = float(call.cost_usd or 0.0)
         parts = [
-            b"",
-            steps.trace,
-            self._span_id.to_bytes(8, "big"),
+            _pack_ids(steps.trace, self._span_id),
             parent_name_kind,
             _pack_times(0x39, self._start_time, 0x41, self._end_time),
             head,
@@ -263,11 +279,23 @@ class ChatSpan(DerivedSpan):
             _turns.get(turn) or _TURN(turn),
             _costs.get(cost) or _COST(cost),
         ]
-        if self._finish is not None:
-            parts.append(_FINISH((self._finish,)))
+        finish = self._finish
+        if finish is not None:
+            parts.append(_finishes.get(finish) or _finish_reason(finish))
         if self._output is not None:
             parts.append(_OUTPUT_MESSAGES.text(self._output))
-        return span_field(self, parts, FLAGS_REMOTE)
+        if self._events or self._status is not UNSET_STATUS:
+            return span_field(self, parts, FLAGS_REMOTE)
+        parts += (STATUS_UNSET, FLAGS_REMOTE)
+        body = b"".join(parts)
+        return (SPAN_HEADS.get(len(body)) or span_head(len(body))) + body
+
+
+def _finish_reason(reason: str) -> bytes:
+    found = _finishes[reason] = _FINISH((reason,))
+    if len(_finishes) > 64:  # reasons are a handful: a model making them up is not kept
+        _finishes.clear()
+    return found
 
 
 class ToolSpan(DerivedSpan):
@@ -375,28 +403,31 @@ class ToolSpan(DerivedSpan):
         name_kind, head = steps.tool_heads.get(
             (tool.name, tool.version)
         ) or steps.encoded_tool_head(tool)
+        call_id = self._call_id.encode()
         turn, decision = self._turn, self._decision
         parts = [
-            b"",
-            steps.trace,
-            self._span_id.to_bytes(8, "big"),
-            b"\x22\x08",
-            self._parent_id.to_bytes(8, "big"),
+            _pack_ids_under(steps.trace, self._span_id, _PARENT_TAG, self._parent_id),
             name_kind,
             _pack_times(0x39, self._start_time, 0x41, self._end_time),
             head,
-            _CALL_ID.text(self._call_id),
+            _call_id_prefixes.get(len(call_id)) or _CALL_ID.prefix(len(call_id)),
+            call_id,
             _turns.get(turn) or _TURN(turn),
         ]
         if self._key is not None:
-            parts.append(_KEY.text(self._key))
+            key = self._key.encode()
+            parts += (_key_prefixes.get(len(key)) or _KEY.prefix(len(key)), key)
         parts.append(_decisions.get(decision) or _DECISION(decision))
         if self._risk is not None:
             parts.append(_RISK(self._risk))
         if self._arguments is not None:
             parts.append(_ARGUMENTS.text(self._arguments))
         if self._ok is not None:
-            parts.append(_OK(self._ok))
+            parts.append(_oks.get(self._ok) or _OK(self._ok))
         if self._result is not None:
             parts.append(_RESULT.text(self._result))
-        return span_field(self, parts, FLAGS_LOCAL)
+        if self._events or self._status is not UNSET_STATUS:
+            return span_field(self, parts, FLAGS_LOCAL)
+        parts += (STATUS_UNSET, FLAGS_LOCAL)
+        body = b"".join(parts)
+        return (SPAN_HEADS.get(len(body)) or span_head(len(body))) + body

@@ -84,7 +84,6 @@ class _Drive:
         "common",
         "drive",
         "open",
-        "parent",
         "root",
         "run",
         "steps",
@@ -98,18 +97,14 @@ class _Drive:
         self,
         trace: TraceContext,
         drive: Span,
-        parent: Any,
+        root: Span,
         common: dict[str, Any],
         run: Run,
     ) -> None:
-        from opentelemetry import trace as api
-
         self.trace = trace
         self.drive = drive
-        self.parent = parent
-        """The root's context: what turns hang from."""
-        self.root: Span = api.get_current_span(parent)
-        """The root as a (non-recording) span: the parent model calls are started under."""
+        self.root = root
+        """The root as a (non-recording) span: what turns, model calls among them, hang from."""
         self.common = common
         self.turn: Span | None = None
         """The turn's span: its model call's (ended), or a resumed turn's ``turn N``."""
@@ -149,12 +144,12 @@ class TracingHook(Hook):
         run = session.run
         trace = run_trace(run.id, session.state.trace)
         common = run_attributes(run)
-        parent = self.tracing.under(trace)
+        root = self.tracing.root_span(trace)
         if session.state.reopened:
-            await self._approval_wait(step, parent, common)
+            await self._approval_wait(step, root, common)
         span = self.tracing.start(
             "autonomic.drive",
-            parent,
+            root,
             {**common, genai.WORKER: _worker(run), genai.RESUMED: session.state.last_seq > 2},
         )
         if not span.is_recording():
@@ -166,7 +161,7 @@ class TracingHook(Hook):
         # spans below carry the ids only (the run's other attributes are on the root and the
         # drive): every attribute costs on every span
         ids = {genai.RUN_ID: run.id, genai.CORRELATION_ID: common[genai.CORRELATION_ID]}
-        self._drives[run.id] = held = _Drive(trace, span, parent, ids, run)
+        self._drives[run.id] = held = _Drive(trace, span, root, ids, run)
         sink = self.tracing.sink
         if sink is not None:
             held.steps = self._step_spans(

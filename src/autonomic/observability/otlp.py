@@ -116,11 +116,18 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     they encode differently)."""
     if not attributes:
         return b""
-    parts = []
+    parts: list[bytes] = []
     cache = _kv_cache
+    prefixes = _text_prefixes
     for key, value in attributes.items():
         kind = type(value)
-        if kind in _SCALARS or (kind is tuple and _all_text(value)):
+        if kind is str:  # often an id, seen once: its key's prefix for its size, then its bytes
+            data = value.encode()
+            prefix = prefixes.get((tag, key, len(data)))
+            if prefix is None:
+                prefix = _text_prefix(tag, key, len(data))
+            parts += (prefix, data)
+        elif kind in _SCALARS or (kind is tuple and _all_text(value)):
             memo = (tag, key, kind, value)
             encoded = cache.get(memo)
             if encoded is None:
@@ -134,8 +141,24 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(parts)
 
 
+_text_prefixes: dict[tuple[int, str, int], bytes] = {}
+
+
+def _text_prefix(tag: int, key: str, size: int) -> bytes:
+    """What comes before a text attribute's value of ``size`` bytes under ``tag``: the field's
+    tag and length, the key, the value's tags and lengths (kept by tag, key and size)."""
+    value = b"\x0a" + _varint(size)
+    inner = _text(0x0A, key) + b"\x12" + _varint(len(value) + size) + value
+    prefix = _SMALL[tag] + _varint(len(inner) + size) + inner
+    if len(_text_prefixes) >= _CACHE_LIMIT:
+        _text_prefixes.clear()
+    _text_prefixes[(tag, key, size)] = prefix
+    return prefix
+
+
 _KIND = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # proto's is the SDK's + 1
-_STATUS_UNSET = _field(0x7A, b"")
+_STATUS_UNSET = STATUS_UNSET = _field(0x7A, b"")
+"""The status field of a span whose status is unset (most spans)."""
 _names: dict[str, bytes] = {}
 
 SPAN_TIMES = struct.Struct("<BQBQ")
@@ -147,15 +170,15 @@ class SpanAttribute:
     whose values repeat - a turn's number, a token count, a decision - and have one type:
     ``True == 1``), so that a span's varying attributes cost a dictionary lookup each."""
 
-    __slots__ = ("_key", "_short", "known")
+    __slots__ = ("_key", "known", "prefixes")
 
     def __init__(self, key: str) -> None:
         self._key = _text(0x0A, key)
         self.known: dict[Any, bytes] = {}
         """The encodings made so far, by value (``known.get(value) or attribute(value)``: a
         lookup without a call)."""
-        self._short = 0x80 - len(self._key) - 4
-        """Text values shorter than this (in bytes) have one-byte lengths all the way up."""
+        self.prefixes: dict[int, bytes] = {}
+        """``prefix``'s, by the value's size."""
 
     def __call__(self, value: str | int | float | bool | tuple[str, ...]) -> bytes:
         """The attribute with ``value``, encoded (kept for the next span)."""
@@ -171,22 +194,21 @@ class SpanAttribute:
     def text(self, value: str) -> bytes:
         """The attribute with a text ``value`` that will not come back (an id), encoded."""
         data = value.encode()
-        size = len(data)
-        if size < self._short:
+        return (self.prefixes.get(len(data)) or self.prefix(len(data))) + data
+
+    def prefix(self, size: int) -> bytes:
+        """What comes before a text value of ``size`` bytes: the attribute's tag and length,
+        its key, the value's tags and lengths (kept by size: ``prefixes.get(size) or
+        prefix(size)``, then the value's bytes - two pieces of a span, no nested copy)."""
+        found = self.prefixes.get(size)
+        if found is None:
             key = self._key
-            return b"".join(
-                (
-                    b"\x4a",
-                    _SMALL[len(key) + size + 4],
-                    key,
-                    b"\x12",
-                    _SMALL[size + 2],
-                    b"\x0a",
-                    _SMALL[size],
-                    data,
-                )
-            )
-        return _field(0x4A, self._key + _field(0x12, _field(0x0A, data)))
+            value = b"\x0a" + _varint(size)
+            inner = key + b"\x12" + _varint(len(value) + size) + value
+            found = b"\x4a" + _varint(len(inner) + size) + inner
+            if len(self.prefixes) < _CACHE_LIMIT:
+                self.prefixes[size] = found
+        return found
 
 
 def _span(span: ReadableSpan) -> bytes:
@@ -268,23 +290,32 @@ _span_heads: dict[int, bytes] = {}
 
 def span_field(span: Any, parts: list[bytes], flags: bytes) -> bytes:
     """A ``DerivedSpan``'s field in its ``ScopeSpans``: ``parts`` are its fields from its trace
-    id to its attributes, after a placeholder for the field's tag and length (``b""``); its
-    events and status follow, then ``flags`` (``FLAGS_LOCAL`` or ``FLAGS_REMOTE``: its
-    parent's). One copy of the bytes, not one per nested length."""
+    id to its attributes; its events and status follow, then ``flags`` (``FLAGS_LOCAL`` or
+    ``FLAGS_REMOTE``: its parent's). The body is joined, then measured (a copy of a few hundred
+    bytes costs less than summing the lengths of a dozen pieces in Python)."""
     if span._events or span._status is not UNSET_STATUS:
         parts.extend(map(_event, span._events))
         parts.append(_status(span._status))
     else:
         parts.append(_STATUS_UNSET)
     parts.append(flags)
-    size = sum(map(len, parts))
+    body = b"".join(parts)
+    return (_span_heads.get(len(body)) or span_head(len(body))) + body
+
+
+def span_head(size: int) -> bytes:
+    """A span field's tag and length, for a body of ``size`` bytes (kept by size:
+    ``_span_heads.get(size) or span_head(size)``)."""
     head = _span_heads.get(size)
     if head is None:
         head = b"\x12" + _varint(size)
         if len(_span_heads) < _CACHE_LIMIT:
             _span_heads[size] = head
-    parts[0] = head
-    return b"".join(parts)
+    return head
+
+
+SPAN_HEADS = _span_heads
+"""``span_head``'s, by size (what a span's encoder looks up before it calls ``span_head``)."""
 
 
 def encode_name(name: str) -> bytes:
@@ -376,7 +407,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             if span._sink is not sink:
                 sink = span._sink
                 bucket = _bucket(grouped, sink.tracer.resource, sink.scope or None)
-            if span._derived and span._attrs is None and span._renamed is None:
+            if span._derived:  # a ``DerivedSpan`` whose name and attributes nobody touched
                 bucket.append(span._encoded())
             else:
                 bucket.append(_field(0x12, _recorded(span)))
@@ -401,8 +432,9 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
                 scope_body += _attributes(0x1A, scope.attributes)
                 head = _field(0x0A, scope_body)
             tail = _text(0x1A, scope.schema_url) if scope is not None and scope.schema_url else b""
-            size = len(head) + sum(map(len, encoded)) + len(tail)
-            body += (b"\x12" + _varint(size), head, *encoded, tail)
+            spans_bytes = b"".join(encoded)  # one copy, then its length: no sum over the spans
+            size = len(head) + len(spans_bytes) + len(tail)
+            body += (b"\x12" + _varint(size), head, spans_bytes, tail)
         if resource.schema_url:
             body.append(_text(0x1A, resource.schema_url))
         request += (b"\x0a" + _varint(sum(map(len, body))), *body)

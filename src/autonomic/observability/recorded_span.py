@@ -366,6 +366,7 @@ class DerivedSpan(RecordedSpan):
     Either way the bytes are the same (``tests/observability/test_otlp.py``)."""
 
     _derived = True
+    """Until its attributes or name are read or changed (then ``False``: encoded from them)."""
     _attrs: dict[str, Any] | None = None
     _renamed: str | None = None
 
@@ -374,11 +375,13 @@ class DerivedSpan(RecordedSpan):
         attrs = self._attrs
         if attrs is None:
             attrs = self._attrs = self._derive_attributes()
+            self._derived = False
         return attrs
 
     @_attributes.setter
     def _attributes(self, attributes: dict[str, Any]) -> None:
         self._attrs = attributes
+        self._derived = False
 
     @property
     def _name(self) -> str:
@@ -388,6 +391,7 @@ class DerivedSpan(RecordedSpan):
     @_name.setter
     def _name(self, name: str) -> None:
         self._renamed = name
+        self._derived = False
 
     def _derive_name(self) -> str:
         raise NotImplementedError

@@ -112,6 +112,11 @@ class Tracing:
         self._sink: SpanSink | None = Sink(self.tracer)  # type: ignore[arg-type]
         """``None``: every span is the SDK's (only ``observability_bench`` sets it, to measure
         what recorded spans save)."""
+        self._flags = (
+            api.TraceFlags(api.TraceFlags.DEFAULT),
+            api.TraceFlags(api.TraceFlags.SAMPLED),
+        )
+        """A root's trace flags, not sampled and sampled (indexed by the sampler's answer)."""
         self._keeps_all = _keeps_every_root(provider.sampler)
         """The sampler keeps every run's trace (the default): ``sampled`` need not ask it."""
 
@@ -208,8 +213,6 @@ class Tracing:
 
         A recorded span when the configured sampler keeps the run's trace (asked about its trace
         id, as ``under`` asks for the spans below it), else a non-recording one."""
-        from opentelemetry.context import Context
-
         if self._sink is not None:
             api = self._api
             if not self.sampled(trace.trace_id):
@@ -232,6 +235,8 @@ class Tracing:
                 ),
             )
 
+        from opentelemetry.context import Context
+
         token = _PINNED.set(trace)
         try:
             return self.tracer.start_span(
@@ -244,18 +249,21 @@ class Tracing:
             _PINNED.reset(token)
 
     def under(self, trace: TraceContext) -> Context:
-        """A context whose parent is the run's root span (wherever and whenever it is emitted),
-        sampled or not as the root is: every process asks the configured sampler about the
-        same trace id, so a trace is kept or dropped whole."""
+        """A context whose parent is the run's root span (``root_span``)."""
+        return cast("Context", self._api.set_span_in_context(self.root_span(trace)))
+
+    def root_span(self, trace: TraceContext) -> Span:
+        """The run's root span (wherever and whenever it is emitted) as a non-recording span
+        to start others under, sampled or not as the root is: every process asks the
+        configured sampler about the same trace id, so a trace is kept or dropped whole."""
         api = self._api
-        flags = api.TraceFlags.SAMPLED if self.sampled(trace.trace_id) else api.TraceFlags.DEFAULT
-        parent = api.SpanContext(
-            trace_id=trace.trace_id,
-            span_id=trace.span_id,
-            is_remote=True,
-            trace_flags=api.TraceFlags(flags),
+        flags = self._flags[self.sampled(trace.trace_id)]
+        return cast(
+            "Span",
+            api.NonRecordingSpan(
+                api.SpanContext(trace.trace_id, trace.span_id, is_remote=True, trace_flags=flags)
+            ),
         )
-        return cast("Context", api.set_span_in_context(api.NonRecordingSpan(parent)))
 
     def sampled(self, trace_id: int) -> bool:
         """The sampler's decision for a run's root in ``trace_id`` (``OTEL_TRACES_SAMPLER``:
