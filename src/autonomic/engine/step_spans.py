@@ -35,14 +35,12 @@ from autonomic.observability import genai
 from autonomic.observability.otlp import (
     FLAGS_LOCAL,
     FLAGS_REMOTE,
-    SPAN_HEADS,
     SPAN_TIMES,
     STATUS_UNSET,
     SpanAttribute,
     encode_attributes,
     encode_name,
-    span_field,
-    span_head,
+    span_body,
 )
 from autonomic.observability.recorded_span import (
     UNSET_STATUS,
@@ -131,7 +129,7 @@ class StepSpans:
         """The trace id's field and the span id's tag: how each of the drive's spans begins."""
         self.chat_heads: dict[tuple[str | None, str | None], tuple[bytes, bytes]] = {}
         """``encoded_chat_head``'s, by response model and provider."""
-        self.tool_heads: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self.tool_heads: dict[int, tuple[Tool, bytes, bytes]] = {}
         """``encoded_tool_head``'s, by tool name and version."""
 
     # -- what the spans of a drive share --------------------------------------------------------
@@ -181,12 +179,16 @@ class StepSpans:
             genai.TOOL_VERSION: tool.version,
         }
 
-    def encoded_tool_head(self, tool: Tool) -> tuple[bytes, bytes]:
-        """A tool call's name and kind fields, and its leading attributes, encoded."""
-        key = (tool.name, tool.version)
-        found = self.tool_heads.get(key)
-        if found is None:
-            found = self.tool_heads[key] = (
+    def encoded_tool_head(self, tool: Tool) -> tuple[Tool, bytes, bytes]:
+        """A tool call's name and kind fields, and its leading attributes, encoded - kept by
+        the tool object's id (a frozen dataclass hashes all its fields), with the object to
+        tell a reused id: ``(tool, name_kind, head)``."""
+        found = self.tool_heads.get(id(tool))
+        if found is None or found[0] is not tool:
+            if len(self.tool_heads) >= 256:  # an agent's tools are a handful
+                self.tool_heads.clear()
+            found = self.tool_heads[id(tool)] = (
+                tool,
                 encode_name(f"execute_tool {tool.name}") + _INTERNAL,
                 encode_attributes(self.tool_head(tool)),
             )
@@ -285,10 +287,9 @@ class ChatSpan(DerivedSpan):
         if self._output is not None:
             parts.append(_OUTPUT_MESSAGES.text(self._output))
         if self._events or self._status is not UNSET_STATUS:
-            return span_field(self, parts, FLAGS_REMOTE)
+            return span_body(self, parts, FLAGS_REMOTE)
         parts += (STATUS_UNSET, FLAGS_REMOTE)
-        body = b"".join(parts)
-        return (SPAN_HEADS.get(len(body)) or span_head(len(body))) + body
+        return b"".join(parts)
 
 
 def _finish_reason(reason: str) -> bytes:
@@ -400,9 +401,10 @@ class ToolSpan(DerivedSpan):
     def _encoded(self) -> bytes:
         steps = self._steps
         tool = self._tool
-        name_kind, head = steps.tool_heads.get(
-            (tool.name, tool.version)
-        ) or steps.encoded_tool_head(tool)
+        found = steps.tool_heads.get(id(tool))
+        if found is None or found[0] is not tool:
+            found = steps.encoded_tool_head(tool)
+        _, name_kind, head = found
         call_id = self._call_id.encode()
         turn, decision = self._turn, self._decision
         parts = [
@@ -427,7 +429,6 @@ class ToolSpan(DerivedSpan):
         if self._result is not None:
             parts.append(_RESULT.text(self._result))
         if self._events or self._status is not UNSET_STATUS:
-            return span_field(self, parts, FLAGS_LOCAL)
+            return span_body(self, parts, FLAGS_LOCAL)
         parts += (STATUS_UNSET, FLAGS_LOCAL)
-        body = b"".join(parts)
-        return (SPAN_HEADS.get(len(body)) or span_head(len(body))) + body
+        return b"".join(parts)

@@ -288,34 +288,26 @@ _INTERNAL = _KIND[SpanKind.INTERNAL]
 _span_heads: dict[int, bytes] = {}
 
 
-def span_field(span: Any, parts: list[bytes], flags: bytes) -> bytes:
-    """A ``DerivedSpan``'s field in its ``ScopeSpans``: ``parts`` are its fields from its trace
-    id to its attributes; its events and status follow, then ``flags`` (``FLAGS_LOCAL`` or
-    ``FLAGS_REMOTE``: its parent's). The body is joined, then measured (a copy of a few hundred
-    bytes costs less than summing the lengths of a dozen pieces in Python)."""
+def span_body(span: Any, parts: list[bytes], flags: bytes) -> bytes:
+    """A ``DerivedSpan``'s encoding (``_encoded``): ``parts`` are its fields from its trace id to
+    its attributes; its events and status follow, then ``flags`` (``FLAGS_LOCAL`` or
+    ``FLAGS_REMOTE``: its parent's)."""
     if span._events or span._status is not UNSET_STATUS:
         parts.extend(map(_event, span._events))
         parts.append(_status(span._status))
     else:
         parts.append(_STATUS_UNSET)
     parts.append(flags)
-    body = b"".join(parts)
-    return (_span_heads.get(len(body)) or span_head(len(body))) + body
+    return b"".join(parts)
 
 
-def span_head(size: int) -> bytes:
+def _span_head(size: int) -> bytes:
     """A span field's tag and length, for a body of ``size`` bytes (kept by size:
-    ``_span_heads.get(size) or span_head(size)``)."""
-    head = _span_heads.get(size)
-    if head is None:
-        head = b"\x12" + _varint(size)
-        if len(_span_heads) < _CACHE_LIMIT:
-            _span_heads[size] = head
+    ``_span_heads.get(size) or _span_head(size)``)."""
+    head = b"\x12" + _varint(size)
+    if len(_span_heads) < _CACHE_LIMIT:
+        _span_heads[size] = head
     return head
-
-
-SPAN_HEADS = _span_heads
-"""``span_head``'s, by size (what a span's encoder looks up before it calls ``span_head``)."""
 
 
 def encode_name(name: str) -> bytes:
@@ -337,7 +329,7 @@ def encode_attributes(attributes: Mapping[str, Any]) -> bytes:
 def _recorded(span: Any) -> bytes:
     """``_span`` for a ``RecordedSpan``: its integer ids and fields read directly (no
     ``SpanContext`` made), the shared kind, no links; events and a status when it has them.
-    (A ``DerivedSpan`` whose attributes nobody read encodes itself: ``span_field``.)"""
+    (A ``DerivedSpan`` whose attributes nobody read encodes itself: ``_encoded``.)"""
     name = encode_name(span._name)
     attributes = _attributes(0x4A, span._attributes)
     if span._parent_of is None:  # a run's root
@@ -408,7 +400,8 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
                 sink = span._sink
                 bucket = _bucket(grouped, sink.tracer.resource, sink.scope or None)
             if span._derived:  # a ``DerivedSpan`` whose name and attributes nobody touched
-                bucket.append(span._encoded())
+                body = span._encoded()
+                bucket += (_span_heads.get(len(body)) or _span_head(len(body)), body)
             else:
                 bucket.append(_field(0x12, _recorded(span)))
         else:

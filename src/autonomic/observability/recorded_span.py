@@ -400,6 +400,7 @@ class DerivedSpan(RecordedSpan):
         raise NotImplementedError
 
     def _encoded(self) -> bytes:
-        """The span's OTLP field in its ``ScopeSpans``, tag and length included (asked only
-        while its name and attributes were neither read nor changed)."""
+        """The span's OTLP encoding, the body of its field in its ``ScopeSpans`` (the encoder
+        puts the tag and length before it; asked only while its name and attributes were
+        neither read nor changed)."""
         raise NotImplementedError

@@ -176,11 +176,12 @@ class Tracing:
         ):
             made = context.Context
             get, put = variable.get, variable.set
+            store = dict.__setitem__  # on a Context no one holds yet (its own refuses)
 
             def enter(span: Span) -> object:
-                values = get().copy()
-                values[_SPAN_KEY] = span
-                return put(made(values))
+                values = made(get())
+                store(values, _SPAN_KEY, span)
+                return put(values)
 
             return enter, variable.reset
         api = self._api
