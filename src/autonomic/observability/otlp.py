@@ -116,18 +116,11 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     they encode differently)."""
     if not attributes:
         return b""
-    parts: list[bytes] = []
+    parts = []
     cache = _kv_cache
-    prefixes = _text_prefixes
     for key, value in attributes.items():
         kind = type(value)
-        if kind is str:  # often an id, seen once: its key's prefix for its size, then its bytes
-            data = value.encode()
-            prefix = prefixes.get((tag, key, len(data)))
-            if prefix is None:
-                prefix = _text_prefix(tag, key, len(data))
-            parts += (prefix, data)
-        elif kind in _SCALARS or (kind is tuple and _all_text(value)):
+        if kind in _SCALARS or (kind is tuple and _all_text(value)):
             memo = (tag, key, kind, value)
             encoded = cache.get(memo)
             if encoded is None:
@@ -139,21 +132,6 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
         else:
             parts.append(_field(tag, _key_value(key, value)))
     return b"".join(parts)
-
-
-_text_prefixes: dict[tuple[int, str, int], bytes] = {}
-
-
-def _text_prefix(tag: int, key: str, size: int) -> bytes:
-    """What comes before a text attribute's value of ``size`` bytes under ``tag``: the field's
-    tag and length, the key, the value's tags and lengths (kept by tag, key and size)."""
-    value = b"\x0a" + _varint(size)
-    inner = _text(0x0A, key) + b"\x12" + _varint(len(value) + size) + value
-    prefix = _SMALL[tag] + _varint(len(inner) + size) + inner
-    if len(_text_prefixes) >= _CACHE_LIMIT:
-        _text_prefixes.clear()
-    _text_prefixes[(tag, key, size)] = prefix
-    return prefix
 
 
 _KIND = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # proto's is the SDK's + 1
