@@ -32,7 +32,11 @@ port of 127.0.0.1 and stopped at the end), so that neither a backlog of the shar
 receiver's nor this benchmark's tens of thousands of spans weigh on the other; ``--otlp URL``
 points at another receiver instead.
 
-Usage: .venv/bin/python benchmarks/observability_bench.py [--runs 60] [--rounds 5]
+``--default`` measures against the step as shipped (runaway guards on, the ``@tool`` default: an
+intent commit before each call) instead of the lean one (guards off, an idempotent tool: the
+smallest durable step, where tracing's share is largest).
+
+Usage: .venv/bin/python benchmarks/observability_bench.py [--runs 60] [--rounds 5] [--default]
            [--otlp http://127.0.0.1:PORT] [--stores sqlite,sqlite-normal,postgres]
            [--pg-url postgresql://postgres@127.0.0.1:5432/test] [--configs off,tracing,...]
 """
@@ -58,6 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import autonomic_bench
 from autonomic_bench import STEPS, engine_for
 
 from autonomic import build_store
@@ -191,7 +196,15 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite", help="comma-separated: " + ",".join(STORES))
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument(
+        "--default",
+        action="store_true",
+        help="the step as shipped: runaway guards on and the @tool default (not idempotent: "
+        "an intent commit before each call) - default: the lean step (guards off, an "
+        "idempotent tool), the smallest durable step, where tracing's share is largest",
+    )
     args = parser.parse_args()
+    autonomic_bench.GUARDS = autonomic_bench.WRITE_AHEAD = args.default
     stores = [s for s in args.stores.split(",") if s]
     configs = [c for c in args.configs.split(",") if c]
     if "off" not in configs or not set(configs) <= set(CONFIGS) or not set(stores) <= set(STORES):
@@ -312,6 +325,7 @@ def measure(args: argparse.Namespace, otlp: str, stores: list[str], configs: lis
         "runs": args.runs,
         "rounds": args.rounds,
         "steps_per_run": STEPS,
+        "step": "default (guards on, write-ahead tool)" if args.default else "lean",
         "load_average_start": load_at_start,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "otlp": otlp,
