@@ -12,6 +12,14 @@ of the extra runs alone (start-up and imports cancel)::
     done; done
     # per step = (Collected(12) - Collected(2)) / (10 runs * 10 steps)
 
+or let the script do it, per thread (the step's thread, and the others: the batch processor's
+export thread), with runs of 2 and of ``--runs``::
+
+    .venv/bin/python benchmarks/tracing_instructions.py --callgrind off on --runs 302
+
+(about a minute and a half of valgrind per hundred runs; a figure moves by about 1 k a step
+from one invocation to the next, more with fewer runs).
+
 The workload of ``autonomic_bench.py`` (10 tool steps a run, fake model, trivial tool) on SQLite
 with ``synchronous=normal`` (no fsync: nothing but this process's own work). ``on``: the tracing
 hook with the batch processor and an exporter that encodes every span as the OTLP exporter does
@@ -28,7 +36,10 @@ Phoenix: ``http://127.0.0.1:16006``); ``posted`` minus ``on`` is the HTTP client
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -36,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autonomic_bench import engine_for
+from autonomic_bench import STEPS, engine_for
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -69,7 +80,75 @@ async def drive(url: str, runs: int, mode: str, tracing: Tracing) -> None:
     await store.close()
 
 
+def callgrind(modes: list[str], runs: int) -> None:
+    """Run the workload of each mode under callgrind, one output file per thread, for 2 runs and
+    for ``runs``; print each mode's instructions a step on the step's thread and on the others
+    (the difference of the two, over the extra runs' steps: start-up and imports cancel)."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--callgrind: valgrind is not installed (apt-get install valgrind)")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    with tempfile.TemporaryDirectory() as out:
+        for mode in modes:
+            by_thread: dict[int, dict[str, int]] = {}
+            for n in (2, runs):
+                prefix = f"{out}/{mode}.{n}"
+                command = [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--separate-threads=yes",
+                    f"--callgrind-out-file={prefix}",
+                    sys.executable,
+                    __file__,
+                    mode,
+                    str(n),
+                ]
+                subprocess.run(command, env=env, check=True, capture_output=True)
+                by_thread[n] = {
+                    path.name.rsplit("-", 1)[1]: _summary(path)
+                    for path in Path(out).glob(f"{mode}.{n}-*")
+                }
+            steps = (runs - 2) * STEPS
+            extra = {
+                thread: (by_thread[runs].get(thread, 0) - by_thread[2].get(thread, 0)) / steps
+                for thread in by_thread[2].keys() | by_thread[runs].keys()
+            }
+            step_thread = extra.pop("01", 0.0)
+            print(
+                json.dumps(
+                    {
+                        "mode": mode,
+                        "runs": runs,
+                        "instructions_a_step": {
+                            "step_thread": round(step_thread),
+                            "other_threads": round(sum(extra.values())),
+                        },
+                    }
+                ),
+                flush=True,
+            )
+
+
+def _summary(path: Path) -> int:
+    """The instruction total of one thread's callgrind file."""
+    for line in path.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    return 0
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--callgrind":
+        args = sys.argv[2:]
+        runs = 102
+        if "--runs" in args:
+            at = args.index("--runs")
+            given = args[at + 1] if at + 1 < len(args) else ""
+            runs = int(given) if given.isdigit() else 0
+            del args[at : at + 2]
+        if not args or not set(args) <= set(MODES) or runs < 3:
+            sys.exit(f"usage: tracing_instructions.py --callgrind MODE... [--runs N>2]; {MODES}")
+        callgrind(args, runs)
+        return
     if len(sys.argv) != 3 or sys.argv[1] not in MODES or not sys.argv[2].isdigit():
         sys.exit("usage: tracing_instructions.py on|off|unanchored|posted RUNS")
     if sys.argv[1] == "posted" and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
