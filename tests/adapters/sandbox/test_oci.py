@@ -15,6 +15,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,24 +80,47 @@ def _host_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _leftover_cgroups() -> list[str]:
-    found = []
+def _ax_cgroups() -> set[str]:
+    found: set[str] = set()
     for root in Path("/sys/fs/cgroup").iterdir():
         if root.is_dir():
-            found += [str(p) for p in root.glob("**/ax-*")]
+            found.update(str(p) for p in root.glob("**/ax-*"))
     return found
 
 
-def _processes_in_sandboxes() -> list[int]:
-    pids = []
+def _ax_processes() -> set[int]:
+    pids = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 if "/ax-" in (proc / "cgroup").read_text():
-                    pids.append(int(proc.name))
+                    pids.add(int(proc.name))
             except OSError:
                 continue
     return pids
+
+
+_OTHERS: dict[str, set[Any]] = {"cgroups": set(), "processes": set()}
+"""The containers' cgroups and processes that were on the host when the test began."""
+
+
+@pytest.fixture(autouse=True)
+def _others_on_the_host() -> None:
+    """The host is shared: another run may have containers going, and one killed mid-test
+    leaves its containers' cgroups behind (runc's, not ours to remove). A test judges only
+    what appeared while it ran."""
+    _OTHERS["cgroups"] = _ax_cgroups()
+    _OTHERS["processes"] = _ax_processes()
+
+
+def _leftover_cgroups() -> list[str]:
+    """Containers' cgroups made since the test began and still there."""
+    return sorted(_ax_cgroups() - _OTHERS["cgroups"])
+
+
+def _processes_in_sandboxes() -> list[int]:
+    """Processes in a container's cgroup that were not there when the test began."""
+    return sorted(_ax_processes() - _OTHERS["processes"])
 
 
 def test_result_carries_stdout_stderr_and_exit_code(box):
