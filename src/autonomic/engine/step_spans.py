@@ -36,18 +36,12 @@ from autonomic.observability.otlp import (
     FLAGS_LOCAL,
     FLAGS_REMOTE,
     SPAN_TIMES,
-    STATUS_UNSET,
     SpanAttribute,
     encode_attributes,
     encode_name,
     span_body,
 )
-from autonomic.observability.recorded_span import (
-    UNSET_STATUS,
-    DerivedSpan,
-    SpanSink,
-    new_span_id,
-)
+from autonomic.observability.recorded_span import DerivedSpan, SpanSink, new_span_id
 from autonomic.tools.contract import Tool
 
 _time_ns = time.time_ns
@@ -130,7 +124,7 @@ class StepSpans:
         self.chat_heads: dict[tuple[str | None, str | None], tuple[bytes, bytes]] = {}
         """``encoded_chat_head``'s, by response model and provider."""
         self.tool_heads: dict[int, tuple[Tool, bytes, bytes]] = {}
-        """``encoded_tool_head``'s, by tool name and version."""
+        """``encoded_tool_head``'s, by the tool object's id."""
 
     # -- what the spans of a drive share --------------------------------------------------------
 
@@ -286,10 +280,7 @@ class ChatSpan(DerivedSpan):
             parts.append(_finishes.get(finish) or _finish_reason(finish))
         if self._output is not None:
             parts.append(_OUTPUT_MESSAGES.text(self._output))
-        if self._events or self._status is not UNSET_STATUS:
-            return span_body(self, parts, FLAGS_REMOTE)
-        parts += (STATUS_UNSET, FLAGS_REMOTE)
-        return b"".join(parts)
+        return span_body(self, parts, FLAGS_REMOTE)
 
 
 def _finish_reason(reason: str) -> bytes:
@@ -428,7 +419,4 @@ class ToolSpan(DerivedSpan):
             parts.append(_oks.get(self._ok) or _OK(self._ok))
         if self._result is not None:
             parts.append(_RESULT.text(self._result))
-        if self._events or self._status is not UNSET_STATUS:
-            return span_body(self, parts, FLAGS_LOCAL)
-        parts += (STATUS_UNSET, FLAGS_LOCAL)
-        return b"".join(parts)
+        return span_body(self, parts, FLAGS_LOCAL)

@@ -135,8 +135,7 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
 
 
 _KIND = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # proto's is the SDK's + 1
-_STATUS_UNSET = STATUS_UNSET = _field(0x7A, b"")
-"""The status field of a span whose status is unset (most spans)."""
+_STATUS_UNSET = _field(0x7A, b"")
 _names: dict[str, bytes] = {}
 
 SPAN_TIMES = struct.Struct("<BQBQ")
