@@ -102,7 +102,10 @@ def callgrind(modes: list[str], runs: int) -> None:
                     mode,
                     str(n),
                 ]
-                subprocess.run(command, env=env, check=True, capture_output=True)
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
+                if done.returncode != 0:  # the workload's own message, not valgrind's lines
+                    said = [line for line in done.stderr.splitlines() if not line.startswith("==")]
+                    sys.exit(f"--callgrind: the {mode} workload failed: {(said or ['?'])[-1]}")
                 by_thread[n] = {
                     path.name.rsplit("-", 1)[1]: _summary(path)
                     for path in Path(out).glob(f"{mode}.{n}-*")
