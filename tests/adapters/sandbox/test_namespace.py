@@ -826,3 +826,82 @@ def test_without_a_cgroup_rlimits_still_contain_the_abuse() -> None:
         ("output_flood", True),
     ], outcomes
     assert sandbox_processes() == []
+
+
+_KILLED_WORKER = """
+import asyncio, sys
+from autonomic.adapters.sandbox.namespace import NamespaceSandbox
+from autonomic.ports.sandbox import Execution
+
+async def main():
+    sandbox = NamespaceSandbox()
+    assert (await sandbox.execute(Execution(code="pass"))).ok
+    await sandbox.settle()  # the groups for the next executions are made ahead now
+    print("ready", flush=True)
+    sys.stdin.read()  # until killed
+
+asyncio.run(main())
+"""
+
+
+def test_the_groups_a_killed_worker_made_ahead_are_removed_by_the_next_sandbox() -> None:
+    """A worker killed with SIGKILL cannot remove its made-ahead cgroups; the next backend does."""
+    import signal
+    import subprocess
+    import sys
+
+    require_bwrap()
+    with subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as worker:
+        try:
+            assert worker.stdout is not None
+            assert worker.stdout.readline() == "ready\n"
+            probe = NamespaceSandbox(use_cgroup=True)
+            if probe.cgroups is None:
+                pytest.skip("no writable cgroup on this host")
+            made = probe.cgroups.leftovers(worker.pid)
+            assert len(made) >= CGROUPS_AHEAD  # a live worker's groups are not swept
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            after = NamespaceSandbox(use_cgroup=True)
+            assert after.cgroups is not None
+            assert after.cgroups.leftovers(worker.pid) == []
+            asyncio.run(probe.close())
+            asyncio.run(after.close())
+        finally:
+            worker.kill()
+
+
+def test_the_sweep_removes_only_the_groups_of_makers_proven_dead() -> None:
+    """Same pid namespace and the pid gone or restarted: removed. A live maker, another pid
+    namespace, or a name of the older form that says no more than a pid: left alone."""
+    from autonomic.adapters.sandbox.cgroup import PREFIX, owner_identity, owner_name
+
+    require_bwrap()
+    sandbox = NamespaceSandbox(use_cgroup=True)
+    cgroups = sandbox.cgroups
+    if cgroups is None:
+        pytest.skip("no writable cgroup on this host")
+    pid, namespace, start = owner_identity()
+    names = {
+        "mine": owner_name(900_001),
+        "restarted": f"{pid}-{namespace}-{start + 1}-1",  # this pid, another process's start
+        "gone": f"{2**22 + 1}-{namespace}-{start}-1",  # above pid_max: no such process
+        "elsewhere": f"{2**22 + 1}-{namespace + 1}-{start}-1",  # another pid namespace
+        "older": f"{2**22 + 1}-7",
+    }
+    groups = {key: cgroups.create(name) for key, name in names.items()}
+    try:
+        removed = cgroups.sweep()
+        left = {key for key, group in groups.items() if group.dirs[0].exists()}
+        assert left == {"mine", "elsewhere", "older"}
+        assert {p.name for p in removed} == {PREFIX + names["restarted"], PREFIX + names["gone"]}
+        assert len(removed) == 2 * len(groups["gone"].dirs)  # every hierarchy's directory
+    finally:
+        for group in groups.values():
+            group.remove()
+        asyncio.run(sandbox.close())

@@ -6,6 +6,12 @@ rlimits are per process: ``RLIMIT_AS`` lets ten processes take ten times the mem
 any other ``SIGKILL`` and kill every process of the sandbox in one place. Where no writable cgroup
 hierarchy exists (an unprivileged host), ``Cgroups.detect`` returns ``None`` and the backend falls
 back to rlimits only, which ``autonomic sandbox doctor`` reports.
+
+A group's name says who made it (``owner_name``): the maker's pid, its pid namespace and its start
+time. A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next backend
+made on the host removes them (``Cgroups.sweep``), and only those it can prove dead: same pid
+namespace, and that pid now gone or started at another time. A group made in another pid
+namespace (another container sharing the hierarchy) is left to a process of that namespace.
 """
 
 from __future__ import annotations
@@ -64,6 +70,33 @@ class Cgroups:
             os.mkdir(d)
         return SandboxCgroup(v2=self.v2 is not None, dirs=tuple(dirs))
 
+    def sweep(self) -> list[Path]:
+        """Remove the empty sandbox groups of dead makers (see the module's docstring).
+
+        Groups still holding a process are left (``rmdir`` refuses them); so are groups named
+        before names carried their maker's identity, which cannot be told dead for certain.
+        Returns what was removed.
+        """
+        removed: list[Path] = []
+        me = owner_identity()
+        for parent in (self.v2, self.memory, self.pids, self.cpuacct):
+            if parent is None:
+                continue
+            try:
+                entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX)]
+            except OSError:
+                continue
+            for entry in entries:
+                owner = _owner_of(entry.name)
+                if owner is None or owner == me or owner[1] != me[1] or _alive(owner):
+                    continue
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    continue
+                removed.append(Path(entry.path))
+        return removed
+
     def leftovers(self, pid: int | None = None) -> list[Path]:
         """Sandbox cgroups made by process ``pid`` (default: this one) that still exist."""
         pattern = f"{PREFIX}{os.getpid() if pid is None else pid}-*"
@@ -72,6 +105,51 @@ class Cgroups:
             if d is not None:
                 found.extend(sorted(d.glob(pattern)))
         return found
+
+
+_IDENTITY: tuple[int, int, int] | None = None
+
+
+def owner_identity() -> tuple[int, int, int]:
+    """This process's pid, pid namespace inode and start time (clock ticks since boot).
+
+    Together they name one process for ever within a namespace: a pid is reused, a pid with its
+    start time is not. Computed again after a fork (the pid changes).
+    """
+    global _IDENTITY
+    pid = os.getpid()
+    if _IDENTITY is None or _IDENTITY[0] != pid:
+        _IDENTITY = (pid, os.stat("/proc/self/ns/pid").st_ino, _start_time(pid) or 0)
+    return _IDENTITY
+
+
+def owner_name(serial: int) -> str:
+    """The name (after ``PREFIX``) of this process's ``serial``-th group: ``pid-ns-start-serial``."""
+    pid, namespace, start = owner_identity()
+    return f"{pid}-{namespace}-{start}-{serial}"
+
+
+def _owner_of(name: str) -> tuple[int, int, int] | None:
+    """The maker named in a group's name, ``None`` for a name of another form (probe, old)."""
+    fields = name[len(PREFIX) :].split("-")
+    if len(fields) != 4 or not all(f.isdigit() for f in fields):
+        return None
+    return int(fields[0]), int(fields[1]), int(fields[2])
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat``: when the process started; ``None`` if there is none."""
+    try:
+        stat = _read(Path(f"/proc/{pid}/stat"))
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last.
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def _alive(owner: tuple[int, int, int]) -> bool:
+    """Whether the process ``owner`` names (in this pid namespace) still runs."""
+    return _start_time(owner[0]) == owner[2]
 
 
 def _try_mkdir(parent: Path) -> bool:
