@@ -11,7 +11,8 @@ A group's name says who made it (``owner_name``): the maker's pid, its pid names
 time. A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next backend
 made on the host removes them (``Cgroups.sweep``), and only those it can prove dead: same pid
 namespace, and that pid now gone or started at another time. A group made in another pid
-namespace (another container sharing the hierarchy) is left to a process of that namespace.
+namespace (another container sharing the hierarchy) is left to a process of that namespace, and
+a group another user made to that user (``/proc`` may hide their processes from us).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Cgroups:
         """
         removed: list[Path] = []
         me = owner_identity()
+        if not me[1] or not me[2]:  # this process's namespace or start unknown: prove nothing
+            return removed
+        euid = os.geteuid()
         for parent in (self.v2, self.memory, self.pids, self.cpuacct):
             if parent is None:
                 continue
@@ -91,6 +95,9 @@ class Cgroups:
                 if owner is None or owner == me or owner[1] != me[1] or _alive(owner):
                     continue
                 try:
+                    # another user's group: its maker may be hidden from us (``hidepid``)
+                    if entry.stat(follow_symlinks=False).st_uid != euid:
+                        continue
                     os.rmdir(entry.path)
                 except OSError:
                     continue
@@ -119,7 +126,11 @@ def owner_identity() -> tuple[int, int, int]:
     global _IDENTITY
     pid = os.getpid()
     if _IDENTITY is None or _IDENTITY[0] != pid:
-        _IDENTITY = (pid, os.stat("/proc/self/ns/pid").st_ino, _start_time(pid) or 0)
+        try:
+            namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:  # no /proc/self/ns here: 0, which no sweep trusts
+            namespace = 0
+        _IDENTITY = (pid, namespace, _start_time(pid) or 0)
     return _IDENTITY
 
 
@@ -141,10 +152,11 @@ def _start_time(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat``: when the process started; ``None`` if there is none."""
     try:
         stat = _read(Path(f"/proc/{pid}/stat"))
-    except OSError:
+        # The command name (field 2) is in parentheses and may hold spaces or ')': split after
+        # the last one.
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
         return None
-    # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last.
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
 
 
 def _alive(owner: tuple[int, int, int]) -> bool:
