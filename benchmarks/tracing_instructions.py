@@ -31,6 +31,12 @@ encoded inside the count. Both modes build the provider, so both import the same
 shipped (``FastOTLPSpanExporter``), posting to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the test command's
 Phoenix: ``http://127.0.0.1:16006``); ``posted`` minus ``on`` is the HTTP client's instructions
 (the kernel's part of a post is not counted).
+
+``--default`` (anywhere on the line): the step as shipped - the runaway guards on and the
+``@tool`` default, not idempotent, so an intent commit before each call - instead of the lean
+step (guards off, an idempotent tool), where tracing's share is largest::
+
+    .venv/bin/python benchmarks/tracing_instructions.py --callgrind off on --runs 302 --default
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import autonomic_bench
 from autonomic_bench import STEPS, engine_for
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -80,7 +87,7 @@ async def drive(url: str, runs: int, mode: str, tracing: Tracing) -> None:
     await store.close()
 
 
-def callgrind(modes: list[str], runs: int) -> None:
+def callgrind(modes: list[str], runs: int, *, default: bool = False) -> None:
     """Run the workload of each mode under callgrind, one output file per thread, for 2 runs and
     for ``runs``; print each mode's instructions a step on the step's thread and on the others
     (the difference of the two, over the extra runs' steps: start-up and imports cancel)."""
@@ -101,6 +108,7 @@ def callgrind(modes: list[str], runs: int) -> None:
                     __file__,
                     mode,
                     str(n),
+                    *(["--default"] if default else []),
                 ]
                 done = subprocess.run(command, env=env, capture_output=True, text=True)
                 if done.returncode != 0:  # the workload's own message, not valgrind's lines
@@ -120,6 +128,7 @@ def callgrind(modes: list[str], runs: int) -> None:
                 json.dumps(
                     {
                         "mode": mode,
+                        "step": "default" if default else "lean",
                         "runs": runs,
                         "instructions_a_step": {
                             "step_thread": round(step_thread),
@@ -140,6 +149,10 @@ def _summary(path: Path) -> int:
 
 
 def main() -> None:
+    default = "--default" in sys.argv
+    if default:
+        sys.argv.remove("--default")
+        autonomic_bench.GUARDS = autonomic_bench.WRITE_AHEAD = True
     if len(sys.argv) > 1 and sys.argv[1] == "--callgrind":
         args = sys.argv[2:]
         runs = 102
@@ -149,11 +162,13 @@ def main() -> None:
             runs = int(given) if given.isdigit() else 0
             del args[at : at + 2]
         if not args or not set(args) <= set(MODES) or runs < 3:
-            sys.exit(f"usage: tracing_instructions.py --callgrind MODE... [--runs N>2]; {MODES}")
-        callgrind(args, runs)
+            sys.exit(
+                f"usage: tracing_instructions.py --callgrind MODE... [--runs N>2] [--default]; {MODES}"
+            )
+        callgrind(args, runs, default=default)
         return
     if len(sys.argv) != 3 or sys.argv[1] not in MODES or not sys.argv[2].isdigit():
-        sys.exit("usage: tracing_instructions.py on|off|unanchored|posted RUNS")
+        sys.exit("usage: tracing_instructions.py on|off|unanchored|posted RUNS [--default]")
     if sys.argv[1] == "posted" and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         sys.exit(
             "posted: set OTEL_EXPORTER_OTLP_ENDPOINT (the test Phoenix: http://127.0.0.1:16006)"

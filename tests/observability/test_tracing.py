@@ -622,3 +622,28 @@ def test_a_turns_calls_acted_together_each_run_under_their_own_span(sqlite_url):
     assert all(before == later for before, later in seen.values())  # through the whole effect
     assert len(after) == 3
     assert not set(after) & ids  # none left current once the calls were over
+
+
+def test_a_step_span_waiting_for_its_batch_keeps_no_container_of_the_step_alive(sqlite_url):
+    """A span waits in the batch processor's queue until its batch is exported: every
+    container it refers to lives as long, counts towards the garbage collector's next young
+    collection and is walked by each. A step's spans refer only to what lives for the whole
+    drive (the sink, the drive's ``StepSpans``, the tool, the turn's span) - not to the
+    turn's ``ModelCall`` or ``Usage``, whose values they copy."""
+    import gc
+
+    from autonomic.engine.step_spans import ChatSpan, StepSpans, ToolSpan
+    from autonomic.observability.recorded_span import RecordedSpan, SpanSink
+    from autonomic.tools.contract import Tool
+
+    t, exporter = tracing()
+    run, _ = traced_run(sqlite_url, t)
+    assert run.status is RunStatus.COMPLETED
+    spans = [s for s in spans_of(t, exporter) if isinstance(s, ChatSpan | ToolSpan)]
+    assert {type(s) for s in spans} == {ChatSpan, ToolSpan}
+    drive_long = (SpanSink, StepSpans, Tool, RecordedSpan)
+    for span in spans:
+        held = [r for r in gc.get_referents(span) if gc.is_tracked(r) and not isinstance(r, type)]
+        assert [r for r in held if not isinstance(r, drive_long)] == [], type(span).__name__
+    chat = next(s for s in spans if isinstance(s, ChatSpan))
+    assert chat.attributes[genai.INPUT_TOKENS] >= 0  # the copied values still make the span

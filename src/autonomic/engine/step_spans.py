@@ -193,10 +193,11 @@ class ChatSpan(DerivedSpan):
     """A model call's span (GenAI conventions: operation, provider, request and response
     model, tokens, finish reason; its cost, turn and worker), from its ``ModelTurn``'s values.
 
-    It keeps the values and the turn's ``ModelCall`` (a tuple of numbers and names: usage,
-    provider, cost), not the turn: a span waits in the batch processor's queue for a batch, and
-    what it holds on to then outlives the step (the turn's messages would make the garbage
-    collector run more often)."""
+    It keeps the values - numbers and names - not the turn, nor even its ``ModelCall`` and
+    ``Usage``: a span waits in the batch processor's queue for a batch, and every container it
+    holds on to outlives the step with it, counts towards the garbage collector's next young
+    collection and is walked by each one until the batch is exported (holding the call and its
+    usage was two more such objects a step; ``tests/observability/test_tracing.py``)."""
 
     _parent_remote = True
     _finish: str | None = None
@@ -212,7 +213,12 @@ class ChatSpan(DerivedSpan):
         self._steps = steps
         self._turn = turn.turn
         self._model = turn.model
-        self._call = turn.call  # provider, usage and cost: read when encoded (a flat tuple)
+        call = turn.call
+        usage = call.usage
+        self._tokens_in = usage.input_tokens
+        self._tokens_out = usage.output_tokens
+        self._provider = call.provider
+        self._cost = call.cost_usd
         if turn.finish_reason:
             self._finish = turn.finish_reason
         if steps.content:
@@ -242,13 +248,11 @@ class ChatSpan(DerivedSpan):
         return self._steps.chat_name(self._model)
 
     def _derive_attributes(self) -> dict[str, Any]:
-        call = self._call
-        usage = call.usage
-        attrs = self._steps.chat_head(self._model, call.provider)
-        attrs[genai.INPUT_TOKENS] = usage.input_tokens
-        attrs[genai.OUTPUT_TOKENS] = usage.output_tokens
+        attrs = self._steps.chat_head(self._model, self._provider)
+        attrs[genai.INPUT_TOKENS] = self._tokens_in
+        attrs[genai.OUTPUT_TOKENS] = self._tokens_out
         attrs[genai.TURN] = self._turn
-        attrs[genai.COST_USD] = float(call.cost_usd or 0.0)  # (``ModelCall.cost``: made when read)
+        attrs[genai.COST_USD] = float(self._cost or 0.0)  # (``ModelCall.cost``: made when read)
         if self._finish is not None:
             attrs[genai.FINISH_REASONS] = (self._finish,)
         if self._output is not None:
@@ -257,14 +261,12 @@ class ChatSpan(DerivedSpan):
 
     def _encoded(self) -> bytes:
         steps = self._steps
-        call = self._call
-        usage = call.usage
-        model, provider = self._model, call.provider
+        model, provider = self._model, self._provider
         parent_name_kind, head = steps.chat_heads.get((model, provider)) or steps.encoded_chat_head(
             model, provider
         )
-        tokens_in, tokens_out, turn = usage.input_tokens, usage.output_tokens, self._turn
-        cost = float(call.cost_usd or 0.0)
+        tokens_in, tokens_out, turn = self._tokens_in, self._tokens_out, self._turn
+        cost = float(self._cost or 0.0)
         parts = [
             _pack_ids(steps.trace, self._span_id),
             parent_name_kind,
