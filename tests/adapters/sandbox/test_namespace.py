@@ -896,11 +896,11 @@ def test_the_sweep_removes_only_the_groups_of_makers_proven_dead() -> None:
     }
     groups = {key: cgroups.create(name) for key, name in names.items()}
     try:
-        removed = cgroups.sweep()
-        left = {key for key, group in groups.items() if group.dirs[0].exists()}
-        assert left == {"mine", "elsewhere", "older"}
-        assert {p.name for p in removed} == {PREFIX + names["restarted"], PREFIX + names["gone"]}
-        assert len(removed) == 2 * len(groups["gone"].dirs)  # every hierarchy's directory
+        removed = cgroups.sweep()  # (another test's sandbox may sweep the dead ones first)
+        left = {key for key, group in groups.items() if any(d.exists() for d in group.dirs)}
+        assert left == {"mine", "elsewhere", "older"}  # in no hierarchy, or in every one
+        assert all(d.exists() for key in left for d in groups[key].dirs)
+        assert {p.name for p in removed} <= {PREFIX + names["restarted"], PREFIX + names["gone"]}
     finally:
         for group in groups.values():
             group.remove()
