@@ -27,10 +27,11 @@ hook with the batch processor and an exporter that encodes every span as the OTL
 instructions are the HTTP client's); the provider is flushed at the end, so every span made is
 encoded inside the count. Both modes build the provider, so both import the same modules.
 ``unanchored``: tracing off and the audit log's anchors not written, so ``off`` minus
-``unanchored`` is anchoring's instructions a step. ``posted``: tracing on with the exporter as
-shipped (``FastOTLPSpanExporter``), posting to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the test command's
-Phoenix: ``http://127.0.0.1:16006``); ``posted`` minus ``on`` is the HTTP client's instructions
-(the kernel's part of a post is not counted).
+``unanchored`` is anchoring's instructions a step. ``metrics``: tracing off and the Prometheus
+hook on (``metrics`` minus ``off``: what metrics cost a step). ``posted``: tracing on with the
+exporter as shipped (``FastOTLPSpanExporter``), posting to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
+test command's Phoenix: ``http://127.0.0.1:16006``); ``posted`` minus ``on`` is the HTTP
+client's instructions (the kernel's part of a post is not counted).
 
 ``--default`` (anywhere on the line): the step as shipped - the runaway guards on and the
 ``@tool`` default, not idempotent, so an intent commit before each call - instead of the lean
@@ -59,11 +60,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from autonomic import build_store
+from autonomic.engine.metering import MetricsHook
+from autonomic.engine.step import Hook
 from autonomic.engine.tracing import TracingHook
 from autonomic.observability import otlp
+from autonomic.observability.metrics import Metrics
 from autonomic.observability.tracing import Tracing
 
-MODES = ("on", "off", "unanchored", "posted")
+MODES = ("on", "off", "unanchored", "posted", "metrics")
 """Tracing on, tracing off, and tracing off with the audit log's anchoring off too (``off`` minus
 ``unanchored``: what anchoring costs a step, ``SqlStore._anchoring`` as ``audit_bench.py``)."""
 
@@ -80,7 +84,12 @@ async def drive(url: str, runs: int, mode: str, tracing: Tracing) -> None:
     store = build_store(url)
     store._anchoring = mode != "unanchored"  # type: ignore[attr-defined]
     await store.migrate()
-    engine = engine_for(store, hooks=[TracingHook(tracing)] if mode in ("on", "posted") else [])
+    hooks: list[Hook] = []
+    if mode in ("on", "posted"):
+        hooks = [TracingHook(tracing)]
+    elif mode == "metrics":
+        hooks = [MetricsHook(Metrics.get())]
+    engine = engine_for(store, hooks=hooks)
     for _ in range(runs):
         final = await engine.run("bench", "count")
         assert final.status.value == "COMPLETED", final.status_reason
@@ -168,7 +177,7 @@ def main() -> None:
         callgrind(args, runs, default=default)
         return
     if len(sys.argv) != 3 or sys.argv[1] not in MODES or not sys.argv[2].isdigit():
-        sys.exit("usage: tracing_instructions.py on|off|unanchored|posted RUNS [--default]")
+        sys.exit("usage: tracing_instructions.py on|off|unanchored|posted|metrics RUNS [--default]")
     if sys.argv[1] == "posted" and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         sys.exit(
             "posted: set OTEL_EXPORTER_OTLP_ENDPOINT (the test Phoenix: http://127.0.0.1:16006)"

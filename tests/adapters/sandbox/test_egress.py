@@ -281,3 +281,29 @@ def test_namespaces_of_a_dead_worker_are_reaped(world: World) -> None:
     assert egress.reap_stale() == [name]
     assert not (egress.NETNS_DIR / name).exists()
     assert egress.reap_stale() == []  # once per process
+
+
+def test_only_namespaces_whose_maker_is_dead_for_certain_are_reaped(world: World) -> None:
+    """A tagged name (``maker.tag``) is reaped when its maker is dead in this pid namespace; a
+    live worker's in another pid namespace sharing ``/run/netns`` - whose pid means nothing
+    here - is left alone (a pid alone would have called it dead)."""
+    from autonomic.adapters.sandbox import maker
+
+    _, namespace, start = maker.identity()
+    gone = 2**22 + 1  # above pid_max: no process has it
+    names = {
+        "dead": f"{NAME_PREFIX}{gone}-{namespace}-{start}-0-r",
+        "elsewhere": f"{NAME_PREFIX}{gone}-{namespace + 1}-{start}-0-r",
+        "mine": f"{NAME_PREFIX}{maker.tag(990_001)}-r",
+    }
+    for name in names.values():
+        _sh("ip", "netns", "add", name)
+    try:
+        egress._REAPED.clear()
+        reaped = egress.reap_stale()  # (another test's worker may reap the dead one first)
+        assert set(reaped) <= {names["dead"]}
+        left = {key for key, name in names.items() if (egress.NETNS_DIR / name).exists()}
+        assert left == {"elsewhere", "mine"}
+    finally:
+        for name in names.values():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

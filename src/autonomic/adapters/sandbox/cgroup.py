@@ -7,12 +7,11 @@ any other ``SIGKILL`` and kill every process of the sandbox in one place. Where 
 hierarchy exists (an unprivileged host), ``Cgroups.detect`` returns ``None`` and the backend falls
 back to rlimits only, which ``autonomic sandbox doctor`` reports.
 
-A group's name says who made it (``owner_name``): the maker's pid, its pid namespace and its start
-time. A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next backend
-made on the host removes them (``Cgroups.sweep``), and only those it can prove dead: same pid
-namespace, and that pid now gone or started at another time. A group made in another pid
-namespace (another container sharing the hierarchy) is left to a process of that namespace, and
-a group another user made to that user (``/proc`` may hide their processes from us).
+A group's name says who made it (``maker.tag``: the maker's pid, pid namespace and start time).
+A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next backend made on
+the host removes them (``Cgroups.sweep``), and only those whose maker is dead for certain
+(``maker.proven_dead``). A group another user made is left to that user (``/proc`` may hide
+their processes from us).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from autonomic.adapters.sandbox import maker
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "autonomic-sb-"
@@ -79,9 +80,6 @@ class Cgroups:
         Returns what was removed.
         """
         removed: list[Path] = []
-        me = owner_identity()
-        if not me[1] or not me[2]:  # this process's namespace or start unknown: prove nothing
-            return removed
         euid = os.geteuid()
         for parent in (self.v2, self.memory, self.pids, self.cpuacct):
             if parent is None:
@@ -91,8 +89,8 @@ class Cgroups:
             except OSError:
                 continue
             for entry in entries:
-                owner = _owner_of(entry.name)
-                if owner is None or owner == me or owner[1] != me[1] or _alive(owner):
+                owner = maker.maker_of(entry.name[len(PREFIX) :])
+                if owner is None or not maker.proven_dead(owner):
                     continue
                 try:
                     # another user's group: its maker may be hidden from us (``hidepid``)
@@ -112,56 +110,6 @@ class Cgroups:
             if d is not None:
                 found.extend(sorted(d.glob(pattern)))
         return found
-
-
-_IDENTITY: tuple[int, int, int] | None = None
-
-
-def owner_identity() -> tuple[int, int, int]:
-    """This process's pid, pid namespace inode and start time (clock ticks since boot).
-
-    Together they name one process for ever within a namespace: a pid is reused, a pid with its
-    start time is not. Computed again after a fork (the pid changes).
-    """
-    global _IDENTITY
-    pid = os.getpid()
-    if _IDENTITY is None or _IDENTITY[0] != pid:
-        try:
-            namespace = os.stat("/proc/self/ns/pid").st_ino
-        except OSError:  # no /proc/self/ns here: 0, which no sweep trusts
-            namespace = 0
-        _IDENTITY = (pid, namespace, _start_time(pid) or 0)
-    return _IDENTITY
-
-
-def owner_name(serial: int) -> str:
-    """The name (after ``PREFIX``) of this process's ``serial``-th group: ``pid-ns-start-serial``."""
-    pid, namespace, start = owner_identity()
-    return f"{pid}-{namespace}-{start}-{serial}"
-
-
-def _owner_of(name: str) -> tuple[int, int, int] | None:
-    """The maker named in a group's name, ``None`` for a name of another form (probe, old)."""
-    fields = name[len(PREFIX) :].split("-")
-    if len(fields) != 4 or not all(f.isdigit() for f in fields):
-        return None
-    return int(fields[0]), int(fields[1]), int(fields[2])
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat``: when the process started; ``None`` if there is none."""
-    try:
-        stat = _read(Path(f"/proc/{pid}/stat"))
-        # The command name (field 2) is in parentheses and may hold spaces or ')': split after
-        # the last one.
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(owner: tuple[int, int, int]) -> bool:
-    """Whether the process ``owner`` names (in this pid namespace) still runs."""
-    return _start_time(owner[0]) == owner[2]
 
 
 def _try_mkdir(parent: Path) -> bool:

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from autonomic.adapters.sandbox import maker
 from autonomic.errors import EgressRuleInvalid, InvalidInput
 from autonomic.ports.sandbox import Limits, NetworkPolicy, SandboxUnavailable
 
@@ -236,9 +237,12 @@ _REAPED = threading.Event()
 def reap_stale() -> list[str]:
     """Delete the namespaces of processes that died without cleaning up (once per process).
 
-    A worker killed by SIGKILL leaves ``autonomic-eg-<pid>-<n>-s/-r`` behind; its pid is in the
-    name, so a later worker removes them when that pid is gone. Deleting the router namespace
-    also removes its veth in the uplink namespace.
+    A worker killed by SIGKILL leaves ``autonomic-eg-<tag>-s/-r`` behind; the tag names its
+    maker (``maker.tag``: pid, pid namespace, start time), so a later worker removes them once
+    that maker is dead for certain (``maker.proven_dead``) - never a live worker's in another
+    pid namespace sharing ``/run/netns``. Names from before tags (``autonomic-eg-<pid>-<n>-s``)
+    are removed when that pid is gone, as they were. Deleting the router namespace also removes
+    its veth in the uplink namespace.
     """
     if _REAPED.is_set() or not NETNS_DIR.is_dir():
         return []
@@ -248,7 +252,13 @@ def reap_stale() -> list[str]:
         name = entry.name
         if not name.startswith(NAME_PREFIX):
             continue
-        pid = name[len(NAME_PREFIX) :].split("-", 1)[0]
+        rest = name[len(NAME_PREFIX) :]
+        tagged = maker.maker_of(rest, suffixes=1)
+        if tagged is not None:
+            if maker.proven_dead(tagged):
+                stale.append(name)
+            continue
+        pid = rest.split("-", 1)[0]  # a name from before tags
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             stale.append(name)
     if stale:
@@ -270,7 +280,7 @@ class EgressNetwork:
         self.tap = tap
         """For a microVM: the sandbox namespace bridges ``eth0`` with a tap device instead of
         holding the address itself; the guest takes ``INNER_SANDBOX`` (``guest_network``)."""
-        ident = f"{os.getpid()}-{next(_IDS)}"
+        ident = maker.tag(next(_IDS))
         self.sandbox_ns = f"{NAME_PREFIX}{ident}-s"
         self.router_ns = f"{NAME_PREFIX}{ident}-r"
         self._slot = _SLOTS.take()

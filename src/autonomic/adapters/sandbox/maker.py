@@ -1,0 +1,73 @@
+"""Who made a host resource a sandbox leaves behind when its maker is killed, and whether that
+maker is dead for certain.
+
+A worker killed with ``SIGKILL`` cannot remove what it made on the host for its sandboxes: the
+cgroups it made ahead, an egress execution's network namespaces. Their names carry their
+maker's identity (``tag``: ``PID-PIDNS-START-SERIAL``), and a later worker removes what it can
+prove dead (``proven_dead``). A pid alone proves nothing: it is reused, and a maker in another
+pid namespace (another container sharing the cgroup hierarchy or ``/run/netns``) has a pid that
+means another process here, or none. A pid with its start time names one process for ever
+within one pid namespace.
+"""
+
+from __future__ import annotations
+
+import os
+
+Maker = tuple[int, int, int]
+"""A process: its pid, the inode of its pid namespace, its start time (clock ticks since boot)."""
+
+_IDENTITY: Maker | None = None
+
+
+def identity() -> Maker:
+    """This process's ``Maker`` (computed again after a fork: the pid changes); a namespace or
+    start time that cannot be read is 0, and a process with a 0 proves nothing dead."""
+    global _IDENTITY
+    pid = os.getpid()
+    if _IDENTITY is None or _IDENTITY[0] != pid:
+        try:
+            namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            namespace = 0
+        _IDENTITY = (pid, namespace, start_time(pid) or 0)
+    return _IDENTITY
+
+
+def tag(serial: int) -> str:
+    """What names this process's ``serial``-th resource: ``PID-PIDNS-START-SERIAL``."""
+    pid, namespace, start = identity()
+    return f"{pid}-{namespace}-{start}-{serial}"
+
+
+def maker_of(text: str, *, suffixes: int = 0) -> Maker | None:
+    """The maker a ``tag`` names, followed by exactly ``suffixes`` more ``-`` fields of any
+    kind; ``None`` for text of another form (a name from before tags, a probe)."""
+    fields = text.split("-")
+    if len(fields) != 4 + suffixes or not all(f.isdigit() for f in fields[:4]):
+        return None
+    return int(fields[0]), int(fields[1]), int(fields[2])
+
+
+def proven_dead(maker: Maker) -> bool:
+    """Whether ``maker`` is dead for certain: in this pid namespace, and its pid gone or now
+    another process's (started at another time). Never this process."""
+    me = identity()
+    if not me[1] or not me[2] or maker == me or maker[1] != me[1]:
+        return False
+    return start_time(maker[0]) != maker[2]
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat``: when the process started; ``None`` if there is none."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        # the command name (field 2) is in parentheses and may hold spaces or ')': split after
+        # the last one
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
