@@ -422,3 +422,35 @@ def test_owner_is_dead_only_for_local_processes_that_are_gone():
     assert not executor_module.owner_is_dead(f"{host}:{os.getpid()}:x")
     assert not executor_module.owner_is_dead("other-host:1:x")
     assert executor_module.owner_is_dead(f"{host}:{2**22 + 12345}:x")
+
+
+def test_a_lease_holder_is_dead_only_when_its_process_is_dead_for_certain():
+    """Ids name the holder's pid namespace and start time: a live worker in another pid
+    namespace with this host name (whose pid means nothing here) is not dead; a pid now
+    another process's is; an exited process not yet reaped (a zombie) is."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from autonomic.core import host_process
+
+    host = socket.gethostname()
+    _, namespace, start = host_process.identity()
+    me = executor_module.worker_id()
+    assert me.split(":")[1] == str(os.getpid())
+    assert not executor_module.owner_is_dead(me)
+    gone = 2**22 + 12345  # above pid_max: no process has it
+    assert executor_module.owner_is_dead(f"{host}:{gone}:x:{namespace}-{start}")
+    assert not executor_module.owner_is_dead(f"{host}:{gone}:x:{namespace + 1}-{start}")
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as child:  # fmt: skip
+        child_start = host_process.start_time(child.pid)
+        assert child_start is not None
+        alive = f"{host}:{child.pid}:x:{namespace}-{child_start}"
+        assert not executor_module.owner_is_dead(alive)
+        assert executor_module.owner_is_dead(f"{host}:{child.pid}:x:{namespace}-{child_start + 1}")
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie
+        assert executor_module.owner_is_dead(alive)

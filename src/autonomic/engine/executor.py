@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from autonomic.core import host_process
 from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.canonical import canonical_json
 from autonomic.core.compensation import completed_steps
@@ -89,21 +90,32 @@ def new_run_id() -> str:
 
 
 def worker_id() -> str:
-    """``host:pid:nonce``: enough to tell whether a lease holder on this host is still alive."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``host:pid:nonce:PIDNS-START``: enough to tell whether a lease holder on this host is
+    still alive (``owner_is_dead``; the pid namespace and start time: ``core.host_process``)."""
+    pid, namespace, start = host_process.identity()
+    return f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}:{namespace}-{start}"
 
 
 def owner_is_dead(owner: str | None) -> bool:
-    """True if ``owner`` is a worker on this host whose process no longer exists."""
+    """True if ``owner`` is a worker on this host whose process is dead for certain.
+
+    With its pid namespace and start time (ids since 2026-12-06): dead when it is in this pid
+    namespace and its pid is gone or another process's (``host_process.proven_dead``) - a live
+    worker in another pid namespace with the same host name (a container sharing the host's
+    UTS namespace) is not. An older id names only the pid: dead when no process has it."""
     if not owner:
         return False
     host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
+    pid_text, _, rest = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():
         return False
+    named = rest.partition(":")[2]
+    if named:
+        made = host_process.maker_of(f"{pid}-{named}-0")
+        return made is not None and host_process.proven_dead(made)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,7 +29,7 @@ class Claim:
     """How a worker asks for a run.
 
     Args:
-        owner: the worker's id (``host:pid:nonce``).
+        owner: the worker's id (``host:pid:nonce:PIDNS-START``: ``engine.executor.worker_id``).
         now: the worker's clock, seconds since the epoch.
         ttl: how long the lease lasts unless renewed.
         run_id: claim exactly this run (``autonomic resume``) instead of any runnable one.

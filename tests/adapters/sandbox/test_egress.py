@@ -284,17 +284,17 @@ def test_namespaces_of_a_dead_worker_are_reaped(world: World) -> None:
 
 
 def test_only_namespaces_whose_maker_is_dead_for_certain_are_reaped(world: World) -> None:
-    """A tagged name (``maker.tag``) is reaped when its maker is dead in this pid namespace; a
+    """A tagged name (``host_process.tag``) is reaped when its maker is dead in this pid namespace; a
     live worker's in another pid namespace sharing ``/run/netns`` - whose pid means nothing
     here - is left alone (a pid alone would have called it dead)."""
-    from autonomic.adapters.sandbox import maker
+    from autonomic.core import host_process
 
-    _, namespace, start = maker.identity()
+    _, namespace, start = host_process.identity()
     gone = 2**22 + 1  # above pid_max: no process has it
     names = {
         "dead": f"{NAME_PREFIX}{gone}-{namespace}-{start}-0-r",
         "elsewhere": f"{NAME_PREFIX}{gone}-{namespace + 1}-{start}-0-r",
-        "mine": f"{NAME_PREFIX}{maker.tag(990_001)}-r",
+        "mine": f"{NAME_PREFIX}{host_process.tag(990_001)}-r",
     }
     for name in names.values():
         _sh("ip", "netns", "add", name)

@@ -879,17 +879,17 @@ def test_the_groups_a_killed_worker_made_ahead_are_removed_by_the_next_sandbox()
 def test_the_sweep_removes_only_the_groups_of_makers_proven_dead() -> None:
     """Same pid namespace and the pid gone or restarted: removed. A live maker, another pid
     namespace, or a name of the older form that says no more than a pid: left alone."""
-    from autonomic.adapters.sandbox import maker
     from autonomic.adapters.sandbox.cgroup import PREFIX
+    from autonomic.core import host_process
 
     require_bwrap()
     sandbox = NamespaceSandbox(use_cgroup=True)
     cgroups = sandbox.cgroups
     if cgroups is None:
         pytest.skip("no writable cgroup on this host")
-    pid, namespace, start = maker.identity()
+    pid, namespace, start = host_process.identity()
     names = {
-        "mine": maker.tag(900_001),
+        "mine": host_process.tag(900_001),
         "restarted": f"{pid}-{namespace}-{start + 1}-1",  # this pid, another process's start
         "gone": f"{2**22 + 1}-{namespace}-{start}-1",  # above pid_max: no such process
         "elsewhere": f"{2**22 + 1}-{namespace + 1}-{start}-1",  # another pid namespace

@@ -7,10 +7,10 @@ any other ``SIGKILL`` and kill every process of the sandbox in one place. Where 
 hierarchy exists (an unprivileged host), ``Cgroups.detect`` returns ``None`` and the backend falls
 back to rlimits only, which ``autonomic sandbox doctor`` reports.
 
-A group's name says who made it (``maker.tag``: the maker's pid, pid namespace and start time).
+A group's name says who made it (``host_process.tag``: the maker's pid, pid namespace and start time).
 A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next backend made on
 the host removes them (``Cgroups.sweep``), and only those whose maker is dead for certain
-(``maker.proven_dead``). A group another user made is left to that user (``/proc`` may hide
+(``host_process.proven_dead``). A group another user made is left to that user (``/proc`` may hide
 their processes from us).
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomic.adapters.sandbox import maker
+from autonomic.core import host_process
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "autonomic-sb-"
@@ -89,8 +89,8 @@ class Cgroups:
             except OSError:
                 continue
             for entry in entries:
-                owner = maker.maker_of(entry.name[len(PREFIX) :])
-                if owner is None or not maker.proven_dead(owner):
+                owner = host_process.maker_of(entry.name[len(PREFIX) :])
+                if owner is None or not host_process.proven_dead(owner):
                     continue
                 try:
                     # another user's group: its maker may be hidden from us (``hidepid``)

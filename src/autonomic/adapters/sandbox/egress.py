@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomic.adapters.sandbox import maker
+from autonomic.core import host_process
 from autonomic.errors import EgressRuleInvalid, InvalidInput
 from autonomic.ports.sandbox import Limits, NetworkPolicy, SandboxUnavailable
 
@@ -238,8 +238,8 @@ def reap_stale() -> list[str]:
     """Delete the namespaces of processes that died without cleaning up (once per process).
 
     A worker killed by SIGKILL leaves ``autonomic-eg-<tag>-s/-r`` behind; the tag names its
-    maker (``maker.tag``: pid, pid namespace, start time), so a later worker removes them once
-    that maker is dead for certain (``maker.proven_dead``) - never a live worker's in another
+    maker (``host_process.tag``: pid, pid namespace, start time), so a later worker removes them once
+    that maker is dead for certain (``host_process.proven_dead``) - never a live worker's in another
     pid namespace sharing ``/run/netns``. Names from before tags (``autonomic-eg-<pid>-<n>-s``)
     are removed when that pid is gone, as they were. Deleting the router namespace also removes
     its veth in the uplink namespace.
@@ -253,9 +253,9 @@ def reap_stale() -> list[str]:
         if not name.startswith(NAME_PREFIX):
             continue
         rest = name[len(NAME_PREFIX) :]
-        tagged = maker.maker_of(rest, suffixes=1)
+        tagged = host_process.maker_of(rest, suffixes=1)
         if tagged is not None:
-            if maker.proven_dead(tagged):
+            if host_process.proven_dead(tagged):
                 stale.append(name)
             continue
         pid = rest.split("-", 1)[0]  # a name from before tags
@@ -280,7 +280,7 @@ class EgressNetwork:
         self.tap = tap
         """For a microVM: the sandbox namespace bridges ``eth0`` with a tap device instead of
         holding the address itself; the guest takes ``INNER_SANDBOX`` (``guest_network``)."""
-        ident = maker.tag(next(_IDS))
+        ident = host_process.tag(next(_IDS))
         self.sandbox_ns = f"{NAME_PREFIX}{ident}-s"
         self.router_ns = f"{NAME_PREFIX}{ident}-r"
         self._slot = _SLOTS.take()

@@ -48,12 +48,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from autonomic.adapters.sandbox import maker
 from autonomic.adapters.sandbox.cgroup import Cgroups, SandboxCgroup
 from autonomic.adapters.sandbox.egress import EgressNetwork, check_host, parse_allow
 from autonomic.adapters.sandbox.loader import LOADER, WORKSPACE, check_files, encode_request
 from autonomic.adapters.sandbox.process import Launcher, Outcome
 from autonomic.adapters.sandbox.seccomp import build_filter
+from autonomic.core import host_process
 from autonomic.errors import InvalidInput
 from autonomic.ports.sandbox import (
     Ended,
@@ -496,7 +496,7 @@ class NamespaceSandbox:
             try:
                 cgroup = self._fresh_cgroups.pop(0)  # the oldest first
             except IndexError:
-                cgroup = self._cgroups.create(maker.tag(next(_NAMES)))
+                cgroup = self._cgroups.create(host_process.tag(next(_NAMES)))
             cgroup.set_limits(memory_mb=limits.memory_mb, processes=limits.processes + 8)
         seccomp_read = gate_read = gate_write = status_read = status_write = -1
         launcher = None
@@ -794,7 +794,7 @@ class NamespaceSandbox:
             and not self._closed
             and len(self._fresh_cgroups) < CGROUPS_AHEAD
         ):
-            self._fresh_cgroups.append(self._cgroups.create(maker.tag(next(_NAMES))))
+            self._fresh_cgroups.append(self._cgroups.create(host_process.tag(next(_NAMES))))
 
     def _cleanup(self, started: _Started) -> None:
         """Leave nothing: launcher reaped, every process of the cgroup gone, the cgroup removed.

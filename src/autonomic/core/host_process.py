@@ -1,13 +1,14 @@
-"""Who made a host resource a sandbox leaves behind when its maker is killed, and whether that
-maker is dead for certain.
+"""A process on this host, named so that another process can tell it is dead for certain.
 
-A worker killed with ``SIGKILL`` cannot remove what it made on the host for its sandboxes: the
-cgroups it made ahead, an egress execution's network namespaces. Their names carry their
-maker's identity (``tag``: ``PID-PIDNS-START-SERIAL``), and a later worker removes what it can
-prove dead (``proven_dead``). A pid alone proves nothing: it is reused, and a maker in another
-pid namespace (another container sharing the cgroup hierarchy or ``/run/netns``) has a pid that
-means another process here, or none. A pid with its start time names one process for ever
-within one pid namespace.
+A worker killed with ``SIGKILL`` cannot clean up: the cgroups it made ahead for its sandboxes
+and an egress execution's network namespaces stay on the host, and the runs it leased stay
+leased until the lease expires. What it left carries its identity (``tag``:
+``PID-PIDNS-START-SERIAL``; a lease holder's id, ``host:pid:nonce:PIDNS-START``), and a later
+worker cleans up, or takes the run over at once, when that process is dead for certain
+(``proven_dead``). A pid alone proves nothing: it is reused, and a process in another pid
+namespace (another container sharing the cgroup hierarchy, ``/run/netns`` or the host name) has
+a pid that means another process here, or none. A pid with its start time names one process for
+ever within one pid namespace.
 """
 
 from __future__ import annotations
@@ -50,16 +51,24 @@ def maker_of(text: str, *, suffixes: int = 0) -> Maker | None:
 
 
 def proven_dead(maker: Maker) -> bool:
-    """Whether ``maker`` is dead for certain: in this pid namespace, and its pid gone or now
-    another process's (started at another time). Never this process."""
+    """Whether ``maker`` is dead for certain: in this pid namespace, and its pid gone, now
+    another process's (started at another time), or a zombie (exited, not yet reaped). Never
+    this process."""
     me = identity()
     if not me[1] or not me[2] or maker == me or maker[1] != me[1]:
         return False
-    return start_time(maker[0]) != maker[2]
+    found = _state_and_start(maker[0])
+    return found is None or found[1] != maker[2] or found[0] == b"Z"
 
 
 def start_time(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat``: when the process started; ``None`` if there is none."""
+    found = _state_and_start(pid)
+    return found[1] if found is not None else None
+
+
+def _state_and_start(pid: int) -> tuple[bytes, int] | None:
+    """Fields 3 and 22 of ``/proc/PID/stat``: the process's state and start time."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -68,6 +77,7 @@ def start_time(pid: int) -> int | None:
             os.close(fd)
         # the command name (field 2) is in parentheses and may hold spaces or ')': split after
         # the last one
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
