@@ -7,11 +7,11 @@ any other ``SIGKILL`` and kill every process of the sandbox in one place. Where 
 hierarchy exists (an unprivileged host), ``Cgroups.detect`` returns ``None`` and the backend falls
 back to rlimits only, which ``autonomic sandbox doctor`` reports.
 
-A group's name says who made it (``host_process.tag``: the maker's pid, pid namespace and start time).
-A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next backend made on
-the host removes them (``Cgroups.sweep``), and only those whose maker is dead for certain
-(``host_process.proven_dead``). A group another user made is left to that user (``/proc`` may hide
-their processes from us).
+A group's name says who made it (``host_process.tag``: the maker's pid, pid namespace and
+start time). A worker killed with ``SIGKILL`` cannot remove the groups it made ahead; the next
+backend made on the host removes them (``Cgroups.sweep``), and only those whose maker is dead
+for certain (``host_process.proven_dead``). A group another user made is left to that user
+(``/proc`` may hide their processes from us).
 """
 
 from __future__ import annotations

@@ -238,11 +238,11 @@ def reap_stale() -> list[str]:
     """Delete the namespaces of processes that died without cleaning up (once per process).
 
     A worker killed by SIGKILL leaves ``autonomic-eg-<tag>-s/-r`` behind; the tag names its
-    maker (``host_process.tag``: pid, pid namespace, start time), so a later worker removes them once
-    that maker is dead for certain (``host_process.proven_dead``) - never a live worker's in another
-    pid namespace sharing ``/run/netns``. Names from before tags (``autonomic-eg-<pid>-<n>-s``)
-    are removed when that pid is gone, as they were. Deleting the router namespace also removes
-    its veth in the uplink namespace.
+    maker (``host_process.tag``: pid, pid namespace, start time), so a later worker removes
+    them once that maker is dead for certain (``host_process.proven_dead``) - never a live
+    worker's in another pid namespace sharing ``/run/netns``. Names from before tags
+    (``autonomic-eg-<pid>-<n>-s``) are removed when that pid is gone, as they were. Deleting
+    the router namespace also removes its veth in the uplink namespace.
     """
     if _REAPED.is_set() or not NETNS_DIR.is_dir():
         return []
