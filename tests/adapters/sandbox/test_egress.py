@@ -284,9 +284,9 @@ def test_namespaces_of_a_dead_worker_are_reaped(world: World) -> None:
 
 
 def test_only_namespaces_whose_maker_is_dead_for_certain_are_reaped(world: World) -> None:
-    """A tagged name (``host_process.tag``) is reaped when its maker is dead in this pid namespace; a
-    live worker's in another pid namespace sharing ``/run/netns`` - whose pid means nothing
-    here - is left alone (a pid alone would have called it dead)."""
+    """A tagged name (``host_process.tag``) is reaped when its maker is dead in this pid
+    namespace; a live worker's in another pid namespace sharing ``/run/netns`` - whose pid
+    means nothing here - is left alone (a pid alone would have called it dead)."""
     from autonomic.core import host_process
 
     _, namespace, start = host_process.identity()
