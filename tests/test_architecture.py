@@ -19,37 +19,43 @@ SRC = Path(autonomic.__file__).parent
 
 BELOW: dict[str, set[str]] = {
     "errors": set(),
+    "host_process": set(),
     "core": {"errors"},
     "ports": {"core", "errors"},
-    "adapters": {"ports", "core", "errors"},
+    "adapters": {"host_process", "ports", "core", "errors"},
     "tools": {"ports", "core", "errors"},
     "observability": {"ports", "core", "errors"},
     "governance": {"tools", "ports", "core", "errors"},
     "audit": {"ports", "core", "errors"},
     "gateway": {"governance", "tools", "adapters", "ports", "core", "errors"},
     "toolbox": {"governance", "tools", "observability", "adapters", "ports", "core", "errors"},
-    "engine": {"gateway", "governance", "tools", "observability", "ports", "core", "errors"},
+    "engine": {
+        "gateway", "governance", "tools", "observability", "host_process", "ports", "core", "errors",
+    },
     "examples": {
         "observability", "engine", "gateway", "governance", "toolbox", "tools", "adapters", "ports", "core",
+        "host_process", "errors",
+    },
+    "release": {
+        "observability", "engine", "gateway", "governance", "tools", "ports", "core", "host_process",
         "errors",
     },
-    "release": {"observability", "engine", "gateway", "governance", "tools", "ports", "core", "errors"},
     "bootstrap": {
         "observability", "examples", "engine", "audit", "gateway", "governance", "toolbox",
-        "tools", "adapters", "ports", "core", "errors",
+        "tools", "adapters", "ports", "core", "host_process", "errors",
     },
     "testing": {
         "observability", "release", "bootstrap", "examples", "engine", "audit", "gateway", "governance",
-        "toolbox", "tools", "adapters", "ports", "core", "errors",
+        "toolbox", "tools", "adapters", "ports", "core", "host_process", "errors",
     },
     "service": {
         "observability", "release", "bootstrap", "testing", "examples", "engine", "audit", "gateway",
-        "governance", "toolbox", "tools", "adapters", "ports", "core", "errors",
+        "governance", "toolbox", "tools", "adapters", "ports", "core", "host_process", "errors",
     },
     "cli": {
         "service", "observability", "release", "bootstrap", "testing", "examples", "engine", "audit",
         "gateway", "governance", "toolbox", "tools",
-        "adapters", "ports", "core", "errors",
+        "adapters", "ports", "core", "host_process", "errors",
     },
     "_moved": set(),
 }  # fmt: skip

@@ -434,7 +434,7 @@ def test_a_lease_holder_is_dead_only_when_its_process_is_dead_for_certain():
     import subprocess
     import sys
 
-    from autonomic.core import host_process
+    from autonomic import host_process
 
     host = socket.gethostname()
     _, namespace, start = host_process.identity()

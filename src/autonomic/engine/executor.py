@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from autonomic.core import host_process
+from autonomic import host_process
 from autonomic.core.audit import AuditAct, AuditNote
 from autonomic.core.canonical import canonical_json
 from autonomic.core.compensation import completed_steps
@@ -91,7 +91,7 @@ def new_run_id() -> str:
 
 def worker_id() -> str:
     """``host:pid:nonce:PIDNS-START``: enough to tell whether a lease holder on this host is
-    still alive (``owner_is_dead``; the pid namespace and start time: ``core.host_process``)."""
+    still alive (``owner_is_dead``; the pid namespace and start time: ``autonomic.host_process``)."""
     pid, namespace, start = host_process.identity()
     return f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}:{namespace}-{start}"
 

@@ -287,7 +287,7 @@ def test_only_namespaces_whose_maker_is_dead_for_certain_are_reaped(world: World
     """A tagged name (``host_process.tag``) is reaped when its maker is dead in this pid
     namespace; a live worker's in another pid namespace sharing ``/run/netns`` - whose pid
     means nothing here - is left alone (a pid alone would have called it dead)."""
-    from autonomic.core import host_process
+    from autonomic import host_process
 
     _, namespace, start = host_process.identity()
     gone = 2**22 + 1  # above pid_max: no process has it

@@ -879,8 +879,8 @@ def test_the_groups_a_killed_worker_made_ahead_are_removed_by_the_next_sandbox()
 def test_the_sweep_removes_only_the_groups_of_makers_proven_dead() -> None:
     """Same pid namespace and the pid gone or restarted: removed. A live maker, another pid
     namespace, or a name of the older form that says no more than a pid: left alone."""
+    from autonomic import host_process
     from autonomic.adapters.sandbox.cgroup import PREFIX
-    from autonomic.core import host_process
 
     require_bwrap()
     sandbox = NamespaceSandbox(use_cgroup=True)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomic.core import host_process
+from autonomic import host_process
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "autonomic-sb-"

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomic.core import host_process
+from autonomic import host_process
 from autonomic.errors import EgressRuleInvalid, InvalidInput
 from autonomic.ports.sandbox import Limits, NetworkPolicy, SandboxUnavailable
 

@@ -48,12 +48,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from autonomic import host_process
 from autonomic.adapters.sandbox.cgroup import Cgroups, SandboxCgroup
 from autonomic.adapters.sandbox.egress import EgressNetwork, check_host, parse_allow
 from autonomic.adapters.sandbox.loader import LOADER, WORKSPACE, check_files, encode_request
 from autonomic.adapters.sandbox.process import Launcher, Outcome
 from autonomic.adapters.sandbox.seccomp import build_filter
-from autonomic.core import host_process
 from autonomic.errors import InvalidInput
 from autonomic.ports.sandbox import (
     Ended,
