@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from autonomic import host_process
 from autonomic.ports.sandbox import Ended, Execution, Limits, NetworkPolicy, Sandbox
 
 ALLOWED = "10.99.0.2"
@@ -106,6 +107,27 @@ class World:
 
 
 _WORLDS = itertools.count()
+WORLD_PREFIX = "autonomic-test-world-"
+"""Every world's namespace name starts with this, then its maker's ``host_process.tag``."""
+
+
+def reap_stale_worlds() -> list[str]:
+    """Delete the worlds of test processes that were killed before they could (their maker is
+    dead for certain: ``host_process.proven_dead``); returns their names."""
+    netns = "/run/netns"
+    try:
+        names = os.listdir(netns)
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        if name.startswith(WORLD_PREFIX):
+            maker = host_process.maker_of(name[len(WORLD_PREFIX) :])
+            if maker is not None and host_process.proven_dead(maker):
+                stale.append(name)
+    for name in stale:
+        subprocess.run([_ip(), "netns", "del", name], capture_output=True, timeout=10)  # noqa: S603
+    return stale
 
 
 class WorldUnavailable(Exception):
@@ -129,7 +151,8 @@ def egress_world() -> Iterator[World]:
         raise WorldUnavailable(
             f"egress needs root and ip/nft/nsenter (missing: {missing or 'root'})"
         )
-    name = f"autonomic-test-world-{os.getpid()}-{next(_WORLDS)}"
+    reap_stale_worlds()
+    name = f"{WORLD_PREFIX}{host_process.tag(next(_WORLDS))}"
     try:
         _sh("netns", "add", name)
     except subprocess.CalledProcessError as exc:

@@ -307,3 +307,25 @@ def test_only_namespaces_whose_maker_is_dead_for_certain_are_reaped(world: World
     finally:
         for name in names.values():
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def test_the_test_world_of_a_killed_test_process_is_reaped_by_the_next(world: World) -> None:
+    """A test process killed mid-test leaves its world's namespace; the next world made on the
+    host deletes it once its maker is dead for certain, and never a live one's elsewhere."""
+    from autonomic import host_process
+    from autonomic.testing.egress_world import WORLD_PREFIX, reap_stale_worlds
+
+    _, namespace, start = host_process.identity()
+    gone = 2**22 + 1  # above pid_max: no process has it
+    dead = f"{WORLD_PREFIX}{gone}-{namespace}-{start}-0"
+    elsewhere = f"{WORLD_PREFIX}{gone}-{namespace + 1}-{start}-0"
+    for name in (dead, elsewhere):
+        _sh("ip", "netns", "add", name)
+    try:
+        assert set(reap_stale_worlds()) <= {dead}  # (another worker may reap it first)
+        assert not (egress.NETNS_DIR / dead).exists()
+        assert (egress.NETNS_DIR / elsewhere).exists()
+        assert (egress.NETNS_DIR / world.name).exists()  # this process's own
+    finally:
+        for name in (dead, elsewhere):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
