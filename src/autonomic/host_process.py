@@ -61,6 +61,20 @@ def proven_dead(maker: Maker) -> bool:
     return found is None or found[1] != maker[2] or found[0] == b"Z"
 
 
+def tagged_by_the_dead(text: str, *, suffixes: int = 0) -> bool:
+    """Whether ``text`` is a ``tag`` (then ``suffixes`` more ``-`` fields) whose maker is dead
+    for certain: what a sweep of leftovers asks of each name."""
+    maker = maker_of(text, suffixes=suffixes)
+    return maker is not None and proven_dead(maker)
+
+
+def gone_or_zombie(pid: int) -> bool:
+    """Whether no process has ``pid`` or it has exited unreaped: all a bare pid (a name from
+    before tags) can say, since the pid may be another process's by now."""
+    found = _state_and_start(pid)
+    return found is None or found[0] == b"Z"
+
+
 def start_time(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat``: when the process started; ``None`` if there is none."""
     found = _state_and_start(pid)

@@ -112,25 +112,13 @@ def owner_is_dead(owner: str | None) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         return False
-    named = rest.partition(":")[2]
+    named = rest.partition(":")[2]  # PIDNS-START, since 2026-12-06
     if named:
-        made = host_process.maker_of(f"{pid}-{named}-0")
-        return made is not None and host_process.proven_dead(made)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+        namespace, _, start = named.partition("-")
+        if not (namespace.isdigit() and start.isdigit()):
+            return False
+        return host_process.proven_dead((pid, int(namespace), int(start)))
+    return host_process.gone_or_zombie(pid)
 
 
 class Engine:

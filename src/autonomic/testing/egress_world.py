@@ -113,20 +113,20 @@ WORLD_PREFIX = "autonomic-test-world-"
 
 def reap_stale_worlds() -> list[str]:
     """Delete the worlds of test processes that were killed before they could (their maker is
-    dead for certain: ``host_process.proven_dead``); returns their names."""
-    netns = "/run/netns"
+    dead for certain: ``host_process.tagged_by_the_dead``); returns their names."""
+    from autonomic.adapters.sandbox.egress import NETNS_DIR, delete_namespaces
+
     try:
-        names = os.listdir(netns)
+        names = os.listdir(NETNS_DIR)
     except OSError:
         return []
-    stale = []
-    for name in names:
-        if name.startswith(WORLD_PREFIX):
-            maker = host_process.maker_of(name[len(WORLD_PREFIX) :])
-            if maker is not None and host_process.proven_dead(maker):
-                stale.append(name)
-    for name in stale:
-        subprocess.run([_ip(), "netns", "del", name], capture_output=True, timeout=10)  # noqa: S603
+    stale = [
+        name
+        for name in names
+        if name.startswith(WORLD_PREFIX)
+        and host_process.tagged_by_the_dead(name[len(WORLD_PREFIX) :])
+    ]
+    delete_namespaces(stale)
     return stale
 
 

@@ -89,8 +89,7 @@ class Cgroups:
             except OSError:
                 continue
             for entry in entries:
-                owner = host_process.maker_of(entry.name[len(PREFIX) :])
-                if owner is None or not host_process.proven_dead(owner):
+                if not host_process.tagged_by_the_dead(entry.name[len(PREFIX) :]):
                     continue
                 try:
                     # another user's group: its maker may be hidden from us (``hidepid``)

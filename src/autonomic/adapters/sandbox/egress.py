@@ -261,11 +261,17 @@ def reap_stale() -> list[str]:
         pid = rest.split("-", 1)[0]  # a name from before tags
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             stale.append(name)
-    if stale:
-        _run(
-            ["ip", "-force", "-batch", "-"], "".join(f"netns del {n}\n" for n in stale), check=False
-        )
+    delete_namespaces(stale)
     return stale
+
+
+def delete_namespaces(names: Sequence[str]) -> None:
+    """``ip netns del`` each of ``names`` in one ``ip`` process (a name already gone is no
+    error)."""
+    if names:
+        _run(
+            ["ip", "-force", "-batch", "-"], "".join(f"netns del {n}\n" for n in names), check=False
+        )
 
 
 class EgressNetwork:
