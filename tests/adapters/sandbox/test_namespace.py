@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -517,13 +518,52 @@ def test_the_spawning_thread_gives_the_uid_back() -> None:
 def _all_threads_ids() -> dict[int, tuple[str, ...]]:
     """Uid, gid and groups lines of every thread of this process."""
     ids = {}
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            lines = (task / "status").read_text().splitlines()
-            ids[int(task.name)] = tuple(
-                line for line in lines if line.startswith(("Uid:", "Gid:", "Groups:"))
-            )
+    for task, text in _threads_files("status"):
+        ids[task] = tuple(
+            line for line in text.splitlines() if line.startswith(("Uid:", "Gid:", "Groups:"))
+        )
     return ids
+
+
+def _threads_files(name: str) -> list[tuple[int, str]]:
+    """The ``/proc`` file ``name`` of every thread of this process that is alive to be read.
+
+    A thread listed may end before its file is opened (the file is gone) or between the open and
+    the read (the read fails with ESRCH): it is not one of the threads asked about.
+    """
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            file = (task / name).open()
+        except FileNotFoundError:
+            continue
+        with file:
+            text = _read_while_alive(file)
+        if text is not None:
+            found.append((int(task.name), text))
+    return found
+
+
+def _read_while_alive(file: IO[str]) -> str | None:
+    """``None`` when the thread or process the ``/proc`` file belongs to ended after the open."""
+    try:
+        return file.read()
+    except ProcessLookupError:
+        return None
+
+
+def test_a_thread_that_ends_after_its_proc_file_is_opened_is_not_read() -> None:
+    """The cgroup check failed a CI run reading the file of a thread that had just ended."""
+    started, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=lambda: (started.set(), release.wait()))
+    thread.start()
+    started.wait()
+    with Path(f"/proc/self/task/{thread.native_id}/cgroup").open() as file:
+        release.set()
+        thread.join()
+        assert _read_while_alive(file) is None
+    assert thread.native_id not in dict(_threads_files("cgroup"))
+    assert threading.get_native_id() in dict(_threads_files("cgroup"))
 
 
 def _dumpable() -> int:
@@ -585,11 +625,7 @@ def _thread_cgroups() -> str:
 
 
 def _all_threads_cgroups() -> list[str]:
-    found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            found.append((task / "cgroup").read_text())
-    return found
+    return [text for _, text in _threads_files("cgroup")]
 
 
 def _tree(pid: int) -> list[int]:
