@@ -163,6 +163,10 @@ def test_the_command_prints_them_as_json_and_with_the_latency_breakdown(tmp_path
     assert table.returncode == 0, table.stderr
     assert "state_read" in table.stdout
     assert "0.25" in table.stdout
+    piped = subprocess.run([*cli, "--latency"], capture_output=True, text=True, timeout=60,
+                           env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert "…" not in piped.stdout  # no value cut to another (tests/cli/test_tables.py)
+    assert "sandbox_provisioning" in piped.stdout
     recent = subprocess.run([*cli, "--since", "1h", "--json"], capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert json.loads(recent.stdout)["kpis"] == []  # the seed is from 1970

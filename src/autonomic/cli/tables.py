@@ -6,6 +6,11 @@ the output is piped, narrower than the table wants): what is copied is then not 
 column gets at least the width of the longest id in it, and when the table cannot be that wide
 here it is printed as one record per row (the first column on a line of its own, then
 ``column: value`` lines), which fits any width.
+
+Numbers, percentages, statuses and names are kept whole the same way: rich would otherwise cut
+``100.0%`` to ``100…`` in a piped 80-column table (``autonomic kpis``), which reads as another
+number. A cell without a space (up to ``_TOKEN`` characters) is such a value; a header is kept to
+its longest word. Only text with spaces (a reason, a summary) may wrap.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import re
 
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.table import Table
+from rich.text import Text
 
 ID = re.compile(r"\b(?:run|apr)_[0-9a-f]{8,}\b")
 """A run or approval id, as it appears inside any cell (a reason, a timeline summary)."""
@@ -22,13 +29,36 @@ _NARROWEST = 4
 """The width a column without ids may shrink to before the table counts as not fitting."""
 
 
+_TOKEN = 32
+"""The longest cell without a space kept whole as a value; a longer one may be folded."""
+
+
 def keep_ids_whole(table: Table) -> Table:
-    """Give each column of ``table`` at least the width of the longest id among its cells."""
+    """Give each column of ``table`` at least the width of the longest id or value among its
+    cells, and of its header's longest word."""
     for column in table.columns:
-        longest = max((len(m) for cell in column.cells for m in ID.findall(str(cell))), default=0)
+        longest = max(map(len, _plain(column.header).split()), default=0)
+        for cell in column.cells:
+            text = _plain(cell)
+            if len(text) <= _TOKEN and not any(c.isspace() for c in text):
+                longest = max(longest, len(text))
+            else:
+                longest = max([longest, *map(len, ID.findall(text))])
         if longest:
             column.min_width = max(column.min_width or 0, longest)
     return table
+
+
+def _plain(cell: object) -> str:
+    """The text a cell shows: a ``Text``'s plain text, a string without its markup."""
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        try:
+            return Text.from_markup(cell).plain
+        except MarkupError:
+            return cell
+    return str(cell)
 
 
 def print_table(console: Console, table: Table) -> None:
