@@ -179,6 +179,47 @@ async def export(store: Store, out: Path, public_key: Ed25519PublicKey) -> tuple
     return records, checkpoints
 
 
+_HINT = "the export was changed or cut: ask for it again (`autonomic audit export`)"
+
+
+def _checkpoints(path: Path) -> list[dict[str, Any]]:
+    """The checkpoints listed in ``path``, each an object with an integer ``pos``; a line that is
+    not one is refused by its number (an auditor edits this file by hand)."""
+    found = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+        pos = data.get("pos") if isinstance(data, dict) else None
+        if type(pos) is not int:
+            raise InvalidInput(f"{path.name} line {number} is not a checkpoint", hint=_HINT)
+        found.append(data)
+    return found
+
+
+def _record(line: str, number: int) -> tuple[int, str, str | None, str, str, float]:
+    """One line of ``log.jsonl`` as the record it must be: position, kind, run id or null,
+    body, stored hash, time."""
+    try:
+        pos, kind, run_id, body, stored, created_at = json.loads(line)
+        if not (
+            type(pos) is int
+            and isinstance(kind, str)
+            and (run_id is None or isinstance(run_id, str))
+            and isinstance(body, str)
+            and isinstance(stored, str)
+            and isinstance(created_at, int | float)
+            and not isinstance(created_at, bool)
+        ):
+            raise ValueError(line)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"log.jsonl line {number} is not a record", hint=_HINT) from None
+    return pos, kind, run_id, body, stored, float(created_at)
+
+
 def _prepare(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
@@ -195,21 +236,18 @@ def verify_export(
     ``checkpoints.jsonl``; by default the export's)."""
     listed = kept or folder / "checkpoints.jsonl"
     try:
-        expected = [json.loads(line) for line in listed.read_text().splitlines() if line.strip()]
+        expected = _checkpoints(listed)
         lines = (folder / "log.jsonl").open()
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise InvalidInput(
-            f"not an audit export: {exc}", hint="make one with `autonomic audit export`"
+            f"not an audit export: {exc.strerror or exc}: {exc.filename or folder}",
+            hint="make one with `autonomic audit export`",
         ) from None
     check = verifier(public_key)
-    log = LogChecker(verify_signature=check, watch=frozenset(int(c["pos"]) for c in expected))
+    log = LogChecker(verify_signature=check, watch=frozenset(c["pos"] for c in expected))
     with lines:
         for number, line in enumerate(lines, start=1):
-            try:
-                pos, kind, run_id, body, stored, created_at = json.loads(line)
-            except ValueError:
-                raise InvalidInput(f"log.jsonl line {number} is not a record") from None
-            log.feed([(int(pos), str(kind), run_id, str(body), str(stored), float(created_at))])
+            log.feed([_record(line, number)])
     for cp in expected:
         if not check(cp):
             from autonomic.core.verification import Break, BreakKind

@@ -11,6 +11,7 @@ The commands live in modules named after what they operate (``runs``, ``approval
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -107,3 +108,16 @@ def main() -> None:
         sys.exit(ExitCode.USAGE if isinstance(exc, UserError) else ExitCode.ERROR)
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        # the last resort: a bug of ours reaches the user as one line, secrets masked, not as a
+        # traceback; AUTONOMIC_TRACEBACK=1 shows where, for the report
+        if os.environ.get("AUTONOMIC_TRACEBACK") == "1":
+            raise
+        from autonomic.engine.failure import scrub
+
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(scrub(str(exc)))}")
+        err.print(
+            "[dim]hint:[/] this is a bug in autonomic, not in your input: run again with "
+            "AUTONOMIC_TRACEBACK=1 and report what it prints"
+        )
+        sys.exit(ExitCode.ERROR)
