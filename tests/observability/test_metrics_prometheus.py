@@ -124,3 +124,24 @@ def test_a_bad_metrics_port_is_one_clear_line(tmp_path):
     assert result.returncode in (1, 2)
     assert result.stderr.startswith("error: cannot serve metrics on 127.0.0.1:")
     assert "Traceback" not in result.stderr
+    assert "--metrics-port" in result.stderr
+    elsewhere = autonomic(
+        "worker", "--metrics-port", "0", "--metrics-host", "192.0.2.1", "--until-idle",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert "--metrics-host an address of this machine" in elsewhere.stderr
+
+
+@pytest.mark.parametrize("command", [("demo",), ("worker", "--until-idle")])
+def test_a_multiprocess_dir_that_cannot_be_written_is_one_clear_line(tmp_path, command):
+    """It was a traceback of prometheus_client's (FileNotFoundError): now the variable is named,
+    before any run is made."""
+    missing = tmp_path / "no-such-dir"
+    result = autonomic(*command, cwd=tmp_path, env={"PROMETHEUS_MULTIPROC_DIR": str(missing)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"error: PROMETHEUS_MULTIPROC_DIR={missing} is not a directory this process can write"
+    )
+    listed = autonomic("runs", "--json", cwd=tmp_path)
+    assert json.loads(listed.stdout or "[]") == []

@@ -3,6 +3,7 @@ inspect and stop runs (``settle`` is in ``settle.py``)."""
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -247,7 +248,12 @@ def worker(
                 except OSError as exc:
                     raise UserError(
                         f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}",
-                        hint="choose a free port with --metrics-port",
+                        hint=(
+                            "choose a free port with --metrics-port"
+                            if exc.errno == errno.EADDRINUSE
+                            else "give --metrics-host an address of this machine (127.0.0.1, "
+                            "or 0.0.0.0 to expose it on purpose)"
+                        ),
                     ) from None
                 err.print(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
             loop = asyncio.get_running_loop()

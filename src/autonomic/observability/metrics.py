@@ -149,16 +149,38 @@ class Metrics:
         global _SHARED
         with _LOCK:
             if _SHARED is None:
+                from autonomic.errors import ConfigError
+
+                _check_multiprocess_dir()
                 try:
                     _SHARED = Metrics()
                 except ImportError as exc:
-                    from autonomic.errors import ConfigError
-
                     raise ConfigError(
                         f"metrics are asked for but {exc.name} is not installed",
                         hint="pip install 'autonomic[observability]'",
                     ) from None
+                except OSError as exc:  # the directory went away or filled up meanwhile
+                    raise ConfigError(
+                        f"cannot write metrics into PROMETHEUS_MULTIPROC_DIR: {exc.strerror}",
+                        hint="point PROMETHEUS_MULTIPROC_DIR at a writable directory, or unset it",
+                    ) from None
             return _SHARED
+
+
+def _check_multiprocess_dir() -> None:
+    """``PROMETHEUS_MULTIPROC_DIR`` names a directory this process can write its files into;
+    otherwise the first metric would fail with a bare ``FileNotFoundError`` deep in
+    ``prometheus_client``."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        from autonomic.errors import ConfigError
+
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR={folder} is not a directory this process can write",
+            hint=f"create it (mkdir -p {folder}) and give every worker the same one, or unset it",
+        )
 
 
 def current_metrics() -> Metrics | None:
