@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import errno
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from autonomic.cli.common import AgentOption, err, settings_of
+from autonomic.errors import UserError
+
+if TYPE_CHECKING:
+    import socket
 
 
 def serve(
@@ -42,6 +47,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the REST API (OpenAPI at /openapi.json, interactive docs at /docs)."""
+    import asyncio
     from pathlib import Path
 
     import uvicorn
@@ -70,11 +76,51 @@ def serve(
         secure_cookies=secure_cookies,
     )
     app = create_app(service_settings, routers=[console_router()])
-    err.print(
-        f"autonomic API on http://{host}:{port}  (docs: http://{host}:{port}/docs, "
-        f"console: http://{host}:{port}/console)"
-    )
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
-    uvicorn.Server(config).run()
+    listening = _listen(host, port)
+
+    async def main() -> None:
+        from autonomic.service.runtime import build_service
+
+        # built here, in the server's loop, before the server starts: what fails (the store,
+        # an agent, the policy) raises to main() as one line instead of the server's traceback
+        app.state.prebuilt = await build_service(service_settings)
+        bound = listening.getsockname()[1]
+        err.print(
+            f"autonomic API on http://{host}:{bound}  (docs: http://{host}:{bound}/docs, "
+            f"console: http://{host}:{bound}/console)"
+        )
+        await uvicorn.Server(config).serve(sockets=[listening])
+
+    with listening, asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; a taken port or a foreign address is a usage error."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listening = socket.socket(family, kind, proto)
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+        except OSError:
+            listening.close()
+            raise
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint=(
+                "choose a free port with --port"
+                if exc.errno == errno.EADDRINUSE
+                else "give --host an address of this machine (127.0.0.1, or 0.0.0.0 to expose "
+                "it on purpose)"
+            ),
+        ) from None
+    return listening

@@ -49,7 +49,11 @@ def create_app(settings: ServiceSettings, *, routers: Sequence[APIRouter] = ()) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from autonomic.service.runtime import build_service
 
-        service, closers = await build_service(settings)
+        # ``autonomic serve`` builds the service before the server starts (``prebuilt``), so a
+        # bad store URL or agent is its one-line error, not a traceback from inside the server
+        built = getattr(app.state, "prebuilt", None)
+        app.state.prebuilt = None
+        service, closers = built if built is not None else await build_service(settings)
         app.state.service = service
         workers: list[asyncio.Task[object]] = []
         stoppers = []
