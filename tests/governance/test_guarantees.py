@@ -173,6 +173,7 @@ def test_a_thousand_guarded_proposals_with_crashes_and_replays(store_url, tmp_pa
         if i % CRASH_EVERY < 2
     }
     approved_once: set[str] = set()
+    not_killed: list[str] = []
 
     async def drive_all(skip: set[str]) -> list[str]:
         store = build_store(url)
@@ -224,6 +225,8 @@ def test_a_thousand_guarded_proposals_with_crashes_and_replays(store_url, tmp_pa
                 )
             )
             stats["crashes"] += int(exit_.killed)
+            if not exit_.killed:
+                not_killed.append(f"{rid} at {point}: {exit_}")
         if not runnable and not asyncio.run(decide()):
             break
         if runnable:
@@ -245,7 +248,14 @@ def test_a_thousand_guarded_proposals_with_crashes_and_replays(store_url, tmp_pa
     assert report["timeouts"] > 0
     assert report["rejections"] > 0
     assert report["journal_matches_table"]
-    assert stats["crashes"] >= 2 * (RUNS // CRASH_EVERY) - 2
+    # Every run picked to crash did, once approved: a picked run whose approvals were all denied
+    # or timed out (drawn from its random approval ids: about 1 in 37) never reaches a crash
+    # point. A fixed count (18 of 20) failed a CI run on the draw alone.
+    planned = 2 * (RUNS // CRASH_EVERY)
+    assert not set(crash_at) & approved_once
+    assert not not_killed
+    assert stats["crashes"] == planned - len(crash_at)
+    assert stats["crashes"] >= planned // 2
 
 
 def _child(url: str, asks: Path, now: float, run_id: str, point: str, tmp: Path) -> int:
