@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from autonomic.core.run import Run, RunStatus
+from autonomic.errors import UserError
 
 if TYPE_CHECKING:
     from autonomic.core.journal import Entry
@@ -193,6 +194,24 @@ async def open_event_bus(db: str, bus: str | None, agents: list[str] | None = No
     opened = open_bus(bus_url(bus), store)
     _OPENED.append(opened)
     return opened
+
+
+def cannot_listen(what: str, host: str, port: int, exc: OSError, option: str) -> UserError:
+    """The usage error for a server that cannot listen on ``host:port``: a taken port points at
+    ``--{option}-port``, anything else (an address not of this machine) at ``--{option}-host``.
+    """
+    import errno
+
+    prefix = f"--{option}-" if option else "--"
+    return UserError(
+        f"cannot {what} on {host}:{port}: {exc.strerror or exc}",
+        hint=(
+            f"choose a free port with {prefix}port"
+            if exc.errno == errno.EADDRINUSE
+            else f"give {prefix}host an address of this machine (127.0.0.1, or 0.0.0.0 to "
+            "expose it on purpose)"
+        ),
+    )
 
 
 def user(name: str | None) -> str:

@@ -3,7 +3,6 @@ inspect and stop runs (``settle`` is in ``settle.py``)."""
 
 from __future__ import annotations
 
-import errno
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +15,7 @@ from autonomic.cli.common import (
     JsonOption,
     acting,
     build_engine,
+    cannot_listen,
     err,
     finish_message,
     live,
@@ -246,14 +246,8 @@ def worker(
                 try:
                     server = serve(metrics_port, metrics_host)
                 except OSError as exc:
-                    raise UserError(
-                        f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}",
-                        hint=(
-                            "choose a free port with --metrics-port"
-                            if exc.errno == errno.EADDRINUSE
-                            else "give --metrics-host an address of this machine (127.0.0.1, "
-                            "or 0.0.0.0 to expose it on purpose)"
-                        ),
+                    raise cannot_listen(
+                        "serve metrics", metrics_host, metrics_port, exc, "metrics"
                     ) from None
                 err.print(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
             loop = asyncio.get_running_loop()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from autonomic.cli.common import AgentOption, err, settings_of
-from autonomic.errors import UserError
+from autonomic.cli.common import AgentOption, cannot_listen, err, settings_of
 
 if TYPE_CHECKING:
     import socket
@@ -114,13 +112,5 @@ def _listen(host: str, port: int) -> socket.socket:
             listening.close()
             raise
     except OSError as exc:
-        raise UserError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            hint=(
-                "choose a free port with --port"
-                if exc.errno == errno.EADDRINUSE
-                else "give --host an address of this machine (127.0.0.1, or 0.0.0.0 to expose "
-                "it on purpose)"
-            ),
-        ) from None
+        raise cannot_listen("listen", host, port, exc, "") from None
     return listening
