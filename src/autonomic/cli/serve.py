@@ -97,7 +97,7 @@ def serve(
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``; a taken port or a foreign address is a usage error."""
+    """A socket listening on ``host:port``; a taken port or a foreign address is a usage error."""
     import socket
 
     try:
@@ -108,6 +108,7 @@ def _listen(host: str, port: int) -> socket.socket:
         try:
             listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listening.bind(address)
+            listening.listen(2048)  # uvicorn's backlog: connections wait from here, never refused
         except OSError:
             listening.close()
             raise

@@ -16,6 +16,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from autonomic.errors import ConfigError
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -149,8 +151,6 @@ class Metrics:
         global _SHARED
         with _LOCK:
             if _SHARED is None:
-                from autonomic.errors import ConfigError
-
                 _check_multiprocess_dir()
                 try:
                     _SHARED = Metrics()
@@ -175,8 +175,6 @@ def _check_multiprocess_dir() -> None:
     if not folder:
         return
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        from autonomic.errors import ConfigError
-
         raise ConfigError(
             f"PROMETHEUS_MULTIPROC_DIR={folder} is not a directory this process can write",
             hint=f"create it (mkdir -p {folder}) and give every worker the same one, or unset it",
