@@ -3,6 +3,7 @@ secondary configured the low-priority calls move to it."""
 
 import asyncio
 import statistics
+import time
 
 import pytest
 
@@ -106,16 +107,19 @@ def test_with_a_secondary_background_calls_move_to_it_and_critical_ones_wait():
             finally:
                 await gateway.aclose()
 
+        began = time.monotonic()
         results = asyncio.run(main())
+        took = time.monotonic() - began
     critical = [p for i, r in enumerate(results) if i % 2 for p in r]
     background = [p for i, r in enumerate(results) if not i % 2 for p in r]
     assert set(critical) == {"primary"}
     # The primary serves at most its rate over the run (plus one bucket): every background call
     # beyond what the critical ones left of that moved. A busy host makes the run longer, so
-    # the primary then has room for more of them; on a quiet one over half move.
-    times = sorted(a.at for a in primary.arrivals)
-    late = gateway.metrics.max_late_s
-    room = RATE + RATE * (times[-1] - times[0]) + RATE * late + JITTER
+    # the primary then has room for more of them; on a quiet one over half move. The run is
+    # timed here, where the gateway's bucket hands out the turns: the server's arrival times
+    # are taken by its own threads, which a starved host runs late and then together (68 calls
+    # arrived within 2 s at 20 a second in a CI run at load 13).
+    room = RATE + RATE * took + JITTER
     moved = background.count("vllm")
     assert moved > 0
     assert moved >= len(background) - max(0.0, room - len(critical)), (moved, room)
