@@ -118,7 +118,7 @@ def test_with_a_secondary_background_calls_move_to_it_and_critical_ones_wait():
     # the primary then has room for more of them; on a quiet one over half move. The run is
     # timed here, where the gateway's bucket hands out the turns: the server's arrival times
     # are taken by its own threads, which a starved host runs late and then together (68 calls
-    # arrived within 2 s at 20 a second in a CI run at load 13).
+    # arrived within 2 s at 20 a second in a run of the tests at load 13).
     room = RATE + RATE * took + JITTER
     moved = background.count("vllm")
     assert moved > 0
